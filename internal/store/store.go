@@ -1,0 +1,373 @@
+// Package store defines the storage contract of the cyberdrew engine: events,
+// runs and their steps, the run queue with leases, flow-control state, the
+// key-value data the site jobs keep, change notifications and retention.
+//
+// Every backend (internal/store/sqlite, internal/store/redis) implements Store
+// and must pass the conformance suite in internal/store/storetest. Behaviour
+// changes start in that suite.
+//
+// The engine decides what a run is (which functions an event triggers and the
+// flow-control keys evaluated from it); the store applies every transition
+// atomically: one SQL transaction or one Lua script per call.
+package store
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"time"
+)
+
+// Sentinel errors. Backends map their own errors (sql.ErrNoRows, redis.Nil)
+// onto these at their boundary; callers compare with errors.Is.
+var (
+	// ErrNotFound: no event, run or key by that id.
+	ErrNotFound = errors.New("not found")
+	// ErrLeaseLost: the caller's lease on a run expired, was taken over by
+	// another worker, or the run was cancelled or finished meanwhile.
+	ErrLeaseLost = errors.New("lease lost")
+	// ErrFinished: the run has already finished (cancel or transition refused).
+	ErrFinished = errors.New("run already finished")
+	// ErrUnavailable: the backend cannot be reached (intake answers 503).
+	ErrUnavailable = errors.New("store unavailable")
+	// ErrInvalid: the request violates the contract (bad cursor, empty name).
+	ErrInvalid = errors.New("invalid request")
+)
+
+// Status is a run's or a step's state, in Inngest's words.
+type Status string
+
+// Run and step statuses.
+const (
+	StatusQueued    Status = "Queued"
+	StatusRunning   Status = "Running"
+	StatusSleeping  Status = "Sleeping"
+	StatusWaiting   Status = "Waiting" // step only: WaitForEvent pending
+	StatusCompleted Status = "Completed"
+	StatusFailed    Status = "Failed"
+	StatusCancelled Status = "Cancelled"
+	StatusSkipped   Status = "Skipped"
+)
+
+// Finished reports whether s is a terminal run status.
+func (s Status) Finished() bool {
+	switch s {
+	case StatusCompleted, StatusFailed, StatusCancelled, StatusSkipped:
+		return true
+	}
+	return false
+}
+
+// Event is an accepted event: Inngest's payload plus the id the server gave it.
+type Event struct {
+	ID         string          `json:"internal_id"` // ULID assigned at intake
+	ClientID   string          `json:"id,omitempty"` // client-supplied idempotency id
+	Name       string          `json:"name"`
+	Data       json.RawMessage `json:"data"`
+	User       json.RawMessage `json:"user,omitempty"`
+	TS         int64           `json:"ts"` // milliseconds since the epoch
+	Version    string          `json:"v,omitempty"`
+	ReceivedAt time.Time       `json:"received_at"`
+}
+
+// RunSpec is a run the engine wants created for an event, with the
+// flow-control keys already evaluated from that event. The store applies, in
+// this order and atomically with the event itself: idempotency, rate limit,
+// singleton, debounce.
+type RunSpec struct {
+	ID         string // ULID chosen by the caller
+	FunctionID string
+	// AvailableAt is when the run may start (the event's ts when in the future).
+	AvailableAt time.Time
+	// IdempotencyKey: at most one run per key while the key lives
+	// (IdempotencyTTL). A second spec with a live key creates nothing and
+	// reports the first run.
+	IdempotencyKey string
+	IdempotencyTTL time.Duration
+	// RateLimitKey with RateLimit > 0: at most RateLimit runs per
+	// RateLimitPeriod per key (GCRA); excess runs are stored as Skipped.
+	RateLimitKey    string
+	RateLimit       int
+	RateLimitPeriod time.Duration
+	// SingletonKey: while an unfinished run with this key exists, the new
+	// run is stored as Skipped.
+	SingletonKey string
+	// DebounceKey with DebouncePeriod > 0: while a run with this key is still
+	// Queued and has never started, the new event replaces its trigger and
+	// its start moves to now+DebouncePeriod, never past its first
+	// creation + DebounceMaxWait (when > 0). No new run is created.
+	DebounceKey     string
+	DebouncePeriod  time.Duration
+	DebounceMaxWait time.Duration
+	// ConcurrencyKey with ConcurrencyLimit > 0: at most ConcurrencyLimit runs
+	// with this key are leased at once; Claim skips the others.
+	ConcurrencyKey   string
+	ConcurrencyLimit int
+	// FinishTimeout > 0: the run is due to be cancelled this long after it
+	// first starts (FinishBy is set on first claim).
+	FinishTimeout time.Duration
+}
+
+// Publication is an event to store together with the runs it triggers.
+// A non-empty Event.ClientID that was seen within ClientIDTTL makes the
+// publication a duplicate: nothing is stored and the first event's id is
+// answered.
+type Publication struct {
+	Event       Event
+	ClientIDTTL time.Duration
+	Runs        []RunSpec
+}
+
+// Published tells what happened to one Publication.
+type Published struct {
+	EventID   string
+	Duplicate bool
+	Runs      []RunRef
+}
+
+// RunRef names a run an event led to and in which state it ended up.
+type RunRef struct {
+	ID         string
+	FunctionID string
+	Status     Status
+	// Existing is true when no run was created: the idempotency key or the
+	// debounce key led to this existing run.
+	Existing bool
+}
+
+// Run is one execution of a function.
+type Run struct {
+	ID         string
+	FunctionID string
+	EventID    string   // the trigger event (the latest one for a debounced run)
+	EventIDs   []string // every event that fed this run, oldest first
+	Status     Status
+	Attempt    int // function-level attempt (errors returned outside steps), 0-based
+	CreatedAt  time.Time
+	StartedAt  time.Time // zero until first claimed
+	EndedAt    time.Time // zero until finished
+	// AvailableAt is when the run can next be claimed (zero when finished).
+	// For a leased run it is the lease expiry.
+	AvailableAt time.Time
+	Output      json.RawMessage
+	Error       string
+
+	IdempotencyKey   string
+	SingletonKey     string
+	DebounceKey      string
+	ConcurrencyKey   string
+	ConcurrencyLimit int
+	FinishTimeout    time.Duration
+	FinishBy         time.Time // zero unless FinishTimeout > 0 and started
+	LeaseOwner       string    // worker id holding the lease, if leased
+}
+
+// StepKind says what a step does.
+type StepKind string
+
+// Step kinds.
+const (
+	StepRun       StepKind = "run"
+	StepSleep     StepKind = "sleep"
+	StepSendEvent StepKind = "sendEvent"
+	StepWait      StepKind = "waitForEvent"
+)
+
+// Attempt is one try of a step.
+type Attempt struct {
+	StartedAt time.Time `json:"started_at"`
+	EndedAt   time.Time `json:"ended_at"`
+	Error     string    `json:"error,omitempty"`
+}
+
+// Step is the durable record of one named step of a run. ID is unique within
+// the run ("name", then "name:1", "name:2" for repeats).
+type Step struct {
+	RunID    string
+	ID       string
+	Name     string
+	Kind     StepKind
+	Status   Status // Running (retrying), Sleeping, Waiting, Completed, Failed
+	Attempts []Attempt
+	Output   json.RawMessage
+	Error    string
+	// WakeAt: for Sleeping the end of the sleep, for Waiting the timeout,
+	// for Running the next attempt.
+	WakeAt    time.Time
+	StartedAt time.Time
+	EndedAt   time.Time
+	// Wait describes a pending WaitForEvent (Kind StepWait, Status Waiting).
+	Wait *Wait
+}
+
+// Wait is a pending WaitForEvent: the first event named Event whose value at
+// MatchPath equals MatchValue (when MatchPath is set) completes the step with
+// that event as its output.
+type Wait struct {
+	Event      string          `json:"event"`
+	MatchPath  string          `json:"match_path,omitempty"`
+	MatchValue json.RawMessage `json:"match_value,omitempty"`
+}
+
+// Lease is a worker's claim on a run. Every call that changes a leased run
+// passes it back; the store refuses with ErrLeaseLost when it is no longer
+// current.
+type Lease struct {
+	RunID string
+	Token string
+	Owner string
+	Until time.Time
+	Run   Run
+	Steps []Step // the run's recorded steps, for memoization
+}
+
+// Outcome finishes a run.
+type Outcome struct {
+	Status Status // Completed, Failed or Cancelled
+	Output json.RawMessage
+	Error  string
+	// Emit is published atomically with the outcome (function.failed).
+	Emit []Publication
+}
+
+// Suspension hands a leased run back until AvailableAt.
+type Suspension struct {
+	Status      Status // Running (retry), Sleeping (sleep, wait) or Queued
+	AvailableAt time.Time
+	Attempt     int // the new function-level attempt counter
+}
+
+// RunFilter selects runs for listing, newest first.
+type RunFilter struct {
+	FunctionID string
+	Statuses   []Status
+	Since      time.Time // created at or after
+	Until      time.Time // created before (zero: no bound)
+	EventID    string
+	Limit      int    // default 50, at most 1000
+	Cursor     string // opaque, from the previous page
+}
+
+// EventFilter selects events for listing, newest first.
+type EventFilter struct {
+	Name   string
+	Since  time.Time
+	Until  time.Time
+	Limit  int
+	Cursor string
+}
+
+// Page is one page of a listing; Cursor is empty on the last page.
+type Page[T any] struct {
+	Items  []T
+	Cursor string
+}
+
+// ChangeKind names what a Change is about.
+type ChangeKind string
+
+// Change kinds.
+const (
+	ChangeEvent ChangeKind = "event" // an event was stored
+	ChangeRun   ChangeKind = "run"   // a run was created or changed status
+	ChangeStep  ChangeKind = "step"  // a step was recorded
+)
+
+// Change is a notification published after a transition commits.
+type Change struct {
+	Kind       ChangeKind `json:"kind"`
+	EventID    string     `json:"event_id,omitempty"`
+	EventName  string     `json:"event_name,omitempty"`
+	RunID      string     `json:"run_id,omitempty"`
+	FunctionID string     `json:"function_id,omitempty"`
+	Status     Status     `json:"status,omitempty"`
+	StepID     string     `json:"step_id,omitempty"`
+	// AvailableAt is set when a run became claimable at that time; workers
+	// use it as their wake-up.
+	AvailableAt time.Time `json:"available_at,omitzero"`
+	At          time.Time `json:"at"`
+}
+
+// Engine is the run side of the store.
+type Engine interface {
+	// Publish stores events and the runs they trigger, each publication in
+	// order and all atomically, durable before it returns.
+	Publish(ctx context.Context, pubs []Publication) ([]Published, error)
+	// CreateRuns creates runs for an already stored event (rerun, invoke).
+	CreateRuns(ctx context.Context, eventID string, specs []RunSpec) ([]RunRef, error)
+
+	GetEvent(ctx context.Context, id string) (Event, error)
+	ListEvents(ctx context.Context, f EventFilter) (Page[Event], error)
+	GetRun(ctx context.Context, id string) (Run, error)
+	ListRuns(ctx context.Context, f RunFilter) (Page[Run], error)
+	Steps(ctx context.Context, runID string) ([]Step, error)
+
+	// CancelRun cancels an unfinished run (ErrFinished otherwise); a worker
+	// holding it loses its lease.
+	CancelRun(ctx context.Context, id, reason string) (Run, error)
+
+	// Claim leases up to n claimable runs (AvailableAt <= now, not leased or
+	// lease lapsed, within concurrency limits), oldest AvailableAt first.
+	Claim(ctx context.Context, owner string, n int, ttl time.Duration) ([]Lease, error)
+	// RenewLease extends the lease to now+ttl.
+	RenewLease(ctx context.Context, l *Lease, ttl time.Duration) error
+	// SaveStep records a step (a finished attempt, a sleep, a wait or a
+	// result) and publishes emit atomically with it.
+	SaveStep(ctx context.Context, l *Lease, s Step, emit []Publication) error
+	// Suspend ends the lease and makes the run claimable at AvailableAt.
+	Suspend(ctx context.Context, l *Lease, s Suspension) error
+	// Finish ends the run.
+	Finish(ctx context.Context, l *Lease, o Outcome) error
+	// Release hands a leased run back at once, unchanged (shutdown).
+	Release(ctx context.Context, l *Lease) error
+	// NextWake is the earliest time a run becomes claimable (queued, sleeping,
+	// retrying or leased until then); ok is false when nothing is pending.
+	NextWake(ctx context.Context) (at time.Time, ok bool, err error)
+
+	// Subscribe delivers changes until ctx ends. A subscriber too slow to
+	// keep up loses changes rather than slowing the store; it receives a
+	// Change with Kind "" to say it lagged and should re-read.
+	Subscribe(ctx context.Context) <-chan Change
+
+	// Prune deletes finished runs (with their steps) and events that ended
+	// or arrived before cutoff, at most batch of each per call, and expired
+	// keys; it returns how many rows it removed. Events with unfinished runs
+	// are kept.
+	Prune(ctx context.Context, cutoff time.Time, batch int) (int, error)
+}
+
+// KV is the key-value data the site jobs keep: the names and semantics of
+// Redis strings, counters and sets, so both backends serve the website's keys.
+// A ttl of 0 means no expiry; an expired key reads as absent.
+type KV interface {
+	Get(ctx context.Context, key string) (string, error) // ErrNotFound when absent
+	Set(ctx context.Context, key, value string, ttl time.Duration) error
+	// SetNX sets key only when absent and reports whether it did.
+	SetNX(ctx context.Context, key, value string, ttl time.Duration) (bool, error)
+	Delete(ctx context.Context, keys ...string) error
+	// IncrBy adds delta to the integer at key (absent = 0) and returns the
+	// new value. ttl > 0 sets the expiry when the key is created.
+	IncrBy(ctx context.Context, key string, delta int64, ttl time.Duration) (int64, error)
+	// SetAdd adds members to the set at key and returns how many were new.
+	// ttl > 0 sets the expiry when the key is created.
+	SetAdd(ctx context.Context, key string, ttl time.Duration, members ...string) (int, error)
+	SetCard(ctx context.Context, key string) (int64, error)
+	SetMembers(ctx context.Context, key string) ([]string, error)
+	// Scan returns up to count live keys starting with prefix after cursor,
+	// in key order; next is "" when done.
+	Scan(ctx context.Context, prefix, cursor string, count int) (keys []string, next string, err error)
+	// TTL returns the remaining time to live; 0 for no expiry, ErrNotFound
+	// when absent.
+	TTL(ctx context.Context, key string) (time.Duration, error)
+}
+
+// Store is the whole contract.
+type Store interface {
+	Engine
+	KV
+	// Kind names the backend ("sqlite", "redis") for health and the dash.
+	Kind() string
+	// Ping reports whether the backend is reachable (readiness).
+	Ping(ctx context.Context) error
+	Close() error
+}
