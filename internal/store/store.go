@@ -60,7 +60,7 @@ func (s Status) Finished() bool {
 
 // Event is an accepted event: Inngest's payload plus the id the server gave it.
 type Event struct {
-	ID         string          `json:"internal_id"` // ULID assigned at intake
+	ID         string          `json:"internal_id"`  // ULID assigned at intake
 	ClientID   string          `json:"id,omitempty"` // client-supplied idempotency id
 	Name       string          `json:"name"`
 	Data       json.RawMessage `json:"data"`
