@@ -1,12 +1,323 @@
 package engine
 
-import "github.com/dcyfr/cyberdrew/internal/store"
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/dcyfr/cyberdrew/internal/keypath"
+	"github.com/dcyfr/cyberdrew/internal/store"
+)
 
 // Run is the handle a Handler receives: the run being executed, its trigger
-// event and its step tools.
+// event, and the step tools. Step tools return the recorded result of a step
+// that already completed, and otherwise execute and record it.
 type Run struct {
-	ID      string
-	Event   store.Event
-	Events  []store.Event
-	Attempt int
+	ID         string
+	FunctionID string
+	Event      store.Event
+	Attempt    int // function-level attempt, 0-based
+
+	e     *Engine
+	fn    *registered
+	lease *store.Lease
+	// storeMu serialises store calls on the lease (handler and renewer).
+	storeMu sync.Mutex
+
+	steps map[string]store.Step // recorded steps by id
+	seen  map[string]int        // how often each name was used in this execution
+
+	// yield is set once a step suspended the run; stop is set when the run
+	// must stop recording (lease lost, cancelled, shutdown).
+	yield *store.Suspension
+	stop  error
+}
+
+func newRun(e *Engine, fn *registered, l *store.Lease, ev store.Event) *Run {
+	r := &Run{
+		ID: l.RunID, FunctionID: fn.ID, Event: ev, Attempt: l.Run.Attempt,
+		e: e, fn: fn, lease: l,
+		steps: make(map[string]store.Step, len(l.Steps)),
+		seen:  map[string]int{},
+	}
+	for _, s := range l.Steps {
+		r.steps[s.ID] = s
+	}
+	return r
+}
+
+// Logger returns a logger carrying the run's identity.
+func (r *Run) Logger() *slog.Logger {
+	return r.e.log.With("run_id", r.ID, "function_id", r.FunctionID)
+}
+
+// begin returns the step id for name ("name", then "name:1", "name:2"…),
+// or an error when the run may not take another step.
+func (r *Run) begin(name string) (string, error) {
+	if r.stop != nil {
+		return "", r.stop
+	}
+	if r.yield != nil {
+		return "", errYield
+	}
+	if name == "" {
+		return "", NonRetriable(errors.New("engine: a step needs a name"))
+	}
+	n := r.seen[name]
+	r.seen[name] = n + 1
+	if n == 0 {
+		return name, nil
+	}
+	return name + ":" + strconv.Itoa(n), nil
+}
+
+// now is the engine clock's time.
+func (r *Run) now() time.Time { return r.e.clock.Now() }
+
+// save records a step (and publishes emit with it).
+func (r *Run) save(s store.Step, emit []store.Publication) error {
+	r.storeMu.Lock()
+	defer r.storeMu.Unlock()
+	ctx, cancel := context.WithTimeout(context.Background(), storeCallTimeout)
+	defer cancel()
+	if err := r.e.store.SaveStep(ctx, r.lease, s, emit); err != nil {
+		return r.interrupt(fmt.Errorf("engine: save step %q: %w", s.ID, err))
+	}
+	r.steps[s.ID] = s
+	return nil
+}
+
+// suspend hands the run back until at once the handler returns, recording s
+// in the same transaction.
+func (r *Run) suspend(s store.Step, status store.Status, at time.Time) error {
+	if fb := r.lease.Run.FinishBy; !fb.IsZero() && fb.Before(at) {
+		at = fb
+	}
+	r.steps[s.ID] = s
+	r.yield = &store.Suspension{Status: status, AvailableAt: at, Attempt: r.Attempt, Step: &s}
+	return errYield
+}
+
+// interrupt stops the run from taking further steps.
+func (r *Run) interrupt(err error) error {
+	if r.stop == nil {
+		r.stop = fmt.Errorf("%w: %w", errInterrupted, err)
+	}
+	return r.stop
+}
+
+// Step runs fn as the step name of run r and records its result, or returns
+// the result recorded by an earlier execution without calling fn. A failing
+// fn is retried with the function's backoff (the run is suspended until the
+// next attempt and Step returns an error the handler must return); once its
+// retries are exhausted, or when fn returns a NonRetriable error, Step returns
+// a *StepError.
+func Step[T any](ctx context.Context, r *Run, name string, fn func(ctx context.Context) (T, error)) (T, error) {
+	var zero T
+	id, err := r.begin(name)
+	if err != nil {
+		return zero, err
+	}
+	prev, seen := r.steps[id]
+	if seen {
+		switch prev.Status {
+		case store.StatusCompleted:
+			var out T
+			if len(prev.Output) > 0 && string(prev.Output) != "null" {
+				if err := json.Unmarshal(prev.Output, &out); err != nil {
+					return zero, &StepError{Step: id, Err: err, Message: "decoding recorded output: " + err.Error()}
+				}
+			}
+			return out, nil
+		case store.StatusFailed:
+			return zero, &StepError{Step: id, Message: prev.Error}
+		}
+		if prev.Status == store.StatusRunning && r.now().Before(prev.WakeAt) {
+			return zero, r.suspend(prev, store.StatusRunning, prev.WakeAt)
+		}
+	}
+	step := store.Step{RunID: r.ID, ID: id, Name: name, Kind: store.StepRun, Attempts: prev.Attempts, StartedAt: prev.StartedAt}
+	start := r.now()
+	if step.StartedAt.IsZero() {
+		step.StartedAt = start
+	}
+	out, runErr := call(ctx, fn)
+	end := r.now()
+	if cause := context.Cause(ctx); cause != nil && runErr != nil {
+		return zero, r.interrupt(cause)
+	}
+	var data []byte
+	if runErr == nil {
+		if data, err = json.Marshal(out); err != nil {
+			runErr = NonRetriable(fmt.Errorf("encoding step output: %w", err))
+		}
+	}
+	if runErr == nil {
+		step.Status, step.Output, step.EndedAt = store.StatusCompleted, data, end
+		step.Attempts = append(step.Attempts, store.Attempt{StartedAt: start, EndedAt: end})
+		if err := r.save(step, nil); err != nil {
+			return zero, err
+		}
+		return out, nil
+	}
+	step.Attempts = append(step.Attempts, store.Attempt{StartedAt: start, EndedAt: end, Error: runErr.Error()})
+	step.Error = runErr.Error()
+	if IsNonRetriable(runErr) || len(step.Attempts) > r.fn.retries() {
+		step.Status, step.EndedAt = store.StatusFailed, end
+		if err := r.save(step, nil); err != nil {
+			return zero, err
+		}
+		return zero, &StepError{Step: id, Err: runErr, Message: runErr.Error()}
+	}
+	step.Status = store.StatusRunning
+	step.WakeAt = r.e.retryAt(r.fn, len(step.Attempts), runErr, end)
+	return zero, r.suspend(step, store.StatusRunning, step.WakeAt)
+}
+
+// call runs fn, turning a panic into an error.
+func call[T any](ctx context.Context, fn func(context.Context) (T, error)) (out T, err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			err = fmt.Errorf("panic: %v", p)
+		}
+	}()
+	return fn(ctx)
+}
+
+// retryAt is when retry number retry (1-based) of a failed attempt happens.
+func (e *Engine) retryAt(fn *registered, retry int, err error, failedAt time.Time) time.Time {
+	if at, ok := retryTime(err); ok && at.After(failedAt) {
+		return at
+	}
+	return failedAt.Add(e.jitter(fn.backoff(retry)))
+}
+
+// Sleep suspends the run durably for d; no goroutine is held meanwhile.
+func (r *Run) Sleep(ctx context.Context, name string, d time.Duration) error {
+	return r.sleep(name, func(now time.Time) time.Time { return now.Add(d) })
+}
+
+// SleepUntil suspends the run durably until t.
+func (r *Run) SleepUntil(ctx context.Context, name string, t time.Time) error {
+	return r.sleep(name, func(time.Time) time.Time { return t })
+}
+
+func (r *Run) sleep(name string, until func(now time.Time) time.Time) error {
+	id, err := r.begin(name)
+	if err != nil {
+		return err
+	}
+	now := r.now()
+	prev, seen := r.steps[id]
+	if seen && prev.Status == store.StatusCompleted {
+		return nil
+	}
+	step := prev
+	if !seen {
+		step = store.Step{RunID: r.ID, ID: id, Name: name, Kind: store.StepSleep, StartedAt: now, WakeAt: until(now)}
+	}
+	if now.Before(step.WakeAt) {
+		step.Status = store.StatusSleeping
+		return r.suspend(step, store.StatusSleeping, step.WakeAt)
+	}
+	step.Status, step.EndedAt = store.StatusCompleted, now
+	return r.save(step, nil)
+}
+
+// SendEvent publishes events as a step: they are stored, with the runs they
+// trigger, atomically with the step's record, so a retried or replayed run
+// never sends them twice. It returns the events' ids.
+func (r *Run) SendEvent(ctx context.Context, name string, evs ...IncomingEvent) ([]string, error) {
+	id, err := r.begin(name)
+	if err != nil {
+		return nil, err
+	}
+	if prev, ok := r.steps[id]; ok && prev.Status == store.StatusCompleted {
+		var ids []string
+		if err := json.Unmarshal(prev.Output, &ids); err != nil {
+			return nil, &StepError{Step: id, Err: err, Message: "decoding recorded output: " + err.Error()}
+		}
+		return ids, nil
+	}
+	pubs := make([]store.Publication, len(evs))
+	ids := make([]string, len(evs))
+	for i, ev := range evs {
+		if err := checkIncoming(i, ev); err != nil {
+			return nil, &StepError{Step: id, Err: err, Message: err.Error()}
+		}
+		pubs[i] = r.e.publication(ev)
+		ids[i] = pubs[i].Event.ID
+	}
+	out, _ := json.Marshal(ids)
+	now := r.now()
+	step := store.Step{
+		RunID: r.ID, ID: id, Name: name, Kind: store.StepSendEvent, Status: store.StatusCompleted,
+		Output: out, StartedAt: now, EndedAt: now, Attempts: []store.Attempt{{StartedAt: now, EndedAt: now}},
+	}
+	if err := r.save(step, pubs); err != nil {
+		return nil, err
+	}
+	return ids, nil
+}
+
+// WaitOptions describe what WaitForEvent waits for.
+type WaitOptions struct {
+	Event string // the awaited event's name
+	// Match is a dotted path ("data.id") whose value must be the same in the
+	// awaited event and in this run's trigger event. Empty: any event named
+	// Event matches.
+	Match   string
+	Timeout time.Duration
+}
+
+// WaitForEvent suspends the run until a matching event arrives (returning
+// it) or the timeout passes (returning nil, nil).
+func (r *Run) WaitForEvent(ctx context.Context, name string, opts WaitOptions) (*store.Event, error) {
+	id, err := r.begin(name)
+	if err != nil {
+		return nil, err
+	}
+	now := r.now()
+	prev, seen := r.steps[id]
+	if seen && prev.Status == store.StatusCompleted {
+		if len(prev.Output) == 0 || string(prev.Output) == "null" {
+			return nil, nil
+		}
+		var ev store.Event
+		if err := json.Unmarshal(prev.Output, &ev); err != nil {
+			return nil, &StepError{Step: id, Err: err, Message: "decoding recorded event: " + err.Error()}
+		}
+		return &ev, nil
+	}
+	if seen {
+		if now.Before(prev.WakeAt) {
+			return nil, r.suspend(prev, store.StatusSleeping, prev.WakeAt)
+		}
+		prev.Status, prev.EndedAt, prev.Output, prev.Wait = store.StatusCompleted, now, json.RawMessage("null"), nil
+		return nil, r.save(prev, nil)
+	}
+	if opts.Event == "" || opts.Timeout <= 0 {
+		return nil, &StepError{Step: id, Message: "WaitForEvent needs an event name and a positive timeout"}
+	}
+	w := &store.Wait{Event: opts.Event}
+	if opts.Match != "" {
+		v, ok, err := keypath.Lookup(eventDoc(r.Event), opts.Match)
+		if err != nil {
+			return nil, &StepError{Step: id, Err: err, Message: err.Error()}
+		}
+		if !ok {
+			return nil, &StepError{Step: id, Message: fmt.Sprintf("the trigger event has no %s to match", opts.Match)}
+		}
+		w.MatchPath, w.MatchValue = opts.Match, v
+	}
+	step := store.Step{
+		RunID: r.ID, ID: id, Name: name, Kind: store.StepWait, Status: store.StatusWaiting,
+		StartedAt: now, WakeAt: now.Add(opts.Timeout), Wait: w,
+	}
+	return nil, r.suspend(step, store.StatusSleeping, step.WakeAt)
 }

@@ -1,0 +1,190 @@
+package engine
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/go-co-op/gocron/v2"
+	"github.com/robfig/cron/v3"
+
+	"github.com/dcyfr/cyberdrew/internal/store"
+)
+
+// cronParser is the grammar gocron uses with seconds optional: five fields,
+// or six with seconds first, descriptors (@hourly), and a TZ= prefix.
+var cronParser = cron.NewParser(cron.SecondOptional | cron.Minute | cron.Hour | cron.Dom | cron.Month | cron.Dow | cron.Descriptor)
+
+// maxCatchUp bounds how old a missed tick may be and still fire at start.
+const maxCatchUp = 24 * time.Hour
+
+// cronSchedule is a parsed cron trigger.
+type cronSchedule struct {
+	spec  string // as written, for gocron and the API
+	sched cron.Schedule
+}
+
+func parseCron(spec string) (cronSchedule, error) {
+	spec = strings.TrimSpace(spec)
+	full := spec
+	if !strings.HasPrefix(spec, "TZ=") && !strings.HasPrefix(spec, "CRON_TZ=") {
+		full = "CRON_TZ=UTC " + spec
+	}
+	s, err := cronParser.Parse(full)
+	if err != nil {
+		return cronSchedule{}, fmt.Errorf("cron %q: %w", spec, err)
+	}
+	if s.Next(time.Date(2000, 1, 1, 0, 0, 0, 0, time.UTC)).IsZero() {
+		return cronSchedule{}, fmt.Errorf("cron %q never fires", spec)
+	}
+	return cronSchedule{spec: full, sched: s}, nil
+}
+
+// next is the first tick strictly after t.
+func (c cronSchedule) next(t time.Time) time.Time { return c.sched.Next(t) }
+
+// prev is the latest tick at or before t within maxCatchUp.
+func (c cronSchedule) prev(t time.Time) (time.Time, bool) {
+	for back := time.Second; back <= 2*maxCatchUp; back *= 2 {
+		tick := c.sched.Next(t.Add(-back))
+		if tick.IsZero() || tick.After(t) {
+			continue
+		}
+		for {
+			n := c.sched.Next(tick)
+			if n.IsZero() || n.After(t) {
+				return tick, t.Sub(tick) <= maxCatchUp
+			}
+			tick = n
+		}
+	}
+	return time.Time{}, false
+}
+
+// Scheduler fires cron triggers through gocron v2. A fire only creates a
+// run (idempotency key cron:<function>:<unix>), so any number of daemons
+// fire each tick exactly once; workers execute it.
+type Scheduler struct {
+	e   *Engine
+	log *slog.Logger
+	s   gocron.Scheduler
+}
+
+// NewScheduler returns a scheduler for e's cron functions.
+func NewScheduler(e *Engine) *Scheduler {
+	return &Scheduler{e: e, log: e.log.With("component", "scheduler")}
+}
+
+// lastFireKey remembers a function's last fired tick, so a tick missed while
+// no daemon ran can be caught up at start.
+func lastFireKey(fnID string) string { return "cyberdrew:cron:last:" + fnID }
+
+// Start fires any tick missed while down (one per function, within its
+// period and at most 24 h old) and schedules every cron trigger.
+func (s *Scheduler) Start(ctx context.Context) error {
+	sch, err := gocron.NewScheduler(gocron.WithClock(s.e.clock), gocron.WithLocation(time.UTC), gocron.WithLogger(gocronLogger{s.log}))
+	if err != nil {
+		return fmt.Errorf("scheduler: %w", err)
+	}
+	s.s = sch
+	s.e.mu.RLock()
+	var fns []*registered
+	for _, id := range s.e.order {
+		if r := s.e.functions[id]; r.Disabled == "" && len(r.crons) > 0 {
+			fns = append(fns, r)
+		}
+	}
+	s.e.mu.RUnlock()
+	now := s.e.clock.Now()
+	for _, r := range fns {
+		for _, c := range r.crons {
+			s.catchUp(ctx, r, c, now)
+			_, err := sch.NewJob(
+				gocron.CronJob(c.spec, true),
+				gocron.NewTask(func() { s.fire(r, c, s.e.clock.Now()) }),
+				gocron.WithName(r.ID),
+			)
+			if err != nil {
+				return fmt.Errorf("scheduler: %s: %w", r.ID, err)
+			}
+		}
+	}
+	sch.Start()
+	return nil
+}
+
+// Stop stops firing; a fire in progress completes.
+func (s *Scheduler) Stop(ctx context.Context) error {
+	if s.s == nil {
+		return nil
+	}
+	done := make(chan error, 1)
+	go func() { done <- s.s.Shutdown() }()
+	select {
+	case err := <-done:
+		return err
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+func (s *Scheduler) catchUp(ctx context.Context, r *registered, c cronSchedule, now time.Time) {
+	tick, ok := c.prev(now)
+	if !ok {
+		return
+	}
+	raw, err := s.e.store.Get(ctx, lastFireKey(r.ID))
+	if errors.Is(err, store.ErrNotFound) {
+		return // first start: nothing was missed
+	}
+	if err != nil {
+		s.log.Warn("reading last cron fire", "function_id", r.ID, "err", err)
+		return
+	}
+	last, err := strconv.ParseInt(raw, 10, 64)
+	if err != nil || tick.Unix() <= last {
+		return
+	}
+	s.log.Info("firing a tick missed while down", "function_id", r.ID, "tick", tick)
+	s.fireTick(ctx, r, c, tick)
+}
+
+// fire creates the run for the tick gocron woke us for.
+func (s *Scheduler) fire(r *registered, c cronSchedule, now time.Time) {
+	tick, ok := c.prev(now)
+	if !ok {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), storeCallTimeout)
+	defer cancel()
+	s.fireTick(ctx, r, c, tick)
+}
+
+func (s *Scheduler) fireTick(ctx context.Context, r *registered, c cronSchedule, tick time.Time) {
+	key := fmt.Sprintf("cron:%s:%d", r.ID, tick.Unix())
+	data, _ := json.Marshal(map[string]string{"cron": c.spec, "scheduled_at": tick.UTC().Format(time.RFC3339)})
+	pub := s.e.publication(IncomingEvent{ID: key, Name: EventScheduledTimer, Data: data})
+	spec := s.e.spec(r, pub.Event, false)
+	spec.IdempotencyKey, spec.IdempotencyTTL = key, idempotencyTTL
+	pub.Runs = []store.RunSpec{spec}
+	if _, err := s.e.store.Publish(ctx, []store.Publication{pub}); err != nil {
+		s.log.Error("cron fire failed", "function_id", r.ID, "tick", tick, "err", err)
+		return
+	}
+	if err := s.e.store.Set(ctx, lastFireKey(r.ID), strconv.FormatInt(tick.Unix(), 10), 0); err != nil {
+		s.log.Warn("recording cron fire", "function_id", r.ID, "err", err)
+	}
+}
+
+// gocronLogger adapts slog to gocron's logger.
+type gocronLogger struct{ l *slog.Logger }
+
+func (g gocronLogger) Debug(msg string, args ...any) { g.l.Debug(msg, args...) }
+func (g gocronLogger) Info(msg string, args ...any)  { g.l.Debug(msg, args...) }
+func (g gocronLogger) Warn(msg string, args ...any)  { g.l.Warn(msg, args...) }
+func (g gocronLogger) Error(msg string, args ...any) { g.l.Error(msg, args...) }

@@ -1,0 +1,496 @@
+package engine
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/jonboulle/clockwork"
+	"github.com/oklog/ulid/v2"
+
+	"github.com/dcyfr/cyberdrew/internal/keypath"
+	"github.com/dcyfr/cyberdrew/internal/store"
+)
+
+// Internal event names. The inngest/ and cyberdrew/ prefixes are reserved:
+// intake refuses them, the engine emits them.
+const (
+	EventFunctionFailed  = "cyberdrew/function.failed"
+	EventScheduledTimer  = "cyberdrew/scheduled.timer"
+	EventFunctionInvoked = "inngest/function.invoked"
+)
+
+// reservedPrefixes may not be sent from outside.
+var reservedPrefixes = []string{"inngest/", "cyberdrew/"}
+
+// Retention windows fixed by the design.
+const (
+	eventIDTTL     = 24 * time.Hour // client id dedup
+	idempotencyTTL = 24 * time.Hour
+)
+
+// Options configure an Engine.
+type Options struct {
+	Store  store.Store
+	Clock  clockwork.Clock // nil: the real clock
+	Logger *slog.Logger
+	// Jitter adds randomness to a retry delay; nil uses DefaultJitter.
+	Jitter func(time.Duration) time.Duration
+	// Validate, when set, checks each incoming event before it is accepted
+	// (the site's event schemas); a *ValidationError rejects the request.
+	Validate func(index int, ev IncomingEvent) error
+}
+
+// Engine holds the function registry and turns events into runs. Workers
+// (WorkerPool) execute the runs; the Scheduler fires cron triggers.
+type Engine struct {
+	store    store.Store
+	clock    clockwork.Clock
+	log      *slog.Logger
+	jitter   func(time.Duration) time.Duration
+	validate func(int, IncomingEvent) error
+
+	stopStats context.CancelFunc
+	statsDone chan struct{}
+
+	mu        sync.RWMutex
+	functions map[string]*registered
+	order     []string // registration order, for listings
+	stats     *statsBook
+}
+
+// registered is a function with its parsed triggers.
+type registered struct {
+	Function
+	events []eventPattern
+	eventIf []func(store.Event) bool
+	crons  []cronSchedule
+}
+
+// New returns an engine with an empty registry.
+func New(opts Options) (*Engine, error) {
+	if opts.Store == nil {
+		return nil, errors.New("engine: a store is required")
+	}
+	if opts.Clock == nil {
+		opts.Clock = clockwork.NewRealClock()
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	if opts.Jitter == nil {
+		opts.Jitter = DefaultJitter
+	}
+	return &Engine{
+		store:     opts.Store,
+		clock:     opts.Clock,
+		log:       opts.Logger.With("component", "engine"),
+		jitter:    opts.Jitter,
+		validate:  opts.Validate,
+		functions: map[string]*registered{},
+		stats:     newStatsBook(),
+	}, nil
+}
+
+// Store returns the engine's store.
+func (e *Engine) Store() store.Store { return e.store }
+
+// Register adds functions to the registry. It checks every option: ids are
+// unique, triggers parse, keys are valid paths.
+func (e *Engine) Register(fns ...Function) error {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	for _, fn := range fns {
+		r, err := prepare(fn)
+		if err != nil {
+			return err
+		}
+		if _, dup := e.functions[fn.ID]; dup {
+			return fmt.Errorf("engine: function %q registered twice", fn.ID)
+		}
+		e.functions[fn.ID] = r
+		e.order = append(e.order, fn.ID)
+		if fn.OnFailure != nil {
+			failure := failureFunction(fn)
+			fr, err := prepare(failure)
+			if err != nil {
+				return err
+			}
+			if _, dup := e.functions[failure.ID]; dup {
+				return fmt.Errorf("engine: function %q registered twice", failure.ID)
+			}
+			e.functions[failure.ID] = fr
+			e.order = append(e.order, failure.ID)
+		}
+	}
+	return nil
+}
+
+// failureFunction turns fn's OnFailure hook into a function triggered by
+// cyberdrew/function.failed for fn.
+func failureFunction(fn Function) Function {
+	id := fn.ID
+	return Function{
+		ID:   id + "-failure",
+		Name: fn.Name + " (on failure)",
+		Triggers: []Trigger{{Event: EventFunctionFailed, If: func(ev store.Event) bool {
+			v, ok, _ := keypath.Key(eventDoc(ev), "data.function_id")
+			return ok && v == id
+		}}},
+		Retries: fn.Retries,
+		Backoff: fn.Backoff,
+		Handler: fn.OnFailure,
+	}
+}
+
+func prepare(fn Function) (*registered, error) {
+	where := fmt.Sprintf("engine: function %q", fn.ID)
+	if fn.ID == "" || strings.ContainsAny(fn.ID, " \t\n:") {
+		return nil, fmt.Errorf("%s: id must be non-empty without spaces or colons", where)
+	}
+	if fn.Handler == nil {
+		return nil, fmt.Errorf("%s: no handler", where)
+	}
+	if fn.Name == "" {
+		fn.Name = fn.ID
+	}
+	if len(fn.Triggers) == 0 {
+		return nil, fmt.Errorf("%s: no triggers", where)
+	}
+	if fn.Retries != nil && *fn.Retries < 0 {
+		return nil, fmt.Errorf("%s: retries must not be negative", where)
+	}
+	r := &registered{Function: fn}
+	for _, t := range fn.Triggers {
+		switch {
+		case t.Event != "" && t.Cron != "":
+			return nil, fmt.Errorf("%s: a trigger has either an event or a cron", where)
+		case t.Event != "":
+			p, err := parseEventPattern(t.Event)
+			if err != nil {
+				return nil, fmt.Errorf("%s: %w", where, err)
+			}
+			r.events = append(r.events, p)
+			r.eventIf = append(r.eventIf, t.If)
+		case t.Cron != "":
+			s, err := parseCron(t.Cron)
+			if err != nil {
+				return nil, fmt.Errorf("%s: %w", where, err)
+			}
+			r.crons = append(r.crons, s)
+		default:
+			return nil, fmt.Errorf("%s: empty trigger", where)
+		}
+	}
+	keys := map[string]string{"idempotency": fn.Idempotency}
+	if c := fn.Concurrency; c != nil {
+		if c.Limit <= 0 {
+			return nil, fmt.Errorf("%s: concurrency limit must be positive", where)
+		}
+		keys["concurrency key"] = c.Key
+	}
+	if rl := fn.RateLimit; rl != nil {
+		if rl.Limit <= 0 || rl.Period <= 0 {
+			return nil, fmt.Errorf("%s: rate limit needs a positive limit and period", where)
+		}
+		keys["rate limit key"] = rl.Key
+	}
+	if d := fn.Debounce; d != nil {
+		if d.Period <= 0 || (d.MaxWait != 0 && d.MaxWait < d.Period) {
+			return nil, fmt.Errorf("%s: debounce needs a positive period and a max wait of at least the period", where)
+		}
+		keys["debounce key"] = d.Key
+	}
+	if s := fn.Singleton; s != nil {
+		keys["singleton key"] = s.Key
+	}
+	for what, k := range keys {
+		if k == "" {
+			continue
+		}
+		if _, err := keypath.Parse(k); err != nil {
+			return nil, fmt.Errorf("%s: %s: %w", where, what, err)
+		}
+	}
+	if fn.FinishTimeout < 0 {
+		return nil, fmt.Errorf("%s: finish timeout must not be negative", where)
+	}
+	return r, nil
+}
+
+func (r *registered) retries() int {
+	if r.Retries == nil {
+		return DefaultRetries
+	}
+	return *r.Retries
+}
+
+func (r *registered) backoff(retry int) time.Duration {
+	if r.Backoff != nil {
+		return r.Backoff(retry)
+	}
+	return InngestBackoff(retry)
+}
+
+func (r *registered) matches(ev store.Event) bool {
+	if r.Disabled != "" {
+		return false
+	}
+	for i, p := range r.events {
+		if p.match(ev.Name) && (r.eventIf[i] == nil || r.eventIf[i](ev)) {
+			return true
+		}
+	}
+	return false
+}
+
+func (e *Engine) function(id string) (*registered, bool) {
+	e.mu.RLock()
+	defer e.mu.RUnlock()
+	r, ok := e.functions[id]
+	return r, ok
+}
+
+// Functions lists the registry in registration order with its counters.
+func (e *Engine) Functions() []FunctionInfo {
+	e.mu.RLock()
+	defer e.mu.RUnlock()
+	now := e.clock.Now()
+	out := make([]FunctionInfo, 0, len(e.order))
+	for _, id := range e.order {
+		r := e.functions[id]
+		info := FunctionInfo{Function: r.Function, Stats: e.stats.read(id, now)}
+		if r.Disabled == "" {
+			for _, c := range r.crons {
+				if n := c.next(now); info.NextCron.IsZero() || n.Before(info.NextCron) {
+					info.NextCron = n
+				}
+			}
+		}
+		out = append(out, info)
+	}
+	return out
+}
+
+// newID returns a ULID for time t.
+func newID(t time.Time) string {
+	return ulid.MustNew(ulid.Timestamp(t), ulid.DefaultEntropy()).String()
+}
+
+// eventDoc is the JSON an event's key paths are evaluated against.
+func eventDoc(ev store.Event) []byte {
+	doc, _ := json.Marshal(struct {
+		ID   string          `json:"id"`
+		Name string          `json:"name"`
+		Data json.RawMessage `json:"data"`
+		User json.RawMessage `json:"user,omitempty"`
+		TS   int64           `json:"ts"`
+	}{ev.ClientID, ev.Name, ev.Data, ev.User, ev.TS})
+	return doc
+}
+
+// Publish accepts events from outside: it validates the whole batch, then
+// stores every event with the runs it triggers, atomically and durably.
+func (e *Engine) Publish(ctx context.Context, evs []IncomingEvent) ([]Accepted, error) {
+	for i, ev := range evs {
+		if err := checkIncoming(i, ev); err != nil {
+			return nil, err
+		}
+		for _, p := range reservedPrefixes {
+			if strings.HasPrefix(ev.Name, p) {
+				return nil, &ValidationError{Index: i, Field: "name", Reason: fmt.Sprintf("the %q prefix is reserved", p)}
+			}
+		}
+		if e.validate != nil {
+			if err := e.validate(i, ev); err != nil {
+				return nil, err
+			}
+		}
+	}
+	return e.publish(ctx, evs)
+}
+
+func checkIncoming(i int, ev IncomingEvent) error {
+	if strings.TrimSpace(ev.Name) == "" {
+		return &ValidationError{Index: i, Field: "name", Reason: "is required"}
+	}
+	if ev.TS < 0 {
+		return &ValidationError{Index: i, Field: "ts", Reason: "must not be negative"}
+	}
+	return nil
+}
+
+// publish stores events without the reserved-name check (internal events).
+func (e *Engine) publish(ctx context.Context, evs []IncomingEvent) ([]Accepted, error) {
+	pubs := make([]store.Publication, len(evs))
+	for i, in := range evs {
+		pubs[i] = e.publication(in)
+	}
+	res, err := e.store.Publish(ctx, pubs)
+	if err != nil {
+		return nil, fmt.Errorf("engine: publish: %w", err)
+	}
+	out := make([]Accepted, len(res))
+	for i, r := range res {
+		out[i] = Accepted{EventID: r.EventID, Duplicate: r.Duplicate, Runs: r.Runs}
+	}
+	return out, nil
+}
+
+// publication builds the stored event and the runs it triggers.
+func (e *Engine) publication(in IncomingEvent) store.Publication {
+	now := e.clock.Now()
+	data := in.Data
+	if len(data) == 0 || string(data) == "null" {
+		data = json.RawMessage(`{}`)
+	}
+	ts := in.TS
+	if ts == 0 {
+		ts = now.UnixMilli()
+	}
+	ev := store.Event{
+		ID: newID(now), ClientID: in.ID, Name: in.Name, Data: data, User: in.User,
+		TS: ts, Version: in.V, ReceivedAt: now,
+	}
+	return store.Publication{Event: ev, ClientIDTTL: eventIDTTL, Runs: e.triggered(ev)}
+}
+
+// triggered returns a run spec for every enabled function whose event
+// trigger matches ev.
+func (e *Engine) triggered(ev store.Event) []store.RunSpec {
+	e.mu.RLock()
+	defer e.mu.RUnlock()
+	var specs []store.RunSpec
+	for _, id := range e.order {
+		if r := e.functions[id]; r.matches(ev) {
+			specs = append(specs, e.spec(r, ev, true))
+		}
+	}
+	return specs
+}
+
+// spec evaluates a function's flow-control keys against ev. withKeys false
+// (rerun, invoke) leaves out idempotency and debounce, which would fold the
+// new run into an old one.
+func (e *Engine) spec(r *registered, ev store.Event, withKeys bool) store.RunSpec {
+	now := e.clock.Now()
+	doc := eventDoc(ev)
+	key := func(path string) (string, bool) {
+		if path == "" {
+			return "", false
+		}
+		v, ok, _ := keypath.Key(doc, path)
+		return v, ok
+	}
+	scoped := func(path string) string {
+		if v, ok := key(path); ok {
+			return r.ID + ":" + v
+		}
+		return r.ID
+	}
+	s := store.RunSpec{ID: newID(now), FunctionID: r.ID, FinishTimeout: r.FinishTimeout}
+	if at := time.UnixMilli(ev.TS); at.After(now) {
+		s.AvailableAt = at
+	}
+	if c := r.Concurrency; c != nil {
+		s.ConcurrencyKey, s.ConcurrencyLimit = scoped(c.Key), c.Limit
+	}
+	if rl := r.RateLimit; rl != nil {
+		s.RateLimitKey, s.RateLimit, s.RateLimitPeriod = scoped(rl.Key), rl.Limit, rl.Period
+	}
+	if sg := r.Singleton; sg != nil {
+		s.SingletonKey = scoped(sg.Key)
+	}
+	if !withKeys {
+		return s
+	}
+	if v, ok := key(r.Idempotency); ok {
+		s.IdempotencyKey, s.IdempotencyTTL = "fn:"+r.ID+":"+v, idempotencyTTL
+	}
+	if d := r.Debounce; d != nil {
+		s.DebounceKey, s.DebouncePeriod, s.DebounceMaxWait = scoped(d.Key), d.Period, d.MaxWait
+	}
+	return s
+}
+
+// Invoke starts one run of a function with data as its event's data,
+// bypassing its triggers (but not its concurrency, rate limit or singleton).
+func (e *Engine) Invoke(ctx context.Context, functionID string, data json.RawMessage) (Accepted, error) {
+	r, ok := e.function(functionID)
+	if !ok {
+		return Accepted{}, fmt.Errorf("engine: invoke %q: %w", functionID, ErrUnknownFunction)
+	}
+	if r.Disabled != "" {
+		return Accepted{}, fmt.Errorf("engine: invoke %q: %w: %s", functionID, ErrFunctionDisabled, r.Disabled)
+	}
+	pub := e.publication(IncomingEvent{Name: EventFunctionInvoked, Data: data})
+	pub.Runs = []store.RunSpec{e.spec(r, pub.Event, false)}
+	res, err := e.store.Publish(ctx, []store.Publication{pub})
+	if err != nil {
+		return Accepted{}, fmt.Errorf("engine: invoke %q: %w", functionID, err)
+	}
+	return Accepted{EventID: res[0].EventID, Runs: res[0].Runs}, nil
+}
+
+// Rerun starts a new run of a run's function with the same trigger event.
+func (e *Engine) Rerun(ctx context.Context, runID string) (store.RunRef, error) {
+	old, err := e.store.GetRun(ctx, runID)
+	if err != nil {
+		return store.RunRef{}, fmt.Errorf("engine: rerun %s: %w", runID, err)
+	}
+	r, ok := e.function(old.FunctionID)
+	if !ok {
+		return store.RunRef{}, fmt.Errorf("engine: rerun %s: %w: %s", runID, ErrUnknownFunction, old.FunctionID)
+	}
+	ev, err := e.store.GetEvent(ctx, old.EventID)
+	if err != nil {
+		return store.RunRef{}, fmt.Errorf("engine: rerun %s: trigger event: %w", runID, err)
+	}
+	spec := e.spec(r, ev, false)
+	spec.AvailableAt = time.Time{}
+	refs, err := e.store.CreateRuns(ctx, ev.ID, []store.RunSpec{spec})
+	if err != nil {
+		return store.RunRef{}, fmt.Errorf("engine: rerun %s: %w", runID, err)
+	}
+	return refs[0], nil
+}
+
+// Cancel cancels a run; a worker executing it stops at its next step.
+func (e *Engine) Cancel(ctx context.Context, runID string) (store.Run, error) {
+	run, err := e.store.CancelRun(ctx, runID, "cancelled")
+	if err != nil {
+		return store.Run{}, fmt.Errorf("engine: cancel %s: %w", runID, err)
+	}
+	return run, nil
+}
+
+// Start keeps the per-function counters from the store's change stream.
+func (e *Engine) Start(ctx context.Context) error {
+	ctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	e.stopStats, e.statsDone = cancel, make(chan struct{})
+	changes := e.store.Subscribe(ctx)
+	go func() {
+		defer close(e.statsDone)
+		e.watchStats(changes)
+	}()
+	return nil
+}
+
+// Stop stops the counters.
+func (e *Engine) Stop(ctx context.Context) error {
+	if e.stopStats == nil {
+		return nil
+	}
+	e.stopStats()
+	select {
+	case <-e.statsDone:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}

@@ -1,0 +1,413 @@
+package engine
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"sync"
+	"time"
+
+	"github.com/dcyfr/cyberdrew/internal/store"
+)
+
+// storeCallTimeout bounds one store call made on behalf of a run.
+const storeCallTimeout = 30 * time.Second
+
+// Causes with which a run's context is cancelled.
+var (
+	errShutdown      = errors.New("worker shutting down")
+	errRunCancelled  = errors.New("run cancelled")
+	errLeaseLost     = errors.New("lease lost")
+	errFinishTimeout = errors.New("finish timeout exceeded")
+)
+
+// PoolOptions configure a WorkerPool.
+type PoolOptions struct {
+	Workers  int           // concurrent runs; default 16
+	LeaseTTL time.Duration // default 10 s; renewed every third of it
+	Owner    string        // worker id in leases; default host:pid
+}
+
+// WorkerPool claims runs from the store and executes them. New runs wake it
+// through the store's change stream; otherwise it sleeps until the store's
+// next wake time, never polling.
+type WorkerPool struct {
+	e    *Engine
+	opts PoolOptions
+	log  *slog.Logger
+
+	cancel   context.CancelFunc
+	done     chan struct{}
+	slotFree chan struct{}
+
+	mu       sync.Mutex
+	inflight map[string]context.CancelCauseFunc
+	wg       sync.WaitGroup
+}
+
+// NewWorkerPool returns a pool executing e's runs.
+func NewWorkerPool(e *Engine, opts PoolOptions) *WorkerPool {
+	if opts.Workers <= 0 {
+		opts.Workers = 16
+	}
+	if opts.LeaseTTL <= 0 {
+		opts.LeaseTTL = 10 * time.Second
+	}
+	if opts.Owner == "" {
+		host, _ := os.Hostname()
+		opts.Owner = fmt.Sprintf("%s:%d:%s", host, os.Getpid(), newID(e.clock.Now())[20:])
+	}
+	return &WorkerPool{
+		e: e, opts: opts, log: e.log.With("component", "workers"),
+		slotFree: make(chan struct{}, 1),
+		inflight: map[string]context.CancelCauseFunc{},
+	}
+}
+
+// Start begins claiming runs.
+func (p *WorkerPool) Start(ctx context.Context) error {
+	ctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	p.cancel = cancel
+	p.done = make(chan struct{})
+	changes := p.e.store.Subscribe(ctx)
+	go func() {
+		defer close(p.done)
+		p.loop(ctx, changes)
+	}()
+	return nil
+}
+
+// Stop stops claiming, lets in-flight runs finish until ctx is done, then
+// interrupts the rest and hands their runs back at once.
+func (p *WorkerPool) Stop(ctx context.Context) error {
+	if p.cancel == nil {
+		return nil
+	}
+	p.cancel()
+	<-p.done
+	finished := make(chan struct{})
+	go func() { p.wg.Wait(); close(finished) }()
+	select {
+	case <-finished:
+		return nil
+	case <-ctx.Done():
+	}
+	p.mu.Lock()
+	for _, cancel := range p.inflight {
+		cancel(errShutdown)
+	}
+	p.mu.Unlock()
+	<-finished
+	return nil
+}
+
+// Busy returns how many runs the pool is executing.
+func (p *WorkerPool) Busy() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return len(p.inflight)
+}
+
+// Size returns the pool's capacity.
+func (p *WorkerPool) Size() int { return p.opts.Workers }
+
+func (p *WorkerPool) loop(ctx context.Context, changes <-chan store.Change) {
+	failures := 0
+	for {
+		claimed, err := p.claim(ctx)
+		if ctx.Err() != nil {
+			return
+		}
+		var wake time.Time // zero: wait for a change only
+		switch {
+		case err != nil:
+			failures++
+			backoff := min(time.Duration(failures)*250*time.Millisecond, 5*time.Second)
+			p.log.Warn("claim failed; backing off", "err", err, "retry_in", backoff)
+			wake = p.e.clock.Now().Add(backoff)
+		case claimed:
+			failures = 0
+			continue
+		default:
+			failures = 0
+			at, ok, err := p.e.store.NextWake(ctx)
+			switch {
+			case err != nil:
+				wake = p.e.clock.Now().Add(time.Second)
+			case !ok:
+			case at.After(p.e.clock.Now()):
+				wake = at
+			default:
+				// Claimable but not claimed: blocked by a concurrency limit
+				// or a full pool. A finishing run wakes us; look again after
+				// a lease period in any case.
+				wake = p.e.clock.Now().Add(p.opts.LeaseTTL)
+			}
+		}
+		if !p.sleep(ctx, changes, wake) {
+			return
+		}
+	}
+}
+
+// sleep waits until wake (if set), a change that may make a run claimable,
+// or a free slot; false means stop.
+func (p *WorkerPool) sleep(ctx context.Context, changes <-chan store.Change, wake time.Time) bool {
+	var timer <-chan time.Time
+	if !wake.IsZero() {
+		d := wake.Sub(p.e.clock.Now())
+		if d <= 0 {
+			return true
+		}
+		t := p.e.clock.NewTimer(d)
+		defer t.Stop()
+		// The clock may have moved between reading it and arming the timer.
+		if !p.e.clock.Now().Before(wake) {
+			return true
+		}
+		timer = t.Chan()
+	}
+	for {
+		select {
+		case <-ctx.Done():
+			return false
+		case <-timer:
+			return true
+		case <-p.slotFree:
+			return true
+		case c, ok := <-changes:
+			if !ok {
+				return false
+			}
+			if p.wakes(c) {
+				return true
+			}
+		}
+	}
+}
+
+// wakes reports whether a change may have made a run claimable, and cancels
+// a local run that was cancelled elsewhere.
+func (p *WorkerPool) wakes(c store.Change) bool {
+	switch c.Kind {
+	case "":
+		return true // lagged: re-read
+	case store.ChangeRun:
+		if c.Status == store.StatusCancelled {
+			p.mu.Lock()
+			if cancel, ok := p.inflight[c.RunID]; ok {
+				cancel(errRunCancelled)
+			}
+			p.mu.Unlock()
+			return false
+		}
+		if c.Status.Finished() {
+			return true // may free a concurrency slot
+		}
+		return !c.AvailableAt.IsZero() && !c.AvailableAt.After(p.e.clock.Now())
+	}
+	return false
+}
+
+// claim leases as many runs as there are free slots and starts them; it
+// reports whether it filled every free slot (so there may be more).
+func (p *WorkerPool) claim(ctx context.Context) (bool, error) {
+	p.mu.Lock()
+	free := p.opts.Workers - len(p.inflight)
+	p.mu.Unlock()
+	if free <= 0 {
+		return false, nil
+	}
+	n := min(free, 32)
+	leases, err := p.e.store.Claim(ctx, p.opts.Owner, n, p.opts.LeaseTTL)
+	if err != nil {
+		return false, fmt.Errorf("engine: claim: %w", err)
+	}
+	for i := range leases {
+		p.execute(ctx, &leases[i])
+	}
+	return len(leases) == n, nil
+}
+
+// execute runs one leased run in its own goroutine.
+func (p *WorkerPool) execute(ctx context.Context, l *store.Lease) {
+	runCtx, cancel := context.WithCancelCause(context.WithoutCancel(ctx))
+	p.mu.Lock()
+	p.inflight[l.RunID] = cancel
+	p.mu.Unlock()
+	p.wg.Add(1)
+	go func() {
+		defer p.wg.Done()
+		defer func() {
+			p.mu.Lock()
+			delete(p.inflight, l.RunID)
+			p.mu.Unlock()
+			cancel(nil)
+			select {
+			case p.slotFree <- struct{}{}:
+			default:
+			}
+		}()
+		p.run(runCtx, cancel, l)
+	}()
+}
+
+// run executes a leased run: renews its lease while the handler works, then
+// records the outcome.
+func (p *WorkerPool) run(ctx context.Context, cancel context.CancelCauseFunc, l *store.Lease) {
+	e := p.e
+	log := p.log.With("run_id", l.RunID, "function_id", l.Run.FunctionID)
+	fn, ok := e.function(l.Run.FunctionID)
+	if !ok {
+		p.finish(log, l, store.Outcome{Status: store.StatusFailed, Error: "function " + l.Run.FunctionID + " is not registered"})
+		return
+	}
+	if fb := l.Run.FinishBy; !fb.IsZero() {
+		if !e.clock.Now().Before(fb) {
+			p.finish(log, l, store.Outcome{Status: store.StatusCancelled, Error: errFinishTimeout.Error()})
+			return
+		}
+		t := e.clock.AfterFunc(fb.Sub(e.clock.Now()), func() { cancel(errFinishTimeout) })
+		defer t.Stop()
+	}
+	ev, err := e.loadEvent(l.Run.EventID)
+	if err != nil {
+		log.Warn("loading trigger event; handing the run back", "err", err)
+		p.release(log, l)
+		return
+	}
+	r := newRun(e, fn, l, ev)
+	stopRenew := p.renew(ctx, cancel, r)
+	out, herr := callHandler(ctx, fn.Handler, r)
+	stopRenew()
+
+	if r.stop == nil {
+		if cause := context.Cause(ctx); cause != nil {
+			r.stop = cause
+		}
+	}
+	switch {
+	case r.stop != nil && errors.Is(r.stop, errFinishTimeout):
+		p.finish(log, l, store.Outcome{Status: store.StatusCancelled, Error: errFinishTimeout.Error()})
+	case r.stop != nil && errors.Is(r.stop, errShutdown):
+		p.release(log, l)
+	case r.stop != nil:
+		log.Info("run interrupted", "reason", r.stop)
+	case r.yield != nil:
+		p.suspend(log, r)
+	case herr == nil:
+		data, err := json.Marshal(out)
+		if err != nil {
+			p.finish(log, l, failed(r, fmt.Errorf("encoding output: %w", err)))
+			return
+		}
+		p.finish(log, l, store.Outcome{Status: store.StatusCompleted, Output: data})
+	default:
+		var se *StepError
+		if errors.As(herr, &se) || IsNonRetriable(herr) || r.Attempt >= fn.retries() {
+			p.finish(log, l, failed(r, herr))
+			return
+		}
+		r.Attempt++
+		at := e.retryAt(fn, r.Attempt, herr, e.clock.Now())
+		if fb := l.Run.FinishBy; !fb.IsZero() && fb.Before(at) {
+			at = fb
+		}
+		log.Info("run failed; retrying", "err", herr, "attempt", r.Attempt, "at", at)
+		r.yield = &store.Suspension{Status: store.StatusRunning, AvailableAt: at, Attempt: r.Attempt}
+		p.suspend(log, r)
+	}
+}
+
+// failed is the outcome of a failed run, with its cyberdrew/function.failed
+// event (deduplicated per run).
+func failed(r *Run, err error) store.Outcome {
+	data, _ := json.Marshal(map[string]any{
+		"function_id": r.FunctionID,
+		"run_id":      r.ID,
+		"error":       err.Error(),
+		"event":       r.Event,
+	})
+	pub := r.e.publication(IncomingEvent{ID: "failed:" + r.ID, Name: EventFunctionFailed, Data: data})
+	return store.Outcome{Status: store.StatusFailed, Error: err.Error(), Emit: []store.Publication{pub}}
+}
+
+func callHandler(ctx context.Context, h Handler, r *Run) (out any, err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			err = fmt.Errorf("panic: %v", p)
+		}
+	}()
+	return h(ctx, r)
+}
+
+// renew keeps the lease alive until the returned stop is called; losing it
+// cancels the run.
+func (p *WorkerPool) renew(ctx context.Context, cancel context.CancelCauseFunc, r *Run) (stop func()) {
+	t := p.e.clock.NewTicker(p.opts.LeaseTTL / 3)
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			select {
+			case <-done:
+				return
+			case <-ctx.Done():
+				return
+			case <-t.Chan():
+				r.storeMu.Lock()
+				cctx, ccancel := context.WithTimeout(context.Background(), p.opts.LeaseTTL/3)
+				err := p.e.store.RenewLease(cctx, r.lease, p.opts.LeaseTTL)
+				ccancel()
+				r.storeMu.Unlock()
+				if errors.Is(err, store.ErrLeaseLost) {
+					cancel(errLeaseLost)
+					return
+				}
+				if err != nil {
+					p.log.Warn("renewing lease", "run_id", r.ID, "err", err)
+				}
+			}
+		}
+	}()
+	return func() { t.Stop(); close(done); wg.Wait() }
+}
+
+func (p *WorkerPool) suspend(log *slog.Logger, r *Run) {
+	ctx, cancel := context.WithTimeout(context.Background(), storeCallTimeout)
+	defer cancel()
+	if err := p.e.store.Suspend(ctx, r.lease, *r.yield); err != nil {
+		log.Warn("suspending run", "err", err)
+	}
+}
+
+func (p *WorkerPool) finish(log *slog.Logger, l *store.Lease, o store.Outcome) {
+	ctx, cancel := context.WithTimeout(context.Background(), storeCallTimeout)
+	defer cancel()
+	if err := p.e.store.Finish(ctx, l, o); err != nil {
+		log.Warn("finishing run", "status", o.Status, "err", err)
+		return
+	}
+	if o.Status == store.StatusFailed {
+		log.Warn("run failed", "err", o.Error)
+	}
+}
+
+func (p *WorkerPool) release(log *slog.Logger, l *store.Lease) {
+	ctx, cancel := context.WithTimeout(context.Background(), storeCallTimeout)
+	defer cancel()
+	if err := p.e.store.Release(ctx, l); err != nil {
+		log.Warn("releasing run", "err", err)
+	}
+}
+
+func (e *Engine) loadEvent(id string) (store.Event, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), storeCallTimeout)
+	defer cancel()
+	return e.store.GetEvent(ctx, id)
+}
