@@ -67,9 +67,9 @@ type Engine struct {
 // registered is a function with its parsed triggers.
 type registered struct {
 	Function
-	events []eventPattern
+	events  []eventPattern
 	eventIf []func(store.Event) bool
-	crons  []cronSchedule
+	crons   []cronSchedule
 }
 
 // New returns an engine with an empty registry.
