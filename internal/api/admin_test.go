@@ -28,6 +28,7 @@ func TestAdminAuth(t *testing.T) {
 		{"dev mode ignores a token", api.Config{}, "Bearer anything", http.StatusOK},
 		{"primary key", keys, "Bearer signkey-prod-primary", http.StatusOK},
 		{"fallback key", keys, "Bearer signkey-prod-fallback", http.StatusOK},
+		{"scheme in any case", keys, "bearer signkey-prod-primary", http.StatusOK},
 		{"no header", keys, "", http.StatusUnauthorized},
 		{"wrong key", keys, "Bearer signkey-prod-wrong", http.StatusUnauthorized},
 		{"prefix of the key", keys, "Bearer signkey-prod-prim", http.StatusUnauthorized},

@@ -220,14 +220,25 @@ func (s *server) handleInngest(fn handlerFunc) http.Handler {
 func (s *server) admin(fn handlerFunc) http.Handler {
 	return s.handle(func(w http.ResponseWriter, r *http.Request) error {
 		if len(s.signingKeys) > 0 {
-			token, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
-			if !ok || !matchKey(s.signingKeys, strings.TrimSpace(token)) {
+			token, ok := bearer(r.Header.Get("Authorization"))
+			if !ok || !matchKey(s.signingKeys, token) {
 				w.Header().Set("WWW-Authenticate", `Bearer realm="cyberdrew"`)
 				return &httpError{status: http.StatusUnauthorized, msg: "missing or invalid bearer signing key"}
 			}
 		}
 		return fn(w, r)
 	})
+}
+
+// bearer reads the token of an "Authorization: Bearer <token>" header; the
+// scheme is case-insensitive.
+func bearer(header string) (string, bool) {
+	const scheme = "bearer "
+	if len(header) < len(scheme) || !strings.EqualFold(header[:len(scheme)], scheme) {
+		return "", false
+	}
+	token := strings.TrimSpace(header[len(scheme):])
+	return token, token != ""
 }
 
 // keyDigest is a key's SHA-256: comparing digests takes the same time

@@ -173,13 +173,6 @@ func checkAddr(addr string) (loopback bool, err error) {
 	return ip != nil && ip.IsLoopback(), nil
 }
 
-// Loopback reports whether Addr is a loopback address (dev mode may leave
-// the keys unset there).
-func (c Serve) Loopback() bool {
-	ok, err := checkAddr(c.Addr)
-	return err == nil && ok
-}
-
 // SigningKeys are the admin API's bearer keys, primary first.
 func (c Serve) SigningKeys() []string {
 	var keys []string

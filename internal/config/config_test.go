@@ -208,3 +208,15 @@ func TestLogValueHidesSecrets(t *testing.T) {
 		t.Errorf("log does not say which keys are set: %s", buf.String())
 	}
 }
+
+func TestSigningKeys(t *testing.T) {
+	t.Parallel()
+	c := valid()
+	if keys := c.SigningKeys(); len(keys) != 0 {
+		t.Errorf("SigningKeys() = %v, want none", keys)
+	}
+	c.SigningKey, c.SigningKeyFallback = "new", "old"
+	if keys := c.SigningKeys(); len(keys) != 2 || keys[0] != "new" || keys[1] != "old" {
+		t.Errorf("SigningKeys() = %v, want [new old]", keys)
+	}
+}
