@@ -1,0 +1,340 @@
+// Package api serves cyberdrew's HTTP surface: the Inngest-compatible event
+// intake (POST /e/{eventKey}), the liveness and readiness probes, and the
+// admin API under /v1 (events, runs, functions and a server-sent stream of
+// changes) guarded by the bearer signing key.
+//
+// Every error answer is JSON {"error": "…"} with the matching HTTP status.
+// The event API answers as Inngest's does, {"ids": […], "status": 200} or
+// {"error": "…", "status": N}: the shape the official inngest npm client
+// parses.
+package api
+
+import (
+	"context"
+	"crypto/sha256"
+	"crypto/subtle"
+	"encoding/json"
+	"errors"
+	"log/slog"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/dcyfr/cyberdrew/internal/engine"
+	"github.com/dcyfr/cyberdrew/internal/store"
+)
+
+// Defaults applied to the zero fields of Config.
+const (
+	DefaultMaxEventSize   = 256 << 10
+	DefaultMaxRequestSize = 10 << 20
+	DefaultMaxBatch       = 5000
+	DefaultKeepAlive      = 15 * time.Second
+	DefaultReadyTimeout   = 2 * time.Second
+)
+
+// Config tunes the HTTP surface. Zero fields take the defaults above.
+type Config struct {
+	// EventKeys guard intake: the path key must equal one of them. Empty
+	// accepts any key (dev mode).
+	EventKeys []string
+	// SigningKeys are the admin API's bearer tokens: the primary key, then
+	// any fallback kept during rotation. Empty leaves the admin API open
+	// (dev mode).
+	SigningKeys []string
+	// MaxEventSize bounds one event's JSON, MaxRequestSize a whole intake
+	// body, in bytes; MaxBatch the number of events in one request.
+	MaxEventSize   int64
+	MaxRequestSize int64
+	MaxBatch       int
+	// KeepAlive is the interval of the stream's keep-alive comments.
+	KeepAlive time.Duration
+	// ReadyTimeout bounds the store ping of /readyz.
+	ReadyTimeout time.Duration
+}
+
+// Engine is what the HTTP surface asks of the durable engine.
+type Engine interface {
+	// Publish stores events and starts the runs they trigger. It returns one
+	// Accepted per event in input order, a *engine.ValidationError for a
+	// malformed known event, or an error wrapping store.ErrUnavailable.
+	Publish(ctx context.Context, evs []engine.IncomingEvent) ([]engine.Accepted, error)
+	// Invoke runs one function with data as its event's data
+	// (engine.ErrUnknownFunction when no function has that id).
+	Invoke(ctx context.Context, functionID string, data json.RawMessage) (engine.Accepted, error)
+	// Rerun starts a new run of a run's function with the same trigger
+	// (store.ErrNotFound).
+	Rerun(ctx context.Context, runID string) (store.RunRef, error)
+	// Cancel cancels an unfinished run (store.ErrNotFound, store.ErrFinished).
+	Cancel(ctx context.Context, runID string) (store.Run, error)
+	// Functions lists the registered functions.
+	Functions() []engine.FunctionInfo
+}
+
+// Reader is the read side of the store the admin API and probes use.
+type Reader interface {
+	GetEvent(ctx context.Context, id string) (store.Event, error)
+	ListEvents(ctx context.Context, f store.EventFilter) (store.Page[store.Event], error)
+	GetRun(ctx context.Context, id string) (store.Run, error)
+	ListRuns(ctx context.Context, f store.RunFilter) (store.Page[store.Run], error)
+	Steps(ctx context.Context, runID string) ([]store.Step, error)
+	Subscribe(ctx context.Context) <-chan store.Change
+	Ping(ctx context.Context) error
+	Kind() string
+}
+
+var _ Reader = store.Store(nil)
+
+type server struct {
+	cfg         Config
+	eng         Engine
+	st          Reader
+	log         *slog.Logger
+	mux         *http.ServeMux
+	eventKeys   []keyDigest
+	signingKeys []keyDigest
+}
+
+// New returns the HTTP handler of the event API, the probes and the admin
+// API. It logs a warning for each side left open because its keys are unset.
+func New(cfg Config, eng Engine, st Reader, logger *slog.Logger) http.Handler {
+	if cfg.MaxEventSize <= 0 {
+		cfg.MaxEventSize = DefaultMaxEventSize
+	}
+	if cfg.MaxRequestSize <= 0 {
+		cfg.MaxRequestSize = DefaultMaxRequestSize
+	}
+	if cfg.MaxBatch <= 0 {
+		cfg.MaxBatch = DefaultMaxBatch
+	}
+	if cfg.KeepAlive <= 0 {
+		cfg.KeepAlive = DefaultKeepAlive
+	}
+	if cfg.ReadyTimeout <= 0 {
+		cfg.ReadyTimeout = DefaultReadyTimeout
+	}
+	s := &server{
+		cfg:         cfg,
+		eng:         eng,
+		st:          st,
+		log:         logger.With("component", "api"),
+		mux:         http.NewServeMux(),
+		eventKeys:   digests(cfg.EventKeys),
+		signingKeys: digests(cfg.SigningKeys),
+	}
+	if len(s.eventKeys) == 0 {
+		s.log.Warn("no event key set: the event API accepts any key")
+	}
+	if len(s.signingKeys) == 0 {
+		s.log.Warn("no signing key set: the admin API is open")
+	}
+	s.routes()
+	return s
+}
+
+func (s *server) routes() {
+	for _, p := range []string{"POST /e", "POST /e/{$}", "POST /e/{eventKey}", "POST /e/{eventKey}/{$}"} {
+		s.mux.Handle(p, s.handleInngest(s.intake))
+	}
+	s.mux.Handle("GET /health", s.handle(s.live))
+	s.mux.Handle("GET /healthz", s.handle(s.live))
+	s.mux.Handle("GET /readyz", s.handle(s.ready))
+
+	s.mux.Handle("GET /v1/events", s.admin(s.listEvents))
+	s.mux.Handle("GET /v1/events/{id}", s.admin(s.getEvent))
+	s.mux.Handle("GET /v1/events/{id}/runs", s.admin(s.eventRuns))
+	s.mux.Handle("GET /v1/runs", s.admin(s.listRuns))
+	s.mux.Handle("GET /v1/runs/{id}", s.admin(s.getRun))
+	s.mux.Handle("DELETE /v1/runs/{id}", s.admin(s.cancelRun))
+	s.mux.Handle("POST /v1/runs/{id}/rerun", s.admin(s.rerun))
+	s.mux.Handle("GET /v1/functions", s.admin(s.listFunctions))
+	s.mux.Handle("POST /v1/functions/{id}/invoke", s.admin(s.invoke))
+	s.mux.Handle("GET /v1/stream", s.admin(s.stream))
+}
+
+// ServeHTTP routes the request; requests no route matches get the mux's 404
+// or 405 (with its Allow header) as a JSON body.
+func (s *server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if h, pattern := s.mux.Handler(r); pattern == "" {
+		h.ServeHTTP(&jsonErrorWriter{ResponseWriter: w}, r)
+		return
+	}
+	s.mux.ServeHTTP(w, r)
+}
+
+// jsonErrorWriter turns the mux's plain-text error answers into JSON ones.
+type jsonErrorWriter struct {
+	http.ResponseWriter
+	replaced bool
+}
+
+func (w *jsonErrorWriter) WriteHeader(code int) {
+	if code < 400 {
+		w.ResponseWriter.WriteHeader(code)
+		return
+	}
+	w.replaced = true
+	msg := "no such route"
+	if code == http.StatusMethodNotAllowed {
+		msg = "method not allowed"
+	}
+	w.Header().Del("X-Content-Type-Options")
+	writeJSON(w.ResponseWriter, code, errorBody{Error: msg})
+}
+
+func (w *jsonErrorWriter) Write(p []byte) (int, error) {
+	if w.replaced {
+		return len(p), nil
+	}
+	return w.ResponseWriter.Write(p)
+}
+
+// handlerFunc is a route: it writes its success answer itself and returns
+// any failure for handle to render.
+type handlerFunc func(w http.ResponseWriter, r *http.Request) error
+
+// handle renders a route's failure as {"error": "…"}.
+func (s *server) handle(fn handlerFunc) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if err := fn(w, r); err != nil {
+			if status, msg, ok := s.classify(w, r, err); ok {
+				writeJSON(w, status, errorBody{Error: msg})
+			}
+		}
+	})
+}
+
+// handleInngest renders a route's failure as Inngest's event API does,
+// {"error": "…", "status": N}.
+func (s *server) handleInngest(fn handlerFunc) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if err := fn(w, r); err != nil {
+			if status, msg, ok := s.classify(w, r, err); ok {
+				writeJSON(w, status, errorBody{Error: msg, Status: status})
+			}
+		}
+	})
+}
+
+// admin guards a route with the bearer signing key.
+func (s *server) admin(fn handlerFunc) http.Handler {
+	return s.handle(func(w http.ResponseWriter, r *http.Request) error {
+		if len(s.signingKeys) > 0 {
+			token, ok := bearer(r.Header.Get("Authorization"))
+			if !ok || !matchKey(s.signingKeys, token) {
+				w.Header().Set("WWW-Authenticate", `Bearer realm="cyberdrew"`)
+				return &httpError{status: http.StatusUnauthorized, msg: "missing or invalid bearer signing key"}
+			}
+		}
+		return fn(w, r)
+	})
+}
+
+// bearer reads the token of an "Authorization: Bearer <token>" header; the
+// scheme is case-insensitive.
+func bearer(header string) (string, bool) {
+	const scheme = "bearer "
+	if len(header) < len(scheme) || !strings.EqualFold(header[:len(scheme)], scheme) {
+		return "", false
+	}
+	token := strings.TrimSpace(header[len(scheme):])
+	return token, token != ""
+}
+
+// keyDigest is a key's SHA-256: comparing digests takes the same time
+// whatever the key's length.
+type keyDigest [sha256.Size]byte
+
+func digests(keys []string) []keyDigest {
+	var out []keyDigest
+	for _, k := range keys {
+		if k != "" {
+			out = append(out, sha256.Sum256([]byte(k)))
+		}
+	}
+	return out
+}
+
+// matchKey compares candidate with every key in constant time.
+func matchKey(keys []keyDigest, candidate string) bool {
+	d := sha256.Sum256([]byte(candidate))
+	match := 0
+	for i := range keys {
+		match |= subtle.ConstantTimeCompare(keys[i][:], d[:])
+	}
+	return match == 1
+}
+
+// httpError is a failure with its own status and a message safe to show.
+type httpError struct {
+	status int
+	msg    string
+}
+
+func (e *httpError) Error() string { return e.msg }
+
+func badRequest(msg string) error {
+	return &httpError{status: http.StatusBadRequest, msg: msg}
+}
+
+type errorBody struct {
+	Error  string `json:"error"`
+	Status int    `json:"status,omitempty"`
+}
+
+// classify maps err to its status and a message safe to show: the route's
+// own httpError, a validation failure, the store's and the engine's
+// sentinels, and 500 for anything else (logged, not shown). ok is false when
+// the client has gone away and nobody reads the answer.
+func (s *server) classify(w http.ResponseWriter, r *http.Request, err error) (status int, msg string, ok bool) {
+	var (
+		he *httpError
+		ve *engine.ValidationError
+	)
+	switch {
+	case errors.As(err, &he):
+		return he.status, he.msg, true
+	case errors.As(err, &ve):
+		return http.StatusBadRequest, ve.Error(), true
+	case errors.Is(err, store.ErrNotFound):
+		return http.StatusNotFound, "not found", true
+	case errors.Is(err, engine.ErrUnknownFunction):
+		return http.StatusNotFound, "unknown function", true
+	case errors.Is(err, store.ErrFinished):
+		return http.StatusConflict, "run already finished", true
+	case errors.Is(err, store.ErrInvalid):
+		return http.StatusBadRequest, err.Error(), true
+	case errors.Is(err, store.ErrUnavailable):
+		s.log.Warn("store unavailable", "route", r.Pattern, "err", err)
+		w.Header().Set("Retry-After", "1")
+		return http.StatusServiceUnavailable, "store unavailable, retry later", true
+	case r.Context().Err() != nil:
+		return 0, "", false
+	default:
+		s.log.Error("request failed", "route", r.Pattern, "err", err)
+		return http.StatusInternalServerError, "internal error", true
+	}
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	body, err := json.Marshal(v)
+	if err != nil {
+		status = http.StatusInternalServerError
+		body = []byte(`{"error":"internal error"}`)
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	_, _ = w.Write(append(body, '\n'))
+}
+
+// data wraps an admin answer as {"data": v}.
+type data struct {
+	Data any `json:"data"`
+}
+
+// page wraps a listing as {"data": […], "cursor": "…"}; the cursor is empty
+// on the last page.
+type page struct {
+	Data   any    `json:"data"`
+	Cursor string `json:"cursor"`
+}

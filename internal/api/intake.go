@@ -1,0 +1,236 @@
+package api
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"math"
+	"net/http"
+	"strconv"
+	"strings"
+
+	"github.com/dcyfr/cyberdrew/internal/engine"
+)
+
+// reservedPrefixes start the names of internal events; clients cannot send
+// them.
+var reservedPrefixes = []string{"inngest/", "cyberdrew/"}
+
+// intakeResponse is the event API's answer, as Inngest gives it.
+type intakeResponse struct {
+	IDs    []string `json:"ids"`
+	Status int      `json:"status"`
+}
+
+// intake is POST /e/{eventKey}: it validates the whole request before
+// publishing any of it.
+func (s *server) intake(w http.ResponseWriter, r *http.Request) error {
+	if len(s.eventKeys) > 0 && !matchKey(s.eventKeys, r.PathValue("eventKey")) {
+		return &httpError{status: http.StatusUnauthorized, msg: "event key not found"}
+	}
+	body, err := readBody(w, r, s.cfg.MaxRequestSize)
+	if err != nil {
+		return err
+	}
+	evs, err := decodeEvents(body, s.cfg.MaxEventSize, s.cfg.MaxBatch)
+	if err != nil {
+		return err
+	}
+	accepted, err := s.eng.Publish(r.Context(), evs)
+	if err != nil {
+		return err
+	}
+	if len(accepted) != len(evs) {
+		return fmt.Errorf("api: engine accepted %d of %d events", len(accepted), len(evs))
+	}
+	ids := make([]string, len(accepted))
+	for i, a := range accepted {
+		ids[i] = a.EventID
+	}
+	writeJSON(w, http.StatusOK, intakeResponse{IDs: ids, Status: http.StatusOK})
+	return nil
+}
+
+// readBody reads the whole body, at most limit bytes (413 beyond).
+func readBody(w http.ResponseWriter, r *http.Request, limit int64) ([]byte, error) {
+	if r.ContentLength > limit {
+		return nil, tooLarge(limit)
+	}
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, limit))
+	if err != nil {
+		if _, ok := errors.AsType[*http.MaxBytesError](err); ok {
+			return nil, tooLarge(limit)
+		}
+		return nil, badRequest("read body: " + err.Error())
+	}
+	return body, nil
+}
+
+func tooLarge(limit int64) error {
+	return &httpError{
+		status: http.StatusRequestEntityTooLarge,
+		msg:    fmt.Sprintf("request body exceeds %d bytes", limit),
+	}
+}
+
+// wireEvent is an event as sent, each field kept raw so that its JSON type
+// can be checked. Unknown fields (the npm client's "meta") are ignored.
+type wireEvent struct {
+	ID   json.RawMessage `json:"id"`
+	Name json.RawMessage `json:"name"`
+	Data json.RawMessage `json:"data"`
+	User json.RawMessage `json:"user"`
+	TS   json.RawMessage `json:"ts"`
+	V    json.RawMessage `json:"v"`
+}
+
+// decodeEvents parses an intake body: one event object or an array of
+// 1..maxBatch of them, each at most maxEvent bytes. Any fault rejects the
+// whole body: a 413 httpError for sizes, a 400 httpError for a body that is
+// not JSON, a *engine.ValidationError for a faulty event.
+func decodeEvents(body []byte, maxEvent int64, maxBatch int) ([]engine.IncomingEvent, error) {
+	body = bytes.TrimSpace(body)
+	if len(body) == 0 {
+		return nil, badRequest("request body is empty: send an event object or an array of events")
+	}
+	if !json.Valid(body) {
+		var v any
+		return nil, badRequest("malformed JSON: " + json.Unmarshal(body, &v).Error())
+	}
+	var raws []json.RawMessage
+	switch body[0] {
+	case '[':
+		if err := json.Unmarshal(body, &raws); err != nil {
+			return nil, badRequest("malformed JSON: " + err.Error())
+		}
+		if len(raws) == 0 {
+			return nil, badRequest("no events: the array is empty")
+		}
+		if len(raws) > maxBatch {
+			return nil, &httpError{
+				status: http.StatusRequestEntityTooLarge,
+				msg:    fmt.Sprintf("%d events exceed the limit of %d per request", len(raws), maxBatch),
+			}
+		}
+	case '{':
+		raws = []json.RawMessage{body}
+	default:
+		return nil, badRequest("the body must be an event object or an array of events")
+	}
+
+	evs := make([]engine.IncomingEvent, len(raws))
+	for i, raw := range raws {
+		if int64(len(raw)) > maxEvent {
+			return nil, &httpError{
+				status: http.StatusRequestEntityTooLarge,
+				msg:    fmt.Sprintf("event %d is %d bytes, over the limit of %d", i, len(raw), maxEvent),
+			}
+		}
+		ev, err := decodeEvent(i, raw)
+		if err != nil {
+			return nil, err
+		}
+		evs[i] = ev
+	}
+	return evs, nil
+}
+
+// decodeEvent checks one event's fields: name a non-empty string outside the
+// reserved prefixes, data and user objects (data defaults to {}), ts a
+// non-negative integer, id and v strings. null counts as absent.
+func decodeEvent(i int, raw json.RawMessage) (engine.IncomingEvent, error) {
+	fault := func(field, reason string) error {
+		return &engine.ValidationError{Index: i, Field: field, Reason: reason}
+	}
+	if len(raw) == 0 || raw[0] != '{' {
+		return engine.IncomingEvent{}, fault("", "must be a JSON object")
+	}
+	var we wireEvent
+	if err := json.Unmarshal(raw, &we); err != nil {
+		return engine.IncomingEvent{}, fault("", "malformed JSON: "+err.Error())
+	}
+
+	var ev engine.IncomingEvent
+	name, ok, err := jsonString(we.Name)
+	switch {
+	case err != nil:
+		return ev, fault("name", err.Error())
+	case !ok:
+		return ev, fault("name", "is required")
+	case name == "":
+		return ev, fault("name", "must not be empty")
+	}
+	for _, p := range reservedPrefixes {
+		if strings.HasPrefix(name, p) {
+			return ev, fault("name", "the "+p+" prefix is reserved for internal events")
+		}
+	}
+	ev.Name = name
+
+	if ev.ID, _, err = jsonString(we.ID); err != nil {
+		return ev, fault("id", err.Error())
+	}
+	if ev.V, _, err = jsonString(we.V); err != nil {
+		return ev, fault("v", err.Error())
+	}
+	switch {
+	case absent(we.Data):
+		ev.Data = json.RawMessage("{}")
+	case we.Data[0] != '{':
+		return ev, fault("data", "must be an object")
+	default:
+		ev.Data = we.Data
+	}
+	switch {
+	case absent(we.User):
+	case we.User[0] != '{':
+		return ev, fault("user", "must be an object")
+	default:
+		ev.User = we.User
+	}
+	if !absent(we.TS) {
+		ts, ok := millis(we.TS)
+		if !ok {
+			return ev, fault("ts", "must be a non-negative integer (milliseconds since the epoch)")
+		}
+		ev.TS = ts
+	}
+	return ev, nil
+}
+
+// absent reports whether a field is missing or null.
+func absent(raw json.RawMessage) bool {
+	return len(raw) == 0 || string(raw) == "null"
+}
+
+// jsonString decodes a string field; ok is false when it is absent.
+func jsonString(raw json.RawMessage) (s string, ok bool, err error) {
+	if absent(raw) {
+		return "", false, nil
+	}
+	if raw[0] != '"' {
+		return "", false, errors.New("must be a string")
+	}
+	if err := json.Unmarshal(raw, &s); err != nil {
+		return "", false, errors.New("must be a string")
+	}
+	return s, true, nil
+}
+
+// millis reads a JSON number that holds a non-negative integer, written
+// plainly (1700000000000) or not (1.7e12).
+func millis(raw json.RawMessage) (int64, bool) {
+	if n, err := strconv.ParseInt(string(raw), 10, 64); err == nil {
+		return n, n >= 0
+	}
+	if raw[0] != '-' && (raw[0] < '0' || raw[0] > '9') {
+		return 0, false
+	}
+	f, err := strconv.ParseFloat(string(raw), 64)
+	if err != nil || f < 0 || f != math.Trunc(f) || f >= math.MaxInt64 {
+		return 0, false
+	}
+	return int64(f), true
+}

@@ -1,0 +1,90 @@
+package api
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"time"
+
+	"github.com/dcyfr/cyberdrew/internal/store"
+)
+
+// stream is GET /v1/stream?run_id=&event_id=: the store's changes as
+// server-sent events, "event: <kind>" with the Change as JSON data, and
+// "event: resync" when the subscription lagged and changes were lost. A
+// ": keepalive" comment goes out every KeepAlive. The stream ends when the
+// client goes away.
+func (s *server) stream(w http.ResponseWriter, r *http.Request) error {
+	runID, eventID := r.URL.Query().Get("run_id"), r.URL.Query().Get("event_id")
+	rc := http.NewResponseController(w)
+	// A server-wide write timeout must not cut the stream.
+	if err := rc.SetWriteDeadline(time.Time{}); err != nil && !errors.Is(err, http.ErrNotSupported) {
+		return fmt.Errorf("api: stream: %w", err)
+	}
+
+	ctx := r.Context()
+	changes := s.st.Subscribe(ctx)
+
+	h := w.Header()
+	h.Set("Content-Type", "text/event-stream")
+	h.Set("Cache-Control", "no-cache")
+	h.Set("X-Accel-Buffering", "no")
+	w.WriteHeader(http.StatusOK)
+	if _, err := fmt.Fprint(w, ": connected\n\n"); err != nil {
+		return nil
+	}
+	if err := rc.Flush(); err != nil {
+		s.log.Error("stream: flush", "err", err)
+		return nil
+	}
+
+	tick := time.NewTicker(s.cfg.KeepAlive)
+	defer tick.Stop()
+	for {
+		var err error
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-tick.C:
+			_, err = fmt.Fprint(w, ": keepalive\n\n")
+		case c, ok := <-changes:
+			if !ok {
+				return nil
+			}
+			if !wanted(c, runID, eventID) {
+				continue
+			}
+			err = writeChange(w, c)
+		}
+		if err == nil {
+			err = rc.Flush()
+		}
+		if err != nil {
+			// The client went away or the connection broke; the answer
+			// has started, so there is nothing to report to it.
+			return nil
+		}
+	}
+}
+
+// wanted applies the stream's filters; a lag notice always passes.
+func wanted(c store.Change, runID, eventID string) bool {
+	if c.Kind == "" {
+		return true
+	}
+	return (runID == "" || c.RunID == runID) && (eventID == "" || c.EventID == eventID)
+}
+
+func writeChange(w http.ResponseWriter, c store.Change) error {
+	if c.Kind == "" {
+		_, err := fmt.Fprint(w, "event: resync\ndata: {}\n\n")
+		return err
+	}
+	b, err := json.Marshal(c)
+	if err != nil {
+		return err
+	}
+	_, err = fmt.Fprintf(w, "event: %s\ndata: %s\n\n", c.Kind, b)
+	return err
+}

@@ -1,0 +1,179 @@
+package api_test
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/dcyfr/cyberdrew/internal/api"
+	"github.com/dcyfr/cyberdrew/internal/store"
+)
+
+// sse is one server-sent event, or a comment when name and data are empty.
+type sse struct {
+	name, data, comment string
+}
+
+// sseReader reads a text/event-stream one event or comment at a time.
+type sseReader struct{ r *bufio.Reader }
+
+func (s sseReader) next(t *testing.T) sse {
+	t.Helper()
+	var ev sse
+	for {
+		line, err := s.r.ReadString('\n')
+		if err != nil {
+			t.Fatalf("read stream: %v (partial event %+v)", err, ev)
+		}
+		line = strings.TrimSuffix(line, "\n")
+		switch {
+		case line == "":
+			return ev
+		case strings.HasPrefix(line, ":"):
+			ev.comment = strings.TrimSpace(line[1:])
+		case strings.HasPrefix(line, "event: "):
+			ev.name = line[len("event: "):]
+		case strings.HasPrefix(line, "data: "):
+			ev.data = line[len("data: "):]
+		default:
+			t.Fatalf("unexpected stream line %q", line)
+		}
+	}
+}
+
+// nextEvent skips comments.
+func (s sseReader) nextEvent(t *testing.T) sse {
+	t.Helper()
+	for {
+		if ev := s.next(t); ev.name != "" {
+			return ev
+		}
+	}
+}
+
+// openStream connects to the stream and returns its reader, the store's side
+// of the subscription, and a function that hangs up.
+func openStream(t *testing.T, b *bundle, query string) (sseReader, subscription, func()) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, b.url+"/v1/stream"+query, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	hangUp := func() {
+		cancel()
+		resp.Body.Close()
+	}
+	t.Cleanup(hangUp)
+	if resp.StatusCode != http.StatusOK || resp.Header.Get("Content-Type") != "text/event-stream" {
+		t.Fatalf("stream answered %d %q", resp.StatusCode, resp.Header.Get("Content-Type"))
+	}
+	var sub subscription
+	select {
+	case sub = <-b.st.subscribers:
+	case <-ctx.Done():
+		t.Fatal("the stream did not subscribe")
+	}
+	r := sseReader{bufio.NewReader(resp.Body)}
+	if first := r.next(t); first.comment != "connected" {
+		t.Fatalf("first frame = %+v, want the connected comment", first)
+	}
+	return r, sub, hangUp
+}
+
+func TestStream(t *testing.T) {
+	t.Parallel()
+	b := setup(t, api.Config{})
+	r, sub, hangUp := openStream(t, b, "")
+
+	at := time.Date(2025, 3, 1, 12, 0, 0, 0, time.UTC)
+	sub.ch <- store.Change{Kind: store.ChangeEvent, EventID: "evt-a", EventName: "test/hello.world", At: at}
+	sub.ch <- store.Change{Kind: store.ChangeRun, RunID: "run-1", FunctionID: "hello-world", Status: store.StatusRunning, At: at}
+	sub.ch <- store.Change{}
+	sub.ch <- store.Change{Kind: store.ChangeStep, RunID: "run-1", StepID: "wait-a-moment", Status: store.StatusSleeping, At: at}
+
+	want := []sse{
+		{name: "event", data: `{"kind":"event","event_id":"evt-a","event_name":"test/hello.world","at":"2025-03-01T12:00:00Z"}`},
+		{name: "run", data: `{"kind":"run","run_id":"run-1","function_id":"hello-world","status":"Running","at":"2025-03-01T12:00:00Z"}`},
+		{name: "resync", data: `{}`},
+		{name: "step", data: `{"kind":"step","run_id":"run-1","status":"Sleeping","step_id":"wait-a-moment","at":"2025-03-01T12:00:00Z"}`},
+	}
+	for _, w := range want {
+		got := r.nextEvent(t)
+		if got.name != w.name || canonical(t, got.data) != canonical(t, w.data) {
+			t.Errorf("event = %+v, want %+v", got, w)
+		}
+		var c store.Change
+		if err := json.Unmarshal([]byte(got.data), &c); err != nil {
+			t.Errorf("data %s is not a Change: %v", got.data, err)
+		}
+	}
+
+	hangUp()
+	select {
+	case <-sub.ctx.Done():
+	case <-time.After(10 * time.Second):
+		t.Fatal("the stream kept its subscription after the client left")
+	}
+}
+
+func TestStreamFilters(t *testing.T) {
+	t.Parallel()
+	changes := []store.Change{
+		{Kind: store.ChangeEvent, EventID: "evt-b"},
+		{Kind: store.ChangeRun, RunID: "run-3", EventID: "evt-b", Status: store.StatusQueued},
+		{Kind: store.ChangeRun, RunID: "run-1", EventID: "evt-a", Status: store.StatusRunning},
+		{},
+		{Kind: store.ChangeStep, RunID: "run-3", StepID: "s"},
+		{Kind: store.ChangeStep, RunID: "run-1", StepID: "wait-a-moment"},
+		{Kind: store.ChangeEvent, EventID: "evt-a"},
+	}
+	tests := []struct {
+		query string
+		want  []string // event name and id of each expected frame
+	}{
+		{"?run_id=run-1", []string{"run run-1", "resync ", "step run-1"}},
+		{"?event_id=evt-a", []string{"run run-1", "resync ", "event evt-a"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.query, func(t *testing.T) {
+			t.Parallel()
+			b := setup(t, api.Config{})
+			r, sub, _ := openStream(t, b, tt.query)
+			for _, c := range changes {
+				sub.ch <- c
+			}
+			for _, w := range tt.want {
+				ev := r.nextEvent(t)
+				var c store.Change
+				_ = json.Unmarshal([]byte(ev.data), &c)
+				id := c.RunID
+				if ev.name == "event" {
+					id = c.EventID
+				}
+				if got := ev.name + " " + id; got != w {
+					t.Errorf("frame %q, want %q", got, w)
+				}
+			}
+		})
+	}
+}
+
+func TestStreamKeepAlive(t *testing.T) {
+	t.Parallel()
+	b := setup(t, api.Config{KeepAlive: 5 * time.Millisecond})
+	r, _, _ := openStream(t, b, "")
+	for range 2 {
+		if ev := r.next(t); ev.comment != "keepalive" {
+			t.Fatalf("frame = %+v, want a keepalive comment", ev)
+		}
+	}
+}

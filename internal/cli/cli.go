@@ -1,0 +1,127 @@
+// Package cli is cyberdrew's command line: the cobra command tree, its typed
+// exit codes, the serve configuration loading (defaults, then environment,
+// then flags) and the choice of log handler. Data goes to stdout, chatter
+// and logs to stderr.
+package cli
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"strings"
+
+	"github.com/spf13/cobra"
+
+	"github.com/dcyfr/cyberdrew/internal/config"
+	"github.com/dcyfr/cyberdrew/internal/store"
+)
+
+// ExitCode is the process exit status of a command.
+type ExitCode int
+
+// Exit codes, listed in the root command's help.
+const (
+	ExitOK          ExitCode = 0 // success
+	ExitError       ExitCode = 1 // the command failed
+	ExitUsage       ExitCode = 2 // unknown command or flag, wrong arguments
+	ExitConfig      ExitCode = 3 // invalid configuration: nothing was started
+	ExitUnavailable ExitCode = 4 // the store (or the daemon) cannot be reached
+)
+
+const exitCodesHelp = `Exit codes:
+  0  success
+  1  the command failed
+  2  usage: unknown command or flag, wrong arguments
+  3  invalid configuration (flags or environment): nothing was started
+  4  unavailable: the store or the daemon cannot be reached`
+
+// ServeFunc runs the daemon until ctx ends (SIGINT or SIGTERM), then shuts
+// it down within cfg.ShutdownTimeout. It returns nil after a clean shutdown.
+type ServeFunc func(ctx context.Context, cfg config.Serve, logger *slog.Logger) error
+
+// Options are the parts the command tree is built from.
+type Options struct {
+	// Serve runs the daemon.
+	Serve ServeFunc
+	// Build describes this binary; empty fields are read from the Go build
+	// information.
+	Build Build
+	// Getenv reads the environment; nil means os.Getenv.
+	Getenv func(string) string
+}
+
+// Main runs the command line of this process and returns its exit code.
+func Main(opts Options) int {
+	return int(Run(context.Background(), os.Args[1:], os.Stdout, os.Stderr, opts))
+}
+
+// Run executes one command line in-process: args without the program name,
+// data to stdout, messages to stderr.
+func Run(ctx context.Context, args []string, stdout, stderr io.Writer, opts Options) ExitCode {
+	root := NewRoot(opts)
+	root.SetArgs(args)
+	root.SetOut(stdout)
+	root.SetErr(stderr)
+	// Errors raised before a command's own code starts (unknown command or
+	// flag, wrong arguments) are usage errors.
+	started := false
+	root.PersistentPreRun = func(*cobra.Command, []string) { started = true }
+
+	cmd, err := root.ExecuteContextC(ctx)
+	if err == nil {
+		return ExitOK
+	}
+	var cerr *configError
+	switch {
+	case !started:
+		fmt.Fprintf(stderr, "cyberdrew: %v\nRun '%s --help' for usage.\n", err, cmd.CommandPath())
+		return ExitUsage
+	case errors.As(err, &cerr):
+		fmt.Fprintf(stderr, "cyberdrew: %v\n", err)
+		return ExitConfig
+	case errors.Is(err, store.ErrUnavailable):
+		fmt.Fprintf(stderr, "cyberdrew: %v\n", err)
+		return ExitUnavailable
+	default:
+		fmt.Fprintf(stderr, "cyberdrew: %v\n", err)
+		return ExitError
+	}
+}
+
+// NewRoot builds the command tree.
+func NewRoot(opts Options) *cobra.Command {
+	if opts.Getenv == nil {
+		opts.Getenv = os.Getenv
+	}
+	root := &cobra.Command{
+		Use:   "cyberdrew",
+		Short: "Self-hosted durable background jobs, Inngest-compatible, in one binary",
+		Long: `cyberdrew takes events over HTTP (the Inngest event API), runs durable
+functions with memoized, retried steps, fires cron schedules, and lets you
+watch and steer all of it.
+
+` + exitCodesHelp,
+		SilenceErrors: true,
+		SilenceUsage:  true,
+	}
+	root.AddCommand(newServeCmd(opts), newVersionCmd(opts.Build))
+	return root
+}
+
+// configError is a configuration that cannot start: every problem found.
+type configError struct {
+	problems []error
+}
+
+func (e *configError) Error() string {
+	var b strings.Builder
+	b.WriteString("invalid configuration:")
+	for _, p := range e.problems {
+		b.WriteString("\n  ")
+		b.WriteString(p.Error())
+	}
+	return b.String()
+}

@@ -1,0 +1,344 @@
+package cli_test
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"reflect"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/dcyfr/cyberdrew/internal/cli"
+	"github.com/dcyfr/cyberdrew/internal/config"
+	"github.com/dcyfr/cyberdrew/internal/store"
+)
+
+// recorder is a ServeFunc that keeps the configuration it was given and
+// returns err.
+type recorder struct {
+	called bool
+	cfg    config.Serve
+	err    error
+}
+
+func (r *recorder) serve(_ context.Context, cfg config.Serve, _ *slog.Logger) error {
+	r.called, r.cfg = true, cfg
+	return r.err
+}
+
+// result is one in-process command line run.
+type result struct {
+	code           cli.ExitCode
+	stdout, stderr string
+}
+
+// run executes args with env as the whole environment.
+func run(t *testing.T, rec *recorder, env map[string]string, args ...string) result {
+	t.Helper()
+	var stdout, stderr bytes.Buffer
+	opts := cli.Options{
+		Serve:  rec.serve,
+		Build:  cli.Build{Version: "v1.2.3", Commit: "abc123", Date: "2025-03-01T00:00:00Z"},
+		Getenv: func(k string) string { return env[k] },
+	}
+	code := cli.Run(t.Context(), args, &stdout, &stderr, opts)
+	return result{code: code, stdout: stdout.String(), stderr: stderr.String()}
+}
+
+var home = map[string]string{"HOME": "/home/drew"}
+
+func TestExitCodes(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name      string
+		args      []string
+		env       map[string]string
+		serveErr  error
+		want      cli.ExitCode
+		wantOut   string
+		wantErr   string
+		wantServe bool
+	}{
+		{name: "no command prints help", args: nil, want: cli.ExitOK, wantOut: "Exit codes:"},
+		{name: "help", args: []string{"--help"}, want: cli.ExitOK, wantOut: "Exit codes:"},
+		{name: "unknown command", args: []string{"bogus"}, want: cli.ExitUsage, wantErr: `unknown command "bogus"`},
+		{name: "unknown flag", args: []string{"serve", "--bogus"}, want: cli.ExitUsage, wantErr: "unknown flag: --bogus\nRun 'cyberdrew serve --help' for usage."},
+		{name: "serve takes no arguments", args: []string{"serve", "extra"}, want: cli.ExitUsage, wantErr: `unknown command "extra" for "cyberdrew serve"`},
+		{name: "version takes no arguments", args: []string{"version", "extra"}, want: cli.ExitUsage, wantErr: "extra"},
+		{name: "bad flag value", args: []string{"serve", "--workers", "many"}, want: cli.ExitConfig, wantErr: `--workers "many": want a whole number`},
+		{name: "invalid configuration", args: []string{"serve", "--workers", "-1"}, want: cli.ExitConfig, wantErr: "--workers: must be at least 1"},
+		{name: "public address without keys", args: []string{"serve", "--addr", "0.0.0.0:8288"}, want: cli.ExitConfig, wantErr: "set INNGEST_EVENT_KEY (--event-key)"},
+		{name: "store down", args: []string{"serve"}, serveErr: fmt.Errorf("daemon: open store: %w", store.ErrUnavailable), want: cli.ExitUnavailable, wantErr: "store unavailable", wantServe: true},
+		{name: "serve fails", args: []string{"serve"}, serveErr: errors.New("daemon: listen: address already in use"), want: cli.ExitError, wantErr: "cyberdrew: daemon: listen: address already in use", wantServe: true},
+		{name: "serve stops cleanly", args: []string{"serve"}, want: cli.ExitOK, wantServe: true},
+		{name: "version", args: []string{"version"}, want: cli.ExitOK, wantOut: "cyberdrew v1.2.3\ncommit: abc123\nbuilt:  2025-03-01T00:00:00Z\ngo:     go"},
+		{name: "version as JSON", args: []string{"version", "--json"}, want: cli.ExitOK, wantOut: `"version": "v1.2.3"`},
+		{name: "completion", args: []string{"completion", "bash"}, want: cli.ExitOK, wantOut: "bash completion"},
+		{name: "completion for zsh", args: []string{"completion", "zsh"}, want: cli.ExitOK, wantOut: "zsh completion"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			rec := &recorder{err: tt.serveErr}
+			env := tt.env
+			if env == nil {
+				env = home
+			}
+			r := run(t, rec, env, tt.args...)
+			if r.code != tt.want {
+				t.Errorf("exit code = %d, want %d\nstdout: %s\nstderr: %s", r.code, tt.want, r.stdout, r.stderr)
+			}
+			if !strings.Contains(r.stdout, tt.wantOut) {
+				t.Errorf("stdout = %q, want it to contain %q", r.stdout, tt.wantOut)
+			}
+			if !strings.Contains(r.stderr, tt.wantErr) {
+				t.Errorf("stderr = %q, want it to contain %q", r.stderr, tt.wantErr)
+			}
+			if rec.called != tt.wantServe {
+				t.Errorf("serve called = %v, want %v", rec.called, tt.wantServe)
+			}
+		})
+	}
+}
+
+func TestRootHelpListsExitCodes(t *testing.T) {
+	t.Parallel()
+	r := run(t, &recorder{}, home, "--help")
+	for code, name := range map[cli.ExitCode]string{
+		cli.ExitOK: "success", cli.ExitError: "failed", cli.ExitUsage: "usage",
+		cli.ExitConfig: "invalid configuration", cli.ExitUnavailable: "unavailable",
+	} {
+		if line := fmt.Sprintf("  %d  ", code); !strings.Contains(r.stdout, line) || !strings.Contains(r.stdout, name) {
+			t.Errorf("help does not document exit code %d (%s):\n%s", code, name, r.stdout)
+		}
+	}
+}
+
+func TestServeConfigPrecedence(t *testing.T) {
+	t.Parallel()
+	defaults := config.DefaultServe(func(k string) string { return home[k] })
+	tests := []struct {
+		name   string
+		env    map[string]string
+		args   []string
+		modify func(c *config.Serve) // from the defaults
+	}{
+		{name: "defaults", modify: func(*config.Serve) {}},
+		{
+			name: "XDG data home moves the default data dir",
+			env:  map[string]string{"XDG_DATA_HOME": "/xdg"},
+			modify: func(c *config.Serve) {
+				c.DataDir = "/xdg/cyberdrew"
+			},
+		},
+		{
+			name: "environment over defaults",
+			env: map[string]string{
+				"CYBERDREW_ADDR": "127.0.0.1:9000", "CYBERDREW_DATA_DIR": "/srv/cd", "CYBERDREW_STORE": "sqlite:///srv/x.db",
+				"CYBERDREW_WORKERS": "4", "CYBERDREW_RETENTION": "48h", "CYBERDREW_LOG_FORMAT": "json",
+				"CYBERDREW_LOG_LEVEL": "debug", "INNGEST_EVENT_KEY": "ek1, ek2", "INNGEST_SIGNING_KEY": "sk",
+				"INNGEST_SIGNING_KEY_FALLBACK": "sk-old", "CYBERDREW_SHUTDOWN_TIMEOUT": "5s",
+				"CYBERDREW_MAX_EVENT_SIZE": "512KiB", "CYBERDREW_MAX_REQUEST_SIZE": "1MiB", "CYBERDREW_MAX_BATCH": "100",
+			},
+			modify: func(c *config.Serve) {
+				c.Addr, c.DataDir, c.Store, c.Workers, c.Retention = "127.0.0.1:9000", "/srv/cd", "sqlite:///srv/x.db", 4, 48*time.Hour
+				c.LogFormat, c.LogLevel, c.EventKeys, c.SigningKey, c.SigningKeyFallback = "json", slog.LevelDebug, []string{"ek1", "ek2"}, "sk", "sk-old"
+				c.ShutdownTimeout, c.MaxEventSize, c.MaxRequestSize, c.MaxBatch = 5*time.Second, 512*config.KiB, config.MiB, 100
+			},
+		},
+		{
+			name: "flags over environment",
+			env: map[string]string{
+				"CYBERDREW_ADDR": "127.0.0.1:9000", "CYBERDREW_WORKERS": "4", "CYBERDREW_RETENTION": "48h",
+				"INNGEST_EVENT_KEY": "from-env", "CYBERDREW_LOG_LEVEL": "debug", "CYBERDREW_MAX_EVENT_SIZE": "512KiB",
+			},
+			args: []string{
+				"--addr", "localhost:7000", "--workers=2", "--retention", "0", "--event-key", "a,b", "--event-key", "c",
+				"--log-level", "WARN", "--max-event-size", "1KiB",
+			},
+			modify: func(c *config.Serve) {
+				c.Addr, c.Workers, c.Retention, c.EventKeys = "localhost:7000", 2, 0, []string{"a", "b", "c"}
+				c.LogLevel, c.MaxEventSize = slog.LevelWarn, config.KiB
+			},
+		},
+		{
+			name:   "REDIS_URL when no store is set",
+			env:    map[string]string{"REDIS_URL": "redis://localhost:6379/0"},
+			modify: func(c *config.Serve) { c.Store = "redis://localhost:6379/0" },
+		},
+		{
+			name:   "CYBERDREW_STORE over REDIS_URL",
+			env:    map[string]string{"REDIS_URL": "redis://localhost:6379/0", "CYBERDREW_STORE": "/srv/x.db"},
+			modify: func(c *config.Serve) { c.Store = "/srv/x.db" },
+		},
+		{
+			name:   "--store over REDIS_URL",
+			env:    map[string]string{"REDIS_URL": "redis://localhost:6379/0"},
+			args:   []string{"--store", "rediss://cache:6380"},
+			modify: func(c *config.Serve) { c.Store = "rediss://cache:6380" },
+		},
+		{
+			name:   "an empty variable counts as unset",
+			env:    map[string]string{"CYBERDREW_ADDR": "", "CYBERDREW_WORKERS": ""},
+			modify: func(*config.Serve) {},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			env := map[string]string{"HOME": "/home/drew"}
+			for k, v := range tt.env {
+				env[k] = v
+			}
+			rec := &recorder{}
+			r := run(t, rec, env, append([]string{"serve"}, tt.args...)...)
+			if r.code != cli.ExitOK {
+				t.Fatalf("exit code %d, stderr: %s", r.code, r.stderr)
+			}
+			want := defaults
+			tt.modify(&want)
+			if !reflect.DeepEqual(rec.cfg, want) {
+				t.Errorf("config = %+v\nwant     %+v", rec.cfg, want)
+			}
+		})
+	}
+}
+
+func TestServeReportsEveryProblem(t *testing.T) {
+	t.Parallel()
+	env := map[string]string{
+		"HOME":                "/home/drew",
+		"CYBERDREW_RETENTION": "a month",
+		"CYBERDREW_WORKERS":   "8", // overridden by a bad flag: not reported
+		"REDIS_URL":           "redis://:hunter2@",
+		"INNGEST_SIGNING_KEY": "signkey-prod-hunter3",
+	}
+	rec := &recorder{}
+	r := run(t, rec, env, "serve", "--workers", "-2", "--shutdown-timeout", "soon", "--log-format", "yaml",
+		"--log-level", "loud", "--max-event-size", "big", "--addr", "192.168.1.10:8288")
+	if r.code != cli.ExitConfig || rec.called {
+		t.Fatalf("exit code %d, serve called %v; stderr: %s", r.code, rec.called, r.stderr)
+	}
+	want := []string{
+		"cyberdrew: invalid configuration:",
+		`  --shutdown-timeout "soon": want a duration such as 30s, 15m or 720h`,
+		`  --log-level "loud": want debug, info, warn or error`,
+		`  --max-event-size "big": want a size such as 262144, 256KiB or 10MiB`,
+		`  CYBERDREW_RETENTION "a month": want a duration such as 30s, 15m or 720h`,
+		"  --addr 192.168.1.10:8288 is not a loopback address: set INNGEST_EVENT_KEY (--event-key) to guard the event API",
+		"  --store: malformed Redis URL: want redis://[user:password@]host:port[/db]",
+		"  --workers: must be at least 1, got -2",
+		`  --log-format: must be auto, text or json, got "yaml"`,
+	}
+	if got := strings.Split(strings.TrimSpace(r.stderr), "\n"); !reflect.DeepEqual(got, want) {
+		t.Errorf("stderr:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+	if strings.Contains(r.stderr, "hunter") {
+		t.Errorf("stderr shows a secret: %s", r.stderr)
+	}
+}
+
+// serveVars is every environment variable serve reads, with its flag and
+// the default help shows ("" for none).
+var serveVars = []struct{ env, flag, def string }{
+	{"CYBERDREW_ADDR", "--addr", `"127.0.0.1:8288"`},
+	{"CYBERDREW_DATA_DIR", "--data-dir", `"/home/drew/.local/share/cyberdrew"`},
+	{"CYBERDREW_STORE", "--store", ""},
+	{"REDIS_URL", "--store", ""},
+	{"CYBERDREW_WORKERS", "--workers", "16"},
+	{"CYBERDREW_RETENTION", "--retention", "720h0m0s"},
+	{"CYBERDREW_LOG_FORMAT", "--log-format", `"auto"`},
+	{"CYBERDREW_LOG_LEVEL", "--log-level", "info"},
+	{"INNGEST_EVENT_KEY", "--event-key", ""},
+	{"INNGEST_SIGNING_KEY", "--signing-key", ""},
+	{"INNGEST_SIGNING_KEY_FALLBACK", "--signing-key-fallback", ""},
+	{"CYBERDREW_SHUTDOWN_TIMEOUT", "--shutdown-timeout", "30s"},
+	{"CYBERDREW_MAX_EVENT_SIZE", "--max-event-size", "256KiB"},
+	{"CYBERDREW_MAX_REQUEST_SIZE", "--max-request-size", "10MiB"},
+	{"CYBERDREW_MAX_BATCH", "--max-batch", "5000"},
+}
+
+func TestServeHelp(t *testing.T) {
+	t.Parallel()
+	secrets := map[string]string{
+		"HOME":                         "/home/drew",
+		"INNGEST_EVENT_KEY":            "evkey-secret-1",
+		"INNGEST_SIGNING_KEY":          "signkey-secret-2",
+		"INNGEST_SIGNING_KEY_FALLBACK": "signkey-secret-3",
+		"REDIS_URL":                    "redis://:secret-4@localhost:6379",
+		"CYBERDREW_STORE":              "redis://:secret-5@localhost:6379",
+	}
+	rec := &recorder{}
+	r := run(t, rec, secrets, "serve", "--help")
+	if r.code != cli.ExitOK || rec.called {
+		t.Fatalf("exit code %d, serve called %v", r.code, rec.called)
+	}
+	_, flags, ok := strings.Cut(r.stdout, "\nFlags:\n")
+	if !ok {
+		t.Fatalf("help has no Flags section:\n%s", r.stdout)
+	}
+	lines := strings.Split(flags, "\n")
+	for _, v := range serveVars {
+		i := slices.IndexFunc(lines, func(l string) bool { return strings.HasPrefix(strings.TrimSpace(l), v.flag+" ") })
+		if i < 0 {
+			t.Errorf("help has no %s line", v.flag)
+			continue
+		}
+		line := lines[i]
+		if !strings.Contains(line, v.env) {
+			t.Errorf("help line %q does not name %s", line, v.env)
+		}
+		switch {
+		case v.def == "" && strings.Contains(line, "(default"):
+			t.Errorf("help line %q shows a default", line)
+		case v.def != "" && !strings.HasSuffix(line, "(default "+v.def+")"):
+			t.Errorf("help line %q, want default %s", line, v.def)
+		}
+	}
+	if strings.Contains(r.stdout, "secret") {
+		t.Errorf("help shows a secret:\n%s", r.stdout)
+	}
+}
+
+// TestReadmeDocumentsServe keeps the README's configuration table in step
+// with the flags.
+func TestReadmeDocumentsServe(t *testing.T) {
+	t.Parallel()
+	readme, err := os.ReadFile(filepath.Join("..", "..", "README.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, v := range serveVars {
+		if !strings.Contains(string(readme), "`"+v.env+"`") || !strings.Contains(string(readme), "`"+v.flag) {
+			t.Errorf("README does not document %s / %s", v.flag, v.env)
+		}
+	}
+}
+
+func TestNewLogger(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		format string
+		want   string
+	}{
+		{config.LogAuto, `{"time":`}, // a buffer is not a terminal
+		{config.LogJSON, `{"time":`},
+		{config.LogText, `time=`},
+	}
+	for _, tt := range tests {
+		var buf bytes.Buffer
+		logger := cli.NewLogger(&buf, tt.format, slog.LevelInfo)
+		logger.Debug("hidden")
+		logger.Info("shown")
+		out := buf.String()
+		if !strings.HasPrefix(out, tt.want) || strings.Contains(out, "hidden") || !strings.Contains(out, "shown") {
+			t.Errorf("format %s: log = %q", tt.format, out)
+		}
+	}
+}

@@ -1,0 +1,26 @@
+package cli
+
+import (
+	"io"
+	"log/slog"
+
+	"github.com/mattn/go-isatty"
+
+	"github.com/dcyfr/cyberdrew/internal/config"
+)
+
+// NewLogger builds the process logger writing to w at level. format is
+// config.LogText, config.LogJSON or config.LogAuto: text when w is a
+// terminal, JSON otherwise.
+func NewLogger(w io.Writer, format string, level slog.Level) *slog.Logger {
+	opts := &slog.HandlerOptions{Level: level}
+	if format == config.LogText || (format == config.LogAuto && isTerminal(w)) {
+		return slog.New(slog.NewTextHandler(w, opts))
+	}
+	return slog.New(slog.NewJSONHandler(w, opts))
+}
+
+func isTerminal(w io.Writer) bool {
+	f, ok := w.(interface{ Fd() uintptr })
+	return ok && (isatty.IsTerminal(f.Fd()) || isatty.IsCygwinTerminal(f.Fd()))
+}

@@ -1,0 +1,200 @@
+package cli
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+
+	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
+
+	"github.com/dcyfr/cyberdrew/internal/config"
+)
+
+// setting ties a flag to the environment variables that set it when the
+// flag is not given, first set one wins.
+type setting struct {
+	flag string
+	env  []string
+	// secret settings never show their value: not in help, not in errors.
+	secret bool
+}
+
+// serveSettings lists every serve flag with its environment variables.
+var serveSettings = []setting{
+	{flag: "addr", env: []string{"CYBERDREW_ADDR"}},
+	{flag: "data-dir", env: []string{"CYBERDREW_DATA_DIR"}},
+	{flag: "store", env: []string{"CYBERDREW_STORE", "REDIS_URL"}, secret: true},
+	{flag: "workers", env: []string{"CYBERDREW_WORKERS"}},
+	{flag: "retention", env: []string{"CYBERDREW_RETENTION"}},
+	{flag: "log-format", env: []string{"CYBERDREW_LOG_FORMAT"}},
+	{flag: "log-level", env: []string{"CYBERDREW_LOG_LEVEL"}},
+	{flag: "event-key", env: []string{"INNGEST_EVENT_KEY"}, secret: true},
+	{flag: "signing-key", env: []string{"INNGEST_SIGNING_KEY"}, secret: true},
+	{flag: "signing-key-fallback", env: []string{"INNGEST_SIGNING_KEY_FALLBACK"}, secret: true},
+	{flag: "shutdown-timeout", env: []string{"CYBERDREW_SHUTDOWN_TIMEOUT"}},
+	{flag: "max-event-size", env: []string{"CYBERDREW_MAX_EVENT_SIZE"}},
+	{flag: "max-request-size", env: []string{"CYBERDREW_MAX_REQUEST_SIZE"}},
+	{flag: "max-batch", env: []string{"CYBERDREW_MAX_BATCH"}},
+}
+
+// serveOptions is the serve command's state: the configuration its flags
+// write into and the problems met while reading them.
+type serveOptions struct {
+	cfg      config.Serve
+	problems []error
+}
+
+func newServeCmd(opts Options) *cobra.Command {
+	o := &serveOptions{cfg: config.DefaultServe(opts.Getenv)}
+	cmd := &cobra.Command{
+		Use:   "serve",
+		Short: "Run the daemon: event intake, workers, scheduler and admin API",
+		Long: `Run the daemon: the Inngest-compatible event API (POST /e/{eventKey}), the
+workers that execute runs, the cron scheduler and the admin API (/v1/…).
+
+Each flag can also be set by the environment variable named in its help;
+a flag given on the command line wins over the environment. On a loopback
+--addr an unset key leaves its side open (dev mode); on any other address
+serve refuses to start unless INNGEST_EVENT_KEY and INNGEST_SIGNING_KEY are
+both set.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if opts.Serve == nil {
+				return errors.New("serve is not available in this build")
+			}
+			cfg, err := o.load(cmd.Flags(), opts.Getenv)
+			if err != nil {
+				return err
+			}
+			logger := NewLogger(cmd.ErrOrStderr(), cfg.LogFormat, cfg.LogLevel)
+			logger.Debug("configuration", "config", cfg)
+			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
+			defer stop()
+			return opts.Serve(ctx, cfg, logger)
+		},
+	}
+
+	c := &o.cfg
+	fs := cmd.Flags()
+	fs.SortFlags = false
+	fs.StringVar(&c.Addr, "addr", c.Addr, "listen address, host:port")
+	fs.StringVar(&c.DataDir, "data-dir", c.DataDir, "directory of the embedded store")
+	fs.StringVar(&c.Store, "store", c.Store, "store: empty for SQLite in the data dir, sqlite:///path or a path, redis://… or rediss://…")
+	fs.IntVar(&c.Workers, "workers", c.Workers, "runs executed at once")
+	fs.DurationVar(&c.Retention, "retention", c.Retention, "keep finished runs and their events this long; 0 keeps them forever")
+	fs.StringVar(&c.LogFormat, "log-format", c.LogFormat, "log format: auto (text on a terminal, JSON otherwise), text or json")
+	fs.Var(levelValue{&c.LogLevel}, "log-level", "log level: debug, info, warn or error")
+	fs.Var(listValue{&c.EventKeys}, "event-key", "event keys accepted by the event API, comma-separated")
+	fs.StringVar(&c.SigningKey, "signing-key", c.SigningKey, "bearer key of the admin API")
+	fs.StringVar(&c.SigningKeyFallback, "signing-key-fallback", c.SigningKeyFallback, "previous signing key, still accepted while keys rotate")
+	fs.DurationVar(&c.ShutdownTimeout, "shutdown-timeout", c.ShutdownTimeout, "time in-flight steps get to finish on shutdown")
+	fs.Var(&c.MaxEventSize, "max-event-size", "largest event accepted")
+	fs.Var(&c.MaxRequestSize, "max-request-size", "largest event API request accepted")
+	fs.IntVar(&c.MaxBatch, "max-batch", c.MaxBatch, "most events in one event API request")
+
+	for _, s := range serveSettings {
+		f := fs.Lookup(s.flag)
+		f.Usage += " (env " + strings.Join(s.env, ", then ") + ")"
+		f.Value = &deferredValue{Value: f.Value, name: "--" + s.flag, secret: s.secret, problems: &o.problems}
+	}
+	return cmd
+}
+
+// load completes the configuration: environment variables fill the flags
+// not given, then Validate runs. Every problem is reported at once.
+func (o *serveOptions) load(fs *pflag.FlagSet, getenv func(string) string) (config.Serve, error) {
+	for _, s := range serveSettings {
+		f := fs.Lookup(s.flag)
+		if f.Changed {
+			continue
+		}
+		for _, name := range s.env {
+			v := getenv(name)
+			if v == "" {
+				continue
+			}
+			if err := f.Value.(*deferredValue).Value.Set(v); err != nil {
+				o.problems = append(o.problems, valueProblem(name, v, f.Value.Type(), s.secret, err))
+			}
+			break
+		}
+	}
+	problems := o.problems
+	if err := o.cfg.Validate(); err != nil {
+		if joined, ok := err.(interface{ Unwrap() []error }); ok {
+			problems = append(problems, joined.Unwrap()...)
+		} else {
+			problems = append(problems, err)
+		}
+	}
+	if len(problems) > 0 {
+		return config.Serve{}, &configError{problems: problems}
+	}
+	return o.cfg, nil
+}
+
+// deferredValue wraps a flag's value so that a value that does not parse
+// is recorded as a configuration problem instead of stopping the parse:
+// serve then reports it together with every other problem.
+type deferredValue struct {
+	pflag.Value
+	name     string
+	secret   bool
+	problems *[]error
+}
+
+func (d *deferredValue) Set(s string) error {
+	if err := d.Value.Set(s); err != nil {
+		*d.problems = append(*d.problems, valueProblem(d.name, s, d.Value.Type(), d.secret, err))
+	}
+	return nil
+}
+
+// valueProblem says why a flag's or a variable's value does not parse,
+// without showing a secret value.
+func valueProblem(name, value, typ string, secret bool, err error) error {
+	if secret {
+		return fmt.Errorf("%s: invalid value", name)
+	}
+	reason := err.Error()
+	switch typ {
+	case "int":
+		reason = "want a whole number"
+	case "duration":
+		reason = "want a duration such as 30s, 15m or 720h"
+	}
+	return fmt.Errorf("%s %q: %s", name, value, reason)
+}
+
+// levelValue is a log level flag: debug, info, warn or error.
+type levelValue struct{ level *slog.Level }
+
+func (v levelValue) Set(s string) error {
+	if err := v.level.UnmarshalText([]byte(s)); err != nil {
+		return errors.New("want debug, info, warn or error")
+	}
+	return nil
+}
+
+func (v levelValue) String() string { return strings.ToLower(v.level.String()) }
+func (v levelValue) Type() string   { return "level" }
+
+// listValue is a comma-separated list flag; repeating the flag adds to it.
+type listValue struct{ list *[]string }
+
+func (v listValue) Set(s string) error {
+	for item := range strings.SplitSeq(s, ",") {
+		if item = strings.TrimSpace(item); item != "" {
+			*v.list = append(*v.list, item)
+		}
+	}
+	return nil
+}
+
+func (v listValue) String() string { return strings.Join(*v.list, ",") }
+func (v listValue) Type() string   { return "keys" }

@@ -1,0 +1,260 @@
+// Package config holds the daemon's configuration: its values, their
+// defaults, the store location parser and the one Validate that reports
+// every problem at once. The CLI fills it from defaults, then the
+// environment, then flags; the daemon wiring reads it.
+package config
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/url"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Defaults.
+const (
+	DefaultAddr            = "127.0.0.1:8288"
+	DefaultWorkers         = 16
+	DefaultRetention       = 30 * 24 * time.Hour
+	DefaultShutdownTimeout = 30 * time.Second
+	DefaultMaxEventSize    = 256 * KiB
+	DefaultMaxRequestSize  = 10 * MiB
+	DefaultMaxBatch        = 5000
+	DefaultLogFormat       = LogAuto
+	// DBFile is the embedded store's file name inside the data dir.
+	DBFile = "cyberdrew.db"
+)
+
+// Log formats.
+const (
+	LogAuto = "auto" // text on a terminal, JSON otherwise
+	LogText = "text"
+	LogJSON = "json"
+)
+
+// Serve configures `cyberdrew serve`.
+type Serve struct {
+	// Addr is the HTTP listen address, host:port.
+	Addr string
+	// DataDir holds the embedded store.
+	DataDir string
+	// Store selects the backend: empty for SQLite in DataDir,
+	// "sqlite:///path" or a plain path for SQLite elsewhere,
+	// "redis://…" or "rediss://…" for Redis. See ParseStore.
+	Store   string
+	Workers int
+	// Retention keeps finished runs and events this long; 0 keeps them
+	// forever.
+	Retention time.Duration
+	LogFormat string
+	LogLevel  slog.Level
+	// EventKeys guard the event API; SigningKey and SigningKeyFallback
+	// guard the admin API.
+	EventKeys          []string
+	SigningKey         string
+	SigningKeyFallback string
+	ShutdownTimeout    time.Duration
+	MaxEventSize       ByteSize
+	MaxRequestSize     ByteSize
+	MaxBatch           int
+}
+
+// DefaultServe returns the defaults. getenv reads XDG_DATA_HOME and HOME for
+// the data dir.
+func DefaultServe(getenv func(string) string) Serve {
+	return Serve{
+		Addr:            DefaultAddr,
+		DataDir:         DefaultDataDir(getenv),
+		Workers:         DefaultWorkers,
+		Retention:       DefaultRetention,
+		LogFormat:       DefaultLogFormat,
+		LogLevel:        slog.LevelInfo,
+		ShutdownTimeout: DefaultShutdownTimeout,
+		MaxEventSize:    DefaultMaxEventSize,
+		MaxRequestSize:  DefaultMaxRequestSize,
+		MaxBatch:        DefaultMaxBatch,
+	}
+}
+
+// DefaultDataDir is $XDG_DATA_HOME/cyberdrew, else
+// ~/.local/share/cyberdrew; empty when neither XDG_DATA_HOME nor a home
+// directory (HOME, or USERPROFILE on Windows) is set. A relative
+// XDG_DATA_HOME is ignored, as the XDG spec says.
+func DefaultDataDir(getenv func(string) string) string {
+	if d := getenv("XDG_DATA_HOME"); d != "" && filepath.IsAbs(d) {
+		return filepath.Join(d, "cyberdrew")
+	}
+	home := getenv("HOME")
+	if home == "" {
+		home = getenv("USERPROFILE")
+	}
+	if home == "" {
+		return ""
+	}
+	return filepath.Join(home, ".local", "share", "cyberdrew")
+}
+
+// Validate reports every problem of the configuration at once, joined; nil
+// when there is none.
+func (c Serve) Validate() error {
+	var errs []error
+	fail := func(format string, args ...any) {
+		errs = append(errs, fmt.Errorf(format, args...))
+	}
+
+	loopback, err := checkAddr(c.Addr)
+	if err != nil {
+		fail("--addr %q: %v", c.Addr, err)
+	}
+	if err == nil && !loopback {
+		if len(c.EventKeys) == 0 {
+			fail("--addr %s is not a loopback address: set INNGEST_EVENT_KEY (--event-key) to guard the event API", c.Addr)
+		}
+		if c.SigningKey == "" {
+			fail("--addr %s is not a loopback address: set INNGEST_SIGNING_KEY (--signing-key) to guard the admin API", c.Addr)
+		}
+	}
+	if c.SigningKeyFallback != "" && c.SigningKey == "" {
+		fail("--signing-key-fallback is set without --signing-key")
+	}
+
+	spec, err := ParseStore(c.Store, c.DataDir)
+	if err != nil {
+		fail("--store: %v", err)
+	}
+	if spec.Kind == StoreSQLite && c.Store == "" && c.DataDir == "" {
+		fail("--data-dir: not set and no home directory to default to")
+	}
+	if c.Workers < 1 {
+		fail("--workers: must be at least 1, got %d", c.Workers)
+	}
+	if c.Retention < 0 {
+		fail("--retention: must not be negative, got %s", c.Retention)
+	}
+	if c.ShutdownTimeout < 0 {
+		fail("--shutdown-timeout: must not be negative, got %s", c.ShutdownTimeout)
+	}
+	switch c.LogFormat {
+	case LogAuto, LogText, LogJSON:
+	default:
+		fail("--log-format: must be auto, text or json, got %q", c.LogFormat)
+	}
+	if c.MaxEventSize < 1 {
+		fail("--max-event-size: must be positive, got %s", c.MaxEventSize)
+	}
+	if c.MaxRequestSize < c.MaxEventSize {
+		fail("--max-request-size (%s) must be at least --max-event-size (%s)", c.MaxRequestSize, c.MaxEventSize)
+	}
+	if c.MaxBatch < 1 {
+		fail("--max-batch: must be at least 1, got %d", c.MaxBatch)
+	}
+	return errors.Join(errs...)
+}
+
+// checkAddr checks host:port and reports whether the host is a loopback
+// address. An empty host listens on every interface, so it is not.
+func checkAddr(addr string) (loopback bool, err error) {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return false, errors.New("must be host:port")
+	}
+	if p, err := strconv.ParseUint(port, 10, 16); err != nil || (p == 0 && port != "0") {
+		return false, errors.New("the port must be a number from 0 to 65535")
+	}
+	if host == "localhost" {
+		return true, nil
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback(), nil
+}
+
+// SigningKeys are the admin API's bearer keys, primary first.
+func (c Serve) SigningKeys() []string {
+	var keys []string
+	for _, k := range []string{c.SigningKey, c.SigningKeyFallback} {
+		if k != "" {
+			keys = append(keys, k)
+		}
+	}
+	return keys
+}
+
+// LogValue shows the configuration without its secrets.
+func (c Serve) LogValue() slog.Value {
+	spec, _ := ParseStore(c.Store, c.DataDir)
+	return slog.GroupValue(
+		slog.String("addr", c.Addr),
+		slog.String("data_dir", c.DataDir),
+		slog.String("store", spec.String()),
+		slog.Int("workers", c.Workers),
+		slog.Duration("retention", c.Retention),
+		slog.String("log_format", c.LogFormat),
+		slog.String("log_level", c.LogLevel.String()),
+		slog.Int("event_keys", len(c.EventKeys)),
+		slog.Bool("signing_key", c.SigningKey != ""),
+		slog.Bool("signing_key_fallback", c.SigningKeyFallback != ""),
+		slog.Duration("shutdown_timeout", c.ShutdownTimeout),
+		slog.String("max_event_size", c.MaxEventSize.String()),
+		slog.String("max_request_size", c.MaxRequestSize.String()),
+		slog.Int("max_batch", c.MaxBatch),
+	)
+}
+
+// Store kinds.
+const (
+	StoreSQLite = "sqlite"
+	StoreRedis  = "redis"
+)
+
+// StoreSpec is a parsed store location.
+type StoreSpec struct {
+	Kind string // StoreSQLite or StoreRedis
+	// Path is the SQLite file.
+	Path string
+	// URL is the Redis URL, with its password.
+	URL string
+}
+
+// String names the store without secrets.
+func (s StoreSpec) String() string {
+	if s.Kind == StoreRedis {
+		if u, err := url.Parse(s.URL); err == nil {
+			return u.Redacted()
+		}
+		return "redis"
+	}
+	return "sqlite:" + s.Path
+}
+
+// ParseStore reads a store location: empty for DBFile in dataDir,
+// "sqlite:///abs/path", "sqlite://rel/path" or a plain path for SQLite,
+// "redis://…" or "rediss://…" for Redis. Errors never repeat the location,
+// which may hold a password.
+func ParseStore(raw, dataDir string) (StoreSpec, error) {
+	switch {
+	case raw == "":
+		return StoreSpec{Kind: StoreSQLite, Path: filepath.Join(dataDir, DBFile)}, nil
+	case strings.HasPrefix(raw, "sqlite://"):
+		p := strings.TrimPrefix(raw, "sqlite://")
+		if p == "" {
+			return StoreSpec{}, errors.New("sqlite:// needs a file path, as in sqlite:///var/lib/cyberdrew/cyberdrew.db")
+		}
+		return StoreSpec{Kind: StoreSQLite, Path: p}, nil
+	case strings.HasPrefix(raw, "redis://"), strings.HasPrefix(raw, "rediss://"):
+		u, err := url.Parse(raw)
+		if err != nil || u.Host == "" {
+			return StoreSpec{}, errors.New("malformed Redis URL: want redis://[user:password@]host:port[/db]")
+		}
+		return StoreSpec{Kind: StoreRedis, URL: raw}, nil
+	case strings.Contains(raw, "://"):
+		scheme, _, _ := strings.Cut(raw, "://")
+		return StoreSpec{}, fmt.Errorf("unsupported scheme %q: use sqlite://, redis:// or rediss://", scheme)
+	default:
+		return StoreSpec{Kind: StoreSQLite, Path: raw}, nil
+	}
+}
