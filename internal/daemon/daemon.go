@@ -1,18 +1,158 @@
 // Package daemon wires `cyberdrew serve`: it opens the store, starts the
-// HTTP servers, the scheduler and the worker pool together, and stops them
-// together in order (intake, scheduler, workers, store) when its context
+// engine, the worker pool, the cron scheduler, retention and the HTTP server
+// together, and stops them together in order — intake, scheduler, workers
+// (drained within the shutdown timeout), engine, store — when its context
 // ends.
 package daemon
 
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
+	"net"
+	"net/http"
+	"time"
 
+	"github.com/jonboulle/clockwork"
+
+	"github.com/dcyfr/cyberdrew/internal/api"
 	"github.com/dcyfr/cyberdrew/internal/config"
+	"github.com/dcyfr/cyberdrew/internal/engine"
+	"github.com/dcyfr/cyberdrew/internal/jobs"
+	"github.com/dcyfr/cyberdrew/internal/store"
+	"github.com/dcyfr/cyberdrew/internal/store/sqlite"
 )
 
-// Serve runs the daemon until ctx ends.
+// Serve runs the daemon until ctx ends, then shuts it down gracefully.
 func Serve(ctx context.Context, cfg config.Serve, logger *slog.Logger) error {
-	return errors.New("daemon: not wired yet")
+	d, err := New(ctx, cfg, logger, clockwork.NewRealClock())
+	if err != nil {
+		return err
+	}
+	if err := d.Start(ctx); err != nil {
+		return err
+	}
+	<-ctx.Done()
+	stopCtx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout+5*time.Second)
+	defer cancel()
+	return d.Stop(stopCtx)
+}
+
+// Daemon is one running `cyberdrew serve`.
+type Daemon struct {
+	cfg   config.Serve
+	log   *slog.Logger
+	clock clockwork.Clock
+
+	store     store.Store
+	engine    *engine.Engine
+	workers   *engine.WorkerPool
+	scheduler *engine.Scheduler
+	retention *Retention
+	listener  net.Listener
+	http      *http.Server
+	served    chan error
+}
+
+// New opens the store and builds every part; nothing runs until Start.
+func New(ctx context.Context, cfg config.Serve, logger *slog.Logger, clock clockwork.Clock) (*Daemon, error) {
+	spec, err := config.ParseStore(cfg.Store, cfg.DataDir)
+	if err != nil {
+		return nil, fmt.Errorf("daemon: store: %w", err)
+	}
+	var st store.Store
+	switch spec.Kind {
+	case config.StoreSQLite:
+		st, err = sqlite.Open(ctx, spec.Path, sqlite.Options{Clock: clock, Logger: logger})
+		if err != nil {
+			return nil, fmt.Errorf("daemon: %w", err)
+		}
+	default:
+		return nil, fmt.Errorf("daemon: the %s backend is not available in this build yet; use the embedded store", spec.Kind)
+	}
+	eng, err := engine.New(engine.Options{Store: st, Clock: clock, Logger: logger, Validate: jobs.Validate})
+	if err == nil {
+		err = eng.Register(jobs.Functions()...)
+	}
+	if err != nil {
+		st.Close()
+		return nil, fmt.Errorf("daemon: %w", err)
+	}
+	d := &Daemon{
+		cfg: cfg, log: logger.With("component", "daemon"), clock: clock,
+		store: st, engine: eng,
+		workers:   engine.NewWorkerPool(eng, engine.PoolOptions{Workers: cfg.Workers}),
+		scheduler: engine.NewScheduler(eng),
+		retention: NewRetention(st, clock, cfg.Retention, logger),
+	}
+	handler := api.New(api.Config{
+		EventKeys:      cfg.EventKeys,
+		SigningKeys:    cfg.SigningKeys(),
+		MaxEventSize:   int64(cfg.MaxEventSize),
+		MaxRequestSize: int64(cfg.MaxRequestSize),
+		MaxBatch:       cfg.MaxBatch,
+	}, eng, st, logger)
+	d.http = &http.Server{
+		Handler:           handler,
+		ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout:       time.Minute,
+		IdleTimeout:       2 * time.Minute,
+		MaxHeaderBytes:    64 << 10,
+		ErrorLog:          slog.NewLogLogger(logger.Handler(), slog.LevelWarn),
+	}
+	return d, nil
+}
+
+// Start starts every part, the HTTP listener last.
+func (d *Daemon) Start(ctx context.Context) error {
+	ln, err := net.Listen("tcp", d.cfg.Addr)
+	if err != nil {
+		return fmt.Errorf("daemon: listen: %w", err)
+	}
+	d.listener = ln
+	for _, part := range []interface{ Start(context.Context) error }{d.engine, d.workers, d.scheduler, d.retention} {
+		if err := part.Start(ctx); err != nil {
+			ln.Close()
+			return fmt.Errorf("daemon: start: %w", err)
+		}
+	}
+	d.served = make(chan error, 1)
+	go func() { d.served <- d.http.Serve(ln) }()
+	if len(d.cfg.EventKeys) == 0 {
+		d.log.Warn("dev mode: INNGEST_EVENT_KEY is unset, the event API accepts any key")
+	}
+	if d.cfg.SigningKey == "" {
+		d.log.Warn("dev mode: INNGEST_SIGNING_KEY is unset, the admin API is open")
+	}
+	d.log.Info("cyberdrew serving", "addr", ln.Addr().String(), "store", d.store.Kind(), "workers", d.workers.Size(), "functions", len(d.engine.Functions()))
+	return nil
+}
+
+// Addr is the address the HTTP server listens on.
+func (d *Daemon) Addr() string { return d.listener.Addr().String() }
+
+// Engine returns the daemon's engine.
+func (d *Daemon) Engine() *engine.Engine { return d.engine }
+
+// Stop stops intake first, then the scheduler, drains the workers within
+// the shutdown timeout, and closes the store.
+func (d *Daemon) Stop(ctx context.Context) error {
+	var errs []error
+	httpCtx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	// Streams never end by themselves: close what Shutdown leaves open.
+	if err := d.http.Shutdown(httpCtx); err != nil {
+		d.http.Close()
+	}
+	cancel()
+	if err := <-d.served; err != nil && !errors.Is(err, http.ErrServerClosed) {
+		errs = append(errs, err)
+	}
+	errs = append(errs, d.scheduler.Stop(ctx), d.retention.Stop(ctx))
+	drainCtx, cancel := context.WithTimeout(ctx, d.cfg.ShutdownTimeout)
+	errs = append(errs, d.workers.Stop(drainCtx))
+	cancel()
+	errs = append(errs, d.engine.Stop(ctx), d.store.Close())
+	d.log.Info("cyberdrew stopped")
+	return errors.Join(errs...)
 }
