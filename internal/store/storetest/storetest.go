@@ -59,6 +59,8 @@ func Run(t *testing.T, open func(t *testing.T, clock *clockwork.FakeClock) store
 	}{
 		{"Basics", basicCases},
 		{"Events", eventCases},
+		{"Runs", runCases},
+		{"FlowControl", flowCases},
 	}
 	for _, g := range groups {
 		t.Run(g.name, func(t *testing.T) {
