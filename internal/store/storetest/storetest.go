@@ -61,6 +61,9 @@ func Run(t *testing.T, open func(t *testing.T, clock *clockwork.FakeClock) store
 		{"Events", eventCases},
 		{"Runs", runCases},
 		{"FlowControl", flowCases},
+		{"Queue", queueCases},
+		{"Steps", stepCases},
+		{"Wait", waitCases},
 	}
 	for _, g := range groups {
 		t.Run(g.name, func(t *testing.T) {
