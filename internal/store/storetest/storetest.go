@@ -64,6 +64,9 @@ func Run(t *testing.T, open func(t *testing.T, clock *clockwork.FakeClock) store
 		{"Queue", queueCases},
 		{"Steps", stepCases},
 		{"Wait", waitCases},
+		{"Subscribe", subscribeCases},
+		{"Prune", pruneCases},
+		{"KV", kvCases},
 	}
 	for _, g := range groups {
 		t.Run(g.name, func(t *testing.T) {
