@@ -67,6 +67,7 @@ func Run(t *testing.T, open func(t *testing.T, clock *clockwork.FakeClock) store
 		{"Subscribe", subscribeCases},
 		{"Prune", pruneCases},
 		{"KV", kvCases},
+		{"Concurrency", concurrencyCases},
 	}
 	for _, g := range groups {
 		t.Run(g.name, func(t *testing.T) {
