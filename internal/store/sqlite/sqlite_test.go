@@ -14,7 +14,14 @@ import (
 	"github.com/jonboulle/clockwork"
 
 	"github.com/dcyfr/cyberdrew/internal/store"
+	"github.com/dcyfr/cyberdrew/internal/store/storetest"
 )
+
+func TestConformance(t *testing.T) {
+	storetest.Run(t, func(t *testing.T, clock *clockwork.FakeClock) store.Store {
+		return openTest(t, filepath.Join(t.TempDir(), "cyberdrew.db"), clock)
+	})
+}
 
 // openTest opens a store at path and closes it when t ends.
 func openTest(t testing.TB, path string, clock clockwork.Clock) *Store {
