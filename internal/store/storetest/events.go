@@ -6,6 +6,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/oklog/ulid/v2"
+
 	"github.com/dcyfr/cyberdrew/internal/store"
 )
 
@@ -25,7 +27,8 @@ func testKindAndPing(t *testing.T, b *bundle) {
 var eventCases = []testCase{
 	{"PublishStoresAllFields", testPublishStoresAllFields},
 	{"GetEventUnknown", testGetEventUnknown},
-	{"PublishEmptyNameInvalid", testPublishEmptyNameInvalid},
+	{"PublishAssignsMissingID", testPublishAssignsMissingID},
+	{"PublishInvalidAllOrNothing", testPublishInvalid},
 	{"ClientIDDedup", testClientIDDedup},
 	{"ClientIDDedupWithinBatch", testClientIDDedupWithinBatch},
 	{"BatchOrderPreserving", testBatchOrderPreserving},
@@ -81,26 +84,49 @@ func testGetEventUnknown(t *testing.T, b *bundle) {
 	wantErr(t, "GetEvent(garbage id)", err, store.ErrNotFound)
 }
 
-func testPublishEmptyNameInvalid(t *testing.T, b *bundle) {
-	good := b.event("app/good", `{}`)
-	spec := b.spec("fn-a")
-	bad := b.event("", `{}`)
-	_, err := b.store.Publish(b.ctx, []store.Publication{
-		{Event: good, Runs: []store.RunSpec{spec}},
-		{Event: bad},
-	})
-	wantErr(t, "Publish with an empty event name", err, store.ErrInvalid)
+func testPublishAssignsMissingID(t *testing.T, b *bundle) {
+	// Decision: a caller may leave Event.ID empty; the store then assigns
+	// a ULID of its own.
+	ev := b.event("app/anonymous", `{"n":1}`)
+	ev.ID = ""
+	p := b.publishOne(t, ev, b.spec("fn-a"))
+	if _, err := ulid.ParseStrict(p.EventID); err != nil {
+		t.Fatalf("assigned EventID %q is not a ULID: %v", p.EventID, err)
+	}
+	checkEqual(t, "Name", b.getEvent(t, p.EventID).Name, ev.Name)
+	checkEqual(t, "run EventID", b.getRun(t, p.Runs[0].ID).EventID, p.EventID)
+}
 
-	// All or nothing: the valid publication before it is not stored either.
-	_, err = b.store.GetEvent(b.ctx, good.ID)
-	wantErr(t, "GetEvent of the good event of a refused batch", err, store.ErrNotFound)
-	_, err = b.store.GetRun(b.ctx, spec.ID)
-	wantErr(t, "GetRun of the good run of a refused batch", err, store.ErrNotFound)
+func testPublishInvalid(t *testing.T, b *bundle) {
+	tests := []struct {
+		name string
+		edit func(p *store.Publication)
+	}{
+		{"empty event name", func(p *store.Publication) { p.Event.Name = "" }},
+		{"data not JSON", func(p *store.Publication) { p.Event.Data = json.RawMessage(`{"a":`) }},
+		{"user not JSON", func(p *store.Publication) { p.Event.User = json.RawMessage(`nope`) }},
+		{"run without function", func(p *store.Publication) { p.Runs[0].FunctionID = "" }},
+		{"run without id", func(p *store.Publication) { p.Runs[0].ID = "" }},
+	}
+	for _, tt := range tests {
+		good := b.event("app/good", `{}`)
+		goodRun := b.spec("fn-a")
+		bad := store.Publication{Event: b.event("app/bad", `{}`), Runs: []store.RunSpec{b.spec("fn-a")}}
+		tt.edit(&bad)
+		_, err := b.store.Publish(b.ctx, []store.Publication{{Event: good, Runs: []store.RunSpec{goodRun}}, bad})
+		wantErr(t, "Publish with "+tt.name, err, store.ErrInvalid)
+
+		// All or nothing: the valid publication before it is not stored.
+		_, err = b.store.GetEvent(b.ctx, good.ID)
+		wantErr(t, tt.name+": GetEvent of the good event of a refused batch", err, store.ErrNotFound)
+		_, err = b.store.GetRun(b.ctx, goodRun.ID)
+		wantErr(t, tt.name+": GetRun of the good run of a refused batch", err, store.ErrNotFound)
+	}
 	if evs := b.allEvents(t, store.EventFilter{}); len(evs) != 0 {
-		t.Errorf("events after a refused batch = %v, want none", eventIDs(evs))
+		t.Errorf("events after refused batches = %v, want none", eventIDs(evs))
 	}
 	if runs := b.allRuns(t, store.RunFilter{}); len(runs) != 0 {
-		t.Errorf("runs after a refused batch = %v, want none", runIDs(runs))
+		t.Errorf("runs after refused batches = %v, want none", runIDs(runs))
 	}
 }
 
