@@ -26,6 +26,7 @@ var queueCases = []testCase{
 	{"CancelRun", testCancelRun},
 	{"CancelLeasedRun", testCancelLeasedRun},
 	{"NextWake", testNextWake},
+	{"InvalidRequests", testQueueInvalid},
 }
 
 // doneStep is a completed step of the leased run.
@@ -520,4 +521,26 @@ func testNextWake(t *testing.T, b *bundle) {
 	if at, ok := wake(); ok {
 		t.Errorf("NextWake with only finished runs = %v, true; want false", fmtTime(at))
 	}
+}
+
+func testQueueInvalid(t *testing.T, b *bundle) {
+	_, err := b.store.Claim(b.ctx, "w", 1, 0)
+	wantErr(t, "Claim with ttl 0", err, store.ErrInvalid)
+	id := b.enqueueOne(t, "fn-a")
+	l := b.claimOne(t, "w", id, time.Minute)
+	wantErr(t, "RenewLease with ttl 0", b.store.RenewLease(b.ctx, l, 0), store.ErrInvalid)
+	for _, st := range []store.Status{store.StatusQueued, store.StatusRunning, store.StatusSleeping, store.StatusSkipped, ""} {
+		wantErr(t, "Finish as "+string(st), b.store.Finish(b.ctx, l, store.Outcome{Status: st}), store.ErrInvalid)
+	}
+	for _, st := range []store.Status{store.StatusCompleted, store.StatusFailed, store.StatusCancelled, store.StatusWaiting} {
+		wantErr(t, "Suspend as "+string(st), b.store.Suspend(b.ctx, l, store.Suspension{Status: st, AvailableAt: b.now()}), store.ErrInvalid)
+	}
+	wantErr(t, "Finish with output that is not JSON",
+		b.store.Finish(b.ctx, l, store.Outcome{Status: store.StatusCompleted, Output: json.RawMessage(`{"a":`)}), store.ErrInvalid)
+
+	// Refused requests leave the run and the lease as they were.
+	r := b.getRun(t, id)
+	checkEqual(t, "Status", r.Status, store.StatusRunning)
+	checkEqual(t, "LeaseOwner", r.LeaseOwner, "w")
+	b.finish(t, l, store.Outcome{Status: store.StatusCompleted})
 }

@@ -3,6 +3,7 @@ package storetest
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"testing"
 	"time"
 
@@ -11,6 +12,7 @@ import (
 
 var subscribeCases = []testCase{
 	{"DeliversChanges", testSubscribeDelivers},
+	{"AnnouncesWakeUps", testSubscribeWakeUps},
 	{"OnlyCommittedChanges", testSubscribeOnlyCommitted},
 	{"CancelClosesChannel", testSubscribeCancelCloses},
 	{"SlowSubscriberLagsWithoutBlocking", testSubscribeSlow},
@@ -54,9 +56,18 @@ func (w *watcher) await(what string, match func(store.Change) bool) store.Change
 			}
 			w.seen = append(w.seen, c)
 		case <-timeout.C:
-			w.t.Fatalf("no change %s within %v; saw %+v", what, guard, w.seen)
+			w.t.Fatalf("no change %s within %v; saw %d others%s", what, guard, len(w.seen), w.tail())
 		}
 	}
+}
+
+// tail describes the last few changes seen, for failure messages.
+func (w *watcher) tail() string {
+	const n = 5
+	if len(w.seen) == 0 {
+		return ""
+	}
+	return fmt.Sprintf(", the last %+v", w.seen[max(0, len(w.seen)-n):])
 }
 
 func testSubscribeDelivers(t *testing.T, b *bundle) {
@@ -67,6 +78,7 @@ func testSubscribeDelivers(t *testing.T, b *bundle) {
 
 	c := w.await("event stored", func(c store.Change) bool { return c.Kind == store.ChangeEvent && c.EventID == ev.ID })
 	checkEqual(t, "ChangeEvent.EventName", c.EventName, ev.Name)
+	checkTime(t, "ChangeEvent.At", c.At, b.now())
 	c = w.await("run created", func(c store.Change) bool { return c.Kind == store.ChangeRun && c.RunID == s.ID })
 	checkEqual(t, "ChangeRun.Status", c.Status, store.StatusQueued)
 	checkEqual(t, "ChangeRun.FunctionID", c.FunctionID, "fn-a")
@@ -91,6 +103,53 @@ func testSubscribeDelivers(t *testing.T, b *bundle) {
 	b.enqueue(t, later)
 	c = w.await("delayed run created", func(c store.Change) bool { return c.Kind == store.ChangeRun && c.RunID == later.ID })
 	checkTime(t, "delayed ChangeRun.AvailableAt", c.AvailableAt, later.AvailableAt)
+}
+
+// testSubscribeWakeUps checks that every transition making a run claimable
+// at some time says when, since workers sleep until then.
+func testSubscribeWakeUps(t *testing.T, b *bundle) {
+	w := b.watch(t, b.ctx)
+	wakeOf := func(what, runID string, at time.Time) {
+		t.Helper()
+		w.await(what, func(c store.Change) bool { return c.RunID == runID && c.AvailableAt.Equal(at) })
+	}
+	waiter, _ := b.waitFor(t, store.Wait{Event: "app/go"}, time.Hour)
+	sender := b.enqueueOne(t, "fn-sender")
+	l := b.claimOne(t, "w", sender, time.Hour)
+	sent, follow := b.event("app/go", `{}`), b.spec("fn-b")
+	b.saveStep(t, l, b.doneStep(l, "send"), store.Publication{Event: sent, Runs: []store.RunSpec{follow}})
+	w.await("step recorded", func(c store.Change) bool {
+		return c.Kind == store.ChangeStep && c.RunID == sender && c.StepID == "send"
+	})
+	w.await("emitted event", func(c store.Change) bool { return c.Kind == store.ChangeEvent && c.EventID == sent.ID })
+	wakeOf("emitted run created", follow.ID, b.now())
+	wakeOf("waiting run woken by the event", waiter, b.now())
+
+	if err := b.store.Suspend(b.ctx, l, store.Suspension{Status: store.StatusSleeping, AvailableAt: b.now().Add(time.Minute)}); err != nil {
+		t.Fatalf("Suspend: %v", err)
+	}
+	wakeOf("run suspended", sender, b.now().Add(time.Minute))
+
+	b.clock.Advance(time.Minute)
+	leases := map[string]*store.Lease{}
+	ls := b.claim(t, "w", 10, time.Hour)
+	for i := range ls {
+		leases[ls[i].RunID] = &ls[i]
+	}
+	if leases[sender] == nil {
+		t.Fatalf("Claim = %v, want the woken sender among them", leaseIDs(ls))
+	}
+	if err := b.store.Release(b.ctx, leases[sender]); err != nil {
+		t.Fatalf("Release: %v", err)
+	}
+	wakeOf("run released", sender, b.now())
+
+	if _, err := b.store.CancelRun(b.ctx, follow.ID, "stop"); err != nil {
+		t.Fatalf("CancelRun: %v", err)
+	}
+	w.await("run cancelled", func(c store.Change) bool {
+		return c.Kind == store.ChangeRun && c.RunID == follow.ID && c.Status == store.StatusCancelled
+	})
 }
 
 func testSubscribeOnlyCommitted(t *testing.T, b *bundle) {
@@ -161,10 +220,12 @@ func testSubscribeSlow(t *testing.T, b *bundle) {
 		t.Fatalf("publishing to a subscriber that does not read blocked for 60 s")
 	}
 
-	// The subscriber is told it lagged before it sees later changes.
-	last := b.event("app/last", `{}`)
-	b.publishOne(t, last)
-	c := w.await("lag marker or the last event", func(c store.Change) bool { return c.Kind == "" || c.EventID == last.ID })
+	// The subscriber is told it lagged before it sees later changes: read
+	// one change to make room, publish a probe, then read on.
+	w.await("any change", func(store.Change) bool { return true })
+	probe := b.event("app/probe", `{}`)
+	b.publishOne(t, probe)
+	c := w.await("lag marker or the probe", func(c store.Change) bool { return c.Kind == "" || c.EventID == probe.ID })
 	if c.Kind != "" {
 		t.Errorf("a subscriber that missed changes got %+v without a lag marker (Kind \"\") first", c)
 	}

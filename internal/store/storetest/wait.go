@@ -13,6 +13,7 @@ var waitCases = []testCase{
 	{"TimedOutWaitIgnoresEvents", testWaitTimeout},
 	{"MatchAnyByEmit", testWaitMatchAnyByEmit},
 	{"CancelledRunIgnoresEvents", testWaitCancelled},
+	{"MatchWhileLeased", testWaitMatchWhileLeased},
 }
 
 // waitFor claims a new run, records a Waiting step for wait with the given
@@ -138,4 +139,31 @@ func testWaitCancelled(t *testing.T, b *bundle) {
 	checkEqual(t, "Status", r.Status, store.StatusCancelled)
 	checkTime(t, "AvailableAt", r.AvailableAt, time.Time{})
 	b.claimNone(t, "w")
+}
+
+func testWaitMatchWhileLeased(t *testing.T, b *bundle) {
+	id := b.enqueueOne(t, "fn-waiter")
+	l := b.claimOne(t, "w", id, time.Hour)
+	step := store.Step{
+		RunID:     id,
+		ID:        "approval",
+		Name:      "approval",
+		Kind:      store.StepWait,
+		Status:    store.StatusWaiting,
+		WakeAt:    b.now().Add(time.Hour),
+		StartedAt: b.now(),
+		Wait:      &store.Wait{Event: "app/approved"},
+	}
+	b.saveStep(t, l, step)
+	// The event arrives between SaveStep and Suspend.
+	b.publishOne(t, b.event("app/approved", `{"ok":true}`))
+	checkWaitOutput(t, b.waitStep(t, id), "app/approved", `{"ok":true}`)
+	// Decision: the match leaves the lease alone, and the wake-up is not
+	// lost: Suspend until the timeout makes the run claimable at once.
+	if err := b.store.Suspend(b.ctx, l, store.Suspension{Status: store.StatusSleeping, AvailableAt: step.WakeAt}); err != nil {
+		t.Fatalf("Suspend after the match: %v", err)
+	}
+	l2 := b.claimOne(t, "w2", id, time.Hour)
+	checkEqual(t, "len(Lease.Steps)", len(l2.Steps), 1)
+	checkWaitOutput(t, l2.Steps[0], "app/approved", `{"ok":true}`)
 }
