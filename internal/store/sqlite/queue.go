@@ -13,7 +13,8 @@ import (
 )
 
 const (
-	// claimPage is how many claimable runs Claim reads at a time.
+	// claimPage is how many more runs Claim reads at a time once runs are
+	// held back by their concurrency limit.
 	claimPage = 64
 	// maxClaimScan bounds how many runs one Claim looks at, so runs held
 	// back by their concurrency limit cannot make it scan the whole queue.
@@ -62,7 +63,10 @@ func (t *txn) claim(owner string, n int, ttl time.Duration) ([]store.Lease, erro
 	// the lease expiry), so the next page starts after the skipped ones.
 	skipped, scanned := 0, 0
 	for len(out) < n && scanned < maxClaimScan {
-		cands, err := t.candidates(now, skipped)
+		// Read as many as are still wanted, and more once some were held
+		// back by their concurrency limit.
+		limit := n - len(out) + min(skipped, claimPage)
+		cands, err := t.candidates(now, skipped, limit)
 		if err != nil {
 			return nil, err
 		}
@@ -92,17 +96,18 @@ WHERE concurrency_key = ? AND lease_token IS NOT NULL AND available_at > ?`, c.k
 				break
 			}
 		}
-		if len(cands) < claimPage {
-			break
+		if len(cands) < limit {
+			break // the claimable runs are exhausted
 		}
 	}
 	return out, nil
 }
 
-// candidates reads one page of claimable runs in queue order.
-func (t *txn) candidates(now int64, offset int) ([]candidate, error) {
+// candidates reads up to limit claimable runs in queue order, after the
+// first offset.
+func (t *txn) candidates(now int64, offset, limit int) ([]candidate, error) {
 	rows, err := t.query(`SELECT id, concurrency_key, concurrency_limit FROM runs
-WHERE available_at <= ? ORDER BY available_at LIMIT ? OFFSET ?`, now, claimPage, offset)
+WHERE available_at <= ? ORDER BY available_at LIMIT ? OFFSET ?`, now, limit, offset)
 	if err != nil {
 		return nil, fmt.Errorf("candidates: %w", err)
 	}

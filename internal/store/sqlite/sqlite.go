@@ -95,6 +95,10 @@ func Open(ctx context.Context, path string, opts Options) (*Store, error) {
 		"_journal_mode": {"WAL"},
 		"_synchronous":  {"FULL"},
 		"_txlock":       {"immediate"}, // migrations
+		// Every operation runs in a savepoint, whose undo pages go to the
+		// statement journal: keep it in memory, not in a temporary file.
+		// A 64 MiB page cache keeps the hot index pages of a busy queue.
+		"_pragma": {"temp_store(memory)", "cache_size(-65536)"},
 	}))
 	if err != nil {
 		return nil, fmt.Errorf("sqlite: open: %w", err)

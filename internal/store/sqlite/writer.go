@@ -216,8 +216,26 @@ func (w *writer) apply(o *op) (opErr, txErr error) {
 
 // exec runs a statement without arguments on the write connection.
 func (w *writer) exec(query string) error {
-	_, err := w.conn.ExecContext(context.Background(), query)
+	st, err := w.stmt(query)
+	if err != nil {
+		return err
+	}
+	_, err = st.ExecContext(context.Background())
 	return err
+}
+
+// stmt returns query prepared on the write connection, once for the life
+// of the store.
+func (w *writer) stmt(query string) (*sql.Stmt, error) {
+	if st, ok := w.stmts[query]; ok {
+		return st, nil
+	}
+	st, err := w.conn.PrepareContext(context.Background(), query)
+	if err != nil {
+		return nil, fmt.Errorf("prepare: %w", err)
+	}
+	w.stmts[query] = st
+	return st, nil
 }
 
 // rollback abandons the open transaction. SQLite may have rolled it back
@@ -228,23 +246,9 @@ func (w *writer) rollback() {
 	}
 }
 
-// stmt returns query prepared on the write connection, once for the life
-// of the store.
-func (t *txn) stmt(query string) (*sql.Stmt, error) {
-	if st, ok := t.w.stmts[query]; ok {
-		return st, nil
-	}
-	st, err := t.w.conn.PrepareContext(context.Background(), query)
-	if err != nil {
-		return nil, fmt.Errorf("prepare: %w", err)
-	}
-	t.w.stmts[query] = st
-	return st, nil
-}
-
 // exec runs a statement and returns how many rows it changed.
 func (t *txn) exec(query string, args ...any) (int64, error) {
-	st, err := t.stmt(query)
+	st, err := t.w.stmt(query)
 	if err != nil {
 		return 0, err
 	}
@@ -257,7 +261,7 @@ func (t *txn) exec(query string, args ...any) (int64, error) {
 
 // query runs a statement that returns rows.
 func (t *txn) query(query string, args ...any) (*sql.Rows, error) {
-	st, err := t.stmt(query)
+	st, err := t.w.stmt(query)
 	if err != nil {
 		return nil, err
 	}
@@ -266,7 +270,7 @@ func (t *txn) query(query string, args ...any) (*sql.Rows, error) {
 
 // queryRow runs a statement that returns at most one row.
 func (t *txn) queryRow(query string, args ...any) *sql.Row {
-	st, err := t.stmt(query)
+	st, err := t.w.stmt(query)
 	if err != nil {
 		// A Row cannot carry an error of its own; running the query
 		// unprepared reports the same error at Scan.
