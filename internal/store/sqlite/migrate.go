@@ -85,6 +85,13 @@ func (s *Store) migrate(ctx context.Context) error {
 		return fmt.Errorf("sqlite: migrate: %w", err)
 	}
 
+	for v := range applied {
+		if v > all[len(all)-1].version {
+			return fmt.Errorf("sqlite: migrate: the database has schema version %d, newer than this binary knows (%d)",
+				v, all[len(all)-1].version)
+		}
+	}
+
 	now := s.clock.Now().UnixMilli()
 	var done []string
 	for _, m := range all {

@@ -83,6 +83,13 @@ func Open(ctx context.Context, path string, opts Options) (*Store, error) {
 	if err := os.MkdirAll(filepath.Dir(abs), 0o700); err != nil {
 		return nil, fmt.Errorf("sqlite: open: %w", err)
 	}
+	// Create the file owner-only (an empty file is an empty database);
+	// SQLite gives its -wal and -shm files the same mode.
+	f, err := os.OpenFile(abs, os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("sqlite: open: %w", err)
+	}
+	f.Close()
 	s := &Store{
 		path:    abs,
 		clock:   opts.Clock,

@@ -6,7 +6,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -90,6 +92,25 @@ func TestMigrationsAppliedOnce(t *testing.T) {
 	}
 	if mode != "wal" {
 		t.Errorf("journal_mode = %q, want wal", mode)
+	}
+}
+
+func TestOpenRefusesNewerSchema(t *testing.T) {
+	t.Parallel()
+	path := filepath.Join(t.TempDir(), "cyberdrew.db")
+	s := openTest(t, path, clockwork.NewFakeClockAt(t0))
+	if fi, err := os.Stat(path); err != nil || fi.Mode().Perm() != 0o600 {
+		t.Errorf("database file mode = %v, %v; want 0600", fi.Mode().Perm(), err)
+	}
+	if err := s.write(t.Context(), "test", true, func(tx *txn) error {
+		_, err := tx.exec("INSERT INTO schema_migrations (version, applied_at) VALUES (9999, 0)")
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	if _, err := Open(t.Context(), path, Options{}); err == nil || !strings.Contains(err.Error(), "9999") {
+		t.Errorf("Open of a database from a newer binary: err = %v, want a refusal naming version 9999", err)
 	}
 }
 
