@@ -17,6 +17,7 @@ var queueCases = []testCase{
 	{"LapsedLeaseIsLost", testLapsedLeaseIsLost},
 	{"RenewLease", testRenewLease},
 	{"ConcurrencyLimit", testConcurrencyLimit},
+	{"ConcurrencyLapsedLease", testConcurrencyLapsedLease},
 	{"FinishBy", testFinishBy},
 	{"SuspendSleeping", testSuspendSleeping},
 	{"SuspendRetryAndQueued", testSuspendRetry},
@@ -240,6 +241,28 @@ func testConcurrencyLimit(t *testing.T, b *bundle) {
 	}
 	b.claimOne(t, "w2", k4, time.Hour)
 	b.claimNone(t, "w2")
+}
+
+func testConcurrencyLapsedLease(t *testing.T, b *bundle) {
+	mk := func() string {
+		b.clock.Advance(time.Millisecond)
+		s := b.spec("fn-a")
+		s.ConcurrencyKey = "k"
+		s.ConcurrencyLimit = 1
+		return b.enqueue(t, s)[0].ID
+	}
+	r1, r2 := mk(), mk()
+	a := b.claimOne(t, "a", r1, 30*time.Second)
+	b.claimNone(t, "b")
+	// A crashed worker's lapsed lease holds no slot: one of the two runs
+	// (either) can be claimed, and only one.
+	b.clock.Advance(31 * time.Second)
+	ls := b.claim(t, "b", 10, time.Minute)
+	if len(ls) != 1 || (ls[0].RunID != r1 && ls[0].RunID != r2) {
+		t.Fatalf("Claim after the lease lapsed = %v, want one of %s, %s", leaseIDs(ls), r1, r2)
+	}
+	b.claimNone(t, "c")
+	wantErr(t, "RenewLease of the lapsed lease", b.store.RenewLease(b.ctx, a, time.Minute), store.ErrLeaseLost)
 }
 
 func testFinishBy(t *testing.T, b *bundle) {

@@ -36,9 +36,9 @@ import (
 	"github.com/dcyfr/cyberdrew/internal/store"
 )
 
-// Opener opens a fresh, empty store whose notion of now is clock. It must
+// opener opens a fresh, empty store whose notion of now is clock. It must
 // arrange for the store to be closed when t ends (t.Cleanup).
-type Opener func(t *testing.T, clock *clockwork.FakeClock) store.Store
+type opener = func(t *testing.T, clock *clockwork.FakeClock) store.Store
 
 // start is the fixed instant every case's fake clock starts at.
 var start = time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
@@ -52,6 +52,9 @@ type testCase struct {
 // Run runs the whole conformance suite against the backend open returns.
 // Every case opens its own store with its own fake clock and runs in parallel
 // with the others.
+//
+// open must return a fresh, empty store whose notion of now is clock, and
+// arrange for it to be closed when t ends (t.Cleanup).
 func Run(t *testing.T, open func(t *testing.T, clock *clockwork.FakeClock) store.Store) {
 	groups := []struct {
 		name  string
@@ -91,7 +94,7 @@ type bundle struct {
 	entropy *ulid.MonotonicEntropy
 }
 
-func setup(t *testing.T, open Opener) *bundle {
+func setup(t *testing.T, open opener) *bundle {
 	t.Helper()
 	clock := clockwork.NewFakeClockAt(start)
 	return &bundle{
@@ -312,7 +315,7 @@ func checkEqual[T comparable](t *testing.T, what string, got, want T) {
 
 func checkIDs(t *testing.T, what string, got, want []string) {
 	t.Helper()
-	if !slices.Equal(got, want) && (len(got) != 0 || len(want) != 0) {
+	if !slices.Equal(got, want) {
 		t.Errorf("%s = %v, want %v", what, got, want)
 	}
 }
