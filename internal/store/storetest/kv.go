@@ -20,6 +20,7 @@ var kvCases = []testCase{
 	{"Delete", testKVDelete},
 	{"Scan", testKVScan},
 	{"TTL", testKVTTL},
+	{"WrongType", testKVWrongType},
 }
 
 func (b *bundle) kvSet(t *testing.T, key, value string, ttl time.Duration) {
@@ -171,9 +172,8 @@ func testKVIncrBy(t *testing.T, b *bundle) {
 	b.kvSet(t, "n2", "40", 0)
 	checkEqual(t, "IncrBy on a Set number", b.incr(t, "n2", 2, 0), int64(42))
 	b.kvSet(t, "word", "abc", 0)
-	if _, err := b.store.IncrBy(b.ctx, "word", 1, 0); err == nil {
-		t.Errorf("IncrBy on a non-integer value succeeded")
-	}
+	_, err := b.store.IncrBy(b.ctx, "word", 1, 0)
+	wantErr(t, "IncrBy on a non-integer value", err, store.ErrInvalid)
 	checkEqual(t, "value after a refused IncrBy", b.kvGet(t, "word"), "abc")
 
 	// The ttl is set when IncrBy creates the key, not on later calls.
@@ -291,4 +291,31 @@ func testKVTTL(t *testing.T, b *bundle) {
 	wantErr(t, "TTL(expired)", err, store.ErrNotFound)
 	b.setAdd(t, "set", 0, "m")
 	checkEqual(t, "TTL(set without expiry)", b.ttl(t, "set"), time.Duration(0))
+}
+
+// testKVWrongType: as in Redis, a string is not a set and a set is not a
+// string. Decision: the backend reports it as ErrInvalid.
+func testKVWrongType(t *testing.T, b *bundle) {
+	b.kvSet(t, "str", "v", 0)
+	b.setAdd(t, "set", 0, "m")
+	_, err := b.store.SetAdd(b.ctx, "str", 0, "m")
+	wantErr(t, "SetAdd on a string", err, store.ErrInvalid)
+	_, err = b.store.SetCard(b.ctx, "str")
+	wantErr(t, "SetCard on a string", err, store.ErrInvalid)
+	_, err = b.store.SetMembers(b.ctx, "str")
+	wantErr(t, "SetMembers on a string", err, store.ErrInvalid)
+	_, err = b.store.Get(b.ctx, "set")
+	wantErr(t, "Get on a set", err, store.ErrInvalid)
+	_, err = b.store.IncrBy(b.ctx, "set", 1, 0)
+	wantErr(t, "IncrBy on a set", err, store.ErrInvalid)
+	checkEqual(t, "string after refused calls", b.kvGet(t, "str"), "v")
+	checkIDs(t, "set after refused calls", b.setMembers(t, "set"), []string{"m"})
+
+	// Set and Delete work on any key, as Redis SET and DEL do.
+	b.kvSet(t, "set", "now a string", 0)
+	checkEqual(t, "Set over a set", b.kvGet(t, "set"), "now a string")
+	if err := b.store.Delete(b.ctx, "str"); err != nil {
+		t.Fatalf("Delete: %v", err)
+	}
+	checkEqual(t, "SetAdd after Delete", b.setAdd(t, "str", 0, "m"), 1)
 }
