@@ -47,7 +47,16 @@ func testPruneRetention(t *testing.T, b *bundle) {
 	lateRun.AvailableAt = start.Add(110 * time.Minute)
 	b.enqueue(t, lateRun)
 
-	b.clock.Advance(2 * time.Hour)
+	// At the cutoff exactly: kept, since only what ended or arrived
+	// before it goes.
+	b.clock.Advance(time.Hour)
+	edge, edgeRun := b.event("app/edge", `{}`), b.spec("fn-a")
+	b.publishOne(t, edge, edgeRun)
+	b.complete(t, edgeRun.ID)
+	edgeBare := b.event("app/edge", `{}`)
+	b.publishOne(t, edgeBare)
+
+	b.clock.Advance(time.Hour)
 	b.complete(t, lateRun.ID)
 	recent, recentRun := b.event("app/new", `{}`), b.spec("fn-a")
 	b.publishOne(t, recent, recentRun)
@@ -66,9 +75,10 @@ func testPruneRetention(t *testing.T, b *bundle) {
 	_, err = b.store.GetEvent(b.ctx, oldBare.ID)
 	wantErr(t, "GetEvent(old event without runs)", err, store.ErrNotFound)
 
-	for _, id := range []string{oldQueued.ID, oldSleeping.ID, recent.ID} {
+	for _, id := range []string{oldQueued.ID, oldSleeping.ID, recent.ID, edge.ID, edgeBare.ID} {
 		b.getEvent(t, id)
 	}
+	checkEqual(t, "run finished at the cutoff", b.getRun(t, edgeRun.ID).Status, store.StatusCompleted)
 	checkEqual(t, "old queued run", b.getRun(t, oldQueuedRun.ID).Status, store.StatusQueued)
 	checkEqual(t, "old sleeping run", b.getRun(t, oldSleepingRun.ID).Status, store.StatusSleeping)
 	checkEqual(t, "recently finished run", b.getRun(t, lateRun.ID).Status, store.StatusCompleted)
