@@ -1,0 +1,464 @@
+package sqlite
+
+import (
+	"bytes"
+	"context"
+	"database/sql"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/dcyfr/cyberdrew/internal/store"
+)
+
+const (
+	// claimPage is how many more runs Claim reads at a time once runs are
+	// held back by their concurrency limit.
+	claimPage = 64
+	// maxClaimScan bounds how many runs one Claim looks at, so runs held
+	// back by their concurrency limit cannot make it scan the whole queue.
+	maxClaimScan = 4096
+)
+
+// leaseCheck is the WHERE clause of every call that needs the caller's
+// lease to be current: the token matches, the lease has not lapsed and the
+// run is unfinished. Its arguments are the run id, the token and now.
+const leaseCheck = `id = ? AND lease_token = ? AND available_at > ? AND ended_at IS NULL`
+
+// Claim leases up to n claimable runs, oldest AvailableAt first, skipping
+// the runs whose concurrency key is at its limit.
+func (s *Store) Claim(ctx context.Context, owner string, n int, ttl time.Duration) ([]store.Lease, error) {
+	if n <= 0 {
+		return nil, s.open("claim")
+	}
+	if ttl <= 0 {
+		return nil, wrap("claim", fmt.Errorf("%w: lease ttl must be positive", store.ErrInvalid))
+	}
+	var leases []store.Lease
+	err := s.write(ctx, "claim", false, func(t *txn) error {
+		var err error
+		leases, err = t.claim(owner, n, ttl)
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	return leases, nil
+}
+
+// candidate is a claimable run Claim considers.
+type candidate struct {
+	id    string
+	key   string
+	limit int
+}
+
+func (t *txn) claim(owner string, n int, ttl time.Duration) ([]store.Lease, error) {
+	now := t.now.UnixMilli()
+	until := t.now.Add(ttl)
+	leased := make(map[string]int) // concurrency key -> runs leased now
+	var out []store.Lease
+	// Claimed runs leave the claimable range (their available_at becomes
+	// the lease expiry), so the next page starts after the skipped ones.
+	skipped, scanned := 0, 0
+	for len(out) < n && scanned < maxClaimScan {
+		// Read as many as are still wanted, and more once some were held
+		// back by their concurrency limit.
+		limit := n - len(out) + min(skipped, claimPage)
+		cands, err := t.candidates(now, skipped, limit)
+		if err != nil {
+			return nil, err
+		}
+		for _, c := range cands {
+			scanned++
+			if c.key != "" && c.limit > 0 {
+				cnt, ok := leased[c.key]
+				if !ok {
+					if err := t.queryRow(`SELECT COUNT(*) FROM runs
+WHERE concurrency_key = ? AND lease_token IS NOT NULL AND available_at > ?`, c.key, now).Scan(&cnt); err != nil {
+						return nil, fmt.Errorf("concurrency: %w", err)
+					}
+				}
+				if cnt >= c.limit {
+					leased[c.key] = cnt
+					skipped++
+					continue
+				}
+				leased[c.key] = cnt + 1
+			}
+			l, err := t.lease(c.id, owner, until)
+			if err != nil {
+				return nil, err
+			}
+			out = append(out, l)
+			if len(out) == n {
+				break
+			}
+		}
+		if len(cands) < limit {
+			break // the claimable runs are exhausted
+		}
+	}
+	return out, nil
+}
+
+// candidates reads up to limit claimable runs in queue order, after the
+// first offset.
+func (t *txn) candidates(now int64, offset, limit int) ([]candidate, error) {
+	rows, err := t.query(`SELECT id, concurrency_key, concurrency_limit FROM runs
+WHERE available_at <= ? ORDER BY available_at LIMIT ? OFFSET ?`, now, limit, offset)
+	if err != nil {
+		return nil, fmt.Errorf("candidates: %w", err)
+	}
+	defer rows.Close()
+	var cands []candidate
+	for rows.Next() {
+		var c candidate
+		var key sql.NullString
+		if err := rows.Scan(&c.id, &key, &c.limit); err != nil {
+			return nil, fmt.Errorf("candidates: %w", err)
+		}
+		c.key = key.String
+		cands = append(cands, c)
+	}
+	return cands, rows.Err()
+}
+
+// lease gives the run a new lease until until and returns it with the
+// run's steps.
+func (t *txn) lease(id, owner string, until time.Time) (store.Lease, error) {
+	token := newToken()
+	now := t.now.UnixMilli()
+	run, err := scanRun(t.queryRow(`UPDATE runs SET status = 'Running',
+started_at = COALESCE(started_at, ?1),
+finish_by = CASE WHEN finish_by IS NULL AND finish_timeout_ms > 0
+    THEN COALESCE(started_at, ?1) + finish_timeout_ms ELSE finish_by END,
+lease_owner = ?2, lease_token = ?3, available_at = ?4, woken_at = NULL
+WHERE id = ?5 RETURNING `+runColumns, now, owner, token, until.UnixMilli(), id))
+	if err != nil {
+		return store.Lease{}, fmt.Errorf("lease run %s: %w", id, err)
+	}
+	steps, err := t.steps(id)
+	if err != nil {
+		return store.Lease{}, err
+	}
+	t.announce(store.Change{Kind: store.ChangeRun, RunID: id, FunctionID: run.FunctionID, Status: run.Status})
+	return store.Lease{RunID: id, Token: token, Owner: owner, Until: until, Run: run, Steps: steps}, nil
+}
+
+func (t *txn) steps(runID string) ([]store.Step, error) {
+	rows, err := t.query(`SELECT `+stepColumns+` FROM steps WHERE run_id = ? ORDER BY rowid`, runID)
+	if err != nil {
+		return nil, fmt.Errorf("steps: %w", err)
+	}
+	return scanSteps(rows)
+}
+
+// RenewLease extends the lease to now+ttl.
+func (s *Store) RenewLease(ctx context.Context, l *store.Lease, ttl time.Duration) error {
+	if ttl <= 0 {
+		return wrap("renew lease", fmt.Errorf("%w: lease ttl must be positive", store.ErrInvalid))
+	}
+	var until time.Time
+	err := s.write(ctx, "renew lease", false, func(t *txn) error {
+		until = t.now.Add(ttl)
+		n, err := t.exec(`UPDATE runs SET available_at = ? WHERE `+leaseCheck,
+			until.UnixMilli(), l.RunID, l.Token, t.now.UnixMilli())
+		if err != nil {
+			return err
+		}
+		if n == 0 {
+			return store.ErrLeaseLost
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	l.Until = until
+	l.Run.AvailableAt = until
+	return nil
+}
+
+// SaveStep records a step under the caller's lease and publishes emit in
+// the same transaction.
+func (s *Store) SaveStep(ctx context.Context, l *store.Lease, st store.Step, emit []store.Publication) error {
+	if st.ID == "" {
+		return wrap("save step", fmt.Errorf("%w: step id is empty", store.ErrInvalid))
+	}
+	st.RunID = l.RunID
+	var wait *store.Wait
+	if st.Status == store.StatusWaiting && st.Wait != nil {
+		w := *st.Wait
+		if w.Event == "" {
+			return wrap("save step", fmt.Errorf("%w: wait needs an event name", store.ErrInvalid))
+		}
+		if w.MatchPath != "" {
+			var buf bytes.Buffer
+			if err := json.Compact(&buf, w.MatchValue); err != nil {
+				return wrap("save step", fmt.Errorf("%w: wait match value: %w", store.ErrInvalid, err))
+			}
+			w.MatchValue = buf.Bytes()
+		}
+		wait = &w
+	}
+	for _, p := range emit {
+		if err := validatePublication(p); err != nil {
+			return wrap("save step", err)
+		}
+	}
+	attempts, err := json.Marshal(nonNil(st.Attempts))
+	if err != nil {
+		return wrap("save step", err)
+	}
+	var waitDoc []byte
+	if st.Wait != nil {
+		if waitDoc, err = json.Marshal(st.Wait); err != nil {
+			return wrap("save step", fmt.Errorf("%w: wait: %w", store.ErrInvalid, err))
+		}
+	}
+	return s.write(ctx, "save step", true, func(t *txn) error {
+		var fn string
+		err := t.queryRow(`SELECT function_id FROM runs WHERE `+leaseCheck, l.RunID, l.Token, t.now.UnixMilli()).Scan(&fn)
+		if errors.Is(err, sql.ErrNoRows) {
+			return store.ErrLeaseLost
+		}
+		if err != nil {
+			return err
+		}
+		if _, err := t.exec(`INSERT INTO steps (run_id, id, name, kind, status, attempts, output, error,
+wake_at, started_at, ended_at, wait) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+ON CONFLICT (run_id, id) DO UPDATE SET name = excluded.name, kind = excluded.kind,
+status = excluded.status, attempts = excluded.attempts, output = excluded.output,
+error = excluded.error, wake_at = excluded.wake_at, started_at = excluded.started_at,
+ended_at = excluded.ended_at, wait = excluded.wait`,
+			st.RunID, st.ID, st.Name, string(st.Kind), string(st.Status), string(attempts),
+			nullJSON(st.Output), nullStr(st.Error), ms(st.WakeAt), ms(st.StartedAt), ms(st.EndedAt),
+			nullJSON(waitDoc)); err != nil {
+			return fmt.Errorf("upsert step: %w", err)
+		}
+		if wait != nil {
+			_, err = t.exec(`INSERT OR REPLACE INTO waits (run_id, step_id, event_name, match_path,
+match_value, expires_at) VALUES (?, ?, ?, ?, ?, ?)`, st.RunID, st.ID, wait.Event,
+				nullStr(wait.MatchPath), nullJSON(wait.MatchValue), ms(st.WakeAt))
+		} else {
+			_, err = t.exec(`DELETE FROM waits WHERE run_id = ? AND step_id = ?`, st.RunID, st.ID)
+		}
+		if err != nil {
+			return fmt.Errorf("wait: %w", err)
+		}
+		t.announce(store.Change{Kind: store.ChangeStep, RunID: st.RunID, FunctionID: fn, StepID: st.ID,
+			Status: st.Status})
+		for _, p := range emit {
+			if _, err := t.publish(p); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}
+
+func nonNil[T any](s []T) []T {
+	if s == nil {
+		return []T{}
+	}
+	return s
+}
+
+// Suspend ends the lease and makes the run claimable at s.AvailableAt (at
+// once when a wait of the run matched meanwhile).
+func (s *Store) Suspend(ctx context.Context, l *store.Lease, sus store.Suspension) error {
+	switch sus.Status {
+	case store.StatusRunning, store.StatusSleeping, store.StatusQueued:
+	default:
+		return wrap("suspend", fmt.Errorf("%w: cannot suspend a run as %q", store.ErrInvalid, sus.Status))
+	}
+	return s.write(ctx, "suspend", true, func(t *txn) error {
+		at := sus.AvailableAt
+		if at.IsZero() {
+			at = t.now
+		}
+		var (
+			fn     string
+			status store.Status
+			avail  int64
+		)
+		err := t.queryRow(`UPDATE runs SET
+status = CASE WHEN woken_at IS NULL THEN ?1 ELSE 'Running' END,
+attempt = ?2,
+available_at = CASE WHEN woken_at IS NULL OR woken_at > ?3 THEN ?3 ELSE woken_at END,
+lease_owner = NULL, lease_token = NULL, woken_at = NULL
+WHERE id = ?4 AND lease_token = ?5 AND available_at > ?6 AND ended_at IS NULL
+RETURNING function_id, status, available_at`,
+			string(sus.Status), sus.Attempt, at.UnixMilli(), l.RunID, l.Token, t.now.UnixMilli()).
+			Scan(&fn, &status, &avail)
+		if errors.Is(err, sql.ErrNoRows) {
+			return store.ErrLeaseLost
+		}
+		if err != nil {
+			return err
+		}
+		t.announce(store.Change{Kind: store.ChangeRun, RunID: l.RunID, FunctionID: fn, Status: status,
+			AvailableAt: time.UnixMilli(avail).UTC()})
+		return nil
+	})
+}
+
+// Finish ends the run under the caller's lease and publishes o.Emit with it.
+func (s *Store) Finish(ctx context.Context, l *store.Lease, o store.Outcome) error {
+	switch o.Status {
+	case store.StatusCompleted, store.StatusFailed, store.StatusCancelled:
+	default:
+		return wrap("finish", fmt.Errorf("%w: cannot finish a run as %q", store.ErrInvalid, o.Status))
+	}
+	if len(o.Output) > 0 && !json.Valid(o.Output) {
+		return wrap("finish", fmt.Errorf("%w: output is not JSON", store.ErrInvalid))
+	}
+	for _, p := range o.Emit {
+		if err := validatePublication(p); err != nil {
+			return wrap("finish", err)
+		}
+	}
+	return s.write(ctx, "finish", true, func(t *txn) error {
+		var fn string
+		err := t.queryRow(`UPDATE runs SET status = ?, output = ?, error = ?, ended_at = ?,
+available_at = NULL, lease_owner = NULL, lease_token = NULL, woken_at = NULL
+WHERE `+leaseCheck+` RETURNING function_id`,
+			string(o.Status), nullJSON(o.Output), nullStr(o.Error), t.now.UnixMilli(),
+			l.RunID, l.Token, t.now.UnixMilli()).Scan(&fn)
+		if errors.Is(err, sql.ErrNoRows) {
+			return store.ErrLeaseLost
+		}
+		if err != nil {
+			return err
+		}
+		if _, err := t.exec(`DELETE FROM waits WHERE run_id = ?`, l.RunID); err != nil {
+			return fmt.Errorf("waits: %w", err)
+		}
+		t.announce(store.Change{Kind: store.ChangeRun, RunID: l.RunID, FunctionID: fn, Status: o.Status})
+		for _, p := range o.Emit {
+			if _, err := t.publish(p); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}
+
+// Release hands a leased run back, claimable at once and otherwise
+// unchanged.
+func (s *Store) Release(ctx context.Context, l *store.Lease) error {
+	return s.write(ctx, "release", false, func(t *txn) error {
+		var (
+			fn     string
+			status store.Status
+		)
+		err := t.queryRow(`UPDATE runs SET available_at = ?, lease_owner = NULL, lease_token = NULL,
+woken_at = NULL WHERE `+leaseCheck+` RETURNING function_id, status`,
+			t.now.UnixMilli(), l.RunID, l.Token, t.now.UnixMilli()).Scan(&fn, &status)
+		if errors.Is(err, sql.ErrNoRows) {
+			return store.ErrLeaseLost
+		}
+		if err != nil {
+			return err
+		}
+		t.announce(store.Change{Kind: store.ChangeRun, RunID: l.RunID, FunctionID: fn, Status: status,
+			AvailableAt: t.now})
+		return nil
+	})
+}
+
+// CancelRun cancels an unfinished run; a worker holding it loses its lease.
+func (s *Store) CancelRun(ctx context.Context, id, reason string) (store.Run, error) {
+	var run store.Run
+	err := s.write(ctx, "cancel run", true, func(t *txn) error {
+		var ended sql.NullInt64
+		if err := t.queryRow(`SELECT ended_at FROM runs WHERE id = ?`, id).Scan(&ended); err != nil {
+			return err
+		}
+		if ended.Valid {
+			return store.ErrFinished
+		}
+		var err error
+		run, err = scanRun(t.queryRow(`UPDATE runs SET status = 'Cancelled', error = ?, ended_at = ?,
+available_at = NULL, lease_owner = NULL, lease_token = NULL, woken_at = NULL
+WHERE id = ? RETURNING `+runColumns, nullStr(reason), t.now.UnixMilli(), id))
+		if err != nil {
+			return err
+		}
+		if _, err := t.exec(`DELETE FROM waits WHERE run_id = ?`, id); err != nil {
+			return fmt.Errorf("waits: %w", err)
+		}
+		t.announce(store.Change{Kind: store.ChangeRun, RunID: id, FunctionID: run.FunctionID,
+			Status: store.StatusCancelled})
+		return nil
+	})
+	if err != nil {
+		return store.Run{}, err
+	}
+	return run, nil
+}
+
+// NextWake is the earliest available_at of an unfinished run.
+func (s *Store) NextWake(ctx context.Context) (time.Time, bool, error) {
+	if err := s.open("next wake"); err != nil {
+		return time.Time{}, false, err
+	}
+	var at sql.NullInt64
+	if err := s.rdb.QueryRowContext(ctx,
+		`SELECT MIN(available_at) FROM runs WHERE available_at IS NOT NULL`).Scan(&at); err != nil {
+		return time.Time{}, false, wrap("next wake", err)
+	}
+	if !at.Valid {
+		return time.Time{}, false, nil
+	}
+	return fromMS(at), true, nil
+}
+
+// Prune deletes, at most batch of each, the runs that finished before
+// cutoff (with their steps), the events that arrived before cutoff and have
+// no unfinished run, and the expired keys, idempotency keys, client ids and
+// rate-limit states.
+func (s *Store) Prune(ctx context.Context, cutoff time.Time, batch int) (int, error) {
+	if batch <= 0 {
+		batch = 1000
+	}
+	var removed int
+	// Losing a prune to a crash costs nothing, so it is not durable.
+	err := s.write(ctx, "prune", false, func(t *txn) error {
+		removed = 0
+		now, before := t.now.UnixMilli(), cutoff.UnixMilli()
+		for _, q := range []struct {
+			sql  string
+			args []any
+		}{
+			{`DELETE FROM runs WHERE id IN (SELECT id FROM runs WHERE ended_at < ? LIMIT ?)`,
+				[]any{before, batch}},
+			{`DELETE FROM events WHERE id IN (SELECT e.id FROM events e WHERE e.received_at < ?
+  AND NOT EXISTS (SELECT 1 FROM run_events re JOIN runs r ON r.id = re.run_id
+                  WHERE re.event_id = e.id AND r.ended_at IS NULL) LIMIT ?)`,
+				[]any{before, batch}},
+			{`DELETE FROM kv WHERE key IN (SELECT key FROM kv WHERE expires_at <= ? LIMIT ?)`,
+				[]any{now, batch}},
+			{`DELETE FROM idempotency WHERE key IN (SELECT key FROM idempotency WHERE expires_at <= ? LIMIT ?)`,
+				[]any{now, batch}},
+			{`DELETE FROM event_client_ids WHERE client_id IN
+  (SELECT client_id FROM event_client_ids WHERE expires_at <= ? LIMIT ?)`,
+				[]any{now, batch}},
+			{`DELETE FROM rate_limits WHERE key IN (SELECT key FROM rate_limits WHERE tat <= ? LIMIT ?)`,
+				[]any{t.now.UnixNano(), batch}},
+		} {
+			n, err := t.exec(q.sql, q.args...)
+			if err != nil {
+				return err
+			}
+			removed += int(n)
+		}
+		return nil
+	})
+	if err != nil {
+		return 0, err
+	}
+	return removed, nil
+}

@@ -1,0 +1,294 @@
+package sqlite
+
+import (
+	"context"
+	"database/sql"
+	"encoding/base64"
+	"encoding/json"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/dcyfr/cyberdrew/internal/store"
+)
+
+const (
+	defaultLimit = 50
+	maxLimit     = 1000
+)
+
+// runColumns is the column list scanRun reads.
+const runColumns = `id, function_id, event_id, event_ids, status, attempt, created_at, started_at,
+ended_at, available_at, output, error, idempotency_key, singleton_key, debounce_key, concurrency_key,
+concurrency_limit, finish_timeout_ms, finish_by, lease_owner`
+
+// stepColumns is the column list scanStep reads.
+const stepColumns = `run_id, id, name, kind, status, attempts, output, error, wake_at, started_at,
+ended_at, wait`
+
+// eventColumns is the column list scanEvent reads.
+const eventColumns = `id, client_id, name, data, user, ts, version, received_at`
+
+// scanner is a *sql.Row or *sql.Rows.
+type scanner interface{ Scan(dest ...any) error }
+
+func scanRun(sc scanner) (store.Run, error) {
+	var (
+		r                                        store.Run
+		eventIDs                                 string
+		created                                  int64
+		started, ended, avail, finishBy          sql.NullInt64
+		output, errText, idem, single, deb, conc sql.NullString
+		owner                                    sql.NullString
+		finishTimeout                            int64
+	)
+	if err := sc.Scan(&r.ID, &r.FunctionID, &r.EventID, &eventIDs, &r.Status, &r.Attempt, &created,
+		&started, &ended, &avail, &output, &errText, &idem, &single, &deb, &conc,
+		&r.ConcurrencyLimit, &finishTimeout, &finishBy, &owner); err != nil {
+		return store.Run{}, err
+	}
+	if err := json.Unmarshal([]byte(eventIDs), &r.EventIDs); err != nil {
+		return store.Run{}, fmt.Errorf("run %s: event ids: %w", r.ID, err)
+	}
+	r.CreatedAt = time.UnixMilli(created).UTC()
+	r.StartedAt, r.EndedAt, r.AvailableAt, r.FinishBy = fromMS(started), fromMS(ended), fromMS(avail), fromMS(finishBy)
+	r.Output, r.Error = rawJSON(output), errText.String
+	r.IdempotencyKey, r.SingletonKey, r.DebounceKey, r.ConcurrencyKey = idem.String, single.String, deb.String, conc.String
+	r.FinishTimeout = time.Duration(finishTimeout) * time.Millisecond
+	r.LeaseOwner = owner.String
+	return r, nil
+}
+
+func scanSteps(rows *sql.Rows) ([]store.Step, error) {
+	defer rows.Close()
+	steps := []store.Step{}
+	for rows.Next() {
+		var (
+			s                     store.Step
+			attempts              string
+			output, errText, wait sql.NullString
+			wake, started, ended  sql.NullInt64
+		)
+		if err := rows.Scan(&s.RunID, &s.ID, &s.Name, &s.Kind, &s.Status, &attempts, &output, &errText,
+			&wake, &started, &ended, &wait); err != nil {
+			return nil, err
+		}
+		if err := json.Unmarshal([]byte(attempts), &s.Attempts); err != nil {
+			return nil, fmt.Errorf("step %s/%s: attempts: %w", s.RunID, s.ID, err)
+		}
+		if len(s.Attempts) == 0 {
+			s.Attempts = nil
+		}
+		if wait.Valid {
+			s.Wait = new(store.Wait)
+			if err := json.Unmarshal([]byte(wait.String), s.Wait); err != nil {
+				return nil, fmt.Errorf("step %s/%s: wait: %w", s.RunID, s.ID, err)
+			}
+		}
+		s.Output, s.Error = rawJSON(output), errText.String
+		s.WakeAt, s.StartedAt, s.EndedAt = fromMS(wake), fromMS(started), fromMS(ended)
+		steps = append(steps, s)
+	}
+	return steps, rows.Err()
+}
+
+func scanEvent(sc scanner) (store.Event, error) {
+	var (
+		e               store.Event
+		client, version sql.NullString
+		data, user      sql.NullString
+		received        int64
+	)
+	if err := sc.Scan(&e.ID, &client, &e.Name, &data, &user, &e.TS, &version, &received); err != nil {
+		return store.Event{}, err
+	}
+	e.ClientID, e.Version = client.String, version.String
+	e.Data, e.User = rawJSON(data), rawJSON(user)
+	e.ReceivedAt = time.UnixMilli(received).UTC()
+	return e, nil
+}
+
+// GetEvent returns the event with that id.
+func (s *Store) GetEvent(ctx context.Context, id string) (store.Event, error) {
+	if err := s.open("get event"); err != nil {
+		return store.Event{}, err
+	}
+	e, err := scanEvent(s.rdb.QueryRowContext(ctx, `SELECT `+eventColumns+` FROM events WHERE id = ?`, id))
+	return e, wrap("get event", err)
+}
+
+// GetRun returns the run with that id.
+func (s *Store) GetRun(ctx context.Context, id string) (store.Run, error) {
+	if err := s.open("get run"); err != nil {
+		return store.Run{}, err
+	}
+	r, err := scanRun(s.rdb.QueryRowContext(ctx, `SELECT `+runColumns+` FROM runs WHERE id = ?`, id))
+	return r, wrap("get run", err)
+}
+
+// Steps returns the run's steps in the order they were first recorded;
+// ErrNotFound when there is no such run.
+func (s *Store) Steps(ctx context.Context, runID string) ([]store.Step, error) {
+	if err := s.open("steps"); err != nil {
+		return nil, err
+	}
+	tx, err := s.rdb.BeginTx(ctx, &sql.TxOptions{ReadOnly: true})
+	if err != nil {
+		return nil, wrap("steps", err)
+	}
+	defer tx.Rollback()
+	var id string
+	if err := tx.QueryRowContext(ctx, `SELECT id FROM runs WHERE id = ?`, runID).Scan(&id); err != nil {
+		return nil, wrap("steps", err)
+	}
+	rows, err := tx.QueryContext(ctx, `SELECT `+stepColumns+` FROM steps WHERE run_id = ? ORDER BY rowid`, runID)
+	if err != nil {
+		return nil, wrap("steps", err)
+	}
+	steps, err := scanSteps(rows)
+	return steps, wrap("steps", err)
+}
+
+// ListRuns lists runs newest first (by ULID).
+func (s *Store) ListRuns(ctx context.Context, f store.RunFilter) (store.Page[store.Run], error) {
+	if err := s.open("list runs"); err != nil {
+		return store.Page[store.Run]{}, err
+	}
+	var (
+		where []string
+		args  []any
+	)
+	if f.Cursor != "" {
+		after, err := decodeCursor("run", f.Cursor)
+		if err != nil {
+			return store.Page[store.Run]{}, wrap("list runs", err)
+		}
+		where, args = append(where, "id < ?"), append(args, after)
+	}
+	if f.FunctionID != "" {
+		where, args = append(where, "function_id = ?"), append(args, f.FunctionID)
+	}
+	if len(f.Statuses) > 0 {
+		where = append(where, "status IN ("+strings.Repeat("?, ", len(f.Statuses)-1)+"?)")
+		for _, st := range f.Statuses {
+			args = append(args, string(st))
+		}
+	}
+	if !f.Since.IsZero() {
+		where, args = append(where, "created_at >= ?"), append(args, f.Since.UnixMilli())
+	}
+	if !f.Until.IsZero() {
+		where, args = append(where, "created_at < ?"), append(args, f.Until.UnixMilli())
+	}
+	if f.EventID != "" {
+		where, args = append(where, "id IN (SELECT run_id FROM run_events WHERE event_id = ?)"), append(args, f.EventID)
+	}
+	limit := pageLimit(f.Limit)
+	rows, err := s.rdb.QueryContext(ctx, `SELECT `+runColumns+` FROM runs`+whereClause(where)+
+		` ORDER BY id DESC LIMIT ?`, append(args, limit+1)...)
+	if err != nil {
+		return store.Page[store.Run]{}, wrap("list runs", err)
+	}
+	defer rows.Close()
+	page := store.Page[store.Run]{Items: []store.Run{}}
+	for rows.Next() {
+		r, err := scanRun(rows)
+		if err != nil {
+			return store.Page[store.Run]{}, wrap("list runs", err)
+		}
+		page.Items = append(page.Items, r)
+	}
+	if err := rows.Err(); err != nil {
+		return store.Page[store.Run]{}, wrap("list runs", err)
+	}
+	if len(page.Items) > limit {
+		page.Items = page.Items[:limit]
+		page.Cursor = encodeCursor("run", page.Items[limit-1].ID)
+	}
+	return page, nil
+}
+
+// ListEvents lists events newest first (by ULID).
+func (s *Store) ListEvents(ctx context.Context, f store.EventFilter) (store.Page[store.Event], error) {
+	if err := s.open("list events"); err != nil {
+		return store.Page[store.Event]{}, err
+	}
+	var (
+		where []string
+		args  []any
+	)
+	if f.Cursor != "" {
+		after, err := decodeCursor("event", f.Cursor)
+		if err != nil {
+			return store.Page[store.Event]{}, wrap("list events", err)
+		}
+		where, args = append(where, "id < ?"), append(args, after)
+	}
+	if f.Name != "" {
+		where, args = append(where, "name = ?"), append(args, f.Name)
+	}
+	if !f.Since.IsZero() {
+		where, args = append(where, "received_at >= ?"), append(args, f.Since.UnixMilli())
+	}
+	if !f.Until.IsZero() {
+		where, args = append(where, "received_at < ?"), append(args, f.Until.UnixMilli())
+	}
+	limit := pageLimit(f.Limit)
+	rows, err := s.rdb.QueryContext(ctx, `SELECT `+eventColumns+` FROM events`+whereClause(where)+
+		` ORDER BY id DESC LIMIT ?`, append(args, limit+1)...)
+	if err != nil {
+		return store.Page[store.Event]{}, wrap("list events", err)
+	}
+	defer rows.Close()
+	page := store.Page[store.Event]{Items: []store.Event{}}
+	for rows.Next() {
+		e, err := scanEvent(rows)
+		if err != nil {
+			return store.Page[store.Event]{}, wrap("list events", err)
+		}
+		page.Items = append(page.Items, e)
+	}
+	if err := rows.Err(); err != nil {
+		return store.Page[store.Event]{}, wrap("list events", err)
+	}
+	if len(page.Items) > limit {
+		page.Items = page.Items[:limit]
+		page.Cursor = encodeCursor("event", page.Items[limit-1].ID)
+	}
+	return page, nil
+}
+
+func whereClause(conds []string) string {
+	if len(conds) == 0 {
+		return ""
+	}
+	return " WHERE " + strings.Join(conds, " AND ")
+}
+
+func pageLimit(n int) int {
+	switch {
+	case n <= 0:
+		return defaultLimit
+	case n > maxLimit:
+		return maxLimit
+	}
+	return n
+}
+
+// encodeCursor makes the opaque cursor that continues a listing of kind
+// after id.
+func encodeCursor(kind, id string) string {
+	return base64.RawURLEncoding.EncodeToString([]byte(kind + ":" + id))
+}
+
+func decodeCursor(kind, cursor string) (string, error) {
+	raw, err := base64.RawURLEncoding.DecodeString(cursor)
+	if err != nil {
+		return "", fmt.Errorf("%w: malformed cursor", store.ErrInvalid)
+	}
+	id, ok := strings.CutPrefix(string(raw), kind+":")
+	if !ok || id == "" {
+		return "", fmt.Errorf("%w: malformed cursor", store.ErrInvalid)
+	}
+	return id, nil
+}

@@ -1,0 +1,269 @@
+// Package sqlite is the embedded store of cyberdrew: one SQLite file in WAL
+// mode through modernc.org/sqlite (pure Go, no cgo).
+//
+// All writes go through one writer goroutine that commits in groups: it
+// drains every queued operation, runs each in its own SAVEPOINT (so one
+// operation's error undoes only that operation), commits once and then
+// answers each caller. A group holding a durable operation (an event, a
+// step, an outcome, a key-value write) commits with synchronous=FULL, so the
+// WAL is fsynced before any of its callers hears back; groups of lease
+// bookkeeping only (Claim, RenewLease, Release) commit with
+// synchronous=NORMAL. Reads use a separate pool of read-only connections,
+// which WAL lets run beside the writer.
+//
+// Times are stored as unix milliseconds and JSON as TEXT; the schema is in
+// migrations/ and is applied by Open.
+package sqlite
+
+import (
+	"context"
+	"crypto/rand"
+	"database/sql"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/url"
+	"os"
+	"path/filepath"
+	"runtime"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/jonboulle/clockwork"
+	"github.com/oklog/ulid/v2"
+	_ "modernc.org/sqlite" // registers the "sqlite" driver
+
+	"github.com/dcyfr/cyberdrew/internal/store"
+)
+
+var _ store.Store = (*Store)(nil)
+
+// Options configure a Store.
+type Options struct {
+	// Clock gives every "now" the store uses; nil means the real clock.
+	Clock clockwork.Clock
+	// Logger receives the store's few log lines; nil discards them.
+	Logger *slog.Logger
+}
+
+// Store is the SQLite backend of store.Store.
+type Store struct {
+	path  string
+	clock clockwork.Clock
+	log   *slog.Logger
+
+	wdb *sql.DB // one connection, used by the writer goroutine only
+	rdb *sql.DB // read-only pool
+
+	w    *writer
+	subs *fanout
+
+	closed atomic.Bool
+
+	entropyMu sync.Mutex
+	entropy   io.Reader
+}
+
+// Open opens (creating it when missing) the database at path, applies the
+// missing migrations and starts the writer.
+func Open(ctx context.Context, path string, opts Options) (*Store, error) {
+	if opts.Clock == nil {
+		opts.Clock = clockwork.NewRealClock()
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	abs, err := filepath.Abs(path)
+	if err != nil {
+		return nil, fmt.Errorf("sqlite: open: %w", err)
+	}
+	if err := os.MkdirAll(filepath.Dir(abs), 0o700); err != nil {
+		return nil, fmt.Errorf("sqlite: open: %w", err)
+	}
+	// Create the file owner-only (an empty file is an empty database);
+	// SQLite gives its -wal and -shm files the same mode.
+	f, err := os.OpenFile(abs, os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("sqlite: open: %w", err)
+	}
+	f.Close()
+	s := &Store{
+		path:    abs,
+		clock:   opts.Clock,
+		log:     opts.Logger.With("component", "store", "store", "sqlite"),
+		subs:    newFanout(),
+		entropy: ulid.Monotonic(rand.Reader, 0),
+	}
+
+	s.wdb, err = sql.Open("sqlite", dsn(abs, url.Values{
+		"_journal_mode": {"WAL"},
+		"_synchronous":  {"FULL"},
+		"_txlock":       {"immediate"}, // migrations
+		// Every operation runs in a savepoint, whose undo pages go to the
+		// statement journal: keep it in memory, not in a temporary file.
+		// A 64 MiB page cache keeps the hot index pages of a busy queue.
+		"_pragma": {"temp_store(memory)", "cache_size(-65536)"},
+	}))
+	if err != nil {
+		return nil, fmt.Errorf("sqlite: open: %w", err)
+	}
+	// The writer keeps its one connection (and the statements prepared on
+	// it) for the life of the store.
+	s.wdb.SetMaxOpenConns(1)
+	s.wdb.SetMaxIdleConns(1)
+	s.wdb.SetConnMaxLifetime(0)
+	s.wdb.SetConnMaxIdleTime(0)
+	if err := s.migrate(ctx); err != nil {
+		s.wdb.Close()
+		return nil, err
+	}
+
+	s.rdb, err = sql.Open("sqlite", dsn(abs, url.Values{"_query_only": {"1"}}))
+	if err != nil {
+		s.wdb.Close()
+		return nil, fmt.Errorf("sqlite: open: %w", err)
+	}
+	readers := max(4, 2*runtime.GOMAXPROCS(0))
+	s.rdb.SetMaxOpenConns(readers)
+	s.rdb.SetMaxIdleConns(readers)
+	if err := s.rdb.PingContext(ctx); err != nil {
+		s.wdb.Close()
+		s.rdb.Close()
+		return nil, fmt.Errorf("sqlite: open: %w", err)
+	}
+
+	conn, err := s.wdb.Conn(ctx)
+	if err != nil {
+		s.wdb.Close()
+		s.rdb.Close()
+		return nil, fmt.Errorf("sqlite: open: %w", err)
+	}
+	s.w = newWriter(s, conn)
+	go s.w.run()
+	return s, nil
+}
+
+// dsn builds the driver name of the database file at abs with the settings
+// every connection shares plus extra.
+func dsn(abs string, extra url.Values) string {
+	q := url.Values{
+		"_busy_timeout": {"10000"},
+		"_foreign_keys": {"1"},
+	}
+	for k, v := range extra {
+		q[k] = v
+	}
+	return (&url.URL{Scheme: "file", Path: abs, RawQuery: q.Encode()}).String()
+}
+
+// Kind names the backend.
+func (s *Store) Kind() string { return "sqlite" }
+
+// Ping runs a trivial query on the read pool.
+func (s *Store) Ping(ctx context.Context) error {
+	if err := s.open("ping"); err != nil {
+		return err
+	}
+	var one int
+	if err := s.rdb.QueryRowContext(ctx, "SELECT 1").Scan(&one); err != nil {
+		return fmt.Errorf("sqlite: ping: %w: %w", store.ErrUnavailable, err)
+	}
+	return nil
+}
+
+// Close stops the writer once it has committed everything already
+// submitted, ends every subscription and closes the database.
+func (s *Store) Close() error {
+	if s.closed.Swap(true) {
+		return nil
+	}
+	s.w.stop()
+	s.subs.closeAll()
+	return errors.Join(s.wdb.Close(), s.rdb.Close())
+}
+
+// open reports ErrUnavailable once the store is closed.
+func (s *Store) open(op string) error {
+	if s.closed.Load() {
+		return fmt.Errorf("sqlite: %s: %w: store closed", op, store.ErrUnavailable)
+	}
+	return nil
+}
+
+// newULID returns a ULID for time t, monotonic within the process.
+func (s *Store) newULID(t time.Time) string {
+	s.entropyMu.Lock()
+	defer s.entropyMu.Unlock()
+	return ulid.MustNew(ulid.Timestamp(t), s.entropy).String()
+}
+
+// newToken returns a random lease token.
+func newToken() string {
+	var b [16]byte
+	_, _ = rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}
+
+// wrap prefixes err with the operation and maps sql.ErrNoRows to
+// store.ErrNotFound.
+func wrap(op string, err error) error {
+	if err == nil {
+		return nil
+	}
+	if errors.Is(err, sql.ErrNoRows) {
+		return fmt.Errorf("sqlite: %s: %w", op, store.ErrNotFound)
+	}
+	return fmt.Errorf("sqlite: %s: %w", op, err)
+}
+
+// ms converts t to unix milliseconds, NULL for the zero time.
+func ms(t time.Time) any {
+	if t.IsZero() {
+		return nil
+	}
+	return t.UnixMilli()
+}
+
+// fromMS converts nullable unix milliseconds back to a time (UTC).
+func fromMS(v sql.NullInt64) time.Time {
+	if !v.Valid {
+		return time.Time{}
+	}
+	return time.UnixMilli(v.Int64).UTC()
+}
+
+// expiry is the expires_at of something living ttl from now; NULL when ttl
+// is not positive (no expiry).
+func expiry(now time.Time, ttl time.Duration) any {
+	if ttl <= 0 {
+		return nil
+	}
+	return now.Add(ttl).UnixMilli()
+}
+
+// nullStr stores "" as NULL.
+func nullStr(v string) any {
+	if v == "" {
+		return nil
+	}
+	return v
+}
+
+// nullJSON stores an empty document as NULL.
+func nullJSON(v []byte) any {
+	if len(v) == 0 {
+		return nil
+	}
+	return string(v)
+}
+
+// rawJSON reads a nullable JSON column.
+func rawJSON(v sql.NullString) []byte {
+	if !v.Valid {
+		return nil
+	}
+	return []byte(v.String)
+}

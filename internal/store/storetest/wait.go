@@ -1,0 +1,169 @@
+package storetest
+
+import (
+	"encoding/json"
+	"testing"
+	"time"
+
+	"github.com/dcyfr/cyberdrew/internal/store"
+)
+
+var waitCases = []testCase{
+	{"MatchCompletesStep", testWaitMatch},
+	{"TimedOutWaitIgnoresEvents", testWaitTimeout},
+	{"MatchAnyByEmit", testWaitMatchAnyByEmit},
+	{"CancelledRunIgnoresEvents", testWaitCancelled},
+	{"MatchWhileLeased", testWaitMatchWhileLeased},
+}
+
+// waitFor claims a new run, records a Waiting step for wait with the given
+// timeout and suspends the run until then. It returns the run id and step.
+func (b *bundle) waitFor(t *testing.T, w store.Wait, timeout time.Duration) (string, store.Step) {
+	t.Helper()
+	id := b.enqueueOne(t, "fn-waiter")
+	l := b.claimOne(t, "w", id, time.Hour)
+	step := store.Step{
+		RunID:     id,
+		ID:        "approval",
+		Name:      "approval",
+		Kind:      store.StepWait,
+		Status:    store.StatusWaiting,
+		WakeAt:    b.now().Add(timeout),
+		StartedAt: b.now(),
+		Wait:      &w,
+	}
+	b.saveStep(t, l, step)
+	if err := b.store.Suspend(b.ctx, l, store.Suspension{Status: store.StatusSleeping, AvailableAt: step.WakeAt}); err != nil {
+		t.Fatalf("Suspend: %v", err)
+	}
+	return id, step
+}
+
+// waitStep returns the run's step "approval".
+func (b *bundle) waitStep(t *testing.T, runID string) store.Step {
+	t.Helper()
+	for _, s := range b.steps(t, runID) {
+		if s.ID == "approval" {
+			return s
+		}
+	}
+	t.Fatalf("run %s has no step approval", runID)
+	return store.Step{}
+}
+
+// checkWaitOutput expects the step to hold the event named name with data.
+func checkWaitOutput(t *testing.T, s store.Step, name, data string) {
+	t.Helper()
+	checkEqual(t, "step Status", s.Status, store.StatusCompleted)
+	var out struct {
+		Name string          `json:"name"`
+		Data json.RawMessage `json:"data"`
+	}
+	if err := json.Unmarshal(s.Output, &out); err != nil {
+		t.Fatalf("step Output %s is not an event: %v", s.Output, err)
+	}
+	checkEqual(t, "Output name", out.Name, name)
+	checkJSON(t, "Output data", out.Data, []byte(data))
+}
+
+func testWaitMatch(t *testing.T, b *bundle) {
+	for _, path := range []string{"data.id", "event.data.id"} {
+		name := "app/approved-" + path
+		id, step := b.waitFor(t, store.Wait{Event: name, MatchPath: path, MatchValue: json.RawMessage(`"42"`)}, time.Hour)
+		checkSteps(t, path+": recorded wait", b.steps(t, id), []store.Step{step})
+
+		// Wrong value, wrong type, wrong name, missing field: no match.
+		b.publishOne(t, b.event(name, `{"id":"43"}`))
+		b.publishOne(t, b.event(name, `{"id":42}`))
+		b.publishOne(t, b.event("app/other", `{"id":"42"}`))
+		b.publishOne(t, b.event(name, `{"other":"42"}`))
+		checkEqual(t, path+": step Status after non-matching events", b.waitStep(t, id).Status, store.StatusWaiting)
+		checkTime(t, path+": AvailableAt after non-matching events", b.getRun(t, id).AvailableAt, step.WakeAt)
+		b.claimNone(t, "w")
+
+		b.clock.Advance(time.Minute)
+		match := `{"id":"42","extra":"first"}`
+		b.publishOne(t, b.event(name, match))
+		checkWaitOutput(t, b.waitStep(t, id), name, match)
+		// Only the first match counts.
+		b.publishOne(t, b.event(name, `{"id":"42","extra":"second"}`))
+		checkWaitOutput(t, b.waitStep(t, id), name, match)
+
+		r := b.getRun(t, id)
+		if r.AvailableAt.After(b.now()) {
+			t.Errorf("%s: AvailableAt after the match = %v, want now (%v) or earlier", path, fmtTime(r.AvailableAt), fmtTime(b.now()))
+		}
+		l := b.claimOne(t, "w", id, time.Hour)
+		checkEqual(t, path+": Lease.Steps", len(l.Steps), 1)
+		checkWaitOutput(t, l.Steps[0], name, match)
+		b.finish(t, l, store.Outcome{Status: store.StatusCompleted})
+	}
+
+	// A number matches a number.
+	id, _ := b.waitFor(t, store.Wait{Event: "app/n", MatchPath: "data.n", MatchValue: json.RawMessage(`7`)}, time.Hour)
+	b.publishOne(t, b.event("app/n", `{"n":"7"}`))
+	checkEqual(t, "number wait after a string", b.waitStep(t, id).Status, store.StatusWaiting)
+	b.publishOne(t, b.event("app/n", `{"n": 7}`))
+	checkWaitOutput(t, b.waitStep(t, id), "app/n", `{"n":7}`)
+}
+
+func testWaitTimeout(t *testing.T, b *bundle) {
+	id, step := b.waitFor(t, store.Wait{Event: "app/approved", MatchPath: "data.id", MatchValue: json.RawMessage(`"42"`)}, 10*time.Minute)
+	b.clock.Advance(10*time.Minute + time.Second)
+	b.publishOne(t, b.event("app/approved", `{"id":"42"}`))
+	got := b.waitStep(t, id)
+	checkEqual(t, "step Status after the timeout", got.Status, store.StatusWaiting)
+	if len(got.Output) != 0 && string(got.Output) != "null" {
+		t.Errorf("step Output after the timeout = %s, want none", got.Output)
+	}
+	l := b.claimOne(t, "w", id, time.Hour)
+	checkSteps(t, "Lease.Steps", l.Steps, []store.Step{step})
+}
+
+func testWaitMatchAnyByEmit(t *testing.T, b *bundle) {
+	waiter, _ := b.waitFor(t, store.Wait{Event: "app/done"}, time.Hour)
+	sender := b.enqueueOne(t, "fn-sender")
+	l := b.claimOne(t, "w", sender, time.Hour)
+	b.saveStep(t, l, b.doneStep(l, "send"), store.Publication{Event: b.event("app/done", `{"any":"thing"}`)})
+	checkWaitOutput(t, b.waitStep(t, waiter), "app/done", `{"any":"thing"}`)
+	b.claimOne(t, "w", waiter, time.Hour)
+}
+
+func testWaitCancelled(t *testing.T, b *bundle) {
+	id, _ := b.waitFor(t, store.Wait{Event: "app/approved"}, time.Hour)
+	if _, err := b.store.CancelRun(b.ctx, id, "stop"); err != nil {
+		t.Fatalf("CancelRun: %v", err)
+	}
+	b.publishOne(t, b.event("app/approved", `{}`))
+	r := b.getRun(t, id)
+	checkEqual(t, "Status", r.Status, store.StatusCancelled)
+	checkTime(t, "AvailableAt", r.AvailableAt, time.Time{})
+	b.claimNone(t, "w")
+}
+
+func testWaitMatchWhileLeased(t *testing.T, b *bundle) {
+	id := b.enqueueOne(t, "fn-waiter")
+	l := b.claimOne(t, "w", id, time.Hour)
+	step := store.Step{
+		RunID:     id,
+		ID:        "approval",
+		Name:      "approval",
+		Kind:      store.StepWait,
+		Status:    store.StatusWaiting,
+		WakeAt:    b.now().Add(time.Hour),
+		StartedAt: b.now(),
+		Wait:      &store.Wait{Event: "app/approved"},
+	}
+	b.saveStep(t, l, step)
+	// The event arrives between SaveStep and Suspend.
+	b.publishOne(t, b.event("app/approved", `{"ok":true}`))
+	checkWaitOutput(t, b.waitStep(t, id), "app/approved", `{"ok":true}`)
+	// Decision: the match leaves the lease alone, and the wake-up is not
+	// lost: Suspend until the timeout makes the run claimable at once.
+	if err := b.store.Suspend(b.ctx, l, store.Suspension{Status: store.StatusSleeping, AvailableAt: step.WakeAt}); err != nil {
+		t.Fatalf("Suspend after the match: %v", err)
+	}
+	l2 := b.claimOne(t, "w2", id, time.Hour)
+	checkEqual(t, "len(Lease.Steps)", len(l2.Steps), 1)
+	checkWaitOutput(t, l2.Steps[0], "app/approved", `{"ok":true}`)
+}
