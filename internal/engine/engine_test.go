@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
+	"os"
 	"path/filepath"
 	"sync"
 	"sync/atomic"
@@ -47,7 +49,7 @@ func setup(t *testing.T, o options, fns ...engine.Function) *bundle {
 		t.Fatalf("open store: %v", err)
 	}
 	t.Cleanup(func() { st.Close() })
-	eng, err := engine.New(engine.Options{Store: st, Clock: clock, Jitter: func(d time.Duration) time.Duration { return d }})
+	eng, err := engine.New(engine.Options{Logger: slog.New(slog.NewTextHandler(os.Stderr, nil)), Store: st, Clock: clock, Jitter: func(d time.Duration) time.Duration { return d }})
 	if err != nil {
 		t.Fatalf("engine: %v", err)
 	}
@@ -210,6 +212,7 @@ func TestStepRetriesWithBackoffAndKeepsCompletedSteps(t *testing.T) {
 	for i, delay := range []time.Duration{15 * time.Second, 30 * time.Second} {
 		b.waitFor(t, "attempt to be recorded", func() bool {
 			s := steps(t, b, id)["flaky"]
+			t.Logf("i=%d attempts=%d run=%+v wake=%v", i, len(s.Attempts), b.run(t, id), s.WakeAt)
 			return len(s.Attempts) == i+1 && b.run(t, id).AvailableAt.Equal(s.WakeAt)
 		})
 		s := steps(t, b, id)["flaky"]
@@ -261,10 +264,10 @@ func TestCustomBackoffAndExhaustedRetriesFailTheRun(t *testing.T) {
 		},
 	})
 	id := oneRun(t, b.send(t, "test/doomed", `{}`))
-	for _, d := range []time.Duration{time.Minute, 2 * time.Minute} {
+	for i, d := range []time.Duration{time.Minute, 2 * time.Minute} {
 		b.waitFor(t, "a retry to be scheduled", func() bool {
 			r := b.run(t, id)
-			return r.Status == store.StatusRunning && r.LeaseOwner == "" && !r.AvailableAt.IsZero()
+			return len(steps(t, b, id)["always-fails"].Attempts) == i+1 && r.LeaseOwner == ""
 		})
 		if got := b.run(t, id).AvailableAt.Sub(b.clock.Now()); got != d {
 			t.Fatalf("next attempt in %v, want %v", got, d)
@@ -462,17 +465,20 @@ func TestWaitForEvent(t *testing.T) {
 	}
 }
 
-// blocker is a handler that holds its run until released, reporting starts.
+// blocker is a handler that holds its run until released, reporting starts
+// and returns.
 type blocker struct {
 	started chan string
+	exited  chan string
 	release chan struct{}
 }
 
 func newBlocker() *blocker {
-	return &blocker{started: make(chan string, 100), release: make(chan struct{})}
+	return &blocker{started: make(chan string, 100), exited: make(chan string, 100), release: make(chan struct{})}
 }
 
 func (bl *blocker) handler(ctx context.Context, r *engine.Run) (any, error) {
+	defer func() { bl.exited <- r.ID }()
 	return engine.Step(ctx, r, "hold", func(ctx context.Context) (string, error) {
 		bl.started <- r.ID
 		select {
@@ -486,11 +492,16 @@ func (bl *blocker) handler(ctx context.Context, r *engine.Run) (any, error) {
 
 func (bl *blocker) next(t *testing.T) string {
 	t.Helper()
+	return receive(t, bl.started, "a run to start")
+}
+
+func receive(t *testing.T, ch <-chan string, what string) string {
+	t.Helper()
 	select {
-	case id := <-bl.started:
+	case id := <-ch:
 		return id
 	case <-time.After(10 * time.Second):
-		t.Fatal("timed out waiting for a run to start")
+		t.Fatalf("timed out waiting for %s", what)
 		return ""
 	}
 }
@@ -627,7 +638,9 @@ func TestFinishTimeoutAndCancel(t *testing.T) {
 	if _, err := b.eng.Cancel(b.ctx, held); err != nil {
 		t.Fatalf("cancel: %v", err)
 	}
-	b.waitFor(t, "the worker to let go", func() bool { return b.pool.Busy() == 0 })
+	if id := receive(t, bl.exited, "the handler to return"); id != held {
+		t.Fatalf("handler of %s returned, want %s", id, held)
+	}
 	if r := b.run(t, held); r.Status != store.StatusCancelled {
 		t.Errorf("status = %s, want Cancelled", r.Status)
 	}
@@ -669,12 +682,15 @@ func TestLapsedLeaseIsTakenOver(t *testing.T) {
 func TestGracefulShutdownHandsRunsBack(t *testing.T) {
 	t.Parallel()
 	var attempts atomic.Int32
+	started := make(chan string, 1)
 	proceed := make(chan struct{})
 	b := setup(t, options{noPool: true}, engine.Function{
 		ID: "long", Triggers: []engine.Trigger{{Event: "test/long"}},
 		Handler: func(ctx context.Context, r *engine.Run) (any, error) {
 			return engine.Step(ctx, r, "long-step", func(ctx context.Context) (string, error) {
-				attempts.Add(1)
+				if attempts.Add(1) == 1 {
+					started <- r.ID
+				}
 				select {
 				case <-proceed:
 					return "done", nil
@@ -687,7 +703,7 @@ func TestGracefulShutdownHandsRunsBack(t *testing.T) {
 	pool := engine.NewWorkerPool(b.eng, engine.PoolOptions{Workers: 2, LeaseTTL: time.Hour, Owner: "old"})
 	pool.Start(b.ctx)
 	id := oneRun(t, b.send(t, "test/long", `{}`))
-	b.waitFor(t, "the run to start", func() bool { return attempts.Load() == 1 })
+	receive(t, started, "the run to start")
 	ctx, cancel := context.WithCancel(b.ctx)
 	cancel() // no grace: interrupt at once
 	pool.Stop(ctx)

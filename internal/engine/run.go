@@ -92,14 +92,17 @@ func (r *Run) save(s store.Step, emit []store.Publication) error {
 	return nil
 }
 
-// suspend hands the run back until at once the handler returns, recording s
-// in the same transaction.
+// suspend records s and hands the run back until at once the handler
+// returns. An event matching a wait that arrives in between is not lost:
+// the store wakes the run when it is suspended.
 func (r *Run) suspend(s store.Step, status store.Status, at time.Time) error {
+	if err := r.save(s, nil); err != nil {
+		return err
+	}
 	if fb := r.lease.Run.FinishBy; !fb.IsZero() && fb.Before(at) {
 		at = fb
 	}
-	r.steps[s.ID] = s
-	r.yield = &store.Suspension{Status: status, AvailableAt: at, Attempt: r.Attempt, Step: &s}
+	r.yield = &store.Suspension{Status: status, AvailableAt: at, Attempt: r.Attempt}
 	return errYield
 }
 

@@ -235,10 +235,6 @@ type Suspension struct {
 	Status      Status // Running (retry), Sleeping (sleep, wait) or Queued
 	AvailableAt time.Time
 	Attempt     int // the new function-level attempt counter
-	// Step, when set, is recorded in the same transaction (the retrying,
-	// sleeping or waiting step that caused the suspension), so a matching
-	// event can never slip in between the step and the suspension.
-	Step *Step
 }
 
 // RunFilter selects runs for listing, newest first.
