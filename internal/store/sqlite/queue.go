@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/dcyfr/cyberdrew/internal/keypath"
 	"github.com/dcyfr/cyberdrew/internal/store"
 )
 
@@ -195,6 +196,9 @@ func (s *Store) SaveStep(ctx context.Context, l *store.Lease, st store.Step, emi
 			return wrap("save step", fmt.Errorf("%w: wait needs an event name", store.ErrInvalid))
 		}
 		if w.MatchPath != "" {
+			if _, err := keypath.Parse(w.MatchPath); err != nil {
+				return wrap("save step", fmt.Errorf("%w: wait match path: %w", store.ErrInvalid, err))
+			}
 			var buf bytes.Buffer
 			if err := json.Compact(&buf, w.MatchValue); err != nil {
 				return wrap("save step", fmt.Errorf("%w: wait match value: %w", store.ErrInvalid, err))

@@ -408,3 +408,36 @@ func TestCloseDrainsQueuedWrites(t *testing.T) {
 		t.Errorf("%d keys after Close and reopen, want %d", len(keys), n)
 	}
 }
+
+// TestClaimScansPastManyBlockedRuns queues more runs held back by their
+// concurrency key than Claim reads in one page ahead of a free one.
+func TestClaimScansPastManyBlockedRuns(t *testing.T) {
+	t.Parallel()
+	clock := clockwork.NewFakeClockAt(t0)
+	s := openTest(t, filepath.Join(t.TempDir(), "cyberdrew.db"), clock)
+	publish := func(id, key string) {
+		t.Helper()
+		spec := store.RunSpec{ID: id, FunctionID: "fn", ConcurrencyKey: key, ConcurrencyLimit: 1}
+		if _, err := s.Publish(t.Context(), []store.Publication{{Event: event("x"), Runs: []store.RunSpec{spec}}}); err != nil {
+			t.Fatal(err)
+		}
+		clock.Advance(time.Millisecond) // a distinct AvailableAt for each, in order
+	}
+	blocked := 3*claimPage + 5
+	for i := range blocked {
+		publish(fmt.Sprintf("run-%04d", i), "busy")
+	}
+	publish("run-free", "")
+
+	ls, err := s.Claim(t.Context(), "w", 1, time.Minute)
+	if err != nil || len(ls) != 1 || ls[0].RunID != "run-0000" {
+		t.Fatalf("first Claim = %v, %v; want run-0000", ls, err)
+	}
+	ls, err = s.Claim(t.Context(), "w", 5, time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(ls) != 1 || ls[0].RunID != "run-free" {
+		t.Errorf("Claim behind %d blocked runs = %v, want [run-free]", blocked-1, ls)
+	}
+}

@@ -47,7 +47,6 @@ type writer struct {
 	done  chan struct{}
 	stmts map[string]*sql.Stmt // prepared on conn, by query
 	full  bool                 // conn is at synchronous=FULL
-	stop1 sync.Once
 }
 
 func newWriter(s *Store, conn *sql.Conn) *writer {
@@ -92,19 +91,17 @@ func (s *Store) write(ctx context.Context, name string, durable bool, fn func(*t
 }
 
 // stop lets the writer commit what was submitted, then ends it. Store.Close
-// has already marked the store closed, so no new operation arrives once the
-// in-flight submitters have released mu.
+// calls it once, after marking the store closed, so no new operation
+// arrives once the in-flight submitters have released mu.
 func (w *writer) stop() {
-	w.stop1.Do(func() {
-		w.mu.Lock()
-		close(w.ops)
-		w.mu.Unlock()
-		<-w.done
-		for _, st := range w.stmts {
-			st.Close()
-		}
-		w.conn.Close()
-	})
+	w.mu.Lock()
+	close(w.ops)
+	w.mu.Unlock()
+	<-w.done
+	for _, st := range w.stmts {
+		st.Close()
+	}
+	w.conn.Close()
 }
 
 func (w *writer) run() {
@@ -143,7 +140,10 @@ func (w *writer) commit(group []*op) {
 	for _, o := range group {
 		durable = durable || o.durable
 	}
+	// A group that cannot commit is a storage failure (disk full, I/O
+	// error): every caller hears ErrUnavailable and may retry.
 	fail := func(err error) {
+		err = fmt.Errorf("%w: %w", store.ErrUnavailable, err)
 		for _, o := range group {
 			o.done <- err
 		}

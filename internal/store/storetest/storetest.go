@@ -36,8 +36,7 @@ import (
 	"github.com/dcyfr/cyberdrew/internal/store"
 )
 
-// opener opens a fresh, empty store whose notion of now is clock. It must
-// arrange for the store to be closed when t ends (t.Cleanup).
+// opener is the type of Run's open argument.
 type opener = func(t *testing.T, clock *clockwork.FakeClock) store.Store
 
 // start is the fixed instant every case's fake clock starts at.
