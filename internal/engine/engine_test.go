@@ -5,8 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"log/slog"
-	"os"
 	"path/filepath"
 	"sync"
 	"sync/atomic"
@@ -49,7 +47,7 @@ func setup(t *testing.T, o options, fns ...engine.Function) *bundle {
 		t.Fatalf("open store: %v", err)
 	}
 	t.Cleanup(func() { st.Close() })
-	eng, err := engine.New(engine.Options{Logger: slog.New(slog.NewTextHandler(os.Stderr, nil)), Store: st, Clock: clock, Jitter: func(d time.Duration) time.Duration { return d }})
+	eng, err := engine.New(engine.Options{Store: st, Clock: clock, Jitter: func(d time.Duration) time.Duration { return d }})
 	if err != nil {
 		t.Fatalf("engine: %v", err)
 	}
@@ -90,6 +88,10 @@ func (b *bundle) waitFor(t *testing.T, what string, cond func() bool) {
 		select {
 		case <-b.changes:
 		case <-deadline.C:
+			all, _ := b.st.ListRuns(b.ctx, store.RunFilter{})
+			for _, r := range all.Items {
+				t.Logf("run %+v", r)
+			}
 			t.Fatalf("timed out waiting for %s", what)
 		}
 	}

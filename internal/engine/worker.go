@@ -117,6 +117,7 @@ func (p *WorkerPool) Size() int { return p.opts.Workers }
 func (p *WorkerPool) loop(ctx context.Context, changes <-chan store.Change) {
 	failures := 0
 	for {
+		claimedAt := p.e.clock.Now()
 		claimed, err := p.claim(ctx)
 		if ctx.Err() != nil {
 			return
@@ -140,6 +141,8 @@ func (p *WorkerPool) loop(ctx context.Context, changes <-chan store.Change) {
 			case !ok:
 			case at.After(p.e.clock.Now()):
 				wake = at
+			case at.After(claimedAt):
+				continue // the clock passed at while we claimed: look again
 			default:
 				// Claimable but not claimed: blocked by a concurrency limit
 				// or a full pool. A finishing run wakes us; look again after
