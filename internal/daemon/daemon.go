@@ -26,7 +26,7 @@ import (
 
 // Serve runs the daemon until ctx ends, then shuts it down gracefully.
 func Serve(ctx context.Context, cfg config.Serve, logger *slog.Logger) error {
-	d, err := New(ctx, cfg, logger, clockwork.NewRealClock())
+	d, err := New(ctx, cfg, logger, Options{})
 	if err != nil {
 		return err
 	}
@@ -55,8 +55,23 @@ type Daemon struct {
 	served    chan error
 }
 
+// Options are the daemon's parts that tests replace.
+type Options struct {
+	Clock clockwork.Clock // nil: the real clock
+	// Functions to register; nil registers the site's (jobs.Functions).
+	Functions []engine.Function
+}
+
 // New opens the store and builds every part; nothing runs until Start.
-func New(ctx context.Context, cfg config.Serve, logger *slog.Logger, clock clockwork.Clock) (*Daemon, error) {
+func New(ctx context.Context, cfg config.Serve, logger *slog.Logger, opts Options) (*Daemon, error) {
+	clock := opts.Clock
+	if clock == nil {
+		clock = clockwork.NewRealClock()
+	}
+	fns := opts.Functions
+	if fns == nil {
+		fns = jobs.Functions()
+	}
 	spec, err := config.ParseStore(cfg.Store, cfg.DataDir)
 	if err != nil {
 		return nil, fmt.Errorf("daemon: store: %w", err)
@@ -73,7 +88,7 @@ func New(ctx context.Context, cfg config.Serve, logger *slog.Logger, clock clock
 	}
 	eng, err := engine.New(engine.Options{Store: st, Clock: clock, Logger: logger, Validate: jobs.Validate})
 	if err == nil {
-		err = eng.Register(jobs.Functions()...)
+		err = eng.Register(fns...)
 	}
 	if err != nil {
 		st.Close()
