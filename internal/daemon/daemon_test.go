@@ -1,0 +1,371 @@
+package daemon_test
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"io"
+	"log/slog"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/dcyfr/cyberdrew/internal/config"
+	"github.com/dcyfr/cyberdrew/internal/daemon"
+	"github.com/dcyfr/cyberdrew/internal/engine"
+	"github.com/dcyfr/cyberdrew/internal/store"
+)
+
+// testConfig is a loopback daemon on a free port with its data in dir.
+func testConfig(dir string) config.Serve {
+	cfg := config.DefaultServe(func(string) string { return "" })
+	cfg.Addr = "127.0.0.1:0"
+	cfg.DataDir = dir
+	cfg.ShutdownTimeout = 2 * time.Second
+	cfg.Workers = 4
+	return cfg
+}
+
+// start runs a daemon until the test ends and returns its base URL.
+func start(t *testing.T, cfg config.Serve, fns []engine.Function) string {
+	t.Helper()
+	ctx := context.Background()
+	d, err := daemon.New(ctx, cfg, slog.New(slog.DiscardHandler), daemon.Options{Functions: fns})
+	if err != nil {
+		t.Fatalf("new daemon: %v", err)
+	}
+	if err := d.Start(ctx); err != nil {
+		t.Fatalf("start daemon: %v", err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		if err := d.Stop(ctx); err != nil {
+			t.Errorf("stop daemon: %v", err)
+		}
+	})
+	return "http://" + d.Addr()
+}
+
+type client struct {
+	t     *testing.T
+	base  string
+	token string
+}
+
+// do sends a request and decodes the JSON answer into out (when not nil),
+// returning the status code.
+func (c client) do(method, path, body string, out any) int {
+	c.t.Helper()
+	req, err := http.NewRequest(method, c.base+path, strings.NewReader(body))
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	if c.token != "" {
+		req.Header.Set("Authorization", "Bearer "+c.token)
+	}
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		c.t.Fatalf("%s %s: %v", method, path, err)
+	}
+	defer res.Body.Close()
+	raw, _ := io.ReadAll(res.Body)
+	if out != nil {
+		if err := json.Unmarshal(raw, out); err != nil {
+			c.t.Fatalf("%s %s: decoding %q: %v", method, path, raw, err)
+		}
+	}
+	return res.StatusCode
+}
+
+// stream follows /v1/stream and delivers its changes.
+func (c client) stream(query string) <-chan store.Change {
+	c.t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	c.t.Cleanup(cancel)
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, c.base+"/v1/stream"+query, nil)
+	if c.token != "" {
+		req.Header.Set("Authorization", "Bearer "+c.token)
+	}
+	res, err := http.DefaultClient.Do(req)
+	if err != nil || res.StatusCode != http.StatusOK {
+		c.t.Fatalf("stream: %v %v", err, res)
+	}
+	out := make(chan store.Change, 1024)
+	go func() {
+		defer res.Body.Close()
+		defer close(out)
+		sc := bufio.NewScanner(res.Body)
+		for sc.Scan() {
+			line, ok := strings.CutPrefix(sc.Text(), "data: ")
+			if !ok {
+				continue
+			}
+			var ch store.Change
+			if json.Unmarshal([]byte(line), &ch) == nil {
+				out <- ch
+			}
+		}
+	}()
+	return out
+}
+
+// awaitRun reads the stream until run id reaches a finished status.
+func awaitRun(t *testing.T, changes <-chan store.Change, id string, within time.Duration) store.Status {
+	t.Helper()
+	deadline := time.After(within)
+	for {
+		select {
+		case c, ok := <-changes:
+			if !ok {
+				t.Fatalf("stream ended before run %s finished", id)
+			}
+			if c.Kind == store.ChangeRun && c.RunID == id && c.Status.Finished() {
+				return c.Status
+			}
+		case <-deadline:
+			t.Fatalf("run %s did not finish within %v", id, within)
+		}
+	}
+}
+
+type runsAnswer struct {
+	Data []struct {
+		RunID        string          `json:"run_id"`
+		EventID      string          `json:"event_id"`
+		FunctionID   string          `json:"function_id"`
+		Status       string          `json:"status"`
+		RunStartedAt *time.Time      `json:"run_started_at"`
+		EndedAt      *time.Time      `json:"ended_at"`
+		Output       json.RawMessage `json:"output"`
+	} `json:"data"`
+}
+
+func TestHelloWorldEndToEnd(t *testing.T) {
+	t.Parallel()
+	c := client{t: t, base: start(t, testConfig(t.TempDir()), nil)}
+	changes := c.stream("")
+
+	var acc struct {
+		IDs    []string `json:"ids"`
+		Status int      `json:"status"`
+	}
+	sent := time.Now()
+	if code := c.do("POST", "/e/anykey", `{"name":"test/hello.world","data":{"email":"a@b.c"}}`, &acc); code != 200 || acc.Status != 200 || len(acc.IDs) != 1 {
+		t.Fatalf("intake answered %d %+v", code, acc)
+	}
+	var runs runsAnswer
+	c.do("GET", "/v1/events/"+acc.IDs[0]+"/runs", "", &runs)
+	if len(runs.Data) != 1 || runs.Data[0].FunctionID != "hello-world" {
+		t.Fatalf("runs of the event = %+v", runs.Data)
+	}
+	if st := awaitRun(t, changes, runs.Data[0].RunID, 5*time.Second); st != store.StatusCompleted {
+		t.Fatalf("run ended %s", st)
+	}
+	took := time.Since(sent)
+	c.do("GET", "/v1/events/"+acc.IDs[0]+"/runs", "", &runs)
+	r := runs.Data[0]
+	if r.Status != "Completed" || string(r.Output) != `{"message":"Hello a@b.c!"}` || r.RunStartedAt == nil || r.EndedAt == nil {
+		t.Errorf("finished run = %+v (output %s)", r, r.Output)
+	}
+	if took < time.Second || took > 1500*time.Millisecond {
+		t.Logf("hello-world took %v (its durable sleep is 1 s)", took)
+	}
+
+	var detail struct {
+		Data struct {
+			Status string `json:"status"`
+			Steps  []struct {
+				ID     string `json:"id"`
+				Kind   string `json:"kind"`
+				Status string `json:"status"`
+			} `json:"steps"`
+		} `json:"data"`
+	}
+	c.do("GET", "/v1/runs/"+r.RunID, "", &detail)
+	if len(detail.Data.Steps) != 1 || detail.Data.Steps[0].ID != "wait-a-moment" || detail.Data.Steps[0].Kind != "sleep" || detail.Data.Steps[0].Status != "Completed" {
+		t.Errorf("run detail steps = %+v", detail.Data.Steps)
+	}
+}
+
+func TestIntakeRejectsWholeRequestsAndDeduplicates(t *testing.T) {
+	t.Parallel()
+	c := client{t: t, base: start(t, testConfig(t.TempDir()), nil)}
+	var bad struct {
+		Error string `json:"error"`
+	}
+	code := c.do("POST", "/e/k", `[{"name":"test/hello.world","data":{"email":"a@b.c"}},{"name":"test/hello.world","data":{"email":7}}]`, &bad)
+	if code != 400 || !strings.Contains(bad.Error, "data.email") {
+		t.Fatalf("schema violation answered %d %q, want 400 naming data.email", code, bad.Error)
+	}
+	var events struct {
+		Data []json.RawMessage `json:"data"`
+	}
+	c.do("GET", "/v1/events", "", &events)
+	if len(events.Data) != 0 {
+		t.Fatalf("a rejected request stored %d events", len(events.Data))
+	}
+
+	var first, second struct {
+		IDs []string `json:"ids"`
+	}
+	body := `{"id":"order-42","name":"shop/order.paid","data":{"n":1}}`
+	c.do("POST", "/e/k", body, &first)
+	c.do("POST", "/e/k", body, &second)
+	if len(first.IDs) != 1 || len(second.IDs) != 1 || first.IDs[0] != second.IDs[0] {
+		t.Fatalf("client id dedup: first %v, second %v", first.IDs, second.IDs)
+	}
+	c.do("GET", "/v1/events", "", &events)
+	if len(events.Data) != 1 {
+		t.Errorf("%d events stored for one client id, want 1", len(events.Data))
+	}
+}
+
+func TestAdminAPIOnTheRealEngine(t *testing.T) {
+	t.Parallel()
+	release := make(chan struct{})
+	t.Cleanup(func() { close(release) })
+	fns := []engine.Function{{
+		ID: "held", Triggers: []engine.Trigger{{Event: "test/held"}},
+		Handler: func(ctx context.Context, r *engine.Run) (any, error) {
+			return engine.Step(ctx, r, "wait", func(ctx context.Context) (string, error) {
+				select {
+				case <-release:
+				case <-ctx.Done():
+					return "", ctx.Err()
+				}
+				return "done", nil
+			})
+		},
+	}, {
+		ID: "echo", Triggers: []engine.Trigger{{Event: "test/echo"}},
+		Handler: func(ctx context.Context, r *engine.Run) (any, error) { return r.Event.Data, nil },
+	}}
+	cfg := testConfig(t.TempDir())
+	cfg.EventKeys = []string{"ek"}
+	cfg.SigningKey, cfg.SigningKeyFallback = "sk-new", "sk-old"
+	base := start(t, cfg, fns)
+	anon := client{t: t, base: base}
+	c := client{t: t, base: base, token: "sk-new"}
+
+	if code := anon.do("GET", "/v1/runs", "", nil); code != 401 {
+		t.Errorf("admin without bearer: %d, want 401", code)
+	}
+	if code := anon.do("POST", "/e/wrong", `{"name":"test/echo"}`, nil); code != 401 {
+		t.Errorf("intake with a wrong key: %d, want 401", code)
+	}
+	if code := (client{t: t, base: base, token: "sk-old"}).do("GET", "/v1/functions", "", nil); code != 200 {
+		t.Errorf("fallback signing key: %d, want 200", code)
+	}
+	changes := c.stream("")
+
+	var inv struct {
+		Data struct {
+			EventID string   `json:"event_id"`
+			RunIDs  []string `json:"run_ids"`
+		} `json:"data"`
+	}
+	if code := c.do("POST", "/v1/functions/echo/invoke", `{"data":{"x":1}}`, &inv); code != 200 || len(inv.Data.RunIDs) != 1 {
+		t.Fatalf("invoke: %d %+v", code, inv)
+	}
+	awaitRun(t, changes, inv.Data.RunIDs[0], 5*time.Second)
+	var one struct {
+		Data struct {
+			Output json.RawMessage `json:"output"`
+		} `json:"data"`
+	}
+	c.do("GET", "/v1/runs/"+inv.Data.RunIDs[0], "", &one)
+	if string(one.Data.Output) != `{"x":1}` {
+		t.Errorf("invoked run output %s", one.Data.Output)
+	}
+	if code := c.do("POST", "/v1/functions/nope/invoke", ``, nil); code != 404 {
+		t.Errorf("invoke unknown: %d, want 404", code)
+	}
+
+	var rerun struct {
+		Data struct {
+			RunID string `json:"run_id"`
+		} `json:"data"`
+	}
+	if code := c.do("POST", "/v1/runs/"+inv.Data.RunIDs[0]+"/rerun", "", &rerun); code != 200 || rerun.Data.RunID == "" || rerun.Data.RunID == inv.Data.RunIDs[0] {
+		t.Fatalf("rerun: %d %+v", code, rerun)
+	}
+	awaitRun(t, changes, rerun.Data.RunID, 5*time.Second)
+
+	var acc struct {
+		IDs []string `json:"ids"`
+	}
+	c.do("POST", "/e/ek", `{"name":"test/held"}`, &acc)
+	var runs runsAnswer
+	c.do("GET", "/v1/events/"+acc.IDs[0]+"/runs", "", &runs)
+	held := runs.Data[0].RunID
+	if code := c.do("DELETE", "/v1/runs/"+held, "", nil); code != 200 {
+		t.Fatalf("cancel: %d", code)
+	}
+	if st := awaitRun(t, changes, held, 5*time.Second); st != store.StatusCancelled {
+		t.Errorf("cancelled run ended %s", st)
+	}
+	if code := c.do("DELETE", "/v1/runs/"+held, "", nil); code != 409 {
+		t.Errorf("second cancel: %d, want 409", code)
+	}
+
+	var list struct {
+		Data []struct {
+			RunID  string `json:"run_id"`
+			Status string `json:"status"`
+		} `json:"data"`
+		Cursor string `json:"cursor"`
+	}
+	c.do("GET", "/v1/runs?function=echo&limit=1", "", &list)
+	if len(list.Data) != 1 || list.Cursor == "" {
+		t.Fatalf("first page = %+v", list)
+	}
+	newest := list.Data[0]
+	c.do("GET", "/v1/runs?function=echo&limit=1&cursor="+list.Cursor, "", &list)
+	if len(list.Data) != 1 || list.Data[0].RunID == newest.RunID {
+		t.Errorf("second page = %+v after %+v", list.Data, newest)
+	}
+	c.do("GET", "/v1/runs?status=Cancelled", "", &list)
+	if len(list.Data) != 1 || list.Data[0].Status != "Cancelled" {
+		t.Errorf("status filter = %+v", list.Data)
+	}
+
+	var fns2 struct {
+		Data []struct {
+			ID    string `json:"id"`
+			Stats struct {
+				RunsLastHour int `json:"runs_last_hour"`
+			} `json:"stats"`
+		} `json:"data"`
+	}
+	c.do("GET", "/v1/functions", "", &fns2)
+	if len(fns2.Data) != 2 || fns2.Data[1].ID != "echo" || fns2.Data[1].Stats.RunsLastHour != 2 {
+		t.Errorf("functions = %+v", fns2.Data)
+	}
+}
+
+func TestReadyAndHealth(t *testing.T) {
+	t.Parallel()
+	c := client{t: t, base: start(t, testConfig(t.TempDir()), nil)}
+	for _, path := range []string{"/health", "/healthz", "/readyz"} {
+		var body map[string]any
+		if code := c.do("GET", path, "", &body); code != 200 {
+			t.Errorf("%s: %d %v", path, code, body)
+		}
+	}
+	var missing map[string]string
+	if code := c.do("GET", "/nope", "", &missing); code != 404 || missing["error"] == "" {
+		t.Errorf("unknown route: %d %v", code, missing)
+	}
+}
+
+func TestServeRefusesPublicAddressWithoutKeys(t *testing.T) {
+	t.Parallel()
+	cfg := testConfig(t.TempDir())
+	cfg.Addr = "0.0.0.0:0"
+	err := cfg.Validate()
+	if err == nil || !strings.Contains(err.Error(), "INNGEST_EVENT_KEY") || !strings.Contains(err.Error(), "INNGEST_SIGNING_KEY") {
+		t.Fatalf("Validate() = %v, want both missing keys named", err)
+	}
+}
