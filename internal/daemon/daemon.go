@@ -134,12 +134,6 @@ func (d *Daemon) Start(ctx context.Context) error {
 	}
 	d.served = make(chan error, 1)
 	go func() { d.served <- d.http.Serve(ln) }()
-	if len(d.cfg.EventKeys) == 0 {
-		d.log.Warn("dev mode: INNGEST_EVENT_KEY is unset, the event API accepts any key")
-	}
-	if d.cfg.SigningKey == "" {
-		d.log.Warn("dev mode: INNGEST_SIGNING_KEY is unset, the admin API is open")
-	}
 	d.log.Info("cyberdrew serving", "addr", ln.Addr().String(), "store", d.store.Kind(), "workers", d.workers.Size(), "functions", len(d.engine.Functions()))
 	return nil
 }
