@@ -54,6 +54,10 @@ func setup(t *testing.T, o options, fns ...engine.Function) *bundle {
 	if err := eng.Register(fns...); err != nil {
 		t.Fatalf("register: %v", err)
 	}
+	if err := eng.Start(ctx); err != nil {
+		t.Fatalf("start engine: %v", err)
+	}
+	t.Cleanup(func() { eng.Stop(context.Background()) })
 	b := &bundle{ctx: ctx, eng: eng, st: st, clock: clock, changes: st.Subscribe(ctx)}
 	if !o.noPool {
 		if o.leaseTTL == 0 {
@@ -796,3 +800,152 @@ func TestRegisterRejectsBadOptions(t *testing.T) {
 
 // nopStore satisfies store.Store for tests that never reach the store.
 type nopStore struct{ store.Store }
+
+func TestSleepUntilAndFutureTimestampsDelayRuns(t *testing.T) {
+	t.Parallel()
+	wakeAt := start.Add(3 * time.Hour)
+	var started sync.Map
+	b := setup(t, options{}, engine.Function{
+		ID: "later", Triggers: []engine.Trigger{{Event: "test/later"}},
+		Handler: func(ctx context.Context, r *engine.Run) (any, error) {
+			started.Store(r.ID, b0(r))
+			if err := r.SleepUntil(ctx, "until", wakeAt); err != nil {
+				return nil, err
+			}
+			return "woke", nil
+		},
+	})
+	// ts one minute ahead: the run waits for it before starting.
+	acc, err := b.eng.Publish(b.ctx, []engine.IncomingEvent{{Name: "test/later", TS: start.Add(time.Minute).UnixMilli()}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	id := oneRun(t, acc[0])
+	if r := b.run(t, id); r.Status != store.StatusQueued || !r.AvailableAt.Equal(start.Add(time.Minute)) {
+		t.Fatalf("delayed run = %s at %v", r.Status, r.AvailableAt)
+	}
+	b.clock.Advance(time.Minute)
+	if r := b.waitStatus(t, id, store.StatusSleeping); !r.AvailableAt.Equal(wakeAt) {
+		t.Fatalf("sleeping until %v, want %v", r.AvailableAt, wakeAt)
+	}
+	b.clock.Advance(wakeAt.Sub(b.clock.Now()))
+	b.waitStatus(t, id, store.StatusCompleted)
+}
+
+// b0 marks that a handler ran; its value is irrelevant.
+func b0(*engine.Run) bool { return true }
+
+func TestIntakeValidationAndDedup(t *testing.T) {
+	t.Parallel()
+	b := setup(t, options{noPool: true}, engine.Function{
+		ID: "any", Triggers: []engine.Trigger{{Event: "test/*"}},
+		Handler: func(ctx context.Context, r *engine.Run) (any, error) { return nil, nil },
+	})
+	for _, bad := range [][]engine.IncomingEvent{
+		{{Name: "test/ok"}, {Name: ""}},
+		{{Name: "cyberdrew/function.failed"}},
+		{{Name: "inngest/function.invoked"}},
+		{{Name: "test/ok", TS: -1}},
+	} {
+		_, err := b.eng.Publish(b.ctx, bad)
+		var ve *engine.ValidationError
+		if !errors.As(err, &ve) {
+			t.Errorf("Publish(%+v) = %v, want a ValidationError", bad, err)
+		}
+	}
+	if page, _ := b.st.ListEvents(b.ctx, store.EventFilter{}); len(page.Items) != 0 {
+		t.Fatalf("rejected batches stored %d events", len(page.Items))
+	}
+	first, err := b.eng.Publish(b.ctx, []engine.IncomingEvent{{ID: "client-1", Name: "test/a"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	again, _ := b.eng.Publish(b.ctx, []engine.IncomingEvent{{ID: "client-1", Name: "test/a"}})
+	if !again[0].Duplicate || again[0].EventID != first[0].EventID || len(again[0].Runs) != 0 {
+		t.Errorf("duplicate = %+v, want the first id %s and no runs", again[0], first[0].EventID)
+	}
+	b.clock.Advance(24*time.Hour + time.Second)
+	later, _ := b.eng.Publish(b.ctx, []engine.IncomingEvent{{ID: "client-1", Name: "test/a"}})
+	if later[0].Duplicate || len(later[0].Runs) != 1 {
+		t.Errorf("after 24 h the id is new again: %+v", later[0])
+	}
+}
+
+func TestInvokeRerunAndDisabledFunctions(t *testing.T) {
+	t.Parallel()
+	var calls atomic.Int32
+	b := setup(t, options{},
+		engine.Function{
+			ID: "idem", Triggers: []engine.Trigger{{Event: "test/idem"}}, Idempotency: "event.data.k",
+			Handler: func(ctx context.Context, r *engine.Run) (any, error) { calls.Add(1); return string(r.Event.Data), nil },
+		},
+		engine.Function{
+			ID: "off", Triggers: []engine.Trigger{{Event: "test/idem"}, {Cron: "* * * * *"}}, Disabled: "no token",
+			Handler: func(ctx context.Context, r *engine.Run) (any, error) { return nil, errors.New("must not run") },
+		},
+	)
+	id := oneRun(t, b.send(t, "test/idem", `{"k":1}`))
+	b.waitStatus(t, id, store.StatusCompleted)
+	ref, err := b.eng.Rerun(b.ctx, id)
+	if err != nil || ref.ID == id {
+		t.Fatalf("rerun = %+v, %v; want a new run despite the idempotency key", ref, err)
+	}
+	b.waitStatus(t, ref.ID, store.StatusCompleted)
+	acc, err := b.eng.Invoke(b.ctx, "idem", json.RawMessage(`{"k":1}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r := b.waitStatus(t, oneRun(t, acc), store.StatusCompleted); string(r.Output) != `"{\"k\":1}"` {
+		t.Errorf("invoked run output %s", r.Output)
+	}
+	if ev, _ := b.st.GetEvent(b.ctx, acc.EventID); ev.Name != engine.EventFunctionInvoked {
+		t.Errorf("invoke event name %q", ev.Name)
+	}
+	if calls.Load() != 3 {
+		t.Errorf("handler ran %d times, want 3", calls.Load())
+	}
+	if _, err := b.eng.Invoke(b.ctx, "off", nil); !errors.Is(err, engine.ErrFunctionDisabled) {
+		t.Errorf("invoke disabled: %v", err)
+	}
+	if _, err := b.eng.Invoke(b.ctx, "nope", nil); !errors.Is(err, engine.ErrUnknownFunction) {
+		t.Errorf("invoke unknown: %v", err)
+	}
+	fns := map[string]engine.FunctionInfo{}
+	// The counters follow the change stream asynchronously: give them a
+	// moment, checking often.
+	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(time.Millisecond) {
+		for _, f := range b.eng.Functions() {
+			fns[f.ID] = f
+		}
+		if fns["idem"].Stats.RunsLastHour == 3 {
+			break
+		}
+	}
+	if s := fns["idem"].Stats; s.RunsLastHour != 3 || s.LastStatus != store.StatusCompleted || !s.LastRunAt.Equal(start) {
+		t.Errorf("idem stats = %+v, want 3 completed runs in the last hour", s)
+	}
+	if f := fns["off"]; f.Disabled != "no token" || !f.NextCron.IsZero() {
+		t.Errorf("disabled function listed as %+v", f)
+	}
+}
+
+func TestCronTimeZonesAndNextFire(t *testing.T) {
+	t.Parallel()
+	h := func(ctx context.Context, r *engine.Run) (any, error) { return nil, nil }
+	b := setup(t, options{noPool: true},
+		engine.Function{ID: "berlin-nine", Triggers: []engine.Trigger{{Cron: "TZ=Europe/Berlin 0 9 * * *"}}, Handler: h},
+		engine.Function{ID: "utc-nine", Triggers: []engine.Trigger{{Cron: "0 9 * * *"}}, Handler: h},
+		engine.Function{ID: "every-5s", Triggers: []engine.Trigger{{Cron: "*/5 * * * * *"}}, Handler: h},
+	)
+	want := map[string]time.Time{
+		// 2026-03-04 is winter time in Berlin: 09:00 CET is 08:00 UTC.
+		"berlin-nine": time.Date(2026, 3, 4, 8, 0, 0, 0, time.UTC),
+		"utc-nine":    time.Date(2026, 3, 4, 9, 0, 0, 0, time.UTC),
+		"every-5s":    time.Date(2026, 3, 4, 5, 6, 10, 0, time.UTC),
+	}
+	for _, f := range b.eng.Functions() {
+		if !f.NextCron.Equal(want[f.ID]) {
+			t.Errorf("%s: next fire %v, want %v", f.ID, f.NextCron, want[f.ID])
+		}
+	}
+}
