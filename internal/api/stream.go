@@ -25,6 +25,18 @@ func (s *server) stream(w http.ResponseWriter, r *http.Request) error {
 
 	ctx := r.Context()
 	changes := s.st.Subscribe(ctx)
+	f := streamFilter{runID: runID, eventID: eventID, runs: map[string]bool{}}
+	if eventID != "" {
+		// Runs the event created before the subscription started: their
+		// later changes carry the run id only.
+		p, err := s.st.ListRuns(ctx, store.RunFilter{EventID: eventID, Limit: maxLimit})
+		if err != nil {
+			return err
+		}
+		for _, run := range p.Items {
+			f.runs[run.ID] = true
+		}
+	}
 
 	h := w.Header()
 	h.Set("Content-Type", "text/event-stream")
@@ -52,7 +64,7 @@ func (s *server) stream(w http.ResponseWriter, r *http.Request) error {
 			if !ok {
 				return nil
 			}
-			if !wanted(c, runID, eventID) {
+			if !f.wanted(c) {
 				continue
 			}
 			err = writeChange(w, c)
@@ -68,12 +80,29 @@ func (s *server) stream(w http.ResponseWriter, r *http.Request) error {
 	}
 }
 
-// wanted applies the stream's filters; a lag notice always passes.
-func wanted(c store.Change, runID, eventID string) bool {
+// streamFilter applies the stream's filters. Filtering by event follows the
+// event's runs: their creation names the event, their later changes only the
+// run.
+type streamFilter struct {
+	runID, eventID string
+	runs           map[string]bool
+}
+
+// wanted reports whether c passes; a lag notice always does.
+func (f streamFilter) wanted(c store.Change) bool {
 	if c.Kind == "" {
 		return true
 	}
-	return (runID == "" || c.RunID == runID) && (eventID == "" || c.EventID == eventID)
+	if f.runID != "" && c.RunID != f.runID {
+		return false
+	}
+	if f.eventID == "" || c.EventID == f.eventID {
+		if f.eventID != "" && c.RunID != "" {
+			f.runs[c.RunID] = true
+		}
+		return true
+	}
+	return c.RunID != "" && f.runs[c.RunID]
 }
 
 func writeChange(w http.ResponseWriter, c store.Change) error {

@@ -145,7 +145,6 @@ type runsAnswer struct {
 func TestHelloWorldEndToEnd(t *testing.T) {
 	t.Parallel()
 	c := client{t: t, base: start(t, testConfig(t.TempDir()), nil)}
-	changes := c.stream("")
 
 	var acc struct {
 		IDs    []string `json:"ids"`
@@ -155,6 +154,8 @@ func TestHelloWorldEndToEnd(t *testing.T) {
 	if code := c.do("POST", "/e/anykey", `{"name":"test/hello.world","data":{"email":"a@b.c"}}`, &acc); code != 200 || acc.Status != 200 || len(acc.IDs) != 1 {
 		t.Fatalf("intake answered %d %+v", code, acc)
 	}
+	// Subscribed after the run was created, the event filter still follows it.
+	changes := c.stream("?event_id=" + acc.IDs[0])
 	var runs runsAnswer
 	c.do("GET", "/v1/events/"+acc.IDs[0]+"/runs", "", &runs)
 	if len(runs.Data) != 1 || runs.Data[0].FunctionID != "hello-world" {
