@@ -141,7 +141,8 @@ func TestStreamFilters(t *testing.T) {
 		want  []string // event name and id of each expected frame
 	}{
 		{"?run_id=run-1", []string{"run run-1", "resync ", "step run-1"}},
-		{"?event_id=evt-a", []string{"run run-1", "resync ", "event evt-a"}},
+		// The event filter follows the event's run to its later changes.
+		{"?event_id=evt-a", []string{"run run-1", "resync ", "step run-1", "event evt-a"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.query, func(t *testing.T) {
