@@ -171,18 +171,24 @@ func viewStep(s store.Step) stepView {
 	return v
 }
 
+// queryWindow reads the since, until and limit parameters of a listing.
+func queryWindow(q url.Values) (since, until time.Time, limit int, err error) {
+	if since, err = queryTime(q, "since"); err != nil {
+		return
+	}
+	if until, err = queryTime(q, "until"); err != nil {
+		return
+	}
+	limit, err = queryLimit(q)
+	return
+}
+
 // GET /v1/events?name=&since=&until=&limit=&cursor=
 func (s *server) listEvents(w http.ResponseWriter, r *http.Request) error {
 	q := r.URL.Query()
 	f := store.EventFilter{Name: q.Get("name"), Cursor: q.Get("cursor")}
 	var err error
-	if f.Since, err = queryTime(q, "since"); err != nil {
-		return err
-	}
-	if f.Until, err = queryTime(q, "until"); err != nil {
-		return err
-	}
-	if f.Limit, err = queryLimit(q); err != nil {
+	if f.Since, f.Until, f.Limit, err = queryWindow(q); err != nil {
 		return err
 	}
 	p, err := s.st.ListEvents(r.Context(), f)
@@ -238,13 +244,7 @@ func (s *server) listRuns(w http.ResponseWriter, r *http.Request) error {
 	if f.Statuses, err = queryStatuses(q); err != nil {
 		return err
 	}
-	if f.Since, err = queryTime(q, "since"); err != nil {
-		return err
-	}
-	if f.Until, err = queryTime(q, "until"); err != nil {
-		return err
-	}
-	if f.Limit, err = queryLimit(q); err != nil {
+	if f.Since, f.Until, f.Limit, err = queryWindow(q); err != nil {
 		return err
 	}
 	p, err := s.st.ListRuns(r.Context(), f)
