@@ -97,9 +97,6 @@ func New(opts Options) (*Engine, error) {
 	}, nil
 }
 
-// Store returns the engine's store.
-func (e *Engine) Store() store.Store { return e.store }
-
 // Register adds functions to the registry. It checks every option: ids are
 // unique, triggers parse, keys are valid paths.
 func (e *Engine) Register(fns ...Function) error {

@@ -104,13 +104,6 @@ func (p *WorkerPool) Stop(ctx context.Context) error {
 	return nil
 }
 
-// Busy returns how many runs the pool is executing.
-func (p *WorkerPool) Busy() int {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return len(p.inflight)
-}
-
 // Size returns the pool's capacity.
 func (p *WorkerPool) Size() int { return p.opts.Workers }
 
