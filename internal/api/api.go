@@ -51,6 +51,9 @@ type Config struct {
 	KeepAlive time.Duration
 	// ReadyTimeout bounds the store ping of /readyz.
 	ReadyTimeout time.Duration
+	// Closing, when closed, ends every open stream, so that the server can
+	// shut down without waiting for its subscribers to leave.
+	Closing <-chan struct{}
 }
 
 // Engine is what the HTTP surface asks of the durable engine.

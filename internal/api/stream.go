@@ -58,6 +58,8 @@ func (s *server) stream(w http.ResponseWriter, r *http.Request) error {
 		select {
 		case <-ctx.Done():
 			return nil
+		case <-s.cfg.Closing:
+			return nil
 		case <-tick.C:
 			_, err = fmt.Fprint(w, ": keepalive\n\n")
 		case c, ok := <-changes:

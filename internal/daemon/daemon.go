@@ -50,6 +50,7 @@ type Daemon struct {
 	workers   *engine.WorkerPool
 	scheduler *engine.Scheduler
 	retention *Retention
+	closing   chan struct{} // closed when Stop begins: ends open streams
 	listener  net.Listener
 	http      *http.Server
 	served    chan error
@@ -100,6 +101,7 @@ func New(ctx context.Context, cfg config.Serve, logger *slog.Logger, opts Option
 		workers:   engine.NewWorkerPool(eng, engine.PoolOptions{Workers: cfg.Workers}),
 		scheduler: engine.NewScheduler(eng),
 		retention: NewRetention(st, clock, cfg.Retention, logger),
+		closing:   make(chan struct{}),
 	}
 	handler := api.New(api.Config{
 		EventKeys:      cfg.EventKeys,
@@ -107,6 +109,7 @@ func New(ctx context.Context, cfg config.Serve, logger *slog.Logger, opts Option
 		MaxEventSize:   int64(cfg.MaxEventSize),
 		MaxRequestSize: int64(cfg.MaxRequestSize),
 		MaxBatch:       cfg.MaxBatch,
+		Closing:        d.closing,
 	}, eng, st, logger)
 	d.http = &http.Server{
 		Handler:           handler,
@@ -148,8 +151,8 @@ func (d *Daemon) Engine() *engine.Engine { return d.engine }
 // the shutdown timeout, and closes the store.
 func (d *Daemon) Stop(ctx context.Context) error {
 	var errs []error
+	close(d.closing)
 	httpCtx, cancel := context.WithTimeout(ctx, 5*time.Second)
-	// Streams never end by themselves: close what Shutdown leaves open.
 	if err := d.http.Shutdown(httpCtx); err != nil {
 		d.http.Close()
 	}

@@ -370,3 +370,29 @@ func TestServeRefusesPublicAddressWithoutKeys(t *testing.T) {
 		t.Fatalf("Validate() = %v, want both missing keys named", err)
 	}
 }
+
+func TestStopEndsOpenStreams(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	d, err := daemon.New(ctx, testConfig(t.TempDir()), slog.New(slog.DiscardHandler), daemon.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := d.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	changes := client{t: t, base: "http://" + d.Addr()}.stream("")
+	stopCtx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	if err := d.Stop(stopCtx); err != nil {
+		t.Fatalf("stop: %v", err)
+	}
+	select {
+	case _, open := <-changes:
+		if open {
+			t.Fatal("the stream is still delivering after Stop")
+		}
+	case <-stopCtx.Done():
+		t.Fatal("the stream outlived the daemon")
+	}
+}
