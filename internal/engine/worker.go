@@ -178,16 +178,17 @@ func (p *WorkerPool) sleep(ctx context.Context, changes <-chan store.Change, wak
 			if !ok {
 				return false
 			}
-			if p.wakes(c) {
+			if p.wakes(c, wake) {
 				return true
 			}
 		}
 	}
 }
 
-// wakes reports whether a change may have made a run claimable, and cancels
-// a local run that was cancelled elsewhere.
-func (p *WorkerPool) wakes(c store.Change) bool {
+// wakes reports whether a change may have made a run claimable before the
+// pool's next planned wake (zero: none), and cancels a local run that was
+// cancelled elsewhere.
+func (p *WorkerPool) wakes(c store.Change, wake time.Time) bool {
 	switch c.Kind {
 	case "":
 		return true // lagged: re-read
@@ -203,7 +204,8 @@ func (p *WorkerPool) wakes(c store.Change) bool {
 		if c.Status.Finished() {
 			return true // may free a concurrency slot
 		}
-		return !c.AvailableAt.IsZero() && !c.AvailableAt.After(p.e.clock.Now())
+		// A run claimable now, or sooner than planned: plan again.
+		return !c.AvailableAt.IsZero() && (wake.IsZero() || c.AvailableAt.Before(wake))
 	}
 	return false
 }
