@@ -12,6 +12,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"path/filepath"
 	"time"
 
 	"github.com/jonboulle/clockwork"
@@ -68,10 +69,6 @@ func New(ctx context.Context, cfg config.Serve, logger *slog.Logger, opts Option
 	if clock == nil {
 		clock = clockwork.NewRealClock()
 	}
-	fns := opts.Functions
-	if fns == nil {
-		fns = jobs.Functions()
-	}
 	spec, err := config.ParseStore(cfg.Store, cfg.DataDir)
 	if err != nil {
 		return nil, fmt.Errorf("daemon: store: %w", err)
@@ -85,6 +82,10 @@ func New(ctx context.Context, cfg config.Serve, logger *slog.Logger, opts Option
 		}
 	default:
 		return nil, fmt.Errorf("daemon: the %s backend is not available in this build yet; use the embedded store", spec.Kind)
+	}
+	fns := opts.Functions
+	if fns == nil {
+		fns = jobs.Functions(jobs.Deps{KV: st, Clock: clock, Mailer: jobs.Outbox{Dir: filepath.Join(cfg.DataDir, "outbox")}, Logger: logger})
 	}
 	eng, err := engine.New(engine.Options{Store: st, Clock: clock, Logger: logger, Validate: jobs.Validate})
 	if err == nil {
