@@ -42,7 +42,8 @@ func ContactFormSubmitted(d Deps) engine.Function {
 			if err := json.Unmarshal(run.Event.Data, &sub); err != nil {
 				return nil, engine.NonRetriable(errors.New("contact-form-submitted: malformed event data"))
 			}
-			sub.Name, sub.Email, sub.Message = strings.TrimSpace(sub.Name), strings.TrimSpace(sub.Email), strings.TrimSpace(sub.Message)
+			// A name is one line: CR, LF and runs of spaces become one space.
+			sub.Name, sub.Email, sub.Message = strings.Join(strings.Fields(sub.Name), " "), strings.TrimSpace(sub.Email), strings.TrimSpace(sub.Message)
 			if !ValidEmail(sub.Email) {
 				return nil, engine.NonRetriable(errors.New("contact-form-submitted: data.email is not a valid address"))
 			}
