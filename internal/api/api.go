@@ -54,6 +54,10 @@ type Config struct {
 	// Closing, when closed, ends every open stream, so that the server can
 	// shut down without waiting for its subscribers to leave.
 	Closing <-chan struct{}
+	// Routes are more handlers, by ServeMux pattern, served on the same mux
+	// (the site's public routes): unknown paths and methods still get the
+	// JSON 404 and 405.
+	Routes map[string]http.Handler
 }
 
 // Engine is what the HTTP surface asks of the durable engine.
@@ -153,6 +157,9 @@ func (s *server) routes() {
 	s.mux.Handle("GET /v1/functions", s.admin(s.listFunctions))
 	s.mux.Handle("POST /v1/functions/{id}/invoke", s.admin(s.invoke))
 	s.mux.Handle("GET /v1/stream", s.admin(s.stream))
+	for pattern, h := range s.cfg.Routes {
+		s.mux.Handle(pattern, h)
+	}
 }
 
 // ServeHTTP routes the request; requests no route matches get the mux's 404

@@ -40,6 +40,17 @@ var serveSettings = []setting{
 	{flag: "max-event-size", env: []string{"CYBERDREW_MAX_EVENT_SIZE"}},
 	{flag: "max-request-size", env: []string{"CYBERDREW_MAX_REQUEST_SIZE"}},
 	{flag: "max-batch", env: []string{"CYBERDREW_MAX_BATCH"}},
+	{flag: "resend-api-key", env: []string{"RESEND_API_KEY"}, secret: true},
+	{flag: "resend-base-url", env: []string{"CYBERDREW_RESEND_BASE_URL"}},
+	{flag: "contact-from", env: []string{"CYBERDREW_CONTACT_FROM"}},
+	{flag: "contact-to", env: []string{"CYBERDREW_CONTACT_TO"}},
+	{flag: "github-token", env: []string{"GITHUB_TOKEN"}, secret: true},
+	{flag: "github-user", env: []string{"CYBERDREW_GITHUB_USER"}},
+	{flag: "github-api-url", env: []string{"CYBERDREW_GITHUB_API_URL"}},
+	{flag: "milestone-webhook", env: []string{"CYBERDREW_MILESTONE_WEBHOOK"}, secret: true},
+	{flag: "site-prefix", env: []string{"CYBERDREW_SITE_PREFIX"}},
+	{flag: "cors-origins", env: []string{"CYBERDREW_CORS_ORIGINS"}},
+	{flag: "trusted-proxies", env: []string{"CYBERDREW_TRUSTED_PROXIES"}},
 }
 
 // serveOptions is the serve command's state: the configuration its flags
@@ -96,6 +107,17 @@ both set.`,
 	fs.Var(&c.MaxEventSize, "max-event-size", "largest event accepted")
 	fs.Var(&c.MaxRequestSize, "max-request-size", "largest event API request accepted")
 	fs.IntVar(&c.MaxBatch, "max-batch", c.MaxBatch, "most events in one event API request")
+	fs.StringVar(&c.ResendAPIKey, "resend-api-key", "", "Resend API key; unset writes emails to <data-dir>/outbox instead of sending them")
+	fs.StringVar(&c.ResendBaseURL, "resend-base-url", c.ResendBaseURL, "Resend-compatible API base URL (default Resend's)")
+	fs.StringVar(&c.ContactFrom, "contact-from", c.ContactFrom, "sender of the site's emails")
+	fs.StringVar(&c.ContactTo, "contact-to", c.ContactTo, "owner's address: receives contact messages and milestone news")
+	fs.StringVar(&c.GitHubToken, "github-token", "", "GitHub token for the contributions refresh; unset disables it")
+	fs.StringVar(&c.GitHubUser, "github-user", c.GitHubUser, "GitHub user whose contributions are cached and served")
+	fs.StringVar(&c.GitHubAPIURL, "github-api-url", c.GitHubAPIURL, "GitHub GraphQL endpoint (GitHub Enterprise; default api.github.com)")
+	fs.StringVar(&c.MilestoneWebhook, "milestone-webhook", "", "Slack-compatible webhook URL told of view milestones")
+	fs.StringVar(&c.SitePrefix, "site-prefix", c.SitePrefix, "prefix of the site's data keys")
+	fs.Var(listValue{&c.CORSOrigins}, "cors-origins", "origins allowed to call the site routes from a browser, comma-separated (* for any)")
+	fs.Var(listValue{&c.TrustedProxies}, "trusted-proxies", "proxies (CIDRs or addresses, comma-separated) whose X-Forwarded-For is trusted")
 
 	for _, s := range serveSettings {
 		f := fs.Lookup(s.flag)

@@ -9,6 +9,8 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/mail"
+	"net/netip"
 	"net/url"
 	"path/filepath"
 	"strconv"
@@ -26,6 +28,8 @@ const (
 	DefaultMaxRequestSize  = 10 * MiB
 	DefaultMaxBatch        = 5000
 	DefaultLogFormat       = LogAuto
+	DefaultContactFrom     = "contact@cyberdrew.dev"
+	DefaultGitHubUser      = "dcyfr"
 	// DBFile is the embedded store's file name inside the data dir.
 	DBFile = "cyberdrew.db"
 )
@@ -62,6 +66,19 @@ type Serve struct {
 	MaxEventSize       ByteSize
 	MaxRequestSize     ByteSize
 	MaxBatch           int
+
+	// The site (JOBS.md). ResendAPIKey and GitHubToken are secrets.
+	ResendAPIKey     string
+	ResendBaseURL    string
+	ContactFrom      string
+	ContactTo        string
+	GitHubToken      string
+	GitHubUser       string
+	GitHubAPIURL     string
+	MilestoneWebhook string // may hold a token: never logged
+	SitePrefix       string
+	CORSOrigins      []string
+	TrustedProxies   []string // CIDRs or single addresses
 }
 
 // DefaultServe returns the defaults. getenv reads XDG_DATA_HOME and HOME for
@@ -78,6 +95,8 @@ func DefaultServe(getenv func(string) string) Serve {
 		MaxEventSize:    DefaultMaxEventSize,
 		MaxRequestSize:  DefaultMaxRequestSize,
 		MaxBatch:        DefaultMaxBatch,
+		ContactFrom:     DefaultContactFrom,
+		GitHubUser:      DefaultGitHubUser,
 	}
 }
 
@@ -153,7 +172,72 @@ func (c Serve) Validate() error {
 	if c.MaxBatch < 1 {
 		fail("--max-batch: must be at least 1, got %d", c.MaxBatch)
 	}
+	for _, u := range []struct{ flag, value string }{
+		{"--resend-base-url", c.ResendBaseURL}, {"--github-api-url", c.GitHubAPIURL},
+	} {
+		if u.value != "" && !httpURL(u.value) {
+			fail("%s %q: must be an http(s) URL", u.flag, u.value)
+		}
+	}
+	if c.MilestoneWebhook != "" && !httpURL(c.MilestoneWebhook) {
+		fail("--milestone-webhook: must be an http(s) URL")
+	}
+	if !plainAddress(c.ContactFrom) {
+		fail("--contact-from %q: must be an email address", c.ContactFrom)
+	}
+	if c.ContactTo != "" && !plainAddress(c.ContactTo) {
+		fail("--contact-to %q: must be an email address", c.ContactTo)
+	}
+	if c.ResendAPIKey != "" && c.ContactTo == "" {
+		fail("--contact-to: required when RESEND_API_KEY is set (the owner receives the contact form)")
+	}
+	if c.GitHubUser == "" {
+		fail("--github-user: must not be empty")
+	}
+	if strings.ContainsAny(c.SitePrefix, " \t\r\n") {
+		fail("--site-prefix %q: must not contain spaces", c.SitePrefix)
+	}
+	for _, o := range c.CORSOrigins {
+		if o == "*" {
+			continue
+		}
+		if u, err := url.Parse(o); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || (u.Path != "" && u.Path != "/") || u.RawQuery != "" {
+			fail("--cors-origins %q: want an origin such as https://cyberdrew.dev, or *", o)
+		}
+	}
+	if _, err := c.TrustedProxyPrefixes(); err != nil {
+		fail("--trusted-proxies: %v", err)
+	}
 	return errors.Join(errs...)
+}
+
+// TrustedProxyPrefixes parses TrustedProxies: CIDRs, or single addresses.
+func (c Serve) TrustedProxyPrefixes() ([]netip.Prefix, error) {
+	var out []netip.Prefix
+	for _, p := range c.TrustedProxies {
+		if pre, err := netip.ParsePrefix(p); err == nil {
+			out = append(out, pre.Masked())
+			continue
+		}
+		a, err := netip.ParseAddr(p)
+		if err != nil {
+			return nil, fmt.Errorf("%q is neither a CIDR nor an address", p)
+		}
+		out = append(out, netip.PrefixFrom(a.Unmap(), a.Unmap().BitLen()))
+	}
+	return out, nil
+}
+
+// httpURL reports whether s is an absolute http(s) URL.
+func httpURL(s string) bool {
+	u, err := url.Parse(s)
+	return err == nil && (u.Scheme == "http" || u.Scheme == "https") && u.Host != ""
+}
+
+// plainAddress reports whether s is one bare email address.
+func plainAddress(s string) bool {
+	a, err := mail.ParseAddress(s)
+	return err == nil && a.Address == s
 }
 
 // checkAddr checks host:port and reports whether the host is a loopback
@@ -202,6 +286,17 @@ func (c Serve) LogValue() slog.Value {
 		slog.String("max_event_size", c.MaxEventSize.String()),
 		slog.String("max_request_size", c.MaxRequestSize.String()),
 		slog.Int("max_batch", c.MaxBatch),
+		slog.Bool("resend_api_key", c.ResendAPIKey != ""),
+		slog.String("resend_base_url", c.ResendBaseURL),
+		slog.String("contact_from", c.ContactFrom),
+		slog.String("contact_to", c.ContactTo),
+		slog.Bool("github_token", c.GitHubToken != ""),
+		slog.String("github_user", c.GitHubUser),
+		slog.String("github_api_url", c.GitHubAPIURL),
+		slog.Bool("milestone_webhook", c.MilestoneWebhook != ""),
+		slog.String("site_prefix", c.SitePrefix),
+		slog.Any("cors_origins", c.CORSOrigins),
+		slog.Any("trusted_proxies", c.TrustedProxies),
 	)
 }
 

@@ -12,6 +12,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"path/filepath"
 	"time"
 
 	"github.com/jonboulle/clockwork"
@@ -20,6 +21,7 @@ import (
 	"github.com/dcyfr/cyberdrew/internal/config"
 	"github.com/dcyfr/cyberdrew/internal/engine"
 	"github.com/dcyfr/cyberdrew/internal/jobs"
+	"github.com/dcyfr/cyberdrew/internal/site"
 	"github.com/dcyfr/cyberdrew/internal/store"
 	"github.com/dcyfr/cyberdrew/internal/store/sqlite"
 )
@@ -69,10 +71,6 @@ func New(ctx context.Context, cfg config.Serve, logger *slog.Logger, opts Option
 	if clock == nil {
 		clock = clockwork.NewRealClock()
 	}
-	fns := opts.Functions
-	if fns == nil {
-		fns = jobs.Functions()
-	}
 	spec, err := config.ParseStore(cfg.Store, cfg.DataDir)
 	if err != nil {
 		return nil, fmt.Errorf("daemon: store: %w", err)
@@ -86,6 +84,15 @@ func New(ctx context.Context, cfg config.Serve, logger *slog.Logger, opts Option
 		}
 	default:
 		return nil, fmt.Errorf("daemon: the %s backend is not available in this build yet; use the embedded store", spec.Kind)
+	}
+	fns := opts.Functions
+	if fns == nil {
+		deps, err := siteDeps(cfg, st, clock, logger)
+		if err != nil {
+			st.Close()
+			return nil, err
+		}
+		fns = jobs.Functions(deps)
 	}
 	eng, err := engine.New(engine.Options{Store: st, Clock: clock, Logger: logger, Validate: jobs.Validate})
 	if err == nil {
@@ -103,7 +110,12 @@ func New(ctx context.Context, cfg config.Serve, logger *slog.Logger, opts Option
 		retention: NewRetention(st, clock, cfg.Retention, logger),
 		closing:   make(chan struct{}),
 	}
+	proxies, _ := cfg.TrustedProxyPrefixes() // checked by cfg.Validate
+	siteRoutes := site.New(site.Config{
+		Origins: cfg.CORSOrigins, TrustedProxies: proxies, GitHubUser: cfg.GitHubUser, Prefix: cfg.SitePrefix,
+	}, eng, st, clock, logger)
 	handler := api.New(api.Config{
+		Routes:         siteRoutes.Routes(),
 		EventKeys:      cfg.EventKeys,
 		SigningKeys:    cfg.SigningKeys(),
 		MaxEventSize:   int64(cfg.MaxEventSize),
@@ -120,6 +132,37 @@ func New(ctx context.Context, cfg config.Serve, logger *slog.Logger, opts Option
 		ErrorLog:          slog.NewLogLogger(logger.Handler(), slog.LevelWarn),
 	}
 	return d, nil
+}
+
+// siteDeps builds the site functions' dependencies from the
+// configuration: Resend when RESEND_API_KEY is set, else the dev outbox in
+// the data dir; a GitHub client when GITHUB_TOKEN is set.
+func siteDeps(cfg config.Serve, st store.Store, clock clockwork.Clock, logger *slog.Logger) (jobs.Deps, error) {
+	deps := jobs.Deps{
+		KV: st, Clock: clock, Logger: logger,
+		Config: jobs.Config{
+			ContactFrom: cfg.ContactFrom, ContactTo: cfg.ContactTo, GitHubUser: cfg.GitHubUser,
+			MilestoneWebhook: cfg.MilestoneWebhook, Prefix: cfg.SitePrefix,
+		},
+	}
+	log := logger.With("component", "daemon")
+	if cfg.ResendAPIKey != "" {
+		m, err := jobs.NewResendMailer(cfg.ResendAPIKey, cfg.ResendBaseURL, nil, clock)
+		if err != nil {
+			return deps, fmt.Errorf("daemon: %w", err)
+		}
+		deps.Mailer = m
+	} else {
+		dir := filepath.Join(cfg.DataDir, "outbox")
+		deps.Mailer = jobs.Outbox{Dir: dir}
+		log.Warn("RESEND_API_KEY is not set: emails go to the dev outbox, not delivered", "outbox", dir)
+	}
+	if cfg.GitHubToken != "" {
+		deps.GitHub = jobs.NewGitHubClient(cfg.GitHubToken, cfg.GitHubAPIURL, nil, clock)
+	} else {
+		log.Warn("GITHUB_TOKEN is not set: the GitHub contributions refresh is disabled")
+	}
+	return deps, nil
 }
 
 // Start starts every part, the HTTP listener last.

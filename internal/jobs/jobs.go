@@ -1,11 +1,94 @@
 // Package jobs holds the site's durable functions (JOBS.md): each is an
-// engine.Function built from explicit dependencies and registered by the
-// daemon; nothing registers itself.
+// engine.Function built from explicit dependencies (Deps) and registered by
+// the daemon; nothing registers itself. The functions keep their data
+// through store.KV only, so they behave the same on every backend.
 package jobs
 
-import "github.com/dcyfr/cyberdrew/internal/engine"
+import (
+	"log/slog"
+	"net/http"
+	"time"
+
+	"github.com/jonboulle/clockwork"
+
+	"github.com/dcyfr/cyberdrew/internal/engine"
+	"github.com/dcyfr/cyberdrew/internal/store"
+)
+
+// Defaults of Config.
+const (
+	DefaultContactFrom = "contact@cyberdrew.dev"
+	DefaultGitHubUser  = "dcyfr"
+)
+
+// Config is the site's settings the functions read.
+type Config struct {
+	// ContactFrom sends every email; ContactTo is the owner, who receives
+	// the contact notifications and milestone news.
+	ContactFrom string
+	ContactTo   string
+	// GitHubUser is whose contributions are cached.
+	GitHubUser string
+	// MilestoneWebhook, when set, receives a Slack-compatible POST for each
+	// milestone.
+	MilestoneWebhook string
+	// Prefix is prepended to every data key (CYBERDREW_SITE_PREFIX).
+	Prefix string
+}
+
+// Deps are what the functions need. KV, Clock and Mailer are required;
+// GitHub nil means no GITHUB_TOKEN: the cron refresh is disabled and a
+// manual one fails with a clear message.
+type Deps struct {
+	KV     store.KV
+	Clock  clockwork.Clock
+	Mailer Mailer
+	GitHub GitHub
+	// HTTP posts the milestone webhook; nil uses a client with a timeout.
+	HTTP   *http.Client
+	Config Config
+	Logger *slog.Logger
+}
+
+// withDefaults fills the optional parts.
+func (d Deps) withDefaults() Deps {
+	if d.Clock == nil {
+		d.Clock = clockwork.NewRealClock()
+	}
+	if d.HTTP == nil {
+		d.HTTP = &http.Client{Timeout: 15 * time.Second}
+	}
+	if d.Logger == nil {
+		d.Logger = slog.New(slog.DiscardHandler)
+	}
+	if d.Config.ContactFrom == "" {
+		d.Config.ContactFrom = DefaultContactFrom
+	}
+	if d.Config.ContactTo == "" {
+		d.Config.ContactTo = d.Config.ContactFrom
+	}
+	if d.Config.GitHubUser == "" {
+		d.Config.GitHubUser = DefaultGitHubUser
+	}
+	return d
+}
 
 // Functions returns every site function, in registration order.
-func Functions() []engine.Function {
-	return []engine.Function{HelloWorld()}
+func Functions(deps Deps) []engine.Function {
+	deps = deps.withDefaults()
+	return []engine.Function{
+		HelloWorld(),
+		ContactFormSubmitted(deps),
+		RefreshGitHubData(deps),
+		ManualRefreshGitHubData(deps),
+		TrackPostView(deps),
+		HandleMilestone(deps),
+		CalculateTrending(deps),
+		GenerateAnalyticsSummary(deps),
+		DailyAnalyticsSummary(),
+		WeeklyAnalyticsSummary(),
+		MonthlyAnalyticsSummary(),
+	}
 }
+
+func retries(n int) *int { return &n }

@@ -1,0 +1,423 @@
+package jobs
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/url"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/dcyfr/cyberdrew/internal/engine"
+	"github.com/dcyfr/cyberdrew/internal/store"
+)
+
+// Retention of the blog analytics data.
+const (
+	dayDataTTL  = 90 * 24 * time.Hour
+	trendingTTL = 2 * time.Hour
+	summaryTTL  = 90 * 24 * time.Hour
+	// trendingWindow is how many days, today included, count as recent.
+	trendingWindow = 7
+	trendingSize   = 10
+	summaryTopSize = 10
+)
+
+// PostViewed is the data of blog/post.viewed.
+type PostViewed struct {
+	Slug     string `json:"slug"`
+	Title    string `json:"title,omitempty"`
+	ViewedAt string `json:"viewedAt,omitempty"`
+	Referrer string `json:"referrer,omitempty"`
+	Region   string `json:"region,omitempty"`
+	Visitor  string `json:"visitor,omitempty"`
+}
+
+// MilestoneReached is the data of blog/milestone.reached.
+type MilestoneReached struct {
+	Slug       string `json:"slug"`
+	Title      string `json:"title"`
+	Milestone  int64  `json:"milestone"`
+	TotalViews int64  `json:"totalViews"`
+	ReachedAt  string `json:"reachedAt"`
+}
+
+// viewCount is the output of increment-views.
+type viewCount struct {
+	Previous int64 `json:"previous"`
+	Total    int64 `json:"total"`
+}
+
+// TrackPostView counts a view of a post: its total, its day, the day's
+// referrer, region and visitor, and claims each milestone the total passed.
+func TrackPostView(d Deps) engine.Function {
+	keys := Keys{Prefix: d.Config.Prefix}
+	return engine.Function{
+		ID:       "track-post-view",
+		Name:     "Track post view",
+		Triggers: []engine.Trigger{{Event: EventPostViewed}},
+		Retries:  retries(4),
+		Handler: func(ctx context.Context, run *engine.Run) (any, error) {
+			var ev PostViewed
+			if err := json.Unmarshal(run.Event.Data, &ev); err != nil || !ValidSlug(ev.Slug) {
+				return nil, engine.NonRetriable(errors.New("track-post-view: data.slug is missing or invalid"))
+			}
+			viewedAt := run.Event.ReceivedAt
+			if t, err := time.Parse(time.RFC3339, ev.ViewedAt); err == nil {
+				viewedAt = t
+			}
+			date := viewedAt.UTC().Format(dateLayout)
+
+			count, err := engine.Step(ctx, run, "increment-views", func(ctx context.Context) (viewCount, error) {
+				total, err := d.KV.IncrBy(ctx, keys.PostViews(ev.Slug), 1, 0)
+				if err != nil {
+					return viewCount{}, fmt.Errorf("increment views: %w", err)
+				}
+				return viewCount{Previous: total - 1, Total: total}, nil
+			})
+			if err != nil {
+				return nil, err
+			}
+			dayViews, err := engine.Step(ctx, run, "track-daily-views", func(ctx context.Context) (int64, error) {
+				return trackDay(ctx, d.KV, keys, ev, date)
+			})
+			if err != nil {
+				return nil, err
+			}
+			title := ev.Title
+			if title == "" {
+				title = ev.Slug
+			}
+			reached, err := engine.Step(ctx, run, "check-milestones", func(ctx context.Context) ([]int64, error) {
+				return claimMilestones(ctx, d.KV, keys, ev.Slug, run.ID, date, count)
+			})
+			if err != nil {
+				return nil, err
+			}
+			if len(reached) > 0 {
+				evs := make([]engine.IncomingEvent, len(reached))
+				for i, m := range reached {
+					data, _ := json.Marshal(MilestoneReached{
+						Slug: ev.Slug, Title: title, Milestone: m, TotalViews: count.Total,
+						ReachedAt: viewedAt.UTC().Format(time.RFC3339),
+					})
+					evs[i] = engine.IncomingEvent{ID: "milestone:" + ev.Slug + ":" + itoa(m), Name: EventMilestoneReached, Data: data}
+				}
+				if _, err := run.SendEvent(ctx, "emit-milestones", evs...); err != nil {
+					return nil, err
+				}
+			}
+			return map[string]any{"slug": ev.Slug, "total": count.Total, "date": date, "dayViews": dayViews, "milestones": reached}, nil
+		},
+	}
+}
+
+// trackDay counts the view in its day and remembers the title, the
+// referrer host, the region and the visitor for the summaries. Idempotent
+// writes come first, counters last.
+func trackDay(ctx context.Context, kv store.KV, keys Keys, ev PostViewed, date string) (int64, error) {
+	if ev.Title != "" {
+		if err := kv.Set(ctx, keys.PostTitle(ev.Slug), ev.Title, 0); err != nil {
+			return 0, fmt.Errorf("remember title: %w", err)
+		}
+	}
+	if _, err := kv.SetAdd(ctx, keys.DayPosts(date), dayDataTTL, ev.Slug); err != nil {
+		return 0, fmt.Errorf("day posts: %w", err)
+	}
+	if ev.Visitor != "" {
+		if _, err := kv.SetAdd(ctx, keys.DayVisitors(date), dayDataTTL, ev.Visitor); err != nil {
+			return 0, fmt.Errorf("day visitors: %w", err)
+		}
+	}
+	host := referrerHost(ev.Referrer)
+	if host != "" {
+		if _, err := kv.SetAdd(ctx, keys.DayReferrers(date), dayDataTTL, host); err != nil {
+			return 0, fmt.Errorf("day referrers: %w", err)
+		}
+	}
+	region := cleanLabel(ev.Region)
+	if region != "" {
+		if _, err := kv.SetAdd(ctx, keys.DayRegions(date), dayDataTTL, region); err != nil {
+			return 0, fmt.Errorf("day regions: %w", err)
+		}
+	}
+	n, err := kv.IncrBy(ctx, keys.PostDayViews(ev.Slug, date), 1, dayDataTTL)
+	if err != nil {
+		return 0, fmt.Errorf("day views: %w", err)
+	}
+	if host != "" {
+		if _, err := kv.IncrBy(ctx, keys.DayReferrer(date, host), 1, dayDataTTL); err != nil {
+			return 0, fmt.Errorf("referrer count: %w", err)
+		}
+	}
+	if region != "" {
+		if _, err := kv.IncrBy(ctx, keys.DayRegion(date, region), 1, dayDataTTL); err != nil {
+			return 0, fmt.Errorf("region count: %w", err)
+		}
+	}
+	return n, nil
+}
+
+// claimMilestones claims each milestone M with previous < M <= total. A
+// claim is the key set-if-absent to the run id, so a retried attempt whose
+// claim was written before its record still owns it.
+func claimMilestones(ctx context.Context, kv store.KV, keys Keys, slug, runID, date string, c viewCount) ([]int64, error) {
+	reached := []int64{}
+	for _, m := range Milestones {
+		if c.Previous >= m || m > c.Total {
+			continue
+		}
+		key := keys.MilestoneClaim(slug, m)
+		ok, err := kv.SetNX(ctx, key, runID, 0)
+		if err != nil {
+			return nil, fmt.Errorf("claim milestone %d: %w", m, err)
+		}
+		if !ok {
+			owner, err := kv.Get(ctx, key)
+			if err != nil && !errors.Is(err, store.ErrNotFound) {
+				return nil, fmt.Errorf("read milestone claim %d: %w", m, err)
+			}
+			if owner != runID {
+				continue
+			}
+		}
+		if _, err := kv.SetAdd(ctx, keys.DayMilestones(date), dayDataTTL, slug+"|"+itoa(m)); err != nil {
+			return nil, fmt.Errorf("record milestone %d: %w", m, err)
+		}
+		reached = append(reached, m)
+	}
+	return reached, nil
+}
+
+// referrerHost is the host of a referrer URL ("" when none), lower case.
+func referrerHost(ref string) string {
+	ref = strings.TrimSpace(ref)
+	if ref == "" {
+		return ""
+	}
+	if !strings.Contains(ref, "://") {
+		ref = "https://" + ref
+	}
+	u, err := url.Parse(ref)
+	if err != nil {
+		return ""
+	}
+	return cleanLabel(strings.TrimPrefix(strings.ToLower(u.Hostname()), "www."))
+}
+
+// cleanLabel keeps a short key-safe label: at most 100 characters, no
+// colons, spaces or control characters.
+func cleanLabel(s string) string {
+	s = strings.Map(func(r rune) rune {
+		if r <= ' ' || r == ':' || r == '|' || r == 0x7f {
+			return -1
+		}
+		return r
+	}, strings.TrimSpace(s))
+	if len(s) > 100 {
+		s = s[:100]
+	}
+	return s
+}
+
+func itoa(n int64) string { return strconv.FormatInt(n, 10) }
+
+// groupDigits writes n with thousands separators: 1000 → "1,000".
+func groupDigits(n int64) string {
+	s := itoa(n)
+	if n < 0 {
+		return "-" + groupDigits(-n)
+	}
+	for i := len(s) - 3; i > 0; i -= 3 {
+		s = s[:i] + "," + s[i:]
+	}
+	return s
+}
+
+// HandleMilestone logs a milestone and tells the author: an email to the
+// owner and, when configured, a Slack-compatible webhook.
+func HandleMilestone(d Deps) engine.Function {
+	return engine.Function{
+		ID:       "handle-milestone",
+		Name:     "Handle milestone",
+		Triggers: []engine.Trigger{{Event: EventMilestoneReached}},
+		Handler: func(ctx context.Context, run *engine.Run) (any, error) {
+			var ev MilestoneReached
+			if err := json.Unmarshal(run.Event.Data, &ev); err != nil || ev.Slug == "" {
+				return nil, engine.NonRetriable(errors.New("handle-milestone: malformed event data"))
+			}
+			title := ev.Title
+			if title == "" {
+				title = ev.Slug
+			}
+			text := fmt.Sprintf("%s just passed %s views", title, groupDigits(ev.Milestone))
+			if _, err := engine.Step(ctx, run, "log-milestone", func(ctx context.Context) (string, error) {
+				run.Logger().Info("milestone reached", "slug", ev.Slug, "milestone", ev.Milestone, "total_views", ev.TotalViews)
+				return text, nil
+			}); err != nil {
+				return nil, err
+			}
+			return engine.Step(ctx, run, "notify-author", func(ctx context.Context) (map[string]any, error) {
+				email, err := render(milestoneTemplate, Email{
+					From: d.Config.ContactFrom, To: []string{d.Config.ContactTo}, Subject: text,
+					IdempotencyKey: idempotencyKey(run, "notify-author"),
+				}, map[string]any{"Title": title, "Slug": ev.Slug, "Milestone": groupDigits(ev.Milestone), "Total": groupDigits(ev.TotalViews), "ReachedAt": ev.ReachedAt})
+				if err != nil {
+					return nil, engine.NonRetriable(err)
+				}
+				sent, err := d.Mailer.Send(ctx, email)
+				if err != nil {
+					return nil, err
+				}
+				out := map[string]any{"email": sent}
+				if d.Config.MilestoneWebhook != "" {
+					if err := postWebhook(ctx, d, map[string]string{"text": text}); err != nil {
+						return nil, err
+					}
+					out["webhook"] = "posted"
+				}
+				return out, nil
+			})
+		},
+	}
+}
+
+// TrendingPost is one entry of blog:trending.
+type TrendingPost struct {
+	Slug        string  `json:"slug"`
+	Title       string  `json:"title"`
+	Views       int64   `json:"views"`
+	RecentViews int64   `json:"recentViews"`
+	Score       float64 `json:"score"`
+}
+
+// CalculateTrending ranks posts by recent views every hour.
+func CalculateTrending(d Deps) engine.Function {
+	keys := Keys{Prefix: d.Config.Prefix}
+	return engine.Function{
+		ID:        "calculate-trending",
+		Name:      "Calculate trending posts",
+		Triggers:  []engine.Trigger{{Cron: "0 * * * *"}},
+		Retries:   retries(2),
+		Singleton: &engine.Singleton{},
+		Handler: func(ctx context.Context, run *engine.Run) (any, error) {
+			posts, err := engine.Step(ctx, run, "fetch-post-data", func(ctx context.Context) ([]TrendingPost, error) {
+				return fetchPosts(ctx, d.KV, keys, d.Clock.Now())
+			})
+			if err != nil {
+				return nil, err
+			}
+			top, err := engine.Step(ctx, run, "calculate-scores", func(ctx context.Context) ([]TrendingPost, error) {
+				return rankTrending(posts), nil
+			})
+			if err != nil {
+				return nil, err
+			}
+			if _, err := engine.Step(ctx, run, "store-trending", func(ctx context.Context) (int, error) {
+				body, _ := json.Marshal(top)
+				if err := d.KV.Set(ctx, keys.Trending(), string(body), trendingTTL); err != nil {
+					return 0, fmt.Errorf("store trending: %w", err)
+				}
+				return len(top), nil
+			}); err != nil {
+				return nil, err
+			}
+			return top, nil
+		},
+	}
+}
+
+// fetchPosts reads every post's total and its views of the last
+// trendingWindow days (today included), scanning, never listing all keys.
+// Any read error fails the step.
+func fetchPosts(ctx context.Context, kv store.KV, keys Keys, now time.Time) ([]TrendingPost, error) {
+	prefix := keys.PostViewsPrefix()
+	posts := []TrendingPost{}
+	cursor := ""
+	for {
+		batch, next, err := kv.Scan(ctx, prefix, cursor, 500)
+		if err != nil {
+			return nil, fmt.Errorf("scan posts: %w", err)
+		}
+		for _, key := range batch {
+			slug := strings.TrimPrefix(key, prefix)
+			if strings.Contains(slug, ":") || !ValidSlug(slug) {
+				continue // a :day: counter, or not a post
+			}
+			p := TrendingPost{Slug: slug, Title: slug}
+			if p.Views, err = readCount(ctx, kv, key); err != nil {
+				return nil, err
+			}
+			for i := range trendingWindow {
+				date := now.UTC().AddDate(0, 0, -i).Format(dateLayout)
+				n, err := readCount(ctx, kv, keys.PostDayViews(slug, date))
+				if err != nil {
+					return nil, err
+				}
+				p.RecentViews += n
+			}
+			if p.Title, err = readTitle(ctx, kv, keys, slug); err != nil {
+				return nil, err
+			}
+			posts = append(posts, p)
+		}
+		if next == "" {
+			return posts, nil
+		}
+		cursor = next
+	}
+}
+
+// readCount reads a counter; absent is 0.
+func readCount(ctx context.Context, kv store.KV, key string) (int64, error) {
+	s, err := kv.Get(ctx, key)
+	if errors.Is(err, store.ErrNotFound) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, fmt.Errorf("read %s: %w", key, err)
+	}
+	n, err := strconv.ParseInt(s, 10, 64)
+	if err != nil {
+		return 0, fmt.Errorf("read %s: not a counter: %w", key, err)
+	}
+	return n, nil
+}
+
+// readTitle reads a post's remembered title, the slug when none.
+func readTitle(ctx context.Context, kv store.KV, keys Keys, slug string) (string, error) {
+	t, err := kv.Get(ctx, keys.PostTitle(slug))
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+		return slug, nil
+	case err != nil:
+		return "", fmt.Errorf("read title of %s: %w", slug, err)
+	}
+	return t, nil
+}
+
+// rankTrending scores posts by recent² / max(total, 1), keeps those with
+// recent views, best first (ties by slug), at most trendingSize.
+func rankTrending(posts []TrendingPost) []TrendingPost {
+	top := []TrendingPost{}
+	for _, p := range posts {
+		if p.RecentViews <= 0 {
+			continue
+		}
+		p.Score = float64(p.RecentViews) * float64(p.RecentViews) / float64(max(p.Views, 1))
+		top = append(top, p)
+	}
+	sort.Slice(top, func(i, j int) bool {
+		if top[i].Score != top[j].Score {
+			return top[i].Score > top[j].Score
+		}
+		return top[i].Slug < top[j].Slug
+	})
+	if len(top) > trendingSize {
+		top = top[:trendingSize]
+	}
+	return top
+}

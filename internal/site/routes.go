@@ -1,0 +1,293 @@
+package site
+
+import (
+	"encoding/json"
+	"errors"
+	"io"
+	"net/http"
+	"regexp"
+	"strconv"
+	"strings"
+	"time"
+	"unicode/utf8"
+
+	"github.com/dcyfr/cyberdrew/internal/engine"
+	"github.com/dcyfr/cyberdrew/internal/jobs"
+	"github.com/dcyfr/cyberdrew/internal/store"
+)
+
+// Limits of the routes (JOBS.md).
+const (
+	maxBody          = 64 << 10
+	maxField         = 1000
+	minTimeOnPage    = 5000 // ms
+	sessionWindow    = 30 * time.Minute
+	minUserAgent     = 10
+	maxDailyDays     = 90
+	defaultDailyDays = 7
+	refreshRetry     = "30"
+)
+
+// contactOK is the contact route's success answer, also given to bots
+// caught by the honeypot.
+var contactOK = map[string]any{"success": true, "message": "Message received successfully. You'll receive a confirmation email shortly."}
+
+// readJSON decodes a JSON object body into a map.
+func readJSON(r *http.Request) (map[string]any, error) {
+	var body map[string]any
+	dec := json.NewDecoder(io.LimitReader(r.Body, maxBody))
+	if err := dec.Decode(&body); err != nil || body == nil {
+		return nil, fail(http.StatusBadRequest, "Invalid JSON body")
+	}
+	return body, nil
+}
+
+// str reads a string field; anything else reads as "".
+func str(body map[string]any, key string) string {
+	s, _ := body[key].(string)
+	return s
+}
+
+// cut keeps the first n characters of s.
+func cut(s string, n int) string {
+	if utf8.RuneCountInString(s) <= n {
+		return s
+	}
+	return string([]rune(s)[:n])
+}
+
+// contact takes the contact form, in JOBS.md's order: rate limit, JSON,
+// honeypot, required fields, email, trim and cut, lengths, then the event.
+func (s *Server) contact(w http.ResponseWriter, r *http.Request) error {
+	ip := s.clientIP(r)
+	if err := s.contactLimit.allow(w, ip.String()); err != nil {
+		return err
+	}
+	body, err := readJSON(r)
+	if err != nil {
+		return err
+	}
+	if strings.TrimSpace(str(body, "website")) != "" {
+		writeJSON(w, http.StatusOK, contactOK)
+		return nil
+	}
+	name, email, message := strings.TrimSpace(str(body, "name")), strings.TrimSpace(str(body, "email")), strings.TrimSpace(str(body, "message"))
+	if name == "" || email == "" || message == "" {
+		return fail(http.StatusBadRequest, "All fields are required")
+	}
+	if !jobs.ValidEmail(email) {
+		return fail(http.StatusBadRequest, "Invalid email address")
+	}
+	name, message = strings.TrimSpace(cut(name, maxField)), strings.TrimSpace(cut(message, maxField))
+	if utf8.RuneCountInString(name) < 2 {
+		return fail(http.StatusBadRequest, "Name must be at least 2 characters")
+	}
+	if utf8.RuneCountInString(message) < 10 {
+		return fail(http.StatusBadRequest, "Message must be at least 10 characters")
+	}
+	data, _ := json.Marshal(jobs.ContactSubmission{
+		Name: name, Email: email, Message: message,
+		SubmittedAt: s.clock.Now().UTC().Format(time.RFC3339), IP: ip.String(),
+	})
+	if err := s.publish(r, jobs.EventContactSubmitted, data); err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, contactOK)
+	return nil
+}
+
+func (s *Server) publish(r *http.Request, name string, data []byte) error {
+	_, err := s.pub.Publish(r.Context(), []engine.IncomingEvent{{Name: name, Data: data}})
+	var ve *engine.ValidationError
+	if errors.As(err, &ve) {
+		return fail(http.StatusBadRequest, ve.Error())
+	}
+	return err
+}
+
+var (
+	sessionPattern = regexp.MustCompile(`^[A-Za-z0-9_-]{10,100}$`)
+	botPattern     = regexp.MustCompile(`(?i)bot|crawl|spider|slurp|headless|phantom|lighthouse|preview|curl|wget|python|httpclient|go-http-client|java/|axios|node-fetch|scrapy|facebookexternalhit|monitor`)
+)
+
+// views records a post view, in JOBS.md's order.
+func (s *Server) views(w http.ResponseWriter, r *http.Request) error {
+	body, err := readJSON(r)
+	if err != nil {
+		return err
+	}
+	slug := str(body, "slug")
+	if !jobs.ValidSlug(slug) {
+		return fail(http.StatusBadRequest, "Invalid slug")
+	}
+	session := str(body, "sessionId")
+	if !sessionPattern.MatchString(session) {
+		return fail(http.StatusBadRequest, "Invalid sessionId")
+	}
+	if visible, _ := body["isVisible"].(bool); !visible {
+		writeJSON(w, http.StatusOK, map[string]any{"recorded": false, "reason": "not visible"})
+		return nil
+	}
+	ua := r.UserAgent()
+	if len(strings.TrimSpace(ua)) < minUserAgent || botPattern.MatchString(ua) {
+		return fail(http.StatusBadRequest, "Invalid user agent")
+	}
+	if ms, _ := body["timeOnPage"].(float64); ms < minTimeOnPage {
+		writeJSON(w, http.StatusOK, map[string]any{"recorded": false, "reason": "too short"})
+		return nil
+	}
+	ip := s.clientIP(r)
+	if err := s.viewsLimit.allow(w, ip.String()); err != nil {
+		return err
+	}
+	first, err := s.kv.SetNX(r.Context(), s.cfg.Prefix+"views:session:"+session+":"+slug, "1", sessionWindow)
+	if err != nil {
+		return err
+	}
+	if !first {
+		writeJSON(w, http.StatusOK, map[string]any{"recorded": false, "reason": "already counted"})
+		return nil
+	}
+	now := s.clock.Now().UTC()
+	visitor, err := s.visitor(r.Context(), ip, ua, now.Format("2006-01-02"))
+	if err != nil {
+		return err
+	}
+	ev := jobs.PostViewed{
+		Slug: slug, Title: strings.TrimSpace(cut(str(body, "title"), 200)), ViewedAt: now.Format(time.RFC3339),
+		Referrer: cut(str(body, "referrer"), 500), Visitor: visitor,
+	}
+	if s.trusted(peer(r)) {
+		ev.Region = cut(firstHeader(r, "X-Vercel-IP-Country", "CF-IPCountry"), 50)
+	}
+	data, _ := json.Marshal(ev)
+	if err := s.publish(r, jobs.EventPostViewed, data); err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"recorded": true})
+	return nil
+}
+
+var githubLogin = regexp.MustCompile(`^[A-Za-z0-9](?:[A-Za-z0-9]|-[A-Za-z0-9]){0,38}$`)
+
+// contributions serves the cached contribution calendar; on a miss it
+// starts a refresh and answers 503, never invented data.
+func (s *Server) contributions(w http.ResponseWriter, r *http.Request) error {
+	user := r.URL.Query().Get("username")
+	switch {
+	case user == "":
+		return fail(http.StatusBadRequest, "Username is required")
+	case !githubLogin.MatchString(user):
+		return fail(http.StatusBadRequest, "Invalid username")
+	case !strings.EqualFold(user, s.cfg.GitHubUser):
+		return fail(http.StatusForbidden, "Only the site owner's contributions are served")
+	}
+	c, err := jobs.ReadContributions(r.Context(), s.kv, s.keys.GitHubContributions(s.cfg.GitHubUser))
+	if errors.Is(err, store.ErrNotFound) {
+		if err := s.publish(r, jobs.EventGitHubRefresh, []byte(`{"manual":true}`)); err != nil {
+			return err
+		}
+		w.Header().Set("Retry-After", refreshRetry)
+		return fail(http.StatusServiceUnavailable, "Contributions are not cached yet; a refresh has started")
+	}
+	if err != nil {
+		return err
+	}
+	w.Header().Set("Cache-Control", "public, s-maxage=300, stale-while-revalidate=600")
+	writeJSON(w, http.StatusOK, c)
+	return nil
+}
+
+// analytics serves the trending list.
+func (s *Server) analytics(w http.ResponseWriter, r *http.Request) error {
+	trending := []jobs.TrendingPost{}
+	raw, err := s.kv.Get(r.Context(), s.keys.Trending())
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+	case err != nil:
+		return err
+	default:
+		if err := json.Unmarshal([]byte(raw), &trending); err != nil {
+			return err
+		}
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"trending": trending})
+	return nil
+}
+
+// dayCount is one day of a post's views.
+type dayCount struct {
+	Date  string `json:"date"`
+	Views int64  `json:"views"`
+}
+
+// daily serves a post's views per day for the last days (today included),
+// oldest first.
+func (s *Server) daily(w http.ResponseWriter, r *http.Request) error {
+	q := r.URL.Query()
+	slug := q.Get("slug")
+	if !jobs.ValidSlug(slug) {
+		return fail(http.StatusBadRequest, "Invalid slug")
+	}
+	days := defaultDailyDays
+	if v := q.Get("days"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 || n > maxDailyDays {
+			return fail(http.StatusBadRequest, "days must be a whole number from 1 to 90")
+		}
+		days = n
+	}
+	counts, err := s.lastDays(r, slug, days)
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"slug": slug, "days": counts})
+	return nil
+}
+
+// postViews serves a post's total and its last seven days.
+func (s *Server) postViews(w http.ResponseWriter, r *http.Request) error {
+	slug := r.PathValue("slug")
+	if !jobs.ValidSlug(slug) {
+		return fail(http.StatusBadRequest, "Invalid slug")
+	}
+	total, err := s.count(r, s.keys.PostViews(slug))
+	if err != nil {
+		return err
+	}
+	counts, err := s.lastDays(r, slug, 7)
+	if err != nil {
+		return err
+	}
+	var week int64
+	for _, c := range counts {
+		week += c.Views
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"slug": slug, "total": total, "last7Days": week})
+	return nil
+}
+
+func (s *Server) lastDays(r *http.Request, slug string, days int) ([]dayCount, error) {
+	now := s.clock.Now().UTC()
+	out := make([]dayCount, days)
+	for i := range days {
+		date := now.AddDate(0, 0, i-days+1).Format("2006-01-02")
+		n, err := s.count(r, s.keys.PostDayViews(slug, date))
+		if err != nil {
+			return nil, err
+		}
+		out[i] = dayCount{Date: date, Views: n}
+	}
+	return out, nil
+}
+
+func (s *Server) count(r *http.Request, key string) (int64, error) {
+	v, err := s.kv.Get(r.Context(), key)
+	if errors.Is(err, store.ErrNotFound) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, err
+	}
+	return strconv.ParseInt(v, 10, 64)
+}
