@@ -42,28 +42,27 @@ var (
 	scriptKVSMembers = kvScript("kv_smembers")
 	scriptKVTTL      = kvScript("kv_ttl")
 
-	allScripts = []*goredis.Script{
-		scriptPublish, scriptCreateRuns, scriptClaim, scriptRenew, scriptSaveStep,
-		scriptSuspend, scriptFinish, scriptRelease, scriptCancel, scriptPrune,
-		scriptKVGet, scriptKVSet, scriptKVSetNX, scriptKVIncrBy, scriptKVSAdd,
-		scriptKVSCard, scriptKVSMembers, scriptKVTTL,
-	}
+	// scriptSources holds every script's source, for loadScripts.
+	scriptSources []string
 )
 
-func engineScript(name string) *goredis.Script {
-	return goredis.NewScript(lua("common") + "\n" + lua(name))
-}
+func engineScript(name string) *goredis.Script { return newScript(lua("common") + "\n" + lua(name)) }
 
-func kvScript(name string) *goredis.Script {
-	return goredis.NewScript(lua("kv") + "\n" + lua(name))
+func kvScript(name string) *goredis.Script { return newScript(lua("kv") + "\n" + lua(name)) }
+
+func newScript(src string) *goredis.Script {
+	scriptSources = append(scriptSources, src)
+	return goredis.NewScript(src)
 }
 
 // loadScripts loads every script (SCRIPT LOAD), so calls and pipelines can
 // use EVALSHA at once. Run still falls back to EVAL after a server restart.
 func loadScripts(ctx context.Context, c goredis.UniversalClient) error {
 	_, err := c.Pipelined(ctx, func(p goredis.Pipeliner) error {
-		for _, s := range allScripts {
-			s.Load(ctx, p)
+		// SCRIPT LOAD itself: Script.Load on a pipeline would clear the
+		// script's hash before the pipeline runs.
+		for _, src := range scriptSources {
+			p.ScriptLoad(ctx, src)
 		}
 		return nil
 	})
