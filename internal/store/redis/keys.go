@@ -71,8 +71,9 @@ func (k keys) siteKey(key string) string { return k.site + key }
 
 // kvDeadlineKey is the deadline key of a site key (see lua/kv.lua). Its
 // hash tag is the site key's own tag, or the whole site key when it has
-// none, so both share a Cluster slot (site keys containing "}" without a
-// tag are the exception).
+// none, so both share a Cluster slot. Site keys holding braces that do not
+// form a tag (such as "a{}b") are the exception: on Cluster their deadline
+// key may land in another slot.
 func (k keys) kvDeadlineKey(siteKey string) string {
 	tag := siteKey
 	if i := strings.IndexByte(siteKey, '{'); i >= 0 {

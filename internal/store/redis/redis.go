@@ -91,6 +91,7 @@ func Open(ctx context.Context, url string, opts Options) (*Store, error) {
 	if strings.ContainsAny(opts.Prefix, "{}") {
 		return nil, fmt.Errorf("redis: open: prefix %q must not contain braces", opts.Prefix)
 	}
+	clientLogOnce.Do(func() { goredis.SetLogger(clientLog{opts.Logger.With("component", "redis-client")}) })
 	o, err := goredis.ParseURL(url)
 	if err != nil {
 		return nil, fmt.Errorf("redis: open: malformed URL: %w", errors.Unwrap(err))
@@ -127,6 +128,18 @@ func Open(ctx context.Context, url string, opts Options) (*Store, error) {
 	s.ps = s.listen(ctx)
 	return s, nil
 }
+
+// clientLog sends go-redis's own log lines (dial retries while Redis is
+// down) to slog at debug level; the store reports outages through its
+// errors and the listener's warnings. go-redis's logger is process-wide,
+// so the first Open sets it.
+type clientLog struct{ l *slog.Logger }
+
+func (c clientLog) Printf(ctx context.Context, format string, v ...any) {
+	c.l.DebugContext(ctx, fmt.Sprintf(format, v...))
+}
+
+var clientLogOnce sync.Once
 
 // Kind names the backend.
 func (s *Store) Kind() string { return "redis" }
