@@ -97,7 +97,8 @@ func TestSiteKeysAreNative(t *testing.T) {
 	t.Parallel()
 	srv := server(t)
 	ctx := t.Context()
-	s, err := redis.Open(ctx, srv.URL(1), redis.Options{SitePrefix: "native-test:"})
+	site := fmt.Sprintf("native-%d:", nextID.Add(1))
+	s, err := redis.Open(ctx, srv.URL(1), redis.Options{SitePrefix: site})
 	if err != nil {
 		t.Fatalf("Open: %v", err)
 	}
@@ -110,17 +111,17 @@ func TestSiteKeysAreNative(t *testing.T) {
 	}
 	c := goredis.NewClient(&goredis.Options{Addr: srv.Addr, DB: 1})
 	defer c.Close()
-	if v, err := c.Get(ctx, "native-test:views:post:hello").Result(); err != nil || v != "3" {
+	if v, err := c.Get(ctx, site+"views:post:hello").Result(); err != nil || v != "3" {
 		t.Errorf("GET views = %q, %v; want 3", v, err)
 	}
-	if ttl, err := c.TTL(ctx, "native-test:views:post:hello").Result(); err != nil || ttl <= 59*time.Minute || ttl > time.Hour {
+	if ttl, err := c.TTL(ctx, site+"views:post:hello").Result(); err != nil || ttl <= 59*time.Minute || ttl > time.Hour {
 		t.Errorf("TTL views = %v, %v; want a native ttl of about an hour", ttl, err)
 	}
-	if n, err := c.SCard(ctx, "native-test:visitors:post:hello").Result(); err != nil || n != 2 {
+	if n, err := c.SCard(ctx, site+"visitors:post:hello").Result(); err != nil || n != 2 {
 		t.Errorf("SCARD visitors = %d, %v; want 2", n, err)
 	}
 	// A value the website writes itself reads back.
-	if err := c.Set(ctx, "native-test:greeting", "hi", 0).Err(); err != nil {
+	if err := c.Set(ctx, site+"greeting", "hi", 0).Err(); err != nil {
 		t.Fatal(err)
 	}
 	if v, err := s.Get(ctx, "greeting"); err != nil || v != "hi" {
@@ -217,12 +218,13 @@ func TestAcrossStores(t *testing.T) {
 	t.Parallel()
 	srv := server(t)
 	ctx := t.Context()
-	a, err := redis.Open(ctx, srv.URL(2), redis.Options{Prefix: "across:"})
+	prefix := fmt.Sprintf("across-%d:", nextID.Add(1))
+	a, err := redis.Open(ctx, srv.URL(2), redis.Options{Prefix: prefix})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer a.Close()
-	b, err := redis.Open(ctx, srv.URL(2), redis.Options{Prefix: "across:"})
+	b, err := redis.Open(ctx, srv.URL(2), redis.Options{Prefix: prefix})
 	if err != nil {
 		t.Fatal(err)
 	}
