@@ -23,6 +23,7 @@ import (
 	"github.com/dcyfr/cyberdrew/internal/jobs"
 	"github.com/dcyfr/cyberdrew/internal/site"
 	"github.com/dcyfr/cyberdrew/internal/store"
+	redisstore "github.com/dcyfr/cyberdrew/internal/store/redis"
 	"github.com/dcyfr/cyberdrew/internal/store/sqlite"
 )
 
@@ -82,8 +83,13 @@ func New(ctx context.Context, cfg config.Serve, logger *slog.Logger, opts Option
 		if err != nil {
 			return nil, fmt.Errorf("daemon: %w", err)
 		}
+	case config.StoreRedis:
+		st, err = redisstore.Open(ctx, spec.URL, redisstore.Options{Clock: clock, Logger: logger})
+		if err != nil {
+			return nil, fmt.Errorf("daemon: %w", err)
+		}
 	default:
-		return nil, fmt.Errorf("daemon: the %s backend is not available in this build yet; use the embedded store", spec.Kind)
+		return nil, fmt.Errorf("daemon: unknown store kind %q", spec.Kind)
 	}
 	fns := opts.Functions
 	if fns == nil {

@@ -1,0 +1,404 @@
+package redis
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"time"
+
+	"github.com/dcyfr/cyberdrew/internal/keypath"
+	"github.com/dcyfr/cyberdrew/internal/store"
+)
+
+// pubArg is a publication as the scripts read it (publish_one in
+// lua/common.lua).
+type pubArg struct {
+	ID       string    `json:"id"`
+	ClientID string    `json:"cid"`
+	CIDTTL   int64     `json:"cid_ttl"` // ms, 0: forever
+	Name     string    `json:"name"`
+	Doc      string    `json:"doc"` // the event as JSON, as GetEvent returns it
+	Runs     []specArg `json:"runs"`
+}
+
+// specArg is a run spec as the scripts read it (create_run). Durations
+// and times are ms.
+type specArg struct {
+	ID        string `json:"id"`
+	Function  string `json:"fn"`
+	Avail     int64  `json:"avail"`
+	Idem      string `json:"idem"`
+	IdemTTL   int64  `json:"idem_ttl"`
+	RLKey     string `json:"rl_key"`
+	RLLimit   int    `json:"rl_limit"`
+	RLPeriod  int64  `json:"rl_period"`
+	Single    string `json:"single"`
+	Deb       string `json:"deb"`
+	DebPeriod int64  `json:"deb_period"`
+	DebMax    int64  `json:"deb_max"`
+	CKey      string `json:"ckey"`
+	CLimit    int    `json:"climit"`
+	FTimeout  int64  `json:"ftimeout"`
+}
+
+// waitArg is a pending WaitForEvent as the scripts read it (match_waits).
+type waitArg struct {
+	Run     string `json:"run"`
+	Step    string `json:"step"`
+	Event   string `json:"event"`
+	Path    string `json:"path"`
+	Value   string `json:"value"`   // compact JSON
+	Expires int64  `json:"expires"` // ms, 0: never
+}
+
+// stepRecord is a step as stored in steps:<run>.
+type stepRecord struct {
+	ID        string          `json:"id"`
+	Name      string          `json:"name"`
+	Kind      string          `json:"kind"`
+	Status    string          `json:"status"`
+	Attempts  []store.Attempt `json:"attempts"`
+	Output    json.RawMessage `json:"output,omitempty"`
+	Error     string          `json:"error,omitempty"`
+	WakeAt    int64           `json:"wake_at,omitempty"`
+	StartedAt int64           `json:"started_at,omitempty"`
+	EndedAt   int64           `json:"ended_at,omitempty"`
+	Wait      *store.Wait     `json:"wait,omitempty"`
+}
+
+func validatePublication(p store.Publication) error {
+	ev := p.Event
+	if ev.Name == "" {
+		return fmt.Errorf("%w: event name is empty", store.ErrInvalid)
+	}
+	if len(ev.Data) > 0 && !json.Valid(ev.Data) {
+		return fmt.Errorf("%w: event %q: data is not JSON", store.ErrInvalid, ev.Name)
+	}
+	if len(ev.User) > 0 && !json.Valid(ev.User) {
+		return fmt.Errorf("%w: event %q: user is not JSON", store.ErrInvalid, ev.Name)
+	}
+	return validateSpecs(p.Runs)
+}
+
+func validateSpecs(specs []store.RunSpec) error {
+	for _, r := range specs {
+		if r.ID == "" || r.FunctionID == "" {
+			return fmt.Errorf("%w: run spec needs an id and a function id", store.ErrInvalid)
+		}
+	}
+	return nil
+}
+
+func specArgs(specs []store.RunSpec) []specArg {
+	out := make([]specArg, len(specs))
+	for i, r := range specs {
+		out[i] = specArg{
+			ID: r.ID, Function: r.FunctionID, Avail: ms(r.AvailableAt),
+			Idem: r.IdempotencyKey, IdemTTL: r.IdempotencyTTL.Milliseconds(),
+			RLKey: r.RateLimitKey, RLLimit: r.RateLimit, RLPeriod: r.RateLimitPeriod.Milliseconds(),
+			Single: r.SingletonKey,
+			Deb:    r.DebounceKey, DebPeriod: r.DebouncePeriod.Milliseconds(), DebMax: r.DebounceMaxWait.Milliseconds(),
+			CKey: r.ConcurrencyKey, CLimit: r.ConcurrencyLimit, FTimeout: r.FinishTimeout.Milliseconds(),
+		}
+	}
+	return out
+}
+
+// pubArgs validates pubs and encodes them for a script, stamping each
+// event with now and giving an id to those without.
+func (s *Store) pubArgs(pubs []store.Publication, now time.Time) (string, error) {
+	args := make([]pubArg, len(pubs))
+	for i, p := range pubs {
+		if err := validatePublication(p); err != nil {
+			return "", err
+		}
+		ev := p.Event
+		if ev.ID == "" {
+			ev.ID = s.newULID(now)
+		}
+		ev.ReceivedAt = now
+		doc, err := json.Marshal(ev)
+		if err != nil {
+			return "", fmt.Errorf("%w: event %q: %w", store.ErrInvalid, ev.Name, err)
+		}
+		args[i] = pubArg{ID: ev.ID, ClientID: ev.ClientID, CIDTTL: p.ClientIDTTL.Milliseconds(),
+			Name: ev.Name, Doc: string(doc), Runs: specArgs(p.Runs)}
+	}
+	b, err := json.Marshal(args)
+	return string(b), err
+}
+
+// Publish stores events and the runs they trigger in one script.
+func (s *Store) Publish(ctx context.Context, pubs []store.Publication) ([]store.Published, error) {
+	now := s.clock.Now()
+	arg, err := s.pubArgs(pubs, now)
+	if err != nil {
+		return nil, s.wrap("publish", err)
+	}
+	res, err := scriptPublish.Run(ctx, s.rdb, []string{s.keys.engine}, now.UnixMilli(), arg).Slice()
+	if err != nil {
+		return nil, s.wrap("publish", err)
+	}
+	out := make([]store.Published, len(res))
+	for i, r := range res {
+		t, _ := r.([]any)
+		if len(t) != 3 {
+			return nil, s.wrap("publish", fmt.Errorf("unexpected reply %v", r))
+		}
+		out[i] = store.Published{EventID: str(t[0]), Duplicate: num(t[1]) == 1, Runs: refs(t[2])}
+	}
+	return out, nil
+}
+
+// CreateRuns creates runs for an event already stored.
+func (s *Store) CreateRuns(ctx context.Context, eventID string, specs []store.RunSpec) ([]store.RunRef, error) {
+	if err := validateSpecs(specs); err != nil {
+		return nil, s.wrap("create runs", err)
+	}
+	arg, err := json.Marshal(specArgs(specs))
+	if err != nil {
+		return nil, s.wrap("create runs", err)
+	}
+	res, err := scriptCreateRuns.Run(ctx, s.rdb, []string{s.keys.engine}, s.nowMS(), eventID, string(arg)).Result()
+	if err != nil {
+		return nil, s.wrap("create runs", err)
+	}
+	return refs(res), nil
+}
+
+// Claim leases up to n claimable runs in one script.
+func (s *Store) Claim(ctx context.Context, owner string, n int, ttl time.Duration) ([]store.Lease, error) {
+	if ttl <= 0 {
+		return nil, s.wrap("claim", fmt.Errorf("%w: lease ttl must be positive", store.ErrInvalid))
+	}
+	if n <= 0 {
+		return nil, nil
+	}
+	now := s.clock.Now()
+	until := now.Add(ttl)
+	res, err := scriptClaim.Run(ctx, s.rdb, []string{s.keys.engine}, now.UnixMilli(), owner, n,
+		until.UnixMilli(), newToken()).Slice()
+	if err != nil {
+		return nil, s.wrap("claim", err)
+	}
+	leases := make([]store.Lease, 0, len(res))
+	for _, r := range res {
+		t, _ := r.([]any)
+		if len(t) != 4 {
+			return nil, s.wrap("claim", fmt.Errorf("unexpected reply %v", r))
+		}
+		run, err := parseRun(flatMap(t[2]))
+		if err != nil {
+			return nil, s.wrap("claim", err)
+		}
+		steps, err := parseStepPairs(run.ID, t[3])
+		if err != nil {
+			return nil, s.wrap("claim", err)
+		}
+		leases = append(leases, store.Lease{RunID: run.ID, Token: str(t[1]), Owner: owner,
+			Until: fromMS(until.UnixMilli()), Run: run, Steps: steps})
+	}
+	return leases, nil
+}
+
+// RenewLease extends the lease to now+ttl.
+func (s *Store) RenewLease(ctx context.Context, l *store.Lease, ttl time.Duration) error {
+	if ttl <= 0 {
+		return s.wrap("renew lease", fmt.Errorf("%w: lease ttl must be positive", store.ErrInvalid))
+	}
+	now := s.clock.Now()
+	until := fromMS(now.Add(ttl).UnixMilli())
+	err := scriptRenew.Run(ctx, s.rdb, []string{s.keys.engine}, now.UnixMilli(), l.RunID, l.Token, until.UnixMilli()).Err()
+	if err != nil {
+		return s.wrap("renew lease", err)
+	}
+	l.Until = until
+	l.Run.AvailableAt = until
+	return nil
+}
+
+// SaveStep records a step under the lease and publishes emit with it.
+func (s *Store) SaveStep(ctx context.Context, l *store.Lease, st store.Step, emit []store.Publication) error {
+	if st.ID == "" {
+		return s.wrap("save step", fmt.Errorf("%w: step id is empty", store.ErrInvalid))
+	}
+	now := s.clock.Now()
+	var waitEvent, waitDoc string
+	if st.Status == store.StatusWaiting && st.Wait != nil {
+		w := waitArg{Run: l.RunID, Step: st.ID, Event: st.Wait.Event, Path: st.Wait.MatchPath, Expires: ms(st.WakeAt)}
+		if w.Event == "" {
+			return s.wrap("save step", fmt.Errorf("%w: wait needs an event name", store.ErrInvalid))
+		}
+		if w.Path != "" {
+			if _, err := keypath.Parse(w.Path); err != nil {
+				return s.wrap("save step", fmt.Errorf("%w: wait match path: %w", store.ErrInvalid, err))
+			}
+			var buf bytes.Buffer
+			if err := json.Compact(&buf, st.Wait.MatchValue); err != nil {
+				return s.wrap("save step", fmt.Errorf("%w: wait match value: %w", store.ErrInvalid, err))
+			}
+			w.Value = buf.String()
+		}
+		b, err := json.Marshal(w)
+		if err != nil {
+			return s.wrap("save step", err)
+		}
+		waitEvent, waitDoc = w.Event, string(b)
+	}
+	attempts := st.Attempts
+	if attempts == nil {
+		attempts = []store.Attempt{}
+	}
+	if len(st.Output) > 0 && !json.Valid(st.Output) {
+		return s.wrap("save step", fmt.Errorf("%w: step output is not JSON", store.ErrInvalid))
+	}
+	rec, err := json.Marshal(stepRecord{ID: st.ID, Name: st.Name, Kind: string(st.Kind), Status: string(st.Status),
+		Attempts: attempts, Output: st.Output, Error: st.Error, WakeAt: ms(st.WakeAt),
+		StartedAt: ms(st.StartedAt), EndedAt: ms(st.EndedAt), Wait: st.Wait})
+	if err != nil {
+		return s.wrap("save step", fmt.Errorf("%w: %w", store.ErrInvalid, err))
+	}
+	pubs, err := s.pubArgs(emit, now)
+	if err != nil {
+		return s.wrap("save step", err)
+	}
+	err = scriptSaveStep.Run(ctx, s.rdb, []string{s.keys.engine}, now.UnixMilli(), l.RunID, l.Token,
+		st.ID, string(rec), string(st.Status), waitEvent, waitDoc, pubs).Err()
+	return s.wrap("save step", err)
+}
+
+// Suspend ends the lease; the run is claimable at sus.AvailableAt.
+func (s *Store) Suspend(ctx context.Context, l *store.Lease, sus store.Suspension) error {
+	switch sus.Status {
+	case store.StatusRunning, store.StatusSleeping, store.StatusQueued:
+	default:
+		return s.wrap("suspend", fmt.Errorf("%w: cannot suspend a run as %q", store.ErrInvalid, sus.Status))
+	}
+	now := s.clock.Now()
+	at := sus.AvailableAt
+	if at.IsZero() {
+		at = now
+	}
+	err := scriptSuspend.Run(ctx, s.rdb, []string{s.keys.engine}, now.UnixMilli(), l.RunID, l.Token,
+		string(sus.Status), at.UnixMilli(), sus.Attempt).Err()
+	return s.wrap("suspend", err)
+}
+
+// Finish ends the run under the lease and publishes o.Emit with it.
+func (s *Store) Finish(ctx context.Context, l *store.Lease, o store.Outcome) error {
+	switch o.Status {
+	case store.StatusCompleted, store.StatusFailed, store.StatusCancelled:
+	default:
+		return s.wrap("finish", fmt.Errorf("%w: cannot finish a run as %q", store.ErrInvalid, o.Status))
+	}
+	if len(o.Output) > 0 && !json.Valid(o.Output) {
+		return s.wrap("finish", fmt.Errorf("%w: output is not JSON", store.ErrInvalid))
+	}
+	now := s.clock.Now()
+	pubs, err := s.pubArgs(o.Emit, now)
+	if err != nil {
+		return s.wrap("finish", err)
+	}
+	err = scriptFinish.Run(ctx, s.rdb, []string{s.keys.engine}, now.UnixMilli(), l.RunID, l.Token,
+		string(o.Status), string(o.Output), o.Error, pubs).Err()
+	return s.wrap("finish", err)
+}
+
+// Release hands a leased run back at once.
+func (s *Store) Release(ctx context.Context, l *store.Lease) error {
+	err := scriptRelease.Run(ctx, s.rdb, []string{s.keys.engine}, s.nowMS(), l.RunID, l.Token).Err()
+	return s.wrap("release", err)
+}
+
+// CancelRun cancels an unfinished run.
+func (s *Store) CancelRun(ctx context.Context, id, reason string) (store.Run, error) {
+	res, err := scriptCancel.Run(ctx, s.rdb, []string{s.keys.engine}, s.nowMS(), id, reason).Result()
+	if err != nil {
+		return store.Run{}, s.wrap("cancel run", err)
+	}
+	r, err := parseRun(flatMap(res))
+	if err != nil {
+		return store.Run{}, s.wrap("cancel run", err)
+	}
+	return r, nil
+}
+
+// NextWake is the earliest time an unfinished run becomes claimable.
+func (s *Store) NextWake(ctx context.Context) (time.Time, bool, error) {
+	zs, err := s.rdb.ZRangeWithScores(ctx, s.keys.queue(), 0, 0).Result()
+	if err != nil {
+		return time.Time{}, false, s.wrap("next wake", err)
+	}
+	if len(zs) == 0 {
+		return time.Time{}, false, nil
+	}
+	return time.UnixMilli(int64(zs[0].Score)).UTC(), true, nil
+}
+
+// Prune deletes old finished runs and events and expired flow-control
+// state. Site keys expire natively in Redis.
+func (s *Store) Prune(ctx context.Context, cutoff time.Time, batch int) (int, error) {
+	if batch <= 0 {
+		batch = 1000
+	}
+	n, err := scriptPrune.Run(ctx, s.rdb, []string{s.keys.engine}, s.nowMS(), cutoff.UnixMilli(), batch).Int()
+	if err != nil {
+		return 0, s.wrap("prune", err)
+	}
+	return n, nil
+}
+
+// Reply helpers.
+
+func str(v any) string {
+	s, _ := v.(string)
+	return s
+}
+
+func num(v any) int64 {
+	n, _ := v.(int64)
+	return n
+}
+
+func refs(v any) []store.RunRef {
+	list, _ := v.([]any)
+	out := make([]store.RunRef, 0, len(list))
+	for _, r := range list {
+		t, _ := r.([]any)
+		if len(t) != 4 {
+			continue
+		}
+		out = append(out, store.RunRef{ID: str(t[0]), FunctionID: str(t[1]), Status: store.Status(str(t[2])),
+			Existing: num(t[3]) == 1})
+	}
+	return out
+}
+
+// flatMap reads a hash returned by a script as a flat list.
+func flatMap(v any) map[string]string {
+	list, _ := v.([]any)
+	m := make(map[string]string, len(list)/2)
+	for i := 0; i+1 < len(list); i += 2 {
+		m[str(list[i])] = str(list[i+1])
+	}
+	return m
+}
+
+// parseStepPairs reads run_steps's reply: {record, matched} per step.
+func parseStepPairs(runID string, v any) ([]store.Step, error) {
+	list, _ := v.([]any)
+	steps := make([]store.Step, 0, len(list))
+	for _, p := range list {
+		t, _ := p.([]any)
+		if len(t) != 2 {
+			return nil, fmt.Errorf("unexpected step reply %v", p)
+		}
+		st, err := parseStep(runID, str(t[0]), str(t[1]))
+		if err != nil {
+			return nil, err
+		}
+		steps = append(steps, st)
+	}
+	return steps, nil
+}

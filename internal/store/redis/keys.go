@@ -1,0 +1,89 @@
+package redis
+
+import "strings"
+
+// The engine keyspace. Every engine key is the engine prefix
+// (Options.Prefix, default "cyberdrew:", then the hash tag "{engine}:")
+// followed by one of these names. One hash tag for the whole engine
+// keyspace is the simplest correct choice for Redis Cluster: every Lua
+// script may touch any engine key, and all of them live in one slot. The
+// scripts in lua/ build the same names from KEYS[1] (the engine prefix).
+//
+//	event:<id>              hash {doc, name}: the event as JSON and its name
+//	events                  sorted set (lex): "<received ms, 13 digits>:<id>", every event
+//	events:name:<name>      sorted set (lex): the same, per event name
+//	cid, cidexp             hash client id -> event id; sorted set client id -> expiry ms
+//	run:<id>                hash: the run (fields in run.go)
+//	runs                    sorted set (lex): "<created ms>:<id>", every run
+//	runs:fn:<fn>            sorted set (lex): per function
+//	runs:st:<status>        sorted set (lex): per status
+//	runs:fnst:<fn>:<status> sorted set (lex): per function and status
+//	runs:ev:<event id>      sorted set (lex): the runs an event fed
+//	queue                   sorted set run id -> available at ms (unfinished runs;
+//	                        for a leased run the lease expiry)
+//	ended                   sorted set run id -> ended at ms (finished runs, for Prune)
+//	conc:<key>              sorted set run id -> lease expiry: the leases of a concurrency key
+//	single:<key>            string: the unfinished run holding a singleton key
+//	deb:<key>               string: the run a debounce key feeds while it is queued
+//	idem, idemexp           hash idempotency key -> run id; sorted set key -> expiry ms
+//	rate                    sorted set rate-limit key -> GCRA theoretical arrival (ms)
+//	steps:<run>             hash step id -> step record (JSON, stepRecord)
+//	steporder:<run>         list: step ids in the order first recorded
+//	matched:<run>           hash step id -> {"ended_at", "output"}: a wait completed by an event
+//	waits:<event name>      hash "<run>\n<step>" -> waitArg JSON: pending WaitForEvent steps
+//	runwaits:<run>          hash step id -> event name: the run's pending waits
+//	changes                 pub/sub channel of committed changes (see notify.go)
+//
+// The site's keys are not engine keys: they keep their own names under
+// Options.SitePrefix. Each one with a ttl has a deadline key
+// (kvDeadlineKey) in its own Cluster slot.
+type keys struct {
+	engine string // prefix + "{engine}:"
+	base   string // the configured prefix, without the hash tag
+	site   string // the site prefix
+}
+
+func newKeys(prefix, site string) keys {
+	return keys{engine: prefix + "{engine}:", base: prefix, site: site}
+}
+
+func (k keys) event(id string) string       { return k.engine + "event:" + id }
+func (k keys) events() string               { return k.engine + "events" }
+func (k keys) eventsByName(n string) string { return k.engine + "events:name:" + n }
+func (k keys) run(id string) string         { return k.engine + "run:" + id }
+func (k keys) runs() string                 { return k.engine + "runs" }
+func (k keys) runsByFunction(fn string) string {
+	return k.engine + "runs:fn:" + fn
+}
+func (k keys) runsByStatus(st string) string { return k.engine + "runs:st:" + st }
+func (k keys) runsByFunctionStatus(fn, st string) string {
+	return k.engine + "runs:fnst:" + fn + ":" + st
+}
+func (k keys) runsByEvent(id string) string { return k.engine + "runs:ev:" + id }
+func (k keys) queue() string                { return k.engine + "queue" }
+func (k keys) steps(run string) string      { return k.engine + "steps:" + run }
+func (k keys) stepOrder(run string) string  { return k.engine + "steporder:" + run }
+func (k keys) matched(run string) string    { return k.engine + "matched:" + run }
+func (k keys) changes() string              { return k.engine + "changes" }
+
+// siteKey is the Redis name of the site's key.
+func (k keys) siteKey(key string) string { return k.site + key }
+
+// kvDeadlineKey is the deadline key of a site key (see lua/kv.lua). Its
+// hash tag is the site key's own tag, or the whole site key when it has
+// none, so both share a Cluster slot. Site keys holding braces that do not
+// form a tag (such as "a{}b") are the exception: on Cluster their deadline
+// key may land in another slot.
+func (k keys) kvDeadlineKey(siteKey string) string {
+	tag := siteKey
+	if i := strings.IndexByte(siteKey, '{'); i >= 0 {
+		if j := strings.IndexByte(siteKey[i+1:], '}'); j > 0 {
+			tag = siteKey[i+1 : i+1+j]
+		}
+	}
+	return k.base + "kvttl:{" + tag + "}:" + siteKey
+}
+
+// isEngineKey reports whether a Redis key belongs to the engine (including
+// deadline keys), not to the site.
+func (k keys) isEngineKey(name string) bool { return strings.HasPrefix(name, k.base) }

@@ -1,0 +1,37 @@
+package redis
+
+import "testing"
+
+func TestKVDeadlineKeySharesTheSlot(t *testing.T) {
+	t.Parallel()
+	k := newKeys("cyberdrew:", "")
+	tests := []struct{ site, want string }{
+		{"views:post:hello", "cyberdrew:kvttl:{views:post:hello}:views:post:hello"},
+		{"user:{42}:seen", "cyberdrew:kvttl:{42}:user:{42}:seen"},
+	}
+	for _, tt := range tests {
+		if got := k.kvDeadlineKey(tt.site); got != tt.want {
+			t.Errorf("kvDeadlineKey(%q) = %q, want %q", tt.site, got, tt.want)
+		}
+	}
+	if !k.isEngineKey(k.kvDeadlineKey("x")) || !k.isEngineKey(k.run("r")) || k.isEngineKey("views:x") {
+		t.Errorf("isEngineKey does not tell engine keys from site keys")
+	}
+	if got := k.run("r1"); got != "cyberdrew:{engine}:run:r1" {
+		t.Errorf("run key = %q", got)
+	}
+}
+
+func TestGlobEscape(t *testing.T) {
+	t.Parallel()
+	tests := []struct{ in, want string }{
+		{"p:", "p:"},
+		{"p_%", "p_%"},
+		{`a*b?c[d]e\`, `a\*b\?c\[d\]e\\`},
+	}
+	for _, tt := range tests {
+		if got := globEscape(tt.in); got != tt.want {
+			t.Errorf("globEscape(%q) = %q, want %q", tt.in, got, tt.want)
+		}
+	}
+}

@@ -1,0 +1,199 @@
+package redis
+
+import (
+	"context"
+	"slices"
+	"strings"
+	"time"
+
+	goredis "github.com/redis/go-redis/v9"
+
+	"github.com/dcyfr/cyberdrew/internal/store"
+)
+
+// The site's key-value data: native strings and sets named SitePrefix+key,
+// with native TTLs. Each call is one script over the key and its deadline
+// key (lua/kv.lua).
+
+func (s *Store) kvKeys(key string) []string {
+	k := s.keys.siteKey(key)
+	return []string{k, s.keys.kvDeadlineKey(k)}
+}
+
+func ttlMS(ttl time.Duration) int64 {
+	if ttl <= 0 {
+		return 0
+	}
+	return max(ttl.Milliseconds(), 1)
+}
+
+// Get reads a string; ErrNotFound when absent.
+func (s *Store) Get(ctx context.Context, key string) (string, error) {
+	v, err := scriptKVGet.Run(ctx, s.rdb, s.kvKeys(key), s.nowMS()).Text()
+	if err != nil {
+		return "", s.wrap("get", err)
+	}
+	return v, nil
+}
+
+// Set writes a string, replacing its ttl (none when ttl is 0).
+func (s *Store) Set(ctx context.Context, key, value string, ttl time.Duration) error {
+	return s.wrap("set", scriptKVSet.Run(ctx, s.rdb, s.kvKeys(key), s.nowMS(), value, ttlMS(ttl)).Err())
+}
+
+// SetNX writes a string only when the key is absent.
+func (s *Store) SetNX(ctx context.Context, key, value string, ttl time.Duration) (bool, error) {
+	n, err := scriptKVSetNX.Run(ctx, s.rdb, s.kvKeys(key), s.nowMS(), value, ttlMS(ttl)).Int()
+	if err != nil {
+		return false, s.wrap("setnx", err)
+	}
+	return n == 1, nil
+}
+
+// Delete removes keys of any type.
+func (s *Store) Delete(ctx context.Context, keys ...string) error {
+	if len(keys) == 0 {
+		return nil
+	}
+	_, err := s.rdb.Pipelined(ctx, func(p goredis.Pipeliner) error {
+		for _, key := range keys {
+			p.Del(ctx, s.kvKeys(key)...) // one slot: see kvDeadlineKey
+		}
+		return nil
+	})
+	return s.wrap("delete", err)
+}
+
+// IncrBy adds delta to the integer at key; ttl applies when it creates it.
+func (s *Store) IncrBy(ctx context.Context, key string, delta int64, ttl time.Duration) (int64, error) {
+	n, err := scriptKVIncrBy.Run(ctx, s.rdb, s.kvKeys(key), s.nowMS(), delta, ttlMS(ttl)).Int64()
+	if err != nil {
+		return 0, s.wrap("incrby", err)
+	}
+	return n, nil
+}
+
+// SetAdd adds members to a set; ttl applies when it creates it.
+func (s *Store) SetAdd(ctx context.Context, key string, ttl time.Duration, members ...string) (int, error) {
+	if len(members) == 0 {
+		return 0, nil
+	}
+	args := make([]any, 0, 2+len(members))
+	args = append(args, s.nowMS(), ttlMS(ttl))
+	for _, m := range members {
+		args = append(args, m)
+	}
+	n, err := scriptKVSAdd.Run(ctx, s.rdb, s.kvKeys(key), args...).Int()
+	if err != nil {
+		return 0, s.wrap("sadd", err)
+	}
+	return n, nil
+}
+
+// SetCard counts a set's members (0 when absent).
+func (s *Store) SetCard(ctx context.Context, key string) (int64, error) {
+	n, err := scriptKVSCard.Run(ctx, s.rdb, s.kvKeys(key), s.nowMS()).Int64()
+	if err != nil {
+		return 0, s.wrap("scard", err)
+	}
+	return n, nil
+}
+
+// SetMembers lists a set's members (none when absent).
+func (s *Store) SetMembers(ctx context.Context, key string) ([]string, error) {
+	m, err := scriptKVSMembers.Run(ctx, s.rdb, s.kvKeys(key), s.nowMS()).StringSlice()
+	if err != nil {
+		return nil, s.wrap("smembers", err)
+	}
+	return m, nil
+}
+
+// TTL returns the remaining time to live, 0 for none.
+func (s *Store) TTL(ctx context.Context, key string) (time.Duration, error) {
+	n, err := scriptKVTTL.Run(ctx, s.rdb, s.kvKeys(key), s.nowMS()).Int64()
+	if err != nil {
+		return 0, s.wrap("ttl", err)
+	}
+	switch {
+	case n == -2:
+		return 0, s.wrap("ttl", store.ErrNotFound)
+	case n < 0:
+		return 0, nil
+	}
+	return time.Duration(n) * time.Millisecond, nil
+}
+
+// scanBatch is the COUNT hint of each SCAN round trip.
+const scanBatch = 1000
+
+// Scan lists live keys starting with prefix after cursor, in key order.
+// It is the site's explicit prefix scan, not a hot path: SCAN MATCH
+// gathers every matching key, which are then sorted and checked against
+// the engine clock.
+func (s *Store) Scan(ctx context.Context, prefix, cursor string, count int) ([]string, string, error) {
+	if count <= 0 {
+		count = 100
+	}
+	pattern := globEscape(s.keys.siteKey(prefix)) + "*"
+	var names []string
+	iter := s.rdb.Scan(ctx, 0, pattern, scanBatch).Iterator()
+	for iter.Next(ctx) {
+		name := iter.Val()
+		if s.keys.isEngineKey(name) {
+			continue
+		}
+		key := strings.TrimPrefix(name, s.keys.site)
+		if key > cursor {
+			names = append(names, key)
+		}
+	}
+	if err := iter.Err(); err != nil {
+		return nil, "", s.wrap("scan", err)
+	}
+	slices.Sort(names)
+	names = slices.Compact(names) // SCAN may return a key twice
+
+	now := s.nowMS()
+	var out []string
+	for len(names) > 0 && len(out) <= count {
+		chunk := names[:min(len(names), count+1-len(out))]
+		names = names[len(chunk):]
+		pipe := s.rdb.Pipeline()
+		cmds := make([]*goredis.Cmd, len(chunk))
+		for i, k := range chunk {
+			cmds[i] = scriptKVTTL.EvalSha(ctx, pipe, s.kvKeys(k), now)
+		}
+		if _, err := pipe.Exec(ctx); err != nil {
+			if !strings.HasPrefix(err.Error(), "NOSCRIPT") {
+				return nil, "", s.wrap("scan", err)
+			}
+			if err := scriptKVTTL.Load(ctx, s.rdb).Err(); err != nil {
+				return nil, "", s.wrap("scan", err)
+			}
+			names = append(chunk, names...)
+			continue
+		}
+		for i, k := range chunk {
+			if n, _ := cmds[i].Int64(); n != -2 {
+				out = append(out, k)
+			}
+		}
+	}
+	if len(out) > count {
+		return out[:count], out[count-1], nil
+	}
+	return out, "", nil
+}
+
+// globEscape quotes the characters SCAN MATCH treats as a pattern.
+func globEscape(s string) string {
+	var b strings.Builder
+	for _, r := range s {
+		switch r {
+		case '*', '?', '[', ']', '\\':
+			b.WriteByte('\\')
+		}
+		b.WriteRune(r)
+	}
+	return b.String()
+}

@@ -1,0 +1,60 @@
+-- claim: leases up to n claimable runs, oldest available first, skipping
+-- the runs whose concurrency key is at its limit.
+-- KEYS[1] engine prefix. ARGV[1] now; ARGV[2] owner; ARGV[3] n; ARGV[4]
+-- lease expiry (ms); ARGV[5] token base (the i-th lease gets base:i).
+-- Returns {{run id, token, run hash as a flat list, steps}, ...} (see run_steps).
+local owner, n, untl, base = ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4]), ARGV[5]
+local out, counts, skipped, scanned = {}, {}, 0, 0
+
+local function lease(id)
+  local r = load(id)
+  local k = P .. 'run:' .. id
+  local token = base .. ':' .. (#out + 1)
+  set_status(r, 'Running')
+  if not set(r.started) then
+    r.started = num(NOW)
+    redis.call('HSET', k, 'started', r.started)
+  end
+  if not set(r.finish_by) and tonumber(r.ftimeout or '0') > 0 then
+    r.finish_by = num(tonumber(r.started) + tonumber(r.ftimeout))
+    redis.call('HSET', k, 'finish_by', r.finish_by)
+  end
+  r.owner, r.token, r.avail = owner, token, num(untl)
+  redis.call('HSET', k, 'owner', owner, 'token', token, 'avail', r.avail)
+  redis.call('HDEL', k, 'woken')
+  r.woken = nil
+  redis.call('ZADD', P .. 'queue', r.avail, id)
+  if set(r.ckey) then redis.call('ZADD', P .. 'conc:' .. r.ckey, r.avail, id) end
+  release_key('deb', r.deb, id)
+  change('run', '', '', id, r.fn, 'Running')
+  out[#out + 1] = {id, token, flat(r), run_steps(id)}
+end
+
+while #out < n and scanned < 4096 do
+  local limit = n - #out + math.min(skipped, 64)
+  local cands = redis.call('ZRANGEBYSCORE', P .. 'queue', '-inf', num(NOW), 'LIMIT', skipped, limit)
+  for _, id in ipairs(cands) do
+    scanned = scanned + 1
+    local c = redis.call('HMGET', P .. 'run:' .. id, 'ckey', 'climit')
+    local ok = true
+    if set(c[1]) and tonumber(c[2] or '0') > 0 then
+      local cnt = counts[c[1]]
+      if not cnt then
+        redis.call('ZREMRANGEBYSCORE', P .. 'conc:' .. c[1], '-inf', num(NOW))
+        cnt = redis.call('ZCARD', P .. 'conc:' .. c[1])
+      end
+      if cnt >= tonumber(c[2]) then
+        skipped = skipped + 1
+        ok = false
+      end
+      counts[c[1]] = ok and cnt + 1 or cnt
+    end
+    if ok then
+      lease(id)
+      if #out == n then break end
+    end
+  end
+  if #cands < limit then break end
+end
+flush()
+return out

@@ -1,0 +1,327 @@
+-- common: the helpers every engine script starts with.
+--
+-- KEYS[1] is the engine prefix with its hash tag (e.g. "cyberdrew:{engine}:").
+-- Every key a script touches is KEYS[1] followed by one of the names listed
+-- in keys.go, so they all share one Cluster slot; the scripts build those
+-- names from KEYS[1] because run and event ids are only known inside them.
+-- ARGV[1] is now, in unix milliseconds by the caller's clock (never TIME).
+local P = KEYS[1]
+local NOW = tonumber(ARGV[1])
+local changes = {}
+
+local function num(x) return string.format('%.17g', x) end
+local function pad(ms) return string.format('%013d', ms) end
+local function member(ms, id) return pad(ms) .. ':' .. id end
+local function set(v) return v ~= nil and v ~= false and v ~= '' end
+
+-- change queues a notification; flush publishes them all as one message:
+-- [now, [[kind, event id, event name, run id, function id, status, step id, available at], ...]].
+local function change(kind, ev, evname, run, fn, status, step, avail)
+  local a = ''
+  if avail then a = num(avail) end
+  changes[#changes + 1] = {kind, ev or '', evname or '', run or '', fn or '', status or '', step or '', a}
+end
+
+local function flush()
+  if #changes > 0 then
+    redis.call('PUBLISH', P .. 'changes', cjson.encode({num(NOW), changes}))
+  end
+end
+
+-- load returns the run hash as a table, nil when there is no such run.
+local function load(id)
+  local a = redis.call('HGETALL', P .. 'run:' .. id)
+  if #a == 0 then return nil end
+  local r = {}
+  for i = 1, #a, 2 do r[a[i]] = a[i + 1] end
+  return r
+end
+
+-- set_status moves the run between the status indexes.
+local function set_status(r, st)
+  if r.status == st then return end
+  local m = member(tonumber(r.created), r.id)
+  redis.call('ZREM', P .. 'runs:st:' .. r.status, m)
+  redis.call('ZREM', P .. 'runs:fnst:' .. r.fn .. ':' .. r.status, m)
+  redis.call('ZADD', P .. 'runs:st:' .. st, 0, m)
+  redis.call('ZADD', P .. 'runs:fnst:' .. r.fn .. ':' .. st, 0, m)
+  redis.call('HSET', P .. 'run:' .. r.id, 'status', st)
+  r.status = st
+end
+
+-- leased returns the run when token is its current, unlapsed lease.
+local function leased(id, token)
+  local r = load(id)
+  if not r or r.token ~= token or set(r.ended) or tonumber(r.avail or '0') <= NOW then return nil end
+  return r
+end
+
+-- drop_lease removes the lease and frees the concurrency slot.
+local function drop_lease(r)
+  redis.call('HDEL', P .. 'run:' .. r.id, 'owner', 'token', 'woken')
+  if set(r.ckey) then redis.call('ZREM', P .. 'conc:' .. r.ckey, r.id) end
+  r.owner, r.token, r.woken = nil, nil, nil
+end
+
+-- drop_waits forgets every pending WaitForEvent of the run.
+local function drop_waits(id)
+  local w = redis.call('HGETALL', P .. 'runwaits:' .. id)
+  for i = 1, #w, 2 do redis.call('HDEL', P .. 'waits:' .. w[i + 1], id .. '\n' .. w[i]) end
+  redis.call('DEL', P .. 'runwaits:' .. id)
+end
+
+-- release_key frees a singleton or debounce key if id holds it.
+local function release_key(kind, key, id)
+  if not set(key) then return end
+  local k = P .. kind .. ':' .. key
+  if redis.call('GET', k) == id then redis.call('DEL', k) end
+end
+
+-- end_run finishes the run as st.
+local function end_run(r, st, output, err)
+  set_status(r, st)
+  local k = P .. 'run:' .. r.id
+  redis.call('HSET', k, 'ended', num(NOW))
+  r.ended = num(NOW)
+  if set(output) then redis.call('HSET', k, 'output', output) end
+  if set(err) then redis.call('HSET', k, 'error', err) end
+  redis.call('HDEL', k, 'avail')
+  drop_lease(r)
+  redis.call('ZREM', P .. 'queue', r.id)
+  redis.call('ZADD', P .. 'ended', num(NOW), r.id)
+  release_key('single', r.single, r.id)
+  release_key('deb', r.deb, r.id)
+  drop_waits(r.id)
+  change('run', '', '', r.id, r.fn, st)
+end
+
+-- live_entry reads an expiring entry (idempotency key, client id): the
+-- value in hash, unless exp (a sorted set of deadlines) says it expired.
+local function live_entry(hash, exp, key)
+  local v = redis.call('HGET', P .. hash, key)
+  if not v then return nil end
+  local e = redis.call('ZSCORE', P .. exp, key)
+  if e and tonumber(e) <= NOW then return nil end
+  return v
+end
+
+local function keep_entry(hash, exp, key, value, ttl)
+  redis.call('HSET', P .. hash, key, value)
+  if ttl > 0 then
+    redis.call('ZADD', P .. exp, num(NOW + ttl), key)
+  else
+    redis.call('ZREM', P .. exp, key)
+  end
+end
+
+local function keep_idem(s, id)
+  if set(s.idem) then keep_entry('idem', 'idemexp', s.idem, id, s.idem_ttl) end
+end
+
+-- deb_at is when a debounced run created at created starts if an event
+-- arrives now.
+local function deb_at(created, s)
+  local at = NOW + s.deb_period
+  if s.deb_max > 0 and created + s.deb_max < at then at = created + s.deb_max end
+  return at
+end
+
+-- allow is GCRA: the key's theoretical arrival time moves by period/limit
+-- per run; a run is allowed while it stays within one period of now.
+local function allow(key, limit, period)
+  local interval = period / limit
+  local tat = tonumber(redis.call('ZSCORE', P .. 'rate', key) or '0')
+  tat = math.max(tat, NOW) + interval
+  if tat - NOW > period then return false end
+  redis.call('ZADD', P .. 'rate', num(tat), key)
+  return true
+end
+
+-- create_run applies idempotency, rate limit, singleton and debounce, in
+-- that order, then stores the run. It returns {id, function id, status, existing}.
+local function create_run(eid, s)
+  if set(s.idem) then
+    local rid = live_entry('idem', 'idemexp', s.idem)
+    if rid then
+      local r = load(rid)
+      if r then return {rid, r.fn, r.status, 1} end
+    end
+  end
+  local status, reason = 'Queued', ''
+  if set(s.rl_key) and s.rl_limit > 0 and s.rl_period > 0 then
+    if not allow(s.rl_key, s.rl_limit, s.rl_period) then status, reason = 'Skipped', 'rate limit exceeded' end
+  end
+  if status == 'Queued' and set(s.single) then
+    local other = redis.call('GET', P .. 'single:' .. s.single)
+    if other then
+      local o = load(other)
+      if o and not set(o.ended) then status, reason = 'Skipped', 'singleton: run ' .. other .. ' is unfinished' end
+    end
+  end
+  local debounce = status == 'Queued' and set(s.deb) and s.deb_period > 0
+  if debounce then
+    local did = redis.call('GET', P .. 'deb:' .. s.deb)
+    local r = did and load(did)
+    if r and r.status == 'Queued' and not set(r.started) then
+      local at = deb_at(tonumber(r.created), s)
+      local evs = string.sub(r.evs, 1, -2) .. ',' .. cjson.encode(eid) .. ']'
+      redis.call('HSET', P .. 'run:' .. did, 'ev', eid, 'evs', evs, 'avail', num(at))
+      redis.call('ZADD', P .. 'queue', num(at), did)
+      redis.call('ZADD', P .. 'runs:ev:' .. eid, 0, member(tonumber(r.created), did))
+      keep_idem(s, did)
+      change('run', eid, '', did, r.fn, 'Queued', '', at)
+      return {did, r.fn, 'Queued', 1}
+    end
+  end
+
+  local avail = NOW
+  if s.avail > avail then avail = s.avail end
+  if debounce then
+    local at = deb_at(NOW, s)
+    if at > avail then avail = at end
+  end
+  local k = P .. 'run:' .. s.id
+  redis.call('HSET', k, 'id', s.id, 'fn', s.fn, 'ev', eid, 'evs', '[' .. cjson.encode(eid) .. ']',
+    'status', status, 'attempt', '0', 'created', num(NOW), 'idem', s.idem, 'single', s.single,
+    'deb', s.deb, 'ckey', s.ckey, 'climit', num(s.climit), 'ftimeout', num(s.ftimeout))
+  if status == 'Skipped' then
+    redis.call('HSET', k, 'ended', num(NOW), 'error', reason)
+    redis.call('ZADD', P .. 'ended', num(NOW), s.id)
+  else
+    redis.call('HSET', k, 'avail', num(avail))
+    redis.call('ZADD', P .. 'queue', num(avail), s.id)
+    if set(s.single) then redis.call('SET', P .. 'single:' .. s.single, s.id) end
+    if debounce then redis.call('SET', P .. 'deb:' .. s.deb, s.id) end
+  end
+  local m = member(NOW, s.id)
+  redis.call('ZADD', P .. 'runs', 0, m)
+  redis.call('ZADD', P .. 'runs:fn:' .. s.fn, 0, m)
+  redis.call('ZADD', P .. 'runs:st:' .. status, 0, m)
+  redis.call('ZADD', P .. 'runs:fnst:' .. s.fn .. ':' .. status, 0, m)
+  redis.call('ZADD', P .. 'runs:ev:' .. eid, 0, m)
+  keep_idem(s, s.id)
+  if status == 'Queued' then
+    change('run', eid, '', s.id, s.fn, status, '', avail)
+  else
+    change('run', eid, '', s.id, s.fn, status)
+  end
+  return {s.id, s.fn, status, 0}
+end
+
+local function create_runs(eid, specs)
+  local refs = {}
+  for i, s in ipairs(specs) do refs[i] = create_run(eid, s) end
+  return refs
+end
+
+-- deep_equal compares two decoded JSON values.
+local function deep_equal(a, b)
+  if type(a) ~= type(b) then return false end
+  if type(a) ~= 'table' then return a == b end
+  for k, v in pairs(a) do
+    if not deep_equal(v, b[k]) then return false end
+  end
+  for k in pairs(b) do
+    if a[k] == nil then return false end
+  end
+  return true
+end
+
+-- path_matches reports whether the value at path (dotted, an optional
+-- leading "event." or "async.") inside doc equals the JSON value want.
+local function path_matches(doc, path, want)
+  local segs = {}
+  for seg in string.gmatch(path, '[^.]+') do segs[#segs + 1] = seg end
+  if segs[1] == 'event' or segs[1] == 'async' then table.remove(segs, 1) end
+  local cur = doc
+  for _, seg in ipairs(segs) do
+    if type(cur) ~= 'table' then return false end
+    cur = cur[seg]
+    if cur == nil then return false end
+  end
+  if cur == cjson.null then return false end
+  return deep_equal(cur, cjson.decode(want))
+end
+
+-- complete_wait records the event doc as the output of the waiting step
+-- and wakes its run (at its next Suspend when it is leased).
+local function complete_wait(field, w, doc)
+  redis.call('HDEL', P .. 'waits:' .. w.event, field)
+  redis.call('HDEL', P .. 'runwaits:' .. w.run, w.step)
+  local r = load(w.run)
+  if not r or set(r.ended) then return end
+  redis.call('HSET', P .. 'matched:' .. w.run, w.step, '{"ended_at":' .. num(NOW) .. ',"output":' .. doc .. '}')
+  change('step', '', '', w.run, r.fn, 'Completed', w.step)
+  if set(r.token) and tonumber(r.avail) > NOW then
+    redis.call('HSET', P .. 'run:' .. w.run, 'woken', num(NOW))
+    return
+  end
+  set_status(r, 'Running')
+  local at = math.min(tonumber(r.avail), NOW)
+  redis.call('HSET', P .. 'run:' .. w.run, 'avail', num(at))
+  redis.call('ZADD', P .. 'queue', num(at), w.run)
+  change('run', '', '', w.run, r.fn, 'Running', '', NOW)
+end
+
+-- match_waits completes the waits of event name that doc satisfies.
+local function match_waits(name, doc)
+  local ws = redis.call('HGETALL', P .. 'waits:' .. name)
+  if #ws == 0 then return end
+  local decoded
+  for i = 1, #ws, 2 do
+    local w = cjson.decode(ws[i + 1])
+    if w.expires == 0 or w.expires > NOW then
+      local ok = true
+      if set(w.path) then
+        decoded = decoded or cjson.decode(doc)
+        ok = path_matches(decoded, w.path, w.value)
+      end
+      if ok then complete_wait(ws[i], w, doc) end
+    end
+  end
+end
+
+-- publish_one stores one publication (see pubArg in engine.go) and returns
+-- {event id, 1 if duplicate else 0, run refs}.
+local function publish_one(p)
+  if set(p.cid) then
+    local first = live_entry('cid', 'cidexp', p.cid)
+    if first then return {first, 1, {}} end
+  end
+  redis.call('HSET', P .. 'event:' .. p.id, 'doc', p.doc, 'name', p.name)
+  local m = member(NOW, p.id)
+  redis.call('ZADD', P .. 'events', 0, m)
+  redis.call('ZADD', P .. 'events:name:' .. p.name, 0, m)
+  if set(p.cid) then keep_entry('cid', 'cidexp', p.cid, p.id, p.cid_ttl) end
+  change('event', p.id, p.name)
+  local refs = create_runs(p.id, p.runs)
+  match_waits(p.name, p.doc)
+  return {p.id, 0, refs}
+end
+
+local function publish_all(pubs)
+  local out = {}
+  for i, p in ipairs(pubs) do out[i] = publish_one(p) end
+  return out
+end
+
+-- run_steps returns the run's steps in the order first recorded, each as
+-- {record, matched wait or ''}.
+local function run_steps(id)
+  local ids = redis.call('LRANGE', P .. 'steporder:' .. id, 0, -1)
+  local out = {}
+  if #ids == 0 then return out end
+  local docs = redis.call('HMGET', P .. 'steps:' .. id, unpack(ids))
+  local done = redis.call('HMGET', P .. 'matched:' .. id, unpack(ids))
+  for i = 1, #ids do out[i] = {docs[i] or '', done[i] or ''} end
+  return out
+end
+
+local function flat(r)
+  local out = {}
+  for k, v in pairs(r) do
+    out[#out + 1] = k
+    out[#out + 1] = v
+  end
+  return out
+end

@@ -1,0 +1,71 @@
+-- prune: deletes up to batch runs that ended before cutoff (with their
+-- steps), up to batch events received before cutoff that have no unfinished
+-- run, and up to batch expired idempotency keys, client ids and rate states.
+-- KEYS[1] engine prefix. ARGV[1] now; ARGV[2] cutoff (ms); ARGV[3] batch.
+-- Returns how many were deleted.
+local cutoff, batch = tonumber(ARGV[2]), tonumber(ARGV[3])
+local removed = 0
+
+for _, id in ipairs(redis.call('ZRANGEBYSCORE', P .. 'ended', '-inf', '(' .. num(cutoff), 'LIMIT', 0, batch)) do
+  local r = load(id)
+  redis.call('ZREM', P .. 'ended', id)
+  if r then
+    local m = member(tonumber(r.created), id)
+    redis.call('ZREM', P .. 'runs', m)
+    redis.call('ZREM', P .. 'runs:fn:' .. r.fn, m)
+    redis.call('ZREM', P .. 'runs:st:' .. r.status, m)
+    redis.call('ZREM', P .. 'runs:fnst:' .. r.fn .. ':' .. r.status, m)
+    for _, eid in ipairs(cjson.decode(r.evs)) do redis.call('ZREM', P .. 'runs:ev:' .. eid, m) end
+    redis.call('DEL', P .. 'run:' .. id, P .. 'steps:' .. id, P .. 'steporder:' .. id, P .. 'matched:' .. id)
+    drop_waits(id)
+    if set(r.idem) and redis.call('HGET', P .. 'idem', r.idem) == id then
+      redis.call('HDEL', P .. 'idem', r.idem)
+      redis.call('ZREM', P .. 'idemexp', r.idem)
+    end
+    removed = removed + 1
+  end
+end
+
+local gone, offset, scanned = 0, 0, 0
+while gone < batch and scanned < 4096 do
+  local ms = redis.call('ZRANGEBYLEX', P .. 'events', '-', '(' .. pad(cutoff), 'LIMIT', offset, batch)
+  if #ms == 0 then break end
+  for _, m in ipairs(ms) do
+    scanned = scanned + 1
+    local id = string.sub(m, 15)
+    local busy = false
+    for _, rm in ipairs(redis.call('ZRANGE', P .. 'runs:ev:' .. id, 0, -1)) do
+      local ended = redis.call('HGET', P .. 'run:' .. string.sub(rm, 15), 'ended')
+      if ended == false or ended == '' then
+        busy = true
+        break
+      end
+    end
+    if busy then
+      offset = offset + 1
+    else
+      local name = redis.call('HGET', P .. 'event:' .. id, 'name')
+      redis.call('DEL', P .. 'event:' .. id)
+      redis.call('ZREM', P .. 'events', m)
+      if name then redis.call('ZREM', P .. 'events:name:' .. name, m) end
+      gone = gone + 1
+      if gone == batch then break end
+    end
+  end
+end
+removed = removed + gone
+
+for _, e in ipairs({{'idem', 'idemexp'}, {'cid', 'cidexp'}}) do
+  local keys = redis.call('ZRANGEBYSCORE', P .. e[2], '-inf', num(NOW), 'LIMIT', 0, batch)
+  if #keys > 0 then
+    redis.call('HDEL', P .. e[1], unpack(keys))
+    redis.call('ZREM', P .. e[2], unpack(keys))
+    removed = removed + #keys
+  end
+end
+local rates = redis.call('ZRANGEBYSCORE', P .. 'rate', '-inf', num(NOW), 'LIMIT', 0, batch)
+if #rates > 0 then
+  redis.call('ZREM', P .. 'rate', unpack(rates))
+  removed = removed + #rates
+end
+return removed

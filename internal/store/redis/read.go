@@ -1,0 +1,336 @@
+package redis
+
+import (
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"fmt"
+	"slices"
+	"strconv"
+	"time"
+
+	goredis "github.com/redis/go-redis/v9"
+
+	"github.com/dcyfr/cyberdrew/internal/store"
+)
+
+const (
+	defaultPage = 50
+	maxPage     = 1000
+	// maxListScan bounds how many index entries one listing call reads
+	// when filters drop most of them; the page then ends early, with a
+	// cursor.
+	maxListScan = 20000
+)
+
+func pageLimit(n int) int {
+	switch {
+	case n <= 0:
+		return defaultPage
+	case n > maxPage:
+		return maxPage
+	}
+	return n
+}
+
+// Listing indexes are sorted sets whose members, all of score 0, are
+// "<unix ms, 13 digits>:<id>" (lua/common.lua: member), so lexicographic
+// order is time then id. A cursor is the last member returned.
+
+func memberID(m string) string {
+	if len(m) < 15 {
+		return ""
+	}
+	return m[14:]
+}
+
+func encodeCursor(member string) string {
+	return base64.RawURLEncoding.EncodeToString([]byte(member))
+}
+
+func decodeCursor(c string) (string, error) {
+	b, err := base64.RawURLEncoding.DecodeString(c)
+	m := string(b)
+	if err != nil || len(m) < 15 || m[13] != ':' {
+		return "", fmt.Errorf("%w: malformed cursor", store.ErrInvalid)
+	}
+	if _, err := strconv.ParseUint(m[:13], 10, 64); err != nil {
+		return "", fmt.Errorf("%w: malformed cursor", store.ErrInvalid)
+	}
+	return m, nil
+}
+
+// bounds gives the ZRANGEBYLEX bounds of a newest-first listing.
+func bounds(cursor string, since, until time.Time) (lo, hi string, err error) {
+	lo, hi = "-", "+"
+	if !since.IsZero() {
+		lo = "[" + fmt.Sprintf("%013d", since.UnixMilli())
+	}
+	if !until.IsZero() {
+		hi = "(" + fmt.Sprintf("%013d", until.UnixMilli())
+	}
+	if cursor != "" {
+		m, err := decodeCursor(cursor)
+		if err != nil {
+			return "", "", err
+		}
+		if hi == "+" || "("+m < hi {
+			hi = "(" + m
+		}
+	}
+	return lo, hi, nil
+}
+
+// list walks index newest first from the bounds and returns up to limit
+// items that load and keep accept, and the cursor of the next page.
+func list[T any](ctx context.Context, rdb goredis.UniversalClient, index string, cursor string, since, until time.Time,
+	limit int, load func(goredis.Pipeliner, string) func() (T, bool, error), keep func(T) bool) (store.Page[T], error) {
+	lo, hi, err := bounds(cursor, since, until)
+	if err != nil {
+		return store.Page[T]{}, err
+	}
+	page := store.Page[T]{Items: []T{}}
+	var members []string // of page.Items
+	scanned := 0
+	for {
+		want := limit + 1 - len(page.Items)
+		count := int64(max(want, min(4*want, 1000)))
+		ms, err := rdb.ZRevRangeByLex(ctx, index, &goredis.ZRangeBy{Min: lo, Max: hi, Count: count}).Result()
+		if err != nil {
+			return store.Page[T]{}, err
+		}
+		if len(ms) == 0 {
+			break
+		}
+		pipe := rdb.Pipeline()
+		reads := make([]func() (T, bool, error), len(ms))
+		for i, m := range ms {
+			reads[i] = load(pipe, memberID(m))
+		}
+		if _, err := pipe.Exec(ctx); err != nil && err != goredis.Nil {
+			return store.Page[T]{}, err
+		}
+		for i, read := range reads {
+			item, ok, err := read()
+			if err != nil {
+				return store.Page[T]{}, err
+			}
+			if ok && keep(item) {
+				page.Items = append(page.Items, item)
+				members = append(members, ms[i])
+				if len(page.Items) > limit {
+					break
+				}
+			}
+		}
+		scanned += len(ms)
+		hi = "(" + ms[len(ms)-1]
+		if len(page.Items) > limit || int64(len(ms)) < count {
+			break
+		}
+		if scanned >= maxListScan {
+			// Filters dropped most entries: end this page early.
+			page.Cursor = encodeCursor(ms[len(ms)-1])
+			return page, nil
+		}
+	}
+	if len(page.Items) > limit {
+		page.Items = page.Items[:limit]
+		page.Cursor = encodeCursor(members[limit-1])
+	}
+	return page, nil
+}
+
+// GetEvent reads one event.
+func (s *Store) GetEvent(ctx context.Context, id string) (store.Event, error) {
+	doc, err := s.rdb.HGet(ctx, s.keys.event(id), "doc").Result()
+	if err != nil {
+		return store.Event{}, s.wrap("get event", err)
+	}
+	var ev store.Event
+	if err := json.Unmarshal([]byte(doc), &ev); err != nil {
+		return store.Event{}, s.wrap("get event", err)
+	}
+	return ev, nil
+}
+
+func (s *Store) loadEvent(p goredis.Pipeliner, id string) func() (store.Event, bool, error) {
+	cmd := p.HGet(context.Background(), s.keys.event(id), "doc")
+	return func() (store.Event, bool, error) {
+		doc, err := cmd.Result()
+		if err == goredis.Nil {
+			return store.Event{}, false, nil
+		}
+		if err != nil {
+			return store.Event{}, false, err
+		}
+		var ev store.Event
+		if err := json.Unmarshal([]byte(doc), &ev); err != nil {
+			return store.Event{}, false, err
+		}
+		return ev, true, nil
+	}
+}
+
+// ListEvents lists events newest first.
+func (s *Store) ListEvents(ctx context.Context, f store.EventFilter) (store.Page[store.Event], error) {
+	index := s.keys.events()
+	if f.Name != "" {
+		index = s.keys.eventsByName(f.Name)
+	}
+	p, err := list(ctx, s.rdb, index, f.Cursor, f.Since, f.Until, pageLimit(f.Limit), s.loadEvent,
+		func(store.Event) bool { return true })
+	if err != nil {
+		return store.Page[store.Event]{}, s.wrap("list events", err)
+	}
+	return p, nil
+}
+
+// GetRun reads one run.
+func (s *Store) GetRun(ctx context.Context, id string) (store.Run, error) {
+	m, err := s.rdb.HGetAll(ctx, s.keys.run(id)).Result()
+	if err != nil {
+		return store.Run{}, s.wrap("get run", err)
+	}
+	if len(m) == 0 {
+		return store.Run{}, s.wrap("get run", store.ErrNotFound)
+	}
+	r, err := parseRun(m)
+	if err != nil {
+		return store.Run{}, s.wrap("get run", err)
+	}
+	return r, nil
+}
+
+func (s *Store) loadRun(p goredis.Pipeliner, id string) func() (store.Run, bool, error) {
+	cmd := p.HGetAll(context.Background(), s.keys.run(id))
+	return func() (store.Run, bool, error) {
+		m, err := cmd.Result()
+		if err != nil || len(m) == 0 {
+			return store.Run{}, false, err
+		}
+		r, err := parseRun(m)
+		return r, err == nil, err
+	}
+}
+
+// ListRuns lists runs newest first. It walks the narrowest index the
+// filter allows and checks the rest on each run.
+func (s *Store) ListRuns(ctx context.Context, f store.RunFilter) (store.Page[store.Run], error) {
+	var index string
+	switch {
+	case f.EventID != "":
+		index = s.keys.runsByEvent(f.EventID)
+	case f.FunctionID != "" && len(f.Statuses) == 1:
+		index = s.keys.runsByFunctionStatus(f.FunctionID, string(f.Statuses[0]))
+	case f.FunctionID != "":
+		index = s.keys.runsByFunction(f.FunctionID)
+	case len(f.Statuses) == 1:
+		index = s.keys.runsByStatus(string(f.Statuses[0]))
+	default:
+		index = s.keys.runs()
+	}
+	keep := func(r store.Run) bool {
+		if f.FunctionID != "" && r.FunctionID != f.FunctionID {
+			return false
+		}
+		return len(f.Statuses) == 0 || slices.Contains(f.Statuses, r.Status)
+	}
+	p, err := list(ctx, s.rdb, index, f.Cursor, f.Since, f.Until, pageLimit(f.Limit), s.loadRun, keep)
+	if err != nil {
+		return store.Page[store.Run]{}, s.wrap("list runs", err)
+	}
+	return p, nil
+}
+
+// Steps lists a run's steps in the order they were first recorded.
+func (s *Store) Steps(ctx context.Context, runID string) ([]store.Step, error) {
+	var (
+		exists  *goredis.IntCmd
+		order   *goredis.StringSliceCmd
+		docs    *goredis.MapStringStringCmd
+		matched *goredis.MapStringStringCmd
+	)
+	_, err := s.rdb.TxPipelined(ctx, func(p goredis.Pipeliner) error {
+		exists = p.Exists(ctx, s.keys.run(runID))
+		order = p.LRange(ctx, s.keys.stepOrder(runID), 0, -1)
+		docs = p.HGetAll(ctx, s.keys.steps(runID))
+		matched = p.HGetAll(ctx, s.keys.matched(runID))
+		return nil
+	})
+	if err != nil {
+		return nil, s.wrap("steps", err)
+	}
+	if exists.Val() == 0 {
+		return nil, s.wrap("steps", store.ErrNotFound)
+	}
+	steps := make([]store.Step, 0, len(order.Val()))
+	for _, id := range order.Val() {
+		st, err := parseStep(runID, docs.Val()[id], matched.Val()[id])
+		if err != nil {
+			return nil, s.wrap("steps", err)
+		}
+		steps = append(steps, st)
+	}
+	return steps, nil
+}
+
+// parseRun reads a run hash (fields written by lua/common.lua).
+func parseRun(m map[string]string) (store.Run, error) {
+	i := func(k string) int64 { n, _ := parseMS(m[k]); return n }
+	r := store.Run{
+		ID:               m["id"],
+		FunctionID:       m["fn"],
+		EventID:          m["ev"],
+		Status:           store.Status(m["status"]),
+		Attempt:          int(i("attempt")),
+		CreatedAt:        fromMS(i("created")),
+		StartedAt:        fromMS(i("started")),
+		EndedAt:          fromMS(i("ended")),
+		AvailableAt:      fromMS(i("avail")),
+		Error:            m["error"],
+		IdempotencyKey:   m["idem"],
+		SingletonKey:     m["single"],
+		DebounceKey:      m["deb"],
+		ConcurrencyKey:   m["ckey"],
+		ConcurrencyLimit: int(i("climit")),
+		FinishTimeout:    time.Duration(i("ftimeout")) * time.Millisecond,
+		FinishBy:         fromMS(i("finish_by")),
+		LeaseOwner:       m["owner"],
+	}
+	if r.ID == "" {
+		return store.Run{}, fmt.Errorf("%w: run without id", store.ErrNotFound)
+	}
+	if o := m["output"]; o != "" {
+		r.Output = json.RawMessage(o)
+	}
+	if err := json.Unmarshal([]byte(m["evs"]), &r.EventIDs); err != nil {
+		return store.Run{}, fmt.Errorf("run %s: event ids: %w", r.ID, err)
+	}
+	return r, nil
+}
+
+// parseStep reads a step record and, when an event completed its wait,
+// the match (see complete_wait in lua/common.lua).
+func parseStep(runID, doc, matched string) (store.Step, error) {
+	var rec stepRecord
+	if err := json.Unmarshal([]byte(doc), &rec); err != nil {
+		return store.Step{}, fmt.Errorf("step of run %s: %w", runID, err)
+	}
+	st := store.Step{
+		RunID: runID, ID: rec.ID, Name: rec.Name, Kind: store.StepKind(rec.Kind), Status: store.Status(rec.Status),
+		Attempts: rec.Attempts, Output: rec.Output, Error: rec.Error, WakeAt: fromMS(rec.WakeAt),
+		StartedAt: fromMS(rec.StartedAt), EndedAt: fromMS(rec.EndedAt), Wait: rec.Wait,
+	}
+	if matched != "" {
+		var m struct {
+			EndedAt int64           `json:"ended_at"`
+			Output  json.RawMessage `json:"output"`
+		}
+		if err := json.Unmarshal([]byte(matched), &m); err != nil {
+			return store.Step{}, fmt.Errorf("step %s of run %s: %w", rec.ID, runID, err)
+		}
+		st.Status, st.Output, st.EndedAt, st.WakeAt = store.StatusCompleted, m.Output, fromMS(m.EndedAt), time.Time{}
+	}
+	return st, nil
+}

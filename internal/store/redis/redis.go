@@ -1,0 +1,237 @@
+// Package redis is the Redis backend of cyberdrew's store, on
+// github.com/redis/go-redis/v9.
+//
+// Every transition that touches more than one key is one Lua script
+// (lua/*.lua, each with its KEYS, ARGV and return values beside it), loaded
+// when the store opens. Engine keys live under a configurable prefix with
+// one hash tag, so Redis Cluster keeps them in one slot; keys.go lists them.
+// Time comes from the injected clock, passed to every script as ARGV[1],
+// never from Redis TIME. Committed changes are published on a pub/sub
+// channel and fanned out to in-process subscribers, so several daemons on
+// one Redis wake each other without polling.
+//
+// The site's key-value data keeps its exact names (under an optional site
+// prefix) as native Redis strings and sets with native TTLs, so the website
+// reads them with plain GET and SCARD.
+//
+// Durability is Redis's: run it with appendonly yes (and appendfsync
+// everysec or always) when acknowledged events must survive a crash.
+package redis
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/jonboulle/clockwork"
+	"github.com/oklog/ulid/v2"
+	goredis "github.com/redis/go-redis/v9"
+
+	"github.com/dcyfr/cyberdrew/internal/store"
+)
+
+var _ store.Store = (*Store)(nil)
+
+// DefaultPrefix is the engine key prefix when Options.Prefix is empty.
+const DefaultPrefix = "cyberdrew:"
+
+// Options configure a Store.
+type Options struct {
+	// Clock gives every "now" the store uses; nil means the real clock.
+	Clock clockwork.Clock
+	// Logger receives the store's few log lines; nil discards them.
+	Logger *slog.Logger
+	// Prefix comes before every engine key; "" means DefaultPrefix.
+	Prefix string
+	// SitePrefix comes before every key-value key of the site; default none.
+	SitePrefix string
+}
+
+// Timeouts: an unreachable Redis makes calls fail within a few seconds
+// rather than hang.
+const (
+	dialTimeout = 2 * time.Second
+	ioTimeout   = 5 * time.Second
+)
+
+// Store is the Redis backend of store.Store.
+type Store struct {
+	rdb   goredis.UniversalClient
+	keys  keys
+	clock clockwork.Clock
+	log   *slog.Logger
+	subs  *fanout
+	ps    *listener
+
+	entropyMu sync.Mutex
+	entropy   io.Reader
+}
+
+// Open connects to the Redis at url (redis:// or rediss:// for TLS, with
+// an optional user, password and database number), loads the scripts and
+// starts listening for changes. A Redis that cannot be reached yet is not
+// an error: calls fail with store.ErrUnavailable until it answers.
+func Open(ctx context.Context, url string, opts Options) (*Store, error) {
+	if opts.Clock == nil {
+		opts.Clock = clockwork.NewRealClock()
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	if opts.Prefix == "" {
+		opts.Prefix = DefaultPrefix
+	}
+	if strings.ContainsAny(opts.Prefix, "{}") {
+		return nil, fmt.Errorf("redis: open: prefix %q must not contain braces", opts.Prefix)
+	}
+	clientLogOnce.Do(func() { goredis.SetLogger(clientLog{opts.Logger.With("component", "redis-client")}) })
+	o, err := goredis.ParseURL(url)
+	if err != nil {
+		return nil, fmt.Errorf("redis: open: malformed URL: %w", errors.Unwrap(err))
+	}
+	rdb := goredis.NewUniversalClient(&goredis.UniversalOptions{
+		Addrs:        []string{o.Addr},
+		DB:           o.DB,
+		Username:     o.Username,
+		Password:     o.Password,
+		TLSConfig:    o.TLSConfig,
+		ClientName:   "cyberdrew",
+		DialTimeout:  dialTimeout,
+		ReadTimeout:  ioTimeout,
+		WriteTimeout: ioTimeout,
+		PoolTimeout:  ioTimeout,
+		MaxRetries:   1,
+	})
+	s := &Store{
+		rdb:     rdb,
+		keys:    newKeys(opts.Prefix, opts.SitePrefix),
+		clock:   opts.Clock,
+		log:     opts.Logger.With("component", "store", "store", "redis"),
+		subs:    newFanout(),
+		entropy: ulid.Monotonic(rand.Reader, 0),
+	}
+	if err := loadScripts(ctx, rdb); err != nil {
+		err = s.wrap("open", err)
+		if !errors.Is(err, store.ErrUnavailable) {
+			rdb.Close()
+			return nil, err
+		}
+		s.log.Warn("redis is unreachable; retrying", "err", err)
+	}
+	s.ps = s.listen(ctx)
+	return s, nil
+}
+
+// clientLog sends go-redis's own log lines (dial retries while Redis is
+// down) to slog at debug level; the store reports outages through its
+// errors and the listener's warnings. go-redis's logger is process-wide,
+// so the first Open sets it.
+type clientLog struct{ l *slog.Logger }
+
+func (c clientLog) Printf(ctx context.Context, format string, v ...any) {
+	c.l.DebugContext(ctx, fmt.Sprintf(format, v...))
+}
+
+var clientLogOnce sync.Once
+
+// Kind names the backend.
+func (s *Store) Kind() string { return "redis" }
+
+// Ping reports whether Redis answers.
+func (s *Store) Ping(ctx context.Context) error {
+	return s.wrap("ping", s.rdb.Ping(ctx).Err())
+}
+
+// Close ends every subscription and closes the connections.
+func (s *Store) Close() error {
+	s.ps.stop()
+	s.subs.closeAll()
+	return s.rdb.Close()
+}
+
+func (s *Store) nowMS() int64 { return s.clock.Now().UnixMilli() }
+
+// newULID returns a ULID for time t, monotonic within the process.
+func (s *Store) newULID(t time.Time) string {
+	s.entropyMu.Lock()
+	defer s.entropyMu.Unlock()
+	return ulid.MustNew(ulid.Timestamp(t), s.entropy).String()
+}
+
+func newToken() string {
+	var b [16]byte
+	_, _ = rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}
+
+// Script errors (redis.error_reply in lua/) and the sentinels they mean.
+var scriptErrors = map[string]error{
+	"LEASE_LOST": store.ErrLeaseLost,
+	"NOT_FOUND":  store.ErrNotFound,
+	"FINISHED":   store.ErrFinished,
+}
+
+// wrap prefixes err with the operation and maps Redis errors onto the
+// store's sentinels: redis.Nil is ErrNotFound, a wrong type or a value that
+// is not an integer is ErrInvalid, and anything that is not an answer from
+// Redis (a network error, a timeout, a server still loading) is
+// ErrUnavailable.
+func (s *Store) wrap(op string, err error) error {
+	if err == nil {
+		return nil
+	}
+	if errors.Is(err, goredis.Nil) {
+		return fmt.Errorf("redis: %s: %w", op, store.ErrNotFound)
+	}
+	for _, sentinel := range []error{store.ErrNotFound, store.ErrInvalid, store.ErrLeaseLost, store.ErrFinished, store.ErrUnavailable} {
+		if errors.Is(err, sentinel) {
+			return fmt.Errorf("redis: %s: %w", op, err)
+		}
+	}
+	if errors.Is(err, context.Canceled) {
+		return fmt.Errorf("redis: %s: %w", op, err)
+	}
+	var rerr goredis.Error
+	if errors.As(err, &rerr) {
+		// Redis prefixes script error replies with "ERR ".
+		msg := strings.TrimPrefix(rerr.Error(), "ERR ")
+		for code, sentinel := range scriptErrors {
+			if strings.HasPrefix(msg, code) {
+				return fmt.Errorf("redis: %s: %w", op, sentinel)
+			}
+		}
+		switch {
+		case strings.HasPrefix(msg, "WRONGTYPE"), strings.Contains(msg, "not an integer"):
+			return fmt.Errorf("redis: %s: %w: %s", op, store.ErrInvalid, msg)
+		case strings.HasPrefix(msg, "LOADING"), strings.HasPrefix(msg, "MASTERDOWN"),
+			strings.HasPrefix(msg, "CLUSTERDOWN"), strings.HasPrefix(msg, "TRYAGAIN"),
+			strings.HasPrefix(msg, "READONLY"), strings.HasPrefix(msg, "BUSY"):
+		default:
+			return fmt.Errorf("redis: %s: %w", op, err)
+		}
+	}
+	return fmt.Errorf("redis: %s: %w: %w", op, store.ErrUnavailable, err)
+}
+
+// ms converts a time to unix ms, 0 for the zero time.
+func ms(t time.Time) int64 {
+	if t.IsZero() {
+		return 0
+	}
+	return t.UnixMilli()
+}
+
+// fromMS converts unix ms back, the zero time for 0.
+func fromMS(v int64) time.Time {
+	if v == 0 {
+		return time.Time{}
+	}
+	return time.UnixMilli(v).UTC()
+}
