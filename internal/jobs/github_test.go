@@ -72,121 +72,131 @@ func (b *bundle) refresh(t *testing.T, data string) string {
 
 func TestManualRefreshQueriesGitHubAndCaches(t *testing.T) {
 	t.Parallel()
-	f := &fakeGitHub{}
-	b := setup(t, withGitHub(t, f))
-	id := b.refresh(t, `{"manual":true,"force":true}`)
-	b.waitStatus(t, id, store.StatusCompleted)
-	reqs := f.all()
-	if len(reqs) != 1 {
-		t.Fatalf("%d requests", len(reqs))
-	}
-	q := reqs[0]
-	if q.Auth != "Bearer ghp_secret" {
-		t.Errorf("authorization %q", q.Auth)
-	}
-	for _, part := range []string{"user(login: $login)", "contributionsCollection", "contributionCalendar", "totalContributions", "weeks", "contributionDays", "date", "contributionCount"} {
-		if !strings.Contains(q.Query, part) {
-			t.Errorf("query %q lacks %q", q.Query, part)
+	onEachBackend(t, func(t *testing.T, be backend) {
+		f := &fakeGitHub{}
+		b := setup(t, be, withGitHub(t, f))
+		id := b.refresh(t, `{"manual":true,"force":true}`)
+		b.waitStatus(t, id, store.StatusCompleted)
+		reqs := f.all()
+		if len(reqs) != 1 {
+			t.Fatalf("%d requests", len(reqs))
 		}
-	}
-	if q.Variables["login"] != "dcyfr" {
-		t.Errorf("variables %v", q.Variables)
-	}
-	if _, ok := b.steps(t, id)["check-cache"]; ok {
-		t.Errorf("force ran check-cache")
-	}
-	var c jobs.Contributions
-	if err := json.Unmarshal([]byte(b.get(t, "github:contributions:dcyfr")), &c); err != nil {
-		t.Fatal(err)
-	}
-	want := jobs.Contributions{
-		Contributions: []jobs.ContributionDay{{Date: "2025-03-10", Count: 2}, {Date: "2025-03-11", Count: 3}},
-		Source:        "github-api", TotalContributions: 5, LastUpdated: "2025-03-12T10:30:05Z",
-	}
-	if c.Source != want.Source || c.TotalContributions != 5 || c.LastUpdated != want.LastUpdated || len(c.Contributions) != 2 || c.Contributions[1] != want.Contributions[1] {
-		t.Errorf("cache %+v", c)
-	}
-	if ttl, _ := b.st.TTL(b.ctx, "github:contributions:dcyfr"); ttl < time.Hour {
-		t.Errorf("cache ttl %v does not outlive failed refreshes", ttl)
-	}
+		q := reqs[0]
+		if q.Auth != "Bearer ghp_secret" {
+			t.Errorf("authorization %q", q.Auth)
+		}
+		for _, part := range []string{"user(login: $login)", "contributionsCollection", "contributionCalendar", "totalContributions", "weeks", "contributionDays", "date", "contributionCount"} {
+			if !strings.Contains(q.Query, part) {
+				t.Errorf("query %q lacks %q", q.Query, part)
+			}
+		}
+		if q.Variables["login"] != "dcyfr" {
+			t.Errorf("variables %v", q.Variables)
+		}
+		if _, ok := b.steps(t, id)["check-cache"]; ok {
+			t.Errorf("force ran check-cache")
+		}
+		var c jobs.Contributions
+		if err := json.Unmarshal([]byte(b.get(t, "github:contributions:dcyfr")), &c); err != nil {
+			t.Fatal(err)
+		}
+		want := jobs.Contributions{
+			Contributions: []jobs.ContributionDay{{Date: "2025-03-10", Count: 2}, {Date: "2025-03-11", Count: 3}},
+			Source:        "github-api", TotalContributions: 5, LastUpdated: "2025-03-12T10:30:05Z",
+		}
+		if c.Source != want.Source || c.TotalContributions != 5 || c.LastUpdated != want.LastUpdated || len(c.Contributions) != 2 || c.Contributions[1] != want.Contributions[1] {
+			t.Errorf("cache %+v", c)
+		}
+		if ttl, _ := b.st.TTL(b.ctx, "github:contributions:dcyfr"); ttl < time.Hour {
+			t.Errorf("cache ttl %v does not outlive failed refreshes", ttl)
+		}
 
-	// A second refresh within five minutes finds the cache fresh.
-	id = b.refresh(t, `{"manual":true}`)
-	r := b.waitStatus(t, id, store.StatusCompleted)
-	if !strings.Contains(string(r.Output), `"skipped":true`) || len(f.all()) != 1 {
-		t.Errorf("fresh cache refetched: %s", r.Output)
-	}
+		// A second refresh within five minutes finds the cache fresh.
+		id = b.refresh(t, `{"manual":true}`)
+		r := b.waitStatus(t, id, store.StatusCompleted)
+		if !strings.Contains(string(r.Output), `"skipped":true`) || len(f.all()) != 1 {
+			t.Errorf("fresh cache refetched: %s", r.Output)
+		}
+	})
 }
 
 func TestRefreshBurstIsDebounced(t *testing.T) {
 	t.Parallel()
-	b := setup(t, withGitHub(t, &fakeGitHub{}))
-	first := b.send(t, jobs.EventGitHubRefresh, `{}`, "manual-refresh-github-data")
-	second := b.send(t, jobs.EventGitHubRefresh, `{}`, "manual-refresh-github-data")
-	if first != second {
-		t.Fatalf("a burst made two runs: %s %s", first, second)
-	}
-	b.clock.Advance(5 * time.Second)
-	b.waitStatus(t, first, store.StatusCompleted)
+	onEachBackend(t, func(t *testing.T, be backend) {
+		b := setup(t, be, withGitHub(t, &fakeGitHub{}))
+		first := b.send(t, jobs.EventGitHubRefresh, `{}`, "manual-refresh-github-data")
+		second := b.send(t, jobs.EventGitHubRefresh, `{}`, "manual-refresh-github-data")
+		if first != second {
+			t.Fatalf("a burst made two runs: %s %s", first, second)
+		}
+		b.clock.Advance(5 * time.Second)
+		b.waitStatus(t, first, store.StatusCompleted)
+	})
 }
 
 func TestGitHubUnauthorizedFailsAtOnce(t *testing.T) {
 	t.Parallel()
-	f := &fakeGitHub{answer: func(_ int, w http.ResponseWriter) bool {
-		http.Error(w, `{"message":"Bad credentials"}`, http.StatusUnauthorized)
-		return true
-	}}
-	b := setup(t, withGitHub(t, f))
-	id := b.refresh(t, `{"force":true}`)
-	r := b.waitStatus(t, id, store.StatusFailed)
-	if s := b.steps(t, id)["fetch-github-data"]; len(s.Attempts) != 1 {
-		t.Errorf("%d attempts, want 1", len(s.Attempts))
-	}
-	if !strings.Contains(r.Error, "401") {
-		t.Errorf("error %q", r.Error)
-	}
+	onEachBackend(t, func(t *testing.T, be backend) {
+		f := &fakeGitHub{answer: func(_ int, w http.ResponseWriter) bool {
+			http.Error(w, `{"message":"Bad credentials"}`, http.StatusUnauthorized)
+			return true
+		}}
+		b := setup(t, be, withGitHub(t, f))
+		id := b.refresh(t, `{"force":true}`)
+		r := b.waitStatus(t, id, store.StatusFailed)
+		if s := b.steps(t, id)["fetch-github-data"]; len(s.Attempts) != 1 {
+			t.Errorf("%d attempts, want 1", len(s.Attempts))
+		}
+		if !strings.Contains(r.Error, "401") {
+			t.Errorf("error %q", r.Error)
+		}
+	})
 }
 
 func TestGitHubRateLimitRetriesAtReset(t *testing.T) {
 	t.Parallel()
-	reset := start.Add(10 * time.Minute)
-	f := &fakeGitHub{answer: func(n int, w http.ResponseWriter) bool {
-		if n > 0 {
-			return false
+	onEachBackend(t, func(t *testing.T, be backend) {
+		reset := start.Add(10 * time.Minute)
+		f := &fakeGitHub{answer: func(n int, w http.ResponseWriter) bool {
+			if n > 0 {
+				return false
+			}
+			w.Header().Set("X-RateLimit-Remaining", "0")
+			w.Header().Set("X-RateLimit-Reset", strconv.FormatInt(reset.Unix(), 10))
+			http.Error(w, `{"message":"API rate limit exceeded"}`, http.StatusForbidden)
+			return true
+		}}
+		b := setup(t, be, withGitHub(t, f))
+		id := b.refresh(t, `{"force":true}`)
+		var s store.Step
+		b.waitFor(t, "the rate-limited attempt", func() bool {
+			s = b.steps(t, id)["fetch-github-data"]
+			return len(s.Attempts) == 1 && !s.WakeAt.IsZero()
+		})
+		if !s.WakeAt.Equal(reset) {
+			t.Fatalf("retry at %v, want the reset %v", s.WakeAt, reset)
 		}
-		w.Header().Set("X-RateLimit-Remaining", "0")
-		w.Header().Set("X-RateLimit-Reset", strconv.FormatInt(reset.Unix(), 10))
-		http.Error(w, `{"message":"API rate limit exceeded"}`, http.StatusForbidden)
-		return true
-	}}
-	b := setup(t, withGitHub(t, f))
-	id := b.refresh(t, `{"force":true}`)
-	var s store.Step
-	b.waitFor(t, "the rate-limited attempt", func() bool {
-		s = b.steps(t, id)["fetch-github-data"]
-		return len(s.Attempts) == 1 && !s.WakeAt.IsZero()
+		b.clock.Advance(reset.Sub(b.clock.Now()))
+		b.waitStatus(t, id, store.StatusCompleted)
 	})
-	if !s.WakeAt.Equal(reset) {
-		t.Fatalf("retry at %v, want the reset %v", s.WakeAt, reset)
-	}
-	b.clock.Advance(reset.Sub(b.clock.Now()))
-	b.waitStatus(t, id, store.StatusCompleted)
 }
 
 func TestWithoutTokenCronIsDisabledAndManualRefreshFails(t *testing.T) {
 	t.Parallel()
-	b := setup(t, nil)
-	for _, fn := range b.eng.Functions() {
-		if fn.ID == "refresh-github-data" && !strings.Contains(fn.Disabled, "GITHUB_TOKEN") {
-			t.Errorf("cron refresh not disabled: %q", fn.Disabled)
+	onEachBackend(t, func(t *testing.T, be backend) {
+		b := setup(t, be, nil)
+		for _, fn := range b.eng.Functions() {
+			if fn.ID == "refresh-github-data" && !strings.Contains(fn.Disabled, "GITHUB_TOKEN") {
+				t.Errorf("cron refresh not disabled: %q", fn.Disabled)
+			}
 		}
-	}
-	id := b.refresh(t, `{"force":true}`)
-	r := b.waitStatus(t, id, store.StatusFailed)
-	if !strings.Contains(r.Error, "GITHUB_TOKEN is not set") {
-		t.Errorf("error %q", r.Error)
-	}
-	if s := b.steps(t, id)["fetch-github-data"]; len(s.Attempts) != 1 {
-		t.Errorf("%d attempts, want 1", len(s.Attempts))
-	}
+		id := b.refresh(t, `{"force":true}`)
+		r := b.waitStatus(t, id, store.StatusFailed)
+		if !strings.Contains(r.Error, "GITHUB_TOKEN is not set") {
+			t.Errorf("error %q", r.Error)
+		}
+		if s := b.steps(t, id)["fetch-github-data"]; len(s.Attempts) != 1 {
+			t.Errorf("%d attempts, want 1", len(s.Attempts))
+		}
+	})
 }

@@ -14,33 +14,29 @@ import (
 	"github.com/dcyfr/cyberdrew/internal/engine"
 	"github.com/dcyfr/cyberdrew/internal/jobs"
 	"github.com/dcyfr/cyberdrew/internal/store"
-	"github.com/dcyfr/cyberdrew/internal/store/sqlite"
 )
 
 // start is the fake clock's start: a Wednesday.
 var start = time.Date(2025, 3, 12, 10, 30, 0, 0, time.UTC)
 
-// bundle is one test's real SQLite store, engine and workers.
+// bundle is one test's real store, engine and workers.
 type bundle struct {
 	ctx     context.Context
 	st      store.Store
 	eng     *engine.Engine
 	clock   *clockwork.FakeClock
 	changes <-chan store.Change
+	native  *nativeRedis // nil but on Redis
 }
 
-// setup opens a store in t.TempDir(), registers jobs.Functions(deps) with
+// setup opens a fresh store on be, registers jobs.Functions(deps) with
 // deps completed by configure, and starts a worker pool.
-func setup(t *testing.T, configure func(st store.Store, clock *clockwork.FakeClock, d *jobs.Deps)) *bundle {
+func setup(t *testing.T, be backend, configure func(st store.Store, clock *clockwork.FakeClock, d *jobs.Deps)) *bundle {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
 	clock := clockwork.NewFakeClockAt(start)
-	st, err := sqlite.Open(ctx, filepath.Join(t.TempDir(), "cyberdrew.db"), sqlite.Options{Clock: clock})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { st.Close() })
+	st, native := be.open(t, ctx, clock)
 	deps := jobs.Deps{KV: st, Clock: clock, Mailer: jobs.Outbox{Dir: filepath.Join(t.TempDir(), "outbox")}}
 	if configure != nil {
 		configure(st, clock, &deps)
@@ -56,7 +52,7 @@ func setup(t *testing.T, configure func(st store.Store, clock *clockwork.FakeClo
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { eng.Stop(context.Background()) })
-	b := &bundle{ctx: ctx, st: st, eng: eng, clock: clock, changes: st.Subscribe(ctx)}
+	b := &bundle{ctx: ctx, st: st, eng: eng, clock: clock, changes: st.Subscribe(ctx), native: native}
 	pool := engine.NewWorkerPool(eng, engine.PoolOptions{Workers: 16, LeaseTTL: time.Hour})
 	if err := pool.Start(ctx); err != nil {
 		t.Fatal(err)
@@ -145,10 +141,10 @@ func (b *bundle) events(t *testing.T, name string) []store.Event {
 	return out
 }
 
-// runs lists fn's runs with status.
-func (b *bundle) runs(t *testing.T, fn string, status store.Status) []store.Run {
+// runs lists fn's runs with one of statuses (any status when none).
+func (b *bundle) runs(t *testing.T, fn string, statuses ...store.Status) []store.Run {
 	t.Helper()
-	page, err := b.st.ListRuns(b.ctx, store.RunFilter{FunctionID: fn, Statuses: []store.Status{status}, Limit: 1000})
+	page, err := b.st.ListRuns(b.ctx, store.RunFilter{FunctionID: fn, Statuses: statuses, Limit: 1000})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -245,15 +241,17 @@ func TestValidate(t *testing.T) {
 
 func TestHelloWorldSleepsThenGreets(t *testing.T) {
 	t.Parallel()
-	b := setup(t, nil)
-	id := b.send(t, "test/hello.world", `{"email":"a@b.c"}`, "hello-world")
-	b.waitStatus(t, id, store.StatusSleeping)
-	b.clock.Advance(999 * time.Millisecond)
-	if r := b.run(t, id); r.Status != store.StatusSleeping {
-		t.Fatalf("woke before its second: %s", r.Status)
-	}
-	b.clock.Advance(time.Millisecond)
-	if r := b.waitStatus(t, id, store.StatusCompleted); string(r.Output) != `{"message":"Hello a@b.c!"}` {
-		t.Errorf("output %s", r.Output)
-	}
+	onEachBackend(t, func(t *testing.T, be backend) {
+		b := setup(t, be, nil)
+		id := b.send(t, "test/hello.world", `{"email":"a@b.c"}`, "hello-world")
+		b.waitStatus(t, id, store.StatusSleeping)
+		b.clock.Advance(999 * time.Millisecond)
+		if r := b.run(t, id); r.Status != store.StatusSleeping {
+			t.Fatalf("woke before its second: %s", r.Status)
+		}
+		b.clock.Advance(time.Millisecond)
+		if r := b.waitStatus(t, id, store.StatusCompleted); string(r.Output) != `{"message":"Hello a@b.c!"}` {
+			t.Errorf("output %s", r.Output)
+		}
+	})
 }

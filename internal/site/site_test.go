@@ -8,7 +8,6 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/netip"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -20,31 +19,27 @@ import (
 	"github.com/dcyfr/cyberdrew/internal/jobs"
 	"github.com/dcyfr/cyberdrew/internal/site"
 	"github.com/dcyfr/cyberdrew/internal/store"
-	"github.com/dcyfr/cyberdrew/internal/store/sqlite"
 )
 
 var now = time.Date(2025, 3, 12, 10, 30, 0, 0, time.UTC)
 
 type bundle struct {
-	ctx   context.Context
-	st    store.Store
-	clock *clockwork.FakeClock
-	url   string
+	ctx    context.Context
+	st     store.Store
+	clock  *clockwork.FakeClock
+	url    string
+	native *nativeRedis // nil but on Redis
 }
 
 // setup serves the site routes, mounted on the api handler, on loopback,
-// publishing into a real engine on SQLite (no workers: the events are
-// what the routes produce).
-func setup(t *testing.T, cfg site.Config) *bundle {
+// publishing into a real engine on a fresh store on be (no workers: the
+// events are what the routes produce).
+func setup(t *testing.T, be backend, cfg site.Config) *bundle {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
 	clock := clockwork.NewFakeClockAt(now)
-	st, err := sqlite.Open(ctx, filepath.Join(t.TempDir(), "cyberdrew.db"), sqlite.Options{Clock: clock})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { st.Close() })
+	st, native := be.open(t, ctx, clock)
 	eng, err := engine.New(engine.Options{Store: st, Clock: clock, Validate: jobs.Validate})
 	if err != nil {
 		t.Fatal(err)
@@ -52,7 +47,7 @@ func setup(t *testing.T, cfg site.Config) *bundle {
 	s := site.New(cfg, eng, st, clock, nil)
 	srv := httptest.NewServer(api.New(api.Config{Routes: s.Routes()}, eng, st, discard()))
 	t.Cleanup(srv.Close)
-	return &bundle{ctx: ctx, st: st, clock: clock, url: srv.URL}
+	return &bundle{ctx: ctx, st: st, clock: clock, url: srv.URL, native: native}
 }
 
 // req is one request and the answer it should get.
@@ -112,6 +107,22 @@ func (b *bundle) events(t *testing.T, name string) []store.Event {
 	return p.Items
 }
 
+// seed writes a string the way the website's other writers do: a plain
+// SET on Redis, which the routes must read as they read their own keys;
+// the store's Set on SQLite.
+func (b *bundle) seed(t *testing.T, key, value string) {
+	t.Helper()
+	var err error
+	if b.native != nil {
+		err = b.native.rdb.Set(b.ctx, b.native.key(key), value, 0).Err()
+	} else {
+		err = b.st.Set(b.ctx, key, value, 0)
+	}
+	if err != nil {
+		t.Fatalf("seed %s: %v", key, err)
+	}
+}
+
 func check(t *testing.T, name string, got reply, want reply) {
 	t.Helper()
 	if got.status != want.status || (want.body != "" && !sameJSON(got.body, want.body)) {
@@ -123,182 +134,203 @@ const success = `{"success":true,"message":"Message received successfully. You'l
 
 func TestContactRejectsInOrder(t *testing.T) {
 	t.Parallel()
-	b := setup(t, site.Config{TrustedProxies: []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")}})
-	long := strings.Repeat("x", 1200)
-	tests := []struct {
-		name, body string
-		want       reply
-	}{
-		{"invalid JSON", `{"name":`, reply{400, `{"error":"Invalid JSON body"}`, nil}},
-		{"not an object", `[1]`, reply{400, `{"error":"Invalid JSON body"}`, nil}},
-		{"honeypot beats missing fields", `{"website":"spam.example"}`, reply{200, success, nil}},
-		{"missing message beats a bad email", `{"name":"Ada","email":"nope"}`, reply{400, `{"error":"All fields are required"}`, nil}},
-		{"blank name", `{"name":"  ","email":"ada@example.com","message":"Hello there friend"}`, reply{400, `{"error":"All fields are required"}`, nil}},
-		{"bad email beats a short name", `{"name":"A","email":"ada@@example","message":"hi"}`, reply{400, `{"error":"Invalid email address"}`, nil}},
-		{"short name beats a short message", `{"name":" A ","email":"ada@example.com","message":"hi"}`, reply{400, `{"error":"Name must be at least 2 characters"}`, nil}},
-		{"short message", `{"name":"Ada","email":"ada@example.com","message":"  too short "}`, reply{400, `{"error":"Message must be at least 10 characters"}`, nil}},
-		{"valid, long fields cut", `{"name":"Ada","email":" ada@example.com ","message":"` + long + `"}`, reply{200, success, nil}},
-	}
-	for i, tt := range tests {
-		// A distinct client per case, so the rate limit stays out of the way.
-		got := b.do(t, req{path: "/api/contact", body: tt.body, header: map[string]string{"X-Forwarded-For": fmt.Sprintf("198.51.100.%d", i+1)}})
-		check(t, tt.name, got, tt.want)
-	}
-	evs := b.events(t, jobs.EventContactSubmitted)
-	if len(evs) != 1 {
-		t.Fatalf("%d contact events, want 1", len(evs))
-	}
-	var sub jobs.ContactSubmission
-	json.Unmarshal(evs[0].Data, &sub)
-	if sub.Email != "ada@example.com" || len(sub.Message) != 1000 || sub.SubmittedAt != "2025-03-12T10:30:00Z" || sub.IP != fmt.Sprintf("198.51.100.%d", len(tests)) {
-		t.Errorf("event %+v", sub)
-	}
+	onEachBackend(t, func(t *testing.T, be backend) {
+		b := setup(t, be, site.Config{TrustedProxies: []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")}})
+		long := strings.Repeat("x", 1200)
+		tests := []struct {
+			name, body string
+			want       reply
+		}{
+			{"invalid JSON", `{"name":`, reply{400, `{"error":"Invalid JSON body"}`, nil}},
+			{"not an object", `[1]`, reply{400, `{"error":"Invalid JSON body"}`, nil}},
+			{"honeypot beats missing fields", `{"website":"spam.example"}`, reply{200, success, nil}},
+			{"missing message beats a bad email", `{"name":"Ada","email":"nope"}`, reply{400, `{"error":"All fields are required"}`, nil}},
+			{"blank name", `{"name":"  ","email":"ada@example.com","message":"Hello there friend"}`, reply{400, `{"error":"All fields are required"}`, nil}},
+			{"bad email beats a short name", `{"name":"A","email":"ada@@example","message":"hi"}`, reply{400, `{"error":"Invalid email address"}`, nil}},
+			{"short name beats a short message", `{"name":" A ","email":"ada@example.com","message":"hi"}`, reply{400, `{"error":"Name must be at least 2 characters"}`, nil}},
+			{"short message", `{"name":"Ada","email":"ada@example.com","message":"  too short "}`, reply{400, `{"error":"Message must be at least 10 characters"}`, nil}},
+			{"valid, long fields cut", `{"name":"Ada","email":" ada@example.com ","message":"` + long + `"}`, reply{200, success, nil}},
+		}
+		for i, tt := range tests {
+			// A distinct client per case, so the rate limit stays out of the way.
+			got := b.do(t, req{path: "/api/contact", body: tt.body, header: map[string]string{"X-Forwarded-For": fmt.Sprintf("198.51.100.%d", i+1)}})
+			check(t, tt.name, got, tt.want)
+		}
+		evs := b.events(t, jobs.EventContactSubmitted)
+		if len(evs) != 1 {
+			t.Fatalf("%d contact events, want 1", len(evs))
+		}
+		var sub jobs.ContactSubmission
+		json.Unmarshal(evs[0].Data, &sub)
+		if sub.Email != "ada@example.com" || len(sub.Message) != 1000 || sub.SubmittedAt != "2025-03-12T10:30:00Z" || sub.IP != fmt.Sprintf("198.51.100.%d", len(tests)) {
+			t.Errorf("event %+v", sub)
+		}
+	})
 }
 
 func TestContactRateLimitComesFirstAndBucketsArePerRoute(t *testing.T) {
 	t.Parallel()
-	b := setup(t, site.Config{})
-	for i := range 3 {
-		got := b.do(t, req{path: "/api/contact", body: `not json`})
-		if got.status != 400 || got.header.Get("X-RateLimit-Remaining") != fmt.Sprint(2-i) {
-			t.Fatalf("request %d: %d remaining %q", i, got.status, got.header.Get("X-RateLimit-Remaining"))
+	onEachBackend(t, func(t *testing.T, be backend) {
+		b := setup(t, be, site.Config{})
+		for i := range 3 {
+			got := b.do(t, req{path: "/api/contact", body: `not json`})
+			if got.status != 400 || got.header.Get("X-RateLimit-Remaining") != fmt.Sprint(2-i) {
+				t.Fatalf("request %d: %d remaining %q", i, got.status, got.header.Get("X-RateLimit-Remaining"))
+			}
 		}
-	}
-	got := b.do(t, req{path: "/api/contact", body: `not json`})
-	check(t, "fourth", got, reply{429, `{"error":"Too many requests. Please try again later.","retryAfter":60}`, nil})
-	h := got.header
-	if h.Get("Retry-After") != "60" || h.Get("X-RateLimit-Limit") != "3" || h.Get("X-RateLimit-Remaining") != "0" || h.Get("X-RateLimit-Reset") != fmt.Sprint(now.Add(time.Minute).Unix()) {
-		t.Errorf("headers %v", h)
-	}
-	// The views bucket is its own.
-	view := `{"slug":"a","sessionId":"session-0001","isVisible":true,"timeOnPage":6000}`
-	check(t, "views after contact limit", b.do(t, req{path: "/api/views", body: view}), reply{200, `{"recorded":true}`, nil})
-	b.clock.Advance(time.Minute)
-	check(t, "after the window", b.do(t, req{path: "/api/contact", body: `not json`}), reply{400, "", nil})
+		got := b.do(t, req{path: "/api/contact", body: `not json`})
+		check(t, "fourth", got, reply{429, `{"error":"Too many requests. Please try again later.","retryAfter":60}`, nil})
+		h := got.header
+		if h.Get("Retry-After") != "60" || h.Get("X-RateLimit-Limit") != "3" || h.Get("X-RateLimit-Remaining") != "0" || h.Get("X-RateLimit-Reset") != fmt.Sprint(now.Add(time.Minute).Unix()) {
+			t.Errorf("headers %v", h)
+		}
+		// The views bucket is its own.
+		view := `{"slug":"a","sessionId":"session-0001","isVisible":true,"timeOnPage":6000}`
+		check(t, "views after contact limit", b.do(t, req{path: "/api/views", body: view}), reply{200, `{"recorded":true}`, nil})
+		b.clock.Advance(time.Minute)
+		check(t, "after the window", b.do(t, req{path: "/api/contact", body: `not json`}), reply{400, "", nil})
+	})
 }
 
 func TestForwardedForIsIgnoredFromUntrustedPeers(t *testing.T) {
 	t.Parallel()
-	b := setup(t, site.Config{TrustedProxies: []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8")}})
-	body := `{"name":"Ada","email":"ada@example.com","message":"Hello there, friend"}`
-	check(t, "contact", b.do(t, req{path: "/api/contact", body: body, header: map[string]string{"X-Forwarded-For": "203.0.113.7"}}), reply{200, success, nil})
-	var sub jobs.ContactSubmission
-	json.Unmarshal(b.events(t, jobs.EventContactSubmitted)[0].Data, &sub)
-	if sub.IP != "127.0.0.1" {
-		t.Errorf("ip %q, want the socket peer", sub.IP)
-	}
+	onEachBackend(t, func(t *testing.T, be backend) {
+		b := setup(t, be, site.Config{TrustedProxies: []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8")}})
+		body := `{"name":"Ada","email":"ada@example.com","message":"Hello there, friend"}`
+		check(t, "contact", b.do(t, req{path: "/api/contact", body: body, header: map[string]string{"X-Forwarded-For": "203.0.113.7"}}), reply{200, success, nil})
+		var sub jobs.ContactSubmission
+		json.Unmarshal(b.events(t, jobs.EventContactSubmitted)[0].Data, &sub)
+		if sub.IP != "127.0.0.1" {
+			t.Errorf("ip %q, want the socket peer", sub.IP)
+		}
+	})
 }
 
 func TestViewsRejectInOrder(t *testing.T) {
 	t.Parallel()
-	b := setup(t, site.Config{})
-	view := func(fields string) string {
-		return `{"slug":"go/durable","title":"Durable Go","sessionId":"abcdefghij_1","isVisible":true,"timeOnPage":6000,"referrer":"https://news.example/"` + fields + `}`
-	}
-	notRecorded := func(reason string) reply { return reply{200, `{"recorded":false,"reason":"` + reason + `"}`, nil} }
-	tests := []struct {
-		name string
-		q    req
-		want reply
-	}{
-		{"invalid JSON", req{body: `{`}, reply{400, `{"error":"Invalid JSON body"}`, nil}},
-		{"bad slug beats a bad session", req{body: `{"slug":"Bad Slug","sessionId":"x"}`}, reply{400, `{"error":"Invalid slug"}`, nil}},
-		{"short session", req{body: view(`,"sessionId":"short"`)}, reply{400, `{"error":"Invalid sessionId"}`, nil}},
-		{"session with bad characters", req{body: view(`,"sessionId":"abc def ghij k"`)}, reply{400, `{"error":"Invalid sessionId"}`, nil}},
-		{"invisible beats a bot", req{body: view(`,"isVisible":false`), header: map[string]string{"User-Agent": "Googlebot/2.1"}}, notRecorded("not visible")},
-		{"missing user agent", req{body: view(""), header: map[string]string{"User-Agent": ""}}, reply{400, `{"error":"Invalid user agent"}`, nil}},
-		{"bot user agent", req{body: view(""), header: map[string]string{"User-Agent": "Mozilla/5.0 (compatible; Googlebot/2.1)"}}, reply{400, `{"error":"Invalid user agent"}`, nil}},
-		{"short user agent", req{body: view(""), header: map[string]string{"User-Agent": "Mozilla"}}, reply{400, `{"error":"Invalid user agent"}`, nil}},
-		{"too little time", req{body: view(`,"timeOnPage":4999`)}, notRecorded("too short")},
-		{"recorded", req{body: view("")}, reply{200, `{"recorded":true}`, nil}},
-		{"same session and post", req{body: view("")}, notRecorded("already counted")},
-	}
-	for _, tt := range tests {
-		tt.q.path = "/api/views"
-		check(t, tt.name, b.do(t, tt.q), tt.want)
-	}
-	evs := b.events(t, jobs.EventPostViewed)
-	if len(evs) != 1 {
-		t.Fatalf("%d view events", len(evs))
-	}
-	var ev jobs.PostViewed
-	json.Unmarshal(evs[0].Data, &ev)
-	if ev.Slug != "go/durable" || ev.Title != "Durable Go" || ev.ViewedAt != "2025-03-12T10:30:00Z" || len(ev.Visitor) != 32 || strings.Contains(string(evs[0].Data), "127.0.0.1") {
-		t.Errorf("event %s", evs[0].Data)
-	}
-	// Ten counted requests per 300 s: the two above, then eight more.
-	for i := range 8 {
-		body := fmt.Sprintf(`{"slug":"p%d","sessionId":"abcdefghij_1","isVisible":true,"timeOnPage":6000}`, i)
-		check(t, "within the limit", b.do(t, req{path: "/api/views", body: body}), reply{200, `{"recorded":true}`, nil})
-	}
-	got := b.do(t, req{path: "/api/views", body: `{"slug":"p9","sessionId":"abcdefghij_1","isVisible":true,"timeOnPage":6000}`})
-	check(t, "eleventh", got, reply{429, `{"error":"Too many requests. Please try again later.","retryAfter":300}`, nil})
-	b.clock.Advance(30 * time.Minute)
-	check(t, "session window over", b.do(t, req{path: "/api/views", body: view("")}), reply{200, `{"recorded":true}`, nil})
+	onEachBackend(t, func(t *testing.T, be backend) {
+		b := setup(t, be, site.Config{})
+		view := func(fields string) string {
+			return `{"slug":"go/durable","title":"Durable Go","sessionId":"abcdefghij_1","isVisible":true,"timeOnPage":6000,"referrer":"https://news.example/"` + fields + `}`
+		}
+		notRecorded := func(reason string) reply { return reply{200, `{"recorded":false,"reason":"` + reason + `"}`, nil} }
+		tests := []struct {
+			name string
+			q    req
+			want reply
+		}{
+			{"invalid JSON", req{body: `{`}, reply{400, `{"error":"Invalid JSON body"}`, nil}},
+			{"bad slug beats a bad session", req{body: `{"slug":"Bad Slug","sessionId":"x"}`}, reply{400, `{"error":"Invalid slug"}`, nil}},
+			{"short session", req{body: view(`,"sessionId":"short"`)}, reply{400, `{"error":"Invalid sessionId"}`, nil}},
+			{"session with bad characters", req{body: view(`,"sessionId":"abc def ghij k"`)}, reply{400, `{"error":"Invalid sessionId"}`, nil}},
+			{"invisible beats a bot", req{body: view(`,"isVisible":false`), header: map[string]string{"User-Agent": "Googlebot/2.1"}}, notRecorded("not visible")},
+			{"missing user agent", req{body: view(""), header: map[string]string{"User-Agent": ""}}, reply{400, `{"error":"Invalid user agent"}`, nil}},
+			{"bot user agent", req{body: view(""), header: map[string]string{"User-Agent": "Mozilla/5.0 (compatible; Googlebot/2.1)"}}, reply{400, `{"error":"Invalid user agent"}`, nil}},
+			{"short user agent", req{body: view(""), header: map[string]string{"User-Agent": "Mozilla"}}, reply{400, `{"error":"Invalid user agent"}`, nil}},
+			{"too little time", req{body: view(`,"timeOnPage":4999`)}, notRecorded("too short")},
+			{"recorded", req{body: view("")}, reply{200, `{"recorded":true}`, nil}},
+			{"same session and post", req{body: view("")}, notRecorded("already counted")},
+		}
+		for _, tt := range tests {
+			tt.q.path = "/api/views"
+			check(t, tt.name, b.do(t, tt.q), tt.want)
+		}
+		if b.native != nil {
+			// The session mark is a native key with a native 30-minute TTL.
+			k := b.native.key("views:session:abcdefghij_1:go/durable")
+			if ttl, err := b.native.rdb.PTTL(b.ctx, k).Result(); err != nil || ttl <= 29*time.Minute || ttl > 30*time.Minute {
+				t.Errorf("PTTL %s = %v, %v; want about 30 minutes", k, ttl, err)
+			}
+		}
+		evs := b.events(t, jobs.EventPostViewed)
+		if len(evs) != 1 {
+			t.Fatalf("%d view events", len(evs))
+		}
+		var ev jobs.PostViewed
+		json.Unmarshal(evs[0].Data, &ev)
+		if ev.Slug != "go/durable" || ev.Title != "Durable Go" || ev.ViewedAt != "2025-03-12T10:30:00Z" || len(ev.Visitor) != 32 || strings.Contains(string(evs[0].Data), "127.0.0.1") {
+			t.Errorf("event %s", evs[0].Data)
+		}
+		// Ten counted requests per 300 s: the two above, then eight more.
+		for i := range 8 {
+			body := fmt.Sprintf(`{"slug":"p%d","sessionId":"abcdefghij_1","isVisible":true,"timeOnPage":6000}`, i)
+			check(t, "within the limit", b.do(t, req{path: "/api/views", body: body}), reply{200, `{"recorded":true}`, nil})
+		}
+		got := b.do(t, req{path: "/api/views", body: `{"slug":"p9","sessionId":"abcdefghij_1","isVisible":true,"timeOnPage":6000}`})
+		check(t, "eleventh", got, reply{429, `{"error":"Too many requests. Please try again later.","retryAfter":300}`, nil})
+		b.clock.Advance(30 * time.Minute)
+		check(t, "session window over", b.do(t, req{path: "/api/views", body: view("")}), reply{200, `{"recorded":true}`, nil})
+	})
 }
 
 func TestGitHubContributions(t *testing.T) {
 	t.Parallel()
-	b := setup(t, site.Config{})
-	get := func(q string) reply { return b.do(t, req{method: "GET", path: "/api/github-contributions" + q}) }
-	check(t, "missing", get(""), reply{400, `{"error":"Username is required"}`, nil})
-	check(t, "invalid", get("?username=-bad-"), reply{400, `{"error":"Invalid username"}`, nil})
-	check(t, "someone else", get("?username=torvalds"), reply{403, `{"error":"Only the site owner's contributions are served"}`, nil})
-	miss := get("?username=DCYFR")
-	check(t, "miss", miss, reply{503, `{"error":"Contributions are not cached yet; a refresh has started"}`, nil})
-	if miss.header.Get("Retry-After") == "" || len(b.events(t, jobs.EventGitHubRefresh)) != 1 {
-		t.Errorf("a miss must start a refresh and say when to retry: %v", miss.header)
-	}
-	cached := `{"contributions":[{"date":"2025-03-11","count":3}],"source":"github-api","totalContributions":3,"lastUpdated":"2025-03-12T10:00:00Z"}`
-	if err := b.st.Set(b.ctx, "github:contributions:dcyfr", cached, 0); err != nil {
-		t.Fatal(err)
-	}
-	hit := get("?username=dcyfr")
-	check(t, "hit", hit, reply{200, cached, nil})
-	if cc := hit.header.Get("Cache-Control"); cc != "public, s-maxage=300, stale-while-revalidate=600" {
-		t.Errorf("cache-control %q", cc)
-	}
+	onEachBackend(t, func(t *testing.T, be backend) {
+		b := setup(t, be, site.Config{})
+		get := func(q string) reply { return b.do(t, req{method: "GET", path: "/api/github-contributions" + q}) }
+		check(t, "missing", get(""), reply{400, `{"error":"Username is required"}`, nil})
+		check(t, "invalid", get("?username=-bad-"), reply{400, `{"error":"Invalid username"}`, nil})
+		check(t, "someone else", get("?username=torvalds"), reply{403, `{"error":"Only the site owner's contributions are served"}`, nil})
+		miss := get("?username=DCYFR")
+		check(t, "miss", miss, reply{503, `{"error":"Contributions are not cached yet; a refresh has started"}`, nil})
+		if miss.header.Get("Retry-After") == "" || len(b.events(t, jobs.EventGitHubRefresh)) != 1 {
+			t.Errorf("a miss must start a refresh and say when to retry: %v", miss.header)
+		}
+		cached := `{"contributions":[{"date":"2025-03-11","count":3}],"source":"github-api","totalContributions":3,"lastUpdated":"2025-03-12T10:00:00Z"}`
+		if err := b.st.Set(b.ctx, "github:contributions:dcyfr", cached, 0); err != nil {
+			t.Fatal(err)
+		}
+		hit := get("?username=dcyfr")
+		check(t, "hit", hit, reply{200, cached, nil})
+		if cc := hit.header.Get("Cache-Control"); cc != "public, s-maxage=300, stale-while-revalidate=600" {
+			t.Errorf("cache-control %q", cc)
+		}
+	})
 }
 
 func TestAnalyticsReads(t *testing.T) {
 	t.Parallel()
-	b := setup(t, site.Config{Prefix: "site:"})
-	get := func(p string) reply { return b.do(t, req{method: "GET", path: p}) }
-	check(t, "no trending yet", get("/api/analytics"), reply{200, `{"trending":[]}`, nil})
-	for k, v := range map[string]string{
-		"site:blog:trending":                 "[{\"slug\":\"a\",\"title\":\"A\",\"views\":5,\"recentViews\":5,\"score\":5}]",
-		"site:views:post:a/b":                "42",
-		"site:views:post:a/b:day:2025-03-12": "3",
-		"site:views:post:a/b:day:2025-03-10": "2",
-		"site:views:post:a/b:day:2025-03-05": "9",
-	} {
-		b.st.Set(b.ctx, k, v, 0)
-	}
-	check(t, "trending", get("/api/analytics"), reply{200, `{"trending":[{"slug":"a","title":"A","views":5,"recentViews":5,"score":5}]}`, nil})
-	check(t, "daily", get("/api/analytics/daily?slug=a/b&days=3"), reply{200, `{"slug":"a/b","days":[{"date":"2025-03-10","views":2},{"date":"2025-03-11","views":0},{"date":"2025-03-12","views":3}]}`, nil})
-	check(t, "daily bad slug", get("/api/analytics/daily?slug=A"), reply{400, `{"error":"Invalid slug"}`, nil})
-	check(t, "daily bad days", get("/api/analytics/daily?slug=a&days=91"), reply{400, `{"error":"days must be a whole number from 1 to 90"}`, nil})
-	check(t, "post views", get("/api/views/a/b"), reply{200, `{"slug":"a/b","total":42,"last7Days":5}`, nil})
-	check(t, "post views bad slug", get("/api/views/A"), reply{400, `{"error":"Invalid slug"}`, nil})
-	check(t, "unknown route keeps the JSON 404", get("/api/nope"), reply{404, `{"error":"no such route"}`, nil})
-	check(t, "wrong method keeps the JSON 405", get("/api/contact"), reply{405, `{"error":"method not allowed"}`, nil})
+	onEachBackend(t, func(t *testing.T, be backend) {
+		b := setup(t, be, site.Config{Prefix: "site:"})
+		get := func(p string) reply { return b.do(t, req{method: "GET", path: p}) }
+		check(t, "no trending yet", get("/api/analytics"), reply{200, `{"trending":[]}`, nil})
+		for k, v := range map[string]string{
+			"site:blog:trending":                 "[{\"slug\":\"a\",\"title\":\"A\",\"views\":5,\"recentViews\":5,\"score\":5}]",
+			"site:views:post:a/b":                "42",
+			"site:views:post:a/b:day:2025-03-12": "3",
+			"site:views:post:a/b:day:2025-03-10": "2",
+			"site:views:post:a/b:day:2025-03-05": "9",
+		} {
+			b.seed(t, k, v)
+		}
+		check(t, "trending", get("/api/analytics"), reply{200, `{"trending":[{"slug":"a","title":"A","views":5,"recentViews":5,"score":5}]}`, nil})
+		check(t, "daily", get("/api/analytics/daily?slug=a/b&days=3"), reply{200, `{"slug":"a/b","days":[{"date":"2025-03-10","views":2},{"date":"2025-03-11","views":0},{"date":"2025-03-12","views":3}]}`, nil})
+		check(t, "daily bad slug", get("/api/analytics/daily?slug=A"), reply{400, `{"error":"Invalid slug"}`, nil})
+		check(t, "daily bad days", get("/api/analytics/daily?slug=a&days=91"), reply{400, `{"error":"days must be a whole number from 1 to 90"}`, nil})
+		check(t, "post views", get("/api/views/a/b"), reply{200, `{"slug":"a/b","total":42,"last7Days":5}`, nil})
+		check(t, "post views bad slug", get("/api/views/A"), reply{400, `{"error":"Invalid slug"}`, nil})
+		check(t, "unknown route keeps the JSON 404", get("/api/nope"), reply{404, `{"error":"no such route"}`, nil})
+		check(t, "wrong method keeps the JSON 405", get("/api/contact"), reply{405, `{"error":"method not allowed"}`, nil})
+	})
 }
 
 func TestCORS(t *testing.T) {
 	t.Parallel()
-	b := setup(t, site.Config{Origins: []string{"https://cyberdrew.dev"}})
-	ok := b.do(t, req{method: "OPTIONS", path: "/api/contact", header: map[string]string{"Origin": "https://cyberdrew.dev", "Access-Control-Request-Method": "POST"}})
-	if ok.status != 204 || ok.header.Get("Access-Control-Allow-Origin") != "https://cyberdrew.dev" || ok.header.Get("Access-Control-Allow-Methods") != "POST, OPTIONS" || ok.header.Get("Access-Control-Allow-Headers") != "Content-Type" {
-		t.Errorf("preflight %d %v", ok.status, ok.header)
-	}
-	bad := b.do(t, req{method: "OPTIONS", path: "/api/contact", header: map[string]string{"Origin": "https://evil.example"}})
-	check(t, "preflight from elsewhere", bad, reply{403, `{"error":"Origin not allowed"}`, nil})
-	got := b.do(t, req{method: "GET", path: "/api/analytics", header: map[string]string{"Origin": "https://cyberdrew.dev"}})
-	if got.header.Get("Access-Control-Allow-Origin") != "https://cyberdrew.dev" {
-		t.Errorf("allowed origin not echoed: %v", got.header)
-	}
-	got = b.do(t, req{method: "GET", path: "/api/analytics", header: map[string]string{"Origin": "https://evil.example"}})
-	if got.header.Get("Access-Control-Allow-Origin") != "" {
-		t.Errorf("other origin allowed: %v", got.header)
-	}
+	onEachBackend(t, func(t *testing.T, be backend) {
+		b := setup(t, be, site.Config{Origins: []string{"https://cyberdrew.dev"}})
+		ok := b.do(t, req{method: "OPTIONS", path: "/api/contact", header: map[string]string{"Origin": "https://cyberdrew.dev", "Access-Control-Request-Method": "POST"}})
+		if ok.status != 204 || ok.header.Get("Access-Control-Allow-Origin") != "https://cyberdrew.dev" || ok.header.Get("Access-Control-Allow-Methods") != "POST, OPTIONS" || ok.header.Get("Access-Control-Allow-Headers") != "Content-Type" {
+			t.Errorf("preflight %d %v", ok.status, ok.header)
+		}
+		bad := b.do(t, req{method: "OPTIONS", path: "/api/contact", header: map[string]string{"Origin": "https://evil.example"}})
+		check(t, "preflight from elsewhere", bad, reply{403, `{"error":"Origin not allowed"}`, nil})
+		got := b.do(t, req{method: "GET", path: "/api/analytics", header: map[string]string{"Origin": "https://cyberdrew.dev"}})
+		if got.header.Get("Access-Control-Allow-Origin") != "https://cyberdrew.dev" {
+			t.Errorf("allowed origin not echoed: %v", got.header)
+		}
+		got = b.do(t, req{method: "GET", path: "/api/analytics", header: map[string]string{"Origin": "https://evil.example"}})
+		if got.header.Get("Access-Control-Allow-Origin") != "" {
+			t.Errorf("other origin allowed: %v", got.header)
+		}
+	})
 }
