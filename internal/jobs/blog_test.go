@@ -19,11 +19,12 @@ import (
 	"github.com/dcyfr/cyberdrew/internal/engine"
 	"github.com/dcyfr/cyberdrew/internal/jobs"
 	"github.com/dcyfr/cyberdrew/internal/store"
+	"github.com/dcyfr/cyberdrew/internal/store/backendtest"
 )
 
 func TestConcurrentViewsCountOnceAndReachEachMilestoneOnce(t *testing.T) {
 	t.Parallel()
-	onEachBackend(t, func(t *testing.T, be backend) {
+	backendtest.OnEach(t, func(t *testing.T, be backendtest.Backend) {
 		var hooks sync.Map
 		var posts atomic.Int32
 		webhook := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -72,20 +73,20 @@ func TestConcurrentViewsCountOnceAndReachEachMilestoneOnce(t *testing.T) {
 		if b.native != nil {
 			// The website reads the same numbers with plain Redis commands.
 			nr, ctx := b.native, b.ctx
-			if v, err := nr.rdb.Get(ctx, nr.key("views:post:go/durable")).Result(); err != nil || v != "300" {
-				t.Errorf("GET %s = %q, %v; want 300", nr.key("views:post:go/durable"), v, err)
+			if v, err := nr.Client.Get(ctx, nr.Key("views:post:go/durable")).Result(); err != nil || v != "300" {
+				t.Errorf("GET %s = %q, %v; want 300", nr.Key("views:post:go/durable"), v, err)
 			}
-			day := nr.key("views:post:go/durable:day:2025-03-12")
-			if v, err := nr.rdb.Get(ctx, day).Result(); err != nil || v != "300" {
+			day := nr.Key("views:post:go/durable:day:2025-03-12")
+			if v, err := nr.Client.Get(ctx, day).Result(); err != nil || v != "300" {
 				t.Errorf("GET %s = %q, %v; want 300", day, v, err)
 			}
-			if ttl, err := nr.rdb.TTL(ctx, day).Result(); err != nil || ttl <= 89*24*time.Hour || ttl > 90*24*time.Hour {
+			if ttl, err := nr.Client.TTL(ctx, day).Result(); err != nil || ttl <= 89*24*time.Hour || ttl > 90*24*time.Hour {
 				t.Errorf("TTL %s = %v, %v; want a native ttl of 90 days", day, ttl, err)
 			}
-			if n, err := nr.rdb.SCard(ctx, nr.key("analytics:day:2025-03-12:visitors")).Result(); err != nil || n != 50 {
+			if n, err := nr.Client.SCard(ctx, nr.Key("analytics:day:2025-03-12:visitors")).Result(); err != nil || n != 50 {
 				t.Errorf("SCARD visitors = %d, %v; want 50", n, err)
 			}
-			if v, err := nr.rdb.Get(ctx, nr.key("blog:milestone:go/durable:100")).Result(); err != nil || v == "" {
+			if v, err := nr.Client.Get(ctx, nr.Key("blog:milestone:go/durable:100")).Result(); err != nil || v == "" {
 				t.Errorf("GET milestone claim = %q, %v", v, err)
 			}
 		}
@@ -123,7 +124,7 @@ func TestConcurrentViewsCountOnceAndReachEachMilestoneOnce(t *testing.T) {
 
 func TestCounterJumpClaimsEveryPassedMilestone(t *testing.T) {
 	t.Parallel()
-	onEachBackend(t, func(t *testing.T, be backend) {
+	backendtest.OnEach(t, func(t *testing.T, be backendtest.Backend) {
 		b := setup(t, be, nil)
 		if _, err := b.st.IncrBy(b.ctx, "views:post:big", 999, 0); err != nil {
 			t.Fatal(err)
@@ -162,7 +163,7 @@ func (f *failingKV) Scan(ctx context.Context, prefix, cursor string, count int) 
 
 func TestCalculateTrendingScoresRecentViewsAndRetriesReadErrors(t *testing.T) {
 	t.Parallel()
-	onEachBackend(t, func(t *testing.T, be backend) {
+	backendtest.OnEach(t, func(t *testing.T, be backendtest.Backend) {
 		var kv *failingKV
 		b := setup(t, be, func(st store.Store, _ *clockwork.FakeClock, d *jobs.Deps) {
 			kv = &failingKV{KV: st}
@@ -234,7 +235,7 @@ func TestSummaryPeriods(t *testing.T) {
 
 func TestWeeklySummaryCronGeneratesTheReport(t *testing.T) {
 	t.Parallel()
-	onEachBackend(t, func(t *testing.T, be backend) {
+	backendtest.OnEach(t, func(t *testing.T, be backendtest.Backend) {
 		b := setup(t, be, nil)
 		views := []string{
 			`{"slug":"a","title":"Post A","viewedAt":"2025-03-03T08:00:00Z","referrer":"https://search.example/q","visitor":"v1"}`,

@@ -16,6 +16,7 @@ import (
 
 	"github.com/dcyfr/cyberdrew/internal/jobs"
 	"github.com/dcyfr/cyberdrew/internal/store"
+	"github.com/dcyfr/cyberdrew/internal/store/backendtest"
 )
 
 // sent is one request the fake Resend API received.
@@ -88,7 +89,7 @@ const submission = `{"name":"Eve\r\nBcc: victim@example.com","email":"eve@exampl
 
 func TestContactFormSendsBothEmailsSafely(t *testing.T) {
 	t.Parallel()
-	onEachBackend(t, func(t *testing.T, be backend) {
+	backendtest.OnEach(t, func(t *testing.T, be backendtest.Backend) {
 		f := &fakeResend{}
 		b := setup(t, be, withResend(t, f))
 		id := b.send(t, jobs.EventContactSubmitted, submission, "contact-form-submitted")
@@ -138,7 +139,7 @@ func TestContactFormSendsBothEmailsSafely(t *testing.T) {
 
 func TestContactFormRetriesA500AndMailsOnce(t *testing.T) {
 	t.Parallel()
-	onEachBackend(t, func(t *testing.T, be backend) {
+	backendtest.OnEach(t, func(t *testing.T, be backendtest.Backend) {
 		f := &fakeResend{answer: func(n int, _ sent) (int, map[string]string) {
 			if n == 0 {
 				return http.StatusInternalServerError, nil
@@ -171,7 +172,7 @@ func TestContactFormRetriesA500AndMailsOnce(t *testing.T) {
 
 func TestContactFormRejected422FailsAtOnceAndReportsIt(t *testing.T) {
 	t.Parallel()
-	onEachBackend(t, func(t *testing.T, be backend) {
+	backendtest.OnEach(t, func(t *testing.T, be backendtest.Backend) {
 		f := &fakeResend{answer: func(_ int, s sent) (int, map[string]string) {
 			if s.Body.To[0] == "owner@cyberdrew.dev" {
 				return http.StatusUnprocessableEntity, nil
@@ -204,7 +205,7 @@ func TestContactFormRejected422FailsAtOnceAndReportsIt(t *testing.T) {
 
 func TestContactFormWaitsOutResendRateLimit(t *testing.T) {
 	t.Parallel()
-	onEachBackend(t, func(t *testing.T, be backend) {
+	backendtest.OnEach(t, func(t *testing.T, be backendtest.Backend) {
 		f := &fakeResend{answer: func(n int, _ sent) (int, map[string]string) {
 			if n == 0 {
 				return http.StatusTooManyRequests, map[string]string{"Retry-After": "120"}
@@ -228,7 +229,7 @@ func TestContactFormWaitsOutResendRateLimit(t *testing.T) {
 
 func TestContactFormWithoutAPIKeyWritesTheOutbox(t *testing.T) {
 	t.Parallel()
-	onEachBackend(t, func(t *testing.T, be backend) {
+	backendtest.OnEach(t, func(t *testing.T, be backendtest.Backend) {
 		b := setup(t, be, nil)
 		id := b.send(t, jobs.EventContactSubmitted, submission, "contact-form-submitted")
 		r := b.waitStatus(t, id, store.StatusCompleted)

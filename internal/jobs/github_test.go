@@ -15,6 +15,7 @@ import (
 
 	"github.com/dcyfr/cyberdrew/internal/jobs"
 	"github.com/dcyfr/cyberdrew/internal/store"
+	"github.com/dcyfr/cyberdrew/internal/store/backendtest"
 )
 
 // fakeGitHub stands in for api.github.com/graphql.
@@ -72,7 +73,7 @@ func (b *bundle) refresh(t *testing.T, data string) string {
 
 func TestManualRefreshQueriesGitHubAndCaches(t *testing.T) {
 	t.Parallel()
-	onEachBackend(t, func(t *testing.T, be backend) {
+	backendtest.OnEach(t, func(t *testing.T, be backendtest.Backend) {
 		f := &fakeGitHub{}
 		b := setup(t, be, withGitHub(t, f))
 		id := b.refresh(t, `{"manual":true,"force":true}`)
@@ -122,7 +123,7 @@ func TestManualRefreshQueriesGitHubAndCaches(t *testing.T) {
 
 func TestRefreshBurstIsDebounced(t *testing.T) {
 	t.Parallel()
-	onEachBackend(t, func(t *testing.T, be backend) {
+	backendtest.OnEach(t, func(t *testing.T, be backendtest.Backend) {
 		b := setup(t, be, withGitHub(t, &fakeGitHub{}))
 		first := b.send(t, jobs.EventGitHubRefresh, `{}`, "manual-refresh-github-data")
 		second := b.send(t, jobs.EventGitHubRefresh, `{}`, "manual-refresh-github-data")
@@ -136,7 +137,7 @@ func TestRefreshBurstIsDebounced(t *testing.T) {
 
 func TestGitHubUnauthorizedFailsAtOnce(t *testing.T) {
 	t.Parallel()
-	onEachBackend(t, func(t *testing.T, be backend) {
+	backendtest.OnEach(t, func(t *testing.T, be backendtest.Backend) {
 		f := &fakeGitHub{answer: func(_ int, w http.ResponseWriter) bool {
 			http.Error(w, `{"message":"Bad credentials"}`, http.StatusUnauthorized)
 			return true
@@ -155,7 +156,7 @@ func TestGitHubUnauthorizedFailsAtOnce(t *testing.T) {
 
 func TestGitHubRateLimitRetriesAtReset(t *testing.T) {
 	t.Parallel()
-	onEachBackend(t, func(t *testing.T, be backend) {
+	backendtest.OnEach(t, func(t *testing.T, be backendtest.Backend) {
 		reset := start.Add(10 * time.Minute)
 		f := &fakeGitHub{answer: func(n int, w http.ResponseWriter) bool {
 			if n > 0 {
@@ -183,7 +184,7 @@ func TestGitHubRateLimitRetriesAtReset(t *testing.T) {
 
 func TestWithoutTokenCronIsDisabledAndManualRefreshFails(t *testing.T) {
 	t.Parallel()
-	onEachBackend(t, func(t *testing.T, be backend) {
+	backendtest.OnEach(t, func(t *testing.T, be backendtest.Backend) {
 		b := setup(t, be, nil)
 		for _, fn := range b.eng.Functions() {
 			if fn.ID == "refresh-github-data" && !strings.Contains(fn.Disabled, "GITHUB_TOKEN") {

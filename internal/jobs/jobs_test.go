@@ -14,6 +14,7 @@ import (
 	"github.com/dcyfr/cyberdrew/internal/engine"
 	"github.com/dcyfr/cyberdrew/internal/jobs"
 	"github.com/dcyfr/cyberdrew/internal/store"
+	"github.com/dcyfr/cyberdrew/internal/store/backendtest"
 )
 
 // start is the fake clock's start: a Wednesday.
@@ -26,17 +27,17 @@ type bundle struct {
 	eng     *engine.Engine
 	clock   *clockwork.FakeClock
 	changes <-chan store.Change
-	native  *nativeRedis // nil but on Redis
+	native  *backendtest.Native // nil but on Redis
 }
 
 // setup opens a fresh store on be, registers jobs.Functions(deps) with
 // deps completed by configure, and starts a worker pool.
-func setup(t *testing.T, be backend, configure func(st store.Store, clock *clockwork.FakeClock, d *jobs.Deps)) *bundle {
+func setup(t *testing.T, be backendtest.Backend, configure func(st store.Store, clock *clockwork.FakeClock, d *jobs.Deps)) *bundle {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
 	clock := clockwork.NewFakeClockAt(start)
-	st, native := be.open(t, ctx, clock)
+	st, native := be.Open(t, ctx, clock)
 	deps := jobs.Deps{KV: st, Clock: clock, Mailer: jobs.Outbox{Dir: filepath.Join(t.TempDir(), "outbox")}}
 	if configure != nil {
 		configure(st, clock, &deps)
@@ -241,7 +242,7 @@ func TestValidate(t *testing.T) {
 
 func TestHelloWorldSleepsThenGreets(t *testing.T) {
 	t.Parallel()
-	onEachBackend(t, func(t *testing.T, be backend) {
+	backendtest.OnEach(t, func(t *testing.T, be backendtest.Backend) {
 		b := setup(t, be, nil)
 		id := b.send(t, "test/hello.world", `{"email":"a@b.c"}`, "hello-world")
 		b.waitStatus(t, id, store.StatusSleeping)

@@ -19,6 +19,7 @@ import (
 	"github.com/dcyfr/cyberdrew/internal/jobs"
 	"github.com/dcyfr/cyberdrew/internal/site"
 	"github.com/dcyfr/cyberdrew/internal/store"
+	"github.com/dcyfr/cyberdrew/internal/store/backendtest"
 )
 
 var now = time.Date(2025, 3, 12, 10, 30, 0, 0, time.UTC)
@@ -28,18 +29,18 @@ type bundle struct {
 	st     store.Store
 	clock  *clockwork.FakeClock
 	url    string
-	native *nativeRedis // nil but on Redis
+	native *backendtest.Native // nil but on Redis
 }
 
 // setup serves the site routes, mounted on the api handler, on loopback,
 // publishing into a real engine on a fresh store on be (no workers: the
 // events are what the routes produce).
-func setup(t *testing.T, be backend, cfg site.Config) *bundle {
+func setup(t *testing.T, be backendtest.Backend, cfg site.Config) *bundle {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
 	clock := clockwork.NewFakeClockAt(now)
-	st, native := be.open(t, ctx, clock)
+	st, native := be.Open(t, ctx, clock)
 	eng, err := engine.New(engine.Options{Store: st, Clock: clock, Validate: jobs.Validate})
 	if err != nil {
 		t.Fatal(err)
@@ -114,7 +115,7 @@ func (b *bundle) seed(t *testing.T, key, value string) {
 	t.Helper()
 	var err error
 	if b.native != nil {
-		err = b.native.rdb.Set(b.ctx, b.native.key(key), value, 0).Err()
+		err = b.native.Client.Set(b.ctx, b.native.Key(key), value, 0).Err()
 	} else {
 		err = b.st.Set(b.ctx, key, value, 0)
 	}
@@ -134,7 +135,7 @@ const success = `{"success":true,"message":"Message received successfully. You'l
 
 func TestContactRejectsInOrder(t *testing.T) {
 	t.Parallel()
-	onEachBackend(t, func(t *testing.T, be backend) {
+	backendtest.OnEach(t, func(t *testing.T, be backendtest.Backend) {
 		b := setup(t, be, site.Config{TrustedProxies: []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")}})
 		long := strings.Repeat("x", 1200)
 		tests := []struct {
@@ -170,7 +171,7 @@ func TestContactRejectsInOrder(t *testing.T) {
 
 func TestContactRateLimitComesFirstAndBucketsArePerRoute(t *testing.T) {
 	t.Parallel()
-	onEachBackend(t, func(t *testing.T, be backend) {
+	backendtest.OnEach(t, func(t *testing.T, be backendtest.Backend) {
 		b := setup(t, be, site.Config{})
 		for i := range 3 {
 			got := b.do(t, req{path: "/api/contact", body: `not json`})
@@ -194,7 +195,7 @@ func TestContactRateLimitComesFirstAndBucketsArePerRoute(t *testing.T) {
 
 func TestForwardedForIsIgnoredFromUntrustedPeers(t *testing.T) {
 	t.Parallel()
-	onEachBackend(t, func(t *testing.T, be backend) {
+	backendtest.OnEach(t, func(t *testing.T, be backendtest.Backend) {
 		b := setup(t, be, site.Config{TrustedProxies: []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8")}})
 		body := `{"name":"Ada","email":"ada@example.com","message":"Hello there, friend"}`
 		check(t, "contact", b.do(t, req{path: "/api/contact", body: body, header: map[string]string{"X-Forwarded-For": "203.0.113.7"}}), reply{200, success, nil})
@@ -208,7 +209,7 @@ func TestForwardedForIsIgnoredFromUntrustedPeers(t *testing.T) {
 
 func TestViewsRejectInOrder(t *testing.T) {
 	t.Parallel()
-	onEachBackend(t, func(t *testing.T, be backend) {
+	backendtest.OnEach(t, func(t *testing.T, be backendtest.Backend) {
 		b := setup(t, be, site.Config{})
 		view := func(fields string) string {
 			return `{"slug":"go/durable","title":"Durable Go","sessionId":"abcdefghij_1","isVisible":true,"timeOnPage":6000,"referrer":"https://news.example/"` + fields + `}`
@@ -237,8 +238,8 @@ func TestViewsRejectInOrder(t *testing.T) {
 		}
 		if b.native != nil {
 			// The session mark is a native key with a native 30-minute TTL.
-			k := b.native.key("views:session:abcdefghij_1:go/durable")
-			if ttl, err := b.native.rdb.PTTL(b.ctx, k).Result(); err != nil || ttl <= 29*time.Minute || ttl > 30*time.Minute {
+			k := b.native.Key("views:session:abcdefghij_1:go/durable")
+			if ttl, err := b.native.Client.PTTL(b.ctx, k).Result(); err != nil || ttl <= 29*time.Minute || ttl > 30*time.Minute {
 				t.Errorf("PTTL %s = %v, %v; want about 30 minutes", k, ttl, err)
 			}
 		}
@@ -265,7 +266,7 @@ func TestViewsRejectInOrder(t *testing.T) {
 
 func TestGitHubContributions(t *testing.T) {
 	t.Parallel()
-	onEachBackend(t, func(t *testing.T, be backend) {
+	backendtest.OnEach(t, func(t *testing.T, be backendtest.Backend) {
 		b := setup(t, be, site.Config{})
 		get := func(q string) reply { return b.do(t, req{method: "GET", path: "/api/github-contributions" + q}) }
 		check(t, "missing", get(""), reply{400, `{"error":"Username is required"}`, nil})
@@ -290,7 +291,7 @@ func TestGitHubContributions(t *testing.T) {
 
 func TestAnalyticsReads(t *testing.T) {
 	t.Parallel()
-	onEachBackend(t, func(t *testing.T, be backend) {
+	backendtest.OnEach(t, func(t *testing.T, be backendtest.Backend) {
 		b := setup(t, be, site.Config{Prefix: "site:"})
 		get := func(p string) reply { return b.do(t, req{method: "GET", path: p}) }
 		check(t, "no trending yet", get("/api/analytics"), reply{200, `{"trending":[]}`, nil})
@@ -316,7 +317,7 @@ func TestAnalyticsReads(t *testing.T) {
 
 func TestCORS(t *testing.T) {
 	t.Parallel()
-	onEachBackend(t, func(t *testing.T, be backend) {
+	backendtest.OnEach(t, func(t *testing.T, be backendtest.Backend) {
 		b := setup(t, be, site.Config{Origins: []string{"https://cyberdrew.dev"}})
 		ok := b.do(t, req{method: "OPTIONS", path: "/api/contact", header: map[string]string{"Origin": "https://cyberdrew.dev", "Access-Control-Request-Method": "POST"}})
 		if ok.status != 204 || ok.header.Get("Access-Control-Allow-Origin") != "https://cyberdrew.dev" || ok.header.Get("Access-Control-Allow-Methods") != "POST, OPTIONS" || ok.header.Get("Access-Control-Allow-Headers") != "Content-Type" {
