@@ -145,11 +145,13 @@ func TestServeConfigPrecedence(t *testing.T) {
 				"CYBERDREW_LOG_LEVEL": "debug", "INNGEST_EVENT_KEY": "ek1, ek2", "INNGEST_SIGNING_KEY": "sk",
 				"INNGEST_SIGNING_KEY_FALLBACK": "sk-old", "CYBERDREW_SHUTDOWN_TIMEOUT": "5s",
 				"CYBERDREW_MAX_EVENT_SIZE": "512KiB", "CYBERDREW_MAX_REQUEST_SIZE": "1MiB", "CYBERDREW_MAX_BATCH": "100",
+				"CYBERDREW_LEASE": "3s",
 			},
 			modify: func(c *config.Serve) {
 				c.Addr, c.DataDir, c.Store, c.Workers, c.Retention = "127.0.0.1:9000", "/srv/cd", "sqlite:///srv/x.db", 4, 48*time.Hour
 				c.LogFormat, c.LogLevel, c.EventKeys, c.SigningKey, c.SigningKeyFallback = "json", slog.LevelDebug, []string{"ek1", "ek2"}, "sk", "sk-old"
 				c.ShutdownTimeout, c.MaxEventSize, c.MaxRequestSize, c.MaxBatch = 5*time.Second, 512*config.KiB, config.MiB, 100
+				c.Lease = 3 * time.Second
 			},
 		},
 		{
@@ -252,6 +254,7 @@ var serveVars = []struct{ env, flag, def string }{
 	{"CYBERDREW_STORE", "--store", ""},
 	{"REDIS_URL", "--store", ""},
 	{"CYBERDREW_WORKERS", "--workers", "16"},
+	{"CYBERDREW_LEASE", "--lease", "10s"},
 	{"CYBERDREW_RETENTION", "--retention", "720h0m0s"},
 	{"CYBERDREW_LOG_FORMAT", "--log-format", `"auto"`},
 	{"CYBERDREW_LOG_LEVEL", "--log-level", "info"},

@@ -24,12 +24,16 @@ const (
 	DefaultWorkers         = 16
 	DefaultRetention       = 30 * 24 * time.Hour
 	DefaultShutdownTimeout = 30 * time.Second
-	DefaultMaxEventSize    = 256 * KiB
-	DefaultMaxRequestSize  = 10 * MiB
-	DefaultMaxBatch        = 5000
-	DefaultLogFormat       = LogAuto
-	DefaultContactFrom     = "contact@cyberdrew.dev"
-	DefaultGitHubUser      = "dcyfr"
+	DefaultLease           = 10 * time.Second
+	// MinLease is the shortest lease accepted: it is renewed every third
+	// of it, and each renewal must reach the store in time.
+	MinLease              = time.Second
+	DefaultMaxEventSize   = 256 * KiB
+	DefaultMaxRequestSize = 10 * MiB
+	DefaultMaxBatch       = 5000
+	DefaultLogFormat      = LogAuto
+	DefaultContactFrom    = "contact@cyberdrew.dev"
+	DefaultGitHubUser     = "dcyfr"
 	// DBFile is the embedded store's file name inside the data dir.
 	DBFile = "cyberdrew.db"
 )
@@ -52,6 +56,10 @@ type Serve struct {
 	// "redis://…" or "rediss://…" for Redis. See ParseStore.
 	Store   string
 	Workers int
+	// Lease is how long a worker holds a run without renewing it (renewed
+	// every third of it): a crashed daemon's runs are taken over by the
+	// others this long after its last renewal.
+	Lease time.Duration
 	// Retention keeps finished runs and events this long; 0 keeps them
 	// forever.
 	Retention time.Duration
@@ -88,6 +96,7 @@ func DefaultServe(getenv func(string) string) Serve {
 		Addr:            DefaultAddr,
 		DataDir:         DefaultDataDir(getenv),
 		Workers:         DefaultWorkers,
+		Lease:           DefaultLease,
 		Retention:       DefaultRetention,
 		LogFormat:       DefaultLogFormat,
 		LogLevel:        slog.LevelInfo,
@@ -151,6 +160,9 @@ func (c Serve) Validate() error {
 	}
 	if c.Workers < 1 {
 		fail("--workers: must be at least 1, got %d", c.Workers)
+	}
+	if c.Lease < MinLease {
+		fail("--lease: must be at least %s, got %s", MinLease, c.Lease)
 	}
 	if c.Retention < 0 {
 		fail("--retention: must not be negative, got %s", c.Retention)
@@ -276,6 +288,7 @@ func (c Serve) LogValue() slog.Value {
 		slog.String("data_dir", c.DataDir),
 		slog.String("store", spec.String()),
 		slog.Int("workers", c.Workers),
+		slog.Duration("lease", c.Lease),
 		slog.Duration("retention", c.Retention),
 		slog.String("log_format", c.LogFormat),
 		slog.String("log_level", c.LogLevel.String()),

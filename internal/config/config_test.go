@@ -24,7 +24,7 @@ func TestDefaultServe(t *testing.T) {
 	if err := c.Validate(); err != nil {
 		t.Fatalf("defaults do not validate: %v", err)
 	}
-	if c.Addr != "127.0.0.1:8288" || c.DataDir != "/home/drew/.local/share/cyberdrew" || c.Workers != 16 ||
+	if c.Addr != "127.0.0.1:8288" || c.DataDir != "/home/drew/.local/share/cyberdrew" || c.Workers != 16 || c.Lease != 10*time.Second ||
 		c.Retention != 720*time.Hour || c.ShutdownTimeout != 30*time.Second || c.LogFormat != "auto" ||
 		c.LogLevel != slog.LevelInfo || c.MaxEventSize != 256<<10 || c.MaxRequestSize != 10<<20 || c.MaxBatch != 5000 {
 		t.Errorf("defaults = %+v", c)
@@ -80,6 +80,7 @@ func TestValidate(t *testing.T) {
 		{"no data dir needed with a store path", func(c *config.Serve) { c.DataDir, c.Store = "", "/srv/c.db" }, nil},
 		{"zero workers", func(c *config.Serve) { c.Workers = 0 }, []string{"--workers: must be at least 1, got 0"}},
 		{"negative workers", func(c *config.Serve) { c.Workers = -3 }, []string{"--workers: must be at least 1, got -3"}},
+		{"short lease", func(c *config.Serve) { c.Lease = 500 * time.Millisecond }, []string{"--lease: must be at least 1s, got 500ms"}},
 		{"retention zero keeps forever", func(c *config.Serve) { c.Retention = 0 }, nil},
 		{"negative retention", func(c *config.Serve) { c.Retention = -time.Hour }, []string{"--retention: must not be negative"}},
 		{"negative shutdown timeout", func(c *config.Serve) { c.ShutdownTimeout = -time.Second }, []string{"--shutdown-timeout: must not be negative"}},

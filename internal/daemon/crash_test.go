@@ -26,6 +26,9 @@ func TestMain(m *testing.M) {
 	if dir := os.Getenv(childEnv); dir != "" {
 		os.Exit(runChild(dir))
 	}
+	if dir := os.Getenv(serveChildEnv); dir != "" {
+		os.Exit(runServeChild(dir))
+	}
 	os.Exit(m.Run())
 }
 

@@ -111,7 +111,7 @@ func New(ctx context.Context, cfg config.Serve, logger *slog.Logger, opts Option
 	d := &Daemon{
 		cfg: cfg, log: logger.With("component", "daemon"), clock: clock,
 		store: st, engine: eng,
-		workers:   engine.NewWorkerPool(eng, engine.PoolOptions{Workers: cfg.Workers}),
+		workers:   engine.NewWorkerPool(eng, engine.PoolOptions{Workers: cfg.Workers, LeaseTTL: cfg.Lease}),
 		scheduler: engine.NewScheduler(eng),
 		retention: NewRetention(st, clock, cfg.Retention, logger),
 		closing:   make(chan struct{}),

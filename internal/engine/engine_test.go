@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"os"
 	"path/filepath"
 	"sync"
 	"sync/atomic"
@@ -15,6 +16,8 @@ import (
 
 	"github.com/dcyfr/cyberdrew/internal/engine"
 	"github.com/dcyfr/cyberdrew/internal/store"
+	redisstore "github.com/dcyfr/cyberdrew/internal/store/redis"
+	"github.com/dcyfr/cyberdrew/internal/store/redis/redistest"
 	"github.com/dcyfr/cyberdrew/internal/store/sqlite"
 )
 
@@ -35,17 +38,82 @@ type options struct {
 	noPool   bool
 }
 
-// setup opens a real SQLite store in a temporary directory, registers fns
-// on an engine driven by a fake clock, and starts a worker pool.
-func setup(t *testing.T, o options, fns ...engine.Function) *bundle {
+// backend opens a fresh, empty store driven by clock for one test.
+type backend struct {
+	name string
+	open func(t *testing.T, ctx context.Context, clock clockwork.Clock) store.Store
+}
+
+var backends = []backend{
+	{name: "sqlite", open: func(t *testing.T, ctx context.Context, clock clockwork.Clock) store.Store {
+		st, err := sqlite.Open(ctx, filepath.Join(t.TempDir(), "cyberdrew.db"), sqlite.Options{Clock: clock})
+		if err != nil {
+			t.Fatalf("open sqlite store: %v", err)
+		}
+		return st
+	}},
+	{name: "redis", open: func(t *testing.T, ctx context.Context, clock clockwork.Clock) store.Store {
+		if redisServer == nil {
+			redistest.Skip(t, redisErr)
+		}
+		n := prefixes.Add(1)
+		st, err := redisstore.Open(ctx, redisServer.URL(0), redisstore.Options{
+			Clock: clock, Prefix: fmt.Sprintf("engine-t%d:", n), SitePrefix: fmt.Sprintf("engine-t%d-site:", n),
+		})
+		if err != nil {
+			t.Fatalf("open redis store: %v", err)
+		}
+		return st
+	}},
+}
+
+// redisServer is the package's redis-server, started by TestMain and shared
+// by every test through its own key prefixes; redisErr says why there is
+// none.
+var (
+	redisServer *redistest.Server
+	redisErr    error
+	prefixes    atomic.Int64
+)
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "cyberdrew-engine-test-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	redisServer, redisErr = redistest.Start(dir, false)
+	if redisErr != nil {
+		fmt.Fprintf(os.Stderr, "engine tests: no redis-server (%v): the redis subtests will skip, or fail when %s=required\n", redisErr, redistest.EnvRequired)
+	}
+	code := m.Run()
+	if redisServer != nil {
+		redisServer.Stop()
+	}
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+// eachBackend runs test on every backend, as parallel subtests named after
+// the backend.
+func eachBackend(t *testing.T, test func(t *testing.T, be backend)) {
+	t.Parallel()
+	for _, be := range backends {
+		t.Run(be.name, func(t *testing.T) {
+			t.Parallel()
+			test(t, be)
+		})
+	}
+}
+
+// setup opens a fresh store on backend be, registers fns on an engine
+// driven by a fake clock, and starts a worker pool.
+func setup(t *testing.T, be backend, o options, fns ...engine.Function) *bundle {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
 	clock := clockwork.NewFakeClockAt(start)
-	st, err := sqlite.Open(ctx, filepath.Join(t.TempDir(), "cyberdrew.db"), sqlite.Options{Clock: clock})
-	if err != nil {
-		t.Fatalf("open store: %v", err)
-	}
+	st := be.open(t, ctx, clock)
 	t.Cleanup(func() { st.Close() })
 	eng, err := engine.New(engine.Options{Store: st, Clock: clock, Jitter: func(d time.Duration) time.Duration { return d }})
 	if err != nil {
@@ -155,320 +223,328 @@ func steps(t *testing.T, b *bundle, runID string) map[string]store.Step {
 func retries(n int) *int { return &n }
 
 func TestSleepResumesAndMemoizesSteps(t *testing.T) {
-	t.Parallel()
-	var greeted atomic.Int32
-	b := setup(t, options{}, engine.Function{
-		ID: "hello", Triggers: []engine.Trigger{{Event: "test/hello.world"}},
-		Handler: func(ctx context.Context, r *engine.Run) (any, error) {
-			greeting, err := engine.Step(ctx, r, "greet", func(ctx context.Context) (string, error) {
-				greeted.Add(1)
-				return "Hello", nil
-			})
-			if err != nil {
-				return nil, err
-			}
-			if err := r.Sleep(ctx, "wait-a-moment", time.Second); err != nil {
-				return nil, err
-			}
-			var data struct{ Email string }
-			json.Unmarshal(r.Event.Data, &data)
-			return map[string]string{"message": greeting + " " + data.Email + "!"}, nil
-		},
+	eachBackend(t, func(t *testing.T, be backend) {
+		var greeted atomic.Int32
+		b := setup(t, be, options{}, engine.Function{
+			ID: "hello", Triggers: []engine.Trigger{{Event: "test/hello.world"}},
+			Handler: func(ctx context.Context, r *engine.Run) (any, error) {
+				greeting, err := engine.Step(ctx, r, "greet", func(ctx context.Context) (string, error) {
+					greeted.Add(1)
+					return "Hello", nil
+				})
+				if err != nil {
+					return nil, err
+				}
+				if err := r.Sleep(ctx, "wait-a-moment", time.Second); err != nil {
+					return nil, err
+				}
+				var data struct{ Email string }
+				json.Unmarshal(r.Event.Data, &data)
+				return map[string]string{"message": greeting + " " + data.Email + "!"}, nil
+			},
+		})
+		id := oneRun(t, b.send(t, "test/hello.world", `{"email":"a@b.c"}`))
+		b.waitStatus(t, id, store.StatusSleeping)
+		b.clock.Advance(time.Second)
+		run := b.waitStatus(t, id, store.StatusCompleted)
+		if got, want := string(run.Output), `{"message":"Hello a@b.c!"}`; got != want {
+			t.Errorf("output = %s, want %s", got, want)
+		}
+		if n := greeted.Load(); n != 1 {
+			t.Errorf("greet executed %d times, want 1", n)
+		}
+		ss := steps(t, b, id)
+		if s := ss["wait-a-moment"]; s.Status != store.StatusCompleted || s.Kind != store.StepSleep {
+			t.Errorf("sleep step = %+v", s)
+		}
+		if s := ss["greet"]; s.Status != store.StatusCompleted || len(s.Attempts) != 1 || string(s.Output) != `"Hello"` {
+			t.Errorf("greet step = %+v", s)
+		}
 	})
-	id := oneRun(t, b.send(t, "test/hello.world", `{"email":"a@b.c"}`))
-	b.waitStatus(t, id, store.StatusSleeping)
-	b.clock.Advance(time.Second)
-	run := b.waitStatus(t, id, store.StatusCompleted)
-	if got, want := string(run.Output), `{"message":"Hello a@b.c!"}`; got != want {
-		t.Errorf("output = %s, want %s", got, want)
-	}
-	if n := greeted.Load(); n != 1 {
-		t.Errorf("greet executed %d times, want 1", n)
-	}
-	ss := steps(t, b, id)
-	if s := ss["wait-a-moment"]; s.Status != store.StatusCompleted || s.Kind != store.StepSleep {
-		t.Errorf("sleep step = %+v", s)
-	}
-	if s := ss["greet"]; s.Status != store.StatusCompleted || len(s.Attempts) != 1 || string(s.Output) != `"Hello"` {
-		t.Errorf("greet step = %+v", s)
-	}
 }
 
 func TestStepRetriesWithBackoffAndKeepsCompletedSteps(t *testing.T) {
-	t.Parallel()
-	var first, flaky atomic.Int32
-	b := setup(t, options{}, engine.Function{
-		ID: "flaky", Triggers: []engine.Trigger{{Event: "test/flaky"}},
-		Handler: func(ctx context.Context, r *engine.Run) (any, error) {
-			if _, err := engine.Step(ctx, r, "first", func(ctx context.Context) (int, error) {
-				return int(first.Add(1)), nil
-			}); err != nil {
-				return nil, err
-			}
-			return engine.Step(ctx, r, "flaky", func(ctx context.Context) (int32, error) {
-				if n := flaky.Add(1); n < 3 {
-					return 0, fmt.Errorf("boom %d", n)
+	eachBackend(t, func(t *testing.T, be backend) {
+		var first, flaky atomic.Int32
+		b := setup(t, be, options{}, engine.Function{
+			ID: "flaky", Triggers: []engine.Trigger{{Event: "test/flaky"}},
+			Handler: func(ctx context.Context, r *engine.Run) (any, error) {
+				if _, err := engine.Step(ctx, r, "first", func(ctx context.Context) (int, error) {
+					return int(first.Add(1)), nil
+				}); err != nil {
+					return nil, err
 				}
-				return flaky.Load(), nil
-			})
-		},
-	})
-	id := oneRun(t, b.send(t, "test/flaky", `{}`))
-	// Inngest's table: 15 s before the first retry, 30 s before the second.
-	for i, delay := range []time.Duration{15 * time.Second, 30 * time.Second} {
-		b.waitFor(t, "attempt to be recorded", func() bool {
-			s := steps(t, b, id)["flaky"]
-			t.Logf("i=%d attempts=%d run=%+v wake=%v", i, len(s.Attempts), b.run(t, id), s.WakeAt)
-			return len(s.Attempts) == i+1 && b.run(t, id).AvailableAt.Equal(s.WakeAt)
+				return engine.Step(ctx, r, "flaky", func(ctx context.Context) (int32, error) {
+					if n := flaky.Add(1); n < 3 {
+						return 0, fmt.Errorf("boom %d", n)
+					}
+					return flaky.Load(), nil
+				})
+			},
 		})
+		id := oneRun(t, b.send(t, "test/flaky", `{}`))
+		// Inngest's table: 15 s before the first retry, 30 s before the second.
+		for i, delay := range []time.Duration{15 * time.Second, 30 * time.Second} {
+			b.waitFor(t, "attempt to be recorded", func() bool {
+				s := steps(t, b, id)["flaky"]
+				t.Logf("i=%d attempts=%d run=%+v wake=%v", i, len(s.Attempts), b.run(t, id), s.WakeAt)
+				return len(s.Attempts) == i+1 && b.run(t, id).AvailableAt.Equal(s.WakeAt)
+			})
+			s := steps(t, b, id)["flaky"]
+			if got := s.WakeAt.Sub(s.Attempts[i].EndedAt); got != delay {
+				t.Fatalf("retry %d after %v, want %v", i+1, got, delay)
+			}
+			b.clock.Advance(delay - time.Millisecond)
+			if r := b.run(t, id); r.Status != store.StatusRunning || len(steps(t, b, id)["flaky"].Attempts) != i+1 {
+				t.Fatalf("retried before its backoff: %+v", r)
+			}
+			b.clock.Advance(time.Millisecond)
+		}
+		run := b.waitStatus(t, id, store.StatusCompleted)
+		if string(run.Output) != "3" {
+			t.Errorf("output = %s, want 3", run.Output)
+		}
+		if n := first.Load(); n != 1 {
+			t.Errorf("completed step executed %d times, want 1", n)
+		}
 		s := steps(t, b, id)["flaky"]
-		if got := s.WakeAt.Sub(s.Attempts[i].EndedAt); got != delay {
-			t.Fatalf("retry %d after %v, want %v", i+1, got, delay)
+		if len(s.Attempts) != 3 || s.Attempts[0].Error != "boom 1" || s.Attempts[2].Error != "" {
+			t.Errorf("attempts = %+v", s.Attempts)
 		}
-		b.clock.Advance(delay - time.Millisecond)
-		if r := b.run(t, id); r.Status != store.StatusRunning || len(steps(t, b, id)["flaky"].Attempts) != i+1 {
-			t.Fatalf("retried before its backoff: %+v", r)
-		}
-		b.clock.Advance(time.Millisecond)
-	}
-	run := b.waitStatus(t, id, store.StatusCompleted)
-	if string(run.Output) != "3" {
-		t.Errorf("output = %s, want 3", run.Output)
-	}
-	if n := first.Load(); n != 1 {
-		t.Errorf("completed step executed %d times, want 1", n)
-	}
-	s := steps(t, b, id)["flaky"]
-	if len(s.Attempts) != 3 || s.Attempts[0].Error != "boom 1" || s.Attempts[2].Error != "" {
-		t.Errorf("attempts = %+v", s.Attempts)
-	}
+	})
 }
 
 func TestCustomBackoffAndExhaustedRetriesFailTheRun(t *testing.T) {
-	t.Parallel()
-	var calls atomic.Int32
-	var failures sync.Map
-	b := setup(t, options{}, engine.Function{
-		ID: "doomed", Triggers: []engine.Trigger{{Event: "test/doomed"}},
-		Retries: retries(2),
-		Backoff: func(n int) time.Duration { return time.Duration(n) * time.Minute },
-		Handler: func(ctx context.Context, r *engine.Run) (any, error) {
-			return engine.Step(ctx, r, "always-fails", func(ctx context.Context) (any, error) {
-				calls.Add(1)
-				return nil, errors.New("nope")
-			})
-		},
-		OnFailure: func(ctx context.Context, r *engine.Run) (any, error) {
-			var d struct {
-				FunctionID string `json:"function_id"`
-				RunID      string `json:"run_id"`
-				Error      string `json:"error"`
-			}
-			json.Unmarshal(r.Event.Data, &d)
-			failures.Store(d.RunID, d)
-			return d.Error, nil
-		},
-	})
-	id := oneRun(t, b.send(t, "test/doomed", `{}`))
-	for i, d := range []time.Duration{time.Minute, 2 * time.Minute} {
-		b.waitFor(t, "a retry to be scheduled", func() bool {
-			r := b.run(t, id)
-			return len(steps(t, b, id)["always-fails"].Attempts) == i+1 && r.LeaseOwner == ""
+	eachBackend(t, func(t *testing.T, be backend) {
+		var calls atomic.Int32
+		var failures sync.Map
+		b := setup(t, be, options{}, engine.Function{
+			ID: "doomed", Triggers: []engine.Trigger{{Event: "test/doomed"}},
+			Retries: retries(2),
+			Backoff: func(n int) time.Duration { return time.Duration(n) * time.Minute },
+			Handler: func(ctx context.Context, r *engine.Run) (any, error) {
+				return engine.Step(ctx, r, "always-fails", func(ctx context.Context) (any, error) {
+					calls.Add(1)
+					return nil, errors.New("nope")
+				})
+			},
+			OnFailure: func(ctx context.Context, r *engine.Run) (any, error) {
+				var d struct {
+					FunctionID string `json:"function_id"`
+					RunID      string `json:"run_id"`
+					Error      string `json:"error"`
+				}
+				json.Unmarshal(r.Event.Data, &d)
+				failures.Store(d.RunID, d)
+				return d.Error, nil
+			},
 		})
-		if got := b.run(t, id).AvailableAt.Sub(b.clock.Now()); got != d {
-			t.Fatalf("next attempt in %v, want %v", got, d)
+		id := oneRun(t, b.send(t, "test/doomed", `{}`))
+		for i, d := range []time.Duration{time.Minute, 2 * time.Minute} {
+			b.waitFor(t, "a retry to be scheduled", func() bool {
+				r := b.run(t, id)
+				return len(steps(t, b, id)["always-fails"].Attempts) == i+1 && r.LeaseOwner == ""
+			})
+			if got := b.run(t, id).AvailableAt.Sub(b.clock.Now()); got != d {
+				t.Fatalf("next attempt in %v, want %v", got, d)
+			}
+			b.clock.Advance(d)
 		}
-		b.clock.Advance(d)
-	}
-	run := b.waitStatus(t, id, store.StatusFailed)
-	if calls.Load() != 3 {
-		t.Errorf("attempts = %d, want 3 (1 + 2 retries)", calls.Load())
-	}
-	if want := `step "always-fails" failed: nope`; run.Error != want {
-		t.Errorf("error = %q, want %q", run.Error, want)
-	}
-	b.waitFor(t, "the on-failure function to run", func() bool { _, ok := failures.Load(id); return ok })
-	page, err := b.st.ListEvents(b.ctx, store.EventFilter{Name: engine.EventFunctionFailed})
-	if err != nil || len(page.Items) != 1 {
-		t.Fatalf("function.failed events = %v, %v; want 1", page.Items, err)
-	}
-	var data map[string]any
-	json.Unmarshal(page.Items[0].Data, &data)
-	if data["function_id"] != "doomed" || data["run_id"] != id || data["event"] == nil {
-		t.Errorf("function.failed data = %v", data)
-	}
+		run := b.waitStatus(t, id, store.StatusFailed)
+		if calls.Load() != 3 {
+			t.Errorf("attempts = %d, want 3 (1 + 2 retries)", calls.Load())
+		}
+		if want := `step "always-fails" failed: nope`; run.Error != want {
+			t.Errorf("error = %q, want %q", run.Error, want)
+		}
+		b.waitFor(t, "the on-failure function to run", func() bool { _, ok := failures.Load(id); return ok })
+		page, err := b.st.ListEvents(b.ctx, store.EventFilter{Name: engine.EventFunctionFailed})
+		if err != nil || len(page.Items) != 1 {
+			t.Fatalf("function.failed events = %v, %v; want 1", page.Items, err)
+		}
+		var data map[string]any
+		json.Unmarshal(page.Items[0].Data, &data)
+		if data["function_id"] != "doomed" || data["run_id"] != id || data["event"] == nil {
+			t.Errorf("function.failed data = %v", data)
+		}
+	})
 }
 
 func TestNonRetriableAndRetryAt(t *testing.T) {
-	t.Parallel()
-	var calls atomic.Int32
-	b := setup(t, options{}, engine.Function{
-		ID: "strict", Triggers: []engine.Trigger{{Event: "test/strict"}},
-		Handler: func(ctx context.Context, r *engine.Run) (any, error) {
-			var mode struct{ Mode string }
-			json.Unmarshal(r.Event.Data, &mode)
-			_, err := engine.Step(ctx, r, "call-api", func(ctx context.Context) (string, error) {
-				n := calls.Add(1)
-				switch {
-				case mode.Mode == "invalid":
-					return "", engine.NonRetriable(errors.New("422 invalid recipient"))
-				case n == 1:
-					return "", engine.RetryAt(errors.New("429 slow down"), r.Event.ReceivedAt.Add(90*time.Second))
+	eachBackend(t, func(t *testing.T, be backend) {
+		var calls atomic.Int32
+		b := setup(t, be, options{}, engine.Function{
+			ID: "strict", Triggers: []engine.Trigger{{Event: "test/strict"}},
+			Handler: func(ctx context.Context, r *engine.Run) (any, error) {
+				var mode struct{ Mode string }
+				json.Unmarshal(r.Event.Data, &mode)
+				_, err := engine.Step(ctx, r, "call-api", func(ctx context.Context) (string, error) {
+					n := calls.Add(1)
+					switch {
+					case mode.Mode == "invalid":
+						return "", engine.NonRetriable(errors.New("422 invalid recipient"))
+					case n == 1:
+						return "", engine.RetryAt(errors.New("429 slow down"), r.Event.ReceivedAt.Add(90*time.Second))
+					}
+					return "sent", nil
+				})
+				var se *engine.StepError
+				if errors.As(err, &se) {
+					return "handled: " + se.Message, nil // a handler may recover from a failed step
 				}
-				return "sent", nil
-			})
-			var se *engine.StepError
-			if errors.As(err, &se) {
-				return "handled: " + se.Message, nil // a handler may recover from a failed step
-			}
-			return "ok", err
-		},
-	})
-	id := oneRun(t, b.send(t, "test/strict", `{"mode":"limited"}`))
-	b.waitFor(t, "retry-after to be scheduled", func() bool { return len(steps(t, b, id)["call-api"].Attempts) == 1 })
-	if got, want := steps(t, b, id)["call-api"].WakeAt, start.Add(90*time.Second); !got.Equal(want) {
-		t.Fatalf("retry at %v, want %v", got, want)
-	}
-	b.clock.Advance(90 * time.Second)
-	if r := b.waitStatus(t, id, store.StatusCompleted); string(r.Output) != `"ok"` {
-		t.Errorf("output = %s", r.Output)
-	}
+				return "ok", err
+			},
+		})
+		id := oneRun(t, b.send(t, "test/strict", `{"mode":"limited"}`))
+		b.waitFor(t, "retry-after to be scheduled", func() bool { return len(steps(t, b, id)["call-api"].Attempts) == 1 })
+		if got, want := steps(t, b, id)["call-api"].WakeAt, start.Add(90*time.Second); !got.Equal(want) {
+			t.Fatalf("retry at %v, want %v", got, want)
+		}
+		b.clock.Advance(90 * time.Second)
+		if r := b.waitStatus(t, id, store.StatusCompleted); string(r.Output) != `"ok"` {
+			t.Errorf("output = %s", r.Output)
+		}
 
-	id = oneRun(t, b.send(t, "test/strict", `{"mode":"invalid"}`))
-	r := b.waitStatus(t, id, store.StatusCompleted)
-	if want := `"handled: 422 invalid recipient"`; string(r.Output) != want {
-		t.Errorf("output = %s, want %s", r.Output, want)
-	}
-	if s := steps(t, b, id)["call-api"]; s.Status != store.StatusFailed || len(s.Attempts) != 1 {
-		t.Errorf("non-retriable step = %+v, want Failed after 1 attempt", s)
-	}
+		id = oneRun(t, b.send(t, "test/strict", `{"mode":"invalid"}`))
+		r := b.waitStatus(t, id, store.StatusCompleted)
+		if want := `"handled: 422 invalid recipient"`; string(r.Output) != want {
+			t.Errorf("output = %s, want %s", r.Output, want)
+		}
+		if s := steps(t, b, id)["call-api"]; s.Status != store.StatusFailed || len(s.Attempts) != 1 {
+			t.Errorf("non-retriable step = %+v, want Failed after 1 attempt", s)
+		}
+	})
 }
 
 func TestHandlerErrorsRetryTheRunThenFail(t *testing.T) {
-	t.Parallel()
-	var calls atomic.Int32
-	b := setup(t, options{}, engine.Function{
-		ID: "bare", Triggers: []engine.Trigger{{Event: "test/bare"}}, Retries: retries(1),
-		Handler: func(ctx context.Context, r *engine.Run) (any, error) {
-			calls.Add(1)
-			if r.Attempt == 0 {
-				return nil, errors.New("first try fails")
-			}
-			panic("second try panics")
-		},
+	eachBackend(t, func(t *testing.T, be backend) {
+		var calls atomic.Int32
+		b := setup(t, be, options{}, engine.Function{
+			ID: "bare", Triggers: []engine.Trigger{{Event: "test/bare"}}, Retries: retries(1),
+			Handler: func(ctx context.Context, r *engine.Run) (any, error) {
+				calls.Add(1)
+				if r.Attempt == 0 {
+					return nil, errors.New("first try fails")
+				}
+				panic("second try panics")
+			},
+		})
+		id := oneRun(t, b.send(t, "test/bare", `{}`))
+		b.waitFor(t, "function-level retry", func() bool { return b.run(t, id).Attempt == 1 })
+		b.clock.Advance(15 * time.Second)
+		r := b.waitStatus(t, id, store.StatusFailed)
+		if r.Error != "panic: second try panics" || calls.Load() != 2 {
+			t.Errorf("error = %q after %d calls", r.Error, calls.Load())
+		}
 	})
-	id := oneRun(t, b.send(t, "test/bare", `{}`))
-	b.waitFor(t, "function-level retry", func() bool { return b.run(t, id).Attempt == 1 })
-	b.clock.Advance(15 * time.Second)
-	r := b.waitStatus(t, id, store.StatusFailed)
-	if r.Error != "panic: second try panics" || calls.Load() != 2 {
-		t.Errorf("error = %q after %d calls", r.Error, calls.Load())
-	}
 }
 
 func TestRepeatedStepNamesGetNumbered(t *testing.T) {
-	t.Parallel()
-	b := setup(t, options{}, engine.Function{
-		ID: "loop", Triggers: []engine.Trigger{{Event: "test/loop"}},
-		Handler: func(ctx context.Context, r *engine.Run) (any, error) {
-			sum := 0
-			for i := range 3 {
-				n, err := engine.Step(ctx, r, "item", func(ctx context.Context) (int, error) { return i * 10, nil })
-				if err != nil {
-					return nil, err
+	eachBackend(t, func(t *testing.T, be backend) {
+		b := setup(t, be, options{}, engine.Function{
+			ID: "loop", Triggers: []engine.Trigger{{Event: "test/loop"}},
+			Handler: func(ctx context.Context, r *engine.Run) (any, error) {
+				sum := 0
+				for i := range 3 {
+					n, err := engine.Step(ctx, r, "item", func(ctx context.Context) (int, error) { return i * 10, nil })
+					if err != nil {
+						return nil, err
+					}
+					sum += n
 				}
-				sum += n
+				return sum, nil
+			},
+		})
+		id := oneRun(t, b.send(t, "test/loop", `{}`))
+		b.waitStatus(t, id, store.StatusCompleted)
+		ss := steps(t, b, id)
+		for id, want := range map[string]string{"item": "0", "item:1": "10", "item:2": "20"} {
+			if got := string(ss[id].Output); got != want || ss[id].Name != "item" {
+				t.Errorf("step %s = %s (name %q), want %s", id, got, ss[id].Name, want)
 			}
-			return sum, nil
-		},
-	})
-	id := oneRun(t, b.send(t, "test/loop", `{}`))
-	b.waitStatus(t, id, store.StatusCompleted)
-	ss := steps(t, b, id)
-	for id, want := range map[string]string{"item": "0", "item:1": "10", "item:2": "20"} {
-		if got := string(ss[id].Output); got != want || ss[id].Name != "item" {
-			t.Errorf("step %s = %s (name %q), want %s", id, got, ss[id].Name, want)
 		}
-	}
+	})
 }
 
 func TestSendEventStepTriggersOnceAndWildcards(t *testing.T) {
-	t.Parallel()
-	var seen sync.Map
-	var replayed atomic.Int32
-	b := setup(t, options{},
-		engine.Function{
-			ID: "sender", Triggers: []engine.Trigger{{Event: "test/send"}},
-			Handler: func(ctx context.Context, r *engine.Run) (any, error) {
-				ids, err := r.SendEvent(ctx, "notify", engine.IncomingEvent{Name: "blog/post.published", Data: json.RawMessage(`{"slug":"x"}`)})
-				if err != nil {
-					return nil, err
-				}
-				if replayed.Add(1) == 1 {
-					return nil, errors.New("fail after sending, so the handler replays")
-				}
-				return ids, nil
+	eachBackend(t, func(t *testing.T, be backend) {
+		var seen sync.Map
+		var replayed atomic.Int32
+		b := setup(t, be, options{},
+			engine.Function{
+				ID: "sender", Triggers: []engine.Trigger{{Event: "test/send"}},
+				Handler: func(ctx context.Context, r *engine.Run) (any, error) {
+					ids, err := r.SendEvent(ctx, "notify", engine.IncomingEvent{Name: "blog/post.published", Data: json.RawMessage(`{"slug":"x"}`)})
+					if err != nil {
+						return nil, err
+					}
+					if replayed.Add(1) == 1 {
+						return nil, errors.New("fail after sending, so the handler replays")
+					}
+					return ids, nil
+				},
 			},
-		},
-		engine.Function{
-			ID: "listener", Triggers: []engine.Trigger{{Event: "blog/*"}},
-			Handler: func(ctx context.Context, r *engine.Run) (any, error) {
-				seen.Store(r.Event.ID, r.Event.Name)
-				return nil, nil
+			engine.Function{
+				ID: "listener", Triggers: []engine.Trigger{{Event: "blog/*"}},
+				Handler: func(ctx context.Context, r *engine.Run) (any, error) {
+					seen.Store(r.Event.ID, r.Event.Name)
+					return nil, nil
+				},
 			},
-		},
-		engine.Function{
-			ID: "dotted", Triggers: []engine.Trigger{{Event: "blog/post.*", If: func(ev store.Event) bool { return string(ev.Data) != `{"slug":"x"}` }}},
-			Handler: func(ctx context.Context, r *engine.Run) (any, error) { return nil, errors.New("filtered out by If") },
-		},
-	)
-	id := oneRun(t, b.send(t, "test/send", `{}`))
-	b.waitFor(t, "handler retry", func() bool { return b.run(t, id).Attempt == 1 })
-	b.clock.Advance(15 * time.Second)
-	b.waitStatus(t, id, store.StatusCompleted)
-	page, err := b.st.ListEvents(b.ctx, store.EventFilter{Name: "blog/post.published"})
-	if err != nil || len(page.Items) != 1 {
-		t.Fatalf("sent events = %d (%v), want exactly 1", len(page.Items), err)
-	}
-	runs, _ := b.st.ListRuns(b.ctx, store.RunFilter{EventID: page.Items[0].ID})
-	if len(runs.Items) != 1 || runs.Items[0].FunctionID != "listener" {
-		t.Fatalf("runs of the sent event = %+v, want one listener run", runs.Items)
-	}
-	b.waitStatus(t, runs.Items[0].ID, store.StatusCompleted)
+			engine.Function{
+				ID: "dotted", Triggers: []engine.Trigger{{Event: "blog/post.*", If: func(ev store.Event) bool { return string(ev.Data) != `{"slug":"x"}` }}},
+				Handler: func(ctx context.Context, r *engine.Run) (any, error) { return nil, errors.New("filtered out by If") },
+			},
+		)
+		id := oneRun(t, b.send(t, "test/send", `{}`))
+		b.waitFor(t, "handler retry", func() bool { return b.run(t, id).Attempt == 1 })
+		b.clock.Advance(15 * time.Second)
+		b.waitStatus(t, id, store.StatusCompleted)
+		page, err := b.st.ListEvents(b.ctx, store.EventFilter{Name: "blog/post.published"})
+		if err != nil || len(page.Items) != 1 {
+			t.Fatalf("sent events = %d (%v), want exactly 1", len(page.Items), err)
+		}
+		runs, _ := b.st.ListRuns(b.ctx, store.RunFilter{EventID: page.Items[0].ID})
+		if len(runs.Items) != 1 || runs.Items[0].FunctionID != "listener" {
+			t.Fatalf("runs of the sent event = %+v, want one listener run", runs.Items)
+		}
+		b.waitStatus(t, runs.Items[0].ID, store.StatusCompleted)
+	})
 }
 
 func TestWaitForEvent(t *testing.T) {
-	t.Parallel()
-	b := setup(t, options{}, engine.Function{
-		ID: "approval", Triggers: []engine.Trigger{{Event: "test/order.created"}},
-		Handler: func(ctx context.Context, r *engine.Run) (any, error) {
-			ev, err := r.WaitForEvent(ctx, "wait-approval", engine.WaitOptions{Event: "test/order.approved", Match: "data.order", Timeout: time.Hour})
-			if err != nil {
-				return nil, err
-			}
-			if ev == nil {
-				return "timed out", nil
-			}
-			return "approved by " + string(ev.Data), nil
-		},
+	eachBackend(t, func(t *testing.T, be backend) {
+		b := setup(t, be, options{}, engine.Function{
+			ID: "approval", Triggers: []engine.Trigger{{Event: "test/order.created"}},
+			Handler: func(ctx context.Context, r *engine.Run) (any, error) {
+				ev, err := r.WaitForEvent(ctx, "wait-approval", engine.WaitOptions{Event: "test/order.approved", Match: "data.order", Timeout: time.Hour})
+				if err != nil {
+					return nil, err
+				}
+				if ev == nil {
+					return "timed out", nil
+				}
+				return "approved by " + string(ev.Data), nil
+			},
+		})
+		approved := oneRun(t, b.send(t, "test/order.created", `{"order":1}`))
+		expired := oneRun(t, b.send(t, "test/order.created", `{"order":2}`))
+		b.waitStatus(t, approved, store.StatusSleeping)
+		b.waitStatus(t, expired, store.StatusSleeping)
+		b.send(t, "test/order.approved", `{"order":3}`) // matches neither
+		b.send(t, "test/order.approved", `{"order":1,"by":"ann"}`)
+		r := b.waitStatus(t, approved, store.StatusCompleted)
+		if want := `"approved by {\"order\":1,\"by\":\"ann\"}"`; string(r.Output) != want {
+			t.Errorf("output = %s, want %s", r.Output, want)
+		}
+		if got := b.run(t, expired).Status; got != store.StatusSleeping {
+			t.Fatalf("unmatched run is %s, want still Sleeping", got)
+		}
+		b.clock.Advance(time.Hour)
+		if r := b.waitStatus(t, expired, store.StatusCompleted); string(r.Output) != `"timed out"` {
+			t.Errorf("output = %s, want timed out", r.Output)
+		}
 	})
-	approved := oneRun(t, b.send(t, "test/order.created", `{"order":1}`))
-	expired := oneRun(t, b.send(t, "test/order.created", `{"order":2}`))
-	b.waitStatus(t, approved, store.StatusSleeping)
-	b.waitStatus(t, expired, store.StatusSleeping)
-	b.send(t, "test/order.approved", `{"order":3}`) // matches neither
-	b.send(t, "test/order.approved", `{"order":1,"by":"ann"}`)
-	r := b.waitStatus(t, approved, store.StatusCompleted)
-	if want := `"approved by {\"order\":1,\"by\":\"ann\"}"`; string(r.Output) != want {
-		t.Errorf("output = %s, want %s", r.Output, want)
-	}
-	if got := b.run(t, expired).Status; got != store.StatusSleeping {
-		t.Fatalf("unmatched run is %s, want still Sleeping", got)
-	}
-	b.clock.Advance(time.Hour)
-	if r := b.waitStatus(t, expired, store.StatusCompleted); string(r.Output) != `"timed out"` {
-		t.Errorf("output = %s, want timed out", r.Output)
-	}
 }
 
 // blocker is a handler that holds its run until released, reporting starts
@@ -513,265 +589,272 @@ func receive(t *testing.T, ch <-chan string, what string) string {
 }
 
 func TestConcurrencyLimitPerKey(t *testing.T) {
-	t.Parallel()
-	bl := newBlocker()
-	b := setup(t, options{}, engine.Function{
-		ID: "per-user", Triggers: []engine.Trigger{{Event: "test/job"}},
-		Concurrency: &engine.Concurrency{Limit: 1, Key: "event.data.user"},
-		Handler:     bl.handler,
+	eachBackend(t, func(t *testing.T, be backend) {
+		bl := newBlocker()
+		b := setup(t, be, options{}, engine.Function{
+			ID: "per-user", Triggers: []engine.Trigger{{Event: "test/job"}},
+			Concurrency: &engine.Concurrency{Limit: 1, Key: "event.data.user"},
+			Handler:     bl.handler,
+		})
+		a1 := oneRun(t, b.send(t, "test/job", `{"user":"a"}`))
+		a2 := oneRun(t, b.send(t, "test/job", `{"user":"a"}`))
+		bb := oneRun(t, b.send(t, "test/job", `{"user":"b"}`))
+		got := map[string]bool{bl.next(t): true, bl.next(t): true}
+		if !got[a1] || !got[bb] {
+			t.Fatalf("started %v, want the first run of a and the run of b", got)
+		}
+		if r := b.run(t, a2); r.Status != store.StatusQueued {
+			t.Fatalf("second run of user a is %s while the first holds the slot", r.Status)
+		}
+		close(bl.release)
+		if id := bl.next(t); id != a2 {
+			t.Fatalf("started %s, want %s", id, a2)
+		}
+		b.waitStatus(t, a2, store.StatusCompleted)
 	})
-	a1 := oneRun(t, b.send(t, "test/job", `{"user":"a"}`))
-	a2 := oneRun(t, b.send(t, "test/job", `{"user":"a"}`))
-	bb := oneRun(t, b.send(t, "test/job", `{"user":"b"}`))
-	got := map[string]bool{bl.next(t): true, bl.next(t): true}
-	if !got[a1] || !got[bb] {
-		t.Fatalf("started %v, want the first run of a and the run of b", got)
-	}
-	if r := b.run(t, a2); r.Status != store.StatusQueued {
-		t.Fatalf("second run of user a is %s while the first holds the slot", r.Status)
-	}
-	close(bl.release)
-	if id := bl.next(t); id != a2 {
-		t.Fatalf("started %s, want %s", id, a2)
-	}
-	b.waitStatus(t, a2, store.StatusCompleted)
 }
 
 func TestRateLimitSkips(t *testing.T) {
-	t.Parallel()
-	b := setup(t, options{noPool: true}, engine.Function{
-		ID: "limited", Triggers: []engine.Trigger{{Event: "test/rl"}},
-		RateLimit: &engine.RateLimit{Limit: 2, Period: time.Minute, Key: "event.data.ip"},
-		Handler:   func(ctx context.Context, r *engine.Run) (any, error) { return nil, nil },
+	eachBackend(t, func(t *testing.T, be backend) {
+		b := setup(t, be, options{noPool: true}, engine.Function{
+			ID: "limited", Triggers: []engine.Trigger{{Event: "test/rl"}},
+			RateLimit: &engine.RateLimit{Limit: 2, Period: time.Minute, Key: "event.data.ip"},
+			Handler:   func(ctx context.Context, r *engine.Run) (any, error) { return nil, nil },
+		})
+		var statuses []store.Status
+		for _, ip := range []string{"1", "1", "1", "2"} {
+			statuses = append(statuses, b.send(t, "test/rl", `{"ip":"`+ip+`"}`).Runs[0].Status)
+		}
+		want := []store.Status{store.StatusQueued, store.StatusQueued, store.StatusSkipped, store.StatusQueued}
+		if fmt.Sprint(statuses) != fmt.Sprint(want) {
+			t.Fatalf("statuses = %v, want %v", statuses, want)
+		}
+		b.clock.Advance(time.Minute)
+		if s := b.send(t, "test/rl", `{"ip":"1"}`).Runs[0].Status; s != store.StatusQueued {
+			t.Errorf("after the period: %s, want Queued", s)
+		}
 	})
-	var statuses []store.Status
-	for _, ip := range []string{"1", "1", "1", "2"} {
-		statuses = append(statuses, b.send(t, "test/rl", `{"ip":"`+ip+`"}`).Runs[0].Status)
-	}
-	want := []store.Status{store.StatusQueued, store.StatusQueued, store.StatusSkipped, store.StatusQueued}
-	if fmt.Sprint(statuses) != fmt.Sprint(want) {
-		t.Fatalf("statuses = %v, want %v", statuses, want)
-	}
-	b.clock.Advance(time.Minute)
-	if s := b.send(t, "test/rl", `{"ip":"1"}`).Runs[0].Status; s != store.StatusQueued {
-		t.Errorf("after the period: %s, want Queued", s)
-	}
 }
 
 func TestDebounceIdempotencyAndSingleton(t *testing.T) {
-	t.Parallel()
-	bl := newBlocker()
-	var lastSeen atomic.Value
-	b := setup(t, options{},
-		engine.Function{
-			ID: "debounced", Triggers: []engine.Trigger{{Event: "test/refresh"}},
-			Debounce: &engine.Debounce{Period: 10 * time.Second, MaxWait: 25 * time.Second},
-			Handler: func(ctx context.Context, r *engine.Run) (any, error) {
-				lastSeen.Store(string(r.Event.Data))
-				return nil, nil
+	eachBackend(t, func(t *testing.T, be backend) {
+		bl := newBlocker()
+		var lastSeen atomic.Value
+		b := setup(t, be, options{},
+			engine.Function{
+				ID: "debounced", Triggers: []engine.Trigger{{Event: "test/refresh"}},
+				Debounce: &engine.Debounce{Period: 10 * time.Second, MaxWait: 25 * time.Second},
+				Handler: func(ctx context.Context, r *engine.Run) (any, error) {
+					lastSeen.Store(string(r.Event.Data))
+					return nil, nil
+				},
 			},
-		},
-		engine.Function{
-			ID: "once", Triggers: []engine.Trigger{{Event: "test/pay"}}, Idempotency: "event.data.order",
-			Handler: func(ctx context.Context, r *engine.Run) (any, error) { return nil, nil },
-		},
-		engine.Function{
-			ID: "single", Triggers: []engine.Trigger{{Event: "test/single"}}, Singleton: &engine.Singleton{},
-			Handler: bl.handler,
-		},
-	)
-	// Debounce: events 8 s apart keep pushing the start, but never past 25 s.
-	first := oneRun(t, b.send(t, "test/refresh", `{"n":1}`))
-	for n := 2; n <= 4; n++ {
-		b.clock.Advance(8 * time.Second)
-		acc := b.send(t, "test/refresh", fmt.Sprintf(`{"n":%d}`, n))
-		if acc.Runs[0].ID != first || !acc.Runs[0].Existing {
-			t.Fatalf("event %d made run %+v, want the pending one", n, acc.Runs[0])
+			engine.Function{
+				ID: "once", Triggers: []engine.Trigger{{Event: "test/pay"}}, Idempotency: "event.data.order",
+				Handler: func(ctx context.Context, r *engine.Run) (any, error) { return nil, nil },
+			},
+			engine.Function{
+				ID: "single", Triggers: []engine.Trigger{{Event: "test/single"}}, Singleton: &engine.Singleton{},
+				Handler: bl.handler,
+			},
+		)
+		// Debounce: events 8 s apart keep pushing the start, but never past 25 s.
+		first := oneRun(t, b.send(t, "test/refresh", `{"n":1}`))
+		for n := 2; n <= 4; n++ {
+			b.clock.Advance(8 * time.Second)
+			acc := b.send(t, "test/refresh", fmt.Sprintf(`{"n":%d}`, n))
+			if acc.Runs[0].ID != first || !acc.Runs[0].Existing {
+				t.Fatalf("event %d made run %+v, want the pending one", n, acc.Runs[0])
+			}
 		}
-	}
-	if got, want := b.run(t, first).AvailableAt, start.Add(25*time.Second); !got.Equal(want) {
-		t.Fatalf("debounced start %v, want capped at %v", got, want)
-	}
-	b.clock.Advance(time.Second)
-	b.waitStatus(t, first, store.StatusCompleted)
-	if got := lastSeen.Load(); got != `{"n":4}` {
-		t.Errorf("debounced run saw %v, want the last event", got)
-	}
+		if got, want := b.run(t, first).AvailableAt, start.Add(25*time.Second); !got.Equal(want) {
+			t.Fatalf("debounced start %v, want capped at %v", got, want)
+		}
+		b.clock.Advance(time.Second)
+		b.waitStatus(t, first, store.StatusCompleted)
+		if got := lastSeen.Load(); got != `{"n":4}` {
+			t.Errorf("debounced run saw %v, want the last event", got)
+		}
 
-	// Idempotency: one run per order within 24 h.
-	a := b.send(t, "test/pay", `{"order":"o-1"}`)
-	again := b.send(t, "test/pay", `{"order":"o-1"}`)
-	if again.Runs[0].ID != a.Runs[0].ID || !again.Runs[0].Existing {
-		t.Errorf("idempotent event made %+v, want existing %s", again.Runs[0], a.Runs[0].ID)
-	}
+		// Idempotency: one run per order within 24 h.
+		a := b.send(t, "test/pay", `{"order":"o-1"}`)
+		again := b.send(t, "test/pay", `{"order":"o-1"}`)
+		if again.Runs[0].ID != a.Runs[0].ID || !again.Runs[0].Existing {
+			t.Errorf("idempotent event made %+v, want existing %s", again.Runs[0], a.Runs[0].ID)
+		}
 
-	// Singleton: a second run while one is unfinished is skipped.
-	s1 := oneRun(t, b.send(t, "test/single", `{}`))
-	bl.next(t)
-	if st := b.send(t, "test/single", `{}`).Runs[0].Status; st != store.StatusSkipped {
-		t.Errorf("second singleton run is %s, want Skipped", st)
-	}
-	close(bl.release)
-	b.waitStatus(t, s1, store.StatusCompleted)
-	if st := b.send(t, "test/single", `{}`).Runs[0].Status; st != store.StatusQueued {
-		t.Errorf("singleton run after the first finished is %s, want Queued", st)
-	}
+		// Singleton: a second run while one is unfinished is skipped.
+		s1 := oneRun(t, b.send(t, "test/single", `{}`))
+		bl.next(t)
+		if st := b.send(t, "test/single", `{}`).Runs[0].Status; st != store.StatusSkipped {
+			t.Errorf("second singleton run is %s, want Skipped", st)
+		}
+		close(bl.release)
+		b.waitStatus(t, s1, store.StatusCompleted)
+		if st := b.send(t, "test/single", `{}`).Runs[0].Status; st != store.StatusQueued {
+			t.Errorf("singleton run after the first finished is %s, want Queued", st)
+		}
+	})
 }
 
 func TestFinishTimeoutAndCancel(t *testing.T) {
-	t.Parallel()
-	bl := newBlocker()
-	b := setup(t, options{},
-		engine.Function{
-			ID: "slow", Triggers: []engine.Trigger{{Event: "test/slow"}}, FinishTimeout: time.Minute,
-			Handler: func(ctx context.Context, r *engine.Run) (any, error) {
-				return nil, r.Sleep(ctx, "nap", time.Hour)
+	eachBackend(t, func(t *testing.T, be backend) {
+		bl := newBlocker()
+		b := setup(t, be, options{},
+			engine.Function{
+				ID: "slow", Triggers: []engine.Trigger{{Event: "test/slow"}}, FinishTimeout: time.Minute,
+				Handler: func(ctx context.Context, r *engine.Run) (any, error) {
+					return nil, r.Sleep(ctx, "nap", time.Hour)
+				},
 			},
-		},
-		engine.Function{ID: "held", Triggers: []engine.Trigger{{Event: "test/held"}}, Handler: bl.handler},
-	)
-	slow := oneRun(t, b.send(t, "test/slow", `{}`))
-	if r := b.waitStatus(t, slow, store.StatusSleeping); !r.AvailableAt.Equal(start.Add(time.Minute)) {
-		t.Fatalf("sleeping run wakes at %v, want at its finish deadline", r.AvailableAt)
-	}
-	b.clock.Advance(time.Minute)
-	if r := b.waitStatus(t, slow, store.StatusCancelled); r.Error != "finish timeout exceeded" {
-		t.Errorf("error = %q", r.Error)
-	}
+			engine.Function{ID: "held", Triggers: []engine.Trigger{{Event: "test/held"}}, Handler: bl.handler},
+		)
+		slow := oneRun(t, b.send(t, "test/slow", `{}`))
+		if r := b.waitStatus(t, slow, store.StatusSleeping); !r.AvailableAt.Equal(start.Add(time.Minute)) {
+			t.Fatalf("sleeping run wakes at %v, want at its finish deadline", r.AvailableAt)
+		}
+		b.clock.Advance(time.Minute)
+		if r := b.waitStatus(t, slow, store.StatusCancelled); r.Error != "finish timeout exceeded" {
+			t.Errorf("error = %q", r.Error)
+		}
 
-	held := oneRun(t, b.send(t, "test/held", `{}`))
-	bl.next(t)
-	if _, err := b.eng.Cancel(b.ctx, held); err != nil {
-		t.Fatalf("cancel: %v", err)
-	}
-	if id := receive(t, bl.exited, "the handler to return"); id != held {
-		t.Fatalf("handler of %s returned, want %s", id, held)
-	}
-	if r := b.run(t, held); r.Status != store.StatusCancelled {
-		t.Errorf("status = %s, want Cancelled", r.Status)
-	}
-	if s := steps(t, b, held)["hold"]; s.Status == store.StatusCompleted {
-		t.Errorf("cancelled run recorded its step: %+v", s)
-	}
-	if _, err := b.eng.Cancel(b.ctx, held); !errors.Is(err, store.ErrFinished) {
-		t.Errorf("second cancel: %v, want ErrFinished", err)
-	}
+		held := oneRun(t, b.send(t, "test/held", `{}`))
+		bl.next(t)
+		if _, err := b.eng.Cancel(b.ctx, held); err != nil {
+			t.Fatalf("cancel: %v", err)
+		}
+		if id := receive(t, bl.exited, "the handler to return"); id != held {
+			t.Fatalf("handler of %s returned, want %s", id, held)
+		}
+		if r := b.run(t, held); r.Status != store.StatusCancelled {
+			t.Errorf("status = %s, want Cancelled", r.Status)
+		}
+		if s := steps(t, b, held)["hold"]; s.Status == store.StatusCompleted {
+			t.Errorf("cancelled run recorded its step: %+v", s)
+		}
+		if _, err := b.eng.Cancel(b.ctx, held); !errors.Is(err, store.ErrFinished) {
+			t.Errorf("second cancel: %v, want ErrFinished", err)
+		}
+	})
 }
 
 func TestLapsedLeaseIsTakenOver(t *testing.T) {
-	t.Parallel()
-	var runs atomic.Int32
-	b := setup(t, options{noPool: true}, engine.Function{
-		ID: "work", Triggers: []engine.Trigger{{Event: "test/work"}},
-		Handler: func(ctx context.Context, r *engine.Run) (any, error) {
-			return engine.Step(ctx, r, "do", func(ctx context.Context) (int32, error) { return runs.Add(1), nil })
-		},
+	eachBackend(t, func(t *testing.T, be backend) {
+		var runs atomic.Int32
+		b := setup(t, be, options{noPool: true}, engine.Function{
+			ID: "work", Triggers: []engine.Trigger{{Event: "test/work"}},
+			Handler: func(ctx context.Context, r *engine.Run) (any, error) {
+				return engine.Step(ctx, r, "do", func(ctx context.Context) (int32, error) { return runs.Add(1), nil })
+			},
+		})
+		id := oneRun(t, b.send(t, "test/work", `{}`))
+		// A worker that claims the run and dies without renewing its lease.
+		leases, err := b.st.Claim(b.ctx, "crashed", 1, 5*time.Second)
+		if err != nil || len(leases) != 1 {
+			t.Fatalf("claim: %v, %d leases", err, len(leases))
+		}
+		b.startPool(t, 5*time.Second, "survivor")
+		b.clock.Advance(4 * time.Second)
+		if r := b.run(t, id); r.LeaseOwner != "crashed" {
+			t.Fatalf("run taken from a live lease: owner %q", r.LeaseOwner)
+		}
+		b.clock.Advance(time.Second + time.Millisecond)
+		b.waitStatus(t, id, store.StatusCompleted)
+		if err := b.st.Finish(b.ctx, &leases[0], store.Outcome{Status: store.StatusCompleted}); !errors.Is(err, store.ErrLeaseLost) {
+			t.Errorf("dead worker's finish: %v, want ErrLeaseLost", err)
+		}
 	})
-	id := oneRun(t, b.send(t, "test/work", `{}`))
-	// A worker that claims the run and dies without renewing its lease.
-	leases, err := b.st.Claim(b.ctx, "crashed", 1, 5*time.Second)
-	if err != nil || len(leases) != 1 {
-		t.Fatalf("claim: %v, %d leases", err, len(leases))
-	}
-	b.startPool(t, 5*time.Second, "survivor")
-	b.clock.Advance(4 * time.Second)
-	if r := b.run(t, id); r.LeaseOwner != "crashed" {
-		t.Fatalf("run taken from a live lease: owner %q", r.LeaseOwner)
-	}
-	b.clock.Advance(time.Second + time.Millisecond)
-	b.waitStatus(t, id, store.StatusCompleted)
-	if err := b.st.Finish(b.ctx, &leases[0], store.Outcome{Status: store.StatusCompleted}); !errors.Is(err, store.ErrLeaseLost) {
-		t.Errorf("dead worker's finish: %v, want ErrLeaseLost", err)
-	}
 }
 
 func TestGracefulShutdownHandsRunsBack(t *testing.T) {
-	t.Parallel()
-	var attempts atomic.Int32
-	started := make(chan string, 1)
-	proceed := make(chan struct{})
-	b := setup(t, options{noPool: true}, engine.Function{
-		ID: "long", Triggers: []engine.Trigger{{Event: "test/long"}},
-		Handler: func(ctx context.Context, r *engine.Run) (any, error) {
-			return engine.Step(ctx, r, "long-step", func(ctx context.Context) (string, error) {
-				if attempts.Add(1) == 1 {
-					started <- r.ID
-				}
-				select {
-				case <-proceed:
-					return "done", nil
-				case <-ctx.Done():
-					return "", ctx.Err()
-				}
-			})
-		},
+	eachBackend(t, func(t *testing.T, be backend) {
+		var attempts atomic.Int32
+		started := make(chan string, 1)
+		proceed := make(chan struct{})
+		b := setup(t, be, options{noPool: true}, engine.Function{
+			ID: "long", Triggers: []engine.Trigger{{Event: "test/long"}},
+			Handler: func(ctx context.Context, r *engine.Run) (any, error) {
+				return engine.Step(ctx, r, "long-step", func(ctx context.Context) (string, error) {
+					if attempts.Add(1) == 1 {
+						started <- r.ID
+					}
+					select {
+					case <-proceed:
+						return "done", nil
+					case <-ctx.Done():
+						return "", ctx.Err()
+					}
+				})
+			},
+		})
+		pool := engine.NewWorkerPool(b.eng, engine.PoolOptions{Workers: 2, LeaseTTL: time.Hour, Owner: "old"})
+		pool.Start(b.ctx)
+		id := oneRun(t, b.send(t, "test/long", `{}`))
+		receive(t, started, "the run to start")
+		ctx, cancel := context.WithCancel(b.ctx)
+		cancel() // no grace: interrupt at once
+		pool.Stop(ctx)
+		r := b.run(t, id)
+		if r.LeaseOwner != "" || !r.AvailableAt.Equal(b.clock.Now()) {
+			t.Fatalf("after shutdown the run is %+v, want handed back for now", r)
+		}
+		if s := steps(t, b, id)["long-step"]; len(s.Attempts) != 0 {
+			t.Errorf("interrupted attempt recorded as failed: %+v", s)
+		}
+		close(proceed)
+		b.startPool(t, time.Hour, "new")
+		b.waitStatus(t, id, store.StatusCompleted)
 	})
-	pool := engine.NewWorkerPool(b.eng, engine.PoolOptions{Workers: 2, LeaseTTL: time.Hour, Owner: "old"})
-	pool.Start(b.ctx)
-	id := oneRun(t, b.send(t, "test/long", `{}`))
-	receive(t, started, "the run to start")
-	ctx, cancel := context.WithCancel(b.ctx)
-	cancel() // no grace: interrupt at once
-	pool.Stop(ctx)
-	r := b.run(t, id)
-	if r.LeaseOwner != "" || !r.AvailableAt.Equal(b.clock.Now()) {
-		t.Fatalf("after shutdown the run is %+v, want handed back for now", r)
-	}
-	if s := steps(t, b, id)["long-step"]; len(s.Attempts) != 0 {
-		t.Errorf("interrupted attempt recorded as failed: %+v", s)
-	}
-	close(proceed)
-	b.startPool(t, time.Hour, "new")
-	b.waitStatus(t, id, store.StatusCompleted)
 }
 
 func TestCronFiresOncePerTickAndCatchesUp(t *testing.T) {
-	t.Parallel()
-	b := setup(t, options{noPool: true}, engine.Function{
-		ID: "every-minute", Triggers: []engine.Trigger{{Cron: "* * * * *"}},
-		Handler: func(ctx context.Context, r *engine.Run) (any, error) { return nil, nil },
+	eachBackend(t, func(t *testing.T, be backend) {
+		b := setup(t, be, options{noPool: true}, engine.Function{
+			ID: "every-minute", Triggers: []engine.Trigger{{Cron: "* * * * *"}},
+			Handler: func(ctx context.Context, r *engine.Run) (any, error) { return nil, nil },
+		})
+		list := func() []store.Run {
+			page, err := b.st.ListRuns(b.ctx, store.RunFilter{FunctionID: "every-minute"})
+			if err != nil {
+				t.Fatal(err)
+			}
+			return page.Items
+		}
+		s1 := engine.NewScheduler(b.eng)
+		s2 := engine.NewScheduler(b.eng) // a second daemon's scheduler
+		for _, s := range []*engine.Scheduler{s1, s2} {
+			if err := s.Start(b.ctx); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if n := len(list()); n != 0 {
+			t.Fatalf("%d runs before the first tick on a first start", n)
+		}
+		b.clock.BlockUntilContext(b.ctx, 2)
+		b.clock.Advance(start.Truncate(time.Minute).Add(time.Minute).Sub(start))
+		b.waitFor(t, "the tick's run", func() bool { return len(list()) >= 1 })
+		for _, s := range []*engine.Scheduler{s1, s2} {
+			s.Stop(b.ctx)
+		}
+		runs := list()
+		if len(runs) != 1 {
+			t.Fatalf("%d runs for one tick across two schedulers, want 1", len(runs))
+		}
+		ev, _ := b.st.GetEvent(b.ctx, runs[0].EventID)
+		tick := start.Truncate(time.Minute).Add(time.Minute)
+		if ev.Name != engine.EventScheduledTimer || !json.Valid(ev.Data) || runs[0].IdempotencyKey != fmt.Sprintf("cron:every-minute:%d", tick.Unix()) {
+			t.Errorf("cron run %+v from event %s %s", runs[0], ev.Name, ev.Data)
+		}
+		// Down for three ticks: the restart fires the latest missed one, once.
+		b.clock.Advance(3*time.Minute + 30*time.Second)
+		s3 := engine.NewScheduler(b.eng)
+		s3.Start(b.ctx)
+		defer s3.Stop(b.ctx)
+		runs = list()
+		if len(runs) != 2 || runs[0].IdempotencyKey != fmt.Sprintf("cron:every-minute:%d", tick.Add(3*time.Minute).Unix()) {
+			t.Fatalf("after restart: %d runs, newest %+v; want the missed tick caught up once", len(runs), runs[0])
+		}
 	})
-	list := func() []store.Run {
-		page, err := b.st.ListRuns(b.ctx, store.RunFilter{FunctionID: "every-minute"})
-		if err != nil {
-			t.Fatal(err)
-		}
-		return page.Items
-	}
-	s1 := engine.NewScheduler(b.eng)
-	s2 := engine.NewScheduler(b.eng) // a second daemon's scheduler
-	for _, s := range []*engine.Scheduler{s1, s2} {
-		if err := s.Start(b.ctx); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if n := len(list()); n != 0 {
-		t.Fatalf("%d runs before the first tick on a first start", n)
-	}
-	b.clock.BlockUntilContext(b.ctx, 2)
-	b.clock.Advance(start.Truncate(time.Minute).Add(time.Minute).Sub(start))
-	b.waitFor(t, "the tick's run", func() bool { return len(list()) >= 1 })
-	for _, s := range []*engine.Scheduler{s1, s2} {
-		s.Stop(b.ctx)
-	}
-	runs := list()
-	if len(runs) != 1 {
-		t.Fatalf("%d runs for one tick across two schedulers, want 1", len(runs))
-	}
-	ev, _ := b.st.GetEvent(b.ctx, runs[0].EventID)
-	tick := start.Truncate(time.Minute).Add(time.Minute)
-	if ev.Name != engine.EventScheduledTimer || !json.Valid(ev.Data) || runs[0].IdempotencyKey != fmt.Sprintf("cron:every-minute:%d", tick.Unix()) {
-		t.Errorf("cron run %+v from event %s %s", runs[0], ev.Name, ev.Data)
-	}
-	// Down for three ticks: the restart fires the latest missed one, once.
-	b.clock.Advance(3*time.Minute + 30*time.Second)
-	s3 := engine.NewScheduler(b.eng)
-	s3.Start(b.ctx)
-	defer s3.Stop(b.ctx)
-	runs = list()
-	if len(runs) != 2 || runs[0].IdempotencyKey != fmt.Sprintf("cron:every-minute:%d", tick.Add(3*time.Minute).Unix()) {
-		t.Fatalf("after restart: %d runs, newest %+v; want the missed tick caught up once", len(runs), runs[0])
-	}
 }
 
 func TestRegisterRejectsBadOptions(t *testing.T) {
@@ -802,150 +885,154 @@ func TestRegisterRejectsBadOptions(t *testing.T) {
 type nopStore struct{ store.Store }
 
 func TestSleepUntilAndFutureTimestampsDelayRuns(t *testing.T) {
-	t.Parallel()
-	wakeAt := start.Add(3 * time.Hour)
-	var started sync.Map
-	b := setup(t, options{}, engine.Function{
-		ID: "later", Triggers: []engine.Trigger{{Event: "test/later"}},
-		Handler: func(ctx context.Context, r *engine.Run) (any, error) {
-			started.Store(r.ID, b0(r))
-			if err := r.SleepUntil(ctx, "until", wakeAt); err != nil {
-				return nil, err
-			}
-			return "woke", nil
-		},
+	eachBackend(t, func(t *testing.T, be backend) {
+		wakeAt := start.Add(3 * time.Hour)
+		var started sync.Map
+		b := setup(t, be, options{}, engine.Function{
+			ID: "later", Triggers: []engine.Trigger{{Event: "test/later"}},
+			Handler: func(ctx context.Context, r *engine.Run) (any, error) {
+				started.Store(r.ID, b0(r))
+				if err := r.SleepUntil(ctx, "until", wakeAt); err != nil {
+					return nil, err
+				}
+				return "woke", nil
+			},
+		})
+		// ts one minute ahead: the run waits for it before starting.
+		acc, err := b.eng.Publish(b.ctx, []engine.IncomingEvent{{Name: "test/later", TS: start.Add(time.Minute).UnixMilli()}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		id := oneRun(t, acc[0])
+		if r := b.run(t, id); r.Status != store.StatusQueued || !r.AvailableAt.Equal(start.Add(time.Minute)) {
+			t.Fatalf("delayed run = %s at %v", r.Status, r.AvailableAt)
+		}
+		b.clock.Advance(time.Minute)
+		if r := b.waitStatus(t, id, store.StatusSleeping); !r.AvailableAt.Equal(wakeAt) {
+			t.Fatalf("sleeping until %v, want %v", r.AvailableAt, wakeAt)
+		}
+		b.clock.Advance(wakeAt.Sub(b.clock.Now()))
+		b.waitStatus(t, id, store.StatusCompleted)
 	})
-	// ts one minute ahead: the run waits for it before starting.
-	acc, err := b.eng.Publish(b.ctx, []engine.IncomingEvent{{Name: "test/later", TS: start.Add(time.Minute).UnixMilli()}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	id := oneRun(t, acc[0])
-	if r := b.run(t, id); r.Status != store.StatusQueued || !r.AvailableAt.Equal(start.Add(time.Minute)) {
-		t.Fatalf("delayed run = %s at %v", r.Status, r.AvailableAt)
-	}
-	b.clock.Advance(time.Minute)
-	if r := b.waitStatus(t, id, store.StatusSleeping); !r.AvailableAt.Equal(wakeAt) {
-		t.Fatalf("sleeping until %v, want %v", r.AvailableAt, wakeAt)
-	}
-	b.clock.Advance(wakeAt.Sub(b.clock.Now()))
-	b.waitStatus(t, id, store.StatusCompleted)
 }
 
 // b0 marks that a handler ran; its value is irrelevant.
 func b0(*engine.Run) bool { return true }
 
 func TestIntakeValidationAndDedup(t *testing.T) {
-	t.Parallel()
-	b := setup(t, options{noPool: true}, engine.Function{
-		ID: "any", Triggers: []engine.Trigger{{Event: "test/*"}},
-		Handler: func(ctx context.Context, r *engine.Run) (any, error) { return nil, nil },
-	})
-	for _, bad := range [][]engine.IncomingEvent{
-		{{Name: "test/ok"}, {Name: ""}},
-		{{Name: "cyberdrew/function.failed"}},
-		{{Name: "inngest/function.invoked"}},
-		{{Name: "test/ok", TS: -1}},
-	} {
-		_, err := b.eng.Publish(b.ctx, bad)
-		var ve *engine.ValidationError
-		if !errors.As(err, &ve) {
-			t.Errorf("Publish(%+v) = %v, want a ValidationError", bad, err)
+	eachBackend(t, func(t *testing.T, be backend) {
+		b := setup(t, be, options{noPool: true}, engine.Function{
+			ID: "any", Triggers: []engine.Trigger{{Event: "test/*"}},
+			Handler: func(ctx context.Context, r *engine.Run) (any, error) { return nil, nil },
+		})
+		for _, bad := range [][]engine.IncomingEvent{
+			{{Name: "test/ok"}, {Name: ""}},
+			{{Name: "cyberdrew/function.failed"}},
+			{{Name: "inngest/function.invoked"}},
+			{{Name: "test/ok", TS: -1}},
+		} {
+			_, err := b.eng.Publish(b.ctx, bad)
+			var ve *engine.ValidationError
+			if !errors.As(err, &ve) {
+				t.Errorf("Publish(%+v) = %v, want a ValidationError", bad, err)
+			}
 		}
-	}
-	if page, _ := b.st.ListEvents(b.ctx, store.EventFilter{}); len(page.Items) != 0 {
-		t.Fatalf("rejected batches stored %d events", len(page.Items))
-	}
-	first, err := b.eng.Publish(b.ctx, []engine.IncomingEvent{{ID: "client-1", Name: "test/a"}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	again, _ := b.eng.Publish(b.ctx, []engine.IncomingEvent{{ID: "client-1", Name: "test/a"}})
-	if !again[0].Duplicate || again[0].EventID != first[0].EventID || len(again[0].Runs) != 0 {
-		t.Errorf("duplicate = %+v, want the first id %s and no runs", again[0], first[0].EventID)
-	}
-	b.clock.Advance(24*time.Hour + time.Second)
-	later, _ := b.eng.Publish(b.ctx, []engine.IncomingEvent{{ID: "client-1", Name: "test/a"}})
-	if later[0].Duplicate || len(later[0].Runs) != 1 {
-		t.Errorf("after 24 h the id is new again: %+v", later[0])
-	}
+		if page, _ := b.st.ListEvents(b.ctx, store.EventFilter{}); len(page.Items) != 0 {
+			t.Fatalf("rejected batches stored %d events", len(page.Items))
+		}
+		first, err := b.eng.Publish(b.ctx, []engine.IncomingEvent{{ID: "client-1", Name: "test/a"}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		again, _ := b.eng.Publish(b.ctx, []engine.IncomingEvent{{ID: "client-1", Name: "test/a"}})
+		if !again[0].Duplicate || again[0].EventID != first[0].EventID || len(again[0].Runs) != 0 {
+			t.Errorf("duplicate = %+v, want the first id %s and no runs", again[0], first[0].EventID)
+		}
+		b.clock.Advance(24*time.Hour + time.Second)
+		later, _ := b.eng.Publish(b.ctx, []engine.IncomingEvent{{ID: "client-1", Name: "test/a"}})
+		if later[0].Duplicate || len(later[0].Runs) != 1 {
+			t.Errorf("after 24 h the id is new again: %+v", later[0])
+		}
+	})
 }
 
 func TestInvokeRerunAndDisabledFunctions(t *testing.T) {
-	t.Parallel()
-	var calls atomic.Int32
-	b := setup(t, options{},
-		engine.Function{
-			ID: "idem", Triggers: []engine.Trigger{{Event: "test/idem"}}, Idempotency: "event.data.k",
-			Handler: func(ctx context.Context, r *engine.Run) (any, error) { calls.Add(1); return string(r.Event.Data), nil },
-		},
-		engine.Function{
-			ID: "off", Triggers: []engine.Trigger{{Event: "test/idem"}, {Cron: "* * * * *"}}, Disabled: "no token",
-			Handler: func(ctx context.Context, r *engine.Run) (any, error) { return nil, errors.New("must not run") },
-		},
-	)
-	id := oneRun(t, b.send(t, "test/idem", `{"k":1}`))
-	b.waitStatus(t, id, store.StatusCompleted)
-	ref, err := b.eng.Rerun(b.ctx, id)
-	if err != nil || ref.ID == id {
-		t.Fatalf("rerun = %+v, %v; want a new run despite the idempotency key", ref, err)
-	}
-	b.waitStatus(t, ref.ID, store.StatusCompleted)
-	acc, err := b.eng.Invoke(b.ctx, "idem", json.RawMessage(`{"k":1}`))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if r := b.waitStatus(t, oneRun(t, acc), store.StatusCompleted); string(r.Output) != `"{\"k\":1}"` {
-		t.Errorf("invoked run output %s", r.Output)
-	}
-	if ev, _ := b.st.GetEvent(b.ctx, acc.EventID); ev.Name != engine.EventFunctionInvoked {
-		t.Errorf("invoke event name %q", ev.Name)
-	}
-	if calls.Load() != 3 {
-		t.Errorf("handler ran %d times, want 3", calls.Load())
-	}
-	if _, err := b.eng.Invoke(b.ctx, "off", nil); !errors.Is(err, engine.ErrFunctionDisabled) {
-		t.Errorf("invoke disabled: %v", err)
-	}
-	if _, err := b.eng.Invoke(b.ctx, "nope", nil); !errors.Is(err, engine.ErrUnknownFunction) {
-		t.Errorf("invoke unknown: %v", err)
-	}
-	fns := map[string]engine.FunctionInfo{}
-	// The counters follow the change stream asynchronously: give them a
-	// moment, checking often.
-	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(time.Millisecond) {
-		for _, f := range b.eng.Functions() {
-			fns[f.ID] = f
+	eachBackend(t, func(t *testing.T, be backend) {
+		var calls atomic.Int32
+		b := setup(t, be, options{},
+			engine.Function{
+				ID: "idem", Triggers: []engine.Trigger{{Event: "test/idem"}}, Idempotency: "event.data.k",
+				Handler: func(ctx context.Context, r *engine.Run) (any, error) { calls.Add(1); return string(r.Event.Data), nil },
+			},
+			engine.Function{
+				ID: "off", Triggers: []engine.Trigger{{Event: "test/idem"}, {Cron: "* * * * *"}}, Disabled: "no token",
+				Handler: func(ctx context.Context, r *engine.Run) (any, error) { return nil, errors.New("must not run") },
+			},
+		)
+		id := oneRun(t, b.send(t, "test/idem", `{"k":1}`))
+		b.waitStatus(t, id, store.StatusCompleted)
+		ref, err := b.eng.Rerun(b.ctx, id)
+		if err != nil || ref.ID == id {
+			t.Fatalf("rerun = %+v, %v; want a new run despite the idempotency key", ref, err)
 		}
-		if fns["idem"].Stats.RunsLastHour == 3 {
-			break
+		b.waitStatus(t, ref.ID, store.StatusCompleted)
+		acc, err := b.eng.Invoke(b.ctx, "idem", json.RawMessage(`{"k":1}`))
+		if err != nil {
+			t.Fatal(err)
 		}
-	}
-	if s := fns["idem"].Stats; s.RunsLastHour != 3 || s.LastStatus != store.StatusCompleted || !s.LastRunAt.Equal(start) {
-		t.Errorf("idem stats = %+v, want 3 completed runs in the last hour", s)
-	}
-	if f := fns["off"]; f.Disabled != "no token" || !f.NextCron.IsZero() {
-		t.Errorf("disabled function listed as %+v", f)
-	}
+		if r := b.waitStatus(t, oneRun(t, acc), store.StatusCompleted); string(r.Output) != `"{\"k\":1}"` {
+			t.Errorf("invoked run output %s", r.Output)
+		}
+		if ev, _ := b.st.GetEvent(b.ctx, acc.EventID); ev.Name != engine.EventFunctionInvoked {
+			t.Errorf("invoke event name %q", ev.Name)
+		}
+		if calls.Load() != 3 {
+			t.Errorf("handler ran %d times, want 3", calls.Load())
+		}
+		if _, err := b.eng.Invoke(b.ctx, "off", nil); !errors.Is(err, engine.ErrFunctionDisabled) {
+			t.Errorf("invoke disabled: %v", err)
+		}
+		if _, err := b.eng.Invoke(b.ctx, "nope", nil); !errors.Is(err, engine.ErrUnknownFunction) {
+			t.Errorf("invoke unknown: %v", err)
+		}
+		fns := map[string]engine.FunctionInfo{}
+		// The counters follow the change stream asynchronously: give them a
+		// moment, checking often.
+		for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(time.Millisecond) {
+			for _, f := range b.eng.Functions() {
+				fns[f.ID] = f
+			}
+			if fns["idem"].Stats.RunsLastHour == 3 {
+				break
+			}
+		}
+		if s := fns["idem"].Stats; s.RunsLastHour != 3 || s.LastStatus != store.StatusCompleted || !s.LastRunAt.Equal(start) {
+			t.Errorf("idem stats = %+v, want 3 completed runs in the last hour", s)
+		}
+		if f := fns["off"]; f.Disabled != "no token" || !f.NextCron.IsZero() {
+			t.Errorf("disabled function listed as %+v", f)
+		}
+	})
 }
 
 func TestCronTimeZonesAndNextFire(t *testing.T) {
-	t.Parallel()
-	h := func(ctx context.Context, r *engine.Run) (any, error) { return nil, nil }
-	b := setup(t, options{noPool: true},
-		engine.Function{ID: "berlin-nine", Triggers: []engine.Trigger{{Cron: "TZ=Europe/Berlin 0 9 * * *"}}, Handler: h},
-		engine.Function{ID: "utc-nine", Triggers: []engine.Trigger{{Cron: "0 9 * * *"}}, Handler: h},
-		engine.Function{ID: "every-5s", Triggers: []engine.Trigger{{Cron: "*/5 * * * * *"}}, Handler: h},
-	)
-	want := map[string]time.Time{
-		// 2026-03-04 is winter time in Berlin: 09:00 CET is 08:00 UTC.
-		"berlin-nine": time.Date(2026, 3, 4, 8, 0, 0, 0, time.UTC),
-		"utc-nine":    time.Date(2026, 3, 4, 9, 0, 0, 0, time.UTC),
-		"every-5s":    time.Date(2026, 3, 4, 5, 6, 10, 0, time.UTC),
-	}
-	for _, f := range b.eng.Functions() {
-		if !f.NextCron.Equal(want[f.ID]) {
-			t.Errorf("%s: next fire %v, want %v", f.ID, f.NextCron, want[f.ID])
+	eachBackend(t, func(t *testing.T, be backend) {
+		h := func(ctx context.Context, r *engine.Run) (any, error) { return nil, nil }
+		b := setup(t, be, options{noPool: true},
+			engine.Function{ID: "berlin-nine", Triggers: []engine.Trigger{{Cron: "TZ=Europe/Berlin 0 9 * * *"}}, Handler: h},
+			engine.Function{ID: "utc-nine", Triggers: []engine.Trigger{{Cron: "0 9 * * *"}}, Handler: h},
+			engine.Function{ID: "every-5s", Triggers: []engine.Trigger{{Cron: "*/5 * * * * *"}}, Handler: h},
+		)
+		want := map[string]time.Time{
+			// 2026-03-04 is winter time in Berlin: 09:00 CET is 08:00 UTC.
+			"berlin-nine": time.Date(2026, 3, 4, 8, 0, 0, 0, time.UTC),
+			"utc-nine":    time.Date(2026, 3, 4, 9, 0, 0, 0, time.UTC),
+			"every-5s":    time.Date(2026, 3, 4, 5, 6, 10, 0, time.UTC),
 		}
-	}
+		for _, f := range b.eng.Functions() {
+			if !f.NextCron.Equal(want[f.ID]) {
+				t.Errorf("%s: next fire %v, want %v", f.ID, f.NextCron, want[f.ID])
+			}
+		}
+	})
 }

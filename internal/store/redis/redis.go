@@ -14,8 +14,9 @@
 // prefix) as native Redis strings and sets with native TTLs, so the website
 // reads them with plain GET and SCARD.
 //
-// Durability is Redis's: run it with appendonly yes (and appendfsync
-// everysec or always) when acknowledged events must survive a crash.
+// Durability is Redis's: run it with appendonly yes and appendfsync always
+// when acknowledged events must survive a crash (everysec may lose about
+// the last second).
 package redis
 
 import (
