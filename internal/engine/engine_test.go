@@ -5,8 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"os"
-	"path/filepath"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -16,9 +14,7 @@ import (
 
 	"github.com/dcyfr/cyberdrew/internal/engine"
 	"github.com/dcyfr/cyberdrew/internal/store"
-	redisstore "github.com/dcyfr/cyberdrew/internal/store/redis"
-	"github.com/dcyfr/cyberdrew/internal/store/redis/redistest"
-	"github.com/dcyfr/cyberdrew/internal/store/sqlite"
+	"github.com/dcyfr/cyberdrew/internal/store/backendtest"
 )
 
 // start is the fake clock's starting time in every test.
@@ -38,83 +34,23 @@ type options struct {
 	noPool   bool
 }
 
-// backend opens a fresh, empty store driven by clock for one test.
-type backend struct {
-	name string
-	open func(t *testing.T, ctx context.Context, clock clockwork.Clock) store.Store
-}
-
-var backends = []backend{
-	{name: "sqlite", open: func(t *testing.T, ctx context.Context, clock clockwork.Clock) store.Store {
-		st, err := sqlite.Open(ctx, filepath.Join(t.TempDir(), "cyberdrew.db"), sqlite.Options{Clock: clock})
-		if err != nil {
-			t.Fatalf("open sqlite store: %v", err)
-		}
-		return st
-	}},
-	{name: "redis", open: func(t *testing.T, ctx context.Context, clock clockwork.Clock) store.Store {
-		if redisServer == nil {
-			redistest.Skip(t, redisErr)
-		}
-		n := prefixes.Add(1)
-		st, err := redisstore.Open(ctx, redisServer.URL(0), redisstore.Options{
-			Clock: clock, Prefix: fmt.Sprintf("engine-t%d:", n), SitePrefix: fmt.Sprintf("engine-t%d-site:", n),
-		})
-		if err != nil {
-			t.Fatalf("open redis store: %v", err)
-		}
-		return st
-	}},
-}
-
-// redisServer is the package's redis-server, started by TestMain and shared
-// by every test through its own key prefixes; redisErr says why there is
-// none.
-var (
-	redisServer *redistest.Server
-	redisErr    error
-	prefixes    atomic.Int64
-)
-
-func TestMain(m *testing.M) {
-	dir, err := os.MkdirTemp("", "cyberdrew-engine-test-")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	redisServer, redisErr = redistest.Start(dir, false)
-	if redisErr != nil {
-		fmt.Fprintf(os.Stderr, "engine tests: no redis-server (%v): the redis subtests will skip, or fail when %s=required\n", redisErr, redistest.EnvRequired)
-	}
-	code := m.Run()
-	if redisServer != nil {
-		redisServer.Stop()
-	}
-	os.RemoveAll(dir)
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { backendtest.Main(m, "engine") }
 
 // eachBackend runs test on every backend, as parallel subtests named after
 // the backend.
-func eachBackend(t *testing.T, test func(t *testing.T, be backend)) {
+func eachBackend(t *testing.T, test func(t *testing.T, be backendtest.Backend)) {
 	t.Parallel()
-	for _, be := range backends {
-		t.Run(be.name, func(t *testing.T) {
-			t.Parallel()
-			test(t, be)
-		})
-	}
+	backendtest.OnEach(t, test)
 }
 
 // setup opens a fresh store on backend be, registers fns on an engine
 // driven by a fake clock, and starts a worker pool.
-func setup(t *testing.T, be backend, o options, fns ...engine.Function) *bundle {
+func setup(t *testing.T, be backendtest.Backend, o options, fns ...engine.Function) *bundle {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
 	clock := clockwork.NewFakeClockAt(start)
-	st := be.open(t, ctx, clock)
-	t.Cleanup(func() { st.Close() })
+	st, _ := be.Open(t, ctx, clock)
 	eng, err := engine.New(engine.Options{Store: st, Clock: clock, Jitter: func(d time.Duration) time.Duration { return d }})
 	if err != nil {
 		t.Fatalf("engine: %v", err)
@@ -223,7 +159,7 @@ func steps(t *testing.T, b *bundle, runID string) map[string]store.Step {
 func retries(n int) *int { return &n }
 
 func TestSleepResumesAndMemoizesSteps(t *testing.T) {
-	eachBackend(t, func(t *testing.T, be backend) {
+	eachBackend(t, func(t *testing.T, be backendtest.Backend) {
 		var greeted atomic.Int32
 		b := setup(t, be, options{}, engine.Function{
 			ID: "hello", Triggers: []engine.Trigger{{Event: "test/hello.world"}},
@@ -264,7 +200,7 @@ func TestSleepResumesAndMemoizesSteps(t *testing.T) {
 }
 
 func TestStepRetriesWithBackoffAndKeepsCompletedSteps(t *testing.T) {
-	eachBackend(t, func(t *testing.T, be backend) {
+	eachBackend(t, func(t *testing.T, be backendtest.Backend) {
 		var first, flaky atomic.Int32
 		b := setup(t, be, options{}, engine.Function{
 			ID: "flaky", Triggers: []engine.Trigger{{Event: "test/flaky"}},
@@ -315,7 +251,7 @@ func TestStepRetriesWithBackoffAndKeepsCompletedSteps(t *testing.T) {
 }
 
 func TestCustomBackoffAndExhaustedRetriesFailTheRun(t *testing.T) {
-	eachBackend(t, func(t *testing.T, be backend) {
+	eachBackend(t, func(t *testing.T, be backendtest.Backend) {
 		var calls atomic.Int32
 		var failures sync.Map
 		b := setup(t, be, options{}, engine.Function{
@@ -371,7 +307,7 @@ func TestCustomBackoffAndExhaustedRetriesFailTheRun(t *testing.T) {
 }
 
 func TestNonRetriableAndRetryAt(t *testing.T) {
-	eachBackend(t, func(t *testing.T, be backend) {
+	eachBackend(t, func(t *testing.T, be backendtest.Backend) {
 		var calls atomic.Int32
 		b := setup(t, be, options{}, engine.Function{
 			ID: "strict", Triggers: []engine.Trigger{{Event: "test/strict"}},
@@ -417,7 +353,7 @@ func TestNonRetriableAndRetryAt(t *testing.T) {
 }
 
 func TestHandlerErrorsRetryTheRunThenFail(t *testing.T) {
-	eachBackend(t, func(t *testing.T, be backend) {
+	eachBackend(t, func(t *testing.T, be backendtest.Backend) {
 		var calls atomic.Int32
 		b := setup(t, be, options{}, engine.Function{
 			ID: "bare", Triggers: []engine.Trigger{{Event: "test/bare"}}, Retries: retries(1),
@@ -440,7 +376,7 @@ func TestHandlerErrorsRetryTheRunThenFail(t *testing.T) {
 }
 
 func TestRepeatedStepNamesGetNumbered(t *testing.T) {
-	eachBackend(t, func(t *testing.T, be backend) {
+	eachBackend(t, func(t *testing.T, be backendtest.Backend) {
 		b := setup(t, be, options{}, engine.Function{
 			ID: "loop", Triggers: []engine.Trigger{{Event: "test/loop"}},
 			Handler: func(ctx context.Context, r *engine.Run) (any, error) {
@@ -467,7 +403,7 @@ func TestRepeatedStepNamesGetNumbered(t *testing.T) {
 }
 
 func TestSendEventStepTriggersOnceAndWildcards(t *testing.T) {
-	eachBackend(t, func(t *testing.T, be backend) {
+	eachBackend(t, func(t *testing.T, be backendtest.Backend) {
 		var seen sync.Map
 		var replayed atomic.Int32
 		b := setup(t, be, options{},
@@ -513,7 +449,7 @@ func TestSendEventStepTriggersOnceAndWildcards(t *testing.T) {
 }
 
 func TestWaitForEvent(t *testing.T) {
-	eachBackend(t, func(t *testing.T, be backend) {
+	eachBackend(t, func(t *testing.T, be backendtest.Backend) {
 		b := setup(t, be, options{}, engine.Function{
 			ID: "approval", Triggers: []engine.Trigger{{Event: "test/order.created"}},
 			Handler: func(ctx context.Context, r *engine.Run) (any, error) {
@@ -589,7 +525,7 @@ func receive(t *testing.T, ch <-chan string, what string) string {
 }
 
 func TestConcurrencyLimitPerKey(t *testing.T) {
-	eachBackend(t, func(t *testing.T, be backend) {
+	eachBackend(t, func(t *testing.T, be backendtest.Backend) {
 		bl := newBlocker()
 		b := setup(t, be, options{}, engine.Function{
 			ID: "per-user", Triggers: []engine.Trigger{{Event: "test/job"}},
@@ -615,7 +551,7 @@ func TestConcurrencyLimitPerKey(t *testing.T) {
 }
 
 func TestRateLimitSkips(t *testing.T) {
-	eachBackend(t, func(t *testing.T, be backend) {
+	eachBackend(t, func(t *testing.T, be backendtest.Backend) {
 		b := setup(t, be, options{noPool: true}, engine.Function{
 			ID: "limited", Triggers: []engine.Trigger{{Event: "test/rl"}},
 			RateLimit: &engine.RateLimit{Limit: 2, Period: time.Minute, Key: "event.data.ip"},
@@ -637,7 +573,7 @@ func TestRateLimitSkips(t *testing.T) {
 }
 
 func TestDebounceIdempotencyAndSingleton(t *testing.T) {
-	eachBackend(t, func(t *testing.T, be backend) {
+	eachBackend(t, func(t *testing.T, be backendtest.Backend) {
 		bl := newBlocker()
 		var lastSeen atomic.Value
 		b := setup(t, be, options{},
@@ -698,7 +634,7 @@ func TestDebounceIdempotencyAndSingleton(t *testing.T) {
 }
 
 func TestFinishTimeoutAndCancel(t *testing.T) {
-	eachBackend(t, func(t *testing.T, be backend) {
+	eachBackend(t, func(t *testing.T, be backendtest.Backend) {
 		bl := newBlocker()
 		b := setup(t, be, options{},
 			engine.Function{
@@ -739,7 +675,7 @@ func TestFinishTimeoutAndCancel(t *testing.T) {
 }
 
 func TestLapsedLeaseIsTakenOver(t *testing.T) {
-	eachBackend(t, func(t *testing.T, be backend) {
+	eachBackend(t, func(t *testing.T, be backendtest.Backend) {
 		var runs atomic.Int32
 		b := setup(t, be, options{noPool: true}, engine.Function{
 			ID: "work", Triggers: []engine.Trigger{{Event: "test/work"}},
@@ -767,7 +703,7 @@ func TestLapsedLeaseIsTakenOver(t *testing.T) {
 }
 
 func TestGracefulShutdownHandsRunsBack(t *testing.T) {
-	eachBackend(t, func(t *testing.T, be backend) {
+	eachBackend(t, func(t *testing.T, be backendtest.Backend) {
 		var attempts atomic.Int32
 		started := make(chan string, 1)
 		proceed := make(chan struct{})
@@ -808,7 +744,7 @@ func TestGracefulShutdownHandsRunsBack(t *testing.T) {
 }
 
 func TestCronFiresOncePerTickAndCatchesUp(t *testing.T) {
-	eachBackend(t, func(t *testing.T, be backend) {
+	eachBackend(t, func(t *testing.T, be backendtest.Backend) {
 		b := setup(t, be, options{noPool: true}, engine.Function{
 			ID: "every-minute", Triggers: []engine.Trigger{{Cron: "* * * * *"}},
 			Handler: func(ctx context.Context, r *engine.Run) (any, error) { return nil, nil },
@@ -885,7 +821,7 @@ func TestRegisterRejectsBadOptions(t *testing.T) {
 type nopStore struct{ store.Store }
 
 func TestSleepUntilAndFutureTimestampsDelayRuns(t *testing.T) {
-	eachBackend(t, func(t *testing.T, be backend) {
+	eachBackend(t, func(t *testing.T, be backendtest.Backend) {
 		wakeAt := start.Add(3 * time.Hour)
 		var started sync.Map
 		b := setup(t, be, options{}, engine.Function{
@@ -920,7 +856,7 @@ func TestSleepUntilAndFutureTimestampsDelayRuns(t *testing.T) {
 func b0(*engine.Run) bool { return true }
 
 func TestIntakeValidationAndDedup(t *testing.T) {
-	eachBackend(t, func(t *testing.T, be backend) {
+	eachBackend(t, func(t *testing.T, be backendtest.Backend) {
 		b := setup(t, be, options{noPool: true}, engine.Function{
 			ID: "any", Triggers: []engine.Trigger{{Event: "test/*"}},
 			Handler: func(ctx context.Context, r *engine.Run) (any, error) { return nil, nil },
@@ -957,7 +893,7 @@ func TestIntakeValidationAndDedup(t *testing.T) {
 }
 
 func TestInvokeRerunAndDisabledFunctions(t *testing.T) {
-	eachBackend(t, func(t *testing.T, be backend) {
+	eachBackend(t, func(t *testing.T, be backendtest.Backend) {
 		var calls atomic.Int32
 		b := setup(t, be, options{},
 			engine.Function{
@@ -1016,7 +952,7 @@ func TestInvokeRerunAndDisabledFunctions(t *testing.T) {
 }
 
 func TestCronTimeZonesAndNextFire(t *testing.T) {
-	eachBackend(t, func(t *testing.T, be backend) {
+	eachBackend(t, func(t *testing.T, be backendtest.Backend) {
 		h := func(ctx context.Context, r *engine.Run) (any, error) { return nil, nil }
 		b := setup(t, be, options{noPool: true},
 			engine.Function{ID: "berlin-nine", Triggers: []engine.Trigger{{Cron: "TZ=Europe/Berlin 0 9 * * *"}}, Handler: h},
