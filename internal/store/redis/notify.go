@@ -6,7 +6,6 @@ import (
 	"errors"
 	"net"
 	"strconv"
-	"sync"
 	"time"
 
 	goredis "github.com/redis/go-redis/v9"
@@ -14,113 +13,14 @@ import (
 	"github.com/dcyfr/cyberdrew/internal/store"
 )
 
-// subscriberBuffer is how many changes a subscriber may fall behind before
-// it starts losing them.
-const subscriberBuffer = 1024
-
 // pingEvery is how often an idle listener checks its connection.
 const pingEvery = 30 * time.Second
-
-// subscriber is one Subscribe call. lagged is set when a change was dropped
-// and cleared once the marker (a Change with Kind "") got through.
-type subscriber struct {
-	ch     chan store.Change
-	lagged bool
-}
-
-// fanout delivers changes to every in-process subscriber without ever
-// blocking the listener.
-type fanout struct {
-	mu     sync.Mutex
-	subs   map[*subscriber]struct{}
-	closed bool
-	done   chan struct{} // closed with the store
-}
-
-func newFanout() *fanout {
-	return &fanout{subs: make(map[*subscriber]struct{}), done: make(chan struct{})}
-}
 
 // Subscribe delivers changes committed from now on, by this process or any
 // other on the same Redis, until ctx ends or the store closes; the channel
 // is closed then.
 func (s *Store) Subscribe(ctx context.Context) <-chan store.Change {
-	f := s.subs
-	sub := &subscriber{ch: make(chan store.Change, subscriberBuffer)}
-	f.mu.Lock()
-	if f.closed {
-		f.mu.Unlock()
-		close(sub.ch)
-		return sub.ch
-	}
-	f.subs[sub] = struct{}{}
-	f.mu.Unlock()
-	go func() {
-		select {
-		case <-ctx.Done():
-		case <-f.done:
-		}
-		f.mu.Lock()
-		defer f.mu.Unlock()
-		if _, ok := f.subs[sub]; ok {
-			delete(f.subs, sub)
-			close(sub.ch)
-		}
-	}()
-	return sub.ch
-}
-
-// publish hands changes to every subscriber that has room.
-func (f *fanout) publish(changes []store.Change) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	for sub := range f.subs {
-		for _, c := range changes {
-			if sub.lagged {
-				select {
-				case sub.ch <- store.Change{}:
-					sub.lagged = false
-				default:
-					continue
-				}
-			}
-			select {
-			case sub.ch <- c:
-			default:
-				sub.lagged = true
-			}
-		}
-	}
-}
-
-// lagAll tells every subscriber it may have missed changes (the pub/sub
-// connection dropped).
-func (f *fanout) lagAll() {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	for sub := range f.subs {
-		select {
-		case sub.ch <- store.Change{}:
-			sub.lagged = false
-		default:
-			sub.lagged = true
-		}
-	}
-}
-
-// closeAll ends every subscription (the store is closing).
-func (f *fanout) closeAll() {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	if f.closed {
-		return
-	}
-	f.closed = true
-	close(f.done)
-	for sub := range f.subs {
-		delete(f.subs, sub)
-		close(sub.ch)
-	}
+	return s.subs.Subscribe(ctx)
 }
 
 // listener reads the changes channel on one pub/sub connection.
@@ -172,7 +72,7 @@ func (s *Store) receive(ctx context.Context, l *listener, subscribed bool) {
 				s.log.Warn("change notifications interrupted", "err", err)
 				lost = true
 			}
-			s.subs.lagAll()
+			s.subs.LagAll()
 			select {
 			case <-ctx.Done():
 				return
@@ -185,7 +85,7 @@ func (s *Store) receive(ctx context.Context, l *listener, subscribed bool) {
 		switch m := msg.(type) {
 		case *goredis.Subscription:
 			if subscribed || lost {
-				s.subs.lagAll()
+				s.subs.LagAll()
 			}
 			if lost {
 				s.log.Info("change notifications resumed")
@@ -197,7 +97,7 @@ func (s *Store) receive(ctx context.Context, l *listener, subscribed bool) {
 				s.log.Error("undecodable change notification", "err", err)
 				continue
 			}
-			s.subs.publish(changes)
+			s.subs.Publish(changes)
 		}
 	}
 }

@@ -68,7 +68,7 @@ type Store struct {
 	keys  keys
 	clock clockwork.Clock
 	log   *slog.Logger
-	subs  *fanout
+	subs  *store.Fanout
 	ps    *listener
 
 	entropyMu sync.Mutex
@@ -115,7 +115,7 @@ func Open(ctx context.Context, url string, opts Options) (*Store, error) {
 		keys:    newKeys(opts.Prefix, opts.SitePrefix),
 		clock:   opts.Clock,
 		log:     opts.Logger.With("component", "store", "store", "redis"),
-		subs:    newFanout(),
+		subs:    store.NewFanout(),
 		entropy: ulid.Monotonic(rand.Reader, 0),
 	}
 	if err := loadScripts(ctx, rdb); err != nil {
@@ -153,7 +153,7 @@ func (s *Store) Ping(ctx context.Context) error {
 // Close ends every subscription and closes the connections.
 func (s *Store) Close() error {
 	s.ps.stop()
-	s.subs.closeAll()
+	s.subs.Close()
 	return s.rdb.Close()
 }
 

@@ -59,7 +59,7 @@ type Store struct {
 	rdb *sql.DB // read-only pool
 
 	w    *writer
-	subs *fanout
+	subs *store.Fanout
 
 	closed atomic.Bool
 
@@ -94,7 +94,7 @@ func Open(ctx context.Context, path string, opts Options) (*Store, error) {
 		path:    abs,
 		clock:   opts.Clock,
 		log:     opts.Logger.With("component", "store", "store", "sqlite"),
-		subs:    newFanout(),
+		subs:    store.NewFanout(),
 		entropy: ulid.Monotonic(rand.Reader, 0),
 	}
 
@@ -181,7 +181,7 @@ func (s *Store) Close() error {
 		return nil
 	}
 	s.w.stop()
-	s.subs.closeAll()
+	s.subs.Close()
 	return errors.Join(s.wdb.Close(), s.rdb.Close())
 }
 

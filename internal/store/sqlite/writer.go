@@ -185,7 +185,7 @@ func (w *writer) commit(group []*op) {
 	}
 	for i, o := range group {
 		if results[i] == nil {
-			w.s.subs.publish(o.changes)
+			w.s.subs.Publish(o.changes)
 		}
 		o.done <- results[i]
 	}
