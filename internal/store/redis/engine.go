@@ -67,29 +67,6 @@ type stepRecord struct {
 	Wait      *store.Wait     `json:"wait,omitempty"`
 }
 
-func validatePublication(p store.Publication) error {
-	ev := p.Event
-	if ev.Name == "" {
-		return fmt.Errorf("%w: event name is empty", store.ErrInvalid)
-	}
-	if len(ev.Data) > 0 && !json.Valid(ev.Data) {
-		return fmt.Errorf("%w: event %q: data is not JSON", store.ErrInvalid, ev.Name)
-	}
-	if len(ev.User) > 0 && !json.Valid(ev.User) {
-		return fmt.Errorf("%w: event %q: user is not JSON", store.ErrInvalid, ev.Name)
-	}
-	return validateSpecs(p.Runs)
-}
-
-func validateSpecs(specs []store.RunSpec) error {
-	for _, r := range specs {
-		if r.ID == "" || r.FunctionID == "" {
-			return fmt.Errorf("%w: run spec needs an id and a function id", store.ErrInvalid)
-		}
-	}
-	return nil
-}
-
 func specArgs(specs []store.RunSpec) []specArg {
 	out := make([]specArg, len(specs))
 	for i, r := range specs {
@@ -110,7 +87,7 @@ func specArgs(specs []store.RunSpec) []specArg {
 func (s *Store) pubArgs(pubs []store.Publication, now time.Time) (string, error) {
 	args := make([]pubArg, len(pubs))
 	for i, p := range pubs {
-		if err := validatePublication(p); err != nil {
+		if err := p.Validate(); err != nil {
 			return "", err
 		}
 		ev := p.Event
@@ -153,7 +130,7 @@ func (s *Store) Publish(ctx context.Context, pubs []store.Publication) ([]store.
 
 // CreateRuns creates runs for an event already stored.
 func (s *Store) CreateRuns(ctx context.Context, eventID string, specs []store.RunSpec) ([]store.RunRef, error) {
-	if err := validateSpecs(specs); err != nil {
+	if err := store.ValidateRunSpecs(specs); err != nil {
 		return nil, s.wrap("create runs", err)
 	}
 	arg, err := json.Marshal(specArgs(specs))

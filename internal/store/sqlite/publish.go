@@ -17,7 +17,7 @@ import (
 // order, in one transaction that is on disk before Publish returns.
 func (s *Store) Publish(ctx context.Context, pubs []store.Publication) ([]store.Published, error) {
 	for _, p := range pubs {
-		if err := validatePublication(p); err != nil {
+		if err := p.Validate(); err != nil {
 			return nil, wrap("publish", err)
 		}
 	}
@@ -42,7 +42,7 @@ func (s *Store) Publish(ctx context.Context, pubs []store.Publication) ([]store.
 // CreateRuns creates runs for an event already stored, with the same
 // flow-control rules as Publish.
 func (s *Store) CreateRuns(ctx context.Context, eventID string, specs []store.RunSpec) ([]store.RunRef, error) {
-	if err := validateSpecs(specs); err != nil {
+	if err := store.ValidateRunSpecs(specs); err != nil {
 		return nil, wrap("create runs", err)
 	}
 	var refs []store.RunRef
@@ -59,29 +59,6 @@ func (s *Store) CreateRuns(ctx context.Context, eventID string, specs []store.Ru
 		return nil, err
 	}
 	return refs, nil
-}
-
-func validatePublication(p store.Publication) error {
-	ev := p.Event
-	if ev.Name == "" {
-		return fmt.Errorf("%w: event name is empty", store.ErrInvalid)
-	}
-	if len(ev.Data) > 0 && !json.Valid(ev.Data) {
-		return fmt.Errorf("%w: event %q: data is not JSON", store.ErrInvalid, ev.Name)
-	}
-	if len(ev.User) > 0 && !json.Valid(ev.User) {
-		return fmt.Errorf("%w: event %q: user is not JSON", store.ErrInvalid, ev.Name)
-	}
-	return validateSpecs(p.Runs)
-}
-
-func validateSpecs(specs []store.RunSpec) error {
-	for _, r := range specs {
-		if r.ID == "" || r.FunctionID == "" {
-			return fmt.Errorf("%w: run spec needs an id and a function id", store.ErrInvalid)
-		}
-	}
-	return nil
 }
 
 // publish stores one publication: client-id dedup, the event, its runs and

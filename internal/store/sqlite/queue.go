@@ -208,7 +208,7 @@ func (s *Store) SaveStep(ctx context.Context, l *store.Lease, st store.Step, emi
 		wait = &w
 	}
 	for _, p := range emit {
-		if err := validatePublication(p); err != nil {
+		if err := p.Validate(); err != nil {
 			return wrap("save step", err)
 		}
 	}
@@ -320,7 +320,7 @@ func (s *Store) Finish(ctx context.Context, l *store.Lease, o store.Outcome) err
 		return wrap("finish", fmt.Errorf("%w: output is not JSON", store.ErrInvalid))
 	}
 	for _, p := range o.Emit {
-		if err := validatePublication(p); err != nil {
+		if err := p.Validate(); err != nil {
 			return wrap("finish", err)
 		}
 	}
