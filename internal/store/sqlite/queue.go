@@ -410,7 +410,7 @@ func (s *Store) NextWake(ctx context.Context) (time.Time, bool, error) {
 		return time.Time{}, false, err
 	}
 	var at sql.NullInt64
-	if err := s.rdb.QueryRowContext(ctx,
+	if err := s.readRow(ctx,
 		`SELECT MIN(available_at) FROM runs WHERE available_at IS NOT NULL`).Scan(&at); err != nil {
 		return time.Time{}, false, wrap("next wake", err)
 	}

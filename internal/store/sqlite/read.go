@@ -113,7 +113,7 @@ func (s *Store) GetEvent(ctx context.Context, id string) (store.Event, error) {
 	if err := s.open("get event"); err != nil {
 		return store.Event{}, err
 	}
-	e, err := scanEvent(s.rdb.QueryRowContext(ctx, `SELECT `+eventColumns+` FROM events WHERE id = ?`, id))
+	e, err := scanEvent(s.readRow(ctx, `SELECT `+eventColumns+` FROM events WHERE id = ?`, id))
 	return e, wrap("get event", err)
 }
 
@@ -122,7 +122,7 @@ func (s *Store) GetRun(ctx context.Context, id string) (store.Run, error) {
 	if err := s.open("get run"); err != nil {
 		return store.Run{}, err
 	}
-	r, err := scanRun(s.rdb.QueryRowContext(ctx, `SELECT `+runColumns+` FROM runs WHERE id = ?`, id))
+	r, err := scanRun(s.readRow(ctx, `SELECT `+runColumns+` FROM runs WHERE id = ?`, id))
 	return r, wrap("get run", err)
 }
 

@@ -58,8 +58,9 @@ type Store struct {
 	wdb *sql.DB // one connection, used by the writer goroutine only
 	rdb *sql.DB // read-only pool
 
-	w    *writer
-	subs *fanout
+	w     *writer
+	subs  *fanout
+	reads readStmts
 
 	closed atomic.Bool
 
@@ -168,7 +169,7 @@ func (s *Store) Ping(ctx context.Context) error {
 		return err
 	}
 	var one int
-	if err := s.rdb.QueryRowContext(ctx, "SELECT 1").Scan(&one); err != nil {
+	if err := s.readRow(ctx, "SELECT 1").Scan(&one); err != nil {
 		return fmt.Errorf("sqlite: ping: %w: %w", store.ErrUnavailable, err)
 	}
 	return nil
@@ -182,7 +183,58 @@ func (s *Store) Close() error {
 	}
 	s.w.stop()
 	s.subs.closeAll()
+	s.reads.close()
 	return errors.Join(s.wdb.Close(), s.rdb.Close())
+}
+
+// readStmts holds the fixed queries of the read pool, each prepared once:
+// database/sql then prepares it on each connection the first time it runs
+// there and keeps it, so the hot reads (a run's trigger event, the next
+// wake) are not parsed again on every call.
+type readStmts struct {
+	mu     sync.Mutex
+	stmts  map[string]*sql.Stmt
+	closed bool
+}
+
+// readRow runs a read query that returns at most one row.
+func (s *Store) readRow(ctx context.Context, query string, args ...any) *sql.Row {
+	st, err := s.reads.stmt(ctx, s.rdb, query)
+	if err != nil {
+		// A Row cannot carry an error of its own; running the query
+		// unprepared reports the same error at Scan.
+		return s.rdb.QueryRowContext(ctx, query, args...)
+	}
+	return st.QueryRowContext(ctx, args...)
+}
+
+func (r *readStmts) stmt(ctx context.Context, db *sql.DB, query string) (*sql.Stmt, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if st, ok := r.stmts[query]; ok {
+		return st, nil
+	}
+	if r.closed {
+		return nil, errors.New("read statements closed")
+	}
+	st, err := db.PrepareContext(ctx, query)
+	if err != nil {
+		return nil, err
+	}
+	if r.stmts == nil {
+		r.stmts = make(map[string]*sql.Stmt)
+	}
+	r.stmts[query] = st
+	return st, nil
+}
+
+func (r *readStmts) close() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.closed = true
+	for _, st := range r.stmts {
+		st.Close()
+	}
 }
 
 // open reports ErrUnavailable once the store is closed.
