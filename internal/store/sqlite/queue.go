@@ -106,9 +106,15 @@ WHERE concurrency_key = ? AND lease_token IS NOT NULL AND available_at > ?`, c.k
 
 // candidates reads up to limit claimable runs in queue order, after the
 // first offset.
+//
+// The limit is bound as "? + 0", not as a bare parameter: SQLite plans a
+// query around the value bound to a bare LIMIT parameter and then expires
+// the prepared statement whenever that value changes, so with the free
+// slots varying from claim to claim every claim parsed and planned the
+// query again.
 func (t *txn) candidates(now int64, offset, limit int) ([]candidate, error) {
 	rows, err := t.query(`SELECT id, concurrency_key, concurrency_limit FROM runs
-WHERE available_at <= ? ORDER BY available_at LIMIT ? OFFSET ?`, now, limit, offset)
+WHERE available_at <= ? ORDER BY available_at LIMIT ? + 0 OFFSET ?`, now, limit, offset)
 	if err != nil {
 		return nil, fmt.Errorf("candidates: %w", err)
 	}
