@@ -3,13 +3,15 @@
 //
 // All writes go through one writer goroutine that commits in groups: it
 // drains every queued operation, runs each in its own SAVEPOINT (so one
-// operation's error undoes only that operation), commits once and then
-// answers each caller. A group holding a durable operation (an event, a
-// step, an outcome, a key-value write) commits with synchronous=FULL, so the
-// WAL is fsynced before any of its callers hears back; groups of lease
-// bookkeeping only (Claim, RenewLease, Release) commit with
-// synchronous=NORMAL. Reads use a separate pool of read-only connections,
-// which WAL lets run beside the writer.
+// operation's error undoes only that operation), commits and then answers
+// each caller. Durable operations (an event, a step, an outcome, a
+// key-value write) commit with synchronous=FULL, so the WAL is fsynced
+// before any of their callers hears back. Lease bookkeeping (Claim,
+// RenewLease, Release) and pruning need no fsync: a group's bookkeeping
+// commits first, in a transaction of its own with synchronous=NORMAL, so a
+// claim never waits for the fsync of the events it arrived with. Reads use
+// a separate pool of read-only connections, which WAL lets run beside the
+// writer.
 //
 // Times are stored as unix milliseconds and JSON as TEXT; the schema is in
 // migrations/ and is applied by Open.
