@@ -185,16 +185,17 @@ func (p *WorkerPool) sleep(ctx context.Context, changes <-chan store.Change, wak
 			if !ok {
 				return false
 			}
-			if p.wakes(c) {
+			if p.wakes(c, wake) {
 				return true
 			}
 		}
 	}
 }
 
-// wakes reports whether a change may have made a run claimable, and cancels
-// a local run that was cancelled elsewhere.
-func (p *WorkerPool) wakes(c store.Change) bool {
+// wakes reports whether a change may have made a run claimable, or will
+// make one claimable before wake (zero: no wake planned), and cancels a
+// local run that was cancelled elsewhere.
+func (p *WorkerPool) wakes(c store.Change, wake time.Time) bool {
 	switch c.Kind {
 	case "":
 		return true // lagged: re-read
@@ -210,7 +211,13 @@ func (p *WorkerPool) wakes(c store.Change) bool {
 		if c.Status.Finished() {
 			return true // may free a concurrency slot
 		}
-		return !c.AvailableAt.IsZero() && !c.AvailableAt.After(p.e.clock.Now())
+		if c.AvailableAt.IsZero() {
+			return false
+		}
+		// Claimable now, or sooner than the pool meant to look again (a
+		// delayed or debounced run, a sleep suspended elsewhere): look
+		// again now, which re-reads the next wake.
+		return !c.AvailableAt.After(p.e.clock.Now()) || wake.IsZero() || c.AvailableAt.Before(wake)
 	}
 	return false
 }
