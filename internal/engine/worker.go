@@ -31,9 +31,9 @@ type PoolOptions struct {
 	Owner    string        // worker id in leases; default host:pid
 }
 
-// WorkerPool claims runs from the store and executes them. New runs wake it
-// through the store's change stream; otherwise it sleeps until the store's
-// next wake time, never polling.
+// WorkerPool claims runs from the store and executes them on a fixed set of
+// worker goroutines. New runs wake it through the store's change stream;
+// otherwise it sleeps until the store's next wake time, never polling.
 type WorkerPool struct {
 	e    *Engine
 	opts PoolOptions
@@ -42,6 +42,10 @@ type WorkerPool struct {
 	cancel   context.CancelFunc
 	done     chan struct{}
 	slotFree chan struct{}
+	// jobs hands claimed runs to the workers. The claim loop is its only
+	// sender and never claims more runs than there are idle workers, so a
+	// send never waits; the loop closes it when it ends.
+	jobs chan job
 
 	mu       sync.Mutex
 	inflight map[string]context.CancelCauseFunc
@@ -67,14 +71,28 @@ func NewWorkerPool(e *Engine, opts PoolOptions) *WorkerPool {
 	}
 }
 
-// Start begins claiming runs.
+// job is a leased run handed to a worker, with its context.
+type job struct {
+	ctx    context.Context
+	cancel context.CancelCauseFunc
+	lease  *store.Lease
+}
+
+// Start starts the workers and begins claiming runs.
 func (p *WorkerPool) Start(ctx context.Context) error {
 	ctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	p.cancel = cancel
 	p.done = make(chan struct{})
+	p.jobs = make(chan job, p.opts.Workers)
+	// Workers live as long as the pool: a run's store calls need a deep
+	// stack, which a goroutine started per run would grow anew every time.
+	for range p.opts.Workers {
+		p.wg.Go(p.work)
+	}
 	changes := p.e.store.Subscribe(ctx)
 	go func() {
 		defer close(p.done)
+		defer close(p.jobs)
 		p.loop(ctx, changes)
 	}()
 	return nil
@@ -242,27 +260,28 @@ func (p *WorkerPool) claim(ctx context.Context) (bool, error) {
 	return len(leases) == n, nil
 }
 
-// execute runs one leased run in its own goroutine.
+// execute hands one leased run to an idle worker.
 func (p *WorkerPool) execute(ctx context.Context, l *store.Lease) {
 	runCtx, cancel := context.WithCancelCause(context.WithoutCancel(ctx))
 	p.mu.Lock()
 	p.inflight[l.RunID] = cancel
 	p.mu.Unlock()
-	p.wg.Add(1)
-	go func() {
-		defer p.wg.Done()
-		defer func() {
-			p.mu.Lock()
-			delete(p.inflight, l.RunID)
-			p.mu.Unlock()
-			cancel(nil)
-			select {
-			case p.slotFree <- struct{}{}:
-			default:
-			}
-		}()
-		p.run(runCtx, cancel, l)
-	}()
+	p.jobs <- job{ctx: runCtx, cancel: cancel, lease: l}
+}
+
+// work executes the runs handed to one worker until the pool stops.
+func (p *WorkerPool) work() {
+	for j := range p.jobs {
+		p.run(j.ctx, j.cancel, j.lease)
+		p.mu.Lock()
+		delete(p.inflight, j.lease.RunID)
+		p.mu.Unlock()
+		j.cancel(nil)
+		select {
+		case p.slotFree <- struct{}{}:
+		default:
+		}
+	}
 }
 
 // run executes a leased run: renews its lease while the handler works, then
