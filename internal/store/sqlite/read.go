@@ -32,6 +32,18 @@ const eventColumns = `id, client_id, name, data, user, ts, version, received_at`
 // scanner is a *sql.Row or *sql.Rows.
 type scanner interface{ Scan(dest ...any) error }
 
+// prefixed scans its first columns into first and the rest into the
+// destinations Scan is given, for a query that returns more than a scan
+// function reads.
+type prefixed struct {
+	sc    scanner
+	first []any
+}
+
+func (p prefixed) Scan(dest ...any) error {
+	return p.sc.Scan(append(p.first[:len(p.first):len(p.first)], dest...)...)
+}
+
 func scanRun(sc scanner) (store.Run, error) {
 	var (
 		r                                        store.Run

@@ -21,7 +21,6 @@ import (
 	"context"
 	"crypto/rand"
 	"database/sql"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -252,13 +251,6 @@ func (s *Store) newULID(t time.Time) string {
 	s.entropyMu.Lock()
 	defer s.entropyMu.Unlock()
 	return ulid.MustNew(ulid.Timestamp(t), s.entropy).String()
-}
-
-// newToken returns a random lease token.
-func newToken() string {
-	var b [16]byte
-	_, _ = rand.Read(b[:])
-	return hex.EncodeToString(b[:])
 }
 
 // wrap prefixes err with the operation and maps sql.ErrNoRows to
