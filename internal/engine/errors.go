@@ -15,6 +15,9 @@ type ValidationError struct {
 }
 
 func (e *ValidationError) Error() string {
+	if e.Field == "" { // the event as a whole
+		return fmt.Sprintf("event %d: %s", e.Index, e.Reason)
+	}
 	return fmt.Sprintf("event %d: %s: %s", e.Index, e.Field, e.Reason)
 }
 
