@@ -135,6 +135,14 @@ func (p *WorkerPool) Size() int { return p.opts.Workers }
 func (p *WorkerPool) loop(ctx context.Context, changes <-chan store.Change) {
 	failures := 0
 	for {
+		if p.Busy() == p.opts.Workers {
+			// Nothing can be claimed before a run ends, which frees a
+			// slot: no store call until then, whatever changes.
+			if !p.sleep(ctx, changes, time.Time{}, true) {
+				return
+			}
+			continue
+		}
 		claimedAt := p.e.clock.Now()
 		claimed, err := p.claim(ctx)
 		if ctx.Err() != nil {
@@ -168,15 +176,15 @@ func (p *WorkerPool) loop(ctx context.Context, changes <-chan store.Change) {
 				wake = p.e.clock.Now().Add(p.opts.LeaseTTL)
 			}
 		}
-		if !p.sleep(ctx, changes, wake) {
+		if !p.sleep(ctx, changes, wake, false) {
 			return
 		}
 	}
 }
 
-// sleep waits until wake (if set), a change that may make a run claimable,
-// or a free slot; false means stop.
-func (p *WorkerPool) sleep(ctx context.Context, changes <-chan store.Change, wake time.Time) bool {
+// sleep waits until wake (if set), a free slot, or (unless full) a change
+// that may make a run claimable; false means stop.
+func (p *WorkerPool) sleep(ctx context.Context, changes <-chan store.Change, wake time.Time, full bool) bool {
 	var timer <-chan time.Time
 	if !wake.IsZero() {
 		d := wake.Sub(p.e.clock.Now())
@@ -203,7 +211,7 @@ func (p *WorkerPool) sleep(ctx context.Context, changes <-chan store.Change, wak
 			if !ok {
 				return false
 			}
-			if p.wakes(c, wake) {
+			if p.wakes(c, wake) && !full {
 				return true
 			}
 		}
