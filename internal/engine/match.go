@@ -22,7 +22,7 @@ func parseEventPattern(p string) (eventPattern, error) {
 		return eventPattern{exact: p}, nil
 	}
 	if i != len(p)-1 || i == 0 || (p[i-1] != '/' && p[i-1] != '.') {
-		return eventPattern{}, fmt.Errorf("event %q: a wildcard must be a final * following / or a dot", p)
+		return eventPattern{}, fmt.Errorf("event %q: a wildcard must be a final * after %q or %q", p, "/", ".")
 	}
 	return eventPattern{prefix: p[:i]}, nil
 }

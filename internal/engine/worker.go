@@ -31,9 +31,9 @@ type PoolOptions struct {
 	Owner    string        // worker id in leases; default host:pid
 }
 
-// WorkerPool claims runs from the store and executes them. New runs wake it
-// through the store's change stream; otherwise it sleeps until the store's
-// next wake time, never polling.
+// WorkerPool claims runs from the store and executes them on a fixed set of
+// worker goroutines. New runs wake it through the store's change stream;
+// otherwise it sleeps until the store's next wake time, never polling.
 type WorkerPool struct {
 	e    *Engine
 	opts PoolOptions
@@ -42,6 +42,10 @@ type WorkerPool struct {
 	cancel   context.CancelFunc
 	done     chan struct{}
 	slotFree chan struct{}
+	// jobs hands claimed runs to the workers. The claim loop is its only
+	// sender and never claims more runs than there are idle workers, so a
+	// send never waits; the loop closes it when it ends.
+	jobs chan job
 
 	mu       sync.Mutex
 	inflight map[string]context.CancelCauseFunc
@@ -67,14 +71,28 @@ func NewWorkerPool(e *Engine, opts PoolOptions) *WorkerPool {
 	}
 }
 
-// Start begins claiming runs.
+// job is a leased run handed to a worker, with its context.
+type job struct {
+	ctx    context.Context
+	cancel context.CancelCauseFunc
+	lease  *store.Lease
+}
+
+// Start starts the workers and begins claiming runs.
 func (p *WorkerPool) Start(ctx context.Context) error {
 	ctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	p.cancel = cancel
 	p.done = make(chan struct{})
+	p.jobs = make(chan job, p.opts.Workers)
+	// Workers live as long as the pool: a run's store calls need a deep
+	// stack, which a goroutine started per run would grow anew every time.
+	for range p.opts.Workers {
+		p.wg.Go(p.work)
+	}
 	changes := p.e.store.Subscribe(ctx)
 	go func() {
 		defer close(p.done)
+		defer close(p.jobs)
 		p.loop(ctx, changes)
 	}()
 	return nil
@@ -104,12 +122,27 @@ func (p *WorkerPool) Stop(ctx context.Context) error {
 	return nil
 }
 
+// Busy returns how many runs the pool is executing.
+func (p *WorkerPool) Busy() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return len(p.inflight)
+}
+
 // Size returns the pool's capacity.
 func (p *WorkerPool) Size() int { return p.opts.Workers }
 
 func (p *WorkerPool) loop(ctx context.Context, changes <-chan store.Change) {
 	failures := 0
 	for {
+		if p.Busy() == p.opts.Workers {
+			// Nothing can be claimed before a run ends, which frees a
+			// slot: no store call until then, whatever changes.
+			if !p.sleep(ctx, changes, time.Time{}, true) {
+				return
+			}
+			continue
+		}
 		claimedAt := p.e.clock.Now()
 		claimed, err := p.claim(ctx)
 		if ctx.Err() != nil {
@@ -143,15 +176,15 @@ func (p *WorkerPool) loop(ctx context.Context, changes <-chan store.Change) {
 				wake = p.e.clock.Now().Add(p.opts.LeaseTTL)
 			}
 		}
-		if !p.sleep(ctx, changes, wake) {
+		if !p.sleep(ctx, changes, wake, false) {
 			return
 		}
 	}
 }
 
-// sleep waits until wake (if set), a change that may make a run claimable,
-// or a free slot; false means stop.
-func (p *WorkerPool) sleep(ctx context.Context, changes <-chan store.Change, wake time.Time) bool {
+// sleep waits until wake (if set), a free slot, or (unless full) a change
+// that may make a run claimable; false means stop.
+func (p *WorkerPool) sleep(ctx context.Context, changes <-chan store.Change, wake time.Time, full bool) bool {
 	var timer <-chan time.Time
 	if !wake.IsZero() {
 		d := wake.Sub(p.e.clock.Now())
@@ -178,16 +211,16 @@ func (p *WorkerPool) sleep(ctx context.Context, changes <-chan store.Change, wak
 			if !ok {
 				return false
 			}
-			if p.wakes(c, wake) {
+			if p.wakes(c, wake) && !full {
 				return true
 			}
 		}
 	}
 }
 
-// wakes reports whether a change may have made a run claimable before the
-// pool's next planned wake (zero: none), and cancels a local run that was
-// cancelled elsewhere.
+// wakes reports whether a change may have made a run claimable, or will
+// make one claimable before wake (zero: no wake planned), and cancels a
+// local run that was cancelled elsewhere.
 func (p *WorkerPool) wakes(c store.Change, wake time.Time) bool {
 	switch c.Kind {
 	case "":
@@ -204,8 +237,13 @@ func (p *WorkerPool) wakes(c store.Change, wake time.Time) bool {
 		if c.Status.Finished() {
 			return true // may free a concurrency slot
 		}
-		// A run claimable now, or sooner than planned: plan again.
-		return !c.AvailableAt.IsZero() && (wake.IsZero() || c.AvailableAt.Before(wake))
+		if c.AvailableAt.IsZero() {
+			return false
+		}
+		// Claimable now, or sooner than the pool meant to look again (a
+		// delayed or debounced run, a sleep suspended elsewhere): look
+		// again now, which re-reads the next wake.
+		return !c.AvailableAt.After(p.e.clock.Now()) || wake.IsZero() || c.AvailableAt.Before(wake)
 	}
 	return false
 }
@@ -230,27 +268,28 @@ func (p *WorkerPool) claim(ctx context.Context) (bool, error) {
 	return len(leases) == n, nil
 }
 
-// execute runs one leased run in its own goroutine.
+// execute hands one leased run to an idle worker.
 func (p *WorkerPool) execute(ctx context.Context, l *store.Lease) {
 	runCtx, cancel := context.WithCancelCause(context.WithoutCancel(ctx))
 	p.mu.Lock()
 	p.inflight[l.RunID] = cancel
 	p.mu.Unlock()
-	p.wg.Add(1)
-	go func() {
-		defer p.wg.Done()
-		defer func() {
-			p.mu.Lock()
-			delete(p.inflight, l.RunID)
-			p.mu.Unlock()
-			cancel(nil)
-			select {
-			case p.slotFree <- struct{}{}:
-			default:
-			}
-		}()
-		p.run(runCtx, cancel, l)
-	}()
+	p.jobs <- job{ctx: runCtx, cancel: cancel, lease: l}
+}
+
+// work executes the runs handed to one worker until the pool stops.
+func (p *WorkerPool) work() {
+	for j := range p.jobs {
+		p.run(j.ctx, j.cancel, j.lease)
+		p.mu.Lock()
+		delete(p.inflight, j.lease.RunID)
+		p.mu.Unlock()
+		j.cancel(nil)
+		select {
+		case p.slotFree <- struct{}{}:
+		default:
+		}
+	}
 }
 
 // run executes a leased run: renews its lease while the handler works, then

@@ -28,7 +28,7 @@ func (s *Store) Get(ctx context.Context, key string) (string, error) {
 		kind  string
 		value sql.NullString
 	)
-	err := s.rdb.QueryRowContext(ctx, `SELECT kind, value FROM kv WHERE key = ? AND `+live,
+	err := s.readRow(ctx, `SELECT kind, value FROM kv WHERE key = ? AND `+live,
 		key, s.clock.Now().UnixMilli()).Scan(&kind, &value)
 	if err != nil {
 		return "", wrap("get", err)
@@ -170,7 +170,7 @@ func (s *Store) SetCard(ctx context.Context, key string) (int64, error) {
 	}
 	var n int64
 	var kind sql.NullString
-	err := s.rdb.QueryRowContext(ctx, `SELECT (SELECT kind FROM kv WHERE key = ?1 AND `+live+`),
+	err := s.readRow(ctx, `SELECT (SELECT kind FROM kv WHERE key = ?1 AND `+live+`),
 (SELECT COUNT(*) FROM kv_sets WHERE key = ?1)`, key, s.clock.Now().UnixMilli()).Scan(&kind, &n)
 	switch {
 	case err != nil:
@@ -276,7 +276,7 @@ func (s *Store) TTL(ctx context.Context, key string) (time.Duration, error) {
 	}
 	now := s.clock.Now()
 	var exp sql.NullInt64
-	err := s.rdb.QueryRowContext(ctx, `SELECT expires_at FROM kv WHERE key = ? AND `+live,
+	err := s.readRow(ctx, `SELECT expires_at FROM kv WHERE key = ? AND `+live,
 		key, now.UnixMilli()).Scan(&exp)
 	if err != nil {
 		return 0, wrap("ttl", err)

@@ -50,9 +50,10 @@ func (s *Store) Claim(ctx context.Context, owner string, n int, ttl time.Duratio
 
 // candidate is a claimable run Claim considers.
 type candidate struct {
-	id    string
-	key   string
-	limit int
+	id      string
+	key     string
+	limit   int
+	resumed bool // it ran before, so it may have recorded steps
 }
 
 func (t *txn) claim(owner string, n int, ttl time.Duration) ([]store.Lease, error) {
@@ -71,6 +72,7 @@ func (t *txn) claim(owner string, n int, ttl time.Duration) ([]store.Lease, erro
 		if err != nil {
 			return nil, err
 		}
+		var chosen []candidate
 		for _, c := range cands {
 			scanned++
 			if c.key != "" && c.limit > 0 {
@@ -88,15 +90,16 @@ WHERE concurrency_key = ? AND lease_token IS NOT NULL AND available_at > ?`, c.k
 				}
 				leased[c.key] = cnt + 1
 			}
-			l, err := t.lease(c.id, owner, until)
-			if err != nil {
-				return nil, err
-			}
-			out = append(out, l)
-			if len(out) == n {
+			chosen = append(chosen, c)
+			if len(out)+len(chosen) == n {
 				break
 			}
 		}
+		leases, err := t.lease(chosen, owner, until)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, leases...)
 		if len(cands) < limit {
 			break // the claimable runs are exhausted
 		}
@@ -106,9 +109,15 @@ WHERE concurrency_key = ? AND lease_token IS NOT NULL AND available_at > ?`, c.k
 
 // candidates reads up to limit claimable runs in queue order, after the
 // first offset.
+//
+// The limit is bound as "? + 0", not as a bare parameter: SQLite plans a
+// query around the value bound to a bare LIMIT parameter and then expires
+// the prepared statement whenever that value changes, so with the free
+// slots varying from claim to claim every claim parsed and planned the
+// query again.
 func (t *txn) candidates(now int64, offset, limit int) ([]candidate, error) {
-	rows, err := t.query(`SELECT id, concurrency_key, concurrency_limit FROM runs
-WHERE available_at <= ? ORDER BY available_at LIMIT ? OFFSET ?`, now, limit, offset)
+	rows, err := t.query(`SELECT id, concurrency_key, concurrency_limit, started_at IS NOT NULL FROM runs
+WHERE available_at <= ? ORDER BY available_at LIMIT ? + 0 OFFSET ?`, now, limit, offset)
 	if err != nil {
 		return nil, fmt.Errorf("candidates: %w", err)
 	}
@@ -117,7 +126,7 @@ WHERE available_at <= ? ORDER BY available_at LIMIT ? OFFSET ?`, now, limit, off
 	for rows.Next() {
 		var c candidate
 		var key sql.NullString
-		if err := rows.Scan(&c.id, &key, &c.limit); err != nil {
+		if err := rows.Scan(&c.id, &key, &c.limit, &c.resumed); err != nil {
 			return nil, fmt.Errorf("candidates: %w", err)
 		}
 		c.key = key.String
@@ -126,34 +135,87 @@ WHERE available_at <= ? ORDER BY available_at LIMIT ? OFFSET ?`, now, limit, off
 	return cands, rows.Err()
 }
 
-// lease gives the run a new lease until until and returns it with the
-// run's steps.
-func (t *txn) lease(id, owner string, until time.Time) (store.Lease, error) {
-	token := newToken()
-	now := t.now.UnixMilli()
-	run, err := scanRun(t.queryRow(`UPDATE runs SET status = 'Running',
+// lease gives each chosen run a lease of its own until until, in one
+// statement, and returns the leases in the order chosen, each with the
+// steps its run recorded before (a run that never ran has none).
+func (t *txn) lease(chosen []candidate, owner string, until time.Time) ([]store.Lease, error) {
+	if len(chosen) == 0 {
+		return nil, nil
+	}
+	ids := make([]string, len(chosen))
+	var resumed []string
+	for i, c := range chosen {
+		ids[i] = c.id
+		if c.resumed {
+			resumed = append(resumed, c.id)
+		}
+	}
+	idList, err := json.Marshal(ids)
+	if err != nil {
+		return nil, err
+	}
+	rows, err := t.query(`UPDATE runs SET status = 'Running',
 started_at = COALESCE(started_at, ?1),
 finish_by = CASE WHEN finish_by IS NULL AND finish_timeout_ms > 0
     THEN COALESCE(started_at, ?1) + finish_timeout_ms ELSE finish_by END,
-lease_owner = ?2, lease_token = ?3, available_at = ?4, woken_at = NULL
-WHERE id = ?5 RETURNING `+runColumns, now, owner, token, until.UnixMilli(), id))
+lease_owner = ?2, lease_token = lower(hex(randomblob(16))), available_at = ?3, woken_at = NULL
+WHERE id IN (SELECT value FROM json_each(?4)) RETURNING lease_token, `+runColumns,
+		t.now.UnixMilli(), owner, until.UnixMilli(), string(idList))
 	if err != nil {
-		return store.Lease{}, fmt.Errorf("lease run %s: %w", id, err)
+		return nil, fmt.Errorf("lease runs: %w", err)
 	}
-	steps, err := t.steps(id)
-	if err != nil {
-		return store.Lease{}, err
+	leases := make(map[string]*store.Lease, len(chosen))
+	for rows.Next() {
+		l := &store.Lease{Owner: owner, Until: until}
+		if l.Run, err = scanRun(prefixed{rows, []any{&l.Token}}); err != nil {
+			rows.Close()
+			return nil, fmt.Errorf("lease runs: %w", err)
+		}
+		l.RunID = l.Run.ID
+		leases[l.RunID] = l
 	}
-	t.announce(store.Change{Kind: store.ChangeRun, RunID: id, FunctionID: run.FunctionID, Status: run.Status})
-	return store.Lease{RunID: id, Token: token, Owner: owner, Until: until, Run: run, Steps: steps}, nil
+	if err := errors.Join(rows.Err(), rows.Close()); err != nil {
+		return nil, fmt.Errorf("lease runs: %w", err)
+	}
+	if len(resumed) > 0 {
+		if err := t.resumedSteps(resumed, leases); err != nil {
+			return nil, err
+		}
+	}
+	out := make([]store.Lease, 0, len(chosen))
+	for _, id := range ids {
+		l, ok := leases[id]
+		if !ok {
+			return nil, fmt.Errorf("lease run %s: %w", id, sql.ErrNoRows)
+		}
+		t.announce(store.Change{Kind: store.ChangeRun, RunID: id, FunctionID: l.Run.FunctionID, Status: l.Run.Status})
+		out = append(out, *l)
+	}
+	return out, nil
 }
 
-func (t *txn) steps(runID string) ([]store.Step, error) {
-	rows, err := t.query(`SELECT `+stepColumns+` FROM steps WHERE run_id = ? ORDER BY rowid`, runID)
+// resumedSteps adds to each lease the steps its run recorded, in the order
+// they were first recorded.
+func (t *txn) resumedSteps(runIDs []string, leases map[string]*store.Lease) error {
+	idList, err := json.Marshal(runIDs)
 	if err != nil {
-		return nil, fmt.Errorf("steps: %w", err)
+		return err
 	}
-	return scanSteps(rows)
+	rows, err := t.query(`SELECT `+stepColumns+` FROM steps
+WHERE run_id IN (SELECT value FROM json_each(?)) ORDER BY rowid`, string(idList))
+	if err != nil {
+		return fmt.Errorf("steps: %w", err)
+	}
+	steps, err := scanSteps(rows)
+	if err != nil {
+		return fmt.Errorf("steps: %w", err)
+	}
+	for _, st := range steps {
+		if l, ok := leases[st.RunID]; ok {
+			l.Steps = append(l.Steps, st)
+		}
+	}
+	return nil
 }
 
 // RenewLease extends the lease to now+ttl.
@@ -410,7 +472,7 @@ func (s *Store) NextWake(ctx context.Context) (time.Time, bool, error) {
 		return time.Time{}, false, err
 	}
 	var at sql.NullInt64
-	if err := s.rdb.QueryRowContext(ctx,
+	if err := s.readRow(ctx,
 		`SELECT MIN(available_at) FROM runs WHERE available_at IS NOT NULL`).Scan(&at); err != nil {
 		return time.Time{}, false, wrap("next wake", err)
 	}

@@ -32,6 +32,18 @@ const eventColumns = `id, client_id, name, data, user, ts, version, received_at`
 // scanner is a *sql.Row or *sql.Rows.
 type scanner interface{ Scan(dest ...any) error }
 
+// prefixed scans its first columns into first and the rest into the
+// destinations Scan is given, for a query that returns more than a scan
+// function reads.
+type prefixed struct {
+	sc    scanner
+	first []any
+}
+
+func (p prefixed) Scan(dest ...any) error {
+	return p.sc.Scan(append(p.first[:len(p.first):len(p.first)], dest...)...)
+}
+
 func scanRun(sc scanner) (store.Run, error) {
 	var (
 		r                                        store.Run
@@ -113,7 +125,7 @@ func (s *Store) GetEvent(ctx context.Context, id string) (store.Event, error) {
 	if err := s.open("get event"); err != nil {
 		return store.Event{}, err
 	}
-	e, err := scanEvent(s.rdb.QueryRowContext(ctx, `SELECT `+eventColumns+` FROM events WHERE id = ?`, id))
+	e, err := scanEvent(s.readRow(ctx, `SELECT `+eventColumns+` FROM events WHERE id = ?`, id))
 	return e, wrap("get event", err)
 }
 
@@ -122,7 +134,7 @@ func (s *Store) GetRun(ctx context.Context, id string) (store.Run, error) {
 	if err := s.open("get run"); err != nil {
 		return store.Run{}, err
 	}
-	r, err := scanRun(s.rdb.QueryRowContext(ctx, `SELECT `+runColumns+` FROM runs WHERE id = ?`, id))
+	r, err := scanRun(s.readRow(ctx, `SELECT `+runColumns+` FROM runs WHERE id = ?`, id))
 	return r, wrap("get run", err)
 }
 

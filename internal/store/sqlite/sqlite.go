@@ -3,13 +3,15 @@
 //
 // All writes go through one writer goroutine that commits in groups: it
 // drains every queued operation, runs each in its own SAVEPOINT (so one
-// operation's error undoes only that operation), commits once and then
-// answers each caller. A group holding a durable operation (an event, a
-// step, an outcome, a key-value write) commits with synchronous=FULL, so the
-// WAL is fsynced before any of its callers hears back; groups of lease
-// bookkeeping only (Claim, RenewLease, Release) commit with
-// synchronous=NORMAL. Reads use a separate pool of read-only connections,
-// which WAL lets run beside the writer.
+// operation's error undoes only that operation), commits and then answers
+// each caller. Durable operations (an event, a step, an outcome, a
+// key-value write) commit with synchronous=FULL, so the WAL is fsynced
+// before any of their callers hears back. Lease bookkeeping (Claim,
+// RenewLease, Release) and pruning need no fsync: a group's bookkeeping
+// commits first, in a transaction of its own with synchronous=NORMAL, so a
+// claim never waits for the fsync of the events it arrived with. Reads use
+// a separate pool of read-only connections, which WAL lets run beside the
+// writer.
 //
 // Times are stored as unix milliseconds and JSON as TEXT; the schema is in
 // migrations/ and is applied by Open.
@@ -19,7 +21,6 @@ import (
 	"context"
 	"crypto/rand"
 	"database/sql"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -34,7 +35,7 @@ import (
 
 	"github.com/jonboulle/clockwork"
 	"github.com/oklog/ulid/v2"
-	_ "modernc.org/sqlite" // registers the "sqlite" driver
+	modernc "modernc.org/sqlite" // registers the "sqlite" driver
 
 	"github.com/dcyfr/cyberdrew/internal/store"
 )
@@ -58,8 +59,9 @@ type Store struct {
 	wdb *sql.DB // one connection, used by the writer goroutine only
 	rdb *sql.DB // read-only pool
 
-	w    *writer
-	subs *store.Fanout
+	w     *writer
+	subs  *store.Fanout
+	reads readStmts
 
 	closed atomic.Bool
 
@@ -90,6 +92,11 @@ func Open(ctx context.Context, path string, opts Options) (*Store, error) {
 		return nil, fmt.Errorf("sqlite: open: %w", err)
 	}
 	f.Close()
+	// Commit with fdatasync(2), as SQLite's own Linux builds do: it flushes
+	// the WAL's data and size, all a commit needs to survive a crash,
+	// without the timestamp update fsync(2) waits for as well. Where it is
+	// unavailable (macOS, Windows) SQLite keeps its usual sync.
+	_, _ = modernc.Fdatasync(true)
 	s := &Store{
 		path:    abs,
 		clock:   opts.Clock,
@@ -168,7 +175,7 @@ func (s *Store) Ping(ctx context.Context) error {
 		return err
 	}
 	var one int
-	if err := s.rdb.QueryRowContext(ctx, "SELECT 1").Scan(&one); err != nil {
+	if err := s.readRow(ctx, "SELECT 1").Scan(&one); err != nil {
 		return fmt.Errorf("sqlite: ping: %w: %w", store.ErrUnavailable, err)
 	}
 	return nil
@@ -182,7 +189,58 @@ func (s *Store) Close() error {
 	}
 	s.w.stop()
 	s.subs.Close()
+	s.reads.close()
 	return errors.Join(s.wdb.Close(), s.rdb.Close())
+}
+
+// readStmts holds the fixed queries of the read pool, each prepared once:
+// database/sql then prepares it on each connection the first time it runs
+// there and keeps it, so the hot reads (a run's trigger event, the next
+// wake) are not parsed again on every call.
+type readStmts struct {
+	mu     sync.Mutex
+	stmts  map[string]*sql.Stmt
+	closed bool
+}
+
+// readRow runs a read query that returns at most one row.
+func (s *Store) readRow(ctx context.Context, query string, args ...any) *sql.Row {
+	st, err := s.reads.stmt(ctx, s.rdb, query)
+	if err != nil {
+		// A Row cannot carry an error of its own; running the query
+		// unprepared reports the same error at Scan.
+		return s.rdb.QueryRowContext(ctx, query, args...)
+	}
+	return st.QueryRowContext(ctx, args...)
+}
+
+func (r *readStmts) stmt(ctx context.Context, db *sql.DB, query string) (*sql.Stmt, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if st, ok := r.stmts[query]; ok {
+		return st, nil
+	}
+	if r.closed {
+		return nil, errors.New("read statements closed")
+	}
+	st, err := db.PrepareContext(ctx, query)
+	if err != nil {
+		return nil, err
+	}
+	if r.stmts == nil {
+		r.stmts = make(map[string]*sql.Stmt)
+	}
+	r.stmts[query] = st
+	return st, nil
+}
+
+func (r *readStmts) close() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.closed = true
+	for _, st := range r.stmts {
+		st.Close()
+	}
 }
 
 // open reports ErrUnavailable once the store is closed.
@@ -198,13 +256,6 @@ func (s *Store) newULID(t time.Time) string {
 	s.entropyMu.Lock()
 	defer s.entropyMu.Unlock()
 	return ulid.MustNew(ulid.Timestamp(t), s.entropy).String()
-}
-
-// newToken returns a random lease token.
-func newToken() string {
-	var b [16]byte
-	_, _ = rand.Read(b[:])
-	return hex.EncodeToString(b[:])
 }
 
 // wrap prefixes err with the operation and maps sql.ErrNoRows to

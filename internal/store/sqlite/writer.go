@@ -107,6 +107,8 @@ func (w *writer) stop() {
 func (w *writer) run() {
 	defer close(w.done)
 	group := make([]*op, 0, maxBatch)
+	quick := make([]*op, 0, maxBatch)
+	durable := make([]*op, 0, maxBatch)
 	for {
 		o, ok := <-w.ops
 		if !ok {
@@ -127,19 +129,34 @@ func (w *writer) run() {
 				break drain
 			}
 		}
-		w.commit(group)
+		// Lease bookkeeping (a claim, say) does not wait for the fsync of
+		// the durable operations it arrived with: it commits first, in a
+		// transaction of its own without a sync. The operations of one
+		// group were all submitted before any of them was answered, so no
+		// caller can tell in which order they ran.
+		quick, durable = quick[:0], durable[:0]
+		for _, o := range group {
+			if o.durable {
+				durable = append(durable, o)
+			} else {
+				quick = append(quick, o)
+			}
+		}
+		if len(quick) > 0 {
+			w.commit(quick, false)
+		}
+		if len(durable) > 0 {
+			w.commit(durable, true)
+		}
 		if !open {
 			return
 		}
 	}
 }
 
-// commit runs one group in one transaction and answers its callers.
-func (w *writer) commit(group []*op) {
-	durable := false
-	for _, o := range group {
-		durable = durable || o.durable
-	}
+// commit runs one group in one transaction and answers its callers; a
+// durable group is on disk before they hear back.
+func (w *writer) commit(group []*op, durable bool) {
 	// A group that cannot commit is a storage failure (disk full, I/O
 	// error): every caller hears ErrUnavailable and may retry.
 	fail := func(err error) {

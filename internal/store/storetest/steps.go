@@ -12,6 +12,7 @@ import (
 var stepCases = []testCase{
 	{"SaveStepAndSteps", testSaveStepAndSteps},
 	{"SaveStepEmits", testSaveStepEmits},
+	{"ClaimManyCarriesEachRunsSteps", testClaimManyCarriesEachRunsSteps},
 }
 
 // checkStep compares every field of a recorded step.
@@ -182,4 +183,41 @@ func testSaveStepEmits(t *testing.T, b *bundle) {
 	b.getEvent(t, d1.ID)
 	_, err := b.store.GetEvent(b.ctx, d2.ID)
 	wantErr(t, "GetEvent(emitted duplicate)", err, store.ErrNotFound)
+}
+
+// testClaimManyCarriesEachRunsSteps claims several resumed runs at once:
+// each lease carries its own run's steps, and its own token.
+func testClaimManyCarriesEachRunsSteps(t *testing.T, b *bundle) {
+	fresh, one, two := b.enqueueOne(t, "fn-a"), b.enqueueOne(t, "fn-a"), b.enqueueOne(t, "fn-b")
+	leases := map[string]*store.Lease{}
+	for _, l := range b.claim(t, "w", 10, time.Hour) {
+		leases[l.RunID] = &l
+	}
+	if len(leases) != 3 {
+		t.Fatalf("Claim = %d runs, want 3", len(leases))
+	}
+	steps := map[string][]store.Step{fresh: nil}
+	for _, id := range []string{two, one, two} {
+		st := b.doneStep(leases[id], fmt.Sprintf("step:%d", len(steps[id])))
+		b.saveStep(t, leases[id], st)
+		steps[id] = append(steps[id], st)
+	}
+	// Suspended in reverse order of creation, so the queue order differs
+	// from the id order.
+	for i, id := range []string{two, one, fresh} {
+		sus := store.Suspension{Status: store.StatusSleeping, AvailableAt: b.now().Add(time.Duration(i+1) * time.Second)}
+		if err := b.store.Suspend(b.ctx, leases[id], sus); err != nil {
+			t.Fatalf("Suspend(%s): %v", id, err)
+		}
+	}
+	b.clock.Advance(time.Minute)
+
+	ls := b.claim(t, "w2", 10, time.Hour)
+	checkEqual(t, "claimed runs", fmt.Sprint(leaseIDs(ls)), fmt.Sprint([]string{two, one, fresh}))
+	tokens := map[string]bool{}
+	for _, l := range ls {
+		checkSteps(t, "Lease.Steps of "+l.RunID, l.Steps, steps[l.RunID])
+		tokens[l.Token] = true
+	}
+	checkEqual(t, "distinct tokens", len(tokens), len(ls))
 }
