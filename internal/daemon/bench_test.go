@@ -90,7 +90,7 @@ func startDaemon(b *testing.B, onRun func()) *benchDaemon {
 			b.Errorf("stop daemon: %v", err)
 		}
 	})
-	return &benchDaemon{d: d, st: d.Engine().Store(), client: client, url: "http://" + d.Addr() + "/e/bench-key"}
+	return &benchDaemon{d: d, st: d.Store(), client: client, url: "http://" + d.Addr() + "/e/bench-key"}
 }
 
 // post sends body to the event API and returns the ids it answers.

@@ -193,6 +193,9 @@ func (d *Daemon) Start(ctx context.Context) error {
 // Addr is the address the HTTP server listens on.
 func (d *Daemon) Addr() string { return d.listener.Addr().String() }
 
+// Store returns the daemon's store.
+func (d *Daemon) Store() store.Store { return d.store }
+
 // Engine returns the daemon's engine.
 func (d *Daemon) Engine() *engine.Engine { return d.engine }
 

@@ -576,26 +576,27 @@ func TestRateLimitSkips(t *testing.T) {
 // pool with nothing pending: creating the run must arm the pool's timer,
 // since nothing else will wake it.
 func TestDelayedRunWakesAnIdlePool(t *testing.T) {
-	t.Parallel()
-	b := setup(t, options{}, engine.Function{
-		ID: "later", Triggers: []engine.Trigger{{Event: "test/later"}},
-		Handler: func(ctx context.Context, r *engine.Run) (any, error) { return nil, nil },
-	})
-	// A run to completion first leaves the pool idle, without a timer.
-	b.waitStatus(t, oneRun(t, b.send(t, "test/later", `{}`)), store.StatusCompleted)
+	eachBackend(t, func(t *testing.T, be backendtest.Backend) {
+		b := setup(t, be, options{}, engine.Function{
+			ID: "later", Triggers: []engine.Trigger{{Event: "test/later"}},
+			Handler: func(ctx context.Context, r *engine.Run) (any, error) { return nil, nil },
+		})
+		// A run to completion first leaves the pool idle, without a timer.
+		b.waitStatus(t, oneRun(t, b.send(t, "test/later", `{}`)), store.StatusCompleted)
 
-	acc, err := b.eng.Publish(b.ctx, []engine.IncomingEvent{{Name: "test/later", TS: start.Add(time.Minute).UnixMilli()}})
-	if err != nil {
-		t.Fatalf("publish: %v", err)
-	}
-	id := oneRun(t, acc[0])
-	ctx, cancel := context.WithTimeout(b.ctx, 10*time.Second)
-	defer cancel()
-	if err := b.clock.BlockUntilContext(ctx, 1); err != nil {
-		t.Fatalf("the pool armed no timer for the delayed run: %v", err)
-	}
-	b.clock.Advance(time.Minute)
-	b.waitStatus(t, id, store.StatusCompleted)
+		acc, err := b.eng.Publish(b.ctx, []engine.IncomingEvent{{Name: "test/later", TS: start.Add(time.Minute).UnixMilli()}})
+		if err != nil {
+			t.Fatalf("publish: %v", err)
+		}
+		id := oneRun(t, acc[0])
+		ctx, cancel := context.WithTimeout(b.ctx, 10*time.Second)
+		defer cancel()
+		if err := b.clock.BlockUntilContext(ctx, 1); err != nil {
+			t.Fatalf("the pool armed no timer for the delayed run: %v", err)
+		}
+		b.clock.Advance(time.Minute)
+		b.waitStatus(t, id, store.StatusCompleted)
+	})
 }
 
 func TestDebounceIdempotencyAndSingleton(t *testing.T) {
