@@ -196,9 +196,6 @@ func (d *Daemon) Addr() string { return d.listener.Addr().String() }
 // Store returns the daemon's store.
 func (d *Daemon) Store() store.Store { return d.store }
 
-// Engine returns the daemon's engine.
-func (d *Daemon) Engine() *engine.Engine { return d.engine }
-
 // Stop stops intake first, then the scheduler, drains the workers within
 // the shutdown timeout, and closes the store.
 func (d *Daemon) Stop(ctx context.Context) error {
