@@ -9,16 +9,20 @@ import (
 	"log/slog"
 	"net/http"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	goredis "github.com/redis/go-redis/v9"
+
 	"github.com/dcyfr/cyberdrew/internal/config"
 	"github.com/dcyfr/cyberdrew/internal/daemon"
 	"github.com/dcyfr/cyberdrew/internal/engine"
 	"github.com/dcyfr/cyberdrew/internal/store"
+	"github.com/dcyfr/cyberdrew/internal/store/redis/redistest"
 )
 
 // Event names of the benchmarks: benchTriggering starts the no-op function,
@@ -42,19 +46,51 @@ func benchEvent(b *testing.B, name string) []byte {
 	return []byte(`{"name":"` + name + `","data":` + data + `}`)
 }
 
-// benchDaemon is a real daemon on a loopback port with a real SQLite file,
-// and a keep-alive client that talks to it.
+// benchDaemon is a real daemon on a loopback port with a real store, and a
+// keep-alive client that talks to it.
 type benchDaemon struct {
 	d      *daemon.Daemon
 	st     store.Store
 	client *http.Client
-	url    string // of the event API
+	url    string          // of the event API
+	redis  *goredis.Client // on Redis: reads INFO commandstats
+}
+
+// onEachStore runs bench on the embedded SQLite store and on a Redis of its
+// own with appendonly and appendfsync always, so that both acknowledge an
+// event only once it is on disk.
+func onEachStore(b *testing.B, bench func(b *testing.B, storeURL string)) {
+	b.Run("sqlite", func(b *testing.B) { bench(b, "") })
+	b.Run("redis", func(b *testing.B) { bench(b, redistest.StartT(b, true).URL(0)) })
+}
+
+// redisCommands is the number of commands the Redis server has executed.
+func (bd *benchDaemon) redisCommands(b *testing.B) int64 {
+	b.Helper()
+	info, err := bd.redis.Info(b.Context(), "commandstats").Result()
+	if err != nil {
+		b.Fatal(err)
+	}
+	var total int64
+	for _, line := range strings.Split(info, "\n") {
+		_, stats, ok := strings.Cut(line, ":calls=")
+		if !ok {
+			continue
+		}
+		calls, _, _ := strings.Cut(stats, ",")
+		n, err := strconv.ParseInt(calls, 10, 64)
+		if err != nil {
+			b.Fatalf("commandstats line %q: %v", line, err)
+		}
+		total += n
+	}
+	return total
 }
 
 // startDaemon starts a daemon whose only function, "noop", is triggered by
 // benchTriggering and calls onRun (when set) as it starts. The daemon stops
 // when the benchmark ends.
-func startDaemon(b *testing.B, onRun func()) *benchDaemon {
+func startDaemon(b *testing.B, storeURL string, onRun func()) *benchDaemon {
 	b.Helper()
 	noop := engine.Function{
 		ID:       "noop",
@@ -70,6 +106,7 @@ func startDaemon(b *testing.B, onRun func()) *benchDaemon {
 	cfg.Addr = "127.0.0.1:0"
 	cfg.DataDir = b.TempDir()
 	cfg.Retention = 0
+	cfg.Store = storeURL
 	ctx := context.Background()
 	d, err := daemon.New(ctx, cfg, slog.New(slog.DiscardHandler), daemon.Options{Functions: []engine.Function{noop}})
 	if err != nil {
@@ -90,7 +127,16 @@ func startDaemon(b *testing.B, onRun func()) *benchDaemon {
 			b.Errorf("stop daemon: %v", err)
 		}
 	})
-	return &benchDaemon{d: d, st: d.Store(), client: client, url: "http://" + d.Addr() + "/e/bench-key"}
+	bd := &benchDaemon{d: d, st: d.Store(), client: client, url: "http://" + d.Addr() + "/e/bench-key"}
+	if storeURL != "" {
+		opts, err := goredis.ParseURL(storeURL)
+		if err != nil {
+			b.Fatal(err)
+		}
+		bd.redis = goredis.NewClient(opts)
+		b.Cleanup(func() { bd.redis.Close() })
+	}
+	return bd
 }
 
 // post sends body to the event API and returns the ids it answers.
@@ -152,37 +198,39 @@ func BenchmarkIntakeHTTP(b *testing.B) {
 		{"runs", benchTriggering},
 	} {
 		b.Run(bc.name, func(b *testing.B) {
-			var ran atomic.Int64
-			bd := startDaemon(b, func() { ran.Add(1) })
-			changes := bd.st.Subscribe(b.Context())
-			body := benchEvent(b, bc.event)
-			var next atomic.Int64
-			var wg sync.WaitGroup
-			b.SetBytes(int64(len(body)))
-			b.ReportAllocs()
-			b.ResetTimer()
-			for range benchClients {
-				wg.Go(func() {
-					for next.Add(1) <= int64(b.N) {
-						if _, err := bd.post(body); err != nil {
-							b.Error(err)
-							return
+			onEachStore(b, func(b *testing.B, storeURL string) {
+				var ran atomic.Int64
+				bd := startDaemon(b, storeURL, func() { ran.Add(1) })
+				changes := bd.st.Subscribe(b.Context())
+				body := benchEvent(b, bc.event)
+				var next atomic.Int64
+				var wg sync.WaitGroup
+				b.SetBytes(int64(len(body)))
+				b.ReportAllocs()
+				b.ResetTimer()
+				for range benchClients {
+					wg.Go(func() {
+						for next.Add(1) <= int64(b.N) {
+							if _, err := bd.post(body); err != nil {
+								b.Error(err)
+								return
+							}
 						}
-					}
-				})
-			}
-			wg.Wait()
-			intake := b.Elapsed()
-			b.ReportMetric(float64(b.N)/intake.Seconds(), "events/s")
-			if bc.event != benchTriggering {
-				return
-			}
-			bd.waitIdle(b, changes)
-			b.StopTimer()
-			if n := ran.Load(); n != int64(b.N) {
-				b.Fatalf("%d runs started, want %d", n, b.N)
-			}
-			b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "runs/s")
+					})
+				}
+				wg.Wait()
+				intake := b.Elapsed()
+				b.ReportMetric(float64(b.N)/intake.Seconds(), "events/s")
+				if bc.event != benchTriggering {
+					return
+				}
+				bd.waitIdle(b, changes)
+				b.StopTimer()
+				if n := ran.Load(); n != int64(b.N) {
+					b.Fatalf("%d runs started, want %d", n, b.N)
+				}
+				b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "runs/s")
+			})
 		})
 	}
 }
@@ -190,9 +238,11 @@ func BenchmarkIntakeHTTP(b *testing.B) {
 // BenchmarkEventToRunStart sends one event at a time to an idle daemon and
 // measures from just before the request to the moment the no-op handler
 // starts; it waits for each run to complete before the next event.
-func BenchmarkEventToRunStart(b *testing.B) {
+func BenchmarkEventToRunStart(b *testing.B) { onEachStore(b, benchEventToRunStart) }
+
+func benchEventToRunStart(b *testing.B, storeURL string) {
 	started := make(chan time.Time, 1)
-	bd := startDaemon(b, func() { started <- time.Now() })
+	bd := startDaemon(b, storeURL, func() { started <- time.Now() })
 	changes := bd.st.Subscribe(b.Context())
 	body := benchEvent(b, benchTriggering)
 	// One request first, so the connection and the prepared statements
@@ -230,16 +280,22 @@ func BenchmarkEventToRunStart(b *testing.B) {
 // BenchmarkNoopRunsEndToEnd publishes b.N events that each start the no-op
 // function, as arrays of up to benchBatch events over HTTP, and measures
 // until every run has completed.
-func BenchmarkNoopRunsEndToEnd(b *testing.B) {
+func BenchmarkNoopRunsEndToEnd(b *testing.B) { onEachStore(b, benchNoopRunsEndToEnd) }
+
+func benchNoopRunsEndToEnd(b *testing.B, storeURL string) {
 	const benchBatch = 500
 	var ran atomic.Int64
-	bd := startDaemon(b, func() { ran.Add(1) })
+	bd := startDaemon(b, storeURL, func() { ran.Add(1) })
 	changes := bd.st.Subscribe(b.Context())
 	event := benchEvent(b, benchTriggering)
 	batch := func(n int) []byte {
 		return append(append([]byte("["), bytes.Repeat(append(event, ','), n)[:n*(len(event)+1)-1]...), ']')
 	}
 	full := batch(benchBatch)
+	var commands int64
+	if bd.redis != nil {
+		commands = bd.redisCommands(b)
+	}
 
 	b.ReportAllocs()
 	b.ResetTimer()
@@ -258,4 +314,7 @@ func BenchmarkNoopRunsEndToEnd(b *testing.B) {
 		b.Fatalf("%d runs started, want %d", n, b.N)
 	}
 	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "runs/s")
+	if bd.redis != nil {
+		b.ReportMetric(float64(bd.redisCommands(b)-commands)/float64(b.N), "redis-cmds/run")
+	}
 }
