@@ -38,6 +38,11 @@ func (s *server) intake(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
+	// A client retrying a request sends the same seed: the same ids make
+	// the store answer the first attempt's ids and store nothing twice.
+	for i, id := range engine.SeededIDs(r.Header.Get(engine.SeedHeader), len(evs)) {
+		evs[i].InternalID = id
+	}
 	accepted, err := s.eng.Publish(r.Context(), evs)
 	if err != nil {
 		return err

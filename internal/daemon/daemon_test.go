@@ -396,3 +396,46 @@ func TestStopEndsOpenStreams(t *testing.T) {
 		t.Fatal("the stream outlived the daemon")
 	}
 }
+
+func TestRetriedRequestWithTheSameSeedStoresNothingTwice(t *testing.T) {
+	t.Parallel()
+	c := client{t: t, base: start(t, testConfig(t.TempDir()), nil)}
+	body := `[{"name":"test/hello.world","data":{"email":"a@b.c"}},{"name":"test/other"}]`
+	send := func(seed string) []string {
+		req, _ := http.NewRequest("POST", c.base+"/e/k", strings.NewReader(body))
+		req.Header.Set("X-Inngest-Event-Id-Seed", seed)
+		res, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer res.Body.Close()
+		var acc struct {
+			IDs []string `json:"ids"`
+		}
+		if err := json.NewDecoder(res.Body).Decode(&acc); err != nil || res.StatusCode != 200 || len(acc.IDs) != 2 {
+			t.Fatalf("intake: %d %v %v", res.StatusCode, acc, err)
+		}
+		return acc.IDs
+	}
+	first := send("1767225600000,AAECAwQFBgcICQ==")
+	retry := send("1767225600000,AAECAwQFBgcICQ==")
+	if strings.Join(first, ",") != strings.Join(retry, ",") {
+		t.Fatalf("retry answered %v, want the first attempt's %v", retry, first)
+	}
+	other := send("1767225600001,AAECAwQFBgcICQ==")
+	if other[0] == first[0] {
+		t.Fatalf("another seed answered the same ids %v", other)
+	}
+	var events struct {
+		Data []json.RawMessage `json:"data"`
+	}
+	c.do("GET", "/v1/events", "", &events)
+	if len(events.Data) != 4 {
+		t.Errorf("%d events stored, want 4 (two requests of two)", len(events.Data))
+	}
+	var runs runsAnswer
+	c.do("GET", "/v1/events/"+first[0]+"/runs", "", &runs)
+	if len(runs.Data) != 1 {
+		t.Errorf("the retried event has %d runs, want 1", len(runs.Data))
+	}
+}

@@ -350,8 +350,12 @@ func (e *Engine) publication(in IncomingEvent) store.Publication {
 	if ts == 0 {
 		ts = now.UnixMilli()
 	}
+	id := in.InternalID
+	if id == "" {
+		id = newID(now)
+	}
 	ev := store.Event{
-		ID: newID(now), ClientID: in.ID, Name: in.Name, Data: data, User: in.User,
+		ID: id, ClientID: in.ID, Name: in.Name, Data: data, User: in.User,
 		TS: ts, Version: in.V, ReceivedAt: now,
 	}
 	return store.Publication{Event: ev, ClientIDTTL: eventIDTTL, Runs: e.triggered(ev)}

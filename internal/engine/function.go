@@ -106,6 +106,9 @@ type IncomingEvent struct {
 	User json.RawMessage `json:"user,omitempty"`
 	TS   int64           `json:"ts,omitempty"`
 	V    string          `json:"v,omitempty"`
+	// InternalID, when set, is the id the event is stored under (see
+	// SeededIDs); an id already stored makes the event a duplicate.
+	InternalID string `json:"-"`
 }
 
 // Accepted tells what became of one incoming event.

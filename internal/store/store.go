@@ -111,7 +111,8 @@ type RunSpec struct {
 // Publication is an event to store together with the runs it triggers.
 // A non-empty Event.ClientID that was seen within ClientIDTTL makes the
 // publication a duplicate: nothing is stored and the first event's id is
-// answered.
+// answered. So does an Event.ID that is already stored (a client retrying a
+// request whose event ids derive from the same seed).
 type Publication struct {
 	Event       Event
 	ClientIDTTL time.Duration

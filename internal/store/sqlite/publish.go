@@ -79,6 +79,15 @@ WHERE client_id = ? AND (expires_at IS NULL OR expires_at > ?)`, ev.ClientID, no
 	}
 	if ev.ID == "" {
 		ev.ID = t.w.s.newULID(t.now)
+	} else {
+		var one int
+		err := t.queryRow(`SELECT 1 FROM events WHERE id = ?`, ev.ID).Scan(&one)
+		switch {
+		case err == nil:
+			return store.Published{EventID: ev.ID, Duplicate: true}, nil
+		case !errors.Is(err, sql.ErrNoRows):
+			return store.Published{}, fmt.Errorf("event id: %w", err)
+		}
 	}
 	ev.ReceivedAt = t.now
 	if _, err := t.exec(`INSERT INTO events (id, client_id, name, data, user, ts, version, received_at)

@@ -31,6 +31,7 @@ var eventCases = []testCase{
 	{"PublishInvalidAllOrNothing", testPublishInvalid},
 	{"ClientIDDedup", testClientIDDedup},
 	{"ClientIDDedupWithinBatch", testClientIDDedupWithinBatch},
+	{"StoredEventIDIsDuplicate", testStoredEventIDIsDuplicate},
 	{"BatchOrderPreserving", testBatchOrderPreserving},
 	{"ListEventsNewestFirstAndFilters", testListEventsFilters},
 	{"ListEventsPaging", testListEventsPaging},
@@ -194,6 +195,28 @@ func testClientIDDedupWithinBatch(t *testing.T, b *bundle) {
 	_, err := b.store.GetRun(b.ctx, s2.ID)
 	wantErr(t, "GetRun(run of in-batch duplicate)", err, store.ErrNotFound)
 	checkJSON(t, "stored data", b.getEvent(t, e1.ID).Data, e1.Data)
+}
+
+// A retried request whose event ids derive from the same seed publishes an
+// id that is already stored: a duplicate, with no runs and nothing changed.
+func testStoredEventIDIsDuplicate(t *testing.T, b *bundle) {
+	ev := b.event("app/order.placed", `{"order":1}`)
+	spec := b.spec("fn-a")
+	first := b.publish(t, store.Publication{Event: ev, Runs: []store.RunSpec{spec}})[0]
+	checkEqual(t, "first Duplicate", first.Duplicate, false)
+
+	b.clock.Advance(time.Minute)
+	retry := ev
+	retry.Data = json.RawMessage(`{"order":2}`)
+	again := b.spec("fn-a")
+	got := b.publish(t, store.Publication{Event: retry, Runs: []store.RunSpec{again}})[0]
+	checkEqual(t, "retry Duplicate", got.Duplicate, true)
+	checkEqual(t, "retry EventID", got.EventID, ev.ID)
+	checkEqual(t, "len(retry Runs)", len(got.Runs), 0)
+	_, err := b.store.GetRun(b.ctx, again.ID)
+	wantErr(t, "GetRun(run of the retry)", err, store.ErrNotFound)
+	checkJSON(t, "stored data", b.getEvent(t, ev.ID).Data, ev.Data)
+	checkIDs(t, "runs", runIDs(b.allRuns(t, store.RunFilter{})), []string{spec.ID})
 }
 
 func testBatchOrderPreserving(t *testing.T, b *bundle) {

@@ -288,6 +288,7 @@ local function publish_one(p)
     local first = live_entry('cid', 'cidexp', p.cid)
     if first then return {first, 1, {}} end
   end
+  if redis.call('EXISTS', P .. 'event:' .. p.id) == 1 then return {p.id, 1, {}} end
   redis.call('HSET', P .. 'event:' .. p.id, 'doc', p.doc, 'name', p.name)
   local m = member(NOW, p.id)
   redis.call('ZADD', P .. 'events', 0, m)

@@ -1,0 +1,56 @@
+package engine
+
+import (
+	"encoding/base64"
+	"strconv"
+	"strings"
+
+	"github.com/oklog/ulid/v2"
+)
+
+// SeedHeader carries the event id seed the official Inngest clients send with
+// every request: "<unix ms>,<base64 of 10 random bytes>". A client retrying a
+// request sends the same seed.
+const SeedHeader = "X-Inngest-Event-Id-Seed"
+
+// SeededIDs derives the ids of a request's n events from its seed, the i-th
+// from the seed's time and its entropy plus i, so that a retried request
+// stores its events under the same ids and the store recognises them as
+// duplicates. It returns nil for a missing or malformed seed.
+func SeededIDs(seed string, n int) []string {
+	msText, entText, ok := strings.Cut(seed, ",")
+	if !ok || n <= 0 {
+		return nil
+	}
+	ms, err := strconv.ParseInt(msText, 10, 64)
+	if err != nil || ms <= 0 || uint64(ms) > ulid.MaxTime() {
+		return nil
+	}
+	entropy, err := base64.StdEncoding.DecodeString(entText)
+	if err != nil || len(entropy) != 10 {
+		return nil
+	}
+	ids := make([]string, n)
+	for i := range n {
+		var id ulid.ULID
+		if err := id.SetTime(uint64(ms)); err != nil {
+			return nil
+		}
+		e := [10]byte(entropy)
+		addUint(&e, uint64(i))
+		if err := id.SetEntropy(e[:]); err != nil {
+			return nil
+		}
+		ids[i] = id.String()
+	}
+	return ids
+}
+
+// addUint adds v to the big-endian number in e, wrapping around.
+func addUint(e *[10]byte, v uint64) {
+	for i := len(e) - 1; i >= 0 && v > 0; i-- {
+		sum := uint64(e[i]) + v&0xff
+		e[i] = byte(sum)
+		v = v>>8 + sum>>8
+	}
+}
