@@ -6,8 +6,9 @@ import (
 )
 
 // subscriberBuffer is how many changes a subscriber may fall behind before
-// it starts losing them.
-const subscriberBuffer = 1024
+// it starts losing them: room for one commit of a 2 000-event request (an
+// event and a run change each) without a lag.
+const subscriberBuffer = 4096
 
 // Fanout delivers changes to every in-process subscriber without ever
 // blocking the publisher: a subscriber too slow to keep up loses changes and
