@@ -49,6 +49,7 @@ func (s *server) intake(w http.ResponseWriter, r *http.Request) error {
 	for i, a := range accepted {
 		ids[i] = a.EventID
 	}
+	s.cfg.Observer.EventsAccepted(len(ids))
 	writeJSON(w, http.StatusOK, intakeResponse{IDs: ids, Status: http.StatusOK})
 	return nil
 }
