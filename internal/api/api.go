@@ -201,6 +201,13 @@ func (s *server) routes() {
 // or 405 (with its Allow header) as a JSON body.
 func (s *server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	sw := &statusWriter{ResponseWriter: w}
+	if !canonicalPath(r) {
+		// The mux would redirect /v1/runs/../events to /v1/events; a path
+		// with dot segments, empty segments or encoded slashes is refused.
+		writeJSON(sw, http.StatusBadRequest, errorBody{Error: "malformed path"})
+		s.cfg.Observer.Request("malformed", sw.code())
+		return
+	}
 	h, pattern := s.mux.Handler(r)
 	if pattern == "" {
 		h.ServeHTTP(&jsonErrorWriter{ResponseWriter: sw}, r)
@@ -209,6 +216,22 @@ func (s *server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	s.mux.ServeHTTP(sw, r)
 	s.cfg.Observer.Request(pattern, sw.code())
+}
+
+// canonicalPath reports whether the request's path is already clean: no
+// "." or ".." segment, no empty segment, and no encoded "/", "\\" or ".".
+func canonicalPath(r *http.Request) bool {
+	p := r.URL.Path
+	if p == "" || p[0] != '/' || strings.Contains(p, "//") || strings.ContainsRune(p, 0) {
+		return false
+	}
+	for seg := range strings.SplitSeq(p[1:], "/") {
+		if seg == "." || seg == ".." {
+			return false
+		}
+	}
+	raw := strings.ToLower(r.URL.RawPath)
+	return !strings.Contains(raw, "%2f") && !strings.Contains(raw, "%5c") && !strings.Contains(raw, "%2e")
 }
 
 // statusWriter remembers the status code of the answer.
