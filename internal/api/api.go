@@ -58,7 +58,31 @@ type Config struct {
 	// (the site's public routes): unknown paths and methods still get the
 	// JSON 404 and 405.
 	Routes map[string]http.Handler
+	// Metrics, when set, is served on GET /metrics, behind the bearer
+	// signing key unless MetricsPublic.
+	Metrics       http.Handler
+	MetricsPublic bool
+	// Observer is told of every request and of intake's verdicts; nil tells
+	// nobody.
+	Observer Observer
 }
+
+// Observer counts what the HTTP surface does, for metrics.
+type Observer interface {
+	// EventsAccepted: an intake request stored n events.
+	EventsAccepted(n int)
+	// EventsRejected: an intake request was refused for reason.
+	EventsRejected(reason string)
+	// Request: a request to route (its pattern, "unmatched" for none) was
+	// answered with code.
+	Request(route string, code int)
+}
+
+type nopObserver struct{}
+
+func (nopObserver) EventsAccepted(int)    {}
+func (nopObserver) EventsRejected(string) {}
+func (nopObserver) Request(string, int)   {}
 
 // Engine is what the HTTP surface asks of the durable engine.
 type Engine interface {
@@ -120,6 +144,9 @@ func New(cfg Config, eng Engine, st Reader, logger *slog.Logger) http.Handler {
 	if cfg.ReadyTimeout <= 0 {
 		cfg.ReadyTimeout = DefaultReadyTimeout
 	}
+	if cfg.Observer == nil {
+		cfg.Observer = nopObserver{}
+	}
 	s := &server{
 		cfg:         cfg,
 		eng:         eng,
@@ -157,6 +184,14 @@ func (s *server) routes() {
 	s.mux.Handle("GET /v1/functions", s.admin(s.listFunctions))
 	s.mux.Handle("POST /v1/functions/{id}/invoke", s.admin(s.invoke))
 	s.mux.Handle("GET /v1/stream", s.admin(s.stream))
+	if m := s.cfg.Metrics; m != nil {
+		serve := func(w http.ResponseWriter, r *http.Request) error { m.ServeHTTP(w, r); return nil }
+		if s.cfg.MetricsPublic {
+			s.mux.Handle("GET /metrics", s.handle(serve))
+		} else {
+			s.mux.Handle("GET /metrics", s.admin(serve))
+		}
+	}
 	for pattern, h := range s.cfg.Routes {
 		s.mux.Handle(pattern, h)
 	}
@@ -165,11 +200,69 @@ func (s *server) routes() {
 // ServeHTTP routes the request; requests no route matches get the mux's 404
 // or 405 (with its Allow header) as a JSON body.
 func (s *server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	if h, pattern := s.mux.Handler(r); pattern == "" {
-		h.ServeHTTP(&jsonErrorWriter{ResponseWriter: w}, r)
+	sw := &statusWriter{ResponseWriter: w}
+	if !canonicalPath(r) {
+		// The mux would redirect /v1/runs/../events to /v1/events; a path
+		// with dot segments, empty segments or encoded slashes is refused.
+		writeJSON(sw, http.StatusBadRequest, errorBody{Error: "malformed path"})
+		s.cfg.Observer.Request("malformed", sw.code())
 		return
 	}
-	s.mux.ServeHTTP(w, r)
+	h, pattern := s.mux.Handler(r)
+	if pattern == "" {
+		h.ServeHTTP(&jsonErrorWriter{ResponseWriter: sw}, r)
+		s.cfg.Observer.Request("unmatched", sw.code())
+		return
+	}
+	s.mux.ServeHTTP(sw, r)
+	s.cfg.Observer.Request(pattern, sw.code())
+}
+
+// canonicalPath reports whether the request's path is already clean: no
+// "." or ".." segment, no empty segment, and no encoded "/", "\\" or ".".
+func canonicalPath(r *http.Request) bool {
+	p := r.URL.Path
+	if p == "" || p[0] != '/' || strings.Contains(p, "//") || strings.ContainsRune(p, 0) {
+		return false
+	}
+	for seg := range strings.SplitSeq(p[1:], "/") {
+		if seg == "." || seg == ".." {
+			return false
+		}
+	}
+	raw := strings.ToLower(r.URL.RawPath)
+	return !strings.Contains(raw, "%2f") && !strings.Contains(raw, "%5c") && !strings.Contains(raw, "%2e")
+}
+
+// statusWriter remembers the status code of the answer.
+type statusWriter struct {
+	http.ResponseWriter
+	status int
+}
+
+func (w *statusWriter) WriteHeader(code int) {
+	if w.status == 0 {
+		w.status = code
+	}
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w *statusWriter) Write(p []byte) (int, error) {
+	if w.status == 0 {
+		w.status = http.StatusOK
+	}
+	return w.ResponseWriter.Write(p)
+}
+
+// Unwrap lets http.ResponseController reach the connection (the stream
+// flushes through it).
+func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+
+func (w *statusWriter) code() int {
+	if w.status == 0 {
+		return http.StatusOK
+	}
+	return w.status
 }
 
 // jsonErrorWriter turns the mux's plain-text error answers into JSON ones.
@@ -219,11 +312,31 @@ func (s *server) handle(fn handlerFunc) http.Handler {
 func (s *server) handleInngest(fn handlerFunc) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if err := fn(w, r); err != nil {
-			if status, msg, ok := s.classify(w, r, err); ok {
+			status, msg, ok := s.classify(w, r, err)
+			s.cfg.Observer.EventsRejected(rejection(status))
+			if ok {
 				writeJSON(w, status, errorBody{Error: msg, Status: status})
 			}
 		}
 	})
+}
+
+// rejection names the reason of an intake refusal from its status.
+func rejection(status int) string {
+	switch status {
+	case http.StatusUnauthorized:
+		return "auth"
+	case http.StatusBadRequest:
+		return "invalid"
+	case http.StatusRequestEntityTooLarge:
+		return "too_large"
+	case http.StatusServiceUnavailable:
+		return "unavailable"
+	case 0:
+		return "client_gone"
+	default:
+		return "internal"
+	}
 }
 
 // admin guards a route with the bearer signing key.

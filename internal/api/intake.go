@@ -7,12 +7,18 @@ import (
 	"fmt"
 	"io"
 	"math"
+	"mime"
 	"net/http"
 	"strconv"
 	"strings"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/dcyfr/cyberdrew/internal/engine"
 )
+
+// MaxNameLength bounds an event's name and its id, in bytes.
+const MaxNameLength = 512
 
 // reservedPrefixes start the names of internal events; clients cannot send
 // them.
@@ -29,6 +35,9 @@ type intakeResponse struct {
 func (s *server) intake(w http.ResponseWriter, r *http.Request) error {
 	if len(s.eventKeys) > 0 && !matchKey(s.eventKeys, r.PathValue("eventKey")) {
 		return &httpError{status: http.StatusUnauthorized, msg: "event key not found"}
+	}
+	if err := jsonContent(r); err != nil {
+		return err
 	}
 	body, err := readBody(w, r, s.cfg.MaxRequestSize)
 	if err != nil {
@@ -54,8 +63,30 @@ func (s *server) intake(w http.ResponseWriter, r *http.Request) error {
 	for i, a := range accepted {
 		ids[i] = a.EventID
 	}
+	s.cfg.Observer.EventsAccepted(len(ids))
 	writeJSON(w, http.StatusOK, intakeResponse{IDs: ids, Status: http.StatusOK})
 	return nil
+}
+
+// jsonContent refuses a body whose Content-Type says it is not JSON. An
+// absent type, text/plain and the form type curl sends by default with -d
+// are taken as JSON; the body itself is checked next.
+func jsonContent(r *http.Request) error {
+	ct := r.Header.Get("Content-Type")
+	if ct == "" {
+		return nil
+	}
+	mt, params, err := mime.ParseMediaType(ct)
+	if err == nil {
+		if cs, ok := params["charset"]; ok && !strings.EqualFold(cs, "utf-8") {
+			err = errors.New("charset")
+		}
+	}
+	if err == nil && (mt == "application/json" || strings.HasSuffix(mt, "+json") ||
+		mt == "text/plain" || mt == "application/x-www-form-urlencoded") {
+		return nil
+	}
+	return &httpError{status: http.StatusUnsupportedMediaType, msg: "the body must be JSON in UTF-8 (Content-Type: application/json)"}
 }
 
 // readBody reads the whole body, at most limit bytes (413 beyond).
@@ -99,6 +130,9 @@ func decodeEvents(body []byte, maxEvent int64, maxBatch int) ([]engine.IncomingE
 	body = bytes.TrimSpace(body)
 	if len(body) == 0 {
 		return nil, badRequest("request body is empty: send an event object or an array of events")
+	}
+	if !utf8.Valid(body) {
+		return nil, badRequest("the body is not valid UTF-8")
 	}
 	if !json.Valid(body) {
 		var v any
@@ -166,6 +200,10 @@ func decodeEvent(i int, raw json.RawMessage) (engine.IncomingEvent, error) {
 		return ev, fault("name", "is required")
 	case name == "":
 		return ev, fault("name", "must not be empty")
+	case len(name) > MaxNameLength:
+		return ev, fault("name", fmt.Sprintf("is longer than %d bytes", MaxNameLength))
+	case strings.IndexFunc(name, unicode.IsControl) >= 0:
+		return ev, fault("name", "must not hold control characters")
 	}
 	for _, p := range reservedPrefixes {
 		if strings.HasPrefix(name, p) {
@@ -176,6 +214,9 @@ func decodeEvent(i int, raw json.RawMessage) (engine.IncomingEvent, error) {
 
 	if ev.ID, _, err = jsonString(we.ID); err != nil {
 		return ev, fault("id", err.Error())
+	}
+	if len(ev.ID) > MaxNameLength {
+		return ev, fault("id", fmt.Sprintf("is longer than %d bytes", MaxNameLength))
 	}
 	if ev.V, _, err = jsonString(we.V); err != nil {
 		return ev, fault("v", err.Error())

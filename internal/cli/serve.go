@@ -41,6 +41,7 @@ var serveSettings = []setting{
 	{flag: "max-event-size", env: []string{"CYBERDREW_MAX_EVENT_SIZE"}},
 	{flag: "max-request-size", env: []string{"CYBERDREW_MAX_REQUEST_SIZE"}},
 	{flag: "max-batch", env: []string{"CYBERDREW_MAX_BATCH"}},
+	{flag: "metrics-public", env: []string{"CYBERDREW_METRICS_PUBLIC"}},
 	{flag: "resend-api-key", env: []string{"RESEND_API_KEY"}, secret: true},
 	{flag: "resend-base-url", env: []string{"CYBERDREW_RESEND_BASE_URL"}},
 	{flag: "contact-from", env: []string{"CYBERDREW_CONTACT_FROM"}},
@@ -109,6 +110,7 @@ both set.`,
 	fs.Var(&c.MaxEventSize, "max-event-size", "largest event accepted")
 	fs.Var(&c.MaxRequestSize, "max-request-size", "largest event API request accepted")
 	fs.IntVar(&c.MaxBatch, "max-batch", c.MaxBatch, "most events in one event API request")
+	fs.BoolVar(&c.MetricsPublic, "metrics-public", c.MetricsPublic, "serve /metrics without the bearer signing key")
 	fs.StringVar(&c.ResendAPIKey, "resend-api-key", "", "Resend API key; unset writes emails to <data-dir>/outbox instead of sending them")
 	fs.StringVar(&c.ResendBaseURL, "resend-base-url", c.ResendBaseURL, "Resend-compatible API base URL (default Resend's)")
 	fs.StringVar(&c.ContactFrom, "contact-from", c.ContactFrom, "sender of the site's emails")

@@ -74,6 +74,8 @@ type Serve struct {
 	MaxEventSize       ByteSize
 	MaxRequestSize     ByteSize
 	MaxBatch           int
+	// MetricsPublic serves /metrics without the bearer signing key.
+	MetricsPublic bool
 
 	// The site (JOBS.md). ResendAPIKey and GitHubToken are secrets.
 	ResendAPIKey     string

@@ -21,6 +21,7 @@ import (
 	"github.com/dcyfr/cyberdrew/internal/config"
 	"github.com/dcyfr/cyberdrew/internal/engine"
 	"github.com/dcyfr/cyberdrew/internal/jobs"
+	"github.com/dcyfr/cyberdrew/internal/metrics"
 	"github.com/dcyfr/cyberdrew/internal/site"
 	"github.com/dcyfr/cyberdrew/internal/store"
 	redisstore "github.com/dcyfr/cyberdrew/internal/store/redis"
@@ -64,7 +65,21 @@ type Options struct {
 	Clock clockwork.Clock // nil: the real clock
 	// Functions to register; nil registers the site's (jobs.Functions).
 	Functions []engine.Function
+	// ReadHeaderTimeout bounds how long a client may take to send its
+	// request headers; zero takes DefaultReadHeaderTimeout.
+	ReadHeaderTimeout time.Duration
 }
+
+// The HTTP server's limits: a slow or idle client cannot hold a connection
+// for longer, nor send larger headers. The stream lifts the write timeout
+// for itself.
+const (
+	DefaultReadHeaderTimeout = 10 * time.Second
+	readTimeout              = time.Minute
+	writeTimeout             = 2 * time.Minute
+	idleTimeout              = 2 * time.Minute
+	maxHeaderBytes           = 64 << 10
+)
 
 // New opens the store and builds every part; nothing runs until Start.
 func New(ctx context.Context, cfg config.Serve, logger *slog.Logger, opts Options) (*Daemon, error) {
@@ -100,7 +115,8 @@ func New(ctx context.Context, cfg config.Serve, logger *slog.Logger, opts Option
 		}
 		fns = jobs.Functions(deps)
 	}
-	eng, err := engine.New(engine.Options{Store: st, Clock: clock, Logger: logger, Validate: jobs.Validate})
+	m := metrics.New(st.QueueDepth)
+	eng, err := engine.New(engine.Options{Store: st, Clock: clock, Logger: logger, Validate: jobs.Validate, Observer: m})
 	if err == nil {
 		err = eng.Register(fns...)
 	}
@@ -128,13 +144,21 @@ func New(ctx context.Context, cfg config.Serve, logger *slog.Logger, opts Option
 		MaxRequestSize: int64(cfg.MaxRequestSize),
 		MaxBatch:       cfg.MaxBatch,
 		Closing:        d.closing,
+		Metrics:        m.Handler(),
+		MetricsPublic:  cfg.MetricsPublic,
+		Observer:       m,
 	}, eng, st, logger)
+	headerTimeout := opts.ReadHeaderTimeout
+	if headerTimeout <= 0 {
+		headerTimeout = DefaultReadHeaderTimeout
+	}
 	d.http = &http.Server{
 		Handler:           handler,
-		ReadHeaderTimeout: 10 * time.Second,
-		ReadTimeout:       time.Minute,
-		IdleTimeout:       2 * time.Minute,
-		MaxHeaderBytes:    64 << 10,
+		ReadHeaderTimeout: headerTimeout,
+		ReadTimeout:       readTimeout,
+		WriteTimeout:      writeTimeout,
+		IdleTimeout:       idleTimeout,
+		MaxHeaderBytes:    maxHeaderBytes,
 		ErrorLog:          slog.NewLogLogger(logger.Handler(), slog.LevelWarn),
 	}
 	return d, nil

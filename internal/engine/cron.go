@@ -30,12 +30,21 @@ type cronSchedule struct {
 	sched cron.Schedule
 }
 
-func parseCron(spec string) (cronSchedule, error) {
+func parseCron(spec string) (sched cronSchedule, err error) {
 	spec = strings.TrimSpace(spec)
 	full := spec
 	if !strings.HasPrefix(spec, "TZ=") && !strings.HasPrefix(spec, "CRON_TZ=") {
 		full = "CRON_TZ=UTC " + spec
+	} else if !strings.ContainsAny(spec, " \t") {
+		// robfig/cron slices out of range on a bare "TZ=zone" (found by
+		// FuzzParseCron).
+		return cronSchedule{}, fmt.Errorf("cron %q: a time zone needs a schedule after it", spec)
 	}
+	defer func() {
+		if p := recover(); p != nil {
+			sched, err = cronSchedule{}, fmt.Errorf("cron %q: unparsable: %v", spec, p)
+		}
+	}()
 	s, err := cronParser.Parse(full)
 	if err != nil {
 		return cronSchedule{}, fmt.Errorf("cron %q: %w", spec, err)

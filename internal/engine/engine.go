@@ -44,6 +44,8 @@ type Options struct {
 	// Validate, when set, checks each incoming event before it is accepted
 	// (the site's event schemas); a *ValidationError rejects the request.
 	Validate func(index int, ev IncomingEvent) error
+	// Observer is told of runs, steps and store failures; nil tells nobody.
+	Observer Observer
 }
 
 // Engine holds the function registry and turns events into runs. Workers
@@ -54,6 +56,7 @@ type Engine struct {
 	log      *slog.Logger
 	jitter   func(time.Duration) time.Duration
 	validate func(int, IncomingEvent) error
+	observe  Observer
 
 	stopStats context.CancelFunc
 	statsDone chan struct{}
@@ -86,12 +89,16 @@ func New(opts Options) (*Engine, error) {
 	if opts.Jitter == nil {
 		opts.Jitter = DefaultJitter
 	}
+	if opts.Observer == nil {
+		opts.Observer = nopObserver{}
+	}
 	return &Engine{
 		store:     opts.Store,
 		clock:     opts.Clock,
 		log:       opts.Logger.With("component", "engine"),
 		jitter:    opts.Jitter,
 		validate:  opts.Validate,
+		observe:   opts.Observer,
 		functions: map[string]*registered{},
 		stats:     newStatsBook(),
 	}, nil

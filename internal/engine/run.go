@@ -160,6 +160,15 @@ func Step[T any](ctx context.Context, r *Run, name string, fn func(ctx context.C
 			runErr = NonRetriable(fmt.Errorf("encoding step output: %w", err))
 		}
 	}
+	outcome := "completed"
+	switch {
+	case runErr == nil:
+	case IsNonRetriable(runErr) || len(step.Attempts)+1 > r.fn.retries():
+		outcome = "failed"
+	default:
+		outcome = "retry"
+	}
+	r.e.observe.StepAttempt(r.FunctionID, outcome, end.Sub(start))
 	if runErr == nil {
 		step.Status, step.Output, step.EndedAt = store.StatusCompleted, data, end
 		step.Attempts = append(step.Attempts, store.Attempt{StartedAt: start, EndedAt: end})

@@ -260,6 +260,7 @@ func (p *WorkerPool) claim(ctx context.Context) (bool, error) {
 	n := min(free, 32)
 	leases, err := p.e.store.Claim(ctx, p.opts.Owner, n, p.opts.LeaseTTL)
 	if err != nil {
+		p.e.observe.StoreError("claim")
 		return false, fmt.Errorf("engine: claim: %w", err)
 	}
 	for i := range leases {
@@ -315,6 +316,9 @@ func (p *WorkerPool) run(ctx context.Context, cancel context.CancelCauseFunc, l 
 		log.Warn("loading trigger event; handing the run back", "err", err)
 		p.release(log, l)
 		return
+	}
+	if l.Run.Attempt == 0 && len(l.Steps) == 0 {
+		e.observe.RunStarted(fn.ID, e.clock.Now().Sub(l.Run.CreatedAt))
 	}
 	r := newRun(e, fn, l, ev)
 	stopRenew := p.renew(ctx, cancel, r)
@@ -403,10 +407,12 @@ func (p *WorkerPool) renew(ctx context.Context, cancel context.CancelCauseFunc, 
 				ccancel()
 				r.storeMu.Unlock()
 				if errors.Is(err, store.ErrLeaseLost) {
+					p.e.observe.LeaseLost()
 					cancel(errLeaseLost)
 					return
 				}
 				if err != nil {
+					p.e.observe.StoreError("renew lease")
 					p.log.Warn("renewing lease", "run_id", r.ID, "err", err)
 				}
 			}
@@ -419,6 +425,7 @@ func (p *WorkerPool) suspend(log *slog.Logger, r *Run) {
 	ctx, cancel := context.WithTimeout(context.Background(), storeCallTimeout)
 	defer cancel()
 	if err := p.e.store.Suspend(ctx, r.lease, *r.yield); err != nil {
+		p.e.observe.StoreError("suspend")
 		log.Warn("suspending run", "err", err)
 	}
 }
@@ -427,9 +434,11 @@ func (p *WorkerPool) finish(log *slog.Logger, l *store.Lease, o store.Outcome) {
 	ctx, cancel := context.WithTimeout(context.Background(), storeCallTimeout)
 	defer cancel()
 	if err := p.e.store.Finish(ctx, l, o); err != nil {
+		p.e.observe.StoreError("finish")
 		log.Warn("finishing run", "status", o.Status, "err", err)
 		return
 	}
+	p.e.observe.RunFinished(l.Run.FunctionID, string(o.Status))
 	if o.Status == store.StatusFailed {
 		log.Warn("run failed", "err", o.Error)
 	}
@@ -439,6 +448,7 @@ func (p *WorkerPool) release(log *slog.Logger, l *store.Lease) {
 	ctx, cancel := context.WithTimeout(context.Background(), storeCallTimeout)
 	defer cancel()
 	if err := p.e.store.Release(ctx, l); err != nil {
+		p.e.observe.StoreError("release")
 		log.Warn("releasing run", "err", err)
 	}
 }

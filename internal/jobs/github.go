@@ -58,6 +58,7 @@ type GitHub interface {
 type GitHubClient struct {
 	client *githubv4.Client
 	clock  clockwork.Clock
+	token  string // kept out of every error
 }
 
 var _ GitHub = (*GitHubClient)(nil)
@@ -80,7 +81,7 @@ func NewGitHubClient(token, apiURL string, httpClient *http.Client, clock clockw
 	if apiURL != "" {
 		c = githubv4.NewEnterpriseClient(apiURL, &hc)
 	}
-	return &GitHubClient{client: c, clock: clock}
+	return &GitHubClient{client: c, clock: clock, token: token}
 }
 
 // Contributions fetches login's contribution calendar. A 401 is
@@ -104,7 +105,7 @@ func (g *GitHubClient) Contributions(ctx context.Context, login string) (Calenda
 	info := &responseInfo{}
 	err := g.client.Query(context.WithValue(ctx, responseInfoKey{}, info), &q, map[string]any{"login": githubv4.String(login)})
 	if err != nil {
-		return Calendar{}, g.classify(info, err)
+		return Calendar{}, g.classify(info, redact(err, g.token))
 	}
 	if reset, limited := rateLimited(info.header); limited && q.User == nil {
 		return Calendar{}, engine.RetryAt(errors.New("github: rate limited"), reset)

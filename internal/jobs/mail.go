@@ -79,6 +79,7 @@ func idempotencyKey(run *engine.Run, step string) string { return run.ID + "/" +
 type ResendMailer struct {
 	client *resend.Client
 	clock  clockwork.Clock
+	key    string // kept out of every error
 }
 
 var _ Mailer = (*ResendMailer)(nil)
@@ -106,7 +107,7 @@ func NewResendMailer(apiKey, baseURL string, httpClient *http.Client, clock cloc
 		}
 		c.BaseURL = u
 	}
-	return &ResendMailer{client: c, clock: clock}, nil
+	return &ResendMailer{client: c, clock: clock, key: apiKey}, nil
 }
 
 // Send sends e; see Mailer for how errors are classified.
@@ -120,7 +121,17 @@ func (m *ResendMailer) Send(ctx context.Context, e Email) (SendResult, error) {
 	if err == nil {
 		return SendResult{Delivered: true, ID: resp.Id}, nil
 	}
-	return SendResult{}, classifyHTTP("resend", info, err, m.clock.Now())
+	return SendResult{}, classifyHTTP("resend", info, redact(err, m.key), m.clock.Now())
+}
+
+// redact removes secret from err's message: an API that repeats the
+// credential it was sent must not put it into run errors, events or logs.
+// The error is flattened to its message, so nothing unwraps to the secret.
+func redact(err error, secret string) error {
+	if err == nil || secret == "" || !strings.Contains(err.Error(), secret) {
+		return err
+	}
+	return errors.New(strings.ReplaceAll(err.Error(), secret, "[redacted]"))
 }
 
 // classifyHTTP turns an API call's failure into an engine error from the

@@ -1,14 +1,17 @@
 package site
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"io"
+	"mime"
 	"net/http"
 	"regexp"
 	"strconv"
 	"strings"
 	"time"
+	"unicode"
 	"unicode/utf8"
 
 	"github.com/dcyfr/cyberdrew/internal/engine"
@@ -32,14 +35,43 @@ const (
 // caught by the honeypot.
 var contactOK = map[string]any{"success": true, "message": "Message received successfully. You'll receive a confirmation email shortly."}
 
-// readJSON decodes a JSON object body into a map.
-func readJSON(r *http.Request) (map[string]any, error) {
+// readJSON decodes a JSON object body into a map: at most maxBody bytes
+// (413 beyond), UTF-8, one object and nothing after it. JSON, text/plain
+// (what navigator.sendBeacon sends) or no Content-Type are accepted.
+func readJSON(w http.ResponseWriter, r *http.Request) (map[string]any, error) {
+	if ct := r.Header.Get("Content-Type"); ct != "" {
+		mt, params, err := mime.ParseMediaType(ct)
+		if cs, ok := params["charset"]; ok && !strings.EqualFold(cs, "utf-8") {
+			err = errors.New("charset")
+		}
+		if err != nil || (mt != "application/json" && mt != "text/plain") {
+			return nil, fail(http.StatusUnsupportedMediaType, "Content-Type must be application/json")
+		}
+	}
+	raw, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxBody))
+	if _, ok := errors.AsType[*http.MaxBytesError](err); ok {
+		return nil, fail(http.StatusRequestEntityTooLarge, "Request body too large")
+	}
+	if err != nil || !utf8.Valid(raw) {
+		return nil, fail(http.StatusBadRequest, "Invalid JSON body")
+	}
 	var body map[string]any
-	dec := json.NewDecoder(io.LimitReader(r.Body, maxBody))
-	if err := dec.Decode(&body); err != nil || body == nil {
+	dec := json.NewDecoder(bytes.NewReader(raw))
+	if err := dec.Decode(&body); err != nil || body == nil || dec.More() {
+		return nil, fail(http.StatusBadRequest, "Invalid JSON body")
+	}
+	if _, err := dec.Token(); err != io.EOF {
 		return nil, fail(http.StatusBadRequest, "Invalid JSON body")
 	}
 	return body, nil
+}
+
+// printable reports whether s holds no control character; newlines and
+// tabs pass when multiline.
+func printable(s string, multiline bool) bool {
+	return strings.IndexFunc(s, func(c rune) bool {
+		return unicode.IsControl(c) && !(multiline && (c == '\n' || c == '\r' || c == '\t'))
+	}) < 0
 }
 
 // str reads a string field; anything else reads as "".
@@ -63,7 +95,7 @@ func (s *Server) contact(w http.ResponseWriter, r *http.Request) error {
 	if err := s.contactLimit.allow(w, ip.String()); err != nil {
 		return err
 	}
-	body, err := readJSON(r)
+	body, err := readJSON(w, r)
 	if err != nil {
 		return err
 	}
@@ -77,6 +109,9 @@ func (s *Server) contact(w http.ResponseWriter, r *http.Request) error {
 	}
 	if !jobs.ValidEmail(email) {
 		return fail(http.StatusBadRequest, "Invalid email address")
+	}
+	if !printable(name, false) || !printable(message, true) {
+		return fail(http.StatusBadRequest, "Fields must not hold control characters")
 	}
 	name, message = strings.TrimSpace(cut(name, maxField)), strings.TrimSpace(cut(message, maxField))
 	if utf8.RuneCountInString(name) < 2 {
@@ -112,7 +147,7 @@ var (
 
 // views records a post view, in JOBS.md's order.
 func (s *Server) views(w http.ResponseWriter, r *http.Request) error {
-	body, err := readJSON(r)
+	body, err := readJSON(w, r)
 	if err != nil {
 		return err
 	}

@@ -324,6 +324,9 @@ type Engine interface {
 	// NextWake is the earliest time a run becomes claimable (queued, sleeping,
 	// retrying or leased until then); ok is false when nothing is pending.
 	NextWake(ctx context.Context) (at time.Time, ok bool, err error)
+	// QueueDepth counts the runs claimable now (due, not leased, or leased
+	// past their lease's end): the backlog the workers have not picked up.
+	QueueDepth(ctx context.Context) (int, error)
 
 	// Subscribe delivers changes until ctx ends. A subscriber too slow to
 	// keep up loses changes rather than slowing the store; it receives a

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"strconv"
 	"time"
 
 	"github.com/dcyfr/cyberdrew/internal/keypath"
@@ -311,6 +312,15 @@ func (s *Store) NextWake(ctx context.Context) (time.Time, bool, error) {
 		return time.Time{}, false, nil
 	}
 	return time.UnixMilli(int64(zs[0].Score)).UTC(), true, nil
+}
+
+// QueueDepth counts the runs claimable now.
+func (s *Store) QueueDepth(ctx context.Context) (int, error) {
+	n, err := s.rdb.ZCount(ctx, s.keys.queue(), "-inf", strconv.FormatInt(s.nowMS(), 10)).Result()
+	if err != nil {
+		return 0, s.wrap("queue depth", err)
+	}
+	return int(n), nil
 }
 
 // Prune deletes old finished runs and events and expired flow-control

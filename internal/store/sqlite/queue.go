@@ -482,6 +482,19 @@ func (s *Store) NextWake(ctx context.Context) (time.Time, bool, error) {
 	return fromMS(at), true, nil
 }
 
+// QueueDepth counts the runs claimable now.
+func (s *Store) QueueDepth(ctx context.Context) (int, error) {
+	if err := s.open("queue depth"); err != nil {
+		return 0, err
+	}
+	var n int
+	if err := s.readRow(ctx, `SELECT COUNT(*) FROM runs WHERE available_at <= ?`,
+		s.clock.Now().UnixMilli()).Scan(&n); err != nil {
+		return 0, wrap("queue depth", err)
+	}
+	return n, nil
+}
+
 // Prune deletes, at most batch of each, the runs that finished before
 // cutoff (with their steps), the events that arrived before cutoff and have
 // no unfinished run, and the expired keys, idempotency keys, client ids and

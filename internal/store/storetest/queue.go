@@ -27,6 +27,7 @@ var queueCases = []testCase{
 	{"CancelRun", testCancelRun},
 	{"CancelLeasedRun", testCancelLeasedRun},
 	{"NextWake", testNextWake},
+	{"QueueDepth", testQueueDepth},
 	{"InvalidRequests", testQueueInvalid},
 }
 
@@ -544,6 +545,32 @@ func testNextWake(t *testing.T, b *bundle) {
 	if at, ok := wake(); ok {
 		t.Errorf("NextWake with only finished runs = %v, true; want false", fmtTime(at))
 	}
+}
+
+func testQueueDepth(t *testing.T, b *bundle) {
+	depth := func() int {
+		t.Helper()
+		n, err := b.store.QueueDepth(b.ctx)
+		if err != nil {
+			t.Fatalf("QueueDepth: %v", err)
+		}
+		return n
+	}
+	checkEqual(t, "QueueDepth of an empty store", depth(), 0)
+	t0 := b.now()
+	due1, due2, later := b.spec("fn-a"), b.spec("fn-a"), b.spec("fn-a")
+	due2.AvailableAt = t0.Add(30 * time.Second)
+	later.AvailableAt = t0.Add(time.Hour)
+	b.enqueue(t, due1, due2, later)
+	checkEqual(t, "QueueDepth with one due", depth(), 1)
+	b.claimOne(t, "w", due1.ID, time.Minute)
+	checkEqual(t, "QueueDepth with it leased", depth(), 0)
+	b.clock.Advance(2 * time.Minute)
+	checkEqual(t, "QueueDepth after the lease lapsed and another fell due", depth(), 2)
+	if _, err := b.store.CancelRun(b.ctx, due2.ID, "done"); err != nil {
+		t.Fatalf("CancelRun: %v", err)
+	}
+	checkEqual(t, "QueueDepth after a cancel", depth(), 1)
 }
 
 func testQueueInvalid(t *testing.T, b *bundle) {

@@ -1,0 +1,27 @@
+package engine
+
+import "time"
+
+// Observer is told what the engine's workers do, for metrics. Its methods
+// must be cheap and safe for concurrent use.
+type Observer interface {
+	// RunStarted: a run began for the first time, lag after its creation.
+	RunStarted(function string, lag time.Duration)
+	// RunFinished: a worker recorded a run's final status.
+	RunFinished(function, status string)
+	// StepAttempt: a step attempt ended completed, failed or retry.
+	StepAttempt(function, outcome string, d time.Duration)
+	// LeaseLost: a run was stopped because another worker took it over.
+	LeaseLost()
+	// StoreError: a store call made for a run failed.
+	StoreError(op string)
+}
+
+// nopObserver is the Observer of an engine given none.
+type nopObserver struct{}
+
+func (nopObserver) RunStarted(string, time.Duration)          {}
+func (nopObserver) RunFinished(string, string)                {}
+func (nopObserver) StepAttempt(string, string, time.Duration) {}
+func (nopObserver) LeaseLost()                                {}
+func (nopObserver) StoreError(string)                         {}

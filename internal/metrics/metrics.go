@@ -1,0 +1,129 @@
+// Package metrics keeps cyberdrew's Prometheus metrics in a registry of its
+// own and serves them in the text format. The engine and the HTTP surface
+// feed it through the small observer interfaces they declare; nothing here
+// scans the store on a scrape except the one queue-depth call.
+package metrics
+
+import (
+	"context"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+)
+
+// QueueDepth reports the number of runs waiting to be claimed.
+type QueueDepth func(ctx context.Context) (int, error)
+
+// Metrics are the daemon's counters, gauges and histograms.
+type Metrics struct {
+	reg *prometheus.Registry
+
+	eventsAccepted prometheus.Counter
+	eventsRejected *prometheus.CounterVec
+	runsStarted    *prometheus.CounterVec
+	runsFinished   *prometheus.CounterVec
+	stepDuration   *prometheus.HistogramVec
+	startLag       prometheus.Histogram
+	leasesLost     prometheus.Counter
+	storeErrors    *prometheus.CounterVec
+	httpRequests   *prometheus.CounterVec
+}
+
+// New registers every metric in a new registry. depth, when not nil, is
+// called once per scrape for cyberdrew_queue_depth.
+func New(depth QueueDepth) *Metrics {
+	m := &Metrics{
+		reg: prometheus.NewRegistry(),
+		eventsAccepted: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "cyberdrew_events_accepted_total", Help: "Events accepted by the event API.",
+		}),
+		eventsRejected: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "cyberdrew_events_rejected_total", Help: "Event API requests rejected, by reason.",
+		}, []string{"reason"}),
+		runsStarted: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "cyberdrew_runs_started_total", Help: "Runs started for the first time, by function.",
+		}, []string{"function"}),
+		runsFinished: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "cyberdrew_runs_finished_total", Help: "Runs finished by this daemon's workers, by function and status.",
+		}, []string{"function", "status"}),
+		stepDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "cyberdrew_step_duration_seconds",
+			Help:    "Duration of step attempts, by function and outcome (completed, failed, retry).",
+			Buckets: prometheus.ExponentialBuckets(0.001, 4, 10),
+		}, []string{"function", "outcome"}),
+		startLag: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "cyberdrew_event_to_start_seconds",
+			Help:    "Time from a run's creation (its event's arrival) to its first start.",
+			Buckets: prometheus.ExponentialBuckets(0.0005, 4, 12),
+		}),
+		leasesLost: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "cyberdrew_leases_lost_total", Help: "Runs this daemon stopped because another worker took their lease.",
+		}),
+		storeErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "cyberdrew_store_errors_total", Help: "Failed store calls, by operation.",
+		}, []string{"op"}),
+		httpRequests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "cyberdrew_http_requests_total", Help: "HTTP requests, by route pattern and status code.",
+		}, []string{"route", "code"}),
+	}
+	m.reg.MustRegister(m.eventsAccepted, m.eventsRejected, m.runsStarted, m.runsFinished, m.stepDuration,
+		m.startLag, m.leasesLost, m.storeErrors, m.httpRequests,
+		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	if depth != nil {
+		m.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "cyberdrew_queue_depth", Help: "Runs due now and waiting for a worker (-1 when the store does not answer).",
+		}, func() float64 {
+			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+			defer cancel()
+			n, err := depth(ctx)
+			if err != nil {
+				m.StoreError("queue depth")
+				return -1
+			}
+			return float64(n)
+		}))
+	}
+	return m
+}
+
+// Handler serves the registry in the Prometheus text format.
+func (m *Metrics) Handler() http.Handler {
+	return promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{Registry: m.reg})
+}
+
+// EventsAccepted counts n accepted events.
+func (m *Metrics) EventsAccepted(n int) { m.eventsAccepted.Add(float64(n)) }
+
+// EventsRejected counts one rejected intake request.
+func (m *Metrics) EventsRejected(reason string) { m.eventsRejected.WithLabelValues(reason).Inc() }
+
+// Request counts one HTTP request; route is the matched pattern.
+func (m *Metrics) Request(route string, code int) {
+	m.httpRequests.WithLabelValues(route, strconv.Itoa(code)).Inc()
+}
+
+// RunStarted counts a run's first start, lag after its creation.
+func (m *Metrics) RunStarted(function string, lag time.Duration) {
+	m.runsStarted.WithLabelValues(function).Inc()
+	m.startLag.Observe(max(lag, 0).Seconds())
+}
+
+// RunFinished counts a finished run.
+func (m *Metrics) RunFinished(function, status string) {
+	m.runsFinished.WithLabelValues(function, status).Inc()
+}
+
+// StepAttempt observes one step attempt's duration.
+func (m *Metrics) StepAttempt(function, outcome string, d time.Duration) {
+	m.stepDuration.WithLabelValues(function, outcome).Observe(d.Seconds())
+}
+
+// LeaseLost counts a run stopped because its lease was lost.
+func (m *Metrics) LeaseLost() { m.leasesLost.Inc() }
+
+// StoreError counts a failed store call.
+func (m *Metrics) StoreError(op string) { m.storeErrors.WithLabelValues(op).Inc() }
