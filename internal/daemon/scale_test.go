@@ -299,8 +299,10 @@ func TestThreeDaemonsShareOneRedisAndTakeOverAKilledOne(t *testing.T) {
 		takeover = max(takeover, at.Sub(killedAt))
 	}
 	t.Logf("the survivors completed the killed daemon's %d runs %v after the kill (lease %v)", len(leased), takeover, lease)
-	if takeover > lease+time.Second {
-		t.Errorf("takeover took %v, want within the lease (%v) and a second", takeover, lease)
+	// The lease has to lapse first; the rest is claiming and running them,
+	// which a loaded CI machine (-race, two cores) may slow down.
+	if takeover > 2*lease {
+		t.Errorf("takeover took %v, want within two leases (%v each)", takeover, lease)
 	}
 
 	all := listRuns(c, "function="+scaleFunction)
