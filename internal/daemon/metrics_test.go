@@ -79,11 +79,7 @@ func TestMetricsAfterARun(t *testing.T) {
 		t.Fatalf("run ended %s, want Failed", st)
 	}
 
-	code, body := scrape(t, base, cfg.SigningKey)
-	if code != http.StatusOK {
-		t.Fatalf("scrape = %d", code)
-	}
-	for _, want := range []string{
+	wants := []string{
 		`cyberdrew_events_accepted_total 1`,
 		`cyberdrew_events_rejected_total{reason="invalid"} 1`,
 		`cyberdrew_runs_started_total{function="stepper"} 1`,
@@ -97,7 +93,21 @@ func TestMetricsAfterARun(t *testing.T) {
 		`cyberdrew_http_requests_total{code="400",route="POST /e/{eventKey}"} 1`,
 		`cyberdrew_http_requests_total{code="401",route="GET /metrics"} 2`,
 		`go_goroutines `,
-	} {
+	}
+	// The worker counts a finished run once the store has it, just after
+	// the change that announced it: scrape until the counters caught up.
+	var body string
+	for deadline := time.Now().Add(5 * time.Second); ; {
+		var code int
+		code, body = scrape(t, base, cfg.SigningKey)
+		if code != http.StatusOK {
+			t.Fatalf("scrape = %d", code)
+		}
+		if strings.Contains(body, wants[3]) || time.Now().After(deadline) {
+			break
+		}
+	}
+	for _, want := range wants {
 		if !strings.Contains(body, want) {
 			t.Errorf("metrics lack %q", want)
 		}
