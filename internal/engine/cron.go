@@ -114,7 +114,7 @@ func tickLockKey(fnID string, tick time.Time) string {
 
 // NewScheduler returns a scheduler for e's cron functions.
 func NewScheduler(e *Engine) *Scheduler {
-	return &Scheduler{e: e, log: e.log.With("component", "scheduler")}
+	return &Scheduler{e: e, log: e.baseLog.With("component", "scheduler")}
 }
 
 // lastFireKey remembers a function's last fired tick, so a tick missed while

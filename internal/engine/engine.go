@@ -53,7 +53,8 @@ type Options struct {
 type Engine struct {
 	store    store.Store
 	clock    clockwork.Clock
-	log      *slog.Logger
+	log      *slog.Logger // component=engine
+	baseLog  *slog.Logger // for the engine's other components
 	jitter   func(time.Duration) time.Duration
 	validate func(int, IncomingEvent) error
 	observe  Observer
@@ -96,6 +97,7 @@ func New(opts Options) (*Engine, error) {
 		store:     opts.Store,
 		clock:     opts.Clock,
 		log:       opts.Logger.With("component", "engine"),
+		baseLog:   opts.Logger,
 		jitter:    opts.Jitter,
 		validate:  opts.Validate,
 		observe:   opts.Observer,

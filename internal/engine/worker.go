@@ -65,7 +65,7 @@ func NewWorkerPool(e *Engine, opts PoolOptions) *WorkerPool {
 		opts.Owner = fmt.Sprintf("%s:%d:%s", host, os.Getpid(), newID(e.clock.Now())[20:])
 	}
 	return &WorkerPool{
-		e: e, opts: opts, log: e.log.With("component", "workers"),
+		e: e, opts: opts, log: e.baseLog.With("component", "workers"),
 		slotFree: make(chan struct{}, 1),
 		inflight: map[string]context.CancelCauseFunc{},
 	}
