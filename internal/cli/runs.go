@@ -35,6 +35,7 @@ type runsListOptions struct {
 	Until    string
 	Limit    int
 	Cursor   string
+	Quiet    bool
 	Out      io.Writer
 	Now      func() time.Time
 }
@@ -61,6 +62,7 @@ func newRunsListCmd(opts Options, f *clientFlags) *cobra.Command {
 	fs.StringVar(&o.Until, "until", "", "only runs created before: RFC 3339 time or a duration ago")
 	fs.IntVarP(&o.Limit, "limit", "n", 20, "most runs to list (1 to 1000)")
 	fs.StringVar(&o.Cursor, "cursor", "", "cursor of the next page, printed after a full page")
+	fs.BoolVarP(&o.Quiet, "quiet", "q", false, "print only the run ids, one a line")
 	_ = cmd.RegisterFlagCompletionFunc("function", completeFunctionIDs(opts))
 	_ = cmd.RegisterFlagCompletionFunc("status", fixedCompletion("queued", "running", "sleeping", "completed", "failed", "cancelled", "skipped"))
 	_ = cmd.RegisterFlagCompletionFunc("event", completeEventIDs(opts))
@@ -88,6 +90,12 @@ func runRunsList(ctx context.Context, o *runsListOptions) error {
 			p.Data = []client.Run{}
 		}
 		return writeJSON(o.Out, p)
+	}
+	if o.Quiet {
+		for _, r := range p.Data {
+			fmt.Fprintln(o.Out, r.RunID)
+		}
+		return nil
 	}
 	t := newTable(o.Out)
 	fmt.Fprintln(t, "RUN\tFUNCTION\tSTATUS\tCREATED\tDURATION\tEVENT")

@@ -142,28 +142,28 @@ func printSummary(w io.Writer, s jobs.Summary) error {
 	if section("Top posts", len(s.TopPosts)) {
 		t = newTable(w)
 		for i, p := range s.TopPosts {
-			fmt.Fprintf(t, "  %d.\t%s\t%d views\t/%s\n", i+1, titleOr(p.Title, p.Slug), p.Views, p.Slug)
+			fmt.Fprintf(t, "  %d.\t%s\t%s\t/%s\n", i+1, titleOr(p.Title, p.Slug), plural(p.Views, "view"), p.Slug)
 		}
 		_ = t.Flush()
 	}
 	if section("Top referrers", len(s.TopReferrers)) {
 		t = newTable(w)
 		for _, r := range s.TopReferrers {
-			fmt.Fprintf(t, "  %s\t%d views\n", r.Host, r.Views)
+			fmt.Fprintf(t, "  %s\t%s\n", r.Host, plural(r.Views, "view"))
 		}
 		_ = t.Flush()
 	}
 	if section("Milestones", len(s.NewMilestones)) {
 		t = newTable(w)
 		for _, m := range s.NewMilestones {
-			fmt.Fprintf(t, "  %s\t%d views\t%s\n", titleOr(m.Title, m.Slug), m.Milestone, m.Date)
+			fmt.Fprintf(t, "  %s\t%s\t%s\n", titleOr(m.Title, m.Slug), plural(m.Milestone, "view"), m.Date)
 		}
 		_ = t.Flush()
 	}
 	if section("Trending", len(s.Trending)) {
 		t = newTable(w)
 		for i, p := range s.Trending {
-			fmt.Fprintf(t, "  %d.\t%s\t%d recent views\t%d total\n", i+1, titleOr(p.Title, p.Slug), p.RecentViews, p.Views)
+			fmt.Fprintf(t, "  %d.\t%s\t%s recently\t%d in all\n", i+1, titleOr(p.Title, p.Slug), plural(p.RecentViews, "view"), p.Views)
 		}
 		_ = t.Flush()
 	}
@@ -175,4 +175,11 @@ func titleOr(title, slug string) string {
 		return slug
 	}
 	return title
+}
+
+func plural(n int64, noun string) string {
+	if n == 1 {
+		return "1 " + noun
+	}
+	return fmt.Sprintf("%d %ss", n, noun)
 }
