@@ -24,11 +24,15 @@ type ExitCode int
 
 // Exit codes, listed in the root command's help.
 const (
-	ExitOK          ExitCode = 0 // success
-	ExitError       ExitCode = 1 // the command failed
-	ExitUsage       ExitCode = 2 // unknown command or flag, wrong arguments
-	ExitConfig      ExitCode = 3 // invalid configuration: nothing was started
-	ExitUnavailable ExitCode = 4 // the store (or the daemon) cannot be reached
+	ExitOK           ExitCode = 0 // success
+	ExitError        ExitCode = 1 // the command failed
+	ExitUsage        ExitCode = 2 // unknown command or flag, wrong arguments
+	ExitConfig       ExitCode = 3 // invalid configuration: nothing was started
+	ExitUnavailable  ExitCode = 4 // the store (or the daemon) cannot be reached
+	ExitUnauthorized ExitCode = 5 // the daemon refused the event key or the signing key
+	ExitRejected     ExitCode = 6 // the daemon refused the request: invalid event, unknown id, finished run
+	ExitRunFailed    ExitCode = 7 // a run waited for failed or was cancelled
+	ExitTimeout      ExitCode = 8 // the wait for runs timed out
 )
 
 const exitCodesHelp = `Exit codes:
@@ -36,7 +40,11 @@ const exitCodesHelp = `Exit codes:
   1  the command failed
   2  usage: unknown command or flag, wrong arguments
   3  invalid configuration (flags or environment): nothing was started
-  4  unavailable: the store or the daemon cannot be reached`
+  4  unavailable: the store or the daemon cannot be reached
+  5  unauthorized: the daemon refused the event key or the signing key
+  6  rejected: the daemon refused the request (invalid event, unknown id, finished run)
+  7  a run failed or was cancelled (--wait, refresh, summary)
+  8  timed out waiting for runs (--timeout)`
 
 // ServeFunc runs the daemon until ctx ends (SIGINT or SIGTERM), then shuts
 // it down within cfg.ShutdownTimeout. It returns nil after a clean shutdown.
@@ -74,8 +82,21 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer, opts Opti
 	if err == nil {
 		return ExitOK
 	}
-	var cerr *configError
+	var (
+		cerr *configError
+		xerr *exitError
+	)
+	if code, msg, ok := clientFailure(err); ok {
+		fmt.Fprintf(stderr, "cyberdrew: %s\n", msg)
+		return code
+	}
 	switch {
+	case errors.As(err, &xerr):
+		fmt.Fprintf(stderr, "cyberdrew: %v\n", err)
+		if xerr.code == ExitUsage {
+			fmt.Fprintf(stderr, "Run '%s --help' for usage.\n", cmd.CommandPath())
+		}
+		return xerr.code
 	case !started:
 		fmt.Fprintf(stderr, "cyberdrew: %v\nRun '%s --help' for usage.\n", err, cmd.CommandPath())
 		return ExitUsage
@@ -107,9 +128,25 @@ watch and steer all of it.
 		SilenceErrors: true,
 		SilenceUsage:  true,
 	}
-	root.AddCommand(newServeCmd(opts), newVersionCmd(opts.Build))
+	root.AddGroup(
+		&cobra.Group{ID: groupClient, Title: "Talk to a running daemon:"},
+		&cobra.Group{ID: groupDaemon, Title: "Run and inspect this binary:"},
+	)
+	root.SetHelpCommandGroupID(groupDaemon)
+	root.SetCompletionCommandGroupID(groupDaemon)
+	serve, version := newServeCmd(opts), newVersionCmd(opts.Build)
+	serve.GroupID, version.GroupID = groupDaemon, groupDaemon
+	root.AddCommand(serve, version,
+		newSendCmd(opts), newRefreshCmd(opts), newSummaryCmd(opts),
+		newRunsCmd(opts), newEventsCmd(opts), newFunctionsCmd(opts))
 	return root
 }
+
+// Command groups of the root's help.
+const (
+	groupClient = "client"
+	groupDaemon = "daemon"
+)
 
 // configError is a configuration that cannot start: every problem found.
 type configError struct {

@@ -1,0 +1,159 @@
+package cli
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/dcyfr/cyberdrew/internal/client"
+)
+
+// completionTimeout bounds the daemon queries of a shell completion: a
+// daemon that is down must not hang the shell.
+const completionTimeout = 2 * time.Second
+
+// completionClient builds the client of a completion from the flags already
+// typed and the environment; nil when they do not make one.
+func completionClient(cmd *cobra.Command, opts Options) *client.Client {
+	f := newClientFlags(opts)
+	fs := cmd.Flags()
+	f.server, _ = fs.GetString("server")
+	f.token, _ = fs.GetString("token")
+	f.eventKey, _ = fs.GetString("event-key")
+	f.output = outputTable
+	c, err := f.client()
+	if err != nil {
+		return nil
+	}
+	return c
+}
+
+type completeFunc func(cmd *cobra.Command, args []string, toComplete string) ([]cobra.Completion, cobra.ShellCompDirective)
+
+// completeEventNames completes the first argument with the site's known
+// events and the names the daemon has seen.
+func completeEventNames(opts Options) completeFunc {
+	return func(cmd *cobra.Command, args []string, toComplete string) ([]cobra.Completion, cobra.ShellCompDirective) {
+		if len(args) > 0 {
+			return nil, cobra.ShellCompDirectiveNoFileComp
+		}
+		names := siteEventNames()
+		if c := completionClient(cmd, opts); c != nil {
+			ctx, cancel := context.WithTimeout(context.Background(), completionTimeout)
+			defer cancel()
+			if p, err := c.Events(ctx, client.EventFilter{Limit: 200}); err == nil {
+				for _, e := range p.Data {
+					names = append(names, e.Name)
+				}
+			}
+			if fns, err := c.Functions(ctx); err == nil {
+				for _, fn := range fns {
+					for _, t := range fn.Triggers {
+						if t.Event != "" && !strings.HasSuffix(t.Event, "*") {
+							names = append(names, t.Event)
+						}
+					}
+				}
+			}
+		}
+		slices.Sort(names)
+		return filterPrefix(slices.Compact(names), toComplete), cobra.ShellCompDirectiveNoFileComp
+	}
+}
+
+// completeFunctionIDs completes a function id with its name as description.
+func completeFunctionIDs(opts Options) completeFunc {
+	return func(cmd *cobra.Command, args []string, toComplete string) ([]cobra.Completion, cobra.ShellCompDirective) {
+		if len(args) > 0 {
+			return nil, cobra.ShellCompDirectiveNoFileComp
+		}
+		c := completionClient(cmd, opts)
+		if c == nil {
+			return nil, cobra.ShellCompDirectiveNoFileComp
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), completionTimeout)
+		defer cancel()
+		fns, err := c.Functions(ctx)
+		if err != nil {
+			return nil, cobra.ShellCompDirectiveNoFileComp
+		}
+		var out []cobra.Completion
+		for _, fn := range fns {
+			if strings.HasPrefix(fn.ID, toComplete) {
+				out = append(out, cobra.CompletionWithDesc(fn.ID, fn.Name))
+			}
+		}
+		return out, cobra.ShellCompDirectiveNoFileComp
+	}
+}
+
+// completeRunIDs completes run ids, newest first, those with one of
+// statuses when given, described by function and status.
+func completeRunIDs(opts Options, statuses ...string) completeFunc {
+	return func(cmd *cobra.Command, args []string, toComplete string) ([]cobra.Completion, cobra.ShellCompDirective) {
+		c := completionClient(cmd, opts)
+		if c == nil {
+			return nil, cobra.ShellCompDirectiveNoFileComp
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), completionTimeout)
+		defer cancel()
+		p, err := c.Runs(ctx, client.RunFilter{Statuses: statuses, Limit: 100})
+		if err != nil {
+			return nil, cobra.ShellCompDirectiveNoFileComp
+		}
+		var out []cobra.Completion
+		for _, r := range p.Data {
+			if strings.HasPrefix(r.RunID, toComplete) && !slices.Contains(args, r.RunID) {
+				out = append(out, cobra.CompletionWithDesc(r.RunID, fmt.Sprintf("%s %s", r.FunctionID, r.Status)))
+			}
+		}
+		return out, cobra.ShellCompDirectiveNoFileComp | cobra.ShellCompDirectiveKeepOrder
+	}
+}
+
+// completeEventIDs completes event ids, newest first, described by name.
+func completeEventIDs(opts Options) completeFunc {
+	return func(cmd *cobra.Command, args []string, toComplete string) ([]cobra.Completion, cobra.ShellCompDirective) {
+		if len(args) > 0 {
+			return nil, cobra.ShellCompDirectiveNoFileComp
+		}
+		c := completionClient(cmd, opts)
+		if c == nil {
+			return nil, cobra.ShellCompDirectiveNoFileComp
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), completionTimeout)
+		defer cancel()
+		p, err := c.Events(ctx, client.EventFilter{Limit: 100})
+		if err != nil {
+			return nil, cobra.ShellCompDirectiveNoFileComp
+		}
+		var out []cobra.Completion
+		for _, e := range p.Data {
+			if strings.HasPrefix(e.InternalID, toComplete) {
+				out = append(out, cobra.CompletionWithDesc(e.InternalID, e.Name))
+			}
+		}
+		return out, cobra.ShellCompDirectiveNoFileComp | cobra.ShellCompDirectiveKeepOrder
+	}
+}
+
+func filterPrefix(names []string, prefix string) []cobra.Completion {
+	var out []cobra.Completion
+	for _, n := range names {
+		if strings.HasPrefix(n, prefix) {
+			out = append(out, n)
+		}
+	}
+	return out
+}
+
+// fixedCompletion completes a flag with fixed values.
+func fixedCompletion(values ...string) completeFunc {
+	return func(*cobra.Command, []string, string) ([]cobra.Completion, cobra.ShellCompDirective) {
+		return values, cobra.ShellCompDirectiveNoFileComp
+	}
+}

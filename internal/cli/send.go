@@ -1,0 +1,230 @@
+package cli
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/dcyfr/cyberdrew/internal/client"
+)
+
+// sendOptions are the send command's flags and streams.
+type sendOptions struct {
+	*clientFlags
+	Name    string
+	Data    string
+	ID      string
+	TS      string
+	User    string
+	Example bool
+	Wait    bool
+	Timeout time.Duration
+
+	In          io.Reader
+	Out, ErrOut io.Writer
+	Now         func() time.Time
+}
+
+func newSendCmd(opts Options) *cobra.Command {
+	o := &sendOptions{clientFlags: newClientFlags(opts), Now: time.Now}
+	cmd := &cobra.Command{
+		Use:   "send NAME",
+		Short: "Send an event to the daemon",
+		Long: `Send one event through the event API (POST /e/{key}), print its id and the
+functions it triggered; with --wait, follow those runs to their end and
+print each run's status with its output or error.
+
+The data is a JSON object from --data '{…}', --data @file.json or --data -
+(stdin); --example fills a sample payload for the site's known events.
+--wait exits 7 when a run failed or was cancelled, 8 when --timeout passed.`,
+		Example: `  cyberdrew send test/hello.world --data '{"email":"a@b.c"}' --wait
+  cyberdrew send blog/post.viewed --example
+  cyberdrew send contact/form.submitted --data @contact.json --id contact-42
+  echo '{"email":"a@b.c"}' | cyberdrew send test/hello.world --data - -o json`,
+		Args:              cobra.ExactArgs(1),
+		ValidArgsFunction: completeEventNames(opts),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			o.Name = args[0]
+			o.In, o.Out, o.ErrOut = cmd.InOrStdin(), cmd.OutOrStdout(), cmd.ErrOrStderr()
+			return runSend(cmd.Context(), o)
+		},
+	}
+	fs := cmd.Flags()
+	fs.StringVarP(&o.Data, "data", "d", "", "event data: a JSON object, @file.json, or - for stdin")
+	fs.StringVar(&o.ID, "id", "", "idempotency id: another event with it within 24h triggers nothing")
+	fs.StringVar(&o.TS, "ts", "", "event time: milliseconds since the epoch or RFC 3339 (a future time delays its runs)")
+	fs.StringVar(&o.User, "user", "", "user object, JSON")
+	fs.BoolVar(&o.Example, "example", false, "use a sample payload of a known site event")
+	fs.BoolVarP(&o.Wait, "wait", "w", false, "wait for the triggered runs and print their results")
+	fs.DurationVar(&o.Timeout, "timeout", time.Minute, "how long --wait waits")
+	o.register(cmd, false)
+	return clientCommand(cmd)
+}
+
+// readData reads --data: inline JSON, @file or - (stdin).
+func readData(v string, in io.Reader) (json.RawMessage, error) {
+	var (
+		b    []byte
+		err  error
+		from = "--data"
+	)
+	switch {
+	case v == "-":
+		b, err = io.ReadAll(in)
+		from = "stdin"
+	case strings.HasPrefix(v, "@"):
+		b, err = os.ReadFile(v[1:])
+		from = v[1:]
+	default:
+		b = []byte(v)
+	}
+	if err != nil {
+		return nil, usageErrorf("--data: %v", err)
+	}
+	return jsonObject(from, b)
+}
+
+// jsonObject checks that b is one JSON object.
+func jsonObject(from string, b []byte) (json.RawMessage, error) {
+	b = bytes.TrimSpace(b)
+	var obj map[string]json.RawMessage
+	if err := json.Unmarshal(b, &obj); err != nil || obj == nil {
+		reason := "want a JSON object {…}"
+		if err != nil && len(b) > 0 && b[0] == '{' {
+			reason = "malformed JSON: " + err.Error()
+		}
+		return nil, usageErrorf("%s: %s", from, reason)
+	}
+	return b, nil
+}
+
+func parseTS(v string) (int64, error) {
+	if v == "" {
+		return 0, nil
+	}
+	if ms, err := strconv.ParseInt(v, 10, 64); err == nil {
+		return ms, nil
+	}
+	t, err := time.Parse(time.RFC3339Nano, v)
+	if err != nil {
+		return 0, usageErrorf("--ts %q: want milliseconds since the epoch or an RFC 3339 time", v)
+	}
+	return t.UnixMilli(), nil
+}
+
+// sendResult is send's JSON output.
+type sendResult struct {
+	ID       string `json:"id"`
+	Name     string `json:"name"`
+	Runs     any    `json:"runs"`
+	TimedOut bool   `json:"timed_out,omitempty"`
+}
+
+func runSend(ctx context.Context, o *sendOptions) error {
+	c, err := o.client()
+	if err != nil {
+		return err
+	}
+	ev := client.Event{Name: o.Name, ID: o.ID}
+	switch {
+	case o.Example && o.Data != "":
+		return usageErrorf("--example and --data are exclusive")
+	case o.Example:
+		data, ok := examplePayload(o.Name, o.Now())
+		if !ok {
+			return usageErrorf("--example: no sample for %q; known events: %s", o.Name, strings.Join(siteEventNames(), ", "))
+		}
+		ev.Data = data
+	case o.Data != "":
+		if ev.Data, err = readData(o.Data, o.In); err != nil {
+			return err
+		}
+	}
+	if o.User != "" {
+		if ev.User, err = jsonObject("--user", []byte(o.User)); err != nil {
+			return err
+		}
+	}
+	if ev.TS, err = parseTS(o.TS); err != nil {
+		return err
+	}
+	return sendAndReport(ctx, c, o.clientFlags, ev, o.Wait, o.Timeout, o.Out, o.ErrOut)
+}
+
+// sendAndReport sends ev and prints what it triggered; with wait it follows
+// the runs and reports their ends.
+func sendAndReport(ctx context.Context, c *client.Client, f *clientFlags, ev client.Event, wait bool, timeout time.Duration, out, errOut io.Writer) error {
+	ids, err := c.Send(ctx, ev)
+	if err != nil {
+		return err
+	}
+	if len(ids) != 1 {
+		return fmt.Errorf("send: the daemon answered %d ids for one event", len(ids))
+	}
+	id := ids[0]
+	if !wait {
+		runs, err := c.EventRuns(ctx, id)
+		var ae *client.APIError
+		if errors.As(err, &ae) && ae.Status == 401 {
+			fmt.Fprintln(errOut, "note: cannot list the triggered runs: set INNGEST_SIGNING_KEY (--token)")
+			err, runs = nil, nil
+		}
+		if err != nil {
+			return err
+		}
+		if f.json() {
+			if runs == nil {
+				runs = []client.Run{}
+			}
+			return writeJSON(out, sendResult{ID: id, Name: ev.Name, Runs: runs})
+		}
+		fmt.Fprintf(out, "%s\n", id)
+		if len(runs) == 0 {
+			fmt.Fprintf(errOut, "sent %s: no run started yet\n", ev.Name)
+		}
+		for _, r := range runs {
+			fmt.Fprintf(errOut, "triggered %s (run %s, %s)\n", r.FunctionID, r.RunID, r.Status)
+		}
+		return nil
+	}
+	// The stream filtered on the event follows its runs, those that exist
+	// (the daemon seeds the filter with them) and those still to come;
+	// waitForRuns lists them once the stream is open, so nothing is missed.
+	st, err := c.Stream(ctx, client.StreamFilter{EventID: id})
+	if err != nil {
+		return err
+	}
+	if !f.json() {
+		fmt.Fprintf(out, "%s\n", id)
+	}
+	spin := startSpinner(errOut, "waiting for "+ev.Name)
+	res, err := waitForRuns(ctx, c, st, id, ev.Name, timeout, spin)
+	spin.Stop()
+	if err != nil {
+		return err
+	}
+	if f.json() {
+		runs := res.Runs
+		if runs == nil {
+			runs = []client.RunDetail{}
+		}
+		if err := writeJSON(out, sendResult{ID: id, Name: ev.Name, Runs: runs, TimedOut: res.TimedOut}); err != nil {
+			return err
+		}
+	} else {
+		if len(res.Runs) == 0 && !res.TimedOut {
+			fmt.Fprintf(errOut, "no function is triggered by %s\n", ev.Name)
+		}
+		printRunResults(out, res.Runs)
+	}
+	return waitOutcome(res, timeout)
+}

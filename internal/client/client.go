@@ -1,0 +1,477 @@
+// Package client is a typed Go client of the cyberdrew daemon's HTTP API:
+// the event API (POST /e/{key}), the admin API under /v1 (events, runs,
+// functions, the server-sent stream) and the site's public reads. Every
+// command of the cyberdrew CLI but serve talks to the daemon through it.
+package client
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"strings"
+	"time"
+)
+
+// DefaultURL is the daemon's default address.
+const DefaultURL = "http://127.0.0.1:8288"
+
+// Client calls one daemon.
+type Client struct {
+	base     *url.URL
+	eventKey string
+	token    string
+	http     *http.Client
+}
+
+// Options configure a Client.
+type Options struct {
+	// URL is the daemon's base URL; empty means DefaultURL.
+	URL string
+	// EventKey is the event API's key (INNGEST_EVENT_KEY); empty sends
+	// "dev", which a daemon without event keys accepts.
+	EventKey string
+	// Token is the admin API's bearer signing key (INNGEST_SIGNING_KEY).
+	Token string
+	// HTTP is the transport; nil means a client without a global timeout
+	// (streams are long), each call bounded by its context.
+	HTTP *http.Client
+}
+
+// New checks the URL and returns a client.
+func New(opts Options) (*Client, error) {
+	raw := opts.URL
+	if raw == "" {
+		raw = DefaultURL
+	}
+	u, err := url.Parse(raw)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return nil, fmt.Errorf("client: server URL %q: want http://host:port or https://host", raw)
+	}
+	u.Path = strings.TrimRight(u.Path, "/")
+	hc := opts.HTTP
+	if hc == nil {
+		hc = &http.Client{}
+	}
+	return &Client{base: u, eventKey: opts.EventKey, token: opts.Token, http: hc}, nil
+}
+
+// URL is the daemon's base URL.
+func (c *Client) URL() string { return c.base.String() }
+
+// UnreachableError is a daemon that did not answer: refused, unknown host,
+// timed out before any answer.
+type UnreachableError struct {
+	URL string
+	Err error
+}
+
+func (e *UnreachableError) Error() string {
+	return fmt.Sprintf("cannot reach the daemon at %s: %v", e.URL, e.Err)
+}
+
+func (e *UnreachableError) Unwrap() error { return e.Err }
+
+// Area names the side of the API a request went to, for error messages that
+// say which key is missing.
+type Area string
+
+// Areas.
+const (
+	AreaEvents Area = "event API"
+	AreaAdmin  Area = "admin API"
+	AreaSite   Area = "site API"
+)
+
+// APIError is an error answer of the daemon: its status and message.
+type APIError struct {
+	Status  int
+	Message string
+	Method  string
+	Path    string
+	Area    Area
+}
+
+func (e *APIError) Error() string {
+	return fmt.Sprintf("%s %s: %d %s: %s", e.Method, e.Path, e.Status, http.StatusText(e.Status), e.Message)
+}
+
+// IsStatus reports whether err is an APIError with that status.
+func IsStatus(err error, status int) bool {
+	var ae *APIError
+	return errors.As(err, &ae) && ae.Status == status
+}
+
+// do sends one request and decodes a 2xx JSON answer into out (nil: drop).
+func (c *Client) do(ctx context.Context, area Area, method, path string, query url.Values, body any, out any) error {
+	req, err := c.request(ctx, area, method, path, query, body)
+	if err != nil {
+		return err
+	}
+	resp, err := c.send(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if err := c.check(req, area, resp); err != nil {
+		return err
+	}
+	if out == nil {
+		_, _ = io.Copy(io.Discard, resp.Body)
+		return nil
+	}
+	if err := json.NewDecoder(resp.Body).Decode(out); err != nil {
+		return fmt.Errorf("client: %s %s: decode answer: %w", method, path, err)
+	}
+	return nil
+}
+
+func (c *Client) request(ctx context.Context, area Area, method, path string, query url.Values, body any) (*http.Request, error) {
+	u := *c.base
+	u.Path += path
+	u.RawQuery = query.Encode()
+	var rd io.Reader
+	if body != nil {
+		b, err := json.Marshal(body)
+		if err != nil {
+			return nil, fmt.Errorf("client: encode body: %w", err)
+		}
+		rd = bytes.NewReader(b)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, u.String(), rd)
+	if err != nil {
+		return nil, fmt.Errorf("client: %w", err)
+	}
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	req.Header.Set("Accept", "application/json")
+	if area == AreaAdmin && c.token != "" {
+		req.Header.Set("Authorization", "Bearer "+c.token)
+	}
+	return req, nil
+}
+
+func (c *Client) send(req *http.Request) (*http.Response, error) {
+	resp, err := c.http.Do(req)
+	if err != nil {
+		if ctxErr := req.Context().Err(); ctxErr != nil {
+			return nil, ctxErr
+		}
+		var ue *url.Error
+		if errors.As(err, &ue) {
+			err = ue.Err
+		}
+		return nil, &UnreachableError{URL: c.URL(), Err: err}
+	}
+	return resp, nil
+}
+
+// check turns a non-2xx answer into an *APIError with the server's message.
+func (c *Client) check(req *http.Request, area Area, resp *http.Response) error {
+	if resp.StatusCode >= 200 && resp.StatusCode < 300 {
+		return nil
+	}
+	b, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
+	var eb struct {
+		Error string `json:"error"`
+	}
+	msg := strings.TrimSpace(string(b))
+	if json.Unmarshal(b, &eb) == nil && eb.Error != "" {
+		msg = eb.Error
+	}
+	if msg == "" {
+		msg = http.StatusText(resp.StatusCode)
+	}
+	return &APIError{Status: resp.StatusCode, Message: msg, Method: req.Method, Path: req.URL.Path, Area: area}
+}
+
+// Ready asks /readyz; nil when the daemon and its store are ready.
+func (c *Client) Ready(ctx context.Context) error {
+	return c.do(ctx, AreaSite, http.MethodGet, "/readyz", nil, nil, nil)
+}
+
+// Event is an event to send, Inngest's payload.
+type Event struct {
+	Name string          `json:"name"`
+	Data json.RawMessage `json:"data,omitempty"`
+	User json.RawMessage `json:"user,omitempty"`
+	ID   string          `json:"id,omitempty"`
+	TS   int64           `json:"ts,omitempty"`
+}
+
+// Send posts events to the event API and returns their ids in order.
+func (c *Client) Send(ctx context.Context, events ...Event) ([]string, error) {
+	key := c.eventKey
+	if key == "" {
+		key = "dev"
+	}
+	var out struct {
+		IDs []string `json:"ids"`
+	}
+	if err := c.do(ctx, AreaEvents, http.MethodPost, "/e/"+url.PathEscape(key), nil, events, &out); err != nil {
+		var ae *APIError
+		if errors.As(err, &ae) {
+			ae.Path = "/e/…" // never show the key
+		}
+		return nil, err
+	}
+	return out.IDs, nil
+}
+
+// StoredEvent is an event as the admin API shows it.
+type StoredEvent struct {
+	InternalID string          `json:"internal_id"`
+	ID         string          `json:"id"`
+	Name       string          `json:"name"`
+	Data       json.RawMessage `json:"data"`
+	User       json.RawMessage `json:"user"`
+	TS         int64           `json:"ts"`
+	V          string          `json:"v"`
+	ReceivedAt *time.Time      `json:"received_at"`
+}
+
+// Run is a run as the admin API shows it.
+type Run struct {
+	RunID        string          `json:"run_id"`
+	EventID      string          `json:"event_id"`
+	FunctionID   string          `json:"function_id"`
+	Status       string          `json:"status"`
+	RunStartedAt *time.Time      `json:"run_started_at"`
+	EndedAt      *time.Time      `json:"ended_at"`
+	Output       json.RawMessage `json:"output"`
+	Error        string          `json:"error,omitempty"`
+	Attempt      int             `json:"attempt"`
+	CreatedAt    *time.Time      `json:"created_at"`
+	EventIDs     []string        `json:"event_ids"`
+	AvailableAt  *time.Time      `json:"available_at"`
+}
+
+// Finished reports whether the run's status is final.
+func (r Run) Finished() bool { return Finished(r.Status) }
+
+// Finished reports whether a run status is final.
+func Finished(status string) bool {
+	switch status {
+	case "Completed", "Failed", "Cancelled", "Skipped":
+		return true
+	}
+	return false
+}
+
+// RunDetail is a run with its steps.
+type RunDetail struct {
+	Run
+	Steps []Step `json:"steps"`
+}
+
+// Step is one step of a run.
+type Step struct {
+	ID        string          `json:"id"`
+	Name      string          `json:"name"`
+	Kind      string          `json:"kind"`
+	Status    string          `json:"status"`
+	Attempts  []Attempt       `json:"attempts"`
+	StartedAt *time.Time      `json:"started_at"`
+	EndedAt   *time.Time      `json:"ended_at"`
+	Output    json.RawMessage `json:"output"`
+	Error     string          `json:"error,omitempty"`
+	WakeAt    *time.Time      `json:"wake_at"`
+	Wait      json.RawMessage `json:"wait,omitempty"`
+}
+
+// Attempt is one try of a step.
+type Attempt struct {
+	StartedAt *time.Time `json:"started_at"`
+	EndedAt   *time.Time `json:"ended_at"`
+	Error     string     `json:"error,omitempty"`
+}
+
+// Page is one page of a listing; Cursor is empty on the last one.
+type Page[T any] struct {
+	Data   []T    `json:"data"`
+	Cursor string `json:"cursor"`
+}
+
+// EventFilter selects events.
+type EventFilter struct {
+	Name         string
+	Since, Until time.Time
+	Limit        int
+	Cursor       string
+}
+
+func (f EventFilter) query() url.Values {
+	q := url.Values{}
+	set(q, "name", f.Name)
+	window(q, f.Since, f.Until, f.Limit, f.Cursor)
+	return q
+}
+
+// RunFilter selects runs.
+type RunFilter struct {
+	Function     string
+	Statuses     []string
+	EventID      string
+	Since, Until time.Time
+	Limit        int
+	Cursor       string
+}
+
+func (f RunFilter) query() url.Values {
+	q := url.Values{}
+	set(q, "function", f.Function)
+	set(q, "status", strings.Join(f.Statuses, ","))
+	set(q, "event_id", f.EventID)
+	window(q, f.Since, f.Until, f.Limit, f.Cursor)
+	return q
+}
+
+func set(q url.Values, k, v string) {
+	if v != "" {
+		q.Set(k, v)
+	}
+}
+
+func window(q url.Values, since, until time.Time, limit int, cursor string) {
+	if !since.IsZero() {
+		q.Set("since", since.UTC().Format(time.RFC3339Nano))
+	}
+	if !until.IsZero() {
+		q.Set("until", until.UTC().Format(time.RFC3339Nano))
+	}
+	if limit > 0 {
+		q.Set("limit", fmt.Sprint(limit))
+	}
+	set(q, "cursor", cursor)
+}
+
+type dataOf[T any] struct {
+	Data T `json:"data"`
+}
+
+// Events lists events, newest first.
+func (c *Client) Events(ctx context.Context, f EventFilter) (Page[StoredEvent], error) {
+	var p Page[StoredEvent]
+	err := c.do(ctx, AreaAdmin, http.MethodGet, "/v1/events", f.query(), nil, &p)
+	return p, err
+}
+
+// Event reads one event by its internal id.
+func (c *Client) Event(ctx context.Context, id string) (StoredEvent, error) {
+	var d dataOf[StoredEvent]
+	err := c.do(ctx, AreaAdmin, http.MethodGet, "/v1/events/"+url.PathEscape(id), nil, nil, &d)
+	return d.Data, err
+}
+
+// EventRuns lists the runs an event triggered.
+func (c *Client) EventRuns(ctx context.Context, id string) ([]Run, error) {
+	var d dataOf[[]Run]
+	err := c.do(ctx, AreaAdmin, http.MethodGet, "/v1/events/"+url.PathEscape(id)+"/runs", nil, nil, &d)
+	return d.Data, err
+}
+
+// Runs lists runs, newest first.
+func (c *Client) Runs(ctx context.Context, f RunFilter) (Page[Run], error) {
+	var p Page[Run]
+	err := c.do(ctx, AreaAdmin, http.MethodGet, "/v1/runs", f.query(), nil, &p)
+	return p, err
+}
+
+// Run reads a run with its steps.
+func (c *Client) Run(ctx context.Context, id string) (RunDetail, error) {
+	var d dataOf[RunDetail]
+	err := c.do(ctx, AreaAdmin, http.MethodGet, "/v1/runs/"+url.PathEscape(id), nil, nil, &d)
+	return d.Data, err
+}
+
+// Cancel cancels an unfinished run (409 when it has finished).
+func (c *Client) Cancel(ctx context.Context, id string) (Run, error) {
+	var d dataOf[Run]
+	err := c.do(ctx, AreaAdmin, http.MethodDelete, "/v1/runs/"+url.PathEscape(id), nil, nil, &d)
+	return d.Data, err
+}
+
+// RunRef names a run just created.
+type RunRef struct {
+	RunID      string `json:"run_id"`
+	FunctionID string `json:"function_id"`
+	Status     string `json:"status"`
+}
+
+// Rerun starts the run's function again with the same event.
+func (c *Client) Rerun(ctx context.Context, id string) (RunRef, error) {
+	var d dataOf[RunRef]
+	err := c.do(ctx, AreaAdmin, http.MethodPost, "/v1/runs/"+url.PathEscape(id)+"/rerun", nil, nil, &d)
+	return d.Data, err
+}
+
+// Trigger is what starts a function: an event name (with an optional final
+// wildcard) or a cron spec.
+type Trigger struct {
+	Event string `json:"event,omitempty"`
+	Cron  string `json:"cron,omitempty"`
+}
+
+// Matches reports whether an event trigger fires on name.
+func (t Trigger) Matches(name string) bool {
+	if t.Event == "" {
+		return false
+	}
+	if prefix, ok := strings.CutSuffix(t.Event, "*"); ok {
+		return strings.HasPrefix(name, prefix)
+	}
+	return t.Event == name
+}
+
+// Function is a registered function.
+type Function struct {
+	ID       string        `json:"id"`
+	Name     string        `json:"name"`
+	Triggers []Trigger     `json:"triggers"`
+	Retries  *int          `json:"retries,omitempty"`
+	Disabled string        `json:"disabled,omitempty"`
+	NextCron *time.Time    `json:"next_cron,omitempty"`
+	Stats    FunctionStats `json:"stats"`
+}
+
+// FunctionStats are a function's recent counters.
+type FunctionStats struct {
+	RunsLastHour     int        `json:"runs_last_hour"`
+	FailuresLastHour int        `json:"failures_last_hour"`
+	LastStatus       string     `json:"last_status,omitempty"`
+	LastRunAt        *time.Time `json:"last_run_at,omitempty"`
+}
+
+// Functions lists the registered functions.
+func (c *Client) Functions(ctx context.Context) ([]Function, error) {
+	var d dataOf[[]Function]
+	err := c.do(ctx, AreaAdmin, http.MethodGet, "/v1/functions", nil, nil, &d)
+	return d.Data, err
+}
+
+// Invocation is what an invoke created.
+type Invocation struct {
+	EventID string   `json:"event_id"`
+	RunIDs  []string `json:"run_ids"`
+}
+
+// Invoke runs a function now with data as its event's data (nil: {}).
+func (c *Client) Invoke(ctx context.Context, functionID string, data json.RawMessage) (Invocation, error) {
+	var body any
+	if len(data) > 0 {
+		body = map[string]json.RawMessage{"data": data}
+	}
+	var d dataOf[Invocation]
+	err := c.do(ctx, AreaAdmin, http.MethodPost, "/v1/functions/"+url.PathEscape(functionID)+"/invoke", nil, body, &d)
+	return d.Data, err
+}
+
+// Get reads a JSON answer of any route (the site's public reads) into out.
+func (c *Client) Get(ctx context.Context, path string, query url.Values, out any) error {
+	return c.do(ctx, AreaSite, http.MethodGet, path, query, nil, out)
+}
