@@ -12,7 +12,8 @@ import (
 
 // Retention deletes finished runs and events older than the retention
 // period, in small batches so intake never waits on it, once at start and
-// then every pruneEvery.
+// then every quarter of the period, at most every maxPruneEvery: nothing
+// outlives the period by more than a quarter of it.
 type Retention struct {
 	st     store.Store
 	clock  clockwork.Clock
@@ -23,8 +24,8 @@ type Retention struct {
 }
 
 const (
-	pruneEvery = 10 * time.Minute
-	pruneBatch = 500
+	maxPruneEvery = 10 * time.Minute
+	pruneBatch    = 500
 )
 
 // NewRetention returns the pruner; keep 0 keeps everything.
@@ -39,9 +40,9 @@ func (r *Retention) Start(ctx context.Context) error {
 	}
 	ctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	r.cancel, r.done = cancel, make(chan struct{})
+	t := r.clock.NewTicker(min(maxPruneEvery, r.keep/4))
 	go func() {
 		defer close(r.done)
-		t := r.clock.NewTicker(pruneEvery)
 		defer t.Stop()
 		for {
 			r.prune(ctx)

@@ -31,7 +31,8 @@ import (
 // serve command line as its arguments, parsed by the real CLI.
 const (
 	serveChildEnv = "CYBERDREW_TEST_SERVE_CHILD"
-	// serveFuncsEnv picks the child's functions: "scale" or "cron".
+	// serveFuncsEnv picks the child's functions: "scale", "cron",
+	// "shutdown" or "chaos".
 	serveFuncsEnv = "CYBERDREW_TEST_SERVE_FUNCS"
 )
 
@@ -44,9 +45,14 @@ const (
 // runServeChild runs `cyberdrew serve` with os.Args through the real CLI,
 // registering the test functions of serveFuncsEnv, and prints its address.
 func runServeChild(dir string) int {
-	fns := scaleFunctions(dir)
-	if os.Getenv(serveFuncsEnv) == "cron" {
+	var fns []engine.Function
+	switch os.Getenv(serveFuncsEnv) {
+	case "cron":
 		fns = cronFunctions(dir)
+	case "shutdown", "chaos":
+		fns = pacedFunctions(dir)
+	default:
+		fns = scaleFunctions(dir)
 	}
 	serve := func(ctx context.Context, cfg config.Serve, logger *slog.Logger) error {
 		d, err := daemon.New(ctx, cfg, logger, daemon.Options{Functions: fns})

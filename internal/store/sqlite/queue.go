@@ -534,10 +534,31 @@ func (s *Store) Prune(ctx context.Context, cutoff time.Time, batch int) (int, er
 			}
 			removed += int(n)
 		}
-		return nil
+		if removed == 0 {
+			return nil
+		}
+		return t.vacuum()
 	})
 	if err != nil {
 		return 0, err
 	}
 	return removed, nil
+}
+
+// vacuumPages bounds the free pages one prune gives back to the file system.
+const vacuumPages = 2000
+
+// vacuum gives free pages back, so the file shrinks after a prune. It only
+// acts on a database created with auto_vacuum=INCREMENTAL (every one Open
+// creates); an older file keeps its free pages and reuses them. The pragma
+// frees a page per step: read all its rows.
+func (t *txn) vacuum() error {
+	rows, err := t.query(fmt.Sprintf("PRAGMA incremental_vacuum(%d)", vacuumPages))
+	if err != nil {
+		return err
+	}
+	defer rows.Close()
+	for rows.Next() {
+	}
+	return rows.Err()
 }

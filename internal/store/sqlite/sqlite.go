@@ -112,7 +112,9 @@ func Open(ctx context.Context, path string, opts Options) (*Store, error) {
 		// Every operation runs in a savepoint, whose undo pages go to the
 		// statement journal: keep it in memory, not in a temporary file.
 		// A 64 MiB page cache keeps the hot index pages of a busy queue.
-		"_pragma": {"temp_store(memory)", "cache_size(-65536)"},
+		// auto_vacuum takes effect only on a new database (before its
+		// first table): Prune then returns freed pages to the file system.
+		"_pragma": {"auto_vacuum(incremental)", "temp_store(memory)", "cache_size(-65536)"},
 	}))
 	if err != nil {
 		return nil, fmt.Errorf("sqlite: open: %w", err)
