@@ -277,11 +277,15 @@ func TestCustomBackoffAndExhaustedRetriesFailTheRun(t *testing.T) {
 		})
 		id := oneRun(t, b.send(t, "test/doomed", `{}`))
 		for i, d := range []time.Duration{time.Minute, 2 * time.Minute} {
+			// Steps first, then the run: a run read after the attempt was
+			// recorded and found without a lease has been suspended.
+			var r store.Run
 			b.waitFor(t, "a retry to be scheduled", func() bool {
-				r := b.run(t, id)
-				return len(steps(t, b, id)["always-fails"].Attempts) == i+1 && r.LeaseOwner == ""
+				attempts := len(steps(t, b, id)["always-fails"].Attempts)
+				r = b.run(t, id)
+				return attempts == i+1 && r.LeaseOwner == ""
 			})
-			if got := b.run(t, id).AvailableAt.Sub(b.clock.Now()); got != d {
+			if got := r.AvailableAt.Sub(b.clock.Now()); got != d {
 				t.Fatalf("next attempt in %v, want %v", got, d)
 			}
 			b.clock.Advance(d)
