@@ -87,6 +87,13 @@ func spawn(t *testing.T, dir, addr string) (string, *exec.Cmd) {
 	t.Helper()
 	cmd := exec.Command(os.Args[0], "-test.run=^$")
 	cmd.Env = append(os.Environ(), childEnv+"="+dir, childEnv+"_ADDR="+addr)
+	return startChild(t, cmd), cmd
+}
+
+// startChild starts a child daemon (killed when the test ends) and returns
+// its base URL, which it prints first as "ADDR host:port".
+func startChild(t *testing.T, cmd *exec.Cmd) string {
+	t.Helper()
 	cmd.Stderr = os.Stderr
 	out, err := cmd.StdoutPipe()
 	if err != nil {
@@ -101,7 +108,7 @@ func spawn(t *testing.T, dir, addr string) (string, *exec.Cmd) {
 	if err != nil || !ok {
 		t.Fatalf("child daemon did not start: %q %v", line, err)
 	}
-	return "http://" + got, cmd
+	return "http://" + got
 }
 
 func TestKillDashNineLosesNothingAndRepeatsNoStep(t *testing.T) {

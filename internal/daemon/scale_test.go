@@ -1,7 +1,6 @@
 package daemon_test
 
 import (
-	"bufio"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -167,21 +166,7 @@ func spawnServe(t *testing.T, dir, funcs string, args ...string) serveChild {
 	t.Helper()
 	cmd := exec.Command(os.Args[0], append([]string{"serve", "--addr", "127.0.0.1:0", "--data-dir", dir, "--log-level", "error"}, args...)...)
 	cmd.Env = append(os.Environ(), serveChildEnv+"="+dir, serveFuncsEnv+"="+funcs)
-	cmd.Stderr = os.Stderr
-	out, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
-	line, err := bufio.NewReader(out).ReadString('\n')
-	got, ok := strings.CutPrefix(strings.TrimSpace(line), "ADDR ")
-	if err != nil || !ok {
-		t.Fatalf("child daemon did not start: %q %v", line, err)
-	}
-	return serveChild{base: "http://" + got, cmd: cmd}
+	return serveChild{base: startChild(t, cmd), cmd: cmd}
 }
 
 // listRuns pages through /v1/runs with query and returns run id -> status.
