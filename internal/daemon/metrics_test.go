@@ -89,6 +89,7 @@ func TestMetricsAfterARun(t *testing.T) {
 		`cyberdrew_event_to_start_seconds_count 1`,
 		`cyberdrew_queue_depth 0`,
 		`cyberdrew_leases_lost_total 0`,
+		`cyberdrew_lease_takeovers_total 0`,
 		`cyberdrew_http_requests_total{code="200",route="POST /e/{eventKey}"} 1`,
 		`cyberdrew_http_requests_total{code="400",route="POST /e/{eventKey}"} 1`,
 		`cyberdrew_http_requests_total{code="401",route="GET /metrics"} 2`,

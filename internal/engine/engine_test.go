@@ -32,6 +32,7 @@ type bundle struct {
 type options struct {
 	leaseTTL time.Duration
 	noPool   bool
+	observer engine.Observer
 }
 
 func TestMain(m *testing.M) { backendtest.Main(m, "engine") }
@@ -51,7 +52,8 @@ func setup(t *testing.T, be backendtest.Backend, o options, fns ...engine.Functi
 	t.Cleanup(cancel)
 	clock := clockwork.NewFakeClockAt(start)
 	st, _ := be.Open(t, ctx, clock)
-	eng, err := engine.New(engine.Options{Store: st, Clock: clock, Jitter: func(d time.Duration) time.Duration { return d }})
+	eng, err := engine.New(engine.Options{Store: st, Clock: clock, Observer: o.observer,
+		Jitter: func(d time.Duration) time.Duration { return d }})
 	if err != nil {
 		t.Fatalf("engine: %v", err)
 	}
@@ -708,7 +710,8 @@ func TestFinishTimeoutAndCancel(t *testing.T) {
 func TestLapsedLeaseIsTakenOver(t *testing.T) {
 	eachBackend(t, func(t *testing.T, be backendtest.Backend) {
 		var runs atomic.Int32
-		b := setup(t, be, options{noPool: true}, engine.Function{
+		obs := &takeovers{}
+		b := setup(t, be, options{noPool: true, observer: obs}, engine.Function{
 			ID: "work", Triggers: []engine.Trigger{{Event: "test/work"}},
 			Handler: func(ctx context.Context, r *engine.Run) (any, error) {
 				return engine.Step(ctx, r, "do", func(ctx context.Context) (int32, error) { return runs.Add(1), nil })
@@ -725,13 +728,37 @@ func TestLapsedLeaseIsTakenOver(t *testing.T) {
 		if r := b.run(t, id); r.LeaseOwner != "crashed" {
 			t.Fatalf("run taken from a live lease: owner %q", r.LeaseOwner)
 		}
+		if n := obs.n.Load(); n != 0 {
+			t.Fatalf("takeovers before the lease lapsed = %d, want 0", n)
+		}
 		b.clock.Advance(time.Second + time.Millisecond)
 		b.waitStatus(t, id, store.StatusCompleted)
 		if err := b.st.Finish(b.ctx, &leases[0], store.Outcome{Status: store.StatusCompleted}); !errors.Is(err, store.ErrLeaseLost) {
 			t.Errorf("dead worker's finish: %v, want ErrLeaseLost", err)
 		}
+		if n := obs.n.Load(); n != 1 {
+			t.Errorf("takeovers observed = %d, want 1", n)
+		}
+		// A fresh run the pool claims from the queue is no takeover.
+		id2 := oneRun(t, b.send(t, "test/work", `{}`))
+		b.waitStatus(t, id2, store.StatusCompleted)
+		if n := obs.n.Load(); n != 1 {
+			t.Errorf("takeovers observed after a queued run = %d, want 1", n)
+		}
 	})
 }
+
+// takeovers is an Observer that counts lease takeovers.
+type takeovers struct {
+	n atomic.Int32
+}
+
+func (*takeovers) RunStarted(string, time.Duration)          {}
+func (*takeovers) RunFinished(string, string)                {}
+func (*takeovers) StepAttempt(string, string, time.Duration) {}
+func (*takeovers) LeaseLost()                                {}
+func (o *takeovers) LeaseTakenOver()                         { o.n.Add(1) }
+func (*takeovers) StoreError(string)                         {}
 
 func TestGracefulShutdownHandsRunsBack(t *testing.T) {
 	eachBackend(t, func(t *testing.T, be backendtest.Backend) {

@@ -13,6 +13,9 @@ type Observer interface {
 	StepAttempt(function, outcome string, d time.Duration)
 	// LeaseLost: a run was stopped because another worker took it over.
 	LeaseLost()
+	// LeaseTakenOver: a worker claimed a run whose previous worker's lease
+	// had lapsed (store.Lease.TakenOver).
+	LeaseTakenOver()
 	// StoreError: a store call made for a run failed.
 	StoreError(op string)
 }
@@ -24,4 +27,5 @@ func (nopObserver) RunStarted(string, time.Duration)          {}
 func (nopObserver) RunFinished(string, string)                {}
 func (nopObserver) StepAttempt(string, string, time.Duration) {}
 func (nopObserver) LeaseLost()                                {}
+func (nopObserver) LeaseTakenOver()                           {}
 func (nopObserver) StoreError(string)                         {}

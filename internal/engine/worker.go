@@ -264,6 +264,9 @@ func (p *WorkerPool) claim(ctx context.Context) (bool, error) {
 		return false, fmt.Errorf("engine: claim: %w", err)
 	}
 	for i := range leases {
+		if leases[i].TakenOver {
+			p.e.observe.LeaseTakenOver()
+		}
 		p.execute(ctx, &leases[i])
 	}
 	return len(leases) == n, nil

@@ -29,6 +29,7 @@ type Metrics struct {
 	stepDuration   *prometheus.HistogramVec
 	startLag       prometheus.Histogram
 	leasesLost     prometheus.Counter
+	leaseTakeovers prometheus.Counter
 	storeErrors    *prometheus.CounterVec
 	httpRequests   *prometheus.CounterVec
 }
@@ -63,6 +64,9 @@ func New(depth QueueDepth) *Metrics {
 		leasesLost: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "cyberdrew_leases_lost_total", Help: "Runs this daemon stopped because another worker took their lease.",
 		}),
+		leaseTakeovers: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "cyberdrew_lease_takeovers_total", Help: "Runs this daemon's workers claimed from another worker whose lease had lapsed.",
+		}),
 		storeErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "cyberdrew_store_errors_total", Help: "Failed store calls, by operation.",
 		}, []string{"op"}),
@@ -71,7 +75,7 @@ func New(depth QueueDepth) *Metrics {
 		}, []string{"route", "code"}),
 	}
 	m.reg.MustRegister(m.eventsAccepted, m.eventsRejected, m.runsStarted, m.runsFinished, m.stepDuration,
-		m.startLag, m.leasesLost, m.storeErrors, m.httpRequests,
+		m.startLag, m.leasesLost, m.leaseTakeovers, m.storeErrors, m.httpRequests,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	if depth != nil {
 		m.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
@@ -124,6 +128,9 @@ func (m *Metrics) StepAttempt(function, outcome string, d time.Duration) {
 
 // LeaseLost counts a run stopped because its lease was lost.
 func (m *Metrics) LeaseLost() { m.leasesLost.Inc() }
+
+// LeaseTakenOver counts a run claimed from a lapsed lease of another worker.
+func (m *Metrics) LeaseTakenOver() { m.leaseTakeovers.Inc() }
 
 // StoreError counts a failed store call.
 func (m *Metrics) StoreError(op string) { m.storeErrors.WithLabelValues(op).Inc() }

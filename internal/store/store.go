@@ -220,6 +220,11 @@ type Lease struct {
 	Until time.Time
 	Run   Run
 	Steps []Step // the run's recorded steps, for memoization
+	// TakenOver is true when Claim took the run from another worker whose
+	// lease had lapsed: the run still held a lease (a lease token) when it
+	// was claimed. It is false for a run claimed while queued, suspended
+	// (sleeping, waiting, retrying) or released, which holds no lease.
+	TakenOver bool
 }
 
 // Outcome finishes a run.

@@ -163,7 +163,7 @@ func (s *Store) Claim(ctx context.Context, owner string, n int, ttl time.Duratio
 	leases := make([]store.Lease, 0, len(res))
 	for _, r := range res {
 		t, _ := r.([]any)
-		if len(t) != 4 {
+		if len(t) != 5 {
 			return nil, s.wrap("claim", fmt.Errorf("unexpected reply %v", r))
 		}
 		run, err := parseRun(flatMap(t[2]))
@@ -175,7 +175,7 @@ func (s *Store) Claim(ctx context.Context, owner string, n int, ttl time.Duratio
 			return nil, s.wrap("claim", err)
 		}
 		leases = append(leases, store.Lease{RunID: run.ID, Token: str(t[1]), Owner: owner,
-			Until: fromMS(until.UnixMilli()), Run: run, Steps: steps})
+			Until: fromMS(until.UnixMilli()), Run: run, Steps: steps, TakenOver: t[4] == int64(1)})
 	}
 	return leases, nil
 }

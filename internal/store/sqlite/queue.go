@@ -54,6 +54,10 @@ type candidate struct {
 	key     string
 	limit   int
 	resumed bool // it ran before, so it may have recorded steps
+	// leased: it still holds a (lapsed) lease, so claiming it takes it
+	// over. The candidates are read in the claim's write transaction, so
+	// this is the lease the UPDATE replaces.
+	leased bool
 }
 
 func (t *txn) claim(owner string, n int, ttl time.Duration) ([]store.Lease, error) {
@@ -116,7 +120,7 @@ WHERE concurrency_key = ? AND lease_token IS NOT NULL AND available_at > ?`, c.k
 // slots varying from claim to claim every claim parsed and planned the
 // query again.
 func (t *txn) candidates(now int64, offset, limit int) ([]candidate, error) {
-	rows, err := t.query(`SELECT id, concurrency_key, concurrency_limit, started_at IS NOT NULL FROM runs
+	rows, err := t.query(`SELECT id, concurrency_key, concurrency_limit, started_at IS NOT NULL, lease_token IS NOT NULL FROM runs
 WHERE available_at <= ? ORDER BY available_at LIMIT ? + 0 OFFSET ?`, now, limit, offset)
 	if err != nil {
 		return nil, fmt.Errorf("candidates: %w", err)
@@ -126,7 +130,7 @@ WHERE available_at <= ? ORDER BY available_at LIMIT ? + 0 OFFSET ?`, now, limit,
 	for rows.Next() {
 		var c candidate
 		var key sql.NullString
-		if err := rows.Scan(&c.id, &key, &c.limit, &c.resumed); err != nil {
+		if err := rows.Scan(&c.id, &key, &c.limit, &c.resumed, &c.leased); err != nil {
 			return nil, fmt.Errorf("candidates: %w", err)
 		}
 		c.key = key.String
@@ -183,11 +187,12 @@ WHERE id IN (SELECT value FROM json_each(?4)) RETURNING lease_token, `+runColumn
 		}
 	}
 	out := make([]store.Lease, 0, len(chosen))
-	for _, id := range ids {
+	for i, id := range ids {
 		l, ok := leases[id]
 		if !ok {
 			return nil, fmt.Errorf("lease run %s: %w", id, sql.ErrNoRows)
 		}
+		l.TakenOver = chosen[i].leased
 		t.announce(store.Change{Kind: store.ChangeRun, RunID: id, FunctionID: l.Run.FunctionID, Status: l.Run.Status})
 		out = append(out, *l)
 	}

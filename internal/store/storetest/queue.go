@@ -15,6 +15,7 @@ var queueCases = []testCase{
 	{"ClaimOldestFirstAtMostN", testClaimOldestFirst},
 	{"LeaseBlocksOthersUntilItLapses", testLeaseLapse},
 	{"LapsedLeaseIsLost", testLapsedLeaseIsLost},
+	{"TakenOver", testTakenOver},
 	{"RenewLease", testRenewLease},
 	{"ConcurrencyLimit", testConcurrencyLimit},
 	{"ConcurrencyLapsedLease", testConcurrencyLapsedLease},
@@ -177,6 +178,55 @@ func testLapsedLeaseIsLost(t *testing.T, b *bundle) {
 	wantErr(t, "Finish with a lapsed lease", b.store.Finish(b.ctx, a, store.Outcome{Status: store.StatusCompleted}), store.ErrLeaseLost)
 	checkEqual(t, "Status", b.getRun(t, id).Status, store.StatusRunning)
 	b.claimOne(t, "b", id, 30*time.Second)
+}
+
+// testTakenOver: Lease.TakenOver is true only when the claim took the run
+// from a lapsed lease, not for a queued, suspended or released run.
+func testTakenOver(t *testing.T, b *bundle) {
+	// A fresh run: no lease to take over.
+	id := b.enqueueOne(t, "fn-a")
+	a := b.claimOne(t, "a", id, 5*time.Second)
+	checkEqual(t, "TakenOver of a fresh claim", a.TakenOver, false)
+
+	// Its lease lapses and another worker claims it: a takeover.
+	b.clock.Advance(5*time.Second + time.Millisecond)
+	l := b.claimOne(t, "b", id, 5*time.Second)
+	checkEqual(t, "TakenOver of a lapsed lease", l.TakenOver, true)
+
+	// Taken over again, from the worker that took it over.
+	b.clock.Advance(6 * time.Second)
+	l = b.claimOne(t, "c", id, time.Minute)
+	checkEqual(t, "TakenOver of a lapsed takeover", l.TakenOver, true)
+
+	// Suspended, then claimed when due: no lease was held.
+	if err := b.store.Suspend(b.ctx, l, store.Suspension{Status: store.StatusSleeping, AvailableAt: b.now().Add(time.Second)}); err != nil {
+		t.Fatalf("Suspend: %v", err)
+	}
+	b.clock.Advance(time.Second)
+	l = b.claimOne(t, "d", id, time.Minute)
+	checkEqual(t, "TakenOver after Suspend", l.TakenOver, false)
+
+	// Released, then claimed: no lease was held.
+	if err := b.store.Release(b.ctx, l); err != nil {
+		t.Fatalf("Release: %v", err)
+	}
+	l = b.claimOne(t, "e", id, time.Minute)
+	checkEqual(t, "TakenOver after Release", l.TakenOver, false)
+	b.finish(t, l, store.Outcome{Status: store.StatusCompleted})
+
+	// Several runs in one claim: each says whether it was taken over.
+	lapsed := b.enqueueOne(t, "fn-a")
+	b.claimOne(t, "a", lapsed, time.Second)
+	b.clock.Advance(2 * time.Second)
+	queued := b.enqueueOne(t, "fn-a")
+	ls := b.claim(t, "b", 2, time.Minute)
+	if len(ls) != 2 {
+		t.Fatalf("Claim = %v, want two leases", leaseIDs(ls))
+	}
+	for _, l := range ls {
+		checkEqual(t, "TakenOver of "+l.RunID, l.TakenOver, l.RunID == lapsed)
+	}
+	checkIDs(t, "claimed", leaseIDs(ls), []string{lapsed, queued})
 }
 
 func testRenewLease(t *testing.T, b *bundle) {

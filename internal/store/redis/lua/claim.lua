@@ -2,7 +2,9 @@
 -- the runs whose concurrency key is at its limit.
 -- KEYS[1] engine prefix. ARGV[1] now; ARGV[2] owner; ARGV[3] n; ARGV[4]
 -- lease expiry (ms); ARGV[5] token base (the i-th lease gets base:i).
--- Returns {{run id, token, run hash as a flat list, steps}, ...} (see run_steps).
+-- Returns {{run id, token, run hash as a flat list, steps, taken over}, ...}
+-- (see run_steps); taken over is 1 when the run still held a (lapsed) lease
+-- that this claim replaced, else 0.
 local owner, n, untl, base = ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4]), ARGV[5]
 local out, counts, skipped, scanned = {}, {}, 0, 0
 
@@ -10,6 +12,7 @@ local function lease(id)
   local r = load(id)
   local k = P .. 'run:' .. id
   local token = base .. ':' .. (#out + 1)
+  local taken = set(r.token) and 1 or 0
   set_status(r, 'Running')
   if not set(r.started) then
     r.started = num(NOW)
@@ -27,7 +30,7 @@ local function lease(id)
   if set(r.ckey) then redis.call('ZADD', P .. 'conc:' .. r.ckey, r.avail, id) end
   release_key('deb', r.deb, id)
   change('run', '', '', id, r.fn, 'Running')
-  out[#out + 1] = {id, token, flat(r), run_steps(id)}
+  out[#out + 1] = {id, token, flat(r), run_steps(id), taken}
 end
 
 while #out < n and scanned < 4096 do
