@@ -76,36 +76,8 @@ func TestSecretsNeverShow(t *testing.T) {
 		"CYBERDREW_GITHUB_USER":        "octocat",
 		"CYBERDREW_TRUSTED_PROXIES":    "127.0.0.1",
 	}
-	logs := &syncBuffer{}
 	var answers strings.Builder
-	addr := make(chan string, 1)
-	ctx, stop := context.WithCancel(context.Background())
-	done := make(chan cli.ExitCode, 1)
-	go func() {
-		done <- cli.Run(ctx, []string{"serve", "--addr", "127.0.0.1:0", "--data-dir", t.TempDir(), "--log-format", "json", "--log-level", "debug"},
-			io.Discard, logs, cli.Options{
-				Getenv: func(k string) string { return env[k] },
-				Serve: func(ctx context.Context, cfg config.Serve, logger *slog.Logger) error {
-					d, err := daemon.New(ctx, cfg, logger, daemon.Options{})
-					if err != nil {
-						return err
-					}
-					if err := d.Start(ctx); err != nil {
-						return err
-					}
-					addr <- d.Addr()
-					<-ctx.Done()
-					return d.Stop(context.Background())
-				},
-			})
-	}()
-	var base string
-	select {
-	case a := <-addr:
-		base = "http://" + a
-	case code := <-done:
-		t.Fatalf("serve exited %d: %s", code, logs.String())
-	}
+	base, logs, stop := serveCLI(t, env)
 	call := func(method, path, token, body string) int {
 		req, _ := http.NewRequest(method, base+path, strings.NewReader(body))
 		req.Header.Set("Content-Type", "application/json")
@@ -177,7 +149,6 @@ func TestSecretsNeverShow(t *testing.T) {
 	call("GET", "/v1/functions", admin, "")
 	call("GET", "/metrics", admin, "")
 	stop()
-	<-done
 
 	for i, line := range strings.Split(logs.String(), "\n") {
 		if strings.Contains(line, canary) {
@@ -199,35 +170,7 @@ func TestSecretsNeverShow(t *testing.T) {
 func TestRedisPasswordNeverShows(t *testing.T) {
 	t.Parallel()
 	env := map[string]string{"REDIS_URL": "redis://:pw-" + canary + "@127.0.0.1:1/0"}
-	logs := &syncBuffer{}
-	addr := make(chan string, 1)
-	ctx, stop := context.WithCancel(context.Background())
-	done := make(chan cli.ExitCode, 1)
-	go func() {
-		done <- cli.Run(ctx, []string{"serve", "--addr", "127.0.0.1:0", "--data-dir", t.TempDir(), "--log-format", "json", "--log-level", "debug"},
-			io.Discard, logs, cli.Options{
-				Getenv: func(k string) string { return env[k] },
-				Serve: func(ctx context.Context, cfg config.Serve, logger *slog.Logger) error {
-					d, err := daemon.New(ctx, cfg, logger, daemon.Options{})
-					if err != nil {
-						return err
-					}
-					if err := d.Start(ctx); err != nil {
-						return err
-					}
-					addr <- d.Addr()
-					<-ctx.Done()
-					return d.Stop(context.Background())
-				},
-			})
-	}()
-	var base string
-	select {
-	case a := <-addr:
-		base = "http://" + a
-	case code := <-done:
-		t.Fatalf("serve exited %d: %s", code, logs.String())
-	}
+	base, logs, stop := serveCLI(t, env)
 	var answers strings.Builder
 	for _, path := range []string{"/readyz", "/v1/runs", "/e/k"} {
 		method := "GET"
@@ -247,7 +190,6 @@ func TestRedisPasswordNeverShows(t *testing.T) {
 		answers.Write(raw)
 	}
 	stop()
-	<-done
 	if !strings.Contains(logs.String(), "127.0.0.1:1") {
 		t.Errorf("the logs do not mention the unreachable Redis, so the test proves nothing")
 	}
@@ -258,4 +200,40 @@ func TestRedisPasswordNeverShows(t *testing.T) {
 			}
 		}
 	}
+}
+
+// serveCLI runs `cyberdrew serve` through the CLI, in process, with env as
+// its environment and debug logs in JSON captured; stop ends it and waits.
+func serveCLI(t *testing.T, env map[string]string) (base string, logs *syncBuffer, stop func()) {
+	t.Helper()
+	logs = &syncBuffer{}
+	addr := make(chan string, 1)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan cli.ExitCode, 1)
+	go func() {
+		done <- cli.Run(ctx, []string{"serve", "--addr", "127.0.0.1:0", "--data-dir", t.TempDir(), "--log-format", "json", "--log-level", "debug"},
+			io.Discard, logs, cli.Options{
+				Getenv: func(k string) string { return env[k] },
+				Serve: func(ctx context.Context, cfg config.Serve, logger *slog.Logger) error {
+					d, err := daemon.New(ctx, cfg, logger, daemon.Options{})
+					if err != nil {
+						return err
+					}
+					if err := d.Start(ctx); err != nil {
+						return err
+					}
+					addr <- d.Addr()
+					<-ctx.Done()
+					return d.Stop(context.Background())
+				},
+			})
+	}()
+	select {
+	case a := <-addr:
+		base = "http://" + a
+	case code := <-done:
+		cancel()
+		t.Fatalf("serve exited %d: %s", code, logs.String())
+	}
+	return base, logs, func() { cancel(); <-done }
 }
