@@ -243,9 +243,15 @@ type limiter struct {
 	limit  int
 	window time.Duration
 
-	mu      sync.Mutex
-	buckets map[string]*bucket
+	mu        sync.Mutex
+	buckets   map[string]*bucket
+	lastSweep time.Time
 }
+
+// sweepAbove is how many buckets the limiter keeps before it drops the
+// expired ones, at most once a window so that many live keys cost no sweep
+// per request.
+const sweepAbove = 10000
 
 type bucket struct {
 	count int
@@ -261,7 +267,8 @@ func newLimiter(clock clockwork.Clock, limit int, window time.Duration) *limiter
 func (l *limiter) allow(w http.ResponseWriter, key string) error {
 	now := l.clock.Now()
 	l.mu.Lock()
-	if len(l.buckets) > 10000 {
+	if len(l.buckets) > sweepAbove && now.Sub(l.lastSweep) >= l.window {
+		l.lastSweep = now
 		for k, b := range l.buckets {
 			if !now.Before(b.reset) {
 				delete(l.buckets, k)
