@@ -76,35 +76,19 @@ func setup(t *testing.T, be backendtest.Backend, o options, fns ...engine.Functi
 
 func (b *bundle) startPool(t *testing.T, ttl time.Duration, owner string) *engine.WorkerPool {
 	t.Helper()
-	pool := engine.NewWorkerPool(b.eng, engine.PoolOptions{Workers: 4, LeaseTTL: ttl, Owner: owner})
-	if err := pool.Start(b.ctx); err != nil {
-		t.Fatalf("start pool: %v", err)
-	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		pool.Stop(ctx)
-	})
-	return pool
+	return backendtest.StartPool(t, b.ctx, b.eng, engine.PoolOptions{Workers: 4, LeaseTTL: ttl, Owner: owner})
 }
 
-// waitFor re-checks cond after every store change until it holds; the
-// timeout only guards against a hang.
+// waitFor re-checks cond after every store change until it holds, and
+// lists the runs when it times out.
 func (b *bundle) waitFor(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.NewTimer(10 * time.Second)
-	defer deadline.Stop()
-	for !cond() {
-		select {
-		case <-b.changes:
-		case <-deadline.C:
-			all, _ := b.st.ListRuns(b.ctx, store.RunFilter{})
-			for _, r := range all.Items {
-				t.Logf("run %+v", r)
-			}
-			t.Fatalf("timed out waiting for %s", what)
+	backendtest.WaitFor(t, b.changes, 10*time.Second, what, cond, func() {
+		all, _ := b.st.ListRuns(b.ctx, store.RunFilter{})
+		for _, r := range all.Items {
+			t.Logf("run %+v", r)
 		}
-	}
+	})
 }
 
 func (b *bundle) run(t *testing.T, id string) store.Run {

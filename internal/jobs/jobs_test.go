@@ -54,30 +54,14 @@ func setup(t *testing.T, be backendtest.Backend, configure func(st store.Store, 
 	}
 	t.Cleanup(func() { eng.Stop(context.Background()) })
 	b := &bundle{ctx: ctx, st: st, eng: eng, clock: clock, changes: st.Subscribe(ctx), native: native}
-	pool := engine.NewWorkerPool(eng, engine.PoolOptions{Workers: 16, LeaseTTL: time.Hour})
-	if err := pool.Start(ctx); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		pool.Stop(ctx)
-	})
+	backendtest.StartPool(t, ctx, eng, engine.PoolOptions{Workers: 16, LeaseTTL: time.Hour})
 	return b
 }
 
 // waitFor re-checks cond after every store change until it holds.
 func (b *bundle) waitFor(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.NewTimer(30 * time.Second)
-	defer deadline.Stop()
-	for !cond() {
-		select {
-		case <-b.changes:
-		case <-deadline.C:
-			t.Fatalf("timed out waiting for %s", what)
-		}
-	}
+	backendtest.WaitFor(t, b.changes, 30*time.Second, what, cond, nil)
 }
 
 func (b *bundle) run(t *testing.T, id string) store.Run {

@@ -12,10 +12,12 @@ import (
 	"path/filepath"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/jonboulle/clockwork"
 	goredis "github.com/redis/go-redis/v9"
 
+	"github.com/dcyfr/cyberdrew/internal/engine"
 	"github.com/dcyfr/cyberdrew/internal/store"
 	"github.com/dcyfr/cyberdrew/internal/store/redis"
 	"github.com/dcyfr/cyberdrew/internal/store/redis/redistest"
@@ -105,4 +107,38 @@ func OnEach(t *testing.T, test func(t *testing.T, be Backend)) {
 			test(t, be)
 		})
 	}
+}
+
+// WaitFor re-checks cond after every change on changes until it holds; the
+// timeout only guards against a hang, and onTimeout (when set) may log
+// what the test sees before it fails.
+func WaitFor(t *testing.T, changes <-chan store.Change, timeout time.Duration, what string, cond func() bool, onTimeout func()) {
+	t.Helper()
+	deadline := time.NewTimer(timeout)
+	defer deadline.Stop()
+	for !cond() {
+		select {
+		case <-changes:
+		case <-deadline.C:
+			if onTimeout != nil {
+				onTimeout()
+			}
+			t.Fatalf("timed out waiting for %s", what)
+		}
+	}
+}
+
+// StartPool starts a worker pool on eng and stops it when the test ends.
+func StartPool(t *testing.T, ctx context.Context, eng *engine.Engine, opts engine.PoolOptions) *engine.WorkerPool {
+	t.Helper()
+	pool := engine.NewWorkerPool(eng, opts)
+	if err := pool.Start(ctx); err != nil {
+		t.Fatalf("start pool: %v", err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		pool.Stop(ctx)
+	})
+	return pool
 }
