@@ -39,7 +39,7 @@ func TestAdminAuth(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
 			b := setup(t, tt.cfg)
-			for _, path := range []string{"/v1/events", "/v1/runs", "/v1/functions", "/v1/runs/run-1", "/v1/events/evt-a/runs"} {
+			for _, path := range []string{"/v1/events", "/v1/runs", "/v1/functions", "/v1/stats", "/v1/runs/run-1", "/v1/events/evt-a/runs"} {
 				var headers []string
 				if tt.auth != "" {
 					headers = []string{"Authorization", tt.auth}
@@ -398,4 +398,63 @@ func TestAdminInvoke(t *testing.T) {
 		a, _ := admin(t, b, http.MethodPost, "/v1/functions/hello-world/invoke", `{"data":{"s":"`+strings.Repeat("x", 64)+`"}}`)
 		wantError(t, a, http.StatusRequestEntityTooLarge, "exceeds 64 bytes")
 	})
+}
+
+type fakePool struct{ busy, size int }
+
+func (p fakePool) Busy() int { return p.busy }
+func (p fakePool) Size() int { return p.size }
+
+func TestAdminStats(t *testing.T) {
+	t.Parallel()
+	b := setup(t, api.Config{Workers: fakePool{busy: 3, size: 8}})
+	finished, failed := make([]int, 300), make([]int, 300)
+	finished[299], failed[299] = 5, 2
+	b.eng.mu.Lock()
+	b.eng.pulse = engine.Pulse{At: t0, Finished: finished, Failed: failed,
+		LagP50: 1500 * time.Microsecond, LagP99: 40 * time.Millisecond, LagSamples: 9}
+	b.eng.mu.Unlock()
+
+	var got struct {
+		Data struct {
+			At    time.Time `json:"at"`
+			Store struct {
+				Kind    string `json:"kind"`
+				Healthy bool   `json:"healthy"`
+				Error   string `json:"error"`
+			} `json:"store"`
+			QueueDepth *int `json:"queue_depth"`
+			Workers    struct{ Busy, Size int }
+			Window     int   `json:"window_seconds"`
+			Finished   []int `json:"finished_per_second"`
+			Failed     []int `json:"failed_per_second"`
+			Lag        struct {
+				P50     float64 `json:"p50_ms"`
+				P99     float64 `json:"p99_ms"`
+				Samples int     `json:"samples"`
+			} `json:"start_lag"`
+		} `json:"data"`
+	}
+	a := do(t, http.MethodGet, b.url+"/v1/stats", nil)
+	if err := json.Unmarshal(a.body, &got); err != nil || a.status != http.StatusOK {
+		t.Fatalf("status %d body %s: %v", a.status, a.body, err)
+	}
+	d := got.Data
+	if !d.At.Equal(t0) || d.Store.Kind != "fake" || !d.Store.Healthy || d.QueueDepth == nil || *d.QueueDepth != 1 {
+		t.Errorf("at %v store %+v queue %v", d.At, d.Store, d.QueueDepth)
+	}
+	if d.Workers.Busy != 3 || d.Workers.Size != 8 || d.Window != 300 || d.Finished[299] != 5 || d.Failed[299] != 2 {
+		t.Errorf("workers %+v window %d last finished %d failed %d", d.Workers, d.Window, d.Finished[299], d.Failed[299])
+	}
+	if d.Lag.P50 != 1.5 || d.Lag.P99 != 40 || d.Lag.Samples != 9 {
+		t.Errorf("lag %+v", d.Lag)
+	}
+
+	b.st.with(func(s *fakeStore) { s.pingErr = errors.New("connection refused") })
+	a = do(t, http.MethodGet, b.url+"/v1/stats", nil)
+	v := a.json(t)["data"].(map[string]any)
+	st := v["store"].(map[string]any)
+	if a.status != http.StatusOK || st["healthy"] != false || st["error"] != "connection refused" || v["queue_depth"] != nil {
+		t.Errorf("store down: status %d body %s", a.status, a.body)
+	}
 }

@@ -1,7 +1,7 @@
 // Package api serves cyberdrew's HTTP surface: the Inngest-compatible event
 // intake (POST /e/{eventKey}), the liveness and readiness probes, and the
-// admin API under /v1 (events, runs, functions and a server-sent stream of
-// changes) guarded by the bearer signing key.
+// admin API under /v1 (events, runs, functions, live stats and a
+// server-sent stream of changes) guarded by the bearer signing key.
 //
 // Every error answer is JSON {"error": "…"} with the matching HTTP status.
 // The event API answers as Inngest's does, {"ids": […], "status": 200} or
@@ -62,6 +62,8 @@ type Config struct {
 	// signing key unless MetricsPublic.
 	Metrics       http.Handler
 	MetricsPublic bool
+	// Workers, when set, is the worker pool GET /v1/stats reports.
+	Workers Workers
 	// Observer is told of every request and of intake's verdicts; nil tells
 	// nobody.
 	Observer Observer
@@ -100,6 +102,8 @@ type Engine interface {
 	Cancel(ctx context.Context, runID string) (store.Run, error)
 	// Functions lists the registered functions.
 	Functions() []engine.FunctionInfo
+	// Pulse is this process's live counters (GET /v1/stats).
+	Pulse() engine.Pulse
 }
 
 // Reader is the read side of the store the admin API and probes use.
@@ -110,6 +114,7 @@ type Reader interface {
 	ListRuns(ctx context.Context, f store.RunFilter) (store.Page[store.Run], error)
 	Steps(ctx context.Context, runID string) ([]store.Step, error)
 	Subscribe(ctx context.Context) <-chan store.Change
+	QueueDepth(ctx context.Context) (int, error)
 	Ping(ctx context.Context) error
 	Kind() string
 }
@@ -184,6 +189,7 @@ func (s *server) routes() {
 	s.mux.Handle("GET /v1/functions", s.admin(s.listFunctions))
 	s.mux.Handle("POST /v1/functions/{id}/invoke", s.admin(s.invoke))
 	s.mux.Handle("GET /v1/stream", s.admin(s.stream))
+	s.mux.Handle("GET /v1/stats", s.admin(s.stats))
 	if m := s.cfg.Metrics; m != nil {
 		serve := func(w http.ResponseWriter, r *http.Request) error { m.ServeHTTP(w, r); return nil }
 		if s.cfg.MetricsPublic {

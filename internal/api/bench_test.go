@@ -33,6 +33,7 @@ func (nopEngine) Invoke(context.Context, string, json.RawMessage) (engine.Accept
 func (nopEngine) Rerun(context.Context, string) (store.RunRef, error) { return store.RunRef{}, nil }
 func (nopEngine) Cancel(context.Context, string) (store.Run, error)   { return store.Run{}, nil }
 func (nopEngine) Functions() []engine.FunctionInfo                    { return nil }
+func (nopEngine) Pulse() engine.Pulse                                 { return engine.Pulse{} }
 
 // BenchmarkIntake posts one 100-byte event per request, from parallel
 // clients over keep-alive loopback connections.

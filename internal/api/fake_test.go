@@ -34,6 +34,7 @@ type fakeEngine struct {
 
 	runs      map[string]store.Run // Cancel and Rerun look here
 	functions []engine.FunctionInfo
+	pulse     engine.Pulse
 }
 
 type invocation struct {
@@ -125,6 +126,12 @@ func (e *fakeEngine) Functions() []engine.FunctionInfo {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	return e.functions
+}
+
+func (e *fakeEngine) Pulse() engine.Pulse {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.pulse
 }
 
 // fakeStore serves fixed events, runs and steps, records the filters it is
@@ -237,6 +244,18 @@ func (s *fakeStore) Ping(context.Context) error {
 }
 
 func (s *fakeStore) Kind() string { return "fake" }
+
+func (s *fakeStore) QueueDepth(context.Context) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	n := 0
+	for _, r := range s.runs {
+		if r.Status == store.StatusQueued {
+			n++
+		}
+	}
+	return n, nil
+}
 
 var (
 	t0     = time.Date(2025, 3, 1, 12, 0, 0, 0, time.UTC)

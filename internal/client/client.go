@@ -475,3 +475,37 @@ func (c *Client) Invoke(ctx context.Context, functionID string, data json.RawMes
 func (c *Client) Get(ctx context.Context, path string, query url.Values, out any) error {
 	return c.do(ctx, AreaSite, http.MethodGet, path, query, nil, out)
 }
+
+// Stats are the daemon's live counters (GET /v1/stats): in a multi-daemon
+// Redis setup, the answering daemon's own, but the shared queue's depth.
+type Stats struct {
+	At    time.Time `json:"at"`
+	Store struct {
+		Kind    string `json:"kind"`
+		Healthy bool   `json:"healthy"`
+		Error   string `json:"error,omitempty"`
+	} `json:"store"`
+	// QueueDepth is nil when the store is down.
+	QueueDepth *int `json:"queue_depth"`
+	Workers    struct {
+		Busy int `json:"busy"`
+		Size int `json:"size"`
+	} `json:"workers"`
+	// Finished and Failed are runs per second, oldest first, over
+	// WindowSeconds ending at At.
+	WindowSeconds int   `json:"window_seconds"`
+	Finished      []int `json:"finished_per_second"`
+	Failed        []int `json:"failed_per_second"`
+	StartLag      struct {
+		P50Ms   float64 `json:"p50_ms"`
+		P99Ms   float64 `json:"p99_ms"`
+		Samples int     `json:"samples"`
+	} `json:"start_lag"`
+}
+
+// Stats reads the daemon's live counters.
+func (c *Client) Stats(ctx context.Context) (Stats, error) {
+	var d dataOf[Stats]
+	err := c.do(ctx, AreaAdmin, http.MethodGet, "/v1/stats", nil, nil, &d)
+	return d.Data, err
+}

@@ -138,6 +138,7 @@ func New(ctx context.Context, cfg config.Serve, logger *slog.Logger, opts Option
 	}, eng, st, clock, logger)
 	handler := api.New(api.Config{
 		Routes:         siteRoutes.Routes(),
+		Workers:        d.workers,
 		EventKeys:      cfg.EventKeys,
 		SigningKeys:    cfg.SigningKeys(),
 		MaxEventSize:   int64(cfg.MaxEventSize),

@@ -66,6 +66,7 @@ type Engine struct {
 	functions map[string]*registered
 	order     []string // registration order, for listings
 	stats     *statsBook
+	pulse     pulse
 }
 
 // registered is a function with its parsed triggers.

@@ -1014,3 +1014,43 @@ func TestCronTimeZonesAndNextFire(t *testing.T) {
 		}
 	})
 }
+
+func TestPulseCountsThisPoolsRuns(t *testing.T) {
+	eachBackend(t, func(t *testing.T, be backendtest.Backend) {
+		obs := &finishes{done: make(chan string, 4)}
+		b := setup(t, be, options{observer: obs}, engine.Function{
+			ID: "maybe", Triggers: []engine.Trigger{{Event: "test/maybe"}}, Retries: retries(0),
+			Handler: func(ctx context.Context, r *engine.Run) (any, error) {
+				var in struct{ Fail bool }
+				_ = json.Unmarshal(r.Event.Data, &in)
+				if in.Fail {
+					return nil, errors.New("asked to fail")
+				}
+				return "ok", nil
+			},
+		})
+		b.send(t, "test/maybe", `{}`)
+		b.send(t, "test/maybe", `{"fail":true}`)
+		for range 2 {
+			<-obs.done
+		}
+		p := b.eng.Pulse()
+		last := len(p.Finished) - 1
+		if p.Finished[last] != 2 || p.Failed[last] != 1 {
+			t.Errorf("this second: finished %d failed %d, want 2 and 1", p.Finished[last], p.Failed[last])
+		}
+		if p.LagSamples != 2 || p.LagP99 != 0 {
+			t.Errorf("lag samples %d p99 %v, want 2 and 0 (the clock stood still)", p.LagSamples, p.LagP99)
+		}
+	})
+}
+
+// finishes is an Observer that reports each finished run's status.
+type finishes struct{ done chan string }
+
+func (*finishes) RunStarted(string, time.Duration)          {}
+func (o *finishes) RunFinished(_, status string)            { o.done <- status }
+func (*finishes) StepAttempt(string, string, time.Duration) {}
+func (*finishes) LeaseLost()                                {}
+func (*finishes) LeaseTakenOver()                           {}
+func (*finishes) StoreError(string)                         {}

@@ -321,7 +321,9 @@ func (p *WorkerPool) run(ctx context.Context, cancel context.CancelCauseFunc, l 
 		return
 	}
 	if l.Run.Attempt == 0 && len(l.Steps) == 0 {
-		e.observe.RunStarted(fn.ID, e.clock.Now().Sub(l.Run.CreatedAt))
+		lag := e.clock.Now().Sub(l.Run.CreatedAt)
+		e.pulse.started(lag)
+		e.observe.RunStarted(fn.ID, lag)
 	}
 	r := newRun(e, fn, l, ev)
 	stopRenew := p.renew(ctx, cancel, r)
@@ -441,6 +443,7 @@ func (p *WorkerPool) finish(log *slog.Logger, l *store.Lease, o store.Outcome) {
 		log.Warn("finishing run", "status", o.Status, "err", err)
 		return
 	}
+	p.e.pulse.finish(o.Status, p.e.clock.Now())
 	p.e.observe.RunFinished(l.Run.FunctionID, string(o.Status))
 	if o.Status == store.StatusFailed {
 		log.Warn("run failed", "err", o.Error)
