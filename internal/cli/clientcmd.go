@@ -51,10 +51,16 @@ func (f *clientFlags) register(cmd *cobra.Command, persistent bool) {
 }
 
 func (f *clientFlags) registerOn(fs *pflag.FlagSet) {
+	f.registerConnection(fs)
+	fs.StringVarP(&f.output, "output", "o", outputTable, "output format: table or json")
+}
+
+// registerConnection adds the flags that reach the daemon, without -o.
+func (f *clientFlags) registerConnection(fs *pflag.FlagSet) {
+	f.output = outputTable
 	fs.StringVar(&f.server, "server", "", "daemon URL (env CYBERDREW_URL, default "+client.DefaultURL+")")
 	fs.StringVar(&f.eventKey, "event-key", "", "event key of the event API (env INNGEST_EVENT_KEY)")
 	fs.StringVar(&f.token, "token", "", "signing key, the admin API's bearer token (env INNGEST_SIGNING_KEY)")
-	fs.StringVarP(&f.output, "output", "o", outputTable, "output format: table or json")
 }
 
 func (f *clientFlags) or(flag, env string) string {

@@ -1,0 +1,113 @@
+package cli
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"time"
+
+	"github.com/charmbracelet/lipgloss"
+	"github.com/muesli/termenv"
+	"github.com/spf13/cobra"
+
+	"github.com/dcyfr/cyberdrew/internal/client"
+	"github.com/dcyfr/cyberdrew/internal/tui"
+)
+
+func newDashCmd(opts Options) *cobra.Command {
+	f := newClientFlags(opts)
+	var logFile string
+	cmd := &cobra.Command{
+		Use:   "dash",
+		Short: "Live view of the daemon's functions, runs, steps and events",
+		Long: `Show a live dashboard of a running daemon in the terminal: its store, workers,
+queue, start lag and runs/s; its functions; the latest runs (filter with /,
+status keys 0-7, open one with enter for its steps, payload and output); the
+latest events with the runs they triggered. R reruns a run, C cancels it,
+I invokes a function, E sends one of the site's test events: each asks first.
+Press ? for every key, q to quit.
+
+The dash follows the daemon's change stream (GET /v1/stream) and reads
+GET /v1/stats and /v1/functions once a second; when the stream breaks it says
+so, polls once a second and reconnects by itself. With several daemons on one
+Redis, the stats (runs/s, lag, workers) are those of the daemon it talks to;
+the queue depth is the shared queue's.
+
+Colours follow the terminal; NO_COLOR turns them off. The dash writes no log
+on the screen: --log-file keeps its log.`,
+		Example: `  cyberdrew dash
+  cyberdrew dash --server http://10.0.0.5:8288 --log-file /tmp/dash.log`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			c, err := f.client()
+			if err != nil {
+				return err
+			}
+			return runDash(cmd.Context(), c, dashOptions{
+				getenv: opts.Getenv, logFile: logFile, out: cmd.OutOrStdout(), in: cmd.InOrStdin(),
+			})
+		},
+	}
+	f.registerConnection(cmd.Flags())
+	cmd.Flags().StringVar(&logFile, "log-file", "", "append the dash's own log to this file (default: no log)")
+	return clientCommand(cmd)
+}
+
+type dashOptions struct {
+	getenv  func(string) string
+	logFile string
+	in      io.Reader
+	out     io.Writer
+}
+
+func runDash(ctx context.Context, c *client.Client, o dashOptions) error {
+	if !isTerminal(o.out) || !isTerminal(o.in) {
+		return usageErrorf("dash needs a terminal; use `cyberdrew runs`, `events` or `functions` in scripts")
+	}
+	// Fail before taking the screen when the daemon cannot be reached or
+	// refuses the key.
+	pingCtx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	_, err := c.Stats(pingCtx)
+	cancel()
+	if err != nil {
+		return err
+	}
+	logger := slog.New(slog.DiscardHandler)
+	if o.logFile != "" {
+		lf, err := os.OpenFile(o.logFile, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o600)
+		if err != nil {
+			return fmt.Errorf("dash: log file: %w", err)
+		}
+		defer lf.Close()
+		logger = slog.New(slog.NewTextHandler(lf, nil))
+	}
+	// Anything else that logs through the default logger must not draw on
+	// the screen either.
+	prev := slog.Default()
+	slog.SetDefault(logger)
+	defer slog.SetDefault(prev)
+
+	r := lipgloss.NewRenderer(o.out)
+	if o.getenv("NO_COLOR") != "" {
+		r.SetColorProfile(termenv.Ascii)
+	}
+	err = tui.Run(ctx, tui.FromClient(c), o.in, o.out, tui.Options{Examples: dashExamples(), Renderer: r, Logger: logger})
+	if errors.Is(err, context.Canceled) {
+		return nil
+	}
+	return err
+}
+
+// dashExamples are the site's known events with their sample payloads.
+func dashExamples() []tui.Example {
+	now := time.Now()
+	var out []tui.Example
+	for _, name := range siteEventNames() {
+		data, _ := examplePayload(name, now)
+		out = append(out, tui.Example{Name: name, Data: data})
+	}
+	return out
+}
