@@ -460,10 +460,11 @@ func (m *Model) View() string {
 }
 
 func (m *Model) banner(now time.Time) string {
-	text := " disconnected since " + m.downSince.Local().Format("15:04:05") + " (" + span(now.Sub(m.downSince)) + ") · reconnecting · polling every " + span(m.opts.Refresh)
+	text := " disconnected since " + m.downSince.Local().Format("15:04:05") + " (" + span(now.Sub(m.downSince)) + ")"
 	if m.downErr != "" {
-		text += " · " + m.downErr
+		text += ": " + m.downErr
 	}
+	text += " · reconnecting, polling every " + span(m.opts.Refresh)
 	return m.st.banner.Render(cell(text, m.width))
 }
 
