@@ -81,6 +81,10 @@ func TestExitCodes(t *testing.T) {
 		{name: "version as JSON", args: []string{"version", "--json"}, want: cli.ExitOK, wantOut: `"version": "v1.2.3"`},
 		{name: "completion", args: []string{"completion", "bash"}, want: cli.ExitOK, wantOut: "bash completion"},
 		{name: "completion for zsh", args: []string{"completion", "zsh"}, want: cli.ExitOK, wantOut: "zsh completion"},
+		{name: "dash needs a terminal", args: []string{"dash"}, want: cli.ExitUsage, wantErr: "dash needs a terminal"},
+		{name: "dash takes no arguments", args: []string{"dash", "extra"}, want: cli.ExitUsage, wantErr: `unknown command "extra"`},
+		{name: "dash has no -o", args: []string{"dash", "-o", "json"}, want: cli.ExitUsage, wantErr: "unknown shorthand flag: 'o'"},
+		{name: "dash help says whose stats", args: []string{"dash", "--help"}, want: cli.ExitOK, wantOut: "the stats (runs/s, lag, workers) are those of the daemon it talks to"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
