@@ -51,10 +51,15 @@ func TestStreamChangesPatchTheRuns(t *testing.T) {
 	if !strings.Contains(view, "0000RUN9 track-post-v") || !strings.Contains(view, "count-view") {
 		t.Errorf("view lacks the new run:\n%s", view)
 	}
-	// The selection follows the run under the cursor when rows come in.
-	press(t, m, "j")
+	// On the first row, the cursor follows the newest run; elsewhere it
+	// stays on its run when rows come in.
 	m.Update(changesMsg{feed: feed, changes: []client.Change{{Kind: "run", RunID: "01JN000000000000000000RUNA", FunctionID: "hello-world", Status: "Queued", At: t0}}})
-	if r, _ := m.runs.selected(); r.RunID != "01JN000000000000000000RUN5" {
+	if r, _ := m.runs.selected(); r.RunID != "01JN000000000000000000RUNA" {
+		t.Errorf("first-row cursor left on %s", r.RunID)
+	}
+	press(t, m, "j")
+	m.Update(changesMsg{feed: feed, changes: []client.Change{{Kind: "run", RunID: "01JN000000000000000000RUNB", FunctionID: "hello-world", Status: "Queued", At: t0}}})
+	if r, _ := m.runs.selected(); r.RunID != "01JN000000000000000000RUN9" {
 		t.Errorf("selection moved to %s", r.RunID)
 	}
 

@@ -27,6 +27,7 @@ type runsModel struct {
 	status      string // "" for all
 	oldestFirst bool
 	selID       string
+	follow      bool // the cursor stays on the first row as runs come in
 	cursor      int
 	offset      int
 }
@@ -37,7 +38,7 @@ func newRunsModel() runsModel {
 	in.Placeholder = "function, event or run id"
 	in.CharLimit = 80
 	in.Cursor.SetMode(cursor.CursorStatic)
-	return runsModel{steps: map[string]string{}, eventNames: map[string]string{}, input: in}
+	return runsModel{steps: map[string]string{}, eventNames: map[string]string{}, input: in, follow: true}
 }
 
 // update takes a fresh listing. Runs the stream created after the listing
@@ -163,8 +164,12 @@ func (r *runsModel) selected() (client.Run, bool) {
 	return vis[r.cursor], true
 }
 
-// locate keeps the cursor on the selected run while rows come and go.
+// locate keeps the cursor on the selected run while rows come and go, or
+// on the first row when it follows.
 func (r *runsModel) locate(vis []client.Run) {
+	if r.follow {
+		r.selID, r.cursor = "", 0
+	}
 	if r.selID != "" {
 		for i, run := range vis {
 			if run.RunID == r.selID {
@@ -182,7 +187,7 @@ func (r *runsModel) locate(vis []client.Run) {
 // setFilter shows only the runs matching q.
 func (r *runsModel) setFilter(q string) {
 	r.input.SetValue(q)
-	r.selID, r.cursor = "", 0
+	r.selID, r.cursor, r.follow = "", 0, true
 }
 
 // key handles the pane's own keys; it reports whether it used the key.
@@ -201,13 +206,13 @@ func (r *runsModel) key(k keyMap, msg tea.KeyMsg, page int) (tea.Cmd, bool) {
 		}
 		var cmd tea.Cmd
 		r.input, cmd = r.input.Update(msg)
-		r.selID, r.cursor = "", 0
+		r.selID, r.cursor, r.follow = "", 0, true
 		return cmd, true
 	}
 	vis := r.visible()
 	r.locate(vis)
 	if c, ok := move(k, msg, r.cursor, len(vis), page); ok {
-		r.cursor = c
+		r.cursor, r.follow = c, c == 0
 		if len(vis) > 0 {
 			r.selID = vis[c].RunID
 		}
@@ -219,7 +224,7 @@ func (r *runsModel) key(k keyMap, msg tea.KeyMsg, page int) (tea.Cmd, bool) {
 		return r.input.Focus(), true
 	case key.Matches(msg, k.Status):
 		r.status = statusKeys[msg.Runes[0]-'0']
-		r.selID, r.cursor = "", 0
+		r.selID, r.cursor, r.follow = "", 0, true
 		return nil, true
 	case key.Matches(msg, k.Sort):
 		r.oldestFirst = !r.oldestFirst
@@ -235,7 +240,7 @@ func (r *runsModel) key(k keyMap, msg tea.KeyMsg, page int) (tea.Cmd, bool) {
 // view draws the table in height lines, its last one the filter line.
 func (r *runsModel) view(st styles, width, height int, now time.Time) string {
 	const (
-		idW, statusW, attW, elapsedW, nextW = 8, 9, 3, 6, 8
+		idW, statusW, attW, elapsedW, nextW = 8, 9, 3, 7, 8
 		gaps                                = 7
 	)
 	flex := max(width-2-idW-statusW-attW-elapsedW-nextW-gaps, 24)
@@ -281,7 +286,7 @@ func (r *runsModel) statusLine(st styles, shown int) string {
 	if r.filtering {
 		return r.input.View()
 	}
-	parts := []string{fmt.Sprintf("%d of %d runs", shown, len(r.runs))}
+	parts := []string{fmt.Sprintf("%d of the latest %d runs", shown, len(r.runs))}
 	if q := r.input.Value(); q != "" {
 		parts = append(parts, "filter "+st.bold.Render(q))
 	}
