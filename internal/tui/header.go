@@ -39,8 +39,11 @@ func (h headerModel) view(st styles, width int) string {
 		top = append(top, st.errText.Render("stats: "+h.err))
 	default:
 		health := st.status["Completed"].Render("ok")
-		if !s.Store.Healthy {
-			health = st.errText.Render("DOWN")
+		switch {
+		case h.err != "":
+			health = st.errText.Render("unreachable")
+		case !s.Store.Healthy:
+			health = st.errText.Render("DOWN: " + s.Store.Error)
 		}
 		queue := "?"
 		if s.QueueDepth != nil {

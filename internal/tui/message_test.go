@@ -218,8 +218,8 @@ func TestReadFailuresAndResize(t *testing.T) {
 	m.Update(functionsMsg{err: errors.New("boom")})
 	m.Update(runsMsg{err: errors.New("store unavailable")})
 	view := m.View()
-	// Earlier data stays; the runs pane shows the error.
-	if !strings.Contains(view, "sqlite ok") || !strings.Contains(view, "store unavailable") || !strings.Contains(view, "0000RUN5") {
+	// Earlier data stays, marked; the runs pane shows the error.
+	if !strings.Contains(view, "sqlite unreachable · workers 1/4") || !strings.Contains(view, "store unavailable") || !strings.Contains(view, "0000RUN5") {
 		t.Errorf("after failed reads:\n%s", view)
 	}
 	// With no data yet, the header says so.
