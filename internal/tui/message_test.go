@@ -286,3 +286,40 @@ func TestSparklineAndRate(t *testing.T) {
 		t.Error("rate of nothing")
 	}
 }
+
+func TestDetailMessages(t *testing.T) {
+	t.Parallel()
+	src := newFixture()
+	m := newTestModel(t, src, 80, 24)
+	press(t, m, "G")
+	press(t, m, "enter")
+	if !strings.Contains(m.View(), "loading run 01JN000000000000000000RUN1") {
+		t.Errorf("before its read, the detail says nothing of loading:\n%s", m.View())
+	}
+	// An answer for another run (opened earlier) is ignored.
+	m.Update(detailMsg{runID: "01JN000000000000000000RUN4", run: client.RunDetail{Run: client.Run{RunID: "01JN000000000000000000RUN4", FunctionID: "other"}}})
+	if m.detail.run != nil {
+		t.Error("another run's detail was shown")
+	}
+	// A change to the open run while its read is in flight reads it again
+	// once the answer arrives.
+	m.fetchingDetail = true
+	m.Update(changesMsg{feed: src.feed, changes: []client.Change{{Kind: "run", RunID: "01JN000000000000000000RUN1", Status: "Completed"}}})
+	if !m.detailStale {
+		t.Fatal("the open run's change was not noted")
+	}
+	_, cmd := m.Update(fetchDetail(t.Context(), src, "01JN000000000000000000RUN1")())
+	if cmd == nil || m.detail.run == nil {
+		t.Fatal("no second read after a change during the first")
+	}
+	src.calls = nil
+	run(t, m, cmd)
+	if got := src.called(); !slices.Contains(got, "run 01JN000000000000000000RUN1") {
+		t.Errorf("second read: %v", got)
+	}
+	// A failed read keeps what was shown.
+	m.Update(detailMsg{runID: "01JN000000000000000000RUN1", err: errors.New("503 store unavailable")})
+	if m.detail.run == nil || !strings.Contains(m.View(), "Run 01JN000000000000000000RUN1 · hello-world") {
+		t.Errorf("failed read:\n%s", m.View())
+	}
+}

@@ -293,6 +293,8 @@ func TestActionKeys(t *testing.T) {
 		{"rerun confirmed with enter", []string{"R", "enter"}, "rerun 01JN000000000000000000RUN5", "rerun of"},
 		{"rerun refused with n", []string{"R", "n"}, "", ""},
 		{"rerun refused with esc", []string{"R", "esc"}, "", ""},
+		{"rerun refused with N", []string{"R", "N"}, "", ""},
+		{"rerun refused with q", []string{"R", "q"}, "", ""},
 		{"other keys leave the dialog open", []string{"R", "j", "x", "n"}, "", ""},
 		{"cancel", []string{"j", "C", "Y"}, "cancel 01JN000000000000000000RUN4", "cancelled 0000RUN4"},
 		{"cancel of a finished run is refused", []string{"G", "C", "y"}, "", "has already finished (Completed)"},
