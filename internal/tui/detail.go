@@ -39,12 +39,11 @@ func fetchDetail(ctx context.Context, src Source, id string) tea.Cmd {
 // detailModel is one run: its trigger event's payload, a timeline of its
 // steps and its output, in a scrollable viewport.
 type detailModel struct {
-	runID  string
-	run    *client.RunDetail
-	event  *client.StoredEvent
-	err    string
-	vp     viewport.Model
-	loaded bool // the viewport has content
+	runID string
+	run   *client.RunDetail
+	event *client.StoredEvent
+	err   string
+	vp    viewport.Model
 }
 
 func newDetailModel(id string, width, height int) *detailModel {
@@ -78,7 +77,6 @@ func (d *detailModel) render(st styles, now time.Time) {
 	off := d.vp.YOffset
 	d.vp.SetContent(d.content(st, now))
 	d.vp.SetYOffset(off)
-	d.loaded = true
 }
 
 func (d *detailModel) content(st styles, now time.Time) string {
