@@ -13,19 +13,24 @@ local function lease(id)
   local k = P .. 'run:' .. id
   local token = base .. ':' .. (#out + 1)
   local taken = set(r.token) and 1 or 0
-  set_status(r, 'Running')
+  index_status(r, 'Running')
+  r.owner, r.token, r.avail = owner, token, num(untl)
+  local fields = {'status', 'Running', 'owner', owner, 'token', token, 'avail', r.avail}
   if not set(r.started) then
     r.started = num(NOW)
-    redis.call('HSET', k, 'started', r.started)
+    fields[#fields + 1] = 'started'
+    fields[#fields + 1] = r.started
   end
   if not set(r.finish_by) and tonumber(r.ftimeout or '0') > 0 then
     r.finish_by = num(tonumber(r.started) + tonumber(r.ftimeout))
-    redis.call('HSET', k, 'finish_by', r.finish_by)
+    fields[#fields + 1] = 'finish_by'
+    fields[#fields + 1] = r.finish_by
   end
-  r.owner, r.token, r.avail = owner, token, num(untl)
-  redis.call('HSET', k, 'owner', owner, 'token', token, 'avail', r.avail)
-  redis.call('HDEL', k, 'woken')
-  r.woken = nil
+  redis.call('HSET', k, unpack(fields))
+  if set(r.woken) then
+    redis.call('HDEL', k, 'woken')
+    r.woken = nil
+  end
   redis.call('ZADD', P .. 'queue', r.avail, id)
   if set(r.ckey) then redis.call('ZADD', P .. 'conc:' .. r.ckey, r.avail, id) end
   release_key('deb', r.deb, id)
