@@ -8,6 +8,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -101,6 +102,45 @@ func (bs benchStore) commands(b *testing.B) int64 {
 	return total
 }
 
+// cpu is the CPU time this process and, on Redis, the Redis server have
+// used so far: on a shared machine CPU per run varies less than wall time.
+func (bs benchStore) cpu(b *testing.B) (proc, server time.Duration) {
+	b.Helper()
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		b.Fatal(err)
+	}
+	proc = time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+	if bs.redis == nil {
+		return proc, 0
+	}
+	info, err := bs.redis.Info(b.Context(), "cpu").Result()
+	if err != nil {
+		b.Fatal(err)
+	}
+	for line := range strings.SplitSeq(info, "\n") {
+		k, v, ok := strings.Cut(strings.TrimSpace(line), ":")
+		if ok && (k == "used_cpu_sys" || k == "used_cpu_user") {
+			f, err := strconv.ParseFloat(v, 64)
+			if err != nil {
+				b.Fatalf("INFO cpu line %q: %v", line, err)
+			}
+			server += time.Duration(f * float64(time.Second))
+		}
+	}
+	return proc, server
+}
+
+// reportCPU reports the CPU time per op since (proc, server).
+func (bs benchStore) reportCPU(b *testing.B, proc, server time.Duration) {
+	b.Helper()
+	p, s := bs.cpu(b)
+	b.ReportMetric(float64((p-proc).Microseconds())/float64(b.N), "go-cpu-µs/op")
+	if bs.redis != nil {
+		b.ReportMetric(float64((s-server).Microseconds())/float64(b.N), "redis-cpu-µs/op")
+	}
+}
+
 // benchEngine returns an engine whose only function, "noop", is triggered
 // by benchEventName and calls onRun as it starts.
 func benchEngine(b *testing.B, st store.Store, onRun func()) *engine.Engine {
@@ -144,6 +184,7 @@ func benchBurnDown(b *testing.B, bs benchStore) {
 	if bs.redis != nil {
 		bs.resetCommands(b)
 	}
+	proc, server := bs.cpu(b)
 	b.ReportAllocs()
 	b.ResetTimer()
 	pool := engine.NewWorkerPool(eng, engine.PoolOptions{Workers: benchWorkers})
@@ -161,6 +202,7 @@ func benchBurnDown(b *testing.B, bs benchStore) {
 		b.Fatalf("%d runs started, want %d", n, b.N)
 	}
 	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "runs/s")
+	bs.reportCPU(b, proc, server)
 	if bs.redis != nil {
 		b.ReportMetric(float64(bs.commands(b))/float64(b.N), "redis-cmds/run")
 	}
@@ -201,6 +243,7 @@ func benchPublish16(b *testing.B, bs benchStore) {
 	if bs.redis != nil {
 		bs.resetCommands(b)
 	}
+	proc, server := bs.cpu(b)
 	b.ReportAllocs()
 	b.ResetTimer()
 	for range benchProducers {
@@ -217,6 +260,7 @@ func benchPublish16(b *testing.B, bs benchStore) {
 	wg.Wait()
 	b.StopTimer()
 	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "events/s")
+	bs.reportCPU(b, proc, server)
 	if bs.redis != nil {
 		b.ReportMetric(float64(bs.commands(b))/float64(b.N), "redis-cmds/event")
 	}

@@ -314,11 +314,14 @@ func (p *WorkerPool) run(ctx context.Context, cancel context.CancelCauseFunc, l 
 		t := e.clock.AfterFunc(fb.Sub(e.clock.Now()), func() { cancel(errFinishTimeout) })
 		defer t.Stop()
 	}
-	ev, err := e.loadEvent(l.Run.EventID)
-	if err != nil {
-		log.Warn("loading trigger event; handing the run back", "err", err)
-		p.release(log, l)
-		return
+	ev := l.Event
+	if ev.ID != l.Run.EventID {
+		var err error
+		if ev, err = e.loadEvent(l.Run.EventID); err != nil {
+			log.Warn("loading trigger event; handing the run back", "err", err)
+			p.release(log, l)
+			return
+		}
 	}
 	if l.Run.Attempt == 0 && len(l.Steps) == 0 {
 		e.observe.RunStarted(fn.ID, e.clock.Now().Sub(l.Run.CreatedAt))

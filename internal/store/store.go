@@ -220,6 +220,10 @@ type Lease struct {
 	Until time.Time
 	Run   Run
 	Steps []Step // the run's recorded steps, for memoization
+	// Event is the run's trigger event (Run.EventID) as GetEvent returns
+	// it, read with the claim so a worker need not fetch it; zero when the
+	// event is gone.
+	Event Event
 	// TakenOver is true when Claim took the run from another worker whose
 	// lease had lapsed: the run still held a lease (a lease token) when it
 	// was claimed. It is false for a run claimed while queued, suspended

@@ -196,7 +196,7 @@ func (s *Store) Claim(ctx context.Context, owner string, n int, ttl time.Duratio
 	leases := make([]store.Lease, 0, len(res))
 	for _, r := range res {
 		t, _ := r.([]any)
-		if len(t) != 5 {
+		if len(t) != 6 {
 			return nil, s.wrap("claim", fmt.Errorf("unexpected reply %v", r))
 		}
 		run, err := parseRun(flatMap(t[2]))
@@ -207,8 +207,14 @@ func (s *Store) Claim(ctx context.Context, owner string, n int, ttl time.Duratio
 		if err != nil {
 			return nil, s.wrap("claim", err)
 		}
+		var ev store.Event
+		if doc := str(t[5]); doc != "" {
+			if err := json.Unmarshal([]byte(doc), &ev); err != nil {
+				return nil, s.wrap("claim", err)
+			}
+		}
 		leases = append(leases, store.Lease{RunID: run.ID, Token: str(t[1]), Owner: owner,
-			Until: fromMS(until.UnixMilli()), Run: run, Steps: steps, TakenOver: t[4] == int64(1)})
+			Until: fromMS(until.UnixMilli()), Run: run, Steps: steps, TakenOver: t[4] == int64(1), Event: ev})
 	}
 	return leases, nil
 }

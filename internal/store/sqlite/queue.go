@@ -186,6 +186,9 @@ WHERE id IN (SELECT value FROM json_each(?4)) RETURNING lease_token, `+runColumn
 			return nil, err
 		}
 	}
+	if err := t.triggerEvents(leases); err != nil {
+		return nil, err
+	}
 	out := make([]store.Lease, 0, len(chosen))
 	for i, id := range ids {
 		l, ok := leases[id]
@@ -197,6 +200,39 @@ WHERE id IN (SELECT value FROM json_each(?4)) RETURNING lease_token, `+runColumn
 		out = append(out, *l)
 	}
 	return out, nil
+}
+
+// triggerEvents adds to each lease its run's trigger event.
+func (t *txn) triggerEvents(leases map[string]*store.Lease) error {
+	ids := make([]string, 0, len(leases))
+	for _, l := range leases {
+		ids = append(ids, l.Run.EventID)
+	}
+	idList, err := json.Marshal(ids)
+	if err != nil {
+		return err
+	}
+	rows, err := t.query(`SELECT `+eventColumns+` FROM events
+WHERE id IN (SELECT value FROM json_each(?))`, string(idList))
+	if err != nil {
+		return fmt.Errorf("trigger events: %w", err)
+	}
+	events := make(map[string]store.Event, len(ids))
+	for rows.Next() {
+		ev, err := scanEvent(rows)
+		if err != nil {
+			rows.Close()
+			return fmt.Errorf("trigger events: %w", err)
+		}
+		events[ev.ID] = ev
+	}
+	if err := errors.Join(rows.Err(), rows.Close()); err != nil {
+		return fmt.Errorf("trigger events: %w", err)
+	}
+	for _, l := range leases {
+		l.Event = events[l.Run.EventID]
+	}
+	return nil
 }
 
 // resumedSteps adds to each lease the steps its run recorded, in the order

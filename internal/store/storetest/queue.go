@@ -100,6 +100,14 @@ func testClaimSetsLease(t *testing.T, b *bundle) {
 	checkTime(t, "Lease.Run.StartedAt", l.Run.StartedAt, b.now())
 	checkEqual(t, "Lease.Run.LeaseOwner", l.Run.LeaseOwner, "worker-1")
 	checkEqual(t, "len(Lease.Steps)", len(l.Steps), 0)
+	// The trigger event comes with the lease, as GetEvent returns it, so
+	// a worker need not read it again.
+	stored := b.getEvent(t, ev.ID)
+	checkEqual(t, "Lease.Event.ID", l.Event.ID, ev.ID)
+	checkEqual(t, "Lease.Event.Name", l.Event.Name, ev.Name)
+	checkJSON(t, "Lease.Event.Data", l.Event.Data, ev.Data)
+	checkEqual(t, "Lease.Event.TS", l.Event.TS, stored.TS)
+	checkTime(t, "Lease.Event.ReceivedAt", l.Event.ReceivedAt, stored.ReceivedAt)
 
 	r := b.getRun(t, s.ID)
 	checkEqual(t, "Status", r.Status, store.StatusRunning)
