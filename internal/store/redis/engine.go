@@ -219,20 +219,41 @@ func (s *Store) Claim(ctx context.Context, owner string, n int, ttl time.Duratio
 	return leases, nil
 }
 
-// RenewLease extends the lease to now+ttl.
-func (s *Store) RenewLease(ctx context.Context, l *store.Lease, ttl time.Duration) error {
+// RenewLeases extends each lease to now+ttl, in one script.
+func (s *Store) RenewLeases(ctx context.Context, ls []*store.Lease, ttl time.Duration) ([]error, error) {
 	if ttl <= 0 {
-		return s.wrap("renew lease", fmt.Errorf("%w: lease ttl must be positive", store.ErrInvalid))
+		return nil, s.wrap("renew leases", fmt.Errorf("%w: lease ttl must be positive", store.ErrInvalid))
+	}
+	if len(ls) == 0 {
+		return []error{}, nil
 	}
 	now := s.clock.Now()
 	until := fromMS(now.Add(ttl).UnixMilli())
-	err := scriptRenew.Run(ctx, s.rdb, []string{s.keys.engine}, now.UnixMilli(), l.RunID, l.Token, until.UnixMilli()).Err()
-	if err != nil {
-		return s.wrap("renew lease", err)
+	pairs := make([][2]string, len(ls))
+	for i, l := range ls {
+		pairs[i] = [2]string{l.RunID, l.Token}
 	}
-	l.Until = until
-	l.Run.AvailableAt = until
-	return nil
+	arg, err := json.Marshal(pairs)
+	if err != nil {
+		return nil, s.wrap("renew leases", err)
+	}
+	res, err := scriptRenew.Run(ctx, s.rdb, []string{s.keys.engine}, now.UnixMilli(), until.UnixMilli(), string(arg)).Slice()
+	if err != nil {
+		return nil, s.wrap("renew leases", err)
+	}
+	if len(res) != len(ls) {
+		return nil, s.wrap("renew leases", fmt.Errorf("unexpected reply %v", res))
+	}
+	errs := make([]error, len(ls))
+	for i, l := range ls {
+		if num(res[i]) != 1 {
+			errs[i] = s.wrap("renew lease", store.ErrLeaseLost)
+			continue
+		}
+		l.Until = until
+		l.Run.AvailableAt = until
+	}
+	return errs, nil
 }
 
 // SaveStep records a step under the lease and publishes emit with it.

@@ -259,30 +259,37 @@ WHERE run_id IN (SELECT value FROM json_each(?)) ORDER BY rowid`, string(idList)
 	return nil
 }
 
-// RenewLease extends the lease to now+ttl.
-func (s *Store) RenewLease(ctx context.Context, l *store.Lease, ttl time.Duration) error {
+// RenewLeases extends each lease to now+ttl, in one transaction.
+func (s *Store) RenewLeases(ctx context.Context, ls []*store.Lease, ttl time.Duration) ([]error, error) {
 	if ttl <= 0 {
-		return wrap("renew lease", fmt.Errorf("%w: lease ttl must be positive", store.ErrInvalid))
+		return nil, wrap("renew leases", fmt.Errorf("%w: lease ttl must be positive", store.ErrInvalid))
 	}
 	var until time.Time
-	err := s.write(ctx, "renew lease", false, func(t *txn) error {
+	errs := make([]error, len(ls))
+	err := s.write(ctx, "renew leases", false, func(t *txn) error {
 		until = t.now.Add(ttl)
-		n, err := t.exec(`UPDATE runs SET available_at = ? WHERE `+leaseCheck,
-			until.UnixMilli(), l.RunID, l.Token, t.now.UnixMilli())
-		if err != nil {
-			return err
-		}
-		if n == 0 {
-			return store.ErrLeaseLost
+		for i, l := range ls {
+			n, err := t.exec(`UPDATE runs SET available_at = ? WHERE `+leaseCheck,
+				until.UnixMilli(), l.RunID, l.Token, t.now.UnixMilli())
+			if err != nil {
+				return err
+			}
+			if n == 0 {
+				errs[i] = wrap("renew lease", store.ErrLeaseLost)
+			}
 		}
 		return nil
 	})
 	if err != nil {
-		return err
+		return nil, err
 	}
-	l.Until = until
-	l.Run.AvailableAt = until
-	return nil
+	for i, l := range ls {
+		if errs[i] == nil {
+			l.Until = until
+			l.Run.AvailableAt = until
+		}
+	}
+	return errs, nil
 }
 
 // SaveStep records a step under the caller's lease and publishes emit in
