@@ -47,7 +47,10 @@ type WorkerPool struct {
 	// send never waits; the loop closes it when it ends.
 	jobs chan job
 
-	mu       sync.Mutex
+	mu sync.Mutex
+	// inflight holds the executions by lease token: after its lease
+	// lapsed, a run may be claimed again (by this pool too) before its
+	// first execution has noticed.
 	inflight map[string]inflight
 	wg       sync.WaitGroup
 
@@ -56,10 +59,13 @@ type WorkerPool struct {
 }
 
 // inflight is a run a worker executes: how to interrupt it, and its lease
-// as the renewer sends it to the store.
+// as the renewer sends it to the store (RunID and Token only).
 type inflight struct {
 	cancel context.CancelCauseFunc
-	lease  store.Lease // RunID and Token only
+	lease  store.Lease
+	// ending is set once the worker gives the lease up (finish, suspend,
+	// release): it is no longer renewed.
+	ending bool
 }
 
 // NewWorkerPool returns a pool executing e's runs.
@@ -250,8 +256,10 @@ func (p *WorkerPool) wakes(c store.Change, wake time.Time) bool {
 	case store.ChangeRun:
 		if c.Status == store.StatusCancelled {
 			p.mu.Lock()
-			if run, ok := p.inflight[c.RunID]; ok {
-				run.cancel(errRunCancelled)
+			for _, run := range p.inflight {
+				if run.lease.RunID == c.RunID {
+					run.cancel(errRunCancelled)
+				}
 			}
 			p.mu.Unlock()
 			return false
@@ -298,7 +306,7 @@ func (p *WorkerPool) claim(ctx context.Context) (bool, error) {
 func (p *WorkerPool) execute(ctx context.Context, l *store.Lease) {
 	runCtx, cancel := context.WithCancelCause(context.WithoutCancel(ctx))
 	p.mu.Lock()
-	p.inflight[l.RunID] = inflight{cancel: cancel, lease: store.Lease{RunID: l.RunID, Token: l.Token}}
+	p.inflight[l.Token] = inflight{cancel: cancel, lease: store.Lease{RunID: l.RunID, Token: l.Token}}
 	p.mu.Unlock()
 	p.jobs <- job{ctx: runCtx, cancel: cancel, lease: l}
 }
@@ -308,7 +316,7 @@ func (p *WorkerPool) work() {
 	for j := range p.jobs {
 		p.run(j.ctx, j.cancel, j.lease)
 		p.mu.Lock()
-		delete(p.inflight, j.lease.RunID)
+		delete(p.inflight, j.lease.Token)
 		p.mu.Unlock()
 		j.cancel(nil)
 		select {
@@ -318,7 +326,7 @@ func (p *WorkerPool) work() {
 	}
 }
 
-// run executes a leased run: renews its lease while the handler works, then
+// run executes a leased run (the pool's renewer keeps its lease) and
 // records the outcome.
 func (p *WorkerPool) run(ctx context.Context, cancel context.CancelCauseFunc, l *store.Lease) {
 	e := p.e
@@ -434,8 +442,10 @@ func (p *WorkerPool) renewAll(timeout time.Duration) {
 	p.mu.Lock()
 	leases := make([]*store.Lease, 0, len(p.inflight))
 	for _, run := range p.inflight {
-		l := run.lease
-		leases = append(leases, &l)
+		if !run.ending {
+			l := run.lease
+			leases = append(leases, &l)
+		}
 	}
 	p.mu.Unlock()
 	if len(leases) == 0 {
@@ -453,10 +463,16 @@ func (p *WorkerPool) renewAll(timeout time.Duration) {
 		switch {
 		case errors.Is(err, store.ErrLeaseLost):
 			p.mu.Lock()
-			run, ok := p.inflight[leases[i].RunID]
+			run, ok := p.inflight[leases[i].Token]
+			// A run that is giving its lease up meanwhile lost nothing; a
+			// lost lease is reported once and not renewed again.
+			lost := ok && !run.ending
+			if lost {
+				run.ending = true
+				p.inflight[leases[i].Token] = run
+			}
 			p.mu.Unlock()
-			// A run that ended meanwhile gave its lease up itself.
-			if ok && run.lease.Token == leases[i].Token {
+			if lost {
 				p.e.observe.LeaseLost()
 				run.cancel(errLeaseLost)
 			}
@@ -467,7 +483,19 @@ func (p *WorkerPool) renewAll(timeout time.Duration) {
 	}
 }
 
+// endRenewal stops renewing a lease: its worker is about to give it up
+// (finish, suspend or release), after which a renewal would find it gone.
+func (p *WorkerPool) endRenewal(l *store.Lease) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if run, ok := p.inflight[l.Token]; ok {
+		run.ending = true
+		p.inflight[l.Token] = run
+	}
+}
+
 func (p *WorkerPool) suspend(log *slog.Logger, r *Run) {
+	p.endRenewal(r.lease)
 	ctx, cancel := context.WithTimeout(context.Background(), storeCallTimeout)
 	defer cancel()
 	if err := p.e.store.Suspend(ctx, r.lease, *r.yield); err != nil {
@@ -477,6 +505,7 @@ func (p *WorkerPool) suspend(log *slog.Logger, r *Run) {
 }
 
 func (p *WorkerPool) finish(log *slog.Logger, l *store.Lease, o store.Outcome) {
+	p.endRenewal(l)
 	ctx, cancel := context.WithTimeout(context.Background(), storeCallTimeout)
 	defer cancel()
 	if err := p.e.store.Finish(ctx, l, o); err != nil {
@@ -491,6 +520,7 @@ func (p *WorkerPool) finish(log *slog.Logger, l *store.Lease, o store.Outcome) {
 }
 
 func (p *WorkerPool) release(log *slog.Logger, l *store.Lease) {
+	p.endRenewal(l)
 	ctx, cancel := context.WithTimeout(context.Background(), storeCallTimeout)
 	defer cancel()
 	if err := p.e.store.Release(ctx, l); err != nil {

@@ -222,7 +222,7 @@ type Lease struct {
 	Steps []Step // the run's recorded steps, for memoization
 	// Event is the run's trigger event (Run.EventID) as GetEvent returns
 	// it, read with the claim so a worker need not fetch it; zero when the
-	// event is gone.
+	// event is gone or could not be read then (the worker reads it).
 	Event Event
 	// TakenOver is true when Claim took the run from another worker whose
 	// lease had lapsed: the run still held a lease (a lease token) when it

@@ -45,6 +45,11 @@ func (s *Store) Claim(ctx context.Context, owner string, n int, ttl time.Duratio
 	if err != nil {
 		return nil, err
 	}
+	// Events never change, so the read pool serves them after the commit
+	// and the single writer does no more than the lease itself.
+	if err := s.triggerEvents(ctx, leases); err != nil {
+		s.log.Debug("reading the trigger events of claimed runs; the workers will", "err", err)
+	}
 	return leases, nil
 }
 
@@ -186,9 +191,6 @@ WHERE id IN (SELECT value FROM json_each(?4)) RETURNING lease_token, `+runColumn
 			return nil, err
 		}
 	}
-	if err := t.triggerEvents(leases); err != nil {
-		return nil, err
-	}
 	out := make([]store.Lease, 0, len(chosen))
 	for i, id := range ids {
 		l, ok := leases[id]
@@ -202,35 +204,38 @@ WHERE id IN (SELECT value FROM json_each(?4)) RETURNING lease_token, `+runColumn
 	return out, nil
 }
 
-// triggerEvents adds to each lease its run's trigger event.
-func (t *txn) triggerEvents(leases map[string]*store.Lease) error {
-	ids := make([]string, 0, len(leases))
-	for _, l := range leases {
-		ids = append(ids, l.Run.EventID)
+// triggerEvents adds to each lease its run's trigger event, in one query.
+func (s *Store) triggerEvents(ctx context.Context, leases []store.Lease) error {
+	if len(leases) == 0 {
+		return nil
+	}
+	ids := make([]string, len(leases))
+	for i, l := range leases {
+		ids[i] = l.Run.EventID
 	}
 	idList, err := json.Marshal(ids)
 	if err != nil {
 		return err
 	}
-	rows, err := t.query(`SELECT `+eventColumns+` FROM events
+	rows, err := s.rdb.QueryContext(ctx, `SELECT `+eventColumns+` FROM events
 WHERE id IN (SELECT value FROM json_each(?))`, string(idList))
 	if err != nil {
-		return fmt.Errorf("trigger events: %w", err)
+		return err
 	}
 	events := make(map[string]store.Event, len(ids))
 	for rows.Next() {
 		ev, err := scanEvent(rows)
 		if err != nil {
 			rows.Close()
-			return fmt.Errorf("trigger events: %w", err)
+			return err
 		}
 		events[ev.ID] = ev
 	}
 	if err := errors.Join(rows.Err(), rows.Close()); err != nil {
-		return fmt.Errorf("trigger events: %w", err)
+		return err
 	}
-	for _, l := range leases {
-		l.Event = events[l.Run.EventID]
+	for i := range leases {
+		leases[i].Event = events[leases[i].Run.EventID]
 	}
 	return nil
 }
