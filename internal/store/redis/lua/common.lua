@@ -22,41 +22,46 @@ local function change(kind, ev, evname, run, fn, status, step, avail)
   changes[#changes + 1] = {kind, ev or '', evname or '', run or '', fn or '', status or '', step or '', a}
 end
 
--- zadd queues a member for an index sorted set (events, events:name:*,
--- runs, runs:fn:*, runs:st:*, runs:fnst:*, runs:ev:*, ended), so a script
--- that adds many members to one index sends one ZADD for them (zflush).
--- No script reads those indexes after writing them; zrem flushes the key
--- first so removals always see earlier additions. The queue, conc:*,
--- rate and expiry sets are read by the scripts and written at once.
+-- zadd and zrem queue writes to an index sorted set (events,
+-- events:name:*, runs, runs:fn:*, runs:st:*, runs:fnst:*, runs:ev:*,
+-- ended), so a script that moves many runs or stores many events sends one
+-- ZADD or ZREM per index and stretch of like writes (zflush), in the order
+-- they were queued. No script reads those indexes after writing them. The
+-- queue, conc:*, rate and expiry sets are read by the scripts and written
+-- at once.
 local zq, zkeys = {}, {}
-local function zadd(key, score, m)
+
+local function zqueue(key, cmd, a, b)
   local q = zq[key]
   if not q then
     q = {}
     zq[key] = q
     zkeys[#zkeys + 1] = key
   end
-  q[#q + 1] = score
-  q[#q + 1] = m
+  local last = q[#q]
+  if not last or last.cmd ~= cmd then
+    last = {cmd = cmd, args = {}}
+    q[#q + 1] = last
+  end
+  local args = last.args
+  args[#args + 1] = a
+  if b then args[#args + 1] = b end
 end
 
-local function zflush_key(key)
-  local q = zq[key]
-  if not q or #q == 0 then return end
-  for i = 1, #q, 1000 do
-    redis.call('ZADD', key, unpack(q, i, math.min(i + 999, #q)))
-  end
-  zq[key] = {}
-end
+local function zadd(key, score, m) zqueue(key, 'ZADD', score, m) end
+
+local function zrem(key, m) zqueue(key, 'ZREM', m) end
 
 local function zflush()
-  for _, k in ipairs(zkeys) do zflush_key(k) end
+  for _, key in ipairs(zkeys) do
+    for _, w in ipairs(zq[key]) do
+      local args = w.args
+      for i = 1, #args, 1000 do
+        redis.call(w.cmd, key, unpack(args, i, math.min(i + 999, #args)))
+      end
+    end
+  end
   zq, zkeys = {}, {}
-end
-
-local function zrem(key, m)
-  zflush_key(key)
-  redis.call('ZREM', key, m)
 end
 
 -- flush writes the queued index members and publishes the queued changes;
