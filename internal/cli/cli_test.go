@@ -258,7 +258,7 @@ var serveVars = []struct{ env, flag, def string }{
 	{"CYBERDREW_STORE", "--store", ""},
 	{"REDIS_URL", "--store", ""},
 	{"CYBERDREW_WORKERS", "--workers", "16"},
-	{"CYBERDREW_LEASE", "--lease", "10s"},
+	{"CYBERDREW_LEASE", "--lease", "5s"},
 	{"CYBERDREW_RETENTION", "--retention", "720h0m0s"},
 	{"CYBERDREW_LOG_FORMAT", "--log-format", `"auto"`},
 	{"CYBERDREW_LOG_LEVEL", "--log-level", "info"},

@@ -99,7 +99,7 @@ both set.`,
 	fs.StringVar(&c.DataDir, "data-dir", c.DataDir, "directory of the embedded store")
 	fs.StringVar(&c.Store, "store", c.Store, "store: empty for SQLite in the data dir, sqlite:///path or a path, redis://… or rediss://…")
 	fs.IntVar(&c.Workers, "workers", c.Workers, "runs executed at once")
-	fs.DurationVar(&c.Lease, "lease", c.Lease, "how long a worker holds a run without renewing it; a crashed daemon's runs are taken over after it (at least 1s)")
+	fs.DurationVar(&c.Lease, "lease", c.Lease, "how long a worker holds a run without renewing it (a daemon renews all its leases every third of it); a crashed daemon's runs are taken over after it (at least 1s)")
 	fs.DurationVar(&c.Retention, "retention", c.Retention, "keep finished runs and their events this long; 0 keeps them forever")
 	fs.StringVar(&c.LogFormat, "log-format", c.LogFormat, "log format: auto (text on a terminal, JSON otherwise), text or json")
 	fs.Var(levelValue{&c.LogLevel}, "log-level", "log level: debug, info, warn or error")

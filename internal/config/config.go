@@ -24,7 +24,7 @@ const (
 	DefaultWorkers         = 16
 	DefaultRetention       = 30 * 24 * time.Hour
 	DefaultShutdownTimeout = 30 * time.Second
-	DefaultLease           = 10 * time.Second
+	DefaultLease           = 5 * time.Second
 	// MinLease is the shortest lease accepted: it is renewed every third
 	// of it, and each renewal must reach the store in time.
 	MinLease              = time.Second

@@ -24,7 +24,7 @@ func TestDefaultServe(t *testing.T) {
 	if err := c.Validate(); err != nil {
 		t.Fatalf("defaults do not validate: %v", err)
 	}
-	if c.Addr != "127.0.0.1:8288" || c.DataDir != "/home/drew/.local/share/cyberdrew" || c.Workers != 16 || c.Lease != 10*time.Second ||
+	if c.Addr != "127.0.0.1:8288" || c.DataDir != "/home/drew/.local/share/cyberdrew" || c.Workers != 16 || c.Lease != 5*time.Second ||
 		c.Retention != 720*time.Hour || c.ShutdownTimeout != 30*time.Second || c.LogFormat != "auto" ||
 		c.LogLevel != slog.LevelInfo || c.MaxEventSize != 256<<10 || c.MaxRequestSize != 10<<20 || c.MaxBatch != 5000 {
 		t.Errorf("defaults = %+v", c)

@@ -50,6 +50,8 @@ func runServeChild(dir string) int {
 		fns = cronFunctions(dir)
 	case "shutdown", "chaos":
 		fns = pacedFunctions(dir)
+	case "takeover-victim", "takeover":
+		fns = takeoverFunctions(dir, os.Getenv(serveFuncsEnv) == "takeover-victim")
 	default:
 		fns = scaleFunctions(dir)
 	}
@@ -129,6 +131,32 @@ func scaleFunctions(dir string) []engine.Function {
 					return false, ctx.Err()
 				}
 				return true, l.record("work", r.ID)
+			})
+		},
+	}}
+}
+
+// takeoverFunction's runs record a first step ("first <run> <pid>"), then
+// take a long second step: in the victim it lasts until the process dies,
+// elsewhere it ends at once.
+const takeoverFunction = "long-work"
+
+func takeoverFunctions(dir string, victim bool) []engine.Function {
+	l := newLedger(dir)
+	return []engine.Function{{
+		ID: takeoverFunction, Triggers: []engine.Trigger{{Event: "test/long"}},
+		Handler: func(ctx context.Context, r *engine.Run) (any, error) {
+			if _, err := engine.Step(ctx, r, "first", func(ctx context.Context) (bool, error) {
+				return true, l.record("first", r.ID)
+			}); err != nil {
+				return nil, err
+			}
+			return engine.Step(ctx, r, "long", func(ctx context.Context) (bool, error) {
+				if victim {
+					<-ctx.Done()
+					return false, ctx.Err()
+				}
+				return true, nil
 			})
 		},
 	}}
@@ -460,5 +488,95 @@ func TestCronFiresEachTickOnceAcrossDaemons(t *testing.T) {
 	}
 	if len(keys) < len(ids) || len(keys) > len(ids)+3 {
 		t.Errorf("%d ticks taken for %d runs", len(keys), len(ids))
+	}
+}
+
+// TestKilledDaemonsLongRunsAreTakenOverAtTheDefaultLease kills, with
+// SIGKILL, a daemon holding 200 runs in a long step while a second daemon
+// idles on the same Redis, both with the default lease: the survivor is
+// woken by the lapsing leases (not a poll), completes every run, and runs
+// no completed step again. It logs how long the takeover took.
+func TestKilledDaemonsLongRunsAreTakenOverAtTheDefaultLease(t *testing.T) {
+	t.Parallel()
+	const runs = 200
+	srv := redistest.StartT(t, false)
+	dir := t.TempDir()
+	victim := spawnServe(t, dir, "takeover-victim", "--store", "redis://"+srv.Addr, "--workers", strconv.Itoa(runs))
+	c := client{t: t, base: victim.base}
+	changes := c.stream("")
+	body := make([]string, runs)
+	for i := range body {
+		body[i] = fmt.Sprintf(`{"name":"test/long","data":{"n":%d}}`, i)
+	}
+	var acc struct {
+		IDs []string `json:"ids"`
+	}
+	if code := c.do("POST", "/e/k", "["+strings.Join(body, ",")+"]", &acc); code != 200 || len(acc.IDs) != runs {
+		t.Fatalf("intake: %d, %d ids", code, len(acc.IDs))
+	}
+	// Every run has recorded its first step and is in its long one.
+	firsts := func() int {
+		n := 0
+		for _, f := range readLedgers(t, dir) {
+			if f[0] == "first" {
+				n++
+			}
+		}
+		return n
+	}
+	guard := time.NewTicker(time.Second)
+	defer guard.Stop()
+	deadline := time.After(30 * time.Second)
+	for firsts() < runs {
+		select {
+		case <-changes:
+		case <-guard.C:
+		case <-deadline:
+			t.Fatalf("only %d of %d runs took their first step", firsts(), runs)
+		}
+	}
+	survivor := spawnServe(t, dir, "takeover", "--store", "redis://"+srv.Addr, "--workers", strconv.Itoa(runs))
+	c = client{t: t, base: survivor.base}
+	changes = c.stream("")
+	if err := victim.cmd.Process.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	victim.cmd.Wait()
+	killedAt := time.Now()
+	deadline = time.After(30 * time.Second)
+	completed := map[string]bool{}
+	for len(completed) < runs {
+		select {
+		case ch, ok := <-changes:
+			if !ok {
+				t.Fatal("stream ended")
+			}
+			if ch.Kind == store.ChangeRun && ch.FunctionID == takeoverFunction && ch.Status == store.StatusCompleted {
+				completed[ch.RunID] = true
+			}
+		case <-guard.C:
+			// A lagging stream may drop changes: read the API too.
+			for id := range listRuns(c, "function="+takeoverFunction+"&status=Completed") {
+				completed[id] = true
+			}
+		case <-deadline:
+			t.Fatalf("%d of %d runs completed after the kill", len(completed), runs)
+		}
+	}
+	t.Logf("the survivor completed the killed daemon's %d runs %v after the kill (default lease %v)",
+		runs, time.Since(killedAt).Round(time.Millisecond), config.DefaultLease)
+	perRun := map[string]int{}
+	for _, f := range readLedgers(t, dir) {
+		if f[0] == "first" {
+			perRun[f[1]]++
+		}
+	}
+	if len(perRun) != runs {
+		t.Errorf("%d runs recorded a first step, want %d", len(perRun), runs)
+	}
+	for id, n := range perRun {
+		if n != 1 {
+			t.Errorf("completed step first of run %s executed %d times", id, n)
+		}
 	}
 }

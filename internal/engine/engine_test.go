@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -1045,6 +1046,56 @@ func TestPulseCountsThisPoolsRuns(t *testing.T) {
 	})
 }
 
+// TestLapsedLeaseInterruptsTheRun: a run whose lease lapsed before the
+// pool's renewal (the clock jumps past it) is interrupted when the renewal
+// finds the lease lost, then claimed again; its completed step is not run
+// again.
+func TestLapsedLeaseInterruptsTheRun(t *testing.T) {
+	eachBackend(t, func(t *testing.T, be backendtest.Backend) {
+		var begun, started atomic.Int32
+		working, interrupted := make(chan struct{}), make(chan error)
+		obs := &leaseLosses{}
+		b := setup(t, be, options{noPool: true, observer: obs}, engine.Function{
+			ID: "long", Triggers: []engine.Trigger{{Event: "test/long"}},
+			Handler: func(ctx context.Context, r *engine.Run) (any, error) {
+				if _, err := engine.Step(ctx, r, "begin", func(ctx context.Context) (int32, error) { return begun.Add(1), nil }); err != nil {
+					return nil, err
+				}
+				if started.Add(1) == 1 {
+					close(working)
+					<-ctx.Done() // the first execution works until interrupted
+					interrupted <- context.Cause(ctx)
+					return nil, ctx.Err()
+				}
+				return "done", nil
+			},
+		})
+		id := oneRun(t, b.send(t, "test/long", `{}`))
+		b.startPool(t, 3*time.Second, "worker")
+		select {
+		case <-working:
+		case <-time.After(10 * time.Second):
+			t.Fatal("timed out waiting for the first execution to start")
+		}
+		b.clock.Advance(3*time.Second + time.Millisecond)
+		select {
+		case cause := <-interrupted:
+			if !strings.Contains(fmt.Sprint(cause), "lease lost") {
+				t.Errorf("first execution interrupted by %v, want a lost lease", cause)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatal("timed out waiting for the first execution to be interrupted")
+		}
+		b.waitStatus(t, id, store.StatusCompleted)
+		if n := obs.lost.Load(); n != 1 {
+			t.Errorf("leases lost = %d, want 1", n)
+		}
+		if n := begun.Load(); n != 1 {
+			t.Errorf("completed step begin ran %d times, want 1", n)
+		}
+	})
+}
+
 // finishes is an Observer that reports each finished run's status.
 type finishes struct{ done chan string }
 
@@ -1054,3 +1105,15 @@ func (*finishes) StepAttempt(string, string, time.Duration) {}
 func (*finishes) LeaseLost()                                {}
 func (*finishes) LeaseTakenOver()                           {}
 func (*finishes) StoreError(string)                         {}
+
+// leaseLosses is an Observer that counts lost leases.
+type leaseLosses struct {
+	lost atomic.Int32
+}
+
+func (*leaseLosses) RunStarted(string, time.Duration)          {}
+func (*leaseLosses) RunFinished(string, string)                {}
+func (*leaseLosses) StepAttempt(string, string, time.Duration) {}
+func (o *leaseLosses) LeaseLost()                              { o.lost.Add(1) }
+func (*leaseLosses) LeaseTakenOver()                           {}
+func (*leaseLosses) StoreError(string)                         {}

@@ -26,7 +26,8 @@ type Run struct {
 	e     *Engine
 	fn    *registered
 	lease *store.Lease
-	// storeMu serialises store calls on the lease (handler and renewer).
+	// storeMu serialises the handler's store calls on the lease (steps may
+	// run from several goroutines).
 	storeMu sync.Mutex
 
 	steps map[string]store.Step // recorded steps by id

@@ -27,7 +27,7 @@ var (
 // PoolOptions configure a WorkerPool.
 type PoolOptions struct {
 	Workers  int           // concurrent runs; default 16
-	LeaseTTL time.Duration // default 10 s; renewed every third of it
+	LeaseTTL time.Duration // default 5 s; every third of it the pool renews all its leases at once
 	Owner    string        // worker id in leases; default host:pid
 }
 
@@ -47,9 +47,25 @@ type WorkerPool struct {
 	// send never waits; the loop closes it when it ends.
 	jobs chan job
 
-	mu       sync.Mutex
-	inflight map[string]context.CancelCauseFunc
+	mu sync.Mutex
+	// inflight holds the executions by lease token: after its lease
+	// lapsed, a run may be claimed again (by this pool too) before its
+	// first execution has noticed.
+	inflight map[string]inflight
 	wg       sync.WaitGroup
+
+	stopRenew context.CancelFunc
+	renewDone chan struct{}
+}
+
+// inflight is a run a worker executes: how to interrupt it, and its lease
+// as the renewer sends it to the store (RunID and Token only).
+type inflight struct {
+	cancel context.CancelCauseFunc
+	lease  store.Lease
+	// ending is set once the worker gives the lease up (finish, suspend,
+	// release): it is no longer renewed.
+	ending bool
 }
 
 // NewWorkerPool returns a pool executing e's runs.
@@ -58,7 +74,7 @@ func NewWorkerPool(e *Engine, opts PoolOptions) *WorkerPool {
 		opts.Workers = 16
 	}
 	if opts.LeaseTTL <= 0 {
-		opts.LeaseTTL = 10 * time.Second
+		opts.LeaseTTL = 5 * time.Second
 	}
 	if opts.Owner == "" {
 		host, _ := os.Hostname()
@@ -67,7 +83,7 @@ func NewWorkerPool(e *Engine, opts PoolOptions) *WorkerPool {
 	return &WorkerPool{
 		e: e, opts: opts, log: e.baseLog.With("component", "workers"),
 		slotFree: make(chan struct{}, 1),
-		inflight: map[string]context.CancelCauseFunc{},
+		inflight: map[string]inflight{},
 	}
 }
 
@@ -95,6 +111,14 @@ func (p *WorkerPool) Start(ctx context.Context) error {
 		defer close(p.jobs)
 		p.loop(ctx, changes)
 	}()
+	// The renewer outlives the claim loop: runs drain after Stop begins.
+	renewCtx, stopRenew := context.WithCancel(context.WithoutCancel(ctx))
+	p.stopRenew = stopRenew
+	p.renewDone = make(chan struct{})
+	go func() {
+		defer close(p.renewDone)
+		p.renewLoop(renewCtx)
+	}()
 	return nil
 }
 
@@ -108,14 +132,18 @@ func (p *WorkerPool) Stop(ctx context.Context) error {
 	<-p.done
 	finished := make(chan struct{})
 	go func() { p.wg.Wait(); close(finished) }()
+	defer func() {
+		p.stopRenew()
+		<-p.renewDone
+	}()
 	select {
 	case <-finished:
 		return nil
 	case <-ctx.Done():
 	}
 	p.mu.Lock()
-	for _, cancel := range p.inflight {
-		cancel(errShutdown)
+	for _, run := range p.inflight {
+		run.cancel(errShutdown)
 	}
 	p.mu.Unlock()
 	<-finished
@@ -228,8 +256,10 @@ func (p *WorkerPool) wakes(c store.Change, wake time.Time) bool {
 	case store.ChangeRun:
 		if c.Status == store.StatusCancelled {
 			p.mu.Lock()
-			if cancel, ok := p.inflight[c.RunID]; ok {
-				cancel(errRunCancelled)
+			for _, run := range p.inflight {
+				if run.lease.RunID == c.RunID {
+					run.cancel(errRunCancelled)
+				}
 			}
 			p.mu.Unlock()
 			return false
@@ -276,7 +306,7 @@ func (p *WorkerPool) claim(ctx context.Context) (bool, error) {
 func (p *WorkerPool) execute(ctx context.Context, l *store.Lease) {
 	runCtx, cancel := context.WithCancelCause(context.WithoutCancel(ctx))
 	p.mu.Lock()
-	p.inflight[l.RunID] = cancel
+	p.inflight[l.Token] = inflight{cancel: cancel, lease: store.Lease{RunID: l.RunID, Token: l.Token}}
 	p.mu.Unlock()
 	p.jobs <- job{ctx: runCtx, cancel: cancel, lease: l}
 }
@@ -286,7 +316,7 @@ func (p *WorkerPool) work() {
 	for j := range p.jobs {
 		p.run(j.ctx, j.cancel, j.lease)
 		p.mu.Lock()
-		delete(p.inflight, j.lease.RunID)
+		delete(p.inflight, j.lease.Token)
 		p.mu.Unlock()
 		j.cancel(nil)
 		select {
@@ -296,7 +326,7 @@ func (p *WorkerPool) work() {
 	}
 }
 
-// run executes a leased run: renews its lease while the handler works, then
+// run executes a leased run (the pool's renewer keeps its lease) and
 // records the outcome.
 func (p *WorkerPool) run(ctx context.Context, cancel context.CancelCauseFunc, l *store.Lease) {
 	e := p.e
@@ -314,11 +344,14 @@ func (p *WorkerPool) run(ctx context.Context, cancel context.CancelCauseFunc, l 
 		t := e.clock.AfterFunc(fb.Sub(e.clock.Now()), func() { cancel(errFinishTimeout) })
 		defer t.Stop()
 	}
-	ev, err := e.loadEvent(l.Run.EventID)
-	if err != nil {
-		log.Warn("loading trigger event; handing the run back", "err", err)
-		p.release(log, l)
-		return
+	ev := l.Event
+	if ev.ID != l.Run.EventID {
+		var err error
+		if ev, err = e.loadEvent(l.Run.EventID); err != nil {
+			log.Warn("loading trigger event; handing the run back", "err", err)
+			p.release(log, l)
+			return
+		}
 	}
 	if l.Run.Attempt == 0 && len(l.Steps) == 0 {
 		lag := e.clock.Now().Sub(l.Run.CreatedAt)
@@ -326,9 +359,7 @@ func (p *WorkerPool) run(ctx context.Context, cancel context.CancelCauseFunc, l 
 		e.observe.RunStarted(fn.ID, lag)
 	}
 	r := newRun(e, fn, l, ev)
-	stopRenew := p.renew(ctx, cancel, r)
 	out, herr := callHandler(ctx, fn.Handler, r)
-	stopRenew()
 
 	if r.stop == nil {
 		if cause := context.Cause(ctx); cause != nil {
@@ -390,43 +421,83 @@ func callHandler(ctx context.Context, h Handler, r *Run) (out any, err error) {
 	return h(ctx, r)
 }
 
-// renew keeps the lease alive until the returned stop is called; losing it
-// cancels the run.
-func (p *WorkerPool) renew(ctx context.Context, cancel context.CancelCauseFunc, r *Run) (stop func()) {
-	t := p.e.clock.NewTicker(p.opts.LeaseTTL / 3)
-	done := make(chan struct{})
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		for {
-			select {
-			case <-done:
-				return
-			case <-ctx.Done():
-				return
-			case <-t.Chan():
-				r.storeMu.Lock()
-				cctx, ccancel := context.WithTimeout(context.Background(), p.opts.LeaseTTL/3)
-				err := p.e.store.RenewLease(cctx, r.lease, p.opts.LeaseTTL)
-				ccancel()
-				r.storeMu.Unlock()
-				if errors.Is(err, store.ErrLeaseLost) {
-					p.e.observe.LeaseLost()
-					cancel(errLeaseLost)
-					return
-				}
-				if err != nil {
-					p.e.observe.StoreError("renew lease")
-					p.log.Warn("renewing lease", "run_id", r.ID, "err", err)
-				}
-			}
+// renewLoop renews the leases of every run the pool executes, all in one
+// store call every third of the lease, until ctx ends; a lost lease
+// interrupts its run. A run that ends within a third of the lease is
+// never renewed.
+func (p *WorkerPool) renewLoop(ctx context.Context) {
+	every := p.opts.LeaseTTL / 3
+	t := p.e.clock.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.Chan():
+			p.renewAll(every)
 		}
-	}()
-	return func() { t.Stop(); close(done); wg.Wait() }
+	}
+}
+
+// renewAll renews every lease held now, within timeout.
+func (p *WorkerPool) renewAll(timeout time.Duration) {
+	p.mu.Lock()
+	leases := make([]*store.Lease, 0, len(p.inflight))
+	for _, run := range p.inflight {
+		if !run.ending {
+			l := run.lease
+			leases = append(leases, &l)
+		}
+	}
+	p.mu.Unlock()
+	if len(leases) == 0 {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	errs, err := p.e.store.RenewLeases(ctx, leases, p.opts.LeaseTTL)
+	if err != nil {
+		p.e.observe.StoreError("renew lease")
+		p.log.Warn("renewing leases", "runs", len(leases), "err", err)
+		return
+	}
+	for i, err := range errs {
+		switch {
+		case errors.Is(err, store.ErrLeaseLost):
+			p.mu.Lock()
+			run, ok := p.inflight[leases[i].Token]
+			// A run that is giving its lease up meanwhile lost nothing; a
+			// lost lease is reported once and not renewed again.
+			lost := ok && !run.ending
+			if lost {
+				run.ending = true
+				p.inflight[leases[i].Token] = run
+			}
+			p.mu.Unlock()
+			if lost {
+				p.e.observe.LeaseLost()
+				run.cancel(errLeaseLost)
+			}
+		case err != nil:
+			p.e.observe.StoreError("renew lease")
+			p.log.Warn("renewing lease", "run_id", leases[i].RunID, "err", err)
+		}
+	}
+}
+
+// endRenewal stops renewing a lease: its worker is about to give it up
+// (finish, suspend or release), after which a renewal would find it gone.
+func (p *WorkerPool) endRenewal(l *store.Lease) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if run, ok := p.inflight[l.Token]; ok {
+		run.ending = true
+		p.inflight[l.Token] = run
+	}
 }
 
 func (p *WorkerPool) suspend(log *slog.Logger, r *Run) {
+	p.endRenewal(r.lease)
 	ctx, cancel := context.WithTimeout(context.Background(), storeCallTimeout)
 	defer cancel()
 	if err := p.e.store.Suspend(ctx, r.lease, *r.yield); err != nil {
@@ -436,6 +507,7 @@ func (p *WorkerPool) suspend(log *slog.Logger, r *Run) {
 }
 
 func (p *WorkerPool) finish(log *slog.Logger, l *store.Lease, o store.Outcome) {
+	p.endRenewal(l)
 	ctx, cancel := context.WithTimeout(context.Background(), storeCallTimeout)
 	defer cancel()
 	if err := p.e.store.Finish(ctx, l, o); err != nil {
@@ -451,6 +523,7 @@ func (p *WorkerPool) finish(log *slog.Logger, l *store.Lease, o store.Outcome) {
 }
 
 func (p *WorkerPool) release(log *slog.Logger, l *store.Lease) {
+	p.endRenewal(l)
 	ctx, cancel := context.WithTimeout(context.Background(), storeCallTimeout)
 	defer cancel()
 	if err := p.e.store.Release(ctx, l); err != nil {

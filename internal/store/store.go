@@ -220,6 +220,10 @@ type Lease struct {
 	Until time.Time
 	Run   Run
 	Steps []Step // the run's recorded steps, for memoization
+	// Event is the run's trigger event (Run.EventID) as GetEvent returns
+	// it, read with the claim so a worker need not fetch it; zero when the
+	// event is gone or could not be read then (the worker reads it).
+	Event Event
 	// TakenOver is true when Claim took the run from another worker whose
 	// lease had lapsed: the run still held a lease (a lease token) when it
 	// was claimed. It is false for a run claimed while queued, suspended
@@ -315,8 +319,12 @@ type Engine interface {
 	// Claim leases up to n claimable runs (AvailableAt <= now, not leased or
 	// lease lapsed, within concurrency limits), oldest AvailableAt first.
 	Claim(ctx context.Context, owner string, n int, ttl time.Duration) ([]Lease, error)
-	// RenewLease extends the lease to now+ttl.
-	RenewLease(ctx context.Context, l *Lease, ttl time.Duration) error
+	// RenewLeases extends each lease to now+ttl, each on its own, in one
+	// call: a worker pool renews all the runs it holds at once. The
+	// result holds, per lease, nil or ErrLeaseLost (that lease expired, was
+	// taken over, or its run was cancelled or finished); the error is for
+	// the call as a whole (ErrInvalid, ErrUnavailable).
+	RenewLeases(ctx context.Context, ls []*Lease, ttl time.Duration) ([]error, error)
 	// SaveStep records a step (a finished attempt, a sleep, a wait or a
 	// result) and publishes emit atomically with it.
 	SaveStep(ctx context.Context, l *Lease, s Step, emit []Publication) error

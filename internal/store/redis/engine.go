@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/dcyfr/cyberdrew/internal/keypath"
@@ -15,6 +16,7 @@ import (
 // pubArg is a publication as the scripts read it (publish_one in
 // lua/common.lua).
 type pubArg struct {
+	At       int64     `json:"at"` // ms: the time the publication is stored at
 	ID       string    `json:"id"`
 	ClientID string    `json:"cid"`
 	CIDTTL   int64     `json:"cid_ttl"` // ms, 0: forever
@@ -83,13 +85,13 @@ func specArgs(specs []store.RunSpec) []specArg {
 	return out
 }
 
-// pubArgs validates pubs and encodes them for a script, stamping each
+// pubArgs validates pubs and encodes each for a script, stamping each
 // event with now and giving an id to those without.
-func (s *Store) pubArgs(pubs []store.Publication, now time.Time) (string, error) {
-	args := make([]pubArg, len(pubs))
+func (s *Store) pubArgs(pubs []store.Publication, now time.Time) ([]json.RawMessage, error) {
+	args := make([]json.RawMessage, len(pubs))
 	for i, p := range pubs {
 		if err := p.Validate(); err != nil {
-			return "", err
+			return nil, err
 		}
 		ev := p.Event
 		if ev.ID == "" {
@@ -98,23 +100,48 @@ func (s *Store) pubArgs(pubs []store.Publication, now time.Time) (string, error)
 		ev.ReceivedAt = now
 		doc, err := json.Marshal(ev)
 		if err != nil {
-			return "", fmt.Errorf("%w: event %q: %w", store.ErrInvalid, ev.Name, err)
+			return nil, fmt.Errorf("%w: event %q: %w", store.ErrInvalid, ev.Name, err)
 		}
-		args[i] = pubArg{ID: ev.ID, ClientID: ev.ClientID, CIDTTL: p.ClientIDTTL.Milliseconds(),
-			Name: ev.Name, Doc: string(doc), Runs: specArgs(p.Runs)}
+		args[i], err = json.Marshal(pubArg{At: now.UnixMilli(), ID: ev.ID, ClientID: ev.ClientID,
+			CIDTTL: p.ClientIDTTL.Milliseconds(), Name: ev.Name, Doc: string(doc), Runs: specArgs(p.Runs)})
+		if err != nil {
+			return nil, err
+		}
 	}
-	b, err := json.Marshal(args)
-	return string(b), err
+	return args, nil
 }
 
-// Publish stores events and the runs they trigger in one script.
+// jsonArray joins encoded values into one JSON array.
+func jsonArray(items []json.RawMessage) string {
+	n := 2
+	for _, it := range items {
+		n += len(it) + 1
+	}
+	var b strings.Builder
+	b.Grow(n)
+	b.WriteByte('[')
+	for i, it := range items {
+		if i > 0 {
+			b.WriteByte(',')
+		}
+		b.Write(it)
+	}
+	b.WriteByte(']')
+	return b.String()
+}
+
+// Publish stores events and the runs they trigger. Concurrent calls share
+// one script call (see batch.go); each call's publications stay together
+// and in order.
 func (s *Store) Publish(ctx context.Context, pubs []store.Publication) ([]store.Published, error) {
-	now := s.clock.Now()
-	arg, err := s.pubArgs(pubs, now)
+	args, err := s.pubArgs(pubs, s.clock.Now())
 	if err != nil {
 		return nil, s.wrap("publish", err)
 	}
-	res, err := scriptPublish.Run(ctx, s.rdb, []string{s.keys.engine}, now.UnixMilli(), arg).Slice()
+	if len(args) == 0 {
+		return []store.Published{}, nil
+	}
+	res, err := s.publishes.do(ctx, args)
 	if err != nil {
 		return nil, s.wrap("publish", err)
 	}
@@ -127,6 +154,12 @@ func (s *Store) Publish(ctx context.Context, pubs []store.Publication) ([]store.
 		out[i] = store.Published{EventID: str(t[0]), Duplicate: num(t[1]) == 1, Runs: refs(t[2])}
 	}
 	return out, nil
+}
+
+// publishGroup runs the publish script over the publications of a group
+// of callers.
+func (s *Store) publishGroup(ctx context.Context, args []json.RawMessage) ([]any, error) {
+	return scriptPublish.Run(ctx, s.rdb, []string{s.keys.engine}, s.nowMS(), jsonArray(args)).Slice()
 }
 
 // CreateRuns creates runs for an event already stored.
@@ -163,7 +196,7 @@ func (s *Store) Claim(ctx context.Context, owner string, n int, ttl time.Duratio
 	leases := make([]store.Lease, 0, len(res))
 	for _, r := range res {
 		t, _ := r.([]any)
-		if len(t) != 5 {
+		if len(t) != 6 {
 			return nil, s.wrap("claim", fmt.Errorf("unexpected reply %v", r))
 		}
 		run, err := parseRun(flatMap(t[2]))
@@ -174,26 +207,53 @@ func (s *Store) Claim(ctx context.Context, owner string, n int, ttl time.Duratio
 		if err != nil {
 			return nil, s.wrap("claim", err)
 		}
+		var ev store.Event
+		if doc := str(t[5]); doc != "" {
+			if err := json.Unmarshal([]byte(doc), &ev); err != nil {
+				return nil, s.wrap("claim", err)
+			}
+		}
 		leases = append(leases, store.Lease{RunID: run.ID, Token: str(t[1]), Owner: owner,
-			Until: fromMS(until.UnixMilli()), Run: run, Steps: steps, TakenOver: t[4] == int64(1)})
+			Until: fromMS(until.UnixMilli()), Run: run, Steps: steps, TakenOver: t[4] == int64(1), Event: ev})
 	}
 	return leases, nil
 }
 
-// RenewLease extends the lease to now+ttl.
-func (s *Store) RenewLease(ctx context.Context, l *store.Lease, ttl time.Duration) error {
+// RenewLeases extends each lease to now+ttl, in one script.
+func (s *Store) RenewLeases(ctx context.Context, ls []*store.Lease, ttl time.Duration) ([]error, error) {
 	if ttl <= 0 {
-		return s.wrap("renew lease", fmt.Errorf("%w: lease ttl must be positive", store.ErrInvalid))
+		return nil, s.wrap("renew leases", fmt.Errorf("%w: lease ttl must be positive", store.ErrInvalid))
+	}
+	if len(ls) == 0 {
+		return []error{}, nil
 	}
 	now := s.clock.Now()
 	until := fromMS(now.Add(ttl).UnixMilli())
-	err := scriptRenew.Run(ctx, s.rdb, []string{s.keys.engine}, now.UnixMilli(), l.RunID, l.Token, until.UnixMilli()).Err()
-	if err != nil {
-		return s.wrap("renew lease", err)
+	pairs := make([][2]string, len(ls))
+	for i, l := range ls {
+		pairs[i] = [2]string{l.RunID, l.Token}
 	}
-	l.Until = until
-	l.Run.AvailableAt = until
-	return nil
+	arg, err := json.Marshal(pairs)
+	if err != nil {
+		return nil, s.wrap("renew leases", err)
+	}
+	res, err := scriptRenew.Run(ctx, s.rdb, []string{s.keys.engine}, now.UnixMilli(), until.UnixMilli(), string(arg)).Slice()
+	if err != nil {
+		return nil, s.wrap("renew leases", err)
+	}
+	if len(res) != len(ls) {
+		return nil, s.wrap("renew leases", fmt.Errorf("unexpected reply %v", res))
+	}
+	errs := make([]error, len(ls))
+	for i, l := range ls {
+		if num(res[i]) != 1 {
+			errs[i] = s.wrap("renew lease", store.ErrLeaseLost)
+			continue
+		}
+		l.Until = until
+		l.Run.AvailableAt = until
+	}
+	return errs, nil
 }
 
 // SaveStep records a step under the lease and publishes emit with it.
@@ -242,7 +302,7 @@ func (s *Store) SaveStep(ctx context.Context, l *store.Lease, st store.Step, emi
 		return s.wrap("save step", err)
 	}
 	err = scriptSaveStep.Run(ctx, s.rdb, []string{s.keys.engine}, now.UnixMilli(), l.RunID, l.Token,
-		st.ID, string(rec), string(st.Status), waitEvent, waitDoc, pubs).Err()
+		st.ID, string(rec), string(st.Status), waitEvent, waitDoc, jsonArray(pubs)).Err()
 	return s.wrap("save step", err)
 }
 
@@ -263,7 +323,20 @@ func (s *Store) Suspend(ctx context.Context, l *store.Lease, sus store.Suspensio
 	return s.wrap("suspend", err)
 }
 
+// finishArg is one Finish as the finish script reads it.
+type finishArg struct {
+	At     int64             `json:"at"` // ms
+	Run    string            `json:"run"`
+	Token  string            `json:"token"`
+	Status string            `json:"status"`
+	Output string            `json:"output"` // JSON or ""
+	Error  string            `json:"error"`
+	Pubs   []json.RawMessage `json:"pubs"` // pubArg each
+}
+
 // Finish ends the run under the lease and publishes o.Emit with it.
+// Concurrent calls share one script call (see batch.go), in which each
+// run's transition is checked and applied on its own.
 func (s *Store) Finish(ctx context.Context, l *store.Lease, o store.Outcome) error {
 	switch o.Status {
 	case store.StatusCompleted, store.StatusFailed, store.StatusCancelled:
@@ -278,9 +351,25 @@ func (s *Store) Finish(ctx context.Context, l *store.Lease, o store.Outcome) err
 	if err != nil {
 		return s.wrap("finish", err)
 	}
-	err = scriptFinish.Run(ctx, s.rdb, []string{s.keys.engine}, now.UnixMilli(), l.RunID, l.Token,
-		string(o.Status), string(o.Output), o.Error, pubs).Err()
-	return s.wrap("finish", err)
+	arg, err := json.Marshal(finishArg{At: now.UnixMilli(), Run: l.RunID, Token: l.Token, Status: string(o.Status),
+		Output: string(o.Output), Error: o.Error, Pubs: pubs})
+	if err != nil {
+		return s.wrap("finish", err)
+	}
+	res, err := s.finishes.do(ctx, []json.RawMessage{arg})
+	if err != nil {
+		return s.wrap("finish", err)
+	}
+	if num(res[0]) != 1 {
+		return s.wrap("finish", store.ErrLeaseLost)
+	}
+	return nil
+}
+
+// finishGroup runs the finish script over the finishes of a group of
+// callers.
+func (s *Store) finishGroup(ctx context.Context, args []json.RawMessage) ([]any, error) {
+	return scriptFinish.Run(ctx, s.rdb, []string{s.keys.engine}, s.nowMS(), jsonArray(args)).Slice()
 }
 
 // Release hands a leased run back at once.

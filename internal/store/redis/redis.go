@@ -23,6 +23,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -71,6 +72,10 @@ type Store struct {
 	subs  *store.Fanout
 	ps    *listener
 
+	// publishes and finishes coalesce concurrent calls (batch.go).
+	publishes *batcher[json.RawMessage, any]
+	finishes  *batcher[json.RawMessage, any]
+
 	entropyMu sync.Mutex
 	entropy   io.Reader
 }
@@ -118,9 +123,13 @@ func Open(ctx context.Context, url string, opts Options) (*Store, error) {
 		subs:    store.NewFanout(),
 		entropy: ulid.Monotonic(rand.Reader, 0),
 	}
+	s.publishes = newBatcher(s.publishGroup)
+	s.finishes = newBatcher(s.finishGroup)
 	if err := loadScripts(ctx, rdb); err != nil {
 		err = s.wrap("open", err)
 		if !errors.Is(err, store.ErrUnavailable) {
+			s.publishes.stop()
+			s.finishes.stop()
 			rdb.Close()
 			return nil, err
 		}
@@ -152,6 +161,8 @@ func (s *Store) Ping(ctx context.Context) error {
 
 // Close ends every subscription and closes the connections.
 func (s *Store) Close() error {
+	s.publishes.stop()
+	s.finishes.stop()
 	s.ps.stop()
 	s.subs.Close()
 	return s.rdb.Close()

@@ -45,6 +45,11 @@ func (s *Store) Claim(ctx context.Context, owner string, n int, ttl time.Duratio
 	if err != nil {
 		return nil, err
 	}
+	// Events never change, so the read pool serves them after the commit
+	// and the single writer does no more than the lease itself.
+	if err := s.triggerEvents(ctx, leases); err != nil {
+		s.log.Debug("reading the trigger events of claimed runs; the workers will", "err", err)
+	}
 	return leases, nil
 }
 
@@ -199,6 +204,42 @@ WHERE id IN (SELECT value FROM json_each(?4)) RETURNING lease_token, `+runColumn
 	return out, nil
 }
 
+// triggerEvents adds to each lease its run's trigger event, in one query.
+func (s *Store) triggerEvents(ctx context.Context, leases []store.Lease) error {
+	if len(leases) == 0 {
+		return nil
+	}
+	ids := make([]string, len(leases))
+	for i, l := range leases {
+		ids[i] = l.Run.EventID
+	}
+	idList, err := json.Marshal(ids)
+	if err != nil {
+		return err
+	}
+	rows, err := s.rdb.QueryContext(ctx, `SELECT `+eventColumns+` FROM events
+WHERE id IN (SELECT value FROM json_each(?))`, string(idList))
+	if err != nil {
+		return err
+	}
+	events := make(map[string]store.Event, len(ids))
+	for rows.Next() {
+		ev, err := scanEvent(rows)
+		if err != nil {
+			rows.Close()
+			return err
+		}
+		events[ev.ID] = ev
+	}
+	if err := errors.Join(rows.Err(), rows.Close()); err != nil {
+		return err
+	}
+	for i := range leases {
+		leases[i].Event = events[leases[i].Run.EventID]
+	}
+	return nil
+}
+
 // resumedSteps adds to each lease the steps its run recorded, in the order
 // they were first recorded.
 func (t *txn) resumedSteps(runIDs []string, leases map[string]*store.Lease) error {
@@ -223,30 +264,37 @@ WHERE run_id IN (SELECT value FROM json_each(?)) ORDER BY rowid`, string(idList)
 	return nil
 }
 
-// RenewLease extends the lease to now+ttl.
-func (s *Store) RenewLease(ctx context.Context, l *store.Lease, ttl time.Duration) error {
+// RenewLeases extends each lease to now+ttl, in one transaction.
+func (s *Store) RenewLeases(ctx context.Context, ls []*store.Lease, ttl time.Duration) ([]error, error) {
 	if ttl <= 0 {
-		return wrap("renew lease", fmt.Errorf("%w: lease ttl must be positive", store.ErrInvalid))
+		return nil, wrap("renew leases", fmt.Errorf("%w: lease ttl must be positive", store.ErrInvalid))
 	}
 	var until time.Time
-	err := s.write(ctx, "renew lease", false, func(t *txn) error {
+	errs := make([]error, len(ls))
+	err := s.write(ctx, "renew leases", false, func(t *txn) error {
 		until = t.now.Add(ttl)
-		n, err := t.exec(`UPDATE runs SET available_at = ? WHERE `+leaseCheck,
-			until.UnixMilli(), l.RunID, l.Token, t.now.UnixMilli())
-		if err != nil {
-			return err
-		}
-		if n == 0 {
-			return store.ErrLeaseLost
+		for i, l := range ls {
+			n, err := t.exec(`UPDATE runs SET available_at = ? WHERE `+leaseCheck,
+				until.UnixMilli(), l.RunID, l.Token, t.now.UnixMilli())
+			if err != nil {
+				return err
+			}
+			if n == 0 {
+				errs[i] = wrap("renew lease", store.ErrLeaseLost)
+			}
 		}
 		return nil
 	})
 	if err != nil {
-		return err
+		return nil, err
 	}
-	l.Until = until
-	l.Run.AvailableAt = until
-	return nil
+	for i, l := range ls {
+		if errs[i] == nil {
+			l.Until = until
+			l.Run.AvailableAt = until
+		}
+	}
+	return errs, nil
 }
 
 // SaveStep records a step under the caller's lease and publishes emit in

@@ -1,6 +1,7 @@
 package storetest
 
 import (
+	"encoding/json"
 	"fmt"
 	"sync"
 	"testing"
@@ -14,6 +15,8 @@ var concurrencyCases = []testCase{
 	{"ClientIDExactlyOnce", testConcurrentClientID},
 	{"IdempotencyExactlyOnce", testConcurrentIdempotency},
 	{"SetNXExactlyOnce", testConcurrentSetNX},
+	{"PublishesWithOneDuplicate", testConcurrentPublishes},
+	{"FinishesWithOneLostLease", testConcurrentFinishes},
 }
 
 func testConcurrentClaims(t *testing.T, b *bundle) {
@@ -150,4 +153,86 @@ func testConcurrentSetNX(t *testing.T, b *bundle) {
 		}
 	}
 	checkEqual(t, "SetNX winners", winners, 1)
+}
+
+// testConcurrentPublishes: concurrent calls, which a backend may commit
+// together, each get their own answer; one of them repeats another's client
+// id and is the only duplicate.
+func testConcurrentPublishes(t *testing.T, b *bundle) {
+	const n = 16
+	pubs := make([]store.Publication, n)
+	for i := range pubs {
+		ev := b.event("app/batched", fmt.Sprintf(`{"i":%d}`, i))
+		ev.ClientID = fmt.Sprintf("client-%d", i)
+		pubs[i] = store.Publication{Event: ev, ClientIDTTL: time.Hour, Runs: []store.RunSpec{b.spec("fn-a")}}
+	}
+	pubs[n-1].Event.ClientID = pubs[0].Event.ClientID
+	results := make([]store.Published, n)
+	concurrently(n, func(i int) {
+		got, err := b.store.Publish(b.ctx, []store.Publication{pubs[i]})
+		if err != nil {
+			t.Errorf("Publish(%d): %v", i, err)
+			return
+		}
+		if len(got) != 1 {
+			t.Errorf("Publish(%d) answered %d results, want 1", i, len(got))
+			return
+		}
+		results[i] = got[0]
+	})
+	duplicates := 0
+	for i, r := range results {
+		if r.Duplicate {
+			duplicates++
+			checkEqual(t, "duplicate's answer is an event of the pair", r.EventID == pubs[0].Event.ID || r.EventID == pubs[n-1].Event.ID, true)
+			continue
+		}
+		checkEqual(t, fmt.Sprintf("EventID of publication %d", i), r.EventID, pubs[i].Event.ID)
+		checkIDs(t, fmt.Sprintf("runs of publication %d", i), refIDs(r.Runs), []string{pubs[i].Runs[0].ID})
+		checkJSON(t, "stored data", b.getEvent(t, r.EventID).Data, pubs[i].Event.Data)
+	}
+	checkEqual(t, "duplicates", duplicates, 1)
+	checkEqual(t, "runs stored", len(b.allRuns(t, store.RunFilter{})), n-1)
+}
+
+// testConcurrentFinishes: concurrent finishes, which a backend may apply
+// together, each succeed or fail on their own: the run whose lease was lost
+// stays cancelled, the others complete with their output and emit.
+func testConcurrentFinishes(t *testing.T, b *bundle) {
+	const n = 12
+	specs := make([]store.RunSpec, n)
+	for i := range specs {
+		specs[i] = b.spec("fn-a")
+	}
+	b.enqueue(t, specs...)
+	leases := b.claim(t, "worker", n, time.Hour)
+	checkEqual(t, "claimed", len(leases), n)
+	lost := leases[n/2].RunID
+	if _, err := b.store.CancelRun(b.ctx, lost, "cancelled meanwhile"); err != nil {
+		t.Fatalf("CancelRun: %v", err)
+	}
+	emitted := b.event("app/finished", `{"by":"first"}`)
+	errs := make([]error, n)
+	concurrently(n, func(i int) {
+		o := store.Outcome{Status: store.StatusCompleted, Output: json.RawMessage(fmt.Sprintf(`{"i":%d}`, i))}
+		if i == 0 {
+			o.Emit = []store.Publication{{Event: emitted}}
+		}
+		errs[i] = b.store.Finish(b.ctx, &leases[i], o)
+	})
+	for i, l := range leases {
+		r := b.getRun(t, l.RunID)
+		if l.RunID == lost {
+			wantErr(t, "Finish after cancel", errs[i], store.ErrLeaseLost)
+			checkEqual(t, "status of the cancelled run", r.Status, store.StatusCancelled)
+			continue
+		}
+		if errs[i] != nil {
+			t.Errorf("Finish(%s): %v", l.RunID, errs[i])
+			continue
+		}
+		checkEqual(t, "status", r.Status, store.StatusCompleted)
+		checkJSON(t, "output", r.Output, []byte(fmt.Sprintf(`{"i":%d}`, i)))
+	}
+	checkJSON(t, "emitted event", b.getEvent(t, emitted.ID).Data, emitted.Data)
 }

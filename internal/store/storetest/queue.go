@@ -17,6 +17,7 @@ var queueCases = []testCase{
 	{"LapsedLeaseIsLost", testLapsedLeaseIsLost},
 	{"TakenOver", testTakenOver},
 	{"RenewLease", testRenewLease},
+	{"RenewLeasesEachOnItsOwn", testRenewLeases},
 	{"ConcurrencyLimit", testConcurrencyLimit},
 	{"ConcurrencyLapsedLease", testConcurrencyLapsedLease},
 	{"FinishBy", testFinishBy},
@@ -58,7 +59,7 @@ func checkLeaseLost(t *testing.T, b *bundle, what string, l *store.Lease) {
 	emittedRun := b.spec("fn-emitted")
 	emit := []store.Publication{{Event: emitted, Runs: []store.RunSpec{emittedRun}}}
 
-	wantErr(t, what+": RenewLease", b.store.RenewLease(b.ctx, l, time.Minute), store.ErrLeaseLost)
+	wantErr(t, what+": RenewLease", b.renew(l, time.Minute), store.ErrLeaseLost)
 	wantErr(t, what+": SaveStep", b.store.SaveStep(b.ctx, l, b.doneStep(l, "lost-step"), emit), store.ErrLeaseLost)
 	wantErr(t, what+": Suspend", b.store.Suspend(b.ctx, l, store.Suspension{Status: store.StatusSleeping, AvailableAt: b.now().Add(time.Hour)}), store.ErrLeaseLost)
 	wantErr(t, what+": Release", b.store.Release(b.ctx, l), store.ErrLeaseLost)
@@ -100,6 +101,14 @@ func testClaimSetsLease(t *testing.T, b *bundle) {
 	checkTime(t, "Lease.Run.StartedAt", l.Run.StartedAt, b.now())
 	checkEqual(t, "Lease.Run.LeaseOwner", l.Run.LeaseOwner, "worker-1")
 	checkEqual(t, "len(Lease.Steps)", len(l.Steps), 0)
+	// The trigger event comes with the lease, as GetEvent returns it, so
+	// a worker need not read it again.
+	stored := b.getEvent(t, ev.ID)
+	checkEqual(t, "Lease.Event.ID", l.Event.ID, ev.ID)
+	checkEqual(t, "Lease.Event.Name", l.Event.Name, ev.Name)
+	checkJSON(t, "Lease.Event.Data", l.Event.Data, ev.Data)
+	checkEqual(t, "Lease.Event.TS", l.Event.TS, stored.TS)
+	checkTime(t, "Lease.Event.ReceivedAt", l.Event.ReceivedAt, stored.ReceivedAt)
 
 	r := b.getRun(t, s.ID)
 	checkEqual(t, "Status", r.Status, store.StatusRunning)
@@ -174,7 +183,7 @@ func testLapsedLeaseIsLost(t *testing.T, b *bundle) {
 	b.clock.Advance(31 * time.Second)
 	// Nobody took the run over, but the lease expired: ErrLeaseLost says
 	// so, and the run waits for the next claim.
-	wantErr(t, "RenewLease of a lapsed lease", b.store.RenewLease(b.ctx, a, time.Minute), store.ErrLeaseLost)
+	wantErr(t, "RenewLease of a lapsed lease", b.renew(a, time.Minute), store.ErrLeaseLost)
 	wantErr(t, "Finish with a lapsed lease", b.store.Finish(b.ctx, a, store.Outcome{Status: store.StatusCompleted}), store.ErrLeaseLost)
 	checkEqual(t, "Status", b.getRun(t, id).Status, store.StatusRunning)
 	b.claimOne(t, "b", id, 30*time.Second)
@@ -234,7 +243,7 @@ func testRenewLease(t *testing.T, b *bundle) {
 	t0 := b.now()
 	a := b.claimOne(t, "a", id, 30*time.Second)
 	b.clock.Advance(20 * time.Second)
-	if err := b.store.RenewLease(b.ctx, a, 30*time.Second); err != nil {
+	if err := b.renew(a, 30*time.Second); err != nil {
 		t.Fatalf("RenewLease: %v", err)
 	}
 	// Decision: RenewLease updates the caller's Lease.Until.
@@ -248,7 +257,49 @@ func testRenewLease(t *testing.T, b *bundle) {
 	}
 	b.clock.Advance(11 * time.Second)
 	b.claimOne(t, "b", id, 30*time.Second)
-	wantErr(t, "RenewLease after takeover", b.store.RenewLease(b.ctx, a, 30*time.Second), store.ErrLeaseLost)
+	wantErr(t, "RenewLease after takeover", b.renew(a, 30*time.Second), store.ErrLeaseLost)
+}
+
+// renew renews one lease through RenewLeases.
+func (b *bundle) renew(l *store.Lease, ttl time.Duration) error {
+	errs, err := b.store.RenewLeases(b.ctx, []*store.Lease{l}, ttl)
+	if err != nil {
+		return err
+	}
+	return errs[0]
+}
+
+// testRenewLeases: one call renews several leases; a lost one is reported
+// and left alone, the others are renewed.
+func testRenewLeases(t *testing.T, b *bundle) {
+	ids := []string{b.enqueueOne(t, "fn-a"), b.enqueueOne(t, "fn-a"), b.enqueueOne(t, "fn-a")}
+	t0 := b.now()
+	ls := b.claim(t, "a", 3, 30*time.Second)
+	checkIDs(t, "claimed", leaseIDs(ls), ids)
+	if _, err := b.store.CancelRun(b.ctx, ids[1], "gone"); err != nil {
+		t.Fatalf("CancelRun: %v", err)
+	}
+	b.clock.Advance(20 * time.Second)
+	errs, err := b.store.RenewLeases(b.ctx, []*store.Lease{&ls[0], &ls[1], &ls[2]}, 30*time.Second)
+	if err != nil {
+		t.Fatalf("RenewLeases: %v", err)
+	}
+	checkEqual(t, "results", len(errs), 3)
+	wantErr(t, "renewal of the cancelled run", errs[1], store.ErrLeaseLost)
+	checkEqual(t, "status of the cancelled run", b.getRun(t, ids[1]).Status, store.StatusCancelled)
+	for _, i := range []int{0, 2} {
+		if errs[i] != nil {
+			t.Errorf("renewal of %s: %v", ids[i], errs[i])
+		}
+		checkTime(t, "Lease.Until after renew", ls[i].Until, t0.Add(50*time.Second))
+		checkTime(t, "AvailableAt after renew", b.getRun(t, ids[i]).AvailableAt, t0.Add(50*time.Second))
+	}
+	b.clock.Advance(20 * time.Second) // past the first expiry, before the new one
+	b.claimNone(t, "b")
+	errs, err = b.store.RenewLeases(b.ctx, nil, 30*time.Second)
+	if err != nil || len(errs) != 0 {
+		t.Errorf("RenewLeases of no lease = %v, %v; want none, nil", errs, err)
+	}
 }
 
 func testConcurrencyLimit(t *testing.T, b *bundle) {
@@ -313,7 +364,7 @@ func testConcurrencyLapsedLease(t *testing.T, b *bundle) {
 		t.Fatalf("Claim after the lease lapsed = %v, want one of %s, %s", leaseIDs(ls), r1, r2)
 	}
 	b.claimNone(t, "c")
-	wantErr(t, "RenewLease of the lapsed lease", b.store.RenewLease(b.ctx, a, time.Minute), store.ErrLeaseLost)
+	wantErr(t, "RenewLease of the lapsed lease", b.renew(a, time.Minute), store.ErrLeaseLost)
 }
 
 func testFinishBy(t *testing.T, b *bundle) {
@@ -628,7 +679,7 @@ func testQueueInvalid(t *testing.T, b *bundle) {
 	wantErr(t, "Claim with ttl 0", err, store.ErrInvalid)
 	id := b.enqueueOne(t, "fn-a")
 	l := b.claimOne(t, "w", id, time.Minute)
-	wantErr(t, "RenewLease with ttl 0", b.store.RenewLease(b.ctx, l, 0), store.ErrInvalid)
+	wantErr(t, "RenewLease with ttl 0", b.renew(l, 0), store.ErrInvalid)
 	for _, st := range []store.Status{store.StatusQueued, store.StatusRunning, store.StatusSleeping, store.StatusSkipped, ""} {
 		wantErr(t, "Finish as "+string(st), b.store.Finish(b.ctx, l, store.Outcome{Status: st}), store.ErrInvalid)
 	}

@@ -2,35 +2,45 @@
 -- the runs whose concurrency key is at its limit.
 -- KEYS[1] engine prefix. ARGV[1] now; ARGV[2] owner; ARGV[3] n; ARGV[4]
 -- lease expiry (ms); ARGV[5] token base (the i-th lease gets base:i).
--- Returns {{run id, token, run hash as a flat list, steps, taken over}, ...}
--- (see run_steps); taken over is 1 when the run still held a (lapsed) lease
--- that this claim replaced, else 0.
+-- Returns {{run id, token, run hash as a flat list, steps, taken over,
+-- trigger event doc}, ...} (see run_steps); taken over is 1 when the run
+-- still held a (lapsed) lease that this claim replaced, else 0; the event
+-- doc is '' when the event is gone.
 local owner, n, untl, base = ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4]), ARGV[5]
 local out, counts, skipped, scanned = {}, {}, 0, 0
 
-local function lease(id)
-  local r = load(id)
+-- lease leases the run r (as load returns it).
+local function lease(r)
+  local id = r.id
   local k = P .. 'run:' .. id
+  -- A run that never started has recorded no steps.
+  local steps = set(r.started) and run_steps(id) or {}
   local token = base .. ':' .. (#out + 1)
   local taken = set(r.token) and 1 or 0
-  set_status(r, 'Running')
+  index_status(r, 'Running')
+  r.owner, r.token, r.avail = owner, token, num(untl)
+  local fields = {'status', 'Running', 'owner', owner, 'token', token, 'avail', r.avail}
   if not set(r.started) then
     r.started = num(NOW)
-    redis.call('HSET', k, 'started', r.started)
+    fields[#fields + 1] = 'started'
+    fields[#fields + 1] = r.started
   end
   if not set(r.finish_by) and tonumber(r.ftimeout or '0') > 0 then
     r.finish_by = num(tonumber(r.started) + tonumber(r.ftimeout))
-    redis.call('HSET', k, 'finish_by', r.finish_by)
+    fields[#fields + 1] = 'finish_by'
+    fields[#fields + 1] = r.finish_by
   end
-  r.owner, r.token, r.avail = owner, token, num(untl)
-  redis.call('HSET', k, 'owner', owner, 'token', token, 'avail', r.avail)
-  redis.call('HDEL', k, 'woken')
-  r.woken = nil
+  redis.call('HSET', k, unpack(fields))
+  if set(r.woken) then
+    redis.call('HDEL', k, 'woken')
+    r.woken = nil
+  end
   redis.call('ZADD', P .. 'queue', r.avail, id)
   if set(r.ckey) then redis.call('ZADD', P .. 'conc:' .. r.ckey, r.avail, id) end
   release_key('deb', r.deb, id)
   change('run', '', '', id, r.fn, 'Running')
-  out[#out + 1] = {id, token, flat(r), run_steps(id), taken}
+  local doc = redis.call('HGET', P .. 'event:' .. r.ev, 'doc') or ''
+  out[#out + 1] = {id, token, flat(r), steps, taken, doc}
 end
 
 while #out < n and scanned < 4096 do
@@ -38,22 +48,22 @@ while #out < n and scanned < 4096 do
   local cands = redis.call('ZRANGEBYSCORE', P .. 'queue', '-inf', num(NOW), 'LIMIT', skipped, limit)
   for _, id in ipairs(cands) do
     scanned = scanned + 1
-    local c = redis.call('HMGET', P .. 'run:' .. id, 'ckey', 'climit')
+    local r = load(id)
     local ok = true
-    if set(c[1]) and tonumber(c[2] or '0') > 0 then
-      local cnt = counts[c[1]]
+    if set(r.ckey) and tonumber(r.climit or '0') > 0 then
+      local cnt = counts[r.ckey]
       if not cnt then
-        redis.call('ZREMRANGEBYSCORE', P .. 'conc:' .. c[1], '-inf', num(NOW))
-        cnt = redis.call('ZCARD', P .. 'conc:' .. c[1])
+        redis.call('ZREMRANGEBYSCORE', P .. 'conc:' .. r.ckey, '-inf', num(NOW))
+        cnt = redis.call('ZCARD', P .. 'conc:' .. r.ckey)
       end
-      if cnt >= tonumber(c[2]) then
+      if cnt >= tonumber(r.climit) then
         skipped = skipped + 1
         ok = false
       end
-      counts[c[1]] = ok and cnt + 1 or cnt
+      counts[r.ckey] = ok and cnt + 1 or cnt
     end
     if ok then
-      lease(id)
+      lease(r)
       if #out == n then break end
     end
   end

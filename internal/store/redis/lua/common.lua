@@ -22,7 +22,52 @@ local function change(kind, ev, evname, run, fn, status, step, avail)
   changes[#changes + 1] = {kind, ev or '', evname or '', run or '', fn or '', status or '', step or '', a}
 end
 
+-- zadd and zrem queue writes to an index sorted set (events,
+-- events:name:*, runs, runs:fn:*, runs:st:*, runs:fnst:*, runs:ev:*,
+-- ended), so a script that moves many runs or stores many events sends one
+-- ZADD or ZREM per index and stretch of like writes (zflush), in the order
+-- they were queued. No script reads those indexes after writing them. The
+-- queue, conc:*, rate and expiry sets are read by the scripts and written
+-- at once.
+local zq, zkeys = {}, {}
+
+local function zqueue(key, cmd, a, b)
+  local q = zq[key]
+  if not q then
+    q = {}
+    zq[key] = q
+    zkeys[#zkeys + 1] = key
+  end
+  local last = q[#q]
+  if not last or last.cmd ~= cmd then
+    last = {cmd = cmd, args = {}}
+    q[#q + 1] = last
+  end
+  local args = last.args
+  args[#args + 1] = a
+  if b then args[#args + 1] = b end
+end
+
+local function zadd(key, score, m) zqueue(key, 'ZADD', score, m) end
+
+local function zrem(key, m) zqueue(key, 'ZREM', m) end
+
+local function zflush()
+  for _, key in ipairs(zkeys) do
+    for _, w in ipairs(zq[key]) do
+      local args = w.args
+      for i = 1, #args, 1000 do
+        redis.call(w.cmd, key, unpack(args, i, math.min(i + 999, #args)))
+      end
+    end
+  end
+  zq, zkeys = {}, {}
+end
+
+-- flush writes the queued index members and publishes the queued changes;
+-- every script that writes calls it before it returns.
 local function flush()
+  zflush()
   if #changes > 0 then
     redis.call('PUBLISH', P .. 'changes', cjson.encode({num(NOW), changes}))
   end
@@ -37,16 +82,22 @@ local function load(id)
   return r
 end
 
--- set_status moves the run between the status indexes.
-local function set_status(r, st)
-  if r.status == st then return end
+-- index_status moves the run between the status indexes; the caller
+-- writes the status field. It reports whether the status changed.
+local function index_status(r, st)
+  if r.status == st then return false end
   local m = member(tonumber(r.created), r.id)
-  redis.call('ZREM', P .. 'runs:st:' .. r.status, m)
-  redis.call('ZREM', P .. 'runs:fnst:' .. r.fn .. ':' .. r.status, m)
-  redis.call('ZADD', P .. 'runs:st:' .. st, 0, m)
-  redis.call('ZADD', P .. 'runs:fnst:' .. r.fn .. ':' .. st, 0, m)
-  redis.call('HSET', P .. 'run:' .. r.id, 'status', st)
+  zrem(P .. 'runs:st:' .. r.status, m)
+  zrem(P .. 'runs:fnst:' .. r.fn .. ':' .. r.status, m)
+  zadd(P .. 'runs:st:' .. st, 0, m)
+  zadd(P .. 'runs:fnst:' .. r.fn .. ':' .. st, 0, m)
   r.status = st
+  return true
+end
+
+-- set_status moves the run to status st.
+local function set_status(r, st)
+  if index_status(r, st) then redis.call('HSET', P .. 'run:' .. r.id, 'status', st) end
 end
 
 -- leased returns the run when token is its current, unlapsed lease.
@@ -66,6 +117,7 @@ end
 -- drop_waits forgets every pending WaitForEvent of the run.
 local function drop_waits(id)
   local w = redis.call('HGETALL', P .. 'runwaits:' .. id)
+  if #w == 0 then return end
   for i = 1, #w, 2 do redis.call('HDEL', P .. 'waits:' .. w[i + 1], id .. '\n' .. w[i]) end
   redis.call('DEL', P .. 'runwaits:' .. id)
 end
@@ -79,16 +131,24 @@ end
 
 -- end_run finishes the run as st.
 local function end_run(r, st, output, err)
-  set_status(r, st)
+  index_status(r, st)
   local k = P .. 'run:' .. r.id
-  redis.call('HSET', k, 'ended', num(NOW))
   r.ended = num(NOW)
-  if set(output) then redis.call('HSET', k, 'output', output) end
-  if set(err) then redis.call('HSET', k, 'error', err) end
-  redis.call('HDEL', k, 'avail')
-  drop_lease(r)
+  local fields = {'status', st, 'ended', r.ended}
+  if set(output) then
+    fields[#fields + 1] = 'output'
+    fields[#fields + 1] = output
+  end
+  if set(err) then
+    fields[#fields + 1] = 'error'
+    fields[#fields + 1] = err
+  end
+  redis.call('HSET', k, unpack(fields))
+  redis.call('HDEL', k, 'avail', 'owner', 'token', 'woken')
+  if set(r.ckey) then redis.call('ZREM', P .. 'conc:' .. r.ckey, r.id) end
+  r.owner, r.token, r.woken, r.avail = nil, nil, nil, nil
   redis.call('ZREM', P .. 'queue', r.id)
-  redis.call('ZADD', P .. 'ended', num(NOW), r.id)
+  zadd(P .. 'ended', num(NOW), r.id)
   release_key('single', r.single, r.id)
   release_key('deb', r.deb, r.id)
   drop_waits(r.id)
@@ -167,7 +227,7 @@ local function create_run(eid, s)
       local evs = string.sub(r.evs, 1, -2) .. ',' .. cjson.encode(eid) .. ']'
       redis.call('HSET', P .. 'run:' .. did, 'ev', eid, 'evs', evs, 'avail', num(at))
       redis.call('ZADD', P .. 'queue', num(at), did)
-      redis.call('ZADD', P .. 'runs:ev:' .. eid, 0, member(tonumber(r.created), did))
+      zadd(P .. 'runs:ev:' .. eid, 0, member(tonumber(r.created), did))
       keep_idem(s, did)
       change('run', eid, '', did, r.fn, 'Queued', '', at)
       return {did, r.fn, 'Queued', 1}
@@ -181,24 +241,29 @@ local function create_run(eid, s)
     if at > avail then avail = at end
   end
   local k = P .. 'run:' .. s.id
-  redis.call('HSET', k, 'id', s.id, 'fn', s.fn, 'ev', eid, 'evs', '[' .. cjson.encode(eid) .. ']',
+  local fields = {'id', s.id, 'fn', s.fn, 'ev', eid, 'evs', '[' .. cjson.encode(eid) .. ']',
     'status', status, 'attempt', '0', 'created', num(NOW), 'idem', s.idem, 'single', s.single,
-    'deb', s.deb, 'ckey', s.ckey, 'climit', num(s.climit), 'ftimeout', num(s.ftimeout))
+    'deb', s.deb, 'ckey', s.ckey, 'climit', num(s.climit), 'ftimeout', num(s.ftimeout)}
+  local n = #fields
   if status == 'Skipped' then
-    redis.call('HSET', k, 'ended', num(NOW), 'error', reason)
-    redis.call('ZADD', P .. 'ended', num(NOW), s.id)
+    fields[n + 1], fields[n + 2], fields[n + 3], fields[n + 4] = 'ended', num(NOW), 'error', reason
   else
-    redis.call('HSET', k, 'avail', num(avail))
+    fields[n + 1], fields[n + 2] = 'avail', num(avail)
+  end
+  redis.call('HSET', k, unpack(fields))
+  if status == 'Skipped' then
+    zadd(P .. 'ended', num(NOW), s.id)
+  else
     redis.call('ZADD', P .. 'queue', num(avail), s.id)
     if set(s.single) then redis.call('SET', P .. 'single:' .. s.single, s.id) end
     if debounce then redis.call('SET', P .. 'deb:' .. s.deb, s.id) end
   end
   local m = member(NOW, s.id)
-  redis.call('ZADD', P .. 'runs', 0, m)
-  redis.call('ZADD', P .. 'runs:fn:' .. s.fn, 0, m)
-  redis.call('ZADD', P .. 'runs:st:' .. status, 0, m)
-  redis.call('ZADD', P .. 'runs:fnst:' .. s.fn .. ':' .. status, 0, m)
-  redis.call('ZADD', P .. 'runs:ev:' .. eid, 0, m)
+  zadd(P .. 'runs', 0, m)
+  zadd(P .. 'runs:fn:' .. s.fn, 0, m)
+  zadd(P .. 'runs:st:' .. status, 0, m)
+  zadd(P .. 'runs:fnst:' .. s.fn .. ':' .. status, 0, m)
+  zadd(P .. 'runs:ev:' .. eid, 0, m)
   keep_idem(s, s.id)
   if status == 'Queued' then
     change('run', eid, '', s.id, s.fn, status, '', avail)
@@ -264,9 +329,17 @@ local function complete_wait(field, w, doc)
 end
 
 -- match_waits completes the waits of event name that doc satisfies.
+-- nowaits remembers the event names without pending waits within one
+-- script: publications never add waits, so the answer holds.
+local nowaits = {}
+
 local function match_waits(name, doc)
+  if nowaits[name] then return end
   local ws = redis.call('HGETALL', P .. 'waits:' .. name)
-  if #ws == 0 then return end
+  if #ws == 0 then
+    nowaits[name] = true
+    return
+  end
   local decoded
   for i = 1, #ws, 2 do
     local w = cjson.decode(ws[i + 1])
@@ -291,8 +364,8 @@ local function publish_one(p)
   if redis.call('EXISTS', P .. 'event:' .. p.id) == 1 then return {p.id, 1, {}} end
   redis.call('HSET', P .. 'event:' .. p.id, 'doc', p.doc, 'name', p.name)
   local m = member(NOW, p.id)
-  redis.call('ZADD', P .. 'events', 0, m)
-  redis.call('ZADD', P .. 'events:name:' .. p.name, 0, m)
+  zadd(P .. 'events', 0, m)
+  zadd(P .. 'events:name:' .. p.name, 0, m)
   if set(p.cid) then keep_entry('cid', 'cidexp', p.cid, p.id, p.cid_ttl) end
   change('event', p.id, p.name)
   local refs = create_runs(p.id, p.runs)

@@ -1,8 +1,12 @@
 -- publish: stores events with the runs they trigger and completes the waits
--- they match, all publications in order.
+-- they match, all publications in order, each at its own time "at".
 -- KEYS[1] engine prefix. ARGV[1] now (ms); ARGV[2] JSON array of pubArg.
 -- Returns, per publication, {event id, 1 if duplicate else 0,
 -- {{run id, function id, status, 1 if existing else 0}, ...}}.
-local out = publish_all(cjson.decode(ARGV[2]))
+local out = {}
+for i, p in ipairs(cjson.decode(ARGV[2])) do
+  NOW = p.at
+  out[i] = publish_one(p)
+end
 flush()
 return out

@@ -1,9 +1,18 @@
--- renew: extends a lease.
--- KEYS[1] engine prefix. ARGV[1] now; ARGV[2] run id; ARGV[3] token; ARGV[4] new expiry (ms).
--- Returns 1, or the error LEASE_LOST.
-local r = leased(ARGV[2], ARGV[3])
-if not r then return redis.error_reply('LEASE_LOST') end
-redis.call('HSET', P .. 'run:' .. r.id, 'avail', ARGV[4])
-redis.call('ZADD', P .. 'queue', ARGV[4], r.id)
-if set(r.ckey) then redis.call('ZADD', P .. 'conc:' .. r.ckey, ARGV[4], r.id) end
-return 1
+-- renew: extends leases, each on its own.
+-- KEYS[1] engine prefix. ARGV[1] now; ARGV[2] new expiry (ms); ARGV[3] JSON
+-- array of [run id, token].
+-- Returns, per lease, 1, or 0 when it was lost.
+local untl = ARGV[2]
+local out = {}
+for i, l in ipairs(cjson.decode(ARGV[3])) do
+  local r = leased(l[1], l[2])
+  if r then
+    redis.call('HSET', P .. 'run:' .. r.id, 'avail', untl)
+    redis.call('ZADD', P .. 'queue', untl, r.id)
+    if set(r.ckey) then redis.call('ZADD', P .. 'conc:' .. r.ckey, untl, r.id) end
+    out[i] = 1
+  else
+    out[i] = 0
+  end
+end
+return out
