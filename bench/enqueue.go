@@ -20,8 +20,11 @@ import (
 	"github.com/dcyfr/cyberdrew/internal/engine"
 )
 
-// eventJob is the event that starts one no-op run.
-const eventJob = "bench/job.requested"
+// Event names: eventJob starts one no-op run, eventPlain starts nothing.
+const (
+	eventJob   = "bench/job.requested"
+	eventPlain = "bench/plain.recorded"
+)
 
 // noopFunction runs once per eventJob and calls onRun (when set) as it starts.
 func noopFunction(onRun func(r *engine.Run)) engine.Function {
@@ -76,15 +79,21 @@ func runEnqueue(ctx context.Context, e *env) ([]row, error) {
 		in := row{scenario: fmt.Sprintf("enqueue in-process, %d producers, events/s ↑ (Redis: %s)", producers, p.name)}
 		web := row{scenario: fmt.Sprintf("enqueue through HTTP, %d producers, one event per request, events/s ↑ (Redis: %s)", producers, p.name)}
 		cmds := row{scenario: fmt.Sprintf("Redis commands per enqueued event / task ↓ (Redis: %s)", p.name)}
+		plain := row{
+			scenario: fmt.Sprintf("intake alone: in-process, %d producers, events that start no run, events/s ↑ (Redis: %s)", producers, p.name),
+			asynq:    note("no equivalent"),
+		}
 		if i == 0 {
-			in.sqlite = cellOf(e.enqueueCyber(ctx, backendSQLite, n))
+			in.sqlite = cellOf(e.enqueueCyber(ctx, backendSQLite, eventJob, n))
 			web.sqlite = cellOf(e.enqueueHTTP(ctx, backendSQLite, n))
+			plain.sqlite = cellOf(e.enqueueCyber(ctx, backendSQLite, eventPlain, n))
 		}
 		if e.redis == nil {
-			in.redis, in.asynq, web.redis, web.asynq, cmds.redis, cmds.asynq = noRedis, noRedis, noRedis, noRedis, noRedis, noRedis
+			in.redis, in.asynq, web.redis, web.asynq, cmds.redis, cmds.asynq, plain.redis = noRedis, noRedis, noRedis, noRedis, noRedis, noRedis, noRedis
 		} else {
 			var c cell
-			in.redis, c = e.withCommands(ctx, p, n, func() (cell, error) { return e.enqueueCyber(ctx, backendRedis, n) })
+			plain.redis, _ = e.withCommands(ctx, p, n, func() (cell, error) { return e.enqueueCyber(ctx, backendRedis, eventPlain, n) })
+			in.redis, c = e.withCommands(ctx, p, n, func() (cell, error) { return e.enqueueCyber(ctx, backendRedis, eventJob, n) })
 			cmds.redis = c
 			in.asynq, c = e.withCommands(ctx, p, n, func() (cell, error) { return e.enqueueAsynq(ctx, n) })
 			cmds.asynq = c
@@ -98,6 +107,7 @@ func runEnqueue(ctx context.Context, e *env) ([]row, error) {
 		if e.redis != nil {
 			rows = append(rows, cmds)
 		}
+		rows = append(rows, plain)
 	}
 	return rows, nil
 }
@@ -140,9 +150,9 @@ func (e *env) withCommands(ctx context.Context, p persistence, jobs int, measure
 	return c, figure("%.1f", float64(after-before-1)/float64(jobs))
 }
 
-// enqueueCyber publishes n single events through the engine's intake with
-// no worker running, as asynq's row has no server.
-func (e *env) enqueueCyber(ctx context.Context, backend string, n int) (cell, error) {
+// enqueueCyber publishes n single events named name through the engine's
+// intake with no worker running, as asynq's row has no server.
+func (e *env) enqueueCyber(ctx context.Context, backend, name string, n int) (cell, error) {
 	dir, err := e.scratch()
 	if err != nil {
 		return cell{}, err
@@ -153,11 +163,11 @@ func (e *env) enqueueCyber(ctx context.Context, backend string, n int) (cell, er
 	}
 	defer c.close()
 	now := time.Now()
-	elapsed, err := concurrently(n, func(i int) error { return c.publish(ctx, eventJob, payload(i, now)) })
+	elapsed, err := concurrently(n, func(i int) error { return c.publish(ctx, name, payload(i, now)) })
 	if err != nil {
 		return cell{}, err
 	}
-	e.logf("enqueue %s in-process: %d events in %v", backend, n, elapsed.Round(time.Millisecond))
+	e.logf("enqueue %s in-process: %d %s events in %v", backend, n, name, elapsed.Round(time.Millisecond))
 	return rate(n, elapsed), nil
 }
 
