@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/dcyfr/cyberdrew/internal/config"
 	"github.com/dcyfr/cyberdrew/internal/engine"
 	"github.com/dcyfr/cyberdrew/internal/store"
 	redisstore "github.com/dcyfr/cyberdrew/internal/store/redis"
@@ -35,7 +36,7 @@ type cyberOptions struct {
 	dir      string // the SQLite file lives here
 	redisURL string
 	workers  int
-	lease    time.Duration // 0: the engine's default
+	lease    time.Duration // 0: the daemon's default, config.DefaultLease
 }
 
 // openStore opens the store o names; the SQLite file is dir/bench.db.
@@ -66,7 +67,11 @@ func openCyber(ctx context.Context, o cyberOptions, fns ...engine.Function) (*cy
 		st.Close()
 		return nil, fmt.Errorf("cyberdrew: %w", err)
 	}
-	return &cyber{st: st, eng: eng, pool: engine.NewWorkerPool(eng, engine.PoolOptions{Workers: o.workers, LeaseTTL: o.lease})}, nil
+	lease := o.lease
+	if lease <= 0 {
+		lease = config.DefaultLease
+	}
+	return &cyber{st: st, eng: eng, pool: engine.NewWorkerPool(eng, engine.PoolOptions{Workers: o.workers, LeaseTTL: lease})}, nil
 }
 
 // start starts the worker pool.

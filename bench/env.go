@@ -10,6 +10,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/dcyfr/cyberdrew/internal/config"
 )
 
 // Fixed settings shared by every scenario.
@@ -116,9 +118,9 @@ func machine(e *env) []string {
 
 // notes explain the settings behind the rows.
 func (e *env) notes() []string {
-	lease := "the default 10 s lease"
+	lease := "the daemon's default " + config.DefaultLease.String() + " lease"
 	if e.size.crashLease > 0 {
-		lease = "a " + e.size.crashLease.String() + " lease (-quick; the default is 10 s)"
+		lease = "a " + e.size.crashLease.String() + " lease (-quick; the daemon's default is " + config.DefaultLease.String() + ")"
 	}
 	return []string{
 		fmt.Sprintf("cyberdrew: %d workers, built in-process as the daemon wires it (store, engine, worker pool); SQLite is WAL with synchronous=FULL, so every intake row is acknowledged after fsync. HTTP rows go through the real daemon on loopback, one event per request.", workers),
