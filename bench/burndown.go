@@ -1,0 +1,161 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"sync/atomic"
+	"time"
+
+	"github.com/hibiken/asynq"
+
+	"github.com/dcyfr/cyberdrew/internal/engine"
+)
+
+// cellTimeout bounds one measurement, so a hang fails the cell instead of
+// the run.
+const cellTimeout = 10 * time.Minute
+
+// countdown closes done when it has been hit n times.
+type countdown struct {
+	n    int64
+	hits atomic.Int64
+	done chan struct{}
+}
+
+func newCountdown(n int) *countdown { return &countdown{n: int64(n), done: make(chan struct{})} }
+
+func (c *countdown) hit() {
+	if c.hits.Add(1) == c.n {
+		close(c.done)
+	}
+}
+
+// wait returns once the countdown reached zero or ctx ended.
+func (c *countdown) wait(ctx context.Context) error {
+	select {
+	case <-c.done:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("%d of %d done: %w", c.hits.Load(), c.n, ctx.Err())
+	}
+}
+
+// runBurnDown queues n no-op jobs, then starts the workers and measures
+// until the last one is acknowledged.
+func runBurnDown(ctx context.Context, e *env) ([]row, error) {
+	n := e.size.burnDown
+	var rows []row
+	for i, p := range e.redisSettings() {
+		rate := row{scenario: fmt.Sprintf("burn-down: %d queued no-op jobs, %d workers, jobs/s ↑ (Redis: %s)", n, workers, p.name)}
+		cmds := row{scenario: fmt.Sprintf("Redis commands per executed run / task ↓ (Redis: %s)", p.name)}
+		if i == 0 {
+			rate.sqlite, _ = e.burnCyber(ctx, backendSQLite, n)
+		}
+		if e.redis == nil {
+			rate.redis, rate.asynq = noRedis, noRedis
+			rows = append(rows, rate)
+			continue
+		}
+		if err := e.redis.reset(ctx, p); err != nil {
+			return rows, err
+		}
+		rate.redis, cmds.redis = e.burnCyber(ctx, backendRedis, n)
+		if err := e.redis.reset(ctx, p); err != nil {
+			return rows, err
+		}
+		rate.asynq, cmds.asynq = e.burnAsynq(ctx, n)
+		rows = append(rows, rate, cmds)
+	}
+	return rows, nil
+}
+
+// commandsSince returns the cell of Redis commands per job since before,
+// less extra commands the harness issued itself.
+func (e *env) commandsSince(ctx context.Context, before int64, extra, jobs int) cell {
+	if e.redis == nil {
+		return cell{}
+	}
+	after, err := e.redis.commands(ctx)
+	if err != nil {
+		return failure(err)
+	}
+	return figure("%.1f", float64(after-before-int64(extra)-1)/float64(jobs))
+}
+
+// burnCyber returns the rate and, on Redis, the commands per run.
+func (e *env) burnCyber(ctx context.Context, backend string, n int) (cell, cell) {
+	ctx, cancel := context.WithTimeout(ctx, cellTimeout)
+	defer cancel()
+	dir, err := e.scratch()
+	if err != nil {
+		return failure(err), cell{}
+	}
+	cd := newCountdown(n)
+	c, err := openCyber(ctx, cyberOptions{backend: backend, dir: dir, redisURL: e.redisURL(), workers: workers},
+		noopFunction(func(*engine.Run) { cd.hit() }))
+	if err != nil {
+		return failure(err), cell{}
+	}
+	defer c.close()
+	now := time.Now()
+	if err := c.publishMany(ctx, eventJob, n, func(i int) []byte { return payload(i, now) }); err != nil {
+		return failure(err), cell{}
+	}
+	var before int64
+	if backend == backendRedis {
+		if before, err = e.redis.commands(ctx); err != nil {
+			return failure(err), cell{}
+		}
+	}
+	changes := c.st.Subscribe(ctx)
+	start := time.Now()
+	if err := c.start(ctx); err != nil {
+		return failure(err), cell{}
+	}
+	if err := cd.wait(ctx); err != nil {
+		return failure(err), cell{}
+	}
+	if err := c.waitIdle(ctx, changes); err != nil {
+		return failure(err), cell{}
+	}
+	elapsed := time.Since(start)
+	e.logf("burn-down %s: %d runs in %v", backend, n, elapsed.Round(time.Millisecond))
+	// The few NextWake calls of waitIdle are counted; they are noise.
+	return rate(n, elapsed), e.commandsSince(ctx, before, 0, n)
+}
+
+// burnAsynq returns the rate and the commands per task.
+func (e *env) burnAsynq(ctx context.Context, n int) (cell, cell) {
+	ctx, cancel := context.WithTimeout(ctx, cellTimeout)
+	defer cancel()
+	client := asynq.NewClient(asynqConn(e.redis.addr))
+	defer client.Close()
+	now := time.Now()
+	if _, err := concurrently(n, func(i int) error {
+		_, err := client.EnqueueContext(ctx, asynq.NewTask(taskNoop, payload(i, now)))
+		return err
+	}); err != nil {
+		return failure(fmt.Errorf("asynq: enqueue: %w", err)), cell{}
+	}
+	before, err := e.redis.commands(ctx)
+	if err != nil {
+		return failure(err), cell{}
+	}
+	cd := newCountdown(n)
+	srv := newAsynqServer(e.redis.addr, workers)
+	start := time.Now()
+	if err := srv.Start(asynq.HandlerFunc(func(context.Context, *asynq.Task) error { cd.hit(); return nil })); err != nil {
+		return failure(fmt.Errorf("asynq: start: %w", err)), cell{}
+	}
+	defer srv.Shutdown()
+	if err := cd.wait(ctx); err != nil {
+		return failure(err), cell{}
+	}
+	polls, err := waitProcessed(ctx, e.redis, n)
+	if err != nil {
+		return failure(err), cell{}
+	}
+	elapsed := time.Since(start)
+	e.logf("burn-down asynq: %d tasks in %v", n, elapsed.Round(time.Millisecond))
+	return rate(n, elapsed), e.commandsSince(ctx, before, polls, n)
+}

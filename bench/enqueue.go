@@ -1,0 +1,279 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/hibiken/asynq"
+
+	"github.com/dcyfr/cyberdrew/internal/config"
+	"github.com/dcyfr/cyberdrew/internal/daemon"
+	"github.com/dcyfr/cyberdrew/internal/engine"
+)
+
+// Event names: eventJob starts one no-op run, eventPlain starts nothing.
+const (
+	eventJob   = "bench/job.requested"
+	eventPlain = "bench/plain.recorded"
+)
+
+// noopFunction runs once per eventJob and calls onRun (when set) as it starts.
+func noopFunction(onRun func(r *engine.Run)) engine.Function {
+	return engine.Function{
+		ID:       "noop",
+		Triggers: []engine.Trigger{{Event: eventJob}},
+		Handler: func(_ context.Context, r *engine.Run) (any, error) {
+			if onRun != nil {
+				onRun(r)
+			}
+			return nil, nil
+		},
+	}
+}
+
+// concurrently calls do n times from producers goroutines and returns how
+// long that took.
+func concurrently(n int, do func(i int) error) (time.Duration, error) {
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	errs := make(chan error, producers)
+	start := time.Now()
+	for range producers {
+		wg.Go(func() {
+			for {
+				i := int(next.Add(1)) - 1
+				if i >= n {
+					return
+				}
+				if err := do(i); err != nil {
+					errs <- err
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	elapsed := time.Since(start)
+	close(errs)
+	return elapsed, <-errs
+}
+
+// rate is n per elapsed, as a cell.
+func rate(n int, elapsed time.Duration) cell { return figure("%.0f", float64(n)/elapsed.Seconds()) }
+
+// runEnqueue measures intake: producers goroutines each sending one event
+// (one task) per call, in-process and through HTTP.
+func runEnqueue(ctx context.Context, e *env) ([]row, error) {
+	n := e.size.enqueue
+	var rows []row
+	for i, p := range e.redisSettings() {
+		in := row{scenario: fmt.Sprintf("enqueue in-process, %d producers, events/s ↑ (Redis: %s)", producers, p.name)}
+		web := row{scenario: fmt.Sprintf("enqueue through HTTP, %d producers, one event per request, events/s ↑ (Redis: %s)", producers, p.name)}
+		cmds := row{scenario: fmt.Sprintf("Redis commands per enqueued event / task ↓ (Redis: %s)", p.name)}
+		plain := row{
+			scenario: fmt.Sprintf("intake alone: in-process, %d producers, events that start no run, events/s ↑ (Redis: %s)", producers, p.name),
+			asynq:    note("no equivalent"),
+		}
+		if i == 0 {
+			in.sqlite = cellOf(e.enqueueCyber(ctx, backendSQLite, eventJob, n))
+			web.sqlite = cellOf(e.enqueueHTTP(ctx, backendSQLite, n))
+			plain.sqlite = cellOf(e.enqueueCyber(ctx, backendSQLite, eventPlain, n))
+		}
+		if e.redis == nil {
+			in.redis, in.asynq, web.redis, web.asynq, cmds.redis, cmds.asynq, plain.redis = noRedis, noRedis, noRedis, noRedis, noRedis, noRedis, noRedis
+		} else {
+			var c cell
+			plain.redis, _ = e.withCommands(ctx, p, n, func() (cell, error) { return e.enqueueCyber(ctx, backendRedis, eventPlain, n) })
+			in.redis, c = e.withCommands(ctx, p, n, func() (cell, error) { return e.enqueueCyber(ctx, backendRedis, eventJob, n) })
+			cmds.redis = c
+			in.asynq, c = e.withCommands(ctx, p, n, func() (cell, error) { return e.enqueueAsynq(ctx, n) })
+			cmds.asynq = c
+			web.redis, _ = e.withCommands(ctx, p, n, func() (cell, error) { return e.enqueueHTTP(ctx, backendRedis, n) })
+			web.asynq = in.asynq
+			if web.asynq.ok {
+				web.asynq.text += " (Client.Enqueue)"
+			}
+		}
+		rows = append(rows, in, web)
+		if e.redis != nil {
+			rows = append(rows, cmds)
+		}
+		rows = append(rows, plain)
+	}
+	return rows, nil
+}
+
+// redisSettings are the Redis settings to measure, none without Redis (the
+// SQLite cells still run once).
+func (e *env) redisSettings() []persistence {
+	if e.redis == nil {
+		return []persistence{{name: "no redis-server"}}
+	}
+	return e.opts.persistence
+}
+
+func cellOf(c cell, err error) cell {
+	if err != nil {
+		return failure(err)
+	}
+	return c
+}
+
+// withCommands resets Redis to p, runs measure, and returns its cell with
+// the Redis commands it caused per job.
+func (e *env) withCommands(ctx context.Context, p persistence, jobs int, measure func() (cell, error)) (cell, cell) {
+	if err := e.redis.reset(ctx, p); err != nil {
+		return failure(err), failure(err)
+	}
+	before, err := e.redis.commands(ctx)
+	if err != nil {
+		return failure(err), failure(err)
+	}
+	c, err := measure()
+	if err != nil {
+		return failure(err), failure(err)
+	}
+	after, err := e.redis.commands(ctx)
+	if err != nil {
+		return c, failure(err)
+	}
+	// The two INFO calls themselves are commands too.
+	return c, figure("%.1f", float64(after-before-1)/float64(jobs))
+}
+
+// enqueueCyber publishes n single events named name through the engine's
+// intake with no worker running, as asynq's row has no server.
+func (e *env) enqueueCyber(ctx context.Context, backend, name string, n int) (cell, error) {
+	dir, err := e.scratch()
+	if err != nil {
+		return cell{}, err
+	}
+	c, err := openCyber(ctx, cyberOptions{backend: backend, dir: dir, redisURL: e.redisURL(), workers: workers}, noopFunction(nil))
+	if err != nil {
+		return cell{}, err
+	}
+	defer c.close()
+	now := time.Now()
+	elapsed, err := concurrently(n, func(i int) error { return c.publish(ctx, name, payload(i, now)) })
+	if err != nil {
+		return cell{}, err
+	}
+	e.logf("enqueue %s in-process: %d %s events in %v", backend, n, name, elapsed.Round(time.Millisecond))
+	return rate(n, elapsed), nil
+}
+
+func (e *env) redisURL() string {
+	if e.redis == nil {
+		return ""
+	}
+	return e.redis.url()
+}
+
+// enqueueAsynq enqueues n tasks with Client.Enqueue and default options.
+func (e *env) enqueueAsynq(ctx context.Context, n int) (cell, error) {
+	client := asynq.NewClient(asynqConn(e.redis.addr))
+	defer client.Close()
+	now := time.Now()
+	elapsed, err := concurrently(n, func(i int) error {
+		_, err := client.EnqueueContext(ctx, asynq.NewTask(taskNoop, payload(i, now)))
+		return err
+	})
+	if err != nil {
+		return cell{}, fmt.Errorf("asynq: enqueue: %w", err)
+	}
+	e.logf("enqueue asynq: %d tasks in %v", n, elapsed.Round(time.Millisecond))
+	return rate(n, elapsed), nil
+}
+
+// enqueueHTTP posts n single events to a real daemon on loopback. Each
+// event's ts is an hour ahead, so the daemon's workers leave the runs
+// queued (the store writes the same records as for a run due now): like
+// the asynq row, intake runs alone.
+func (e *env) enqueueHTTP(ctx context.Context, backend string, n int) (cell, error) {
+	dir, err := e.scratch()
+	if err != nil {
+		return cell{}, err
+	}
+	d, err := startDaemon(ctx, backend, dir, e.redisURL(), noopFunction(nil))
+	if err != nil {
+		return cell{}, err
+	}
+	defer stopDaemon(d)
+	client := &http.Client{Transport: &http.Transport{MaxIdleConns: 2 * producers, MaxIdleConnsPerHost: 2 * producers}}
+	defer client.CloseIdleConnections()
+	url := "http://" + d.Addr() + "/e/bench-key"
+	now := time.Now()
+	later := strconv.FormatInt(now.Add(time.Hour).UnixMilli(), 10)
+	elapsed, err := concurrently(n, func(i int) error {
+		body := `{"name":"` + eventJob + `","ts":` + later + `,"data":` + string(payload(i, now)) + `}`
+		return post(ctx, client, url, []byte(body))
+	})
+	if err != nil {
+		return cell{}, err
+	}
+	e.logf("enqueue %s over HTTP: %d events in %v", backend, n, elapsed.Round(time.Millisecond))
+	return rate(n, elapsed), nil
+}
+
+// post sends body to the event API and checks it was accepted.
+func post(ctx context.Context, client *http.Client, url string, body []byte) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, url, bytes.NewReader(body))
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := client.Do(req)
+	if err != nil {
+		return fmt.Errorf("http: post event: %w", err)
+	}
+	defer resp.Body.Close()
+	raw, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return fmt.Errorf("http: post event: %w", err)
+	}
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("http: post event: status %d: %s", resp.StatusCode, raw)
+	}
+	var out struct {
+		IDs []string `json:"ids"`
+	}
+	if err := json.Unmarshal(raw, &out); err != nil || len(out.IDs) == 0 {
+		return fmt.Errorf("http: post event: answer %s", raw)
+	}
+	return nil
+}
+
+// startDaemon starts the real daemon (daemon.New and Start) on a loopback
+// port with fns as its only functions and default settings otherwise.
+func startDaemon(ctx context.Context, backend, dir, redisURL string, fns ...engine.Function) (*daemon.Daemon, error) {
+	cfg := config.DefaultServe(func(string) string { return "" })
+	cfg.Addr = "127.0.0.1:0"
+	cfg.DataDir = dir
+	cfg.Workers = workers
+	if backend == backendRedis {
+		cfg.Store = redisURL
+	}
+	d, err := daemon.New(ctx, cfg, slog.New(slog.DiscardHandler), daemon.Options{Functions: fns})
+	if err != nil {
+		return nil, err
+	}
+	if err := d.Start(ctx); err != nil {
+		return nil, err
+	}
+	return d, nil
+}
+
+func stopDaemon(d *daemon.Daemon) error {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	return d.Stop(ctx)
+}
