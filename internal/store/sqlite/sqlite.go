@@ -111,10 +111,11 @@ func Open(ctx context.Context, path string, opts Options) (*Store, error) {
 		"_txlock":       {"immediate"}, // migrations
 		// Every operation runs in a savepoint, whose undo pages go to the
 		// statement journal: keep it in memory, not in a temporary file.
-		// A 64 MiB page cache keeps the hot index pages of a busy queue.
+		// A 16 MiB page cache keeps the hot index pages of a busy queue (the
+		// burn-down runs as fast as with 64 MiB, and RSS stays small).
 		// auto_vacuum takes effect only on a new database (before its
 		// first table): Prune then returns freed pages to the file system.
-		"_pragma": {"auto_vacuum(incremental)", "temp_store(memory)", "cache_size(-65536)"},
+		"_pragma": {"auto_vacuum(incremental)", "temp_store(memory)", "cache_size(-16384)"},
 	}))
 	if err != nil {
 		return nil, fmt.Errorf("sqlite: open: %w", err)
