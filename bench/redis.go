@@ -12,6 +12,8 @@ import (
 	"time"
 
 	goredis "github.com/redis/go-redis/v9"
+
+	"github.com/dcyfr/cyberdrew/internal/store/redis/redistest"
 )
 
 // errNoRedis means no redis-server binary was found.
@@ -142,18 +144,9 @@ func (s *redisServer) commands(ctx context.Context) (int64, error) {
 	if err != nil {
 		return 0, fmt.Errorf("redis: commandstats: %w", err)
 	}
-	var total int64
-	for line := range strings.SplitSeq(info, "\n") {
-		_, stats, ok := strings.Cut(line, ":calls=")
-		if !ok {
-			continue
-		}
-		calls, _, _ := strings.Cut(stats, ",")
-		n, err := strconv.ParseInt(calls, 10, 64)
-		if err != nil {
-			return 0, fmt.Errorf("redis: commandstats line %q: %w", line, err)
-		}
-		total += n
+	total, err := redistest.CommandCalls(info)
+	if err != nil {
+		return 0, fmt.Errorf("redis: %w", err)
 	}
 	return total, nil
 }

@@ -9,7 +9,6 @@ import (
 	"log/slog"
 	"net/http"
 	"slices"
-	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -71,18 +70,9 @@ func (bd *benchDaemon) redisCommands(b *testing.B) int64 {
 	if err != nil {
 		b.Fatal(err)
 	}
-	var total int64
-	for _, line := range strings.Split(info, "\n") {
-		_, stats, ok := strings.Cut(line, ":calls=")
-		if !ok {
-			continue
-		}
-		calls, _, _ := strings.Cut(stats, ",")
-		n, err := strconv.ParseInt(calls, 10, 64)
-		if err != nil {
-			b.Fatalf("commandstats line %q: %v", line, err)
-		}
-		total += n
+	total, err := redistest.CommandCalls(info)
+	if err != nil {
+		b.Fatal(err)
 	}
 	return total
 }

@@ -86,18 +86,9 @@ func (bs benchStore) commands(b *testing.B) int64 {
 	if err != nil {
 		b.Fatal(err)
 	}
-	var total int64
-	for line := range strings.SplitSeq(info, "\n") {
-		_, stats, ok := strings.Cut(line, ":calls=")
-		if !ok {
-			continue
-		}
-		calls, _, _ := strings.Cut(stats, ",")
-		n, err := strconv.ParseInt(calls, 10, 64)
-		if err != nil {
-			b.Fatalf("commandstats line %q: %v", line, err)
-		}
-		total += n
+	total, err := redistest.CommandCalls(info)
+	if err != nil {
+		b.Fatal(err)
 	}
 	return total
 }

@@ -160,3 +160,22 @@ func ping(addr string) error {
 	}
 	return nil
 }
+
+// CommandCalls sums the calls of every command in the text of INFO
+// commandstats: commands that scripts call count too, each once.
+func CommandCalls(info string) (int64, error) {
+	var total int64
+	for line := range strings.SplitSeq(info, "\n") {
+		_, stats, ok := strings.Cut(line, ":calls=")
+		if !ok {
+			continue
+		}
+		calls, _, _ := strings.Cut(stats, ",")
+		n, err := strconv.ParseInt(calls, 10, 64)
+		if err != nil {
+			return 0, fmt.Errorf("commandstats line %q: %w", line, err)
+		}
+		total += n
+	}
+	return total, nil
+}
