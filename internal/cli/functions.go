@@ -42,7 +42,7 @@ func newFunctionsListCmd(f *clientFlags) *cobra.Command {
 			}
 			shown := []client.Function{}
 			for _, fn := range fns {
-				if trigger == "" || strings.Contains(triggersOf(fn), trigger) {
+				if trigger == "" || strings.Contains(fn.TriggerText(), trigger) {
 					shown = append(shown, fn)
 				}
 			}
@@ -56,7 +56,7 @@ func newFunctionsListCmd(f *clientFlags) *cobra.Command {
 				if fn.Disabled != "" {
 					last = "disabled: " + fn.Disabled
 				}
-				fmt.Fprintf(t, "%s\t%s\t%s\t%d\t%d\t%s\n", fn.ID, triggersOf(fn), formatTime(fn.NextCron),
+				fmt.Fprintf(t, "%s\t%s\t%s\t%d\t%d\t%s\n", fn.ID, fn.TriggerText(), formatTime(fn.NextCron),
 					fn.Stats.RunsLastHour, fn.Stats.FailuresLastHour, last)
 			}
 			return t.Flush()
@@ -64,18 +64,6 @@ func newFunctionsListCmd(f *clientFlags) *cobra.Command {
 	}
 	cmd.Flags().StringVar(&trigger, "trigger", "", "only functions whose triggers contain this text")
 	return cmd
-}
-
-func triggersOf(fn client.Function) string {
-	var ts []string
-	for _, t := range fn.Triggers {
-		if t.Event != "" {
-			ts = append(ts, t.Event)
-		} else {
-			ts = append(ts, "cron "+t.Cron)
-		}
-	}
-	return strings.Join(ts, ", ")
 }
 
 func newFunctionsInvokeCmd(opts Options, f *clientFlags) *cobra.Command {

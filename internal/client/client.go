@@ -439,6 +439,20 @@ type Function struct {
 	Stats    FunctionStats `json:"stats"`
 }
 
+// TriggerText lists the function's triggers for people: event names, and
+// "cron <schedule>" for schedules, comma-separated.
+func (f Function) TriggerText() string {
+	ts := make([]string, 0, len(f.Triggers))
+	for _, t := range f.Triggers {
+		if t.Event != "" {
+			ts = append(ts, t.Event)
+		} else {
+			ts = append(ts, "cron "+t.Cron)
+		}
+	}
+	return strings.Join(ts, ", ")
+}
+
 // FunctionStats are a function's recent counters.
 type FunctionStats struct {
 	RunsLastHour     int        `json:"runs_last_hour"`

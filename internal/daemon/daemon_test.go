@@ -13,6 +13,7 @@ import (
 
 	"github.com/dcyfr/cyberdrew/internal/config"
 	"github.com/dcyfr/cyberdrew/internal/daemon"
+	"github.com/dcyfr/cyberdrew/internal/daemon/daemontest"
 	"github.com/dcyfr/cyberdrew/internal/engine"
 	"github.com/dcyfr/cyberdrew/internal/store"
 )
@@ -30,22 +31,7 @@ func testConfig(dir string) config.Serve {
 // start runs a daemon until the test ends and returns its base URL.
 func start(t *testing.T, cfg config.Serve, fns []engine.Function) string {
 	t.Helper()
-	ctx := context.Background()
-	d, err := daemon.New(ctx, cfg, slog.New(slog.DiscardHandler), daemon.Options{Functions: fns})
-	if err != nil {
-		t.Fatalf("new daemon: %v", err)
-	}
-	if err := d.Start(ctx); err != nil {
-		t.Fatalf("start daemon: %v", err)
-	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		if err := d.Stop(ctx); err != nil {
-			t.Errorf("stop daemon: %v", err)
-		}
-	})
-	return "http://" + d.Addr()
+	return "http://" + daemontest.Run(t, cfg, nil, daemon.Options{Functions: fns}).Addr()
 }
 
 type client struct {

@@ -13,31 +13,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/dcyfr/cyberdrew/internal/config"
 	"github.com/dcyfr/cyberdrew/internal/daemon"
+	"github.com/dcyfr/cyberdrew/internal/daemon/daemontest"
 	"github.com/dcyfr/cyberdrew/internal/store"
 )
-
-// runDaemon runs a daemon until the test ends and returns it.
-func runDaemon(t *testing.T, cfg config.Serve, logger *slog.Logger, opts daemon.Options) *daemon.Daemon {
-	t.Helper()
-	ctx := context.Background()
-	d, err := daemon.New(ctx, cfg, logger, opts)
-	if err != nil {
-		t.Fatalf("new daemon: %v", err)
-	}
-	if err := d.Start(ctx); err != nil {
-		t.Fatalf("start daemon: %v", err)
-	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		if err := d.Stop(ctx); err != nil {
-			t.Errorf("stop daemon: %v", err)
-		}
-	})
-	return d
-}
 
 // rawRequest sends head (request line and headers, without the blank line)
 // and body over a fresh connection, exactly as given, and reads the answer.
@@ -113,9 +92,9 @@ func TestHostileRequests(t *testing.T) {
 	// each request its own client address, so the site's per-address rate
 	// limits do not hide the cases; the second trusts no proxy.
 	cfg.TrustedProxies = []string{"127.0.0.1"}
-	d := runDaemon(t, cfg, slog.New(slog.DiscardHandler), daemon.Options{})
+	d := daemontest.Run(t, cfg, slog.New(slog.DiscardHandler), daemon.Options{})
 	cfg.TrustedProxies, cfg.DataDir = nil, t.TempDir()
-	direct := runDaemon(t, cfg, slog.New(slog.DiscardHandler), daemon.Options{})
+	direct := daemontest.Run(t, cfg, slog.New(slog.DiscardHandler), daemon.Options{})
 
 	nested := func(n int) []byte {
 		return []byte(`{"name":"test/x","data":{"a":` + strings.Repeat("[", n) + strings.Repeat("]", n) + `}}`)

@@ -3,12 +3,12 @@ package daemon_test
 import (
 	"bufio"
 	"io"
-	"log/slog"
 	"net"
 	"testing"
 	"time"
 
 	"github.com/dcyfr/cyberdrew/internal/daemon"
+	"github.com/dcyfr/cyberdrew/internal/daemon/daemontest"
 )
 
 // A client that trickles its headers is cut off once ReadHeaderTimeout has
@@ -16,7 +16,7 @@ import (
 func TestSlowlorisIsCutOff(t *testing.T) {
 	t.Parallel()
 	const timeout = 300 * time.Millisecond
-	d := runDaemon(t, testConfig(t.TempDir()), slog.New(slog.DiscardHandler), daemon.Options{ReadHeaderTimeout: timeout})
+	d := daemontest.Run(t, testConfig(t.TempDir()), nil, daemon.Options{ReadHeaderTimeout: timeout})
 	conn, err := net.Dial("tcp", d.Addr())
 	if err != nil {
 		t.Fatal(err)

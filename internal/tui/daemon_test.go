@@ -20,6 +20,7 @@ import (
 	"github.com/dcyfr/cyberdrew/internal/client"
 	"github.com/dcyfr/cyberdrew/internal/config"
 	"github.com/dcyfr/cyberdrew/internal/daemon"
+	"github.com/dcyfr/cyberdrew/internal/daemon/daemontest"
 	"github.com/dcyfr/cyberdrew/internal/engine"
 	"github.com/dcyfr/cyberdrew/internal/store"
 	"github.com/dcyfr/cyberdrew/internal/store/sqlite"
@@ -40,20 +41,7 @@ func TestDashFollowsARealDaemon(t *testing.T) {
 	ctx := context.Background()
 	cfg := config.DefaultServe(func(string) string { return "" })
 	cfg.Addr, cfg.DataDir, cfg.Workers, cfg.ShutdownTimeout = "127.0.0.1:0", t.TempDir(), 2, 2*time.Second
-	d, err := daemon.New(ctx, cfg, slog.New(slog.DiscardHandler), daemon.Options{Functions: []engine.Function{greet}})
-	if err != nil {
-		t.Fatalf("new daemon: %v", err)
-	}
-	if err := d.Start(ctx); err != nil {
-		t.Fatalf("start daemon: %v", err)
-	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		if err := d.Stop(ctx); err != nil {
-			t.Errorf("stop daemon: %v", err)
-		}
-	})
+	d := daemontest.Run(t, cfg, nil, daemon.Options{Functions: []engine.Function{greet}})
 	c, err := client.New(client.Options{URL: "http://" + d.Addr()})
 	if err != nil {
 		t.Fatal(err)

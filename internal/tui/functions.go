@@ -35,18 +35,6 @@ func (f functionsModel) selected() (client.Function, bool) {
 	return f.fns[f.cursor], true
 }
 
-func triggerText(fn client.Function) string {
-	var ts []string
-	for _, t := range fn.Triggers {
-		if t.Event != "" {
-			ts = append(ts, t.Event)
-		} else {
-			ts = append(ts, "cron "+t.Cron)
-		}
-	}
-	return strings.Join(ts, ", ")
-}
-
 // view draws the table in height lines, the selected function's full
 // triggers and disabled reason in its last two.
 func (f *functionsModel) view(st styles, width, height int, now time.Time) string {
@@ -92,14 +80,14 @@ func (f *functionsModel) view(st styles, width, height int, now time.Time) strin
 		if fn.Stats.FailuresLastHour > 0 {
 			fails = st.status["Failed"].Render(fails)
 		}
-		line := row(fn.ID, triggerText(fn), next, last, ago(fn.Stats.LastRunAt, now), fmt.Sprint(fn.Stats.RunsLastHour), fails)
+		line := row(fn.ID, fn.TriggerText(), next, last, ago(fn.Stats.LastRunAt, now), fmt.Sprint(fn.Stats.RunsLastHour), fails)
 		lines = append(lines, marker(st, i == f.cursor, line))
 	}
 	for len(lines) < height-2 {
 		lines = append(lines, "")
 	}
 	if fn, ok := f.selected(); ok {
-		info := st.bold.Render(fn.ID) + " " + st.dim.Render(fn.Name) + " · " + triggerText(fn)
+		info := st.bold.Render(fn.ID) + " " + st.dim.Render(fn.Name) + " · " + fn.TriggerText()
 		note := st.dim.Render("enter: its runs · I: invoke it")
 		if fn.Disabled != "" {
 			note = st.errText.Render("disabled: " + fn.Disabled)
