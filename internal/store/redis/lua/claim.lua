@@ -3,14 +3,18 @@
 -- KEYS[1] engine prefix. ARGV[1] now; ARGV[2] owner; ARGV[3] n; ARGV[4]
 -- lease expiry (ms); ARGV[5] token base (the i-th lease gets base:i).
 -- Returns {{run id, token, run hash as a flat list, steps, taken over,
--- trigger event doc}, ...} (see run_steps); taken over is 1 when the run
+-- trigger event doc}, ...} (see run_steps); the flat list is the hash as
+-- read followed by the fields the claim wrote, so a later pair wins (it may
+-- still hold woken, which the claim deleted); taken over is 1 when the run
 -- still held a (lapsed) lease that this claim replaced, else 0; the event
 -- doc is '' when the event is gone.
 local owner, n, untl, base = ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4]), ARGV[5]
 local out, counts, skipped, scanned = {}, {}, 0, 0
+local now_s, untl_s = num(NOW), num(untl)
 
--- lease leases the run r (as load returns it).
-local function lease(r)
+-- lease leases the run r, a the hash it was read from (as load returns
+-- them).
+local function lease(r, a)
   local id = r.id
   local k = P .. 'run:' .. id
   -- A run that never started has recorded no steps.
@@ -18,10 +22,10 @@ local function lease(r)
   local token = base .. ':' .. (#out + 1)
   local taken = set(r.token) and 1 or 0
   index_status(r, 'Running')
-  r.owner, r.token, r.avail = owner, token, num(untl)
+  r.owner, r.token, r.avail = owner, token, untl_s
   local fields = {'status', 'Running', 'owner', owner, 'token', token, 'avail', r.avail}
   if not set(r.started) then
-    r.started = num(NOW)
+    r.started = now_s
     fields[#fields + 1] = 'started'
     fields[#fields + 1] = r.started
   end
@@ -40,20 +44,21 @@ local function lease(r)
   release_key('deb', r.deb, id)
   change('run', '', '', id, r.fn, 'Running')
   local doc = redis.call('HGET', P .. 'event:' .. r.ev, 'doc') or ''
-  out[#out + 1] = {id, token, flat(r), steps, taken, doc}
+  for _, v in ipairs(fields) do a[#a + 1] = v end
+  out[#out + 1] = {id, token, a, steps, taken, doc}
 end
 
 while #out < n and scanned < 4096 do
   local limit = n - #out + math.min(skipped, 64)
-  local cands = redis.call('ZRANGEBYSCORE', P .. 'queue', '-inf', num(NOW), 'LIMIT', skipped, limit)
+  local cands = redis.call('ZRANGEBYSCORE', P .. 'queue', '-inf', now_s, 'LIMIT', skipped, limit)
   for _, id in ipairs(cands) do
     scanned = scanned + 1
-    local r = load(id)
+    local r, a = load(id)
     local ok = true
     if set(r.ckey) and tonumber(r.climit or '0') > 0 then
       local cnt = counts[r.ckey]
       if not cnt then
-        redis.call('ZREMRANGEBYSCORE', P .. 'conc:' .. r.ckey, '-inf', num(NOW))
+        redis.call('ZREMRANGEBYSCORE', P .. 'conc:' .. r.ckey, '-inf', now_s)
         cnt = redis.call('ZCARD', P .. 'conc:' .. r.ckey)
       end
       if cnt >= tonumber(r.climit) then
@@ -63,7 +68,7 @@ while #out < n and scanned < 4096 do
       counts[r.ckey] = ok and cnt + 1 or cnt
     end
     if ok then
-      lease(r)
+      lease(r, a)
       if #out == n then break end
     end
   end

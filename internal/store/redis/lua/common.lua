@@ -9,7 +9,13 @@ local P = KEYS[1]
 local NOW = tonumber(ARGV[1])
 local changes = {}
 
-local function num(x) return string.format('%.17g', x) end
+-- num formats a number exactly: integers (times in ms, counts) with %d,
+-- which is the same text as %.17g below 1e17 and far cheaper, the rest
+-- with %.17g.
+local function num(x)
+  if x % 1 == 0 and x > -1e17 and x < 1e17 then return string.format('%d', x) end
+  return string.format('%.17g', x)
+end
 local function pad(ms) return string.format('%013d', ms) end
 local function member(ms, id) return pad(ms) .. ':' .. id end
 local function set(v) return v ~= nil and v ~= false and v ~= '' end
@@ -73,13 +79,14 @@ local function flush()
   end
 end
 
--- load returns the run hash as a table, nil when there is no such run.
+-- load returns the run hash as a table, nil when there is no such run,
+-- and as HGETALL returned it (a flat list of fields and values).
 local function load(id)
   local a = redis.call('HGETALL', P .. 'run:' .. id)
   if #a == 0 then return nil end
   local r = {}
   for i = 1, #a, 2 do r[a[i]] = a[i + 1] end
-  return r
+  return r, a
 end
 
 -- index_status moves the run between the status indexes; the caller
@@ -100,9 +107,23 @@ local function set_status(r, st)
   if index_status(r, st) then redis.call('HSET', P .. 'run:' .. r.id, 'status', st) end
 end
 
--- leased returns the run when token is its current, unlapsed lease.
-local function leased(id, token)
-  local r = load(id)
+-- load_end returns the fields of the run end_run and leased read (and its
+-- id), nil when there is no such run. A missing field is false, not nil:
+-- the constructor sizes the table at once, which filling it field by field
+-- does not, and those readers treat false as absent.
+local function load_end(id)
+  local v = redis.call('HMGET', P .. 'run:' .. id, 'status', 'created', 'fn', 'ckey', 'single', 'deb', 'token',
+    'ended', 'avail')
+  if not v[1] then return nil end
+  return {id = id, status = v[1], created = v[2], fn = v[3], ckey = v[4], single = v[5], deb = v[6], token = v[7],
+    ended = v[8], avail = v[9]}
+end
+
+-- leased returns the run when token is its current, unlapsed lease: all
+-- of it, or with only_end only the fields load_end reads.
+local function leased(id, token, only_end)
+  local r
+  if only_end then r = load_end(id) else r = load(id) end
   if not r or r.token ~= token or set(r.ended) or tonumber(r.avail or '0') <= NOW then return nil end
   return r
 end
@@ -129,7 +150,8 @@ local function release_key(kind, key, id)
   if redis.call('GET', k) == id then redis.call('DEL', k) end
 end
 
--- end_run finishes the run as st.
+-- end_run finishes the run as st; r needs at least the fields load_end
+-- reads.
 local function end_run(r, st, output, err)
   index_status(r, st)
   local k = P .. 'run:' .. r.id
@@ -148,7 +170,7 @@ local function end_run(r, st, output, err)
   if set(r.ckey) then redis.call('ZREM', P .. 'conc:' .. r.ckey, r.id) end
   r.owner, r.token, r.woken, r.avail = nil, nil, nil, nil
   redis.call('ZREM', P .. 'queue', r.id)
-  zadd(P .. 'ended', num(NOW), r.id)
+  zadd(P .. 'ended', r.ended, r.id)
   release_key('single', r.single, r.id)
   release_key('deb', r.deb, r.id)
   drop_waits(r.id)

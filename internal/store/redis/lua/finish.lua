@@ -8,7 +8,7 @@
 local out = {}
 for i, f in ipairs(cjson.decode(ARGV[2])) do
   NOW = f.at
-  local r = leased(f.run, f.token)
+  local r = leased(f.run, f.token, true)
   if r then
     end_run(r, f.status, f.output, f.error)
     publish_all(f.pubs)
