@@ -203,6 +203,8 @@ func (s *Store) Claim(ctx context.Context, owner string, n int, ttl time.Duratio
 		if err != nil {
 			return nil, s.wrap("claim", err)
 		}
+		// The hash as read, before the claim wrote these (see claim.lua).
+		run.Status, run.LeaseOwner, run.AvailableAt = store.StatusRunning, owner, fromMS(until.UnixMilli())
 		steps, err := parseStepPairs(run.ID, t[3])
 		if err != nil {
 			return nil, s.wrap("claim", err)

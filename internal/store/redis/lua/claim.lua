@@ -3,11 +3,12 @@
 -- KEYS[1] engine prefix. ARGV[1] now; ARGV[2] owner; ARGV[3] n; ARGV[4]
 -- lease expiry (ms); ARGV[5] token base (the i-th lease gets base:i).
 -- Returns {{run id, token, run hash as a flat list, steps, taken over,
--- trigger event doc}, ...} (see run_steps); the flat list is the hash as
--- read followed by the fields the claim wrote, so a later pair wins (it may
--- still hold woken, which the claim deleted); taken over is 1 when the run
+-- trigger event doc}, ...} (see run_steps); taken over is 1 when the run
 -- still held a (lapsed) lease that this claim replaced, else 0; the event
--- doc is '' when the event is gone.
+-- doc is '' when the event is gone. The flat list is the hash as read,
+-- then started and finish_by when the claim wrote them (a later pair
+-- wins): the caller sets the status, owner and avail the claim wrote
+-- itself, and ignores token and woken.
 local owner, n, untl, base = ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4]), ARGV[5]
 local out, counts, skipped, scanned = {}, {}, 0, 0
 local now_s, untl_s = num(NOW), num(untl)
@@ -44,7 +45,8 @@ local function lease(r, a)
   release_key('deb', r.deb, id)
   change('run', '', '', id, r.fn, 'Running')
   local doc = redis.call('HGET', P .. 'event:' .. r.ev, 'doc') or ''
-  for _, v in ipairs(fields) do a[#a + 1] = v end
+  -- The reply adds what follows status, owner, token and avail.
+  for i = 9, #fields do a[#a + 1] = fields[i] end
   out[#out + 1] = {id, token, a, steps, taken, doc}
 end
 

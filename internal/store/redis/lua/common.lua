@@ -18,6 +18,13 @@ local function num(x)
 end
 local function pad(ms) return string.format('%013d', ms) end
 local function member(ms, id) return pad(ms) .. ':' .. id end
+
+-- run_member is member(tonumber(created), id) for created as num wrote
+-- it: a 13-character integer is already padded, so it is used as it is.
+local function run_member(created, id)
+  if #created == 13 then return created .. ':' .. id end
+  return member(tonumber(created), id)
+end
 local function set(v) return v ~= nil and v ~= false and v ~= '' end
 
 -- change queues a notification; flush publishes them all as one message:
@@ -91,13 +98,33 @@ end
 
 -- index_status moves the run between the status indexes; the caller
 -- writes the status field. It reports whether the status changed.
+-- status_keys returns the keys of the status indexes runs:st:<st> and
+-- runs:fnst:<fn>:<st>, built once per script and pair.
+local stkeys = {}
+
+local function status_keys(fn, st)
+  local byst = stkeys[fn]
+  if not byst then
+    byst = {}
+    stkeys[fn] = byst
+  end
+  local k = byst[st]
+  if not k then
+    k = {P .. 'runs:st:' .. st, P .. 'runs:fnst:' .. fn .. ':' .. st}
+    byst[st] = k
+  end
+  return k[1], k[2]
+end
+
 local function index_status(r, st)
   if r.status == st then return false end
-  local m = member(tonumber(r.created), r.id)
-  zrem(P .. 'runs:st:' .. r.status, m)
-  zrem(P .. 'runs:fnst:' .. r.fn .. ':' .. r.status, m)
-  zadd(P .. 'runs:st:' .. st, 0, m)
-  zadd(P .. 'runs:fnst:' .. r.fn .. ':' .. st, 0, m)
+  local m = run_member(r.created, r.id)
+  local old_st, old_fnst = status_keys(r.fn, r.status)
+  local new_st, new_fnst = status_keys(r.fn, st)
+  zrem(old_st, m)
+  zrem(old_fnst, m)
+  zadd(new_st, 0, m)
+  zadd(new_fnst, 0, m)
   r.status = st
   return true
 end
