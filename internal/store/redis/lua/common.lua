@@ -96,8 +96,6 @@ local function load(id)
   return r, a
 end
 
--- index_status moves the run between the status indexes; the caller
--- writes the status field. It reports whether the status changed.
 -- status_keys returns the keys of the status indexes runs:st:<st> and
 -- runs:fnst:<fn>:<st>, built once per script and pair.
 local stkeys = {}
@@ -116,6 +114,8 @@ local function status_keys(fn, st)
   return k[1], k[2]
 end
 
+-- index_status moves the run between the status indexes; the caller
+-- writes the status field. It reports whether the status changed.
 local function index_status(r, st)
   if r.status == st then return false end
   local m = run_member(r.created, r.id)
