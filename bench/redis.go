@@ -140,15 +140,11 @@ func (s *redisServer) reset(ctx context.Context, p persistence) error {
 // commands is the number of commands the server has executed since its
 // stats were reset, including those called from Lua scripts.
 func (s *redisServer) commands(ctx context.Context) (int64, error) {
-	info, err := s.client.Info(ctx, "commandstats").Result()
-	if err != nil {
-		return 0, fmt.Errorf("redis: commandstats: %w", err)
-	}
-	total, err := redistest.CommandCalls(info)
+	n, err := redistest.Commands(ctx, s.client)
 	if err != nil {
 		return 0, fmt.Errorf("redis: %w", err)
 	}
-	return total, nil
+	return n, nil
 }
 
 // infoField returns the value of key in an INFO answer.

@@ -66,15 +66,11 @@ func onEachStore(b *testing.B, bench func(b *testing.B, storeURL string)) {
 // redisCommands is the number of commands the Redis server has executed.
 func (bd *benchDaemon) redisCommands(b *testing.B) int64 {
 	b.Helper()
-	info, err := bd.redis.Info(b.Context(), "commandstats").Result()
+	n, err := redistest.Commands(b.Context(), bd.redis)
 	if err != nil {
 		b.Fatal(err)
 	}
-	total, err := redistest.CommandCalls(info)
-	if err != nil {
-		b.Fatal(err)
-	}
-	return total
+	return n
 }
 
 // startDaemon starts a daemon whose only function, "noop", is triggered by

@@ -82,15 +82,11 @@ func (bs benchStore) resetCommands(b *testing.B) {
 // reset, those that scripts call included.
 func (bs benchStore) commands(b *testing.B) int64 {
 	b.Helper()
-	info, err := bs.redis.Info(b.Context(), "commandstats").Result()
+	n, err := redistest.Commands(b.Context(), bs.redis)
 	if err != nil {
 		b.Fatal(err)
 	}
-	total, err := redistest.CommandCalls(info)
-	if err != nil {
-		b.Fatal(err)
-	}
-	return total
+	return n
 }
 
 // cpu is the CPU time this process and, on Redis, the Redis server have

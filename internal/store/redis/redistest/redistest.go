@@ -5,6 +5,7 @@ package redistest
 
 import (
 	"bufio"
+	"context"
 	"errors"
 	"fmt"
 	"net"
@@ -14,6 +15,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	goredis "github.com/redis/go-redis/v9"
 )
 
 // EnvRequired names the variable that makes a missing redis-server fatal.
@@ -159,6 +162,17 @@ func ping(addr string) error {
 		return fmt.Errorf("PING answered %q", line)
 	}
 	return nil
+}
+
+// Commands is how many commands the server behind c has executed since
+// its stats were last reset (CONFIG RESETSTAT), those that scripts call
+// included, each once.
+func Commands(ctx context.Context, c goredis.UniversalClient) (int64, error) {
+	info, err := c.Info(ctx, "commandstats").Result()
+	if err != nil {
+		return 0, fmt.Errorf("commandstats: %w", err)
+	}
+	return CommandCalls(info)
 }
 
 // CommandCalls sums the calls of every command in the text of INFO
