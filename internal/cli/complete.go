@@ -65,10 +65,13 @@ func completeEventNames(opts Options) completeFunc {
 	}
 }
 
-// completeFunctionIDs completes a function id with its name as description.
-func completeFunctionIDs(opts Options) completeFunc {
+// fromDaemon completes with what list reads from the daemon, within
+// completionTimeout; nothing when the flags make no client or the daemon
+// does not answer. With onlyFirst, only the first argument is completed.
+func fromDaemon(opts Options, onlyFirst bool, directive cobra.ShellCompDirective,
+	list func(ctx context.Context, c *client.Client, args []string, toComplete string) ([]cobra.Completion, error)) completeFunc {
 	return func(cmd *cobra.Command, args []string, toComplete string) ([]cobra.Completion, cobra.ShellCompDirective) {
-		if len(args) > 0 {
+		if onlyFirst && len(args) > 0 {
 			return nil, cobra.ShellCompDirectiveNoFileComp
 		}
 		c := completionClient(cmd, opts)
@@ -77,68 +80,58 @@ func completeFunctionIDs(opts Options) completeFunc {
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), completionTimeout)
 		defer cancel()
-		fns, err := c.Functions(ctx)
+		out, err := list(ctx, c, args, toComplete)
 		if err != nil {
 			return nil, cobra.ShellCompDirectiveNoFileComp
 		}
-		var out []cobra.Completion
-		for _, fn := range fns {
-			if strings.HasPrefix(fn.ID, toComplete) {
-				out = append(out, cobra.CompletionWithDesc(fn.ID, fn.Name))
-			}
-		}
-		return out, cobra.ShellCompDirectiveNoFileComp
+		return out, directive
 	}
+}
+
+// completeFunctionIDs completes a function id with its name as description.
+func completeFunctionIDs(opts Options) completeFunc {
+	return fromDaemon(opts, true, cobra.ShellCompDirectiveNoFileComp,
+		func(ctx context.Context, c *client.Client, _ []string, toComplete string) ([]cobra.Completion, error) {
+			fns, err := c.Functions(ctx)
+			var out []cobra.Completion
+			for _, fn := range fns {
+				if strings.HasPrefix(fn.ID, toComplete) {
+					out = append(out, cobra.CompletionWithDesc(fn.ID, fn.Name))
+				}
+			}
+			return out, err
+		})
 }
 
 // completeRunIDs completes run ids, newest first, those with one of
 // statuses when given, described by function and status.
 func completeRunIDs(opts Options, statuses ...string) completeFunc {
-	return func(cmd *cobra.Command, args []string, toComplete string) ([]cobra.Completion, cobra.ShellCompDirective) {
-		c := completionClient(cmd, opts)
-		if c == nil {
-			return nil, cobra.ShellCompDirectiveNoFileComp
-		}
-		ctx, cancel := context.WithTimeout(context.Background(), completionTimeout)
-		defer cancel()
-		p, err := c.Runs(ctx, client.RunFilter{Statuses: statuses, Limit: 100})
-		if err != nil {
-			return nil, cobra.ShellCompDirectiveNoFileComp
-		}
-		var out []cobra.Completion
-		for _, r := range p.Data {
-			if strings.HasPrefix(r.RunID, toComplete) && !slices.Contains(args, r.RunID) {
-				out = append(out, cobra.CompletionWithDesc(r.RunID, fmt.Sprintf("%s %s", r.FunctionID, r.Status)))
+	return fromDaemon(opts, false, cobra.ShellCompDirectiveNoFileComp|cobra.ShellCompDirectiveKeepOrder,
+		func(ctx context.Context, c *client.Client, args []string, toComplete string) ([]cobra.Completion, error) {
+			p, err := c.Runs(ctx, client.RunFilter{Statuses: statuses, Limit: 100})
+			var out []cobra.Completion
+			for _, r := range p.Data {
+				if strings.HasPrefix(r.RunID, toComplete) && !slices.Contains(args, r.RunID) {
+					out = append(out, cobra.CompletionWithDesc(r.RunID, fmt.Sprintf("%s %s", r.FunctionID, r.Status)))
+				}
 			}
-		}
-		return out, cobra.ShellCompDirectiveNoFileComp | cobra.ShellCompDirectiveKeepOrder
-	}
+			return out, err
+		})
 }
 
 // completeEventIDs completes event ids, newest first, described by name.
 func completeEventIDs(opts Options) completeFunc {
-	return func(cmd *cobra.Command, args []string, toComplete string) ([]cobra.Completion, cobra.ShellCompDirective) {
-		if len(args) > 0 {
-			return nil, cobra.ShellCompDirectiveNoFileComp
-		}
-		c := completionClient(cmd, opts)
-		if c == nil {
-			return nil, cobra.ShellCompDirectiveNoFileComp
-		}
-		ctx, cancel := context.WithTimeout(context.Background(), completionTimeout)
-		defer cancel()
-		p, err := c.Events(ctx, client.EventFilter{Limit: 100})
-		if err != nil {
-			return nil, cobra.ShellCompDirectiveNoFileComp
-		}
-		var out []cobra.Completion
-		for _, e := range p.Data {
-			if strings.HasPrefix(e.InternalID, toComplete) {
-				out = append(out, cobra.CompletionWithDesc(e.InternalID, e.Name))
+	return fromDaemon(opts, true, cobra.ShellCompDirectiveNoFileComp|cobra.ShellCompDirectiveKeepOrder,
+		func(ctx context.Context, c *client.Client, _ []string, toComplete string) ([]cobra.Completion, error) {
+			p, err := c.Events(ctx, client.EventFilter{Limit: 100})
+			var out []cobra.Completion
+			for _, e := range p.Data {
+				if strings.HasPrefix(e.InternalID, toComplete) {
+					out = append(out, cobra.CompletionWithDesc(e.InternalID, e.Name))
+				}
 			}
-		}
-		return out, cobra.ShellCompDirectiveNoFileComp | cobra.ShellCompDirectiveKeepOrder
-	}
+			return out, err
+		})
 }
 
 func filterPrefix(names []string, prefix string) []cobra.Completion {

@@ -20,20 +20,7 @@ func (e *eventsModel) update(msg runsMsg) {
 	if msg.err != nil {
 		return
 	}
-	listed := map[string]bool{}
-	for _, ev := range msg.events {
-		listed[ev.InternalID] = true
-	}
-	var newer []client.StoredEvent
-	if len(msg.events) > 0 {
-		oldest := msg.events[len(msg.events)-1].InternalID
-		for _, ev := range e.events {
-			if !listed[ev.InternalID] && ev.InternalID > oldest {
-				newer = append(newer, ev)
-			}
-		}
-	}
-	e.events = append(newer, msg.events...)
+	e.events = mergeListed(e.events, msg.events, func(ev client.StoredEvent) string { return ev.InternalID })
 	e.cursor = min(e.cursor, max(len(e.events)-1, 0))
 }
 

@@ -49,20 +49,7 @@ func (r *runsModel) update(msg runsMsg) {
 		return
 	}
 	r.err = ""
-	listed := map[string]bool{}
-	for _, run := range msg.runs {
-		listed[run.RunID] = true
-	}
-	var newer []client.Run
-	if len(msg.runs) > 0 {
-		oldest := msg.runs[len(msg.runs)-1].RunID
-		for _, run := range r.runs {
-			if !listed[run.RunID] && run.RunID > oldest {
-				newer = append(newer, run)
-			}
-		}
-	}
-	r.runs = append(newer, msg.runs...)
+	r.runs = mergeListed(r.runs, msg.runs, func(run client.Run) string { return run.RunID })
 	for _, e := range msg.events {
 		r.eventNames[e.InternalID] = e.Name
 	}
@@ -325,4 +312,25 @@ func next(run client.Run, now time.Time) string {
 		return "-"
 	}
 	return until(run.AvailableAt, now)
+}
+
+// mergeListed is a fresh listing (newest first) with the items shown before
+// it that it lacks but that are newer than its oldest: those the stream
+// announced while the listing was read. Ids sort by time (ULIDs).
+func mergeListed[T any](shown, listed []T, id func(T) string) []T {
+	if len(listed) == 0 {
+		return listed
+	}
+	in := make(map[string]bool, len(listed))
+	for _, v := range listed {
+		in[id(v)] = true
+	}
+	oldest := id(listed[len(listed)-1])
+	var newer []T
+	for _, v := range shown {
+		if k := id(v); !in[k] && k > oldest {
+			newer = append(newer, v)
+		}
+	}
+	return append(newer, listed...)
 }
