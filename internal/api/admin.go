@@ -59,7 +59,7 @@ type eventView struct {
 func viewEvent(e store.Event) eventView {
 	v := eventView{
 		InternalID: e.ID,
-		ID:         e.ClientID,
+		ID:         e.PublicID(),
 		Name:       e.Name,
 		Data:       e.Data,
 		User:       e.User,

@@ -160,7 +160,7 @@ func TestAdminEvents(t *testing.T) {
 
 	a, _ := admin(t, b, http.MethodGet, "/v1/events?name=test/hello.world&since=2025-03-01T00:00:00Z&until=2025-03-02T00:00:00%2B01:00&limit=10&cursor=c1", "")
 	want := `{"data":[
-		{"internal_id":"evt-b","id":"","name":"test/hello.world","data":{"email":"x@y.z"},"user":{"id":7},"ts":1740830400000,"v":"2025-01-01.1","received_at":"2025-03-01T12:00:00Z"},
+		{"internal_id":"evt-b","id":"evt-b","name":"test/hello.world","data":{"email":"x@y.z"},"user":{"id":7},"ts":1740830400000,"v":"2025-01-01.1","received_at":"2025-03-01T12:00:00Z"},
 		{"internal_id":"evt-a","id":"client-1","name":"test/hello.world","data":{"email":"a@b.c"},"user":{},"ts":1740830400000,"v":"","received_at":"2025-03-01T12:00:00Z"}
 	],"cursor":""}`
 	if a.status != http.StatusOK || canonical(t, string(a.body)) != canonical(t, want) {

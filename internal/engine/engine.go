@@ -297,7 +297,7 @@ func eventDoc(ev store.Event) []byte {
 		Data json.RawMessage `json:"data"`
 		User json.RawMessage `json:"user,omitempty"`
 		TS   int64           `json:"ts"`
-	}{ev.ClientID, ev.Name, ev.Data, ev.User, ev.TS})
+	}{ev.PublicID(), ev.Name, ev.Data, ev.User, ev.TS})
 	return doc
 }
 

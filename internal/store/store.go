@@ -70,6 +70,16 @@ type Event struct {
 	ReceivedAt time.Time       `json:"received_at"`
 }
 
+// PublicID is the event's identity as every reader sees it (key expressions,
+// listings, the stream): the client's id when it sent one, otherwise the id
+// the server gave it. An event sent without an id is never "".
+func (e Event) PublicID() string {
+	if e.ClientID != "" {
+		return e.ClientID
+	}
+	return e.ID
+}
+
 // RunSpec is a run the engine wants created for an event, with the
 // flow-control keys already evaluated from that event. The store applies, in
 // this order and atomically with the event itself: idempotency, rate limit,
