@@ -11,6 +11,7 @@ import (
 
 	"github.com/dcyfr/cyberdrew/internal/engine"
 	"github.com/dcyfr/cyberdrew/internal/store"
+	"github.com/dcyfr/cyberdrew/internal/wire"
 )
 
 // maxLimit is the largest page a listing serves.
@@ -32,32 +33,9 @@ func parseRunStatus(name string) (store.Status, bool) {
 	return "", false
 }
 
-// jsonTime is a time in RFC 3339 (UTC, nanoseconds when present), or null
-// when zero.
-type jsonTime time.Time
-
-func (t jsonTime) MarshalJSON() ([]byte, error) {
-	tt := time.Time(t)
-	if tt.IsZero() {
-		return []byte("null"), nil
-	}
-	return []byte(`"` + tt.UTC().Format(time.RFC3339Nano) + `"`), nil
-}
-
-// eventView is an event as the admin API shows it.
-type eventView struct {
-	InternalID string          `json:"internal_id"`
-	ID         string          `json:"id"`
-	Name       string          `json:"name"`
-	Data       json.RawMessage `json:"data"`
-	User       json.RawMessage `json:"user"`
-	TS         int64           `json:"ts"`
-	V          string          `json:"v"`
-	ReceivedAt jsonTime        `json:"received_at"`
-}
-
-func viewEvent(e store.Event) eventView {
-	v := eventView{
+// viewEvent is an event as the admin API shows it.
+func viewEvent(e store.Event) wire.Event {
+	v := wire.Event{
 		InternalID: e.ID,
 		ID:         e.PublicID(),
 		Name:       e.Name,
@@ -65,7 +43,7 @@ func viewEvent(e store.Event) eventView {
 		User:       e.User,
 		TS:         e.TS,
 		V:          e.Version,
-		ReceivedAt: jsonTime(e.ReceivedAt),
+		ReceivedAt: wire.TimeOf(e.ReceivedAt),
 	}
 	if len(v.Data) == 0 {
 		v.Data = json.RawMessage("{}")
@@ -76,37 +54,21 @@ func viewEvent(e store.Event) eventView {
 	return v
 }
 
-// runView is a run as the admin API shows it: Inngest's REST v1 fields
-// first, then cyberdrew's own.
-type runView struct {
-	RunID        string          `json:"run_id"`
-	EventID      string          `json:"event_id"`
-	FunctionID   string          `json:"function_id"`
-	Status       store.Status    `json:"status"`
-	RunStartedAt jsonTime        `json:"run_started_at"`
-	EndedAt      jsonTime        `json:"ended_at"`
-	Output       json.RawMessage `json:"output"`
-	Error        string          `json:"error,omitempty"`
-	Attempt      int             `json:"attempt"`
-	CreatedAt    jsonTime        `json:"created_at"`
-	EventIDs     []string        `json:"event_ids"`
-	AvailableAt  jsonTime        `json:"available_at"`
-}
-
-func viewRun(r store.Run) runView {
-	v := runView{
+// viewRun is a run as the admin API shows it.
+func viewRun(r store.Run) wire.Run {
+	v := wire.Run{
 		RunID:        r.ID,
 		EventID:      r.EventID,
 		FunctionID:   r.FunctionID,
-		Status:       r.Status,
-		RunStartedAt: jsonTime(r.StartedAt),
-		EndedAt:      jsonTime(r.EndedAt),
+		Status:       string(r.Status),
+		RunStartedAt: wire.TimeOf(r.StartedAt),
+		EndedAt:      wire.TimeOf(r.EndedAt),
 		Output:       r.Output,
 		Error:        r.Error,
 		Attempt:      r.Attempt,
-		CreatedAt:    jsonTime(r.CreatedAt),
+		CreatedAt:    wire.TimeOf(r.CreatedAt),
 		EventIDs:     r.EventIDs,
-		AvailableAt:  jsonTime(r.AvailableAt),
+		AvailableAt:  wire.TimeOf(r.AvailableAt),
 	}
 	if v.EventIDs == nil {
 		v.EventIDs = []string{}
@@ -117,56 +79,68 @@ func viewRun(r store.Run) runView {
 	return v
 }
 
-func viewRuns(runs []store.Run) []runView {
-	out := make([]runView, len(runs))
+func viewRuns(runs []store.Run) []wire.Run {
+	out := make([]wire.Run, len(runs))
 	for i, r := range runs {
 		out[i] = viewRun(r)
 	}
 	return out
 }
 
-// runDetail is a run with its steps.
-type runDetail struct {
-	runView
-	Steps []stepView `json:"steps"`
-}
-
-type stepView struct {
-	ID        string          `json:"id"`
-	Name      string          `json:"name"`
-	Kind      store.StepKind  `json:"kind"`
-	Status    store.Status    `json:"status"`
-	Attempts  []attemptView   `json:"attempts"`
-	StartedAt jsonTime        `json:"started_at"`
-	EndedAt   jsonTime        `json:"ended_at"`
-	Output    json.RawMessage `json:"output"`
-	Error     string          `json:"error,omitempty"`
-	WakeAt    jsonTime        `json:"wake_at"`
-	Wait      *store.Wait     `json:"wait,omitempty"`
-}
-
-type attemptView struct {
-	StartedAt jsonTime `json:"started_at"`
-	EndedAt   jsonTime `json:"ended_at"`
-	Error     string   `json:"error,omitempty"`
-}
-
-func viewStep(s store.Step) stepView {
-	v := stepView{
+func viewStep(s store.Step) wire.Step {
+	v := wire.Step{
 		ID:        s.ID,
 		Name:      s.Name,
-		Kind:      s.Kind,
-		Status:    s.Status,
-		Attempts:  make([]attemptView, len(s.Attempts)),
-		StartedAt: jsonTime(s.StartedAt),
-		EndedAt:   jsonTime(s.EndedAt),
+		Kind:      string(s.Kind),
+		Status:    string(s.Status),
+		Attempts:  make([]wire.Attempt, len(s.Attempts)),
+		StartedAt: wire.TimeOf(s.StartedAt),
+		EndedAt:   wire.TimeOf(s.EndedAt),
 		Output:    s.Output,
 		Error:     s.Error,
-		WakeAt:    jsonTime(s.WakeAt),
-		Wait:      s.Wait,
+		WakeAt:    wire.TimeOf(s.WakeAt),
+	}
+	if w := s.Wait; w != nil {
+		v.Wait = &wire.Wait{Event: w.Event, MatchPath: w.MatchPath, MatchValue: w.MatchValue}
 	}
 	for i, a := range s.Attempts {
-		v.Attempts[i] = attemptView{StartedAt: jsonTime(a.StartedAt), EndedAt: jsonTime(a.EndedAt), Error: a.Error}
+		v.Attempts[i] = wire.Attempt{StartedAt: wire.TimeOf(a.StartedAt), EndedAt: wire.TimeOf(a.EndedAt), Error: a.Error}
+	}
+	return v
+}
+
+// viewFunction is a registered function as the admin API shows it.
+func viewFunction(f engine.FunctionInfo) wire.Function {
+	v := wire.Function{
+		ID:            f.ID,
+		Name:          f.Name,
+		Triggers:      make([]wire.Trigger, len(f.Triggers)),
+		Retries:       f.Retries,
+		Idempotency:   f.Idempotency,
+		FinishTimeout: f.FinishTimeout,
+		Disabled:      f.Disabled,
+		NextCron:      wire.TimeOf(f.NextCron),
+		Stats: wire.FunctionStats{
+			RunsLastHour:     f.Stats.RunsLastHour,
+			FailuresLastHour: f.Stats.FailuresLastHour,
+			LastStatus:       string(f.Stats.LastStatus),
+			LastRunAt:        wire.TimeOf(f.Stats.LastRunAt),
+		},
+	}
+	for i, t := range f.Triggers {
+		v.Triggers[i] = wire.Trigger{Event: t.Event, Cron: t.Cron}
+	}
+	if c := f.Concurrency; c != nil {
+		v.Concurrency = &wire.Concurrency{Limit: c.Limit, Key: c.Key}
+	}
+	if r := f.RateLimit; r != nil {
+		v.RateLimit = &wire.RateLimit{Limit: r.Limit, Period: r.Period, Key: r.Key}
+	}
+	if d := f.Debounce; d != nil {
+		v.Debounce = &wire.Debounce{Period: d.Period, Key: d.Key, MaxWait: d.MaxWait}
+	}
+	if s := f.Singleton; s != nil {
+		v.Singleton = &wire.Singleton{Key: s.Key}
 	}
 	return v
 }
@@ -195,11 +169,11 @@ func (s *server) listEvents(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	out := make([]eventView, len(p.Items))
+	out := make([]wire.Event, len(p.Items))
 	for i, e := range p.Items {
 		out[i] = viewEvent(e)
 	}
-	writeJSON(w, http.StatusOK, page{Data: out, Cursor: p.Cursor})
+	writeJSON(w, http.StatusOK, wire.Page[wire.Event]{Data: out, Cursor: p.Cursor})
 	return nil
 }
 
@@ -209,7 +183,7 @@ func (s *server) getEvent(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusOK, data{Data: viewEvent(e)})
+	writeJSON(w, http.StatusOK, wire.Data[wire.Event]{Data: viewEvent(e)})
 	return nil
 }
 
@@ -219,7 +193,7 @@ func (s *server) eventRuns(w http.ResponseWriter, r *http.Request) error {
 	if _, err := s.st.GetEvent(r.Context(), id); err != nil {
 		return err
 	}
-	runs := []runView{}
+	runs := []wire.Run{}
 	f := store.RunFilter{EventID: id, Limit: maxLimit}
 	for {
 		p, err := s.st.ListRuns(r.Context(), f)
@@ -232,7 +206,7 @@ func (s *server) eventRuns(w http.ResponseWriter, r *http.Request) error {
 		}
 		f.Cursor = p.Cursor
 	}
-	writeJSON(w, http.StatusOK, data{Data: runs})
+	writeJSON(w, http.StatusOK, wire.Data[[]wire.Run]{Data: runs})
 	return nil
 }
 
@@ -251,7 +225,7 @@ func (s *server) listRuns(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusOK, page{Data: viewRuns(p.Items), Cursor: p.Cursor})
+	writeJSON(w, http.StatusOK, wire.Page[wire.Run]{Data: viewRuns(p.Items), Cursor: p.Cursor})
 	return nil
 }
 
@@ -265,11 +239,11 @@ func (s *server) getRun(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	d := runDetail{runView: viewRun(run), Steps: make([]stepView, len(steps))}
+	d := wire.RunDetail{Run: viewRun(run), Steps: make([]wire.Step, len(steps))}
 	for i, st := range steps {
 		d.Steps[i] = viewStep(st)
 	}
-	writeJSON(w, http.StatusOK, data{Data: d})
+	writeJSON(w, http.StatusOK, wire.Data[wire.RunDetail]{Data: d})
 	return nil
 }
 
@@ -279,14 +253,8 @@ func (s *server) cancelRun(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusOK, data{Data: viewRun(run)})
+	writeJSON(w, http.StatusOK, wire.Data[wire.Run]{Data: viewRun(run)})
 	return nil
-}
-
-type runRefView struct {
-	RunID      string       `json:"run_id"`
-	FunctionID string       `json:"function_id"`
-	Status     store.Status `json:"status"`
 }
 
 // POST /v1/runs/{id}/rerun
@@ -295,23 +263,19 @@ func (s *server) rerun(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusOK, data{Data: runRefView{RunID: ref.ID, FunctionID: ref.FunctionID, Status: ref.Status}})
+	writeJSON(w, http.StatusOK, wire.Data[wire.RunRef]{Data: wire.RunRef{RunID: ref.ID, FunctionID: ref.FunctionID, Status: string(ref.Status)}})
 	return nil
 }
 
 // GET /v1/functions
 func (s *server) listFunctions(w http.ResponseWriter, _ *http.Request) error {
 	fns := s.eng.Functions()
-	if fns == nil {
-		fns = []engine.FunctionInfo{}
+	out := make([]wire.Function, len(fns))
+	for i, f := range fns {
+		out[i] = viewFunction(f)
 	}
-	writeJSON(w, http.StatusOK, data{Data: fns})
+	writeJSON(w, http.StatusOK, wire.Data[[]wire.Function]{Data: out})
 	return nil
-}
-
-type invokeResult struct {
-	EventID string   `json:"event_id"`
-	RunIDs  []string `json:"run_ids"`
 }
 
 // POST /v1/functions/{id}/invoke with an optional body {"data": {…}}.
@@ -343,11 +307,11 @@ func (s *server) invoke(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	res := invokeResult{EventID: acc.EventID, RunIDs: make([]string, len(acc.Runs))}
+	res := wire.Invocation{EventID: acc.EventID, RunIDs: make([]string, len(acc.Runs))}
 	for i, ref := range acc.Runs {
 		res.RunIDs[i] = ref.ID
 	}
-	writeJSON(w, http.StatusOK, data{Data: res})
+	writeJSON(w, http.StatusOK, wire.Data[wire.Invocation]{Data: res})
 	return nil
 }
 

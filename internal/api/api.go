@@ -22,6 +22,7 @@ import (
 
 	"github.com/dcyfr/cyberdrew/internal/engine"
 	"github.com/dcyfr/cyberdrew/internal/store"
+	"github.com/dcyfr/cyberdrew/internal/wire"
 )
 
 // Defaults applied to the zero fields of Config.
@@ -210,7 +211,7 @@ func (s *server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if !canonicalPath(r) {
 		// The mux would redirect /v1/runs/../events to /v1/events; a path
 		// with dot segments, empty segments or encoded slashes is refused.
-		writeJSON(sw, http.StatusBadRequest, errorBody{Error: "malformed path"})
+		writeJSON(sw, http.StatusBadRequest, wire.Error{Error: "malformed path"})
 		s.cfg.Observer.Request("malformed", sw.code())
 		return
 	}
@@ -288,7 +289,7 @@ func (w *jsonErrorWriter) WriteHeader(code int) {
 		msg = "method not allowed"
 	}
 	w.Header().Del("X-Content-Type-Options")
-	writeJSON(w.ResponseWriter, code, errorBody{Error: msg})
+	writeJSON(w.ResponseWriter, code, wire.Error{Error: msg})
 }
 
 func (w *jsonErrorWriter) Write(p []byte) (int, error) {
@@ -307,7 +308,7 @@ func (s *server) handle(fn handlerFunc) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if err := fn(w, r); err != nil {
 			if status, msg, ok := s.classify(w, r, err); ok {
-				writeJSON(w, status, errorBody{Error: msg})
+				writeJSON(w, status, wire.Error{Error: msg})
 			}
 		}
 	})
@@ -321,7 +322,7 @@ func (s *server) handleInngest(fn handlerFunc) http.Handler {
 			status, msg, ok := s.classify(w, r, err)
 			s.cfg.Observer.EventsRejected(rejection(status))
 			if ok {
-				writeJSON(w, status, errorBody{Error: msg, Status: status})
+				writeJSON(w, status, wire.Error{Error: msg, Status: status})
 			}
 		}
 	})
@@ -406,11 +407,6 @@ func badRequest(msg string) error {
 	return &httpError{status: http.StatusBadRequest, msg: msg}
 }
 
-type errorBody struct {
-	Error  string `json:"error"`
-	Status int    `json:"status,omitempty"`
-}
-
 // classify maps err to its status and a message safe to show: the route's
 // own httpError, a validation failure, the store's and the engine's
 // sentinels, and 500 for anything else (logged, not shown). ok is false when
@@ -454,16 +450,4 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(status)
 	_, _ = w.Write(append(body, '\n'))
-}
-
-// data wraps an admin answer as {"data": v}.
-type data struct {
-	Data any `json:"data"`
-}
-
-// page wraps a listing as {"data": […], "cursor": "…"}; the cursor is empty
-// on the last page.
-type page struct {
-	Data   any    `json:"data"`
-	Cursor string `json:"cursor"`
 }

@@ -15,6 +15,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/dcyfr/cyberdrew/internal/engine"
+	"github.com/dcyfr/cyberdrew/internal/wire"
 )
 
 // MaxNameLength bounds an event's name and its id, in bytes.
@@ -23,12 +24,6 @@ const MaxNameLength = 512
 // reservedPrefixes start the names of internal events; clients cannot send
 // them.
 var reservedPrefixes = []string{"inngest/", "cyberdrew/"}
-
-// intakeResponse is the event API's answer, as Inngest gives it.
-type intakeResponse struct {
-	IDs    []string `json:"ids"`
-	Status int      `json:"status"`
-}
 
 // intake is POST /e/{eventKey}: it validates the whole request before
 // publishing any of it.
@@ -64,7 +59,7 @@ func (s *server) intake(w http.ResponseWriter, r *http.Request) error {
 		ids[i] = a.EventID
 	}
 	s.cfg.Observer.EventsAccepted(len(ids))
-	writeJSON(w, http.StatusOK, intakeResponse{IDs: ids, Status: http.StatusOK})
+	writeJSON(w, http.StatusOK, wire.Sent{IDs: ids, Status: http.StatusOK})
 	return nil
 }
 

@@ -4,6 +4,8 @@ import (
 	"context"
 	"net/http"
 	"time"
+
+	"github.com/dcyfr/cyberdrew/internal/wire"
 )
 
 // Workers is the worker pool as GET /v1/stats reports it.
@@ -13,40 +15,12 @@ type Workers interface {
 	Size() int
 }
 
-// statsView is GET /v1/stats: this daemon's live counters. Everything but
-// the store's health and queue depth comes from memory; in a multi-daemon
-// Redis setup the counters are this daemon's alone, the queue the shared one.
-type statsView struct {
-	At    jsonTime `json:"at"`
-	Store struct {
-		Kind    string `json:"kind"`
-		Healthy bool   `json:"healthy"`
-		Error   string `json:"error,omitempty"`
-	} `json:"store"`
-	// QueueDepth is null when the store is down.
-	QueueDepth *int `json:"queue_depth"`
-	Workers    struct {
-		Busy int `json:"busy"`
-		Size int `json:"size"`
-	} `json:"workers"`
-	// WindowSeconds is the length of the per-second series, oldest first,
-	// ending at At's second.
-	WindowSeconds int   `json:"window_seconds"`
-	Finished      []int `json:"finished_per_second"`
-	Failed        []int `json:"failed_per_second"`
-	Lag           struct {
-		P50Ms   float64 `json:"p50_ms"`
-		P99Ms   float64 `json:"p99_ms"`
-		Samples int     `json:"samples"`
-	} `json:"start_lag"`
-}
-
 // GET /v1/stats: two store calls (ping, queue depth) whatever the number of
 // runs; the rest is the engine's in-memory pulse.
 func (s *server) stats(w http.ResponseWriter, r *http.Request) error {
 	p := s.eng.Pulse()
-	var v statsView
-	v.At = jsonTime(p.At)
+	var v wire.Stats
+	v.At = p.At.UTC()
 	v.Store.Kind = s.st.Kind()
 	ctx, cancel := context.WithTimeout(r.Context(), s.cfg.ReadyTimeout)
 	defer cancel()
@@ -62,8 +36,8 @@ func (s *server) stats(w http.ResponseWriter, r *http.Request) error {
 	}
 	v.WindowSeconds = len(p.Finished)
 	v.Finished, v.Failed = p.Finished, p.Failed
-	v.Lag.P50Ms, v.Lag.P99Ms, v.Lag.Samples = ms(p.LagP50), ms(p.LagP99), p.LagSamples
-	writeJSON(w, http.StatusOK, data{Data: v})
+	v.StartLag.P50Ms, v.StartLag.P99Ms, v.StartLag.Samples = ms(p.LagP50), ms(p.LagP99), p.LagSamples
+	writeJSON(w, http.StatusOK, wire.Data[wire.Stats]{Data: v})
 	return nil
 }
 

@@ -15,6 +15,8 @@ import (
 	"net/url"
 	"strings"
 	"time"
+
+	"github.com/dcyfr/cyberdrew/internal/wire"
 )
 
 // DefaultURL is the daemon's default address.
@@ -177,9 +179,7 @@ func (c *Client) check(req *http.Request, area Area, resp *http.Response) error 
 		return nil
 	}
 	b, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
-	var eb struct {
-		Error string `json:"error"`
-	}
+	var eb wire.Error
 	msg := strings.TrimSpace(string(b))
 	if json.Unmarshal(b, &eb) == nil && eb.Error != "" {
 		msg = eb.Error
@@ -210,9 +210,7 @@ func (c *Client) Send(ctx context.Context, events ...Event) ([]string, error) {
 	if key == "" {
 		key = "dev"
 	}
-	var out struct {
-		IDs []string `json:"ids"`
-	}
+	var out wire.Sent
 	if err := c.do(ctx, AreaEvents, http.MethodPost, "/e/"+url.PathEscape(key), nil, events, &out); err != nil {
 		var ae *APIError
 		if errors.As(err, &ae) {
@@ -223,79 +221,37 @@ func (c *Client) Send(ctx context.Context, events ...Event) ([]string, error) {
 	return out.IDs, nil
 }
 
-// StoredEvent is an event as the admin API shows it.
-type StoredEvent struct {
-	InternalID string          `json:"internal_id"`
-	ID         string          `json:"id"`
-	Name       string          `json:"name"`
-	Data       json.RawMessage `json:"data"`
-	User       json.RawMessage `json:"user"`
-	TS         int64           `json:"ts"`
-	V          string          `json:"v"`
-	ReceivedAt *time.Time      `json:"received_at"`
-}
-
-// Run is a run as the admin API shows it.
-type Run struct {
-	RunID        string          `json:"run_id"`
-	EventID      string          `json:"event_id"`
-	FunctionID   string          `json:"function_id"`
-	Status       string          `json:"status"`
-	RunStartedAt *time.Time      `json:"run_started_at"`
-	EndedAt      *time.Time      `json:"ended_at"`
-	Output       json.RawMessage `json:"output"`
-	Error        string          `json:"error,omitempty"`
-	Attempt      int             `json:"attempt"`
-	CreatedAt    *time.Time      `json:"created_at"`
-	EventIDs     []string        `json:"event_ids"`
-	AvailableAt  *time.Time      `json:"available_at"`
-}
-
-// Finished reports whether the run's status is final.
-func (r Run) Finished() bool { return Finished(r.Status) }
-
-// Finished reports whether a run status is final.
-func Finished(status string) bool {
-	switch status {
-	case "Completed", "Failed", "Cancelled", "Skipped":
-		return true
-	}
-	return false
-}
-
-// RunDetail is a run with its steps.
-type RunDetail struct {
-	Run
-	Steps []Step `json:"steps"`
-}
-
-// Step is one step of a run.
-type Step struct {
-	ID        string          `json:"id"`
-	Name      string          `json:"name"`
-	Kind      string          `json:"kind"`
-	Status    string          `json:"status"`
-	Attempts  []Attempt       `json:"attempts"`
-	StartedAt *time.Time      `json:"started_at"`
-	EndedAt   *time.Time      `json:"ended_at"`
-	Output    json.RawMessage `json:"output"`
-	Error     string          `json:"error,omitempty"`
-	WakeAt    *time.Time      `json:"wake_at"`
-	Wait      json.RawMessage `json:"wait,omitempty"`
-}
-
-// Attempt is one try of a step.
-type Attempt struct {
-	StartedAt *time.Time `json:"started_at"`
-	EndedAt   *time.Time `json:"ended_at"`
-	Error     string     `json:"error,omitempty"`
-}
+// The admin API's answers, in the shapes of package wire.
+type (
+	// StoredEvent is an event as the admin API shows it.
+	StoredEvent = wire.Event
+	// Run is a run as the admin API shows it.
+	Run = wire.Run
+	// RunDetail is a run with its steps.
+	RunDetail = wire.RunDetail
+	// Step is one step of a run.
+	Step = wire.Step
+	// Attempt is one try of a step.
+	Attempt = wire.Attempt
+	// RunRef names a run just created.
+	RunRef = wire.RunRef
+	// Trigger is what starts a function.
+	Trigger = wire.Trigger
+	// Function is a registered function.
+	Function = wire.Function
+	// FunctionStats are a function's recent counters.
+	FunctionStats = wire.FunctionStats
+	// Invocation is what an invoke created.
+	Invocation = wire.Invocation
+	// Stats are the daemon's live counters.
+	Stats = wire.Stats
+)
 
 // Page is one page of a listing; Cursor is empty on the last one.
-type Page[T any] struct {
-	Data   []T    `json:"data"`
-	Cursor string `json:"cursor"`
-}
+type Page[T any] = wire.Page[T]
+
+// Finished reports whether a run status is final.
+func Finished(status string) bool { return wire.Finished(status) }
 
 // EventFilter selects events.
 type EventFilter struct {
@@ -350,10 +306,6 @@ func window(q url.Values, since, until time.Time, limit int, cursor string) {
 	set(q, "cursor", cursor)
 }
 
-type dataOf[T any] struct {
-	Data T `json:"data"`
-}
-
 // Events lists events, newest first.
 func (c *Client) Events(ctx context.Context, f EventFilter) (Page[StoredEvent], error) {
 	var p Page[StoredEvent]
@@ -363,14 +315,14 @@ func (c *Client) Events(ctx context.Context, f EventFilter) (Page[StoredEvent], 
 
 // Event reads one event by its internal id.
 func (c *Client) Event(ctx context.Context, id string) (StoredEvent, error) {
-	var d dataOf[StoredEvent]
+	var d wire.Data[StoredEvent]
 	err := c.do(ctx, AreaAdmin, http.MethodGet, "/v1/events/"+url.PathEscape(id), nil, nil, &d)
 	return d.Data, err
 }
 
 // EventRuns lists the runs an event triggered.
 func (c *Client) EventRuns(ctx context.Context, id string) ([]Run, error) {
-	var d dataOf[[]Run]
+	var d wire.Data[[]Run]
 	err := c.do(ctx, AreaAdmin, http.MethodGet, "/v1/events/"+url.PathEscape(id)+"/runs", nil, nil, &d)
 	return d.Data, err
 }
@@ -384,94 +336,30 @@ func (c *Client) Runs(ctx context.Context, f RunFilter) (Page[Run], error) {
 
 // Run reads a run with its steps.
 func (c *Client) Run(ctx context.Context, id string) (RunDetail, error) {
-	var d dataOf[RunDetail]
+	var d wire.Data[RunDetail]
 	err := c.do(ctx, AreaAdmin, http.MethodGet, "/v1/runs/"+url.PathEscape(id), nil, nil, &d)
 	return d.Data, err
 }
 
 // Cancel cancels an unfinished run (409 when it has finished).
 func (c *Client) Cancel(ctx context.Context, id string) (Run, error) {
-	var d dataOf[Run]
+	var d wire.Data[Run]
 	err := c.do(ctx, AreaAdmin, http.MethodDelete, "/v1/runs/"+url.PathEscape(id), nil, nil, &d)
 	return d.Data, err
 }
 
-// RunRef names a run just created.
-type RunRef struct {
-	RunID      string `json:"run_id"`
-	FunctionID string `json:"function_id"`
-	Status     string `json:"status"`
-}
-
 // Rerun starts the run's function again with the same event.
 func (c *Client) Rerun(ctx context.Context, id string) (RunRef, error) {
-	var d dataOf[RunRef]
+	var d wire.Data[RunRef]
 	err := c.do(ctx, AreaAdmin, http.MethodPost, "/v1/runs/"+url.PathEscape(id)+"/rerun", nil, nil, &d)
 	return d.Data, err
 }
 
-// Trigger is what starts a function: an event name (with an optional final
-// wildcard) or a cron spec.
-type Trigger struct {
-	Event string `json:"event,omitempty"`
-	Cron  string `json:"cron,omitempty"`
-}
-
-// Matches reports whether an event trigger fires on name.
-func (t Trigger) Matches(name string) bool {
-	if t.Event == "" {
-		return false
-	}
-	if prefix, ok := strings.CutSuffix(t.Event, "*"); ok {
-		return strings.HasPrefix(name, prefix)
-	}
-	return t.Event == name
-}
-
-// Function is a registered function.
-type Function struct {
-	ID       string        `json:"id"`
-	Name     string        `json:"name"`
-	Triggers []Trigger     `json:"triggers"`
-	Retries  *int          `json:"retries,omitempty"`
-	Disabled string        `json:"disabled,omitempty"`
-	NextCron *time.Time    `json:"next_cron,omitempty"`
-	Stats    FunctionStats `json:"stats"`
-}
-
-// TriggerText lists the function's triggers for people: event names, and
-// "cron <schedule>" for schedules, comma-separated.
-func (f Function) TriggerText() string {
-	ts := make([]string, 0, len(f.Triggers))
-	for _, t := range f.Triggers {
-		if t.Event != "" {
-			ts = append(ts, t.Event)
-		} else {
-			ts = append(ts, "cron "+t.Cron)
-		}
-	}
-	return strings.Join(ts, ", ")
-}
-
-// FunctionStats are a function's recent counters.
-type FunctionStats struct {
-	RunsLastHour     int        `json:"runs_last_hour"`
-	FailuresLastHour int        `json:"failures_last_hour"`
-	LastStatus       string     `json:"last_status,omitempty"`
-	LastRunAt        *time.Time `json:"last_run_at,omitempty"`
-}
-
 // Functions lists the registered functions.
 func (c *Client) Functions(ctx context.Context) ([]Function, error) {
-	var d dataOf[[]Function]
+	var d wire.Data[[]Function]
 	err := c.do(ctx, AreaAdmin, http.MethodGet, "/v1/functions", nil, nil, &d)
 	return d.Data, err
-}
-
-// Invocation is what an invoke created.
-type Invocation struct {
-	EventID string   `json:"event_id"`
-	RunIDs  []string `json:"run_ids"`
 }
 
 // Invoke runs a function now with data as its event's data (nil: {}).
@@ -480,7 +368,7 @@ func (c *Client) Invoke(ctx context.Context, functionID string, data json.RawMes
 	if len(data) > 0 {
 		body = map[string]json.RawMessage{"data": data}
 	}
-	var d dataOf[Invocation]
+	var d wire.Data[Invocation]
 	err := c.do(ctx, AreaAdmin, http.MethodPost, "/v1/functions/"+url.PathEscape(functionID)+"/invoke", nil, body, &d)
 	return d.Data, err
 }
@@ -490,36 +378,9 @@ func (c *Client) Get(ctx context.Context, path string, query url.Values, out any
 	return c.do(ctx, AreaSite, http.MethodGet, path, query, nil, out)
 }
 
-// Stats are the daemon's live counters (GET /v1/stats): in a multi-daemon
-// Redis setup, the answering daemon's own, but the shared queue's depth.
-type Stats struct {
-	At    time.Time `json:"at"`
-	Store struct {
-		Kind    string `json:"kind"`
-		Healthy bool   `json:"healthy"`
-		Error   string `json:"error,omitempty"`
-	} `json:"store"`
-	// QueueDepth is nil when the store is down.
-	QueueDepth *int `json:"queue_depth"`
-	Workers    struct {
-		Busy int `json:"busy"`
-		Size int `json:"size"`
-	} `json:"workers"`
-	// Finished and Failed are runs per second, oldest first, over
-	// WindowSeconds ending at At.
-	WindowSeconds int   `json:"window_seconds"`
-	Finished      []int `json:"finished_per_second"`
-	Failed        []int `json:"failed_per_second"`
-	StartLag      struct {
-		P50Ms   float64 `json:"p50_ms"`
-		P99Ms   float64 `json:"p99_ms"`
-		Samples int     `json:"samples"`
-	} `json:"start_lag"`
-}
-
 // Stats reads the daemon's live counters.
 func (c *Client) Stats(ctx context.Context) (Stats, error) {
-	var d dataOf[Stats]
+	var d wire.Data[Stats]
 	err := c.do(ctx, AreaAdmin, http.MethodGet, "/v1/stats", nil, nil, &d)
 	return d.Data, err
 }

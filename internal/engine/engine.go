@@ -15,6 +15,7 @@ import (
 
 	"github.com/dcyfr/cyberdrew/internal/keypath"
 	"github.com/dcyfr/cyberdrew/internal/store"
+	"github.com/dcyfr/cyberdrew/internal/wire"
 )
 
 // Internal event names. The inngest/ and cyberdrew/ prefixes are reserved:
@@ -72,7 +73,7 @@ type Engine struct {
 // registered is a function with its parsed triggers.
 type registered struct {
 	Function
-	events  []eventPattern
+	events  []wire.EventPattern
 	eventIf []func(store.Event) bool
 	crons   []cronSchedule
 }
@@ -178,7 +179,7 @@ func prepare(fn Function) (*registered, error) {
 		case t.Event != "" && t.Cron != "":
 			return nil, fmt.Errorf("%s: a trigger has either an event or a cron", where)
 		case t.Event != "":
-			p, err := parseEventPattern(t.Event)
+			p, err := wire.ParseEventPattern(t.Event)
 			if err != nil {
 				return nil, fmt.Errorf("%s: %w", where, err)
 			}
@@ -249,7 +250,7 @@ func (r *registered) matches(ev store.Event) bool {
 		return false
 	}
 	for i, p := range r.events {
-		if p.match(ev.Name) && (r.eventIf[i] == nil || r.eventIf[i](ev)) {
+		if p.Match(ev.Name) && (r.eventIf[i] == nil || r.eventIf[i](ev)) {
 			return true
 		}
 	}

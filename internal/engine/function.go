@@ -13,7 +13,7 @@ import (
 // stored as JSON as the run's output.
 type Handler func(ctx context.Context, run *Run) (any, error)
 
-// Trigger starts a function: an event name (with * wildcards) or a cron spec
+// Trigger starts a function: an event name pattern (wire.ParseEventPattern) or a cron spec
 // (five or six fields, optional "TZ=Area/City " prefix; UTC otherwise).
 type Trigger struct {
 	Event string `json:"event,omitempty"`
