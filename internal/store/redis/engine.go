@@ -1,7 +1,6 @@
 package redis
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -9,7 +8,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/dcyfr/cyberdrew/internal/keypath"
 	"github.com/dcyfr/cyberdrew/internal/store"
 )
 
@@ -180,8 +178,8 @@ func (s *Store) CreateRuns(ctx context.Context, eventID string, specs []store.Ru
 
 // Claim leases up to n claimable runs in one script.
 func (s *Store) Claim(ctx context.Context, owner string, n int, ttl time.Duration) ([]store.Lease, error) {
-	if ttl <= 0 {
-		return nil, s.wrap("claim", fmt.Errorf("%w: lease ttl must be positive", store.ErrInvalid))
+	if err := store.ValidateLeaseTTL(ttl); err != nil {
+		return nil, s.wrap("claim", err)
 	}
 	if n <= 0 {
 		return nil, nil
@@ -223,8 +221,8 @@ func (s *Store) Claim(ctx context.Context, owner string, n int, ttl time.Duratio
 
 // RenewLeases extends each lease to now+ttl, in one script.
 func (s *Store) RenewLeases(ctx context.Context, ls []*store.Lease, ttl time.Duration) ([]error, error) {
-	if ttl <= 0 {
-		return nil, s.wrap("renew leases", fmt.Errorf("%w: lease ttl must be positive", store.ErrInvalid))
+	if err := store.ValidateLeaseTTL(ttl); err != nil {
+		return nil, s.wrap("renew leases", err)
 	}
 	if len(ls) == 0 {
 		return []error{}, nil
@@ -260,26 +258,15 @@ func (s *Store) RenewLeases(ctx context.Context, ls []*store.Lease, ttl time.Dur
 
 // SaveStep records a step under the lease and publishes emit with it.
 func (s *Store) SaveStep(ctx context.Context, l *store.Lease, st store.Step, emit []store.Publication) error {
-	if st.ID == "" {
-		return s.wrap("save step", fmt.Errorf("%w: step id is empty", store.ErrInvalid))
+	st, err := st.Normalized()
+	if err != nil {
+		return s.wrap("save step", err)
 	}
 	now := s.clock.Now()
 	var waitEvent, waitDoc string
 	if st.Status == store.StatusWaiting && st.Wait != nil {
-		w := waitArg{Run: l.RunID, Step: st.ID, Event: st.Wait.Event, Path: st.Wait.MatchPath, Expires: ms(st.WakeAt)}
-		if w.Event == "" {
-			return s.wrap("save step", fmt.Errorf("%w: wait needs an event name", store.ErrInvalid))
-		}
-		if w.Path != "" {
-			if _, err := keypath.Parse(w.Path); err != nil {
-				return s.wrap("save step", fmt.Errorf("%w: wait match path: %w", store.ErrInvalid, err))
-			}
-			var buf bytes.Buffer
-			if err := json.Compact(&buf, st.Wait.MatchValue); err != nil {
-				return s.wrap("save step", fmt.Errorf("%w: wait match value: %w", store.ErrInvalid, err))
-			}
-			w.Value = buf.String()
-		}
+		w := waitArg{Run: l.RunID, Step: st.ID, Event: st.Wait.Event, Path: st.Wait.MatchPath,
+			Value: string(st.Wait.MatchValue), Expires: ms(st.WakeAt)}
 		b, err := json.Marshal(w)
 		if err != nil {
 			return s.wrap("save step", err)
@@ -289,9 +276,6 @@ func (s *Store) SaveStep(ctx context.Context, l *store.Lease, st store.Step, emi
 	attempts := st.Attempts
 	if attempts == nil {
 		attempts = []store.Attempt{}
-	}
-	if len(st.Output) > 0 && !json.Valid(st.Output) {
-		return s.wrap("save step", fmt.Errorf("%w: step output is not JSON", store.ErrInvalid))
 	}
 	rec, err := json.Marshal(stepRecord{ID: st.ID, Name: st.Name, Kind: string(st.Kind), Status: string(st.Status),
 		Attempts: attempts, Output: st.Output, Error: st.Error, WakeAt: ms(st.WakeAt),
@@ -310,10 +294,8 @@ func (s *Store) SaveStep(ctx context.Context, l *store.Lease, st store.Step, emi
 
 // Suspend ends the lease; the run is claimable at sus.AvailableAt.
 func (s *Store) Suspend(ctx context.Context, l *store.Lease, sus store.Suspension) error {
-	switch sus.Status {
-	case store.StatusRunning, store.StatusSleeping, store.StatusQueued:
-	default:
-		return s.wrap("suspend", fmt.Errorf("%w: cannot suspend a run as %q", store.ErrInvalid, sus.Status))
+	if err := sus.Validate(); err != nil {
+		return s.wrap("suspend", err)
 	}
 	now := s.clock.Now()
 	at := sus.AvailableAt
@@ -340,13 +322,8 @@ type finishArg struct {
 // Concurrent calls share one script call (see batch.go), in which each
 // run's transition is checked and applied on its own.
 func (s *Store) Finish(ctx context.Context, l *store.Lease, o store.Outcome) error {
-	switch o.Status {
-	case store.StatusCompleted, store.StatusFailed, store.StatusCancelled:
-	default:
-		return s.wrap("finish", fmt.Errorf("%w: cannot finish a run as %q", store.ErrInvalid, o.Status))
-	}
-	if len(o.Output) > 0 && !json.Valid(o.Output) {
-		return s.wrap("finish", fmt.Errorf("%w: output is not JSON", store.ErrInvalid))
+	if err := o.Validate(); err != nil {
+		return s.wrap("finish", err)
 	}
 	now := s.clock.Now()
 	pubs, err := s.pubArgs(o.Emit, now)

@@ -20,13 +20,6 @@ func (s *Store) kvKeys(key string) []string {
 	return []string{k, s.keys.kvDeadlineKey(k)}
 }
 
-func ttlMS(ttl time.Duration) int64 {
-	if ttl <= 0 {
-		return 0
-	}
-	return max(ttl.Milliseconds(), 1)
-}
-
 // Get reads a string; ErrNotFound when absent.
 func (s *Store) Get(ctx context.Context, key string) (string, error) {
 	v, err := scriptKVGet.Run(ctx, s.rdb, s.kvKeys(key), s.nowMS()).Text()
@@ -38,12 +31,20 @@ func (s *Store) Get(ctx context.Context, key string) (string, error) {
 
 // Set writes a string, replacing its ttl (none when ttl is 0).
 func (s *Store) Set(ctx context.Context, key, value string, ttl time.Duration) error {
-	return s.wrap("set", scriptKVSet.Run(ctx, s.rdb, s.kvKeys(key), s.nowMS(), value, ttlMS(ttl)).Err())
+	ttlMS, err := store.KeyTTL(ttl)
+	if err != nil {
+		return s.wrap("set", err)
+	}
+	return s.wrap("set", scriptKVSet.Run(ctx, s.rdb, s.kvKeys(key), s.nowMS(), value, ttlMS).Err())
 }
 
 // SetNX writes a string only when the key is absent.
 func (s *Store) SetNX(ctx context.Context, key, value string, ttl time.Duration) (bool, error) {
-	n, err := scriptKVSetNX.Run(ctx, s.rdb, s.kvKeys(key), s.nowMS(), value, ttlMS(ttl)).Int()
+	ttlMS, err := store.KeyTTL(ttl)
+	if err != nil {
+		return false, s.wrap("setnx", err)
+	}
+	n, err := scriptKVSetNX.Run(ctx, s.rdb, s.kvKeys(key), s.nowMS(), value, ttlMS).Int()
 	if err != nil {
 		return false, s.wrap("setnx", err)
 	}
@@ -66,7 +67,11 @@ func (s *Store) Delete(ctx context.Context, keys ...string) error {
 
 // IncrBy adds delta to the integer at key; ttl applies when it creates it.
 func (s *Store) IncrBy(ctx context.Context, key string, delta int64, ttl time.Duration) (int64, error) {
-	n, err := scriptKVIncrBy.Run(ctx, s.rdb, s.kvKeys(key), s.nowMS(), delta, ttlMS(ttl)).Int64()
+	ttlMS, err := store.KeyTTL(ttl)
+	if err != nil {
+		return 0, s.wrap("incrby", err)
+	}
+	n, err := scriptKVIncrBy.Run(ctx, s.rdb, s.kvKeys(key), s.nowMS(), delta, ttlMS).Int64()
 	if err != nil {
 		return 0, s.wrap("incrby", err)
 	}
@@ -75,11 +80,15 @@ func (s *Store) IncrBy(ctx context.Context, key string, delta int64, ttl time.Du
 
 // SetAdd adds members to a set; ttl applies when it creates it.
 func (s *Store) SetAdd(ctx context.Context, key string, ttl time.Duration, members ...string) (int, error) {
+	ttlMS, err := store.KeyTTL(ttl)
+	if err != nil {
+		return 0, s.wrap("sadd", err)
+	}
 	if len(members) == 0 {
 		return 0, nil
 	}
 	args := make([]any, 0, 2+len(members))
-	args = append(args, s.nowMS(), ttlMS(ttl))
+	args = append(args, s.nowMS(), ttlMS)
 	for _, m := range members {
 		args = append(args, m)
 	}
@@ -131,9 +140,7 @@ const scanBatch = 1000
 // gathers every matching key, which are then sorted and checked against
 // the engine clock.
 func (s *Store) Scan(ctx context.Context, prefix, cursor string, count int) ([]string, string, error) {
-	if count <= 0 {
-		count = 100
-	}
+	count = store.ScanCount(count)
 	pattern := globEscape(s.keys.siteKey(prefix)) + "*"
 	var names []string
 	iter := s.rdb.Scan(ctx, 0, pattern, scanBatch).Iterator()

@@ -14,24 +14,9 @@ import (
 	"github.com/dcyfr/cyberdrew/internal/store"
 )
 
-const (
-	defaultPage = 50
-	maxPage     = 1000
-	// maxListScan bounds how many index entries one listing call reads
-	// when filters drop most of them; the page then ends early, with a
-	// cursor.
-	maxListScan = 20000
-)
-
-func pageLimit(n int) int {
-	switch {
-	case n <= 0:
-		return defaultPage
-	case n > maxPage:
-		return maxPage
-	}
-	return n
-}
+// maxListScan bounds how many index entries one listing call reads when
+// filters drop most of them; the page then ends early, with a cursor.
+const maxListScan = 20000
 
 // Listing indexes are sorted sets whose members, all of score 0, are
 // "<unix ms, 13 digits>:<id>" (lua/common.lua: member), so lexicographic
@@ -178,7 +163,7 @@ func (s *Store) ListEvents(ctx context.Context, f store.EventFilter) (store.Page
 	if f.Name != "" {
 		index = s.keys.eventsByName(f.Name)
 	}
-	p, err := list(ctx, s.rdb, index, f.Cursor, f.Since, f.Until, pageLimit(f.Limit), s.loadEvent,
+	p, err := list(ctx, s.rdb, index, f.Cursor, f.Since, f.Until, store.PageLimit(f.Limit), s.loadEvent,
 		func(store.Event) bool { return true })
 	if err != nil {
 		return store.Page[store.Event]{}, s.wrap("list events", err)
@@ -236,7 +221,7 @@ func (s *Store) ListRuns(ctx context.Context, f store.RunFilter) (store.Page[sto
 		}
 		return len(f.Statuses) == 0 || slices.Contains(f.Statuses, r.Status)
 	}
-	p, err := list(ctx, s.rdb, index, f.Cursor, f.Since, f.Until, pageLimit(f.Limit), s.loadRun, keep)
+	p, err := list(ctx, s.rdb, index, f.Cursor, f.Since, f.Until, store.PageLimit(f.Limit), s.loadRun, keep)
 	if err != nil {
 		return store.Page[store.Run]{}, s.wrap("list runs", err)
 	}

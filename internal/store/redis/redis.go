@@ -191,10 +191,10 @@ var scriptErrors = map[string]error{
 }
 
 // wrap prefixes err with the operation and maps Redis errors onto the
-// store's sentinels: redis.Nil is ErrNotFound, a wrong type or a value that
-// is not an integer is ErrInvalid, and anything that is not an answer from
-// Redis (a network error, a timeout, a server still loading) is
-// ErrUnavailable.
+// store's sentinels: redis.Nil is ErrNotFound, a wrong type, a value that
+// is not an integer or an increment that would overflow is ErrInvalid, and
+// anything that is not an answer from Redis (a network error, a timeout, a
+// server still loading) is ErrUnavailable.
 func (s *Store) wrap(op string, err error) error {
 	if err == nil {
 		return nil
@@ -220,7 +220,7 @@ func (s *Store) wrap(op string, err error) error {
 			}
 		}
 		switch {
-		case strings.HasPrefix(msg, "WRONGTYPE"), strings.Contains(msg, "not an integer"):
+		case strings.HasPrefix(msg, "WRONGTYPE"), strings.Contains(msg, "not an integer"), strings.Contains(msg, "would overflow"):
 			return fmt.Errorf("redis: %s: %w: %s", op, store.ErrInvalid, msg)
 		case strings.HasPrefix(msg, "LOADING"), strings.HasPrefix(msg, "MASTERDOWN"),
 			strings.HasPrefix(msg, "CLUSTERDOWN"), strings.HasPrefix(msg, "TRYAGAIN"),

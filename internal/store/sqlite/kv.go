@@ -41,26 +41,34 @@ func (s *Store) Get(ctx context.Context, key string) (string, error) {
 
 // Set stores a string, replacing whatever key held; ttl 0 keeps it forever.
 func (s *Store) Set(ctx context.Context, key, value string, ttl time.Duration) error {
+	ttlMS, err := store.KeyTTL(ttl)
+	if err != nil {
+		return wrap("set", err)
+	}
 	return s.write(ctx, "set", true, func(t *txn) error {
 		if _, err := t.exec(`DELETE FROM kv_sets WHERE key = ?`, key); err != nil {
 			return err
 		}
 		_, err := t.exec(`INSERT INTO kv (key, kind, value, expires_at) VALUES (?, 'string', ?, ?)
 ON CONFLICT (key) DO UPDATE SET kind = 'string', value = excluded.value, expires_at = excluded.expires_at`,
-			key, value, expiry(t.now, ttl))
+			key, value, keyExpiry(t.now, ttlMS))
 		return err
 	})
 }
 
 // SetNX stores a string only when key is absent.
 func (s *Store) SetNX(ctx context.Context, key, value string, ttl time.Duration) (bool, error) {
+	ttlMS, err := store.KeyTTL(ttl)
+	if err != nil {
+		return false, wrap("setnx", err)
+	}
 	var set bool
-	err := s.write(ctx, "setnx", true, func(t *txn) error {
+	err = s.write(ctx, "setnx", true, func(t *txn) error {
 		if err := t.dropExpired(key); err != nil {
 			return err
 		}
 		n, err := t.exec(`INSERT INTO kv (key, kind, value, expires_at) VALUES (?, 'string', ?, ?)
-ON CONFLICT (key) DO NOTHING`, key, value, expiry(t.now, ttl))
+ON CONFLICT (key) DO NOTHING`, key, value, keyExpiry(t.now, ttlMS))
 		set = n == 1
 		return err
 	})
@@ -84,8 +92,12 @@ func (s *Store) Delete(ctx context.Context, keys ...string) error {
 
 // IncrBy adds delta to the integer at key, creating it (with ttl) at 0.
 func (s *Store) IncrBy(ctx context.Context, key string, delta int64, ttl time.Duration) (int64, error) {
+	ttlMS, err := store.KeyTTL(ttl)
+	if err != nil {
+		return 0, wrap("incrby", err)
+	}
 	var result int64
-	err := s.write(ctx, "incrby", true, func(t *txn) error {
+	err = s.write(ctx, "incrby", true, func(t *txn) error {
 		if err := t.dropExpired(key); err != nil {
 			return err
 		}
@@ -97,7 +109,7 @@ func (s *Store) IncrBy(ctx context.Context, key string, delta int64, ttl time.Du
 		if errors.Is(err, sql.ErrNoRows) {
 			result = delta
 			_, err = t.exec(`INSERT INTO kv (key, kind, value, expires_at) VALUES (?, 'string', ?, ?)`,
-				key, strconv.FormatInt(delta, 10), expiry(t.now, ttl))
+				key, strconv.FormatInt(delta, 10), keyExpiry(t.now, ttlMS))
 			return err
 		}
 		if err != nil {
@@ -126,11 +138,15 @@ func (s *Store) IncrBy(ctx context.Context, key string, delta int64, ttl time.Du
 // SetAdd adds members to the set at key, creating it (with ttl), and
 // returns how many were new.
 func (s *Store) SetAdd(ctx context.Context, key string, ttl time.Duration, members ...string) (int, error) {
+	ttlMS, err := store.KeyTTL(ttl)
+	if err != nil {
+		return 0, wrap("sadd", err)
+	}
 	if len(members) == 0 {
 		return 0, s.open("sadd")
 	}
 	var added int
-	err := s.write(ctx, "sadd", true, func(t *txn) error {
+	err = s.write(ctx, "sadd", true, func(t *txn) error {
 		added = 0
 		if err := t.dropExpired(key); err != nil {
 			return err
@@ -140,7 +156,7 @@ func (s *Store) SetAdd(ctx context.Context, key string, ttl time.Duration, membe
 		switch {
 		case errors.Is(err, sql.ErrNoRows):
 			if _, err := t.exec(`INSERT INTO kv (key, kind, expires_at) VALUES (?, 'set', ?)`,
-				key, expiry(t.now, ttl)); err != nil {
+				key, keyExpiry(t.now, ttlMS)); err != nil {
 				return err
 			}
 		case err != nil:
@@ -225,9 +241,7 @@ func (s *Store) Scan(ctx context.Context, prefix, cursor string, count int) ([]s
 	if err := s.open("scan"); err != nil {
 		return nil, "", err
 	}
-	if count <= 0 {
-		count = 10
-	}
+	count = store.ScanCount(count)
 	q := `SELECT key FROM kv WHERE key >= ? AND key > ? AND ` + live
 	args := []any{prefix, cursor, s.clock.Now().UnixMilli()}
 	if end, ok := prefixEnd(prefix); ok {
@@ -285,6 +299,15 @@ func (s *Store) TTL(ctx context.Context, key string) (time.Duration, error) {
 		return 0, nil
 	}
 	return time.UnixMilli(exp.Int64).Sub(now), nil
+}
+
+// keyExpiry is the expires_at of a key written now with a ttl in ms (0:
+// none, NULL).
+func keyExpiry(now time.Time, ttlMS int64) any {
+	if ttlMS == 0 {
+		return nil
+	}
+	return now.UnixMilli() + ttlMS
 }
 
 // dropExpired deletes key when it has expired, so a write finds it absent.

@@ -1,7 +1,6 @@
 package sqlite
 
 import (
-	"bytes"
 	"context"
 	"database/sql"
 	"encoding/json"
@@ -337,7 +336,7 @@ WHERE event_name = ? AND (expires_at IS NULL OR expires_at > ?)`, ev.Name, now)
 	for _, w := range waits {
 		if w.path != "" {
 			v, ok, err := keypath.Lookup(doc, w.path)
-			if err != nil || !ok || !bytes.Equal(v, w.value) {
+			if err != nil || !ok || !store.SameJSON(v, w.value) {
 				continue
 			}
 		}

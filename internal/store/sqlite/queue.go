@@ -1,7 +1,6 @@
 package sqlite
 
 import (
-	"bytes"
 	"context"
 	"database/sql"
 	"encoding/json"
@@ -9,7 +8,6 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/dcyfr/cyberdrew/internal/keypath"
 	"github.com/dcyfr/cyberdrew/internal/store"
 )
 
@@ -30,11 +28,11 @@ const leaseCheck = `id = ? AND lease_token = ? AND available_at > ? AND ended_at
 // Claim leases up to n claimable runs, oldest AvailableAt first, skipping
 // the runs whose concurrency key is at its limit.
 func (s *Store) Claim(ctx context.Context, owner string, n int, ttl time.Duration) ([]store.Lease, error) {
+	if err := store.ValidateLeaseTTL(ttl); err != nil {
+		return nil, wrap("claim", err)
+	}
 	if n <= 0 {
 		return nil, s.open("claim")
-	}
-	if ttl <= 0 {
-		return nil, wrap("claim", fmt.Errorf("%w: lease ttl must be positive", store.ErrInvalid))
 	}
 	var leases []store.Lease
 	err := s.write(ctx, "claim", false, func(t *txn) error {
@@ -266,8 +264,8 @@ WHERE run_id IN (SELECT value FROM json_each(?)) ORDER BY rowid`, string(idList)
 
 // RenewLeases extends each lease to now+ttl, in one transaction.
 func (s *Store) RenewLeases(ctx context.Context, ls []*store.Lease, ttl time.Duration) ([]error, error) {
-	if ttl <= 0 {
-		return nil, wrap("renew leases", fmt.Errorf("%w: lease ttl must be positive", store.ErrInvalid))
+	if err := store.ValidateLeaseTTL(ttl); err != nil {
+		return nil, wrap("renew leases", err)
 	}
 	var until time.Time
 	errs := make([]error, len(ls))
@@ -300,27 +298,14 @@ func (s *Store) RenewLeases(ctx context.Context, ls []*store.Lease, ttl time.Dur
 // SaveStep records a step under the caller's lease and publishes emit in
 // the same transaction.
 func (s *Store) SaveStep(ctx context.Context, l *store.Lease, st store.Step, emit []store.Publication) error {
-	if st.ID == "" {
-		return wrap("save step", fmt.Errorf("%w: step id is empty", store.ErrInvalid))
+	st, err := st.Normalized()
+	if err != nil {
+		return wrap("save step", err)
 	}
 	st.RunID = l.RunID
 	var wait *store.Wait
-	if st.Status == store.StatusWaiting && st.Wait != nil {
-		w := *st.Wait
-		if w.Event == "" {
-			return wrap("save step", fmt.Errorf("%w: wait needs an event name", store.ErrInvalid))
-		}
-		if w.MatchPath != "" {
-			if _, err := keypath.Parse(w.MatchPath); err != nil {
-				return wrap("save step", fmt.Errorf("%w: wait match path: %w", store.ErrInvalid, err))
-			}
-			var buf bytes.Buffer
-			if err := json.Compact(&buf, w.MatchValue); err != nil {
-				return wrap("save step", fmt.Errorf("%w: wait match value: %w", store.ErrInvalid, err))
-			}
-			w.MatchValue = buf.Bytes()
-		}
-		wait = &w
+	if st.Status == store.StatusWaiting {
+		wait = st.Wait
 	}
 	for _, p := range emit {
 		if err := p.Validate(); err != nil {
@@ -388,10 +373,8 @@ func nonNil[T any](s []T) []T {
 // Suspend ends the lease and makes the run claimable at s.AvailableAt (at
 // once when a wait of the run matched meanwhile).
 func (s *Store) Suspend(ctx context.Context, l *store.Lease, sus store.Suspension) error {
-	switch sus.Status {
-	case store.StatusRunning, store.StatusSleeping, store.StatusQueued:
-	default:
-		return wrap("suspend", fmt.Errorf("%w: cannot suspend a run as %q", store.ErrInvalid, sus.Status))
+	if err := sus.Validate(); err != nil {
+		return wrap("suspend", err)
 	}
 	return s.write(ctx, "suspend", true, func(t *txn) error {
 		at := sus.AvailableAt
@@ -426,18 +409,8 @@ RETURNING function_id, status, available_at`,
 
 // Finish ends the run under the caller's lease and publishes o.Emit with it.
 func (s *Store) Finish(ctx context.Context, l *store.Lease, o store.Outcome) error {
-	switch o.Status {
-	case store.StatusCompleted, store.StatusFailed, store.StatusCancelled:
-	default:
-		return wrap("finish", fmt.Errorf("%w: cannot finish a run as %q", store.ErrInvalid, o.Status))
-	}
-	if len(o.Output) > 0 && !json.Valid(o.Output) {
-		return wrap("finish", fmt.Errorf("%w: output is not JSON", store.ErrInvalid))
-	}
-	for _, p := range o.Emit {
-		if err := p.Validate(); err != nil {
-			return wrap("finish", err)
-		}
+	if err := o.Validate(); err != nil {
+		return wrap("finish", err)
 	}
 	return s.write(ctx, "finish", true, func(t *txn) error {
 		var fn string

@@ -12,11 +12,6 @@ import (
 	"github.com/dcyfr/cyberdrew/internal/store"
 )
 
-const (
-	defaultLimit = 50
-	maxLimit     = 1000
-)
-
 // runColumns is the column list scanRun reads.
 const runColumns = `id, function_id, event_id, event_ids, status, attempt, created_at, started_at,
 ended_at, available_at, output, error, idempotency_key, singleton_key, debounce_key, concurrency_key,
@@ -195,7 +190,7 @@ func (s *Store) ListRuns(ctx context.Context, f store.RunFilter) (store.Page[sto
 	if f.EventID != "" {
 		where, args = append(where, "id IN (SELECT run_id FROM run_events WHERE event_id = ?)"), append(args, f.EventID)
 	}
-	limit := pageLimit(f.Limit)
+	limit := store.PageLimit(f.Limit)
 	rows, err := s.rdb.QueryContext(ctx, `SELECT `+runColumns+` FROM runs`+whereClause(where)+
 		` ORDER BY id DESC LIMIT ?`, append(args, limit+1)...)
 	if err != nil {
@@ -245,7 +240,7 @@ func (s *Store) ListEvents(ctx context.Context, f store.EventFilter) (store.Page
 	if !f.Until.IsZero() {
 		where, args = append(where, "received_at < ?"), append(args, f.Until.UnixMilli())
 	}
-	limit := pageLimit(f.Limit)
+	limit := store.PageLimit(f.Limit)
 	rows, err := s.rdb.QueryContext(ctx, `SELECT `+eventColumns+` FROM events`+whereClause(where)+
 		` ORDER BY id DESC LIMIT ?`, append(args, limit+1)...)
 	if err != nil {
@@ -275,16 +270,6 @@ func whereClause(conds []string) string {
 		return ""
 	}
 	return " WHERE " + strings.Join(conds, " AND ")
-}
-
-func pageLimit(n int) int {
-	switch {
-	case n <= 0:
-		return defaultLimit
-	case n > maxLimit:
-		return maxLimit
-	}
-	return n
 }
 
 // encodeCursor makes the opaque cursor that continues a listing of kind
