@@ -15,7 +15,7 @@ import (
 )
 
 // maxLimit is the largest page a listing serves.
-const maxLimit = 1000
+const maxLimit = store.MaxPageLimit
 
 // runStatuses are the statuses a run can have.
 var runStatuses = []store.Status{

@@ -70,6 +70,7 @@ func Run(t *testing.T, open func(t *testing.T, clock *clockwork.FakeClock) store
 		{"Prune", pruneCases},
 		{"KV", kvCases},
 		{"Concurrency", concurrencyCases},
+		{"BackendsAgree", agreeCases},
 	}
 	for _, g := range groups {
 		t.Run(g.name, func(t *testing.T) {
