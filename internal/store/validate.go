@@ -80,6 +80,17 @@ func (p Publication) Validate() error {
 	return ValidateRunSpecs(p.Runs)
 }
 
+// StoredEvent is the publication's event as every backend stores it: an
+// event sent without data has data {} (Inngest's default), so no reader
+// sees null on one backend and nothing on the other.
+func (p Publication) StoredEvent() Event {
+	ev := p.Event
+	if len(ev.Data) == 0 {
+		ev.Data = json.RawMessage("{}")
+	}
+	return ev
+}
+
 // ValidateRunSpecs checks that every spec names its run and function.
 func ValidateRunSpecs(specs []RunSpec) error {
 	for _, r := range specs {

@@ -91,7 +91,7 @@ func (s *Store) pubArgs(pubs []store.Publication, now time.Time) ([]json.RawMess
 		if err := p.Validate(); err != nil {
 			return nil, err
 		}
-		ev := p.Event
+		ev := p.StoredEvent()
 		if ev.ID == "" {
 			ev.ID = s.newULID(now)
 		}

@@ -63,7 +63,7 @@ func (s *Store) CreateRuns(ctx context.Context, eventID string, specs []store.Ru
 // publish stores one publication: client-id dedup, the event, its runs and
 // the waits it completes.
 func (t *txn) publish(p store.Publication) (store.Published, error) {
-	ev := p.Event
+	ev := p.StoredEvent()
 	now := t.now.UnixMilli()
 	if ev.ClientID != "" {
 		var first string

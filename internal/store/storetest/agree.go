@@ -23,6 +23,7 @@ var agreeCases = []testCase{
 	{"ScanUnicodeAndPatternKeys", testScanUnicodeAndPatternKeys},
 	{"ListDefaultAndMaxLimit", testListDefaultAndMaxLimit},
 	{"CancelFinishedRun", testCancelFinishedRun},
+	{"EventWithoutData", testEventWithoutData},
 }
 
 // testStepOutputMustBeJSON: SQLite stored a step output that is not JSON,
@@ -196,4 +197,17 @@ func testCancelFinishedRun(t *testing.T, b *bundle) {
 	checkEqual(t, "Error", r.Error, "")
 	_, err = b.store.CancelRun(b.ctx, "01J00000000000000000000000", "x")
 	wantErr(t, "CancelRun(unknown)", err, store.ErrNotFound)
+}
+
+// testEventWithoutData: an event stored without data read back as nothing on
+// SQLite and as null on Redis (the admin API then showed {} and null).
+// Decision: it reads back as {}, in GetEvent, listings and a wait's output.
+func testEventWithoutData(t *testing.T, b *bundle) {
+	waiter, _ := b.waitFor(t, store.Wait{Event: "app/bare"}, time.Hour)
+	ev := b.event("app/bare", "")
+	ev.Data = nil
+	b.publishOne(t, ev)
+	checkEqual(t, "GetEvent Data", string(b.getEvent(t, ev.ID).Data), "{}")
+	checkEqual(t, "ListEvents Data", string(b.listEvents(t, store.EventFilter{Name: "app/bare"}).Items[0].Data), "{}")
+	checkWaitOutput(t, b.waitStep(t, waiter), "app/bare", `{}`)
 }
