@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"slices"
 	"strconv"
+	"strings"
 	"time"
 
 	goredis "github.com/redis/go-redis/v9"
@@ -29,14 +30,16 @@ func memberID(m string) string {
 	return m[14:]
 }
 
-func encodeCursor(member string) string {
-	return base64.RawURLEncoding.EncodeToString([]byte(member))
+// encodeCursor makes the cursor continuing a listing of kind ("event",
+// "run") after member; a cursor of one kind is refused by the other.
+func encodeCursor(kind, member string) string {
+	return base64.RawURLEncoding.EncodeToString([]byte(kind + "/" + member))
 }
 
-func decodeCursor(c string) (string, error) {
+func decodeCursor(kind, c string) (string, error) {
 	b, err := base64.RawURLEncoding.DecodeString(c)
-	m := string(b)
-	if err != nil || len(m) < 15 || m[13] != ':' {
+	m, ok := strings.CutPrefix(string(b), kind+"/")
+	if err != nil || !ok || len(m) < 15 || m[13] != ':' {
 		return "", fmt.Errorf("%w: malformed cursor", store.ErrInvalid)
 	}
 	if _, err := strconv.ParseUint(m[:13], 10, 64); err != nil {
@@ -46,7 +49,7 @@ func decodeCursor(c string) (string, error) {
 }
 
 // bounds gives the ZRANGEBYLEX bounds of a newest-first listing.
-func bounds(cursor string, since, until time.Time) (lo, hi string, err error) {
+func bounds(kind, cursor string, since, until time.Time) (lo, hi string, err error) {
 	lo, hi = "-", "+"
 	if !since.IsZero() {
 		lo = "[" + fmt.Sprintf("%013d", since.UnixMilli())
@@ -55,7 +58,7 @@ func bounds(cursor string, since, until time.Time) (lo, hi string, err error) {
 		hi = "(" + fmt.Sprintf("%013d", until.UnixMilli())
 	}
 	if cursor != "" {
-		m, err := decodeCursor(cursor)
+		m, err := decodeCursor(kind, cursor)
 		if err != nil {
 			return "", "", err
 		}
@@ -68,9 +71,9 @@ func bounds(cursor string, since, until time.Time) (lo, hi string, err error) {
 
 // list walks index newest first from the bounds and returns up to limit
 // items that load and keep accept, and the cursor of the next page.
-func list[T any](ctx context.Context, rdb goredis.UniversalClient, index string, cursor string, since, until time.Time,
+func list[T any](ctx context.Context, rdb goredis.UniversalClient, kind, index, cursor string, since, until time.Time,
 	limit int, load func(goredis.Pipeliner, string) func() (T, bool, error), keep func(T) bool) (store.Page[T], error) {
-	lo, hi, err := bounds(cursor, since, until)
+	lo, hi, err := bounds(kind, cursor, since, until)
 	if err != nil {
 		return store.Page[T]{}, err
 	}
@@ -115,13 +118,13 @@ func list[T any](ctx context.Context, rdb goredis.UniversalClient, index string,
 		}
 		if scanned >= maxListScan {
 			// Filters dropped most entries: end this page early.
-			page.Cursor = encodeCursor(ms[len(ms)-1])
+			page.Cursor = encodeCursor(kind, ms[len(ms)-1])
 			return page, nil
 		}
 	}
 	if len(page.Items) > limit {
 		page.Items = page.Items[:limit]
-		page.Cursor = encodeCursor(members[limit-1])
+		page.Cursor = encodeCursor(kind, members[limit-1])
 	}
 	return page, nil
 }
@@ -163,7 +166,7 @@ func (s *Store) ListEvents(ctx context.Context, f store.EventFilter) (store.Page
 	if f.Name != "" {
 		index = s.keys.eventsByName(f.Name)
 	}
-	p, err := list(ctx, s.rdb, index, f.Cursor, f.Since, f.Until, store.PageLimit(f.Limit), s.loadEvent,
+	p, err := list(ctx, s.rdb, "event", index, f.Cursor, f.Since, f.Until, store.PageLimit(f.Limit), s.loadEvent,
 		func(store.Event) bool { return true })
 	if err != nil {
 		return store.Page[store.Event]{}, s.wrap("list events", err)
@@ -221,7 +224,7 @@ func (s *Store) ListRuns(ctx context.Context, f store.RunFilter) (store.Page[sto
 		}
 		return len(f.Statuses) == 0 || slices.Contains(f.Statuses, r.Status)
 	}
-	p, err := list(ctx, s.rdb, index, f.Cursor, f.Since, f.Until, store.PageLimit(f.Limit), s.loadRun, keep)
+	p, err := list(ctx, s.rdb, "run", index, f.Cursor, f.Since, f.Until, store.PageLimit(f.Limit), s.loadRun, keep)
 	if err != nil {
 		return store.Page[store.Run]{}, s.wrap("list runs", err)
 	}

@@ -24,6 +24,7 @@ var agreeCases = []testCase{
 	{"ListDefaultAndMaxLimit", testListDefaultAndMaxLimit},
 	{"CancelFinishedRun", testCancelFinishedRun},
 	{"EventWithoutData", testEventWithoutData},
+	{"CursorOfAnotherListing", testCursorOfAnotherListing},
 }
 
 // testStepOutputMustBeJSON: SQLite stored a step output that is not JSON,
@@ -210,4 +211,21 @@ func testEventWithoutData(t *testing.T, b *bundle) {
 	checkEqual(t, "GetEvent Data", string(b.getEvent(t, ev.ID).Data), "{}")
 	checkEqual(t, "ListEvents Data", string(b.listEvents(t, store.EventFilter{Name: "app/bare"}).Items[0].Data), "{}")
 	checkWaitOutput(t, b.waitStep(t, waiter), "app/bare", `{}`)
+}
+
+// testCursorOfAnotherListing: SQLite refused an events cursor given to
+// ListRuns, Redis used it. Decision: ErrInvalid, both ways.
+func testCursorOfAnotherListing(t *testing.T, b *bundle) {
+	for range 2 {
+		b.enqueueOne(t, "fn-a")
+	}
+	events := b.listEvents(t, store.EventFilter{Limit: 1})
+	runs := b.listRuns(t, store.RunFilter{Limit: 1})
+	if events.Cursor == "" || runs.Cursor == "" {
+		t.Fatalf("no cursors: events %q, runs %q", events.Cursor, runs.Cursor)
+	}
+	_, err := b.store.ListRuns(b.ctx, store.RunFilter{Cursor: events.Cursor})
+	wantErr(t, "ListRuns with an events cursor", err, store.ErrInvalid)
+	_, err = b.store.ListEvents(b.ctx, store.EventFilter{Cursor: runs.Cursor})
+	wantErr(t, "ListEvents with a runs cursor", err, store.ErrInvalid)
 }
