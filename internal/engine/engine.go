@@ -388,6 +388,12 @@ func (e *Engine) triggered(ev store.Event) []store.RunSpec {
 // spec evaluates a function's flow-control keys against ev. withKeys false
 // (rerun, invoke) leaves out idempotency and debounce, which would fold the
 // new run into an old one.
+//
+// An event without a value at a key's path (absent, null or "", see
+// keypath.Lookup) never folds into another event's run: it has no
+// idempotency key, and its debounce key is its own. The limiting keys
+// (concurrency, rate limit, singleton) put it in the function-wide bucket,
+// so the limit still holds. docs/engine.md ("Flow control") has the table.
 func (e *Engine) spec(r *registered, ev store.Event, withKeys bool) store.RunSpec {
 	now := e.clock.Now()
 	doc := eventDoc(ev)
@@ -398,7 +404,8 @@ func (e *Engine) spec(r *registered, ev store.Event, withKeys bool) store.RunSpe
 		v, ok, _ := keypath.Key(doc, path)
 		return v, ok
 	}
-	scoped := func(path string) string {
+	// shared is a limiting key: the value's bucket, else the function's.
+	shared := func(path string) string {
 		if v, ok := key(path); ok {
 			return r.ID + ":" + v
 		}
@@ -409,13 +416,13 @@ func (e *Engine) spec(r *registered, ev store.Event, withKeys bool) store.RunSpe
 		s.AvailableAt = at
 	}
 	if c := r.Concurrency; c != nil {
-		s.ConcurrencyKey, s.ConcurrencyLimit = scoped(c.Key), c.Limit
+		s.ConcurrencyKey, s.ConcurrencyLimit = shared(c.Key), c.Limit
 	}
 	if rl := r.RateLimit; rl != nil {
-		s.RateLimitKey, s.RateLimit, s.RateLimitPeriod = scoped(rl.Key), rl.Limit, rl.Period
+		s.RateLimitKey, s.RateLimit, s.RateLimitPeriod = shared(rl.Key), rl.Limit, rl.Period
 	}
 	if sg := r.Singleton; sg != nil {
-		s.SingletonKey = scoped(sg.Key)
+		s.SingletonKey = shared(sg.Key)
 	}
 	if !withKeys {
 		return s
@@ -424,9 +431,23 @@ func (e *Engine) spec(r *registered, ev store.Event, withKeys bool) store.RunSpe
 		s.IdempotencyKey, s.IdempotencyTTL = "fn:"+r.ID+":"+v, idempotencyTTL
 	}
 	if d := r.Debounce; d != nil {
-		s.DebounceKey, s.DebouncePeriod, s.DebounceMaxWait = scoped(d.Key), d.Period, d.MaxWait
+		s.DebounceKey, s.DebouncePeriod, s.DebounceMaxWait = shared(d.Key), d.Period, d.MaxWait
+		if d.Key != "" {
+			if _, ok := key(d.Key); !ok {
+				s.DebounceKey = ownKey(r.ID, ev)
+			}
+		}
 	}
 	return s
+}
+
+// ownKey is the debounce key of an event without a value at the key's
+// path: the function id and the event's internal id (a ULID) joined by a
+// space. It has a space and no colon, unlike every function-wide key (a
+// function id has neither) and every "<function>:<value>" key, so no other
+// event shares it.
+func ownKey(functionID string, ev store.Event) string {
+	return functionID + " " + ev.ID
 }
 
 // Invoke starts one run of a function with data as its event's data,
