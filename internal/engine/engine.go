@@ -344,9 +344,21 @@ func (e *Engine) publish(ctx context.Context, evs []IncomingEvent) ([]Accepted, 
 	}
 	out := make([]Accepted, len(res))
 	for i, r := range res {
+		e.observeSkips(r.Runs)
 		out[i] = Accepted{EventID: r.EventID, Duplicate: r.Duplicate, Runs: r.Runs}
 	}
 	return out, nil
+}
+
+// observeSkips tells the observer of every run ref that says its event
+// started no run of its own. Each skip is counted once, by the engine that
+// published the event.
+func (e *Engine) observeSkips(refs []store.RunRef) {
+	for _, r := range refs {
+		if r.Skip != "" {
+			e.observe.RunSkipped(r.FunctionID, string(r.Skip))
+		}
+	}
 }
 
 // publication builds the stored event and the runs it triggers.
@@ -466,6 +478,7 @@ func (e *Engine) Invoke(ctx context.Context, functionID string, data json.RawMes
 	if err != nil {
 		return Accepted{}, fmt.Errorf("engine: invoke %q: %w", functionID, err)
 	}
+	e.observeSkips(res[0].Runs)
 	return Accepted{EventID: res[0].EventID, Runs: res[0].Runs}, nil
 }
 
@@ -489,6 +502,7 @@ func (e *Engine) Rerun(ctx context.Context, runID string) (store.RunRef, error) 
 	if err != nil {
 		return store.RunRef{}, fmt.Errorf("engine: rerun %s: %w", runID, err)
 	}
+	e.observeSkips(refs)
 	return refs[0], nil
 }
 
