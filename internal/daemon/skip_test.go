@@ -24,7 +24,8 @@ func orderFunction() engine.Function {
 // TestIdempotencySkipIsVisible sends two events of one order through the
 // HTTP intake, without ids, as the site sends them: one run completes, the
 // other event's run is Skipped and says why in the admin API, in `send
-// --wait` (at once, not after its timeout) and in /metrics. Events without
+// --wait` (at once, not after its timeout), in `events show` and in
+// /metrics. Events without
 // the order each run.
 func TestIdempotencySkipIsVisible(t *testing.T) {
 	t.Parallel()
@@ -101,6 +102,14 @@ func TestIdempotencySkipIsVisible(t *testing.T) {
 			if code != 0 || !strings.Contains(out.String(), "order  Skipped") ||
 				!strings.Contains(out.String(), `skipped: idempotency key "fn:order:o-1" already used by run `+held) {
 				t.Fatalf("send --wait = %d\nstdout:\n%s\nstderr:\n%s", code, out.String(), errOut.String())
+			}
+
+			out.Reset()
+			errOut.Reset()
+			code = cli.Run(context.Background(), []string{"events", "show", second, "--server", base}, &out, &errOut,
+				cli.Options{Getenv: func(string) string { return "" }})
+			if code != 0 || !strings.Contains(out.String(), skipped.Data[0].RunID) || !strings.Contains(out.String(), reason) {
+				t.Fatalf("events show = %d\nstdout:\n%s\nstderr:\n%s", code, out.String(), errOut.String())
 			}
 
 			// Events without the order are never folded: each runs.
