@@ -2,6 +2,7 @@ package api
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"net/http"
 	"net/url"
@@ -183,31 +184,55 @@ func (s *server) getEvent(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusOK, wire.Data[wire.Event]{Data: viewEvent(e)})
+	runs, err := s.runsOf(r.Context(), e.ID)
+	if err != nil {
+		return err
+	}
+	d := viewEvent(e)
+	d.Skipped = []wire.Skip{}
+	for _, run := range runs {
+		switch {
+		case run.Status == store.StatusSkipped:
+			d.Skipped = append(d.Skipped, wire.Skip{FunctionID: run.FunctionID, RunID: run.ID, Reason: run.Error})
+		case len(run.EventIDs) > 0 && run.EventIDs[0] != e.ID:
+			d.Skipped = append(d.Skipped, wire.Skip{FunctionID: run.FunctionID, RunID: run.ID,
+				Reason: "debounce: folded into run " + run.ID})
+		}
+	}
+	writeJSON(w, http.StatusOK, wire.Data[wire.Event]{Data: d})
 	return nil
 }
 
-// GET /v1/events/{id}/runs: every run the event fed.
+// GET /v1/events/{id}/runs: every run the event fed, Skipped ones (with
+// their reason as error) and those a debounce folded it into included.
 func (s *server) eventRuns(w http.ResponseWriter, r *http.Request) error {
 	id := r.PathValue("id")
 	if _, err := s.st.GetEvent(r.Context(), id); err != nil {
 		return err
 	}
-	runs := []wire.Run{}
+	runs, err := s.runsOf(r.Context(), id)
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, wire.Data[[]wire.Run]{Data: viewRuns(runs)})
+	return nil
+}
+
+// runsOf lists every run event id fed.
+func (s *server) runsOf(ctx context.Context, id string) ([]store.Run, error) {
+	runs := []store.Run{}
 	f := store.RunFilter{EventID: id, Limit: maxLimit}
 	for {
-		p, err := s.st.ListRuns(r.Context(), f)
+		p, err := s.st.ListRuns(ctx, f)
 		if err != nil {
-			return err
+			return nil, err
 		}
-		runs = append(runs, viewRuns(p.Items)...)
+		runs = append(runs, p.Items...)
 		if p.Cursor == "" {
-			break
+			return runs, nil
 		}
 		f.Cursor = p.Cursor
 	}
-	writeJSON(w, http.StatusOK, wire.Data[[]wire.Run]{Data: runs})
-	return nil
 }
 
 // GET /v1/runs?function=&status=&event_id=&since=&until=&limit=&cursor=

@@ -317,6 +317,8 @@ func printRunResults(w io.Writer, runs []client.RunDetail) {
 		}
 		fmt.Fprintln(w, line)
 		switch {
+		case r.Status == "Skipped":
+			fmt.Fprintf(w, "  skipped: %s\n", r.Error)
 		case r.Error != "":
 			fmt.Fprintf(w, "  error:  %s\n", r.Error)
 		case len(r.Output) > 0 && string(r.Output) != "null":

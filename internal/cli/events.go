@@ -145,10 +145,14 @@ func newEventsShowCmd(opts Options, f *clientFlags) *cobra.Command {
 				fmt.Fprintln(w, "no runs")
 				return nil
 			}
+			reasons := map[string]string{}
+			for _, sk := range e.Skipped {
+				reasons[sk.RunID] = sk.Reason
+			}
 			t = newTable(w)
-			fmt.Fprintln(t, "RUN\tFUNCTION\tSTATUS\tDURATION")
+			fmt.Fprintln(t, "RUN\tFUNCTION\tSTATUS\tDURATION\tREASON")
 			for _, r := range runs {
-				fmt.Fprintf(t, "%s\t%s\t%s\t%s\n", r.RunID, r.FunctionID, r.Status, orDash(runDuration(r)))
+				fmt.Fprintf(t, "%s\t%s\t%s\t%s\t%s\n", r.RunID, r.FunctionID, r.Status, orDash(runDuration(r)), orDash(reasons[r.RunID]))
 			}
 			return t.Flush()
 		},

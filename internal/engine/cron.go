@@ -253,10 +253,12 @@ func (s *Scheduler) fireTick(ctx context.Context, r *registered, c cronSchedule,
 	spec := s.e.spec(r, pub.Event, false)
 	spec.IdempotencyKey, spec.IdempotencyTTL = key, idempotencyTTL
 	pub.Runs = []store.RunSpec{spec}
-	if _, err := s.e.store.Publish(ctx, []store.Publication{pub}); err != nil {
+	res, err := s.e.store.Publish(ctx, []store.Publication{pub})
+	if err != nil {
 		s.log.Error("cron fire failed", "function_id", r.ID, "tick", tick, "err", err)
 		return
 	}
+	s.e.observeSkips(res[0].Runs)
 	if err := s.e.store.Set(ctx, lastFireKey(r.ID), strconv.FormatInt(tick.Unix(), 10), 0); err != nil {
 		s.log.Warn("recording cron fire", "function_id", r.ID, "err", err)
 	}

@@ -345,9 +345,21 @@ func (e *Engine) publish(ctx context.Context, evs []IncomingEvent) ([]Accepted, 
 	}
 	out := make([]Accepted, len(res))
 	for i, r := range res {
+		e.observeSkips(r.Runs)
 		out[i] = Accepted{EventID: r.EventID, Duplicate: r.Duplicate, Runs: r.Runs}
 	}
 	return out, nil
+}
+
+// observeSkips tells the observer of every run ref that says its event
+// started no run of its own. Each skip is counted once, by the engine that
+// published the event.
+func (e *Engine) observeSkips(refs []store.RunRef) {
+	for _, r := range refs {
+		if r.Skip != "" {
+			e.observe.RunSkipped(r.FunctionID, string(r.Skip))
+		}
+	}
 }
 
 // publication builds the stored event and the runs it triggers.
@@ -389,6 +401,12 @@ func (e *Engine) triggered(ev store.Event) []store.RunSpec {
 // spec evaluates a function's flow-control keys against ev. withKeys false
 // (rerun, invoke) leaves out idempotency and debounce, which would fold the
 // new run into an old one.
+//
+// An event without a value at a key's path (absent, null or "", see
+// keypath.Lookup) never folds into another event's run: it has no
+// idempotency key, and its debounce key is its own. The limiting keys
+// (concurrency, rate limit, singleton) put it in the function-wide bucket,
+// so the limit still holds. docs/engine.md ("Flow control") has the table.
 func (e *Engine) spec(r *registered, ev store.Event, withKeys bool) store.RunSpec {
 	now := e.clock.Now()
 	doc := eventDoc(ev)
@@ -399,7 +417,8 @@ func (e *Engine) spec(r *registered, ev store.Event, withKeys bool) store.RunSpe
 		v, ok, _ := keypath.Key(doc, path)
 		return v, ok
 	}
-	scoped := func(path string) string {
+	// shared is a limiting key: the value's bucket, else the function's.
+	shared := func(path string) string {
 		if v, ok := key(path); ok {
 			return r.ID + ":" + v
 		}
@@ -410,13 +429,13 @@ func (e *Engine) spec(r *registered, ev store.Event, withKeys bool) store.RunSpe
 		s.AvailableAt = at
 	}
 	if c := r.Concurrency; c != nil {
-		s.ConcurrencyKey, s.ConcurrencyLimit = scoped(c.Key), c.Limit
+		s.ConcurrencyKey, s.ConcurrencyLimit = shared(c.Key), c.Limit
 	}
 	if rl := r.RateLimit; rl != nil {
-		s.RateLimitKey, s.RateLimit, s.RateLimitPeriod = scoped(rl.Key), rl.Limit, rl.Period
+		s.RateLimitKey, s.RateLimit, s.RateLimitPeriod = shared(rl.Key), rl.Limit, rl.Period
 	}
 	if sg := r.Singleton; sg != nil {
-		s.SingletonKey = scoped(sg.Key)
+		s.SingletonKey = shared(sg.Key)
 	}
 	if !withKeys {
 		return s
@@ -425,9 +444,23 @@ func (e *Engine) spec(r *registered, ev store.Event, withKeys bool) store.RunSpe
 		s.IdempotencyKey, s.IdempotencyTTL = "fn:"+r.ID+":"+v, idempotencyTTL
 	}
 	if d := r.Debounce; d != nil {
-		s.DebounceKey, s.DebouncePeriod, s.DebounceMaxWait = scoped(d.Key), d.Period, d.MaxWait
+		s.DebounceKey, s.DebouncePeriod, s.DebounceMaxWait = shared(d.Key), d.Period, d.MaxWait
+		if d.Key != "" {
+			if _, ok := key(d.Key); !ok {
+				s.DebounceKey = ownKey(r.ID, ev)
+			}
+		}
 	}
 	return s
+}
+
+// ownKey is the debounce key of an event without a value at the key's
+// path: the function id and the event's internal id (a ULID) joined by a
+// space. It has a space and no colon, unlike every function-wide key (a
+// function id has neither) and every "<function>:<value>" key, so no other
+// event shares it.
+func ownKey(functionID string, ev store.Event) string {
+	return functionID + " " + ev.ID
 }
 
 // Invoke starts one run of a function with data as its event's data,
@@ -446,6 +479,7 @@ func (e *Engine) Invoke(ctx context.Context, functionID string, data json.RawMes
 	if err != nil {
 		return Accepted{}, fmt.Errorf("engine: invoke %q: %w", functionID, err)
 	}
+	e.observeSkips(res[0].Runs)
 	return Accepted{EventID: res[0].EventID, Runs: res[0].Runs}, nil
 }
 
@@ -469,6 +503,7 @@ func (e *Engine) Rerun(ctx context.Context, runID string) (store.RunRef, error) 
 	if err != nil {
 		return store.RunRef{}, fmt.Errorf("engine: rerun %s: %w", runID, err)
 	}
+	e.observeSkips(refs)
 	return refs[0], nil
 }
 

@@ -630,11 +630,11 @@ func TestDebounceIdempotencyAndSingleton(t *testing.T) {
 			t.Errorf("debounced run saw %v, want the last event", got)
 		}
 
-		// Idempotency: one run per order within 24 h.
+		// Idempotency: one run per order within 24 h; the repeat is Skipped.
 		a := b.send(t, "test/pay", `{"order":"o-1"}`)
 		again := b.send(t, "test/pay", `{"order":"o-1"}`)
-		if again.Runs[0].ID != a.Runs[0].ID || !again.Runs[0].Existing {
-			t.Errorf("idempotent event made %+v, want existing %s", again.Runs[0], a.Runs[0].ID)
+		if r := again.Runs[0]; r.ID == a.Runs[0].ID || r.Status != store.StatusSkipped || r.Skip != store.SkipIdempotency {
+			t.Errorf("idempotent event made %+v, want a Skipped run of its own", r)
 		}
 
 		// Singleton: a second run while one is unfinished is skipped.
@@ -739,6 +739,7 @@ type takeovers struct {
 }
 
 func (*takeovers) RunStarted(string, time.Duration)          {}
+func (*takeovers) RunSkipped(string, string)                 {}
 func (*takeovers) RunFinished(string, string)                {}
 func (*takeovers) StepAttempt(string, string, time.Duration) {}
 func (*takeovers) LeaseLost()                                {}
@@ -1100,6 +1101,7 @@ func TestLapsedLeaseInterruptsTheRun(t *testing.T) {
 type finishes struct{ done chan string }
 
 func (*finishes) RunStarted(string, time.Duration)          {}
+func (*finishes) RunSkipped(string, string)                 {}
 func (o *finishes) RunFinished(_, status string)            { o.done <- status }
 func (*finishes) StepAttempt(string, string, time.Duration) {}
 func (*finishes) LeaseLost()                                {}
@@ -1112,6 +1114,7 @@ type leaseLosses struct {
 }
 
 func (*leaseLosses) RunStarted(string, time.Duration)          {}
+func (*leaseLosses) RunSkipped(string, string)                 {}
 func (*leaseLosses) RunFinished(string, string)                {}
 func (*leaseLosses) StepAttempt(string, string, time.Duration) {}
 func (o *leaseLosses) LeaseLost()                              { o.lost.Add(1) }

@@ -2,9 +2,13 @@ package engine
 
 import "time"
 
-// Observer is told what the engine's workers do, for metrics. Its methods
-// must be cheap and safe for concurrent use.
+// Observer is told what the engine and its workers do, for metrics. Its
+// methods must be cheap and safe for concurrent use.
 type Observer interface {
+	// RunSkipped: an event this engine published matched function but
+	// started no run of its own, for reason (a store.SkipReason:
+	// idempotency, rate_limit, singleton, debounce).
+	RunSkipped(function, reason string)
 	// RunStarted: a run began for the first time, lag after its creation.
 	RunStarted(function string, lag time.Duration)
 	// RunFinished: a worker recorded a run's final status.
@@ -23,6 +27,7 @@ type Observer interface {
 // nopObserver is the Observer of an engine given none.
 type nopObserver struct{}
 
+func (nopObserver) RunSkipped(string, string)                 {}
 func (nopObserver) RunStarted(string, time.Duration)          {}
 func (nopObserver) RunFinished(string, string)                {}
 func (nopObserver) StepAttempt(string, string, time.Duration) {}

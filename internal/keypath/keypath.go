@@ -33,8 +33,10 @@ func Parse(path string) ([]string, error) {
 }
 
 // Lookup returns the compact JSON of the value at path inside doc (an event
-// as JSON), and false when any segment is missing or doc is not an object
-// along the way.
+// as JSON), and false when the event has no value there: a segment is
+// missing, doc is not an object along the way, or the value is null or the
+// empty string. An event without a value never shares a key with another
+// one through that empty value (docs/engine.md, "Flow control").
 func Lookup(doc []byte, path string) (json.RawMessage, bool, error) {
 	segs, err := Parse(path)
 	if err != nil {
@@ -56,14 +58,15 @@ func Lookup(doc []byte, path string) (json.RawMessage, bool, error) {
 	if err := json.Compact(&buf, cur); err != nil {
 		return nil, false, fmt.Errorf("keypath: %q: %w", path, err)
 	}
-	if buf.String() == "null" {
+	if v := buf.String(); v == "null" || v == `""` {
 		return nil, false, nil
 	}
 	return buf.Bytes(), true, nil
 }
 
 // Key renders the value at path as a flow-control key: strings bare, other
-// values as compact JSON. A missing value gives "" and false.
+// values as compact JSON. An event without a value there (see Lookup) gives
+// "" and false.
 func Key(doc []byte, path string) (string, bool, error) {
 	raw, ok, err := Lookup(doc, path)
 	if err != nil || !ok {

@@ -4,7 +4,7 @@ import "testing"
 
 func TestKey(t *testing.T) {
 	t.Parallel()
-	doc := []byte(`{"name":"blog/post.viewed","data":{"slug":"hello","n":42,"nested":{"a":[1, 2]},"nil":null}}`)
+	doc := []byte(`{"name":"blog/post.viewed","data":{"slug":"hello","n":42,"nested":{"a":[1, 2]},"nil":null,"empty":"","blank":" "}}`)
 	tests := []struct {
 		path    string
 		want    string
@@ -20,6 +20,8 @@ func TestKey(t *testing.T) {
 		{"event.data.missing", "", false, false},
 		{"event.data.slug.deeper", "", false, false},
 		{"event.data.nil", "", false, false},
+		{"event.data.empty", "", false, false},
+		{"event.data.blank", " ", true, false},
 		{"event.name", "blog/post.viewed", true, false},
 		{"", "", false, true},
 		{"event", "", false, true},

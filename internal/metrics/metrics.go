@@ -25,6 +25,7 @@ type Metrics struct {
 	eventsAccepted prometheus.Counter
 	eventsRejected *prometheus.CounterVec
 	runsStarted    *prometheus.CounterVec
+	runsSkipped    *prometheus.CounterVec
 	runsFinished   *prometheus.CounterVec
 	stepDuration   *prometheus.HistogramVec
 	startLag       prometheus.Histogram
@@ -48,6 +49,10 @@ func New(depth QueueDepth) *Metrics {
 		runsStarted: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "cyberdrew_runs_started_total", Help: "Runs started for the first time, by function.",
 		}, []string{"function"}),
+		runsSkipped: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "cyberdrew_runs_skipped_total",
+			Help: "Events that matched a function but started no run of their own, by function and reason (idempotency, rate_limit, singleton, debounce); counted by the daemon that took the event.",
+		}, []string{"function", "reason"}),
 		runsFinished: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "cyberdrew_runs_finished_total", Help: "Runs finished by this daemon's workers, by function and status.",
 		}, []string{"function", "status"}),
@@ -74,7 +79,7 @@ func New(depth QueueDepth) *Metrics {
 			Name: "cyberdrew_http_requests_total", Help: "HTTP requests, by route pattern and status code.",
 		}, []string{"route", "code"}),
 	}
-	m.reg.MustRegister(m.eventsAccepted, m.eventsRejected, m.runsStarted, m.runsFinished, m.stepDuration,
+	m.reg.MustRegister(m.eventsAccepted, m.eventsRejected, m.runsStarted, m.runsSkipped, m.runsFinished, m.stepDuration,
 		m.startLag, m.leasesLost, m.leaseTakeovers, m.storeErrors, m.httpRequests,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	if depth != nil {
@@ -114,6 +119,11 @@ func (m *Metrics) Request(route string, code int) {
 func (m *Metrics) RunStarted(function string, lag time.Duration) {
 	m.runsStarted.WithLabelValues(function).Inc()
 	m.startLag.Observe(max(lag, 0).Seconds())
+}
+
+// RunSkipped counts an event that started no run of function, for reason.
+func (m *Metrics) RunSkipped(function, reason string) {
+	m.runsSkipped.WithLabelValues(function, reason).Inc()
 }
 
 // RunFinished counts a finished run.

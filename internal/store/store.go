@@ -90,8 +90,8 @@ type RunSpec struct {
 	// AvailableAt is when the run may start (the event's ts when in the future).
 	AvailableAt time.Time
 	// IdempotencyKey: at most one run per key while the key lives
-	// (IdempotencyTTL). A second spec with a live key creates nothing and
-	// reports the first run.
+	// (IdempotencyTTL). A second spec with a live key is stored as a
+	// Skipped run whose error names the key and the run that holds it.
 	IdempotencyKey string
 	IdempotencyTTL time.Duration
 	// RateLimitKey with RateLimit > 0: at most RateLimit runs per
@@ -141,10 +141,28 @@ type RunRef struct {
 	ID         string
 	FunctionID string
 	Status     Status
-	// Existing is true when no run was created: the idempotency key or the
-	// debounce key led to this existing run.
+	// Existing is true when no run was created: the debounce key folded
+	// the event into this pending run.
 	Existing bool
+	// Skip says why the event started no run of its own ("" when it did):
+	// a Skipped run (idempotency, rate limit, singleton) or a fold into a
+	// pending run (debounce).
+	Skip SkipReason
 }
+
+// SkipReason names the flow-control rule that kept an event from starting
+// a run of its own.
+type SkipReason string
+
+// Skip reasons. A Skipped run's Error says the same in words:
+// `idempotency key "<key>" already used by run <id>`, "rate limit
+// exceeded", "singleton: run <id> is unfinished".
+const (
+	SkipIdempotency SkipReason = "idempotency"
+	SkipRateLimit   SkipReason = "rate_limit"
+	SkipSingleton   SkipReason = "singleton"
+	SkipDebounce    SkipReason = "debounce"
+)
 
 // Run is one execution of a function.
 type Run struct {

@@ -70,7 +70,11 @@ func (e *eventsModel) view(st styles, runs *runsModel, width, height int, now ti
 		ev := e.events[i]
 		var rs []string
 		for _, r := range byEvent[ev.InternalID] {
-			rs = append(rs, r.FunctionID+" "+st.statusText(r.Status))
+			run := r.FunctionID + " " + st.statusText(r.Status)
+			if r.Status == "Skipped" && r.Error != "" {
+				run += " (" + r.Error + ")"
+			}
+			rs = append(rs, run)
 		}
 		triggered := strings.Join(rs, ", ")
 		if triggered == "" {

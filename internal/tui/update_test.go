@@ -2,12 +2,14 @@ package tui
 
 import (
 	"errors"
+	"io"
 	"slices"
 	"strings"
 	"testing"
 	"time"
 
 	tea "github.com/charmbracelet/bubbletea"
+	"github.com/charmbracelet/lipgloss"
 
 	"github.com/dcyfr/cyberdrew/internal/client"
 )
@@ -352,5 +354,20 @@ func TestActionKeys(t *testing.T) {
 	press(t, m, "E")
 	if m.dialog != nil || !m.flashErr {
 		t.Error("E without examples opened a dialog")
+	}
+}
+
+// TestEventsPaneShowsSkipReason: an event whose run was Skipped shows why,
+// next to the run, in the events pane.
+func TestEventsPaneShowsSkipReason(t *testing.T) {
+	t.Parallel()
+	at := time.Date(2026, 3, 4, 5, 6, 7, 0, time.UTC)
+	runs := newRunsModel()
+	runs.runs = []client.Run{{RunID: "01R", FunctionID: "order", EventID: "01E", Status: "Skipped", CreatedAt: &at,
+		Error: `idempotency key "fn:order:o-1" already used by run 01Q`}}
+	events := eventsModel{events: []client.StoredEvent{{InternalID: "01E", Name: "app/order.placed", ReceivedAt: &at}}}
+	view := events.view(newStyles(lipgloss.NewRenderer(io.Discard)), &runs, 200, 10, at)
+	if !strings.Contains(view, `order Skipped (idempotency key "fn:order:o-1" already used by run 01Q)`) {
+		t.Errorf("events pane lacks the skip reason:\n%s", view)
 	}
 }

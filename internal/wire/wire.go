@@ -56,6 +56,17 @@ type Event struct {
 	TS         int64           `json:"ts"`
 	V          string          `json:"v"`
 	ReceivedAt *time.Time      `json:"received_at"`
+	// Skipped, in a single event's detail, are the functions the event
+	// matched that started no run of their own for it, each with its reason.
+	Skipped []Skip `json:"skipped,omitempty"`
+}
+
+// Skip is a function an event started no run of: its Skipped run (or the
+// pending run a debounce folded the event into) and why.
+type Skip struct {
+	FunctionID string `json:"function_id"`
+	RunID      string `json:"run_id"`
+	Reason     string `json:"reason"`
 }
 
 // Run statuses.

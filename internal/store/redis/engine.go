@@ -421,11 +421,11 @@ func refs(v any) []store.RunRef {
 	out := make([]store.RunRef, 0, len(list))
 	for _, r := range list {
 		t, _ := r.([]any)
-		if len(t) != 4 {
+		if len(t) != 5 {
 			continue
 		}
 		out = append(out, store.RunRef{ID: str(t[0]), FunctionID: str(t[1]), Status: store.Status(str(t[2])),
-			Existing: num(t[3]) == 1})
+			Existing: num(t[3]) == 1, Skip: store.SkipReason(str(t[4]))})
 	}
 	return out
 }

@@ -127,31 +127,30 @@ func (t *txn) createRuns(eventID string, specs []store.RunSpec) ([]store.RunRef,
 }
 
 // createRun applies idempotency, rate limit, singleton and debounce, in
-// that order, then inserts the run.
+// that order, then inserts the run: Skipped, with the reason as its error,
+// when one of the first three refuses it.
 func (t *txn) createRun(eventID string, spec store.RunSpec) (store.RunRef, error) {
 	now := t.now.UnixMilli()
+	status, skip, reason := store.StatusQueued, store.SkipReason(""), ""
 	if spec.IdempotencyKey != "" {
-		var ref store.RunRef
-		err := t.queryRow(`SELECT r.id, r.function_id, r.status FROM idempotency i JOIN runs r ON r.id = i.run_id
-WHERE i.key = ? AND (i.expires_at IS NULL OR i.expires_at > ?)`, spec.IdempotencyKey, now).
-			Scan(&ref.ID, &ref.FunctionID, &ref.Status)
+		var holder string
+		err := t.queryRow(`SELECT r.id FROM idempotency i JOIN runs r ON r.id = i.run_id
+WHERE i.key = ? AND (i.expires_at IS NULL OR i.expires_at > ?)`, spec.IdempotencyKey, now).Scan(&holder)
 		switch {
 		case err == nil:
-			ref.Existing = true
-			return ref, nil
+			status, skip = store.StatusSkipped, store.SkipIdempotency
+			reason = `idempotency key "` + spec.IdempotencyKey + `" already used by run ` + holder
 		case !errors.Is(err, sql.ErrNoRows):
 			return store.RunRef{}, fmt.Errorf("idempotency: %w", err)
 		}
 	}
-
-	status, reason := store.StatusQueued, ""
-	if spec.RateLimitKey != "" && spec.RateLimit > 0 && spec.RateLimitPeriod > 0 {
+	if status == store.StatusQueued && spec.RateLimitKey != "" && spec.RateLimit > 0 && spec.RateLimitPeriod > 0 {
 		ok, err := t.allow(spec.RateLimitKey, spec.RateLimit, spec.RateLimitPeriod)
 		if err != nil {
 			return store.RunRef{}, fmt.Errorf("rate limit: %w", err)
 		}
 		if !ok {
-			status, reason = store.StatusSkipped, "rate limit exceeded"
+			status, skip, reason = store.StatusSkipped, store.SkipRateLimit, "rate limit exceeded"
 		}
 	}
 	if status == store.StatusQueued && spec.SingletonKey != "" {
@@ -160,7 +159,7 @@ WHERE i.key = ? AND (i.expires_at IS NULL OR i.expires_at > ?)`, spec.Idempotenc
 			spec.SingletonKey).Scan(&other)
 		switch {
 		case err == nil:
-			status, reason = store.StatusSkipped, "singleton: run "+other+" is unfinished"
+			status, skip, reason = store.StatusSkipped, store.SkipSingleton, "singleton: run "+other+" is unfinished"
 		case !errors.Is(err, sql.ErrNoRows):
 			return store.RunRef{}, fmt.Errorf("singleton: %w", err)
 		}
@@ -206,15 +205,17 @@ finish_timeout_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
 	if _, err := t.exec(`INSERT INTO run_events (event_id, run_id) VALUES (?, ?)`, eventID, spec.ID); err != nil {
 		return store.RunRef{}, fmt.Errorf("insert run event: %w", err)
 	}
-	if err := t.keepIdempotencyKey(spec, spec.ID); err != nil {
-		return store.RunRef{}, err
+	if status != store.StatusSkipped {
+		if err := t.keepIdempotencyKey(spec, spec.ID); err != nil {
+			return store.RunRef{}, err
+		}
 	}
 	c := store.Change{Kind: store.ChangeRun, EventID: eventID, RunID: spec.ID, FunctionID: spec.FunctionID, Status: status}
 	if status == store.StatusQueued {
 		c.AvailableAt = avail
 	}
 	t.announce(c)
-	return store.RunRef{ID: spec.ID, FunctionID: spec.FunctionID, Status: status}, nil
+	return store.RunRef{ID: spec.ID, FunctionID: spec.FunctionID, Status: status, Skip: skip}, nil
 }
 
 // debounce folds the event into a run with the same debounce key that is
@@ -247,7 +248,7 @@ available_at = ? WHERE id = ?`, eventID, eventID, at.UnixMilli(), id); err != ni
 	}
 	t.announce(store.Change{Kind: store.ChangeRun, EventID: eventID, RunID: id, FunctionID: fn,
 		Status: store.StatusQueued, AvailableAt: at})
-	return store.RunRef{ID: id, FunctionID: fn, Status: store.StatusQueued, Existing: true}, true, nil
+	return store.RunRef{ID: id, FunctionID: fn, Status: store.StatusQueued, Existing: true, Skip: store.SkipDebounce}, true, nil
 }
 
 // debounceAt is when a debounced run created at created starts if its

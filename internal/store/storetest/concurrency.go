@@ -124,15 +124,20 @@ func testConcurrentIdempotency(t *testing.T, b *bundle) {
 		}
 		refs[i] = got[0].Runs[0]
 	})
-	created := 0
+	var queued []string
 	for _, r := range refs {
-		if !r.Existing {
-			created++
+		switch r.Status {
+		case store.StatusQueued:
+			queued = append(queued, r.ID)
+		case store.StatusSkipped:
+			checkEqual(t, "skipped ref Skip", r.Skip, store.SkipIdempotency)
+		default:
+			t.Errorf("ref %s is %s, want Queued or Skipped", r.ID, r.Status)
 		}
-		checkEqual(t, "run id", r.ID, refs[0].ID)
 	}
-	checkEqual(t, "runs created", created, 1)
-	checkEqual(t, "runs stored", len(b.allRuns(t, store.RunFilter{})), 1)
+	checkEqual(t, "runs queued", len(queued), 1)
+	checkEqual(t, "runs stored", len(b.allRuns(t, store.RunFilter{})), n)
+	checkEqual(t, "Skipped runs stored", len(b.allRuns(t, store.RunFilter{Statuses: []store.Status{store.StatusSkipped}})), n-1)
 }
 
 func testConcurrentSetNX(t *testing.T, b *bundle) {

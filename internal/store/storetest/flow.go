@@ -11,6 +11,7 @@ import (
 
 var flowCases = []testCase{
 	{"Idempotency", testIdempotency},
+	{"SkippedRunHoldsNoKey", testSkippedRunHoldsNoKey},
 	{"RateLimit", testRateLimit},
 	{"Singleton", testSingleton},
 	{"Debounce", testDebounce},
@@ -25,53 +26,97 @@ func testIdempotency(t *testing.T, b *bundle) {
 		s.IdempotencyTTL = ttl
 		return s
 	}
+	// skipped checks that spec's run is stored Skipped for event ev, with
+	// the key and the run holding it as its error.
+	skipped := func(what string, ref store.RunRef, spec store.RunSpec, ev, holder string) {
+		t.Helper()
+		checkRef(t, what, ref, store.RunRef{ID: spec.ID, FunctionID: "fn-a", Status: store.StatusSkipped, Skip: store.SkipIdempotency})
+		r := b.getRun(t, spec.ID)
+		checkEqual(t, what+": stored Status", r.Status, store.StatusSkipped)
+		checkEqual(t, what+": Error", r.Error, `idempotency key "`+spec.IdempotencyKey+`" already used by run `+holder)
+		checkEqual(t, what+": EventID", r.EventID, ev)
+		checkTime(t, what+": EndedAt", r.EndedAt, b.now())
+		checkTime(t, what+": AvailableAt", r.AvailableAt, time.Time{})
+		checkIDs(t, what+": the event's runs", runIDs(b.allRuns(t, store.RunFilter{EventID: ev})), []string{spec.ID})
+	}
 	first := mk("order-1")
 	e1 := b.event("app/order", `{"n":1}`)
 	p := b.publishOne(t, e1, first)
 	checkRef(t, "first", p.Runs[0], store.RunRef{ID: first.ID, FunctionID: "fn-a", Status: store.StatusQueued})
 
+	// Decision: a second event with a live key is not dropped in silence:
+	// its run is stored Skipped, naming the key and the run that holds it.
 	b.clock.Advance(10 * time.Minute)
 	second := mk("order-1")
 	e2 := b.event("app/order", `{"n":2}`)
 	p = b.publishOne(t, e2, second)
 	checkEqual(t, "second event Duplicate", p.Duplicate, false)
-	checkRef(t, "second", p.Runs[0], store.RunRef{ID: first.ID, FunctionID: "fn-a", Status: store.StatusQueued, Existing: true})
-	_, err := b.store.GetRun(b.ctx, second.ID)
-	wantErr(t, "GetRun(second)", err, store.ErrNotFound)
+	skipped("second", p.Runs[0], second, e2.ID, first.ID)
 	b.getEvent(t, e2.ID) // the event itself is stored
-	// The existing run is left as it was.
+	// The existing run is left as it was, and still holds the key.
 	r := b.getRun(t, first.ID)
 	checkEqual(t, "EventID", r.EventID, e1.ID)
 	checkIDs(t, "EventIDs", r.EventIDs, []string{e1.ID})
+	// Only the first run is claimable.
+	l := b.claimOne(t, "w", first.ID, time.Minute)
+	b.claimNone(t, "w")
 
-	// The key holds for its whole ttl, even after the run finished, and
-	// the ref reports the run's current status.
-	b.complete(t, first.ID)
-	p = b.publishOne(t, b.event("app/order", `{}`), mk("order-1"))
-	checkRef(t, "after completion", p.Runs[0], store.RunRef{ID: first.ID, FunctionID: "fn-a", Status: store.StatusCompleted, Existing: true})
+	// The key holds for its whole ttl, even after the run finished.
+	b.finish(t, l, store.Outcome{Status: store.StatusCompleted})
+	after := mk("order-1")
+	e3 := b.event("app/order", `{}`)
+	skipped("after completion", b.publishOne(t, e3, after).Runs[0], after, e3.ID, first.ID)
 
 	// CreateRuns applies it too.
-	refs, err := b.store.CreateRuns(b.ctx, e2.ID, []store.RunSpec{mk("order-1")})
+	again := mk("order-1")
+	refs, err := b.store.CreateRuns(b.ctx, e2.ID, []store.RunSpec{again})
 	if err != nil {
 		t.Fatalf("CreateRuns: %v", err)
 	}
-	checkRef(t, "CreateRuns", refs[0], store.RunRef{ID: first.ID, FunctionID: "fn-a", Status: store.StatusCompleted, Existing: true})
+	checkRef(t, "CreateRuns", refs[0], store.RunRef{ID: again.ID, FunctionID: "fn-a", Status: store.StatusSkipped, Skip: store.SkipIdempotency})
+	checkEqual(t, "CreateRuns: Error", b.getRun(t, again.ID).Error, `idempotency key "order-1" already used by run `+first.ID)
 
 	// Other keys are independent; a key repeated within one publication
-	// creates one run.
+	// creates one run and one Skipped run.
 	other := mk("order-2")
 	a, a2 := mk("order-3"), mk("order-3")
-	p = b.publishOne(t, b.event("app/order", `{}`), other, a, a2)
+	e4 := b.event("app/order", `{}`)
+	p = b.publishOne(t, e4, other, a, a2)
 	checkRef(t, "other key", p.Runs[0], store.RunRef{ID: other.ID, FunctionID: "fn-a", Status: store.StatusQueued})
 	checkRef(t, "batch first", p.Runs[1], store.RunRef{ID: a.ID, FunctionID: "fn-a", Status: store.StatusQueued})
-	checkRef(t, "batch repeat", p.Runs[2], store.RunRef{ID: a.ID, FunctionID: "fn-a", Status: store.StatusQueued, Existing: true})
+	checkRef(t, "batch repeat", p.Runs[2], store.RunRef{ID: a2.ID, FunctionID: "fn-a", Status: store.StatusSkipped, Skip: store.SkipIdempotency})
+	checkEqual(t, "batch repeat: Error", b.getRun(t, a2.ID).Error, `idempotency key "order-3" already used by run `+a.ID)
 
-	// Once IdempotencyTTL has passed since the first run, the key is free.
+	// Once IdempotencyTTL has passed since the first run, the key is free:
+	// the Skipped runs did not renew it.
 	b.clock.Advance(ttl - 10*time.Minute + time.Second)
 	fresh := mk("order-1")
 	p = b.publishOne(t, b.event("app/order", `{}`), fresh)
 	checkRef(t, "after ttl", p.Runs[0], store.RunRef{ID: fresh.ID, FunctionID: "fn-a", Status: store.StatusQueued})
 	checkEqual(t, "fresh run status", b.getRun(t, fresh.ID).Status, store.StatusQueued)
+}
+
+// testSkippedRunHoldsNoKey: a run stored Skipped by the rate limit or a
+// singleton does not take the idempotency key, so the next event with
+// that key, once the limit allows it, runs.
+func testSkippedRunHoldsNoKey(t *testing.T, b *bundle) {
+	mk := func() store.RunSpec {
+		s := b.spec("fn-a")
+		s.IdempotencyKey, s.IdempotencyTTL = "order-1", time.Hour
+		s.RateLimitKey, s.RateLimit, s.RateLimitPeriod = "fn-a", 1, time.Minute
+		return s
+	}
+	filler := b.spec("fn-a")
+	filler.RateLimitKey, filler.RateLimit, filler.RateLimitPeriod = "fn-a", 1, time.Minute
+	checkEqual(t, "filler", b.enqueue(t, filler)[0].Status, store.StatusQueued)
+
+	limited := mk()
+	checkRef(t, "rate limited", b.enqueue(t, limited)[0], store.RunRef{ID: limited.ID, FunctionID: "fn-a", Status: store.StatusSkipped, Skip: store.SkipRateLimit})
+	checkEqual(t, "rate limited: Error", b.getRun(t, limited.ID).Error, "rate limit exceeded")
+
+	b.clock.Advance(time.Minute)
+	next := mk()
+	checkRef(t, "next", b.enqueue(t, next)[0], store.RunRef{ID: next.ID, FunctionID: "fn-a", Status: store.StatusQueued})
 }
 
 func testRateLimit(t *testing.T, b *bundle) {
@@ -88,6 +133,11 @@ func testRateLimit(t *testing.T, b *bundle) {
 			if r.Existing {
 				t.Errorf("rate-limited ref %s has Existing set", r.ID)
 			}
+			want := store.SkipReason("")
+			if r.Status == store.StatusSkipped {
+				want = store.SkipRateLimit
+			}
+			checkEqual(t, "ref "+r.ID+" Skip", r.Skip, want)
 			st = append(st, r.Status)
 		}
 		return st
@@ -138,13 +188,15 @@ func testSingleton(t *testing.T, b *bundle) {
 	first := b.enqueue(t, mk("s"))[0]
 	checkEqual(t, "first status", first.Status, store.StatusQueued)
 
+	holder := first.ID
 	skipped := func(what string) {
 		t.Helper()
 		s := mk("s")
 		ref := b.enqueue(t, s)[0]
-		checkRef(t, what, ref, store.RunRef{ID: s.ID, FunctionID: "fn-a", Status: store.StatusSkipped})
+		checkRef(t, what, ref, store.RunRef{ID: s.ID, FunctionID: "fn-a", Status: store.StatusSkipped, Skip: store.SkipSingleton})
 		r := b.getRun(t, s.ID)
 		checkEqual(t, what+": stored status", r.Status, store.StatusSkipped)
+		checkEqual(t, what+": Error", r.Error, "singleton: run "+holder+" is unfinished")
 		checkTime(t, what+": EndedAt", r.EndedAt, b.now())
 	}
 	skipped("while queued")
@@ -159,6 +211,7 @@ func testSingleton(t *testing.T, b *bundle) {
 
 	next := mk("s")
 	checkRef(t, "after the first finished", b.enqueue(t, next)[0], store.RunRef{ID: next.ID, FunctionID: "fn-a", Status: store.StatusQueued})
+	holder = next.ID
 	other := mk("t")
 	checkRef(t, "other key", b.enqueue(t, other)[0], store.RunRef{ID: other.ID, FunctionID: "fn-a", Status: store.StatusQueued})
 	skipped("while the next is queued")
@@ -199,7 +252,8 @@ func testDebounce(t *testing.T, b *bundle) {
 		ev := b.event("app/typed", `{}`)
 		evs = append(evs, ev.ID)
 		ref := b.publishOne(t, ev, s).Runs[0]
-		checkRef(t, "debounced ref", ref, store.RunRef{ID: first.ID, FunctionID: "fn-a", Status: store.StatusQueued, Existing: true})
+		checkRef(t, "debounced ref", ref, store.RunRef{ID: first.ID, FunctionID: "fn-a", Status: store.StatusQueued, Existing: true, Skip: store.SkipDebounce})
+		checkIDs(t, "the folded event's runs", runIDs(b.allRuns(t, store.RunFilter{EventID: ev.ID})), []string{first.ID})
 		_, err := b.store.GetRun(b.ctx, s.ID)
 		wantErr(t, "GetRun(debounced spec)", err, store.ErrNotFound)
 		r := b.getRun(t, first.ID)

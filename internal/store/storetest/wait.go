@@ -14,6 +14,7 @@ var waitCases = []testCase{
 	{"MatchAnyByEmit", testWaitMatchAnyByEmit},
 	{"CancelledRunIgnoresEvents", testWaitCancelled},
 	{"MatchWhileLeased", testWaitMatchWhileLeased},
+	{"EmptyValueMatchesNothing", testWaitEmptyValue},
 }
 
 // waitFor claims a new run, records a Waiting step for wait with the given
@@ -166,4 +167,19 @@ func testWaitMatchWhileLeased(t *testing.T, b *bundle) {
 	l2 := b.claimOne(t, "w2", id, time.Hour)
 	checkEqual(t, "len(Lease.Steps)", len(l2.Steps), 1)
 	checkWaitOutput(t, l2.Steps[0], "app/approved", `{"ok":true}`)
+}
+
+// testWaitEmptyValue: an event without a value at the match path (absent,
+// null or "") never completes a wait, not even one whose own value is
+// null or "": no value is not a value two events share.
+func testWaitEmptyValue(t *testing.T, b *bundle) {
+	for _, want := range []string{`""`, `null`} {
+		name := "app/empty-" + want
+		id, _ := b.waitFor(t, store.Wait{Event: name, MatchPath: "data.id", MatchValue: json.RawMessage(want)}, time.Hour)
+		for _, data := range []string{`{}`, `{"id":null}`, `{"id":""}`, `{"other":""}`} {
+			b.publishOne(t, b.event(name, data))
+			checkEqual(t, want+": step Status after "+data, b.waitStep(t, id).Status, store.StatusWaiting)
+		}
+		b.claimNone(t, "w")
+	}
 }

@@ -247,24 +247,30 @@ local function allow(key, limit, period)
 end
 
 -- create_run applies idempotency, rate limit, singleton and debounce, in
--- that order, then stores the run. It returns {id, function id, status, existing}.
+-- that order, then stores the run: Skipped, with the reason as its error,
+-- when one of the first three refuses it. It returns {id, function id,
+-- status, existing, skip reason} (store.SkipReason, '' when none).
 local function create_run(eid, s)
+  local status, skip, reason = 'Queued', '', ''
   if set(s.idem) then
     local rid = live_entry('idem', 'idemexp', s.idem)
-    if rid then
-      local r = load(rid)
-      if r then return {rid, r.fn, r.status, 1} end
+    if rid and redis.call('EXISTS', P .. 'run:' .. rid) == 1 then
+      status, skip = 'Skipped', 'idempotency'
+      reason = 'idempotency key "' .. s.idem .. '" already used by run ' .. rid
     end
   end
-  local status, reason = 'Queued', ''
-  if set(s.rl_key) and s.rl_limit > 0 and s.rl_period > 0 then
-    if not allow(s.rl_key, s.rl_limit, s.rl_period) then status, reason = 'Skipped', 'rate limit exceeded' end
+  if status == 'Queued' and set(s.rl_key) and s.rl_limit > 0 and s.rl_period > 0 then
+    if not allow(s.rl_key, s.rl_limit, s.rl_period) then
+      status, skip, reason = 'Skipped', 'rate_limit', 'rate limit exceeded'
+    end
   end
   if status == 'Queued' and set(s.single) then
     local other = redis.call('GET', P .. 'single:' .. s.single)
     if other then
       local o = load(other)
-      if o and not set(o.ended) then status, reason = 'Skipped', 'singleton: run ' .. other .. ' is unfinished' end
+      if o and not set(o.ended) then
+        status, skip, reason = 'Skipped', 'singleton', 'singleton: run ' .. other .. ' is unfinished'
+      end
     end
   end
   local debounce = status == 'Queued' and set(s.deb) and s.deb_period > 0
@@ -279,7 +285,7 @@ local function create_run(eid, s)
       zadd(P .. 'runs:ev:' .. eid, 0, member(tonumber(r.created), did))
       keep_idem(s, did)
       change('run', eid, '', did, r.fn, 'Queued', '', at)
-      return {did, r.fn, 'Queued', 1}
+      return {did, r.fn, 'Queued', 1, 'debounce'}
     end
   end
 
@@ -313,13 +319,13 @@ local function create_run(eid, s)
   zadd(P .. 'runs:st:' .. status, 0, m)
   zadd(P .. 'runs:fnst:' .. s.fn .. ':' .. status, 0, m)
   zadd(P .. 'runs:ev:' .. eid, 0, m)
-  keep_idem(s, s.id)
   if status == 'Queued' then
+    keep_idem(s, s.id)
     change('run', eid, '', s.id, s.fn, status, '', avail)
   else
     change('run', eid, '', s.id, s.fn, status)
   end
-  return {s.id, s.fn, status, 0}
+  return {s.id, s.fn, status, 0, skip}
 end
 
 local function create_runs(eid, specs)
@@ -342,7 +348,9 @@ local function deep_equal(a, b)
 end
 
 -- path_matches reports whether the value at path (dotted, an optional
--- leading "event." or "async.") inside doc equals the JSON value want.
+-- leading "event." or "async.") inside doc equals the JSON value want. An
+-- event without a value there (absent, null or "", as keypath.Lookup says)
+-- matches nothing.
 local function path_matches(doc, path, want)
   local segs = {}
   for seg in string.gmatch(path, '[^.]+') do segs[#segs + 1] = seg end
@@ -353,7 +361,7 @@ local function path_matches(doc, path, want)
     cur = cur[seg]
     if cur == nil then return false end
   end
-  if cur == cjson.null then return false end
+  if cur == cjson.null or cur == '' then return false end
   return deep_equal(cur, cjson.decode(want))
 end
 

@@ -2,7 +2,7 @@
 -- they match, all publications in order, each at its own time "at".
 -- KEYS[1] engine prefix. ARGV[1] now (ms); ARGV[2] JSON array of pubArg.
 -- Returns, per publication, {event id, 1 if duplicate else 0,
--- {{run id, function id, status, 1 if existing else 0}, ...}}.
+-- {{run id, function id, status, 1 if existing else 0, skip reason or ''}, ...}}.
 local out = {}
 for i, p in ipairs(cjson.decode(ARGV[2])) do
   NOW = p.at
