@@ -11,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"regexp"
 	"slices"
 	"strings"
 	"testing"
@@ -398,4 +399,29 @@ func TestJSONErrors(t *testing.T) {
 			t.Errorf("exit code %d, stdout %q", r.code, r.stdout)
 		}
 	})
+}
+
+// TestReadmeStaysInTheRepository checks that a newcomer can follow the
+// README from a fresh clone: every file it links or names under docs/
+// exists in the repository, nothing points outside it, and the quick start
+// puts the binary its examples call on the PATH.
+func TestReadmeStaysInTheRepository(t *testing.T) {
+	t.Parallel()
+	root := filepath.Join("..", "..")
+	readme, err := os.ReadFile(filepath.Join(root, "README.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	text := string(readme)
+	if strings.Contains(text, "../") {
+		t.Errorf("README points outside the repository (../)")
+	}
+	for _, m := range regexp.MustCompile(`\]\(([^)#:]+)`).FindAllStringSubmatch(text, -1) {
+		if _, err := os.Stat(filepath.Join(root, m[1])); err != nil {
+			t.Errorf("README links %s: %v", m[1], err)
+		}
+	}
+	if !strings.Contains(text, "go install ./cmd/cyberdrew") {
+		t.Errorf("the quick start does not put cyberdrew on the PATH")
+	}
 }
