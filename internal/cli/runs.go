@@ -241,7 +241,7 @@ func printRunDetail(w io.Writer, d client.RunDetail) error {
 				fmt.Fprintf(t, "  attempt %d\tfailed\t\t\t\t%s\n", i+1, oneLine(a.Error))
 			}
 		}
-		if s.WakeAt != nil && s.Status != "Completed" {
+		if s.WakeAt != nil && !client.Finished(s.Status) {
 			fmt.Fprintf(t, "  wakes\t%s\t\t\t\t\n", formatTime(s.WakeAt))
 		}
 	}
