@@ -266,6 +266,11 @@ func (s *server) getRun(w http.ResponseWriter, r *http.Request) error {
 	}
 	d := wire.RunDetail{Run: viewRun(run), Steps: make([]wire.Step, len(steps))}
 	for i, st := range steps {
+		// A cancelled run's unfinished steps (a retry pending, a sleep, a
+		// wait) ended with it: none of them runs again.
+		if run.Status == store.StatusCancelled && !st.Status.Finished() {
+			st.Status = store.StatusCancelled
+		}
 		d.Steps[i] = viewStep(st)
 	}
 	writeJSON(w, http.StatusOK, wire.Data[wire.RunDetail]{Data: d})

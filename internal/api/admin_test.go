@@ -458,3 +458,30 @@ func TestAdminStats(t *testing.T) {
 		t.Errorf("store down: status %d body %s", a.status, a.body)
 	}
 }
+
+// TestAdminCancelledRunStepsAreNotRunning: the steps a cancelled run left
+// unfinished show as Cancelled, the finished ones as they ended.
+func TestAdminCancelledRunStepsAreNotRunning(t *testing.T) {
+	t.Parallel()
+	b := setup(t, api.Config{})
+	b.st.with(func(s *fakeStore) {
+		s.runs["run-c"] = store.Run{ID: "run-c", FunctionID: "contact", EventID: "evt-a", Status: store.StatusCancelled,
+			CreatedAt: t0, StartedAt: t0, EndedAt: t0.Add(time.Minute), Error: "no longer needed"}
+		s.steps["run-c"] = []store.Step{
+			{RunID: "run-c", ID: "sent", Name: "sent", Kind: store.StepRun, Status: store.StatusCompleted},
+			{RunID: "run-c", ID: "retrying", Name: "retrying", Kind: store.StepRun, Status: store.StatusRunning},
+			{RunID: "run-c", ID: "nap", Name: "nap", Kind: store.StepSleep, Status: store.StatusSleeping},
+		}
+	})
+	a, v := admin(t, b, http.MethodGet, "/v1/runs/run-c", "")
+	if a.status != http.StatusOK {
+		t.Fatalf("GET /v1/runs/run-c = %d %s", a.status, a.body)
+	}
+	var got []string
+	for _, st := range v["data"].(map[string]any)["steps"].([]any) {
+		got = append(got, st.(map[string]any)["status"].(string))
+	}
+	if want := []string{"Completed", "Cancelled", "Cancelled"}; !reflect.DeepEqual(got, want) {
+		t.Errorf("step statuses = %v, want %v", got, want)
+	}
+}

@@ -415,6 +415,7 @@ func (s *server) classify(w http.ResponseWriter, r *http.Request, err error) (st
 	var (
 		he *httpError
 		ve *engine.ValidationError
+		de *engine.DisabledError
 	)
 	switch {
 	case errors.As(err, &he):
@@ -425,6 +426,8 @@ func (s *server) classify(w http.ResponseWriter, r *http.Request, err error) (st
 		return http.StatusNotFound, "not found", true
 	case errors.Is(err, engine.ErrUnknownFunction):
 		return http.StatusNotFound, "unknown function", true
+	case errors.As(err, &de):
+		return http.StatusConflict, de.Error(), true
 	case errors.Is(err, store.ErrFinished):
 		return http.StatusConflict, "run already finished", true
 	case errors.Is(err, store.ErrInvalid):

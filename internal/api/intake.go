@@ -21,10 +21,6 @@ import (
 // MaxNameLength bounds an event's name and its id, in bytes.
 const MaxNameLength = 512
 
-// reservedPrefixes start the names of internal events; clients cannot send
-// them.
-var reservedPrefixes = []string{"inngest/", "cyberdrew/"}
-
 // intake is POST /e/{eventKey}: it validates the whole request before
 // publishing any of it.
 func (s *server) intake(w http.ResponseWriter, r *http.Request) error {
@@ -200,10 +196,8 @@ func decodeEvent(i int, raw json.RawMessage) (engine.IncomingEvent, error) {
 	case strings.IndexFunc(name, unicode.IsControl) >= 0:
 		return ev, fault("name", "must not hold control characters")
 	}
-	for _, p := range reservedPrefixes {
-		if strings.HasPrefix(name, p) {
-			return ev, fault("name", "the "+p+" prefix is reserved for internal events")
-		}
+	if p := engine.ReservedPrefix(name); p != "" {
+		return ev, fault("name", "the "+p+" prefix is reserved for internal events")
 	}
 	ev.Name = name
 

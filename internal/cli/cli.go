@@ -67,11 +67,13 @@ func Main(opts Options) int {
 }
 
 // Run executes one command line in-process: args without the program name,
-// data to stdout, messages to stderr.
+// data to stdout, messages to stderr. With -o json, a command that fails
+// before it printed its answer also prints {"error","exit_code"} to stdout.
 func Run(ctx context.Context, args []string, stdout, stderr io.Writer, opts Options) ExitCode {
 	root := NewRoot(opts)
+	out := &countingWriter{w: stdout}
 	root.SetArgs(args)
-	root.SetOut(stdout)
+	root.SetOut(out)
 	root.SetErr(stderr)
 	// Errors raised before a command's own code starts (unknown command or
 	// flag, wrong arguments) are usage errors.
@@ -82,34 +84,57 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer, opts Opti
 	if err == nil {
 		return ExitOK
 	}
+	code, msg, usage := failure(err, started)
+	fmt.Fprintf(stderr, "cyberdrew: %s\n", msg)
+	if usage {
+		fmt.Fprintf(stderr, "Run '%s --help' for usage.\n", cmd.CommandPath())
+	}
+	if o := cmd.Flags().Lookup("output"); o != nil && o.Value.String() == outputJSON && out.n == 0 {
+		_ = writeJSON(stdout, jsonError{Error: msg, ExitCode: code})
+	}
+	return code
+}
+
+// jsonError is the answer of a command that failed, with -o json.
+type jsonError struct {
+	Error    string   `json:"error"`
+	ExitCode ExitCode `json:"exit_code"`
+}
+
+// failure maps a command's error to its exit code and message; usage says
+// whether to point at --help.
+func failure(err error, started bool) (code ExitCode, msg string, usage bool) {
 	var (
 		cerr *configError
 		xerr *exitError
 	)
 	if code, msg, ok := clientFailure(err); ok {
-		fmt.Fprintf(stderr, "cyberdrew: %s\n", msg)
-		return code
+		return code, msg, false
 	}
 	switch {
 	case errors.As(err, &xerr):
-		fmt.Fprintf(stderr, "cyberdrew: %v\n", err)
-		if xerr.code == ExitUsage {
-			fmt.Fprintf(stderr, "Run '%s --help' for usage.\n", cmd.CommandPath())
-		}
-		return xerr.code
+		return xerr.code, err.Error(), xerr.code == ExitUsage
 	case !started:
-		fmt.Fprintf(stderr, "cyberdrew: %v\nRun '%s --help' for usage.\n", err, cmd.CommandPath())
-		return ExitUsage
+		return ExitUsage, err.Error(), true
 	case errors.As(err, &cerr):
-		fmt.Fprintf(stderr, "cyberdrew: %v\n", err)
-		return ExitConfig
+		return ExitConfig, err.Error(), false
 	case errors.Is(err, store.ErrUnavailable):
-		fmt.Fprintf(stderr, "cyberdrew: %v\n", err)
-		return ExitUnavailable
+		return ExitUnavailable, err.Error(), false
 	default:
-		fmt.Fprintf(stderr, "cyberdrew: %v\n", err)
-		return ExitError
+		return ExitError, err.Error(), false
 	}
+}
+
+// countingWriter counts what a command wrote to stdout.
+type countingWriter struct {
+	w io.Writer
+	n int
+}
+
+func (c *countingWriter) Write(p []byte) (int, error) {
+	n, err := c.w.Write(p)
+	c.n += n
+	return n, err
 }
 
 // NewRoot builds the command tree.

@@ -3,12 +3,15 @@ package cli_test
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"os"
 	"path/filepath"
 	"reflect"
+	"regexp"
 	"slices"
 	"strings"
 	"testing"
@@ -347,5 +350,78 @@ func TestNewLogger(t *testing.T) {
 		if !strings.HasPrefix(out, tt.want) || strings.Contains(out, "hidden") || !strings.Contains(out, "shown") {
 			t.Errorf("format %s: log = %q", tt.format, out)
 		}
+	}
+}
+
+// TestJSONErrors checks that with -o json a failure that printed nothing
+// prints {"error","exit_code"} on stdout, and the message on stderr too.
+func TestJSONErrors(t *testing.T) {
+	t.Parallel()
+	// A port nobody listens on: a listener closed before the command runs.
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := "http://" + ln.Addr().String()
+	ln.Close()
+	tests := []struct {
+		name string
+		args []string
+		want cli.ExitCode
+	}{
+		{name: "daemon down", args: []string{"runs", "list", "--server", addr, "-o", "json"}, want: cli.ExitUnavailable},
+		{name: "refresh", args: []string{"refresh", "--server", addr, "-o", "json"}, want: cli.ExitUnavailable},
+		{name: "usage", args: []string{"runs", "list", "--since", "yesterday", "-o", "json"}, want: cli.ExitUsage},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			r := run(t, &recorder{}, home, tt.args...)
+			if r.code != tt.want {
+				t.Fatalf("exit code %d, want %d; stderr %q", r.code, tt.want, r.stderr)
+			}
+			var got struct {
+				Error    string `json:"error"`
+				ExitCode int    `json:"exit_code"`
+			}
+			if err := json.Unmarshal([]byte(r.stdout), &got); err != nil {
+				t.Fatalf("stdout is not one JSON object: %v\n%s", err, r.stdout)
+			}
+			if got.ExitCode != int(tt.want) || got.Error == "" || !strings.Contains(r.stderr, got.Error) {
+				t.Errorf("stdout = %+v, stderr = %q", got, r.stderr)
+			}
+		})
+	}
+	t.Run("table output stays quiet on stdout", func(t *testing.T) {
+		t.Parallel()
+		r := run(t, &recorder{}, home, "runs", "list", "--server", addr)
+		if r.code != cli.ExitUnavailable || r.stdout != "" {
+			t.Errorf("exit code %d, stdout %q", r.code, r.stdout)
+		}
+	})
+}
+
+// TestReadmeStaysInTheRepository checks that a newcomer can follow the
+// README from a fresh clone: every file it links or names under docs/
+// exists in the repository, nothing points outside it, and the quick start
+// puts the binary its examples call on the PATH.
+func TestReadmeStaysInTheRepository(t *testing.T) {
+	t.Parallel()
+	root := filepath.Join("..", "..")
+	readme, err := os.ReadFile(filepath.Join(root, "README.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	text := string(readme)
+	if strings.Contains(text, "../") {
+		t.Errorf("README points outside the repository (../)")
+	}
+	for _, m := range regexp.MustCompile(`\]\(([^)#:]+)`).FindAllStringSubmatch(text, -1) {
+		if _, err := os.Stat(filepath.Join(root, m[1])); err != nil {
+			t.Errorf("README links %s: %v", m[1], err)
+		}
+	}
+	if !strings.Contains(text, "go install ./cmd/cyberdrew") {
+		t.Errorf("the quick start does not put cyberdrew on the PATH")
 	}
 }

@@ -10,6 +10,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/dcyfr/cyberdrew/internal/client"
+	"github.com/dcyfr/cyberdrew/internal/engine"
 )
 
 // completionTimeout bounds the daemon queries of a shell completion: a
@@ -53,13 +54,15 @@ func completeEventNames(opts Options) completeFunc {
 			if fns, err := c.Functions(ctx); err == nil {
 				for _, fn := range fns {
 					for _, t := range fn.Triggers {
-						if t.Event != "" && !strings.HasSuffix(t.Event, "*") {
-							names = append(names, t.Event)
-						}
+						names = append(names, t.Event)
 					}
 				}
 			}
 		}
+		// Only names send accepts: no pattern, nothing reserved.
+		names = slices.DeleteFunc(names, func(n string) bool {
+			return n == "" || strings.Contains(n, "*") || engine.ReservedPrefix(n) != ""
+		})
 		slices.Sort(names)
 		return filterPrefix(slices.Compact(names), toComplete), cobra.ShellCompDirectiveNoFileComp
 	}

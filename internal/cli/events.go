@@ -32,6 +32,7 @@ type eventsListOptions struct {
 	Until  string
 	Limit  int
 	Cursor string
+	Quiet  bool
 	Out    io.Writer
 	Now    func() time.Time
 }
@@ -55,6 +56,7 @@ func newEventsListCmd(opts Options, f *clientFlags) *cobra.Command {
 	fs.StringVar(&o.Until, "until", "", "only events received before: RFC 3339 time or a duration ago")
 	fs.IntVarP(&o.Limit, "limit", "n", 20, "most events to list (1 to 1000)")
 	fs.StringVar(&o.Cursor, "cursor", "", "cursor of the next page, printed after a full page")
+	fs.BoolVarP(&o.Quiet, "quiet", "q", false, "print only the event ids, one a line")
 	_ = cmd.RegisterFlagCompletionFunc("name", completeEventNames(opts))
 	return cmd
 }
@@ -80,6 +82,12 @@ func runEventsList(ctx context.Context, o *eventsListOptions) error {
 			p.Data = []client.StoredEvent{}
 		}
 		return writeJSON(o.Out, p)
+	}
+	if o.Quiet {
+		for _, e := range p.Data {
+			fmt.Fprintln(o.Out, e.InternalID)
+		}
+		return nil
 	}
 	t := newTable(o.Out)
 	fmt.Fprintln(t, "EVENT\tNAME\tRECEIVED\tID")

@@ -47,7 +47,7 @@ func newFunctionsListCmd(f *clientFlags) *cobra.Command {
 				}
 			}
 			if f.json() {
-				return writeJSON(cmd.OutOrStdout(), shown)
+				return writeJSON(cmd.OutOrStdout(), client.Page[client.Function]{Data: shown})
 			}
 			t := newTable(cmd.OutOrStdout())
 			fmt.Fprintln(t, "FUNCTION\tTRIGGERS\tNEXT CRON\tRUNS/H\tFAILED/H\tLAST")

@@ -2,8 +2,11 @@ package cli
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
+	"net/http"
+	"slices"
 	"strings"
 	"time"
 
@@ -57,7 +60,7 @@ func newRunsListCmd(opts Options, f *clientFlags) *cobra.Command {
 	fs := cmd.Flags()
 	fs.StringVarP(&o.Function, "function", "f", "", "only runs of this function id")
 	fs.StringSliceVarP(&o.Status, "status", "s", nil, "only runs with these statuses: queued, running, sleeping, completed, failed, cancelled, skipped")
-	fs.StringVar(&o.EventID, "event", "", "only runs triggered by this event id")
+	fs.StringVar(&o.EventID, "event", "", "only runs triggered by this event id (as send and events list print it, not a name)")
 	fs.StringVar(&o.Since, "since", "", "only runs created since: RFC 3339 time or a duration ago (24h)")
 	fs.StringVar(&o.Until, "until", "", "only runs created before: RFC 3339 time or a duration ago")
 	fs.IntVarP(&o.Limit, "limit", "n", 20, "most runs to list (1 to 1000)")
@@ -85,6 +88,11 @@ func runRunsList(ctx context.Context, o *runsListOptions) error {
 	if err != nil {
 		return err
 	}
+	if len(p.Data) == 0 && o.Cursor == "" {
+		if err := checkRunFilter(ctx, c, o.Function, o.EventID); err != nil {
+			return err
+		}
+	}
 	if o.json() {
 		if p.Data == nil {
 			p.Data = []client.Run{}
@@ -111,6 +119,37 @@ func runRunsList(ctx context.Context, o *runsListOptions) error {
 	}
 	if p.Cursor != "" {
 		fmt.Fprintf(o.Out, "more: --cursor %s\n", p.Cursor)
+	}
+	return nil
+}
+
+// checkRunFilter explains an empty listing whose --function or --event
+// names nothing the daemon knows, instead of printing an empty table.
+func checkRunFilter(ctx context.Context, c *client.Client, functionID, eventID string) error {
+	if functionID != "" {
+		fns, err := c.Functions(ctx)
+		if err != nil {
+			return err
+		}
+		ids := make([]string, len(fns))
+		for i, fn := range fns {
+			ids[i] = fn.ID
+		}
+		if !slices.Contains(ids, functionID) {
+			return &exitError{code: ExitRejected, err: fmt.Errorf("--function %q: no such function; the daemon has %s", functionID, strings.Join(ids, ", "))}
+		}
+	}
+	if eventID != "" {
+		_, err := c.Event(ctx, eventID)
+		var ae *client.APIError
+		if !errors.As(err, &ae) || ae.Status != http.StatusNotFound {
+			return err
+		}
+		msg := fmt.Sprintf("--event %q: no event has this id; --event takes the id that send and events list print", eventID)
+		if named, err := c.Events(ctx, client.EventFilter{Name: eventID, Limit: 1}); err == nil && len(named.Data) > 0 {
+			msg += fmt.Sprintf("; %s is an event name: list its events with `cyberdrew events list --name %s -q`", eventID, eventID)
+		}
+		return &exitError{code: ExitRejected, err: errors.New(msg)}
 	}
 	return nil
 }
@@ -154,7 +193,11 @@ func printRunDetail(w io.Writer, d client.RunDetail) error {
 	fmt.Fprintf(t, "status:\t%s\n", d.Status)
 	fmt.Fprintf(t, "event:\t%s\n", orDash(d.EventID))
 	fmt.Fprintf(t, "created:\t%s\n", formatTime(d.CreatedAt))
-	fmt.Fprintf(t, "started:\t%s\n", formatTime(d.RunStartedAt))
+	started := formatTime(d.RunStartedAt)
+	if d.RunStartedAt == nil && d.AvailableAt != nil {
+		started += " (starts " + formatTime(d.AvailableAt) + ")"
+	}
+	fmt.Fprintf(t, "started:\t%s\n", started)
 	ended := formatTime(d.EndedAt)
 	if dur := runDuration(d.Run); dur != "" {
 		ended += " (" + dur + ")"
@@ -198,7 +241,7 @@ func printRunDetail(w io.Writer, d client.RunDetail) error {
 				fmt.Fprintf(t, "  attempt %d\tfailed\t\t\t\t%s\n", i+1, oneLine(a.Error))
 			}
 		}
-		if s.WakeAt != nil && s.Status != "Completed" {
+		if s.WakeAt != nil && !client.Finished(s.Status) {
 			fmt.Fprintf(t, "  wakes\t%s\t\t\t\t\n", formatTime(s.WakeAt))
 		}
 	}
@@ -218,7 +261,7 @@ func newRunsCancelCmd(opts Options, f *clientFlags) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			var runs []client.Run
+			runs := []client.Run{}
 			for _, id := range args {
 				r, err := c.Cancel(cmd.Context(), id)
 				if err != nil {
@@ -230,7 +273,7 @@ func newRunsCancelCmd(opts Options, f *clientFlags) *cobra.Command {
 				}
 			}
 			if f.json() {
-				return writeJSON(cmd.OutOrStdout(), runs)
+				return writeJSON(cmd.OutOrStdout(), client.Page[client.Run]{Data: runs})
 			}
 			return nil
 		},

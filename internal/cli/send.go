@@ -196,15 +196,19 @@ func sendAndReport(ctx context.Context, c *client.Client, f *clientFlags, ev cli
 		}
 		return nil
 	}
+	// The event is stored: its id comes first, whatever the wait then
+	// meets (a refused signing key, a timeout).
+	if f.json() {
+		fmt.Fprintf(errOut, "sent %s: event %s\n", ev.Name, id)
+	} else {
+		fmt.Fprintf(out, "%s\n", id)
+	}
 	// The stream filtered on the event follows its runs, those that exist
 	// (the daemon seeds the filter with them) and those still to come;
 	// waitForRuns lists them once the stream is open, so nothing is missed.
 	st, err := c.Stream(ctx, client.StreamFilter{EventID: id})
 	if err != nil {
 		return err
-	}
-	if !f.json() {
-		fmt.Fprintf(out, "%s\n", id)
 	}
 	spin := startSpinner(errOut, "waiting for "+ev.Name)
 	res, err := waitForRuns(ctx, c, st, id, ev.Name, timeout, spin)

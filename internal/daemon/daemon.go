@@ -133,9 +133,13 @@ func New(ctx context.Context, cfg config.Serve, logger *slog.Logger, opts Option
 		closing:   make(chan struct{}),
 	}
 	proxies, _ := cfg.TrustedProxyPrefixes() // checked by cfg.Validate
-	siteRoutes := site.New(site.Config{
+	siteCfg := site.Config{
 		Origins: cfg.CORSOrigins, TrustedProxies: proxies, GitHubUser: cfg.GitHubUser, Prefix: cfg.SitePrefix,
-	}, eng, st, clock, logger)
+	}
+	if cfg.GitHubToken == "" {
+		siteCfg.RefreshDisabled = jobs.ErrNoGitHubToken.Error()
+	}
+	siteRoutes := site.New(siteCfg, eng, st, clock, logger)
 	handler := api.New(api.Config{
 		Routes:         siteRoutes.Routes(),
 		Workers:        d.workers,

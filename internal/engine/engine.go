@@ -29,6 +29,17 @@ const (
 // reservedPrefixes may not be sent from outside.
 var reservedPrefixes = []string{"inngest/", "cyberdrew/"}
 
+// ReservedPrefix is the reserved prefix (inngest/, cyberdrew/) that name
+// starts with, or "" when clients may send events of that name.
+func ReservedPrefix(name string) string {
+	for _, p := range reservedPrefixes {
+		if strings.HasPrefix(name, p) {
+			return p
+		}
+	}
+	return ""
+}
+
 // Retention windows fixed by the design.
 const (
 	eventIDTTL     = 24 * time.Hour // client id dedup
@@ -309,10 +320,8 @@ func (e *Engine) Publish(ctx context.Context, evs []IncomingEvent) ([]Accepted, 
 		if err := checkIncoming(i, ev); err != nil {
 			return nil, err
 		}
-		for _, p := range reservedPrefixes {
-			if strings.HasPrefix(ev.Name, p) {
-				return nil, &ValidationError{Index: i, Field: "name", Reason: fmt.Sprintf("the %q prefix is reserved", p)}
-			}
+		if p := ReservedPrefix(ev.Name); p != "" {
+			return nil, &ValidationError{Index: i, Field: "name", Reason: fmt.Sprintf("the %q prefix is reserved", p)}
 		}
 		if e.validate != nil {
 			if err := e.validate(i, ev); err != nil {
@@ -471,7 +480,7 @@ func (e *Engine) Invoke(ctx context.Context, functionID string, data json.RawMes
 		return Accepted{}, fmt.Errorf("engine: invoke %q: %w", functionID, ErrUnknownFunction)
 	}
 	if r.Disabled != "" {
-		return Accepted{}, fmt.Errorf("engine: invoke %q: %w: %s", functionID, ErrFunctionDisabled, r.Disabled)
+		return Accepted{}, fmt.Errorf("engine: invoke: %w", &DisabledError{FunctionID: functionID, Reason: r.Disabled})
 	}
 	pub := e.publication(IncomingEvent{Name: EventFunctionInvoked, Data: data})
 	pub.Runs = []store.RunSpec{e.spec(r, pub.Event, false)}

@@ -27,6 +27,20 @@ var (
 	ErrFunctionDisabled = errors.New("function disabled")
 )
 
+// DisabledError refuses to run a disabled function, with the reason it is
+// disabled; errors.Is(err, ErrFunctionDisabled) holds.
+type DisabledError struct {
+	FunctionID string
+	Reason     string
+}
+
+func (e *DisabledError) Error() string {
+	return fmt.Sprintf("function %s is disabled: %s", e.FunctionID, e.Reason)
+}
+
+// Is makes a DisabledError match ErrFunctionDisabled.
+func (e *DisabledError) Is(target error) bool { return target == ErrFunctionDisabled }
+
 // errYield is what step tools return once the run has been suspended (a
 // step failed and will be retried, or the run sleeps or waits). Handlers
 // return it unchanged; the engine knows the run's state regardless.

@@ -274,7 +274,7 @@ func HandleMilestone(d Deps) engine.Function {
 				}
 				out := map[string]any{"email": sent}
 				if d.Config.MilestoneWebhook != "" {
-					if err := postWebhook(ctx, d, map[string]string{"text": text}); err != nil {
+					if err := postWebhook(ctx, d, map[string]string{"text": slackEscape(text)}); err != nil {
 						return nil, err
 					}
 					out["webhook"] = "posted"
@@ -284,6 +284,10 @@ func HandleMilestone(d Deps) engine.Function {
 		},
 	}
 }
+
+// slackEscape escapes the three characters Slack's message text reserves
+// for its own markup (<, >, &), so a post title shows as written.
+var slackEscape = strings.NewReplacer("&", "&amp;", "<", "&lt;", ">", "&gt;").Replace
 
 // TrendingPost is one entry of blog:trending.
 type TrendingPost struct {

@@ -122,6 +122,39 @@ func TestConcurrentViewsCountOnceAndReachEachMilestoneOnce(t *testing.T) {
 	})
 }
 
+// TestMilestoneWebhookEscapesForSlack walks the real path (a view that
+// passes a milestone) and reads the text the webhook receives: a title's
+// <, > and & arrive escaped as Slack wants them.
+func TestMilestoneWebhookEscapesForSlack(t *testing.T) {
+	t.Parallel()
+	backendtest.OnEach(t, func(t *testing.T, be backendtest.Backend) {
+		texts := make(chan string, 1)
+		webhook := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			var body struct {
+				Text string `json:"text"`
+			}
+			if err := json.NewDecoder(r.Body).Decode(&body); err != nil {
+				t.Errorf("webhook body: %v", err)
+			}
+			texts <- body.Text
+		}))
+		defer webhook.Close()
+		b := setup(t, be, func(_ store.Store, _ *clockwork.FakeClock, d *jobs.Deps) {
+			d.Config.MilestoneWebhook = webhook.URL
+		})
+		if err := b.st.Set(b.ctx, "views:post:tags", "99", 0); err != nil {
+			t.Fatal(err)
+		}
+		b.send(t, jobs.EventPostViewed, `{"slug":"tags","title":"<b>Tom & Jerry</b> -> Go"}`, "track-post-view")
+		b.waitFor(t, "the milestone handled", func() bool {
+			return len(b.runs(t, "handle-milestone", store.StatusCompleted)) == 1
+		})
+		if got, want := <-texts, "&lt;b&gt;Tom &amp; Jerry&lt;/b&gt; -&gt; Go just passed 100 views"; got != want {
+			t.Errorf("webhook text = %q, want %q", got, want)
+		}
+	})
+}
+
 func TestCounterJumpClaimsEveryPassedMilestone(t *testing.T) {
 	t.Parallel()
 	backendtest.OnEach(t, func(t *testing.T, be backendtest.Backend) {

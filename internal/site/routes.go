@@ -206,12 +206,15 @@ func (s *Server) views(w http.ResponseWriter, r *http.Request) error {
 var githubLogin = regexp.MustCompile(`^[A-Za-z0-9](?:[A-Za-z0-9]|-[A-Za-z0-9]){0,38}$`)
 
 // contributions serves the cached contribution calendar; on a miss it
-// starts a refresh and answers 503, never invented data.
+// starts a refresh, when one can run, and answers 503, never invented data.
 func (s *Server) contributions(w http.ResponseWriter, r *http.Request) error {
+	if err := s.githubLimit.allow(w, s.clientIP(r).String()); err != nil {
+		return err
+	}
 	user := r.URL.Query().Get("username")
 	switch {
 	case user == "":
-		return fail(http.StatusBadRequest, "Username is required")
+		return fail(http.StatusBadRequest, "Username parameter is required")
 	case !githubLogin.MatchString(user):
 		return fail(http.StatusBadRequest, "Invalid username")
 	case !strings.EqualFold(user, s.cfg.GitHubUser):
@@ -219,6 +222,9 @@ func (s *Server) contributions(w http.ResponseWriter, r *http.Request) error {
 	}
 	c, err := jobs.ReadContributions(r.Context(), s.kv, s.keys.GitHubContributions(s.cfg.GitHubUser))
 	if errors.Is(err, store.ErrNotFound) {
+		if s.cfg.RefreshDisabled != "" {
+			return fail(http.StatusServiceUnavailable, "Contributions are not cached, and refreshes are disabled on this server: "+s.cfg.RefreshDisabled)
+		}
 		if err := s.publish(r, jobs.EventGitHubRefresh, []byte(`{"manual":true}`)); err != nil {
 			return err
 		}

@@ -43,6 +43,9 @@ type Config struct {
 	TrustedProxies []netip.Prefix
 	// GitHubUser is the only user whose contributions are served.
 	GitHubUser string
+	// RefreshDisabled says why no contributions refresh can run (no
+	// GITHUB_TOKEN); empty when one can.
+	RefreshDisabled string
 	// Prefix is the data keys' prefix (CYBERDREW_SITE_PREFIX).
 	Prefix string
 }
@@ -56,7 +59,7 @@ type Server struct {
 	clock clockwork.Clock
 	log   *slog.Logger
 
-	contactLimit, viewsLimit *limiter
+	contactLimit, viewsLimit, githubLimit *limiter
 
 	saltMu sync.Mutex
 	salt   []byte
@@ -79,6 +82,7 @@ func New(cfg Config, pub Publisher, kv store.KV, clock clockwork.Clock, logger *
 		log:          logger.With("component", "site"),
 		contactLimit: newLimiter(clock, 3, time.Minute),
 		viewsLimit:   newLimiter(clock, 10, 5*time.Minute),
+		githubLimit:  newLimiter(clock, 10, time.Minute),
 	}
 }
 

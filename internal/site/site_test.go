@@ -269,7 +269,7 @@ func TestGitHubContributions(t *testing.T) {
 	backendtest.OnEach(t, func(t *testing.T, be backendtest.Backend) {
 		b := setup(t, be, site.Config{})
 		get := func(q string) reply { return b.do(t, req{method: "GET", path: "/api/github-contributions" + q}) }
-		check(t, "missing", get(""), reply{400, `{"error":"Username is required"}`, nil})
+		check(t, "missing", get(""), reply{400, `{"error":"Username parameter is required"}`, nil})
 		check(t, "invalid", get("?username=-bad-"), reply{400, `{"error":"Invalid username"}`, nil})
 		check(t, "someone else", get("?username=torvalds"), reply{403, `{"error":"Only the site owner's contributions are served"}`, nil})
 		miss := get("?username=DCYFR")
@@ -286,6 +286,48 @@ func TestGitHubContributions(t *testing.T) {
 		if cc := hit.header.Get("Cache-Control"); cc != "public, s-maxage=300, stale-while-revalidate=600" {
 			t.Errorf("cache-control %q", cc)
 		}
+	})
+}
+
+// TestGitHubContributionsWithoutToken: with no refresh possible, a miss
+// says that refreshes are disabled and starts nothing.
+func TestGitHubContributionsWithoutToken(t *testing.T) {
+	t.Parallel()
+	backendtest.OnEach(t, func(t *testing.T, be backendtest.Backend) {
+		b := setup(t, be, site.Config{RefreshDisabled: "GITHUB_TOKEN is not set"})
+		miss := b.do(t, req{method: "GET", path: "/api/github-contributions?username=dcyfr"})
+		check(t, "miss", miss, reply{503, `{"error":"Contributions are not cached, and refreshes are disabled on this server: GITHUB_TOKEN is not set"}`, nil})
+		if strings.Contains(miss.body, "has started") || miss.header.Get("Retry-After") != "" {
+			t.Errorf("a miss without a possible refresh promised one: %s %v", miss.body, miss.header)
+		}
+		if n := len(b.events(t, jobs.EventGitHubRefresh)); n != 0 {
+			t.Errorf("%d refresh events, want none", n)
+		}
+	})
+}
+
+// TestGitHubContributionsRateLimit: 10 per 60 s per IP, as the original,
+// in a bucket of its own (JOBS.md: each route has its own).
+func TestGitHubContributionsRateLimit(t *testing.T) {
+	t.Parallel()
+	backendtest.OnEach(t, func(t *testing.T, be backendtest.Backend) {
+		b := setup(t, be, site.Config{})
+		get := func() reply { return b.do(t, req{method: "GET", path: "/api/github-contributions"}) }
+		for i := range 10 {
+			got := get()
+			if got.status != 400 || got.header.Get("X-RateLimit-Limit") != "10" || got.header.Get("X-RateLimit-Remaining") != fmt.Sprint(9-i) {
+				t.Fatalf("request %d: %d limit %q remaining %q", i, got.status, got.header.Get("X-RateLimit-Limit"), got.header.Get("X-RateLimit-Remaining"))
+			}
+		}
+		got := get()
+		check(t, "eleventh", got, reply{429, `{"error":"Too many requests. Please try again later.","retryAfter":60}`, nil})
+		if got.header.Get("Retry-After") != "60" {
+			t.Errorf("headers %v", got.header)
+		}
+		// The contact bucket is its own.
+		check(t, "contact after the contributions limit", b.do(t, req{path: "/api/contact", body: `not json`}), reply{400, "", nil})
+		b.clock.Advance(time.Minute)
+		check(t, "after the window", get(), reply{400, "", nil})
 	})
 }
 
