@@ -228,6 +228,11 @@ type run struct {
 	Error      string          `json:"error"`
 }
 
+// String is the run as a failure message shows it.
+func (r run) String() string {
+	return r.FunctionID + " " + r.RunID + " " + r.Status + " " + string(r.Output) + r.Error
+}
+
 // runs lists fn's runs, of any status when statuses is empty.
 func (d *deployment) runs(t *testing.T, fn string, statuses ...string) []run {
 	t.Helper()
@@ -308,10 +313,14 @@ func (d *deployment) everyEventHasAnID(t *testing.T) {
 	if len(all) == 0 {
 		t.Fatalf("no event was stored")
 	}
+	var empty []string
 	for _, e := range all {
 		if e.ID == "" {
-			t.Errorf("GET /v1/events: event %s (%s) has an empty id", e.InternalID, e.Name)
+			empty = append(empty, e.InternalID+" ("+e.Name+")")
 		}
+	}
+	if len(empty) > 0 {
+		t.Errorf("GET /v1/events: %d of %d events have an empty id, as %s", len(empty), len(all), strings.Join(empty[:min(3, len(empty))], ", "))
 	}
 }
 
