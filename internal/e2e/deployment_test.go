@@ -48,9 +48,9 @@ const waitGuard = 30 * time.Second
 // deployment is one real daemon as the site runs it, with the fakes of the
 // two internet APIs it calls and a fake clock.
 type deployment struct {
-	backend string // "sqlite" or "redis"
-	base    string // http://127.0.0.1:port
-	clock   *clockwork.FakeClock
+	backend string               // "sqlite" or "redis"
+	base    string               // http://127.0.0.1:port
+	clock   *clockwork.FakeClock // nil on the real clock
 	resend  *fakeResend
 	github  *fakeGitHub
 	store   store.Store
@@ -61,27 +61,32 @@ type deployment struct {
 	changed chan struct{}
 }
 
+// backends are the stores every test runs on.
+var backends = []string{"sqlite", "redis"}
+
 // onBoth runs test as parallel subtests "sqlite" and "redis", each on its
 // own fresh deployment. Without redis-server the redis subtest skips
 // loudly, or fails when CYBERDREW_TEST_REDIS=required.
 func onBoth(t *testing.T, test func(t *testing.T, d *deployment)) {
 	t.Helper()
-	for _, backend := range []string{"sqlite", "redis"} {
+	for _, backend := range backends {
 		t.Run(backend, func(t *testing.T) {
 			t.Parallel()
-			test(t, deploy(t, backend))
+			test(t, deploy(t, backend, clockwork.NewFakeClockAt(epoch)))
 		})
 	}
 }
 
-// deploy starts a daemon on backend configured as the site's production
-// one: both keys set, Resend and GitHub (fakes) configured, the site's
-// origin allowed, a trusted reverse proxy on loopback.
-func deploy(t *testing.T, backend string) *deployment {
+// deploy starts a daemon on backend with clock, configured as the site's
+// production one: both keys set, Resend and GitHub (fakes) configured, the
+// site's origin allowed, a trusted reverse proxy on loopback. d.clock is
+// nil unless clock is fake.
+func deploy(t *testing.T, backend string, clock clockwork.Clock) *deployment {
 	t.Helper()
+	fake, _ := clock.(*clockwork.FakeClock)
 	d := &deployment{
 		backend: backend,
-		clock:   clockwork.NewFakeClockAt(epoch),
+		clock:   fake,
 		resend:  newFakeResend(t),
 		github:  newFakeGitHub(t),
 		changed: make(chan struct{}, 1),
@@ -112,7 +117,7 @@ func deploy(t *testing.T, backend string) *deployment {
 	if err := cfg.Validate(); err != nil {
 		t.Fatalf("the deployment's configuration: %v", err)
 	}
-	dmn := daemontest.Run(t, cfg, nil, daemon.Options{Clock: d.clock})
+	dmn := daemontest.Run(t, cfg, nil, daemon.Options{Clock: clock})
 	d.base = "http://" + dmn.Addr()
 	d.store = dmn.Store()
 	d.follow(t)
