@@ -159,7 +159,7 @@ func TestEverySiteEventThroughTheClient(t *testing.T) {
 				}
 				d.admin(t, http.MethodGet, "/v1/events/"+id, "", &stored)
 				if stored.Data.Name != ev.name || stored.Data.ID == "" || slices.Contains(seen, stored.Data.ID) {
-					t.Errorf("%s: GET /v1/events/%s = %+v, want its own non-empty id", ev.name, id, stored.Data)
+					t.Errorf("%s: GET /v1/events/%s: name %q id %q, want its own non-empty id", ev.name, id, stored.Data.Name, stored.Data.ID)
 				}
 				seen = append(seen, stored.Data.ID)
 			}
