@@ -1,0 +1,144 @@
+package e2e
+
+import (
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"slices"
+	"strings"
+	"testing"
+)
+
+// form is one contact form as a visitor fills it in.
+type form struct {
+	Name    string `json:"name"`
+	Email   string `json:"email"`
+	Message string `json:"message"`
+}
+
+// forms are the contact forms of different visitors.
+var forms = []form{
+	{"Ada Lovelace", "ada@example.com", "I read your post on durable steps and have a question about retries."},
+	{"Grace Hopper", "grace@example.org", "Would you speak at our meetup next month? Details to follow."},
+	{"Linus", "linus@example.net", "Found a typo in the README quick start, second command."},
+	{"Margaret Hamilton", "margaret@example.com", "Loved the write-up on idempotency keys; one more case to consider."},
+	{"Katherine Johnson", "katherine@example.org", "Can the milestone webhook post to Discord as well as Slack?"},
+	{"Dennis Ritchie", "dennis@example.net", "Is there a way to replay a failed contact email by hand?"},
+}
+
+// contactBody is the JSON the site's contact form posts: its three fields
+// and the honeypot, left blank by people.
+func contactBody(f form) string {
+	b, _ := json.Marshal(map[string]string{"name": f.Name, "email": f.Email, "message": f.Message, "website": ""})
+	return string(b)
+}
+
+// submission is the data of a contact/form.submitted event as the site's
+// Next.js route sends it: no id, no ts.
+func submission(f form, submittedAt, ip string) string {
+	b, _ := json.Marshal(map[string]string{"name": f.Name, "email": f.Email, "message": f.Message, "submittedAt": submittedAt, "ip": ip})
+	return string(b)
+}
+
+// TestContactFormFromThreeVisitors is issue 12's bug as a visitor meets
+// it: three different people send the contact form, one after the other,
+// and each must get a confirmation while the owner gets three
+// notifications. Before events without an id got one, the second and third
+// forms were dropped (one run, one pair of emails).
+func TestContactFormFromThreeVisitors(t *testing.T) {
+	t.Parallel()
+	onBoth(t, func(t *testing.T, d *deployment) {
+		sent := forms[:3]
+		for i, f := range sent {
+			v := visitorN(i)
+			r := v.post(t, d, "/api/contact", "/contact", contactBody(f))
+			var ok struct {
+				Success bool   `json:"success"`
+				Message string `json:"message"`
+			}
+			r.decode(t, &ok)
+			if r.status != http.StatusOK || !ok.Success || !strings.Contains(ok.Message, "confirmation email") {
+				t.Fatalf("visitor %d: POST /api/contact = %d %s", i, r.status, r.body)
+			}
+			if got := r.header.Get("Access-Control-Allow-Origin"); got != siteOrigin {
+				t.Errorf("visitor %d: Access-Control-Allow-Origin %q, want %q", i, got, siteOrigin)
+			}
+		}
+		// The runs start as the events are stored: each form has its own.
+		if got := d.runs(t, "contact-form-submitted"); len(got) != len(sent) {
+			t.Fatalf("%d contact forms started %d runs, want %d: %+v", len(sent), len(got), len(sent), got)
+		}
+		d.awaitRuns(t, "contact-form-submitted", len(sent))
+		expectContactMail(t, d, sent)
+
+		stored := d.events(t, "contact/form.submitted")
+		if len(stored) != len(sent) {
+			t.Fatalf("%d contact/form.submitted events stored, want %d", len(stored), len(sent))
+		}
+		ips := map[string]bool{}
+		for _, e := range stored {
+			var data struct {
+				IP          string `json:"ip"`
+				SubmittedAt string `json:"submittedAt"`
+			}
+			json.Unmarshal(e.Data, &data)
+			ips[data.IP] = true
+			if data.SubmittedAt != epoch.Format("2006-01-02T15:04:05Z") {
+				t.Errorf("submittedAt %q, want the daemon's clock %s", data.SubmittedAt, epoch)
+			}
+		}
+		for i := range sent {
+			if !ips[visitorN(i).ip] {
+				t.Errorf("no event carries visitor %d's address %s (X-Forwarded-For from the trusted proxy): %v", i, visitorN(i).ip, ips)
+			}
+		}
+		d.everyEventHasAnID(t)
+	})
+}
+
+// expectContactMail checks the fake Resend's outbox after the runs of
+// sent completed: each submitter got exactly one confirmation, the owner
+// exactly one notification per form, replying to its submitter, and
+// nothing else was sent.
+func expectContactMail(t *testing.T, d *deployment, sent []form) {
+	t.Helper()
+	if refused := d.resend.refusals(); len(refused) > 0 {
+		t.Errorf("the fake Resend refused: %v", refused)
+	}
+	notes := d.resend.to(owner)
+	for _, f := range sent {
+		confirm := d.resend.to(f.Email)
+		if len(confirm) != 1 {
+			t.Errorf("%s got %d emails, want 1 confirmation", f.Email, len(confirm))
+		} else if c := confirm[0]; c.Subject != "Thanks for reaching out!" || c.From != sender || !strings.Contains(c.Text, f.Message) {
+			t.Errorf("%s's confirmation: from %q subject %q text %q", f.Email, c.From, c.Subject, c.Text)
+		}
+		i := slices.IndexFunc(notes, func(e email) bool { return e.ReplyTo == f.Email })
+		if i < 0 {
+			t.Errorf("the owner got no notification replying to %s", f.Email)
+			continue
+		}
+		if n := notes[i]; n.Subject != "Contact form: "+f.Name || n.From != sender || !strings.Contains(n.Text, f.Message) {
+			t.Errorf("notification of %s: from %q subject %q text %q", f.Email, n.From, n.Subject, n.Text)
+		}
+	}
+	if len(notes) != len(sent) {
+		t.Errorf("the owner got %d notifications, want %d", len(notes), len(sent))
+	}
+	if all := d.resend.outbox(); len(all) != 2*len(sent) {
+		t.Errorf("%d emails delivered for %d forms, want %d:\n%s", len(all), len(sent), 2*len(sent), describe(all))
+	}
+	delivered := d.events(t, "contact/email.delivered")
+	if len(delivered) != 2*len(sent) {
+		t.Errorf("%d contact/email.delivered events, want %d", len(delivered), 2*len(sent))
+	}
+}
+
+// describe lists emails one a line, for failure messages.
+func describe(all []email) string {
+	var b strings.Builder
+	for _, e := range all {
+		fmt.Fprintf(&b, "  to %v reply-to %q: %s\n", e.To, e.ReplyTo, e.Subject)
+	}
+	return b.String()
+}

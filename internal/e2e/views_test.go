@@ -1,0 +1,170 @@
+package e2e
+
+import (
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+)
+
+// viewBody is the JSON the site's view tracker posts once the reader has
+// stayed on a post: the post, the tab's session, the time on the page and
+// whether the tab is visible, and document.referrer.
+func viewBody(slug, title, session string, timeOnPage int, referrer string) string {
+	b, _ := json.Marshal(map[string]any{
+		"slug": slug, "title": title, "sessionId": session, "timeOnPage": timeOnPage, "isVisible": true, "referrer": referrer,
+	})
+	return string(b)
+}
+
+// postViews is GET /api/views/{slug}'s answer.
+type postViews struct {
+	Slug      string `json:"slug"`
+	Total     int64  `json:"total"`
+	Last7Days int64  `json:"last7Days"`
+}
+
+// TestPostViewsFromManyVisitors has 104 different readers view one post
+// and three another, through POST /api/views as the site's tracker sends
+// it. Each view counts, in the totals the site serves and in the trending
+// list; the 100th view reaches the milestone, whose email goes out exactly
+// once; the daily summary sent afterwards is stored where the site reads
+// it.
+func TestPostViewsFromManyVisitors(t *testing.T) {
+	t.Parallel()
+	const (
+		popular, popularTitle = "durable-steps", "Durable steps in one Go binary"
+		quiet, quietTitle     = "notes/redis-lua", "Notes on Redis Lua"
+		readers               = 104
+	)
+	referrers := []string{"https://news.ycombinator.com/", "", "https://www.google.com/", "https://cyberdrew.dev/blog"}
+	onBoth(t, func(t *testing.T, d *deployment) {
+		view := func(n int, slug, title string) {
+			t.Helper()
+			v := visitorN(n)
+			session := fmt.Sprintf("sess_%s_%04d", strings.ReplaceAll(slug, "/", "-"), n)
+			r := v.post(t, d, "/api/views", "/blog/"+slug, viewBody(slug, title, session, 5000+97*n, referrers[n%len(referrers)]))
+			if r.status != http.StatusOK || strings.TrimSpace(string(r.body)) != `{"recorded":true}` {
+				t.Fatalf("reader %d: POST /api/views = %d %s", n, r.status, r.body)
+			}
+		}
+		for n := range readers {
+			view(n, popular, popularTitle)
+		}
+		for n := range 3 {
+			view(readers+n, quiet, quietTitle)
+		}
+		// A reader's second beacon from the same tab is not a new view.
+		again := visitorN(0).post(t, d, "/api/views", "/blog/"+popular, viewBody(popular, popularTitle, "sess_durable-steps_0000", 9000, ""))
+		if !strings.Contains(string(again.body), `"recorded":false`) {
+			t.Errorf("the same session's second view = %d %s, want recorded:false", again.status, again.body)
+		}
+
+		d.awaitRuns(t, "track-post-view", readers+3)
+		for _, want := range []postViews{{popular, readers, readers}, {quiet, 3, 3}} {
+			var got postViews
+			r := visitorN(0).get(t, d, "/api/views/"+want.Slug, "/blog/"+want.Slug)
+			r.decode(t, &got)
+			if r.status != http.StatusOK || got != want {
+				t.Errorf("GET /api/views/%s = %d %+v, want %+v", want.Slug, r.status, got, want)
+			}
+		}
+
+		// The milestone: one event, one run, one email, whatever the
+		// number of views past it.
+		if ms := d.events(t, "blog/milestone.reached"); len(ms) != 1 || !strings.Contains(string(ms[0].Data), `"milestone":100`) {
+			t.Fatalf("blog/milestone.reached events: %+v, want one for 100", ms)
+		}
+		d.awaitRuns(t, "handle-milestone", 1)
+		var milestoneMail []email
+		for _, e := range d.resend.to(owner) {
+			if strings.Contains(e.Subject, "just passed") {
+				milestoneMail = append(milestoneMail, e)
+			}
+		}
+		if len(milestoneMail) != 1 || milestoneMail[0].Subject != popularTitle+" just passed 100 views" {
+			t.Errorf("milestone emails: %s", describe(milestoneMail))
+		}
+
+		// Trending, as the hourly cron computes it (invoked here).
+		var inv struct {
+			Data struct {
+				RunIDs []string `json:"run_ids"`
+			} `json:"data"`
+		}
+		d.admin(t, http.MethodPost, "/v1/functions/calculate-trending/invoke", "", &inv)
+		if len(inv.Data.RunIDs) != 1 {
+			t.Fatalf("invoke calculate-trending: runs %v", inv.Data.RunIDs)
+		}
+		d.awaitRuns(t, "calculate-trending", 1)
+		var analytics struct {
+			Trending []struct {
+				Slug        string `json:"slug"`
+				Title       string `json:"title"`
+				Views       int64  `json:"views"`
+				RecentViews int64  `json:"recentViews"`
+			} `json:"trending"`
+		}
+		r := visitorN(1).get(t, d, "/api/analytics", "/blog")
+		r.decode(t, &analytics)
+		tr := analytics.Trending
+		if r.status != http.StatusOK || len(tr) != 2 ||
+			tr[0].Slug != popular || tr[0].Title != popularTitle || tr[0].Views != readers || tr[0].RecentViews != readers ||
+			tr[1].Slug != quiet || tr[1].Views != 3 || tr[1].RecentViews != 3 {
+			t.Errorf("GET /api/analytics = %d %s", r.status, r.body)
+		}
+
+		// The daily summary, as the midnight cron requests it (sent here
+		// as the client sends it), stored under the key the site reads.
+		today := d.clock.Now().UTC().Format(time.DateOnly)
+		header, body := inngestSend(d.clock.Now(), wireEvent{
+			Name: "analytics/summary.generate",
+			Data: json.RawMessage(fmt.Sprintf(`{"period":"daily","startDate":%q,"endDate":%q}`, today, today)),
+		})
+		d.intake(t, header, body)
+		d.awaitRuns(t, "generate-analytics-summary", 1)
+		var summary struct {
+			TotalViews     int64 `json:"totalViews"`
+			UniquePosts    int64 `json:"uniquePosts"`
+			UniqueVisitors int64 `json:"uniqueVisitors"`
+			TopPosts       []struct {
+				Slug  string `json:"slug"`
+				Title string `json:"title"`
+				Views int64  `json:"views"`
+			} `json:"topPosts"`
+			TopReferrers []struct {
+				Host  string `json:"host"`
+				Views int64  `json:"views"`
+			} `json:"topReferrers"`
+			NewMilestones []struct {
+				Slug      string `json:"slug"`
+				Milestone int64  `json:"milestone"`
+			} `json:"newMilestones"`
+		}
+		stored := d.get(t, "blog:analytics:daily:"+today)
+		if stored == "" {
+			t.Fatalf("no summary stored at blog:analytics:daily:%s", today)
+		}
+		if err := json.Unmarshal([]byte(stored), &summary); err != nil {
+			t.Fatalf("the stored summary %q: %v", stored, err)
+		}
+		hosts := func() []string {
+			var hs []string
+			for _, r := range summary.TopReferrers {
+				hs = append(hs, r.Host)
+			}
+			slices.Sort(hs)
+			return hs
+		}()
+		if summary.TotalViews != readers+3 || summary.UniquePosts != 2 || summary.UniqueVisitors != readers+3 ||
+			len(summary.TopPosts) != 2 || summary.TopPosts[0].Slug != popular || summary.TopPosts[0].Title != popularTitle ||
+			len(summary.NewMilestones) != 1 || summary.NewMilestones[0].Milestone != 100 ||
+			!slices.Equal(hosts, []string{"cyberdrew.dev", "google.com", "news.ycombinator.com"}) {
+			t.Errorf("stored summary: %s", stored)
+		}
+		d.everyEventHasAnID(t)
+	})
+}
