@@ -14,6 +14,7 @@ import (
 	"github.com/jonboulle/clockwork"
 
 	"github.com/dcyfr/cyberdrew/internal/engine"
+	"github.com/dcyfr/cyberdrew/internal/engine/enginetest"
 	"github.com/dcyfr/cyberdrew/internal/store"
 	"github.com/dcyfr/cyberdrew/internal/store/backendtest"
 )
@@ -77,7 +78,7 @@ func setup(t *testing.T, be backendtest.Backend, o options, fns ...engine.Functi
 
 func (b *bundle) startPool(t *testing.T, ttl time.Duration, owner string) *engine.WorkerPool {
 	t.Helper()
-	return backendtest.StartPool(t, b.ctx, b.eng, engine.PoolOptions{Workers: 4, LeaseTTL: ttl, Owner: owner})
+	return enginetest.StartPool(t, b.ctx, b.eng, engine.PoolOptions{Workers: 4, LeaseTTL: ttl, Owner: owner})
 }
 
 // waitFor re-checks cond after every store change until it holds, and
@@ -523,6 +524,10 @@ func TestConcurrencyLimitPerKey(t *testing.T) {
 			Concurrency: &engine.Concurrency{Limit: 1, Key: "event.data.user"},
 			Handler:     bl.handler,
 		})
+		// a1 and a2 become available at the same fake instant: the queue
+		// takes such runs in id order, and an engine's ids increase in the
+		// order it mints them (TestIDsIncreaseInMintingOrderPerEngine), so
+		// a1 holds the slot and a2 waits.
 		a1 := oneRun(t, b.send(t, "test/job", `{"user":"a"}`))
 		a2 := oneRun(t, b.send(t, "test/job", `{"user":"a"}`))
 		bb := oneRun(t, b.send(t, "test/job", `{"user":"b"}`))
@@ -539,6 +544,37 @@ func TestConcurrencyLimitPerKey(t *testing.T) {
 		}
 		b.waitStatus(t, a2, store.StatusCompleted)
 	})
+}
+
+// TestIDsIncreaseInMintingOrderPerEngine mints ids on two engines whose
+// fake clocks stand a minute apart, interleaved: each engine's event and run
+// ids still increase in the order it minted them. A source shared across
+// engines restarts its entropy at random whenever the millisecond changes,
+// so one engine's ids within a millisecond came out of order.
+func TestIDsIncreaseInMintingOrderPerEngine(t *testing.T) {
+	t.Parallel()
+	fn := engine.Function{
+		ID: "noop", Triggers: []engine.Trigger{{Event: "test/id"}},
+		Handler: func(ctx context.Context, r *engine.Run) (any, error) { return nil, nil },
+	}
+	sqlite := backendtest.Backends[0]
+	early := setup(t, sqlite, options{noPool: true}, fn)
+	late := setup(t, sqlite, options{noPool: true}, fn)
+	late.clock.Advance(time.Minute)
+	last := map[*bundle]string{}
+	for i := range 200 {
+		b := early
+		if i%2 == 1 {
+			b = late
+		}
+		acc := b.send(t, "test/id", `{}`)
+		for _, id := range []string{acc.EventID, oneRun(t, acc)} {
+			if id <= last[b] {
+				t.Fatalf("id %d: %s minted after %s", i, id, last[b])
+			}
+			last[b] = id
+		}
+	}
 }
 
 func TestRateLimitSkips(t *testing.T) {

@@ -78,7 +78,7 @@ func NewWorkerPool(e *Engine, opts PoolOptions) *WorkerPool {
 	}
 	if opts.Owner == "" {
 		host, _ := os.Hostname()
-		opts.Owner = fmt.Sprintf("%s:%d:%s", host, os.Getpid(), newID(e.clock.Now())[20:])
+		opts.Owner = fmt.Sprintf("%s:%d:%s", host, os.Getpid(), e.newID(e.clock.Now())[20:])
 	}
 	return &WorkerPool{
 		e: e, opts: opts, log: e.baseLog.With("component", "workers"),
