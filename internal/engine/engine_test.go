@@ -394,6 +394,84 @@ func TestRepeatedStepNamesGetNumbered(t *testing.T) {
 	})
 }
 
+// TestConcurrentStepIsRefused calls a step from a second goroutine while
+// the first is in flight: the second takes no step and gets
+// ErrConcurrentStep, non-retriable, and the name stays free for the next
+// step taken one after the other. Run with -race: no data race either way.
+func TestConcurrentStepIsRefused(t *testing.T) {
+	eachBackend(t, func(t *testing.T, be backendtest.Backend) {
+		concurrent := make(chan error, 1)
+		b := setup(t, be, options{}, engine.Function{
+			ID: "parallel", Triggers: []engine.Trigger{{Event: "test/parallel"}},
+			Handler: func(ctx context.Context, r *engine.Run) (any, error) {
+				if _, err := engine.Step(ctx, r, "first", func(ctx context.Context) (int, error) {
+					var err error
+					done := make(chan struct{})
+					go func() {
+						defer close(done)
+						_, err = engine.Step(ctx, r, "second", func(ctx context.Context) (int, error) { return 2, nil })
+					}()
+					<-done
+					concurrent <- err
+					return 1, nil
+				}); err != nil {
+					return nil, err
+				}
+				return engine.Step(ctx, r, "second", func(ctx context.Context) (int, error) { return 2, nil })
+			},
+		})
+		id := oneRun(t, b.send(t, "test/parallel", `{}`))
+		b.waitStatus(t, id, store.StatusCompleted)
+		err := <-concurrent
+		if !errors.Is(err, engine.ErrConcurrentStep) || !engine.IsNonRetriable(err) {
+			t.Errorf("concurrent step: %v, want a non-retriable ErrConcurrentStep", err)
+		}
+		if !strings.Contains(fmt.Sprint(err), `step "second" called while step "first" is in flight`) {
+			t.Errorf("concurrent step error %q does not name both steps", err)
+		}
+		ss := steps(t, b, id)
+		if len(ss) != 2 || string(ss["first"].Output) != "1" || string(ss["second"].Output) != "2" {
+			t.Errorf("recorded steps %v, want first=1 and second=2", ss)
+		}
+	})
+}
+
+// TestHandlerReturningDuringAStepFailsTheRun returns from the handler while
+// a step it started in a goroutine is in flight: the run fails at once, and
+// the step, ending later, records nothing.
+func TestHandlerReturningDuringAStepFailsTheRun(t *testing.T) {
+	eachBackend(t, func(t *testing.T, be backendtest.Backend) {
+		inFlight, release, late := make(chan struct{}), make(chan struct{}), make(chan error, 1)
+		b := setup(t, be, options{}, engine.Function{
+			ID: "leaky", Triggers: []engine.Trigger{{Event: "test/leaky"}},
+			Handler: func(ctx context.Context, r *engine.Run) (any, error) {
+				go func() {
+					_, err := engine.Step(ctx, r, "slow", func(ctx context.Context) (int, error) {
+						close(inFlight)
+						<-release
+						return 1, nil
+					})
+					late <- err
+				}()
+				<-inFlight
+				return "too early", nil
+			},
+		})
+		id := oneRun(t, b.send(t, "test/leaky", `{}`))
+		run := b.waitStatus(t, id, store.StatusFailed)
+		if !strings.Contains(run.Error, `step "slow" was in flight`) {
+			t.Errorf("run error %q, want it to name the step in flight", run.Error)
+		}
+		close(release)
+		if err := <-late; err == nil {
+			t.Error("the late step reported success")
+		}
+		if ss := steps(t, b, id); len(ss) != 0 {
+			t.Errorf("the late step was recorded: %v", ss)
+		}
+	})
+}
+
 func TestSendEventStepTriggersOnceAndWildcards(t *testing.T) {
 	eachBackend(t, func(t *testing.T, be backendtest.Backend) {
 		var seen sync.Map

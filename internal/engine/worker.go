@@ -360,6 +360,9 @@ func (p *WorkerPool) run(ctx context.Context, cancel context.CancelCauseFunc, l 
 	}
 	r := newRun(e, fn, l, ev)
 	out, herr := callHandler(ctx, fn.Handler, r)
+	if step := r.close(); step != "" {
+		herr = NonRetriable(fmt.Errorf("engine: the handler returned while step %q was in flight: %w", step, ErrConcurrentStep))
+	}
 
 	if r.stop == nil {
 		if cause := context.Cause(ctx); cause != nil {
