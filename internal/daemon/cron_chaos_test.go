@@ -4,9 +4,9 @@ package daemon_test
 
 import "testing"
 
-// TestCronFiresEachTickOnceAcrossDaemonsLong is the cross-daemon cron test
-// over twenty real ticks.
-func TestCronFiresEachTickOnceAcrossDaemonsLong(t *testing.T) {
+// TestChaosCronTwentyTicksAcrossDaemons is
+// TestCronFiresEachTickOnceAcrossDaemons over twenty real ticks.
+func TestChaosCronTwentyTicksAcrossDaemons(t *testing.T) {
 	t.Parallel()
 	cronAcrossDaemons(t, 20)
 }

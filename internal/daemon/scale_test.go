@@ -404,7 +404,8 @@ func sortedKeys[V any](m map[int64]V) []int64 {
 // TestCronFiresEachTickOnceAcrossDaemons runs a cron every second on three
 // daemons sharing one redis-server for two ticks (a few seconds of real
 // time): each tick makes exactly one run, none is missed, and each run's
-// step runs once. The chaos build runs it for twenty ticks.
+// step runs once. TestChaosCronTwentyTicksAcrossDaemons (-tags chaos) runs
+// twenty.
 func TestCronFiresEachTickOnceAcrossDaemons(t *testing.T) {
 	t.Parallel()
 	cronAcrossDaemons(t, 2)
