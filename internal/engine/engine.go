@@ -2,6 +2,7 @@ package engine
 
 import (
 	"context"
+	"crypto/rand"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -79,6 +80,8 @@ type Engine struct {
 	order     []string // registration order, for listings
 	stats     *statsBook
 	pulse     pulse
+
+	ids idSource
 }
 
 // registered is a function with its parsed triggers.
@@ -116,6 +119,7 @@ func New(opts Options) (*Engine, error) {
 		observe:   opts.Observer,
 		functions: map[string]*registered{},
 		stats:     newStatsBook(),
+		ids:       idSource{entropy: ulid.Monotonic(rand.Reader, 0)},
 	}, nil
 }
 
@@ -296,9 +300,23 @@ func (e *Engine) Functions() []FunctionInfo {
 	return out
 }
 
-// newID returns a ULID for time t.
-func newID(t time.Time) string {
-	return ulid.MustNew(ulid.Timestamp(t), ulid.DefaultEntropy()).String()
+// idSource mints an engine's ULIDs (events, runs, worker owners) from a
+// monotonic entropy source of its own, seeded from crypto/rand. Ids it mints
+// in the same millisecond increase in the order it mints them, whatever other
+// engines in the process do on other clocks: the queue claims runs that
+// become available at the same moment in id order, so an engine's runs start
+// in the order it created them.
+type idSource struct {
+	mu      sync.Mutex
+	entropy *ulid.MonotonicEntropy
+}
+
+// newID returns a ULID for time t, greater than every id the engine minted
+// before for the same millisecond.
+func (e *Engine) newID(t time.Time) string {
+	e.ids.mu.Lock()
+	defer e.ids.mu.Unlock()
+	return ulid.MustNew(ulid.Timestamp(t), e.ids.entropy).String()
 }
 
 // eventDoc is the JSON an event's key paths are evaluated against.
@@ -384,7 +402,7 @@ func (e *Engine) publication(in IncomingEvent) store.Publication {
 	}
 	id := in.InternalID
 	if id == "" {
-		id = newID(now)
+		id = e.newID(now)
 	}
 	ev := store.Event{
 		ID: id, ClientID: in.ID, Name: in.Name, Data: data, User: in.User,
@@ -433,7 +451,7 @@ func (e *Engine) spec(r *registered, ev store.Event, withKeys bool) store.RunSpe
 		}
 		return r.ID
 	}
-	s := store.RunSpec{ID: newID(now), FunctionID: r.ID, FinishTimeout: r.FinishTimeout}
+	s := store.RunSpec{ID: e.newID(now), FunctionID: r.ID, FinishTimeout: r.FinishTimeout}
 	if at := time.UnixMilli(ev.TS); at.After(now) {
 		s.AvailableAt = at
 	}

@@ -14,6 +14,7 @@ import (
 	"github.com/jonboulle/clockwork"
 
 	"github.com/dcyfr/cyberdrew/internal/engine"
+	"github.com/dcyfr/cyberdrew/internal/engine/enginetest"
 	"github.com/dcyfr/cyberdrew/internal/store"
 	"github.com/dcyfr/cyberdrew/internal/store/backendtest"
 )
@@ -77,7 +78,7 @@ func setup(t *testing.T, be backendtest.Backend, o options, fns ...engine.Functi
 
 func (b *bundle) startPool(t *testing.T, ttl time.Duration, owner string) *engine.WorkerPool {
 	t.Helper()
-	return backendtest.StartPool(t, b.ctx, b.eng, engine.PoolOptions{Workers: 4, LeaseTTL: ttl, Owner: owner})
+	return enginetest.StartPool(t, b.ctx, b.eng, engine.PoolOptions{Workers: 4, LeaseTTL: ttl, Owner: owner})
 }
 
 // waitFor re-checks cond after every store change until it holds, and
@@ -393,6 +394,84 @@ func TestRepeatedStepNamesGetNumbered(t *testing.T) {
 	})
 }
 
+// TestConcurrentStepIsRefused calls a step from a second goroutine while
+// the first is in flight: the second takes no step and gets
+// ErrConcurrentStep, non-retriable, and the name stays free for the next
+// step taken one after the other. Run with -race: no data race either way.
+func TestConcurrentStepIsRefused(t *testing.T) {
+	eachBackend(t, func(t *testing.T, be backendtest.Backend) {
+		concurrent := make(chan error, 1)
+		b := setup(t, be, options{}, engine.Function{
+			ID: "parallel", Triggers: []engine.Trigger{{Event: "test/parallel"}},
+			Handler: func(ctx context.Context, r *engine.Run) (any, error) {
+				if _, err := engine.Step(ctx, r, "first", func(ctx context.Context) (int, error) {
+					var err error
+					done := make(chan struct{})
+					go func() {
+						defer close(done)
+						_, err = engine.Step(ctx, r, "second", func(ctx context.Context) (int, error) { return 2, nil })
+					}()
+					<-done
+					concurrent <- err
+					return 1, nil
+				}); err != nil {
+					return nil, err
+				}
+				return engine.Step(ctx, r, "second", func(ctx context.Context) (int, error) { return 2, nil })
+			},
+		})
+		id := oneRun(t, b.send(t, "test/parallel", `{}`))
+		b.waitStatus(t, id, store.StatusCompleted)
+		err := <-concurrent
+		if !errors.Is(err, engine.ErrConcurrentStep) || !engine.IsNonRetriable(err) {
+			t.Errorf("concurrent step: %v, want a non-retriable ErrConcurrentStep", err)
+		}
+		if !strings.Contains(fmt.Sprint(err), `step "second" called while step "first" is in flight`) {
+			t.Errorf("concurrent step error %q does not name both steps", err)
+		}
+		ss := steps(t, b, id)
+		if len(ss) != 2 || string(ss["first"].Output) != "1" || string(ss["second"].Output) != "2" {
+			t.Errorf("recorded steps %v, want first=1 and second=2", ss)
+		}
+	})
+}
+
+// TestHandlerReturningDuringAStepFailsTheRun returns from the handler while
+// a step it started in a goroutine is in flight: the run fails at once, and
+// the step, ending later, records nothing.
+func TestHandlerReturningDuringAStepFailsTheRun(t *testing.T) {
+	eachBackend(t, func(t *testing.T, be backendtest.Backend) {
+		inFlight, release, late := make(chan struct{}), make(chan struct{}), make(chan error, 1)
+		b := setup(t, be, options{}, engine.Function{
+			ID: "leaky", Triggers: []engine.Trigger{{Event: "test/leaky"}},
+			Handler: func(ctx context.Context, r *engine.Run) (any, error) {
+				go func() {
+					_, err := engine.Step(ctx, r, "slow", func(ctx context.Context) (int, error) {
+						close(inFlight)
+						<-release
+						return 1, nil
+					})
+					late <- err
+				}()
+				<-inFlight
+				return "too early", nil
+			},
+		})
+		id := oneRun(t, b.send(t, "test/leaky", `{}`))
+		run := b.waitStatus(t, id, store.StatusFailed)
+		if !strings.Contains(run.Error, `step "slow" was in flight`) {
+			t.Errorf("run error %q, want it to name the step in flight", run.Error)
+		}
+		close(release)
+		if err := <-late; err == nil {
+			t.Error("the late step reported success")
+		}
+		if ss := steps(t, b, id); len(ss) != 0 {
+			t.Errorf("the late step was recorded: %v", ss)
+		}
+	})
+}
+
 func TestSendEventStepTriggersOnceAndWildcards(t *testing.T) {
 	eachBackend(t, func(t *testing.T, be backendtest.Backend) {
 		var seen sync.Map
@@ -523,6 +602,10 @@ func TestConcurrencyLimitPerKey(t *testing.T) {
 			Concurrency: &engine.Concurrency{Limit: 1, Key: "event.data.user"},
 			Handler:     bl.handler,
 		})
+		// a1 and a2 become available at the same fake instant: the queue
+		// takes such runs in id order, and an engine's ids increase in the
+		// order it mints them (TestIDsIncreaseInMintingOrderPerEngine), so
+		// a1 holds the slot and a2 waits.
 		a1 := oneRun(t, b.send(t, "test/job", `{"user":"a"}`))
 		a2 := oneRun(t, b.send(t, "test/job", `{"user":"a"}`))
 		bb := oneRun(t, b.send(t, "test/job", `{"user":"b"}`))
@@ -539,6 +622,37 @@ func TestConcurrencyLimitPerKey(t *testing.T) {
 		}
 		b.waitStatus(t, a2, store.StatusCompleted)
 	})
+}
+
+// TestIDsIncreaseInMintingOrderPerEngine mints ids on two engines whose
+// fake clocks stand a minute apart, interleaved: each engine's event and run
+// ids still increase in the order it minted them. A source shared across
+// engines restarts its entropy at random whenever the millisecond changes,
+// so one engine's ids within a millisecond came out of order.
+func TestIDsIncreaseInMintingOrderPerEngine(t *testing.T) {
+	t.Parallel()
+	fn := engine.Function{
+		ID: "noop", Triggers: []engine.Trigger{{Event: "test/id"}},
+		Handler: func(ctx context.Context, r *engine.Run) (any, error) { return nil, nil },
+	}
+	sqlite := backendtest.Backends[0]
+	early := setup(t, sqlite, options{noPool: true}, fn)
+	late := setup(t, sqlite, options{noPool: true}, fn)
+	late.clock.Advance(time.Minute)
+	last := map[*bundle]string{}
+	for i := range 200 {
+		b := early
+		if i%2 == 1 {
+			b = late
+		}
+		acc := b.send(t, "test/id", `{}`)
+		for _, id := range []string{acc.EventID, oneRun(t, acc)} {
+			if id <= last[b] {
+				t.Fatalf("id %d: %s minted after %s", i, id, last[b])
+			}
+			last[b] = id
+		}
+	}
 }
 
 func TestRateLimitSkips(t *testing.T) {

@@ -25,6 +25,9 @@ func (e *ValidationError) Error() string {
 var (
 	ErrUnknownFunction  = errors.New("unknown function")
 	ErrFunctionDisabled = errors.New("function disabled")
+	// ErrConcurrentStep: a step tool was called while another step of the
+	// same run was in flight (see Run).
+	ErrConcurrentStep = errors.New("a run takes one step at a time")
 )
 
 // DisabledError refuses to run a disabled function, with the reason it is

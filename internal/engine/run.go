@@ -17,6 +17,13 @@ import (
 // Run is the handle a Handler receives: the run being executed, its trigger
 // event, and the step tools. Step tools return the recorded result of a step
 // that already completed, and otherwise execute and record it.
+//
+// A run takes one step at a time. Step ids follow the order of the calls
+// (name, name:1, …), so steps taken at once from several goroutines could
+// not find their recorded results again on the next execution: a step tool
+// called while another step is in flight takes no step and returns a
+// non-retriable error wrapping ErrConcurrentStep. Step tools may be called
+// from any goroutine one after another, but not after the handler returned.
 type Run struct {
 	ID         string
 	FunctionID string
@@ -26,17 +33,21 @@ type Run struct {
 	e     *Engine
 	fn    *registered
 	lease *store.Lease
-	// storeMu serialises the handler's store calls on the lease (steps may
-	// run from several goroutines).
-	storeMu sync.Mutex
 
-	steps map[string]store.Step // recorded steps by id
-	seen  map[string]int        // how often each name was used in this execution
-
+	// mu guards inFlight, done, seen, yield and stop, and serialises the
+	// store calls that record steps.
+	mu       sync.Mutex
+	inFlight string         // the id of the step being taken; "" between steps
+	done     bool           // the handler returned: no step is taken or recorded any more
+	seen     map[string]int // how often each name was used in this execution
 	// yield is set once a step suspended the run; stop is set when the run
 	// must stop recording (lease lost, cancelled, shutdown).
 	yield *store.Suspension
 	stop  error
+
+	// steps are the recorded steps by id, written under mu and read by the
+	// step in flight.
+	steps map[string]store.Step
 }
 
 func newRun(e *Engine, fn *registered, l *store.Lease, ev store.Event) *Run {
@@ -57,24 +68,53 @@ func (r *Run) Logger() *slog.Logger {
 	return r.e.log.With("run_id", r.ID, "function_id", r.FunctionID)
 }
 
-// begin returns the step id for name ("name", then "name:1", "name:2"…),
-// or an error when the run may not take another step.
-func (r *Run) begin(name string) (string, error) {
-	if r.stop != nil {
-		return "", r.stop
-	}
-	if r.yield != nil {
-		return "", errYield
-	}
-	if name == "" {
-		return "", NonRetriable(errors.New("engine: a step needs a name"))
+// begin starts the step name: it returns the step's id ("name", then
+// "name:1", "name:2"…) and the function that ends the step, or an error when
+// the run may not take another step now.
+func (r *Run) begin(name string) (id string, end func(), err error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	switch {
+	case r.inFlight != "":
+		return "", nil, NonRetriable(fmt.Errorf("engine: step %q called while step %q is in flight: %w", name, r.inFlight, ErrConcurrentStep))
+	case r.done:
+		return "", nil, fmt.Errorf("%w: step %q called after the handler returned", errInterrupted, name)
+	case r.stop != nil:
+		return "", nil, r.stop
+	case r.yield != nil:
+		return "", nil, errYield
+	case name == "":
+		return "", nil, NonRetriable(errors.New("engine: a step needs a name"))
 	}
 	n := r.seen[name]
 	r.seen[name] = n + 1
-	if n == 0 {
-		return name, nil
+	id = name
+	if n > 0 {
+		id = name + ":" + strconv.Itoa(n)
 	}
-	return name + ":" + strconv.Itoa(n), nil
+	r.inFlight = id
+	return id, r.end, nil
+}
+
+// end ends the step in flight.
+func (r *Run) end() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.inFlight = ""
+}
+
+// close marks the handler as returned, so that no step is taken or recorded
+// any more, and returns the id of a step still in flight ("" when none).
+func (r *Run) close() string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.done = true
+	return r.inFlight
+}
+
+// errClosed is what recording a step returns once the handler returned.
+func errClosed(step string) error {
+	return fmt.Errorf("%w: step %q ended after the handler returned", errInterrupted, step)
 }
 
 // now is the engine clock's time.
@@ -82,12 +122,15 @@ func (r *Run) now() time.Time { return r.e.clock.Now() }
 
 // save records a step (and publishes emit with it).
 func (r *Run) save(s store.Step, emit []store.Publication) error {
-	r.storeMu.Lock()
-	defer r.storeMu.Unlock()
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.done {
+		return errClosed(s.ID)
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), storeCallTimeout)
 	defer cancel()
 	if err := r.e.store.SaveStep(ctx, r.lease, s, emit); err != nil {
-		return r.interrupt(fmt.Errorf("engine: save step %q: %w", s.ID, err))
+		return r.interruptLocked(fmt.Errorf("engine: save step %q: %w", s.ID, err))
 	}
 	r.steps[s.ID] = s
 	return nil
@@ -103,12 +146,28 @@ func (r *Run) suspend(s store.Step, status store.Status, at time.Time) error {
 	if fb := r.lease.Run.FinishBy; !fb.IsZero() && fb.Before(at) {
 		at = fb
 	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.done {
+		return errClosed(s.ID)
+	}
 	r.yield = &store.Suspension{Status: status, AvailableAt: at, Attempt: r.Attempt}
 	return errYield
 }
 
 // interrupt stops the run from taking further steps.
 func (r *Run) interrupt(err error) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.interruptLocked(err)
+}
+
+// interruptLocked is interrupt with mu held. Once the handler returned, the
+// worker owns stop.
+func (r *Run) interruptLocked(err error) error {
+	if r.done {
+		return fmt.Errorf("%w: %w", errInterrupted, err)
+	}
 	if r.stop == nil {
 		r.stop = fmt.Errorf("%w: %w", errInterrupted, err)
 	}
@@ -123,10 +182,11 @@ func (r *Run) interrupt(err error) error {
 // a *StepError.
 func Step[T any](ctx context.Context, r *Run, name string, fn func(ctx context.Context) (T, error)) (T, error) {
 	var zero T
-	id, err := r.begin(name)
+	id, endStep, err := r.begin(name)
 	if err != nil {
 		return zero, err
 	}
+	defer endStep()
 	prev, seen := r.steps[id]
 	if seen {
 		switch prev.Status {
@@ -221,10 +281,11 @@ func (r *Run) SleepUntil(ctx context.Context, name string, t time.Time) error {
 }
 
 func (r *Run) sleep(name string, until func(now time.Time) time.Time) error {
-	id, err := r.begin(name)
+	id, endStep, err := r.begin(name)
 	if err != nil {
 		return err
 	}
+	defer endStep()
 	now := r.now()
 	prev, seen := r.steps[id]
 	if seen && prev.Status == store.StatusCompleted {
@@ -246,10 +307,11 @@ func (r *Run) sleep(name string, until func(now time.Time) time.Time) error {
 // trigger, atomically with the step's record, so a retried or replayed run
 // never sends them twice. It returns the events' ids.
 func (r *Run) SendEvent(ctx context.Context, name string, evs ...IncomingEvent) ([]string, error) {
-	id, err := r.begin(name)
+	id, endStep, err := r.begin(name)
 	if err != nil {
 		return nil, err
 	}
+	defer endStep()
 	if prev, ok := r.steps[id]; ok && prev.Status == store.StatusCompleted {
 		var ids []string
 		if err := json.Unmarshal(prev.Output, &ids); err != nil {
@@ -291,10 +353,11 @@ type WaitOptions struct {
 // WaitForEvent suspends the run until a matching event arrives (returning
 // it) or the timeout passes (returning nil, nil).
 func (r *Run) WaitForEvent(ctx context.Context, name string, opts WaitOptions) (*store.Event, error) {
-	id, err := r.begin(name)
+	id, endStep, err := r.begin(name)
 	if err != nil {
 		return nil, err
 	}
+	defer endStep()
 	now := r.now()
 	prev, seen := r.steps[id]
 	if seen && prev.Status == store.StatusCompleted {

@@ -78,7 +78,7 @@ func NewWorkerPool(e *Engine, opts PoolOptions) *WorkerPool {
 	}
 	if opts.Owner == "" {
 		host, _ := os.Hostname()
-		opts.Owner = fmt.Sprintf("%s:%d:%s", host, os.Getpid(), newID(e.clock.Now())[20:])
+		opts.Owner = fmt.Sprintf("%s:%d:%s", host, os.Getpid(), e.newID(e.clock.Now())[20:])
 	}
 	return &WorkerPool{
 		e: e, opts: opts, log: e.baseLog.With("component", "workers"),
@@ -360,6 +360,9 @@ func (p *WorkerPool) run(ctx context.Context, cancel context.CancelCauseFunc, l 
 	}
 	r := newRun(e, fn, l, ev)
 	out, herr := callHandler(ctx, fn.Handler, r)
+	if step := r.close(); step != "" {
+		herr = NonRetriable(fmt.Errorf("engine: the handler returned while step %q was in flight: %w", step, ErrConcurrentStep))
+	}
 
 	if r.stop == nil {
 		if cause := context.Cause(ctx); cause != nil {

@@ -12,6 +12,7 @@ import (
 	"github.com/jonboulle/clockwork"
 
 	"github.com/dcyfr/cyberdrew/internal/engine"
+	"github.com/dcyfr/cyberdrew/internal/engine/enginetest"
 	"github.com/dcyfr/cyberdrew/internal/jobs"
 	"github.com/dcyfr/cyberdrew/internal/store"
 	"github.com/dcyfr/cyberdrew/internal/store/backendtest"
@@ -54,7 +55,7 @@ func setup(t *testing.T, be backendtest.Backend, configure func(st store.Store, 
 	}
 	t.Cleanup(func() { eng.Stop(context.Background()) })
 	b := &bundle{ctx: ctx, st: st, eng: eng, clock: clock, changes: st.Subscribe(ctx), native: native}
-	backendtest.StartPool(t, ctx, eng, engine.PoolOptions{Workers: 16, LeaseTTL: time.Hour})
+	enginetest.StartPool(t, ctx, eng, engine.PoolOptions{Workers: 16, LeaseTTL: time.Hour})
 	return b
 }
 

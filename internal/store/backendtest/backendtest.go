@@ -17,7 +17,6 @@ import (
 	"github.com/jonboulle/clockwork"
 	goredis "github.com/redis/go-redis/v9"
 
-	"github.com/dcyfr/cyberdrew/internal/engine"
 	"github.com/dcyfr/cyberdrew/internal/store"
 	"github.com/dcyfr/cyberdrew/internal/store/redis"
 	"github.com/dcyfr/cyberdrew/internal/store/redis/redistest"
@@ -126,19 +125,4 @@ func WaitFor(t *testing.T, changes <-chan store.Change, timeout time.Duration, w
 			t.Fatalf("timed out waiting for %s", what)
 		}
 	}
-}
-
-// StartPool starts a worker pool on eng and stops it when the test ends.
-func StartPool(t *testing.T, ctx context.Context, eng *engine.Engine, opts engine.PoolOptions) *engine.WorkerPool {
-	t.Helper()
-	pool := engine.NewWorkerPool(eng, opts)
-	if err := pool.Start(ctx); err != nil {
-		t.Fatalf("start pool: %v", err)
-	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		pool.Stop(ctx)
-	})
-	return pool
 }
