@@ -32,6 +32,7 @@ const (
 	DefaultMaxBatch       = 5000
 	DefaultKeepAlive      = 15 * time.Second
 	DefaultReadyTimeout   = 2 * time.Second
+	DefaultIntakeTimeout  = 2 * time.Second
 )
 
 // Config tunes the HTTP surface. Zero fields take the defaults above.
@@ -50,8 +51,12 @@ type Config struct {
 	MaxBatch       int
 	// KeepAlive is the interval of the stream's keep-alive comments.
 	KeepAlive time.Duration
-	// ReadyTimeout bounds the store ping of /readyz.
+	// ReadyTimeout bounds the store probe of /readyz.
 	ReadyTimeout time.Duration
+	// IntakeTimeout bounds how long intake waits for the store: past it
+	// the request gets a 503 saying the events may have been stored and a
+	// resend with the same ids is safe.
+	IntakeTimeout time.Duration
 	// Closing, when closed, ends every open stream, so that the server can
 	// shut down without waiting for its subscribers to leave.
 	Closing <-chan struct{}
@@ -130,6 +135,7 @@ type server struct {
 	mux         *http.ServeMux
 	eventKeys   []keyDigest
 	signingKeys []keyDigest
+	probe       *prober
 }
 
 // New returns the HTTP handler of the event API, the probes and the admin
@@ -150,6 +156,9 @@ func New(cfg Config, eng Engine, st Reader, logger *slog.Logger) http.Handler {
 	if cfg.ReadyTimeout <= 0 {
 		cfg.ReadyTimeout = DefaultReadyTimeout
 	}
+	if cfg.IntakeTimeout <= 0 {
+		cfg.IntakeTimeout = DefaultIntakeTimeout
+	}
 	if cfg.Observer == nil {
 		cfg.Observer = nopObserver{}
 	}
@@ -161,6 +170,7 @@ func New(cfg Config, eng Engine, st Reader, logger *slog.Logger) http.Handler {
 		mux:         http.NewServeMux(),
 		eventKeys:   digests(cfg.EventKeys),
 		signingKeys: digests(cfg.SigningKeys),
+		probe:       &prober{ping: st.Ping, timeout: cfg.ReadyTimeout},
 	}
 	if len(s.eventKeys) == 0 {
 		s.log.Warn("no event key set: the event API accepts any key")
@@ -319,6 +329,11 @@ func (s *server) handle(fn handlerFunc) http.Handler {
 func (s *server) handleInngest(fn handlerFunc) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if err := fn(w, r); err != nil {
+			if ue, ok := errors.AsType[*unconfirmedError](err); ok {
+				s.cfg.Observer.EventsRejected(rejection(http.StatusServiceUnavailable))
+				ue.write(w)
+				return
+			}
 			status, msg, ok := s.classify(w, r, err)
 			s.cfg.Observer.EventsRejected(rejection(status))
 			if ok {

@@ -2,6 +2,7 @@ package api
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -15,6 +16,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/dcyfr/cyberdrew/internal/engine"
+	"github.com/dcyfr/cyberdrew/internal/store"
 	"github.com/dcyfr/cyberdrew/internal/wire"
 )
 
@@ -43,7 +45,7 @@ func (s *server) intake(w http.ResponseWriter, r *http.Request) error {
 	for i, id := range engine.SeededIDs(r.Header.Get(engine.SeedHeader), len(evs)) {
 		evs[i].InternalID = id
 	}
-	accepted, err := s.eng.Publish(r.Context(), evs)
+	accepted, err := s.publish(r, evs)
 	if err != nil {
 		return err
 	}
@@ -57,6 +59,54 @@ func (s *server) intake(w http.ResponseWriter, r *http.Request) error {
 	s.cfg.Observer.EventsAccepted(len(ids))
 	writeJSON(w, http.StatusOK, wire.Sent{IDs: ids, Status: http.StatusOK})
 	return nil
+}
+
+// publish stores evs, waiting at most IntakeTimeout for the store. A store
+// that fails or does not confirm in time gives an *unconfirmedError.
+func (s *server) publish(r *http.Request, evs []engine.IncomingEvent) ([]engine.Accepted, error) {
+	ctx, cancel := context.WithTimeout(r.Context(), s.cfg.IntakeTimeout)
+	defer cancel()
+	accepted, err := s.eng.Publish(ctx, evs)
+	switch {
+	case err == nil, r.Context().Err() != nil:
+		return accepted, err
+	case ctx.Err() != nil:
+		s.log.Warn("intake: the store did not confirm in time", "events", len(evs), "timeout", s.cfg.IntakeTimeout, "err", err)
+		return nil, &unconfirmedError{msg: fmt.Sprintf("the store did not confirm the events within %s", s.cfg.IntakeTimeout)}
+	case errors.Is(err, store.ErrUnavailable):
+		s.log.Warn("intake: store unavailable", "events", len(evs), "err", err)
+		return nil, &unconfirmedError{msg: "store unavailable"}
+	}
+	return nil, err
+}
+
+// unconfirmedError is intake's 503 when the store failed or did not answer
+// in time: the events may have been stored (the store may still commit
+// them), and resending them with the same ids stores none of them twice.
+type unconfirmedError struct{ msg string }
+
+func (e *unconfirmedError) Error() string { return e.msg }
+
+// unconfirmedBody is the event API's 503: Inngest's error shape, plus
+// whether the events were stored and how to retry.
+type unconfirmedBody struct {
+	Error  string `json:"error"`
+	Status int    `json:"status"`
+	Stored string `json:"stored"`
+	Retry  string `json:"retry"`
+}
+
+// retryAdvice is the retry field of intake's 503.
+const retryAdvice = "resend the same events with the same id: an id already stored is not stored or run twice"
+
+func (e *unconfirmedError) write(w http.ResponseWriter) {
+	w.Header().Set("Retry-After", "1")
+	writeJSON(w, http.StatusServiceUnavailable, unconfirmedBody{
+		Error:  e.msg + ": the events may have been stored",
+		Status: http.StatusServiceUnavailable,
+		Stored: "unknown",
+		Retry:  retryAdvice,
+	})
 }
 
 // jsonContent refuses a body whose Content-Type says it is not JSON. An

@@ -24,7 +24,7 @@ func (s *server) stats(w http.ResponseWriter, r *http.Request) error {
 	v.Store.Kind = s.st.Kind()
 	ctx, cancel := context.WithTimeout(r.Context(), s.cfg.ReadyTimeout)
 	defer cancel()
-	if err := s.st.Ping(ctx); err != nil {
+	if err := s.probe.check(ctx); err != nil {
 		v.Store.Error = err.Error()
 	} else if n, err := s.st.QueueDepth(ctx); err != nil {
 		v.Store.Error = err.Error()

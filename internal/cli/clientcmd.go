@@ -117,6 +117,10 @@ func clientFailure(err error) (code ExitCode, msg string, ok bool) {
 			return ExitUnauthorized, "the event API refused the event key (401).\nSet INNGEST_EVENT_KEY (or --event-key) to one of the daemon's event keys.", true
 		case ae.Status == http.StatusUnauthorized:
 			return ExitUnauthorized, "the admin API refused the signing key (401).\nSet INNGEST_SIGNING_KEY (or --token) to the daemon's signing key.", true
+		case ae.Status == http.StatusServiceUnavailable && ae.Area == client.AreaEvents:
+			return ExitUnavailable, fmt.Sprintf("the daemon could not store the event: %s\n"+
+				"It may have been stored. Resend it with the same --id: an id already stored is not stored or run twice "+
+				"(without --id, a resend may store it again).", ae.Message), true
 		case ae.Status == http.StatusServiceUnavailable:
 			return ExitUnavailable, fmt.Sprintf("the daemon is up but its store is unavailable: %s", ae.Message), true
 		case ae.Status >= 400 && ae.Status < 500:

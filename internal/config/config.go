@@ -24,7 +24,9 @@ const (
 	DefaultWorkers         = 16
 	DefaultRetention       = 30 * 24 * time.Hour
 	DefaultShutdownTimeout = 30 * time.Second
-	DefaultLease           = 5 * time.Second
+	// DefaultIntakeTimeout bounds how long intake waits for the store.
+	DefaultIntakeTimeout = 2 * time.Second
+	DefaultLease         = 5 * time.Second
 	// MinLease is the shortest lease accepted: it is renewed every third
 	// of it, and each renewal must reach the store in time.
 	MinLease              = time.Second
@@ -71,9 +73,12 @@ type Serve struct {
 	SigningKey         string
 	SigningKeyFallback string
 	ShutdownTimeout    time.Duration
-	MaxEventSize       ByteSize
-	MaxRequestSize     ByteSize
-	MaxBatch           int
+	// IntakeTimeout bounds how long the event API waits for the store
+	// before it answers 503 (the events may have been stored).
+	IntakeTimeout  time.Duration
+	MaxEventSize   ByteSize
+	MaxRequestSize ByteSize
+	MaxBatch       int
 	// MetricsPublic serves /metrics without the bearer signing key.
 	MetricsPublic bool
 
@@ -103,6 +108,7 @@ func DefaultServe(getenv func(string) string) Serve {
 		LogFormat:       DefaultLogFormat,
 		LogLevel:        slog.LevelInfo,
 		ShutdownTimeout: DefaultShutdownTimeout,
+		IntakeTimeout:   DefaultIntakeTimeout,
 		MaxEventSize:    DefaultMaxEventSize,
 		MaxRequestSize:  DefaultMaxRequestSize,
 		MaxBatch:        DefaultMaxBatch,
@@ -171,6 +177,9 @@ func (c Serve) Validate() error {
 	}
 	if c.ShutdownTimeout < 0 {
 		fail("--shutdown-timeout: must not be negative, got %s", c.ShutdownTimeout)
+	}
+	if c.IntakeTimeout <= 0 {
+		fail("--intake-timeout: must be positive, got %s", c.IntakeTimeout)
 	}
 	switch c.LogFormat {
 	case LogAuto, LogText, LogJSON:
@@ -298,6 +307,7 @@ func (c Serve) LogValue() slog.Value {
 		slog.Bool("signing_key", c.SigningKey != ""),
 		slog.Bool("signing_key_fallback", c.SigningKeyFallback != ""),
 		slog.Duration("shutdown_timeout", c.ShutdownTimeout),
+		slog.Duration("intake_timeout", c.IntakeTimeout),
 		slog.String("max_event_size", c.MaxEventSize.String()),
 		slog.String("max_request_size", c.MaxRequestSize.String()),
 		slog.Int("max_batch", c.MaxBatch),

@@ -28,19 +28,37 @@ import (
 	"github.com/dcyfr/cyberdrew/internal/store/sqlite"
 )
 
-// Serve runs the daemon until ctx ends, then shuts it down gracefully.
+// Serve runs the daemon until ctx ends or one of its parts dies, then shuts
+// it down gracefully; a part that died is its error.
 func Serve(ctx context.Context, cfg config.Serve, logger *slog.Logger) error {
 	d, err := New(ctx, cfg, logger, Options{})
 	if err != nil {
 		return err
 	}
+	return d.Run(ctx)
+}
+
+// stopSlack is the time Stop gets beyond the shutdown timeout: the HTTP
+// server's shutdown, the runs' hand-back and closing the store.
+const stopSlack = 5 * time.Second
+
+// Run starts the daemon, serves until ctx ends or a part dies (the HTTP
+// server fails, the worker pool stops claiming), then stops it within the
+// shutdown timeout plus stopSlack. A part that died is returned as an
+// error, so that `serve` exits non-zero.
+func (d *Daemon) Run(ctx context.Context) error {
 	if err := d.Start(ctx); err != nil {
 		return err
 	}
-	<-ctx.Done()
-	stopCtx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout+5*time.Second)
+	var died error
+	select {
+	case <-ctx.Done():
+	case died = <-d.died:
+		d.log.Error("a part of the daemon died; shutting down", "err", died)
+	}
+	stopCtx, cancel := context.WithTimeout(context.Background(), d.cfg.ShutdownTimeout+stopSlack)
 	defer cancel()
-	return d.Stop(stopCtx)
+	return errors.Join(died, d.Stop(stopCtx))
 }
 
 // Daemon is one running `cyberdrew serve`.
@@ -58,6 +76,8 @@ type Daemon struct {
 	listener  net.Listener
 	http      *http.Server
 	served    chan error
+	died      chan error // the first part that died before Stop
+	given     net.Listener
 }
 
 // Options are the daemon's parts that tests replace.
@@ -68,6 +88,8 @@ type Options struct {
 	// ReadHeaderTimeout bounds how long a client may take to send its
 	// request headers; zero takes DefaultReadHeaderTimeout.
 	ReadHeaderTimeout time.Duration
+	// Listener, when set, is served instead of listening on cfg.Addr.
+	Listener net.Listener
 }
 
 // The HTTP server's limits: a slow or idle client cannot hold a connection
@@ -131,6 +153,8 @@ func New(ctx context.Context, cfg config.Serve, logger *slog.Logger, opts Option
 		scheduler: engine.NewScheduler(eng),
 		retention: NewRetention(st, clock, cfg.Retention, logger),
 		closing:   make(chan struct{}),
+		died:      make(chan error, 1),
+		given:     opts.Listener,
 	}
 	proxies, _ := cfg.TrustedProxyPrefixes() // checked by cfg.Validate
 	siteCfg := site.Config{
@@ -148,6 +172,7 @@ func New(ctx context.Context, cfg config.Serve, logger *slog.Logger, opts Option
 		MaxEventSize:   int64(cfg.MaxEventSize),
 		MaxRequestSize: int64(cfg.MaxRequestSize),
 		MaxBatch:       cfg.MaxBatch,
+		IntakeTimeout:  cfg.IntakeTimeout,
 		Closing:        d.closing,
 		Metrics:        m.Handler(),
 		MetricsPublic:  cfg.MetricsPublic,
@@ -200,23 +225,78 @@ func siteDeps(cfg config.Serve, st store.Store, clock clockwork.Clock, logger *s
 	return deps, nil
 }
 
-// Start starts every part, the HTTP listener last.
-func (d *Daemon) Start(ctx context.Context) error {
-	ln, err := net.Listen("tcp", d.cfg.Addr)
-	if err != nil {
-		return fmt.Errorf("daemon: listen: %w", err)
-	}
-	d.listener = ln
-	for _, part := range []interface{ Start(context.Context) error }{d.engine, d.workers, d.scheduler, d.retention} {
-		if err := part.Start(ctx); err != nil {
-			ln.Close()
-			return fmt.Errorf("daemon: start: %w", err)
+// Start starts every part, serving HTTP last. When a part fails to start,
+// Start stops the parts it started and closes the store: the daemon is
+// done with.
+func (d *Daemon) Start(ctx context.Context) (err error) {
+	var started []part
+	defer func() {
+		if err != nil {
+			d.undo(started)
+		}
+	}()
+	ln := d.given
+	if ln == nil {
+		if ln, err = net.Listen("tcp", d.cfg.Addr); err != nil {
+			return fmt.Errorf("daemon: listen: %w", err)
 		}
 	}
+	d.listener = ln
+	for _, p := range []part{d.engine, d.workers, d.scheduler, d.retention} {
+		if err := p.Start(ctx); err != nil {
+			return fmt.Errorf("daemon: start: %w", err)
+		}
+		started = append(started, p)
+	}
 	d.served = make(chan error, 1)
-	go func() { d.served <- d.http.Serve(ln) }()
+	go func() {
+		err := d.http.Serve(ln)
+		d.served <- err
+		d.fail(fmt.Errorf("daemon: http server: %w", err))
+	}()
+	go func() {
+		<-d.workers.Done()
+		d.fail(errors.New("daemon: the worker pool stopped claiming runs"))
+	}()
 	d.log.Info("cyberdrew serving", "addr", ln.Addr().String(), "store", d.store.Kind(), "workers", d.workers.Size(), "functions", len(d.engine.Functions()))
 	return nil
+}
+
+// part is a long-running part of the daemon.
+type part interface {
+	Start(ctx context.Context) error
+	Stop(ctx context.Context) error
+}
+
+// undo stops the started parts, last first, within the shutdown timeout,
+// then closes the listener and the store.
+func (d *Daemon) undo(started []part) {
+	ctx, cancel := context.WithTimeout(context.Background(), d.cfg.ShutdownTimeout+stopSlack)
+	defer cancel()
+	for i := len(started) - 1; i >= 0; i-- {
+		if err := started[i].Stop(ctx); err != nil {
+			d.log.Warn("stopping a part after a failed start", "err", err)
+		}
+	}
+	if d.listener != nil {
+		d.listener.Close()
+	}
+	if err := d.store.Close(); err != nil {
+		d.log.Warn("closing the store after a failed start", "err", err)
+	}
+}
+
+// fail reports a part that died, unless Stop has begun (parts end then).
+func (d *Daemon) fail(err error) {
+	select {
+	case <-d.closing:
+		return
+	default:
+	}
+	select {
+	case d.died <- err:
+	default:
+	}
 }
 
 // Addr is the address the HTTP server listens on.
@@ -224,6 +304,19 @@ func (d *Daemon) Addr() string { return d.listener.Addr().String() }
 
 // Store returns the daemon's store.
 func (d *Daemon) Store() store.Store { return d.store }
+
+// closeStore closes the store within ctx: a store whose Close hangs (a
+// writer stuck on a dead disk) is left behind with an error.
+func (d *Daemon) closeStore(ctx context.Context) error {
+	closed := make(chan error, 1)
+	go func() { closed <- d.store.Close() }()
+	select {
+	case err := <-closed:
+		return err
+	case <-ctx.Done():
+		return fmt.Errorf("daemon: close store: %w", ctx.Err())
+	}
+}
 
 // Stop stops intake first, then the scheduler, drains the workers within
 // the shutdown timeout, and closes the store.
@@ -242,7 +335,7 @@ func (d *Daemon) Stop(ctx context.Context) error {
 	drainCtx, cancel := context.WithTimeout(ctx, d.cfg.ShutdownTimeout)
 	errs = append(errs, d.workers.Stop(drainCtx))
 	cancel()
-	errs = append(errs, d.engine.Stop(ctx), d.store.Close())
+	errs = append(errs, d.engine.Stop(ctx), d.closeStore(ctx))
 	d.log.Info("cyberdrew stopped")
 	return errors.Join(errs...)
 }

@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -122,33 +124,75 @@ func (p *WorkerPool) Start(ctx context.Context) error {
 	return nil
 }
 
+// handBackGrace is how long runs interrupted at Stop's deadline get to
+// hand their runs back (one store call each) before Stop gives up on them.
+// Like ctx's deadline, it is wall-clock time.
+const handBackGrace = time.Second
+
 // Stop stops claiming, lets in-flight runs finish until ctx is done, then
-// interrupts the rest and hands their runs back at once.
+// interrupts the rest, which hand their runs back at once. It returns
+// within handBackGrace of ctx's end whatever the handlers do: a run still
+// executing then (a handler that ignores its context) is logged and
+// reported in the error, and its lease lapses for another worker to take
+// it over.
 func (p *WorkerPool) Stop(ctx context.Context) error {
 	if p.cancel == nil {
 		return nil
 	}
 	p.cancel()
-	<-p.done
-	finished := make(chan struct{})
-	go func() { p.wg.Wait(); close(finished) }()
 	defer func() {
 		p.stopRenew()
-		<-p.renewDone
+		<-p.renewDone // one renewal at most, bounded by a third of the lease
 	}()
+	// The workers end once the claim loop has closed their queue and each
+	// has finished its run.
+	finished := make(chan struct{})
+	go func() { <-p.done; p.wg.Wait(); close(finished) }()
 	select {
 	case <-finished:
 		return nil
 	case <-ctx.Done():
 	}
 	p.mu.Lock()
+	ids := p.runIDs()
 	for _, run := range p.inflight {
 		run.cancel(errShutdown)
 	}
 	p.mu.Unlock()
-	<-finished
-	return nil
+	if len(ids) > 0 {
+		p.log.Warn("shutdown timeout: interrupting runs in flight; they are handed back", "runs", ids)
+	}
+	grace, cancel := context.WithTimeout(context.Background(), handBackGrace)
+	defer cancel()
+	select {
+	case <-finished:
+		return nil
+	case <-grace.Done():
+	}
+	p.mu.Lock()
+	ids = p.runIDs()
+	p.mu.Unlock()
+	if len(ids) == 0 {
+		p.log.Error("shutdown timeout: the claim loop has not ended (a store call hangs)")
+		return errors.New("engine: stop: the claim loop did not end in time")
+	}
+	p.log.Error("runs still in flight after the shutdown timeout; their leases lapse and another worker takes them over", "runs", ids)
+	return fmt.Errorf("engine: stop: %d runs still in flight: %s", len(ids), strings.Join(ids, ", "))
 }
+
+// runIDs lists the runs in flight, sorted; p.mu is held.
+func (p *WorkerPool) runIDs() []string {
+	ids := make([]string, 0, len(p.inflight))
+	for _, run := range p.inflight {
+		ids = append(ids, run.lease.RunID)
+	}
+	slices.Sort(ids)
+	return ids
+}
+
+// Done is closed once the pool has stopped claiming runs: after Stop
+// begins, or when its change subscription ends (the store was closed).
+func (p *WorkerPool) Done() <-chan struct{} { return p.done }
 
 // Busy returns how many runs the pool is executing.
 func (p *WorkerPool) Busy() int {

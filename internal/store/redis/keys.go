@@ -33,6 +33,7 @@ import "strings"
 //	waits:<event name>      hash "<run>\n<step>" -> waitArg JSON: pending WaitForEvent steps
 //	runwaits:<run>          hash step id -> event name: the run's pending waits
 //	changes                 pub/sub channel of committed changes (see notify.go)
+//	health                  string: the time (ms) of the last readiness write (Store.Ping)
 //
 // The site's keys are not engine keys: they keep their own names under
 // Options.SitePrefix. Each one with a ttl has a deadline key
@@ -65,6 +66,7 @@ func (k keys) steps(run string) string      { return k.engine + "steps:" + run }
 func (k keys) stepOrder(run string) string  { return k.engine + "steporder:" + run }
 func (k keys) matched(run string) string    { return k.engine + "matched:" + run }
 func (k keys) changes() string              { return k.engine + "changes" }
+func (k keys) health() string               { return k.engine + "health" }
 
 // siteKey is the Redis name of the site's key.
 func (k keys) siteKey(key string) string { return k.site + key }

@@ -57,10 +57,13 @@ type Options struct {
 }
 
 // Timeouts: an unreachable Redis makes calls fail within a few seconds
-// rather than hang.
+// rather than hang; a call whose context has a nearer deadline fails at
+// that deadline (ContextTimeoutEnabled).
 const (
 	dialTimeout = 2 * time.Second
 	ioTimeout   = 5 * time.Second
+	// healthTTL is how long the readiness write's key lives.
+	healthTTL = time.Minute
 )
 
 // Store is the Redis backend of store.Store.
@@ -114,6 +117,9 @@ func Open(ctx context.Context, url string, opts Options) (*Store, error) {
 		WriteTimeout: ioTimeout,
 		PoolTimeout:  ioTimeout,
 		MaxRetries:   1,
+		// A frozen Redis must not hold a caller past its own deadline
+		// (intake's bound, the readiness probe's timeout).
+		ContextTimeoutEnabled: true,
 	})
 	s := &Store{
 		rdb:     rdb,
@@ -154,9 +160,15 @@ var clientLogOnce sync.Once
 // Kind names the backend.
 func (s *Store) Kind() string { return "redis" }
 
-// Ping reports whether Redis answers.
+// Ping reports whether Redis answers and takes a write: a PING and a SET
+// of the health key, in one round trip, within ctx's deadline.
 func (s *Store) Ping(ctx context.Context) error {
-	return s.wrap("ping", s.rdb.Ping(ctx).Err())
+	_, err := s.rdb.Pipelined(ctx, func(p goredis.Pipeliner) error {
+		p.Ping(ctx)
+		p.Set(ctx, s.keys.health(), s.nowMS(), healthTTL)
+		return nil
+	})
+	return s.wrap("ping", err)
 }
 
 // Close ends every subscription and closes the connections.

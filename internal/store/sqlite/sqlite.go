@@ -172,16 +172,23 @@ func dsn(abs string, extra url.Values) string {
 // Kind names the backend.
 func (s *Store) Kind() string { return "sqlite" }
 
-// Ping runs a trivial query on the read pool.
+// Ping reports whether the database takes a write and answers a read: it
+// rewrites the health row through the writer (durably, as intake writes)
+// and runs a trivial query on the read pool, within ctx's deadline.
 func (s *Store) Ping(ctx context.Context) error {
-	if err := s.open("ping"); err != nil {
+	err := s.write(ctx, "ping", true, func(t *txn) error {
+		_, err := t.exec(`INSERT INTO health (id, checked_at) VALUES (1, ?)
+ON CONFLICT (id) DO UPDATE SET checked_at = excluded.checked_at`, t.now.UnixMilli())
 		return err
+	})
+	if err == nil {
+		var one int
+		err = wrap("ping", s.readRow(ctx, "SELECT 1").Scan(&one))
 	}
-	var one int
-	if err := s.readRow(ctx, "SELECT 1").Scan(&one); err != nil {
-		return fmt.Errorf("sqlite: ping: %w: %w", store.ErrUnavailable, err)
+	if err != nil && !errors.Is(err, store.ErrUnavailable) {
+		err = fmt.Errorf("%w: %w", store.ErrUnavailable, err)
 	}
-	return nil
+	return err
 }
 
 // Close stops the writer once it has committed everything already

@@ -13,6 +13,7 @@ import (
 	"os/exec"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -103,6 +104,13 @@ func (s *Server) Stop() {
 		s.cmd = nil
 	}
 }
+
+// Freeze stops the server's process (SIGSTOP): it keeps its connections
+// and answers nothing until Thaw.
+func (s *Server) Freeze() error { return s.cmd.Process.Signal(syscall.SIGSTOP) }
+
+// Thaw resumes a frozen server (SIGCONT).
+func (s *Server) Thaw() error { return s.cmd.Process.Signal(syscall.SIGCONT) }
 
 // Restart starts the server again on the same port and directory.
 func (s *Server) Restart() error {

@@ -1,0 +1,79 @@
+package daemon_test
+
+import (
+	"errors"
+	"net/http"
+	"os"
+	"path/filepath"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// TestFullDiskFailsReadinessAndRecovers runs a SQLite daemon on a small
+// tmpfs, fills it: intake answers 503 and /readyz fails within its timeout;
+// once the filler is removed /readyz recovers by itself. Mounting needs
+// root (CI runs as root); elsewhere the test skips, loudly.
+func TestFullDiskFailsReadinessAndRecovers(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	if err := syscall.Mount("tmpfs", dir, "tmpfs", 0, "size=8m"); err != nil {
+		t.Skipf("SKIPPING DISK-FULL TEST: cannot mount a tmpfs (needs root): %v", err)
+	}
+	t.Cleanup(func() {
+		if err := syscall.Unmount(dir, 0); err != nil {
+			t.Errorf("unmount %s: %v", dir, err)
+		}
+	})
+	base := start(t, testConfig(dir), nil) // stopped before the unmount
+	if code, body, _ := probe(t, "GET", base+"/readyz", ""); code != http.StatusOK {
+		t.Fatalf("/readyz before the disk filled = %d %s", code, body)
+	}
+
+	filler := filepath.Join(dir, "filler")
+	fill(t, filler)
+	code, body, _ := probe(t, "POST", base+"/e/anykey", `{"name":"test/hello.world","id":"full-1","data":{"email":"a@b.c"}}`)
+	if code != http.StatusServiceUnavailable {
+		t.Errorf("intake on a full disk = %d %s, want 503", code, body)
+	}
+	code, body, took := probe(t, "GET", base+"/readyz", "")
+	if code != http.StatusServiceUnavailable || took > 2*time.Second+slack {
+		t.Errorf("/readyz on a full disk = %d %s after %v, want 503 within its timeout", code, body, took)
+	}
+
+	if err := os.Remove(filler); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		if code, _, _ := probe(t, "GET", base+"/readyz", ""); code == http.StatusOK {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("/readyz did not recover within 15 s of the space returning")
+		}
+		time.Sleep(50 * time.Millisecond) // a guard between probes
+	}
+	if code, body, _ := probe(t, "POST", base+"/e/anykey", `{"name":"test/hello.world","id":"full-1","data":{"email":"a@b.c"}}`); code != http.StatusOK {
+		t.Errorf("the resend once space returned = %d %s", code, body)
+	}
+}
+
+// fill writes path until the file system is full.
+func fill(t *testing.T, path string) {
+	t.Helper()
+	f, err := os.Create(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	chunk := make([]byte, 64<<10)
+	for {
+		if _, err := f.Write(chunk); err != nil {
+			if errors.Is(err, syscall.ENOSPC) {
+				return
+			}
+			t.Fatalf("filling the disk: %v", err)
+		}
+	}
+}

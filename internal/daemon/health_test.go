@@ -1,0 +1,92 @@
+package daemon_test
+
+import (
+	"encoding/json"
+	"io"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/dcyfr/cyberdrew/internal/store/redis/redistest"
+)
+
+// probe sends one request and returns its status, body and how long the
+// answer took.
+func probe(t *testing.T, method, url, body string) (int, string, time.Duration) {
+	t.Helper()
+	req, err := http.NewRequest(method, url, strings.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	began := time.Now()
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatalf("%s %s: %v", method, url, err)
+	}
+	defer res.Body.Close()
+	raw, _ := io.ReadAll(res.Body)
+	return res.StatusCode, string(raw), time.Since(began)
+}
+
+// slack is what a bounded answer may take beyond its timeout on a loaded
+// machine: the assertions say "did not hang", not how fast.
+const slack = 3 * time.Second
+
+// TestFrozenRedisFailsReadinessAndIntakeInTime freezes the daemon's Redis
+// (SIGSTOP): /readyz answers 503 within its timeout and intake 503 within
+// its bound, saying a resend with the same id is safe; after SIGCONT both
+// recover by themselves.
+func TestFrozenRedisFailsReadinessAndIntakeInTime(t *testing.T) {
+	t.Parallel()
+	srv := redistest.StartT(t, false)
+	cfg := testConfig(t.TempDir())
+	cfg.Store = srv.URL(0)
+	cfg.IntakeTimeout = time.Second
+	base := start(t, cfg, nil)
+	const event = `{"name":"test/hello.world","id":"frozen-1","data":{"email":"a@b.c"}}`
+	if code, body, _ := probe(t, "POST", base+"/e/anykey", event); code != http.StatusOK {
+		t.Fatalf("intake before the freeze = %d %s", code, body)
+	}
+
+	if err := srv.Freeze(); err != nil {
+		t.Fatal(err)
+	}
+	thawed := false
+	defer func() {
+		if !thawed {
+			srv.Thaw()
+		}
+	}()
+	code, body, took := probe(t, "GET", base+"/readyz", "")
+	if code != http.StatusServiceUnavailable || took > 2*time.Second+slack {
+		t.Errorf("/readyz with Redis frozen = %d %s after %v, want 503 within its 2 s timeout", code, body, took)
+	}
+	code, body, took = probe(t, "POST", base+"/e/anykey", `{"name":"test/hello.world","id":"frozen-2","data":{"email":"a@b.c"}}`)
+	if code != http.StatusServiceUnavailable || took > cfg.IntakeTimeout+slack {
+		t.Errorf("intake with Redis frozen = %d %s after %v, want 503 within %v", code, body, took, cfg.IntakeTimeout)
+	}
+	var answer struct{ Stored, Retry string }
+	if err := json.Unmarshal([]byte(body), &answer); err != nil || answer.Stored != "unknown" || !strings.Contains(answer.Retry, "same id") {
+		t.Errorf("intake's 503 = %s, want stored unknown and a retry with the same id", body)
+	}
+
+	if err := srv.Thaw(); err != nil {
+		t.Fatal(err)
+	}
+	thawed = true
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		code, _, _ := probe(t, "GET", base+"/readyz", "")
+		if code == http.StatusOK {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("/readyz did not recover within 15 s of the thaw")
+		}
+		time.Sleep(50 * time.Millisecond) // a guard between probes
+	}
+	if code, body, _ := probe(t, "POST", base+"/e/anykey", `{"name":"test/hello.world","id":"frozen-2","data":{"email":"a@b.c"}}`); code != http.StatusOK {
+		t.Errorf("the resend after the thaw = %d %s", code, body)
+	}
+}
