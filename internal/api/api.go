@@ -11,8 +11,6 @@ package api
 
 import (
 	"context"
-	"crypto/sha256"
-	"crypto/subtle"
 	"encoding/json"
 	"errors"
 	"log/slog"
@@ -38,11 +36,11 @@ const (
 // Config tunes the HTTP surface. Zero fields take the defaults above.
 type Config struct {
 	// EventKeys guard intake: the path key must equal one of them. Empty
-	// accepts any key (dev mode).
+	// is dev mode: any key, but only from this machine (auth.go).
 	EventKeys []string
 	// SigningKeys are the admin API's bearer tokens: the primary key, then
-	// any fallback kept during rotation. Empty leaves the admin API open
-	// (dev mode).
+	// any fallback kept during rotation. Empty is dev mode: no bearer, but
+	// only from this machine (auth.go).
 	SigningKeys []string
 	// MaxEventSize bounds one event's JSON, MaxRequestSize a whole intake
 	// body, in bytes; MaxBatch the number of events in one request.
@@ -136,10 +134,12 @@ type server struct {
 	eventKeys   []keyDigest
 	signingKeys []keyDigest
 	probe       *prober
+	crossOrigin *http.CrossOriginProtection
 }
 
 // New returns the HTTP handler of the event API, the probes and the admin
-// API. It logs a warning for each side left open because its keys are unset.
+// API. It logs a warning for each side in dev mode because its keys are
+// unset.
 func New(cfg Config, eng Engine, st Reader, logger *slog.Logger) http.Handler {
 	if cfg.MaxEventSize <= 0 {
 		cfg.MaxEventSize = DefaultMaxEventSize
@@ -171,20 +171,16 @@ func New(cfg Config, eng Engine, st Reader, logger *slog.Logger) http.Handler {
 		eventKeys:   digests(cfg.EventKeys),
 		signingKeys: digests(cfg.SigningKeys),
 		probe:       &prober{ping: st.Ping, timeout: cfg.ReadyTimeout},
+		crossOrigin: http.NewCrossOriginProtection(),
 	}
-	if len(s.eventKeys) == 0 {
-		s.log.Warn("no event key set: the event API accepts any key")
-	}
-	if len(s.signingKeys) == 0 {
-		s.log.Warn("no signing key set: the admin API is open")
-	}
+	s.logDevMode()
 	s.routes()
 	return s
 }
 
 func (s *server) routes() {
 	for _, p := range []string{"POST /e", "POST /e/{$}", "POST /e/{eventKey}", "POST /e/{eventKey}/{$}"} {
-		s.mux.Handle(p, s.handleInngest(s.intake))
+		s.mux.Handle(p, s.handleInngest(s.events(s.intake)))
 	}
 	s.mux.Handle("GET /health", s.handle(s.live))
 	s.mux.Handle("GET /healthz", s.handle(s.live))
@@ -346,7 +342,7 @@ func (s *server) handleInngest(fn handlerFunc) http.Handler {
 // rejection names the reason of an intake refusal from its status.
 func rejection(status int) string {
 	switch status {
-	case http.StatusUnauthorized:
+	case http.StatusUnauthorized, http.StatusForbidden:
 		return "auth"
 	case http.StatusBadRequest:
 		return "invalid"
@@ -359,55 +355,6 @@ func rejection(status int) string {
 	default:
 		return "internal"
 	}
-}
-
-// admin guards a route with the bearer signing key.
-func (s *server) admin(fn handlerFunc) http.Handler {
-	return s.handle(func(w http.ResponseWriter, r *http.Request) error {
-		if len(s.signingKeys) > 0 {
-			token, ok := bearer(r.Header.Get("Authorization"))
-			if !ok || !matchKey(s.signingKeys, token) {
-				w.Header().Set("WWW-Authenticate", `Bearer realm="cyberdrew"`)
-				return &httpError{status: http.StatusUnauthorized, msg: "missing or invalid bearer signing key"}
-			}
-		}
-		return fn(w, r)
-	})
-}
-
-// bearer reads the token of an "Authorization: Bearer <token>" header; the
-// scheme is case-insensitive.
-func bearer(header string) (string, bool) {
-	const scheme = "bearer "
-	if len(header) < len(scheme) || !strings.EqualFold(header[:len(scheme)], scheme) {
-		return "", false
-	}
-	token := strings.TrimSpace(header[len(scheme):])
-	return token, token != ""
-}
-
-// keyDigest is a key's SHA-256: comparing digests takes the same time
-// whatever the key's length.
-type keyDigest [sha256.Size]byte
-
-func digests(keys []string) []keyDigest {
-	var out []keyDigest
-	for _, k := range keys {
-		if k != "" {
-			out = append(out, sha256.Sum256([]byte(k)))
-		}
-	}
-	return out
-}
-
-// matchKey compares candidate with every key in constant time.
-func matchKey(keys []keyDigest, candidate string) bool {
-	d := sha256.Sum256([]byte(candidate))
-	match := 0
-	for i := range keys {
-		match |= subtle.ConstantTimeCompare(keys[i][:], d[:])
-	}
-	return match == 1
 }
 
 // httpError is a failure with its own status and a message safe to show.

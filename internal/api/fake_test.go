@@ -348,14 +348,24 @@ func (a answer) json(t *testing.T) map[string]any {
 	return v
 }
 
-// do sends a request; headers come in name, value pairs.
+// do sends a request; headers come in name, value pairs ("Host" sets the
+// request's Host).
 func do(t *testing.T, method, url string, body io.Reader, headers ...string) answer {
 	t.Helper()
 	req, err := http.NewRequestWithContext(t.Context(), method, url, body)
 	if err != nil {
 		t.Fatal(err)
 	}
+	if method != http.MethodGet {
+		// As the clients do: a write without it is refused as cross-site
+		// in dev mode. headers may replace it.
+		req.Header.Set("Content-Type", "application/json")
+	}
 	for i := 0; i+1 < len(headers); i += 2 {
+		if headers[i] == "Host" {
+			req.Host = headers[i+1]
+			continue
+		}
 		req.Header.Set(headers[i], headers[i+1])
 	}
 	resp, err := http.DefaultClient.Do(req)

@@ -25,6 +25,7 @@ func TestIntakeAccepts(t *testing.T) {
 	hello := engine.IncomingEvent{Name: "test/hello.world", Data: json.RawMessage(`{"email":"a@b.c"}`)}
 	tests := []struct {
 		name    string
+		cfg     api.Config
 		path    string
 		body    string
 		headers []string
@@ -39,7 +40,8 @@ func TestIntakeAccepts(t *testing.T) {
 			want:    []engine.IncomingEvent{hello},
 		},
 		{
-			name:    "curl form content type",
+			name:    "curl form content type, with an event key set",
+			cfg:     api.Config{EventKeys: []string{"anykey"}},
 			path:    "/e/anykey",
 			body:    `{"name":"test/hello.world","data":{"email":"a@b.c"}}`,
 			headers: []string{"Content-Type", "application/x-www-form-urlencoded"},
@@ -100,7 +102,7 @@ func TestIntakeAccepts(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
-			b := setup(t, api.Config{})
+			b := setup(t, tt.cfg)
 			a := do(t, http.MethodPost, b.url+tt.path, strings.NewReader(tt.body), tt.headers...)
 			if a.status != http.StatusOK {
 				t.Fatalf("status = %d, body %s", a.status, a.body)

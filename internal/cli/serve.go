@@ -104,8 +104,8 @@ both set.`,
 	fs.DurationVar(&c.Retention, "retention", c.Retention, "keep finished runs and their events this long; 0 keeps them forever")
 	fs.StringVar(&c.LogFormat, "log-format", c.LogFormat, "log format: auto (text on a terminal, JSON otherwise), text or json")
 	fs.Var(levelValue{&c.LogLevel}, "log-level", "log level: debug, info, warn or error")
-	fs.Var(listValue{&c.EventKeys}, "event-key", "event keys accepted by the event API, comma-separated")
-	fs.StringVar(&c.SigningKey, "signing-key", c.SigningKey, "bearer key of the admin API")
+	fs.Var(listValue{&c.EventKeys}, "event-key", "event keys accepted by the event API, comma-separated; unset, it answers only requests straight from this machine")
+	fs.StringVar(&c.SigningKey, "signing-key", c.SigningKey, "bearer key of the admin API and /metrics; unset, they answer only requests straight from this machine")
 	fs.StringVar(&c.SigningKeyFallback, "signing-key-fallback", c.SigningKeyFallback, "previous signing key, still accepted while keys rotate")
 	fs.DurationVar(&c.ShutdownTimeout, "shutdown-timeout", c.ShutdownTimeout, "time in-flight steps get to finish on shutdown")
 	fs.DurationVar(&c.IntakeTimeout, "intake-timeout", c.IntakeTimeout, "how long the event API waits for the store before it answers 503 (resend with the same id)")
@@ -123,7 +123,7 @@ both set.`,
 	fs.StringVar(&c.MilestoneWebhook, "milestone-webhook", "", "Slack-compatible webhook URL told of view milestones")
 	fs.StringVar(&c.SitePrefix, "site-prefix", c.SitePrefix, "prefix of the site's data keys")
 	fs.Var(listValue{&c.CORSOrigins}, "cors-origins", "origins allowed to call the site routes from a browser, comma-separated (* for any)")
-	fs.Var(listValue{&c.TrustedProxies}, "trusted-proxies", "proxies (CIDRs or addresses, comma-separated) whose X-Forwarded-For is trusted")
+	fs.Var(listValue{&c.TrustedProxies}, "trusted-proxies", "proxies (CIDRs or addresses, comma-separated) whose X-Forwarded-For the site routes trust for the client address; opens nothing without keys")
 
 	for _, s := range serveSettings {
 		f := fs.Lookup(s.flag)

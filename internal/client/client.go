@@ -148,7 +148,9 @@ func (c *Client) request(ctx context.Context, area Area, method, path string, qu
 	if err != nil {
 		return nil, fmt.Errorf("client: %w", err)
 	}
-	if body != nil {
+	if body != nil || method != http.MethodGet {
+		// A write says it is JSON even without a body (cancel, rerun): a
+		// daemon in dev mode refuses a write without it as cross-site.
 		req.Header.Set("Content-Type", "application/json")
 	}
 	req.Header.Set("Accept", "application/json")

@@ -68,7 +68,8 @@ type Serve struct {
 	LogFormat string
 	LogLevel  slog.Level
 	// EventKeys guard the event API; SigningKey and SigningKeyFallback
-	// guard the admin API.
+	// guard the admin API. An unset side is in dev mode: it answers only
+	// requests straight from this machine (internal/api).
 	EventKeys          []string
 	SigningKey         string
 	SigningKeyFallback string
@@ -93,7 +94,10 @@ type Serve struct {
 	MilestoneWebhook string // may hold a token: never logged
 	SitePrefix       string
 	CORSOrigins      []string
-	TrustedProxies   []string // CIDRs or single addresses
+	// TrustedProxies (CIDRs or single addresses) are the proxies whose
+	// X-Forwarded-For the site routes take as the client's address. They
+	// open nothing: a request through any proxy needs the keys.
+	TrustedProxies []string
 }
 
 // DefaultServe returns the defaults. getenv reads XDG_DATA_HOME and HOME for

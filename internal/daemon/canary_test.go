@@ -178,6 +178,7 @@ func TestRedisPasswordNeverShows(t *testing.T) {
 			method = "POST"
 		}
 		req, _ := http.NewRequest(method, base+path, strings.NewReader(`{"name":"test/x"}`))
+		req.Header.Set("Content-Type", "application/json")
 		res, err := http.DefaultClient.Do(req)
 		if err != nil {
 			t.Fatal(err)

@@ -157,6 +157,10 @@ func New(ctx context.Context, cfg config.Serve, logger *slog.Logger, opts Option
 		given:     opts.Listener,
 	}
 	proxies, _ := cfg.TrustedProxyPrefixes() // checked by cfg.Validate
+	if len(proxies) > 0 && (len(cfg.EventKeys) == 0 || cfg.SigningKey == "") {
+		d.log.Warn("CYBERDREW_TRUSTED_PROXIES opens nothing: while a key is unset, its side refuses every request through a proxy with 401; set INNGEST_EVENT_KEY and INNGEST_SIGNING_KEY",
+			"event_key", len(cfg.EventKeys) > 0, "signing_key", cfg.SigningKey != "")
+	}
 	siteCfg := site.Config{
 		Origins: cfg.CORSOrigins, TrustedProxies: proxies, GitHubUser: cfg.GitHubUser, Prefix: cfg.SitePrefix,
 	}

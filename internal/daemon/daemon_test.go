@@ -48,6 +48,10 @@ func (c client) do(method, path, body string, out any) int {
 	if err != nil {
 		c.t.Fatal(err)
 	}
+	if method != http.MethodGet {
+		// As the clients do: a dev-mode daemon refuses a write without it.
+		req.Header.Set("Content-Type", "application/json")
+	}
 	if c.token != "" {
 		req.Header.Set("Authorization", "Bearer "+c.token)
 	}
@@ -389,6 +393,7 @@ func TestRetriedRequestWithTheSameSeedStoresNothingTwice(t *testing.T) {
 	body := `[{"name":"test/hello.world","data":{"email":"a@b.c"}},{"name":"test/other"}]`
 	send := func(seed string) []string {
 		req, _ := http.NewRequest("POST", c.base+"/e/k", strings.NewReader(body))
+		req.Header.Set("Content-Type", "application/json")
 		req.Header.Set("X-Inngest-Event-Id-Seed", seed)
 		res, err := http.DefaultClient.Do(req)
 		if err != nil {
