@@ -19,6 +19,9 @@ func probe(t *testing.T, method, url, body string) (int, string, time.Duration) 
 	if err != nil {
 		t.Fatal(err)
 	}
+	if method != http.MethodGet {
+		req.Header.Set("Content-Type", "application/json") // as every event client sends
+	}
 	began := time.Now()
 	res, err := http.DefaultClient.Do(req)
 	if err != nil {
