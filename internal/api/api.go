@@ -49,6 +49,9 @@ type Config struct {
 	MaxBatch       int
 	// KeepAlive is the interval of the stream's keep-alive comments.
 	KeepAlive time.Duration
+	// MaxStreams bounds the /v1/stream clients connected at once
+	// (DefaultMaxStreams); past it a client gets 503 with Retry-After.
+	MaxStreams int
 	// ReadyTimeout bounds the store ping of /readyz.
 	ReadyTimeout time.Duration
 	// Closing, when closed, ends every open stream, so that the server can
@@ -129,6 +132,7 @@ type server struct {
 	mux         *http.ServeMux
 	eventKeys   []keyDigest
 	signingKeys []keyDigest
+	streams     *relay
 }
 
 // New returns the HTTP handler of the event API, the probes and the admin
@@ -149,14 +153,19 @@ func New(cfg Config, eng Engine, st Reader, logger *slog.Logger) http.Handler {
 	if cfg.ReadyTimeout <= 0 {
 		cfg.ReadyTimeout = DefaultReadyTimeout
 	}
+	if cfg.MaxStreams <= 0 {
+		cfg.MaxStreams = DefaultMaxStreams
+	}
 	if cfg.Observer == nil {
 		cfg.Observer = nopObserver{}
 	}
+	log := logger.With("component", "api")
 	s := &server{
 		cfg:         cfg,
 		eng:         eng,
 		st:          st,
-		log:         logger.With("component", "api"),
+		log:         log,
+		streams:     newRelay(st, cfg.MaxStreams, log),
 		mux:         http.NewServeMux(),
 		eventKeys:   digests(cfg.EventKeys),
 		signingKeys: digests(cfg.SigningKeys),

@@ -144,6 +144,7 @@ func New(ctx context.Context, cfg config.Serve, logger *slog.Logger, opts Option
 		MaxEventSize:   int64(cfg.MaxEventSize),
 		MaxRequestSize: int64(cfg.MaxRequestSize),
 		MaxBatch:       cfg.MaxBatch,
+		MaxStreams:     cfg.MaxStreams,
 		Closing:        d.closing,
 		Metrics:        m.Handler(),
 		MetricsPublic:  cfg.MetricsPublic,
