@@ -49,6 +49,9 @@ type Config struct {
 	MaxBatch       int
 	// KeepAlive is the interval of the stream's keep-alive comments.
 	KeepAlive time.Duration
+	// MaxStreams bounds the /v1/stream clients connected at once
+	// (DefaultMaxStreams); past it a client gets 503 with Retry-After.
+	MaxStreams int
 	// ReadyTimeout bounds the store probe of /readyz.
 	ReadyTimeout time.Duration
 	// IntakeTimeout bounds how long intake waits for the store: past it
@@ -135,6 +138,7 @@ type server struct {
 	signingKeys []keyDigest
 	probe       *prober
 	crossOrigin *http.CrossOriginProtection
+	streams     *relay
 }
 
 // New returns the HTTP handler of the event API, the probes and the admin
@@ -159,14 +163,19 @@ func New(cfg Config, eng Engine, st Reader, logger *slog.Logger) http.Handler {
 	if cfg.IntakeTimeout <= 0 {
 		cfg.IntakeTimeout = DefaultIntakeTimeout
 	}
+	if cfg.MaxStreams <= 0 {
+		cfg.MaxStreams = DefaultMaxStreams
+	}
 	if cfg.Observer == nil {
 		cfg.Observer = nopObserver{}
 	}
+	log := logger.With("component", "api")
 	s := &server{
 		cfg:         cfg,
 		eng:         eng,
 		st:          st,
-		log:         logger.With("component", "api"),
+		log:         log,
+		streams:     newRelay(st, cfg.MaxStreams, log),
 		mux:         http.NewServeMux(),
 		eventKeys:   digests(cfg.EventKeys),
 		signingKeys: digests(cfg.SigningKeys),

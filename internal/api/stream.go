@@ -1,20 +1,25 @@
 package api
 
 import (
-	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"time"
 
 	"github.com/dcyfr/cyberdrew/internal/store"
 )
 
+// streamRetryAfter is the Retry-After, in seconds, of a stream refused
+// because too many are open.
+const streamRetryAfter = "5"
+
 // stream is GET /v1/stream?run_id=&event_id=: the store's changes as
 // server-sent events, "event: <kind>" with the Change as JSON data, and
-// "event: resync" when the subscription lagged and changes were lost. A
+// "event: resync" when the client fell behind and changes were lost. A
 // ": keepalive" comment goes out every KeepAlive. The stream ends when the
-// client goes away.
+// client goes away. Past MaxStreams clients the answer is 503 with
+// Retry-After.
 func (s *server) stream(w http.ResponseWriter, r *http.Request) error {
 	runID, eventID := r.URL.Query().Get("run_id"), r.URL.Query().Get("event_id")
 	rc := http.NewResponseController(w)
@@ -24,7 +29,12 @@ func (s *server) stream(w http.ResponseWriter, r *http.Request) error {
 	}
 
 	ctx := r.Context()
-	changes := s.st.Subscribe(ctx)
+	frames, leave, err := s.streams.join(ctx)
+	if err != nil {
+		w.Header().Set("Retry-After", streamRetryAfter)
+		return &httpError{status: http.StatusServiceUnavailable, msg: fmt.Sprintf("too many streams open (the limit is %d), retry later", s.cfg.MaxStreams)}
+	}
+	defer leave()
 	f := streamFilter{runID: runID, eventID: eventID, runs: map[string]bool{}}
 	if eventID != "" {
 		// Runs the event created before the subscription started: their
@@ -62,14 +72,18 @@ func (s *server) stream(w http.ResponseWriter, r *http.Request) error {
 			return nil
 		case <-tick.C:
 			_, err = fmt.Fprint(w, ": keepalive\n\n")
-		case c, ok := <-changes:
+		case fr, ok := <-frames:
 			if !ok {
 				return nil
 			}
-			if !f.wanted(c) {
-				continue
+			err = writeFrame(w, f, fr)
+			// Take what else is queued: one flush for the lot.
+			for range len(frames) {
+				if err != nil {
+					break
+				}
+				err = writeFrame(w, f, <-frames)
 			}
-			err = writeChange(w, c)
 		}
 		if err == nil {
 			err = rc.Flush()
@@ -82,6 +96,22 @@ func (s *server) stream(w http.ResponseWriter, r *http.Request) error {
 	}
 }
 
+// resyncFrame tells a client that it missed changes and should re-read.
+var resyncFrame = []byte("event: resync\ndata: {}\n\n")
+
+// writeFrame writes fr when the filter wants it; a nil frame is a resync.
+func writeFrame(w io.Writer, f streamFilter, fr *frame) error {
+	if fr == nil {
+		_, err := w.Write(resyncFrame)
+		return err
+	}
+	if !f.wanted(fr.change) {
+		return nil
+	}
+	_, err := w.Write(fr.data)
+	return err
+}
+
 // streamFilter applies the stream's filters. Filtering by event follows the
 // event's runs: their creation names the event, their later changes only the
 // run.
@@ -90,11 +120,8 @@ type streamFilter struct {
 	runs           map[string]bool
 }
 
-// wanted reports whether c passes; a lag notice always does.
+// wanted reports whether c passes.
 func (f streamFilter) wanted(c store.Change) bool {
-	if c.Kind == "" {
-		return true
-	}
 	if f.runID != "" && c.RunID != f.runID {
 		return false
 	}
@@ -105,17 +132,4 @@ func (f streamFilter) wanted(c store.Change) bool {
 		return true
 	}
 	return c.RunID != "" && f.runs[c.RunID]
-}
-
-func writeChange(w http.ResponseWriter, c store.Change) error {
-	if c.Kind == "" {
-		_, err := fmt.Fprint(w, "event: resync\ndata: {}\n\n")
-		return err
-	}
-	b, err := json.Marshal(c)
-	if err != nil {
-		return err
-	}
-	_, err = fmt.Fprintf(w, "event: %s\ndata: %s\n\n", c.Kind, b)
-	return err
 }

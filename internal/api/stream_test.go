@@ -178,3 +178,36 @@ func TestStreamKeepAlive(t *testing.T) {
 		}
 	}
 }
+
+// TestStreamCap: past MaxStreams subscribers the next one gets 503 with a
+// JSON error and Retry-After; once the others leave, a subscriber gets in.
+func TestStreamCap(t *testing.T) {
+	t.Parallel()
+	b := setup(t, api.Config{MaxStreams: 2})
+	_, sub, hangUpFirst := openStream(t, b, "")
+	r2, err := http.Get(b.url + "/v1/stream")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r2.Body.Close()
+	if first := (sseReader{bufio.NewReader(r2.Body)}).next(t); first.comment != "connected" {
+		t.Fatalf("second subscriber's first frame = %+v", first)
+	}
+
+	a := do(t, http.MethodGet, b.url+"/v1/stream", nil)
+	if a.status != http.StatusServiceUnavailable || a.header.Get("Retry-After") == "" {
+		t.Fatalf("third subscriber: %d, Retry-After %q, want 503 with Retry-After", a.status, a.header.Get("Retry-After"))
+	}
+	if msg, _ := a.json(t)["error"].(string); !strings.Contains(msg, "too many streams") {
+		t.Errorf("error = %q", msg)
+	}
+
+	hangUpFirst()
+	r2.Body.Close()
+	select {
+	case <-sub.ctx.Done(): // the last subscriber left: the relay let go of the store
+	case <-time.After(10 * time.Second):
+		t.Fatal("the relay kept its store subscription after every subscriber left")
+	}
+	openStream(t, b, "")
+}

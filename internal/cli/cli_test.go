@@ -272,6 +272,7 @@ var serveVars = []struct{ env, flag, def string }{
 	{"CYBERDREW_MAX_EVENT_SIZE", "--max-event-size", "256KiB"},
 	{"CYBERDREW_MAX_REQUEST_SIZE", "--max-request-size", "10MiB"},
 	{"CYBERDREW_MAX_BATCH", "--max-batch", "5000"},
+	{"CYBERDREW_STREAM_MAX_SUBSCRIBERS", "--stream-max-subscribers", "256"},
 }
 
 func TestServeHelp(t *testing.T) {

@@ -33,6 +33,7 @@ const (
 	DefaultMaxEventSize   = 256 * KiB
 	DefaultMaxRequestSize = 10 * MiB
 	DefaultMaxBatch       = 5000
+	DefaultMaxStreams     = 256
 	DefaultLogFormat      = LogAuto
 	DefaultContactFrom    = "contact@cyberdrew.dev"
 	DefaultGitHubUser     = "dcyfr"
@@ -80,6 +81,8 @@ type Serve struct {
 	MaxEventSize   ByteSize
 	MaxRequestSize ByteSize
 	MaxBatch       int
+	// MaxStreams bounds the /v1/stream subscribers connected at once.
+	MaxStreams int
 	// MetricsPublic serves /metrics without the bearer signing key.
 	MetricsPublic bool
 
@@ -116,6 +119,7 @@ func DefaultServe(getenv func(string) string) Serve {
 		MaxEventSize:    DefaultMaxEventSize,
 		MaxRequestSize:  DefaultMaxRequestSize,
 		MaxBatch:        DefaultMaxBatch,
+		MaxStreams:      DefaultMaxStreams,
 		ContactFrom:     DefaultContactFrom,
 		GitHubUser:      DefaultGitHubUser,
 	}
@@ -198,6 +202,9 @@ func (c Serve) Validate() error {
 	}
 	if c.MaxBatch < 1 {
 		fail("--max-batch: must be at least 1, got %d", c.MaxBatch)
+	}
+	if c.MaxStreams < 1 {
+		fail("--stream-max-subscribers: must be at least 1, got %d", c.MaxStreams)
 	}
 	for _, u := range []struct{ flag, value string }{
 		{"--resend-base-url", c.ResendBaseURL}, {"--github-api-url", c.GitHubAPIURL},
@@ -315,6 +322,7 @@ func (c Serve) LogValue() slog.Value {
 		slog.String("max_event_size", c.MaxEventSize.String()),
 		slog.String("max_request_size", c.MaxRequestSize.String()),
 		slog.Int("max_batch", c.MaxBatch),
+		slog.Int("stream_max_subscribers", c.MaxStreams),
 		slog.Bool("resend_api_key", c.ResendAPIKey != ""),
 		slog.String("resend_base_url", c.ResendBaseURL),
 		slog.String("contact_from", c.ContactFrom),

@@ -90,6 +90,7 @@ func TestValidate(t *testing.T) {
 			"--max-request-size (128KiB) must be at least --max-event-size (256KiB)",
 		}},
 		{"batch", func(c *config.Serve) { c.MaxBatch = 0 }, []string{"--max-batch: must be at least 1"}},
+		{"streams", func(c *config.Serve) { c.MaxStreams = 0 }, []string{"--stream-max-subscribers: must be at least 1"}},
 		{"site settings", func(c *config.Serve) {
 			c.ResendAPIKey, c.ContactTo, c.ResendBaseURL, c.GitHubAPIURL = "re_x", "me@example.com", "http://127.0.0.1:9/", "https://ghe.example/api/graphql"
 			c.CORSOrigins, c.TrustedProxies = []string{"https://cyberdrew.dev", "*"}, []string{"10.0.0.0/8", "192.0.2.1", "::1"}

@@ -177,6 +177,7 @@ func New(ctx context.Context, cfg config.Serve, logger *slog.Logger, opts Option
 		MaxRequestSize: int64(cfg.MaxRequestSize),
 		MaxBatch:       cfg.MaxBatch,
 		IntakeTimeout:  cfg.IntakeTimeout,
+		MaxStreams:     cfg.MaxStreams,
 		Closing:        d.closing,
 		Metrics:        m.Handler(),
 		MetricsPublic:  cfg.MetricsPublic,

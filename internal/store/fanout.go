@@ -2,116 +2,165 @@ package store
 
 import (
 	"context"
+	"slices"
 	"sync"
+	"sync/atomic"
 )
 
-// subscriberBuffer is how many changes a subscriber may fall behind before
-// it starts losing them: room for one commit of a 2 000-event request (an
-// event and a run change each) without a lag.
-const subscriberBuffer = 4096
+// Fanout delivers items to every in-process subscriber without ever
+// blocking its publisher or making it wait for a lock: a subscriber too
+// slow to keep up loses items and then receives one zero item (the lag
+// marker) before any later item. Backends fan out their Changes with it,
+// whose zero value is the Change with Kind "", and the HTTP stream fans out
+// its encoded frames.
+//
+// The subscriber list is copy-on-write: Publish reads it with one atomic
+// load, and only Subscribe, a subscriber leaving and Close take the mutex
+// that orders their updates. A publisher sends to each subscriber without
+// blocking, so a stuck subscriber costs it one failed send per Publish.
+type Fanout[T any] struct {
+	buffer int
+	subs   atomic.Pointer[[]*subscriber[T]] // replaced whole, never changed in place
 
-// Fanout delivers changes to every in-process subscriber without ever
-// blocking the publisher: a subscriber too slow to keep up loses changes and
-// then receives one Change with Kind "" (the lag marker) before any later
-// change. Backends use it to implement Subscribe.
-type Fanout struct {
-	mu     sync.Mutex
-	subs   map[*subscriber]struct{}
+	mu     sync.Mutex // orders updates of subs and closed
 	closed bool
-	done   chan struct{} // closed by Close
 }
 
-// subscriber is one Subscribe call. lagged is set when a change was dropped
-// and cleared once the marker got through.
-type subscriber struct {
-	ch     chan Change
-	lagged bool
+// subscriber is one Subscribe call.
+type subscriber[T any] struct {
+	ch chan T
+	// mu is held by a publisher while it sends and by the fan-out while it
+	// closes ch. Publishers only TryLock it: one that finds it held (the
+	// subscriber is closing, or another publisher is sending) skips the
+	// subscriber and marks it lagged.
+	mu     sync.Mutex
+	closed bool
+	// lagged is set when an item was lost and cleared once the marker got
+	// through.
+	lagged atomic.Bool
+	// stop unregisters the removal from the subscription's context.
+	stop func() bool
 }
 
-// NewFanout returns a fan-out with no subscribers.
-func NewFanout() *Fanout {
-	return &Fanout{subs: make(map[*subscriber]struct{}), done: make(chan struct{})}
+// changeBuffer is how many changes a store subscriber may fall behind
+// before it starts losing them: room for one commit of a 2 000-event request
+// (an event and a run change each) without a lag. The store's subscribers
+// are the daemon's own parts, a handful: the HTTP stream's clients share one
+// of them.
+const changeBuffer = 4096
+
+// NewChangeFanout returns the fan-out a backend implements Subscribe with.
+func NewChangeFanout() *Fanout[Change] { return NewFanout[Change](changeBuffer) }
+
+// NewFanout returns a fan-out with no subscribers whose subscribers may
+// fall buffer items behind before they start losing them.
+func NewFanout[T any](buffer int) *Fanout[T] {
+	f := &Fanout[T]{buffer: buffer}
+	f.subs.Store(&[]*subscriber[T]{})
+	return f
 }
 
-// Subscribe delivers changes published from now on until ctx ends or the
-// fan-out closes; the channel is closed then.
-func (f *Fanout) Subscribe(ctx context.Context) <-chan Change {
-	sub := &subscriber{ch: make(chan Change, subscriberBuffer)}
+// Subscribe delivers items published from now on until ctx ends or the
+// fan-out closes; the channel is closed then. It holds no goroutine while
+// ctx lasts.
+func (f *Fanout[T]) Subscribe(ctx context.Context) <-chan T {
+	sub := &subscriber[T]{ch: make(chan T, f.buffer)}
 	f.mu.Lock()
+	defer f.mu.Unlock()
 	if f.closed {
-		f.mu.Unlock()
 		close(sub.ch)
 		return sub.ch
 	}
-	f.subs[sub] = struct{}{}
-	f.mu.Unlock()
-	go func() {
-		select {
-		case <-ctx.Done():
-		case <-f.done:
-		}
-		f.mu.Lock()
-		defer f.mu.Unlock()
-		if _, ok := f.subs[sub]; ok {
-			delete(f.subs, sub)
-			close(sub.ch)
-		}
-	}()
+	f.subs.Store(new(append(slices.Clone(*f.subs.Load()), sub)))
+	sub.stop = context.AfterFunc(ctx, func() { f.remove(sub) })
 	return sub.ch
 }
 
-// Publish hands changes to every subscriber that has room.
-func (f *Fanout) Publish(changes []Change) {
-	if len(changes) == 0 {
+// Subscribers returns how many subscriptions are open.
+func (f *Fanout[T]) Subscribers() int { return len(*f.subs.Load()) }
+
+// remove ends one subscription.
+func (f *Fanout[T]) remove(sub *subscriber[T]) {
+	f.mu.Lock()
+	subs := *f.subs.Load()
+	if i := slices.Index(subs, sub); i >= 0 {
+		f.subs.Store(new(slices.Delete(slices.Clone(subs), i, i+1)))
+	}
+	f.mu.Unlock()
+	sub.close()
+}
+
+// Publish hands items, in order, to every subscriber that has room.
+func (f *Fanout[T]) Publish(items []T) {
+	if len(items) == 0 {
 		return
 	}
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	for sub := range f.subs {
-		for _, c := range changes {
-			if sub.lagged {
-				select {
-				case sub.ch <- Change{}:
-					sub.lagged = false
-				default:
-					continue
-				}
-			}
-			select {
-			case sub.ch <- c:
-			default:
-				sub.lagged = true
-			}
-		}
+	for _, sub := range *f.subs.Load() {
+		sub.deliver(items)
 	}
 }
 
-// LagAll tells every subscriber it may have missed changes (a backend lost
+// LagAll tells every subscriber it may have missed items (a backend lost
 // its own notification channel for a while).
-func (f *Fanout) LagAll() {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	for sub := range f.subs {
-		select {
-		case sub.ch <- Change{}:
-			sub.lagged = false
-		default:
-			sub.lagged = true
-		}
+func (f *Fanout[T]) LagAll() {
+	for _, sub := range *f.subs.Load() {
+		sub.lagged.Store(true)
+		sub.deliver(nil)
 	}
 }
 
 // Close ends every subscription; later Subscribe calls get a closed channel.
-func (f *Fanout) Close() {
+func (f *Fanout[T]) Close() {
 	f.mu.Lock()
-	defer f.mu.Unlock()
 	if f.closed {
+		f.mu.Unlock()
 		return
 	}
 	f.closed = true
-	close(f.done)
-	for sub := range f.subs {
-		delete(f.subs, sub)
-		close(sub.ch)
+	subs := *f.subs.Swap(&[]*subscriber[T]{})
+	f.mu.Unlock()
+	for _, sub := range subs {
+		sub.stop()
+		sub.close()
+	}
+}
+
+// deliver sends the lag marker if one is owed, then items, without
+// blocking: once the channel is full the rest is lost and the marker owed.
+func (s *subscriber[T]) deliver(items []T) {
+	if !s.mu.TryLock() {
+		s.lagged.Store(true)
+		return
+	}
+	defer s.mu.Unlock()
+	if s.closed {
+		return
+	}
+	if s.lagged.Load() {
+		var marker T
+		select {
+		case s.ch <- marker:
+			s.lagged.Store(false)
+		default:
+			return
+		}
+	}
+	for _, it := range items {
+		select {
+		case s.ch <- it:
+		default:
+			s.lagged.Store(true)
+			return
+		}
+	}
+}
+
+// close closes the channel once; it waits for a publisher sending to it.
+func (s *subscriber[T]) close() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if !s.closed {
+		s.closed = true
+		close(s.ch)
 	}
 }

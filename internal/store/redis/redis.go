@@ -72,7 +72,7 @@ type Store struct {
 	keys  keys
 	clock clockwork.Clock
 	log   *slog.Logger
-	subs  *store.Fanout
+	subs  *store.Fanout[store.Change]
 	ps    *listener
 
 	// publishes and finishes coalesce concurrent calls (batch.go).
@@ -126,7 +126,7 @@ func Open(ctx context.Context, url string, opts Options) (*Store, error) {
 		keys:    newKeys(opts.Prefix, opts.SitePrefix),
 		clock:   opts.Clock,
 		log:     opts.Logger.With("component", "store", "store", "redis"),
-		subs:    store.NewFanout(),
+		subs:    store.NewChangeFanout(),
 		entropy: ulid.Monotonic(rand.Reader, 0),
 	}
 	s.publishes = newBatcher(s.publishGroup)

@@ -60,7 +60,7 @@ type Store struct {
 	rdb *sql.DB // read-only pool
 
 	w     *writer
-	subs  *store.Fanout
+	subs  *store.Fanout[store.Change]
 	reads readStmts
 
 	closed atomic.Bool
@@ -101,7 +101,7 @@ func Open(ctx context.Context, path string, opts Options) (*Store, error) {
 		path:    abs,
 		clock:   opts.Clock,
 		log:     opts.Logger.With("component", "store", "store", "sqlite"),
-		subs:    store.NewFanout(),
+		subs:    store.NewChangeFanout(),
 		entropy: ulid.Monotonic(rand.Reader, 0),
 	}
 

@@ -1,0 +1,138 @@
+package api
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+
+	"github.com/dcyfr/cyberdrew/internal/store"
+)
+
+// Budget of the stream's clients.
+const (
+	// DefaultMaxStreams is how many /v1/stream clients may be connected at
+	// once.
+	DefaultMaxStreams = 256
+	// streamBuffer is how many frames a client may fall behind before it
+	// loses them and gets a resync: 8 bytes a frame, the frames themselves
+	// shared by every client.
+	streamBuffer = 64
+	// relayBatch bounds the changes the relay takes from the store before
+	// it hands them on.
+	relayBatch = 256
+)
+
+// errTooManyStreams refuses a client past the budget.
+var errTooManyStreams = errors.New("api: too many stream clients")
+
+// frame is one change, encoded once for every client as its server-sent
+// event. A nil *frame is the resync marker.
+type frame struct {
+	change store.Change
+	data   []byte
+}
+
+// relay carries the store's changes to the stream's clients. While at least
+// one client is connected it holds one store subscription, read by one
+// goroutine that encodes each change once and publishes it to the clients'
+// fan-out; with none connected it holds nothing. A client that falls behind
+// gets a resync, so neither the store nor the other clients wait for it.
+type relay struct {
+	st  Reader
+	max int
+	log *slog.Logger
+	fan *store.Fanout[*frame]
+
+	mu      sync.Mutex // guards clients, stop and done
+	clients int
+	stop    context.CancelFunc // ends the store subscription
+	done    chan struct{}      // closed when the pump has returned
+}
+
+func newRelay(st Reader, maxClients int, logger *slog.Logger) *relay {
+	return &relay{st: st, max: maxClients, log: logger, fan: store.NewFanout[*frame](streamBuffer)}
+}
+
+// join subscribes a client until ctx ends or leave is called, whichever
+// comes first; leave must be called. Every change the store commits after
+// join returns is delivered, or replaced by a resync. Past the budget join
+// returns errTooManyStreams.
+func (r *relay) join(ctx context.Context) (frames <-chan *frame, leave func(), err error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.clients >= r.max {
+		return nil, nil, errTooManyStreams
+	}
+	if r.clients == 0 {
+		pctx, stop := context.WithCancel(context.WithoutCancel(ctx))
+		changes := r.st.Subscribe(pctx)
+		r.stop, r.done = stop, make(chan struct{})
+		go r.pump(pctx, changes, r.done)
+	}
+	r.clients++
+	cctx, cancel := context.WithCancel(ctx)
+	frames = r.fan.Subscribe(cctx)
+	return frames, func() {
+		cancel()
+		r.leave()
+	}, nil
+}
+
+// leave counts a client out; the last one out ends the store subscription
+// and waits for the pump to return.
+func (r *relay) leave() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.clients--
+	if r.clients == 0 {
+		r.stop()
+		<-r.done
+	}
+}
+
+// pump encodes the store's changes and publishes them to the clients, a
+// batch at a time: whatever has arrived since the last batch.
+func (r *relay) pump(ctx context.Context, changes <-chan store.Change, done chan<- struct{}) {
+	defer close(done)
+	batch := make([]*frame, 0, relayBatch)
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case c, ok := <-changes:
+			if !ok {
+				return
+			}
+			batch = append(batch[:0], r.frame(c))
+		}
+	more:
+		for len(batch) < cap(batch) {
+			select {
+			case c, ok := <-changes:
+				if !ok {
+					break more
+				}
+				batch = append(batch, r.frame(c))
+			default:
+				break more
+			}
+		}
+		r.fan.Publish(batch)
+	}
+}
+
+// frame encodes c; the store's lag marker becomes the resync marker.
+func (r *relay) frame(c store.Change) *frame {
+	if c.Kind == "" {
+		return nil
+	}
+	b, err := json.Marshal(c)
+	if err != nil {
+		r.log.Error("stream: encode change", "err", err)
+		return nil
+	}
+	return &frame{change: c, data: fmt.Appendf(nil, "event: %s\ndata: %s\n\n", c.Kind, b)}
+}
