@@ -16,6 +16,7 @@ import (
 	"github.com/dcyfr/cyberdrew/internal/daemon/daemontest"
 	"github.com/dcyfr/cyberdrew/internal/engine"
 	"github.com/dcyfr/cyberdrew/internal/store"
+	"github.com/dcyfr/cyberdrew/internal/wire"
 )
 
 // testConfig is a loopback daemon on a free port with its data in dir.
@@ -120,17 +121,8 @@ func awaitRun(t *testing.T, changes <-chan store.Change, id string, within time.
 	}
 }
 
-type runsAnswer struct {
-	Data []struct {
-		RunID        string          `json:"run_id"`
-		EventID      string          `json:"event_id"`
-		FunctionID   string          `json:"function_id"`
-		Status       string          `json:"status"`
-		RunStartedAt *time.Time      `json:"run_started_at"`
-		EndedAt      *time.Time      `json:"ended_at"`
-		Output       json.RawMessage `json:"output"`
-	} `json:"data"`
-}
+// runsAnswer is a /v1/runs or /v1/events/{id}/runs answer.
+type runsAnswer = wire.Page[wire.Run]
 
 func TestHelloWorldEndToEnd(t *testing.T) {
 	t.Parallel()

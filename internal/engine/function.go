@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/dcyfr/cyberdrew/internal/store"
+	"github.com/dcyfr/cyberdrew/internal/wire"
 )
 
 // Handler is a function's body. It is called from the top each time the run
@@ -23,31 +24,18 @@ type Trigger struct {
 }
 
 // Concurrency limits how many runs execute at once, per key value.
-type Concurrency struct {
-	Limit int    `json:"limit"`
-	Key   string `json:"key,omitempty"` // dotted path into the event; empty: the whole function
-}
+type Concurrency = wire.Concurrency
 
 // RateLimit lets at most Limit runs start per Period, per key value; the
 // excess runs end Skipped.
-type RateLimit struct {
-	Limit  int           `json:"limit"`
-	Period time.Duration `json:"period"`
-	Key    string        `json:"key,omitempty"`
-}
+type RateLimit = wire.RateLimit
 
 // Debounce delays a run until no new event with the same key has arrived
 // for Period, but no longer than MaxWait after the first.
-type Debounce struct {
-	Period  time.Duration `json:"period"`
-	Key     string        `json:"key,omitempty"`
-	MaxWait time.Duration `json:"max_wait,omitempty"`
-}
+type Debounce = wire.Debounce
 
 // Singleton lets one run per key value exist at a time; new ones are Skipped.
-type Singleton struct {
-	Key string `json:"key,omitempty"`
-}
+type Singleton = wire.Singleton
 
 // Function is a durable function. Register it with Engine.Register.
 type Function struct {
