@@ -44,16 +44,7 @@ func TestFullDiskFailsReadinessAndRecovers(t *testing.T) {
 	if err := os.Remove(filler); err != nil {
 		t.Fatal(err)
 	}
-	deadline := time.Now().Add(15 * time.Second)
-	for {
-		if code, _, _ := probe(t, "GET", base+"/readyz", ""); code == http.StatusOK {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("/readyz did not recover within 15 s of the space returning")
-		}
-		time.Sleep(50 * time.Millisecond) // a guard between probes
-	}
+	awaitReady(t, base, "the space returning")
 	if code, body, _ := probe(t, "POST", base+"/e/anykey", `{"name":"test/hello.world","id":"full-1","data":{"email":"a@b.c"}}`); code != http.StatusOK {
 		t.Errorf("the resend once space returned = %d %s", code, body)
 	}

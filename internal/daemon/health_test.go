@@ -11,6 +11,22 @@ import (
 	"github.com/dcyfr/cyberdrew/internal/store/redis/redistest"
 )
 
+// awaitReady fails t unless /readyz answers 200 within 15 s of what made
+// the store well again.
+func awaitReady(t *testing.T, base, what string) {
+	t.Helper()
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		if code, _, _ := probe(t, "GET", base+"/readyz", ""); code == http.StatusOK {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("/readyz did not recover within 15 s of %s", what)
+		}
+		time.Sleep(50 * time.Millisecond) // a guard between probes
+	}
+}
+
 // probe sends one request and returns its status, body and how long the
 // answer took.
 func probe(t *testing.T, method, url, body string) (int, string, time.Duration) {
@@ -78,17 +94,7 @@ func TestFrozenRedisFailsReadinessAndIntakeInTime(t *testing.T) {
 		t.Fatal(err)
 	}
 	thawed = true
-	deadline := time.Now().Add(15 * time.Second)
-	for {
-		code, _, _ := probe(t, "GET", base+"/readyz", "")
-		if code == http.StatusOK {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("/readyz did not recover within 15 s of the thaw")
-		}
-		time.Sleep(50 * time.Millisecond) // a guard between probes
-	}
+	awaitReady(t, base, "the thaw")
 	if code, body, _ := probe(t, "POST", base+"/e/anykey", `{"name":"test/hello.world","id":"frozen-2","data":{"email":"a@b.c"}}`); code != http.StatusOK {
 		t.Errorf("the resend after the thaw = %d %s", code, body)
 	}
