@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/dcyfr/cyberdrew/internal/store"
+	"github.com/jonboulle/clockwork"
 )
 
 // storeCallTimeout bounds one store call made on behalf of a run.
@@ -107,19 +108,23 @@ func (p *WorkerPool) Start(ctx context.Context) error {
 	for range p.opts.Workers {
 		p.wg.Go(p.work)
 	}
+	// The renewer outlives the claim loop: runs drain after Stop begins.
+	// Its ticker is armed before the first claim, so no lease is ever held
+	// without a renewal due within a third of it.
+	renewCtx, stopRenew := context.WithCancel(context.WithoutCancel(ctx))
+	p.stopRenew = stopRenew
+	p.renewDone = make(chan struct{})
+	renewEvery := p.opts.LeaseTTL / 3
+	ticker := p.e.clock.NewTicker(renewEvery)
+	go func() {
+		defer close(p.renewDone)
+		p.renewLoop(renewCtx, ticker, renewEvery)
+	}()
 	changes := p.e.store.Subscribe(ctx)
 	go func() {
 		defer close(p.done)
 		defer close(p.jobs)
 		p.loop(ctx, changes)
-	}()
-	// The renewer outlives the claim loop: runs drain after Stop begins.
-	renewCtx, stopRenew := context.WithCancel(context.WithoutCancel(ctx))
-	p.stopRenew = stopRenew
-	p.renewDone = make(chan struct{})
-	go func() {
-		defer close(p.renewDone)
-		p.renewLoop(renewCtx)
 	}()
 	return nil
 }
@@ -469,12 +474,10 @@ func callHandler(ctx context.Context, h Handler, r *Run) (out any, err error) {
 }
 
 // renewLoop renews the leases of every run the pool executes, all in one
-// store call every third of the lease, until ctx ends; a lost lease
-// interrupts its run. A run that ends within a third of the lease is
-// never renewed.
-func (p *WorkerPool) renewLoop(ctx context.Context) {
-	every := p.opts.LeaseTTL / 3
-	t := p.e.clock.NewTicker(every)
+// store call at every tick of t (a third of the lease), until ctx ends; a
+// lost lease interrupts its run. A run that ends within a third of the
+// lease is never renewed.
+func (p *WorkerPool) renewLoop(ctx context.Context, t clockwork.Ticker, every time.Duration) {
 	defer t.Stop()
 	for {
 		select {
