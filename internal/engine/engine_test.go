@@ -858,6 +858,7 @@ func (*takeovers) RunFinished(string, string)                {}
 func (*takeovers) StepAttempt(string, string, time.Duration) {}
 func (*takeovers) LeaseLost()                                {}
 func (o *takeovers) LeaseTakenOver()                         { o.n.Add(1) }
+func (*takeovers) StepConflict(string)                       {}
 func (*takeovers) StoreError(string)                         {}
 
 func TestGracefulShutdownHandsRunsBack(t *testing.T) {
@@ -1220,6 +1221,7 @@ func (o *finishes) RunFinished(_, status string)            { o.done <- status }
 func (*finishes) StepAttempt(string, string, time.Duration) {}
 func (*finishes) LeaseLost()                                {}
 func (*finishes) LeaseTakenOver()                           {}
+func (*finishes) StepConflict(string)                       {}
 func (*finishes) StoreError(string)                         {}
 
 // leaseLosses is an Observer that counts lost leases.
@@ -1233,4 +1235,5 @@ func (*leaseLosses) RunFinished(string, string)                {}
 func (*leaseLosses) StepAttempt(string, string, time.Duration) {}
 func (o *leaseLosses) LeaseLost()                              { o.lost.Add(1) }
 func (*leaseLosses) LeaseTakenOver()                           {}
+func (*leaseLosses) StepConflict(string)                       {}
 func (*leaseLosses) StoreError(string)                         {}

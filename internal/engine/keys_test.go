@@ -163,4 +163,5 @@ func (*skips) RunFinished(string, string)                {}
 func (*skips) StepAttempt(string, string, time.Duration) {}
 func (*skips) LeaseLost()                                {}
 func (*skips) LeaseTakenOver()                           {}
+func (*skips) StepConflict(string)                       {}
 func (*skips) StoreError(string)                         {}

@@ -15,6 +15,9 @@ type Observer interface {
 	RunFinished(function, status string)
 	// StepAttempt: a step attempt ended completed, failed or retry.
 	StepAttempt(function, outcome string, d time.Duration)
+	// StepConflict: a StepTx commit found a key it read changed, and its
+	// body runs again.
+	StepConflict(function string)
 	// LeaseLost: a run was stopped because another worker took it over.
 	LeaseLost()
 	// LeaseTakenOver: a worker claimed a run whose previous worker's lease
@@ -31,6 +34,7 @@ func (nopObserver) RunSkipped(string, string)                 {}
 func (nopObserver) RunStarted(string, time.Duration)          {}
 func (nopObserver) RunFinished(string, string)                {}
 func (nopObserver) StepAttempt(string, string, time.Duration) {}
+func (nopObserver) StepConflict(string)                       {}
 func (nopObserver) LeaseLost()                                {}
 func (nopObserver) LeaseTakenOver()                           {}
 func (nopObserver) StoreError(string)                         {}

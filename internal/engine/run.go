@@ -6,6 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	mrand "math/rand/v2"
+	"slices"
 	"strconv"
 	"sync"
 	"time"
@@ -136,6 +138,28 @@ func (r *Run) save(s store.Step, emit []store.Publication) error {
 	return nil
 }
 
+// commit records a completed transactional step with its effects. A
+// conflict is returned as it is (the caller runs the body again); any
+// other failure interrupts the run as save does.
+func (r *Run) commit(s store.Step, fx store.Effects) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.done {
+		return errClosed(s.ID)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), storeCallTimeout)
+	defer cancel()
+	err := r.e.store.CommitStep(ctx, r.lease, s, nil, fx)
+	switch {
+	case errors.Is(err, store.ErrConflict):
+		return err
+	case err != nil:
+		return r.interruptLocked(fmt.Errorf("engine: commit step %q: %w", s.ID, err))
+	}
+	r.steps[s.ID] = s
+	return nil
+}
+
 // suspend records s and hands the run back until at once the handler
 // returns. An event matching a wait that arrives in between is not lost:
 // the store wakes the run when it is suspended.
@@ -180,7 +204,34 @@ func (r *Run) interruptLocked(err error) error {
 // next attempt and Step returns an error the handler must return); once its
 // retries are exhausted, or when fn returns a NonRetriable error, Step returns
 // a *StepError.
+//
+// Step is for work outside the store (an email, an HTTP call): it may run
+// more than once when a worker dies before the result is recorded. A step
+// whose effects are writes to the store's KV data is a StepTx.
 func Step[T any](ctx context.Context, r *Run, name string, fn func(ctx context.Context) (T, error)) (T, error) {
+	return takeStep(ctx, r, name, func(ctx context.Context, _ *store.Tx) (T, error) { return fn(ctx) }, false)
+}
+
+// StepTx is Step for a body whose effects are KV reads and writes: kv reads
+// the store and buffers the writes, which are committed with the step's
+// record in one atomic write. A crash before the commit leaves neither, a
+// crash after leaves both, and a replay applies nothing: the effects happen
+// exactly once. A body that returns an error applies nothing. When a key
+// the body read changed before the commit (another run wrote it), the body
+// runs again at once with a fresh view, up to maxConflicts times, without
+// counting as a retry. The kv handle is valid only inside the body.
+func StepTx[T any](ctx context.Context, r *Run, name string, fn func(ctx context.Context, kv store.KV) (T, error)) (T, error) {
+	return takeStep(ctx, r, name, func(ctx context.Context, tx *store.Tx) (T, error) { return fn(ctx, tx) }, true)
+}
+
+// maxConflicts bounds how often a StepTx body runs again after a conflict
+// within one attempt; past it the attempt fails and is retried.
+const maxConflicts = 50
+
+// errTooManyConflicts is the error of an attempt that kept conflicting.
+var errTooManyConflicts = fmt.Errorf("engine: %d commits in a row conflicted with other runs", maxConflicts)
+
+func takeStep[T any](ctx context.Context, r *Run, name string, fn func(ctx context.Context, tx *store.Tx) (T, error), transactional bool) (T, error) {
 	var zero T
 	id, endStep, err := r.begin(name)
 	if err != nil {
@@ -210,17 +261,68 @@ func Step[T any](ctx context.Context, r *Run, name string, fn func(ctx context.C
 	if step.StartedAt.IsZero() {
 		step.StartedAt = start
 	}
-	out, runErr := call(ctx, fn)
-	end := r.now()
-	if cause := context.Cause(ctx); cause != nil && runErr != nil {
-		return zero, r.interrupt(cause)
-	}
-	var data []byte
-	if runErr == nil {
-		if data, err = json.Marshal(out); err != nil {
-			runErr = NonRetriable(fmt.Errorf("encoding step output: %w", err))
+	for conflicts := 0; ; conflicts++ {
+		var tx *store.Tx
+		if transactional {
+			tx = store.NewTx(r.e.store)
 		}
+		out, runErr := call(ctx, func(ctx context.Context) (T, error) { return fn(ctx, tx) })
+		end := r.now()
+		if cause := context.Cause(ctx); cause != nil && runErr != nil {
+			return zero, r.interrupt(cause)
+		}
+		var data []byte
+		if runErr == nil {
+			if data, err = json.Marshal(out); err != nil {
+				runErr = NonRetriable(fmt.Errorf("encoding step output: %w", err))
+			}
+		}
+		if runErr == nil && transactional {
+			done := step
+			done.Status, done.Output, done.EndedAt = store.StatusCompleted, data, end
+			done.Attempts = append(slices.Clone(step.Attempts), store.Attempt{StartedAt: start, EndedAt: end})
+			err := r.commit(done, tx.Effects())
+			if errors.Is(err, store.ErrConflict) {
+				r.e.observe.StepConflict(r.FunctionID)
+				if conflicts+1 < maxConflicts {
+					if err := conflictPause(ctx, conflicts); err != nil {
+						return zero, r.interrupt(err)
+					}
+					continue
+				}
+				runErr = errTooManyConflicts
+			} else {
+				if err == nil {
+					r.e.observe.StepAttempt(r.FunctionID, "completed", end.Sub(start))
+					return out, nil
+				}
+				return zero, err
+			}
+		}
+		return finishStep(r, step, id, start, end, out, data, runErr)
 	}
+}
+
+// conflictPause waits a short random time, longer after each conflict, so
+// runs that keep writing the same key take turns.
+func conflictPause(ctx context.Context, conflicts int) error {
+	if conflicts == 0 {
+		return nil
+	}
+	t := time.NewTimer(time.Duration(mrand.Int64N(int64(min(conflicts, 10)) * int64(time.Millisecond))))
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return context.Cause(ctx)
+	case <-t.C:
+		return nil
+	}
+}
+
+// finishStep records the end of one attempt of step: its result, its
+// failure, or its retry.
+func finishStep[T any](r *Run, step store.Step, id string, start, end time.Time, out T, data []byte, runErr error) (T, error) {
+	var zero T
 	outcome := "completed"
 	switch {
 	case runErr == nil:

@@ -28,6 +28,7 @@ type Metrics struct {
 	runsSkipped    *prometheus.CounterVec
 	runsFinished   *prometheus.CounterVec
 	stepDuration   *prometheus.HistogramVec
+	stepConflicts  *prometheus.CounterVec
 	startLag       prometheus.Histogram
 	leasesLost     prometheus.Counter
 	leaseTakeovers prometheus.Counter
@@ -61,6 +62,10 @@ func New(depth QueueDepth) *Metrics {
 			Help:    "Duration of step attempts, by function and outcome (completed, failed, retry).",
 			Buckets: prometheus.ExponentialBuckets(0.001, 4, 10),
 		}, []string{"function", "outcome"}),
+		stepConflicts: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "cyberdrew_step_conflicts_total",
+			Help: "Transactional step commits refused because a key the step read had changed; the step body ran again. By function.",
+		}, []string{"function"}),
 		startLag: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name:    "cyberdrew_event_to_start_seconds",
 			Help:    "Time from a run's creation (its event's arrival) to its first start.",
@@ -79,7 +84,7 @@ func New(depth QueueDepth) *Metrics {
 			Name: "cyberdrew_http_requests_total", Help: "HTTP requests, by route pattern and status code.",
 		}, []string{"route", "code"}),
 	}
-	m.reg.MustRegister(m.eventsAccepted, m.eventsRejected, m.runsStarted, m.runsSkipped, m.runsFinished, m.stepDuration,
+	m.reg.MustRegister(m.eventsAccepted, m.eventsRejected, m.runsStarted, m.runsSkipped, m.runsFinished, m.stepDuration, m.stepConflicts,
 		m.startLag, m.leasesLost, m.leaseTakeovers, m.storeErrors, m.httpRequests,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	if depth != nil {
@@ -135,6 +140,9 @@ func (m *Metrics) RunFinished(function, status string) {
 func (m *Metrics) StepAttempt(function, outcome string, d time.Duration) {
 	m.stepDuration.WithLabelValues(function, outcome).Observe(d.Seconds())
 }
+
+// StepConflict counts a transactional step commit that conflicted.
+func (m *Metrics) StepConflict(function string) { m.stepConflicts.WithLabelValues(function).Inc() }
 
 // LeaseLost counts a run stopped because its lease was lost.
 func (m *Metrics) LeaseLost() { m.leasesLost.Inc() }

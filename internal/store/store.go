@@ -356,6 +356,11 @@ type Engine interface {
 	// SaveStep records a step (a finished attempt, a sleep, a wait or a
 	// result) and publishes emit atomically with it.
 	SaveStep(ctx context.Context, l *Lease, s Step, emit []Publication) error
+	// CommitStep is SaveStep for a transactional step: in the same atomic
+	// unit it checks that every read of fx still holds (ErrConflict when
+	// one does not) and applies its writes in order. A refused commit
+	// (ErrLeaseLost, ErrConflict) applies nothing.
+	CommitStep(ctx context.Context, l *Lease, s Step, emit []Publication, fx Effects) error
 	// Suspend ends the lease and makes the run claimable at AvailableAt.
 	Suspend(ctx context.Context, l *Lease, s Suspension) error
 	// Finish ends the run.
@@ -397,6 +402,9 @@ type KV interface {
 	// ttl > 0 sets the expiry when the key is created.
 	SetAdd(ctx context.Context, key string, ttl time.Duration, members ...string) (int, error)
 	SetCard(ctx context.Context, key string) (int64, error)
+	// SetHas reports, for each member, whether the set at key holds it
+	// (none when the key is absent).
+	SetHas(ctx context.Context, key string, members ...string) ([]bool, error)
 	SetMembers(ctx context.Context, key string) ([]string, error)
 	// Scan returns up to count live keys starting with prefix after cursor,
 	// in key order; next is "" when done.

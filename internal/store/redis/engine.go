@@ -258,6 +258,13 @@ func (s *Store) RenewLeases(ctx context.Context, ls []*store.Lease, ttl time.Dur
 
 // SaveStep records a step under the lease and publishes emit with it.
 func (s *Store) SaveStep(ctx context.Context, l *store.Lease, st store.Step, emit []store.Publication) error {
+	return s.CommitStep(ctx, l, st, emit, store.Effects{})
+}
+
+// CommitStep records a step with its KV effects in one script. On Redis
+// Cluster every key of a script must share a slot, so a step with effects
+// needs its site keys in the engine's slot (see keys.go).
+func (s *Store) CommitStep(ctx context.Context, l *store.Lease, st store.Step, emit []store.Publication, fx store.Effects) error {
 	st, err := st.Normalized()
 	if err != nil {
 		return s.wrap("save step", err)
@@ -287,8 +294,12 @@ func (s *Store) SaveStep(ctx context.Context, l *store.Lease, st store.Step, emi
 	if err != nil {
 		return s.wrap("save step", err)
 	}
-	err = scriptSaveStep.Run(ctx, s.rdb, []string{s.keys.engine}, now.UnixMilli(), l.RunID, l.Token,
-		st.ID, string(rec), string(st.Status), waitEvent, waitDoc, jsonArray(pubs)).Err()
+	keys, fxDoc, err := s.effectsArg(fx)
+	if err != nil {
+		return s.wrap("save step", err)
+	}
+	err = scriptSaveStep.Run(ctx, s.rdb, keys, now.UnixMilli(), l.RunID, l.Token,
+		st.ID, string(rec), string(st.Status), waitEvent, waitDoc, jsonArray(pubs), fxDoc).Err()
 	return s.wrap("save step", err)
 }
 
@@ -456,4 +467,57 @@ func parseStepPairs(runID string, v any) ([]store.Step, error) {
 		steps = append(steps, st)
 	}
 	return steps, nil
+}
+
+// effectsArg is the KEYS and the effects argument of the savestep script
+// (lua/savestep.lua): the engine prefix, then each site key with its
+// deadline key, and the reads and writes naming keys by their index.
+func (s *Store) effectsArg(fx store.Effects) ([]string, string, error) {
+	keys := []string{s.keys.engine}
+	if fx.Empty() {
+		return keys, `{"r":[],"w":[]}`, nil
+	}
+	index := map[string]int{}
+	for i, k := range fx.Keys() {
+		index[k] = i + 1
+		keys = append(keys, s.kvKeys(k)...)
+	}
+	type doc struct {
+		R [][]any `json:"r"`
+		W [][]any `json:"w"`
+	}
+	d := doc{R: [][]any{}, W: [][]any{}}
+	flag := map[bool]string{true: "1", false: "0"}
+	for _, r := range fx.Reads {
+		arg := r.Value
+		switch r.Kind {
+		case store.ReadMember:
+			arg = r.Member
+		case store.ReadCard:
+			arg = strconv.FormatInt(r.Card, 10)
+		}
+		d.R = append(d.R, []any{index[r.Key], string(r.Kind), flag[r.Exists], arg})
+	}
+	for _, w := range fx.Writes {
+		ttlMS, err := store.KeyTTL(w.TTL)
+		if err != nil {
+			return nil, "", err
+		}
+		arg := w.Value
+		switch w.Op {
+		case store.OpIncrBy:
+			arg = strconv.FormatInt(w.Delta, 10)
+		case store.OpSetAdd:
+			if len(w.Members) == 0 {
+				continue
+			}
+		}
+		row := []any{index[w.Key], string(w.Op), arg, strconv.FormatInt(ttlMS, 10)}
+		for _, m := range w.Members {
+			row = append(row, m)
+		}
+		d.W = append(d.W, row)
+	}
+	b, err := json.Marshal(d)
+	return keys, string(b), err
 }

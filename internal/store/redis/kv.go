@@ -108,6 +108,27 @@ func (s *Store) SetCard(ctx context.Context, key string) (int64, error) {
 	return n, nil
 }
 
+// SetHas reports which members the set holds (none when absent).
+func (s *Store) SetHas(ctx context.Context, key string, members ...string) ([]bool, error) {
+	in := make([]bool, len(members))
+	if len(members) == 0 {
+		return in, nil
+	}
+	args := make([]any, 0, 1+len(members))
+	args = append(args, s.nowMS())
+	for _, m := range members {
+		args = append(args, m)
+	}
+	got, err := scriptKVSIsMember.Run(ctx, s.rdb, s.kvKeys(key), args...).Int64Slice()
+	if err != nil {
+		return nil, s.wrap("sismember", err)
+	}
+	for i := range in {
+		in[i] = i < len(got) && got[i] == 1
+	}
+	return in, nil
+}
+
 // SetMembers lists a set's members (none when absent).
 func (s *Store) SetMembers(ctx context.Context, key string) ([]string, error) {
 	m, err := scriptKVSMembers.Run(ctx, s.rdb, s.kvKeys(key), s.nowMS()).StringSlice()

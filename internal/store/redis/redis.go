@@ -200,6 +200,7 @@ var scriptErrors = map[string]error{
 	"LEASE_LOST": store.ErrLeaseLost,
 	"NOT_FOUND":  store.ErrNotFound,
 	"FINISHED":   store.ErrFinished,
+	"CONFLICT":   store.ErrConflict,
 }
 
 // wrap prefixes err with the operation and maps Redis errors onto the
@@ -214,7 +215,7 @@ func (s *Store) wrap(op string, err error) error {
 	if errors.Is(err, goredis.Nil) {
 		return fmt.Errorf("redis: %s: %w", op, store.ErrNotFound)
 	}
-	for _, sentinel := range []error{store.ErrNotFound, store.ErrInvalid, store.ErrLeaseLost, store.ErrFinished, store.ErrUnavailable} {
+	for _, sentinel := range []error{store.ErrNotFound, store.ErrInvalid, store.ErrLeaseLost, store.ErrFinished, store.ErrUnavailable, store.ErrConflict} {
 		if errors.Is(err, sentinel) {
 			return fmt.Errorf("redis: %s: %w", op, err)
 		}

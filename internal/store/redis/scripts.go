@@ -20,27 +20,29 @@ func lua(name string) string {
 
 // Engine scripts: lua/common.lua followed by the script's own file, which
 // documents its KEYS, ARGV and return values. KV scripts start with
-// lua/kv.lua instead.
+// lua/kvfn.lua and lua/kv.lua instead; savestep, which applies a step's KV
+// effects, has lua/kvfn.lua between lua/common.lua and its own file.
 var (
 	scriptPublish    = engineScript("publish")
 	scriptCreateRuns = engineScript("createruns")
 	scriptClaim      = engineScript("claim")
 	scriptRenew      = engineScript("renew")
-	scriptSaveStep   = engineScript("savestep")
+	scriptSaveStep   = newScript(lua("common") + "\n" + lua("kvfn") + "\n" + lua("savestep"))
 	scriptSuspend    = engineScript("suspend")
 	scriptFinish     = engineScript("finish")
 	scriptRelease    = engineScript("release")
 	scriptCancel     = engineScript("cancel")
 	scriptPrune      = engineScript("prune")
 
-	scriptKVGet      = kvScript("kv_get")
-	scriptKVSet      = kvScript("kv_set")
-	scriptKVSetNX    = kvScript("kv_setnx")
-	scriptKVIncrBy   = kvScript("kv_incrby")
-	scriptKVSAdd     = kvScript("kv_sadd")
-	scriptKVSCard    = kvScript("kv_scard")
-	scriptKVSMembers = kvScript("kv_smembers")
-	scriptKVTTL      = kvScript("kv_ttl")
+	scriptKVGet       = kvScript("kv_get")
+	scriptKVSet       = kvScript("kv_set")
+	scriptKVSetNX     = kvScript("kv_setnx")
+	scriptKVIncrBy    = kvScript("kv_incrby")
+	scriptKVSAdd      = kvScript("kv_sadd")
+	scriptKVSCard     = kvScript("kv_scard")
+	scriptKVSMembers  = kvScript("kv_smembers")
+	scriptKVTTL       = kvScript("kv_ttl")
+	scriptKVSIsMember = kvScript("kv_sismember")
 
 	// scriptSources holds every script's source, for loadScripts.
 	scriptSources []string
@@ -48,7 +50,9 @@ var (
 
 func engineScript(name string) *goredis.Script { return newScript(lua("common") + "\n" + lua(name)) }
 
-func kvScript(name string) *goredis.Script { return newScript(lua("kv") + "\n" + lua(name)) }
+func kvScript(name string) *goredis.Script {
+	return newScript(lua("kvfn") + "\n" + lua("kv") + "\n" + lua(name))
+}
 
 func newScript(src string) *goredis.Script {
 	scriptSources = append(scriptSources, src)

@@ -45,15 +45,18 @@ func (s *Store) Set(ctx context.Context, key, value string, ttl time.Duration) e
 	if err != nil {
 		return wrap("set", err)
 	}
-	return s.write(ctx, "set", true, func(t *txn) error {
-		if _, err := t.exec(`DELETE FROM kv_sets WHERE key = ?`, key); err != nil {
-			return err
-		}
-		_, err := t.exec(`INSERT INTO kv (key, kind, value, expires_at) VALUES (?, 'string', ?, ?)
-ON CONFLICT (key) DO UPDATE SET kind = 'string', value = excluded.value, expires_at = excluded.expires_at`,
-			key, value, keyExpiry(t.now, ttlMS))
+	return s.write(ctx, "set", true, func(t *txn) error { return t.kvSet(key, value, ttlMS) })
+}
+
+// kvSet is Set inside a transaction.
+func (t *txn) kvSet(key, value string, ttlMS int64) error {
+	if _, err := t.exec(`DELETE FROM kv_sets WHERE key = ?`, key); err != nil {
 		return err
-	})
+	}
+	_, err := t.exec(`INSERT INTO kv (key, kind, value, expires_at) VALUES (?, 'string', ?, ?)
+ON CONFLICT (key) DO UPDATE SET kind = 'string', value = excluded.value, expires_at = excluded.expires_at`,
+		key, value, keyExpiry(t.now, ttlMS))
+	return err
 }
 
 // SetNX stores a string only when key is absent.
@@ -82,12 +85,18 @@ func (s *Store) Delete(ctx context.Context, keys ...string) error {
 	}
 	return s.write(ctx, "delete", true, func(t *txn) error {
 		for _, k := range keys {
-			if _, err := t.exec(`DELETE FROM kv WHERE key = ?`, k); err != nil {
+			if err := t.kvDelete(k); err != nil {
 				return err
 			}
 		}
 		return nil
 	})
+}
+
+// kvDelete is Delete of one key inside a transaction.
+func (t *txn) kvDelete(key string) error {
+	_, err := t.exec(`DELETE FROM kv WHERE key = ?`, key)
+	return err
 }
 
 // IncrBy adds delta to the integer at key, creating it (with ttl) at 0.
@@ -98,41 +107,46 @@ func (s *Store) IncrBy(ctx context.Context, key string, delta int64, ttl time.Du
 	}
 	var result int64
 	err = s.write(ctx, "incrby", true, func(t *txn) error {
-		if err := t.dropExpired(key); err != nil {
-			return err
-		}
-		var (
-			kind  string
-			value sql.NullString
-		)
-		err := t.queryRow(`SELECT kind, value FROM kv WHERE key = ?`, key).Scan(&kind, &value)
-		if errors.Is(err, sql.ErrNoRows) {
-			result = delta
-			_, err = t.exec(`INSERT INTO kv (key, kind, value, expires_at) VALUES (?, 'string', ?, ?)`,
-				key, strconv.FormatInt(delta, 10), keyExpiry(t.now, ttlMS))
-			return err
-		}
-		if err != nil {
-			return err
-		}
-		if kind != "string" {
-			return errWrongType
-		}
-		cur, err := strconv.ParseInt(value.String, 10, 64)
-		if err != nil {
-			return fmt.Errorf("%w: value is not an integer", store.ErrInvalid)
-		}
-		if (delta > 0 && cur > math.MaxInt64-delta) || (delta < 0 && cur < math.MinInt64-delta) {
-			return fmt.Errorf("%w: increment would overflow", store.ErrInvalid)
-		}
-		result = cur + delta
-		_, err = t.exec(`UPDATE kv SET value = ? WHERE key = ?`, strconv.FormatInt(result, 10), key)
+		var err error
+		result, err = t.kvIncrBy(key, delta, ttlMS)
 		return err
 	})
 	if err != nil {
 		return 0, err
 	}
 	return result, nil
+}
+
+// kvIncrBy is IncrBy inside a transaction.
+func (t *txn) kvIncrBy(key string, delta, ttlMS int64) (int64, error) {
+	if err := t.dropExpired(key); err != nil {
+		return 0, err
+	}
+	var (
+		kind  string
+		value sql.NullString
+	)
+	err := t.queryRow(`SELECT kind, value FROM kv WHERE key = ?`, key).Scan(&kind, &value)
+	if errors.Is(err, sql.ErrNoRows) {
+		_, err = t.exec(`INSERT INTO kv (key, kind, value, expires_at) VALUES (?, 'string', ?, ?)`,
+			key, strconv.FormatInt(delta, 10), keyExpiry(t.now, ttlMS))
+		return delta, err
+	}
+	if err != nil {
+		return 0, err
+	}
+	if kind != "string" {
+		return 0, errWrongType
+	}
+	cur, err := strconv.ParseInt(value.String, 10, 64)
+	if err != nil {
+		return 0, fmt.Errorf("%w: value is not an integer", store.ErrInvalid)
+	}
+	if (delta > 0 && cur > math.MaxInt64-delta) || (delta < 0 && cur < math.MinInt64-delta) {
+		return 0, fmt.Errorf("%w: increment would overflow", store.ErrInvalid)
+	}
+	_, err = t.exec(`UPDATE kv SET value = ? WHERE key = ?`, strconv.FormatInt(cur+delta, 10), key)
+	return cur + delta, err
 }
 
 // SetAdd adds members to the set at key, creating it (with ttl), and
@@ -147,36 +161,77 @@ func (s *Store) SetAdd(ctx context.Context, key string, ttl time.Duration, membe
 	}
 	var added int
 	err = s.write(ctx, "sadd", true, func(t *txn) error {
-		added = 0
-		if err := t.dropExpired(key); err != nil {
-			return err
-		}
-		var kind string
-		err := t.queryRow(`SELECT kind FROM kv WHERE key = ?`, key).Scan(&kind)
-		switch {
-		case errors.Is(err, sql.ErrNoRows):
-			if _, err := t.exec(`INSERT INTO kv (key, kind, expires_at) VALUES (?, 'set', ?)`,
-				key, keyExpiry(t.now, ttlMS)); err != nil {
-				return err
-			}
-		case err != nil:
-			return err
-		case kind != "set":
-			return errWrongType
-		}
-		for _, m := range members {
-			n, err := t.exec(`INSERT INTO kv_sets (key, member) VALUES (?, ?) ON CONFLICT DO NOTHING`, key, m)
-			if err != nil {
-				return err
-			}
-			added += int(n)
-		}
-		return nil
+		var err error
+		added, err = t.kvSetAdd(key, ttlMS, members)
+		return err
 	})
 	if err != nil {
 		return 0, err
 	}
 	return added, nil
+}
+
+// kvSetAdd is SetAdd inside a transaction.
+func (t *txn) kvSetAdd(key string, ttlMS int64, members []string) (int, error) {
+	if err := t.dropExpired(key); err != nil {
+		return 0, err
+	}
+	var kind string
+	err := t.queryRow(`SELECT kind FROM kv WHERE key = ?`, key).Scan(&kind)
+	switch {
+	case errors.Is(err, sql.ErrNoRows):
+		if _, err := t.exec(`INSERT INTO kv (key, kind, expires_at) VALUES (?, 'set', ?)`,
+			key, keyExpiry(t.now, ttlMS)); err != nil {
+			return 0, err
+		}
+	case err != nil:
+		return 0, err
+	case kind != "set":
+		return 0, errWrongType
+	}
+	added := 0
+	for _, m := range members {
+		n, err := t.exec(`INSERT INTO kv_sets (key, member) VALUES (?, ?) ON CONFLICT DO NOTHING`, key, m)
+		if err != nil {
+			return 0, err
+		}
+		added += int(n)
+	}
+	return added, nil
+}
+
+// SetHas reports which members the set at key holds.
+func (s *Store) SetHas(ctx context.Context, key string, members ...string) ([]bool, error) {
+	if err := s.open("sismember"); err != nil {
+		return nil, err
+	}
+	in := make([]bool, len(members))
+	tx, err := s.rdb.BeginTx(ctx, &sql.TxOptions{ReadOnly: true})
+	if err != nil {
+		return nil, wrap("sismember", err)
+	}
+	defer tx.Rollback()
+	var kind string
+	err = tx.QueryRowContext(ctx, `SELECT kind FROM kv WHERE key = ? AND `+live, key, s.clock.Now().UnixMilli()).Scan(&kind)
+	switch {
+	case errors.Is(err, sql.ErrNoRows):
+		return in, nil
+	case err != nil:
+		return nil, wrap("sismember", err)
+	case kind != "set":
+		return nil, wrap("sismember", errWrongType)
+	}
+	for i, m := range members {
+		err := tx.QueryRowContext(ctx, `SELECT 1 FROM kv_sets WHERE key = ? AND member = ?`, key, m).Scan(new(int))
+		switch {
+		case errors.Is(err, sql.ErrNoRows):
+		case err != nil:
+			return nil, wrap("sismember", err)
+		default:
+			in[i] = true
+		}
+	}
+	return in, nil
 }
 
 // SetCard returns the number of members of the set at key (0 when absent).
@@ -315,4 +370,88 @@ func (t *txn) dropExpired(key string) error {
 	_, err := t.exec(`DELETE FROM kv WHERE key = ? AND expires_at IS NOT NULL AND expires_at <= ?`,
 		key, t.now.UnixMilli())
 	return err
+}
+
+// applyEffects checks every read of fx against the transaction's view of
+// the keys (store.ErrConflict when one changed), then applies its writes.
+func (t *txn) applyEffects(fx store.Effects) error {
+	for _, r := range fx.Reads {
+		ok, err := t.holds(r)
+		if err != nil {
+			return err
+		}
+		if !ok {
+			return fmt.Errorf("%w: %q", store.ErrConflict, r.Key)
+		}
+	}
+	for _, w := range fx.Writes {
+		ttlMS, err := store.KeyTTL(w.TTL)
+		if err != nil {
+			return err
+		}
+		switch w.Op {
+		case store.OpSet:
+			err = t.kvSet(w.Key, w.Value, ttlMS)
+		case store.OpIncrBy:
+			_, err = t.kvIncrBy(w.Key, w.Delta, ttlMS)
+		case store.OpSetAdd:
+			_, err = t.kvSetAdd(w.Key, ttlMS, w.Members)
+		case store.OpDelete:
+			err = t.kvDelete(w.Key)
+		default:
+			err = fmt.Errorf("%w: unknown write %q", store.ErrInvalid, w.Op)
+		}
+		if err != nil {
+			return fmt.Errorf("%s %q: %w", w.Op, w.Key, err)
+		}
+	}
+	return nil
+}
+
+// holds reports whether the read r still holds.
+func (t *txn) holds(r store.Read) (bool, error) {
+	var (
+		kind  string
+		value sql.NullString
+	)
+	err := t.queryRow(`SELECT kind, value FROM kv WHERE key = ? AND `+live, r.Key, t.now.UnixMilli()).Scan(&kind, &value)
+	exists := true
+	switch {
+	case errors.Is(err, sql.ErrNoRows):
+		exists = false
+	case err != nil:
+		return false, err
+	}
+	switch r.Kind {
+	case store.ReadString:
+		if !r.Exists || !exists {
+			return r.Exists == exists, nil
+		}
+		return kind == "string" && value.String == r.Value, nil
+	case store.ReadMember:
+		if !exists || kind != "set" {
+			return !r.Exists && (!exists || kind == "set"), nil
+		}
+		err := t.queryRow(`SELECT 1 FROM kv_sets WHERE key = ? AND member = ?`, r.Key, r.Member).Scan(new(int))
+		switch {
+		case errors.Is(err, sql.ErrNoRows):
+			return !r.Exists, nil
+		case err != nil:
+			return false, err
+		}
+		return r.Exists, nil
+	case store.ReadCard:
+		if !exists {
+			return r.Card == 0, nil
+		}
+		if kind != "set" {
+			return false, nil
+		}
+		var n int64
+		if err := t.queryRow(`SELECT COUNT(*) FROM kv_sets WHERE key = ?`, r.Key).Scan(&n); err != nil {
+			return false, err
+		}
+		return n == r.Card, nil
+	}
+	return false, fmt.Errorf("%w: unknown read %q", store.ErrInvalid, r.Kind)
 }

@@ -298,6 +298,12 @@ func (s *Store) RenewLeases(ctx context.Context, ls []*store.Lease, ttl time.Dur
 // SaveStep records a step under the caller's lease and publishes emit in
 // the same transaction.
 func (s *Store) SaveStep(ctx context.Context, l *store.Lease, st store.Step, emit []store.Publication) error {
+	return s.CommitStep(ctx, l, st, emit, store.Effects{})
+}
+
+// CommitStep records a step with its KV effects in one transaction: the
+// lease, then every read, then the writes, the step and emit.
+func (s *Store) CommitStep(ctx context.Context, l *store.Lease, st store.Step, emit []store.Publication, fx store.Effects) error {
 	st, err := st.Normalized()
 	if err != nil {
 		return wrap("save step", err)
@@ -329,6 +335,9 @@ func (s *Store) SaveStep(ctx context.Context, l *store.Lease, st store.Step, emi
 			return store.ErrLeaseLost
 		}
 		if err != nil {
+			return err
+		}
+		if err := t.applyEffects(fx); err != nil {
 			return err
 		}
 		if _, err := t.exec(`INSERT INTO steps (run_id, id, name, kind, status, attempts, output, error,

@@ -1,11 +1,50 @@
--- savestep: records a step under a lease and publishes what it emits.
--- KEYS[1] engine prefix. ARGV[1] now; ARGV[2] run id; ARGV[3] token;
--- ARGV[4] step id; ARGV[5] step record (JSON, see stepRecord); ARGV[6] step
--- status; ARGV[7] name of the event a pending wait waits for ('' for none);
--- ARGV[8] the wait (JSON, see waitArg); ARGV[9] JSON array of pubArg to emit.
--- Returns 1, or the error LEASE_LOST.
+-- savestep: records a step under a lease, with its KV effects, and
+-- publishes what it emits.
+-- KEYS[1] engine prefix; KEYS[2i], KEYS[2i+1] the site key i of the
+-- effects and its deadline key (lua/kvfn.lua). ARGV[1] now; ARGV[2] run
+-- id; ARGV[3] token; ARGV[4] step id; ARGV[5] step record (JSON, see
+-- stepRecord); ARGV[6] step status; ARGV[7] name of the event a pending wait
+-- waits for ('' for none); ARGV[8] the wait (JSON, see waitArg); ARGV[9]
+-- JSON array of pubArg to emit; ARGV[10] the effects (JSON, see effectsArg):
+-- {"r": reads [[i, "string"|"member"|"card", "1"|"0" exists, value|member|card]],
+--  "w": writes [[i, "set"|"incrby"|"sadd"|"del", value|delta, ttl ms, members...]]}.
+-- Returns 1, or the errors LEASE_LOST or CONFLICT (a read no longer holds;
+-- nothing is written).
 local r = leased(ARGV[2], ARGV[3])
 if not r then return redis.error_reply('LEASE_LOST') end
+local fx = cjson.decode(ARGV[10])
+for _, rd in ipairs(fx.r) do
+  local K, D = KEYS[2 * rd[1]], KEYS[2 * rd[1] + 1]
+  local t = 'none'
+  if kv_live(K, D, NOW) then t = redis.call('TYPE', K).ok end
+  local ok
+  if rd[2] == 'string' then
+    if rd[3] == '1' then ok = t == 'string' and redis.call('GET', K) == rd[4] else ok = t == 'none' end
+  elseif rd[2] == 'member' then
+    if t == 'set' then ok = (redis.call('SISMEMBER', K, rd[4]) == 1) == (rd[3] == '1') else ok = t == 'none' and rd[3] ~= '1' end
+  else
+    if t == 'set' then ok = redis.call('SCARD', K) == tonumber(rd[4]) else ok = t == 'none' and tonumber(rd[4]) == 0 end
+  end
+  if not ok then return redis.error_reply('CONFLICT') end
+end
+for _, w in ipairs(fx.w) do
+  local K, D = KEYS[2 * w[1]], KEYS[2 * w[1] + 1]
+  local op, ttl = w[2], tonumber(w[4])
+  if op == 'set' then
+    redis.call('SET', K, w[3])
+    kv_expire(K, D, NOW, ttl)
+  elseif op == 'del' then
+    redis.call('DEL', K, D)
+  else
+    local existed = kv_live(K, D, NOW)
+    if op == 'incrby' then
+      redis.call('INCRBY', K, w[3])
+    else
+      redis.call('SADD', K, unpack(w, 5))
+    end
+    if not existed then kv_expire(K, D, NOW, ttl) end
+  end
+end
 local id, step = r.id, ARGV[4]
 if redis.call('HSET', P .. 'steps:' .. id, step, ARGV[5]) == 1 then
   redis.call('RPUSH', P .. 'steporder:' .. id, step)

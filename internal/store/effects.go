@@ -1,0 +1,378 @@
+package store
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math"
+	"slices"
+	"strconv"
+	"time"
+)
+
+// ErrConflict: a key a transactional step read changed before its commit
+// (CommitStep). Nothing was applied; the step body may run again.
+var ErrConflict = errors.New("conflict: a key read by the step changed")
+
+// Effects are the KV reads and writes of a transactional step. CommitStep
+// applies them with the step's record, atomically: every Read must still
+// hold, then the Writes apply in order.
+type Effects struct {
+	Reads  []Read
+	Writes []Write
+}
+
+// Empty reports whether the step neither read nor wrote a key.
+func (fx Effects) Empty() bool { return len(fx.Reads) == 0 && len(fx.Writes) == 0 }
+
+// Keys lists the keys the effects touch, each once, in first-use order.
+func (fx Effects) Keys() []string {
+	var keys []string
+	seen := map[string]bool{}
+	add := func(k string) {
+		if !seen[k] {
+			seen[k] = true
+			keys = append(keys, k)
+		}
+	}
+	for _, r := range fx.Reads {
+		add(r.Key)
+	}
+	for _, w := range fx.Writes {
+		add(w.Key)
+	}
+	return keys
+}
+
+// ReadKind says what a Read observed.
+type ReadKind string
+
+// Read kinds.
+const (
+	// ReadString: the key held the string Value (Exists) or was absent.
+	ReadString ReadKind = "string"
+	// ReadMember: Member was (Exists) or was not in the set at Key (an
+	// absent key has no members).
+	ReadMember ReadKind = "member"
+	// ReadCard: the set at Key had Card members (0 when absent).
+	ReadCard ReadKind = "card"
+)
+
+// Read is one observation a commit checks.
+type Read struct {
+	Key    string
+	Kind   ReadKind
+	Exists bool
+	Value  string
+	Member string
+	Card   int64
+}
+
+// WriteOp is what a Write does; each is the KV method of the same name.
+type WriteOp string
+
+// Write ops.
+const (
+	OpSet    WriteOp = "set"    // Set(Key, Value, TTL)
+	OpIncrBy WriteOp = "incrby" // IncrBy(Key, Delta, TTL): TTL when it creates the key
+	OpSetAdd WriteOp = "sadd"   // SetAdd(Key, TTL, Members...): TTL when it creates the key
+	OpDelete WriteOp = "del"    // Delete(Key)
+)
+
+// Write is one buffered KV write.
+type Write struct {
+	Op      WriteOp
+	Key     string
+	Value   string
+	Delta   int64
+	TTL     time.Duration
+	Members []string
+}
+
+// Tx is the KV handle of a transactional step: reads go to the store and
+// are remembered, writes are buffered and applied to the handle's own view,
+// so the step reads its own writes. Its Effects are committed with the
+// step's record by CommitStep. Scan and TTL read the store as it is and are
+// not checked at commit. A Tx serves one step attempt from one goroutine.
+type Tx struct {
+	kv   KV
+	keys map[string]*txKey
+	fx   Effects
+}
+
+// txKey is the transaction's view of one key.
+type txKey struct {
+	// known: whether the key exists and, for a string, its value, are known.
+	known  bool
+	exists bool
+	isSet  bool
+	value  string
+	// members known to be in (true) or out of (false) the set.
+	members map[string]bool
+	// card is the set's cardinality when cardKnown.
+	card      int64
+	cardKnown bool
+}
+
+// NewTx returns a transaction reading from kv.
+func NewTx(kv KV) *Tx {
+	return &Tx{kv: kv, keys: map[string]*txKey{}}
+}
+
+var _ KV = (*Tx)(nil)
+
+// Effects returns what the transaction read and wrote.
+func (t *Tx) Effects() Effects { return t.fx }
+
+func (t *Tx) key(k string) *txKey {
+	v := t.keys[k]
+	if v == nil {
+		v = &txKey{members: map[string]bool{}}
+		t.keys[k] = v
+	}
+	return v
+}
+
+// loadString makes the key's existence and string value known, reading
+// the store (and remembering the read) when they are not.
+func (t *Tx) loadString(ctx context.Context, k string) (*txKey, error) {
+	v := t.key(k)
+	if v.known {
+		if v.exists && v.isSet {
+			return nil, fmt.Errorf("tx: %q: %w: key holds a set", k, ErrInvalid)
+		}
+		return v, nil
+	}
+	val, err := t.kv.Get(ctx, k)
+	switch {
+	case errors.Is(err, ErrNotFound):
+		v.known, v.exists = true, false
+		v.card, v.cardKnown = 0, true
+	case err != nil:
+		return nil, fmt.Errorf("tx: read %q: %w", k, err)
+	default:
+		v.known, v.exists, v.value = true, true, val
+	}
+	t.fx.Reads = append(t.fx.Reads, Read{Key: k, Kind: ReadString, Exists: v.exists, Value: val})
+	return v, nil
+}
+
+// Get reads a string through the transaction's view.
+func (t *Tx) Get(ctx context.Context, key string) (string, error) {
+	v, err := t.loadString(ctx, key)
+	if err != nil {
+		return "", err
+	}
+	if !v.exists {
+		return "", fmt.Errorf("tx: get %q: %w", key, ErrNotFound)
+	}
+	return v.value, nil
+}
+
+// Set buffers a string write.
+func (t *Tx) Set(ctx context.Context, key, value string, ttl time.Duration) error {
+	if _, err := KeyTTL(ttl); err != nil {
+		return fmt.Errorf("tx: set %q: %w", key, err)
+	}
+	t.setString(key, value)
+	t.fx.Writes = append(t.fx.Writes, Write{Op: OpSet, Key: key, Value: value, TTL: ttl})
+	return nil
+}
+
+// setString makes the view of key the string value.
+func (t *Tx) setString(key, value string) {
+	t.keys[key] = &txKey{known: true, exists: true, value: value, members: map[string]bool{}}
+}
+
+// SetNX buffers a write when the view holds no key.
+func (t *Tx) SetNX(ctx context.Context, key, value string, ttl time.Duration) (bool, error) {
+	if _, err := KeyTTL(ttl); err != nil {
+		return false, fmt.Errorf("tx: setnx %q: %w", key, err)
+	}
+	v := t.key(key)
+	if !v.known {
+		if _, err := t.loadString(ctx, key); err != nil {
+			return false, err
+		}
+	}
+	if v.exists {
+		return false, nil
+	}
+	t.setString(key, value)
+	t.fx.Writes = append(t.fx.Writes, Write{Op: OpSet, Key: key, Value: value, TTL: ttl})
+	return true, nil
+}
+
+// Delete buffers the removal of keys.
+func (t *Tx) Delete(ctx context.Context, keys ...string) error {
+	for _, k := range keys {
+		t.keys[k] = &txKey{known: true, cardKnown: true, members: map[string]bool{}}
+		t.fx.Writes = append(t.fx.Writes, Write{Op: OpDelete, Key: k})
+	}
+	return nil
+}
+
+// IncrBy buffers an increment and returns the value it leads to.
+func (t *Tx) IncrBy(ctx context.Context, key string, delta int64, ttl time.Duration) (int64, error) {
+	if _, err := KeyTTL(ttl); err != nil {
+		return 0, fmt.Errorf("tx: incrby %q: %w", key, err)
+	}
+	v, err := t.loadString(ctx, key)
+	if err != nil {
+		return 0, err
+	}
+	var cur int64
+	if v.exists {
+		if cur, err = strconv.ParseInt(v.value, 10, 64); err != nil {
+			return 0, fmt.Errorf("tx: incrby %q: %w: value is not an integer", key, ErrInvalid)
+		}
+	}
+	if (delta > 0 && cur > math.MaxInt64-delta) || (delta < 0 && cur < math.MinInt64-delta) {
+		return 0, fmt.Errorf("tx: incrby %q: %w: increment would overflow", key, ErrInvalid)
+	}
+	n := cur + delta
+	v.exists, v.value = true, strconv.FormatInt(n, 10)
+	t.fx.Writes = append(t.fx.Writes, Write{Op: OpIncrBy, Key: key, Delta: delta, TTL: ttl})
+	return n, nil
+}
+
+// SetAdd buffers members and reports how many the view did not hold.
+func (t *Tx) SetAdd(ctx context.Context, key string, ttl time.Duration, members ...string) (int, error) {
+	if _, err := KeyTTL(ttl); err != nil {
+		return 0, fmt.Errorf("tx: sadd %q: %w", key, err)
+	}
+	if len(members) == 0 {
+		return 0, nil
+	}
+	in, err := t.has(ctx, key, members)
+	if err != nil {
+		return 0, err
+	}
+	v := t.key(key)
+	added := 0
+	for i, m := range members {
+		if in[i] || slices.Contains(members[:i], m) {
+			continue
+		}
+		added++
+		v.members[m] = true
+	}
+	if v.known {
+		v.exists, v.isSet = true, true
+	}
+	v.card += int64(added)
+	t.fx.Writes = append(t.fx.Writes, Write{Op: OpSetAdd, Key: key, TTL: ttl, Members: slices.Clone(members)})
+	return added, nil
+}
+
+// has tells which members the view of the set at key holds, reading (and
+// remembering) those it does not know.
+func (t *Tx) has(ctx context.Context, key string, members []string) ([]bool, error) {
+	v := t.key(key)
+	if v.known && v.exists && !v.isSet {
+		return nil, fmt.Errorf("tx: %q: %w: key holds a string", key, ErrInvalid)
+	}
+	in := make([]bool, len(members))
+	var ask []string
+	for i, m := range members {
+		known, ok := v.members[m]
+		switch {
+		case ok:
+			in[i] = known
+		case v.known && !v.exists:
+			// absent, or deleted in this transaction
+		default:
+			if !slices.Contains(ask, m) {
+				ask = append(ask, m)
+			}
+		}
+	}
+	if len(ask) == 0 {
+		return in, nil
+	}
+	got, err := t.kv.SetHas(ctx, key, ask...)
+	if err != nil {
+		return nil, fmt.Errorf("tx: read %q: %w", key, err)
+	}
+	for j, m := range ask {
+		v.members[m] = got[j]
+		t.fx.Reads = append(t.fx.Reads, Read{Key: key, Kind: ReadMember, Member: m, Exists: got[j]})
+	}
+	for i, m := range members {
+		in[i] = v.members[m]
+	}
+	return in, nil
+}
+
+// SetHas tells which members the view of the set holds.
+func (t *Tx) SetHas(ctx context.Context, key string, members ...string) ([]bool, error) {
+	return t.has(ctx, key, members)
+}
+
+// loadCard makes the set's cardinality known.
+func (t *Tx) loadCard(ctx context.Context, key string) (*txKey, error) {
+	v := t.key(key)
+	if v.known && v.exists && !v.isSet {
+		return nil, fmt.Errorf("tx: %q: %w: key holds a string", key, ErrInvalid)
+	}
+	if v.cardKnown {
+		return v, nil
+	}
+	n, err := t.kv.SetCard(ctx, key)
+	if err != nil {
+		return nil, fmt.Errorf("tx: read %q: %w", key, err)
+	}
+	t.fx.Reads = append(t.fx.Reads, Read{Key: key, Kind: ReadCard, Card: n})
+	// Members this transaction added were not in the store's count.
+	v.card += n
+	v.cardKnown = true
+	return v, nil
+}
+
+// SetCard counts the view's members.
+func (t *Tx) SetCard(ctx context.Context, key string) (int64, error) {
+	v, err := t.loadCard(ctx, key)
+	if err != nil {
+		return 0, err
+	}
+	return v.card, nil
+}
+
+// SetMembers lists the view's members, sorted. The commit checks every
+// member read and the count, so a member added meanwhile is a conflict.
+func (t *Tx) SetMembers(ctx context.Context, key string) ([]string, error) {
+	v, err := t.loadCard(ctx, key)
+	if err != nil {
+		return nil, err
+	}
+	if !(v.known && !v.exists) {
+		stored, err := t.kv.SetMembers(ctx, key)
+		if err != nil {
+			return nil, fmt.Errorf("tx: read %q: %w", key, err)
+		}
+		for _, m := range stored {
+			if _, ok := v.members[m]; !ok {
+				v.members[m] = true
+				t.fx.Reads = append(t.fx.Reads, Read{Key: key, Kind: ReadMember, Member: m, Exists: true})
+			}
+		}
+	}
+	out := []string{}
+	for m, in := range v.members {
+		if in {
+			out = append(out, m)
+		}
+	}
+	slices.Sort(out)
+	return out, nil
+}
+
+// Scan reads the store as it is; the commit does not check it.
+func (t *Tx) Scan(ctx context.Context, prefix, cursor string, count int) ([]string, string, error) {
+	return t.kv.Scan(ctx, prefix, cursor, count)
+}
+
+// TTL reads the store as it is; the commit does not check it.
+func (t *Tx) TTL(ctx context.Context, key string) (time.Duration, error) {
+	return t.kv.TTL(ctx, key)
+}

@@ -1,0 +1,34 @@
+-- kvfn: the key-value helpers, for a site key K and its deadline key D
+-- (see kvDeadlineKey in keys.go, same Cluster slot): the key's expiry in
+-- unix ms by the engine's clock, next to the key's native TTL. Redis
+-- expires both natively; the deadline lets the store honour its injected
+-- clock too (the conformance suite's fake clock). now is in unix ms.
+
+-- kv_live reports whether K exists and has not expired by now, deleting
+-- it when it has.
+local function kv_live(K, D, now)
+  if redis.call('EXISTS', K) == 0 then return false end
+  local d = redis.call('GET', D)
+  if not d then return true end
+  if redis.call('PTTL', K) < 0 then
+    -- The key lost its TTL outside the store (a plain SET): the deadline is stale.
+    redis.call('DEL', D)
+    return true
+  end
+  if tonumber(d) <= now then
+    redis.call('DEL', K, D)
+    return false
+  end
+  return true
+end
+
+-- kv_expire gives K a ttl (ms), or none when ttl is 0.
+local function kv_expire(K, D, now, ttl)
+  if ttl > 0 then
+    redis.call('PEXPIRE', K, ttl)
+    redis.call('SET', D, string.format('%d', now + ttl), 'PX', ttl)
+  else
+    redis.call('PERSIST', K)
+    redis.call('DEL', D)
+  end
+end
