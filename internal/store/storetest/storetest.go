@@ -69,6 +69,7 @@ func Run(t *testing.T, open func(t *testing.T, clock *clockwork.FakeClock) store
 		{"Subscribe", subscribeCases},
 		{"Prune", pruneCases},
 		{"KV", kvCases},
+		{"Effects", effectCases},
 		{"Concurrency", concurrencyCases},
 		{"BackendsAgree", agreeCases},
 	}

@@ -1,0 +1,219 @@
+package storetest
+
+import (
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/dcyfr/cyberdrew/internal/store"
+)
+
+var effectCases = []testCase{
+	{"CommitAppliesWritesWithTheStep", testCommitApplies},
+	{"TxReadsItsOwnWrites", testTxReadsOwnWrites},
+	{"ConflictAppliesNothing", testCommitConflict},
+	{"LostLeaseAppliesNothing", testCommitLeaseLost},
+	{"SetHas", testKVSetHas},
+}
+
+// commit commits the step id of l with the effects of tx.
+func (b *bundle) commit(l *store.Lease, id string, tx *store.Tx) error {
+	return b.store.CommitStep(b.ctx, l, b.doneStep(l, id), nil, tx.Effects())
+}
+
+// testCommitApplies: the writes of a committed transaction land with the
+// step's record, and a ttl applies to the keys the commit creates only.
+func testCommitApplies(t *testing.T, b *bundle) {
+	b.incr(t, "views", 41, 0)
+	b.setAdd(t, "day", 0, "old")
+	id := b.enqueueOne(t, "fn-a")
+	l := b.claimOne(t, "w", id, time.Hour)
+
+	tx := store.NewTx(b.store)
+	n, err := tx.IncrBy(b.ctx, "views", 1, time.Hour)
+	if err != nil || n != 42 {
+		t.Fatalf("tx IncrBy(views) = %d, %v; want 42", n, err)
+	}
+	if n, err := tx.IncrBy(b.ctx, "views:day", 1, time.Hour); err != nil || n != 1 {
+		t.Fatalf("tx IncrBy(views:day) = %d, %v; want 1", n, err)
+	}
+	if ok, err := tx.SetNX(b.ctx, "claim", "run", 0); err != nil || !ok {
+		t.Fatalf("tx SetNX(claim) = %v, %v; want true", ok, err)
+	}
+	if added, err := tx.SetAdd(b.ctx, "day", time.Hour, "old", "new"); err != nil || added != 1 {
+		t.Fatalf("tx SetAdd(day) = %d, %v; want 1", added, err)
+	}
+	if added, err := tx.SetAdd(b.ctx, "visitors", time.Hour, "v1", "v2", "v1"); err != nil || added != 2 {
+		t.Fatalf("tx SetAdd(visitors) = %d, %v; want 2", added, err)
+	}
+	if err := tx.Set(b.ctx, "title", "Hello", 2*time.Hour); err != nil {
+		t.Fatalf("tx Set: %v", err)
+	}
+	if _, err := b.store.Get(b.ctx, "claim"); err == nil {
+		t.Fatal("a buffered write is visible before the commit")
+	}
+	if err := b.commit(l, "count", tx); err != nil {
+		t.Fatalf("CommitStep: %v", err)
+	}
+
+	checkEqual(t, "views", b.kvGet(t, "views"), "42")
+	checkEqual(t, "views:day", b.kvGet(t, "views:day"), "1")
+	checkEqual(t, "claim", b.kvGet(t, "claim"), "run")
+	checkEqual(t, "title", b.kvGet(t, "title"), "Hello")
+	checkIDs(t, "day", b.setMembers(t, "day"), []string{"new", "old"})
+	checkIDs(t, "visitors", b.setMembers(t, "visitors"), []string{"v1", "v2"})
+	checkEqual(t, "ttl of an existing counter", b.ttl(t, "views"), time.Duration(0))
+	checkEqual(t, "ttl of an existing set", b.ttl(t, "day"), time.Duration(0))
+	checkEqual(t, "ttl of a created counter", b.ttl(t, "views:day"), time.Hour)
+	checkEqual(t, "ttl of a created set", b.ttl(t, "visitors"), time.Hour)
+	checkEqual(t, "ttl of a set string", b.ttl(t, "title"), 2*time.Hour)
+	checkEqual(t, "ttl of a claim", b.ttl(t, "claim"), time.Duration(0))
+	checkSteps(t, "Steps", b.steps(t, id), []store.Step{b.doneStep(l, "count")})
+
+	// A created key expires by the store's clock.
+	b.clock.Advance(time.Hour)
+	_, err = b.store.Get(b.ctx, "views:day")
+	wantErr(t, "Get(views:day) after its ttl", err, store.ErrNotFound)
+}
+
+// testTxReadsOwnWrites: inside a transaction every read sees the writes
+// made before it, on top of the store.
+func testTxReadsOwnWrites(t *testing.T, b *bundle) {
+	b.kvSet(t, "s", "stored", 0)
+	b.setAdd(t, "set", 0, "a", "b")
+	tx := store.NewTx(b.store)
+	if v, err := tx.Get(b.ctx, "s"); err != nil || v != "stored" {
+		t.Fatalf("tx Get(s) = %q, %v; want stored", v, err)
+	}
+	if err := tx.Set(b.ctx, "s", "mine", 0); err != nil {
+		t.Fatal(err)
+	}
+	if v, err := tx.Get(b.ctx, "s"); err != nil || v != "mine" {
+		t.Errorf("tx Get(s) after Set = %q, %v; want mine", v, err)
+	}
+	if ok, err := tx.SetNX(b.ctx, "s", "again", 0); err != nil || ok {
+		t.Errorf("tx SetNX(s) after Set = %v, %v; want false", ok, err)
+	}
+	if err := tx.Delete(b.ctx, "s"); err != nil {
+		t.Fatal(err)
+	}
+	_, err := tx.Get(b.ctx, "s")
+	wantErr(t, "tx Get(s) after Delete", err, store.ErrNotFound)
+	if n, err := tx.IncrBy(b.ctx, "s", 5, 0); err != nil || n != 5 {
+		t.Errorf("tx IncrBy(s) after Delete = %d, %v; want 5", n, err)
+	}
+	if added, err := tx.SetAdd(b.ctx, "set", 0, "b", "c"); err != nil || added != 1 {
+		t.Errorf("tx SetAdd(set, b, c) = %d, %v; want 1", added, err)
+	}
+	if n, err := tx.SetCard(b.ctx, "set"); err != nil || n != 3 {
+		t.Errorf("tx SetCard(set) = %d, %v; want 3", n, err)
+	}
+	members, err := tx.SetMembers(b.ctx, "set")
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkIDs(t, "tx SetMembers(set)", members, []string{"a", "b", "c"})
+	if in, err := tx.SetHas(b.ctx, "set", "c", "z"); err != nil || !in[0] || in[1] {
+		t.Errorf("tx SetHas(set, c, z) = %v, %v; want [true false]", in, err)
+	}
+	_, err = tx.SetAdd(b.ctx, "s", 0, "x")
+	wantErr(t, "tx SetAdd on a counter", err, store.ErrInvalid)
+
+	id := b.enqueueOne(t, "fn-a")
+	l := b.claimOne(t, "w", id, time.Hour)
+	if err := b.commit(l, "mixed", tx); err != nil {
+		t.Fatalf("CommitStep: %v", err)
+	}
+	checkEqual(t, "s", b.kvGet(t, "s"), "5")
+	checkIDs(t, "set", b.setMembers(t, "set"), []string{"a", "b", "c"})
+}
+
+// testCommitConflict: a key the transaction read that changed before the
+// commit refuses the commit with ErrConflict, and nothing of it lands:
+// neither its writes nor its step. Each kind of read is checked.
+func testCommitConflict(t *testing.T, b *bundle) {
+	cases := []struct {
+		name  string
+		read  func(tx *store.Tx) error
+		write func()
+	}{
+		{"counter", func(tx *store.Tx) error { _, err := tx.IncrBy(b.ctx, "c", 1, 0); return err },
+			func() { b.incr(t, "c", 1, 0) }},
+		{"absent key", func(tx *store.Tx) error { _, err := tx.SetNX(b.ctx, "claim", "mine", 0); return err },
+			func() { b.kvSet(t, "claim", "theirs", 0) }},
+		{"expired key", func(tx *store.Tx) error {
+			if _, err := tx.Get(b.ctx, "short"); err != nil && !errors.Is(err, store.ErrNotFound) {
+				return err
+			}
+			return nil
+		},
+			func() { b.clock.Advance(time.Minute) }},
+		{"member", func(tx *store.Tx) error { _, err := tx.SetAdd(b.ctx, "set", 0, "m"); return err },
+			func() { b.setAdd(t, "set", 0, "m") }},
+		{"card", func(tx *store.Tx) error { _, err := tx.SetCard(b.ctx, "set2"); return err },
+			func() { b.setAdd(t, "set2", 0, "other") }},
+	}
+	for _, c := range cases {
+		b.incr(t, "c", 0, 0)
+		b.kvSet(t, "short", "v", time.Minute)
+		id := b.enqueueOne(t, "fn-a")
+		l := b.claimOne(t, "w", id, time.Hour)
+		tx := store.NewTx(b.store)
+		if err := c.read(tx); err != nil {
+			t.Fatalf("%s: tx read: %v", c.name, err)
+		}
+		if err := tx.Set(b.ctx, "witness:"+c.name, "written", 0); err != nil {
+			t.Fatal(err)
+		}
+		c.write()
+		wantErr(t, c.name+": CommitStep after a concurrent write", b.commit(l, "step", tx), store.ErrConflict)
+		_, err := b.store.Get(b.ctx, "witness:"+c.name)
+		wantErr(t, c.name+": Get(witness) after a conflict", err, store.ErrNotFound)
+		checkEqual(t, c.name+": steps after a conflict", len(b.steps(t, id)), 0)
+
+		// The same body run again commits.
+		tx = store.NewTx(b.store)
+		if err := c.read(tx); err != nil {
+			t.Fatalf("%s: tx read again: %v", c.name, err)
+		}
+		if err := b.commit(l, "step", tx); err != nil {
+			t.Fatalf("%s: CommitStep after a fresh read: %v", c.name, err)
+		}
+		checkEqual(t, c.name+": steps after the commit", len(b.steps(t, id)), 1)
+	}
+	checkEqual(t, "c after one outside increment and one commit", b.kvGet(t, "c"), "2")
+}
+
+// testCommitLeaseLost: a commit under a lease another worker took applies
+// nothing.
+func testCommitLeaseLost(t *testing.T, b *bundle) {
+	id := b.enqueueOne(t, "fn-a")
+	l := b.claimOne(t, "w1", id, time.Minute)
+	tx := store.NewTx(b.store)
+	if _, err := tx.IncrBy(b.ctx, "views", 1, 0); err != nil {
+		t.Fatal(err)
+	}
+	b.clock.Advance(2 * time.Minute)
+	b.claimOne(t, "w2", id, time.Minute)
+	wantErr(t, "CommitStep with a lost lease", b.commit(l, "count", tx), store.ErrLeaseLost)
+	_, err := b.store.Get(b.ctx, "views")
+	wantErr(t, "Get(views) after a refused commit", err, store.ErrNotFound)
+	checkEqual(t, "steps after a refused commit", len(b.steps(t, id)), 0)
+}
+
+// testKVSetHas: membership of each member; none for an absent key; a
+// string is the wrong type.
+func testKVSetHas(t *testing.T, b *bundle) {
+	b.setAdd(t, "set", 0, "a", "b")
+	in, err := b.store.SetHas(b.ctx, "set", "a", "x", "b")
+	if err != nil || len(in) != 3 || !in[0] || in[1] || !in[2] {
+		t.Errorf("SetHas(set, a, x, b) = %v, %v; want [true false true]", in, err)
+	}
+	in, err = b.store.SetHas(b.ctx, "nothing", "a")
+	if err != nil || len(in) != 1 || in[0] {
+		t.Errorf("SetHas(absent, a) = %v, %v; want [false]", in, err)
+	}
+	b.kvSet(t, "str", "v", 0)
+	_, err = b.store.SetHas(b.ctx, "str", "a")
+	wantErr(t, "SetHas on a string", err, store.ErrInvalid)
+}
