@@ -82,6 +82,8 @@ type Engine struct {
 	pulse     pulse
 
 	ids idSource
+
+	hotKeys hotKeys
 }
 
 // registered is a function with its parsed triggers.

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	mrand "math/rand/v2"
 	"slices"
 	"strconv"
 	"sync"
@@ -219,7 +218,7 @@ func Step[T any](ctx context.Context, r *Run, name string, fn func(ctx context.C
 // exactly once. A body that returns an error applies nothing. When a key
 // the body read changed before the commit (another run wrote it), the body
 // runs again at once with a fresh view, up to maxConflicts times, without
-// counting as a retry. The kv handle is valid only inside the body.
+// counting as a retry (see hotKeys). The kv handle is valid only inside the body.
 func StepTx[T any](ctx context.Context, r *Run, name string, fn func(ctx context.Context, kv store.KV) (T, error)) (T, error) {
 	return takeStep(ctx, r, name, func(ctx context.Context, tx *store.Tx) (T, error) { return fn(ctx, tx) }, true)
 }
@@ -261,6 +260,12 @@ func takeStep[T any](ctx context.Context, r *Run, name string, fn func(ctx conte
 	if step.StartedAt.IsZero() {
 		step.StartedAt = start
 	}
+	var unlock func()
+	defer func() {
+		if unlock != nil {
+			unlock()
+		}
+	}()
 	for conflicts := 0; ; conflicts++ {
 		var tx *store.Tx
 		if transactional {
@@ -285,8 +290,8 @@ func takeStep[T any](ctx context.Context, r *Run, name string, fn func(ctx conte
 			if errors.Is(err, store.ErrConflict) {
 				r.e.observe.StepConflict(r.FunctionID)
 				if conflicts+1 < maxConflicts {
-					if err := conflictPause(ctx, conflicts); err != nil {
-						return zero, r.interrupt(err)
+					if unlock == nil {
+						unlock = r.e.hotKeys.lock(tx.Effects().Keys())
 					}
 					continue
 				}
@@ -303,20 +308,24 @@ func takeStep[T any](ctx context.Context, r *Run, name string, fn func(ctx conte
 	}
 }
 
-// conflictPause waits a short random time, longer after each conflict, so
-// runs that keep writing the same key take turns.
-func conflictPause(ctx context.Context, conflicts int) error {
-	if conflicts == 0 {
-		return nil
+// hotKeys serialises, within one engine, the bodies that run again after
+// a conflict: a body that conflicted runs again holding the stripe of the
+// first key it touched, so the runs of this process that contend for a hot
+// key take turns instead of conflicting with each other again. Runs of
+// other processes still conflict with them, and win or lose by turns.
+type hotKeys struct{ stripes [64]sync.Mutex }
+
+// lock takes the stripe of keys[0] and returns its unlock.
+func (h *hotKeys) lock(keys []string) func() {
+	var sum uint32 = 2166136261
+	if len(keys) > 0 {
+		for i := 0; i < len(keys[0]); i++ {
+			sum = (sum ^ uint32(keys[0][i])) * 16777619
+		}
 	}
-	t := time.NewTimer(time.Duration(mrand.Int64N(int64(min(conflicts, 10)) * int64(time.Millisecond))))
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return context.Cause(ctx)
-	case <-t.C:
-		return nil
-	}
+	m := &h.stripes[sum%uint32(len(h.stripes))]
+	m.Lock()
+	return m.Unlock
 }
 
 // finishStep records the end of one attempt of step: its result, its

@@ -71,8 +71,8 @@ func TrackPostView(d Deps) engine.Function {
 			}
 			date := viewedAt.UTC().Format(dateLayout)
 
-			count, err := engine.Step(ctx, run, "increment-views", func(ctx context.Context) (viewCount, error) {
-				total, err := d.KV.IncrBy(ctx, keys.PostViews(ev.Slug), 1, 0)
+			count, err := engine.StepTx(ctx, run, "increment-views", func(ctx context.Context, kv store.KV) (viewCount, error) {
+				total, err := kv.IncrBy(ctx, keys.PostViews(ev.Slug), 1, 0)
 				if err != nil {
 					return viewCount{}, fmt.Errorf("increment views: %w", err)
 				}
@@ -81,8 +81,8 @@ func TrackPostView(d Deps) engine.Function {
 			if err != nil {
 				return nil, err
 			}
-			dayViews, err := engine.Step(ctx, run, "track-daily-views", func(ctx context.Context) (int64, error) {
-				return trackDay(ctx, d.KV, keys, ev, date)
+			dayViews, err := engine.StepTx(ctx, run, "track-daily-views", func(ctx context.Context, kv store.KV) (int64, error) {
+				return trackDay(ctx, kv, keys, ev, date)
 			})
 			if err != nil {
 				return nil, err
@@ -91,8 +91,8 @@ func TrackPostView(d Deps) engine.Function {
 			if title == "" {
 				title = ev.Slug
 			}
-			reached, err := engine.Step(ctx, run, "check-milestones", func(ctx context.Context) ([]int64, error) {
-				return claimMilestones(ctx, d.KV, keys, ev.Slug, run.ID, date, count)
+			reached, err := engine.StepTx(ctx, run, "check-milestones", func(ctx context.Context, kv store.KV) ([]int64, error) {
+				return claimMilestones(ctx, kv, keys, ev.Slug, run.ID, date, count)
 			})
 			if err != nil {
 				return nil, err
@@ -116,8 +116,7 @@ func TrackPostView(d Deps) engine.Function {
 }
 
 // trackDay counts the view in its day and remembers the title, the
-// referrer host, the region and the visitor for the summaries. Idempotent
-// writes come first, counters last.
+// referrer host, the region and the visitor for the summaries.
 func trackDay(ctx context.Context, kv store.KV, keys Keys, ev PostViewed, date string) (int64, error) {
 	if ev.Title != "" {
 		if err := kv.Set(ctx, keys.PostTitle(ev.Slug), ev.Title, 0); err != nil {
@@ -161,28 +160,21 @@ func trackDay(ctx context.Context, kv store.KV, keys Keys, ev PostViewed, date s
 	return n, nil
 }
 
-// claimMilestones claims each milestone M with previous < M <= total. A
-// claim is the key set-if-absent to the run id, so a retried attempt whose
-// claim was written before its record still owns it.
+// claimMilestones claims each milestone M with previous < M <= total: the
+// key set-if-absent to the run id. The step commits the claims with its
+// record, so each milestone is claimed by one run, once.
 func claimMilestones(ctx context.Context, kv store.KV, keys Keys, slug, runID, date string, c viewCount) ([]int64, error) {
 	reached := []int64{}
 	for _, m := range Milestones {
 		if c.Previous >= m || m > c.Total {
 			continue
 		}
-		key := keys.MilestoneClaim(slug, m)
-		ok, err := kv.SetNX(ctx, key, runID, 0)
+		ok, err := kv.SetNX(ctx, keys.MilestoneClaim(slug, m), runID, 0)
 		if err != nil {
 			return nil, fmt.Errorf("claim milestone %d: %w", m, err)
 		}
 		if !ok {
-			owner, err := kv.Get(ctx, key)
-			if err != nil && !errors.Is(err, store.ErrNotFound) {
-				return nil, fmt.Errorf("read milestone claim %d: %w", m, err)
-			}
-			if owner != runID {
-				continue
-			}
+			continue
 		}
 		if _, err := kv.SetAdd(ctx, keys.DayMilestones(date), dayDataTTL, slug+"|"+itoa(m)); err != nil {
 			return nil, fmt.Errorf("record milestone %d: %w", m, err)
@@ -320,9 +312,9 @@ func CalculateTrending(d Deps) engine.Function {
 			if err != nil {
 				return nil, err
 			}
-			if _, err := engine.Step(ctx, run, "store-trending", func(ctx context.Context) (int, error) {
+			if _, err := engine.StepTx(ctx, run, "store-trending", func(ctx context.Context, kv store.KV) (int, error) {
 				body, _ := json.Marshal(top)
-				if err := d.KV.Set(ctx, keys.Trending(), string(body), trendingTTL); err != nil {
+				if err := kv.Set(ctx, keys.Trending(), string(body), trendingTTL); err != nil {
 					return 0, fmt.Errorf("store trending: %w", err)
 				}
 				return len(top), nil
@@ -337,7 +329,7 @@ func CalculateTrending(d Deps) engine.Function {
 // fetchPosts reads every post's total and its views of the last
 // trendingWindow days (today included), scanning, never listing all keys.
 // Any read error fails the step.
-func fetchPosts(ctx context.Context, kv store.KV, keys Keys, now time.Time) ([]TrendingPost, error) {
+func fetchPosts(ctx context.Context, kv KVReader, keys Keys, now time.Time) ([]TrendingPost, error) {
 	prefix := keys.PostViewsPrefix()
 	posts := []TrendingPost{}
 	cursor := ""
@@ -376,7 +368,7 @@ func fetchPosts(ctx context.Context, kv store.KV, keys Keys, now time.Time) ([]T
 }
 
 // readCount reads a counter; absent is 0.
-func readCount(ctx context.Context, kv store.KV, key string) (int64, error) {
+func readCount(ctx context.Context, kv KVReader, key string) (int64, error) {
 	s, err := kv.Get(ctx, key)
 	if errors.Is(err, store.ErrNotFound) {
 		return 0, nil
@@ -392,7 +384,7 @@ func readCount(ctx context.Context, kv store.KV, key string) (int64, error) {
 }
 
 // readTitle reads a post's remembered title, the slug when none.
-func readTitle(ctx context.Context, kv store.KV, keys Keys, slug string) (string, error) {
+func readTitle(ctx context.Context, kv KVReader, keys Keys, slug string) (string, error) {
 	t, err := kv.Get(ctx, keys.PostTitle(slug))
 	switch {
 	case errors.Is(err, store.ErrNotFound):

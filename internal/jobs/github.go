@@ -234,13 +234,13 @@ func refreshGitHub(ctx context.Context, run *engine.Run, d Deps, checkCache bool
 	if err != nil {
 		return nil, err
 	}
-	return engine.Step(ctx, run, "update-cache", func(ctx context.Context) (map[string]any, error) {
+	return engine.StepTx(ctx, run, "update-cache", func(ctx context.Context, kv store.KV) (map[string]any, error) {
 		v := Contributions{
 			Contributions: cal.Days, Source: "github-api", TotalContributions: cal.TotalContributions,
 			LastUpdated: d.Clock.Now().UTC().Format(time.RFC3339),
 		}
 		body, _ := json.Marshal(v)
-		if err := d.KV.Set(ctx, key, string(body), cacheTTL); err != nil {
+		if err := kv.Set(ctx, key, string(body), cacheTTL); err != nil {
 			return nil, fmt.Errorf("update cache: %w", err)
 		}
 		return map[string]any{"user": user, "totalContributions": v.TotalContributions, "days": len(v.Contributions), "lastUpdated": v.LastUpdated}, nil
@@ -249,7 +249,7 @@ func refreshGitHub(ctx context.Context, run *engine.Run, d Deps, checkCache bool
 
 // ReadContributions reads the cached contributions (store.ErrNotFound when
 // there are none).
-func ReadContributions(ctx context.Context, kv store.KV, key string) (Contributions, error) {
+func ReadContributions(ctx context.Context, kv KVReader, key string) (Contributions, error) {
 	raw, err := kv.Get(ctx, key)
 	if err != nil {
 		return Contributions{}, err

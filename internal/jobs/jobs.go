@@ -5,6 +5,7 @@
 package jobs
 
 import (
+	"context"
 	"log/slog"
 	"net/http"
 	"time"
@@ -12,7 +13,6 @@ import (
 	"github.com/jonboulle/clockwork"
 
 	"github.com/dcyfr/cyberdrew/internal/engine"
-	"github.com/dcyfr/cyberdrew/internal/store"
 )
 
 // Defaults of Config.
@@ -40,7 +40,10 @@ type Config struct {
 // GitHub nil means no GITHUB_TOKEN: the cron refresh is disabled and a
 // manual one fails with a clear message.
 type Deps struct {
-	KV     store.KV
+	// KV reads the site's data. Functions write it only through the
+	// handle of engine.StepTx, which commits the writes with the step, so
+	// they happen exactly once.
+	KV     KVReader
 	Clock  clockwork.Clock
 	Mailer Mailer
 	GitHub GitHub
@@ -48,6 +51,13 @@ type Deps struct {
 	HTTP   *http.Client
 	Config Config
 	Logger *slog.Logger
+}
+
+// KVReader is the read side of store.KV.
+type KVReader interface {
+	Get(ctx context.Context, key string) (string, error)
+	SetMembers(ctx context.Context, key string) ([]string, error)
+	Scan(ctx context.Context, prefix, cursor string, count int) (keys []string, next string, err error)
 }
 
 // withDefaults fills the optional parts.

@@ -95,10 +95,10 @@ func GenerateAnalyticsSummary(d Deps) engine.Function {
 			if err != nil {
 				return nil, err
 			}
-			if _, err := engine.Step(ctx, run, "store-summary", func(ctx context.Context) (string, error) {
+			if _, err := engine.StepTx(ctx, run, "store-summary", func(ctx context.Context, kv store.KV) (string, error) {
 				body, _ := json.Marshal(summary)
 				key := keys.Summary(req.Period, req.StartDate)
-				if err := d.KV.Set(ctx, key, string(body), summaryTTL); err != nil {
+				if err := kv.Set(ctx, key, string(body), summaryTTL); err != nil {
 					return "", fmt.Errorf("store summary: %w", err)
 				}
 				return key, nil
@@ -111,7 +111,7 @@ func GenerateAnalyticsSummary(d Deps) engine.Function {
 }
 
 // collect reads the per-day analytics of [start, end].
-func collect(ctx context.Context, kv store.KV, keys Keys, start, end time.Time) (collected, error) {
+func collect(ctx context.Context, kv KVReader, keys Keys, start, end time.Time) (collected, error) {
 	c := collected{Posts: map[string]int64{}, Titles: map[string]string{}, Referrers: map[string]int64{}, Milestones: []Milestone{}, Trending: []TrendingPost{}}
 	visitors := map[string]struct{}{}
 	for day := start; !day.After(end); day = day.AddDate(0, 0, 1) {
