@@ -31,7 +31,7 @@ import (
 const (
 	serveChildEnv = "CYBERDREW_TEST_SERVE_CHILD"
 	// serveFuncsEnv picks the child's functions: "scale", "cron",
-	// "shutdown" or "chaos".
+	// "shutdown", "chaos" or "site" (the site's real functions).
 	serveFuncsEnv = "CYBERDREW_TEST_SERVE_FUNCS"
 )
 
@@ -50,6 +50,8 @@ func runServeChild(dir string) int {
 		fns = cronFunctions(dir)
 	case "shutdown", "chaos":
 		fns = pacedFunctions(dir)
+	case "site":
+		fns = nil // the site's own functions (jobs.Functions)
 	case "takeover-victim", "takeover":
 		fns = takeoverFunctions(dir, os.Getenv(serveFuncsEnv) == "takeover-victim")
 	default:
