@@ -384,6 +384,12 @@ type Engine interface {
 	// keys; it returns how many rows it removed. Events with unfinished runs
 	// are kept.
 	Prune(ctx context.Context, cutoff time.Time, batch int) (int, error)
+	// PruneFunction deletes Completed runs of one function (with their
+	// steps) that ended before cutoff, at most batch per call, and the
+	// events they leave without any run; it returns how many runs and
+	// events it removed. It serves a function's own retention, shorter
+	// than Prune's.
+	PruneFunction(ctx context.Context, functionID string, cutoff time.Time, batch int) (int, error)
 }
 
 // KV is the key-value data the site jobs keep: the names and semantics of

@@ -402,6 +402,19 @@ func (s *Store) QueueDepth(ctx context.Context) (int, error) {
 	return int(n), nil
 }
 
+// PruneFunction deletes old completed runs of one function and the events
+// they leave without a run.
+func (s *Store) PruneFunction(ctx context.Context, functionID string, cutoff time.Time, batch int) (int, error) {
+	if batch <= 0 {
+		batch = 1000
+	}
+	n, err := scriptPruneFn.Run(ctx, s.rdb, []string{s.keys.engine}, s.nowMS(), functionID, cutoff.UnixMilli(), batch).Int()
+	if err != nil {
+		return 0, s.wrap("prune function", err)
+	}
+	return n, nil
+}
+
 // Prune deletes old finished runs and events and expired flow-control
 // state. Site keys expire natively in Redis.
 func (s *Store) Prune(ctx context.Context, cutoff time.Time, batch int) (int, error) {

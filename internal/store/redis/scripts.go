@@ -33,6 +33,7 @@ var (
 	scriptRelease    = engineScript("release")
 	scriptCancel     = engineScript("cancel")
 	scriptPrune      = engineScript("prune")
+	scriptPruneFn    = engineScript("prunefn")
 
 	scriptKVGet       = kvScript("kv_get")
 	scriptKVSet       = kvScript("kv_set")

@@ -580,6 +580,66 @@ func (s *Store) Prune(ctx context.Context, cutoff time.Time, batch int) (int, er
 	return removed, nil
 }
 
+// PruneFunction deletes, at most batch, the Completed runs of functionID
+// that ended before cutoff (with their steps), and the events they leave
+// without any run.
+func (s *Store) PruneFunction(ctx context.Context, functionID string, cutoff time.Time, batch int) (int, error) {
+	if batch <= 0 {
+		batch = 1000
+	}
+	var removed int
+	err := s.write(ctx, "prune function", false, func(t *txn) error {
+		removed = 0
+		rows, err := t.query(`SELECT r.id, re.event_id FROM runs r LEFT JOIN run_events re ON re.run_id = r.id
+WHERE r.id IN (SELECT id FROM runs WHERE function_id = ? AND status = 'Completed' AND ended_at < ? LIMIT ?)`,
+			functionID, cutoff.UnixMilli(), batch)
+		if err != nil {
+			return err
+		}
+		var runs, events []string
+		for rows.Next() {
+			var run string
+			var ev sql.NullString
+			if err := rows.Scan(&run, &ev); err != nil {
+				rows.Close()
+				return err
+			}
+			if len(runs) == 0 || runs[len(runs)-1] != run {
+				runs = append(runs, run)
+			}
+			if ev.Valid {
+				events = append(events, ev.String)
+			}
+		}
+		rows.Close()
+		if err := rows.Err(); err != nil {
+			return err
+		}
+		for _, id := range runs {
+			n, err := t.exec(`DELETE FROM runs WHERE id = ?`, id)
+			if err != nil {
+				return err
+			}
+			removed += int(n)
+		}
+		for _, id := range events {
+			n, err := t.exec(`DELETE FROM events WHERE id = ? AND NOT EXISTS (SELECT 1 FROM run_events WHERE event_id = ?)`, id, id)
+			if err != nil {
+				return err
+			}
+			removed += int(n)
+		}
+		if removed == 0 {
+			return nil
+		}
+		return t.vacuum()
+	})
+	if err != nil {
+		return 0, err
+	}
+	return removed, nil
+}
+
 // vacuumPages bounds the free pages one prune gives back to the file system.
 const vacuumPages = 2000
 

@@ -11,6 +11,7 @@ var pruneCases = []testCase{
 	{"Retention", testPruneRetention},
 	{"Batch", testPruneBatch},
 	{"ExpiredKeys", testPruneKeys},
+	{"Function", testPruneFunction},
 }
 
 func (b *bundle) prune(t *testing.T, cutoff time.Time, batch int) int {
@@ -154,4 +155,56 @@ func testPruneKeys(t *testing.T, b *bundle) {
 		t.Errorf("SetNX(pruned key) = %v, %v; want true, nil", ok, err)
 	}
 	checkEqual(t, "temp", b.kvGet(t, "temp"), "2")
+}
+
+// testPruneFunction: a function's own retention removes its completed
+// runs that ended before the cutoff, with the events left without a run;
+// failed runs, other functions' runs and the events they hold stay.
+func testPruneFunction(t *testing.T, b *bundle) {
+	shared, sharedA, sharedB := b.event("app/shared", `{}`), b.spec("fn-a"), b.spec("fn-b")
+	b.publishOne(t, shared, sharedA, sharedB)
+	for _, l := range b.claim(t, "w", 10, time.Hour) {
+		b.finish(t, &l, store.Outcome{Status: store.StatusCompleted})
+	}
+	own, ownRun := b.event("app/own", `{}`), b.spec("fn-a")
+	b.publishOne(t, own, ownRun)
+	l := b.claimOne(t, "w", ownRun.ID, time.Hour)
+	b.saveStep(t, l, b.doneStep(l, "s"))
+	b.finish(t, l, store.Outcome{Status: store.StatusCompleted})
+	failed, failedRun := b.event("app/failed", `{}`), b.spec("fn-a")
+	b.publishOne(t, failed, failedRun)
+	l = b.claimOne(t, "w", failedRun.ID, time.Hour)
+	b.finish(t, l, store.Outcome{Status: store.StatusFailed, Error: "boom"})
+
+	b.clock.Advance(2 * time.Hour)
+	late, lateRun := b.event("app/late", `{}`), b.spec("fn-a")
+	b.publishOne(t, late, lateRun)
+	b.complete(t, lateRun.ID)
+
+	n, err := b.store.PruneFunction(b.ctx, "fn-a", start.Add(time.Hour), 100)
+	if err != nil {
+		t.Fatalf("PruneFunction: %v", err)
+	}
+	if n != 3 {
+		t.Errorf("PruneFunction removed %d, want 3 (two runs and one event)", n)
+	}
+	for _, id := range []string{sharedA.ID, ownRun.ID} {
+		_, err := b.store.GetRun(b.ctx, id)
+		wantErr(t, "GetRun(pruned "+id+")", err, store.ErrNotFound)
+	}
+	_, err = b.store.GetEvent(b.ctx, own.ID)
+	wantErr(t, "GetEvent(event left without a run)", err, store.ErrNotFound)
+	b.getRun(t, sharedB.ID)
+	b.getRun(t, failedRun.ID)
+	b.getRun(t, lateRun.ID)
+	b.getEvent(t, shared.ID)
+	b.getEvent(t, failed.ID)
+	b.getEvent(t, late.ID)
+	_, err = b.store.Steps(b.ctx, ownRun.ID)
+	wantErr(t, "Steps(pruned run)", err, store.ErrNotFound)
+	if n, err := b.store.PruneFunction(b.ctx, "fn-a", start.Add(time.Hour), 100); err != nil || n != 0 {
+		t.Errorf("second PruneFunction = %d, %v; want 0", n, err)
+	}
+	all := b.allRuns(t, store.RunFilter{FunctionID: "fn-a"})
+	checkEqual(t, "fn-a runs listed after PruneFunction", len(all), 2)
 }

@@ -170,6 +170,23 @@ local function drop_waits(id)
   redis.call('DEL', P .. 'runwaits:' .. id)
 end
 
+-- drop_run deletes the finished run id (loaded as r) with its steps and
+-- its index entries; the caller removes it from the ended index.
+local function drop_run(id, r)
+  local m = member(tonumber(r.created), id)
+  redis.call('ZREM', P .. 'runs', m)
+  redis.call('ZREM', P .. 'runs:fn:' .. r.fn, m)
+  redis.call('ZREM', P .. 'runs:st:' .. r.status, m)
+  redis.call('ZREM', P .. 'runs:fnst:' .. r.fn .. ':' .. r.status, m)
+  for _, eid in ipairs(cjson.decode(r.evs)) do redis.call('ZREM', P .. 'runs:ev:' .. eid, m) end
+  redis.call('DEL', P .. 'run:' .. id, P .. 'steps:' .. id, P .. 'steporder:' .. id, P .. 'matched:' .. id)
+  drop_waits(id)
+  if set(r.idem) and redis.call('HGET', P .. 'idem', r.idem) == id then
+    redis.call('HDEL', P .. 'idem', r.idem)
+    redis.call('ZREM', P .. 'idemexp', r.idem)
+  end
+end
+
 -- release_key frees a singleton or debounce key if id holds it.
 local function release_key(kind, key, id)
   if not set(key) then return end

@@ -10,18 +10,7 @@ for _, id in ipairs(redis.call('ZRANGEBYSCORE', P .. 'ended', '-inf', '(' .. num
   local r = load(id)
   redis.call('ZREM', P .. 'ended', id)
   if r then
-    local m = member(tonumber(r.created), id)
-    redis.call('ZREM', P .. 'runs', m)
-    redis.call('ZREM', P .. 'runs:fn:' .. r.fn, m)
-    redis.call('ZREM', P .. 'runs:st:' .. r.status, m)
-    redis.call('ZREM', P .. 'runs:fnst:' .. r.fn .. ':' .. r.status, m)
-    for _, eid in ipairs(cjson.decode(r.evs)) do redis.call('ZREM', P .. 'runs:ev:' .. eid, m) end
-    redis.call('DEL', P .. 'run:' .. id, P .. 'steps:' .. id, P .. 'steporder:' .. id, P .. 'matched:' .. id)
-    drop_waits(id)
-    if set(r.idem) and redis.call('HGET', P .. 'idem', r.idem) == id then
-      redis.call('HDEL', P .. 'idem', r.idem)
-      redis.call('ZREM', P .. 'idemexp', r.idem)
-    end
+    drop_run(id, r)
     removed = removed + 1
   end
 end
