@@ -151,7 +151,7 @@ func New(ctx context.Context, cfg config.Serve, logger *slog.Logger, opts Option
 		store: st, engine: eng,
 		workers:   engine.NewWorkerPool(eng, engine.PoolOptions{Workers: cfg.Workers, LeaseTTL: cfg.Lease}),
 		scheduler: engine.NewScheduler(eng),
-		retention: NewRetention(st, clock, cfg.Retention, logger),
+		retention: NewRetention(st, clock, cfg.Retention, fns, logger),
 		closing:   make(chan struct{}),
 		died:      make(chan error, 1),
 		given:     opts.Listener,

@@ -3,24 +3,31 @@ package daemon
 import (
 	"context"
 	"log/slog"
+	"maps"
+	"slices"
 	"time"
 
 	"github.com/jonboulle/clockwork"
 
+	"github.com/dcyfr/cyberdrew/internal/engine"
 	"github.com/dcyfr/cyberdrew/internal/store"
 )
 
 // Retention deletes finished runs and events older than the retention
-// period, in small batches so intake never waits on it, once at start and
-// then every quarter of the period, at most every maxPruneEvery: nothing
-// outlives the period by more than a quarter of it.
+// period, and the completed runs of a function with a retention of its own
+// (engine.Function.Retention) older than that, in small batches so intake
+// never waits on it, once at start and then every quarter of the shortest
+// period, at most every maxPruneEvery: nothing outlives its period by more
+// than a quarter of it.
 type Retention struct {
-	st     store.Store
-	clock  clockwork.Clock
-	keep   time.Duration
-	log    *slog.Logger
-	cancel context.CancelFunc
-	done   chan struct{}
+	st    store.Store
+	clock clockwork.Clock
+	keep  time.Duration
+	// functions holds the retentions shorter than keep, by function id.
+	functions map[string]time.Duration
+	log       *slog.Logger
+	cancel    context.CancelFunc
+	done      chan struct{}
 }
 
 const (
@@ -28,19 +35,42 @@ const (
 	pruneBatch    = 500
 )
 
-// NewRetention returns the pruner; keep 0 keeps everything.
-func NewRetention(st store.Store, clock clockwork.Clock, keep time.Duration, logger *slog.Logger) *Retention {
-	return &Retention{st: st, clock: clock, keep: keep, log: logger.With("component", "retention")}
+// NewRetention returns the pruner; keep 0 keeps everything but the runs
+// of functions with a retention of their own.
+func NewRetention(st store.Store, clock clockwork.Clock, keep time.Duration, fns []engine.Function, logger *slog.Logger) *Retention {
+	r := &Retention{st: st, clock: clock, keep: keep, functions: map[string]time.Duration{}, log: logger.With("component", "retention")}
+	for _, fn := range fns {
+		if fn.Retention > 0 && (keep <= 0 || fn.Retention < keep) {
+			r.functions[fn.ID] = fn.Retention
+		}
+	}
+	return r
+}
+
+// every is how often the pruner runs: a quarter of the shortest period,
+// at most maxPruneEvery; 0 when nothing is pruned.
+func (r *Retention) every() time.Duration {
+	every := time.Duration(0)
+	for _, keep := range append(slices.Collect(maps.Values(r.functions)), r.keep) {
+		if keep > 0 && (every == 0 || keep/4 < every) {
+			every = keep / 4
+		}
+	}
+	if every == 0 {
+		return 0
+	}
+	return min(every, maxPruneEvery)
 }
 
 // Start begins pruning in the background.
 func (r *Retention) Start(ctx context.Context) error {
-	if r.keep <= 0 {
+	every := r.every()
+	if every <= 0 {
 		return nil
 	}
 	ctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	r.cancel, r.done = cancel, make(chan struct{})
-	t := r.clock.NewTicker(min(maxPruneEvery, r.keep/4))
+	t := r.clock.NewTicker(every)
 	go func() {
 		defer close(r.done)
 		defer t.Stop()
@@ -71,12 +101,27 @@ func (r *Retention) Stop(ctx context.Context) error {
 }
 
 func (r *Retention) prune(ctx context.Context) {
-	cutoff := r.clock.Now().Add(-r.keep)
+	now := r.clock.Now()
+	if r.keep > 0 {
+		cutoff := now.Add(-r.keep)
+		r.batches(ctx, "", cutoff, func(ctx context.Context) (int, error) { return r.st.Prune(ctx, cutoff, pruneBatch) })
+	}
+	for _, id := range slices.Sorted(maps.Keys(r.functions)) {
+		cutoff := now.Add(-r.functions[id])
+		r.batches(ctx, id, cutoff, func(ctx context.Context) (int, error) {
+			return r.st.PruneFunction(ctx, id, cutoff, pruneBatch)
+		})
+	}
+}
+
+// batches calls prune until it removes nothing, and logs what it removed
+// (of function fn's completed runs when fn is not "").
+func (r *Retention) batches(ctx context.Context, fn string, cutoff time.Time, prune func(context.Context) (int, error)) {
 	total := 0
 	for ctx.Err() == nil {
-		n, err := r.st.Prune(ctx, cutoff, pruneBatch)
+		n, err := prune(ctx)
 		if err != nil {
-			r.log.Warn("pruning", "err", err)
+			r.log.Warn("pruning", "function_id", fn, "err", err)
 			return
 		}
 		total += n
@@ -84,7 +129,11 @@ func (r *Retention) prune(ctx context.Context) {
 			break
 		}
 	}
-	if total > 0 {
+	switch {
+	case total == 0:
+	case fn == "":
 		r.log.Info("pruned old runs and events", "rows", total, "before", cutoff)
+	default:
+		r.log.Info("pruned old completed runs of a function", "function_id", fn, "rows", total, "before", cutoff)
 	}
 }

@@ -3,6 +3,7 @@ package daemon_test
 import (
 	"context"
 	"database/sql"
+	"errors"
 	"fmt"
 	"log/slog"
 	"path/filepath"
@@ -13,7 +14,9 @@ import (
 	"github.com/jonboulle/clockwork"
 
 	"github.com/dcyfr/cyberdrew/internal/daemon"
+	"github.com/dcyfr/cyberdrew/internal/daemon/daemontest"
 	"github.com/dcyfr/cyberdrew/internal/engine"
+	"github.com/dcyfr/cyberdrew/internal/store/redis/redistest"
 )
 
 // TestRetentionKeepsTheFileBounded runs cycles of 400 runs, each with
@@ -109,5 +112,80 @@ func TestRetentionKeepsTheFileBounded(t *testing.T) {
 		if pages > after[0]+after[0]/10 {
 			t.Errorf("the file grows: %d pages after the first prune, %d after prune %d", after[0], pages, i+2)
 		}
+	}
+}
+
+// TestFunctionRetentionPrunesItsCompletedRuns: on each store, a function
+// with a retention of an hour loses its completed runs (and their events)
+// an hour after they ended, while its failed run and another function's
+// runs keep the daemon's retention.
+func TestFunctionRetentionPrunesItsCompletedRuns(t *testing.T) {
+	t.Parallel()
+	for _, kind := range []string{"sqlite", "redis"} {
+		t.Run(kind, func(t *testing.T) {
+			t.Parallel()
+			cfg := testConfig(t.TempDir())
+			if kind == "redis" {
+				cfg.Store = redistest.StartT(t, false).URL(0)
+			}
+			clock := clockwork.NewFakeClockAt(time.Date(2025, 3, 1, 12, 0, 0, 0, time.UTC))
+			handler := func(ctx context.Context, r *engine.Run) (any, error) {
+				return engine.Step(ctx, r, "work", func(ctx context.Context) (string, error) {
+					if strings.Contains(string(r.Event.Data), "fail") {
+						return "", engine.NonRetriable(errors.New("told to fail"))
+					}
+					return "done", nil
+				})
+			}
+			fns := []engine.Function{
+				{ID: "brief", Triggers: []engine.Trigger{{Event: "test/brief"}}, Retention: time.Hour, Handler: handler},
+				{ID: "kept", Triggers: []engine.Trigger{{Event: "test/kept"}}, Handler: handler},
+			}
+			d := daemontest.Run(t, cfg, nil, daemon.Options{Clock: clock, Functions: fns})
+			c := client{t: t, base: "http://" + d.Addr()}
+			changes := c.stream("")
+			send := func(name, data string) (event, run string) {
+				t.Helper()
+				var acc struct {
+					IDs []string `json:"ids"`
+				}
+				if code := c.do("POST", "/e/k", fmt.Sprintf(`{"name":%q,"data":%s}`, name, data), &acc); code != 200 {
+					t.Fatalf("intake: %d", code)
+				}
+				var runs runsAnswer
+				c.do("GET", "/v1/events/"+acc.IDs[0]+"/runs", "", &runs)
+				if len(runs.Data) != 1 {
+					t.Fatalf("runs of %s = %+v", name, runs.Data)
+				}
+				return acc.IDs[0], runs.Data[0].RunID
+			}
+			briefEvent, briefRun := send("test/brief", `{}`)
+			_, failedRun := send("test/brief", `{"fail":true}`)
+			keptEvent, keptRun := send("test/kept", `{}`)
+			for _, id := range []string{briefRun, failedRun, keptRun} {
+				awaitRun(t, changes, id, 10*time.Second)
+			}
+
+			clock.Advance(time.Hour + 15*time.Minute)
+			deadline := time.Now().Add(30 * time.Second)
+			for c.do("GET", "/v1/runs/"+briefRun, "", nil) != 404 {
+				if time.Now().After(deadline) {
+					t.Fatalf("the completed run of brief was not pruned an hour after it ended")
+				}
+				time.Sleep(20 * time.Millisecond) // no change announces a prune
+			}
+			if code := c.do("GET", "/v1/events/"+briefEvent, "", nil); code != 404 {
+				t.Errorf("GET the pruned run's event = %d, want 404", code)
+			}
+			for what, path := range map[string]string{
+				"the failed run of brief": "/v1/runs/" + failedRun,
+				"the run of kept":         "/v1/runs/" + keptRun,
+				"the event of kept":       "/v1/events/" + keptEvent,
+			} {
+				if code := c.do("GET", path, "", nil); code != 200 {
+					t.Errorf("GET %s = %d, want 200: %s must keep the daemon's retention", path, code, what)
+				}
+			}
+		})
 	}
 }

@@ -245,6 +245,9 @@ func prepare(fn Function) (*registered, error) {
 	if fn.FinishTimeout < 0 {
 		return nil, fmt.Errorf("%s: finish timeout must not be negative", where)
 	}
+	if fn.Retention < 0 {
+		return nil, fmt.Errorf("%s: retention must not be negative", where)
+	}
 	return r, nil
 }
 

@@ -56,6 +56,11 @@ type Function struct {
 	Singleton   *Singleton `json:"singleton,omitempty"`
 	// FinishTimeout cancels a run still unfinished this long after it started.
 	FinishTimeout time.Duration `json:"finish_timeout,omitempty"`
+	// Retention, when > 0, is how long the function's Completed runs are
+	// kept, with the events no other run holds: a high-volume function
+	// keeps a day rather than the daemon's month. Failed and cancelled
+	// runs keep the daemon's retention.
+	Retention time.Duration `json:"retention,omitempty"`
 	// OnFailure runs (as function "<ID>-failure", triggered by
 	// cyberdrew/function.failed for this function) after a run fails.
 	OnFailure Handler `json:"-"`

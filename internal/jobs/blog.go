@@ -17,9 +17,12 @@ import (
 
 // Retention of the blog analytics data.
 const (
-	dayDataTTL  = 90 * 24 * time.Hour
-	trendingTTL = 2 * time.Hour
-	summaryTTL  = 90 * 24 * time.Hour
+	// highVolumeRetention is how long the completed runs of the site's
+	// frequent functions (every view, every cron tick) are kept.
+	highVolumeRetention = 24 * time.Hour
+	dayDataTTL          = 90 * 24 * time.Hour
+	trendingTTL         = 2 * time.Hour
+	summaryTTL          = 90 * 24 * time.Hour
 	// trendingWindow is how many days, today included, count as recent.
 	trendingWindow = 7
 	trendingSize   = 10
@@ -60,6 +63,8 @@ func TrackPostView(d Deps) engine.Function {
 		Name:     "Track post view",
 		Triggers: []engine.Trigger{{Event: EventPostViewed}},
 		Retries:  retries(4),
+		// One run per page view: a day of them is plenty to look into.
+		Retention: highVolumeRetention,
 		Handler: func(ctx context.Context, run *engine.Run) (any, error) {
 			var ev PostViewed
 			if err := json.Unmarshal(run.Event.Data, &ev); err != nil || !ValidSlug(ev.Slug) {
@@ -299,6 +304,7 @@ func CalculateTrending(d Deps) engine.Function {
 		Triggers:  []engine.Trigger{{Cron: "0 * * * *"}},
 		Retries:   retries(2),
 		Singleton: &engine.Singleton{},
+		Retention: highVolumeRetention,
 		Handler: func(ctx context.Context, run *engine.Run) (any, error) {
 			posts, err := engine.Step(ctx, run, "fetch-post-data", func(ctx context.Context) ([]TrendingPost, error) {
 				return fetchPosts(ctx, d.KV, keys, d.Clock.Now())

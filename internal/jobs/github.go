@@ -171,6 +171,7 @@ func RefreshGitHubData(d Deps) engine.Function {
 		Triggers:  []engine.Trigger{{Cron: "*/5 * * * *"}},
 		Retries:   retries(2),
 		Singleton: &engine.Singleton{},
+		Retention: highVolumeRetention,
 		Handler: func(ctx context.Context, run *engine.Run) (any, error) {
 			return refreshGitHub(ctx, run, d, false)
 		},
