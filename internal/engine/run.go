@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"hash/fnv"
 	"log/slog"
 	"slices"
 	"strconv"
@@ -317,13 +318,11 @@ type hotKeys struct{ stripes [64]sync.Mutex }
 
 // lock takes the stripe of keys[0] and returns its unlock.
 func (h *hotKeys) lock(keys []string) func() {
-	var sum uint32 = 2166136261
+	f := fnv.New32a()
 	if len(keys) > 0 {
-		for i := 0; i < len(keys[0]); i++ {
-			sum = (sum ^ uint32(keys[0][i])) * 16777619
-		}
+		f.Write([]byte(keys[0]))
 	}
-	m := &h.stripes[sum%uint32(len(h.stripes))]
+	m := &h.stripes[f.Sum32()%uint32(len(h.stripes))]
 	m.Lock()
 	return m.Unlock
 }

@@ -102,7 +102,8 @@ type Tx struct {
 
 // txKey is the transaction's view of one key.
 type txKey struct {
-	// known: whether the key exists and, for a string, its value, are known.
+	// known: whether the key exists, and as a string its value or as a
+	// set that it is one, are known.
 	known  bool
 	exists bool
 	isSet  bool
@@ -257,9 +258,9 @@ func (t *Tx) SetAdd(ctx context.Context, key string, ttl time.Duration, members 
 		added++
 		v.members[m] = true
 	}
-	if v.known {
-		v.exists, v.isSet = true, true
-	}
+	// The key now holds a set; its other members and its size are
+	// known only if they were before.
+	v.known, v.exists, v.isSet = true, true, true
 	v.card += int64(added)
 	t.fx.Writes = append(t.fx.Writes, Write{Op: OpSetAdd, Key: key, TTL: ttl, Members: slices.Clone(members)})
 	return added, nil

@@ -118,6 +118,14 @@ func testTxReadsOwnWrites(t *testing.T, b *bundle) {
 	}
 	_, err = tx.SetAdd(b.ctx, "s", 0, "x")
 	wantErr(t, "tx SetAdd on a counter", err, store.ErrInvalid)
+	if _, err := tx.SetAdd(b.ctx, "fresh", 0, "x"); err != nil {
+		t.Fatal(err)
+	}
+	_, err = tx.Get(b.ctx, "fresh")
+	wantErr(t, "tx Get on a set it added to", err, store.ErrInvalid)
+	if n, err := tx.SetCard(b.ctx, "fresh"); err != nil || n != 1 {
+		t.Errorf("tx SetCard(fresh) = %d, %v; want 1", n, err)
+	}
 
 	id := b.enqueueOne(t, "fn-a")
 	l := b.claimOne(t, "w", id, time.Hour)
