@@ -183,3 +183,41 @@ func TestStepTxBodyErrorAppliesNothing(t *testing.T) {
 		}
 	})
 }
+
+// TestStepTxReplayAppliesNothing: a run that resumes after a sleep replays
+// its completed StepTx from the record, without running the body or
+// writing again.
+func TestStepTxReplayAppliesNothing(t *testing.T) {
+	eachBackend(t, func(t *testing.T, be backendtest.Backend) {
+		var bodies atomic.Int32
+		b := setup(t, be, options{}, engine.Function{
+			ID: "count-then-sleep", Triggers: []engine.Trigger{{Event: "test/count"}},
+			Handler: func(ctx context.Context, r *engine.Run) (any, error) {
+				n, err := engine.StepTx(ctx, r, "increment", func(ctx context.Context, kv store.KV) (int64, error) {
+					bodies.Add(1)
+					return kv.IncrBy(ctx, "counter", 1, 0)
+				})
+				if err != nil {
+					return nil, err
+				}
+				if err := r.Sleep(ctx, "nap", time.Minute); err != nil {
+					return nil, err
+				}
+				return n, nil
+			},
+		})
+		id := oneRun(t, b.send(t, "test/count", `{}`))
+		b.waitStatus(t, id, store.StatusSleeping)
+		b.clock.Advance(time.Minute)
+		run := b.waitStatus(t, id, store.StatusCompleted)
+		if string(run.Output) != "1" {
+			t.Errorf("output = %s, want 1", run.Output)
+		}
+		if v, err := b.st.Get(b.ctx, "counter"); err != nil || v != "1" {
+			t.Errorf("counter = %q, %v; want 1", v, err)
+		}
+		if n := bodies.Load(); n != 1 {
+			t.Errorf("the body ran %d times, want 1", n)
+		}
+	})
+}
