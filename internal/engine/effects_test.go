@@ -43,7 +43,7 @@ func TestStepTxConflictRunsTheBodyAgain(t *testing.T) {
 		b := setup(t, be, options{observer: obs}, engine.Function{
 			ID: "count", Triggers: []engine.Trigger{{Event: "test/count"}},
 			Handler: func(ctx context.Context, r *engine.Run) (any, error) {
-				return engine.StepTx(ctx, r, "increment", func(ctx context.Context, kv store.KV) (int64, error) {
+				return engine.StepTx(ctx, r, "increment", func(ctx context.Context, kv *store.Tx) (int64, error) {
 					n, err := kv.IncrBy(ctx, "counter", 1, 0)
 					if err != nil {
 						return 0, err
@@ -104,7 +104,7 @@ func TestStepTxHotKeyEndsAtTheExactSum(t *testing.T) {
 		b := setup(t, be, options{}, engine.Function{
 			ID: "count", Triggers: []engine.Trigger{{Event: "test/count"}},
 			Handler: func(ctx context.Context, r *engine.Run) (any, error) {
-				return engine.StepTx(ctx, r, "increment", func(ctx context.Context, kv store.KV) (int64, error) {
+				return engine.StepTx(ctx, r, "increment", func(ctx context.Context, kv *store.Tx) (int64, error) {
 					if _, err := kv.SetAdd(ctx, "runs", 0, r.ID); err != nil {
 						return 0, err
 					}
@@ -137,7 +137,7 @@ func TestStepTxBodyErrorAppliesNothing(t *testing.T) {
 		b := setup(t, be, options{}, engine.Function{
 			ID: "fails", Triggers: []engine.Trigger{{Event: "test/fails"}}, Retries: retries(0),
 			Handler: func(ctx context.Context, r *engine.Run) (any, error) {
-				return engine.StepTx(ctx, r, "write", func(ctx context.Context, kv store.KV) (int64, error) {
+				return engine.StepTx(ctx, r, "write", func(ctx context.Context, kv *store.Tx) (int64, error) {
 					if _, err := kv.IncrBy(ctx, "failed", 1, 0); err != nil {
 						return 0, err
 					}
@@ -147,7 +147,7 @@ func TestStepTxBodyErrorAppliesNothing(t *testing.T) {
 		}, engine.Function{
 			ID: "flaky", Triggers: []engine.Trigger{{Event: "test/flaky"}},
 			Handler: func(ctx context.Context, r *engine.Run) (any, error) {
-				return engine.StepTx(ctx, r, "write", func(ctx context.Context, kv store.KV) (int64, error) {
+				return engine.StepTx(ctx, r, "write", func(ctx context.Context, kv *store.Tx) (int64, error) {
 					n, err := kv.IncrBy(ctx, "flaky", 1, 0)
 					if err != nil {
 						return 0, err
@@ -193,7 +193,7 @@ func TestStepTxReplayAppliesNothing(t *testing.T) {
 		b := setup(t, be, options{}, engine.Function{
 			ID: "count-then-sleep", Triggers: []engine.Trigger{{Event: "test/count"}},
 			Handler: func(ctx context.Context, r *engine.Run) (any, error) {
-				n, err := engine.StepTx(ctx, r, "increment", func(ctx context.Context, kv store.KV) (int64, error) {
+				n, err := engine.StepTx(ctx, r, "increment", func(ctx context.Context, kv *store.Tx) (int64, error) {
 					bodies.Add(1)
 					return kv.IncrBy(ctx, "counter", 1, 0)
 				})

@@ -139,8 +139,9 @@ func (r *Run) save(s store.Step, emit []store.Publication) error {
 }
 
 // commit records a completed transactional step with its effects. A
-// conflict is returned as it is (the caller runs the body again); any
-// other failure interrupts the run as save does.
+// conflict is returned as it is (the caller runs the body again), a write
+// the store refused as a non-retriable error (the step fails); any other
+// failure interrupts the run as save does.
 func (r *Run) commit(s store.Step, fx store.Effects) error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -153,6 +154,10 @@ func (r *Run) commit(s store.Step, fx store.Effects) error {
 	switch {
 	case errors.Is(err, store.ErrConflict):
 		return err
+	case errors.Is(err, store.ErrInvalid):
+		// A write the store refused (a blind increment of a set, say):
+		// the body's fault, not the run's.
+		return NonRetriable(fmt.Errorf("engine: commit step %q: %w", s.ID, err))
 	case err != nil:
 		return r.interruptLocked(fmt.Errorf("engine: commit step %q: %w", s.ID, err))
 	}
@@ -212,16 +217,16 @@ func Step[T any](ctx context.Context, r *Run, name string, fn func(ctx context.C
 	return takeStep(ctx, r, name, func(ctx context.Context, _ *store.Tx) (T, error) { return fn(ctx) }, false)
 }
 
-// StepTx is Step for a body whose effects are KV reads and writes: kv reads
-// the store and buffers the writes, which are committed with the step's
-// record in one atomic write. A crash before the commit leaves neither, a
+// StepTx is Step for a body whose effects are KV reads and writes: tx (a
+// store.KV, plus blind writes) reads the store and buffers the writes,
+// which are committed with the step's record in one atomic write. A crash before the commit leaves neither, a
 // crash after leaves both, and a replay applies nothing: the effects happen
 // exactly once. A body that returns an error applies nothing. When a key
 // the body read changed before the commit (another run wrote it), the body
 // runs again at once with a fresh view, up to maxConflicts times, without
-// counting as a retry (see hotKeys). The kv handle is valid only inside the body.
-func StepTx[T any](ctx context.Context, r *Run, name string, fn func(ctx context.Context, kv store.KV) (T, error)) (T, error) {
-	return takeStep(ctx, r, name, func(ctx context.Context, tx *store.Tx) (T, error) { return fn(ctx, tx) }, true)
+// counting as a retry (see hotKeys). The tx handle is valid only inside the body.
+func StepTx[T any](ctx context.Context, r *Run, name string, fn func(ctx context.Context, tx *store.Tx) (T, error)) (T, error) {
+	return takeStep(ctx, r, name, fn, true)
 }
 
 // maxConflicts bounds how often a StepTx body runs again after a conflict
@@ -297,6 +302,8 @@ func takeStep[T any](ctx context.Context, r *Run, name string, fn func(ctx conte
 					continue
 				}
 				runErr = errTooManyConflicts
+			} else if IsNonRetriable(err) {
+				runErr = err
 			} else {
 				if err == nil {
 					r.e.observe.StepAttempt(r.FunctionID, "completed", end.Sub(start))

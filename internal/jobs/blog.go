@@ -76,7 +76,7 @@ func TrackPostView(d Deps) engine.Function {
 			}
 			date := viewedAt.UTC().Format(dateLayout)
 
-			count, err := engine.StepTx(ctx, run, "increment-views", func(ctx context.Context, kv store.KV) (viewCount, error) {
+			count, err := engine.StepTx(ctx, run, "increment-views", func(ctx context.Context, kv *store.Tx) (viewCount, error) {
 				total, err := kv.IncrBy(ctx, keys.PostViews(ev.Slug), 1, 0)
 				if err != nil {
 					return viewCount{}, fmt.Errorf("increment views: %w", err)
@@ -86,7 +86,7 @@ func TrackPostView(d Deps) engine.Function {
 			if err != nil {
 				return nil, err
 			}
-			dayViews, err := engine.StepTx(ctx, run, "track-daily-views", func(ctx context.Context, kv store.KV) (int64, error) {
+			dayViews, err := engine.StepTx(ctx, run, "track-daily-views", func(ctx context.Context, kv *store.Tx) (int64, error) {
 				return trackDay(ctx, kv, keys, ev, date)
 			})
 			if err != nil {
@@ -96,7 +96,7 @@ func TrackPostView(d Deps) engine.Function {
 			if title == "" {
 				title = ev.Slug
 			}
-			reached, err := engine.StepTx(ctx, run, "check-milestones", func(ctx context.Context, kv store.KV) ([]int64, error) {
+			reached, err := engine.StepTx(ctx, run, "check-milestones", func(ctx context.Context, kv *store.Tx) ([]int64, error) {
 				return claimMilestones(ctx, kv, keys, ev.Slug, run.ID, date, count)
 			})
 			if err != nil {
@@ -121,46 +121,43 @@ func TrackPostView(d Deps) engine.Function {
 }
 
 // trackDay counts the view in its day and remembers the title, the
-// referrer host, the region and the visitor for the summaries.
-func trackDay(ctx context.Context, kv store.KV, keys Keys, ev PostViewed, date string) (int64, error) {
+// referrer host, the region and the visitor for the summaries. Only the
+// day's count is read (it is the step's output); the other writes are
+// blind, so views of different posts never conflict over the day's shared
+// keys.
+func trackDay(ctx context.Context, tx *store.Tx, keys Keys, ev PostViewed, date string) (int64, error) {
 	if ev.Title != "" {
-		if err := kv.Set(ctx, keys.PostTitle(ev.Slug), ev.Title, 0); err != nil {
+		if err := tx.Set(ctx, keys.PostTitle(ev.Slug), ev.Title, 0); err != nil {
 			return 0, fmt.Errorf("remember title: %w", err)
 		}
 	}
-	if _, err := kv.SetAdd(ctx, keys.DayPosts(date), dayDataTTL, ev.Slug); err != nil {
+	if err := tx.SetAddBlind(ctx, keys.DayPosts(date), dayDataTTL, ev.Slug); err != nil {
 		return 0, fmt.Errorf("day posts: %w", err)
 	}
 	if ev.Visitor != "" {
-		if _, err := kv.SetAdd(ctx, keys.DayVisitors(date), dayDataTTL, ev.Visitor); err != nil {
+		if err := tx.SetAddBlind(ctx, keys.DayVisitors(date), dayDataTTL, ev.Visitor); err != nil {
 			return 0, fmt.Errorf("day visitors: %w", err)
 		}
 	}
-	host := referrerHost(ev.Referrer)
-	if host != "" {
-		if _, err := kv.SetAdd(ctx, keys.DayReferrers(date), dayDataTTL, host); err != nil {
+	if host := referrerHost(ev.Referrer); host != "" {
+		if err := tx.SetAddBlind(ctx, keys.DayReferrers(date), dayDataTTL, host); err != nil {
 			return 0, fmt.Errorf("day referrers: %w", err)
 		}
-	}
-	region := cleanLabel(ev.Region)
-	if region != "" {
-		if _, err := kv.SetAdd(ctx, keys.DayRegions(date), dayDataTTL, region); err != nil {
-			return 0, fmt.Errorf("day regions: %w", err)
-		}
-	}
-	n, err := kv.IncrBy(ctx, keys.PostDayViews(ev.Slug, date), 1, dayDataTTL)
-	if err != nil {
-		return 0, fmt.Errorf("day views: %w", err)
-	}
-	if host != "" {
-		if _, err := kv.IncrBy(ctx, keys.DayReferrer(date, host), 1, dayDataTTL); err != nil {
+		if err := tx.IncrByBlind(ctx, keys.DayReferrer(date, host), 1, dayDataTTL); err != nil {
 			return 0, fmt.Errorf("referrer count: %w", err)
 		}
 	}
-	if region != "" {
-		if _, err := kv.IncrBy(ctx, keys.DayRegion(date, region), 1, dayDataTTL); err != nil {
+	if region := cleanLabel(ev.Region); region != "" {
+		if err := tx.SetAddBlind(ctx, keys.DayRegions(date), dayDataTTL, region); err != nil {
+			return 0, fmt.Errorf("day regions: %w", err)
+		}
+		if err := tx.IncrByBlind(ctx, keys.DayRegion(date, region), 1, dayDataTTL); err != nil {
 			return 0, fmt.Errorf("region count: %w", err)
 		}
+	}
+	n, err := tx.IncrBy(ctx, keys.PostDayViews(ev.Slug, date), 1, dayDataTTL)
+	if err != nil {
+		return 0, fmt.Errorf("day views: %w", err)
 	}
 	return n, nil
 }
@@ -168,20 +165,20 @@ func trackDay(ctx context.Context, kv store.KV, keys Keys, ev PostViewed, date s
 // claimMilestones claims each milestone M with previous < M <= total: the
 // key set-if-absent to the run id. The step commits the claims with its
 // record, so each milestone is claimed by one run, once.
-func claimMilestones(ctx context.Context, kv store.KV, keys Keys, slug, runID, date string, c viewCount) ([]int64, error) {
+func claimMilestones(ctx context.Context, tx *store.Tx, keys Keys, slug, runID, date string, c viewCount) ([]int64, error) {
 	reached := []int64{}
 	for _, m := range Milestones {
 		if c.Previous >= m || m > c.Total {
 			continue
 		}
-		ok, err := kv.SetNX(ctx, keys.MilestoneClaim(slug, m), runID, 0)
+		ok, err := tx.SetNX(ctx, keys.MilestoneClaim(slug, m), runID, 0)
 		if err != nil {
 			return nil, fmt.Errorf("claim milestone %d: %w", m, err)
 		}
 		if !ok {
 			continue
 		}
-		if _, err := kv.SetAdd(ctx, keys.DayMilestones(date), dayDataTTL, slug+"|"+itoa(m)); err != nil {
+		if err := tx.SetAddBlind(ctx, keys.DayMilestones(date), dayDataTTL, slug+"|"+itoa(m)); err != nil {
 			return nil, fmt.Errorf("record milestone %d: %w", m, err)
 		}
 		reached = append(reached, m)
@@ -318,7 +315,7 @@ func CalculateTrending(d Deps) engine.Function {
 			if err != nil {
 				return nil, err
 			}
-			if _, err := engine.StepTx(ctx, run, "store-trending", func(ctx context.Context, kv store.KV) (int, error) {
+			if _, err := engine.StepTx(ctx, run, "store-trending", func(ctx context.Context, kv *store.Tx) (int, error) {
 				body, _ := json.Marshal(top)
 				if err := kv.Set(ctx, keys.Trending(), string(body), trendingTTL); err != nil {
 					return 0, fmt.Errorf("store trending: %w", err)

@@ -87,6 +87,9 @@ type Write struct {
 	Delta   int64
 	TTL     time.Duration
 	Members []string
+	// Blind: the transaction did not read the key (IncrByBlind,
+	// SetAddBlind), and wrote it no earlier.
+	Blind bool
 }
 
 // Tx is the KV handle of a transactional step: reads go to the store and
@@ -113,6 +116,15 @@ type txKey struct {
 	// card is the set's cardinality when cardKnown.
 	card      int64
 	cardKnown bool
+	// blind: the key took a blind write while its state was unknown, so
+	// its value or size is unknown to the transaction (members added
+	// blindly are known to be in).
+	blind bool
+}
+
+// errBlind is what reading a key's value or size after a blind write is.
+func errBlind(key string) error {
+	return fmt.Errorf("tx: %q: %w: read after a blind write", key, ErrInvalid)
 }
 
 // NewTx returns a transaction reading from kv.
@@ -138,6 +150,9 @@ func (t *Tx) key(k string) *txKey {
 // the store (and remembering the read) when they are not.
 func (t *Tx) loadString(ctx context.Context, k string) (*txKey, error) {
 	v := t.key(k)
+	if v.blind {
+		return nil, errBlind(k)
+	}
 	if v.known {
 		if v.exists && v.isSet {
 			return nil, fmt.Errorf("tx: %q: %w: key holds a set", k, ErrInvalid)
@@ -266,6 +281,54 @@ func (t *Tx) SetAdd(ctx context.Context, key string, ttl time.Duration, members 
 	return added, nil
 }
 
+// IncrByBlind buffers an increment without reading the key: the commit
+// checks nothing for it, so runs adding to one counter at once never
+// conflict over it. Reading the key's value later in the transaction is
+// refused, unless the transaction knew it already (IncrBy then). The
+// commit refuses (store.ErrInvalid) a key that does not hold an integer.
+func (t *Tx) IncrByBlind(ctx context.Context, key string, delta int64, ttl time.Duration) error {
+	if _, err := KeyTTL(ttl); err != nil {
+		return fmt.Errorf("tx: incrby %q: %w", key, err)
+	}
+	v := t.key(key)
+	switch {
+	case v.known && !v.blind:
+		_, err := t.IncrBy(ctx, key, delta, ttl)
+		return err
+	case v.blind && len(v.members) > 0:
+		return fmt.Errorf("tx: %q: %w: key holds a set", key, ErrInvalid)
+	}
+	v.blind = true
+	t.fx.Writes = append(t.fx.Writes, Write{Op: OpIncrBy, Key: key, Delta: delta, TTL: ttl, Blind: true})
+	return nil
+}
+
+// SetAddBlind buffers members without reading the set: the commit checks
+// nothing for it. The members are known to be in the set afterwards;
+// its size is refused, unless the transaction knew the key was absent.
+// The commit refuses (store.ErrInvalid) a key that holds a string.
+func (t *Tx) SetAddBlind(ctx context.Context, key string, ttl time.Duration, members ...string) error {
+	if _, err := KeyTTL(ttl); err != nil {
+		return fmt.Errorf("tx: sadd %q: %w", key, err)
+	}
+	v := t.key(key)
+	switch {
+	case len(members) == 0:
+		return nil
+	case v.known && !v.exists && !v.blind:
+		_, err := t.SetAdd(ctx, key, ttl, members...)
+		return err
+	case v.known && v.exists && !v.isSet, v.blind && len(v.members) == 0:
+		return fmt.Errorf("tx: %q: %w: key holds a string", key, ErrInvalid)
+	}
+	for _, m := range members {
+		v.members[m] = true
+	}
+	v.blind = true
+	t.fx.Writes = append(t.fx.Writes, Write{Op: OpSetAdd, Key: key, TTL: ttl, Members: slices.Clone(members), Blind: true})
+	return nil
+}
+
 // has tells which members the view of the set at key holds, reading (and
 // remembering) those it does not know.
 func (t *Tx) has(ctx context.Context, key string, members []string) ([]bool, error) {
@@ -315,6 +378,9 @@ func (t *Tx) loadCard(ctx context.Context, key string) (*txKey, error) {
 	v := t.key(key)
 	if v.known && v.exists && !v.isSet {
 		return nil, fmt.Errorf("tx: %q: %w: key holds a string", key, ErrInvalid)
+	}
+	if v.blind {
+		return nil, errBlind(key)
 	}
 	if v.cardKnown {
 		return v, nil

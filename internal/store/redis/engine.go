@@ -525,7 +525,7 @@ func (s *Store) effectsArg(fx store.Effects) ([]string, string, error) {
 				continue
 			}
 		}
-		row := []any{index[w.Key], string(w.Op), arg, strconv.FormatInt(ttlMS, 10)}
+		row := []any{index[w.Key], string(w.Op), arg, strconv.FormatInt(ttlMS, 10), flag[w.Blind]}
 		for _, m := range w.Members {
 			row = append(row, m)
 		}

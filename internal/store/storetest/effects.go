@@ -2,6 +2,7 @@ package storetest
 
 import (
 	"errors"
+	"fmt"
 	"testing"
 	"time"
 
@@ -13,6 +14,7 @@ var effectCases = []testCase{
 	{"TxReadsItsOwnWrites", testTxReadsOwnWrites},
 	{"ConflictAppliesNothing", testCommitConflict},
 	{"LostLeaseAppliesNothing", testCommitLeaseLost},
+	{"BlindWritesNeverConflict", testCommitBlind},
 	{"SetHas", testKVSetHas},
 }
 
@@ -224,4 +226,60 @@ func testKVSetHas(t *testing.T, b *bundle) {
 	b.kvSet(t, "str", "v", 0)
 	_, err = b.store.SetHas(b.ctx, "str", "a")
 	wantErr(t, "SetHas on a string", err, store.ErrInvalid)
+}
+
+// testCommitBlind: blind writes read nothing, so two transactions adding
+// to one counter and one set both commit; a blind write the store cannot
+// apply refuses the whole commit; the transaction refuses to read what it
+// wrote blindly.
+func testCommitBlind(t *testing.T, b *bundle) {
+	b.incr(t, "hits", 10, 0)
+	id := b.enqueueOne(t, "fn-a")
+	l := b.claimOne(t, "w", id, time.Hour)
+	one, two := store.NewTx(b.store), store.NewTx(b.store)
+	for i, tx := range []*store.Tx{one, two} {
+		if err := tx.IncrByBlind(b.ctx, "hits", 1, time.Hour); err != nil {
+			t.Fatal(err)
+		}
+		if err := tx.IncrByBlind(b.ctx, "fresh", 1, time.Hour); err != nil {
+			t.Fatal(err)
+		}
+		if err := tx.SetAddBlind(b.ctx, "seen", time.Hour, fmt.Sprint("m", i), "shared"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	_, err := one.Get(b.ctx, "hits")
+	wantErr(t, "tx Get after a blind increment", err, store.ErrInvalid)
+	_, err = one.SetCard(b.ctx, "seen")
+	wantErr(t, "tx SetCard after a blind add", err, store.ErrInvalid)
+	if in, err := one.SetHas(b.ctx, "seen", "shared"); err != nil || !in[0] {
+		t.Errorf("tx SetHas(seen, shared) after a blind add = %v, %v; want [true]", in, err)
+	}
+	if err := b.commit(l, "one", one); err != nil {
+		t.Fatalf("CommitStep(one): %v", err)
+	}
+	if err := b.commit(l, "two", two); err != nil {
+		t.Fatalf("CommitStep(two) after a blind write to the same keys: %v", err)
+	}
+	checkEqual(t, "hits", b.kvGet(t, "hits"), "12")
+	checkEqual(t, "fresh", b.kvGet(t, "fresh"), "2")
+	checkIDs(t, "seen", b.setMembers(t, "seen"), []string{"m0", "m1", "shared"})
+	checkEqual(t, "ttl of an existing counter", b.ttl(t, "hits"), time.Duration(0))
+	checkEqual(t, "ttl of a created counter", b.ttl(t, "fresh"), time.Hour)
+	checkEqual(t, "ttl of a created set", b.ttl(t, "seen"), time.Hour)
+
+	b.kvSet(t, "word", "abc", 0)
+	bad := store.NewTx(b.store)
+	if err := bad.IncrByBlind(b.ctx, "hits", 1, 0); err != nil {
+		t.Fatal(err)
+	}
+	if err := bad.IncrByBlind(b.ctx, "word", 1, 0); err != nil {
+		t.Fatal(err)
+	}
+	if err := bad.IncrByBlind(b.ctx, "seen", 1, 0); err != nil {
+		t.Fatal(err)
+	}
+	wantErr(t, "CommitStep with blind increments of a word and a set", b.commit(l, "bad", bad), store.ErrInvalid)
+	checkEqual(t, "hits after a refused commit", b.kvGet(t, "hits"), "12")
+	checkEqual(t, "steps after a refused commit", len(b.steps(t, id)), 2)
 }

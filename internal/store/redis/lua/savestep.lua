@@ -7,9 +7,10 @@
 -- waits for ('' for none); ARGV[8] the wait (JSON, see waitArg); ARGV[9]
 -- JSON array of pubArg to emit; ARGV[10] the effects (JSON, see effectsArg):
 -- {"r": reads [[i, "string"|"member"|"card", "1"|"0" exists, value|member|card]],
---  "w": writes [[i, "set"|"incrby"|"sadd"|"del", value|delta, ttl ms, members...]]}.
--- Returns 1, or the errors LEASE_LOST or CONFLICT (a read no longer holds;
--- nothing is written).
+--  "w": writes [[i, "set"|"incrby"|"sadd"|"del", value|delta, ttl ms, "1"|"0" blind, members...]]}.
+-- Returns 1, or the errors LEASE_LOST, CONFLICT (a read no longer holds),
+-- WRONGTYPE or "not an integer" (a blind write would fail); nothing is
+-- written then.
 local r = leased(ARGV[2], ARGV[3])
 if not r then return redis.error_reply('LEASE_LOST') end
 local fx = cjson.decode(ARGV[10])
@@ -27,6 +28,21 @@ for _, rd in ipairs(fx.r) do
   end
   if not ok then return redis.error_reply('CONFLICT') end
 end
+-- A blind write (store.Tx.IncrByBlind, SetAddBlind) read nothing: refuse
+-- one that Redis would refuse halfway, before anything is written.
+for _, w in ipairs(fx.w) do
+  if w[5] == '1' then
+    local K, D = KEYS[2 * w[1]], KEYS[2 * w[1] + 1]
+    local t = 'none'
+    if kv_live(K, D, NOW) then t = redis.call('TYPE', K).ok end
+    if w[2] == 'sadd' and t ~= 'none' and t ~= 'set' or w[2] == 'incrby' and t ~= 'none' and t ~= 'string' then
+      return redis.error_reply('WRONGTYPE Operation against a key holding the wrong kind of value')
+    end
+    if w[2] == 'incrby' and t == 'string' and not string.match(redis.call('GET', K), '^%-?%d+$') then
+      return redis.error_reply('ERR value is not an integer or out of range')
+    end
+  end
+end
 for _, w in ipairs(fx.w) do
   local K, D = KEYS[2 * w[1]], KEYS[2 * w[1] + 1]
   local op, ttl = w[2], tonumber(w[4])
@@ -40,7 +56,7 @@ for _, w in ipairs(fx.w) do
     if op == 'incrby' then
       redis.call('INCRBY', K, w[3])
     else
-      redis.call('SADD', K, unpack(w, 5))
+      redis.call('SADD', K, unpack(w, 6))
     end
     if not existed then kv_expire(K, D, NOW, ttl) end
   end
