@@ -32,6 +32,7 @@ var (
 	scriptRelease    = engineScript("release")
 	scriptCancel     = engineScript("cancel")
 	scriptPrune      = engineScript("prune")
+	scriptWindow     = engineScript("window")
 
 	scriptKVGet      = kvScript("kv_get")
 	scriptKVSet      = kvScript("kv_set")
