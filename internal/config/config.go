@@ -56,7 +56,7 @@ type Serve struct {
 	DataDir string
 	// Store selects the backend: empty for SQLite in DataDir,
 	// "sqlite:///path" or a plain path for SQLite elsewhere,
-	// "redis://…" or "rediss://…" for Redis. See ParseStore.
+	// "redis://…", "rediss://…" or "redis+sentinel://…" for Redis. See ParseStore.
 	Store   string
 	Workers int
 	// Lease is how long a worker holds a run without renewing it (renewed
@@ -365,7 +365,7 @@ func (s StoreSpec) String() string {
 
 // ParseStore reads a store location: empty for DBFile in dataDir,
 // "sqlite:///abs/path", "sqlite://rel/path" or a plain path for SQLite,
-// "redis://…" or "rediss://…" for Redis. Errors never repeat the location,
+// "redis://…", "rediss://…" or "redis+sentinel://…" for Redis. Errors never repeat the location,
 // which may hold a password.
 func ParseStore(raw, dataDir string) (StoreSpec, error) {
 	switch {
@@ -383,9 +383,16 @@ func ParseStore(raw, dataDir string) (StoreSpec, error) {
 			return StoreSpec{}, errors.New("malformed Redis URL: want redis://[user:password@]host:port[/db]")
 		}
 		return StoreSpec{Kind: StoreRedis, URL: raw}, nil
+	case strings.HasPrefix(raw, "redis+sentinel://"):
+		// The store checks the rest when it opens (redis.SentinelScheme).
+		u, err := url.Parse(raw)
+		if err != nil || u.Host == "" {
+			return StoreSpec{}, errors.New("malformed Redis Sentinel URL: want redis+sentinel://[[user]:password@]host:port[,host:port…]/master[/db]")
+		}
+		return StoreSpec{Kind: StoreRedis, URL: raw}, nil
 	case strings.Contains(raw, "://"):
 		scheme, _, _ := strings.Cut(raw, "://")
-		return StoreSpec{}, fmt.Errorf("unsupported scheme %q: use sqlite://, redis:// or rediss://", scheme)
+		return StoreSpec{}, fmt.Errorf("unsupported scheme %q: use sqlite://, redis://, rediss:// or redis+sentinel://", scheme)
 	default:
 		return StoreSpec{Kind: StoreSQLite, Path: raw}, nil
 	}

@@ -84,7 +84,8 @@ type Store struct {
 }
 
 // Open connects to the Redis at url (redis:// or rediss:// for TLS, with
-// an optional user, password and database number), loads the scripts and
+// an optional user, password and database number, or SentinelScheme for
+// the master a set of sentinels names), loads the scripts and
 // starts listening for changes. A Redis that cannot be reached yet is not
 // an error: calls fail with store.ErrUnavailable until it answers.
 func Open(ctx context.Context, url string, opts Options) (*Store, error) {
@@ -101,26 +102,18 @@ func Open(ctx context.Context, url string, opts Options) (*Store, error) {
 		return nil, fmt.Errorf("redis: open: prefix %q must not contain braces", opts.Prefix)
 	}
 	clientLogOnce.Do(func() { goredis.SetLogger(clientLog{opts.Logger.With("component", "redis-client")}) })
-	o, err := goredis.ParseURL(url)
+	o, err := clientOptions(url)
 	if err != nil {
-		return nil, fmt.Errorf("redis: open: malformed URL: %w", errors.Unwrap(err))
+		return nil, fmt.Errorf("redis: open: %w", err)
 	}
-	rdb := goredis.NewUniversalClient(&goredis.UniversalOptions{
-		Addrs:        []string{o.Addr},
-		DB:           o.DB,
-		Username:     o.Username,
-		Password:     o.Password,
-		TLSConfig:    o.TLSConfig,
-		ClientName:   "cyberdrew",
-		DialTimeout:  dialTimeout,
-		ReadTimeout:  ioTimeout,
-		WriteTimeout: ioTimeout,
-		PoolTimeout:  ioTimeout,
-		MaxRetries:   1,
-		// A frozen Redis must not hold a caller past its own deadline
-		// (intake's bound, the readiness probe's timeout).
-		ContextTimeoutEnabled: true,
-	})
+	o.ClientName = "cyberdrew"
+	o.DialTimeout, o.ReadTimeout, o.WriteTimeout, o.PoolTimeout = dialTimeout, ioTimeout, ioTimeout, ioTimeout
+	o.MaxRetries = 1
+	// A frozen Redis must not hold a caller past its own deadline (intake's
+	// bound, the readiness probe's timeout).
+	o.ContextTimeoutEnabled = true
+	// One server, or the master the sentinels name (a failover client).
+	rdb := goredis.NewUniversalClient(o)
 	s := &Store{
 		rdb:     rdb,
 		keys:    newKeys(opts.Prefix, opts.SitePrefix),
