@@ -121,7 +121,8 @@ func New(ctx context.Context, cfg config.Serve, logger *slog.Logger, opts Option
 			return nil, fmt.Errorf("daemon: %w", err)
 		}
 	case config.StoreRedis:
-		st, err = redisstore.Open(ctx, spec.URL, redisstore.Options{Clock: clock, Logger: logger})
+		st, err = redisstore.Open(ctx, spec.URL, redisstore.Options{Clock: clock, Logger: logger,
+			MinReplicas: cfg.RedisMinReplicas, ReplicaTimeout: cfg.RedisReplicaTimeout})
 		if err != nil {
 			return nil, fmt.Errorf("daemon: %w", err)
 		}

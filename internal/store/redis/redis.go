@@ -54,6 +54,12 @@ type Options struct {
 	Prefix string
 	// SitePrefix comes before every key-value key of the site; default none.
 	SitePrefix string
+	// MinReplicas > 0 makes every acknowledging write (Publish,
+	// CreateRuns, SaveStep, Finish, CancelRun) wait for that many replicas
+	// to confirm it (WAIT), at most ReplicaTimeout (under 5 s); fewer fail the call
+	// with store.ErrNotReplicated (the write was done on the master).
+	MinReplicas    int
+	ReplicaTimeout time.Duration
 }
 
 // Timeouts: an unreachable Redis makes calls fail within a few seconds
@@ -81,6 +87,9 @@ type Store struct {
 
 	entropyMu sync.Mutex
 	entropy   io.Reader
+
+	minReplicas    int
+	replicaTimeout time.Duration
 }
 
 // Open connects to the Redis at url (redis:// or rediss:// for TLS, with
@@ -97,6 +106,9 @@ func Open(ctx context.Context, url string, opts Options) (*Store, error) {
 	}
 	if opts.Prefix == "" {
 		opts.Prefix = DefaultPrefix
+	}
+	if opts.MinReplicas < 0 || (opts.MinReplicas > 0 && (opts.ReplicaTimeout < time.Millisecond || opts.ReplicaTimeout >= ioTimeout)) {
+		return nil, fmt.Errorf("redis: open: %w: %d replicas within %s", store.ErrInvalid, opts.MinReplicas, opts.ReplicaTimeout)
 	}
 	if strings.ContainsAny(opts.Prefix, "{}") {
 		return nil, fmt.Errorf("redis: open: prefix %q must not contain braces", opts.Prefix)
@@ -121,6 +133,9 @@ func Open(ctx context.Context, url string, opts Options) (*Store, error) {
 		log:     opts.Logger.With("component", "store", "store", "redis"),
 		subs:    store.NewChangeFanout(),
 		entropy: ulid.Monotonic(rand.Reader, 0),
+
+		minReplicas:    opts.MinReplicas,
+		replicaTimeout: opts.ReplicaTimeout,
 	}
 	s.publishes = newBatcher(s.publishGroup)
 	s.finishes = newBatcher(s.finishGroup)
