@@ -29,7 +29,7 @@ func TestMinReplicasAcknowledgesOnlyReplicatedEvents(t *testing.T) {
 			cfg := testConfig(t.TempDir())
 			cfg.Store = tc.url
 			cfg.RedisMinReplicas = 1
-			cfg.RedisReplicaTimeout = 100 * time.Millisecond
+			cfg.RedisReplicaTimeout = time.Second // ample for a replica on loopback, under -race
 			c := client{t: t, base: start(t, cfg, nil)}
 			changes := c.stream("")
 			var answer struct {
