@@ -70,6 +70,9 @@ func (s *server) publish(r *http.Request, evs []engine.IncomingEvent) ([]engine.
 	case ctx.Err() != nil:
 		s.log.Warn("intake: the store did not confirm in time", "events", len(evs), "timeout", s.cfg.IntakeTimeout, "err", err)
 		return nil, &unconfirmedError{msg: fmt.Sprintf("the store did not confirm the events within %s", s.cfg.IntakeTimeout)}
+	case errors.Is(err, store.ErrNotReplicated):
+		s.log.Warn("intake: too few replicas confirmed", "events", len(evs), "err", err)
+		return nil, &unconfirmedError{msg: "too few Redis replicas confirmed the events in time (--redis-min-replicas)"}
 	case errors.Is(err, store.ErrUnavailable):
 		s.log.Warn("intake: store unavailable", "events", len(evs), "err", err)
 		return nil, &unconfirmedError{msg: "store unavailable"}

@@ -39,6 +39,8 @@ var serveSettings = []setting{
 	{flag: "signing-key-fallback", env: []string{"INNGEST_SIGNING_KEY_FALLBACK"}, secret: true},
 	{flag: "shutdown-timeout", env: []string{"CYBERDREW_SHUTDOWN_TIMEOUT"}},
 	{flag: "intake-timeout", env: []string{"CYBERDREW_INTAKE_TIMEOUT"}},
+	{flag: "redis-min-replicas", env: []string{"CYBERDREW_REDIS_MIN_REPLICAS"}},
+	{flag: "redis-replica-timeout", env: []string{"CYBERDREW_REDIS_REPLICA_TIMEOUT"}},
 	{flag: "max-event-size", env: []string{"CYBERDREW_MAX_EVENT_SIZE"}},
 	{flag: "max-request-size", env: []string{"CYBERDREW_MAX_REQUEST_SIZE"}},
 	{flag: "max-batch", env: []string{"CYBERDREW_MAX_BATCH"}},
@@ -99,7 +101,7 @@ both set.`,
 	fs.SortFlags = false
 	fs.StringVar(&c.Addr, "addr", c.Addr, "listen address, host:port")
 	fs.StringVar(&c.DataDir, "data-dir", c.DataDir, "directory of the embedded store")
-	fs.StringVar(&c.Store, "store", c.Store, "store: empty for SQLite in the data dir, sqlite:///path or a path, redis://… or rediss://…")
+	fs.StringVar(&c.Store, "store", c.Store, "store: empty for SQLite in the data dir, sqlite:///path or a path, redis://…, rediss://… or redis+sentinel://host:port,…/master[/db]")
 	fs.IntVar(&c.Workers, "workers", c.Workers, "runs executed at once")
 	fs.DurationVar(&c.Lease, "lease", c.Lease, "how long a worker holds a run without renewing it (a daemon renews all its leases every third of it); a crashed daemon's runs are taken over after it (at least 1s)")
 	fs.DurationVar(&c.Retention, "retention", c.Retention, "keep finished runs and their events this long; 0 keeps them forever")
@@ -110,6 +112,8 @@ both set.`,
 	fs.StringVar(&c.SigningKeyFallback, "signing-key-fallback", c.SigningKeyFallback, "previous signing key, still accepted while keys rotate")
 	fs.DurationVar(&c.ShutdownTimeout, "shutdown-timeout", c.ShutdownTimeout, "time in-flight steps get to finish on shutdown")
 	fs.DurationVar(&c.IntakeTimeout, "intake-timeout", c.IntakeTimeout, "how long the event API waits for the store before it answers 503 (resend with the same id)")
+	fs.IntVar(&c.RedisMinReplicas, "redis-min-replicas", c.RedisMinReplicas, "Redis only: every acknowledged write (events, step results, run ends) waits for this many replicas (WAIT); fewer answer 503, resend with the same id; 0 waits for none")
+	fs.DurationVar(&c.RedisReplicaTimeout, "redis-replica-timeout", c.RedisReplicaTimeout, "how long a write waits for --redis-min-replicas replicas (shorter than --intake-timeout)")
 	fs.Var(&c.MaxEventSize, "max-event-size", "largest event accepted")
 	fs.Var(&c.MaxRequestSize, "max-request-size", "largest event API request accepted")
 	fs.IntVar(&c.MaxBatch, "max-batch", c.MaxBatch, "most events in one event API request")

@@ -27,6 +27,9 @@ const (
 	// DefaultIntakeTimeout bounds how long intake waits for the store.
 	DefaultIntakeTimeout = 2 * time.Second
 	DefaultLease         = 5 * time.Second
+	// DefaultRedisReplicaTimeout is how long an acknowledging write waits
+	// for --redis-min-replicas replicas.
+	DefaultRedisReplicaTimeout = time.Second
 	// MinLease is the shortest lease accepted: it is renewed every third
 	// of it, and each renewal must reach the store in time.
 	MinLease              = time.Second
@@ -56,7 +59,7 @@ type Serve struct {
 	DataDir string
 	// Store selects the backend: empty for SQLite in DataDir,
 	// "sqlite:///path" or a plain path for SQLite elsewhere,
-	// "redis://…" or "rediss://…" for Redis. See ParseStore.
+	// "redis://…", "rediss://…" or "redis+sentinel://…" for Redis. See ParseStore.
 	Store   string
 	Workers int
 	// Lease is how long a worker holds a run without renewing it (renewed
@@ -77,10 +80,15 @@ type Serve struct {
 	ShutdownTimeout    time.Duration
 	// IntakeTimeout bounds how long the event API waits for the store
 	// before it answers 503 (the events may have been stored).
-	IntakeTimeout  time.Duration
-	MaxEventSize   ByteSize
-	MaxRequestSize ByteSize
-	MaxBatch       int
+	IntakeTimeout time.Duration
+	// RedisMinReplicas > 0 makes every acknowledging Redis write wait
+	// (WAIT) for that many replicas, at most RedisReplicaTimeout; fewer
+	// confirmations answer 503 (the write may have been stored).
+	RedisMinReplicas    int
+	RedisReplicaTimeout time.Duration
+	MaxEventSize        ByteSize
+	MaxRequestSize      ByteSize
+	MaxBatch            int
 	// MaxStreams bounds the /v1/stream subscribers connected at once.
 	MaxStreams int
 	// MetricsPublic serves /metrics without the bearer signing key.
@@ -107,21 +115,22 @@ type Serve struct {
 // the data dir.
 func DefaultServe(getenv func(string) string) Serve {
 	return Serve{
-		Addr:            DefaultAddr,
-		DataDir:         DefaultDataDir(getenv),
-		Workers:         DefaultWorkers,
-		Lease:           DefaultLease,
-		Retention:       DefaultRetention,
-		LogFormat:       DefaultLogFormat,
-		LogLevel:        slog.LevelInfo,
-		ShutdownTimeout: DefaultShutdownTimeout,
-		IntakeTimeout:   DefaultIntakeTimeout,
-		MaxEventSize:    DefaultMaxEventSize,
-		MaxRequestSize:  DefaultMaxRequestSize,
-		MaxBatch:        DefaultMaxBatch,
-		MaxStreams:      DefaultMaxStreams,
-		ContactFrom:     DefaultContactFrom,
-		GitHubUser:      DefaultGitHubUser,
+		Addr:                DefaultAddr,
+		DataDir:             DefaultDataDir(getenv),
+		Workers:             DefaultWorkers,
+		Lease:               DefaultLease,
+		Retention:           DefaultRetention,
+		LogFormat:           DefaultLogFormat,
+		LogLevel:            slog.LevelInfo,
+		ShutdownTimeout:     DefaultShutdownTimeout,
+		IntakeTimeout:       DefaultIntakeTimeout,
+		RedisReplicaTimeout: DefaultRedisReplicaTimeout,
+		MaxEventSize:        DefaultMaxEventSize,
+		MaxRequestSize:      DefaultMaxRequestSize,
+		MaxBatch:            DefaultMaxBatch,
+		MaxStreams:          DefaultMaxStreams,
+		ContactFrom:         DefaultContactFrom,
+		GitHubUser:          DefaultGitHubUser,
 	}
 }
 
@@ -188,6 +197,14 @@ func (c Serve) Validate() error {
 	}
 	if c.IntakeTimeout <= 0 {
 		fail("--intake-timeout: must be positive, got %s", c.IntakeTimeout)
+	}
+	switch {
+	case c.RedisMinReplicas < 0:
+		fail("--redis-min-replicas: must not be negative, got %d", c.RedisMinReplicas)
+	case c.RedisMinReplicas > 0 && err == nil && spec.Kind != StoreRedis:
+		fail("--redis-min-replicas: needs a Redis store (--store redis://… or redis+sentinel://…)")
+	case c.RedisMinReplicas > 0 && (c.RedisReplicaTimeout < time.Millisecond || c.RedisReplicaTimeout >= c.IntakeTimeout):
+		fail("--redis-replica-timeout: must be at least 1ms and shorter than --intake-timeout (%s), got %s", c.IntakeTimeout, c.RedisReplicaTimeout)
 	}
 	switch c.LogFormat {
 	case LogAuto, LogText, LogJSON:
@@ -319,6 +336,8 @@ func (c Serve) LogValue() slog.Value {
 		slog.Bool("signing_key_fallback", c.SigningKeyFallback != ""),
 		slog.Duration("shutdown_timeout", c.ShutdownTimeout),
 		slog.Duration("intake_timeout", c.IntakeTimeout),
+		slog.Int("redis_min_replicas", c.RedisMinReplicas),
+		slog.Duration("redis_replica_timeout", c.RedisReplicaTimeout),
 		slog.String("max_event_size", c.MaxEventSize.String()),
 		slog.String("max_request_size", c.MaxRequestSize.String()),
 		slog.Int("max_batch", c.MaxBatch),
@@ -365,7 +384,7 @@ func (s StoreSpec) String() string {
 
 // ParseStore reads a store location: empty for DBFile in dataDir,
 // "sqlite:///abs/path", "sqlite://rel/path" or a plain path for SQLite,
-// "redis://…" or "rediss://…" for Redis. Errors never repeat the location,
+// "redis://…", "rediss://…" or "redis+sentinel://…" for Redis. Errors never repeat the location,
 // which may hold a password.
 func ParseStore(raw, dataDir string) (StoreSpec, error) {
 	switch {
@@ -383,9 +402,16 @@ func ParseStore(raw, dataDir string) (StoreSpec, error) {
 			return StoreSpec{}, errors.New("malformed Redis URL: want redis://[user:password@]host:port[/db]")
 		}
 		return StoreSpec{Kind: StoreRedis, URL: raw}, nil
+	case strings.HasPrefix(raw, "redis+sentinel://"):
+		// The store checks the rest when it opens (redis.SentinelScheme).
+		u, err := url.Parse(raw)
+		if err != nil || u.Host == "" {
+			return StoreSpec{}, errors.New("malformed Redis Sentinel URL: want redis+sentinel://[[user]:password@]host:port[,host:port…]/master[/db]")
+		}
+		return StoreSpec{Kind: StoreRedis, URL: raw}, nil
 	case strings.Contains(raw, "://"):
 		scheme, _, _ := strings.Cut(raw, "://")
-		return StoreSpec{}, fmt.Errorf("unsupported scheme %q: use sqlite://, redis:// or rediss://", scheme)
+		return StoreSpec{}, fmt.Errorf("unsupported scheme %q: use sqlite://, redis://, rediss:// or redis+sentinel://", scheme)
 	default:
 		return StoreSpec{Kind: StoreSQLite, Path: raw}, nil
 	}

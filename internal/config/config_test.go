@@ -90,6 +90,12 @@ func TestValidate(t *testing.T) {
 			"--max-request-size (128KiB) must be at least --max-event-size (256KiB)",
 		}},
 		{"batch", func(c *config.Serve) { c.MaxBatch = 0 }, []string{"--max-batch: must be at least 1"}},
+		{"min replicas on Redis", func(c *config.Serve) { c.Store, c.RedisMinReplicas = "redis+sentinel://10.0.0.7:26379/m", 1 }, nil},
+		{"min replicas on SQLite", func(c *config.Serve) { c.RedisMinReplicas = 1 }, []string{"--redis-min-replicas: needs a Redis store"}},
+		{"negative min replicas", func(c *config.Serve) { c.RedisMinReplicas = -1 }, []string{"--redis-min-replicas: must not be negative"}},
+		{"replica timeout past intake's", func(c *config.Serve) {
+			c.Store, c.RedisMinReplicas, c.RedisReplicaTimeout = "redis://localhost:6379", 1, 2*time.Second
+		}, []string{"--redis-replica-timeout: must be at least 1ms and shorter than --intake-timeout (2s), got 2s"}},
 		{"streams", func(c *config.Serve) { c.MaxStreams = 0 }, []string{"--stream-max-subscribers: must be at least 1"}},
 		{"site settings", func(c *config.Serve) {
 			c.ResendAPIKey, c.ContactTo, c.ResendBaseURL, c.GitHubAPIURL = "re_x", "me@example.com", "http://127.0.0.1:9/", "https://ghe.example/api/graphql"
@@ -148,6 +154,8 @@ func TestParseStore(t *testing.T) {
 		{"./c.db", config.StoreSpec{Kind: "sqlite", Path: "./c.db"}, ""},
 		{"redis://:pw@localhost:6379/0", config.StoreSpec{Kind: "redis", URL: "redis://:pw@localhost:6379/0"}, ""},
 		{"rediss://cache.example.com:6380", config.StoreSpec{Kind: "redis", URL: "rediss://cache.example.com:6380"}, ""},
+		{"redis+sentinel://:pw@10.0.0.7:26379,10.0.0.8:26379/mymaster/2", config.StoreSpec{Kind: "redis", URL: "redis+sentinel://:pw@10.0.0.7:26379,10.0.0.8:26379/mymaster/2"}, ""},
+		{"redis+sentinel:///mymaster", config.StoreSpec{}, "malformed Redis Sentinel URL"},
 		{"sqlite://", config.StoreSpec{}, "needs a file path"},
 		{"redis://", config.StoreSpec{}, "malformed Redis URL"},
 		{"mysql://x", config.StoreSpec{}, `unsupported scheme "mysql"`},

@@ -80,6 +80,9 @@ type Daemon struct {
 	given     net.Listener
 }
 
+// The Redis store counts the site routes' rate limits for every daemon on it.
+var _ site.RateCounter = (*redisstore.Store)(nil)
+
 // Options are the daemon's parts that tests replace.
 type Options struct {
 	Clock clockwork.Clock // nil: the real clock
@@ -121,7 +124,8 @@ func New(ctx context.Context, cfg config.Serve, logger *slog.Logger, opts Option
 			return nil, fmt.Errorf("daemon: %w", err)
 		}
 	case config.StoreRedis:
-		st, err = redisstore.Open(ctx, spec.URL, redisstore.Options{Clock: clock, Logger: logger})
+		st, err = redisstore.Open(ctx, spec.URL, redisstore.Options{Clock: clock, Logger: logger,
+			MinReplicas: cfg.RedisMinReplicas, ReplicaTimeout: cfg.RedisReplicaTimeout})
 		if err != nil {
 			return nil, fmt.Errorf("daemon: %w", err)
 		}
@@ -167,6 +171,7 @@ func New(ctx context.Context, cfg config.Serve, logger *slog.Logger, opts Option
 	if cfg.GitHubToken == "" {
 		siteCfg.RefreshDisabled = jobs.ErrNoGitHubToken.Error()
 	}
+	// On Redis the site's rate limits are counted in the store (RateCounter).
 	siteRoutes := site.New(siteCfg, eng, st, clock, logger)
 	handler := api.New(api.Config{
 		Routes:         siteRoutes.Routes(),

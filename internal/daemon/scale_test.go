@@ -475,7 +475,6 @@ func cronAcrossDaemons(t *testing.T, ticks int) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	keys, _ := rdb.Keys(context.Background(), "cyberdrew:cron:lock:"+cronFunction+":*").Result()
 	seq := sortedKeys(runsPerTick)
 	first, last := seq[0], seq[len(seq)-1]
 	missed := 0
@@ -489,13 +488,10 @@ func cronAcrossDaemons(t *testing.T, ticks int) {
 			t.Errorf("tick %d fired %d runs", tick, n)
 		}
 	}
-	t.Logf("%d ticks from %d to %d: %d runs in Redis, %d executed (by pid %v), %d missed, %d ticks taken by a scheduler",
-		last-first+1, first, last, len(ids), len(execsPerRun), pids, missed, len(keys))
+	t.Logf("%d ticks from %d to %d: %d runs in Redis, %d executed (by pid %v), %d missed",
+		last-first+1, first, last, len(ids), len(execsPerRun), pids, missed)
 	if len(ids) < len(execsPerRun) || len(ids) > len(execsPerRun)+3 {
 		t.Errorf("%d cron runs in Redis for %d executed: duplicates", len(ids), len(execsPerRun))
-	}
-	if len(keys) < len(ids) || len(keys) > len(ids)+3 {
-		t.Errorf("%d ticks taken for %d runs", len(keys), len(ids))
 	}
 }
 

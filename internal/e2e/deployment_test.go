@@ -83,6 +83,13 @@ func onBoth(t *testing.T, test func(t *testing.T, d *deployment)) {
 // nil unless clock is fake.
 func deploy(t *testing.T, backend string, clock clockwork.Clock) *deployment {
 	t.Helper()
+	return deployOn(t, backend, clock, nil)
+}
+
+// deployOn is deploy on the redis-server srv when it is set (several
+// daemons sharing one Redis), otherwise on a fresh one.
+func deployOn(t *testing.T, backend string, clock clockwork.Clock, srv *redistest.Server) *deployment {
+	t.Helper()
 	fake, _ := clock.(*clockwork.FakeClock)
 	d := &deployment{
 		backend: backend,
@@ -109,7 +116,9 @@ func deploy(t *testing.T, backend string, clock clockwork.Clock) *deployment {
 	cfg.CORSOrigins = []string{siteOrigin}
 	cfg.TrustedProxies = []string{proxy}
 	if backend == "redis" {
-		srv := redistest.StartT(t, false)
+		if srv == nil {
+			srv = redistest.StartT(t, false)
+		}
 		cfg.Store = srv.URL(0)
 		d.native = goredis.NewClient(&goredis.Options{Addr: srv.Addr})
 		t.Cleanup(func() { d.native.Close() })

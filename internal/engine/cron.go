@@ -8,7 +8,6 @@ import (
 	"log/slog"
 	"strconv"
 	"strings"
-	"sync/atomic"
 	"time"
 
 	"github.com/go-co-op/gocron/v2"
@@ -78,38 +77,15 @@ func (c cronSchedule) prev(t time.Time) (time.Time, bool) {
 
 // Scheduler fires cron triggers through gocron v2. A fire only creates a
 // run (idempotency key cron:<function>:<unix>), so any number of daemons
-// fire each tick exactly once; workers execute it. Before a fire, gocron
-// asks the scheduler's distributed locker, which takes the tick in the
-// store (SetNX on cyberdrew:cron:lock:<function>:<unix>), so the daemons
-// that lose the tick do not even try; the idempotency key remains the
-// guarantee.
+// fire each tick exactly once; workers execute it. Taking a tick and
+// creating its run are one store call: the fire publishes the tick's event
+// under the client id cron:<function>:<unix>, and the store keeps the first
+// such publication and answers every later one as a duplicate, atomically.
+// No daemon can take a tick and die before its run exists.
 type Scheduler struct {
-	e    *Engine
-	log  *slog.Logger
-	s    gocron.Scheduler
-	jobs map[string]*cronJob // by gocron job name; written only by Start
-}
-
-// cronJob is one cron trigger of a function, scheduled in gocron.
-type cronJob struct {
-	r *registered
-	c cronSchedule
-	// tick is the unix time of the tick the locker took for the fire
-	// that follows it; 0 when none.
-	tick atomic.Int64
-}
-
-// tickLockTTL is how long a taken tick stays taken: far longer than any
-// skew between daemons firing the same tick. A fire later still is
-// stopped by the run's idempotency key.
-const tickLockTTL = 10 * time.Minute
-
-// errTickTaken tells gocron that another scheduler fires this tick.
-var errTickTaken = errors.New("scheduler: tick taken by another scheduler")
-
-// tickLockKey marks a function's tick as taken by one scheduler.
-func tickLockKey(fnID string, tick time.Time) string {
-	return fmt.Sprintf("cyberdrew:cron:lock:%s:%d", fnID, tick.Unix())
+	e   *Engine
+	log *slog.Logger
+	s   gocron.Scheduler
 }
 
 // NewScheduler returns a scheduler for e's cron functions.
@@ -125,7 +101,7 @@ func lastFireKey(fnID string) string { return "cyberdrew:cron:last:" + fnID }
 // period and at most 24 h old) and schedules every cron trigger.
 func (s *Scheduler) Start(ctx context.Context) error {
 	sch, err := gocron.NewScheduler(gocron.WithClock(s.e.clock), gocron.WithLocation(time.UTC),
-		gocron.WithLogger(gocronLogger{s.log}), gocron.WithDistributedLocker(tickLocker{s}))
+		gocron.WithLogger(gocronLogger{s.log}))
 	if err != nil {
 		return fmt.Errorf("scheduler: %w", err)
 	}
@@ -139,19 +115,16 @@ func (s *Scheduler) Start(ctx context.Context) error {
 	}
 	s.e.mu.RUnlock()
 	now := s.e.clock.Now()
-	s.jobs = map[string]*cronJob{}
 	for _, r := range fns {
 		for i, c := range r.crons {
 			s.catchUp(ctx, r, c, now)
-			j := &cronJob{r: r, c: c}
 			name := r.ID
 			if i > 0 {
 				name = fmt.Sprintf("%s#%d", r.ID, i)
 			}
-			s.jobs[name] = j
 			_, err := sch.NewJob(
 				gocron.CronJob(c.spec, true),
-				gocron.NewTask(func() { s.fire(j, s.e.clock.Now()) }),
+				gocron.NewTask(func() { s.fire(r, c, s.e.clock.Now()) }),
 				gocron.WithName(name),
 			)
 			if err != nil {
@@ -199,52 +172,16 @@ func (s *Scheduler) catchUp(ctx context.Context, r *registered, c cronSchedule, 
 	s.fireTick(ctx, r, c, tick)
 }
 
-// fire creates the run for the tick the locker took, or else the tick
-// gocron woke us for.
-func (s *Scheduler) fire(j *cronJob, now time.Time) {
-	tick, ok := j.c.prev(now)
-	if t := j.tick.Swap(0); t != 0 {
-		tick, ok = time.Unix(t, 0), true
-	}
+// fire creates the run for the tick gocron woke us for.
+func (s *Scheduler) fire(r *registered, c cronSchedule, now time.Time) {
+	tick, ok := c.prev(now)
 	if !ok {
 		return
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), storeCallTimeout)
 	defer cancel()
-	s.fireTick(ctx, j.r, j.c, tick)
+	s.fireTick(ctx, r, c, tick)
 }
-
-// tickLocker is the scheduler's gocron.Locker: a scheduler fires a tick
-// only when it takes the tick in the store first.
-type tickLocker struct{ s *Scheduler }
-
-func (l tickLocker) Lock(ctx context.Context, name string) (gocron.Lock, error) {
-	j, ok := l.s.jobs[name]
-	if !ok {
-		return nil, fmt.Errorf("scheduler: unknown job %q", name)
-	}
-	tick, ok := j.c.prev(l.s.e.clock.Now())
-	if !ok {
-		return nil, errTickTaken
-	}
-	ctx, cancel := context.WithTimeout(ctx, storeCallTimeout)
-	defer cancel()
-	won, err := l.s.e.store.SetNX(ctx, tickLockKey(j.r.ID, tick), "1", tickLockTTL)
-	if err != nil {
-		l.s.log.Error("cron fire failed: taking the tick", "function_id", j.r.ID, "tick", tick, "err", err)
-		return nil, err
-	}
-	if !won {
-		return nil, errTickTaken
-	}
-	j.tick.Store(tick.Unix())
-	return keptLock{}, nil
-}
-
-// keptLock is a taken tick: it is never released, it expires.
-type keptLock struct{}
-
-func (keptLock) Unlock(context.Context) error { return nil }
 
 func (s *Scheduler) fireTick(ctx context.Context, r *registered, c cronSchedule, tick time.Time) {
 	key := fmt.Sprintf("cron:%s:%d", r.ID, tick.Unix())

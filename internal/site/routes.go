@@ -92,7 +92,7 @@ func cut(s string, n int) string {
 // honeypot, required fields, email, trim and cut, lengths, then the event.
 func (s *Server) contact(w http.ResponseWriter, r *http.Request) error {
 	ip := s.clientIP(r)
-	if err := s.contactLimit.allow(w, ip.String()); err != nil {
+	if err := s.contactLimit.allow(w, r, ip.String()); err != nil {
 		return err
 	}
 	body, err := readJSON(w, r)
@@ -172,7 +172,7 @@ func (s *Server) views(w http.ResponseWriter, r *http.Request) error {
 		return nil
 	}
 	ip := s.clientIP(r)
-	if err := s.viewsLimit.allow(w, ip.String()); err != nil {
+	if err := s.viewsLimit.allow(w, r, ip.String()); err != nil {
 		return err
 	}
 	first, err := s.kv.SetNX(r.Context(), s.cfg.Prefix+"views:session:"+session+":"+slug, "1", sessionWindow)
@@ -208,7 +208,7 @@ var githubLogin = regexp.MustCompile(`^[A-Za-z0-9](?:[A-Za-z0-9]|-[A-Za-z0-9]){0
 // contributions serves the cached contribution calendar; on a miss it
 // starts a refresh, when one can run, and answers 503, never invented data.
 func (s *Server) contributions(w http.ResponseWriter, r *http.Request) error {
-	if err := s.githubLimit.allow(w, s.clientIP(r).String()); err != nil {
+	if err := s.githubLimit.allow(w, r, s.clientIP(r).String()); err != nil {
 		return err
 	}
 	user := r.URL.Query().Get("username")

@@ -65,8 +65,15 @@ type Server struct {
 	salt   []byte
 }
 
-// New returns the site routes. The rate limits are kept in memory, per
-// daemon.
+// RateCounter counts requests against fixed-window rate limits that every
+// daemon on the same store shares: the Redis store.
+type RateCounter interface {
+	CountWindow(ctx context.Context, key string, limit int, window time.Duration) (store.RateCount, error)
+}
+
+// New returns the site routes. The rate limits are counted in kv when it
+// is a RateCounter (Redis), so every daemon on one Redis enforces one
+// limit; otherwise in memory, per daemon (SQLite serves one daemon).
 func New(cfg Config, pub Publisher, kv store.KV, clock clockwork.Clock, logger *slog.Logger) *Server {
 	if clock == nil {
 		clock = clockwork.NewRealClock()
@@ -77,12 +84,13 @@ func New(cfg Config, pub Publisher, kv store.KV, clock clockwork.Clock, logger *
 	if cfg.GitHubUser == "" {
 		cfg.GitHubUser = jobs.DefaultGitHubUser
 	}
+	shared, _ := kv.(RateCounter)
 	return &Server{
 		cfg: cfg, pub: pub, kv: kv, keys: jobs.Keys{Prefix: cfg.Prefix}, clock: clock,
 		log:          logger.With("component", "site"),
-		contactLimit: newLimiter(clock, 3, time.Minute),
-		viewsLimit:   newLimiter(clock, 10, 5*time.Minute),
-		githubLimit:  newLimiter(clock, 10, time.Minute),
+		contactLimit: newLimiter(clock, shared, "/api/contact", 3, time.Minute),
+		viewsLimit:   newLimiter(clock, shared, "/api/views", 10, 5*time.Minute),
+		githubLimit:  newLimiter(clock, shared, "/api/github-contributions", 10, time.Minute),
 	}
 }
 
@@ -241,9 +249,14 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 	_, _ = w.Write(append(body, '\n'))
 }
 
-// limiter is a fixed-window counter per key, in memory.
+// limiter is one route's fixed-window rate limit per key: a window opens
+// at a key's first request and admits limit requests. It is counted in the
+// store when shared is set (the same rule, lua/window.lua), otherwise in
+// memory.
 type limiter struct {
 	clock  clockwork.Clock
+	shared RateCounter
+	route  string // names the limit in the store
 	limit  int
 	window time.Duration
 
@@ -262,15 +275,38 @@ type bucket struct {
 	reset time.Time
 }
 
-func newLimiter(clock clockwork.Clock, limit int, window time.Duration) *limiter {
-	return &limiter{clock: clock, limit: limit, window: window, buckets: map[string]*bucket{}}
+func newLimiter(clock clockwork.Clock, shared RateCounter, route string, limit int, window time.Duration) *limiter {
+	return &limiter{clock: clock, shared: shared, route: route, limit: limit, window: window, buckets: map[string]*bucket{}}
 }
 
 // allow counts a request for key, sets the X-RateLimit headers, and
-// answers 429 with Retry-After when the window's limit is spent.
-func (l *limiter) allow(w http.ResponseWriter, key string) error {
+// answers 429 with Retry-After when the limit is spent.
+func (l *limiter) allow(w http.ResponseWriter, r *http.Request, key string) error {
+	c, err := l.count(r.Context(), key)
+	if err != nil {
+		return err
+	}
+	h := w.Header()
+	h.Set("X-RateLimit-Limit", strconv.Itoa(l.limit))
+	h.Set("X-RateLimit-Remaining", strconv.Itoa(c.Remaining))
+	h.Set("X-RateLimit-Reset", strconv.FormatInt(c.Reset.Unix(), 10))
+	if c.Allowed {
+		return nil
+	}
+	secs := int((c.RetryAfter + time.Second - 1) / time.Second)
+	h.Set("Retry-After", strconv.Itoa(secs))
+	writeJSON(w, http.StatusTooManyRequests, map[string]any{"error": "Too many requests. Please try again later.", "retryAfter": secs})
+	return errLimited
+}
+
+// count counts a request for key in the store, or in memory.
+func (l *limiter) count(ctx context.Context, key string) (store.RateCount, error) {
+	if l.shared != nil {
+		return l.shared.CountWindow(ctx, "site:"+l.route+":"+key, l.limit, l.window)
+	}
 	now := l.clock.Now()
 	l.mu.Lock()
+	defer l.mu.Unlock()
 	if len(l.buckets) > sweepAbove && now.Sub(l.lastSweep) >= l.window {
 		l.lastSweep = now
 		for k, b := range l.buckets {
@@ -284,23 +320,14 @@ func (l *limiter) allow(w http.ResponseWriter, key string) error {
 		b = &bucket{reset: now.Add(l.window)}
 		l.buckets[key] = b
 	}
-	ok := b.count < l.limit
-	if ok {
+	c := store.RateCount{Allowed: b.count < l.limit, Reset: b.reset}
+	if c.Allowed {
 		b.count++
+	} else {
+		c.RetryAfter = b.reset.Sub(now)
 	}
-	remaining, reset := l.limit-b.count, b.reset
-	l.mu.Unlock()
-	h := w.Header()
-	h.Set("X-RateLimit-Limit", strconv.Itoa(l.limit))
-	h.Set("X-RateLimit-Remaining", strconv.Itoa(remaining))
-	h.Set("X-RateLimit-Reset", strconv.FormatInt(reset.Unix(), 10))
-	if ok {
-		return nil
-	}
-	secs := int((reset.Sub(now) + time.Second - 1) / time.Second)
-	h.Set("Retry-After", strconv.Itoa(secs))
-	writeJSON(w, http.StatusTooManyRequests, map[string]any{"error": "Too many requests. Please try again later.", "retryAfter": secs})
-	return errLimited
+	c.Remaining = l.limit - b.count
+	return c, nil
 }
 
 // errLimited says the limiter already answered.

@@ -15,6 +15,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"time"
 )
 
@@ -32,6 +33,10 @@ var (
 	ErrUnavailable = errors.New("store unavailable")
 	// ErrInvalid: the request violates the contract (bad cursor, empty name).
 	ErrInvalid = errors.New("invalid request")
+	// ErrNotReplicated: the write was done but fewer replicas than asked
+	// confirmed it in time, so a failover may lose it. It is an
+	// ErrUnavailable: callers that do not tell it apart answer 503.
+	ErrNotReplicated = fmt.Errorf("%w: not confirmed by enough replicas", ErrUnavailable)
 )
 
 // Status is a run's or a step's state, in Inngest's words.

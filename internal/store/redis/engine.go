@@ -157,7 +157,7 @@ func (s *Store) Publish(ctx context.Context, pubs []store.Publication) ([]store.
 // publishGroup runs the publish script over the publications of a group
 // of callers.
 func (s *Store) publishGroup(ctx context.Context, args []json.RawMessage) ([]any, error) {
-	return scriptPublish.Run(ctx, s.rdb, []string{s.keys.engine}, s.nowMS(), jsonArray(args)).Slice()
+	return s.acked(ctx, scriptPublish, []string{s.keys.engine}, s.nowMS(), jsonArray(args)).Slice()
 }
 
 // CreateRuns creates runs for an event already stored.
@@ -169,7 +169,7 @@ func (s *Store) CreateRuns(ctx context.Context, eventID string, specs []store.Ru
 	if err != nil {
 		return nil, s.wrap("create runs", err)
 	}
-	res, err := scriptCreateRuns.Run(ctx, s.rdb, []string{s.keys.engine}, s.nowMS(), eventID, string(arg)).Result()
+	res, err := s.acked(ctx, scriptCreateRuns, []string{s.keys.engine}, s.nowMS(), eventID, string(arg)).Result()
 	if err != nil {
 		return nil, s.wrap("create runs", err)
 	}
@@ -298,7 +298,7 @@ func (s *Store) CommitStep(ctx context.Context, l *store.Lease, st store.Step, e
 	if err != nil {
 		return s.wrap("save step", err)
 	}
-	err = scriptSaveStep.Run(ctx, s.rdb, keys, now.UnixMilli(), l.RunID, l.Token,
+	err = s.acked(ctx, scriptSaveStep, keys, now.UnixMilli(), l.RunID, l.Token,
 		st.ID, string(rec), string(st.Status), waitEvent, waitDoc, jsonArray(pubs), fxDoc).Err()
 	return s.wrap("save step", err)
 }
@@ -359,7 +359,7 @@ func (s *Store) Finish(ctx context.Context, l *store.Lease, o store.Outcome) err
 // finishGroup runs the finish script over the finishes of a group of
 // callers.
 func (s *Store) finishGroup(ctx context.Context, args []json.RawMessage) ([]any, error) {
-	return scriptFinish.Run(ctx, s.rdb, []string{s.keys.engine}, s.nowMS(), jsonArray(args)).Slice()
+	return s.acked(ctx, scriptFinish, []string{s.keys.engine}, s.nowMS(), jsonArray(args)).Slice()
 }
 
 // Release hands a leased run back at once.
@@ -370,7 +370,7 @@ func (s *Store) Release(ctx context.Context, l *store.Lease) error {
 
 // CancelRun cancels an unfinished run.
 func (s *Store) CancelRun(ctx context.Context, id, reason string) (store.Run, error) {
-	res, err := scriptCancel.Run(ctx, s.rdb, []string{s.keys.engine}, s.nowMS(), id, reason).Result()
+	res, err := s.acked(ctx, scriptCancel, []string{s.keys.engine}, s.nowMS(), id, reason).Result()
 	if err != nil {
 		return store.Run{}, s.wrap("cancel run", err)
 	}

@@ -27,6 +27,8 @@ import "strings"
 //	deb:<key>               string: the run a debounce key feeds while it is queued
 //	idem, idemexp           hash idempotency key -> run id; sorted set key -> expiry ms
 //	rate                    sorted set rate-limit key -> GCRA theoretical arrival (ms)
+//	window:<key>            hash {n, reset}: a fixed-window rate limit shared by the daemons
+//	                        (the site routes', key "site:<route>:<client ip>"), expiring with its window
 //	steps:<run>             hash step id -> step record (JSON, stepRecord)
 //	steporder:<run>         list: step ids in the order first recorded
 //	matched:<run>           hash step id -> {"ended_at", "output"}: a wait completed by an event

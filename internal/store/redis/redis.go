@@ -54,6 +54,12 @@ type Options struct {
 	Prefix string
 	// SitePrefix comes before every key-value key of the site; default none.
 	SitePrefix string
+	// MinReplicas > 0 makes every acknowledging write (Publish,
+	// CreateRuns, SaveStep, Finish, CancelRun) wait for that many replicas
+	// to confirm it (WAIT), at most ReplicaTimeout (under 5 s); fewer fail the call
+	// with store.ErrNotReplicated (the write was done on the master).
+	MinReplicas    int
+	ReplicaTimeout time.Duration
 }
 
 // Timeouts: an unreachable Redis makes calls fail within a few seconds
@@ -81,10 +87,14 @@ type Store struct {
 
 	entropyMu sync.Mutex
 	entropy   io.Reader
+
+	minReplicas    int
+	replicaTimeout time.Duration
 }
 
 // Open connects to the Redis at url (redis:// or rediss:// for TLS, with
-// an optional user, password and database number), loads the scripts and
+// an optional user, password and database number, or SentinelScheme for
+// the master a set of sentinels names), loads the scripts and
 // starts listening for changes. A Redis that cannot be reached yet is not
 // an error: calls fail with store.ErrUnavailable until it answers.
 func Open(ctx context.Context, url string, opts Options) (*Store, error) {
@@ -97,30 +107,25 @@ func Open(ctx context.Context, url string, opts Options) (*Store, error) {
 	if opts.Prefix == "" {
 		opts.Prefix = DefaultPrefix
 	}
+	if opts.MinReplicas < 0 || (opts.MinReplicas > 0 && (opts.ReplicaTimeout < time.Millisecond || opts.ReplicaTimeout >= ioTimeout)) {
+		return nil, fmt.Errorf("redis: open: %w: %d replicas within %s", store.ErrInvalid, opts.MinReplicas, opts.ReplicaTimeout)
+	}
 	if strings.ContainsAny(opts.Prefix, "{}") {
 		return nil, fmt.Errorf("redis: open: prefix %q must not contain braces", opts.Prefix)
 	}
 	clientLogOnce.Do(func() { goredis.SetLogger(clientLog{opts.Logger.With("component", "redis-client")}) })
-	o, err := goredis.ParseURL(url)
+	o, err := clientOptions(url)
 	if err != nil {
-		return nil, fmt.Errorf("redis: open: malformed URL: %w", errors.Unwrap(err))
+		return nil, fmt.Errorf("redis: open: %w", err)
 	}
-	rdb := goredis.NewUniversalClient(&goredis.UniversalOptions{
-		Addrs:        []string{o.Addr},
-		DB:           o.DB,
-		Username:     o.Username,
-		Password:     o.Password,
-		TLSConfig:    o.TLSConfig,
-		ClientName:   "cyberdrew",
-		DialTimeout:  dialTimeout,
-		ReadTimeout:  ioTimeout,
-		WriteTimeout: ioTimeout,
-		PoolTimeout:  ioTimeout,
-		MaxRetries:   1,
-		// A frozen Redis must not hold a caller past its own deadline
-		// (intake's bound, the readiness probe's timeout).
-		ContextTimeoutEnabled: true,
-	})
+	o.ClientName = "cyberdrew"
+	o.DialTimeout, o.ReadTimeout, o.WriteTimeout, o.PoolTimeout = dialTimeout, ioTimeout, ioTimeout, ioTimeout
+	o.MaxRetries = 1
+	// A frozen Redis must not hold a caller past its own deadline (intake's
+	// bound, the readiness probe's timeout).
+	o.ContextTimeoutEnabled = true
+	// One server, or the master the sentinels name (a failover client).
+	rdb := goredis.NewUniversalClient(o)
 	s := &Store{
 		rdb:     rdb,
 		keys:    newKeys(opts.Prefix, opts.SitePrefix),
@@ -128,6 +133,9 @@ func Open(ctx context.Context, url string, opts Options) (*Store, error) {
 		log:     opts.Logger.With("component", "store", "store", "redis"),
 		subs:    store.NewChangeFanout(),
 		entropy: ulid.Monotonic(rand.Reader, 0),
+
+		minReplicas:    opts.MinReplicas,
+		replicaTimeout: opts.ReplicaTimeout,
 	}
 	s.publishes = newBatcher(s.publishGroup)
 	s.finishes = newBatcher(s.finishGroup)

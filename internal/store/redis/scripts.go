@@ -34,6 +34,7 @@ var (
 	scriptCancel     = engineScript("cancel")
 	scriptPrune      = engineScript("prune")
 	scriptPruneFn    = engineScript("prunefn")
+	scriptWindow     = engineScript("window")
 
 	scriptKVGet       = kvScript("kv_get")
 	scriptKVSet       = kvScript("kv_set")

@@ -43,6 +43,11 @@ var ErrMissing = errors.New("redis-server not found on PATH")
 // Start runs redis-server in dir on a free loopback port, without
 // persistence unless appendOnly, and returns once it answers PING.
 func Start(dir string, appendOnly bool) (*Server, error) {
+	return start(dir, appendOnly)
+}
+
+// start is Start with extra redis-server arguments.
+func start(dir string, appendOnly bool, extra ...string) (*Server, error) {
 	bin, err := exec.LookPath("redis-server")
 	if err != nil {
 		return nil, ErrMissing
@@ -62,6 +67,7 @@ func Start(dir string, appendOnly bool) (*Server, error) {
 			"--save", "", "--appendonly", aof, "--appendfsync", "always",
 			"--databases", "16", "--protected-mode", "no",
 		}}
+		s.args = append(s.args, extra...)
 		if err := s.run(bin); err == nil {
 			return s, nil
 		} else {

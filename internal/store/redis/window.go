@@ -1,0 +1,28 @@
+package redis
+
+import (
+	"context"
+	"time"
+
+	"github.com/dcyfr/cyberdrew/internal/store"
+)
+
+// CountWindow counts one request against the fixed-window rate limit key
+// (limit requests per window, the window opening at the key's first
+// request) in Redis (lua/window.lua), so every daemon on this Redis
+// enforces one limit.
+func (s *Store) CountWindow(ctx context.Context, key string, limit int, window time.Duration) (store.RateCount, error) {
+	if limit <= 0 || window < time.Millisecond {
+		return store.RateCount{}, s.wrap("count window", store.ErrInvalid)
+	}
+	now := s.clock.Now()
+	v, err := scriptWindow.Run(ctx, s.rdb, []string{s.keys.engine}, now.UnixMilli(), key, limit, window.Milliseconds()).Int64Slice()
+	if err != nil {
+		return store.RateCount{}, s.wrap("count window", err)
+	}
+	c := store.RateCount{Allowed: v[0] == 1, Remaining: int(v[1]), Reset: fromMS(v[2])}
+	if !c.Allowed {
+		c.RetryAfter = c.Reset.Sub(now)
+	}
+	return c, nil
+}
