@@ -18,13 +18,15 @@ type ContactSubmission struct {
 	IP          string `json:"ip,omitempty"`
 }
 
-// EmailOutcome is the data of contact/email.delivered and
-// contact/email.failed.
+// EmailOutcome is the data of contact/email.sent, contact/email.failed and
+// the delivery events the Resend webhook reports (RunID and At set).
 type EmailOutcome struct {
 	Email     string `json:"email"`
 	Type      string `json:"type"`
 	MessageID string `json:"messageId,omitempty"`
 	Error     string `json:"error,omitempty"`
+	RunID     string `json:"runId,omitempty"`
+	At        string `json:"at,omitempty"`
 }
 
 // ContactFormSubmitted mails the owner a contact form submission, then
@@ -52,11 +54,11 @@ func ContactFormSubmitted(d Deps) engine.Function {
 				tpl        mailTemplate
 				email      Email
 			}{
-				{"send-notification-email", "notification", notificationTemplate, Email{
+				{"send-notification-email", EmailNotification, notificationTemplate, Email{
 					From: d.Config.ContactFrom, To: []string{d.Config.ContactTo}, ReplyTo: sub.Email,
 					Subject: "Contact form: " + sub.Name,
 				}},
-				{"send-confirmation-email", "confirmation", confirmationTemplate, Email{
+				{"send-confirmation-email", EmailConfirmation, confirmationTemplate, Email{
 					From: d.Config.ContactFrom, To: []string{sub.Email}, ReplyTo: d.Config.ContactTo,
 					Subject: "Thanks for reaching out!",
 				}},
@@ -70,7 +72,12 @@ func ContactFormSubmitted(d Deps) engine.Function {
 					if err != nil {
 						return SendResult{}, engine.NonRetriable(err)
 					}
-					return d.Mailer.Send(ctx, e)
+					sent, err := d.Mailer.Send(ctx, e)
+					if err == nil && sent.ID != "" {
+						// The Resend webhook finds the run by the email's id.
+						err = RecordSentEmail(ctx, d.KV, Keys{Prefix: d.Config.Prefix}, sent.ID, SentEmail{RunID: run.ID, Type: m.kind})
+					}
+					return sent, err
 				})
 				var stepErr *engine.StepError
 				switch {
@@ -84,7 +91,7 @@ func ContactFormSubmitted(d Deps) engine.Function {
 					return nil, err
 				case sent.Delivered:
 					data, _ := json.Marshal(EmailOutcome{Email: sub.Email, Type: m.kind, MessageID: sent.ID})
-					if _, err := run.SendEvent(ctx, "emit-"+m.kind+"-delivered", engine.IncomingEvent{Name: EventEmailDelivered, Data: data}); err != nil {
+					if _, err := run.SendEvent(ctx, "emit-"+m.kind+"-sent", engine.IncomingEvent{Name: EventEmailSent, Data: data}); err != nil {
 						return nil, err
 					}
 				}
