@@ -1,12 +1,10 @@
 package jobs
 
 import (
-	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"slices"
 	"time"
 
 	"github.com/dcyfr/cyberdrew/internal/store"
@@ -22,6 +20,27 @@ import (
 // DeliveryTTL is how long an email's delivery is tracked after it was
 // sent, and how long its statuses are kept.
 const DeliveryTTL = 30 * 24 * time.Hour
+
+// DeliveryStatuses are the statuses Resend's webhooks report (their type
+// is email.<status>), in the order a mail meets them: at equal times the
+// later one is the latest.
+var DeliveryStatuses = []string{"delivery_delayed", "delivered", "bounced", "complained", "failed"}
+
+// deliveryEvents is the event each status becomes.
+var deliveryEvents = map[string]string{
+	"delivery_delayed": EventEmailDeliveryDelayed,
+	"delivered":        EventEmailDelivered,
+	"bounced":          EventEmailBounced,
+	"complained":       EventEmailComplained,
+	"failed":           EventEmailFailed,
+}
+
+// DeliveryEvent is the event a delivery status becomes; ok is false for a
+// status not tracked.
+func DeliveryEvent(status string) (name string, ok bool) {
+	name, ok = deliveryEvents[status]
+	return name, ok
+}
 
 // Email kinds of the contact function, as SentEmail.Type and the events'
 // data.type name them.
@@ -80,48 +99,31 @@ func RecordDelivery(ctx context.Context, kv store.KV, keys Keys, runID string, d
 }
 
 // LatestDeliveries is the latest status of each of a run's emails,
-// notification first; none when no webhook reported on them.
+// notification first; none when no webhook reported on them. It reads the
+// ten keys a run's statuses can have, never a scan.
 func LatestDeliveries(ctx context.Context, kv store.KV, keys Keys, runID string) ([]Delivery, error) {
-	prefix := keys.DeliveryPrefix(runID)
-	latest := map[string]Delivery{}
-	cursor := ""
-	for {
-		found, next, err := kv.Scan(ctx, prefix, cursor, 100)
-		if err != nil {
-			return nil, fmt.Errorf("deliveries: %w", err)
-		}
-		for _, key := range found {
-			raw, err := kv.Get(ctx, key)
+	var out []Delivery
+	for _, email := range []string{EmailNotification, EmailConfirmation} {
+		var latest *Delivery
+		for _, status := range DeliveryStatuses {
+			raw, err := kv.Get(ctx, keys.Delivery(runID, email, status))
 			if errors.Is(err, store.ErrNotFound) {
-				continue // expired between the scan and the read
+				continue
 			}
 			if err != nil {
 				return nil, fmt.Errorf("deliveries: %w", err)
 			}
 			var d Delivery
 			if err := json.Unmarshal([]byte(raw), &d); err != nil {
-				return nil, fmt.Errorf("deliveries: %s: %w", key, err)
+				return nil, fmt.Errorf("deliveries: %s %s: %w", email, status, err)
 			}
-			if cur, ok := latest[d.Email]; !ok || d.At.After(cur.At) {
-				latest[d.Email] = d
+			if latest == nil || !d.At.Before(latest.At) {
+				latest = &d
 			}
 		}
-		if next == "" {
-			break
+		if latest != nil {
+			out = append(out, *latest)
 		}
-		cursor = next
 	}
-	out := make([]Delivery, 0, len(latest))
-	for _, d := range latest {
-		out = append(out, d)
-	}
-	slices.SortFunc(out, func(a, b Delivery) int { return cmp.Compare(emailOrder(a.Email), emailOrder(b.Email)) })
 	return out, nil
-}
-
-func emailOrder(kind string) int {
-	if kind == EmailNotification {
-		return 0
-	}
-	return 1
 }

@@ -74,13 +74,8 @@ func (k Keys) DayMilestones(date string) string {
 // contact run that sent it.
 func (k Keys) SentEmail(emailID string) string { return k.Prefix + "contact:email:" + emailID }
 
-// DeliveryPrefix starts the delivery statuses of a run's emails.
-func (k Keys) DeliveryPrefix(runID string) string {
-	return k.Prefix + "contact:delivery:" + runID + ":"
-}
-
 // Delivery is when one of a run's emails (notification, confirmation)
 // reached a delivery status.
 func (k Keys) Delivery(runID, email, status string) string {
-	return k.DeliveryPrefix(runID) + email + ":" + status
+	return k.Prefix + "contact:delivery:" + runID + ":" + email + ":" + status
 }

@@ -7,7 +7,6 @@ import (
 	"errors"
 	"io"
 	"net/http"
-	"slices"
 	"strings"
 	"time"
 
@@ -18,22 +17,12 @@ import (
 	"github.com/dcyfr/cyberdrew/internal/store"
 )
 
-// resendEvents maps the Resend webhook types taken to the events stored.
-var resendEvents = map[string]string{
-	resend.EventEmailDelivered:       jobs.EventEmailDelivered,
-	resend.EventEmailBounced:         jobs.EventEmailBounced,
-	resend.EventEmailComplained:      jobs.EventEmailComplained,
-	resend.EventEmailDeliveryDelayed: jobs.EventEmailDeliveryDelayed,
-	resend.EventEmailFailed:          jobs.EventEmailFailed,
-}
-
-// resendTypes lists the types taken, for the unknown-type refusal.
+// resendTypes lists the webhook types taken, for the unknown-type refusal.
 var resendTypes = func() string {
-	types := make([]string, 0, len(resendEvents))
-	for t := range resendEvents {
-		types = append(types, t)
+	types := make([]string, len(jobs.DeliveryStatuses))
+	for i, status := range jobs.DeliveryStatuses {
+		types[i] = "email." + status
 	}
-	slices.Sort(types)
 	return strings.Join(types, ", ")
 }()
 
@@ -94,8 +83,9 @@ func (s *Server) resend(w http.ResponseWriter, r *http.Request) error {
 	if _, err := dec.Token(); err != io.EOF {
 		return refuse(http.StatusBadRequest, "the body holds more than one JSON value")
 	}
-	name, ok := resendEvents[rep.Type]
-	if !ok {
+	status, ok := strings.CutPrefix(rep.Type, "email.")
+	name, known := jobs.DeliveryEvent(status)
+	if !ok || !known {
 		return refuse(http.StatusBadRequest, "unknown webhook type %q: cyberdrew takes %s; subscribe the endpoint to those only", rep.Type, resendTypes)
 	}
 	// The status's time is Resend's; a report without a readable one
@@ -104,8 +94,8 @@ func (s *Server) resend(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		at = s.clock.Now()
 	}
-	if rep.Data.EmailID == "" {
-		return refuse(http.StatusBadRequest, "data.email_id is missing")
+	if rep.Data.EmailID == "" || len(rep.Data.To) == 0 {
+		return refuse(http.StatusBadRequest, "data.email_id or data.to is missing")
 	}
 	sent, err := jobs.LookupSentEmail(r.Context(), s.kv, s.keys, rep.Data.EmailID)
 	if errors.Is(err, store.ErrNotFound) {
@@ -115,18 +105,14 @@ func (s *Server) resend(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	status := strings.TrimPrefix(rep.Type, "email.")
 	if err := jobs.RecordDelivery(r.Context(), s.kv, s.keys, sent.RunID, jobs.Delivery{
 		Email: sent.Type, Status: status, At: at.UTC(), EventID: svixID,
 	}); err != nil {
 		return err
 	}
 	outcome := jobs.EmailOutcome{
-		Type: sent.Type, MessageID: rep.Data.EmailID, RunID: sent.RunID,
+		Email: rep.Data.To[0], Type: sent.Type, MessageID: rep.Data.EmailID, RunID: sent.RunID,
 		At: at.UTC().Format(time.RFC3339Nano), Error: cmp.Or(rep.Data.Bounce.Message, rep.Data.Failed.Reason),
-	}
-	if len(rep.Data.To) > 0 {
-		outcome.Email = rep.Data.To[0]
 	}
 	data, _ := json.Marshal(outcome)
 	acc, err := s.publish(r.Context(), engine.IncomingEvent{ID: svixID, Name: name, Data: data})
