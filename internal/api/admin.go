@@ -273,6 +273,11 @@ func (s *server) getRun(w http.ResponseWriter, r *http.Request) error {
 		}
 		d.Steps[i] = viewStep(st)
 	}
+	if s.cfg.Deliveries != nil {
+		if d.Deliveries, err = s.cfg.Deliveries.Deliveries(r.Context(), run.ID); err != nil {
+			return err
+		}
+	}
 	writeJSON(w, http.StatusOK, wire.Data[wire.RunDetail]{Data: d})
 	return nil
 }

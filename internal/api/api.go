@@ -71,9 +71,18 @@ type Config struct {
 	MetricsPublic bool
 	// Workers, when set, is the worker pool GET /v1/stats reports.
 	Workers Workers
+	// Deliveries, when set, adds the delivery status of a run's emails to
+	// GET /v1/runs/{id}.
+	Deliveries Deliveries
 	// Observer is told of every request and of intake's verdicts; nil tells
 	// nobody.
 	Observer Observer
+}
+
+// Deliveries reads the latest delivery status of each email a run sent
+// (internal/webhooks records them from Resend's reports).
+type Deliveries interface {
+	Deliveries(ctx context.Context, runID string) ([]wire.Delivery, error)
 }
 
 // Observer counts what the HTTP surface does, for metrics.

@@ -273,6 +273,8 @@ var serveVars = []struct{ env, flag, def string }{
 	{"CYBERDREW_MAX_REQUEST_SIZE", "--max-request-size", "10MiB"},
 	{"CYBERDREW_MAX_BATCH", "--max-batch", "5000"},
 	{"CYBERDREW_STREAM_MAX_SUBSCRIBERS", "--stream-max-subscribers", "256"},
+	{"RESEND_WEBHOOK_SECRET", "--resend-webhook-secret", ""},
+	{"GITHUB_WEBHOOK_SECRET", "--github-webhook-secret", ""},
 }
 
 func TestServeHelp(t *testing.T) {
@@ -284,6 +286,8 @@ func TestServeHelp(t *testing.T) {
 		"INNGEST_SIGNING_KEY_FALLBACK": "signkey-secret-3",
 		"REDIS_URL":                    "redis://:secret-4@localhost:6379",
 		"CYBERDREW_STORE":              "redis://:secret-5@localhost:6379",
+		"RESEND_WEBHOOK_SECRET":        "whsec_c2VjcmV0LTY=",
+		"GITHUB_WEBHOOK_SECRET":        "secret-7",
 	}
 	rec := &recorder{}
 	r := run(t, rec, secrets, "serve", "--help")
@@ -312,8 +316,10 @@ func TestServeHelp(t *testing.T) {
 			t.Errorf("help line %q, want default %s", line, v.def)
 		}
 	}
-	if strings.Contains(r.stdout, "secret") {
-		t.Errorf("help shows a secret:\n%s", r.stdout)
+	for env, v := range secrets {
+		if env != "HOME" && strings.Contains(r.stdout, v) {
+			t.Errorf("help shows the value of %s:\n%s", env, r.stdout)
+		}
 	}
 }
 

@@ -20,12 +20,16 @@ var siteEvents = map[string]func(now time.Time) map[string]any{
 			"message": "Hello from the cyberdrew command line!", "submittedAt": now.Format(time.RFC3339),
 		}
 	},
-	jobs.EventEmailDelivered: func(time.Time) map[string]any {
+	jobs.EventEmailSent: func(time.Time) map[string]any {
 		return map[string]any{"email": "drew@example.com", "type": "confirmation", "messageId": "example-message-id"}
 	},
 	jobs.EventEmailFailed: func(time.Time) map[string]any {
 		return map[string]any{"email": "drew@example.com", "type": "notification", "error": "example failure"}
 	},
+	jobs.EventEmailDelivered:       deliveryExample,
+	jobs.EventEmailBounced:         deliveryExample,
+	jobs.EventEmailComplained:      deliveryExample,
+	jobs.EventEmailDeliveryDelayed: deliveryExample,
 	jobs.EventGitHubRefresh: func(time.Time) map[string]any {
 		return map[string]any{"manual": true, "force": true}
 	},
@@ -45,6 +49,15 @@ var siteEvents = map[string]func(now time.Time) map[string]any{
 		day := now.AddDate(0, 0, -1).Format(time.DateOnly)
 		return map[string]any{"period": jobs.PeriodDaily, "startDate": day, "endDate": day}
 	},
+}
+
+// deliveryExample is the data of a delivery event the Resend webhook
+// reports.
+func deliveryExample(now time.Time) map[string]any {
+	return map[string]any{
+		"email": "drew@example.com", "type": "confirmation", "messageId": "example-message-id",
+		"runId": "01JEXAMPLERUN0000000000000", "at": now.Format(time.RFC3339),
+	}
 }
 
 // siteEventNames are the known event names, sorted.

@@ -215,7 +215,7 @@ func printRunDetail(w io.Writer, d client.RunDetail) error {
 	fmt.Fprintln(w)
 	if len(d.Steps) == 0 {
 		fmt.Fprintln(w, "no steps")
-		return nil
+		return printDeliveries(w, d.Deliveries)
 	}
 	origin := d.RunStartedAt
 	if origin == nil {
@@ -244,6 +244,24 @@ func printRunDetail(w io.Writer, d client.RunDetail) error {
 		if s.WakeAt != nil && !client.Finished(s.Status) {
 			fmt.Fprintf(t, "  wakes\t%s\t\t\t\t\n", formatTime(s.WakeAt))
 		}
+	}
+	if err := t.Flush(); err != nil {
+		return err
+	}
+	return printDeliveries(w, d.Deliveries)
+}
+
+// printDeliveries renders the latest delivery status of each email the
+// run sent, as Resend's webhooks reported it; nothing for other runs.
+func printDeliveries(w io.Writer, ds []client.Delivery) error {
+	if len(ds) == 0 {
+		return nil
+	}
+	fmt.Fprintln(w)
+	t := newTable(w)
+	fmt.Fprintln(t, "DELIVERY\tSTATUS\tAT\tEVENT")
+	for _, d := range ds {
+		fmt.Fprintf(t, "%s\t%s\t%s\t%s\n", d.Email, d.Status, formatTime(&d.At), d.EventID)
 	}
 	return t.Flush()
 }

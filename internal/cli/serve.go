@@ -54,6 +54,8 @@ var serveSettings = []setting{
 	{flag: "github-user", env: []string{"CYBERDREW_GITHUB_USER"}},
 	{flag: "github-api-url", env: []string{"CYBERDREW_GITHUB_API_URL"}},
 	{flag: "milestone-webhook", env: []string{"CYBERDREW_MILESTONE_WEBHOOK"}, secret: true},
+	{flag: "resend-webhook-secret", env: []string{"RESEND_WEBHOOK_SECRET"}, secret: true},
+	{flag: "github-webhook-secret", env: []string{"GITHUB_WEBHOOK_SECRET"}, secret: true},
 	{flag: "site-prefix", env: []string{"CYBERDREW_SITE_PREFIX"}},
 	{flag: "cors-origins", env: []string{"CYBERDREW_CORS_ORIGINS"}},
 	{flag: "trusted-proxies", env: []string{"CYBERDREW_TRUSTED_PROXIES"}},
@@ -127,6 +129,8 @@ both set.`,
 	fs.StringVar(&c.GitHubUser, "github-user", c.GitHubUser, "GitHub user whose contributions are cached and served")
 	fs.StringVar(&c.GitHubAPIURL, "github-api-url", c.GitHubAPIURL, "GitHub GraphQL endpoint (GitHub Enterprise; default api.github.com)")
 	fs.StringVar(&c.MilestoneWebhook, "milestone-webhook", "", "Slack-compatible webhook URL told of view milestones")
+	fs.StringVar(&c.ResendWebhookSecret, "resend-webhook-secret", "", "signing secret (whsec_…) of the Resend webhook; unset turns POST /webhooks/resend off")
+	fs.StringVar(&c.GitHubWebhookSecret, "github-webhook-secret", "", "secret of the GitHub webhook; unset turns POST /webhooks/github off")
 	fs.StringVar(&c.SitePrefix, "site-prefix", c.SitePrefix, "prefix of the site's data keys")
 	fs.Var(listValue{&c.CORSOrigins}, "cors-origins", "origins allowed to call the site routes from a browser, comma-separated (* for any)")
 	fs.Var(listValue{&c.TrustedProxies}, "trusted-proxies", "proxies (CIDRs or addresses, comma-separated) whose X-Forwarded-For the site routes trust for the client address; opens nothing without keys")

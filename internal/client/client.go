@@ -231,6 +231,8 @@ type (
 	Run = wire.Run
 	// RunDetail is a run with its steps.
 	RunDetail = wire.RunDetail
+	// Delivery is the latest delivery status of one email a run sent.
+	Delivery = wire.Delivery
 	// Step is one step of a run.
 	Step = wire.Step
 	// Attempt is one try of a step.

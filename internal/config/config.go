@@ -5,6 +5,7 @@
 package config
 
 import (
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -103,8 +104,12 @@ type Serve struct {
 	GitHubUser       string
 	GitHubAPIURL     string
 	MilestoneWebhook string // may hold a token: never logged
-	SitePrefix       string
-	CORSOrigins      []string
+	// ResendWebhookSecret (whsec_…) and GitHubWebhookSecret turn on
+	// POST /webhooks/resend and POST /webhooks/github; both are secrets.
+	ResendWebhookSecret string
+	GitHubWebhookSecret string
+	SitePrefix          string
+	CORSOrigins         []string
 	// TrustedProxies (CIDRs or single addresses) are the proxies whose
 	// X-Forwarded-For the site routes take as the client's address. They
 	// open nothing: a request through any proxy needs the keys.
@@ -245,6 +250,9 @@ func (c Serve) Validate() error {
 	if c.GitHubUser == "" {
 		fail("--github-user: must not be empty")
 	}
+	if c.ResendWebhookSecret != "" && !svixSecret(c.ResendWebhookSecret) {
+		fail("--resend-webhook-secret: must be the endpoint's signing secret as Resend shows it, whsec_ then base64")
+	}
 	if strings.ContainsAny(c.SitePrefix, " \t\r\n") {
 		fail("--site-prefix %q: must not contain spaces", c.SitePrefix)
 	}
@@ -277,6 +285,17 @@ func (c Serve) TrustedProxyPrefixes() ([]netip.Prefix, error) {
 		out = append(out, netip.PrefixFrom(a.Unmap(), a.Unmap().BitLen()))
 	}
 	return out, nil
+}
+
+// svixSecret reports whether s is a Svix signing secret: whsec_ and the
+// base64 of the key.
+func svixSecret(s string) bool {
+	key, ok := strings.CutPrefix(s, "whsec_")
+	if !ok || key == "" {
+		return false
+	}
+	_, err := base64.StdEncoding.DecodeString(key)
+	return err == nil
 }
 
 // httpURL reports whether s is an absolute http(s) URL.
@@ -350,6 +369,8 @@ func (c Serve) LogValue() slog.Value {
 		slog.String("github_user", c.GitHubUser),
 		slog.String("github_api_url", c.GitHubAPIURL),
 		slog.Bool("milestone_webhook", c.MilestoneWebhook != ""),
+		slog.Bool("resend_webhook_secret", c.ResendWebhookSecret != ""),
+		slog.Bool("github_webhook_secret", c.GitHubWebhookSecret != ""),
 		slog.String("site_prefix", c.SitePrefix),
 		slog.Any("cors_origins", c.CORSOrigins),
 		slog.Any("trusted_proxies", c.TrustedProxies),

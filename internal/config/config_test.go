@@ -101,6 +101,13 @@ func TestValidate(t *testing.T) {
 			c.ResendAPIKey, c.ContactTo, c.ResendBaseURL, c.GitHubAPIURL = "re_x", "me@example.com", "http://127.0.0.1:9/", "https://ghe.example/api/graphql"
 			c.CORSOrigins, c.TrustedProxies = []string{"https://cyberdrew.dev", "*"}, []string{"10.0.0.0/8", "192.0.2.1", "::1"}
 		}, nil},
+		{"webhook secrets", func(c *config.Serve) {
+			c.ResendWebhookSecret, c.GitHubWebhookSecret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw", "any string GitHub was given"
+		}, nil},
+		{"a Resend webhook secret not from Resend", func(c *config.Serve) { c.ResendWebhookSecret = "MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw" }, []string{
+			"--resend-webhook-secret: must be the endpoint's signing secret as Resend shows it, whsec_ then base64",
+		}},
+		{"a Resend webhook secret cut short", func(c *config.Serve) { c.ResendWebhookSecret = "whsec_MfKQ9r8GKYqrTwjUPD8" }, []string{"--resend-webhook-secret"}},
 		{"resend key without an owner", func(c *config.Serve) { c.ResendAPIKey = "re_x" }, []string{"--contact-to: required when RESEND_API_KEY is set"}},
 		{"bad site settings", func(c *config.Serve) {
 			c.ResendBaseURL, c.ContactFrom, c.ContactTo, c.MilestoneWebhook = "ftp://x", "Drew <d@x.io>", "nobody", "hooks.slack.com/secret"
@@ -218,10 +225,14 @@ func TestLogValueHidesSecrets(t *testing.T) {
 	c.SigningKey = "signkey-prod-secret-2"
 	c.SigningKeyFallback = "signkey-prod-secret-3"
 	c.Store = "redis://:secret-4@localhost:6379"
+	c.ResendWebhookSecret = "whsec_c2VjcmV0LTU="
+	c.GitHubWebhookSecret = "gh-secret-6"
 	var buf bytes.Buffer
 	slog.New(slog.NewJSONHandler(&buf, nil)).Info("config", "config", c)
-	if strings.Contains(buf.String(), "secret") {
-		t.Errorf("log shows a secret: %s", buf.String())
+	for _, v := range []string{"secret-1", "secret-2", "secret-3", "secret-4", c.ResendWebhookSecret, c.GitHubWebhookSecret} {
+		if strings.Contains(buf.String(), v) {
+			t.Errorf("log shows the secret %s: %s", v, buf.String())
+		}
 	}
 	if !strings.Contains(buf.String(), `"signing_key":true`) || !strings.Contains(buf.String(), `"event_keys":1`) {
 		t.Errorf("log does not say which keys are set: %s", buf.String())

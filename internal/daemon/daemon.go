@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net"
 	"net/http"
 	"path/filepath"
@@ -26,6 +27,7 @@ import (
 	"github.com/dcyfr/cyberdrew/internal/store"
 	redisstore "github.com/dcyfr/cyberdrew/internal/store/redis"
 	"github.com/dcyfr/cyberdrew/internal/store/sqlite"
+	"github.com/dcyfr/cyberdrew/internal/webhooks"
 )
 
 // Serve runs the daemon until ctx ends or one of its parts dies, then shuts
@@ -173,8 +175,15 @@ func New(ctx context.Context, cfg config.Serve, logger *slog.Logger, opts Option
 	}
 	// On Redis the site's rate limits are counted in the store (RateCounter).
 	siteRoutes := site.New(siteCfg, eng, st, clock, logger)
+	hooks := webhooks.New(webhooks.Config{
+		ResendSecret: cfg.ResendWebhookSecret, GitHubSecret: cfg.GitHubWebhookSecret,
+		RefreshDisabled: siteCfg.RefreshDisabled, Prefix: cfg.SitePrefix,
+	}, eng, st, m, clock, logger)
+	routes := siteRoutes.Routes()
+	maps.Copy(routes, hooks.Routes())
 	handler := api.New(api.Config{
-		Routes:         siteRoutes.Routes(),
+		Routes:         routes,
+		Deliveries:     hooks,
 		Workers:        d.workers,
 		EventKeys:      cfg.EventKeys,
 		SigningKeys:    cfg.SigningKeys(),

@@ -128,9 +128,9 @@ func expectContactMail(t *testing.T, d *deployment, sent []form) {
 	if all := d.resend.outbox(); len(all) != 2*len(sent) {
 		t.Errorf("%d emails delivered for %d forms, want %d:\n%s", len(all), len(sent), 2*len(sent), describe(all))
 	}
-	delivered := d.events(t, "contact/email.delivered")
-	if len(delivered) != 2*len(sent) {
-		t.Errorf("%d contact/email.delivered events, want %d", len(delivered), 2*len(sent))
+	accepted := d.events(t, "contact/email.sent")
+	if len(accepted) != 2*len(sent) {
+		t.Errorf("%d contact/email.sent events, want %d", len(accepted), 2*len(sent))
 	}
 }
 

@@ -32,6 +32,10 @@ const (
 	owner      = "owner@cyberdrew.dev"
 	sender     = "contact@cyberdrew.dev"
 	githubUser = "dcyfr"
+	// resendHookSecret and githubHookSecret sign the two webhooks, as
+	// Resend and GitHub show them when the endpoint is created.
+	resendHookSecret = "whsec_ZTJlLXJlc2VuZC13ZWJob29rLXNpZ25pbmcta2V5"
+	githubHookSecret = "e2e-github-webhook-secret"
 	// proxy is the reverse proxy in front of the daemon (Caddy, nginx, a
 	// Vercel rewrite): the only peer whose X-Forwarded-For is believed.
 	proxy = "127.0.0.1"
@@ -113,6 +117,8 @@ func deployOn(t *testing.T, backend string, clock clockwork.Clock, srv *redistes
 	cfg.GitHubToken = githubKey
 	cfg.GitHubAPIURL = d.github.url + "/graphql"
 	cfg.GitHubUser = githubUser
+	cfg.ResendWebhookSecret = resendHookSecret
+	cfg.GitHubWebhookSecret = githubHookSecret
 	cfg.CORSOrigins = []string{siteOrigin}
 	cfg.TrustedProxies = []string{proxy}
 	if backend == "redis" {

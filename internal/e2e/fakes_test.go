@@ -20,6 +20,8 @@ type email struct {
 	Text           string   `json:"text"`
 	HTML           string   `json:"html"`
 	IdempotencyKey string   `json:"-"`
+	// ID is the id the fake answered, as Resend's webhooks name the email.
+	ID string `json:"-"`
 }
 
 // fakeResend stands in for the Resend API, which the real resend-go client
@@ -71,6 +73,7 @@ func (f *fakeResend) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	id, seen := f.ids[e.IdempotencyKey]
 	if !seen || e.IdempotencyKey == "" {
 		id = fmt.Sprintf("msg-%d", len(f.delivered)+1)
+		e.ID = id
 		f.delivered = append(f.delivered, e)
 		if e.IdempotencyKey != "" {
 			f.ids[e.IdempotencyKey] = id

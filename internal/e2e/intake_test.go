@@ -123,7 +123,7 @@ func TestEverySiteEventThroughTheClient(t *testing.T) {
 	}{
 		{"test/hello.world", func(c int) string { return fmt.Sprintf(`{"email":"caller%d@example.com"}`, c) }, "hello-world", 2},
 		{"contact/form.submitted", func(c int) string { return submission(forms[c], at, visitorN(c).ip) }, "contact-form-submitted", 2},
-		{"contact/email.delivered", func(c int) string {
+		{"contact/email.sent", func(c int) string {
 			return fmt.Sprintf(`{"email":"caller%d@example.com","type":"confirmation","messageId":"m-%d"}`, c, c)
 		}, "", 0},
 		{"contact/email.failed", func(c int) string {

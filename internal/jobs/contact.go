@@ -7,6 +7,7 @@ import (
 	"strings"
 
 	"github.com/dcyfr/cyberdrew/internal/engine"
+	"github.com/dcyfr/cyberdrew/internal/store"
 )
 
 // ContactSubmission is the data of contact/form.submitted.
@@ -18,13 +19,15 @@ type ContactSubmission struct {
 	IP          string `json:"ip,omitempty"`
 }
 
-// EmailOutcome is the data of contact/email.delivered and
-// contact/email.failed.
+// EmailOutcome is the data of contact/email.sent, contact/email.failed and
+// the delivery events the Resend webhook reports (RunID and At set).
 type EmailOutcome struct {
 	Email     string `json:"email"`
 	Type      string `json:"type"`
 	MessageID string `json:"messageId,omitempty"`
 	Error     string `json:"error,omitempty"`
+	RunID     string `json:"runId,omitempty"`
+	At        string `json:"at,omitempty"`
 }
 
 // ContactFormSubmitted mails the owner a contact form submission, then
@@ -52,11 +55,11 @@ func ContactFormSubmitted(d Deps) engine.Function {
 				tpl        mailTemplate
 				email      Email
 			}{
-				{"send-notification-email", "notification", notificationTemplate, Email{
+				{"send-notification-email", EmailNotification, notificationTemplate, Email{
 					From: d.Config.ContactFrom, To: []string{d.Config.ContactTo}, ReplyTo: sub.Email,
 					Subject: "Contact form: " + sub.Name,
 				}},
-				{"send-confirmation-email", "confirmation", confirmationTemplate, Email{
+				{"send-confirmation-email", EmailConfirmation, confirmationTemplate, Email{
 					From: d.Config.ContactFrom, To: []string{sub.Email}, ReplyTo: d.Config.ContactTo,
 					Subject: "Thanks for reaching out!",
 				}},
@@ -64,13 +67,20 @@ func ContactFormSubmitted(d Deps) engine.Function {
 			out := map[string]SendResult{}
 			var failed []error
 			for _, m := range emails {
-				sent, err := engine.Step(ctx, run, m.step, func(ctx context.Context) (SendResult, error) {
+				// StepTx: the record the Resend webhook finds the run by commits with
+				// the step's result, so a sent email is indexed exactly once.
+				sent, err := engine.StepTx(ctx, run, m.step, func(ctx context.Context, tx *store.Tx) (SendResult, error) {
 					m.email.IdempotencyKey = idempotencyKey(run, m.step)
 					e, err := render(m.tpl, m.email, sub)
 					if err != nil {
 						return SendResult{}, engine.NonRetriable(err)
 					}
-					return d.Mailer.Send(ctx, e)
+					sent, err := d.Mailer.Send(ctx, e)
+					if err == nil && sent.ID != "" {
+						// The Resend webhook finds the run by the email's id.
+						err = RecordSentEmail(ctx, tx, Keys{Prefix: d.Config.Prefix}, sent.ID, SentEmail{RunID: run.ID, Type: m.kind})
+					}
+					return sent, err
 				})
 				var stepErr *engine.StepError
 				switch {
@@ -84,7 +94,7 @@ func ContactFormSubmitted(d Deps) engine.Function {
 					return nil, err
 				case sent.Delivered:
 					data, _ := json.Marshal(EmailOutcome{Email: sub.Email, Type: m.kind, MessageID: sent.ID})
-					if _, err := run.SendEvent(ctx, "emit-"+m.kind+"-delivered", engine.IncomingEvent{Name: EventEmailDelivered, Data: data}); err != nil {
+					if _, err := run.SendEvent(ctx, "emit-"+m.kind+"-sent", engine.IncomingEvent{Name: EventEmailSent, Data: data}); err != nil {
 						return nil, err
 					}
 				}

@@ -124,7 +124,7 @@ func TestContactFormSendsBothEmailsSafely(t *testing.T) {
 			t.Errorf("authorization %q", a)
 		}
 		var outcomes []jobs.EmailOutcome
-		for _, ev := range b.events(t, jobs.EventEmailDelivered) {
+		for _, ev := range b.events(t, jobs.EventEmailSent) {
 			var o jobs.EmailOutcome
 			json.Unmarshal(ev.Data, &o)
 			outcomes = append(outcomes, o)
@@ -132,7 +132,15 @@ func TestContactFormSendsBothEmailsSafely(t *testing.T) {
 		sort.Slice(outcomes, func(i, j int) bool { return outcomes[i].Type > outcomes[j].Type })
 		want := []jobs.EmailOutcome{{Email: "eve@example.com", Type: "notification", MessageID: "msg-a"}, {Email: "eve@example.com", Type: "confirmation", MessageID: "msg-b"}}
 		if len(outcomes) != 2 || outcomes[0] != want[0] || outcomes[1] != want[1] {
-			t.Errorf("delivered events %+v, want %+v", outcomes, want)
+			t.Errorf("sent events %+v, want %+v", outcomes, want)
+		}
+		// Each email Resend accepted is indexed to this run, for its
+		// delivery webhooks.
+		for msg, kind := range map[string]string{"msg-a": "notification", "msg-b": "confirmation"} {
+			got, err := jobs.LookupSentEmail(b.ctx, b.st, jobs.Keys{}, msg)
+			if err != nil || got != (jobs.SentEmail{RunID: id, Type: kind}) {
+				t.Errorf("sent email %s indexed as %+v (%v), want run %s %s", msg, got, err, id, kind)
+			}
 		}
 	})
 }
@@ -164,7 +172,7 @@ func TestContactFormRetriesA500AndMailsOnce(t *testing.T) {
 		if n := len(b.steps(t, id)["send-notification-email"].Attempts); n != 2 {
 			t.Errorf("%d attempts, want 2", n)
 		}
-		if n := len(b.events(t, jobs.EventEmailDelivered)); n != 2 {
+		if n := len(b.events(t, jobs.EventEmailSent)); n != 2 {
 			t.Errorf("%d delivered events, want 2", n)
 		}
 	})
@@ -197,7 +205,7 @@ func TestContactFormRejected422FailsAtOnceAndReportsIt(t *testing.T) {
 		if json.Unmarshal(failed[0].Data, &o); o.Type != "notification" || o.Error == "" {
 			t.Errorf("failed event %s", failed[0].Data)
 		}
-		if n := len(b.events(t, jobs.EventEmailDelivered)); n != 1 {
+		if n := len(b.events(t, jobs.EventEmailSent)); n != 1 {
 			t.Errorf("%d delivered events, want 1 (the confirmation)", n)
 		}
 	})
@@ -248,7 +256,7 @@ func TestContactFormWithoutAPIKeyWritesTheOutbox(t *testing.T) {
 		if !strings.Contains(string(body), "&lt;script&gt;") || strings.Contains(string(body), "\nBcc:") {
 			t.Errorf("outbox file:\n%s", body)
 		}
-		if n := len(b.events(t, jobs.EventEmailDelivered)); n != 0 {
+		if n := len(b.events(t, jobs.EventEmailSent)); n != 0 {
 			t.Errorf("%d delivered events for undelivered mail", n)
 		}
 	})

@@ -182,7 +182,9 @@ func TestValidate(t *testing.T) {
 		{"contact/form.submitted", `{"name":"Ada","email":"ada@example.com","message":"Hello there, friend","submittedAt":"` + at + `","ip":5}`, "data.ip"},
 		{"contact/form.submitted", `{"email":"ada@example.com"}`, "data.name"},
 
-		{"contact/email.delivered", `{"email":"a@b.c","type":"notification","messageId":"m1"}`, ""},
+		{"contact/email.sent", `{"email":"a@b.c","type":"notification","messageId":"m1"}`, ""},
+		{"contact/email.bounced", `{"email":"a@b.c","type":"notification","messageId":"m1","runId":"r1","at":"2025-03-12T10:31:00.123Z","error":"mailbox full"}`, ""},
+		{"contact/email.delivered", `{"email":"a@b.c","type":"confirmation","messageId":"m1","at":"last week"}`, "data.at"},
 		{"contact/email.failed", `{"email":"a@b.c","type":"confirmation","error":"boom"}`, ""},
 		{"contact/email.failed", `{"email":"a@b.c","type":"other"}`, "data.type"},
 		{"contact/email.delivered", `{"type":"notification"}`, "data.email"},

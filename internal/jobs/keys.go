@@ -69,3 +69,13 @@ func (k Keys) DayRegion(date, region string) string {
 func (k Keys) DayMilestones(date string) string {
 	return k.Prefix + "analytics:day:" + date + ":milestones"
 }
+
+// SentEmail indexes an email Resend accepted, by Resend's id, to the
+// contact run that sent it.
+func (k Keys) SentEmail(emailID string) string { return k.Prefix + "contact:email:" + emailID }
+
+// Delivery is when one of a run's emails (notification, confirmation)
+// reached a delivery status.
+func (k Keys) Delivery(runID, email, status string) string {
+	return k.Prefix + "contact:delivery:" + runID + ":" + email + ":" + status
+}

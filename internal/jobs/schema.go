@@ -16,12 +16,17 @@ import (
 const (
 	EventHelloWorld       = "test/hello.world"
 	EventContactSubmitted = "contact/form.submitted"
-	EventEmailDelivered   = "contact/email.delivered"
+	EventEmailSent        = "contact/email.sent"
 	EventEmailFailed      = "contact/email.failed"
-	EventGitHubRefresh    = "github/data.refresh"
-	EventPostViewed       = "blog/post.viewed"
-	EventMilestoneReached = "blog/milestone.reached"
-	EventSummaryGenerate  = "analytics/summary.generate"
+	// What Resend's webhooks report after the send (internal/webhooks).
+	EventEmailDelivered       = "contact/email.delivered"
+	EventEmailBounced         = "contact/email.bounced"
+	EventEmailComplained      = "contact/email.complained"
+	EventEmailDeliveryDelayed = "contact/email.delivery_delayed"
+	EventGitHubRefresh        = "github/data.refresh"
+	EventPostViewed           = "blog/post.viewed"
+	EventMilestoneReached     = "blog/milestone.reached"
+	EventSummaryGenerate      = "analytics/summary.generate"
 )
 
 // Milestones are the view counts that earn a blog/milestone.reached event.
@@ -209,8 +214,12 @@ var schemas = map[string]func(d fields) *problem{
 			d.optional("ip", nil),
 		)
 	},
-	EventEmailDelivered: emailResult,
-	EventEmailFailed:    emailResult,
+	EventEmailSent:            emailResult,
+	EventEmailFailed:          emailResult,
+	EventEmailDelivered:       emailResult,
+	EventEmailBounced:         emailResult,
+	EventEmailComplained:      emailResult,
+	EventEmailDeliveryDelayed: emailResult,
 	EventGitHubRefresh: func(d fields) *problem {
 		return first(d.optionalBool("manual"), d.optionalBool("force"))
 	},
@@ -270,6 +279,8 @@ func emailResult(d fields) *problem {
 		d.required("type", oneOf("notification", "confirmation")),
 		d.optional("messageId", nil),
 		d.optional("error", nil),
+		d.optional("runId", nil),
+		d.optional("at", rfc3339),
 	)
 }
 

@@ -34,6 +34,7 @@ type Metrics struct {
 	leaseTakeovers prometheus.Counter
 	storeErrors    *prometheus.CounterVec
 	httpRequests   *prometheus.CounterVec
+	emailDelivery  *prometheus.CounterVec
 }
 
 // New registers every metric in a new registry. depth, when not nil, is
@@ -83,9 +84,13 @@ func New(depth QueueDepth) *Metrics {
 		httpRequests: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "cyberdrew_http_requests_total", Help: "HTTP requests, by route pattern and status code.",
 		}, []string{"route", "code"}),
+		emailDelivery: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "cyberdrew_email_delivery_total",
+			Help: "Delivery statuses Resend's webhooks reported for the contact emails, by email (notification, confirmation) and status (delivered, bounced, complained, delivery_delayed, failed).",
+		}, []string{"email", "status"}),
 	}
 	m.reg.MustRegister(m.eventsAccepted, m.eventsRejected, m.runsStarted, m.runsSkipped, m.runsFinished, m.stepDuration, m.stepConflicts,
-		m.startLag, m.leasesLost, m.leaseTakeovers, m.storeErrors, m.httpRequests,
+		m.startLag, m.leasesLost, m.leaseTakeovers, m.storeErrors, m.httpRequests, m.emailDelivery,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	if depth != nil {
 		m.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
@@ -152,3 +157,9 @@ func (m *Metrics) LeaseTakenOver() { m.leaseTakeovers.Inc() }
 
 // StoreError counts a failed store call.
 func (m *Metrics) StoreError(op string) { m.storeErrors.WithLabelValues(op).Inc() }
+
+// EmailDelivery counts a delivery status reported for one of the contact
+// emails.
+func (m *Metrics) EmailDelivery(email, status string) {
+	m.emailDelivery.WithLabelValues(email, status).Inc()
+}

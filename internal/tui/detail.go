@@ -121,6 +121,17 @@ func (d *detailModel) content(st styles, now time.Time) string {
 		}
 	}
 
+	if len(r.Deliveries) > 0 {
+		b.WriteString("\n" + st.heading.Render("Delivery") + "\n")
+		for _, dl := range r.Deliveries {
+			line := fmt.Sprintf("  %-13s %-17s %s", dl.Email, dl.Status, dl.At.UTC().Format(time.DateTime))
+			if dl.Status == "bounced" || dl.Status == "complained" || dl.Status == "failed" {
+				line = st.errText.Render(line)
+			}
+			b.WriteString(fit(line, w) + "\n")
+		}
+	}
+
 	b.WriteString("\n" + st.heading.Render("Event payload") + "\n")
 	if d.event != nil {
 		b.WriteString(indent(pretty(d.event.Data)) + "\n")

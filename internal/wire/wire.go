@@ -112,6 +112,19 @@ func (r Run) Finished() bool { return Finished(r.Status) }
 type RunDetail struct {
 	Run
 	Steps []Step `json:"steps"`
+	// Deliveries are the latest delivery status of each email the run
+	// sent, as Resend's webhooks reported them; none for other runs.
+	Deliveries []Delivery `json:"deliveries,omitempty"`
+}
+
+// Delivery is the latest status of one email a run sent.
+type Delivery struct {
+	// Email is which of the run's emails: notification or confirmation.
+	Email  string    `json:"email"`
+	Status string    `json:"status"`
+	At     time.Time `json:"at"`
+	// EventID is the event that reported the status.
+	EventID string `json:"event_id"`
 }
 
 // Step is one step of a run.
