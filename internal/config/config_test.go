@@ -95,11 +95,16 @@ func TestValidate(t *testing.T) {
 			c.ResendAPIKey, c.ContactTo, c.ResendBaseURL, c.GitHubAPIURL = "re_x", "me@example.com", "http://127.0.0.1:9/", "https://ghe.example/api/graphql"
 			c.CORSOrigins, c.TrustedProxies = []string{"https://cyberdrew.dev", "*"}, []string{"10.0.0.0/8", "192.0.2.1", "::1"}
 		}, nil},
-		{"resend key without an owner", func(c *config.Serve) { c.ResendAPIKey = "re_x" }, []string{"--contact-to: required when RESEND_API_KEY is set"}},
+		{"resend key without an owner", func(c *config.Serve) { c.ResendAPIKey = "re_x" }, []string{"--contact-to (CYBERDREW_CONTACT_TO): required when RESEND_API_KEY is set"}},
 		{"bad site settings", func(c *config.Serve) {
 			c.ResendBaseURL, c.ContactFrom, c.ContactTo, c.MilestoneWebhook = "ftp://x", "Drew <d@x.io>", "nobody", "hooks.slack.com/secret"
 			c.CORSOrigins, c.TrustedProxies = []string{"cyberdrew.dev"}, []string{"10.0.0.0/33"}
 		}, []string{`--resend-base-url "ftp://x": must be an http(s) URL`, "--milestone-webhook: must be an http(s) URL", `--contact-from "Drew <d@x.io>"`, `--contact-to "nobody"`, `--cors-origins "cyberdrew.dev"`, `--trusted-proxies: "10.0.0.0/33"`}},
+		{"analytics page elsewhere", func(c *config.Serve) { c.AnalyticsPath = "/stats/site" }, nil},
+		{"analytics page off", func(c *config.Serve) { c.AnalyticsPath = config.AnalyticsOff }, nil},
+		{"analytics page on an API path", func(c *config.Serve) { c.AnalyticsPath = "/api/analytics" }, []string{`--analytics-path "/api/analytics": want a path such as /analytics`}},
+		{"analytics page not a path", func(c *config.Serve) { c.AnalyticsPath = "analytics" }, []string{`--analytics-path "analytics"`}},
+		{"analytics page unclean", func(c *config.Serve) { c.AnalyticsPath = "/a/../analytics" }, []string{`--analytics-path "/a/../analytics"`}},
 		{"everything at once", func(c *config.Serve) {
 			c.Addr, c.Workers, c.Retention, c.LogFormat, c.MaxBatch = "10.0.0.5:8288", -1, -time.Hour, "xml", -1
 		}, []string{"INNGEST_EVENT_KEY", "INNGEST_SIGNING_KEY", "--workers", "--retention", "--log-format", "--max-batch"}},

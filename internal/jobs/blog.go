@@ -261,10 +261,13 @@ func HandleMilestone(d Deps) engine.Function {
 				return nil, err
 			}
 			return engine.Step(ctx, run, "notify-author", func(ctx context.Context) (map[string]any, error) {
-				email, err := render(milestoneTemplate, Email{
+				email, err := d.Templates.Render(MailMilestone, Email{
 					From: d.Config.ContactFrom, To: []string{d.Config.ContactTo}, Subject: text,
 					IdempotencyKey: idempotencyKey(run, "notify-author"),
-				}, map[string]any{"Title": title, "Slug": ev.Slug, "Milestone": groupDigits(ev.Milestone), "Total": groupDigits(ev.TotalViews), "ReachedAt": ev.ReachedAt})
+				}, MilestoneMail{
+					Site: d.Config.Site, Title: title, Slug: ev.Slug, Milestone: groupDigits(ev.Milestone),
+					Total: groupDigits(ev.TotalViews), ReachedAt: ev.ReachedAt, PostURL: d.Config.Site.URL + "/blog/" + ev.Slug,
+				})
 				if err != nil {
 					return nil, engine.NonRetriable(err)
 				}

@@ -49,14 +49,14 @@ func ContactFormSubmitted(d Deps) engine.Function {
 			}
 			emails := []struct {
 				step, kind string
-				tpl        mailTemplate
+				mail       string
 				email      Email
 			}{
-				{"send-notification-email", "notification", notificationTemplate, Email{
+				{"send-notification-email", "notification", MailContact, Email{
 					From: d.Config.ContactFrom, To: []string{d.Config.ContactTo}, ReplyTo: sub.Email,
 					Subject: "Contact form: " + sub.Name,
 				}},
-				{"send-confirmation-email", "confirmation", confirmationTemplate, Email{
+				{"send-confirmation-email", "confirmation", MailConfirmation, Email{
 					From: d.Config.ContactFrom, To: []string{sub.Email}, ReplyTo: d.Config.ContactTo,
 					Subject: "Thanks for reaching out!",
 				}},
@@ -66,7 +66,9 @@ func ContactFormSubmitted(d Deps) engine.Function {
 			for _, m := range emails {
 				sent, err := engine.Step(ctx, run, m.step, func(ctx context.Context) (SendResult, error) {
 					m.email.IdempotencyKey = idempotencyKey(run, m.step)
-					e, err := render(m.tpl, m.email, sub)
+					e, err := d.Templates.Render(m.mail, m.email, ContactMail{
+						Site: d.Config.Site, Name: sub.Name, Email: sub.Email, Message: sub.Message, SubmittedAt: sub.SubmittedAt,
+					})
 					if err != nil {
 						return SendResult{}, engine.NonRetriable(err)
 					}
