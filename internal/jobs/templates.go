@@ -140,7 +140,7 @@ func LoadTemplates(dir string) (*Templates, error) {
 	for _, f := range templateFiles() {
 		b, err := embeddedTemplates.ReadFile("mailtemplates/" + f)
 		if err != nil {
-			return nil, fmt.Errorf("templates: embedded %s: %w", f, err)
+			return nil, fmt.Errorf("email templates: embedded %s: %w", f, err)
 		}
 		src[f], where[f] = string(b), "embedded "+f
 	}
@@ -148,7 +148,7 @@ func LoadTemplates(dir string) (*Templates, error) {
 	if dir != "" {
 		entries, err := os.ReadDir(dir)
 		if err != nil {
-			return nil, fmt.Errorf("templates: %w", err)
+			return nil, fmt.Errorf("email templates: %w", err)
 		}
 		for _, e := range entries {
 			path := filepath.Join(dir, e.Name())
@@ -156,11 +156,11 @@ func LoadTemplates(dir string) (*Templates, error) {
 				continue
 			}
 			if !slices.Contains(templateFiles(), e.Name()) {
-				return nil, fmt.Errorf("templates: %s: not a template of cyberdrew (want one of %s)", path, strings.Join(templateFiles(), ", "))
+				return nil, fmt.Errorf("email templates: %s: not a template of cyberdrew (want one of %s)", path, strings.Join(templateFiles(), ", "))
 			}
 			b, err := fs.ReadFile(os.DirFS(dir), e.Name())
 			if err != nil {
-				return nil, fmt.Errorf("templates: %w", err)
+				return nil, fmt.Errorf("email templates: %w", err)
 			}
 			src[e.Name()], where[e.Name()] = string(b), path
 			t.Overridden = append(t.Overridden, path)
@@ -171,23 +171,23 @@ func LoadTemplates(dir string) (*Templates, error) {
 		h := htmltemplate.New(m)
 		for _, f := range []string{layoutHTML, htmlFile(m)} {
 			if _, err := h.New(f).Parse(src[f]); err != nil {
-				return nil, fmt.Errorf("templates: %s: %w", where[f], err)
+				return nil, fmt.Errorf("email templates: %s: %w", where[f], err)
 			}
 		}
 		x := texttemplate.New(m)
 		for _, f := range []string{layoutText, textFile(m)} {
 			if _, err := x.New(f).Parse(src[f]); err != nil {
-				return nil, fmt.Errorf("templates: %s: %w", where[f], err)
+				return nil, fmt.Errorf("email templates: %s: %w", where[f], err)
 			}
 		}
 		mt.html, mt.text = h, x
 		t.mails[m] = mt
 		sample, _ := SampleMail(m, DefaultBrand)
 		if _, err := mt.renderHTML(sample); err != nil {
-			return nil, fmt.Errorf("templates: %s with %s: %w", where[htmlFile(m)], where[layoutHTML], err)
+			return nil, fmt.Errorf("email templates: %s with %s: %w", where[htmlFile(m)], where[layoutHTML], err)
 		}
 		if _, err := mt.renderText(sample); err != nil {
-			return nil, fmt.Errorf("templates: %s with %s: %w", where[textFile(m)], where[layoutText], err)
+			return nil, fmt.Errorf("email templates: %s with %s: %w", where[textFile(m)], where[layoutText], err)
 		}
 	}
 	return t, nil
