@@ -164,6 +164,9 @@ func New(ctx context.Context, cfg config.Serve, logger *slog.Logger, opts Option
 	siteCfg := site.Config{
 		Origins: cfg.CORSOrigins, TrustedProxies: proxies, GitHubUser: cfg.GitHubUser, Prefix: cfg.SitePrefix,
 	}
+	if cfg.AnalyticsPath != config.AnalyticsOff {
+		siteCfg.AnalyticsPage = cfg.AnalyticsPath
+	}
 	if cfg.GitHubToken == "" {
 		siteCfg.RefreshDisabled = jobs.ErrNoGitHubToken.Error()
 	}

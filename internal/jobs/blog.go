@@ -350,8 +350,8 @@ func fetchPosts(ctx context.Context, kv store.KV, keys Keys, now time.Time) ([]T
 			return nil, fmt.Errorf("scan posts: %w", err)
 		}
 		for _, key := range batch {
-			slug := strings.TrimPrefix(key, prefix)
-			if strings.Contains(slug, ":") || !ValidSlug(slug) {
+			slug, ok := postOfCounter(prefix, key)
+			if !ok {
 				continue // a :day: counter, or not a post
 			}
 			p := TrendingPost{Slug: slug, Title: slug}
