@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	htmltemplate "html/template"
-	"io/fs"
 	"os"
 	"path/filepath"
 	"slices"
@@ -158,7 +157,7 @@ func LoadTemplates(dir string) (*Templates, error) {
 			if !slices.Contains(templateFiles(), e.Name()) {
 				return nil, fmt.Errorf("email templates: %s: not a template of cyberdrew (want one of %s)", path, strings.Join(templateFiles(), ", "))
 			}
-			b, err := fs.ReadFile(os.DirFS(dir), e.Name())
+			b, err := os.ReadFile(path)
 			if err != nil {
 				return nil, fmt.Errorf("email templates: %w", err)
 			}

@@ -99,7 +99,7 @@ func newChart(days []jobs.DayViews) chart {
 	return c
 }
 
-// num writes an SVG length with at most two decimals.
+// num writes an SVG length with two decimals.
 func num(f float64) string { return strconv.FormatFloat(f, 'f', 2, 64) }
 
 // page serves the analytics page: HTML, cacheable for pageMaxAge seconds,
