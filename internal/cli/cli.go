@@ -163,7 +163,7 @@ watch and steer all of it.
 	serve.GroupID, version.GroupID = groupDaemon, groupDaemon
 	root.AddCommand(serve, version,
 		newSendCmd(opts), newRefreshCmd(opts), newSummaryCmd(opts),
-		newRunsCmd(opts), newEventsCmd(opts), newFunctionsCmd(opts), newDashCmd(opts))
+		newRunsCmd(opts), newEventsCmd(opts), newFunctionsCmd(opts), newDashCmd(opts), newEmailCmd(opts))
 	return root
 }
 

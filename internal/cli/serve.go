@@ -59,6 +59,8 @@ var serveSettings = []setting{
 	{flag: "site-prefix", env: []string{"CYBERDREW_SITE_PREFIX"}},
 	{flag: "cors-origins", env: []string{"CYBERDREW_CORS_ORIGINS"}},
 	{flag: "trusted-proxies", env: []string{"CYBERDREW_TRUSTED_PROXIES"}},
+	{flag: "templates", env: []string{"CYBERDREW_TEMPLATES"}},
+	{flag: "analytics-path", env: []string{"CYBERDREW_ANALYTICS_PATH"}},
 }
 
 // serveOptions is the serve command's state: the configuration its flags
@@ -133,6 +135,8 @@ both set.`,
 	fs.StringVar(&c.GitHubWebhookSecret, "github-webhook-secret", "", "secret of the GitHub webhook; unset turns POST /webhooks/github off")
 	fs.StringVar(&c.SitePrefix, "site-prefix", c.SitePrefix, "prefix of the site's data keys")
 	fs.Var(listValue{&c.CORSOrigins}, "cors-origins", "origins allowed to call the site routes from a browser, comma-separated (* for any)")
+	fs.StringVar(&c.Templates, "templates", c.Templates, "directory of email templates (layout.html.tmpl, contact.txt.tmpl, …) that replace the built-in ones of the same name; checked at start-up")
+	fs.StringVar(&c.AnalyticsPath, "analytics-path", c.AnalyticsPath, "path of the public analytics page, or off")
 	fs.Var(listValue{&c.TrustedProxies}, "trusted-proxies", "proxies (CIDRs or addresses, comma-separated) whose X-Forwarded-For the site routes trust for the client address; opens nothing without keys")
 
 	for _, s := range serveSettings {

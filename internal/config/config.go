@@ -13,6 +13,7 @@ import (
 	"net/mail"
 	"net/netip"
 	"net/url"
+	"path"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -41,6 +42,10 @@ const (
 	DefaultLogFormat      = LogAuto
 	DefaultContactFrom    = "contact@cyberdrew.dev"
 	DefaultGitHubUser     = "dcyfr"
+	// DefaultAnalyticsPath serves the public analytics page; AnalyticsOff
+	// as the path turns it off.
+	DefaultAnalyticsPath = "/analytics"
+	AnalyticsOff         = "off"
 	// DBFile is the embedded store's file name inside the data dir.
 	DBFile = "cyberdrew.db"
 )
@@ -110,6 +115,12 @@ type Serve struct {
 	GitHubWebhookSecret string
 	SitePrefix          string
 	CORSOrigins         []string
+	// Templates is a directory whose email templates replace the embedded
+	// ones of the same name; empty uses the embedded ones.
+	Templates string
+	// AnalyticsPath serves the public analytics page; AnalyticsOff turns
+	// it off.
+	AnalyticsPath string
 	// TrustedProxies (CIDRs or single addresses) are the proxies whose
 	// X-Forwarded-For the site routes take as the client's address. They
 	// open nothing: a request through any proxy needs the keys.
@@ -136,6 +147,7 @@ func DefaultServe(getenv func(string) string) Serve {
 		MaxStreams:          DefaultMaxStreams,
 		ContactFrom:         DefaultContactFrom,
 		GitHubUser:          DefaultGitHubUser,
+		AnalyticsPath:       DefaultAnalyticsPath,
 	}
 }
 
@@ -245,13 +257,16 @@ func (c Serve) Validate() error {
 		fail("--contact-to %q: must be an email address", c.ContactTo)
 	}
 	if c.ResendAPIKey != "" && c.ContactTo == "" {
-		fail("--contact-to: required when RESEND_API_KEY is set (the owner receives the contact form)")
+		fail("--contact-to (CYBERDREW_CONTACT_TO): required when RESEND_API_KEY is set (the owner receives the contact form and milestone news)")
 	}
 	if c.GitHubUser == "" {
 		fail("--github-user: must not be empty")
 	}
 	if c.ResendWebhookSecret != "" && !svixSecret(c.ResendWebhookSecret) {
 		fail("--resend-webhook-secret: must be the endpoint's signing secret as Resend shows it, whsec_ then base64")
+	}
+	if p := c.AnalyticsPath; p != AnalyticsOff && !sitePagePath(p) {
+		fail("--analytics-path %q: want a path such as /analytics, outside the API routes, or off", p)
 	}
 	if strings.ContainsAny(c.SitePrefix, " \t\r\n") {
 		fail("--site-prefix %q: must not contain spaces", c.SitePrefix)
@@ -296,6 +311,21 @@ func svixSecret(s string) bool {
 	}
 	_, err := base64.StdEncoding.DecodeString(key)
 	return err == nil
+}
+
+// sitePagePath reports whether p can serve a site page: an absolute,
+// clean path of its own, clear of the JSON routes, the admin API and the
+// event API.
+func sitePagePath(p string) bool {
+	if p == "/" || !strings.HasPrefix(p, "/") || path.Clean(p) != p || strings.ContainsAny(p, " \t\r\n{}?#") {
+		return false
+	}
+	for _, taken := range []string{"/api", "/v1", "/e", "/metrics", "/health", "/healthz", "/readyz", "/webhooks"} {
+		if p == taken || strings.HasPrefix(p, taken+"/") {
+			return false
+		}
+	}
+	return true
 }
 
 // httpURL reports whether s is an absolute http(s) URL.
@@ -372,6 +402,8 @@ func (c Serve) LogValue() slog.Value {
 		slog.Bool("resend_webhook_secret", c.ResendWebhookSecret != ""),
 		slog.Bool("github_webhook_secret", c.GitHubWebhookSecret != ""),
 		slog.String("site_prefix", c.SitePrefix),
+		slog.String("templates", c.Templates),
+		slog.String("analytics_path", c.AnalyticsPath),
 		slog.Any("cors_origins", c.CORSOrigins),
 		slog.Any("trusted_proxies", c.TrustedProxies),
 	)

@@ -108,11 +108,16 @@ func TestValidate(t *testing.T) {
 			"--resend-webhook-secret: must be the endpoint's signing secret as Resend shows it, whsec_ then base64",
 		}},
 		{"a Resend webhook secret cut short", func(c *config.Serve) { c.ResendWebhookSecret = "whsec_MfKQ9r8GKYqrTwjUPD8" }, []string{"--resend-webhook-secret"}},
-		{"resend key without an owner", func(c *config.Serve) { c.ResendAPIKey = "re_x" }, []string{"--contact-to: required when RESEND_API_KEY is set"}},
+		{"resend key without an owner", func(c *config.Serve) { c.ResendAPIKey = "re_x" }, []string{"--contact-to (CYBERDREW_CONTACT_TO): required when RESEND_API_KEY is set"}},
 		{"bad site settings", func(c *config.Serve) {
 			c.ResendBaseURL, c.ContactFrom, c.ContactTo, c.MilestoneWebhook = "ftp://x", "Drew <d@x.io>", "nobody", "hooks.slack.com/secret"
 			c.CORSOrigins, c.TrustedProxies = []string{"cyberdrew.dev"}, []string{"10.0.0.0/33"}
 		}, []string{`--resend-base-url "ftp://x": must be an http(s) URL`, "--milestone-webhook: must be an http(s) URL", `--contact-from "Drew <d@x.io>"`, `--contact-to "nobody"`, `--cors-origins "cyberdrew.dev"`, `--trusted-proxies: "10.0.0.0/33"`}},
+		{"analytics page elsewhere", func(c *config.Serve) { c.AnalyticsPath = "/stats/site" }, nil},
+		{"analytics page off", func(c *config.Serve) { c.AnalyticsPath = config.AnalyticsOff }, nil},
+		{"analytics page on an API path", func(c *config.Serve) { c.AnalyticsPath = "/api/analytics" }, []string{`--analytics-path "/api/analytics": want a path such as /analytics`}},
+		{"analytics page not a path", func(c *config.Serve) { c.AnalyticsPath = "analytics" }, []string{`--analytics-path "analytics"`}},
+		{"analytics page unclean", func(c *config.Serve) { c.AnalyticsPath = "/a/../analytics" }, []string{`--analytics-path "/a/../analytics"`}},
 		{"everything at once", func(c *config.Serve) {
 			c.Addr, c.Workers, c.Retention, c.LogFormat, c.MaxBatch = "10.0.0.5:8288", -1, -time.Hour, "xml", -1
 		}, []string{"INNGEST_EVENT_KEY", "INNGEST_SIGNING_KEY", "--workers", "--retention", "--log-format", "--max-batch"}},

@@ -170,6 +170,9 @@ func New(ctx context.Context, cfg config.Serve, logger *slog.Logger, opts Option
 	siteCfg := site.Config{
 		Origins: cfg.CORSOrigins, TrustedProxies: proxies, GitHubUser: cfg.GitHubUser, Prefix: cfg.SitePrefix,
 	}
+	if cfg.AnalyticsPath != config.AnalyticsOff {
+		siteCfg.AnalyticsPage = cfg.AnalyticsPath
+	}
 	if cfg.GitHubToken == "" {
 		siteCfg.RefreshDisabled = jobs.ErrNoGitHubToken.Error()
 	}
@@ -225,6 +228,14 @@ func siteDeps(cfg config.Serve, st store.Store, clock clockwork.Clock, logger *s
 		},
 	}
 	log := logger.With("component", "daemon")
+	tpl, err := jobs.LoadTemplates(cfg.Templates)
+	if err != nil {
+		return deps, fmt.Errorf("daemon: --templates: %w", err)
+	}
+	if len(tpl.Overridden) > 0 {
+		log.Info("email templates overridden", "files", tpl.Overridden)
+	}
+	deps.Templates = tpl
 	if cfg.ResendAPIKey != "" {
 		m, err := jobs.NewResendMailer(cfg.ResendAPIKey, cfg.ResendBaseURL, nil, clock)
 		if err != nil {
@@ -235,6 +246,10 @@ func siteDeps(cfg config.Serve, st store.Store, clock clockwork.Clock, logger *s
 		dir := filepath.Join(cfg.DataDir, "outbox")
 		deps.Mailer = jobs.Outbox{Dir: dir}
 		log.Warn("RESEND_API_KEY is not set: emails go to the dev outbox, not delivered", "outbox", dir)
+		if cfg.ContactTo == "" {
+			log.Warn("CYBERDREW_CONTACT_TO is not set: in dev the owner's mail (contact notifications, milestones) goes to the From address, in the dev outbox; production (RESEND_API_KEY set) requires it",
+				"owner", cfg.ContactFrom, "outbox", dir)
+		}
 	}
 	if cfg.GitHubToken != "" {
 		deps.GitHub = jobs.NewGitHubClient(cfg.GitHubToken, cfg.GitHubAPIURL, nil, clock)

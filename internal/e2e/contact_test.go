@@ -7,6 +7,8 @@ import (
 	"slices"
 	"strings"
 	"testing"
+
+	"github.com/jonboulle/clockwork"
 )
 
 // form is one contact form as a visitor fills it in.
@@ -141,4 +143,48 @@ func describe(all []email) string {
 		fmt.Fprintf(&b, "  to %v reply-to %q: %s\n", e.To, e.ReplyTo, e.Subject)
 	}
 	return b.String()
+}
+
+// TestContactMailIsBranded sends a contact form whose name and message
+// carry a script, as a hostile visitor would, and checks what the fake
+// Resend received through resend-go: both emails with an HTML body in the
+// site's layout (its name, the colour-scheme declaration, the footer) and
+// a plain-text body from the same data, the script shown as text in the
+// HTML and as written in the text.
+func TestContactMailIsBranded(t *testing.T) {
+	t.Parallel()
+	d := deploy(t, "sqlite", clockwork.NewFakeClockAt(epoch))
+	f := form{`Mallory <script>alert(1)</script>`, "mallory@example.com", `Hello <script>alert("x")</script> & goodbye`}
+	if r := visitorN(0).post(t, d, "/api/contact", "/contact", contactBody(f)); r.status != http.StatusOK {
+		t.Fatalf("POST /api/contact = %d %s", r.status, r.body)
+	}
+	d.awaitRuns(t, "contact-form-submitted", 1)
+	for _, c := range []struct {
+		to, heading, footer string
+	}{
+		{owner, "New contact form submission", "Sent by the contact form of cyberdrew.dev"},
+		{f.Email, "Thanks for reaching out!", "You receive this because you wrote through the contact form of cyberdrew.dev"},
+	} {
+		got := d.resend.to(c.to)
+		if len(got) != 1 {
+			t.Fatalf("%s got %d emails, want 1", c.to, len(got))
+		}
+		e := got[0]
+		for _, want := range []string{
+			`<meta name="color-scheme" content="light dark">`, `>cyberdrew.dev</a>`, c.heading, c.footer,
+			`Mallory &lt;script&gt;alert(1)&lt;/script&gt;`, `Hello &lt;script&gt;alert(&#34;x&#34;)&lt;/script&gt; &amp; goodbye`,
+		} {
+			if !strings.Contains(e.HTML, want) {
+				t.Errorf("the HTML body to %s lacks %s:\n%s", c.to, want, e.HTML)
+			}
+		}
+		if strings.Contains(e.HTML, "<script") {
+			t.Errorf("the HTML body to %s carries a live script", c.to)
+		}
+		for _, want := range []string{"cyberdrew.dev\n", c.footer, f.Message, "https://cyberdrew.dev\n"} {
+			if !strings.Contains(e.Text, want) {
+				t.Errorf("the text body to %s lacks %q:\n%s", c.to, want, e.Text)
+			}
+		}
+	}
 }

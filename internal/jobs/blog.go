@@ -255,10 +255,13 @@ func HandleMilestone(d Deps) engine.Function {
 				return nil, err
 			}
 			return engine.Step(ctx, run, "notify-author", func(ctx context.Context) (map[string]any, error) {
-				email, err := render(milestoneTemplate, Email{
+				email, err := d.Templates.Render(MailMilestone, Email{
 					From: d.Config.ContactFrom, To: []string{d.Config.ContactTo}, Subject: text,
 					IdempotencyKey: idempotencyKey(run, "notify-author"),
-				}, map[string]any{"Title": title, "Slug": ev.Slug, "Milestone": groupDigits(ev.Milestone), "Total": groupDigits(ev.TotalViews), "ReachedAt": ev.ReachedAt})
+				}, MilestoneMail{
+					Site: d.Config.Site, Title: title, Slug: ev.Slug, Milestone: groupDigits(ev.Milestone),
+					Total: groupDigits(ev.TotalViews), ReachedAt: ev.ReachedAt, PostURL: d.Config.Site.URL + "/blog/" + ev.Slug,
+				})
 				if err != nil {
 					return nil, engine.NonRetriable(err)
 				}
@@ -342,8 +345,8 @@ func fetchPosts(ctx context.Context, kv KVReader, keys Keys, now time.Time) ([]T
 			return nil, fmt.Errorf("scan posts: %w", err)
 		}
 		for _, key := range batch {
-			slug := strings.TrimPrefix(key, prefix)
-			if strings.Contains(slug, ":") || !ValidSlug(slug) {
+			slug, ok := postOfCounter(prefix, key)
+			if !ok {
 				continue // a :day: counter, or not a post
 			}
 			p := TrendingPost{Slug: slug, Title: slug}

@@ -52,14 +52,14 @@ func ContactFormSubmitted(d Deps) engine.Function {
 			}
 			emails := []struct {
 				step, kind string
-				tpl        mailTemplate
+				mail       string
 				email      Email
 			}{
-				{"send-notification-email", EmailNotification, notificationTemplate, Email{
+				{"send-notification-email", EmailNotification, MailContact, Email{
 					From: d.Config.ContactFrom, To: []string{d.Config.ContactTo}, ReplyTo: sub.Email,
 					Subject: "Contact form: " + sub.Name,
 				}},
-				{"send-confirmation-email", EmailConfirmation, confirmationTemplate, Email{
+				{"send-confirmation-email", EmailConfirmation, MailConfirmation, Email{
 					From: d.Config.ContactFrom, To: []string{sub.Email}, ReplyTo: d.Config.ContactTo,
 					Subject: "Thanks for reaching out!",
 				}},
@@ -71,7 +71,9 @@ func ContactFormSubmitted(d Deps) engine.Function {
 				// the step's result, so a sent email is indexed exactly once.
 				sent, err := engine.StepTx(ctx, run, m.step, func(ctx context.Context, tx *store.Tx) (SendResult, error) {
 					m.email.IdempotencyKey = idempotencyKey(run, m.step)
-					e, err := render(m.tpl, m.email, sub)
+					e, err := d.Templates.Render(m.mail, m.email, ContactMail{
+						Site: d.Config.Site, Name: sub.Name, Email: sub.Email, Message: sub.Message, SubmittedAt: sub.SubmittedAt,
+					})
 					if err != nil {
 						return SendResult{}, engine.NonRetriable(err)
 					}

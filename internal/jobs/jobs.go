@@ -34,6 +34,8 @@ type Config struct {
 	MilestoneWebhook string
 	// Prefix is prepended to every data key (CYBERDREW_SITE_PREFIX).
 	Prefix string
+	// Site is how the emails present the site; zero takes DefaultBrand.
+	Site Brand
 }
 
 // Deps are what the functions need. KV, Clock and Mailer are required;
@@ -47,6 +49,8 @@ type Deps struct {
 	Clock  clockwork.Clock
 	Mailer Mailer
 	GitHub GitHub
+	// Templates render the emails; nil takes the embedded ones.
+	Templates *Templates
 	// HTTP posts the milestone webhook; nil uses a client with a timeout.
 	HTTP   *http.Client
 	Config Config
@@ -76,6 +80,12 @@ func (d Deps) withDefaults() Deps {
 	}
 	if d.Config.ContactTo == "" {
 		d.Config.ContactTo = d.Config.ContactFrom
+	}
+	if d.Config.Site == (Brand{}) {
+		d.Config.Site = DefaultBrand
+	}
+	if d.Templates == nil {
+		d.Templates = DefaultTemplates()
 	}
 	if d.Config.GitHubUser == "" {
 		d.Config.GitHubUser = DefaultGitHubUser

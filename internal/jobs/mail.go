@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	htmltemplate "html/template"
 	"io"
 	"mime"
 	"net/http"
@@ -15,7 +14,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	texttemplate "text/template"
 	"time"
 
 	"github.com/jonboulle/clockwork"
@@ -240,74 +238,6 @@ func (o Outbox) Send(_ context.Context, e Email) (SendResult, error) {
 	}
 	return SendResult{Outbox: path, Note: "RESEND_API_KEY is not set: written to the dev outbox, not delivered"}, nil
 }
-
-// mailTemplate is a message's HTML and text bodies.
-type mailTemplate struct {
-	html *htmltemplate.Template
-	text *texttemplate.Template
-}
-
-func newMailTemplate(name, html, text string) mailTemplate {
-	return mailTemplate{
-		html: htmltemplate.Must(htmltemplate.New(name).Parse(html)),
-		text: texttemplate.Must(texttemplate.New(name).Parse(text)),
-	}
-}
-
-// render fills e's bodies from t with data. The HTML template escapes
-// every value, so user input arrives as text.
-func render(t mailTemplate, e Email, data any) (Email, error) {
-	var h, x bytes.Buffer
-	if err := t.html.Execute(&h, data); err != nil {
-		return e, fmt.Errorf("render html: %w", err)
-	}
-	if err := t.text.Execute(&x, data); err != nil {
-		return e, fmt.Errorf("render text: %w", err)
-	}
-	e.HTML, e.Text = h.String(), x.String()
-	return e, nil
-}
-
-var (
-	notificationTemplate = newMailTemplate("notification",
-		`<h2>New contact form submission</h2>
-<p><strong>From:</strong> {{.Name}} &lt;{{.Email}}&gt;<br>
-<strong>Submitted:</strong> {{.SubmittedAt}}</p>
-<p style="white-space: pre-wrap">{{.Message}}</p>
-`,
-		`New contact form submission
-
-From: {{.Name}} <{{.Email}}>
-Submitted: {{.SubmittedAt}}
-
-{{.Message}}
-`)
-	confirmationTemplate = newMailTemplate("confirmation",
-		`<p>Hi {{.Name}},</p>
-<p>Thanks for reaching out! I received your message and will get back to you soon.</p>
-<p>Your message:</p>
-<blockquote style="white-space: pre-wrap">{{.Message}}</blockquote>
-<p>— Drew</p>
-`,
-		`Hi {{.Name}},
-
-Thanks for reaching out! I received your message and will get back to you soon.
-
-Your message:
-
-{{.Message}}
-
-— Drew
-`)
-	milestoneTemplate = newMailTemplate("milestone",
-		`<p><strong>{{.Title}}</strong> just passed {{.Milestone}} views ({{.Total}} in all, at {{.ReachedAt}}).</p>
-<p>Slug: {{.Slug}}</p>
-`,
-		`{{.Title}} just passed {{.Milestone}} views ({{.Total}} in all, at {{.ReachedAt}}).
-
-Slug: {{.Slug}}
-`)
-)
 
 // postWebhook POSTs body as JSON to the milestone webhook, classifying
 // failures as the mailer does. The URL is a secret and never logged.

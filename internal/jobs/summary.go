@@ -205,14 +205,7 @@ func summarize(req SummaryRequest, c collected) Summary {
 		return a.Views > b.Views || (a.Views == b.Views && a.Slug < b.Slug)
 	})
 	s.TopPosts = s.TopPosts[:min(len(s.TopPosts), summaryTopSize)]
-	for h, n := range c.Referrers {
-		s.TopReferrers = append(s.TopReferrers, ReferrerCount{Host: h, Views: n})
-	}
-	sort.Slice(s.TopReferrers, func(i, j int) bool {
-		a, b := s.TopReferrers[i], s.TopReferrers[j]
-		return a.Views > b.Views || (a.Views == b.Views && a.Host < b.Host)
-	})
-	s.TopReferrers = s.TopReferrers[:min(len(s.TopReferrers), summaryTopSize)]
+	s.TopReferrers = rankReferrers(c.Referrers, summaryTopSize)
 	sort.Slice(s.NewMilestones, func(i, j int) bool {
 		a, b := s.NewMilestones[i], s.NewMilestones[j]
 		if a.Date != b.Date {

@@ -28,6 +28,7 @@ const (
 	minUserAgent     = 10
 	maxDailyDays     = 90
 	defaultDailyDays = 7
+	defaultSiteDays  = 30
 	refreshRetry     = "30"
 )
 
@@ -241,19 +242,59 @@ func (s *Server) contributions(w http.ResponseWriter, r *http.Request) error {
 
 // analytics serves the trending list.
 func (s *Server) analytics(w http.ResponseWriter, r *http.Request) error {
+	trending, err := s.trending(r)
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"trending": trending})
+	return nil
+}
+
+// trending reads the list calculate-trending stores; empty before its
+// first run.
+func (s *Server) trending(r *http.Request) ([]jobs.TrendingPost, error) {
 	trending := []jobs.TrendingPost{}
 	raw, err := s.kv.Get(r.Context(), s.keys.Trending())
 	switch {
 	case errors.Is(err, store.ErrNotFound):
 	case err != nil:
-		return err
+		return nil, err
 	default:
 		if err := json.Unmarshal([]byte(raw), &trending); err != nil {
-			return err
+			return nil, err
 		}
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"trending": trending})
+	return trending, nil
+}
+
+// siteTraffic serves the site-wide aggregates: total views, views of every
+// post per day for the last days (today included, oldest first), and the
+// top referrer hosts of those days.
+func (s *Server) siteTraffic(w http.ResponseWriter, r *http.Request) error {
+	days, err := daysParam(r, defaultSiteDays)
+	if err != nil {
+		return err
+	}
+	t, err := jobs.ReadSiteTraffic(r.Context(), s.kv, s.keys, s.clock.Now(), days)
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, t)
 	return nil
+}
+
+// daysParam reads the days query parameter: 1 to maxDailyDays, def when
+// absent.
+func daysParam(r *http.Request, def int) (int, error) {
+	v := r.URL.Query().Get("days")
+	if v == "" {
+		return def, nil
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil || n < 1 || n > maxDailyDays {
+		return 0, fail(http.StatusBadRequest, "days must be a whole number from 1 to 90")
+	}
+	return n, nil
 }
 
 // dayCount is one day of a post's views.
@@ -270,13 +311,9 @@ func (s *Server) daily(w http.ResponseWriter, r *http.Request) error {
 	if !jobs.ValidSlug(slug) {
 		return fail(http.StatusBadRequest, "Invalid slug")
 	}
-	days := defaultDailyDays
-	if v := q.Get("days"); v != "" {
-		n, err := strconv.Atoi(v)
-		if err != nil || n < 1 || n > maxDailyDays {
-			return fail(http.StatusBadRequest, "days must be a whole number from 1 to 90")
-		}
-		days = n
+	days, err := daysParam(r, defaultDailyDays)
+	if err != nil {
+		return err
 	}
 	counts, err := s.lastDays(r, slug, days)
 	if err != nil {

@@ -1,8 +1,9 @@
 // Package site serves the website's public routes (JOBS.md, "Site routes"):
 // the contact form, view tracking, the GitHub contributions cache and the
-// analytics reads. Writes become events published through the engine; reads
-// come from the same key-value data the jobs keep. Every answer is JSON;
-// each route has its own rate-limit bucket; CORS follows an allow-list.
+// analytics reads, and the public analytics page built from those reads.
+// Writes become events published through the engine; reads come from the
+// same key-value data the jobs keep. Every /api answer is JSON; each route
+// has its own rate-limit bucket; CORS follows an allow-list.
 package site
 
 import (
@@ -48,6 +49,9 @@ type Config struct {
 	RefreshDisabled string
 	// Prefix is the data keys' prefix (CYBERDREW_SITE_PREFIX).
 	Prefix string
+	// AnalyticsPage is the path of the public analytics page; empty
+	// serves none.
+	AnalyticsPage string
 }
 
 // Server holds the routes' state.
@@ -108,6 +112,10 @@ func (s *Server) Routes() map[string]http.Handler {
 	add(http.MethodGet, "/api/github-contributions", s.contributions)
 	add(http.MethodGet, "/api/analytics", s.analytics)
 	add(http.MethodGet, "/api/analytics/daily", s.daily)
+	add(http.MethodGet, "/api/analytics/site", s.siteTraffic)
+	if p := s.cfg.AnalyticsPage; p != "" {
+		routes["GET "+p] = http.HandlerFunc(s.page)
+	}
 	return routes
 }
 

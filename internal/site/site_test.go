@@ -377,3 +377,110 @@ func TestCORS(t *testing.T) {
 		}
 	})
 }
+
+// seedTraffic writes what track-post-view keeps for three days of views:
+// the posts' counters, the day's post and referrer sets and the referrer
+// counters, and a referrer from before the 30-day window.
+func (b *bundle) seedTraffic(t *testing.T) {
+	t.Helper()
+	keys := jobs.Keys{Prefix: "site:"}
+	for k, v := range map[string]string{
+		keys.PostViews("a/b"):                                  "42",
+		keys.PostViews("c"):                                    "8",
+		keys.PostDayViews("a/b", "2025-03-12"):                 "3",
+		keys.PostDayViews("c", "2025-03-12"):                   "1",
+		keys.PostDayViews("a/b", "2025-03-10"):                 "2",
+		keys.DayReferrer("2025-03-12", "news.ycombinator.com"): "3",
+		keys.DayReferrer("2025-03-10", "www.google.com"):       "1",
+		keys.DayReferrer("2025-02-01", "old.example"):          "100",
+	} {
+		b.seed(t, k, v)
+	}
+	for k, members := range map[string][]string{
+		keys.DayPosts("2025-03-12"):     {"a/b", "c"},
+		keys.DayPosts("2025-03-10"):     {"a/b"},
+		keys.DayReferrers("2025-03-12"): {"news.ycombinator.com"},
+		keys.DayReferrers("2025-03-10"): {"www.google.com"},
+		keys.DayReferrers("2025-02-01"): {"old.example"},
+		keys.DayVisitors("2025-03-12"):  {"visitor-hash-1"},
+	} {
+		if _, err := b.st.SetAdd(b.ctx, k, 0, members...); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// TestSiteTrafficRead checks GET /api/analytics/site: the all-time total,
+// every post's views per day with the empty days, the top referrers of the
+// window, and nothing about a visitor.
+func TestSiteTrafficRead(t *testing.T) {
+	t.Parallel()
+	backendtest.OnEach(t, func(t *testing.T, be backendtest.Backend) {
+		b := setup(t, be, site.Config{Prefix: "site:"})
+		get := func(p string) reply { return b.do(t, req{method: "GET", path: p}) }
+		check(t, "nothing yet", get("/api/analytics/site?days=2"), reply{200, `{"totalViews":0,"days":[{"date":"2025-03-11","views":0},{"date":"2025-03-12","views":0}],"topReferrers":[]}`, nil})
+		b.seedTraffic(t)
+		check(t, "three days", get("/api/analytics/site?days=3"), reply{200, `{"totalViews":50,"days":[{"date":"2025-03-10","views":2},{"date":"2025-03-11","views":0},{"date":"2025-03-12","views":4}],"topReferrers":[{"host":"news.ycombinator.com","views":3},{"host":"www.google.com","views":1}]}`, nil})
+		if got := get("/api/analytics/site"); got.status != 200 || strings.Count(got.body, `"date"`) != 30 || strings.Contains(got.body, "old.example") || strings.Contains(got.body, "visitor") {
+			t.Errorf("default window: %d %s, want 30 days without the older referrer or any visitor", got.status, got.body)
+		}
+		check(t, "bad days", get("/api/analytics/site?days=0"), reply{400, `{"error":"days must be a whole number from 1 to 90"}`, nil})
+	})
+}
+
+// TestAnalyticsPage checks the page's HTTP side: HTML with the data, cache
+// headers, a 304 for its ETag, HEAD without a body, the title of a post
+// escaped, and no page when it is off.
+func TestAnalyticsPage(t *testing.T) {
+	t.Parallel()
+	backendtest.OnEach(t, func(t *testing.T, be backendtest.Backend) {
+		b := setup(t, be, site.Config{Prefix: "site:", AnalyticsPage: "/stats"})
+		b.seedTraffic(t)
+		b.seed(t, "site:blog:trending", `[{"slug":"a/b","title":"<script>alert(1)</script>","views":42,"recentViews":5,"score":0.6}]`)
+		got := b.do(t, req{method: "GET", path: "/stats"})
+		h := got.header
+		if got.status != 200 || h.Get("Content-Type") != "text/html; charset=utf-8" || h.Get("Cache-Control") != "public, max-age=60" || h.Get("ETag") == "" {
+			t.Fatalf("GET /stats: %d %v", got.status, h)
+		}
+		if csp := h.Get("Content-Security-Policy"); !strings.Contains(csp, "default-src 'none'") || strings.Contains(csp, "script-src") {
+			t.Errorf("Content-Security-Policy %q, want no script allowed", csp)
+		}
+		for _, want := range []string{
+			`<html lang="en">`, `<main>`, `<h1>Analytics</h1>`, `id="total-views">50<`, `6 in the last 30 days`,
+			`<svg class="chart" id="daily-chart" role="img" aria-labelledby="chart-title chart-desc"`,
+			`the busiest, 2025-03-12, had 4 views.`,
+			`height="190.00" data-date="2025-03-12" data-views="4"`, `height="95.00" data-date="2025-03-10" data-views="2"`,
+			`<th scope="row">2025-03-11</th><td class="num">0</td>`,
+			`&lt;script&gt;alert(1)&lt;/script&gt;</a>`, `href="https://cyberdrew.dev/blog/a/b"`,
+			`<th scope="row">news.ycombinator.com</th><td class="num">3</td>`,
+		} {
+			if !strings.Contains(got.body, want) {
+				t.Errorf("the page lacks %s", want)
+			}
+		}
+		if n := strings.Count(got.body, `<rect class="bar"`); n != 30 {
+			t.Errorf("%d bars, want 30", n)
+		}
+		if strings.Contains(got.body, "<script") || strings.Contains(got.body, "old.example") {
+			t.Errorf("the page carries a script or a referrer outside its window")
+		}
+
+		again := b.do(t, req{method: "GET", path: "/stats", header: map[string]string{"If-None-Match": `W/"other", ` + h.Get("ETag")}})
+		if again.status != http.StatusNotModified || again.body != "" || again.header.Get("ETag") != h.Get("ETag") {
+			t.Errorf("revalidation: %d %q etag %q, want 304 without a body", again.status, again.body, again.header.Get("ETag"))
+		}
+		head := b.do(t, req{method: "HEAD", path: "/stats"})
+		if head.status != 200 || head.body != "" || head.header.Get("ETag") != h.Get("ETag") {
+			t.Errorf("HEAD: %d %q", head.status, head.body)
+		}
+		b.seed(t, "site:views:post:c", "9")
+		if changed := b.do(t, req{method: "GET", path: "/stats", header: map[string]string{"If-None-Match": h.Get("ETag")}}); changed.status != 200 || !strings.Contains(changed.body, `id="total-views">51<`) {
+			t.Errorf("after a new view: %d, want 200 with the new total", changed.status)
+		}
+
+		off := setup(t, be, site.Config{})
+		if r := off.do(t, req{method: "GET", path: "/analytics"}); r.status != http.StatusNotFound {
+			t.Errorf("GET /analytics with the page off: %d, want 404", r.status)
+		}
+	})
+}
