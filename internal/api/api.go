@@ -52,6 +52,10 @@ type Config struct {
 	// MaxStreams bounds the /v1/stream clients connected at once
 	// (DefaultMaxStreams); past it a client gets 503 with Retry-After.
 	MaxStreams int
+	// StreamStall is how long one write to a /v1/stream client may block
+	// (it reads nothing while changes wait for it) before the client is
+	// dropped; DefaultStreamStall when zero.
+	StreamStall time.Duration
 	// ReadyTimeout bounds the store probe of /readyz.
 	ReadyTimeout time.Duration
 	// IntakeTimeout bounds how long intake waits for the store: past it
@@ -148,6 +152,8 @@ type server struct {
 	probe       *prober
 	crossOrigin *http.CrossOriginProtection
 	streams     *relay
+	// closing ends when cfg.Closing closes (never when it is nil).
+	closing context.Context
 }
 
 // New returns the HTTP handler of the event API, the probes and the admin
@@ -175,6 +181,9 @@ func New(cfg Config, eng Engine, st Reader, logger *slog.Logger) http.Handler {
 	if cfg.MaxStreams <= 0 {
 		cfg.MaxStreams = DefaultMaxStreams
 	}
+	if cfg.StreamStall <= 0 {
+		cfg.StreamStall = DefaultStreamStall
+	}
 	if cfg.Observer == nil {
 		cfg.Observer = nopObserver{}
 	}
@@ -191,9 +200,25 @@ func New(cfg Config, eng Engine, st Reader, logger *slog.Logger) http.Handler {
 		probe:       &prober{ping: st.Ping, timeout: cfg.ReadyTimeout},
 		crossOrigin: http.NewCrossOriginProtection(),
 	}
+	s.closing = closingContext(cfg.Closing)
 	s.logDevMode()
 	s.routes()
 	return s
+}
+
+// closingContext is a context that ends when closing closes, for the
+// streams to hang their hijacked connections on; with no closing, one that
+// never ends.
+func closingContext(closing <-chan struct{}) context.Context {
+	if closing == nil {
+		return context.Background()
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	go func() {
+		<-closing
+		cancel()
+	}()
+	return ctx
 }
 
 func (s *server) routes() {

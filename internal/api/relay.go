@@ -17,10 +17,10 @@ const (
 	// DefaultMaxStreams is how many /v1/stream clients may be connected at
 	// once.
 	DefaultMaxStreams = 256
-	// streamBuffer is how many frames a client may fall behind before it
-	// loses them and gets a resync: 8 bytes a frame, the frames themselves
-	// shared by every client.
-	streamBuffer = 64
+	// streamBuffer is how many batches a client may fall behind before it
+	// loses them and gets a resync: 24 bytes a batch, the batches and their
+	// frames shared by every client.
+	streamBuffer = 16
 	// relayBatch bounds the changes the relay takes from the store before
 	// it hands them on.
 	relayBatch = 256
@@ -41,6 +41,11 @@ type frame struct {
 	data   []byte
 }
 
+// batch is what the relay hands on at once: the frames of one relayWindow,
+// shared by every client, which must not change it. A nil batch is the
+// fan-out's lag marker, a resync like a nil frame.
+type batch []*frame
+
 // relay carries the store's changes to the stream's clients. While at least
 // one client is connected it holds one store subscription, read by one
 // goroutine that encodes each change once and publishes it to the clients'
@@ -50,7 +55,7 @@ type relay struct {
 	st  Reader
 	max int
 	log *slog.Logger
-	fan *store.Fanout[*frame]
+	fan *store.Fanout[batch]
 
 	mu      sync.Mutex // guards clients, stop and done
 	clients int
@@ -59,18 +64,18 @@ type relay struct {
 }
 
 func newRelay(st Reader, maxClients int, logger *slog.Logger) *relay {
-	return &relay{st: st, max: maxClients, log: logger, fan: store.NewFanout[*frame](streamBuffer)}
+	return &relay{st: st, max: maxClients, log: logger, fan: store.NewFanout[batch](streamBuffer)}
 }
 
 // join subscribes a client until ctx ends or leave is called, whichever
 // comes first; leave must be called. Every change the store commits after
 // join returns is delivered, or replaced by a resync. Past the budget join
 // returns errTooManyStreams.
-func (r *relay) join(ctx context.Context) (frames <-chan *frame, leave func(), err error) {
+func (r *relay) join(ctx context.Context) (sub store.Subscription[batch], leave func(), err error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if r.clients >= r.max {
-		return nil, nil, errTooManyStreams
+		return sub, nil, errTooManyStreams
 	}
 	if r.clients == 0 {
 		pctx, stop := context.WithCancel(context.WithoutCancel(ctx))
@@ -80,8 +85,7 @@ func (r *relay) join(ctx context.Context) (frames <-chan *frame, leave func(), e
 	}
 	r.clients++
 	cctx, cancel := context.WithCancel(ctx)
-	frames = r.fan.Subscribe(cctx)
-	return frames, func() {
+	return r.fan.Join(cctx), func() {
 		cancel()
 		r.leave()
 	}, nil
@@ -103,9 +107,9 @@ func (r *relay) leave() {
 // batch at a time: what arrives within relayWindow of a batch's first change.
 func (r *relay) pump(ctx context.Context, changes <-chan store.Change, done chan<- struct{}) {
 	defer close(done)
-	batch := make([]*frame, 0, relayBatch)
 	window := time.NewTimer(relayWindow)
 	window.Stop()
+	var b batch
 	for {
 		select {
 		case <-ctx.Done():
@@ -114,17 +118,17 @@ func (r *relay) pump(ctx context.Context, changes <-chan store.Change, done chan
 			if !ok {
 				return
 			}
-			batch = append(batch[:0], r.frame(c))
+			b = batch{r.frame(c)}
 		}
 		window.Reset(relayWindow)
 	more:
-		for len(batch) < cap(batch) {
+		for len(b) < relayBatch {
 			select {
 			case c, ok := <-changes:
 				if !ok {
 					break more
 				}
-				batch = append(batch, r.frame(c))
+				b = append(b, r.frame(c))
 			case <-window.C:
 				break more
 			case <-ctx.Done():
@@ -132,7 +136,7 @@ func (r *relay) pump(ctx context.Context, changes <-chan store.Change, done chan
 			}
 		}
 		window.Stop()
-		r.fan.Publish(batch)
+		r.fan.Publish([]batch{b})
 	}
 }
 

@@ -1,46 +1,69 @@
 package api
 
 import (
-	"errors"
+	"bufio"
+	"context"
 	"fmt"
-	"io"
+	"net"
 	"net/http"
 	"time"
 
 	"github.com/dcyfr/cyberdrew/internal/store"
 )
 
-// streamRetryAfter is the Retry-After, in seconds, of a stream refused
-// because too many are open.
-const streamRetryAfter = "5"
+// Budget of one stream connection.
+const (
+	// streamRetryAfter is the Retry-After, in seconds, of a stream refused
+	// because too many are open.
+	streamRetryAfter = "5"
+	// DefaultStreamStall is Config.StreamStall's default.
+	DefaultStreamStall = 30 * time.Second
+	// streamSocketBuffer is the kernel send buffer of a stream's
+	// connection, in bytes (Linux doubles it for its bookkeeping). Left to
+	// autotuning, a loopback or LAN connection grows it to 4 MB: a client
+	// that stops reading would keep its handler writing, and the kernel
+	// holding its changes, for thousands of events before the writes block.
+	// Bounded, its writes block after a few hundred changes, and from then
+	// on it costs a failed send per batch until it reads again and gets a
+	// resync, or Config.StreamStall drops it.
+	streamSocketBuffer = 64 << 10
+)
 
 // stream is GET /v1/stream?run_id=&event_id=: the store's changes as
 // server-sent events, "event: <kind>" with the Change as JSON data, and
 // "event: resync" when the client fell behind and changes were lost. A
 // ": keepalive" comment goes out every KeepAlive. The stream ends when the
-// client goes away. Past MaxStreams clients the answer is 503 with
-// Retry-After.
+// client goes away, when the server closes, or when the client has read
+// nothing for StreamStall while changes waited for it. Past MaxStreams clients the answer is 503
+// with Retry-After.
+//
+// Once its headers are out the stream takes the connection over (it
+// hijacks it) and the handler returns: serveStream writes the clients'
+// shared frames straight to the socket, and the body ends when the
+// connection closes. So a connected client keeps none of the HTTP server's
+// buffers and goroutines, only its own two parked goroutines, and the
+// request's metrics see it end at the hand-over.
 func (s *server) stream(w http.ResponseWriter, r *http.Request) error {
 	runID, eventID := r.URL.Query().Get("run_id"), r.URL.Query().Get("event_id")
-	rc := http.NewResponseController(w)
-	// A server-wide write timeout must not cut the stream.
-	if err := rc.SetWriteDeadline(time.Time{}); err != nil && !errors.Is(err, http.ErrNotSupported) {
-		return fmt.Errorf("api: stream: %w", err)
-	}
-
-	ctx := r.Context()
-	frames, leave, err := s.streams.join(ctx)
+	// The stream outlives the request, so its context is not the request's.
+	ctx, cancel := context.WithCancel(context.Background())
+	sub, leave, err := s.streams.join(ctx)
 	if err != nil {
+		cancel()
 		w.Header().Set("Retry-After", streamRetryAfter)
 		return &httpError{status: http.StatusServiceUnavailable, msg: fmt.Sprintf("too many streams open (the limit is %d), retry later", s.cfg.MaxStreams)}
 	}
-	defer leave()
+	end := func() {
+		cancel()
+		leave()
+	}
 	f := streamFilter{runID: runID, eventID: eventID, runs: map[string]bool{}}
 	if eventID != "" {
 		// Runs the event created before the subscription started: their
 		// later changes carry the run id only.
-		p, err := s.st.ListRuns(ctx, store.RunFilter{EventID: eventID, Limit: maxLimit})
+		p, err := s.st.ListRuns(r.Context(), store.RunFilter{EventID: eventID, Limit: maxLimit})
 		if err != nil {
+			end()
 			return err
 		}
 		for _, run := range p.Items {
@@ -52,63 +75,125 @@ func (s *server) stream(w http.ResponseWriter, r *http.Request) error {
 	h.Set("Content-Type", "text/event-stream")
 	h.Set("Cache-Control", "no-cache")
 	h.Set("X-Accel-Buffering", "no")
-	w.WriteHeader(http.StatusOK)
-	if _, err := fmt.Fprint(w, ": connected\n\n"); err != nil {
+	h.Set("Connection", "close")
+	conn, buf, err := http.NewResponseController(w).Hijack()
+	if err != nil {
+		end()
+		return &httpError{status: http.StatusHTTPVersionNotSupported, msg: "the stream needs an HTTP/1.1 connection"}
+	}
+	if sw, ok := w.(*statusWriter); ok {
+		sw.status = http.StatusOK
+	}
+	if err := boundSendBuffer(conn); err != nil {
+		s.log.Error("stream: send buffer", "err", err)
+	}
+	if err := writeHead(buf.Writer, h); err != nil {
+		conn.Close()
+		end()
 		return nil
 	}
-	if err := rc.Flush(); err != nil {
-		s.log.Error("stream: flush", "err", err)
-		return nil
-	}
+	go s.serveStream(ctx, cancel, conn, sub, f, end)
+	return nil
+}
 
+// serveStream writes the stream to its hijacked connection until the
+// client hangs up, the server closes, a write fails or blocks for
+// StreamStall, or the relay ends; then it closes the connection and
+// calls end.
+func (s *server) serveStream(ctx context.Context, cancel context.CancelFunc, conn net.Conn, sub store.Subscription[batch], f streamFilter, end func()) {
+	defer end()
+	defer conn.Close()
+	// The server's shutdown does not see a hijacked connection: closing it
+	// ends the stream, and a write blocked on it.
+	defer context.AfterFunc(s.closing, func() {
+		cancel()
+		conn.Close()
+	})()
+	// An event-stream client sends nothing after its request: a parked
+	// 1-byte read returns when it hangs up.
+	go func() {
+		var one [1]byte
+		_, _ = conn.Read(one[:])
+		cancel()
+	}()
 	tick := time.NewTicker(s.cfg.KeepAlive)
 	defer tick.Stop()
+	var bufs net.Buffers
 	for {
-		var err error
+		bufs = bufs[:0]
 		select {
 		case <-ctx.Done():
-			return nil
-		case <-s.cfg.Closing:
-			return nil
+			return
 		case <-tick.C:
-			_, err = fmt.Fprint(w, ": keepalive\n\n")
-		case fr, ok := <-frames:
+			bufs = append(bufs, keepAliveFrame)
+		case b, ok := <-sub.C:
 			if !ok {
-				return nil
+				return
 			}
-			err = writeFrame(w, f, fr)
-			// Take what else is queued: one flush for the lot.
-			for range len(frames) {
-				if err != nil {
-					break
-				}
-				err = writeFrame(w, f, <-frames)
+			bufs = f.append(bufs, b)
+			// Take what else is queued: one write for the lot.
+			for range len(sub.C) {
+				bufs = f.append(bufs, <-sub.C)
 			}
 		}
-		if err == nil {
-			err = rc.Flush()
+		// A client that lost changes while it stalled and has now taken
+		// all that is queued learns of it at once, not at the next change.
+		if sub.CatchUp() {
+			bufs = append(bufs, resyncFrame)
 		}
-		if err != nil {
-			// The client went away or the connection broke; the answer
-			// has started, so there is nothing to report to it.
-			return nil
+		if err := writeFrames(conn, bufs, s.cfg.StreamStall); err != nil {
+			// The client went away, or read nothing for too long; the
+			// answer has started, so there is nothing to report to it.
+			return
 		}
 	}
 }
 
-// resyncFrame tells a client that it missed changes and should re-read.
-var resyncFrame = []byte("event: resync\ndata: {}\n\n")
+// The frames of the stream that are not changes.
+var (
+	connectedFrame = []byte(": connected\n\n")
+	keepAliveFrame = []byte(": keepalive\n\n")
+	resyncFrame    = []byte("event: resync\ndata: {}\n\n")
+)
 
-// writeFrame writes fr when the filter wants it; a nil frame is a resync.
-func writeFrame(w io.Writer, f streamFilter, fr *frame) error {
-	if fr == nil {
-		_, err := w.Write(resyncFrame)
+// writeHead writes the stream's status line, its headers and the connected
+// comment through the hijacked connection's buffer, and flushes it; the
+// buffer is not used again.
+func writeHead(w *bufio.Writer, h http.Header) error {
+	if _, err := w.WriteString("HTTP/1.1 200 OK\r\n"); err != nil {
 		return err
 	}
-	if !f.wanted(fr.change) {
+	if err := h.Write(w); err != nil {
+		return err
+	}
+	if _, err := w.WriteString("\r\n"); err != nil {
+		return err
+	}
+	if _, err := w.Write(connectedFrame); err != nil {
+		return err
+	}
+	return w.Flush()
+}
+
+// boundSendBuffer bounds the kernel send buffer of a stream's connection
+// (streamSocketBuffer) when it is a socket.
+func boundSendBuffer(conn net.Conn) error {
+	if c, ok := conn.(interface{ SetWriteBuffer(int) error }); ok {
+		return c.SetWriteBuffer(streamSocketBuffer)
+	}
+	return nil
+}
+
+// writeFrames writes bufs to a stream's connection in one vectored write
+// that may block for stall at most.
+func writeFrames(conn net.Conn, bufs net.Buffers, stall time.Duration) error {
+	if len(bufs) == 0 {
 		return nil
 	}
-	_, err := w.Write(fr.data)
+	if err := conn.SetWriteDeadline(time.Now().Add(stall)); err != nil {
+		return err
+	}
+	_, err := bufs.WriteTo(conn)
 	return err
 }
 
@@ -118,6 +203,23 @@ func writeFrame(w io.Writer, f streamFilter, fr *frame) error {
 type streamFilter struct {
 	runID, eventID string
 	runs           map[string]bool
+}
+
+// append adds the frames of b the filter wants to bufs; a nil batch or a
+// nil frame is a resync.
+func (f streamFilter) append(bufs net.Buffers, b batch) net.Buffers {
+	if b == nil {
+		return append(bufs, resyncFrame)
+	}
+	for _, fr := range b {
+		switch {
+		case fr == nil:
+			bufs = append(bufs, resyncFrame)
+		case f.wanted(fr.change):
+			bufs = append(bufs, fr.data)
+		}
+	}
+	return bufs
 }
 
 // wanted reports whether c passes.

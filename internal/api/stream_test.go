@@ -4,6 +4,9 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
+	"fmt"
+	"io"
+	"net"
 	"net/http"
 	"strings"
 	"testing"
@@ -210,4 +213,59 @@ func TestStreamCap(t *testing.T) {
 		t.Fatal("the relay kept its store subscription after every subscriber left")
 	}
 	openStream(t, b, "")
+}
+
+// TestStreamDropsAStalledClient: a client that reads nothing while changes
+// wait for it is dropped after StreamStall, and its place under MaxStreams
+// is free again; the relay never waited for it.
+func TestStreamDropsAStalledClient(t *testing.T) {
+	t.Parallel()
+	b := setup(t, api.Config{MaxStreams: 1, StreamStall: 100 * time.Millisecond})
+	conn, err := net.Dial("tcp", strings.TrimPrefix(b.url, "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	conn.(*net.TCPConn).SetReadBuffer(4096)
+	fmt.Fprintf(conn, "GET /v1/stream HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+	var sub subscription
+	select {
+	case sub = <-b.st.subscribers:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the stream did not subscribe")
+	}
+	// Far more than the socket buffers hold: the stream's writes block.
+	name := strings.Repeat("x", 1000)
+	// Once the client is dropped the relay lets go of the store, and
+	// nothing takes the rest.
+publish:
+	for i := range 5000 {
+		select {
+		case sub.ch <- store.Change{Kind: store.ChangeEvent, EventID: fmt.Sprint("evt-", i), EventName: name}:
+		case <-sub.ctx.Done():
+			break publish
+		}
+	}
+	// Dropped, the client's place is free: a new client gets in.
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		res, err := http.Get(b.url + "/v1/stream")
+		if err != nil {
+			t.Fatal(err)
+		}
+		res.Body.Close()
+		if res.StatusCode == http.StatusOK {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the stalled client still holds the only place: %d", res.StatusCode)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	// And its connection was closed: once it reads what the buffers held,
+	// it reaches the end.
+	conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if _, err := io.Copy(io.Discard, conn); err != nil {
+		t.Fatalf("the stalled client's connection was not closed: %v", err)
+	}
 }

@@ -45,6 +45,7 @@ var serveSettings = []setting{
 	{flag: "max-request-size", env: []string{"CYBERDREW_MAX_REQUEST_SIZE"}},
 	{flag: "max-batch", env: []string{"CYBERDREW_MAX_BATCH"}},
 	{flag: "stream-max-subscribers", env: []string{"CYBERDREW_STREAM_MAX_SUBSCRIBERS"}},
+	{flag: "stream-stall-timeout", env: []string{"CYBERDREW_STREAM_STALL_TIMEOUT"}},
 	{flag: "metrics-public", env: []string{"CYBERDREW_METRICS_PUBLIC"}},
 	{flag: "resend-api-key", env: []string{"RESEND_API_KEY"}, secret: true},
 	{flag: "resend-base-url", env: []string{"CYBERDREW_RESEND_BASE_URL"}},
@@ -121,6 +122,7 @@ both set.`,
 	fs.Var(&c.MaxEventSize, "max-event-size", "largest event accepted")
 	fs.Var(&c.MaxRequestSize, "max-request-size", "largest event API request accepted")
 	fs.IntVar(&c.MaxBatch, "max-batch", c.MaxBatch, "most events in one event API request")
+	fs.DurationVar(&c.StreamStall, "stream-stall-timeout", c.StreamStall, "how long a /v1/stream subscriber may read nothing while changes wait for it before it is dropped")
 	fs.IntVar(&c.MaxStreams, "stream-max-subscribers", c.MaxStreams, "most /v1/stream subscribers at once; past it a subscriber gets 503 with Retry-After")
 	fs.BoolVar(&c.MetricsPublic, "metrics-public", c.MetricsPublic, "serve /metrics without the bearer signing key")
 	fs.StringVar(&c.ResendAPIKey, "resend-api-key", "", "Resend API key; unset writes emails to <data-dir>/outbox instead of sending them")

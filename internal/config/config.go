@@ -39,9 +39,12 @@ const (
 	DefaultMaxRequestSize = 10 * MiB
 	DefaultMaxBatch       = 5000
 	DefaultMaxStreams     = 256
-	DefaultLogFormat      = LogAuto
-	DefaultContactFrom    = "contact@cyberdrew.dev"
-	DefaultGitHubUser     = "dcyfr"
+	// DefaultStreamStall is how long a /v1/stream subscriber may read
+	// nothing while changes wait for it before it is dropped.
+	DefaultStreamStall = 30 * time.Second
+	DefaultLogFormat   = LogAuto
+	DefaultContactFrom = "contact@cyberdrew.dev"
+	DefaultGitHubUser  = "dcyfr"
 	// DefaultAnalyticsPath serves the public analytics page; AnalyticsOff
 	// as the path turns it off.
 	DefaultAnalyticsPath = "/analytics"
@@ -97,6 +100,9 @@ type Serve struct {
 	MaxBatch            int
 	// MaxStreams bounds the /v1/stream subscribers connected at once.
 	MaxStreams int
+	// StreamStall is how long a /v1/stream subscriber may read nothing
+	// while changes wait for it before it is dropped.
+	StreamStall time.Duration
 	// MetricsPublic serves /metrics without the bearer signing key.
 	MetricsPublic bool
 
@@ -148,6 +154,7 @@ func DefaultServe(getenv func(string) string) Serve {
 		ContactFrom:         DefaultContactFrom,
 		GitHubUser:          DefaultGitHubUser,
 		AnalyticsPath:       DefaultAnalyticsPath,
+		StreamStall:         DefaultStreamStall,
 	}
 }
 
@@ -236,6 +243,9 @@ func (c Serve) Validate() error {
 	}
 	if c.MaxBatch < 1 {
 		fail("--max-batch: must be at least 1, got %d", c.MaxBatch)
+	}
+	if c.StreamStall <= 0 {
+		fail("--stream-stall-timeout: must be positive, got %s", c.StreamStall)
 	}
 	if c.MaxStreams < 1 {
 		fail("--stream-max-subscribers: must be at least 1, got %d", c.MaxStreams)
@@ -391,6 +401,7 @@ func (c Serve) LogValue() slog.Value {
 		slog.String("max_request_size", c.MaxRequestSize.String()),
 		slog.Int("max_batch", c.MaxBatch),
 		slog.Int("stream_max_subscribers", c.MaxStreams),
+		slog.Duration("stream_stall_timeout", c.StreamStall),
 		slog.Bool("resend_api_key", c.ResendAPIKey != ""),
 		slog.String("resend_base_url", c.ResendBaseURL),
 		slog.String("contact_from", c.ContactFrom),

@@ -195,6 +195,7 @@ func New(ctx context.Context, cfg config.Serve, logger *slog.Logger, opts Option
 		MaxBatch:       cfg.MaxBatch,
 		IntakeTimeout:  cfg.IntakeTimeout,
 		MaxStreams:     cfg.MaxStreams,
+		StreamStall:    cfg.StreamStall,
 		Closing:        d.closing,
 		Metrics:        m.Handler(),
 		MetricsPublic:  cfg.MetricsPublic,

@@ -3,15 +3,11 @@
 package daemon_test
 
 import (
-	"bufio"
-	"bytes"
 	"fmt"
-	"net"
-	"net/http"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 )
@@ -27,89 +23,64 @@ import (
 //
 //	go test -tags streambench -run TestStreamBudget -v ./internal/daemon/
 func TestStreamBudget(t *testing.T) {
-	const events = 6000
+	const (
+		events = 6000
+		rounds = 3
+	)
 	type row struct {
-		subscribers     int
-		rate            float64
-		idleKB, afterKB int
+		subscribers                  int
+		rate                         float64
+		idleKB, connectedKB, afterKB int
 	}
-	var rows []row
-	for _, n := range []int{0, 100, 1000} {
-		child := spawnServe(t, t.TempDir(), "scale", "--stream-max-subscribers", "2000", "--workers", "8")
-		pid := child.cmd.Process.Pid
-		idle := rssKB(t, pid)
-		conns := openStuckStreams(t, child.base, n)
-		start := time.Now()
-		postEvents(t, child.base, events, 16)
-		rate := float64(events) / time.Since(start).Seconds()
-		rows = append(rows, row{n, rate, idle, rssKB(t, pid)})
-		for _, c := range conns {
-			c.Close()
+	counts := []int{0, 100, 1000}
+	// Rows interleave, round after round, so that a change in what else
+	// the machine is doing weighs on every row alike; each row's figures
+	// are the median of its rounds.
+	measured := make([][]row, len(counts))
+	for range rounds {
+		for i, n := range counts {
+			child := spawnServe(t, t.TempDir(), "scale", "--stream-max-subscribers", "2000", "--workers", "8")
+			pid := child.cmd.Process.Pid
+			idle := rssKB(t, pid)
+			conns := openStuckStreams(t, child.base, n)
+			connected := rssKB(t, pid)
+			start := time.Now()
+			postEvents(t, child.base, events, 16)
+			rate := float64(events) / time.Since(start).Seconds()
+			measured[i] = append(measured[i], row{n, rate, idle, connected, rssKB(t, pid)})
+			for _, c := range conns {
+				c.Close()
+			}
+			child.cmd.Process.Kill()
+			child.cmd.Wait()
 		}
-		child.cmd.Process.Kill()
-		child.cmd.Wait()
+	}
+	rows := make([]row, len(counts))
+	for i, rs := range measured {
+		median := func(field func(row) float64) float64 {
+			vs := make([]float64, len(rs))
+			for j, r := range rs {
+				vs[j] = field(r)
+			}
+			slices.Sort(vs)
+			return vs[len(vs)/2]
+		}
+		rows[i] = row{
+			subscribers: counts[i],
+			rate:        median(func(r row) float64 { return r.rate }),
+			idleKB:      int(median(func(r row) float64 { return float64(r.idleKB) })),
+			connectedKB: int(median(func(r row) float64 { return float64(r.connectedKB - r.idleKB) })),
+			afterKB:     int(median(func(r row) float64 { return float64(r.afterKB - r.idleKB) })),
+		}
 	}
 	base := rows[0]
-	t.Logf("| subscribers | intake events/s | vs none | RSS idle | RSS after | above idle |")
+	mb := func(kb int) float64 { return float64(kb) / 1024 }
+	t.Logf("median of %d interleaved rounds of %d events", rounds, events)
+	t.Logf("| subscribers | intake events/s | vs none | RSS idle | connected, above idle | after intake, above idle |")
 	t.Logf("|---|---|---|---|---|---|")
 	for _, r := range rows {
 		t.Logf("| %d | %.0f | %.2f× | %.1f MB | %.1f MB | %.1f MB |", r.subscribers, r.rate, r.rate/base.rate,
-			float64(r.idleKB)/1024, float64(r.afterKB)/1024, float64(r.afterKB-r.idleKB)/1024)
-	}
-}
-
-// openStuckStreams connects n /v1/stream subscribers that read their
-// response headers and then never read again.
-func openStuckStreams(t *testing.T, base string, n int) []net.Conn {
-	t.Helper()
-	addr := strings.TrimPrefix(base, "http://")
-	conns := make([]net.Conn, 0, n)
-	for range n {
-		c, err := net.Dial("tcp", addr)
-		if err != nil {
-			t.Fatalf("subscriber %d: %v", len(conns), err)
-		}
-		c.(*net.TCPConn).SetReadBuffer(4096)
-		fmt.Fprintf(c, "GET /v1/stream HTTP/1.1\r\nHost: 127.0.0.1\r\nAccept: text/event-stream\r\n\r\n")
-		status, err := bufio.NewReader(c).ReadString('\n')
-		if err != nil || !strings.Contains(status, " 200 ") {
-			t.Fatalf("subscriber %d: %q %v", len(conns), status, err)
-		}
-		conns = append(conns, c)
-	}
-	return conns
-}
-
-// postEvents posts n test/scale events, one per request, from workers
-// keep-alive clients, and fails t on any answer but 200.
-func postEvents(t *testing.T, base string, n, workers int) {
-	t.Helper()
-	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: workers}}
-	var wg sync.WaitGroup
-	errs := make(chan error, workers)
-	for w := range workers {
-		wg.Go(func() {
-			for i := w; i < n; i += workers {
-				body := fmt.Sprintf(`{"name":"test/scale","data":{"i":%d}}`, i)
-				res, err := client.Post(base+"/e/bench", "application/json", strings.NewReader(body))
-				if err != nil {
-					errs <- err
-					return
-				}
-				var buf bytes.Buffer
-				buf.ReadFrom(res.Body)
-				res.Body.Close()
-				if res.StatusCode != http.StatusOK {
-					errs <- fmt.Errorf("event %d: %d %s", i, res.StatusCode, buf.String())
-					return
-				}
-			}
-		})
-	}
-	wg.Wait()
-	close(errs)
-	for err := range errs {
-		t.Fatal(err)
+			mb(r.idleKB), mb(r.connectedKB), mb(r.afterKB))
 	}
 }
 

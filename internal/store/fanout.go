@@ -63,17 +63,43 @@ func NewFanout[T any](buffer int) *Fanout[T] {
 // Subscribe delivers items published from now on until ctx ends or the
 // fan-out closes; the channel is closed then. It holds no goroutine while
 // ctx lasts.
-func (f *Fanout[T]) Subscribe(ctx context.Context) <-chan T {
+func (f *Fanout[T]) Subscribe(ctx context.Context) <-chan T { return f.Join(ctx).C }
+
+// Subscription is one subscriber's side of a Fanout.
+type Subscription[T any] struct {
+	// C delivers the items, and the lag marker; it is closed when the
+	// subscription ends.
+	C   <-chan T
+	sub *subscriber[T]
+}
+
+// Join is Subscribe for a subscriber that wants to know of a loss as soon
+// as it has caught up (CatchUp), not only when the next item comes.
+func (f *Fanout[T]) Join(ctx context.Context) Subscription[T] {
 	sub := &subscriber[T]{ch: make(chan T, f.buffer)}
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if f.closed {
 		close(sub.ch)
-		return sub.ch
+		return Subscription[T]{C: sub.ch, sub: sub}
 	}
 	f.subs.Store(new(append(slices.Clone(*f.subs.Load()), sub)))
 	sub.stop = context.AfterFunc(ctx, func() { f.remove(sub) })
-	return sub.ch
+	return Subscription[T]{C: sub.ch, sub: sub}
+}
+
+// CatchUp reports whether the subscriber lost items and has since taken
+// everything queued: it should resync now. The lag marker it owed is then
+// settled, so it does not come as well. Items published later come after.
+func (s Subscription[T]) CatchUp() bool {
+	sub := s.sub
+	sub.mu.Lock()
+	defer sub.mu.Unlock()
+	if sub.closed || len(sub.ch) > 0 || !sub.lagged.Load() {
+		return false
+	}
+	sub.lagged.Store(false)
+	return true
 }
 
 // Subscribers returns how many subscriptions are open.

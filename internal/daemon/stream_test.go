@@ -1,0 +1,137 @@
+package daemon_test
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"fmt"
+	"net"
+	"net/http"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/dcyfr/cyberdrew/internal/engine"
+)
+
+// TestStuckStreamReaderDoesNotHoldIntake: a /v1/stream client that stops
+// reading (issue #13) neither slows nor stops the intake or the runs: 1 000
+// events posted one per request from 16 clients are all acknowledged and
+// all their ten-step runs complete while it reads nothing. When it reads
+// again it finds a resync for the changes it lost, and it is still
+// connected: a later event's changes reach it.
+func TestStuckStreamReaderDoesNotHoldIntake(t *testing.T) {
+	t.Parallel()
+	const events = 1000
+	cfg := testConfig(t.TempDir())
+	// However slow this machine, the client is not dropped for its stall.
+	cfg.StreamStall = time.Hour
+	base := start(t, cfg, []engine.Function{{
+		ID: "stream-load", Triggers: []engine.Trigger{{Event: "test/scale"}},
+		Handler: func(ctx context.Context, r *engine.Run) (any, error) {
+			// Ten steps: fourteen changes a run, so that what the client
+			// does not read is far more than its buffers hold.
+			for i := range 10 {
+				if _, err := engine.Step(ctx, r, fmt.Sprint("step-", i), func(context.Context) (int, error) { return i, nil }); err != nil {
+					return nil, err
+				}
+			}
+			return nil, nil
+		},
+	}})
+	stuck := openStuckStreams(t, base, 1)[0]
+	defer stuck.Close()
+
+	postEvents(t, base, events, 16)
+	c := client{t: t, base: base}
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		completed := len(listRuns(c, "status=Completed"))
+		if completed == events {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d of %d runs completed while a stream client read nothing", completed, events)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+
+	// The client reads again: it gets what its buffers held, then a resync
+	// for what it lost.
+	stuck.SetReadDeadline(time.Now().Add(30 * time.Second))
+	r := bufio.NewReader(stuck)
+	readUntil := func(want string) {
+		t.Helper()
+		for {
+			line, err := r.ReadString('\n')
+			if err != nil {
+				t.Fatalf("reading the stalled stream for %q: %v", want, err)
+			}
+			if strings.Contains(line, want) {
+				return
+			}
+		}
+	}
+	readUntil("event: resync\n")
+	// It is still connected: a new event's changes reach it.
+	if code := c.do(http.MethodPost, "/e/k", `{"name":"test/after-the-stall"}`, nil); code != http.StatusOK {
+		t.Fatalf("post the last event: %d", code)
+	}
+	readUntil(`"event_name":"test/after-the-stall"`)
+}
+
+// openStuckStreams connects n /v1/stream subscribers that read their
+// response headers and then never read again.
+func openStuckStreams(t *testing.T, base string, n int) []net.Conn {
+	t.Helper()
+	addr := strings.TrimPrefix(base, "http://")
+	conns := make([]net.Conn, 0, n)
+	for range n {
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatalf("subscriber %d: %v", len(conns), err)
+		}
+		c.(*net.TCPConn).SetReadBuffer(4096)
+		fmt.Fprintf(c, "GET /v1/stream HTTP/1.1\r\nHost: 127.0.0.1\r\nAccept: text/event-stream\r\n\r\n")
+		status, err := bufio.NewReader(c).ReadString('\n')
+		if err != nil || !strings.Contains(status, " 200 ") {
+			t.Fatalf("subscriber %d: %q %v", len(conns), status, err)
+		}
+		conns = append(conns, c)
+	}
+	return conns
+}
+
+// postEvents posts n test/scale events, one per request, from workers
+// keep-alive clients, and fails t on any answer but 200.
+func postEvents(t *testing.T, base string, n, workers int) {
+	t.Helper()
+	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: workers}}
+	var wg sync.WaitGroup
+	errs := make(chan error, workers)
+	for w := range workers {
+		wg.Go(func() {
+			for i := w; i < n; i += workers {
+				body := fmt.Sprintf(`{"name":"test/scale","data":{"i":%d}}`, i)
+				res, err := client.Post(base+"/e/bench", "application/json", strings.NewReader(body))
+				if err != nil {
+					errs <- err
+					return
+				}
+				var buf bytes.Buffer
+				buf.ReadFrom(res.Body)
+				res.Body.Close()
+				if res.StatusCode != http.StatusOK {
+					errs <- fmt.Errorf("event %d: %d %s", i, res.StatusCode, buf.String())
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+}
