@@ -35,16 +35,22 @@ const (
 var errTooManyStreams = errors.New("api: too many stream clients")
 
 // frame is one change, encoded once for every client as its server-sent
-// event. A nil *frame is the resync marker.
+// event. A frame whose change has no Kind is the resync marker.
 type frame struct {
 	change store.Change
 	data   []byte
 }
 
-// batch is what the relay hands on at once: the frames of one relayWindow,
-// shared by every client, which must not change it. A nil batch is the
-// fan-out's lag marker, a resync like a nil frame.
-type batch []*frame
+// batch is what the relay hands on at once: the changes of one
+// relayWindow, encoded once and shared by every client, which must not
+// change it. data is every frame's bytes in order, which an unfiltered
+// client writes whole; frames are the same bytes one change at a time, for
+// the clients that filter. A nil *batch is the fan-out's lag marker, a
+// resync like a marker frame.
+type batch struct {
+	frames []frame
+	data   []byte
+}
 
 // relay carries the store's changes to the stream's clients. While at least
 // one client is connected it holds one store subscription, read by one
@@ -55,7 +61,7 @@ type relay struct {
 	st  Reader
 	max int
 	log *slog.Logger
-	fan *store.Fanout[batch]
+	fan *store.Fanout[*batch]
 
 	mu      sync.Mutex // guards clients, stop and done
 	clients int
@@ -64,14 +70,14 @@ type relay struct {
 }
 
 func newRelay(st Reader, maxClients int, logger *slog.Logger) *relay {
-	return &relay{st: st, max: maxClients, log: logger, fan: store.NewFanout[batch](streamBuffer)}
+	return &relay{st: st, max: maxClients, log: logger, fan: store.NewFanout[*batch](streamBuffer)}
 }
 
 // join subscribes a client until ctx ends or leave is called, whichever
 // comes first; leave must be called. Every change the store commits after
 // join returns is delivered, or replaced by a resync. Past the budget join
 // returns errTooManyStreams.
-func (r *relay) join(ctx context.Context) (sub store.Subscription[batch], leave func(), err error) {
+func (r *relay) join(ctx context.Context) (sub store.Subscription[*batch], leave func(), err error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if r.clients >= r.max {
@@ -109,7 +115,7 @@ func (r *relay) pump(ctx context.Context, changes <-chan store.Change, done chan
 	defer close(done)
 	window := time.NewTimer(relayWindow)
 	window.Stop()
-	var b batch
+	var pending []store.Change
 	for {
 		select {
 		case <-ctx.Done():
@@ -118,17 +124,17 @@ func (r *relay) pump(ctx context.Context, changes <-chan store.Change, done chan
 			if !ok {
 				return
 			}
-			b = batch{r.frame(c)}
+			pending = append(pending[:0], c)
 		}
 		window.Reset(relayWindow)
 	more:
-		for len(b) < relayBatch {
+		for len(pending) < relayBatch {
 			select {
 			case c, ok := <-changes:
 				if !ok {
 					break more
 				}
-				b = append(b, r.frame(c))
+				pending = append(pending, c)
 			case <-window.C:
 				break more
 			case <-ctx.Done():
@@ -136,19 +142,37 @@ func (r *relay) pump(ctx context.Context, changes <-chan store.Change, done chan
 			}
 		}
 		window.Stop()
-		r.fan.Publish([]batch{b})
+		r.fan.Publish([]*batch{r.encode(pending)})
 	}
 }
 
-// frame encodes c; the store's lag marker becomes the resync marker.
-func (r *relay) frame(c store.Change) *frame {
-	if c.Kind == "" {
-		return nil
+// encode makes the batch of changes: their frames in one buffer. The
+// store's lag marker, and a change that cannot be encoded, become the
+// resync marker.
+func (r *relay) encode(changes []store.Change) *batch {
+	b := &batch{frames: make([]frame, len(changes))}
+	ends := make([]int, len(changes))
+	for i, c := range changes {
+		var data []byte
+		if c.Kind != "" {
+			var err error
+			if data, err = json.Marshal(c); err != nil {
+				r.log.Error("stream: encode change", "err", err)
+				c = store.Change{}
+			}
+		}
+		if c.Kind == "" {
+			b.data = append(b.data, resyncFrame...)
+		} else {
+			b.data = fmt.Appendf(b.data, "event: %s\ndata: %s\n\n", c.Kind, data)
+		}
+		b.frames[i].change = c
+		ends[i] = len(b.data)
 	}
-	b, err := json.Marshal(c)
-	if err != nil {
-		r.log.Error("stream: encode change", "err", err)
-		return nil
+	start := 0
+	for i, end := range ends {
+		b.frames[i].data = b.data[start:end:end]
+		start = end
 	}
-	return &frame{change: c, data: fmt.Appendf(nil, "event: %s\ndata: %s\n\n", c.Kind, b)}
+	return b
 }

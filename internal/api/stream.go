@@ -24,9 +24,9 @@ const (
 	// that stops reading would keep its handler writing, and the kernel
 	// holding its changes, for thousands of events before the writes block.
 	// Bounded, its writes block after a few hundred changes, and from then
-	// on it costs a failed send per batch until it reads again and gets a
+	// on it costs one atomic load per batch until it reads again and gets a
 	// resync, or Config.StreamStall drops it.
-	streamSocketBuffer = 64 << 10
+	streamSocketBuffer = 16 << 10
 )
 
 // stream is GET /v1/stream?run_id=&event_id=: the store's changes as
@@ -100,7 +100,7 @@ func (s *server) stream(w http.ResponseWriter, r *http.Request) error {
 // client hangs up, the server closes, a write fails or blocks for
 // StreamStall, or the relay ends; then it closes the connection and
 // calls end.
-func (s *server) serveStream(ctx context.Context, cancel context.CancelFunc, conn net.Conn, sub store.Subscription[batch], f streamFilter, end func()) {
+func (s *server) serveStream(ctx context.Context, cancel context.CancelFunc, conn net.Conn, sub store.Subscription[*batch], f streamFilter, end func()) {
 	defer end()
 	defer conn.Close()
 	// The server's shutdown does not see a hijacked connection: closing it
@@ -206,16 +206,16 @@ type streamFilter struct {
 }
 
 // append adds the frames of b the filter wants to bufs; a nil batch or a
-// nil frame is a resync.
-func (f streamFilter) append(bufs net.Buffers, b batch) net.Buffers {
-	if b == nil {
+// marker frame is a resync. An unfiltered client takes the batch whole.
+func (f streamFilter) append(bufs net.Buffers, b *batch) net.Buffers {
+	switch {
+	case b == nil:
 		return append(bufs, resyncFrame)
+	case f.runID == "" && f.eventID == "":
+		return append(bufs, b.data)
 	}
-	for _, fr := range b {
-		switch {
-		case fr == nil:
-			bufs = append(bufs, resyncFrame)
-		case f.wanted(fr.change):
+	for _, fr := range b.frames {
+		if fr.change.Kind == "" || f.wanted(fr.change) {
 			bufs = append(bufs, fr.data)
 		}
 	}

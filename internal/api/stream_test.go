@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -221,12 +222,7 @@ func TestStreamCap(t *testing.T) {
 func TestStreamDropsAStalledClient(t *testing.T) {
 	t.Parallel()
 	b := setup(t, api.Config{MaxStreams: 1, StreamStall: 100 * time.Millisecond})
-	conn, err := net.Dial("tcp", strings.TrimPrefix(b.url, "http://"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	conn.(*net.TCPConn).SetReadBuffer(4096)
+	conn := dialStalled(t, b.url)
 	fmt.Fprintf(conn, "GET /v1/stream HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
 	var sub subscription
 	select {
@@ -268,4 +264,84 @@ publish:
 	if _, err := io.Copy(io.Discard, conn); err != nil {
 		t.Fatalf("the stalled client's connection was not closed: %v", err)
 	}
+}
+
+// TestStreamResyncsALaggedClient: a client that reads nothing while far
+// more changes pass than its socket and its queue hold loses some, and the
+// relay does not wait for it. When it reads again it finds a resync right
+// after what was kept for it, and it is still connected: a later change
+// reaches it.
+func TestStreamResyncsALaggedClient(t *testing.T) {
+	t.Parallel()
+	b := setup(t, api.Config{StreamStall: time.Hour})
+	conn := dialStalled(t, b.url)
+	fmt.Fprintf(conn, "GET /v1/stream HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+	var sub subscription
+	select {
+	case sub = <-b.st.subscribers:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the stream did not subscribe")
+	}
+	// 20 MB of changes: five times what the client's queue holds at most
+	// (16 batches of 256) plus the bounded socket buffers.
+	const changes = 20000
+	name := strings.Repeat("x", 1000)
+	for i := range changes {
+		select {
+		case sub.ch <- store.Change{Kind: store.ChangeEvent, EventID: fmt.Sprint("evt-", i), EventName: name}:
+		case <-time.After(10 * time.Second):
+			t.Fatalf("the relay stopped taking changes after %d: it waits for a client that does not read", i)
+		}
+	}
+
+	conn.SetReadDeadline(time.Now().Add(30 * time.Second))
+	r := sseReader{bufio.NewReader(conn)}
+	if status, err := r.r.ReadString('\n'); err != nil || !strings.Contains(status, " 200 ") {
+		t.Fatalf("status line %q: %v", status, err)
+	}
+	for { // the headers
+		line, err := r.r.ReadString('\n')
+		if err != nil {
+			t.Fatal(err)
+		}
+		if line == "\r\n" {
+			break
+		}
+	}
+	delivered := 0
+	for ev := r.nextEvent(t); ev.name != "resync"; ev = r.nextEvent(t) {
+		delivered++
+	}
+	if delivered >= changes {
+		t.Fatalf("all %d changes were delivered before the resync", delivered)
+	}
+	t.Logf("%d of %d changes delivered, then a resync", delivered, changes)
+	sub.ch <- store.Change{Kind: store.ChangeEvent, EventID: "evt-after", EventName: "test/after-the-stall"}
+	for ev := r.nextEvent(t); !strings.Contains(ev.data, `"evt-after"`); ev = r.nextEvent(t) {
+		if ev.name == "resync" {
+			t.Fatal("a second resync: the client lost changes while it read")
+		}
+	}
+}
+
+// dialStalled connects to the server at url with a 4 KB receive buffer set
+// before the connection opens, so that the kernel cannot take much for a
+// client that does not read.
+func dialStalled(t *testing.T, url string) net.Conn {
+	t.Helper()
+	d := net.Dialer{Control: func(_, _ string, c syscall.RawConn) error {
+		var err error
+		if cerr := c.Control(func(fd uintptr) {
+			err = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, 4096)
+		}); cerr != nil {
+			return cerr
+		}
+		return err
+	}}
+	conn, err := d.Dial("tcp", strings.TrimPrefix(url, "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	return conn
 }

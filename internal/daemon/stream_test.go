@@ -4,15 +4,18 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
 	"net"
 	"net/http"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
 	"github.com/dcyfr/cyberdrew/internal/engine"
+	"github.com/dcyfr/cyberdrew/internal/store"
 )
 
 // TestStuckStreamReaderDoesNotHoldIntake: a /v1/stream client that stops
@@ -57,28 +60,43 @@ func TestStuckStreamReaderDoesNotHoldIntake(t *testing.T) {
 		time.Sleep(200 * time.Millisecond)
 	}
 
-	// The client reads again: it gets what its buffers held, then a resync
-	// for what it lost.
-	stuck.SetReadDeadline(time.Now().Add(30 * time.Second))
-	r := bufio.NewReader(stuck)
-	readUntil := func(want string) {
-		t.Helper()
-		for {
-			line, err := r.ReadString('\n')
-			if err != nil {
-				t.Fatalf("reading the stalled stream for %q: %v", want, err)
-			}
-			if strings.Contains(line, want) {
-				return
-			}
-		}
-	}
-	readUntil("event: resync\n")
-	// It is still connected: a new event's changes reach it.
+	// The client reads again. It gets what its buffers held, and then,
+	// since it lost changes, a resync; or, had the machine's buffers held
+	// every change, all of them. Either way it is still connected: a new
+	// event's changes reach it.
 	if code := c.do(http.MethodPost, "/e/k", `{"name":"test/after-the-stall"}`, nil); code != http.StatusOK {
 		t.Fatalf("post the last event: %d", code)
 	}
-	readUntil(`"event_name":"test/after-the-stall"`)
+	stuck.SetReadDeadline(time.Now().Add(30 * time.Second))
+	r := bufio.NewReader(stuck)
+	resyncs, completed := 0, map[string]bool{}
+	for {
+		line, err := r.ReadString('\n')
+		if err != nil {
+			t.Fatalf("reading the stalled stream for the last event (%d resyncs, %d completions read): %v", resyncs, len(completed), err)
+		}
+		if line == "event: resync\n" {
+			resyncs++
+		}
+		data, ok := strings.CutPrefix(line, "data: ")
+		if !ok {
+			continue
+		}
+		var change store.Change
+		if err := json.Unmarshal([]byte(data), &change); err != nil {
+			t.Fatalf("stream data %q: %v", data, err)
+		}
+		if change.Kind == store.ChangeRun && change.Status == store.StatusCompleted {
+			completed[change.RunID] = true
+		}
+		if change.EventName == "test/after-the-stall" {
+			break
+		}
+	}
+	if resyncs == 0 && len(completed) < events {
+		t.Fatalf("the stream lost changes without a resync: %d of %d run completions read", len(completed), events)
+	}
+	t.Logf("the stalled client read %d of %d run completions and %d resyncs", len(completed), events, resyncs)
 }
 
 // openStuckStreams connects n /v1/stream subscribers that read their
@@ -88,11 +106,10 @@ func openStuckStreams(t *testing.T, base string, n int) []net.Conn {
 	addr := strings.TrimPrefix(base, "http://")
 	conns := make([]net.Conn, 0, n)
 	for range n {
-		c, err := net.Dial("tcp", addr)
+		c, err := stalledDialer.Dial("tcp", addr)
 		if err != nil {
 			t.Fatalf("subscriber %d: %v", len(conns), err)
 		}
-		c.(*net.TCPConn).SetReadBuffer(4096)
 		fmt.Fprintf(c, "GET /v1/stream HTTP/1.1\r\nHost: 127.0.0.1\r\nAccept: text/event-stream\r\n\r\n")
 		status, err := bufio.NewReader(c).ReadString('\n')
 		if err != nil || !strings.Contains(status, " 200 ") {
@@ -102,6 +119,19 @@ func openStuckStreams(t *testing.T, base string, n int) []net.Conn {
 	}
 	return conns
 }
+
+// stalledDialer opens connections with a 4 KB receive buffer set before
+// they open, so that the kernel cannot take much for a client that does
+// not read.
+var stalledDialer = net.Dialer{Control: func(_, _ string, c syscall.RawConn) error {
+	var err error
+	if cerr := c.Control(func(fd uintptr) {
+		err = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, 4096)
+	}); cerr != nil {
+		return cerr
+	}
+	return err
+}}
 
 // postEvents posts n test/scale events, one per request, from workers
 // keep-alive clients, and fails t on any answer but 200.

@@ -24,8 +24,8 @@ import (
 //	go test -tags streambench -run TestStreamBudget -v ./internal/daemon/
 func TestStreamBudget(t *testing.T) {
 	const (
-		events = 6000
-		rounds = 3
+		events = 15000
+		rounds = 5
 	)
 	type row struct {
 		subscribers                  int

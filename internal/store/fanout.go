@@ -154,6 +154,11 @@ func (f *Fanout[T]) Close() {
 // deliver sends the lag marker if one is owed, then items, without
 // blocking: once the channel is full the rest is lost and the marker owed.
 func (s *subscriber[T]) deliver(items []T) {
+	if s.lagged.Load() && len(s.ch) == cap(s.ch) {
+		// Stuck: its queue is full and it already owes the marker. With
+		// many such subscribers this is the whole cost of one per Publish.
+		return
+	}
 	if !s.mu.TryLock() {
 		s.lagged.Store(true)
 		return
