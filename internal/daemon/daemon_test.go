@@ -7,6 +7,8 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"net/url"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -70,7 +72,11 @@ func (c client) do(method, path, body string, out any) int {
 	return res.StatusCode
 }
 
-// stream follows /v1/stream and delivers its changes.
+// stream follows /v1/stream and delivers its changes. When the daemon
+// sends "event: resync" (this reader fell behind and changes were lost) it
+// does what a real client does: it reads the runs again, and delivers each
+// one's current status as a run change, so a test waiting for a status does
+// not wait for a change the stream dropped.
 func (c client) stream(query string) <-chan store.Change {
 	c.t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
@@ -94,12 +100,55 @@ func (c client) stream(query string) <-chan store.Change {
 				continue
 			}
 			var ch store.Change
-			if json.Unmarshal([]byte(line), &ch) == nil {
-				out <- ch
+			if json.Unmarshal([]byte(line), &ch) != nil {
+				continue
 			}
+			if ch.Kind == "" { // the resync marker's data is {}
+				c.resync(ctx, query, out)
+				continue
+			}
+			out <- ch
 		}
 	}()
 	return out
+}
+
+// resync delivers the current status of every run the stream's query
+// covers as a run change. It runs on the stream's goroutine, so it reports
+// failures by returning: the stream goes on, and a test that needed the
+// lost change fails on its own deadline.
+func (c client) resync(ctx context.Context, query string, out chan<- store.Change) {
+	filter, _ := url.ParseQuery(strings.TrimPrefix(query, "?"))
+	params := url.Values{"limit": {strconv.Itoa(store.MaxPageLimit)}}
+	if id := filter.Get("event_id"); id != "" {
+		params.Set("event_id", id)
+	}
+	for {
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, c.base+"/v1/runs?"+params.Encode(), nil)
+		if err != nil {
+			return
+		}
+		if c.token != "" {
+			req.Header.Set("Authorization", "Bearer "+c.token)
+		}
+		res, err := http.DefaultClient.Do(req)
+		if err != nil {
+			return
+		}
+		var page runsAnswer
+		err = json.NewDecoder(res.Body).Decode(&page)
+		res.Body.Close()
+		if err != nil || res.StatusCode != http.StatusOK {
+			return
+		}
+		for _, r := range page.Data {
+			out <- store.Change{Kind: store.ChangeRun, RunID: r.RunID, EventID: r.EventID, FunctionID: r.FunctionID, Status: store.Status(r.Status)}
+		}
+		if page.Cursor == "" {
+			return
+		}
+		params.Set("cursor", page.Cursor)
+	}
 }
 
 // awaitRun reads the stream until run id reaches a finished status.
