@@ -1,9 +1,15 @@
 package main
 
 import (
+	"context"
 	"os"
+	"strconv"
 	"strings"
+	"sync/atomic"
 	"testing"
+
+	"github.com/dcyfr/cyberdrew/internal/jobs"
+	"github.com/dcyfr/cyberdrew/internal/store"
 )
 
 // TestMain lets the test binary serve as the worker processes the crash
@@ -15,12 +21,13 @@ func TestMain(m *testing.M) {
 	os.Exit(m.Run())
 }
 
-// TestQuick runs two scenarios of -quick end to end, one of them through
-// worker processes, and checks the table has a figure in every cell it
-// should. Without redis-server the Redis cells must say they were skipped.
+// TestQuick runs three scenarios of -quick end to end, one of them through
+// worker processes and one through the real daemon with the site's
+// functions, and checks the table has a figure in every cell it should.
+// Without redis-server the Redis cells must say they were skipped.
 func TestQuick(t *testing.T) {
 	var stdout, stderr strings.Builder
-	code := run([]string{"-quick", "-only", "burn-down,crash"}, &stdout, &stderr)
+	code := run([]string{"-quick", "-only", "burn-down,site-workload,crash"}, &stdout, &stderr)
 	if code != exitOK {
 		t.Fatalf("exit code %d\nstdout:\n%s\nstderr:\n%s", code, stdout.String(), stderr.String())
 	}
@@ -33,7 +40,10 @@ func TestQuick(t *testing.T) {
 		"| scenario | cyberdrew SQLite | cyberdrew Redis | asynq | ratio (Redis/asynq) |",
 		"burn-down: 5000 queued no-op jobs",
 		"crash recovery: 50 in-flight jobs",
-		"- command: `go run . -quick -only burn-down,crash`",
+		"site workload: 500 views of 6 posts, 16 clients, track-post-view: intake",
+		"site workload: 500 views of 6 posts, 16 clients, track-post-view: end to end",
+		"site workload: 500 views of 6 posts, 16 clients, track-post-view: processed / intake",
+		"- command: `go run . -quick -only burn-down,site-workload,crash`",
 	} {
 		if !strings.Contains(table, want) {
 			t.Errorf("table lacks %q:\n%s", want, table)
@@ -41,14 +51,15 @@ func TestQuick(t *testing.T) {
 	}
 	for line := range strings.SplitSeq(table, "\n") {
 		cells := strings.Split(line, "|")
-		if !strings.HasPrefix(line, "| burn-down") && !strings.HasPrefix(line, "| crash recovery") {
+		if !strings.HasPrefix(line, "| burn-down") && !strings.HasPrefix(line, "| crash recovery") && !strings.HasPrefix(line, "| site workload") {
 			continue
 		}
 		if len(cells) != 7 {
 			t.Errorf("row %q has %d cells, want 5", line, len(cells)-2)
 			continue
 		}
-		if strings.TrimSpace(cells[2]) == "—" {
+		redisOnly := strings.Contains(line, "Redis commands per view")
+		if !redisOnly && strings.TrimSpace(cells[2]) == "—" {
 			t.Errorf("row %q has no SQLite figure", line)
 		}
 		switch {
@@ -56,6 +67,8 @@ func TestQuick(t *testing.T) {
 			t.Errorf("row %q: without redis-server the Redis cell must say it was skipped", line)
 		case redisErr == nil && strings.TrimSpace(cells[3]) == "—":
 			t.Errorf("row %q has no Redis figure", line)
+		case redisErr == nil && strings.HasPrefix(line, "| site workload") && strings.TrimSpace(cells[4]) == "—":
+			t.Errorf("row %q has no asynq figure", line)
 		}
 	}
 	if strings.Contains(table, "error:") {
@@ -86,6 +99,54 @@ func TestParseOptions(t *testing.T) {
 			t.Errorf("%q: %v", tc.args, err)
 		case tc.wantErr == "" && !tc.check(o):
 			t.Errorf("%q: options %+v", tc.args, o)
+		}
+	}
+}
+
+// views is a post counter store for TestCheckViews.
+type views map[string]string
+
+func (v views) Get(_ context.Context, key string) (string, error) {
+	if s, ok := v[key]; ok {
+		return s, nil
+	}
+	return "", store.ErrNotFound
+}
+
+// TestCheckViews checks the site workload's end check: every post's
+// counter must equal the views acknowledged for it, an absent counter
+// counting as none.
+func TestCheckViews(t *testing.T) {
+	keys := jobs.Keys{}
+	acked := func(n ...int64) []atomic.Int64 {
+		a := make([]atomic.Int64, len(sitePosts))
+		for i, v := range n {
+			a[i].Store(v)
+		}
+		return a
+	}
+	all := views{}
+	for i, p := range sitePosts {
+		all[keys.PostViews(p.slug)] = strconv.Itoa(i + 1)
+	}
+	for _, tc := range []struct {
+		name    string
+		kv      views
+		acked   []atomic.Int64
+		wantErr string
+	}{
+		{name: "every view counted", kv: all, acked: acked(1, 2, 3, 4, 5, 6)},
+		{name: "posts never viewed", kv: views{keys.PostViews(sitePosts[0].slug): "7"}, acked: acked(7)},
+		{name: "a view lost", kv: all, acked: acked(1, 3, 3, 4, 5, 6), wantErr: "views of " + sitePosts[1].slug + " = 2, want 3 acknowledged"},
+		{name: "a view counted twice", kv: all, acked: acked(1, 2, 3, 4, 5, 5), wantErr: "= 6, want 5"},
+		{name: "a counter missing", kv: views{}, acked: acked(1), wantErr: "= 0, want 1"},
+	} {
+		err := checkViews(context.Background(), tc.kv, tc.acked)
+		switch {
+		case tc.wantErr == "" && err != nil:
+			t.Errorf("%s: %v", tc.name, err)
+		case tc.wantErr != "" && (err == nil || !strings.Contains(err.Error(), tc.wantErr)):
+			t.Errorf("%s: error %v, want one containing %q", tc.name, err, tc.wantErr)
 		}
 	}
 }

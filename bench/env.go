@@ -36,18 +36,19 @@ type sizes struct {
 	asynqRecovery time.Duration // how long to wait for asynq to recover; 0: not measured
 	queued        int           // runs queued for the RSS row
 	settle        time.Duration // before reading an RSS
+	siteViews     int           // page views of the site workload
 }
 
 func sizesFor(quick bool) sizes {
 	if quick {
 		return sizes{
 			enqueue: 3000, burnDown: 5000, latency: 3 * time.Second, flows: 200, flowWindow: 2 * time.Second,
-			crash: 50, crashLease: 2 * time.Second, queued: 10000, settle: time.Second,
+			crash: 50, crashLease: 2 * time.Second, queued: 10000, settle: time.Second, siteViews: 500,
 		}
 	}
 	return sizes{
 		enqueue: 50000, burnDown: 50000, latency: 20 * time.Second, flows: 2000, flowWindow: 10 * time.Second,
-		crash: 200, asynqRecovery: 5 * time.Minute, queued: 100000, settle: 5 * time.Second,
+		crash: 200, asynqRecovery: 5 * time.Minute, queued: 100000, settle: 5 * time.Second, siteViews: 10000,
 	}
 }
 

@@ -61,6 +61,7 @@ var scenarios = []scenario{
 	{"burn-down", runBurnDown},
 	{"latency", runLatency},
 	{"steps", runSteps},
+	{"site-workload", runSiteWorkload},
 	{"crash", runCrash},
 	{"rss", runRSS},
 }
