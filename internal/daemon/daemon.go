@@ -126,11 +126,18 @@ func New(ctx context.Context, cfg config.Serve, logger *slog.Logger, opts Option
 			return nil, fmt.Errorf("daemon: %w", err)
 		}
 	case config.StoreRedis:
-		st, err = redisstore.Open(ctx, spec.URL, redisstore.Options{Clock: clock, Logger: logger,
+		rs, err := redisstore.Open(ctx, spec.URL, redisstore.Options{Clock: clock, Logger: logger,
 			MinReplicas: cfg.RedisMinReplicas, ReplicaTimeout: cfg.RedisReplicaTimeout})
 		if err != nil {
 			return nil, fmt.Errorf("daemon: %w", err)
 		}
+		if rs.Cluster() && opts.Functions == nil && !redisstore.InEngineSlot(cfg.SitePrefix) {
+			// The site's functions commit their key-value writes with their
+			// steps, in the engine's slot.
+			logger.Warn("on Redis Cluster the site's functions fail their steps that write the site's keys unless --site-prefix holds the engine's hash tag, as in --site-prefix 'site:{engine}:'",
+				"site_prefix", cfg.SitePrefix)
+		}
+		st = rs
 	default:
 		return nil, fmt.Errorf("daemon: unknown store kind %q", spec.Kind)
 	}

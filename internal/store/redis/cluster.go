@@ -68,10 +68,14 @@ func (s *Store) inEngineSlot(names []string) error {
 	return nil
 }
 
-// siteInEngineSlot reports whether every site key shares the engine's
-// slot: the site prefix holds a hash tag of that slot.
-func (k keys) siteInEngineSlot() bool {
-	return hashed(k.site) != k.site && slot(k.site) == slot(k.engine)
+// Cluster reports whether the store is on a Redis Cluster.
+func (s *Store) Cluster() bool { return s.cluster != nil }
+
+// InEngineSlot reports whether every key named prefix+anything shares the
+// engine's Redis Cluster slot: prefix holds a complete hash tag of that
+// slot, such as "site:{engine}:".
+func InEngineSlot(prefix string) bool {
+	return hashed(prefix) != prefix && slot(prefix) == slot(newKeys("", "").engine)
 }
 
 // loadOnShards runs load on every node of a cluster (masters and

@@ -58,3 +58,20 @@ func TestSlot(t *testing.T) {
 		}
 	}
 }
+
+func TestInEngineSlot(t *testing.T) {
+	t.Parallel()
+	for prefix, want := range map[string]bool{
+		"":               false,
+		"site:":          false,
+		"site:{engine}:": true,
+		"{engine}":       true,
+		"{engine":        false,
+		"{other}:":       false,
+		"a{}{engine}:":   false, // the first braces decide, and are empty
+	} {
+		if got := InEngineSlot(prefix); got != want {
+			t.Errorf("InEngineSlot(%q) = %v, want %v", prefix, got, want)
+		}
+	}
+}

@@ -155,10 +155,6 @@ func Open(ctx context.Context, url string, opts Options) (*Store, error) {
 		}
 		s.log.Warn("redis is unreachable; retrying", "err", err)
 	}
-	if cluster != nil && !s.keys.siteInEngineSlot() {
-		s.log.Warn("on Redis Cluster, steps that change the site's keys fail unless the site prefix holds the engine's hash tag {engine}",
-			"site_prefix", opts.SitePrefix)
-	}
 	s.ps = s.listen(ctx)
 	return s, nil
 }
