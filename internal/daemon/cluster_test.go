@@ -1,8 +1,10 @@
 package daemon_test
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
+	"log/slog"
 	"net/http"
 	"strconv"
 	"strings"
@@ -10,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/dcyfr/cyberdrew/internal/daemon"
 	"github.com/dcyfr/cyberdrew/internal/store/redis/redistest"
 )
 
@@ -162,5 +165,41 @@ func runsWithEvents(c client, query string) map[string]runOfEvent {
 			return out
 		}
 		cursor = page.Cursor
+	}
+}
+
+// TestClusterNeedsTheSitePrefixInTheEngineSlot: on a Redis Cluster the
+// site's functions commit their keys with their steps in one script, so
+// a daemon running them with a site prefix outside the engine's slot
+// would fail every such step. It refuses to start instead, naming the
+// setting; with the tag in the prefix it starts.
+func TestClusterNeedsTheSitePrefixInTheEngineSlot(t *testing.T) {
+	t.Parallel()
+	cl := redistest.StartClusterT(t)
+	cfg := testConfig(t.TempDir())
+	cfg.Store = cl.URL()
+	for _, prefix := range []string{"", "site:"} {
+		cfg.SitePrefix = prefix
+		d, err := daemon.New(context.Background(), cfg, slog.New(slog.DiscardHandler), daemon.Options{})
+		if err == nil {
+			if d.Start(context.Background()) == nil {
+				d.Stop(context.Background())
+			}
+			t.Fatalf("site prefix %q: the daemon started on a cluster", prefix)
+		}
+		if !strings.Contains(err.Error(), "--site-prefix") || !strings.Contains(err.Error(), "{engine}") {
+			t.Errorf("site prefix %q: the error does not say what to set: %v", prefix, err)
+		}
+	}
+	cfg.SitePrefix = "site:{engine}:"
+	d, err := daemon.New(context.Background(), cfg, slog.New(slog.DiscardHandler), daemon.Options{})
+	if err != nil {
+		t.Fatalf("site prefix %q: %v", cfg.SitePrefix, err)
+	}
+	if err := d.Start(context.Background()); err != nil {
+		t.Fatalf("site prefix %q: start: %v", cfg.SitePrefix, err)
+	}
+	if err := d.Stop(context.Background()); err != nil {
+		t.Errorf("stop: %v", err)
 	}
 }

@@ -133,9 +133,10 @@ func New(ctx context.Context, cfg config.Serve, logger *slog.Logger, opts Option
 		}
 		if rs.Cluster() && opts.Functions == nil && !redisstore.InEngineSlot(cfg.SitePrefix) {
 			// The site's functions commit their key-value writes with their
-			// steps, in the engine's slot.
-			logger.Warn("on Redis Cluster the site's functions fail their steps that write the site's keys unless --site-prefix holds the engine's hash tag, as in --site-prefix 'site:{engine}:'",
-				"site_prefix", cfg.SitePrefix)
+			// steps, in one script, so in the engine's slot: without the tag
+			// every such step would fail, so the daemon does not start.
+			rs.Close()
+			return nil, fmt.Errorf("daemon: on a Redis Cluster the site's keys must share the engine's hash slot: set --site-prefix (CYBERDREW_SITE_PREFIX) to a prefix holding {engine}, such as 'site:{engine}:' (now %q)", cfg.SitePrefix)
 		}
 		st = rs
 	default:
