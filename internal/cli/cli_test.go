@@ -241,7 +241,7 @@ func TestServeReportsEveryProblem(t *testing.T) {
 		`  --max-event-size "big": want a size such as 262144, 256KiB or 10MiB`,
 		`  CYBERDREW_RETENTION "a month": want a duration such as 30s, 15m or 720h`,
 		"  --addr 192.168.1.10:8288 is not a loopback address: set INNGEST_EVENT_KEY (--event-key) to guard the event API",
-		"  --store: malformed Redis URL: want redis://[user:password@]host:port[/db]",
+		"  --store: malformed Redis URL: want redis://[user:password@]host:port[/db], or host:port,host:port… for a cluster",
 		"  --workers: must be at least 1, got -2",
 		`  --log-format: must be auto, text or json, got "yaml"`,
 	}

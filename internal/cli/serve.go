@@ -106,7 +106,7 @@ both set.`,
 	fs.SortFlags = false
 	fs.StringVar(&c.Addr, "addr", c.Addr, "listen address, host:port")
 	fs.StringVar(&c.DataDir, "data-dir", c.DataDir, "directory of the embedded store")
-	fs.StringVar(&c.Store, "store", c.Store, "store: empty for SQLite in the data dir, sqlite:///path or a path, redis://…, rediss://… or redis+sentinel://host:port,…/master[/db]")
+	fs.StringVar(&c.Store, "store", c.Store, "store: empty for SQLite in the data dir, sqlite:///path or a path, redis://… or rediss://… (several host:port for a Redis Cluster) or redis+sentinel://host:port,…/master[/db]")
 	fs.IntVar(&c.Workers, "workers", c.Workers, "runs executed at once")
 	fs.DurationVar(&c.Lease, "lease", c.Lease, "how long a worker holds a run without renewing it (a daemon renews all its leases every third of it); a crashed daemon's runs are taken over after it (at least 1s)")
 	fs.DurationVar(&c.Retention, "retention", c.Retention, "keep finished runs and their events this long; 0 keeps them forever")

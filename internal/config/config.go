@@ -448,7 +448,8 @@ func (s StoreSpec) String() string {
 
 // ParseStore reads a store location: empty for DBFile in dataDir,
 // "sqlite:///abs/path", "sqlite://rel/path" or a plain path for SQLite,
-// "redis://…", "rediss://…" or "redis+sentinel://…" for Redis. Errors never repeat the location,
+// "redis://…", "rediss://…" (one server or a Redis Cluster) or "redis+sentinel://…" for Redis.
+// Errors never repeat the location,
 // which may hold a password.
 func ParseStore(raw, dataDir string) (StoreSpec, error) {
 	switch {
@@ -461,9 +462,11 @@ func ParseStore(raw, dataDir string) (StoreSpec, error) {
 		}
 		return StoreSpec{Kind: StoreSQLite, Path: p}, nil
 	case strings.HasPrefix(raw, "redis://"), strings.HasPrefix(raw, "rediss://"):
+		// A Redis Cluster URL lists several hosts, which url.Parse may
+		// refuse: the store checks its hosts when it opens.
 		u, err := url.Parse(raw)
-		if err != nil || u.Host == "" {
-			return StoreSpec{}, errors.New("malformed Redis URL: want redis://[user:password@]host:port[/db]")
+		if (err != nil && !strings.Contains(raw, ",")) || (err == nil && u.Host == "") {
+			return StoreSpec{}, errors.New("malformed Redis URL: want redis://[user:password@]host:port[/db], or host:port,host:port… for a cluster")
 		}
 		return StoreSpec{Kind: StoreRedis, URL: raw}, nil
 	case strings.HasPrefix(raw, "redis+sentinel://"):

@@ -168,6 +168,9 @@ func TestParseStore(t *testing.T) {
 		{"rediss://cache.example.com:6380", config.StoreSpec{Kind: "redis", URL: "rediss://cache.example.com:6380"}, ""},
 		{"redis+sentinel://:pw@10.0.0.7:26379,10.0.0.8:26379/mymaster/2", config.StoreSpec{Kind: "redis", URL: "redis+sentinel://:pw@10.0.0.7:26379,10.0.0.8:26379/mymaster/2"}, ""},
 		{"redis+sentinel:///mymaster", config.StoreSpec{}, "malformed Redis Sentinel URL"},
+		{"redis://:pw@10.0.0.7:7000,10.0.0.8:7000", config.StoreSpec{Kind: "redis", URL: "redis://:pw@10.0.0.7:7000,10.0.0.8:7000"}, ""},
+		{"redis://10.0.0.7:7000,10.0.0.8", config.StoreSpec{Kind: "redis", URL: "redis://10.0.0.7:7000,10.0.0.8"}, ""}, // the store refuses it
+		{"rediss://10.0.0.7:7000?cluster=true", config.StoreSpec{Kind: "redis", URL: "rediss://10.0.0.7:7000?cluster=true"}, ""},
 		{"sqlite://", config.StoreSpec{}, "needs a file path"},
 		{"redis://", config.StoreSpec{}, "malformed Redis URL"},
 		{"mysql://x", config.StoreSpec{}, `unsupported scheme "mysql"`},

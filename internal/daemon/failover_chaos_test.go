@@ -26,19 +26,34 @@ import (
 func TestChaosSentinelFailoverUnderLoad(t *testing.T) {
 	for _, minReplicas := range []int{1, 0} {
 		t.Run(fmt.Sprintf("min-replicas-%d", minReplicas), func(t *testing.T) {
-			failoverUnderLoad(t, minReplicas)
+			topo := redistest.StartSentinelT(t)
+			failoverUnderLoad(t, topo.URL(0), topo.Failover, minReplicas)
 		})
 	}
 }
 
-func failoverUnderLoad(t *testing.T, minReplicas int) {
+// TestChaosClusterFailoverUnderLoad is TestChaosSentinelFailoverUnderLoad
+// on a Redis Cluster (three masters, three replicas): the failover is a
+// CLUSTER FAILOVER on the replica of the master serving the engine's slot.
+func TestChaosClusterFailoverUnderLoad(t *testing.T) {
+	for _, minReplicas := range []int{1, 0} {
+		t.Run(fmt.Sprintf("min-replicas-%d", minReplicas), func(t *testing.T) {
+			cl := redistest.StartClusterT(t)
+			failover := func(ctx context.Context) (string, error) { return cl.Failover(ctx, "cyberdrew:{engine}:") }
+			failoverUnderLoad(t, cl.URL(), failover, minReplicas)
+		})
+	}
+}
+
+// failoverUnderLoad loads a daemon on url, calls failover (which returns
+// the new master's address once it serves) and keeps loading.
+func failoverUnderLoad(t *testing.T, url string, failover func(context.Context) (string, error), minReplicas int) {
 	const (
 		senders = 4
 		phase   = 3 * time.Second // the load before and after the failover
 	)
-	topo := redistest.StartSentinelT(t)
 	cfg := testConfig(t.TempDir())
-	cfg.Store = topo.URL(0)
+	cfg.Store = url
 	cfg.Lease = 2 * time.Second
 	cfg.RedisMinReplicas = minReplicas
 	cfg.RedisReplicaTimeout = 500 * time.Millisecond
@@ -113,7 +128,7 @@ func failoverUnderLoad(t *testing.T, minReplicas int) {
 	time.Sleep(phase) // the load before the failover: a measurement, not a wait for a condition
 	failedAt := time.Now()
 	fctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	newMaster, err := topo.Failover(fctx)
+	newMaster, err := failover(fctx)
 	cancel()
 	if err != nil {
 		t.Fatal(err)

@@ -59,11 +59,15 @@ type deployment struct {
 	github  *fakeGitHub
 	store   store.Store
 	// native reads the site's keys as the website does, with a plain
-	// go-redis client; nil on SQLite.
-	native *goredis.Client
+	// go-redis client (a cluster client on a Redis Cluster); nil on
+	// SQLite.
+	native goredis.UniversalClient
 	// changed receives a tick after any change the daemon streams.
 	changed chan struct{}
 }
+
+// clusterSitePrefix is the site prefix of a deployment on a Redis Cluster.
+const clusterSitePrefix = "site:{engine}:"
 
 // backends are the stores every test runs on.
 var backends = []string{"sqlite", "redis"}
@@ -121,7 +125,20 @@ func deployOn(t *testing.T, backend string, clock clockwork.Clock, srv *redistes
 	cfg.GitHubWebhookSecret = githubHookSecret
 	cfg.CORSOrigins = []string{siteOrigin}
 	cfg.TrustedProxies = []string{proxy}
-	if backend == "redis" {
+	switch backend {
+	case "cluster":
+		// Three masters and their replicas; the site's keys carry the
+		// engine's hash tag, as the daemon requires on a cluster.
+		cl := redistest.StartClusterT(t)
+		cfg.Store = cl.URL()
+		cfg.SitePrefix = clusterSitePrefix
+		addrs := make([]string, len(cl.Nodes))
+		for i, n := range cl.Nodes {
+			addrs[i] = n.Addr
+		}
+		d.native = goredis.NewClusterClient(&goredis.ClusterOptions{Addrs: addrs})
+		t.Cleanup(func() { d.native.Close() })
+	case "redis":
 		if srv == nil {
 			srv = redistest.StartT(t, false)
 		}

@@ -5,9 +5,12 @@ import (
 	"fmt"
 	"net/http"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/jonboulle/clockwork"
 )
 
 // viewBody is the JSON the site's view tracker posts once the reader has
@@ -167,4 +170,32 @@ func TestPostViewsFromManyVisitors(t *testing.T) {
 		}
 		d.everyEventHasAnID(t)
 	})
+}
+
+// TestPostViewsOnARedisCluster runs the site's view counting on a Redis
+// Cluster of three masters: readers post their views through
+// /api/views as the site's tracker does, and each counts, in what
+// GET /api/views serves and in the key the website reads with its own
+// cluster client.
+func TestPostViewsOnARedisCluster(t *testing.T) {
+	t.Parallel()
+	const slug, title, readers = "durable-steps", "Durable steps in one Go binary", 12
+	d := deploy(t, "cluster", clockwork.NewFakeClockAt(epoch))
+	for n := range readers {
+		session := fmt.Sprintf("sess_cluster_%04d", n)
+		r := visitorN(n).post(t, d, "/api/views", "/blog/"+slug, viewBody(slug, title, session, 5000+n, ""))
+		if r.status != http.StatusOK || strings.TrimSpace(string(r.body)) != `{"recorded":true}` {
+			t.Fatalf("reader %d: POST /api/views = %d %s", n, r.status, r.body)
+		}
+	}
+	d.awaitRuns(t, "track-post-view", readers)
+	var got postViews
+	r := visitorN(0).get(t, d, "/api/views/"+slug, "/blog/"+slug)
+	r.decode(t, &got)
+	if want := (postViews{slug, readers, readers}); r.status != http.StatusOK || got != want {
+		t.Errorf("GET /api/views/%s = %d %+v, want %+v", slug, r.status, got, want)
+	}
+	if v := d.get(t, clusterSitePrefix+"views:post:"+slug); v != strconv.Itoa(readers) {
+		t.Errorf("the website's cluster client reads %q from the views key, want %d", v, readers)
+	}
 }

@@ -263,7 +263,8 @@ func (s *Store) SaveStep(ctx context.Context, l *store.Lease, st store.Step, emi
 
 // CommitStep records a step with its KV effects in one script. On Redis
 // Cluster every key of a script must share a slot, so a step with effects
-// needs its site keys in the engine's slot (see keys.go).
+// needs its site keys in the engine's slot: others are refused with
+// store.ErrInvalid (see cluster.go).
 func (s *Store) CommitStep(ctx context.Context, l *store.Lease, st store.Step, emit []store.Publication, fx store.Effects) error {
 	st, err := st.Normalized()
 	if err != nil {
@@ -296,6 +297,9 @@ func (s *Store) CommitStep(ctx context.Context, l *store.Lease, st store.Step, e
 	}
 	keys, fxDoc, err := s.effectsArg(fx)
 	if err != nil {
+		return s.wrap("save step", err)
+	}
+	if err := s.inEngineSlot(keys[1:]); err != nil {
 		return s.wrap("save step", err)
 	}
 	err = s.acked(ctx, scriptSaveStep, keys, now.UnixMilli(), l.RunID, l.Token,

@@ -79,13 +79,36 @@ func (k keys) siteKey(key string) string { return k.site + key }
 // form a tag (such as "a{}b") are the exception: on Cluster their deadline
 // key may land in another slot.
 func (k keys) kvDeadlineKey(siteKey string) string {
-	tag := siteKey
-	if i := strings.IndexByte(siteKey, '{'); i >= 0 {
-		if j := strings.IndexByte(siteKey[i+1:], '}'); j > 0 {
-			tag = siteKey[i+1 : i+1+j]
+	return k.base + "kvttl:{" + hashed(siteKey) + "}:" + siteKey
+}
+
+// hashed is the part of key Redis Cluster hashes to pick its slot: the
+// text between the first '{' and the first '}' after it when that is not
+// empty, else the whole key.
+func hashed(key string) string {
+	if i := strings.IndexByte(key, '{'); i >= 0 {
+		if j := strings.IndexByte(key[i+1:], '}'); j > 0 {
+			return key[i+1 : i+1+j]
 		}
 	}
-	return k.base + "kvttl:{" + tag + "}:" + siteKey
+	return key
+}
+
+// slot is key's Redis Cluster hash slot: CRC16 (XMODEM) of hashed(key),
+// modulo 16384.
+func slot(key string) int {
+	var crc uint16
+	for _, b := range []byte(hashed(key)) {
+		crc ^= uint16(b) << 8
+		for range 8 {
+			if crc&0x8000 != 0 {
+				crc = crc<<1 ^ 0x1021
+			} else {
+				crc <<= 1
+			}
+		}
+	}
+	return int(crc) % 16384
 }
 
 // isEngineKey reports whether a Redis key belongs to the engine (including

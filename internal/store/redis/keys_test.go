@@ -35,3 +35,43 @@ func TestGlobEscape(t *testing.T) {
 		}
 	}
 }
+
+// TestSlot checks the hash slot against values Redis Cluster gives
+// (CLUSTER KEYSLOT) and the hash tag rules of its specification.
+func TestSlot(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		key  string
+		want int
+	}{
+		{"123456789", 12739},
+		{"foo", 12182},
+		{"{foo}bar", 12182},
+		{"x{foo}{bar}", 12182},
+		{"cyberdrew:{engine}:queue", slot("engine")},
+		{"foo{}{bar}", slot("foo{}{bar}")},
+		{"foo{{bar}}zap", slot("{bar")},
+	}
+	for _, tt := range tests {
+		if got := slot(tt.key); got != tt.want {
+			t.Errorf("slot(%q) = %d, want %d", tt.key, got, tt.want)
+		}
+	}
+}
+
+func TestInEngineSlot(t *testing.T) {
+	t.Parallel()
+	for prefix, want := range map[string]bool{
+		"":               false,
+		"site:":          false,
+		"site:{engine}:": true,
+		"{engine}":       true,
+		"{engine":        false,
+		"{other}:":       false,
+		"a{}{engine}:":   false, // the first braces decide, and are empty
+	} {
+		if got := InEngineSlot(prefix); got != want {
+			t.Errorf("InEngineSlot(%q) = %v, want %v", prefix, got, want)
+		}
+	}
+}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	goredis "github.com/redis/go-redis/v9"
@@ -157,25 +158,34 @@ func (s *Store) TTL(ctx context.Context, key string) (time.Duration, error) {
 const scanBatch = 1000
 
 // Scan lists live keys starting with prefix after cursor, in key order.
-// It is the site's explicit prefix scan, not a hot path: SCAN MATCH
-// gathers every matching key, which are then sorted and checked against
-// the engine clock.
+// It is the site's explicit prefix scan, not a hot path: SCAN MATCH (on
+// every master of a cluster) gathers every matching key, which are then
+// sorted and checked against the engine clock.
 func (s *Store) Scan(ctx context.Context, prefix, cursor string, count int) ([]string, string, error) {
 	count = store.ScanCount(count)
 	pattern := globEscape(s.keys.siteKey(prefix)) + "*"
-	var names []string
-	iter := s.rdb.Scan(ctx, 0, pattern, scanBatch).Iterator()
-	for iter.Next(ctx) {
-		name := iter.Val()
-		if s.keys.isEngineKey(name) {
-			continue
+	var (
+		mu    sync.Mutex
+		names []string
+	)
+	// Every master holds some of the keys on a cluster.
+	err := s.eachMaster(ctx, func(ctx context.Context, c goredis.Cmdable) error {
+		iter := c.Scan(ctx, 0, pattern, scanBatch).Iterator()
+		for iter.Next(ctx) {
+			name := iter.Val()
+			if s.keys.isEngineKey(name) {
+				continue
+			}
+			key := strings.TrimPrefix(name, s.keys.site)
+			if key > cursor {
+				mu.Lock()
+				names = append(names, key)
+				mu.Unlock()
+			}
 		}
-		key := strings.TrimPrefix(name, s.keys.site)
-		if key > cursor {
-			names = append(names, key)
-		}
-	}
-	if err := iter.Err(); err != nil {
+		return iter.Err()
+	})
+	if err != nil {
 		return nil, "", s.wrap("scan", err)
 	}
 	slices.Sort(names)

@@ -74,12 +74,14 @@ const (
 
 // Store is the Redis backend of store.Store.
 type Store struct {
-	rdb   goredis.UniversalClient
-	keys  keys
-	clock clockwork.Clock
-	log   *slog.Logger
-	subs  *store.Fanout[store.Change]
-	ps    *listener
+	rdb goredis.UniversalClient
+	// cluster is rdb on a Redis Cluster, nil otherwise (cluster.go).
+	cluster *goredis.ClusterClient
+	keys    keys
+	clock   clockwork.Clock
+	log     *slog.Logger
+	subs    *store.Fanout[store.Change]
+	ps      *listener
 
 	// publishes and finishes coalesce concurrent calls (batch.go).
 	publishes *batcher[json.RawMessage, any]
@@ -93,8 +95,9 @@ type Store struct {
 }
 
 // Open connects to the Redis at url (redis:// or rediss:// for TLS, with
-// an optional user, password and database number, or SentinelScheme for
-// the master a set of sentinels names), loads the scripts and
+// an optional user, password and database number; SentinelScheme for the
+// master a set of sentinels names; or a cluster URL, see clusterOption),
+// loads the scripts and
 // starts listening for changes. A Redis that cannot be reached yet is not
 // an error: calls fail with store.ErrUnavailable until it answers.
 func Open(ctx context.Context, url string, opts Options) (*Store, error) {
@@ -124,10 +127,13 @@ func Open(ctx context.Context, url string, opts Options) (*Store, error) {
 	// A frozen Redis must not hold a caller past its own deadline (intake's
 	// bound, the readiness probe's timeout).
 	o.ContextTimeoutEnabled = true
-	// One server, or the master the sentinels name (a failover client).
+	// One server, the master the sentinels name (a failover client) or a
+	// cluster.
 	rdb := goredis.NewUniversalClient(o)
+	cluster, _ := rdb.(*goredis.ClusterClient)
 	s := &Store{
 		rdb:     rdb,
+		cluster: cluster,
 		keys:    newKeys(opts.Prefix, opts.SitePrefix),
 		clock:   opts.Clock,
 		log:     opts.Logger.With("component", "store", "store", "redis"),
@@ -215,7 +221,8 @@ var scriptErrors = map[string]error{
 // store's sentinels: redis.Nil is ErrNotFound, a wrong type, a value that
 // is not an integer or an increment that would overflow is ErrInvalid, and
 // anything that is not an answer from Redis (a network error, a timeout, a
-// server still loading) is ErrUnavailable.
+// server still loading, a cluster node that no longer serves the slot) is
+// ErrUnavailable.
 func (s *Store) wrap(op string, err error) error {
 	if err == nil {
 		return nil
@@ -245,6 +252,7 @@ func (s *Store) wrap(op string, err error) error {
 			return fmt.Errorf("redis: %s: %w: %s", op, store.ErrInvalid, msg)
 		case strings.HasPrefix(msg, "LOADING"), strings.HasPrefix(msg, "MASTERDOWN"),
 			strings.HasPrefix(msg, "CLUSTERDOWN"), strings.HasPrefix(msg, "TRYAGAIN"),
+			strings.HasPrefix(msg, "MOVED "), strings.HasPrefix(msg, "ASK "),
 			strings.HasPrefix(msg, "READONLY"), strings.HasPrefix(msg, "BUSY"):
 		default:
 			return fmt.Errorf("redis: %s: %w", op, err)

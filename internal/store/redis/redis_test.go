@@ -34,9 +34,13 @@ func TestMain(m *testing.M) {
 		os.Exit(1)
 	}
 	shared, startErr = redistest.Start(dir, false)
+	clusterDir = dir + "/cluster"
 	code := m.Run()
 	if shared != nil {
 		shared.Stop()
+	}
+	if sharedCl != nil {
+		sharedCl.Stop()
 	}
 	os.RemoveAll(dir)
 	os.Exit(code)

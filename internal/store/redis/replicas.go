@@ -13,17 +13,26 @@ import (
 // and a WAIT follow each other on one connection (WAIT counts the replicas
 // that have that connection's writes), and fewer confirmations than asked
 // turn the script's answer into store.ErrNotReplicated: the write is done
-// on the master, but a failover now may lose it.
+// on the master, but a failover now may lose it. On a cluster that
+// connection is to the master serving the engine's slot (engineNode); a
+// node that no longer serves it answers MOVED without running the script,
+// which is ErrUnavailable.
 func (s *Store) acked(ctx context.Context, script *goredis.Script, keys []string, args ...any) *goredis.Cmd {
 	if s.minReplicas == 0 {
 		return script.Run(ctx, s.rdb, keys, args...)
 	}
 	type eval func(ctx context.Context, c goredis.Scripter, keys []string, args ...any) *goredis.Cmd
+	node, err := s.engineNode(ctx)
+	if err != nil {
+		cmd := goredis.NewCmd(ctx)
+		cmd.SetErr(err)
+		return cmd
+	}
 	run := func(e eval) (*goredis.Cmd, *goredis.Cmd) {
 		var cmd *goredis.Cmd
 		var wait *goredis.Cmd
 		// The commands' own errors are read below.
-		_, _ = s.rdb.Pipelined(ctx, func(p goredis.Pipeliner) error {
+		_, _ = node.Pipelined(ctx, func(p goredis.Pipeliner) error {
 			cmd = e(ctx, p, keys, args...)
 			wait = p.Do(ctx, "WAIT", s.minReplicas, s.replicaTimeout.Milliseconds())
 			return nil
@@ -35,6 +44,7 @@ func (s *Store) acked(ctx context.Context, script *goredis.Script, keys []string
 		cmd, wait = run(script.Eval) // a server that lost its script cache (a restart, a new master)
 	}
 	if cmd.Err() != nil {
+		s.movedOrGone(ctx, cmd.Err())
 		return cmd
 	}
 	if n, err := wait.Int64(); err != nil {

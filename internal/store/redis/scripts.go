@@ -61,16 +61,19 @@ func newScript(src string) *goredis.Script {
 	return goredis.NewScript(src)
 }
 
-// loadScripts loads every script (SCRIPT LOAD), so calls and pipelines can
-// use EVALSHA at once. Run still falls back to EVAL after a server restart.
+// loadScripts loads every script (SCRIPT LOAD) on the server, or on every
+// node of a cluster, so calls and pipelines can use EVALSHA at once. Run
+// still falls back to EVAL after a server restart.
 func loadScripts(ctx context.Context, c goredis.UniversalClient) error {
-	_, err := c.Pipelined(ctx, func(p goredis.Pipeliner) error {
-		// SCRIPT LOAD itself: Script.Load on a pipeline would clear the
-		// script's hash before the pipeline runs.
-		for _, src := range scriptSources {
-			p.ScriptLoad(ctx, src)
-		}
-		return nil
+	return loadOnShards(ctx, c, func(ctx context.Context, c goredis.Cmdable) error {
+		_, err := c.Pipelined(ctx, func(p goredis.Pipeliner) error {
+			// SCRIPT LOAD itself: Script.Load on a pipeline would clear the
+			// script's hash before the pipeline runs.
+			for _, src := range scriptSources {
+				p.ScriptLoad(ctx, src)
+			}
+			return nil
+		})
+		return err
 	})
-	return err
 }

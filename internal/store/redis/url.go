@@ -1,8 +1,10 @@
 package redis
 
 import (
+	"crypto/tls"
 	"errors"
 	"fmt"
+	"net"
 	"net/url"
 	"strconv"
 	"strings"
@@ -22,10 +24,26 @@ import (
 // go-redis's failover client, and follows a failover.
 const SentinelScheme = "redis+sentinel"
 
+// A Redis Cluster URL is a redis:// or rediss:// URL that lists several
+// nodes, or one node with the option cluster=true:
+//
+//	redis://[[user]:password@]host:port,host:port…[/0]
+//	rediss://[[user]:password@]host:port[/0]?cluster=true
+//
+// The hosts are seed nodes (any masters or replicas of the cluster; the
+// client learns the rest from CLUSTER SLOTS). A cluster has only database
+// 0, and cluster is the only option. With rediss://, each node's
+// certificate is checked against the address the cluster announces for
+// it.
+const clusterOption = "cluster"
+
 // clientOptions reads a store URL: redis:// or rediss:// (one server, as
-// go-redis parses it) or SentinelScheme. Its errors never repeat the URL,
-// which may hold a password.
+// go-redis parses it, or a cluster), or SentinelScheme. Its errors never
+// repeat the URL, which may hold a password.
 func clientOptions(raw string) (*goredis.UniversalOptions, error) {
+	if isClusterURL(raw) {
+		return clusterOptions(raw)
+	}
 	if !strings.HasPrefix(raw, SentinelScheme+"://") {
 		o, err := goredis.ParseURL(raw)
 		if err != nil {
@@ -73,6 +91,81 @@ func clientOptions(raw string) (*goredis.UniversalOptions, error) {
 		default:
 			return nil, fmt.Errorf("%s URL: unknown option %q (sentinel_username, sentinel_password)", SentinelScheme, k)
 		}
+	}
+	return o, nil
+}
+
+// isClusterURL reports whether raw is a redis:// or rediss:// URL naming
+// several hosts or carrying the cluster option. It only looks: a malformed
+// URL is reported by whichever parser it goes to.
+func isClusterURL(raw string) bool {
+	_, hosts, query, ok := clusterParts(raw)
+	if !ok {
+		return false
+	}
+	if strings.Contains(hosts, ",") {
+		return true
+	}
+	v, err := url.ParseQuery(query)
+	return err == nil && v.Has(clusterOption)
+}
+
+// clusterParts cuts a redis:// or rediss:// URL's host list (between the
+// user info and the path, from offset at) and its query out of it.
+func clusterParts(raw string) (at int, hosts, query string, ok bool) {
+	rest, ok := strings.CutPrefix(raw, "redis://")
+	if !ok {
+		if rest, ok = strings.CutPrefix(raw, "rediss://"); !ok {
+			return 0, "", "", false
+		}
+	}
+	at = len(raw) - len(rest)
+	authority, query, _ := strings.Cut(rest, "?")
+	authority, _, _ = strings.Cut(authority, "/")
+	if i := strings.LastIndexByte(authority, '@'); i >= 0 {
+		authority = authority[i+1:]
+		at += i + 1
+	}
+	return at, authority, query, true
+}
+
+// clusterOptions reads a Redis Cluster URL (see clusterOption).
+func clusterOptions(raw string) (*goredis.UniversalOptions, error) {
+	at, hosts, _, _ := clusterParts(raw)
+	o := &goredis.UniversalOptions{IsClusterMode: true}
+	for _, addr := range strings.Split(hosts, ",") {
+		host, port, err := net.SplitHostPort(addr)
+		if err != nil || host == "" {
+			return nil, fmt.Errorf("cluster URL: node %q needs host:port", addr)
+		}
+		if n, err := strconv.ParseUint(port, 10, 16); err != nil || n == 0 {
+			return nil, fmt.Errorf("cluster URL: node %q: bad port", addr)
+		}
+		o.Addrs = append(o.Addrs, addr)
+	}
+	// url.Parse takes one host: it reads the rest of the URL with the first.
+	u, err := url.Parse(raw[:at] + o.Addrs[0] + raw[at+len(hosts):])
+	if err != nil {
+		return nil, errors.New("malformed cluster URL")
+	}
+	if db := strings.Trim(u.Path, "/"); db != "" && db != "0" {
+		return nil, fmt.Errorf("cluster URL: database %q: a Redis Cluster has only database 0", db)
+	}
+	if u.User != nil {
+		o.Username = u.User.Username()
+		o.Password, _ = u.User.Password()
+	}
+	for k, v := range u.Query() {
+		switch {
+		case k != clusterOption:
+			return nil, fmt.Errorf("cluster URL: unknown option %q (cluster)", k)
+		case len(v) != 1 || v[0] != "true":
+			return nil, fmt.Errorf("cluster URL: want cluster=true, not %q", strings.Join(v, ","))
+		}
+	}
+	if u.Scheme == "rediss" {
+		// No ServerName: each node is checked against its own address.
+		o.TLSConfig = &tls.Config{MinVersion: tls.VersionTLS12}
 	}
 	return o, nil
 }

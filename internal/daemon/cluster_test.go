@@ -1,0 +1,205 @@
+package daemon_test
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/dcyfr/cyberdrew/internal/daemon"
+	"github.com/dcyfr/cyberdrew/internal/store/redis/redistest"
+)
+
+// TestTwoDaemonsShareARedisCluster runs two `cyberdrew serve` processes on
+// a Redis Cluster URL (three masters, three replicas) and sends 1 000
+// events to both at once: every acknowledged event has exactly one run,
+// every run completes, its step ran exactly once, and both daemons ran
+// some.
+func TestTwoDaemonsShareARedisCluster(t *testing.T) {
+	t.Parallel()
+	const (
+		events  = 1000
+		batch   = 20
+		workers = 8
+	)
+	cl := redistest.StartClusterT(t)
+	dir := t.TempDir()
+	var daemons []serveChild
+	for range 2 {
+		daemons = append(daemons, spawnServe(t, dir, "scale", "--store", cl.URL(), "--workers", strconv.Itoa(workers)))
+	}
+	began := time.Now()
+
+	// One sender per daemon, each with its half of the events.
+	var (
+		mu    sync.Mutex
+		acked = map[string]bool{} // event ids
+	)
+	httpc := &http.Client{Timeout: 10 * time.Second}
+	var wg sync.WaitGroup
+	errs := make(chan error, len(daemons))
+	for d, dm := range daemons {
+		wg.Go(func() {
+			for sent := 0; sent < events/len(daemons); sent += batch {
+				body := make([]string, batch)
+				for i := range body {
+					body[i] = fmt.Sprintf(`{"name":"test/scale","data":{"d":%d,"n":%d}}`, d, sent+i)
+				}
+				res, err := httpc.Post(dm.base+"/e/k", "application/json", strings.NewReader("["+strings.Join(body, ",")+"]"))
+				if err != nil {
+					errs <- err
+					return
+				}
+				var acc struct {
+					IDs []string `json:"ids"`
+				}
+				err = json.NewDecoder(res.Body).Decode(&acc)
+				res.Body.Close()
+				if res.StatusCode != 200 || err != nil || len(acc.IDs) != batch {
+					errs <- fmt.Errorf("intake of %s answered %d with %d ids (%v)", dm.base, res.StatusCode, len(acc.IDs), err)
+					return
+				}
+				mu.Lock()
+				for _, id := range acc.IDs {
+					acked[id] = true
+				}
+				mu.Unlock()
+			}
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	if len(acked) != events {
+		t.Fatalf("%d distinct event ids acknowledged for %d events", len(acked), events)
+	}
+	sentIn := time.Since(began)
+
+	c := client{t: t, base: daemons[1].base}
+	var runs map[string]runOfEvent
+	for deadline := time.Now().Add(60 * time.Second); ; time.Sleep(100 * time.Millisecond) { // a guard between listings
+		runs = runsWithEvents(c, "function="+scaleFunction)
+		done := 0
+		for _, r := range runs {
+			if r.status == "Completed" {
+				done++
+			}
+		}
+		if done >= events {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d of %d runs completed 60 s after the load", done, len(runs))
+		}
+	}
+	completedIn := time.Since(began)
+
+	perEvent := map[string]int{}
+	for id, r := range runs {
+		if r.status != "Completed" {
+			t.Errorf("run %s is %s", id, r.status)
+		}
+		if !acked[r.event] {
+			t.Errorf("run %s of event %s, which was not acknowledged", id, r.event)
+		}
+		perEvent[r.event]++
+	}
+	for id := range acked {
+		if perEvent[id] != 1 {
+			t.Errorf("acknowledged event %s has %d runs, want 1", id, perEvent[id])
+		}
+	}
+	byRun := map[string]int{}
+	perPID := map[string]int{}
+	for _, f := range readLedgers(t, dir) {
+		byRun[f[1]]++
+		perPID[f[2]]++
+	}
+	for id := range runs {
+		if byRun[id] != 1 {
+			t.Errorf("step of run %s ran %d times, want once", id, byRun[id])
+		}
+	}
+	if len(byRun) != len(runs) {
+		t.Errorf("the ledger names %d runs, the store %d", len(byRun), len(runs))
+	}
+	if len(perPID) != len(daemons) {
+		t.Errorf("step executions per daemon %v: want both daemons to run some", perPID)
+	}
+	t.Logf("%d events acknowledged in %v, %d runs completed after %v, step executions per daemon %v",
+		len(acked), sentIn.Round(time.Millisecond), len(runs), completedIn.Round(time.Millisecond), perPID)
+}
+
+// runOfEvent is a run's status and trigger event in a listing.
+type runOfEvent struct{ status, event string }
+
+// runsWithEvents pages through /v1/runs with query and returns run id ->
+// its status and event.
+func runsWithEvents(c client, query string) map[string]runOfEvent {
+	c.t.Helper()
+	out := map[string]runOfEvent{}
+	for cursor := ""; ; {
+		var page struct {
+			Data []struct {
+				RunID   string `json:"run_id"`
+				EventID string `json:"event_id"`
+				Status  string `json:"status"`
+			} `json:"data"`
+			Cursor string `json:"cursor"`
+		}
+		if code := c.do("GET", "/v1/runs?limit=1000&"+query+"&cursor="+cursor, "", &page); code != 200 {
+			c.t.Fatalf("list runs: %d", code)
+		}
+		for _, r := range page.Data {
+			out[r.RunID] = runOfEvent{r.Status, r.EventID}
+		}
+		if page.Cursor == "" {
+			return out
+		}
+		cursor = page.Cursor
+	}
+}
+
+// TestClusterNeedsTheSitePrefixInTheEngineSlot: on a Redis Cluster the
+// site's functions commit their keys with their steps in one script, so
+// a daemon running them with a site prefix outside the engine's slot
+// would fail every such step. It refuses to start instead, naming the
+// setting; with the tag in the prefix it starts.
+func TestClusterNeedsTheSitePrefixInTheEngineSlot(t *testing.T) {
+	t.Parallel()
+	cl := redistest.StartClusterT(t)
+	cfg := testConfig(t.TempDir())
+	cfg.Store = cl.URL()
+	for _, prefix := range []string{"", "site:"} {
+		cfg.SitePrefix = prefix
+		d, err := daemon.New(context.Background(), cfg, slog.New(slog.DiscardHandler), daemon.Options{})
+		if err == nil {
+			if d.Start(context.Background()) == nil {
+				d.Stop(context.Background())
+			}
+			t.Fatalf("site prefix %q: the daemon started on a cluster", prefix)
+		}
+		if !strings.Contains(err.Error(), "--site-prefix") || !strings.Contains(err.Error(), "{engine}") {
+			t.Errorf("site prefix %q: the error does not say what to set: %v", prefix, err)
+		}
+	}
+	cfg.SitePrefix = "site:{engine}:"
+	d, err := daemon.New(context.Background(), cfg, slog.New(slog.DiscardHandler), daemon.Options{})
+	if err != nil {
+		t.Fatalf("site prefix %q: %v", cfg.SitePrefix, err)
+	}
+	if err := d.Start(context.Background()); err != nil {
+		t.Fatalf("site prefix %q: start: %v", cfg.SitePrefix, err)
+	}
+	if err := d.Stop(context.Background()); err != nil {
+		t.Errorf("stop: %v", err)
+	}
+}

@@ -1,0 +1,12 @@
+package redis
+
+import goredis "github.com/redis/go-redis/v9"
+
+// ScriptHashes are the SHA1 digests of every script the store loads.
+func ScriptHashes() []string {
+	hashes := make([]string, len(scriptSources))
+	for i, src := range scriptSources {
+		hashes[i] = goredis.NewScript(src).Hash()
+	}
+	return hashes
+}
