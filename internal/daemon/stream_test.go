@@ -19,14 +19,16 @@ import (
 )
 
 // TestStuckStreamReaderDoesNotHoldIntake: a /v1/stream client that stops
-// reading (issue #13) neither slows nor stops the intake or the runs: 1 000
-// events posted one per request from 16 clients are all acknowledged and
-// all their ten-step runs complete while it reads nothing. When it reads
+// reading (issue #13) does not stop the intake or the runs: 400 events
+// posted one per request from 16 clients are all acknowledged and all
+// their ten-step runs complete while it reads nothing (5 600 changes, over
+// a megabyte of frames, far more than the socket and the subscriber's
+// queue hold). How much it slows them is the stream benchmark's figure. When it reads
 // again it finds a resync for the changes it lost, and it is still
 // connected: a later event's changes reach it.
 func TestStuckStreamReaderDoesNotHoldIntake(t *testing.T) {
 	t.Parallel()
-	const events = 1000
+	const events = 400
 	cfg := testConfig(t.TempDir())
 	// However slow this machine, the client is not dropped for its stall.
 	cfg.StreamStall = time.Hour
@@ -48,14 +50,20 @@ func TestStuckStreamReaderDoesNotHoldIntake(t *testing.T) {
 
 	postEvents(t, base, events, 16)
 	c := client{t: t, base: base}
-	deadline := time.Now().Add(60 * time.Second)
+	// The runs must not stop: the test fails when none completes for
+	// stallGuard, however long the machine takes for all of them (a
+	// loaded CI runner under -race is slow, not stuck).
+	const stallGuard = 30 * time.Second
+	last, progressed := -1, time.Now()
 	for {
 		completed := len(listRuns(c, "status=Completed"))
 		if completed == events {
 			break
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%d of %d runs completed while a stream client read nothing", completed, events)
+		if completed > last {
+			last, progressed = completed, time.Now()
+		} else if time.Since(progressed) > stallGuard {
+			t.Fatalf("runs stopped at %d of %d completed, none for %v, while a stream client read nothing", completed, events, stallGuard)
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
