@@ -109,8 +109,10 @@ func TestConcurrentViewsCountOnceAndReachEachMilestoneOnce(t *testing.T) {
 		if len(evs) != 1 {
 			t.Fatalf("%d milestone events, want 1", len(evs))
 		}
+		// totalViews is the total the claiming run read after its own
+		// increment: 100, or more when other views committed meanwhile.
 		var m jobs.MilestoneReached
-		if err := json.Unmarshal(evs[0].Data, &m); err != nil || m.Milestone != 100 || m.Slug != "go/durable" || m.Title != "Durable Go" || m.TotalViews != 100 {
+		if err := json.Unmarshal(evs[0].Data, &m); err != nil || m.Milestone != 100 || m.Slug != "go/durable" || m.Title != "Durable Go" || m.TotalViews < 100 || m.TotalViews > views {
 			t.Errorf("milestone event %s (%v)", evs[0].Data, err)
 		}
 		if _, ok := hooks.Load(`{"text":"Durable Go just passed 100 views"}`); !ok {
