@@ -70,15 +70,22 @@ func TrackPostView(d Deps) engine.Function {
 			}
 			date := viewedAt.UTC().Format(dateLayout)
 
-			// Both counters are incremented blindly: the steps read
-			// nothing, so views of one post never conflict over its
-			// counters and never take turns (docs/site.md).
-			if _, err := engine.StepTx(ctx, run, "increment-views", func(ctx context.Context, kv *store.Tx) (bool, error) {
-				if err := kv.IncrByBlind(ctx, keys.PostViews(ev.Slug), 1, 0); err != nil {
-					return false, fmt.Errorf("increment views: %w", err)
+			// Both counters are incremented blindly: no read is checked
+			// at the commit, so views of one post never conflict over its
+			// counters and never take turns (docs/site.md). The total
+			// read unchecked before the increment bounds the milestones
+			// this view may claim from below.
+			before, err := engine.StepTx(ctx, run, "increment-views", func(ctx context.Context, kv *store.Tx) (int64, error) {
+				before, err := readCounter(ctx, kv, keys.PostViews(ev.Slug))
+				if err != nil {
+					return 0, err
 				}
-				return true, nil
-			}); err != nil {
+				if err := kv.IncrByBlind(ctx, keys.PostViews(ev.Slug), 1, 0); err != nil {
+					return 0, fmt.Errorf("increment views: %w", err)
+				}
+				return before, nil
+			})
+			if err != nil {
 				return nil, err
 			}
 			if _, err := engine.StepTx(ctx, run, "track-daily-views", func(ctx context.Context, kv *store.Tx) (bool, error) {
@@ -95,7 +102,7 @@ func TrackPostView(d Deps) engine.Function {
 				Reached []int64 `json:"reached"`
 			}
 			check, err := engine.StepTx(ctx, run, "check-milestones", func(ctx context.Context, kv *store.Tx) (claimed, error) {
-				total, reached, err := claimMilestones(ctx, kv, keys, ev.Slug, run.ID, date)
+				total, reached, err := claimMilestones(ctx, kv, keys, ev.Slug, run.ID, date, before)
 				return claimed{Total: total, Reached: reached}, err
 			})
 			if err != nil {
@@ -163,26 +170,26 @@ func trackDay(ctx context.Context, tx *store.Tx, keys Keys, ev PostViewed, date 
 
 // claimMilestones reads the post's total as it is (unchecked: the view's
 // own blind increment committed in an earlier step, so the total counts
-// it) and claims each milestone M <= total whose claim is absent: the key
-// set-if-absent to the run id. The claim's read is checked, so two runs
-// racing for one M conflict at the commit and only one claims it; the
-// step commits the claims with its record. A milestone is claimed once:
-// by the first run whose check-milestones reads a total >= M, at the
-// latest by the run whose increment reached M. It returns the total read
-// and the milestones this run claimed.
-func claimMilestones(ctx context.Context, tx *store.Tx, keys Keys, slug, runID, date string) (int64, []int64, error) {
+// it) and claims each milestone M with before < M <= total whose claim is
+// absent: the key set-if-absent to the run id. before is the total
+// increment-views read, unchecked, before its increment: at most the true
+// previous total, so the run whose increment reached M always has M in
+// its window, and a view never reaches back to milestones passed long
+// before (a post whose count was imported has no claims). The claim's read
+// is checked, so two runs whose windows both hold an unclaimed M conflict
+// at the commit and only one claims it; the step commits the claims with
+// its record. It returns the total read and the milestones this run
+// claimed.
+func claimMilestones(ctx context.Context, tx *store.Tx, keys Keys, slug, runID, date string, before int64) (int64, []int64, error) {
 	reached := []int64{}
-	var total int64
-	switch s, err := tx.GetUnchecked(ctx, keys.PostViews(slug)); {
-	case errors.Is(err, store.ErrNotFound):
-	case err != nil:
-		return 0, nil, fmt.Errorf("read views: %w", err)
-	default:
-		if total, err = strconv.ParseInt(s, 10, 64); err != nil {
-			return 0, nil, fmt.Errorf("read views: not a counter: %w", err)
-		}
+	total, err := readCounter(ctx, tx, keys.PostViews(slug))
+	if err != nil {
+		return 0, nil, err
 	}
 	for _, m := range Milestones {
+		if m <= before {
+			continue
+		}
 		if m > total {
 			break
 		}
@@ -199,6 +206,23 @@ func claimMilestones(ctx context.Context, tx *store.Tx, keys Keys, slug, runID, 
 		reached = append(reached, m)
 	}
 	return total, reached, nil
+}
+
+// readCounter reads a view counter as the store holds it, unchecked at
+// the commit (0 when absent).
+func readCounter(ctx context.Context, tx *store.Tx, key string) (int64, error) {
+	s, err := tx.GetUnchecked(ctx, key)
+	if errors.Is(err, store.ErrNotFound) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, fmt.Errorf("read views: %w", err)
+	}
+	n, err := strconv.ParseInt(s, 10, 64)
+	if err != nil {
+		return 0, fmt.Errorf("read views: not a counter: %w", err)
+	}
+	return n, nil
 }
 
 // referrerHost is the host of a referrer URL ("" when none), lower case.

@@ -183,6 +183,34 @@ func TestCounterJumpClaimsEveryPassedMilestone(t *testing.T) {
 	})
 }
 
+// TestImportedCountReachesNoPastMilestone: a post whose count was carried
+// over from the old site (12 345 views, no claims) gets no milestone for
+// the 100, 1 000 and 10 000 it passed long ago when its next view comes;
+// the view only claims what it reaches itself.
+func TestImportedCountReachesNoPastMilestone(t *testing.T) {
+	t.Parallel()
+	backendtest.OnEach(t, func(t *testing.T, be backendtest.Backend) {
+		b := setup(t, be, nil)
+		if _, err := b.st.IncrBy(b.ctx, "views:post:imported", 12345, 0); err != nil {
+			t.Fatal(err)
+		}
+		id := b.send(t, jobs.EventPostViewed, `{"slug":"imported","viewedAt":"2025-03-10T12:00:00Z"}`, "track-post-view")
+		r := b.waitStatus(t, id, store.StatusCompleted)
+		var out struct {
+			Total      int64   `json:"total"`
+			Milestones []int64 `json:"milestones"`
+		}
+		if err := json.Unmarshal(r.Output, &out); err != nil || out.Total != 12346 || len(out.Milestones) != 0 {
+			t.Errorf("output %s, want total 12346 and no milestones", r.Output)
+		}
+		for _, m := range []string{"100", "1000", "10000"} {
+			if got, err := b.st.Get(b.ctx, "blog:milestone:imported:"+m); !errors.Is(err, store.ErrNotFound) {
+				t.Errorf("milestone %s: claim %q, %v; want none", m, got, err)
+			}
+		}
+	})
+}
+
 // failingKV fails its first scans, as a store outage would.
 type failingKV struct {
 	store.KV

@@ -52,7 +52,7 @@ func (c *conflictsByStep) CommitStep(ctx context.Context, l *store.Lease, s stor
 }
 
 // TestHotPostViewsNeverConflict: many views of ONE post at once, on 16
-// workers. Counting a view reads nothing (blind increments of the total
+// workers. Counting a view checks no read (blind increments of the total
 // and the day's count), so increment-views and track-daily-views never
 // conflict; the total and the day's count are exact; milestone 100 is
 // claimed once, by one run, and announced once. The only conflicts left
