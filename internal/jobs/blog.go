@@ -48,12 +48,6 @@ type MilestoneReached struct {
 	ReachedAt  string `json:"reachedAt"`
 }
 
-// viewCount is the output of increment-views.
-type viewCount struct {
-	Previous int64 `json:"previous"`
-	Total    int64 `json:"total"`
-}
-
 // TrackPostView counts a view of a post: its total, its day, the day's
 // referrer, region and visitor, and claims each milestone the total passed.
 func TrackPostView(d Deps) engine.Function {
@@ -76,37 +70,50 @@ func TrackPostView(d Deps) engine.Function {
 			}
 			date := viewedAt.UTC().Format(dateLayout)
 
-			count, err := engine.StepTx(ctx, run, "increment-views", func(ctx context.Context, kv *store.Tx) (viewCount, error) {
-				total, err := kv.IncrBy(ctx, keys.PostViews(ev.Slug), 1, 0)
+			// Both counters are incremented blindly: no read is checked
+			// at the commit, so views of one post never conflict over its
+			// counters and never take turns (docs/site.md). The total
+			// read unchecked before the increment bounds the milestones
+			// this view may claim from below.
+			before, err := engine.StepTx(ctx, run, "increment-views", func(ctx context.Context, kv *store.Tx) (int64, error) {
+				before, err := readCounter(ctx, kv, keys.PostViews(ev.Slug))
 				if err != nil {
-					return viewCount{}, fmt.Errorf("increment views: %w", err)
+					return 0, err
 				}
-				return viewCount{Previous: total - 1, Total: total}, nil
+				if err := kv.IncrByBlind(ctx, keys.PostViews(ev.Slug), 1, 0); err != nil {
+					return 0, fmt.Errorf("increment views: %w", err)
+				}
+				return before, nil
 			})
 			if err != nil {
 				return nil, err
 			}
-			dayViews, err := engine.StepTx(ctx, run, "track-daily-views", func(ctx context.Context, kv *store.Tx) (int64, error) {
-				return trackDay(ctx, kv, keys, ev, date)
-			})
-			if err != nil {
+			if _, err := engine.StepTx(ctx, run, "track-daily-views", func(ctx context.Context, kv *store.Tx) (bool, error) {
+				return true, trackDay(ctx, kv, keys, ev, date)
+			}); err != nil {
 				return nil, err
 			}
 			title := ev.Title
 			if title == "" {
 				title = ev.Slug
 			}
-			reached, err := engine.StepTx(ctx, run, "check-milestones", func(ctx context.Context, kv *store.Tx) ([]int64, error) {
-				return claimMilestones(ctx, kv, keys, ev.Slug, run.ID, date, count)
+			type claimed struct {
+				Total   int64   `json:"total"`
+				Reached []int64 `json:"reached"`
+			}
+			check, err := engine.StepTx(ctx, run, "check-milestones", func(ctx context.Context, kv *store.Tx) (claimed, error) {
+				total, reached, err := claimMilestones(ctx, kv, keys, ev.Slug, run.ID, date, before)
+				return claimed{Total: total, Reached: reached}, err
 			})
 			if err != nil {
 				return nil, err
 			}
+			reached := check.Reached
 			if len(reached) > 0 {
 				evs := make([]engine.IncomingEvent, len(reached))
 				for i, m := range reached {
 					data, _ := json.Marshal(MilestoneReached{
-						Slug: ev.Slug, Title: title, Milestone: m, TotalViews: count.Total,
+						Slug: ev.Slug, Title: title, Milestone: m, TotalViews: check.Total,
 						ReachedAt: viewedAt.UTC().Format(time.RFC3339),
 					})
 					evs[i] = engine.IncomingEvent{ID: "milestone:" + ev.Slug + ":" + itoa(m), Name: EventMilestoneReached, Data: data}
@@ -115,75 +122,107 @@ func TrackPostView(d Deps) engine.Function {
 					return nil, err
 				}
 			}
-			return map[string]any{"slug": ev.Slug, "total": count.Total, "date": date, "dayViews": dayViews, "milestones": reached}, nil
+			return map[string]any{"slug": ev.Slug, "total": check.Total, "date": date, "milestones": reached}, nil
 		},
 	}
 }
 
 // trackDay counts the view in its day and remembers the title, the
-// referrer host, the region and the visitor for the summaries. Only the
-// day's count is read (it is the step's output); the other writes are
-// blind, so views of different posts never conflict over the day's shared
-// keys.
-func trackDay(ctx context.Context, tx *store.Tx, keys Keys, ev PostViewed, date string) (int64, error) {
+// referrer host, the region and the visitor for the summaries. It reads
+// nothing: every write is blind (the title a plain Set), so views of one
+// post, and views of different posts over the day's shared keys, never
+// conflict.
+func trackDay(ctx context.Context, tx *store.Tx, keys Keys, ev PostViewed, date string) error {
 	if ev.Title != "" {
 		if err := tx.Set(ctx, keys.PostTitle(ev.Slug), ev.Title, 0); err != nil {
-			return 0, fmt.Errorf("remember title: %w", err)
+			return fmt.Errorf("remember title: %w", err)
 		}
 	}
 	if err := tx.SetAddBlind(ctx, keys.DayPosts(date), dayDataTTL, ev.Slug); err != nil {
-		return 0, fmt.Errorf("day posts: %w", err)
+		return fmt.Errorf("day posts: %w", err)
 	}
 	if ev.Visitor != "" {
 		if err := tx.SetAddBlind(ctx, keys.DayVisitors(date), dayDataTTL, ev.Visitor); err != nil {
-			return 0, fmt.Errorf("day visitors: %w", err)
+			return fmt.Errorf("day visitors: %w", err)
 		}
 	}
 	if host := referrerHost(ev.Referrer); host != "" {
 		if err := tx.SetAddBlind(ctx, keys.DayReferrers(date), dayDataTTL, host); err != nil {
-			return 0, fmt.Errorf("day referrers: %w", err)
+			return fmt.Errorf("day referrers: %w", err)
 		}
 		if err := tx.IncrByBlind(ctx, keys.DayReferrer(date, host), 1, dayDataTTL); err != nil {
-			return 0, fmt.Errorf("referrer count: %w", err)
+			return fmt.Errorf("referrer count: %w", err)
 		}
 	}
 	if region := cleanLabel(ev.Region); region != "" {
 		if err := tx.SetAddBlind(ctx, keys.DayRegions(date), dayDataTTL, region); err != nil {
-			return 0, fmt.Errorf("day regions: %w", err)
+			return fmt.Errorf("day regions: %w", err)
 		}
 		if err := tx.IncrByBlind(ctx, keys.DayRegion(date, region), 1, dayDataTTL); err != nil {
-			return 0, fmt.Errorf("region count: %w", err)
+			return fmt.Errorf("region count: %w", err)
 		}
 	}
-	n, err := tx.IncrBy(ctx, keys.PostDayViews(ev.Slug, date), 1, dayDataTTL)
-	if err != nil {
-		return 0, fmt.Errorf("day views: %w", err)
+	if err := tx.IncrByBlind(ctx, keys.PostDayViews(ev.Slug, date), 1, dayDataTTL); err != nil {
+		return fmt.Errorf("day views: %w", err)
 	}
-	return n, nil
+	return nil
 }
 
-// claimMilestones claims each milestone M with previous < M <= total: the
-// key set-if-absent to the run id. The step commits the claims with its
-// record, so each milestone is claimed by one run, once.
-func claimMilestones(ctx context.Context, tx *store.Tx, keys Keys, slug, runID, date string, c viewCount) ([]int64, error) {
+// claimMilestones reads the post's total as it is (unchecked: the view's
+// own blind increment committed in an earlier step, so the total counts
+// it) and claims each milestone M with before < M <= total whose claim is
+// absent: the key set-if-absent to the run id. before is the total
+// increment-views read, unchecked, before its increment: at most the true
+// previous total, so the run whose increment reached M always has M in
+// its window, and a view never reaches back to milestones passed long
+// before (a post whose count was imported has no claims). The claim's read
+// is checked, so two runs whose windows both hold an unclaimed M conflict
+// at the commit and only one claims it; the step commits the claims with
+// its record. It returns the total read and the milestones this run
+// claimed.
+func claimMilestones(ctx context.Context, tx *store.Tx, keys Keys, slug, runID, date string, before int64) (int64, []int64, error) {
 	reached := []int64{}
+	total, err := readCounter(ctx, tx, keys.PostViews(slug))
+	if err != nil {
+		return 0, nil, err
+	}
 	for _, m := range Milestones {
-		if c.Previous >= m || m > c.Total {
+		if m <= before {
 			continue
+		}
+		if m > total {
+			break
 		}
 		ok, err := tx.SetNX(ctx, keys.MilestoneClaim(slug, m), runID, 0)
 		if err != nil {
-			return nil, fmt.Errorf("claim milestone %d: %w", m, err)
+			return 0, nil, fmt.Errorf("claim milestone %d: %w", m, err)
 		}
 		if !ok {
 			continue
 		}
 		if err := tx.SetAddBlind(ctx, keys.DayMilestones(date), dayDataTTL, slug+"|"+itoa(m)); err != nil {
-			return nil, fmt.Errorf("record milestone %d: %w", m, err)
+			return 0, nil, fmt.Errorf("record milestone %d: %w", m, err)
 		}
 		reached = append(reached, m)
 	}
-	return reached, nil
+	return total, reached, nil
+}
+
+// readCounter reads a view counter as the store holds it, unchecked at
+// the commit (0 when absent).
+func readCounter(ctx context.Context, tx *store.Tx, key string) (int64, error) {
+	s, err := tx.GetUnchecked(ctx, key)
+	if errors.Is(err, store.ErrNotFound) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, fmt.Errorf("read views: %w", err)
+	}
+	n, err := strconv.ParseInt(s, 10, 64)
+	if err != nil {
+		return 0, fmt.Errorf("read views: not a counter: %w", err)
+	}
+	return n, nil
 }
 
 // referrerHost is the host of a referrer URL ("" when none), lower case.

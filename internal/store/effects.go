@@ -95,8 +95,8 @@ type Write struct {
 // Tx is the KV handle of a transactional step: reads go to the store and
 // are remembered, writes are buffered and applied to the handle's own view,
 // so the step reads its own writes. Its Effects are committed with the
-// step's record by CommitStep. Scan and TTL read the store as it is and are
-// not checked at commit. A Tx serves one step attempt from one goroutine.
+// step's record by CommitStep. Scan, TTL and GetUnchecked read the store
+// as it is and are not checked at commit. A Tx serves one step attempt from one goroutine.
 type Tx struct {
 	kv   KV
 	keys map[string]*txKey
@@ -432,6 +432,21 @@ func (t *Tx) SetMembers(ctx context.Context, key string) ([]string, error) {
 	}
 	slices.Sort(out)
 	return out, nil
+}
+
+// GetUnchecked reads a string from the store as it is, like Scan and TTL:
+// the commit does not check it, so another run changing the key meanwhile
+// is no conflict, and it sees none of the transaction's own buffered
+// writes. It is for a value the body only acts on through checked reads
+// or blind writes, such as a counter that other runs increment blindly
+// (track-post-view reads its post's total so, then claims milestones with
+// SetNX, whose read is checked).
+func (t *Tx) GetUnchecked(ctx context.Context, key string) (string, error) {
+	v, err := t.kv.Get(ctx, key)
+	if err != nil && !errors.Is(err, ErrNotFound) {
+		return "", fmt.Errorf("tx: read %q: %w", key, err)
+	}
+	return v, err
 }
 
 // Scan reads the store as it is; the commit does not check it.

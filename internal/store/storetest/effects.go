@@ -16,6 +16,7 @@ var effectCases = []testCase{
 	{"LostLeaseAppliesNothing", testCommitLeaseLost},
 	{"BlindWritesNeverConflict", testCommitBlind},
 	{"SetHas", testKVSetHas},
+	{"UncheckedReadNeverConflicts", testTxGetUnchecked},
 }
 
 // commit commits the step id of l with the effects of tx.
@@ -282,4 +283,31 @@ func testCommitBlind(t *testing.T, b *bundle) {
 	wantErr(t, "CommitStep with blind increments of a word and a set", b.commit(l, "bad", bad), store.ErrInvalid)
 	checkEqual(t, "hits after a refused commit", b.kvGet(t, "hits"), "12")
 	checkEqual(t, "steps after a refused commit", len(b.steps(t, id)), 2)
+}
+
+// testTxGetUnchecked: GetUnchecked reads the store as it is, records no
+// read (a write to the key before the commit is no conflict), and does
+// not see the transaction's own buffered writes; an absent key is
+// store.ErrNotFound.
+func testTxGetUnchecked(t *testing.T, b *bundle) {
+	b.incr(t, "total", 99, 0)
+	id := b.enqueueOne(t, "fn-a")
+	l := b.claimOne(t, "w", id, time.Hour)
+	tx := store.NewTx(b.store)
+	if err := tx.IncrByBlind(b.ctx, "total", 1, 0); err != nil {
+		t.Fatal(err)
+	}
+	v, err := tx.GetUnchecked(b.ctx, "total")
+	if err != nil || v != "99" {
+		t.Fatalf("GetUnchecked(total) = %q, %v; want the store's 99, not the buffered increment", v, err)
+	}
+	_, err = tx.GetUnchecked(b.ctx, "absent")
+	wantErr(t, "GetUnchecked(absent)", err, store.ErrNotFound)
+	checkEqual(t, "reads recorded by GetUnchecked", len(tx.Effects().Reads), 0)
+	b.incr(t, "total", 5, 0) // another run, before the commit
+	if err := b.commit(l, "count", tx); err != nil {
+		t.Fatalf("CommitStep after a write to a key read unchecked: %v", err)
+	}
+	checkEqual(t, "total after 99, 5 outside and 1 committed", b.kvGet(t, "total"), "105")
+	checkEqual(t, "steps after the commit", len(b.steps(t, id)), 1)
 }
