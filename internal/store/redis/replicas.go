@@ -3,6 +3,8 @@ package redis
 import (
 	"context"
 	"fmt"
+	"strings"
+	"time"
 
 	goredis "github.com/redis/go-redis/v9"
 
@@ -14,37 +16,21 @@ import (
 // that have that connection's writes), and fewer confirmations than asked
 // turn the script's answer into store.ErrNotReplicated: the write is done
 // on the master, but a failover now may lose it. On a cluster that
-// connection is to the master serving the engine's slot (engineNode); a
-// node that no longer serves it answers MOVED without running the script,
-// which is ErrUnavailable.
+// connection is to the master serving the engine's slot (engineNode). A
+// node that no longer serves it answers MOVED without running the script:
+// acked learns the slots again and runs it once more on the new master (a
+// failover just happened), and a second MOVED is ErrUnavailable.
 func (s *Store) acked(ctx context.Context, script *goredis.Script, keys []string, args ...any) *goredis.Cmd {
 	if s.minReplicas == 0 {
 		return script.Run(ctx, s.rdb, keys, args...)
 	}
-	type eval func(ctx context.Context, c goredis.Scripter, keys []string, args ...any) *goredis.Cmd
-	node, err := s.engineNode(ctx)
-	if err != nil {
-		cmd := goredis.NewCmd(ctx)
-		cmd.SetErr(err)
-		return cmd
-	}
-	run := func(e eval) (*goredis.Cmd, *goredis.Cmd) {
-		var cmd *goredis.Cmd
-		var wait *goredis.Cmd
-		// The commands' own errors are read below.
-		_, _ = node.Pipelined(ctx, func(p goredis.Pipeliner) error {
-			cmd = e(ctx, p, keys, args...)
-			wait = p.Do(ctx, "WAIT", s.minReplicas, s.replicaTimeout.Milliseconds())
-			return nil
-		})
-		return cmd, wait
-	}
-	cmd, wait := run(script.EvalSha)
-	if goredis.HasErrorPrefix(cmd.Err(), "NOSCRIPT") {
-		cmd, wait = run(script.Eval) // a server that lost its script cache (a restart, a new master)
+	cmd, wait := s.ackedOnce(ctx, script, keys, args)
+	if s.cluster != nil && goredis.HasErrorPrefix(cmd.Err(), "MOVED") && s.awaitSlotOwner(ctx, cmd.Err()) {
+		// The script did not run: running it on the slot's new master
+		// cannot apply it twice.
+		cmd, wait = s.ackedOnce(ctx, script, keys, args)
 	}
 	if cmd.Err() != nil {
-		s.movedOrGone(ctx, cmd.Err())
 		return cmd
 	}
 	if n, err := wait.Int64(); err != nil {
@@ -53,4 +39,62 @@ func (s *Store) acked(ctx context.Context, script *goredis.Script, keys []string
 		cmd.SetErr(fmt.Errorf("%w: %d of %d replicas within %s", store.ErrNotReplicated, n, s.minReplicas, s.replicaTimeout))
 	}
 	return cmd
+}
+
+// ackedOnce runs script and a WAIT on one connection to the engine's
+// server and returns both answers; after a failed script it has the
+// cluster client learn the slots again.
+func (s *Store) ackedOnce(ctx context.Context, script *goredis.Script, keys []string, args []any) (cmd, wait *goredis.Cmd) {
+	type eval func(ctx context.Context, c goredis.Scripter, keys []string, args ...any) *goredis.Cmd
+	node, err := s.engineNode(ctx)
+	if err != nil {
+		cmd = goredis.NewCmd(ctx)
+		cmd.SetErr(err)
+		return cmd, nil
+	}
+	run := func(e eval) (*goredis.Cmd, *goredis.Cmd) {
+		var cmd, wait *goredis.Cmd
+		// The commands' own errors are read by the caller.
+		_, _ = node.Pipelined(ctx, func(p goredis.Pipeliner) error {
+			cmd = e(ctx, p, keys, args...)
+			wait = p.Do(ctx, "WAIT", s.minReplicas, s.replicaTimeout.Milliseconds())
+			return nil
+		})
+		return cmd, wait
+	}
+	cmd, wait = run(script.EvalSha)
+	if goredis.HasErrorPrefix(cmd.Err(), "NOSCRIPT") {
+		cmd, wait = run(script.Eval) // a server that lost its script cache (a restart, a new master)
+	}
+	if cmd.Err() != nil {
+		s.movedOrGone(ctx, cmd.Err())
+	}
+	return cmd, wait
+}
+
+// slotMoveWait bounds how long acked waits for the cluster client to learn
+// that the engine's slot moved before it answers ErrUnavailable.
+const slotMoveWait = time.Second
+
+// awaitSlotOwner waits until the cluster client names the server a MOVED
+// reply named (MOVED <slot> <host:port>) as the engine's master, and
+// reports whether it did within slotMoveWait: go-redis learns the slots
+// again in the background (movedOrGone asked it to).
+func (s *Store) awaitSlotOwner(ctx context.Context, moved error) bool {
+	fields := strings.Fields(moved.Error())
+	if len(fields) != 3 {
+		return false
+	}
+	target := fields[2]
+	deadline := time.Now().Add(slotMoveWait)
+	for {
+		if node, err := s.cluster.MasterForKey(ctx, s.keys.engine); err == nil && node.Options().Addr == target {
+			return true
+		}
+		if time.Now().After(deadline) || ctx.Err() != nil {
+			return false
+		}
+		s.cluster.ReloadState(ctx)
+		time.Sleep(10 * time.Millisecond)
+	}
 }

@@ -18,6 +18,11 @@ import (
 // meeting, slots agreed, replicas in sync) or to fail over.
 const clusterGuard = 30 * time.Second
 
+// manualFailoverWait is how long Failover waits for a replica to take over
+// before it asks again: past twice the node timeout the replica has given
+// the manual failover up.
+const manualFailoverWait = 12 * time.Second
+
 // Cluster is a Redis Cluster of three masters, each with one replica: six
 // redis-server --cluster-enabled processes on free loopback ports.
 type Cluster struct {
@@ -219,11 +224,25 @@ func (c *Cluster) Failover(ctx context.Context, key string) (string, error) {
 	}
 	rdb := goredis.NewClient(&goredis.Options{Addr: replica})
 	defer rdb.Close()
-	if err := rdb.ClusterFailover(ctx).Err(); err != nil {
-		return "", fmt.Errorf("failover: CLUSTER FAILOVER on %s: %w", replica, err)
-	}
 	ctx, cancel := context.WithTimeout(ctx, clusterGuard)
 	defer cancel()
+	// A manual failover that the master does not join in time is aborted
+	// by the replica, silently (its log says so): ask again until the
+	// replica calls itself master.
+	for promoted := false; !promoted; {
+		if err := rdb.ClusterFailover(ctx).Err(); err != nil {
+			return "", fmt.Errorf("failover: CLUSTER FAILOVER on %s: %w", replica, err)
+		}
+		attempt, stop := context.WithTimeout(ctx, manualFailoverWait)
+		promoted = await(attempt, replica+" to call itself master", func() (bool, error) {
+			role, err := rdb.Do(attempt, "ROLE").Slice()
+			return err == nil && len(role) > 0 && role[0] == "master", err
+		}) == nil
+		stop()
+		if !promoted && ctx.Err() != nil {
+			return "", fmt.Errorf("failover: %s never became master: %w", replica, ctx.Err())
+		}
+	}
 	if err := await(ctx, "every node to name "+replica+" master", func() (bool, error) {
 		for _, s := range c.Nodes {
 			m, _, err := c.masterSeenBy(ctx, s.Addr, key)
