@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"net/url"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -426,7 +425,7 @@ func (h *viewHandler) trackPostView(ctx context.Context, t *asynq.Task) (err err
 		if ev.Visitor != "" {
 			add(keys.DayVisitors(date), ev.Visitor)
 		}
-		if host := hostOf(ev.Referrer); host != "" {
+		if host := jobs.ReferrerHost(ev.Referrer); host != "" {
 			add(keys.DayReferrers(date), host)
 			count(keys.DayReferrer(date, host))
 		}
@@ -466,19 +465,4 @@ func (h *viewHandler) trackPostView(ctx context.Context, t *asynq.Task) (err err
 		h.milestones.Add(1)
 	}
 	return nil
-}
-
-// hostOf is a referrer's host without "www.", lower case ("" when none).
-func hostOf(ref string) string {
-	if ref == "" {
-		return ""
-	}
-	if !strings.Contains(ref, "://") {
-		ref = "https://" + ref
-	}
-	u, err := url.Parse(ref)
-	if err != nil {
-		return ""
-	}
-	return strings.TrimPrefix(strings.ToLower(u.Hostname()), "www.")
 }

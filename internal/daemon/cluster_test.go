@@ -147,14 +147,7 @@ func runsWithEvents(c client, query string) map[string]runOfEvent {
 	c.t.Helper()
 	out := map[string]runOfEvent{}
 	for cursor := ""; ; {
-		var page struct {
-			Data []struct {
-				RunID   string `json:"run_id"`
-				EventID string `json:"event_id"`
-				Status  string `json:"status"`
-			} `json:"data"`
-			Cursor string `json:"cursor"`
-		}
+		var page runsAnswer
 		if code := c.do("GET", "/v1/runs?limit=1000&"+query+"&cursor="+cursor, "", &page); code != 200 {
 			c.t.Fatalf("list runs: %d", code)
 		}

@@ -203,27 +203,10 @@ func spawnServe(t *testing.T, dir, funcs string, args ...string) serveChild {
 func listRuns(c client, query string) map[string]string {
 	c.t.Helper()
 	out := map[string]string{}
-	cursor := ""
-	for {
-		var page struct {
-			Data []struct {
-				RunID   string `json:"run_id"`
-				EventID string `json:"event_id"`
-				Status  string `json:"status"`
-			} `json:"data"`
-			Cursor string `json:"cursor"`
-		}
-		if code := c.do("GET", "/v1/runs?limit=1000&"+query+"&cursor="+cursor, "", &page); code != 200 {
-			c.t.Fatalf("list runs: %d", code)
-		}
-		for _, r := range page.Data {
-			out[r.RunID] = r.Status
-		}
-		if page.Cursor == "" {
-			return out
-		}
-		cursor = page.Cursor
+	for id, r := range runsWithEvents(c, query) {
+		out[id] = r.status
 	}
+	return out
 }
 
 // TestThreeDaemonsShareOneRedisAndTakeOverAKilledOne runs three daemons on

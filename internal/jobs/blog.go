@@ -146,7 +146,7 @@ func trackDay(ctx context.Context, tx *store.Tx, keys Keys, ev PostViewed, date 
 			return fmt.Errorf("day visitors: %w", err)
 		}
 	}
-	if host := referrerHost(ev.Referrer); host != "" {
+	if host := ReferrerHost(ev.Referrer); host != "" {
 		if err := tx.SetAddBlind(ctx, keys.DayReferrers(date), dayDataTTL, host); err != nil {
 			return fmt.Errorf("day referrers: %w", err)
 		}
@@ -225,8 +225,9 @@ func readCounter(ctx context.Context, tx *store.Tx, key string) (int64, error) {
 	return n, nil
 }
 
-// referrerHost is the host of a referrer URL ("" when none), lower case.
-func referrerHost(ref string) string {
+// ReferrerHost is the host of a referrer URL ("" when none), lower case,
+// without "www.", as the day's referrer keys name it.
+func ReferrerHost(ref string) string {
 	ref = strings.TrimSpace(ref)
 	if ref == "" {
 		return ""
