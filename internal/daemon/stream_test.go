@@ -70,40 +70,46 @@ func TestStuckStreamReaderDoesNotHoldIntake(t *testing.T) {
 
 	// The client reads again. It gets what its buffers held, and then,
 	// since it lost changes, a resync; or, had the machine's buffers held
-	// every change, all of them. Either way it is still connected: a new
-	// event's changes reach it.
-	if code := c.do(http.MethodPost, "/e/k", `{"name":"test/after-the-stall"}`, nil); code != http.StatusOK {
-		t.Fatalf("post the last event: %d", code)
-	}
+	// every change, all of them. Either way it is still connected: once it
+	// has caught up, a new event's changes reach it. (An event sent before
+	// it caught up may be among the changes the resync stands for.)
 	stuck.SetReadDeadline(time.Now().Add(30 * time.Second))
 	r := bufio.NewReader(stuck)
 	resyncs, completed := 0, map[string]bool{}
-	for {
-		line, err := r.ReadString('\n')
-		if err != nil {
-			t.Fatalf("reading the stalled stream for the last event (%d resyncs, %d completions read): %v", resyncs, len(completed), err)
-		}
-		if line == "event: resync\n" {
-			resyncs++
-		}
-		data, ok := strings.CutPrefix(line, "data: ")
-		if !ok {
-			continue
-		}
-		var change store.Change
-		if err := json.Unmarshal([]byte(data), &change); err != nil {
-			t.Fatalf("stream data %q: %v", data, err)
-		}
-		if change.Kind == store.ChangeRun && change.Status == store.StatusCompleted {
-			completed[change.RunID] = true
-		}
-		if change.EventName == "test/after-the-stall" {
-			break
+	read := func(until func(store.Change) bool) {
+		t.Helper()
+		for {
+			line, err := r.ReadString('\n')
+			if err != nil {
+				t.Fatalf("reading the stalled stream (%d resyncs, %d completions read): %v", resyncs, len(completed), err)
+			}
+			data, ok := strings.CutPrefix(line, "data: ")
+			if !ok {
+				continue
+			}
+			var change store.Change
+			if err := json.Unmarshal([]byte(data), &change); err != nil {
+				t.Fatalf("stream data %q: %v", data, err)
+			}
+			if change.Kind == "" { // the resync marker's data is {}
+				resyncs++
+			}
+			if change.Kind == store.ChangeRun && change.Status == store.StatusCompleted {
+				completed[change.RunID] = true
+			}
+			if until(change) {
+				return
+			}
 		}
 	}
+	read(func(store.Change) bool { return resyncs > 0 || len(completed) == events })
 	if resyncs == 0 && len(completed) < events {
 		t.Fatalf("the stream lost changes without a resync: %d of %d run completions read", len(completed), events)
 	}
+	if code := c.do(http.MethodPost, "/e/k", `{"name":"test/after-the-stall"}`, nil); code != http.StatusOK {
+		t.Fatalf("post the last event: %d", code)
+	}
+	read(func(ch store.Change) bool { return ch.EventName == "test/after-the-stall" })
 	t.Logf("the stalled client read %d of %d run completions and %d resyncs", len(completed), events, resyncs)
 }
 
