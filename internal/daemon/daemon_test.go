@@ -170,6 +170,33 @@ func awaitRun(t *testing.T, changes <-chan store.Change, id string, within time.
 	}
 }
 
+// awaitRuns reads the stream until every run of ids has reached a finished
+// status, in whatever order they finish, and returns their statuses.
+func awaitRuns(t *testing.T, changes <-chan store.Change, ids []string, within time.Duration) map[string]store.Status {
+	t.Helper()
+	pending := map[string]bool{}
+	for _, id := range ids {
+		pending[id] = true
+	}
+	out := map[string]store.Status{}
+	deadline := time.After(within)
+	for len(pending) > 0 {
+		select {
+		case c, ok := <-changes:
+			if !ok {
+				t.Fatalf("stream ended before runs %v finished", pending)
+			}
+			if c.Kind == store.ChangeRun && pending[c.RunID] && c.Status.Finished() {
+				delete(pending, c.RunID)
+				out[c.RunID] = c.Status
+			}
+		case <-deadline:
+			t.Fatalf("runs %v did not finish within %v", pending, within)
+		}
+	}
+	return out
+}
+
 // runsAnswer is a /v1/runs or /v1/events/{id}/runs answer.
 type runsAnswer = wire.Page[wire.Run]
 

@@ -258,6 +258,14 @@ func TestThreeDaemonsShareOneRedisAndTakeOverAKilledOne(t *testing.T) {
 			sent += batch
 		}
 		if killedAt.IsZero() && len(completed) >= events/2 {
+			// Kill it at work: the window was just refilled, so it takes
+			// runs at once (a kill while it was between runs would not
+			// exercise the takeover).
+			for busy := time.Now().Add(10 * time.Second); len(leasedBy(t, srv.Addr, victim.cmd.Process.Pid)) == 0; time.Sleep(time.Millisecond) {
+				if time.Now().After(busy) {
+					t.Fatalf("the daemon to kill took no run within 10 s, with %d sent and %d completed", sent, len(completed))
+				}
+			}
 			if err := victim.cmd.Process.Kill(); err != nil {
 				t.Fatal(err)
 			}
