@@ -58,15 +58,8 @@ func clientOptions(raw string) (*goredis.UniversalOptions, error) {
 		return nil, errors.New("malformed " + SentinelScheme + " URL")
 	}
 	o := &goredis.UniversalOptions{}
-	for _, addr := range strings.Split(u.Host, ",") {
-		host, port, ok := strings.Cut(addr, ":")
-		if !ok || host == "" {
-			return nil, fmt.Errorf("%s URL: sentinel %q needs host:port", SentinelScheme, addr)
-		}
-		if _, err := strconv.ParseUint(port, 10, 16); err != nil {
-			return nil, fmt.Errorf("%s URL: sentinel %q: bad port", SentinelScheme, addr)
-		}
-		o.Addrs = append(o.Addrs, addr)
+	if o.Addrs, err = splitAddrs(u.Host, SentinelScheme+" URL: sentinel"); err != nil {
+		return nil, err
 	}
 	parts := strings.Split(strings.Trim(u.Path, "/"), "/")
 	if parts[0] == "" || len(parts) > 2 {
@@ -133,15 +126,9 @@ func clusterParts(raw string) (at int, hosts, query string, ok bool) {
 func clusterOptions(raw string) (*goredis.UniversalOptions, error) {
 	at, hosts, _, _ := clusterParts(raw)
 	o := &goredis.UniversalOptions{IsClusterMode: true}
-	for _, addr := range strings.Split(hosts, ",") {
-		host, port, err := net.SplitHostPort(addr)
-		if err != nil || host == "" {
-			return nil, fmt.Errorf("cluster URL: node %q needs host:port", addr)
-		}
-		if n, err := strconv.ParseUint(port, 10, 16); err != nil || n == 0 {
-			return nil, fmt.Errorf("cluster URL: node %q: bad port", addr)
-		}
-		o.Addrs = append(o.Addrs, addr)
+	var err error
+	if o.Addrs, err = splitAddrs(hosts, "cluster URL: node"); err != nil {
+		return nil, err
 	}
 	// url.Parse takes one host: it reads the rest of the URL with the first.
 	u, err := url.Parse(raw[:at] + o.Addrs[0] + raw[at+len(hosts):])
@@ -168,4 +155,21 @@ func clusterOptions(raw string) (*goredis.UniversalOptions, error) {
 		o.TLSConfig = &tls.Config{MinVersion: tls.VersionTLS12}
 	}
 	return o, nil
+}
+
+// splitAddrs reads a comma-separated list of host:port addresses (IPv6
+// hosts in brackets, ports 1 to 65535); what names one in an error.
+func splitAddrs(list, what string) ([]string, error) {
+	var addrs []string
+	for _, addr := range strings.Split(list, ",") {
+		host, port, err := net.SplitHostPort(addr)
+		if err != nil || host == "" {
+			return nil, fmt.Errorf("%s %q needs host:port", what, addr)
+		}
+		if n, err := strconv.ParseUint(port, 10, 16); err != nil || n == 0 {
+			return nil, fmt.Errorf("%s %q: bad port", what, addr)
+		}
+		addrs = append(addrs, addr)
+	}
+	return addrs, nil
 }
