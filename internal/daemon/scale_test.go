@@ -12,6 +12,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -258,10 +259,21 @@ func TestThreeDaemonsShareOneRedisAndTakeOverAKilledOne(t *testing.T) {
 			sent += batch
 		}
 		if killedAt.IsZero() && len(completed) >= events/2 {
-			// Kill it at work: the window was just refilled, so it takes
-			// runs at once (a kill while it was between runs would not
-			// exercise the takeover).
-			for busy := time.Now().Add(10 * time.Second); len(leasedBy(t, srv.Addr, victim.cmd.Process.Pid)) == 0; time.Sleep(time.Millisecond) {
+			// Kill it at work. Its leases are read while it is stopped
+			// (SIGSTOP), so the set cannot empty between the read and
+			// the kill; a daemon caught between runs is let go on and
+			// caught again (a kill then would not exercise the takeover).
+			for busy := time.Now().Add(10 * time.Second); ; time.Sleep(time.Millisecond) {
+				if err := victim.cmd.Process.Signal(syscall.SIGSTOP); err != nil {
+					t.Fatal(err)
+				}
+				time.Sleep(5 * time.Millisecond) // let Redis finish what it sent before it stopped
+				if leased = leasedBy(t, srv.Addr, victim.cmd.Process.Pid); len(leased) > 0 {
+					break
+				}
+				if err := victim.cmd.Process.Signal(syscall.SIGCONT); err != nil {
+					t.Fatal(err)
+				}
 				if time.Now().After(busy) {
 					t.Fatalf("the daemon to kill took no run within 10 s, with %d sent and %d completed", sent, len(completed))
 				}
@@ -272,7 +284,6 @@ func TestThreeDaemonsShareOneRedisAndTakeOverAKilledOne(t *testing.T) {
 			victim.cmd.Wait()
 			killedAt = time.Now()
 			alive = daemons[:2]
-			leased = leasedBy(t, srv.Addr, victim.cmd.Process.Pid)
 			t.Logf("killed daemon %d after %d completed runs, holding %d leased runs", victim.cmd.Process.Pid, len(completed), len(leased))
 		}
 		select {
