@@ -53,19 +53,74 @@ type waitArg struct {
 	Expires int64  `json:"expires"` // ms, 0: never
 }
 
-// stepRecord is a step as stored in steps:<run>.
+// stepRecord is a step as stored in steplog:<run> (keys.go), which
+// save_record (lua/common.lua) finds by its start: the id must stay the
+// first field. Records
+// written before that layout, in steps:<run>, have Attempts and always a
+// name; newer ones have Att, and a name only when it is not the id.
 type stepRecord struct {
 	ID        string          `json:"id"`
-	Name      string          `json:"name"`
+	Name      *string         `json:"name,omitempty"` // nil: the id
 	Kind      string          `json:"kind"`
 	Status    string          `json:"status"`
-	Attempts  []store.Attempt `json:"attempts"`
+	Attempts  []store.Attempt `json:"attempts,omitempty"` // earlier records
+	Att       []attemptRecord `json:"att,omitempty"`
+	Once      bool            `json:"once,omitempty"` // one attempt, from StartedAt to EndedAt, without error: no Att
 	Output    json.RawMessage `json:"output,omitempty"`
 	Error     string          `json:"error,omitempty"`
 	WakeAt    int64           `json:"wake_at,omitempty"`
 	StartedAt int64           `json:"started_at,omitempty"`
 	EndedAt   int64           `json:"ended_at,omitempty"`
 	Wait      *store.Wait     `json:"wait,omitempty"`
+}
+
+// attemptRecord is a store.Attempt with its times in unix ms: a third of
+// the bytes of two RFC 3339 times.
+type attemptRecord struct {
+	Start int64  `json:"s,omitempty"`
+	End   int64  `json:"e,omitempty"`
+	Error string `json:"err,omitempty"`
+}
+
+// newStepRecord encodes st for steplog:<run>.
+func newStepRecord(st store.Step) stepRecord {
+	rec := stepRecord{ID: st.ID, Kind: string(st.Kind), Status: string(st.Status),
+		Output: st.Output, Error: st.Error, WakeAt: ms(st.WakeAt),
+		StartedAt: ms(st.StartedAt), EndedAt: ms(st.EndedAt), Wait: st.Wait}
+	if st.Name != st.ID {
+		rec.Name = &st.Name
+	}
+	if a := st.Attempts; len(a) == 1 && a[0].Error == "" && rec.StartedAt != 0 &&
+		ms(a[0].StartedAt) == rec.StartedAt && ms(a[0].EndedAt) == rec.EndedAt {
+		rec.Once = true
+		return rec
+	}
+	for _, a := range st.Attempts {
+		rec.Att = append(rec.Att, attemptRecord{Start: ms(a.StartedAt), End: ms(a.EndedAt), Error: a.Error})
+	}
+	return rec
+}
+
+// step decodes the record of a step of run runID.
+func (rec stepRecord) step(runID string) store.Step {
+	st := store.Step{
+		RunID: runID, ID: rec.ID, Name: rec.ID, Kind: store.StepKind(rec.Kind), Status: store.Status(rec.Status),
+		Attempts: rec.Attempts, Output: rec.Output, Error: rec.Error, WakeAt: fromMS(rec.WakeAt),
+		StartedAt: fromMS(rec.StartedAt), EndedAt: fromMS(rec.EndedAt), Wait: rec.Wait,
+	}
+	if rec.Name != nil {
+		st.Name = *rec.Name
+	}
+	if rec.Once {
+		st.Attempts = []store.Attempt{{StartedAt: st.StartedAt, EndedAt: st.EndedAt}}
+	}
+	for _, a := range rec.Att {
+		st.Attempts = append(st.Attempts, store.Attempt{StartedAt: fromMS(a.Start), EndedAt: fromMS(a.End), Error: a.Error})
+	}
+	if st.Attempts == nil {
+		st.Attempts = []store.Attempt{}
+	}
+	return st
 }
 
 func specArgs(specs []store.RunSpec) []specArg {
@@ -203,7 +258,7 @@ func (s *Store) Claim(ctx context.Context, owner string, n int, ttl time.Duratio
 		}
 		// The hash as read, before the claim wrote these (see claim.lua).
 		run.Status, run.LeaseOwner, run.AvailableAt = store.StatusRunning, owner, fromMS(until.UnixMilli())
-		steps, err := parseStepPairs(run.ID, t[3])
+		steps, err := parseRunSteps(run.ID, t[3])
 		if err != nil {
 			return nil, s.wrap("claim", err)
 		}
@@ -281,16 +336,14 @@ func (s *Store) CommitStep(ctx context.Context, l *store.Lease, st store.Step, e
 		}
 		waitEvent, waitDoc = w.Event, string(b)
 	}
-	attempts := st.Attempts
-	if attempts == nil {
-		attempts = []store.Attempt{}
-	}
-	rec, err := json.Marshal(stepRecord{ID: st.ID, Name: st.Name, Kind: string(st.Kind), Status: string(st.Status),
-		Attempts: attempts, Output: st.Output, Error: st.Error, WakeAt: ms(st.WakeAt),
-		StartedAt: ms(st.StartedAt), EndedAt: ms(st.EndedAt), Wait: st.Wait})
+	rec, err := json.Marshal(newStepRecord(st))
 	if err != nil {
 		return s.wrap("save step", fmt.Errorf("%w: %w", store.ErrInvalid, err))
 	}
+	// The record's start up to the end of its id, as the encoder wrote it:
+	// what save_record looks for in the run's log.
+	id, _ := json.Marshal(st.ID)
+	head := `{"id":` + string(id)
 	pubs, err := s.pubArgs(emit, now)
 	if err != nil {
 		return s.wrap("save step", err)
@@ -303,7 +356,7 @@ func (s *Store) CommitStep(ctx context.Context, l *store.Lease, st store.Step, e
 		return s.wrap("save step", err)
 	}
 	err = s.acked(ctx, scriptSaveStep, keys, now.UnixMilli(), l.RunID, l.Token,
-		st.ID, string(rec), string(st.Status), waitEvent, waitDoc, jsonArray(pubs), fxDoc).Err()
+		st.ID, string(rec), string(st.Status), waitEvent, waitDoc, jsonArray(pubs), fxDoc, head).Err()
 	return s.wrap("save step", err)
 }
 
@@ -468,16 +521,39 @@ func flatMap(v any) map[string]string {
 	return m
 }
 
-// parseStepPairs reads run_steps's reply: {record, matched} per step.
-func parseStepPairs(runID string, v any) ([]store.Step, error) {
-	list, _ := v.([]any)
-	steps := make([]store.Step, 0, len(list))
-	for _, p := range list {
-		t, _ := p.([]any)
-		if len(t) != 2 {
-			return nil, fmt.Errorf("unexpected step reply %v", p)
+// parseRunSteps reads run_steps's reply: {{record, ...}, {step id,
+// match, ...}}, or {log, {step id, match, ...}} for a run whose records
+// are one log (keys.go: steplog).
+func parseRunSteps(runID string, v any) ([]store.Step, error) {
+	t, _ := v.([]any)
+	if len(t) != 2 {
+		return nil, fmt.Errorf("unexpected steps reply %v", v)
+	}
+	var docs []string
+	switch d := t[0].(type) {
+	case string:
+		docs = logRecords(d)
+	case []any:
+		for _, doc := range d {
+			docs = append(docs, str(doc))
 		}
-		st, err := parseStep(runID, str(t[0]), str(t[1]))
+	}
+	return parseSteps(runID, docs, flatMap(t[1]))
+}
+
+// logRecords splits a run's step log ("\n" before each record).
+func logRecords(log string) []string {
+	if log == "" {
+		return nil
+	}
+	return strings.Split(log[1:], "\n")
+}
+
+// parseSteps reads step records in order, with the run's completed waits.
+func parseSteps(runID string, docs []string, matched map[string]string) ([]store.Step, error) {
+	steps := make([]store.Step, 0, len(docs))
+	for _, doc := range docs {
+		st, err := parseStep(runID, doc, matched)
 		if err != nil {
 			return nil, err
 		}

@@ -29,8 +29,12 @@ import "strings"
 //	rate                    sorted set rate-limit key -> GCRA theoretical arrival (ms)
 //	window:<key>            hash {n, reset}: a fixed-window rate limit shared by the daemons
 //	                        (the site routes', key "site:<route>:<client ip>"), expiring with its window
-//	steps:<run>             hash step id -> step record (JSON, stepRecord)
-//	steporder:<run>         list: step ids in the order first recorded
+//	steplog:<run>           string: the step records (JSON on one line, stepRecord), each after
+//	                        a newline, in the order first recorded; a record saved again is
+//	                        replaced in place (save_record in lua/common.lua)
+//	steps:<run>, steporder:<run>
+//	                        the earlier layout, kept for the runs recorded in it: hash step id
+//	                        -> record, and list of step ids in the order first recorded
 //	matched:<run>           hash step id -> {"ended_at", "output"}: a wait completed by an event
 //	waits:<event name>      hash "<run>\n<step>" -> waitArg JSON: pending WaitForEvent steps
 //	runwaits:<run>          hash step id -> event name: the run's pending waits
@@ -66,6 +70,7 @@ func (k keys) runsByEvent(id string) string { return k.engine + "runs:ev:" + id 
 func (k keys) queue() string                { return k.engine + "queue" }
 func (k keys) steps(run string) string      { return k.engine + "steps:" + run }
 func (k keys) stepOrder(run string) string  { return k.engine + "steporder:" + run }
+func (k keys) stepLog(run string) string    { return k.engine + "steplog:" + run }
 func (k keys) matched(run string) string    { return k.engine + "matched:" + run }
 func (k keys) changes() string              { return k.engine + "changes" }
 func (k keys) health() string               { return k.engine + "health" }

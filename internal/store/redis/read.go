@@ -235,30 +235,37 @@ func (s *Store) ListRuns(ctx context.Context, f store.RunFilter) (store.Page[sto
 func (s *Store) Steps(ctx context.Context, runID string) ([]store.Step, error) {
 	var (
 		exists  *goredis.IntCmd
+		log     *goredis.StringCmd
 		order   *goredis.StringSliceCmd
 		docs    *goredis.MapStringStringCmd
 		matched *goredis.MapStringStringCmd
 	)
 	_, err := s.rdb.TxPipelined(ctx, func(p goredis.Pipeliner) error {
 		exists = p.Exists(ctx, s.keys.run(runID))
+		log = p.Get(ctx, s.keys.stepLog(runID))
 		order = p.LRange(ctx, s.keys.stepOrder(runID), 0, -1)
 		docs = p.HGetAll(ctx, s.keys.steps(runID))
 		matched = p.HGetAll(ctx, s.keys.matched(runID))
 		return nil
 	})
-	if err != nil {
+	if err != nil && err != goredis.Nil {
 		return nil, s.wrap("steps", err)
 	}
 	if exists.Val() == 0 {
 		return nil, s.wrap("steps", store.ErrNotFound)
 	}
-	steps := make([]store.Step, 0, len(order.Val()))
-	for _, id := range order.Val() {
-		st, err := parseStep(runID, docs.Val()[id], matched.Val()[id])
-		if err != nil {
-			return nil, s.wrap("steps", err)
+	// A run recorded in the earlier layout has its records in steps:<run>
+	// and their order in steporder:<run> (keys.go).
+	records := logRecords(log.Val())
+	if ids := order.Val(); len(ids) > 0 {
+		records = make([]string, len(ids))
+		for i, id := range ids {
+			records[i] = docs.Val()[id]
 		}
-		steps = append(steps, st)
+	}
+	steps, err := parseSteps(runID, records, matched.Val())
+	if err != nil {
+		return nil, s.wrap("steps", err)
 	}
 	return steps, nil
 }
@@ -298,24 +305,21 @@ func parseRun(m map[string]string) (store.Run, error) {
 	return r, nil
 }
 
-// parseStep reads a step record and, when an event completed its wait,
-// the match (see complete_wait in lua/common.lua).
-func parseStep(runID, doc, matched string) (store.Step, error) {
+// parseStep reads a step record and, when an event completed its wait
+// (matched, step id -> match: see complete_wait in lua/common.lua), the
+// match.
+func parseStep(runID, doc string, matched map[string]string) (store.Step, error) {
 	var rec stepRecord
 	if err := json.Unmarshal([]byte(doc), &rec); err != nil {
 		return store.Step{}, fmt.Errorf("step of run %s: %w", runID, err)
 	}
-	st := store.Step{
-		RunID: runID, ID: rec.ID, Name: rec.Name, Kind: store.StepKind(rec.Kind), Status: store.Status(rec.Status),
-		Attempts: rec.Attempts, Output: rec.Output, Error: rec.Error, WakeAt: fromMS(rec.WakeAt),
-		StartedAt: fromMS(rec.StartedAt), EndedAt: fromMS(rec.EndedAt), Wait: rec.Wait,
-	}
-	if matched != "" {
+	st := rec.step(runID)
+	if match := matched[rec.ID]; match != "" {
 		var m struct {
 			EndedAt int64           `json:"ended_at"`
 			Output  json.RawMessage `json:"output"`
 		}
-		if err := json.Unmarshal([]byte(matched), &m); err != nil {
+		if err := json.Unmarshal([]byte(match), &m); err != nil {
 			return store.Step{}, fmt.Errorf("step %s of run %s: %w", rec.ID, runID, err)
 		}
 		st.Status, st.Output, st.EndedAt, st.WakeAt = store.StatusCompleted, m.Output, fromMS(m.EndedAt), time.Time{}

@@ -179,7 +179,8 @@ local function drop_run(id, r)
   redis.call('ZREM', P .. 'runs:st:' .. r.status, m)
   redis.call('ZREM', P .. 'runs:fnst:' .. r.fn .. ':' .. r.status, m)
   for _, eid in ipairs(cjson.decode(r.evs)) do redis.call('ZREM', P .. 'runs:ev:' .. eid, m) end
-  redis.call('DEL', P .. 'run:' .. id, P .. 'steps:' .. id, P .. 'steporder:' .. id, P .. 'matched:' .. id)
+  redis.call('DEL', P .. 'run:' .. id, P .. 'steplog:' .. id, P .. 'steps:' .. id, P .. 'steporder:' .. id,
+    P .. 'matched:' .. id)
   drop_waits(id)
   if set(r.idem) and redis.call('HGET', P .. 'idem', r.idem) == id then
     redis.call('HDEL', P .. 'idem', r.idem)
@@ -453,16 +454,47 @@ local function publish_all(pubs)
   return out
 end
 
--- run_steps returns the run's steps in the order first recorded, each as
--- {record, matched wait or ''}.
+-- A run's step records are one string, steplog:<run>: each record
+-- (JSON on one line, its id first) after a newline, in the order first
+-- recorded. Runs recorded in the earlier layout keep steps:<run> (step id
+-- -> record) and steporder:<run> (their order) until pruned (keys.go).
+
+-- run_steps returns the run's step records and its completed waits as
+-- HGETALL gives matched:<run>: {log, {step id, match, ...}}, or for the
+-- earlier layout {{record, ...}, {step id, match, ...}}.
 local function run_steps(id)
   local ids = redis.call('LRANGE', P .. 'steporder:' .. id, 0, -1)
-  local out = {}
-  if #ids == 0 then return out end
-  local docs = redis.call('HMGET', P .. 'steps:' .. id, unpack(ids))
-  local done = redis.call('HMGET', P .. 'matched:' .. id, unpack(ids))
-  for i = 1, #ids do out[i] = {docs[i] or '', done[i] or ''} end
-  return out
+  local docs
+  if #ids > 0 then
+    docs = redis.call('HMGET', P .. 'steps:' .. id, unpack(ids))
+  else
+    docs = redis.call('GET', P .. 'steplog:' .. id)
+    if not docs then return {{}, {}} end
+  end
+  return {docs, redis.call('HGETALL', P .. 'matched:' .. id)}
+end
+
+-- save_record stores the record rec of step, which starts with head
+-- ('{"id":' and the id as JSON): in place of the step's earlier record,
+-- else at the end of the run's log.
+local function save_record(id, step, rec, head)
+  if redis.call('EXISTS', P .. 'steporder:' .. id) == 1 then
+    if redis.call('HSET', P .. 'steps:' .. id, step, rec) == 1 then redis.call('RPUSH', P .. 'steporder:' .. id, step) end
+    return
+  end
+  local k = P .. 'steplog:' .. id
+  local log = redis.call('GET', k)
+  local i = log and string.find(log, '\n' .. head .. ',', 1, true)
+  if not i then
+    -- SET, not APPEND: APPEND leaves the string room to grow, up to its
+    -- size again, which a log of a few records never uses.
+    redis.call('SET', k, (log or '') .. '\n' .. rec)
+    return
+  end
+  local j = string.find(log, '\n', i + 1, true)
+  local rest = ''
+  if j then rest = string.sub(log, j) end
+  redis.call('SET', k, string.sub(log, 1, i) .. rec .. rest)
 end
 
 local function flat(r)

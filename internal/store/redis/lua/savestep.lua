@@ -5,7 +5,8 @@
 -- id; ARGV[3] token; ARGV[4] step id; ARGV[5] step record (JSON, see
 -- stepRecord); ARGV[6] step status; ARGV[7] name of the event a pending wait
 -- waits for ('' for none); ARGV[8] the wait (JSON, see waitArg); ARGV[9]
--- JSON array of pubArg to emit; ARGV[10] the effects (JSON, see effectsArg):
+-- JSON array of pubArg to emit; ARGV[11] the record's start up to its id
+-- (see save_record); ARGV[10] the effects (JSON, see effectsArg):
 -- {"r": reads [[i, "string"|"member"|"card", "1"|"0" exists, value|member|card]],
 --  "w": writes [[i, "set"|"incrby"|"sadd"|"del", value|delta, ttl ms, "1"|"0" blind, members...]]}.
 -- Returns 1, or the errors LEASE_LOST, CONFLICT (a read no longer holds),
@@ -62,9 +63,7 @@ for _, w in ipairs(fx.w) do
   end
 end
 local id, step = r.id, ARGV[4]
-if redis.call('HSET', P .. 'steps:' .. id, step, ARGV[5]) == 1 then
-  redis.call('RPUSH', P .. 'steporder:' .. id, step)
-end
+save_record(id, step, ARGV[5], ARGV[11])
 redis.call('HDEL', P .. 'matched:' .. id, step)
 local old = redis.call('HGET', P .. 'runwaits:' .. id, step)
 if old then

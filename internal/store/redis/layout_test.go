@@ -1,0 +1,167 @@
+package redis_test
+
+import (
+	"encoding/json"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/jonboulle/clockwork"
+	"github.com/oklog/ulid/v2"
+	goredis "github.com/redis/go-redis/v9"
+
+	"github.com/dcyfr/cyberdrew/internal/store"
+)
+
+// TestStepsRecordedInTheEarlierLayout: a run whose steps an earlier
+// version recorded (steps:<run> as step id -> record with RFC 3339
+// attempts, steporder:<run> as their order) is read, claimed, recorded
+// further and pruned as before an upgrade.
+func TestStepsRecordedInTheEarlierLayout(t *testing.T) {
+	t.Parallel()
+	srv := server(t)
+	clock := clockwork.NewFakeClockAt(time.Date(2026, 12, 6, 5, 0, 0, 0, time.UTC))
+	s := open(t, srv.URL(5), clock)
+	ctx := t.Context()
+	runID := ulid.Make().String()
+	if _, err := s.Publish(ctx, []store.Publication{{Event: store.Event{Name: "test/layout"},
+		Runs: []store.RunSpec{{ID: runID, FunctionID: "layout"}}}}); err != nil {
+		t.Fatal(err)
+	}
+	ls, err := s.Claim(ctx, "w", 1, time.Minute)
+	if err != nil || len(ls) != 1 {
+		t.Fatalf("Claim: %v, %d leases", err, len(ls))
+	}
+	// What an earlier version wrote for two steps of this run.
+	prefix := runKeyPrefix(t, srv.Addr, runID)
+	rdb := goredis.NewClient(&goredis.Options{Addr: srv.Addr, DB: 5})
+	defer rdb.Close()
+	started := clock.Now().Add(-time.Second)
+	legacy := func(id, name string) string {
+		return fmt.Sprintf(`{"id":%q,"name":%q,"kind":"run","status":"Completed","attempts":[{"started_at":%q,"ended_at":%q}],"output":{"step":%q},"started_at":%d,"ended_at":%d}`,
+			id, name, started.Format(time.RFC3339Nano), clock.Now().Format(time.RFC3339Nano), id, started.UnixMilli(), clock.Now().UnixMilli())
+	}
+	if err := rdb.HSet(ctx, prefix+"steps:"+runID, "b", legacy("b", "second"), "a", legacy("a", "a")).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if err := rdb.RPush(ctx, prefix+"steporder:"+runID, "a", "b").Err(); err != nil {
+		t.Fatal(err)
+	}
+	// Recorded further by this version: a third step, and the second again.
+	now := clock.Now()
+	for _, st := range []store.Step{
+		{RunID: runID, ID: "c", Name: "c", Kind: store.StepRun, Status: store.StatusCompleted, Output: json.RawMessage(`{"step":"c"}`),
+			Attempts: []store.Attempt{{StartedAt: now, EndedAt: now}}, StartedAt: now, EndedAt: now},
+		{RunID: runID, ID: "b", Name: "second", Kind: store.StepRun, Status: store.StatusCompleted, Output: json.RawMessage(`{"step":"b2"}`),
+			Attempts: []store.Attempt{{StartedAt: started, EndedAt: now}}, StartedAt: started, EndedAt: now},
+	} {
+		if err := s.SaveStep(ctx, &ls[0], st, nil); err != nil {
+			t.Fatalf("SaveStep(%s): %v", st.ID, err)
+		}
+	}
+	want := []string{`a a {"step":"a"}`, `b second {"step":"b2"}`, `c c {"step":"c"}`}
+	describe := func(steps []store.Step) []string {
+		var out []string
+		for _, st := range steps {
+			out = append(out, fmt.Sprintf("%s %s %s", st.ID, st.Name, st.Output))
+			if len(st.Attempts) != 1 || st.Attempts[0].StartedAt.IsZero() {
+				t.Errorf("step %s: attempts %+v", st.ID, st.Attempts)
+			}
+		}
+		return out
+	}
+	steps, err := s.Steps(ctx, runID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := describe(steps); strings.Join(got, "|") != strings.Join(want, "|") {
+		t.Errorf("Steps = %q, want %q", got, want)
+	}
+	if err := s.Release(ctx, &ls[0]); err != nil {
+		t.Fatal(err)
+	}
+	ls, err = s.Claim(ctx, "w", 1, time.Minute)
+	if err != nil || len(ls) != 1 {
+		t.Fatalf("Claim again: %v, %d leases", err, len(ls))
+	}
+	if got := describe(ls[0].Steps); strings.Join(got, "|") != strings.Join(want, "|") {
+		t.Errorf("claimed steps = %q, want %q", got, want)
+	}
+	if err := s.Finish(ctx, &ls[0], store.Outcome{Status: store.StatusCompleted}); err != nil {
+		t.Fatal(err)
+	}
+	clock.Advance(time.Hour)
+	if _, err := s.Prune(ctx, clock.Now(), 100); err != nil {
+		t.Fatal(err)
+	}
+	if n := rdb.Exists(ctx, prefix+"steps:"+runID, prefix+"steporder:"+runID, prefix+"steplog:"+runID).Val(); n != 0 {
+		t.Errorf("%d step keys of the pruned run are left", n)
+	}
+}
+
+// runKeyPrefix finds the engine prefix ("t7:{engine}:") of the run's key.
+func runKeyPrefix(t *testing.T, addr, runID string) string {
+	t.Helper()
+	rdb := goredis.NewClient(&goredis.Options{Addr: addr, DB: 5})
+	defer rdb.Close()
+	keys, err := rdb.Keys(t.Context(), "*run:"+runID).Result()
+	if err != nil || len(keys) != 1 {
+		t.Fatalf("the run's key: %v %v", keys, err)
+	}
+	return strings.TrimSuffix(keys[0], "run:"+runID)
+}
+
+// TestStepLogReplacesInPlace: a step saved again replaces its record in
+// the run's log and keeps its place, whatever its id holds (quotes, a
+// newline, characters JSON escapes) and whichever other step's id it
+// starts with.
+func TestStepLogReplacesInPlace(t *testing.T) {
+	t.Parallel()
+	srv := server(t)
+	clock := clockwork.NewFakeClockAt(time.Date(2026, 12, 6, 5, 0, 0, 0, time.UTC))
+	s := open(t, srv.URL(5), clock)
+	ctx := t.Context()
+	runID := ulid.Make().String()
+	if _, err := s.Publish(ctx, []store.Publication{{Event: store.Event{Name: "test/layout"},
+		Runs: []store.RunSpec{{ID: runID, FunctionID: "layout"}}}}); err != nil {
+		t.Fatal(err)
+	}
+	ls, err := s.Claim(ctx, "w", 1, time.Minute)
+	if err != nil || len(ls) != 1 {
+		t.Fatalf("Claim: %v, %d leases", err, len(ls))
+	}
+	ids := []string{"a", "a\"b\n<c>/&\u2028é", "a:1", `a\`, "a\"b"}
+	save := func(id string, n int) {
+		t.Helper()
+		now := clock.Now()
+		st := store.Step{RunID: runID, ID: id, Name: "name of " + id, Kind: store.StepRun, Status: store.StatusCompleted,
+			Output: json.RawMessage(fmt.Sprintf(`{"n":%d,"text":"line\nbreak"}`, n)), Attempts: []store.Attempt{{StartedAt: now, EndedAt: now}},
+			StartedAt: now, EndedAt: now}
+		if err := s.SaveStep(ctx, &ls[0], st, nil); err != nil {
+			t.Fatalf("SaveStep(%q): %v", id, err)
+		}
+	}
+	for _, id := range ids {
+		save(id, 1)
+	}
+	for i := len(ids) - 1; i >= 0; i-- {
+		save(ids[i], 2+i)
+	}
+	steps, err := s.Steps(ctx, runID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(steps) != len(ids) {
+		t.Fatalf("%d steps, want %d: %+v", len(steps), len(ids), steps)
+	}
+	for i, st := range steps {
+		var out struct{ N int }
+		if err := json.Unmarshal(st.Output, &out); err != nil {
+			t.Fatal(err)
+		}
+		if st.ID != ids[i] || st.Name != "name of "+ids[i] || out.N != 2+i {
+			t.Errorf("step %d = %q (%q) with n=%d, want %q with n=%d", i, st.ID, st.Name, out.N, ids[i], 2+i)
+		}
+	}
+}
