@@ -478,12 +478,12 @@ end
 -- ('{"id":' and the id as JSON): in place of the step's earlier record,
 -- else at the end of the run's log.
 local function save_record(id, step, rec, head)
-  if redis.call('EXISTS', P .. 'steporder:' .. id) == 1 then
+  local k = P .. 'steplog:' .. id
+  local log = redis.call('GET', k)
+  if not log and redis.call('EXISTS', P .. 'steporder:' .. id) == 1 then
     if redis.call('HSET', P .. 'steps:' .. id, step, rec) == 1 then redis.call('RPUSH', P .. 'steporder:' .. id, step) end
     return
   end
-  local k = P .. 'steplog:' .. id
-  local log = redis.call('GET', k)
   local i = log and string.find(log, '\n' .. head .. ',', 1, true)
   if not i then
     -- SET, not APPEND: APPEND leaves the string room to grow, up to its
