@@ -9,7 +9,7 @@ import "strings"
 // script may touch any engine key, and all of them live in one slot. The
 // scripts in lua/ build the same names from KEYS[1] (the engine prefix).
 //
-//	event:<id>              hash {doc, name}: the event as JSON and its name
+//	event:<id>              string: the event as JSON (earlier versions: hash {doc, name})
 //	events                  sorted set (lex): "<received ms, 13 digits>:<id>", every event
 //	events:name:<name>      sorted set (lex): the same, per event name
 //	cid, cidexp             hash client id -> event id; sorted set client id -> expiry ms

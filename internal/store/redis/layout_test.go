@@ -165,3 +165,62 @@ func TestStepLogReplacesInPlace(t *testing.T) {
 		}
 	}
 }
+
+// TestEventsStoredInTheEarlierLayout: an event an earlier version stored
+// (a hash {doc, name}) is read, listed, handed to the run it triggers and
+// pruned as before an upgrade.
+func TestEventsStoredInTheEarlierLayout(t *testing.T) {
+	t.Parallel()
+	srv := server(t)
+	clock := clockwork.NewFakeClockAt(time.Date(2026, 12, 6, 5, 0, 0, 0, time.UTC))
+	s := open(t, srv.URL(5), clock)
+	ctx := t.Context()
+	runID := ulid.Make().String()
+	pub, err := s.Publish(ctx, []store.Publication{{Event: store.Event{Name: "test/old", Data: json.RawMessage(`{"n":1}`)},
+		Runs: []store.RunSpec{{ID: runID, FunctionID: "layout"}}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	id := pub[0].EventID
+	prefix := runKeyPrefix(t, srv.Addr, runID)
+	rdb := goredis.NewClient(&goredis.Options{Addr: srv.Addr, DB: 5})
+	defer rdb.Close()
+	// Rewrite the event as an earlier version stored it.
+	key := prefix + "event:" + id
+	doc, err := rdb.Get(ctx, key).Result()
+	if err != nil {
+		t.Fatalf("the event is not a string: %v", err)
+	}
+	legacyDoc := strings.Replace(doc, `{"n":1}`, `{"n":"old"}`, 1)
+	if err := rdb.Del(ctx, key).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if err := rdb.HSet(ctx, key, "doc", legacyDoc, "name", "test/old").Err(); err != nil {
+		t.Fatal(err)
+	}
+	ev, err := s.GetEvent(ctx, id)
+	if err != nil || string(ev.Data) != `{"n":"old"}` {
+		t.Fatalf("GetEvent = %s, %v", ev.Data, err)
+	}
+	page, err := s.ListEvents(ctx, store.EventFilter{Name: "test/old"})
+	if err != nil || len(page.Items) != 1 || string(page.Items[0].Data) != `{"n":"old"}` {
+		t.Fatalf("ListEvents = %+v, %v", page.Items, err)
+	}
+	ls, err := s.Claim(ctx, "w", 1, time.Minute)
+	if err != nil || len(ls) != 1 || string(ls[0].Event.Data) != `{"n":"old"}` {
+		t.Fatalf("Claim: %v, %+v", err, ls)
+	}
+	if err := s.Finish(ctx, &ls[0], store.Outcome{Status: store.StatusCompleted}); err != nil {
+		t.Fatal(err)
+	}
+	clock.Advance(time.Hour)
+	if _, err := s.Prune(ctx, clock.Now(), 100); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.GetEvent(ctx, id); err == nil {
+		t.Error("the event is left after Prune")
+	}
+	if n := rdb.ZCard(ctx, prefix+"events:name:test/old").Val(); n != 0 {
+		t.Errorf("its name index holds %d entries after Prune", n)
+	}
+}

@@ -95,9 +95,8 @@ func list[T any](ctx context.Context, rdb goredis.UniversalClient, kind, index, 
 		for i, m := range ms {
 			reads[i] = load(pipe, memberID(m))
 		}
-		if _, err := pipe.Exec(ctx); err != nil && err != goredis.Nil {
-			return store.Page[T]{}, err
-		}
+		// Each read reports its own error: one may be recovered (eventFrom).
+		pipe.Exec(ctx)
 		for i, read := range reads {
 			item, ok, err := read()
 			if err != nil {
@@ -131,33 +130,39 @@ func list[T any](ctx context.Context, rdb goredis.UniversalClient, kind, index, 
 
 // GetEvent reads one event.
 func (s *Store) GetEvent(ctx context.Context, id string) (store.Event, error) {
-	doc, err := s.rdb.HGet(ctx, s.keys.event(id), "doc").Result()
-	if err != nil {
-		return store.Event{}, s.wrap("get event", err)
+	ev, ok, err := s.eventFrom(ctx, id, s.rdb.Get(ctx, s.keys.event(id)))
+	if err == nil && !ok {
+		err = store.ErrNotFound
 	}
-	var ev store.Event
-	if err := json.Unmarshal([]byte(doc), &ev); err != nil {
+	if err != nil {
 		return store.Event{}, s.wrap("get event", err)
 	}
 	return ev, nil
 }
 
 func (s *Store) loadEvent(p goredis.Pipeliner, id string) func() (store.Event, bool, error) {
-	cmd := p.HGet(context.Background(), s.keys.event(id), "doc")
-	return func() (store.Event, bool, error) {
-		doc, err := cmd.Result()
-		if err == goredis.Nil {
-			return store.Event{}, false, nil
-		}
-		if err != nil {
-			return store.Event{}, false, err
-		}
-		var ev store.Event
-		if err := json.Unmarshal([]byte(doc), &ev); err != nil {
-			return store.Event{}, false, err
-		}
-		return ev, true, nil
+	cmd := p.Get(context.Background(), s.keys.event(id))
+	return func() (store.Event, bool, error) { return s.eventFrom(context.Background(), id, cmd) }
+}
+
+// eventFrom decodes the event GET read (keys.go: event); an event an
+// earlier version stored as a hash {doc, name} is read again with HGET.
+func (s *Store) eventFrom(ctx context.Context, id string, get *goredis.StringCmd) (store.Event, bool, error) {
+	doc, err := get.Result()
+	if err != nil && strings.HasPrefix(err.Error(), "WRONGTYPE") {
+		doc, err = s.rdb.HGet(ctx, s.keys.event(id), "doc").Result()
 	}
+	if err == goredis.Nil {
+		return store.Event{}, false, nil
+	}
+	if err != nil {
+		return store.Event{}, false, err
+	}
+	var ev store.Event
+	if err := json.Unmarshal([]byte(doc), &ev); err != nil {
+		return store.Event{}, false, err
+	}
+	return ev, true, nil
 }
 
 // ListEvents lists events newest first.

@@ -44,7 +44,7 @@ local function lease(r, a)
   if set(r.ckey) then redis.call('ZADD', P .. 'conc:' .. r.ckey, r.avail, id) end
   release_key('deb', r.deb, id)
   change('run', '', '', id, r.fn, 'Running')
-  local doc = redis.call('HGET', P .. 'event:' .. r.ev, 'doc') or ''
+  local doc = event_doc(r.ev) or ''
   -- The reply adds what follows status, owner, token and avail.
   for i = 9, #fields do a[#a + 1] = fields[i] end
   out[#out + 1] = {id, token, a, steps, taken, doc}

@@ -96,6 +96,26 @@ local function load(id)
   return r, a
 end
 
+-- An event is a string, event:<id>, holding the event as JSON. Events
+-- stored by earlier versions are hashes {doc, name}; event_doc and
+-- event_name read both.
+
+-- event_doc returns the event's JSON, false when there is no such event.
+local function event_doc(id)
+  local k = P .. 'event:' .. id
+  local doc = redis.pcall('GET', k)
+  if type(doc) == 'table' and doc.err then return redis.call('HGET', k, 'doc') end
+  return doc
+end
+
+-- event_name returns the event's name, false when there is no such event.
+local function event_name(id)
+  local k = P .. 'event:' .. id
+  local doc = redis.pcall('GET', k)
+  if type(doc) == 'table' and doc.err then return redis.call('HGET', k, 'name') end
+  return doc and cjson.decode(doc).name
+end
+
 -- status_keys returns the keys of the status indexes runs:st:<st> and
 -- runs:fnst:<fn>:<st>, built once per script and pair.
 local stkeys = {}
@@ -436,8 +456,7 @@ local function publish_one(p)
     local first = live_entry('cid', 'cidexp', p.cid)
     if first then return {first, 1, {}} end
   end
-  if redis.call('EXISTS', P .. 'event:' .. p.id) == 1 then return {p.id, 1, {}} end
-  redis.call('HSET', P .. 'event:' .. p.id, 'doc', p.doc, 'name', p.name)
+  if not redis.call('SET', P .. 'event:' .. p.id, p.doc, 'NX') then return {p.id, 1, {}} end
   local m = member(NOW, p.id)
   zadd(P .. 'events', 0, m)
   zadd(P .. 'events:name:' .. p.name, 0, m)

@@ -33,7 +33,7 @@ while gone < batch and scanned < 4096 do
     if busy then
       offset = offset + 1
     else
-      local name = redis.call('HGET', P .. 'event:' .. id, 'name')
+      local name = event_name(id)
       redis.call('DEL', P .. 'event:' .. id)
       redis.call('ZREM', P .. 'events', m)
       if name then redis.call('ZREM', P .. 'events:name:' .. name, m) end

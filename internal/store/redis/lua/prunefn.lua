@@ -25,7 +25,7 @@ while runs < batch do
         if redis.call('EXISTS', P .. 'runs:ev:' .. eid) == 0 then
           local em = run_member(r.created, eid)
           if redis.call('ZREM', P .. 'events', em) == 1 then
-            local name = redis.call('HGET', P .. 'event:' .. eid, 'name')
+            local name = event_name(eid)
             redis.call('DEL', P .. 'event:' .. eid)
             if name then redis.call('ZREM', P .. 'events:name:' .. name, em) end
             removed = removed + 1
