@@ -304,8 +304,12 @@ func parseRun(m map[string]string) (store.Run, error) {
 	if o := m["output"]; o != "" {
 		r.Output = json.RawMessage(o)
 	}
-	if err := json.Unmarshal([]byte(m["evs"]), &r.EventIDs); err != nil {
-		return store.Run{}, fmt.Errorf("run %s: event ids: %w", r.ID, err)
+	if evs := m["evs"]; evs != "" {
+		if err := json.Unmarshal([]byte(evs), &r.EventIDs); err != nil {
+			return store.Run{}, fmt.Errorf("run %s: event ids: %w", r.ID, err)
+		}
+	} else if r.EventID != "" {
+		r.EventIDs = []string{r.EventID} // evs is written once a second event feeds the run
 	}
 	return r, nil
 }

@@ -116,6 +116,13 @@ local function event_name(id)
   return doc and cjson.decode(doc).name
 end
 
+-- run_evs returns the run's trigger events as a JSON array: its evs
+-- field, which a run fed by one event (ev) has not written.
+local function run_evs(r)
+  if set(r.evs) then return r.evs end
+  return '[' .. cjson.encode(r.ev) .. ']'
+end
+
 -- status_keys returns the keys of the status indexes runs:st:<st> and
 -- runs:fnst:<fn>:<st>, built once per script and pair.
 local stkeys = {}
@@ -198,7 +205,7 @@ local function drop_run(id, r)
   redis.call('ZREM', P .. 'runs:fn:' .. r.fn, m)
   redis.call('ZREM', P .. 'runs:st:' .. r.status, m)
   redis.call('ZREM', P .. 'runs:fnst:' .. r.fn .. ':' .. r.status, m)
-  for _, eid in ipairs(cjson.decode(r.evs)) do redis.call('ZREM', P .. 'runs:ev:' .. eid, m) end
+  for _, eid in ipairs(cjson.decode(run_evs(r))) do redis.call('ZREM', P .. 'runs:ev:' .. eid, m) end
   redis.call('DEL', P .. 'run:' .. id, P .. 'steplog:' .. id, P .. 'steps:' .. id, P .. 'steporder:' .. id,
     P .. 'matched:' .. id)
   drop_waits(id)
@@ -317,7 +324,7 @@ local function create_run(eid, s)
     local r = did and load(did)
     if r and r.status == 'Queued' and not set(r.started) then
       local at = deb_at(tonumber(r.created), s)
-      local evs = string.sub(r.evs, 1, -2) .. ',' .. cjson.encode(eid) .. ']'
+      local evs = string.sub(run_evs(r), 1, -2) .. ',' .. cjson.encode(eid) .. ']'
       redis.call('HSET', P .. 'run:' .. did, 'ev', eid, 'evs', evs, 'avail', num(at))
       redis.call('ZADD', P .. 'queue', num(at), did)
       zadd(P .. 'runs:ev:' .. eid, 0, member(tonumber(r.created), did))
@@ -334,9 +341,16 @@ local function create_run(eid, s)
     if at > avail then avail = at end
   end
   local k = P .. 'run:' .. s.id
-  local fields = {'id', s.id, 'fn', s.fn, 'ev', eid, 'evs', '[' .. cjson.encode(eid) .. ']',
-    'status', status, 'attempt', '0', 'created', num(NOW), 'idem', s.idem, 'single', s.single,
-    'deb', s.deb, 'ckey', s.ckey, 'climit', num(s.climit), 'ftimeout', num(s.ftimeout)}
+  -- Fields left empty are not written: evs while it is [ev], attempt
+  -- while 0, and the options the spec does not use.
+  local fields = {'id', s.id, 'fn', s.fn, 'ev', eid, 'status', status, 'created', num(NOW)}
+  for _, f in ipairs({{'idem', s.idem}, {'single', s.single}, {'deb', s.deb}, {'ckey', s.ckey}}) do
+    if set(f[2]) then
+      fields[#fields + 1], fields[#fields + 2] = f[1], f[2]
+    end
+  end
+  if s.climit > 0 then fields[#fields + 1], fields[#fields + 2] = 'climit', num(s.climit) end
+  if s.ftimeout > 0 then fields[#fields + 1], fields[#fields + 2] = 'ftimeout', num(s.ftimeout) end
   local n = #fields
   if status == 'Skipped' then
     fields[n + 1], fields[n + 2], fields[n + 3], fields[n + 4] = 'ended', num(NOW), 'error', reason

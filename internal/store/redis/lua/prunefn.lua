@@ -21,7 +21,7 @@ while runs < batch do
       redis.call('ZREM', P .. 'ended', id)
       drop_run(id, r)
       runs, removed = runs + 1, removed + 1
-      for _, eid in ipairs(cjson.decode(r.evs)) do
+      for _, eid in ipairs(cjson.decode(run_evs(r))) do
         if redis.call('EXISTS', P .. 'runs:ev:' .. eid) == 0 then
           local em = run_member(r.created, eid)
           if redis.call('ZREM', P .. 'events', em) == 1 then
