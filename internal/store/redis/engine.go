@@ -478,6 +478,10 @@ func (s *Store) Prune(ctx context.Context, cutoff time.Time, batch int) (int, er
 	if batch <= 0 {
 		batch = 1000
 	}
+	// Prune walks the event names' registry, which an earlier layout lacks.
+	if err := s.ensureLayout(ctx); err != nil {
+		return 0, s.wrap("prune", err)
+	}
 	n, err := scriptPrune.Run(ctx, s.rdb, []string{s.keys.engine}, s.nowMS(), cutoff.UnixMilli(), batch).Int()
 	if err != nil {
 		return 0, s.wrap("prune", err)

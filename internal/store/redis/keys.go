@@ -10,14 +10,15 @@ import "strings"
 // scripts in lua/ build the same names from KEYS[1] (the engine prefix).
 //
 //	event:<id>              string: the event as JSON (earlier versions: hash {doc, name})
-//	events                  sorted set (lex): "<received ms, 13 digits>:<id>", every event
-//	events:name:<name>      sorted set (lex): the same, per event name
+//	events:name:<name>      sorted set (lex): "<received ms, 13 digits>:<id>", the events of a name
+//	names                   set: the event names that have an index (listings without a
+//	                        name merge their indexes)
 //	cid, cidexp             hash client id -> event id; sorted set client id -> expiry ms
 //	run:<id>                hash: the run (fields in run.go)
-//	runs                    sorted set (lex): "<created ms>:<id>", every run
-//	runs:fn:<fn>            sorted set (lex): per function
-//	runs:st:<status>        sorted set (lex): per status
-//	runs:fnst:<fn>:<status> sorted set (lex): per function and status
+//	runs:fn:<fn>            sorted set (lex): "<created ms>:<id>", the runs of a function
+//	runs:fnst:<fn>:<status> sorted set (lex): the same, per function and status
+//	fns                     set: the functions that have an index (listings without a
+//	                        function merge their indexes)
 //	runs:ev:<event id>      sorted set (lex): the runs an event fed
 //	queue                   sorted set run id -> available at ms (unfinished runs;
 //	                        for a leased run the lease expiry)
@@ -40,6 +41,7 @@ import "strings"
 //	runwaits:<run>          hash step id -> event name: the run's pending waits
 //	changes                 pub/sub channel of committed changes (see notify.go)
 //	health                  string: the time (ms) of the last readiness write (Store.Ping)
+//	layout                  string: the layout of these keys, "2" (layout.go)
 //
 // The site's keys are not engine keys: they keep their own names under
 // Options.SitePrefix. Each one with a ttl has a deadline key
@@ -55,14 +57,11 @@ func newKeys(prefix, site string) keys {
 }
 
 func (k keys) event(id string) string       { return k.engine + "event:" + id }
-func (k keys) events() string               { return k.engine + "events" }
 func (k keys) eventsByName(n string) string { return k.engine + "events:name:" + n }
 func (k keys) run(id string) string         { return k.engine + "run:" + id }
-func (k keys) runs() string                 { return k.engine + "runs" }
 func (k keys) runsByFunction(fn string) string {
 	return k.engine + "runs:fn:" + fn
 }
-func (k keys) runsByStatus(st string) string { return k.engine + "runs:st:" + st }
 func (k keys) runsByFunctionStatus(fn, st string) string {
 	return k.engine + "runs:fnst:" + fn + ":" + st
 }
@@ -74,6 +73,7 @@ func (k keys) stepLog(run string) string    { return k.engine + "steplog:" + run
 func (k keys) matched(run string) string    { return k.engine + "matched:" + run }
 func (k keys) changes() string              { return k.engine + "changes" }
 func (k keys) health() string               { return k.engine + "health" }
+func (k keys) layout() string               { return k.engine + "layout" }
 
 // siteKey is the Redis name of the site's key.
 func (k keys) siteKey(key string) string { return k.site + key }

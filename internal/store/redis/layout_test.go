@@ -12,6 +12,7 @@ import (
 	goredis "github.com/redis/go-redis/v9"
 
 	"github.com/dcyfr/cyberdrew/internal/store"
+	"github.com/dcyfr/cyberdrew/internal/store/redis"
 )
 
 // TestStepsRecordedInTheEarlierLayout: a run whose steps an earlier
@@ -223,4 +224,119 @@ func TestEventsStoredInTheEarlierLayout(t *testing.T) {
 	if n := rdb.ZCard(ctx, prefix+"events:name:test/old").Val(); n != 0 {
 		t.Errorf("its name index holds %d entries after Prune", n)
 	}
+}
+
+// TestUpgradeFromTheFirstLayout: a keyspace the first layout wrote (global
+// run, event and status indexes; no registries of functions and event
+// names) is listed in full by a store opened on it, which drops the
+// global indexes, and is pruned.
+func TestUpgradeFromTheFirstLayout(t *testing.T) {
+	t.Parallel()
+	srv := server(t)
+	ctx := t.Context()
+	clock := clockwork.NewFakeClockAt(time.Date(2026, 12, 6, 5, 0, 0, 0, time.UTC))
+	opts := redis.Options{Clock: clock, Prefix: "upgrade1:", SitePrefix: "upgrade1-site:"}
+	old, err := redis.Open(ctx, srv.URL(6), opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer old.Close()
+	var runs []string
+	for i, fn := range []string{"a", "b", "c", "a", "b"} {
+		id := ulid.Make().String()
+		runs = append(runs, id)
+		if _, err := old.Publish(ctx, []store.Publication{{Event: store.Event{Name: "test/" + fn, Data: json.RawMessage(fmt.Sprintf(`{"i":%d}`, i))},
+			Runs: []store.RunSpec{{ID: id, FunctionID: fn}}}}); err != nil {
+			t.Fatal(err)
+		}
+		clock.Advance(time.Millisecond)
+	}
+	// Rewrite the keyspace as the first layout had it.
+	rdb := goredis.NewClient(&goredis.Options{Addr: srv.Addr, DB: 6})
+	defer rdb.Close()
+	p := "upgrade1:{engine}:"
+	for _, fn := range rdb.SMembers(ctx, p+"fns").Val() {
+		for _, m := range rdb.ZRange(ctx, p+"runs:fn:"+fn, 0, -1).Val() {
+			rdb.ZAdd(ctx, p+"runs", goredis.Z{Member: m})
+			rdb.ZAdd(ctx, p+"runs:st:Queued", goredis.Z{Member: m})
+		}
+	}
+	for _, name := range rdb.SMembers(ctx, p+"names").Val() {
+		for _, m := range rdb.ZRange(ctx, p+"events:name:"+name, 0, -1).Val() {
+			rdb.ZAdd(ctx, p+"events", goredis.Z{Member: m})
+		}
+	}
+	rdb.Del(ctx, p+"fns", p+"names", p+"layout")
+
+	s, err := redis.Open(ctx, srv.URL(6), opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	var listed []string
+	for cursor := ""; ; {
+		page, err := s.ListRuns(ctx, store.RunFilter{Limit: 2, Cursor: cursor})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, r := range page.Items {
+			listed = append(listed, r.ID)
+		}
+		if cursor = page.Cursor; cursor == "" {
+			break
+		}
+	}
+	if want := reversed(runs); strings.Join(listed, ",") != strings.Join(want, ",") {
+		t.Errorf("runs listed %v, want %v (newest first)", listed, want)
+	}
+	queued, err := s.ListRuns(ctx, store.RunFilter{Statuses: []store.Status{store.StatusQueued}})
+	if err != nil || len(queued.Items) != len(runs) {
+		t.Errorf("queued runs: %d, %v; want %d", len(queued.Items), err, len(runs))
+	}
+	events, err := s.ListEvents(ctx, store.EventFilter{})
+	if err != nil || len(events.Items) != len(runs) {
+		t.Errorf("events: %d, %v; want %d", len(events.Items), err, len(runs))
+	}
+	if n := rdb.Exists(ctx, p+"runs", p+"events", p+"runs:st:Queued").Val(); n != 0 {
+		t.Errorf("%d global indexes of the first layout are left", n)
+	}
+	if v := rdb.Get(ctx, p+"layout").Val(); v != "2" {
+		t.Errorf("layout = %q, want 2", v)
+	}
+	// Every run ends; Prune then removes them, their events, and the
+	// registries' entries.
+	for range runs {
+		ls, err := s.Claim(ctx, "w", 1, time.Minute)
+		if err != nil || len(ls) != 1 {
+			t.Fatalf("Claim: %v %d", err, len(ls))
+		}
+		if err := s.Finish(ctx, &ls[0], store.Outcome{Status: store.StatusCompleted}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	clock.Advance(time.Hour)
+	for {
+		n, err := s.Prune(ctx, clock.Now(), 2)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n == 0 {
+			break
+		}
+	}
+	events, err = s.ListEvents(ctx, store.EventFilter{})
+	if err != nil || len(events.Items) != 0 {
+		t.Errorf("events after Prune: %d, %v", len(events.Items), err)
+	}
+	if n := rdb.SCard(ctx, p+"fns").Val() + rdb.SCard(ctx, p+"names").Val(); n != 0 {
+		t.Errorf("%d registry entries are left after everything was pruned", n)
+	}
+}
+
+func reversed(s []string) []string {
+	out := make([]string, len(s))
+	for i, v := range s {
+		out[len(s)-1-i] = v
+	}
+	return out
 }

@@ -69,9 +69,11 @@ func bounds(kind, cursor string, since, until time.Time) (lo, hi string, err err
 	return lo, hi, nil
 }
 
-// list walks index newest first from the bounds and returns up to limit
-// items that load and keep accept, and the cursor of the next page.
-func list[T any](ctx context.Context, rdb goredis.UniversalClient, kind, index, cursor string, since, until time.Time,
+// list walks indexes newest first, merged, from the bounds and returns up
+// to limit items that load and keep accept, and the cursor of the next
+// page. Each round reads up to count members of every index and takes the
+// newest count of them all; the rest are read again in a later round.
+func list[T any](ctx context.Context, rdb goredis.UniversalClient, kind string, indexes []string, cursor string, since, until time.Time,
 	limit int, load func(goredis.Pipeliner, string) func() (T, bool, error), keep func(T) bool) (store.Page[T], error) {
 	lo, hi, err := bounds(kind, cursor, since, until)
 	if err != nil {
@@ -80,10 +82,10 @@ func list[T any](ctx context.Context, rdb goredis.UniversalClient, kind, index, 
 	page := store.Page[T]{Items: []T{}}
 	var members []string // of page.Items
 	scanned := 0
-	for {
+	for len(indexes) > 0 {
 		want := limit + 1 - len(page.Items)
 		count := int64(max(want, min(4*want, 1000)))
-		ms, err := rdb.ZRevRangeByLex(ctx, index, &goredis.ZRangeBy{Min: lo, Max: hi, Count: count}).Result()
+		ms, more, err := newest(ctx, rdb, indexes, lo, hi, count)
 		if err != nil {
 			return store.Page[T]{}, err
 		}
@@ -112,7 +114,7 @@ func list[T any](ctx context.Context, rdb goredis.UniversalClient, kind, index, 
 		}
 		scanned += len(ms)
 		hi = "(" + ms[len(ms)-1]
-		if len(page.Items) > limit || int64(len(ms)) < count {
+		if len(page.Items) > limit || !more {
 			break
 		}
 		if scanned >= maxListScan {
@@ -126,6 +128,37 @@ func list[T any](ctx context.Context, rdb goredis.UniversalClient, kind, index, 
 		page.Cursor = encodeCursor(kind, members[limit-1])
 	}
 	return page, nil
+}
+
+// newest returns the newest count members below hi and from lo of the
+// indexes together, newest first, without repeats, and whether any index
+// may hold more below the last.
+func newest(ctx context.Context, rdb goredis.UniversalClient, indexes []string, lo, hi string, count int64) ([]string, bool, error) {
+	by := &goredis.ZRangeBy{Min: lo, Max: hi, Count: count}
+	if len(indexes) == 1 {
+		ms, err := rdb.ZRevRangeByLex(ctx, indexes[0], by).Result()
+		return ms, int64(len(ms)) == count, err
+	}
+	pipe := rdb.Pipeline()
+	cmds := make([]*goredis.StringSliceCmd, len(indexes))
+	for i, index := range indexes {
+		cmds[i] = pipe.ZRevRangeByLex(ctx, index, by)
+	}
+	if _, err := pipe.Exec(ctx); err != nil && err != goredis.Nil {
+		return nil, false, err
+	}
+	var all []string
+	more := false
+	for _, c := range cmds {
+		all = append(all, c.Val()...)
+		more = more || int64(len(c.Val())) == count
+	}
+	slices.SortFunc(all, func(a, b string) int { return strings.Compare(b, a) })
+	all = slices.Compact(all)
+	if int64(len(all)) > count {
+		all, more = all[:count], true
+	}
+	return all, more, nil
 }
 
 // GetEvent reads one event.
@@ -165,18 +198,40 @@ func (s *Store) eventFrom(ctx context.Context, id string, get *goredis.StringCmd
 	return ev, true, nil
 }
 
-// ListEvents lists events newest first.
+// ListEvents lists events newest first: from the name's index, or all
+// names' indexes merged.
 func (s *Store) ListEvents(ctx context.Context, f store.EventFilter) (store.Page[store.Event], error) {
-	index := s.keys.events()
-	if f.Name != "" {
-		index = s.keys.eventsByName(f.Name)
+	indexes, err := s.indexes(ctx, "names", f.Name, s.keys.eventsByName)
+	if err != nil {
+		return store.Page[store.Event]{}, s.wrap("list events", err)
 	}
-	p, err := list(ctx, s.rdb, "event", index, f.Cursor, f.Since, f.Until, store.PageLimit(f.Limit), s.loadEvent,
+	p, err := list(ctx, s.rdb, "event", indexes, f.Cursor, f.Since, f.Until, store.PageLimit(f.Limit), s.loadEvent,
 		func(store.Event) bool { return true })
 	if err != nil {
 		return store.Page[store.Event]{}, s.wrap("list events", err)
 	}
 	return p, nil
+}
+
+// indexes returns index(v), or with v empty index(w) for every w in the
+// registry ("fns", "names"; keys.go), after bringing an earlier layout up
+// to date.
+func (s *Store) indexes(ctx context.Context, registry, v string, index func(string) string) ([]string, error) {
+	if v != "" {
+		return []string{index(v)}, nil
+	}
+	if err := s.ensureLayout(ctx); err != nil {
+		return nil, err
+	}
+	all, err := s.rdb.SMembers(ctx, s.keys.engine+registry).Result()
+	if err != nil {
+		return nil, err
+	}
+	out := make([]string, len(all))
+	for i, w := range all {
+		out[i] = index(w)
+	}
+	return out, nil
 }
 
 // GetRun reads one run.
@@ -210,18 +265,29 @@ func (s *Store) loadRun(p goredis.Pipeliner, id string) func() (store.Run, bool,
 // ListRuns lists runs newest first. It walks the narrowest index the
 // filter allows and checks the rest on each run.
 func (s *Store) ListRuns(ctx context.Context, f store.RunFilter) (store.Page[store.Run], error) {
-	var index string
+	var (
+		indexes []string
+		err     error
+	)
 	switch {
 	case f.EventID != "":
-		index = s.keys.runsByEvent(f.EventID)
+		indexes = []string{s.keys.runsByEvent(f.EventID)}
 	case f.FunctionID != "" && len(f.Statuses) == 1:
-		index = s.keys.runsByFunctionStatus(f.FunctionID, string(f.Statuses[0]))
-	case f.FunctionID != "":
-		index = s.keys.runsByFunction(f.FunctionID)
-	case len(f.Statuses) == 1:
-		index = s.keys.runsByStatus(string(f.Statuses[0]))
+		indexes = []string{s.keys.runsByFunctionStatus(f.FunctionID, string(f.Statuses[0]))}
+	case len(f.Statuses) > 0 && f.FunctionID == "":
+		// Every function's index of each status, merged.
+		for _, st := range f.Statuses {
+			more, err := s.indexes(ctx, "fns", "", func(fn string) string { return s.keys.runsByFunctionStatus(fn, string(st)) })
+			if err != nil {
+				return store.Page[store.Run]{}, s.wrap("list runs", err)
+			}
+			indexes = append(indexes, more...)
+		}
 	default:
-		index = s.keys.runs()
+		indexes, err = s.indexes(ctx, "fns", f.FunctionID, s.keys.runsByFunction)
+		if err != nil {
+			return store.Page[store.Run]{}, s.wrap("list runs", err)
+		}
 	}
 	keep := func(r store.Run) bool {
 		if f.FunctionID != "" && r.FunctionID != f.FunctionID {
@@ -229,7 +295,7 @@ func (s *Store) ListRuns(ctx context.Context, f store.RunFilter) (store.Page[sto
 		}
 		return len(f.Statuses) == 0 || slices.Contains(f.Statuses, r.Status)
 	}
-	p, err := list(ctx, s.rdb, "run", index, f.Cursor, f.Since, f.Until, store.PageLimit(f.Limit), s.loadRun, keep)
+	p, err := list(ctx, s.rdb, "run", indexes, f.Cursor, f.Since, f.Until, store.PageLimit(f.Limit), s.loadRun, keep)
 	if err != nil {
 		return store.Page[store.Run]{}, s.wrap("list runs", err)
 	}

@@ -30,6 +30,7 @@ import (
 	"log/slog"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/jonboulle/clockwork"
@@ -92,6 +93,10 @@ type Store struct {
 
 	minReplicas    int
 	replicaTimeout time.Duration
+
+	// layoutDone is set once the keyspace is known to be in this
+	// version's layout (layout.go).
+	layoutDone atomic.Bool
 }
 
 // Open connects to the Redis at url (redis:// or rediss:// for TLS, with
@@ -154,6 +159,10 @@ func Open(ctx context.Context, url string, opts Options) (*Store, error) {
 			return nil, err
 		}
 		s.log.Warn("redis is unreachable; retrying", "err", err)
+	}
+	if err := s.ensureLayout(ctx); err != nil {
+		// Unreachable now: the listings and Prune try again.
+		s.log.Debug("redis: the keyspace's layout is not checked yet", "err", err)
 	}
 	s.ps = s.listen(ctx)
 	return s, nil

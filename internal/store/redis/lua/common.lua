@@ -36,7 +36,7 @@ local function change(kind, ev, evname, run, fn, status, step, avail)
 end
 
 -- zadd and zrem queue writes to an index sorted set (events,
--- events:name:*, runs, runs:fn:*, runs:st:*, runs:fnst:*, runs:ev:*,
+-- events:name:*, runs:fn:*, runs:fnst:*, runs:ev:*,
 -- ended), so a script that moves many runs or stores many events sends one
 -- ZADD or ZREM per index and stretch of like writes (zflush), in the order
 -- they were queued. No script reads those indexes after writing them. The
@@ -123,11 +123,11 @@ local function run_evs(r)
   return '[' .. cjson.encode(r.ev) .. ']'
 end
 
--- status_keys returns the keys of the status indexes runs:st:<st> and
--- runs:fnst:<fn>:<st>, built once per script and pair.
+-- status_key returns the key of the status index runs:fnst:<fn>:<st>,
+-- built once per script and pair.
 local stkeys = {}
 
-local function status_keys(fn, st)
+local function status_key(fn, st)
   local byst = stkeys[fn]
   if not byst then
     byst = {}
@@ -135,10 +135,10 @@ local function status_keys(fn, st)
   end
   local k = byst[st]
   if not k then
-    k = {P .. 'runs:st:' .. st, P .. 'runs:fnst:' .. fn .. ':' .. st}
+    k = P .. 'runs:fnst:' .. fn .. ':' .. st
     byst[st] = k
   end
-  return k[1], k[2]
+  return k
 end
 
 -- index_status moves the run between the status indexes; the caller
@@ -146,14 +146,21 @@ end
 local function index_status(r, st)
   if r.status == st then return false end
   local m = run_member(r.created, r.id)
-  local old_st, old_fnst = status_keys(r.fn, r.status)
-  local new_st, new_fnst = status_keys(r.fn, st)
-  zrem(old_st, m)
-  zrem(old_fnst, m)
-  zadd(new_st, 0, m)
-  zadd(new_fnst, 0, m)
+  zrem(status_key(r.fn, r.status), m)
+  zadd(status_key(r.fn, st), 0, m)
   r.status = st
   return true
+end
+
+-- register adds a function id (registry 'fns') or an event name
+-- ('names') to the registry the listings merge the per-function and
+-- per-name indexes by (keys.go), once per script.
+local registered = {fns = {}, names = {}}
+
+local function register(registry, v)
+  if registered[registry][v] then return end
+  registered[registry][v] = true
+  redis.call('SADD', P .. registry, v)
 end
 
 -- set_status moves the run to status st.
@@ -201,9 +208,8 @@ end
 -- its index entries; the caller removes it from the ended index.
 local function drop_run(id, r)
   local m = member(tonumber(r.created), id)
-  redis.call('ZREM', P .. 'runs', m)
   redis.call('ZREM', P .. 'runs:fn:' .. r.fn, m)
-  redis.call('ZREM', P .. 'runs:st:' .. r.status, m)
+  if redis.call('EXISTS', P .. 'runs:fn:' .. r.fn) == 0 then redis.call('SREM', P .. 'fns', r.fn) end
   redis.call('ZREM', P .. 'runs:fnst:' .. r.fn .. ':' .. r.status, m)
   for _, eid in ipairs(cjson.decode(run_evs(r))) do redis.call('ZREM', P .. 'runs:ev:' .. eid, m) end
   redis.call('DEL', P .. 'run:' .. id, P .. 'steplog:' .. id, P .. 'steps:' .. id, P .. 'steporder:' .. id,
@@ -366,9 +372,8 @@ local function create_run(eid, s)
     if debounce then redis.call('SET', P .. 'deb:' .. s.deb, s.id) end
   end
   local m = member(NOW, s.id)
-  zadd(P .. 'runs', 0, m)
   zadd(P .. 'runs:fn:' .. s.fn, 0, m)
-  zadd(P .. 'runs:st:' .. status, 0, m)
+  register('fns', s.fn)
   zadd(P .. 'runs:fnst:' .. s.fn .. ':' .. status, 0, m)
   zadd(P .. 'runs:ev:' .. eid, 0, m)
   if status == 'Queued' then
@@ -471,9 +476,8 @@ local function publish_one(p)
     if first then return {first, 1, {}} end
   end
   if not redis.call('SET', P .. 'event:' .. p.id, p.doc, 'NX') then return {p.id, 1, {}} end
-  local m = member(NOW, p.id)
-  zadd(P .. 'events', 0, m)
-  zadd(P .. 'events:name:' .. p.name, 0, m)
+  zadd(P .. 'events:name:' .. p.name, 0, member(NOW, p.id))
+  register('names', p.name)
   if set(p.cid) then keep_entry('cid', 'cidexp', p.cid, p.id, p.cid_ttl) end
   change('event', p.id, p.name)
   local refs = create_runs(p.id, p.runs)

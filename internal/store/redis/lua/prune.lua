@@ -15,32 +15,37 @@ for _, id in ipairs(redis.call('ZRANGEBYSCORE', P .. 'ended', '-inf', '(' .. num
   end
 end
 
-local gone, offset, scanned = 0, 0, 0
-while gone < batch and scanned < 4096 do
-  local ms = redis.call('ZRANGEBYLEX', P .. 'events', '-', '(' .. pad(cutoff), 'LIMIT', offset, batch)
-  if #ms == 0 then break end
-  for _, m in ipairs(ms) do
-    scanned = scanned + 1
-    local id = string.sub(m, 15)
-    local busy = false
-    for _, rm in ipairs(redis.call('ZRANGE', P .. 'runs:ev:' .. id, 0, -1)) do
-      local ended = redis.call('HGET', P .. 'run:' .. string.sub(rm, 15), 'ended')
-      if ended == false or ended == '' then
-        busy = true
-        break
+-- Events, name by name (the registry 'names'); a name whose index is
+-- left empty leaves the registry.
+local gone, scanned = 0, 0
+for _, name in ipairs(redis.call('SMEMBERS', P .. 'names')) do
+  if gone >= batch or scanned >= 4096 then break end
+  local idx = P .. 'events:name:' .. name
+  local offset = 0
+  while gone < batch and scanned < 4096 do
+    local ms = redis.call('ZRANGEBYLEX', idx, '-', '(' .. pad(cutoff), 'LIMIT', offset, batch - gone)
+    if #ms == 0 then break end
+    for _, m in ipairs(ms) do
+      scanned = scanned + 1
+      local id = string.sub(m, 15)
+      local busy = false
+      for _, rm in ipairs(redis.call('ZRANGE', P .. 'runs:ev:' .. id, 0, -1)) do
+        local ended = redis.call('HGET', P .. 'run:' .. string.sub(rm, 15), 'ended')
+        if ended == false or ended == '' then
+          busy = true
+          break
+        end
+      end
+      if busy then
+        offset = offset + 1
+      else
+        redis.call('DEL', P .. 'event:' .. id)
+        redis.call('ZREM', idx, m)
+        gone = gone + 1
       end
     end
-    if busy then
-      offset = offset + 1
-    else
-      local name = event_name(id)
-      redis.call('DEL', P .. 'event:' .. id)
-      redis.call('ZREM', P .. 'events', m)
-      if name then redis.call('ZREM', P .. 'events:name:' .. name, m) end
-      gone = gone + 1
-      if gone == batch then break end
-    end
   end
+  if redis.call('EXISTS', idx) == 0 then redis.call('SREM', P .. 'names', name) end
 end
 removed = removed + gone
 

@@ -23,11 +23,9 @@ while runs < batch do
       runs, removed = runs + 1, removed + 1
       for _, eid in ipairs(cjson.decode(run_evs(r))) do
         if redis.call('EXISTS', P .. 'runs:ev:' .. eid) == 0 then
-          local em = run_member(r.created, eid)
-          if redis.call('ZREM', P .. 'events', em) == 1 then
-            local name = event_name(eid)
+          local name = event_name(eid)
+          if name and redis.call('ZREM', P .. 'events:name:' .. name, run_member(r.created, eid)) == 1 then
             redis.call('DEL', P .. 'event:' .. eid)
-            if name then redis.call('ZREM', P .. 'events:name:' .. name, em) end
             removed = removed + 1
           end
         end

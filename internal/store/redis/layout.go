@@ -1,0 +1,84 @@
+package redis
+
+import (
+	"context"
+	"strings"
+
+	goredis "github.com/redis/go-redis/v9"
+)
+
+// layoutVersion is the layout of the engine keyspace (keys.go) this
+// version writes. Layout 2 lists runs and events by merging the
+// per-function and per-name indexes through the registries fns and
+// names; layout 1 kept global indexes as well (runs, events and
+// runs:st:<status>), three sorted-set entries more per run.
+const layoutVersion = "2"
+
+// ensureLayout brings a keyspace an earlier version wrote up to this
+// layout, once per store: the listings that merge the registries need
+// them (upgradeLayout).
+func (s *Store) ensureLayout(ctx context.Context) error {
+	if s.layoutDone.Load() {
+		return nil
+	}
+	if err := s.upgradeLayout(ctx); err != nil {
+		return err
+	}
+	s.layoutDone.Store(true)
+	return nil
+}
+
+// upgradeLayout registers every function and event name that has an
+// index and drops layout 1's global indexes, then marks the keyspace as
+// layout 2. It may run twice at once (two daemons starting): each step
+// can be repeated. A keyspace without the global indexes (new, or already
+// upgraded) is only marked.
+func (s *Store) upgradeLayout(ctx context.Context) error {
+	v, err := s.rdb.Get(ctx, s.keys.layout()).Result()
+	if err == nil && v == layoutVersion {
+		return nil
+	}
+	if err != nil && err != goredis.Nil {
+		return err
+	}
+	stale := []string{s.keys.engine + "runs", s.keys.engine + "events"}
+	n, err := s.rdb.Exists(ctx, stale...).Result()
+	if err != nil {
+		return err
+	}
+	if n > 0 {
+		var fns, names []any
+		err := s.eachMaster(ctx, func(ctx context.Context, c goredis.Cmdable) error {
+			iter := c.Scan(ctx, 0, globEscape(s.keys.engine)+"*", scanBatch).Iterator()
+			for iter.Next(ctx) {
+				name := strings.TrimPrefix(iter.Val(), s.keys.engine)
+				if fn, ok := strings.CutPrefix(name, "runs:fn:"); ok {
+					fns = append(fns, fn)
+				} else if ev, ok := strings.CutPrefix(name, "events:name:"); ok {
+					names = append(names, ev)
+				} else if strings.HasPrefix(name, "runs:st:") {
+					stale = append(stale, iter.Val())
+				}
+			}
+			return iter.Err()
+		})
+		if err != nil {
+			return err
+		}
+		_, err = s.rdb.Pipelined(ctx, func(p goredis.Pipeliner) error {
+			for i := 0; i < len(fns); i += 1000 {
+				p.SAdd(ctx, s.keys.engine+"fns", fns[i:min(i+1000, len(fns))]...)
+			}
+			for i := 0; i < len(names); i += 1000 {
+				p.SAdd(ctx, s.keys.engine+"names", names[i:min(i+1000, len(names))]...)
+			}
+			p.Unlink(ctx, stale...)
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+		s.log.Info("redis: upgraded the engine keyspace's layout", "to", layoutVersion, "functions", len(fns), "event names", len(names))
+	}
+	return s.rdb.Set(ctx, s.keys.layout(), layoutVersion, 0).Err()
+}
