@@ -580,10 +580,14 @@ func (s *Store) effectsArg(fx store.Effects) ([]string, string, error) {
 		keys = append(keys, s.kvKeys(k)...)
 	}
 	type doc struct {
-		R [][]any `json:"r"`
-		W [][]any `json:"w"`
+		Native int     `json:"n,omitempty"` // 1: native TTLs (kvNow)
+		R      [][]any `json:"r"`
+		W      [][]any `json:"w"`
 	}
 	d := doc{R: [][]any{}, W: [][]any{}}
+	if s.nativeTTL {
+		d.Native = 1
+	}
 	flag := map[bool]string{true: "1", false: "0"}
 	for _, r := range fx.Reads {
 		arg := r.Value

@@ -2,6 +2,7 @@ package redis
 
 import (
 	"context"
+	"strconv"
 	"slices"
 	"strings"
 	"sync"
@@ -16,6 +17,17 @@ import (
 // with native TTLs. Each call is one script over the key and its deadline
 // key (lua/kv.lua).
 
+// kvNow is ARGV[1] of the key-value scripts (lua/kv.lua): now in unix ms,
+// followed by "n" on the real clock, where the keys' native TTLs are
+// their expiry and no deadline key is read or written (lua/kvfn.lua).
+func (s *Store) kvNow() string {
+	now := strconv.FormatInt(s.nowMS(), 10)
+	if s.nativeTTL {
+		return now + "n"
+	}
+	return now
+}
+
 func (s *Store) kvKeys(key string) []string {
 	k := s.keys.siteKey(key)
 	return []string{k, s.keys.kvDeadlineKey(k)}
@@ -23,7 +35,7 @@ func (s *Store) kvKeys(key string) []string {
 
 // Get reads a string; ErrNotFound when absent.
 func (s *Store) Get(ctx context.Context, key string) (string, error) {
-	v, err := scriptKVGet.Run(ctx, s.rdb, s.kvKeys(key), s.nowMS()).Text()
+	v, err := scriptKVGet.Run(ctx, s.rdb, s.kvKeys(key), s.kvNow()).Text()
 	if err != nil {
 		return "", s.wrap("get", err)
 	}
@@ -36,7 +48,7 @@ func (s *Store) Set(ctx context.Context, key, value string, ttl time.Duration) e
 	if err != nil {
 		return s.wrap("set", err)
 	}
-	return s.wrap("set", scriptKVSet.Run(ctx, s.rdb, s.kvKeys(key), s.nowMS(), value, ttlMS).Err())
+	return s.wrap("set", scriptKVSet.Run(ctx, s.rdb, s.kvKeys(key), s.kvNow(), value, ttlMS).Err())
 }
 
 // SetNX writes a string only when the key is absent.
@@ -45,7 +57,7 @@ func (s *Store) SetNX(ctx context.Context, key, value string, ttl time.Duration)
 	if err != nil {
 		return false, s.wrap("setnx", err)
 	}
-	n, err := scriptKVSetNX.Run(ctx, s.rdb, s.kvKeys(key), s.nowMS(), value, ttlMS).Int()
+	n, err := scriptKVSetNX.Run(ctx, s.rdb, s.kvKeys(key), s.kvNow(), value, ttlMS).Int()
 	if err != nil {
 		return false, s.wrap("setnx", err)
 	}
@@ -72,7 +84,7 @@ func (s *Store) IncrBy(ctx context.Context, key string, delta int64, ttl time.Du
 	if err != nil {
 		return 0, s.wrap("incrby", err)
 	}
-	n, err := scriptKVIncrBy.Run(ctx, s.rdb, s.kvKeys(key), s.nowMS(), delta, ttlMS).Int64()
+	n, err := scriptKVIncrBy.Run(ctx, s.rdb, s.kvKeys(key), s.kvNow(), delta, ttlMS).Int64()
 	if err != nil {
 		return 0, s.wrap("incrby", err)
 	}
@@ -89,7 +101,7 @@ func (s *Store) SetAdd(ctx context.Context, key string, ttl time.Duration, membe
 		return 0, nil
 	}
 	args := make([]any, 0, 2+len(members))
-	args = append(args, s.nowMS(), ttlMS)
+	args = append(args, s.kvNow(), ttlMS)
 	for _, m := range members {
 		args = append(args, m)
 	}
@@ -102,7 +114,7 @@ func (s *Store) SetAdd(ctx context.Context, key string, ttl time.Duration, membe
 
 // SetCard counts a set's members (0 when absent).
 func (s *Store) SetCard(ctx context.Context, key string) (int64, error) {
-	n, err := scriptKVSCard.Run(ctx, s.rdb, s.kvKeys(key), s.nowMS()).Int64()
+	n, err := scriptKVSCard.Run(ctx, s.rdb, s.kvKeys(key), s.kvNow()).Int64()
 	if err != nil {
 		return 0, s.wrap("scard", err)
 	}
@@ -116,7 +128,7 @@ func (s *Store) SetHas(ctx context.Context, key string, members ...string) ([]bo
 		return in, nil
 	}
 	args := make([]any, 0, 1+len(members))
-	args = append(args, s.nowMS())
+	args = append(args, s.kvNow())
 	for _, m := range members {
 		args = append(args, m)
 	}
@@ -132,7 +144,7 @@ func (s *Store) SetHas(ctx context.Context, key string, members ...string) ([]bo
 
 // SetMembers lists a set's members (none when absent).
 func (s *Store) SetMembers(ctx context.Context, key string) ([]string, error) {
-	m, err := scriptKVSMembers.Run(ctx, s.rdb, s.kvKeys(key), s.nowMS()).StringSlice()
+	m, err := scriptKVSMembers.Run(ctx, s.rdb, s.kvKeys(key), s.kvNow()).StringSlice()
 	if err != nil {
 		return nil, s.wrap("smembers", err)
 	}
@@ -141,7 +153,7 @@ func (s *Store) SetMembers(ctx context.Context, key string) ([]string, error) {
 
 // TTL returns the remaining time to live, 0 for none.
 func (s *Store) TTL(ctx context.Context, key string) (time.Duration, error) {
-	n, err := scriptKVTTL.Run(ctx, s.rdb, s.kvKeys(key), s.nowMS()).Int64()
+	n, err := scriptKVTTL.Run(ctx, s.rdb, s.kvKeys(key), s.kvNow()).Int64()
 	if err != nil {
 		return 0, s.wrap("ttl", err)
 	}
@@ -191,7 +203,7 @@ func (s *Store) Scan(ctx context.Context, prefix, cursor string, count int) ([]s
 	slices.Sort(names)
 	names = slices.Compact(names) // SCAN may return a key twice
 
-	now := s.nowMS()
+	now := s.kvNow()
 	var out []string
 	for len(names) > 0 && len(out) <= count {
 		chunk := names[:min(len(names), count+1-len(out))]

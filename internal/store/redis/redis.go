@@ -28,6 +28,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"reflect"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -94,6 +95,10 @@ type Store struct {
 	minReplicas    int
 	replicaTimeout time.Duration
 
+	// nativeTTL is set on the real clock: site keys expire by their
+	// native TTLs alone, without deadline keys (kvNow).
+	nativeTTL bool
+
 	// layoutDone is set once the keyspace is known to be in this
 	// version's layout (layout.go).
 	layoutDone atomic.Bool
@@ -145,6 +150,7 @@ func Open(ctx context.Context, url string, opts Options) (*Store, error) {
 		subs:    store.NewChangeFanout(),
 		entropy: ulid.Monotonic(rand.Reader, 0),
 
+		nativeTTL:      isRealClock(opts.Clock),
 		minReplicas:    opts.MinReplicas,
 		replicaTimeout: opts.ReplicaTimeout,
 	}
@@ -204,6 +210,13 @@ func (s *Store) Close() error {
 }
 
 func (s *Store) nowMS() int64 { return s.clock.Now().UnixMilli() }
+
+// isRealClock reports whether c is clockwork's real clock, which Redis's
+// own expiry agrees with; an injected clock (a test's fake one) needs the
+// deadline keys of lua/kvfn.lua.
+func isRealClock(c clockwork.Clock) bool {
+	return reflect.TypeOf(c) == reflect.TypeOf(clockwork.NewRealClock())
+}
 
 // newULID returns a ULID for time t, monotonic within the process.
 func (s *Store) newULID(t time.Time) string {

@@ -7,7 +7,7 @@
 -- waits for ('' for none); ARGV[8] the wait (JSON, see waitArg); ARGV[9]
 -- JSON array of pubArg to emit; ARGV[11] the record's start up to its id
 -- (see save_record); ARGV[10] the effects (JSON, see effectsArg):
--- {"r": reads [[i, "string"|"member"|"card", "1"|"0" exists, value|member|card]],
+-- {"n": 1 on the real clock (kv_native), "r": reads [[i, "string"|"member"|"card", "1"|"0" exists, value|member|card]],
 --  "w": writes [[i, "set"|"incrby"|"sadd"|"del", value|delta, ttl ms, "1"|"0" blind, members...]]}.
 -- Returns 1, or the errors LEASE_LOST, CONFLICT (a read no longer holds),
 -- WRONGTYPE or "not an integer" (a blind write would fail); nothing is
@@ -15,6 +15,7 @@
 local r = leased(ARGV[2], ARGV[3])
 if not r then return redis.error_reply('LEASE_LOST') end
 local fx = cjson.decode(ARGV[10])
+kv_native = fx.n == 1
 for _, rd in ipairs(fx.r) do
   local K, D = KEYS[2 * rd[1]], KEYS[2 * rd[1] + 1]
   local t = 'none'

@@ -1,0 +1,94 @@
+package redis_test
+
+import (
+	"errors"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/jonboulle/clockwork"
+	"github.com/oklog/ulid/v2"
+	goredis "github.com/redis/go-redis/v9"
+
+	"github.com/dcyfr/cyberdrew/internal/store"
+)
+
+// TestNativeTTLsOnTheRealClock: on the real clock, site keys expire by
+// their native TTLs alone (no deadline key is written), through the KV
+// calls and through a step's effects, and a key expires for every call
+// at the time its TTL says.
+func TestNativeTTLsOnTheRealClock(t *testing.T) {
+	t.Parallel()
+	srv := server(t)
+	s := open(t, srv.URL(7), clockwork.NewRealClock())
+	ctx := t.Context()
+	const ttl = 300 * time.Millisecond
+	if err := s.Set(ctx, "s", "v", ttl); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.IncrBy(ctx, "n", 2, ttl); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.IncrBy(ctx, "n", 3, time.Hour); err != nil { // the ttl applies only when it creates the key
+		t.Fatal(err)
+	}
+	if _, err := s.SetAdd(ctx, "set", ttl, "a", "b"); err != nil {
+		t.Fatal(err)
+	}
+	if ok, err := s.SetNX(ctx, "s", "other", time.Hour); err != nil || ok {
+		t.Fatalf("SetNX on a live key = %v, %v", ok, err)
+	}
+	// A step's effects, committed with its record.
+	runID := ulid.Make().String()
+	if _, err := s.Publish(ctx, []store.Publication{{Event: store.Event{Name: "test/ttl"}, Runs: []store.RunSpec{{ID: runID, FunctionID: "ttl"}}}}); err != nil {
+		t.Fatal(err)
+	}
+	ls, err := s.Claim(ctx, "w", 1, time.Minute)
+	if err != nil || len(ls) != 1 {
+		t.Fatalf("Claim: %v %d", err, len(ls))
+	}
+	tx := store.NewTx(s)
+	if _, err := tx.IncrBy(ctx, "fx", 1, ttl); err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now()
+	if err := s.CommitStep(ctx, &ls[0], store.Step{RunID: runID, ID: "fx", Name: "fx", Kind: store.StepRun, Status: store.StatusCompleted,
+		StartedAt: now, EndedAt: now}, nil, tx.Effects()); err != nil {
+		t.Fatal(err)
+	}
+
+	rdb := goredis.NewClient(&goredis.Options{Addr: srv.Addr, DB: 7})
+	defer rdb.Close()
+	for _, k := range []string{"s", "n", "set", "fx"} {
+		left, err := s.TTL(ctx, k)
+		if err != nil || left <= 0 || left > ttl {
+			t.Errorf("TTL(%s) = %v, %v; want within (0, %v]", k, left, err, ttl)
+		}
+	}
+	keys := rdb.Keys(ctx, "*").Val()
+	for _, k := range keys {
+		if strings.Contains(k, "kvttl:") {
+			t.Errorf("deadline key %s written on the real clock", k)
+		}
+	}
+
+	time.Sleep(ttl + 100*time.Millisecond)
+	if _, err := s.Get(ctx, "s"); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("Get after the ttl: %v, want not found", err)
+	}
+	if n, err := s.SetCard(ctx, "set"); err != nil || n != 0 {
+		t.Errorf("SetCard after the ttl = %d, %v", n, err)
+	}
+	if n, err := s.IncrBy(ctx, "n", 1, 0); err != nil || n != 1 {
+		t.Errorf("IncrBy after the ttl = %d, %v; want a new count of 1", n, err)
+	}
+	if _, err := s.TTL(ctx, "fx"); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("TTL of the effect's key after its ttl: %v, want not found", err)
+	}
+	if ok, err := s.SetNX(ctx, "s", "again", 0); err != nil || !ok {
+		t.Errorf("SetNX after the ttl = %v, %v", ok, err)
+	}
+	if left, err := s.TTL(ctx, "s"); err != nil || left != 0 {
+		t.Errorf("TTL of a key without one = %v, %v", left, err)
+	}
+}
