@@ -2,8 +2,8 @@ package redis
 
 import (
 	"context"
-	"strconv"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
