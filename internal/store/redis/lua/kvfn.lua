@@ -28,6 +28,13 @@ local function kv_live(K, D, now)
   return true
 end
 
+-- kv_type returns K's type, 'none' when it is absent or has expired by
+-- now (deleting it then).
+local function kv_type(K, D, now)
+  if not kv_native and not kv_live(K, D, now) then return 'none' end
+  return redis.call('TYPE', K).ok
+end
+
 -- kv_expire gives K a ttl (ms), or none when ttl is 0.
 local function kv_expire(K, D, now, ttl)
   if ttl > 0 then

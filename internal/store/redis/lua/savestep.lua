@@ -16,10 +16,20 @@ local r = leased(ARGV[2], ARGV[3])
 if not r then return redis.error_reply('LEASE_LOST') end
 local fx = cjson.decode(ARGV[10])
 kv_native = fx.n == 1
+-- types caches each site key's type (key_type), kept up to date by the
+-- writes below: a key is read once however many reads and writes name it.
+local types = {}
+local function key_type(i)
+  local t = types[i]
+  if not t then
+    t = kv_type(KEYS[2 * i], KEYS[2 * i + 1], NOW)
+    types[i] = t
+  end
+  return t
+end
 for _, rd in ipairs(fx.r) do
-  local K, D = KEYS[2 * rd[1]], KEYS[2 * rd[1] + 1]
-  local t = 'none'
-  if kv_live(K, D, NOW) then t = redis.call('TYPE', K).ok end
+  local K = KEYS[2 * rd[1]]
+  local t = key_type(rd[1])
   local ok
   if rd[2] == 'string' then
     if rd[3] == '1' then ok = t == 'string' and redis.call('GET', K) == rd[4] else ok = t == 'none' end
@@ -34,13 +44,11 @@ end
 -- one that Redis would refuse halfway, before anything is written.
 for _, w in ipairs(fx.w) do
   if w[5] == '1' then
-    local K, D = KEYS[2 * w[1]], KEYS[2 * w[1] + 1]
-    local t = 'none'
-    if kv_live(K, D, NOW) then t = redis.call('TYPE', K).ok end
+    local t = key_type(w[1])
     if w[2] == 'sadd' and t ~= 'none' and t ~= 'set' or w[2] == 'incrby' and t ~= 'none' and t ~= 'string' then
       return redis.error_reply('WRONGTYPE Operation against a key holding the wrong kind of value')
     end
-    if w[2] == 'incrby' and t == 'string' and not string.match(redis.call('GET', K), '^%-?%d+$') then
+    if w[2] == 'incrby' and t == 'string' and not string.match(redis.call('GET', KEYS[2 * w[1]]), '^%-?%d+$') then
       return redis.error_reply('ERR value is not an integer or out of range')
     end
   end
@@ -51,14 +59,18 @@ for _, w in ipairs(fx.w) do
   if op == 'set' then
     redis.call('SET', K, w[3])
     kv_expire(K, D, NOW, ttl)
+    types[w[1]] = 'string'
   elseif op == 'del' then
     redis.call('DEL', K, D)
+    types[w[1]] = 'none'
   else
-    local existed = kv_live(K, D, NOW)
+    local existed = key_type(w[1]) ~= 'none'
     if op == 'incrby' then
       redis.call('INCRBY', K, w[3])
+      types[w[1]] = 'string'
     else
       redis.call('SADD', K, unpack(w, 6))
+      types[w[1]] = 'set'
     end
     if not existed then kv_expire(K, D, NOW, ttl) end
   end
