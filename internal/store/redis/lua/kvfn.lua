@@ -35,12 +35,14 @@ local function kv_type(K, D, now)
   return redis.call('TYPE', K).ok
 end
 
--- kv_expire gives K a ttl (ms), or none when ttl is 0.
+-- kv_expire gives K, just SET or created, a ttl (ms), or none when ttl is 0.
 local function kv_expire(K, D, now, ttl)
   if ttl > 0 then
     redis.call('PEXPIRE', K, ttl)
     if not kv_native then redis.call('SET', D, string.format('%d', now + ttl), 'PX', ttl) end
-  else
+  elseif not kv_native then
+    -- On the real clock the callers' keys have no TTL here: they were
+    -- just SET (which drops it) or created.
     redis.call('PERSIST', K)
     redis.call('DEL', D)
   end
