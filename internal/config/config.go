@@ -18,6 +18,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	redisstore "github.com/dcyfr/cyberdrew/internal/store/redis"
 )
 
 // Defaults.
@@ -463,17 +465,22 @@ func ParseStore(raw, dataDir string) (StoreSpec, error) {
 		return StoreSpec{Kind: StoreSQLite, Path: p}, nil
 	case strings.HasPrefix(raw, "redis://"), strings.HasPrefix(raw, "rediss://"):
 		// A Redis Cluster URL lists several hosts, which url.Parse may
-		// refuse: the store checks its hosts when it opens.
+		// refuse; the store's own parser reads every form.
 		u, err := url.Parse(raw)
 		if (err != nil && !strings.Contains(raw, ",")) || (err == nil && u.Host == "") {
 			return StoreSpec{}, errors.New("malformed Redis URL: want redis://[user:password@]host:port[/db], or host:port,host:port… for a cluster")
 		}
+		if err := redisstore.CheckURL(raw); err != nil {
+			return StoreSpec{}, fmt.Errorf("malformed Redis URL: %w", err)
+		}
 		return StoreSpec{Kind: StoreRedis, URL: raw}, nil
 	case strings.HasPrefix(raw, "redis+sentinel://"):
-		// The store checks the rest when it opens (redis.SentinelScheme).
 		u, err := url.Parse(raw)
 		if err != nil || u.Host == "" {
 			return StoreSpec{}, errors.New("malformed Redis Sentinel URL: want redis+sentinel://[[user]:password@]host:port[,host:port…]/master[/db]")
+		}
+		if err := redisstore.CheckURL(raw); err != nil {
+			return StoreSpec{}, fmt.Errorf("malformed Redis Sentinel URL: %w", err)
 		}
 		return StoreSpec{Kind: StoreRedis, URL: raw}, nil
 	case strings.Contains(raw, "://"):

@@ -169,7 +169,10 @@ func TestParseStore(t *testing.T) {
 		{"redis+sentinel://:pw@10.0.0.7:26379,10.0.0.8:26379/mymaster/2", config.StoreSpec{Kind: "redis", URL: "redis+sentinel://:pw@10.0.0.7:26379,10.0.0.8:26379/mymaster/2"}, ""},
 		{"redis+sentinel:///mymaster", config.StoreSpec{}, "malformed Redis Sentinel URL"},
 		{"redis://:pw@10.0.0.7:7000,10.0.0.8:7000", config.StoreSpec{Kind: "redis", URL: "redis://:pw@10.0.0.7:7000,10.0.0.8:7000"}, ""},
-		{"redis://10.0.0.7:7000,10.0.0.8", config.StoreSpec{Kind: "redis", URL: "redis://10.0.0.7:7000,10.0.0.8"}, ""}, // the store refuses it
+		{"redis://10.0.0.7:7000,10.0.0.8", config.StoreSpec{}, `malformed Redis URL: cluster URL: node "10.0.0.8" needs host:port`},
+		{"redis://:pw@10.0.0.7:7000,10.0.0.8:7000/3", config.StoreSpec{}, "a Redis Cluster has only database 0"},
+		{"redis://10.0.0.7:7000?cluster=yes", config.StoreSpec{}, "want cluster=true"},
+		{"redis+sentinel://10.0.0.7:0/mymaster", config.StoreSpec{}, "malformed Redis Sentinel URL"},
 		{"rediss://10.0.0.7:7000?cluster=true", config.StoreSpec{Kind: "redis", URL: "rediss://10.0.0.7:7000?cluster=true"}, ""},
 		{"sqlite://", config.StoreSpec{}, "needs a file path"},
 		{"redis://", config.StoreSpec{}, "malformed Redis URL"},

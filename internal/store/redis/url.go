@@ -37,6 +37,14 @@ const SentinelScheme = "redis+sentinel"
 // it.
 const clusterOption = "cluster"
 
+// CheckURL reports what is wrong with a store URL (see clientOptions), so
+// a command can refuse it before it opens anything. Its errors never
+// repeat the URL.
+func CheckURL(raw string) error {
+	_, err := clientOptions(raw)
+	return err
+}
+
 // clientOptions reads a store URL: redis:// or rediss:// (one server, as
 // go-redis parses it, or a cluster), or SentinelScheme. Its errors never
 // repeat the URL, which may hold a password.
