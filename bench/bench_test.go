@@ -43,6 +43,7 @@ func TestQuick(t *testing.T) {
 		"site workload: 500 views of 6 posts, 16 clients, track-post-view: intake",
 		"site workload: 500 views of 6 posts, 16 clients, track-post-view: end to end",
 		"site workload: 500 views of 6 posts, 16 clients, track-post-view: processed / intake",
+		"site workload: 500 views of 6 posts, 16 clients, track-post-view: bytes per stored view",
 		"- command: `go run . -quick -only burn-down,site-workload,crash`",
 	} {
 		if !strings.Contains(table, want) {

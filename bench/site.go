@@ -74,11 +74,12 @@ type siteRun struct {
 	processed cell // views processed per second, from the first send to the last done
 	share     cell // processed / intake
 	commands  cell // Redis commands per view
+	bytes     cell // growth of the store per view, after the runs ended
 }
 
 func failedSite(err error) siteRun {
 	c := failure(err)
-	return siteRun{intake: c, processed: c, share: c, commands: c}
+	return siteRun{intake: c, processed: c, share: c, commands: c, bytes: c}
 }
 
 // result fills the rates of n views sent in sent and done in total.
@@ -100,7 +101,7 @@ func runSiteWorkload(ctx context.Context, e *env) ([]row, error) {
 			sq = e.siteCyber(ctx, backendSQLite, n)
 		}
 		if e.redis == nil {
-			rd = siteRun{intake: noRedis, processed: noRedis, share: noRedis, commands: noRedis}
+			rd = siteRun{intake: noRedis, processed: noRedis, share: noRedis, commands: noRedis, bytes: noRedis}
 			aq = rd
 		} else {
 			if err := e.redis.reset(ctx, p); err != nil {
@@ -127,6 +128,8 @@ func runSiteWorkload(ctx context.Context, e *env) ([]row, error) {
 		if e.redis != nil {
 			rows = append(rows, row{scenario: fmt.Sprintf("%s: Redis commands per view ↓ (Redis: %s)", what, p.name), redis: rd.commands, asynq: aq.commands})
 		}
+		rows = append(rows, row{scenario: fmt.Sprintf("%s: bytes per stored view (SQLite file, Redis used_memory), after the runs, before pruning ↓ (Redis: %s)", what, p.name),
+			sqlite: sq.bytes, redis: rd.bytes, asynq: aq.bytes})
 	}
 	return rows, nil
 }
@@ -148,6 +151,10 @@ func (e *env) siteCyber(ctx context.Context, backend string, n int) siteRun {
 	}
 	defer stopDaemon(d)
 	runs := watchRuns(ctx, d.Store(), trackPostView)
+	empty, _, err := e.storedBytes(ctx, backend, dir)
+	if err != nil {
+		return failedSite(err)
+	}
 	var before int64
 	if backend == backendRedis {
 		if before, err = e.redis.commands(ctx); err != nil {
@@ -187,7 +194,15 @@ func (e *env) siteCyber(ctx context.Context, backend string, n int) siteRun {
 	if err := checkViews(ctx, d.Store(), acked); err != nil {
 		return failedSite(err)
 	}
+	full, detail, err := e.storedBytes(ctx, backend, dir)
+	if err != nil {
+		return failedSite(err)
+	}
+	out.bytes = figure("%.0f", float64(full-empty)/float64(n))
 	e.logf("site %s: %d views sent in %v, all %d runs done in %v; %s", backend, n, sent.Round(time.Millisecond), n, total.Round(time.Millisecond), stepMetrics(ctx, client, "http://"+d.Addr()))
+	if detail != "" {
+		e.logf("site %s: %d bytes stored for %d views, by table and index:%s", backend, full-empty, n, " "+detail)
+	}
 	return out
 }
 
@@ -326,6 +341,10 @@ func (e *env) siteAsynq(ctx context.Context, n int) siteRun {
 		return failedSite(fmt.Errorf("asynq: start: %w", err))
 	}
 	defer srv.Shutdown()
+	empty, err := e.redisUsedMemory(ctx)
+	if err != nil {
+		return failedSite(err)
+	}
 	before, err := e.redis.commands(ctx)
 	if err != nil {
 		return failedSite(err)
@@ -362,6 +381,11 @@ func (e *env) siteAsynq(ctx context.Context, n int) siteRun {
 	if err := checkViews(ctx, redisKV{rdb}, acked); err != nil {
 		return failedSite(err)
 	}
+	full, err := e.redisUsedMemory(ctx)
+	if err != nil {
+		return failedSite(err)
+	}
+	out.bytes = figure("%.0f", float64(full-empty)/float64(n))
 	e.logf("site asynq: %d views enqueued in %v, all processed in %v", n, sent.Round(time.Millisecond), total.Round(time.Millisecond))
 	return out
 }

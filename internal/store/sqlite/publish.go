@@ -189,21 +189,16 @@ WHERE i.key = ? AND (i.expires_at IS NULL OR i.expires_at > ?)`, spec.Idempotenc
 	} else {
 		availableAt = avail.UnixMilli()
 	}
-	eventIDs, err := json.Marshal([]string{eventID})
-	if err != nil {
-		return store.RunRef{}, err
-	}
+	// A run fed by one event names it in event_id alone: event_ids is ''
+	// and it has no run_events row (0003_lean_records.sql).
 	if _, err := t.exec(`INSERT INTO runs (id, function_id, event_id, event_ids, status, created_at, ended_at,
 available_at, error, idempotency_key, singleton_key, debounce_key, concurrency_key, concurrency_limit,
-finish_timeout_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
-		spec.ID, spec.FunctionID, eventID, string(eventIDs), string(status), now, endedAt,
+finish_timeout_ms) VALUES (?, ?, ?, '', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+		spec.ID, spec.FunctionID, eventID, string(status), now, endedAt,
 		availableAt, nullStr(reason), nullStr(spec.IdempotencyKey), nullStr(spec.SingletonKey),
 		nullStr(spec.DebounceKey), nullStr(spec.ConcurrencyKey), spec.ConcurrencyLimit,
 		spec.FinishTimeout.Milliseconds()); err != nil {
 		return store.RunRef{}, fmt.Errorf("insert: %w", err)
-	}
-	if _, err := t.exec(`INSERT INTO run_events (event_id, run_id) VALUES (?, ?)`, eventID, spec.ID); err != nil {
-		return store.RunRef{}, fmt.Errorf("insert run event: %w", err)
 	}
 	if status != store.StatusSkipped {
 		if err := t.keepIdempotencyKey(spec, spec.ID); err != nil {
@@ -222,12 +217,12 @@ finish_timeout_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
 // still queued and has never started, if there is one.
 func (t *txn) debounce(eventID string, spec store.RunSpec) (store.RunRef, bool, error) {
 	var (
-		id, fn  string
-		created int64
+		id, fn, first string
+		created       int64
 	)
-	err := t.queryRow(`SELECT id, function_id, created_at FROM runs
+	err := t.queryRow(`SELECT id, function_id, event_id, created_at FROM runs
 WHERE debounce_key = ? AND status = 'Queued' AND started_at IS NULL LIMIT 1`, spec.DebounceKey).
-		Scan(&id, &fn, &created)
+		Scan(&id, &fn, &first, &created)
 	switch {
 	case errors.Is(err, sql.ErrNoRows):
 		return store.RunRef{}, false, nil
@@ -235,12 +230,15 @@ WHERE debounce_key = ? AND status = 'Queued' AND started_at IS NULL LIMIT 1`, sp
 		return store.RunRef{}, false, fmt.Errorf("debounce: %w", err)
 	}
 	at := debounceAt(t.now, time.UnixMilli(created), spec)
-	if _, err := t.exec(`UPDATE runs SET event_id = ?, event_ids = json_insert(event_ids, '$[#]', ?),
-available_at = ? WHERE id = ?`, eventID, eventID, at.UnixMilli(), id); err != nil {
+	// The run is now fed by several events: list them all, in event_ids
+	// and in run_events.
+	if _, err := t.exec(`UPDATE runs SET event_id = ?1,
+event_ids = json_insert(COALESCE(NULLIF(event_ids, ''), json_array(event_id)), '$[#]', ?1),
+available_at = ?2 WHERE id = ?3`, eventID, at.UnixMilli(), id); err != nil {
 		return store.RunRef{}, false, fmt.Errorf("debounce: %w", err)
 	}
-	if _, err := t.exec(`INSERT INTO run_events (event_id, run_id) VALUES (?, ?) ON CONFLICT DO NOTHING`,
-		eventID, id); err != nil {
+	if _, err := t.exec(`INSERT INTO run_events (event_id, run_id) VALUES (?1, ?3), (?2, ?3) ON CONFLICT DO NOTHING`,
+		first, eventID, id); err != nil {
 		return store.RunRef{}, false, fmt.Errorf("debounce: %w", err)
 	}
 	if err := t.keepIdempotencyKey(spec, id); err != nil {
@@ -352,7 +350,8 @@ WHERE event_name = ? AND (expires_at IS NULL OR expires_at > ?)`, ev.Name, now)
 // wakes its run.
 func (t *txn) completeWait(w pendingWait, ev []byte) error {
 	now := t.now.UnixMilli()
-	if _, err := t.exec(`UPDATE steps SET status = 'Completed', output = ?, ended_at = ?, wake_at = NULL
+	// status NULL is Completed (0003_lean_records.sql).
+	if _, err := t.exec(`UPDATE steps SET status = NULL, output = ?, ended_at = ?, wake_at = NULL
 WHERE run_id = ? AND id = ?`, string(ev), now, w.runID, w.stepID); err != nil {
 		return err
 	}

@@ -246,7 +246,7 @@ func (t *txn) resumedSteps(runIDs []string, leases map[string]*store.Lease) erro
 		return err
 	}
 	rows, err := t.query(`SELECT `+stepColumns+` FROM steps
-WHERE run_id IN (SELECT value FROM json_each(?)) ORDER BY rowid`, string(idList))
+WHERE run_id IN (SELECT value FROM json_each(?)) ORDER BY run_id, seq`, string(idList))
 	if err != nil {
 		return fmt.Errorf("steps: %w", err)
 	}
@@ -318,9 +318,13 @@ func (s *Store) CommitStep(ctx context.Context, l *store.Lease, st store.Step, e
 			return wrap("save step", err)
 		}
 	}
-	attempts, err := json.Marshal(nonNil(st.Attempts))
+	attempts, err := encodeAttempts(st)
 	if err != nil {
 		return wrap("save step", err)
+	}
+	name := st.Name
+	if name == st.ID {
+		name = ""
 	}
 	var waitDoc []byte
 	if st.Wait != nil {
@@ -340,13 +344,17 @@ func (s *Store) CommitStep(ctx context.Context, l *store.Lease, st store.Step, e
 		if err := t.applyEffects(fx); err != nil {
 			return err
 		}
-		if _, err := t.exec(`INSERT INTO steps (run_id, id, name, kind, status, attempts, output, error,
-wake_at, started_at, ended_at, wait) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+		// seq numbers a run's steps in the order first recorded; an update
+		// keeps it. Steps are only ever deleted with their run.
+		if _, err := t.exec(`INSERT INTO steps (run_id, id, seq, name, kind, status, attempts, output, error,
+wake_at, started_at, ended_at, wait) VALUES (?1, ?2, (SELECT COUNT(*) FROM steps WHERE run_id = ?1),
+?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)
 ON CONFLICT (run_id, id) DO UPDATE SET name = excluded.name, kind = excluded.kind,
 status = excluded.status, attempts = excluded.attempts, output = excluded.output,
 error = excluded.error, wake_at = excluded.wake_at, started_at = excluded.started_at,
 ended_at = excluded.ended_at, wait = excluded.wait`,
-			st.RunID, st.ID, st.Name, string(st.Kind), string(st.Status), string(attempts),
+			st.RunID, st.ID, nullStr(name), stepCode(string(st.Kind), string(store.StepRun)),
+			stepCode(string(st.Status), string(store.StatusCompleted)), attempts,
 			nullJSON(st.Output), nullStr(st.Error), ms(st.WakeAt), ms(st.StartedAt), ms(st.EndedAt),
 			nullJSON(waitDoc)); err != nil {
 			return fmt.Errorf("upsert step: %w", err)
@@ -370,13 +378,6 @@ match_value, expires_at) VALUES (?, ?, ?, ?, ?, ?)`, st.RunID, st.ID, wait.Event
 		}
 		return nil
 	})
-}
-
-func nonNil[T any](s []T) []T {
-	if s == nil {
-		return []T{}
-	}
-	return s
 }
 
 // Suspend ends the lease and makes the run claimable at s.AvailableAt (at
@@ -550,6 +551,7 @@ func (s *Store) Prune(ctx context.Context, cutoff time.Time, batch int) (int, er
 			{`DELETE FROM runs WHERE id IN (SELECT id FROM runs WHERE ended_at < ? LIMIT ?)`,
 				[]any{before, batch}},
 			{`DELETE FROM events WHERE id IN (SELECT e.id FROM events e WHERE e.received_at < ?
+  AND NOT EXISTS (SELECT 1 FROM runs r WHERE r.event_id = e.id AND r.ended_at IS NULL)
   AND NOT EXISTS (SELECT 1 FROM run_events re JOIN runs r ON r.id = re.run_id
                   WHERE re.event_id = e.id AND r.ended_at IS NULL) LIMIT ?)`,
 				[]any{before, batch}},
@@ -590,7 +592,10 @@ func (s *Store) PruneFunction(ctx context.Context, functionID string, cutoff tim
 	var removed int
 	err := s.write(ctx, "prune function", false, func(t *txn) error {
 		removed = 0
-		rows, err := t.query(`SELECT r.id, re.event_id FROM runs r LEFT JOIN run_events re ON re.run_id = r.id
+		// A run's events: its event_id, and those of run_events when it
+		// was fed by several.
+		rows, err := t.query(`SELECT r.id, r.event_id, re.event_id FROM runs r
+LEFT JOIN run_events re ON re.run_id = r.id AND re.event_id != r.event_id
 WHERE r.id IN (SELECT id FROM runs WHERE function_id = ? AND status = 'Completed' AND ended_at < ? LIMIT ?)`,
 			functionID, cutoff.UnixMilli(), batch)
 		if err != nil {
@@ -598,14 +603,15 @@ WHERE r.id IN (SELECT id FROM runs WHERE function_id = ? AND status = 'Completed
 		}
 		var runs, events []string
 		for rows.Next() {
-			var run string
+			var run, first string
 			var ev sql.NullString
-			if err := rows.Scan(&run, &ev); err != nil {
+			if err := rows.Scan(&run, &first, &ev); err != nil {
 				rows.Close()
 				return err
 			}
 			if len(runs) == 0 || runs[len(runs)-1] != run {
 				runs = append(runs, run)
+				events = append(events, first)
 			}
 			if ev.Valid {
 				events = append(events, ev.String)
@@ -623,7 +629,9 @@ WHERE r.id IN (SELECT id FROM runs WHERE function_id = ? AND status = 'Completed
 			removed += int(n)
 		}
 		for _, id := range events {
-			n, err := t.exec(`DELETE FROM events WHERE id = ? AND NOT EXISTS (SELECT 1 FROM run_events WHERE event_id = ?)`, id, id)
+			n, err := t.exec(`DELETE FROM events WHERE id = ?1
+AND NOT EXISTS (SELECT 1 FROM runs WHERE event_id = ?1)
+AND NOT EXISTS (SELECT 1 FROM run_events WHERE event_id = ?1)`, id)
 			if err != nil {
 				return err
 			}

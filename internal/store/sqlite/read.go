@@ -18,8 +18,10 @@ ended_at, available_at, output, error, idempotency_key, singleton_key, debounce_
 concurrency_limit, finish_timeout_ms, finish_by, lease_owner`
 
 // stepColumns is the column list scanStep reads.
-const stepColumns = `run_id, id, name, kind, status, attempts, output, error, wake_at, started_at,
-ended_at, wait`
+// The usual step stores NULL for its name, kind and status
+// (0003_lean_records.sql).
+const stepColumns = `run_id, id, COALESCE(name, id), COALESCE(kind, 'run'), COALESCE(status, 'Completed'),
+attempts, output, error, wake_at, started_at, ended_at, wait`
 
 // eventColumns is the column list scanEvent reads.
 const eventColumns = `id, client_id, name, data, user, ts, version, received_at`
@@ -54,8 +56,12 @@ func scanRun(sc scanner) (store.Run, error) {
 		&r.ConcurrencyLimit, &finishTimeout, &finishBy, &owner); err != nil {
 		return store.Run{}, err
 	}
-	if err := json.Unmarshal([]byte(eventIDs), &r.EventIDs); err != nil {
-		return store.Run{}, fmt.Errorf("run %s: event ids: %w", r.ID, err)
+	// A run fed by one event has no list of them (0003_lean_records.sql).
+	r.EventIDs = []string{r.EventID}
+	if eventIDs != "" {
+		if err := json.Unmarshal([]byte(eventIDs), &r.EventIDs); err != nil {
+			return store.Run{}, fmt.Errorf("run %s: event ids: %w", r.ID, err)
+		}
 	}
 	r.CreatedAt = time.UnixMilli(created).UTC()
 	r.StartedAt, r.EndedAt, r.AvailableAt, r.FinishBy = fromMS(started), fromMS(ended), fromMS(avail), fromMS(finishBy)
@@ -71,20 +77,18 @@ func scanSteps(rows *sql.Rows) ([]store.Step, error) {
 	steps := []store.Step{}
 	for rows.Next() {
 		var (
-			s                     store.Step
-			attempts              string
-			output, errText, wait sql.NullString
-			wake, started, ended  sql.NullInt64
+			s                               store.Step
+			attempts, output, errText, wait sql.NullString
+			wake, started, ended            sql.NullInt64
 		)
 		if err := rows.Scan(&s.RunID, &s.ID, &s.Name, &s.Kind, &s.Status, &attempts, &output, &errText,
 			&wake, &started, &ended, &wait); err != nil {
 			return nil, err
 		}
-		if err := json.Unmarshal([]byte(attempts), &s.Attempts); err != nil {
+		s.WakeAt, s.StartedAt, s.EndedAt = fromMS(wake), fromMS(started), fromMS(ended)
+		var err error
+		if s.Attempts, err = decodeAttempts(rawJSON(attempts), s.StartedAt, s.EndedAt); err != nil {
 			return nil, fmt.Errorf("step %s/%s: attempts: %w", s.RunID, s.ID, err)
-		}
-		if len(s.Attempts) == 0 {
-			s.Attempts = nil
 		}
 		if wait.Valid {
 			s.Wait = new(store.Wait)
@@ -93,7 +97,6 @@ func scanSteps(rows *sql.Rows) ([]store.Step, error) {
 			}
 		}
 		s.Output, s.Error = rawJSON(output), errText.String
-		s.WakeAt, s.StartedAt, s.EndedAt = fromMS(wake), fromMS(started), fromMS(ended)
 		steps = append(steps, s)
 	}
 	return steps, rows.Err()
@@ -148,7 +151,7 @@ func (s *Store) Steps(ctx context.Context, runID string) ([]store.Step, error) {
 	if err := tx.QueryRowContext(ctx, `SELECT id FROM runs WHERE id = ?`, runID).Scan(&id); err != nil {
 		return nil, wrap("steps", err)
 	}
-	rows, err := tx.QueryContext(ctx, `SELECT `+stepColumns+` FROM steps WHERE run_id = ? ORDER BY rowid`, runID)
+	rows, err := tx.QueryContext(ctx, `SELECT `+stepColumns+` FROM steps WHERE run_id = ? ORDER BY seq`, runID)
 	if err != nil {
 		return nil, wrap("steps", err)
 	}
@@ -161,38 +164,11 @@ func (s *Store) ListRuns(ctx context.Context, f store.RunFilter) (store.Page[sto
 	if err := s.open("list runs"); err != nil {
 		return store.Page[store.Run]{}, err
 	}
-	var (
-		where []string
-		args  []any
-	)
-	if f.Cursor != "" {
-		after, err := decodeCursor("run", f.Cursor)
-		if err != nil {
-			return store.Page[store.Run]{}, wrap("list runs", err)
-		}
-		where, args = append(where, "id < ?"), append(args, after)
+	query, args, limit, err := runsQuery(f)
+	if err != nil {
+		return store.Page[store.Run]{}, wrap("list runs", err)
 	}
-	if f.FunctionID != "" {
-		where, args = append(where, "function_id = ?"), append(args, f.FunctionID)
-	}
-	if len(f.Statuses) > 0 {
-		where = append(where, "status IN ("+strings.Repeat("?, ", len(f.Statuses)-1)+"?)")
-		for _, st := range f.Statuses {
-			args = append(args, string(st))
-		}
-	}
-	if !f.Since.IsZero() {
-		where, args = append(where, "created_at >= ?"), append(args, f.Since.UnixMilli())
-	}
-	if !f.Until.IsZero() {
-		where, args = append(where, "created_at < ?"), append(args, f.Until.UnixMilli())
-	}
-	if f.EventID != "" {
-		where, args = append(where, "id IN (SELECT run_id FROM run_events WHERE event_id = ?)"), append(args, f.EventID)
-	}
-	limit := store.PageLimit(f.Limit)
-	rows, err := s.rdb.QueryContext(ctx, `SELECT `+runColumns+` FROM runs`+whereClause(where)+
-		` ORDER BY id DESC LIMIT ?`, append(args, limit+1)...)
+	rows, err := s.rdb.QueryContext(ctx, query, args...)
 	if err != nil {
 		return store.Page[store.Run]{}, wrap("list runs", err)
 	}
@@ -215,34 +191,55 @@ func (s *Store) ListRuns(ctx context.Context, f store.RunFilter) (store.Page[sto
 	return page, nil
 }
 
-// ListEvents lists events newest first (by ULID).
-func (s *Store) ListEvents(ctx context.Context, f store.EventFilter) (store.Page[store.Event], error) {
-	if err := s.open("list events"); err != nil {
-		return store.Page[store.Event]{}, err
-	}
+// runsQuery is the query of a ListRuns page and its arguments; it reads one
+// run more than the page's limit, to know whether another page follows.
+// Every filter is served by an index (TestListingsUseIndexes).
+func runsQuery(f store.RunFilter) (string, []any, int, error) {
 	var (
 		where []string
 		args  []any
 	)
 	if f.Cursor != "" {
-		after, err := decodeCursor("event", f.Cursor)
+		after, err := decodeCursor("run", f.Cursor)
 		if err != nil {
-			return store.Page[store.Event]{}, wrap("list events", err)
+			return "", nil, 0, err
 		}
 		where, args = append(where, "id < ?"), append(args, after)
 	}
-	if f.Name != "" {
-		where, args = append(where, "name = ?"), append(args, f.Name)
+	if f.FunctionID != "" {
+		where, args = append(where, "function_id = ?"), append(args, f.FunctionID)
+	}
+	if len(f.Statuses) > 0 {
+		where = append(where, "status IN ("+strings.Repeat("?, ", len(f.Statuses)-1)+"?)")
+		for _, st := range f.Statuses {
+			args = append(args, string(st))
+		}
 	}
 	if !f.Since.IsZero() {
-		where, args = append(where, "received_at >= ?"), append(args, f.Since.UnixMilli())
+		where, args = append(where, "created_at >= ?"), append(args, f.Since.UnixMilli())
 	}
 	if !f.Until.IsZero() {
-		where, args = append(where, "received_at < ?"), append(args, f.Until.UnixMilli())
+		where, args = append(where, "created_at < ?"), append(args, f.Until.UnixMilli())
+	}
+	if f.EventID != "" {
+		where = append(where, "id IN (SELECT id FROM runs WHERE event_id = ? UNION ALL SELECT run_id FROM run_events WHERE event_id = ?)")
+		args = append(args, f.EventID, f.EventID)
 	}
 	limit := store.PageLimit(f.Limit)
-	rows, err := s.rdb.QueryContext(ctx, `SELECT `+eventColumns+` FROM events`+whereClause(where)+
-		` ORDER BY id DESC LIMIT ?`, append(args, limit+1)...)
+	return `SELECT ` + runColumns + ` FROM runs` + whereClause(where) + ` ORDER BY id DESC LIMIT ?`,
+		append(args, limit+1), limit, nil
+}
+
+// ListEvents lists events newest first (by ULID).
+func (s *Store) ListEvents(ctx context.Context, f store.EventFilter) (store.Page[store.Event], error) {
+	if err := s.open("list events"); err != nil {
+		return store.Page[store.Event]{}, err
+	}
+	query, args, limit, err := eventsQuery(f)
+	if err != nil {
+		return store.Page[store.Event]{}, wrap("list events", err)
+	}
+	rows, err := s.rdb.QueryContext(ctx, query, args...)
 	if err != nil {
 		return store.Page[store.Event]{}, wrap("list events", err)
 	}
@@ -263,6 +260,34 @@ func (s *Store) ListEvents(ctx context.Context, f store.EventFilter) (store.Page
 		page.Cursor = encodeCursor("event", page.Items[limit-1].ID)
 	}
 	return page, nil
+}
+
+// eventsQuery is the query of a ListEvents page and its arguments, as
+// runsQuery is for runs.
+func eventsQuery(f store.EventFilter) (string, []any, int, error) {
+	var (
+		where []string
+		args  []any
+	)
+	if f.Cursor != "" {
+		after, err := decodeCursor("event", f.Cursor)
+		if err != nil {
+			return "", nil, 0, err
+		}
+		where, args = append(where, "id < ?"), append(args, after)
+	}
+	if f.Name != "" {
+		where, args = append(where, "name = ?"), append(args, f.Name)
+	}
+	if !f.Since.IsZero() {
+		where, args = append(where, "received_at >= ?"), append(args, f.Since.UnixMilli())
+	}
+	if !f.Until.IsZero() {
+		where, args = append(where, "received_at < ?"), append(args, f.Until.UnixMilli())
+	}
+	limit := store.PageLimit(f.Limit)
+	return `SELECT ` + eventColumns + ` FROM events` + whereClause(where) + ` ORDER BY id DESC LIMIT ?`,
+		append(args, limit+1), limit, nil
 }
 
 func whereClause(conds []string) string {
