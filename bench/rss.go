@@ -45,11 +45,7 @@ func mb(bytes int64) cell { return figure("%.1f", float64(bytes)/(1<<20)) }
 
 // redisMemory is the server's used_memory.
 func (e *env) redisMemory(ctx context.Context) cell {
-	info, err := e.redis.client.Info(ctx, "memory").Result()
-	if err != nil {
-		return failure(err)
-	}
-	n, err := strconv.ParseInt(infoField(info, "used_memory"), 10, 64)
+	n, err := e.redis.usedMemory(ctx)
 	if err != nil {
 		return failure(err)
 	}
