@@ -253,8 +253,8 @@ var historyListings = []historyListing{
 }
 
 // runHistory fills a store of each backend with the history, then
-// measures intake and burn-down on it and on an empty store, alternately
-// (empty, history, history, empty), and the listings on the history.
+// measures the listings on it as filled, and intake and burn-down on it
+// and on an empty store, alternately (empty, history, history, empty).
 func runHistory(ctx context.Context, e *env) ([]row, error) {
 	n := e.size.history
 	what := fmt.Sprintf("history: %d events and runs stored", n)
@@ -313,8 +313,8 @@ func failedHistory(err error) historyRun {
 	return h
 }
 
-// historySQLite measures SQLite: fill a store, then compare it with fresh
-// empty ones, then list it.
+// historySQLite measures SQLite: fill a store, list it, then compare it
+// with fresh empty ones.
 func (e *env) historySQLite(ctx context.Context) historyRun {
 	const backend = backendSQLite
 	ctx, cancel := context.WithTimeout(ctx, 2*cellTimeout)
@@ -332,18 +332,18 @@ func (e *env) historySQLite(ctx context.Context) historyRun {
 		d, err := e.scratch()
 		return historyStore{backend: backend, dir: d}, err
 	}
-	if err := e.compareHistory(ctx, &h, old, empty); err != nil {
+	if h.listings, err = e.measureListings(ctx, old); err != nil {
 		return failedHistory(err)
 	}
-	if h.listings, err = e.measureListings(ctx, old); err != nil {
+	if err := e.compareHistory(ctx, &h, old, empty); err != nil {
 		return failedHistory(err)
 	}
 	return h
 }
 
 // historyRedis measures Redis: the history in database 0, filled once
-// without AOF; then, per setting, compared with an empty database 1; the
-// listings once, under the first setting.
+// without AOF; the listings once, under the first setting; then, per
+// setting, the history compared with an empty database 1.
 func (e *env) historyRedis(ctx context.Context, settings []persistence) []historyRun {
 	ctx, cancel := context.WithTimeout(ctx, 2*cellTimeout)
 	defer cancel()
@@ -375,13 +375,14 @@ func (e *env) historyRedis(ctx context.Context, settings []persistence) []histor
 			return fail(err)
 		}
 		h := historyRun{fill: first.fill, bytes: first.bytes}
-		if err := e.compareHistory(ctx, &h, old, empty); err != nil {
-			h = failedHistory(err)
-		}
 		if i == 0 {
 			if h.listings, err = e.measureListings(ctx, old); err != nil {
-				h = failedHistory(err)
+				out[i] = failedHistory(err)
+				continue
 			}
+		}
+		if err := e.compareHistory(ctx, &h, old, empty); err != nil {
+			h = failedHistory(err)
 		}
 		out[i] = h
 	}
