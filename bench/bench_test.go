@@ -2,11 +2,15 @@ package main
 
 import (
 	"context"
+	"encoding/json"
+	"maps"
 	"os"
+	"regexp"
 	"strconv"
 	"strings"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/dcyfr/cyberdrew/internal/jobs"
 	"github.com/dcyfr/cyberdrew/internal/store"
@@ -149,5 +153,132 @@ func TestCheckViews(t *testing.T) {
 		case tc.wantErr != "" && (err == nil || !strings.Contains(err.Error(), tc.wantErr)):
 			t.Errorf("%s: error %v, want one containing %q", tc.name, err, tc.wantErr)
 		}
+	}
+}
+
+// TestQuickHistory runs the history scenario of -quick end to end: it
+// fills a store of each backend, compares it with empty ones and lists
+// it through the daemon's API (each page checked against its filter), and
+// every history row must have its figures.
+func TestQuickHistory(t *testing.T) {
+	var stdout, stderr strings.Builder
+	code := run([]string{"-quick", "-only", "history"}, &stdout, &stderr)
+	if code != exitOK {
+		t.Fatalf("exit code %d\nstdout:\n%s\nstderr:\n%s", code, stdout.String(), stderr.String())
+	}
+	table := stdout.String()
+	_, redisErr := redisBinary()
+	what := "| history: 10000 events and runs stored: "
+	for _, want := range []string{
+		what + "filling it through the engine (256 workers), s",
+		what + "bytes per stored event with its run and steps",
+		"events/s ↑ (Redis: AOF, appendfsync always), empty store",
+		"events/s ↑ (Redis: AOF, appendfsync always), with the history",
+		"events/s ↑ (Redis: AOF, appendfsync always): history / empty ↑",
+		"jobs/s ↑ (Redis: AOF, appendfsync always): history / empty ↑",
+		"GET /v1/runs, first page (50), p50 / p99 ms",
+		"GET /v1/runs?status=Failed, the page after 100 items, p50 / p99 ms",
+		"GET /v1/events?name=history%2Fcontact.submitted, first page (50)",
+	} {
+		if !strings.Contains(table, want) {
+			t.Errorf("table lacks %q:\n%s", want, table)
+		}
+	}
+	latency := regexp.MustCompile(`^\d+\.\d\d / \d+\.\d\d$`)
+	rows := 0
+	for line := range strings.SplitSeq(table, "\n") {
+		if !strings.HasPrefix(line, "| history:") {
+			continue
+		}
+		rows++
+		cells := strings.Split(line, "|")
+		if len(cells) != 7 {
+			t.Errorf("row %q has %d cells, want 5", line, len(cells)-2)
+			continue
+		}
+		sq, rd := strings.TrimSpace(cells[2]), strings.TrimSpace(cells[3])
+		if _, err := strconv.ParseFloat(sq, 64); err != nil && !latency.MatchString(sq) {
+			t.Errorf("row %q: SQLite cell %q is not a figure", line, sq)
+		}
+		switch {
+		case redisErr != nil && rd != "skipped: no redis-server":
+			t.Errorf("row %q: without redis-server the Redis cell must say it was skipped", line)
+		case redisErr == nil && strings.Contains(line, "GET /v1/") && !latency.MatchString(rd):
+			t.Errorf("row %q: Redis cell %q is not p50 / p99", line, rd)
+		case redisErr == nil && !strings.Contains(line, "GET /v1/"):
+			if _, err := strconv.ParseFloat(rd, 64); err != nil {
+				t.Errorf("row %q: Redis cell %q is not a figure", line, rd)
+			}
+		}
+	}
+	if want := 2 + 6 + 2*len(historyListings); rows != want {
+		t.Errorf("%d history rows, want %d:\n%s", rows, want, table)
+	}
+}
+
+// TestHistoryMix checks the history's shape: four event names, one run
+// each, and 2 % of the runs failing, all of them contact forms.
+func TestHistoryMix(t *testing.T) {
+	names := map[string]int{}
+	failed := 0
+	for i := range 1000 {
+		names[historyEvent(i)]++
+		if historyFails(i) {
+			failed++
+			if historyEvent(i) != historyContact {
+				t.Errorf("event %d fails but is %s", i, historyEvent(i))
+			}
+		}
+		var d struct {
+			N int `json:"n"`
+		}
+		if err := json.Unmarshal(historyData(i, time.Now()), &d); err != nil || d.N != i {
+			t.Errorf("data of event %d: n = %d, %v", i, d.N, err)
+		}
+	}
+	want := map[string]int{historyViewed: 700, historyContact: 100, historyRefresh: 100, historyDeploy: 100}
+	if !maps.Equal(names, want) {
+		t.Errorf("event names %v, want %v", names, want)
+	}
+	if failed != 20 {
+		t.Errorf("%d of 1000 runs fail, want 20", failed)
+	}
+}
+
+// TestCheckPage checks the rule every measured listing page must follow:
+// full, and nothing its filter excludes.
+func TestCheckPage(t *testing.T) {
+	failedOnly := func(it listItem) bool { return it.Status == "Failed" }
+	page := func(statuses ...string) []listItem {
+		var out []listItem
+		for _, s := range statuses {
+			out = append(out, listItem{Status: s})
+		}
+		return out
+	}
+	for _, tc := range []struct {
+		name    string
+		items   []listItem
+		want    int
+		wantErr string
+	}{
+		{name: "full and filtered", items: page("Failed", "Failed"), want: 2},
+		{name: "any length while walking", items: page("Failed"), want: 0},
+		{name: "short page", items: page("Failed"), want: 2, wantErr: "1 items, want 2"},
+		{name: "an item the filter excludes", items: page("Failed", "Completed"), want: 2, wantErr: "which the filter excludes"},
+	} {
+		err := checkPage("/v1/runs?status=Failed", tc.items, failedOnly, tc.want)
+		switch {
+		case tc.wantErr == "" && err != nil:
+			t.Errorf("%s: %v", tc.name, err)
+		case tc.wantErr != "" && (err == nil || !strings.Contains(err.Error(), tc.wantErr)):
+			t.Errorf("%s: error %v, want one containing %q", tc.name, err, tc.wantErr)
+		}
+	}
+	if got := withQuery("/v1/runs?status=Failed", "cursor", "a b"); got != "/v1/runs?status=Failed&cursor=a+b" {
+		t.Errorf("withQuery = %q", got)
+	}
+	if got := withQuery("/v1/events", "limit", "10"); got != "/v1/events?limit=10" {
+		t.Errorf("withQuery = %q", got)
 	}
 }

@@ -34,16 +34,22 @@ type cyber struct {
 type cyberOptions struct {
 	backend  string
 	dir      string // the SQLite file lives here
+	file     string // the SQLite file's name in dir; "" is bench.db
 	redisURL string
 	workers  int
 	lease    time.Duration // 0: the daemon's default, config.DefaultLease
 }
 
-// openStore opens the store o names; the SQLite file is dir/bench.db.
+// openStore opens the store o names; the SQLite file is dir/file
+// (dir/bench.db when file is "").
 func openStore(ctx context.Context, o cyberOptions) (store.Store, error) {
 	switch o.backend {
 	case backendSQLite:
-		return sqlite.Open(ctx, filepath.Join(o.dir, "bench.db"), sqlite.Options{})
+		file := o.file
+		if file == "" {
+			file = "bench.db"
+		}
+		return sqlite.Open(ctx, filepath.Join(o.dir, file), sqlite.Options{})
 	case backendRedis:
 		return redisstore.Open(ctx, o.redisURL, redisstore.Options{})
 	}
@@ -112,14 +118,20 @@ func (c *cyber) publishMany(ctx context.Context, name string, n int, data func(i
 // store announces (and at least every 50 ms, in case the harness's
 // subscription lagged).
 func (c *cyber) waitIdle(ctx context.Context, changes <-chan store.Change) error {
+	return c.waitIdleWithin(ctx, changes, 0)
+}
+
+// waitIdleWithin is waitIdle for the runs due within horizon from now (0:
+// every pending run): runs queued further ahead do not count.
+func (c *cyber) waitIdleWithin(ctx context.Context, changes <-chan store.Change, horizon time.Duration) error {
 	tick := time.NewTicker(50 * time.Millisecond)
 	defer tick.Stop()
 	for {
-		_, pending, err := c.st.NextWake(ctx)
+		at, pending, err := c.st.NextWake(ctx)
 		if err != nil {
 			return fmt.Errorf("cyberdrew: next wake: %w", err)
 		}
-		if !pending {
+		if !pending || (horizon > 0 && at.After(time.Now().Add(horizon))) {
 			return nil
 		}
 		select {

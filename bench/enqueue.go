@@ -203,9 +203,21 @@ func (e *env) enqueueHTTP(ctx context.Context, backend string, n int) (cell, err
 	if err != nil {
 		return cell{}, err
 	}
-	d, err := startDaemon(ctx, backend, dir, e.redisURL(), noopFunction(nil))
+	elapsed, err := intakeHTTP(ctx, backend, dir, e.redisURL(), n)
 	if err != nil {
 		return cell{}, err
+	}
+	e.logf("enqueue %s over HTTP: %d events in %v", backend, n, elapsed.Round(time.Millisecond))
+	return rate(n, elapsed), nil
+}
+
+// intakeHTTP starts the real daemon on the store in dir (or at redisURL)
+// and posts n single events to it, each due in an hour, from producers
+// keep-alive clients; it returns how long the posts took.
+func intakeHTTP(ctx context.Context, backend, dir, redisURL string, n int) (time.Duration, error) {
+	d, err := startDaemon(ctx, backend, dir, redisURL, noopFunction(nil))
+	if err != nil {
+		return 0, err
 	}
 	defer stopDaemon(d)
 	client := &http.Client{Transport: &http.Transport{MaxIdleConns: 2 * producers, MaxIdleConnsPerHost: 2 * producers}}
@@ -213,15 +225,10 @@ func (e *env) enqueueHTTP(ctx context.Context, backend string, n int) (cell, err
 	url := "http://" + d.Addr() + "/e/bench-key"
 	now := time.Now()
 	later := strconv.FormatInt(now.Add(time.Hour).UnixMilli(), 10)
-	elapsed, err := concurrently(n, func(i int) error {
+	return concurrently(n, func(i int) error {
 		body := `{"name":"` + eventJob + `","ts":` + later + `,"data":` + string(payload(i, now)) + `}`
 		return post(ctx, client, url, []byte(body))
 	})
-	if err != nil {
-		return cell{}, err
-	}
-	e.logf("enqueue %s over HTTP: %d events in %v", backend, n, elapsed.Round(time.Millisecond))
-	return rate(n, elapsed), nil
 }
 
 // post sends body to the event API and checks it was accepted.

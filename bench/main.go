@@ -62,6 +62,7 @@ var scenarios = []scenario{
 	{"latency", runLatency},
 	{"steps", runSteps},
 	{"site-workload", runSiteWorkload},
+	{"history", runHistory},
 	{"crash", runCrash},
 	{"rss", runRSS},
 }

@@ -114,6 +114,12 @@ func (s *redisServer) reset(ctx context.Context, p persistence) error {
 	if err := s.client.FlushAll(ctx).Err(); err != nil {
 		return fmt.Errorf("redis: flushall: %w", err)
 	}
+	return s.apply(ctx, p)
+}
+
+// apply switches the server to p without emptying it, waits for any AOF
+// rewrite that turning AOF on starts, and resets the statistics.
+func (s *redisServer) apply(ctx context.Context, p persistence) error {
 	aof := "no"
 	if p.aof {
 		aof = "yes"
@@ -143,6 +149,19 @@ func (s *redisServer) commands(ctx context.Context) (int64, error) {
 	n, err := redistest.Commands(ctx, s.client)
 	if err != nil {
 		return 0, fmt.Errorf("redis: %w", err)
+	}
+	return n, nil
+}
+
+// usedMemory is the server's used_memory, in bytes.
+func (s *redisServer) usedMemory(ctx context.Context) (int64, error) {
+	info, err := s.client.Info(ctx, "memory").Result()
+	if err != nil {
+		return 0, fmt.Errorf("redis: info: %w", err)
+	}
+	n, err := strconv.ParseInt(infoField(info, "used_memory"), 10, 64)
+	if err != nil {
+		return 0, fmt.Errorf("redis: used_memory: %w", err)
 	}
 	return n, nil
 }

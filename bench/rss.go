@@ -45,7 +45,7 @@ func mb(bytes int64) cell { return figure("%.1f", float64(bytes)/(1<<20)) }
 
 // redisMemory is the server's used_memory.
 func (e *env) redisMemory(ctx context.Context) cell {
-	n, err := e.redisUsedMemory(ctx)
+	n, err := e.redis.usedMemory(ctx)
 	if err != nil {
 		return failure(err)
 	}

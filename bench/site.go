@@ -341,7 +341,7 @@ func (e *env) siteAsynq(ctx context.Context, n int) siteRun {
 		return failedSite(fmt.Errorf("asynq: start: %w", err))
 	}
 	defer srv.Shutdown()
-	empty, err := e.redisUsedMemory(ctx)
+	empty, err := e.redis.usedMemory(ctx)
 	if err != nil {
 		return failedSite(err)
 	}
@@ -381,7 +381,7 @@ func (e *env) siteAsynq(ctx context.Context, n int) siteRun {
 	if err := checkViews(ctx, redisKV{rdb}, acked); err != nil {
 		return failedSite(err)
 	}
-	full, err := e.redisUsedMemory(ctx)
+	full, err := e.redis.usedMemory(ctx)
 	if err != nil {
 		return failedSite(err)
 	}

@@ -8,7 +8,6 @@ import (
 	"net/url"
 	"path/filepath"
 	"sort"
-	"strconv"
 	"strings"
 
 	"github.com/dcyfr/cyberdrew/internal/config"
@@ -22,23 +21,10 @@ import (
 // between the tables and indexes.
 func (e *env) storedBytes(ctx context.Context, backend, dir string) (n int64, detail string, err error) {
 	if backend == backendRedis {
-		n, err = e.redisUsedMemory(ctx)
+		n, err = e.redis.usedMemory(ctx)
 		return n, "", err
 	}
 	return sqliteBytes(ctx, filepath.Join(dir, config.DBFile))
-}
-
-// redisUsedMemory is the server's INFO memory used_memory.
-func (e *env) redisUsedMemory(ctx context.Context) (int64, error) {
-	info, err := e.redis.client.Info(ctx, "memory").Result()
-	if err != nil {
-		return 0, fmt.Errorf("redis: info: %w", err)
-	}
-	n, err := strconv.ParseInt(infoField(info, "used_memory"), 10, 64)
-	if err != nil {
-		return 0, fmt.Errorf("redis: used_memory: %w", err)
-	}
-	return n, nil
 }
 
 // sqliteBytes checkpoints the database at path through a connection of
