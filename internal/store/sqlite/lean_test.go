@@ -31,6 +31,9 @@ func TestListingsUseIndexes(t *testing.T) {
 		"function":              {FunctionID: "track-post-view"},
 		"function, next page":   {FunctionID: "track-post-view", Cursor: cursor},
 		"status":                {Statuses: []store.Status{store.StatusFailed}},
+		"status, next page":     {Statuses: []store.Status{store.StatusQueued}, Cursor: cursor},
+		"completed":             {Statuses: []store.Status{store.StatusCompleted}},
+		"function and status":   {FunctionID: "track-post-view", Statuses: []store.Status{store.StatusFailed}},
 		"function and statuses": {FunctionID: "track-post-view", Statuses: []store.Status{store.StatusCompleted, store.StatusFailed}},
 		"since":                 {Since: since},
 		"event":                 {EventID: "01J00000000000000000000000"},
@@ -40,7 +43,16 @@ func TestListingsUseIndexes(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		checkPlan(t, s, "runs "+name, query, args)
+		plan := checkPlan(t, s, "runs "+name, query, args)
+		// A status other than Completed is found through the index of
+		// the runs that did not complete, not by walking every newer run.
+		if want := map[string]string{
+			"status":              "USING INDEX runs_unfinished_status (status=?)",
+			"status, next page":   "USING INDEX runs_unfinished_status (status=? AND id<?)",
+			"function and status": "USING INDEX runs_unfinished_function_status (function_id=? AND status=?)",
+		}[name]; want != "" && !strings.Contains(plan, want) {
+			t.Errorf("runs %s: the plan %q does not say %q", name, plan, want)
+		}
 	}
 	events := map[string]store.EventFilter{
 		"all":             {},
@@ -57,7 +69,7 @@ func TestListingsUseIndexes(t *testing.T) {
 	}
 }
 
-func checkPlan(t *testing.T, s *Store, what, query string, args []any) {
+func checkPlan(t *testing.T, s *Store, what, query string, args []any) string {
 	t.Helper()
 	rows, err := s.rdb.QueryContext(t.Context(), "EXPLAIN QUERY PLAN "+query, args...)
 	if err != nil {
@@ -83,6 +95,7 @@ func checkPlan(t *testing.T, s *Store, what, query string, args []any) {
 			t.Errorf("%s: the plan %q has %q", what, strings.Join(plan, "; "), step)
 		}
 	}
+	return strings.Join(plan, "; ")
 }
 
 // TestMigrateFromVersion2 builds a database of schema version 2 with the

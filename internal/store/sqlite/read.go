@@ -214,6 +214,11 @@ func runsQuery(f store.RunFilter) (string, []any, int, error) {
 		for _, st := range f.Statuses {
 			args = append(args, string(st))
 		}
+		if len(f.Statuses) == 1 && f.Statuses[0] != store.StatusCompleted {
+			// The condition of the partial indexes of the runs that did not
+			// complete (0004_unusual_status.sql), so that SQLite uses them.
+			where = append(where, "status <> 'Completed'")
+		}
 	}
 	if !f.Since.IsZero() {
 		where, args = append(where, "created_at >= ?"), append(args, f.Since.UnixMilli())
