@@ -73,7 +73,10 @@ func bounds(kind, cursor string, since, until time.Time) (lo, hi string, err err
 // to limit items that load and keep accept, and the cursor of the next
 // page. Each round reads up to count members of every index and takes the
 // newest count of them all; the rest are read again in a later round.
-func list[T any](ctx context.Context, rdb goredis.UniversalClient, kind string, indexes []string, cursor string, since, until time.Time,
+// With exact the indexes hold what the listing wants (keep drops only what
+// changed since the index was read), so a round reads no more than the
+// page needs; otherwise it reads ahead, as keep may drop most.
+func list[T any](ctx context.Context, rdb goredis.UniversalClient, kind string, indexes []string, exact bool, cursor string, since, until time.Time,
 	limit int, load func(goredis.Pipeliner, string) func() (T, bool, error), keep func(T) bool) (store.Page[T], error) {
 	lo, hi, err := bounds(kind, cursor, since, until)
 	if err != nil {
@@ -84,7 +87,10 @@ func list[T any](ctx context.Context, rdb goredis.UniversalClient, kind string, 
 	scanned := 0
 	for len(indexes) > 0 {
 		want := limit + 1 - len(page.Items)
-		count := int64(max(want, min(4*want, 1000)))
+		count := int64(want)
+		if !exact {
+			count = int64(max(want, min(4*want, 1000)))
+		}
 		ms, more, err := newest(ctx, rdb, indexes, lo, hi, count)
 		if err != nil {
 			return store.Page[T]{}, err
@@ -205,7 +211,7 @@ func (s *Store) ListEvents(ctx context.Context, f store.EventFilter) (store.Page
 	if err != nil {
 		return store.Page[store.Event]{}, s.wrap("list events", err)
 	}
-	p, err := list(ctx, s.rdb, "event", indexes, f.Cursor, f.Since, f.Until, store.PageLimit(f.Limit), s.loadEvent,
+	p, err := list(ctx, s.rdb, "event", indexes, true, f.Cursor, f.Since, f.Until, store.PageLimit(f.Limit), s.loadEvent,
 		func(store.Event) bool { return true })
 	if err != nil {
 		return store.Page[store.Event]{}, s.wrap("list events", err)
@@ -295,7 +301,10 @@ func (s *Store) ListRuns(ctx context.Context, f store.RunFilter) (store.Page[sto
 		}
 		return len(f.Statuses) == 0 || slices.Contains(f.Statuses, r.Status)
 	}
-	p, err := list(ctx, s.rdb, "run", indexes, f.Cursor, f.Since, f.Until, store.PageLimit(f.Limit), s.loadRun, keep)
+	// The indexes match the filter but for the filters an event's index
+	// and a function's index with several statuses leave to keep.
+	exact := f.EventID == "" && (f.FunctionID == "" || len(f.Statuses) < 2) || f.FunctionID == "" && len(f.Statuses) == 0
+	p, err := list(ctx, s.rdb, "run", indexes, exact, f.Cursor, f.Since, f.Until, store.PageLimit(f.Limit), s.loadRun, keep)
 	if err != nil {
 		return store.Page[store.Run]{}, s.wrap("list runs", err)
 	}
