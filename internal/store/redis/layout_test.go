@@ -13,6 +13,7 @@ import (
 
 	"github.com/dcyfr/cyberdrew/internal/store"
 	"github.com/dcyfr/cyberdrew/internal/store/redis"
+	"github.com/dcyfr/cyberdrew/internal/store/redis/redistest"
 )
 
 // TestStepsRecordedInTheEarlierLayout: a run whose steps an earlier
@@ -23,17 +24,8 @@ func TestStepsRecordedInTheEarlierLayout(t *testing.T) {
 	t.Parallel()
 	srv := server(t)
 	clock := clockwork.NewFakeClockAt(time.Date(2026, 12, 6, 5, 0, 0, 0, time.UTC))
-	s := open(t, srv.URL(5), clock)
+	s, runID, ls := leasedRun(t, srv, clock)
 	ctx := t.Context()
-	runID := ulid.Make().String()
-	if _, err := s.Publish(ctx, []store.Publication{{Event: store.Event{Name: "test/layout"},
-		Runs: []store.RunSpec{{ID: runID, FunctionID: "layout"}}}}); err != nil {
-		t.Fatal(err)
-	}
-	ls, err := s.Claim(ctx, "w", 1, time.Minute)
-	if err != nil || len(ls) != 1 {
-		t.Fatalf("Claim: %v, %d leases", err, len(ls))
-	}
 	// What an earlier version wrote for two steps of this run.
 	prefix := runKeyPrefix(t, srv.Addr, runID)
 	rdb := goredis.NewClient(&goredis.Options{Addr: srv.Addr, DB: 5})
@@ -101,6 +93,23 @@ func TestStepsRecordedInTheEarlierLayout(t *testing.T) {
 	}
 }
 
+// leasedRun opens a store on srv's database 5 and returns it with the id
+// of a run it stored and the lease a claim took on it.
+func leasedRun(t *testing.T, srv *redistest.Server, clock clockwork.Clock) (*redis.Store, string, []store.Lease) {
+	t.Helper()
+	s := open(t, srv.URL(5), clock)
+	runID := ulid.Make().String()
+	if _, err := s.Publish(t.Context(), []store.Publication{{Event: store.Event{Name: "test/layout"},
+		Runs: []store.RunSpec{{ID: runID, FunctionID: "layout"}}}}); err != nil {
+		t.Fatal(err)
+	}
+	ls, err := s.Claim(t.Context(), "w", 1, time.Minute)
+	if err != nil || len(ls) != 1 {
+		t.Fatalf("Claim: %v, %d leases", err, len(ls))
+	}
+	return s, runID, ls
+}
+
 // runKeyPrefix finds the engine prefix ("t7:{engine}:") of the run's key.
 func runKeyPrefix(t *testing.T, addr, runID string) string {
 	t.Helper()
@@ -121,17 +130,8 @@ func TestStepLogReplacesInPlace(t *testing.T) {
 	t.Parallel()
 	srv := server(t)
 	clock := clockwork.NewFakeClockAt(time.Date(2026, 12, 6, 5, 0, 0, 0, time.UTC))
-	s := open(t, srv.URL(5), clock)
+	s, runID, ls := leasedRun(t, srv, clock)
 	ctx := t.Context()
-	runID := ulid.Make().String()
-	if _, err := s.Publish(ctx, []store.Publication{{Event: store.Event{Name: "test/layout"},
-		Runs: []store.RunSpec{{ID: runID, FunctionID: "layout"}}}}); err != nil {
-		t.Fatal(err)
-	}
-	ls, err := s.Claim(ctx, "w", 1, time.Minute)
-	if err != nil || len(ls) != 1 {
-		t.Fatalf("Claim: %v, %d leases", err, len(ls))
-	}
 	ids := []string{"a", "a\"b\n<c>/&\u2028é", "a:1", `a\`, "a\"b"}
 	save := func(id string, n int) {
 		t.Helper()

@@ -161,32 +161,40 @@ func (s *Store) Steps(ctx context.Context, runID string) ([]store.Step, error) {
 
 // ListRuns lists runs newest first (by ULID).
 func (s *Store) ListRuns(ctx context.Context, f store.RunFilter) (store.Page[store.Run], error) {
-	if err := s.open("list runs"); err != nil {
-		return store.Page[store.Run]{}, err
-	}
 	query, args, limit, err := runsQuery(f)
+	return listPage(ctx, s, "list runs", "run", query, args, limit, err, scanRun, func(r store.Run) string { return r.ID })
+}
+
+// listPage runs a listing's query, which reads one item more than limit,
+// and returns the page with the cursor of the next one when that item
+// came; err is the query builder's.
+func listPage[T any](ctx context.Context, s *Store, op, kind, query string, args []any, limit int, err error,
+	scan func(scanner) (T, error), id func(T) string) (store.Page[T], error) {
+	if err := s.open(op); err != nil {
+		return store.Page[T]{}, err
+	}
 	if err != nil {
-		return store.Page[store.Run]{}, wrap("list runs", err)
+		return store.Page[T]{}, wrap(op, err)
 	}
 	rows, err := s.rdb.QueryContext(ctx, query, args...)
 	if err != nil {
-		return store.Page[store.Run]{}, wrap("list runs", err)
+		return store.Page[T]{}, wrap(op, err)
 	}
 	defer rows.Close()
-	page := store.Page[store.Run]{Items: []store.Run{}}
+	page := store.Page[T]{Items: []T{}}
 	for rows.Next() {
-		r, err := scanRun(rows)
+		item, err := scan(rows)
 		if err != nil {
-			return store.Page[store.Run]{}, wrap("list runs", err)
+			return store.Page[T]{}, wrap(op, err)
 		}
-		page.Items = append(page.Items, r)
+		page.Items = append(page.Items, item)
 	}
 	if err := rows.Err(); err != nil {
-		return store.Page[store.Run]{}, wrap("list runs", err)
+		return store.Page[T]{}, wrap(op, err)
 	}
 	if len(page.Items) > limit {
 		page.Items = page.Items[:limit]
-		page.Cursor = encodeCursor("run", page.Items[limit-1].ID)
+		page.Cursor = encodeCursor(kind, id(page.Items[limit-1]))
 	}
 	return page, nil
 }
@@ -237,34 +245,8 @@ func runsQuery(f store.RunFilter) (string, []any, int, error) {
 
 // ListEvents lists events newest first (by ULID).
 func (s *Store) ListEvents(ctx context.Context, f store.EventFilter) (store.Page[store.Event], error) {
-	if err := s.open("list events"); err != nil {
-		return store.Page[store.Event]{}, err
-	}
 	query, args, limit, err := eventsQuery(f)
-	if err != nil {
-		return store.Page[store.Event]{}, wrap("list events", err)
-	}
-	rows, err := s.rdb.QueryContext(ctx, query, args...)
-	if err != nil {
-		return store.Page[store.Event]{}, wrap("list events", err)
-	}
-	defer rows.Close()
-	page := store.Page[store.Event]{Items: []store.Event{}}
-	for rows.Next() {
-		e, err := scanEvent(rows)
-		if err != nil {
-			return store.Page[store.Event]{}, wrap("list events", err)
-		}
-		page.Items = append(page.Items, e)
-	}
-	if err := rows.Err(); err != nil {
-		return store.Page[store.Event]{}, wrap("list events", err)
-	}
-	if len(page.Items) > limit {
-		page.Items = page.Items[:limit]
-		page.Cursor = encodeCursor("event", page.Items[limit-1].ID)
-	}
-	return page, nil
+	return listPage(ctx, s, "list events", "event", query, args, limit, err, scanEvent, func(e store.Event) string { return e.ID })
 }
 
 // eventsQuery is the query of a ListEvents page and its arguments, as
