@@ -110,9 +110,7 @@ end
 
 -- event_name returns the event's name, false when there is no such event.
 local function event_name(id)
-  local k = P .. 'event:' .. id
-  local doc = redis.pcall('GET', k)
-  if type(doc) == 'table' and doc.err then return redis.call('HGET', k, 'name') end
+  local doc = event_doc(id)
   return doc and cjson.decode(doc).name
 end
 
