@@ -35,6 +35,8 @@ type options struct {
 	leaseTTL time.Duration
 	noPool   bool
 	observer engine.Observer
+	// wrap, when set, wraps the store the engine uses (not the bundle's).
+	wrap func(store.Store) store.Store
 }
 
 func TestMain(m *testing.M) { backendtest.Main(m, "engine") }
@@ -54,7 +56,11 @@ func setup(t *testing.T, be backendtest.Backend, o options, fns ...engine.Functi
 	t.Cleanup(cancel)
 	clock := clockwork.NewFakeClockAt(start)
 	st, _ := be.Open(t, ctx, clock)
-	eng, err := engine.New(engine.Options{Store: st, Clock: clock, Observer: o.observer,
+	var engStore store.Store = st
+	if o.wrap != nil {
+		engStore = o.wrap(st)
+	}
+	eng, err := engine.New(engine.Options{Store: engStore, Clock: clock, Observer: o.observer,
 		Jitter: func(d time.Duration) time.Duration { return d }})
 	if err != nil {
 		t.Fatalf("engine: %v", err)

@@ -49,6 +49,11 @@ func (e *DisabledError) Is(target error) bool { return target == ErrFunctionDisa
 // return it unchanged; the engine knows the run's state regardless.
 var errYield = errors.New("engine: run suspended; return this error from the handler")
 
+// errReplay stops an execution whose deferred steps (StepStore) could not
+// commit because a key one of them read changed: nothing of them was
+// applied, and the worker executes the handler again at once.
+var errReplay = errors.New("engine: a deferred step's read changed before its commit; executing the run again")
+
 // errInterrupted is returned by step tools when the run can no longer
 // record results: the lease was lost, the run was cancelled, or the worker
 // is shutting down.

@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -50,7 +51,22 @@ type Run struct {
 	// steps are the recorded steps by id, written under mu and read by the
 	// step in flight.
 	steps map[string]store.Step
+
+	// pending are the completed StepStore steps not committed yet, in
+	// order: they commit with the run's next durable write (flushLocked).
+	// pendingWrites says how they wrote each key, as store.MergeEffects
+	// tracks it ("" when not only by one blind op). Guarded by mu.
+	pending       []store.StepCommit
+	pendingWrites map[string]store.WriteOp
+	// replays counts the executions that ended in errReplay; past
+	// maxReplays StepStore commits each step at once, as StepTx does.
+	replays int
 }
+
+// maxReplays bounds how often one run executes again because its
+// deferred steps conflicted; then its steps commit one by one, taking
+// turns on hot keys (see hotKeys).
+const maxReplays = 3
 
 func newRun(e *Engine, fn *registered, l *store.Lease, ev store.Event) *Run {
 	r := &Run{
@@ -122,20 +138,204 @@ func errClosed(step string) error {
 // now is the engine clock's time.
 func (r *Run) now() time.Time { return r.e.clock.Now() }
 
-// save records a step (and publishes emit with it).
+// again is a fresh execution of the run after one that ended in
+// errReplay: the steps committed so far are memoized, the deferred ones
+// are gone.
+func (r *Run) again() *Run {
+	n := newRun(r.e, r.fn, r.lease, r.Event)
+	n.Attempt = r.Attempt
+	n.steps = r.steps
+	n.replays = r.replays + 1
+	return n
+}
+
+// save records a step (and publishes emit with it), with the deferred
+// steps before it.
 func (r *Run) save(s store.Step, emit []store.Publication) error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if r.done {
 		return errClosed(s.ID)
 	}
+	if r.stop != nil {
+		return r.stop
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), storeCallTimeout)
 	defer cancel()
-	if err := r.e.store.SaveStep(ctx, r.lease, s, emit); err != nil {
-		return r.interruptLocked(fmt.Errorf("engine: save step %q: %w", s.ID, err))
+	var err error
+	if len(r.pending) > 0 {
+		err = r.commitPendingLocked(ctx, store.StepCommit{Step: s, Emit: emit})
+	} else {
+		err = r.e.store.SaveStep(ctx, r.lease, s, emit)
+	}
+	if err != nil {
+		return r.failedCommitLocked(fmt.Errorf("engine: save step %q: %w", s.ID, err))
 	}
 	r.steps[s.ID] = s
 	return nil
+}
+
+// commitPendingLocked commits the deferred steps, and more after them,
+// in one store write; once it succeeded they are recorded steps. mu is
+// held.
+func (r *Run) commitPendingLocked(ctx context.Context, more ...store.StepCommit) error {
+	batch := append(slices.Clip(r.pending), more...)
+	if err := r.e.store.CommitSteps(ctx, r.lease, batch); err != nil {
+		return err
+	}
+	for _, sc := range r.pending {
+		r.steps[sc.Step.ID] = sc.Step
+	}
+	r.pending, r.pendingWrites = nil, nil
+	return nil
+}
+
+// failedCommitLocked stops the run after a commit that failed: a
+// conflict of its deferred steps makes the worker execute it again
+// (errReplay), any other failure interrupts it. mu is held.
+func (r *Run) failedCommitLocked(err error) error {
+	if errors.Is(err, store.ErrConflict) && len(r.pending) > 0 {
+		r.e.observe.StepConflict(r.FunctionID)
+		r.pending, r.pendingWrites = nil, nil
+		err = fmt.Errorf("%w: %w", errReplay, err)
+		if r.stop == nil {
+			r.stop = err
+		}
+		return err
+	}
+	return r.interruptLocked(err)
+}
+
+// flush commits the deferred steps, if any: before a step whose body may
+// act outside the store, and before a deferred step reads a key they
+// wrote.
+func (r *Run) flush() error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.flushLocked()
+}
+
+func (r *Run) flushLocked() error {
+	if r.stop != nil {
+		return r.stop
+	}
+	if len(r.pending) == 0 {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), storeCallTimeout)
+	defer cancel()
+	if err := r.commitPendingLocked(ctx); err != nil {
+		return r.failedCommitLocked(fmt.Errorf("engine: commit deferred steps: %w", err))
+	}
+	return nil
+}
+
+// deferStep adds a completed StepStore step to the deferred ones, first
+// committing those its writes may not follow in one batch (a blind write
+// after another kind of write of its key: store.MergeEffects).
+func (r *Run) deferStep(s store.Step, fx store.Effects) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.done {
+		return errClosed(s.ID)
+	}
+	for _, w := range fx.Writes {
+		if op, ok := r.pendingWrites[w.Key]; ok && w.Blind && op != w.Op {
+			if err := r.flushLocked(); err != nil {
+				return err
+			}
+			break
+		}
+	}
+	if r.stop != nil {
+		return r.stop
+	}
+	if r.pendingWrites == nil {
+		r.pendingWrites = map[string]store.WriteOp{}
+	}
+	for _, w := range fx.Writes {
+		op, seen := r.pendingWrites[w.Key]
+		switch {
+		case !w.Blind, seen && op != w.Op:
+			r.pendingWrites[w.Key] = ""
+		case !seen:
+			r.pendingWrites[w.Key] = w.Op
+		}
+	}
+	r.pending = append(r.pending, store.StepCommit{Step: s, Effects: fx})
+	return nil
+}
+
+// flushBeforeRead commits the deferred steps when one of them wrote key
+// (or, for a prefix, a key starting with it): a read must see their
+// writes, and a batch may not hold a read of a key it wrote.
+func (r *Run) flushBeforeRead(key string, prefix bool) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	hit := false
+	if prefix {
+		for k := range r.pendingWrites {
+			if strings.HasPrefix(k, key) {
+				hit = true
+				break
+			}
+		}
+	} else {
+		_, hit = r.pendingWrites[key]
+	}
+	if !hit {
+		return nil
+	}
+	return r.flushLocked()
+}
+
+// pendingKV is the store a deferred step's tx reads through: a read of a
+// key the run's deferred steps wrote commits them first.
+type pendingKV struct {
+	store.KV
+	r *Run
+}
+
+func (p pendingKV) Get(ctx context.Context, key string) (string, error) {
+	if err := p.r.flushBeforeRead(key, false); err != nil {
+		return "", err
+	}
+	return p.KV.Get(ctx, key)
+}
+
+func (p pendingKV) SetCard(ctx context.Context, key string) (int64, error) {
+	if err := p.r.flushBeforeRead(key, false); err != nil {
+		return 0, err
+	}
+	return p.KV.SetCard(ctx, key)
+}
+
+func (p pendingKV) SetHas(ctx context.Context, key string, members ...string) ([]bool, error) {
+	if err := p.r.flushBeforeRead(key, false); err != nil {
+		return nil, err
+	}
+	return p.KV.SetHas(ctx, key, members...)
+}
+
+func (p pendingKV) SetMembers(ctx context.Context, key string) ([]string, error) {
+	if err := p.r.flushBeforeRead(key, false); err != nil {
+		return nil, err
+	}
+	return p.KV.SetMembers(ctx, key)
+}
+
+func (p pendingKV) TTL(ctx context.Context, key string) (time.Duration, error) {
+	if err := p.r.flushBeforeRead(key, false); err != nil {
+		return 0, err
+	}
+	return p.KV.TTL(ctx, key)
+}
+
+func (p pendingKV) Scan(ctx context.Context, prefix, cursor string, count int) ([]string, string, error) {
+	if err := p.r.flushBeforeRead(prefix, true); err != nil {
+		return nil, "", err
+	}
+	return p.KV.Scan(ctx, prefix, cursor, count)
 }
 
 // commit records a completed transactional step with its effects. A
@@ -184,6 +384,13 @@ func (r *Run) suspend(s store.Step, status store.Status, at time.Time) error {
 	return errYield
 }
 
+// stopped is the error that stopped the run, nil while it may go on.
+func (r *Run) stopped() error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.stop
+}
+
 // interrupt stops the run from taking further steps.
 func (r *Run) interrupt(err error) error {
 	r.mu.Lock()
@@ -214,7 +421,7 @@ func (r *Run) interruptLocked(err error) error {
 // more than once when a worker dies before the result is recorded. A step
 // whose effects are writes to the store's KV data is a StepTx.
 func Step[T any](ctx context.Context, r *Run, name string, fn func(ctx context.Context) (T, error)) (T, error) {
-	return takeStep(ctx, r, name, func(ctx context.Context, _ *store.Tx) (T, error) { return fn(ctx) }, false)
+	return takeStep(ctx, r, name, func(ctx context.Context, _ *store.Tx) (T, error) { return fn(ctx) }, stepPlain)
 }
 
 // StepTx is Step for a body whose effects are KV reads and writes: tx (a
@@ -225,9 +432,42 @@ func Step[T any](ctx context.Context, r *Run, name string, fn func(ctx context.C
 // the body read changed before the commit (another run wrote it), the body
 // runs again at once with a fresh view, up to maxConflicts times, without
 // counting as a retry (see hotKeys). The tx handle is valid only inside the body.
+//
+// A body that also acts outside the store (sends an email, say) is a
+// StepTx; a body whose only effects are through tx is better a StepStore.
 func StepTx[T any](ctx context.Context, r *Run, name string, fn func(ctx context.Context, tx *store.Tx) (T, error)) (T, error) {
-	return takeStep(ctx, r, name, fn, true)
+	return takeStep(ctx, r, name, fn, stepTx)
 }
+
+// StepStore is StepTx for a body whose only effects are its reads and
+// writes through tx: no email, no HTTP call, no other store handle. Its
+// record and its writes are not committed when it returns but with the
+// run's next durable write: the next Step or StepTx, a Sleep, a
+// WaitForEvent, a SendEvent, a failing step, or the run's finish. So a
+// run of store-only steps costs one store write to finish instead of one
+// per step, and its effects still happen exactly once: a crash before
+// that write leaves none of them (the steps run again), a crash after
+// leaves all of them.
+//
+// A StepStore body reads the store as the run's earlier steps left it:
+// reading a key that a deferred step wrote commits the deferred steps
+// first. When a key a deferred step read changed before their commit,
+// nothing of them is applied and the handler executes again at once; a
+// run that keeps conflicting so commits its steps one by one, as StepTx.
+// Code between steps therefore may run more than once, as it may after a
+// retry or a crash.
+func StepStore[T any](ctx context.Context, r *Run, name string, fn func(ctx context.Context, tx *store.Tx) (T, error)) (T, error) {
+	return takeStep(ctx, r, name, fn, stepStore)
+}
+
+// stepMode is how a step commits.
+type stepMode int
+
+const (
+	stepPlain stepMode = iota // Step: the body's result, no effects
+	stepTx                    // StepTx: with its effects, at once
+	stepStore                 // StepStore: with its effects, with the run's next write
+)
 
 // maxConflicts bounds how often a StepTx body runs again after a conflict
 // within one attempt; past it the attempt fails and is retried.
@@ -236,8 +476,12 @@ const maxConflicts = 50
 // errTooManyConflicts is the error of an attempt that kept conflicting.
 var errTooManyConflicts = fmt.Errorf("engine: %d commits in a row conflicted with other runs", maxConflicts)
 
-func takeStep[T any](ctx context.Context, r *Run, name string, fn func(ctx context.Context, tx *store.Tx) (T, error), transactional bool) (T, error) {
+func takeStep[T any](ctx context.Context, r *Run, name string, fn func(ctx context.Context, tx *store.Tx) (T, error), mode stepMode) (T, error) {
 	var zero T
+	if mode == stepStore && r.replays >= maxReplays {
+		mode = stepTx
+	}
+	transactional := mode != stepPlain
 	id, endStep, err := r.begin(name)
 	if err != nil {
 		return zero, err
@@ -261,6 +505,13 @@ func takeStep[T any](ctx context.Context, r *Run, name string, fn func(ctx conte
 			return zero, r.suspend(prev, store.StatusRunning, prev.WakeAt)
 		}
 	}
+	if mode != stepStore {
+		// The body may act outside the store: what the run did before it
+		// is recorded first.
+		if err := r.flush(); err != nil {
+			return zero, err
+		}
+	}
 	step := store.Step{RunID: r.ID, ID: id, Name: name, Kind: store.StepRun, Attempts: prev.Attempts, StartedAt: prev.StartedAt}
 	start := r.now()
 	if step.StartedAt.IsZero() {
@@ -274,13 +525,20 @@ func takeStep[T any](ctx context.Context, r *Run, name string, fn func(ctx conte
 	}()
 	for conflicts := 0; ; conflicts++ {
 		var tx *store.Tx
-		if transactional {
+		switch mode {
+		case stepTx:
 			tx = store.NewTx(r.e.store)
+		case stepStore:
+			tx = store.NewTx(pendingKV{KV: r.e.store, r: r})
 		}
 		out, runErr := call(ctx, func(ctx context.Context) (T, error) { return fn(ctx, tx) })
 		end := r.now()
 		if cause := context.Cause(ctx); cause != nil && runErr != nil {
 			return zero, r.interrupt(cause)
+		}
+		if err := r.stopped(); err != nil {
+			// A commit of deferred steps the body's reads made failed.
+			return zero, err
 		}
 		var data []byte
 		if runErr == nil {
@@ -292,6 +550,13 @@ func takeStep[T any](ctx context.Context, r *Run, name string, fn func(ctx conte
 			done := step
 			done.Status, done.Output, done.EndedAt = store.StatusCompleted, data, end
 			done.Attempts = append(slices.Clone(step.Attempts), store.Attempt{StartedAt: start, EndedAt: end})
+			if mode == stepStore {
+				if err := r.deferStep(done, tx.Effects()); err != nil {
+					return zero, err
+				}
+				r.e.observe.StepAttempt(r.FunctionID, "completed", end.Sub(start))
+				return out, nil
+			}
 			err := r.commit(done, tx.Effects())
 			if errors.Is(err, store.ErrConflict) {
 				r.e.observe.StepConflict(r.FunctionID)

@@ -408,6 +408,16 @@ func (p *WorkerPool) run(ctx context.Context, cancel context.CancelCauseFunc, l 
 		e.observe.RunStarted(fn.ID, lag)
 	}
 	r := newRun(e, fn, l, ev)
+	for !p.execute1(ctx, log, r) {
+		r = r.again()
+	}
+}
+
+// execute1 executes the handler once and records the outcome; it returns
+// false when the run's deferred steps conflicted (errReplay): nothing of
+// them was applied, and the run must be executed again.
+func (p *WorkerPool) execute1(ctx context.Context, log *slog.Logger, r *Run) bool {
+	e, fn, l := p.e, r.fn, r.lease
 	out, herr := callHandler(ctx, fn.Handler, r)
 	if step := r.close(); step != "" {
 		herr = NonRetriable(fmt.Errorf("engine: the handler returned while step %q was in flight: %w", step, ErrConcurrentStep))
@@ -419,6 +429,8 @@ func (p *WorkerPool) run(ctx context.Context, cancel context.CancelCauseFunc, l 
 		}
 	}
 	switch {
+	case r.stop != nil && errors.Is(r.stop, errReplay):
+		return false
 	case r.stop != nil && errors.Is(r.stop, errFinishTimeout):
 		p.finish(log, l, store.Outcome{Status: store.StatusCancelled, Error: errFinishTimeout.Error()})
 	case r.stop != nil && errors.Is(r.stop, errShutdown):
@@ -430,15 +442,21 @@ func (p *WorkerPool) run(ctx context.Context, cancel context.CancelCauseFunc, l 
 	case herr == nil:
 		data, err := json.Marshal(out)
 		if err != nil {
-			p.finish(log, l, failed(r, fmt.Errorf("encoding output: %w", err)))
-			return
+			return p.finish(log, l, r.withPending(failed(r, fmt.Errorf("encoding output: %w", err))))
 		}
-		p.finish(log, l, store.Outcome{Status: store.StatusCompleted, Output: data})
+		return p.finish(log, l, r.withPending(store.Outcome{Status: store.StatusCompleted, Output: data}))
 	default:
 		var se *StepError
 		if errors.As(herr, &se) || IsNonRetriable(herr) || r.Attempt >= fn.retries() {
-			p.finish(log, l, failed(r, herr))
-			return
+			return p.finish(log, l, r.withPending(failed(r, herr)))
+		}
+		// The steps that completed before the failure are kept.
+		err := r.flush()
+		if errors.Is(err, errReplay) {
+			return false
+		} else if err != nil {
+			log.Info("run interrupted", "reason", err)
+			return true
 		}
 		r.Attempt++
 		at := e.retryAt(fn, r.Attempt, herr, e.clock.Now())
@@ -449,6 +467,16 @@ func (p *WorkerPool) run(ctx context.Context, cancel context.CancelCauseFunc, l 
 		r.yield = &store.Suspension{Status: store.StatusRunning, AvailableAt: at, Attempt: r.Attempt}
 		p.suspend(log, r)
 	}
+	return true
+}
+
+// withPending adds the run's deferred steps to its outcome, to commit
+// with it.
+func (r *Run) withPending(o store.Outcome) store.Outcome {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	o.Steps = r.pending
+	return o
 }
 
 // failed is the outcome of a failed run, with its cyberdrew/function.failed
@@ -546,6 +574,17 @@ func (p *WorkerPool) endRenewal(l *store.Lease) {
 	}
 }
 
+// resumeRenewal renews the run's lease again after endRenewal, when the
+// run goes on after all.
+func (p *WorkerPool) resumeRenewal(l *store.Lease) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if run, ok := p.inflight[l.Token]; ok {
+		run.ending = false
+		p.inflight[l.Token] = run
+	}
+}
+
 func (p *WorkerPool) suspend(log *slog.Logger, r *Run) {
 	p.endRenewal(r.lease)
 	ctx, cancel := context.WithTimeout(context.Background(), storeCallTimeout)
@@ -556,20 +595,29 @@ func (p *WorkerPool) suspend(log *slog.Logger, r *Run) {
 	}
 }
 
-func (p *WorkerPool) finish(log *slog.Logger, l *store.Lease, o store.Outcome) {
+// finish ends the run with o. It returns false, having changed nothing,
+// when o's deferred steps conflicted: the run must be executed again.
+func (p *WorkerPool) finish(log *slog.Logger, l *store.Lease, o store.Outcome) bool {
 	p.endRenewal(l)
 	ctx, cancel := context.WithTimeout(context.Background(), storeCallTimeout)
 	defer cancel()
-	if err := p.e.store.Finish(ctx, l, o); err != nil {
+	err := p.e.store.Finish(ctx, l, o)
+	if len(o.Steps) > 0 && errors.Is(err, store.ErrConflict) {
+		p.e.observe.StepConflict(l.Run.FunctionID)
+		p.resumeRenewal(l)
+		return false
+	}
+	if err != nil {
 		p.e.observe.StoreError("finish")
 		log.Warn("finishing run", "status", o.Status, "err", err)
-		return
+		return true
 	}
 	p.e.pulse.finish(o.Status, p.e.clock.Now())
 	p.e.observe.RunFinished(l.Run.FunctionID, string(o.Status))
 	if o.Status == store.StatusFailed {
 		log.Warn("run failed", "err", o.Error)
 	}
+	return true
 }
 
 func (p *WorkerPool) release(log *slog.Logger, l *store.Lease) {

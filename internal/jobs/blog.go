@@ -75,7 +75,13 @@ func TrackPostView(d Deps) engine.Function {
 			// counters and never take turns (docs/site.md). The total
 			// read unchecked before the increment bounds the milestones
 			// this view may claim from below.
-			before, err := engine.StepTx(ctx, run, "increment-views", func(ctx context.Context, kv *store.Tx) (int64, error) {
+			//
+			// The three steps touch only the store (StepStore), so their
+			// records and writes commit with the run's next store write:
+			// increment-views and track-daily-views together when
+			// check-milestones reads the total they incremented, and
+			// check-milestones with the finish (or with emit-milestones).
+			before, err := engine.StepStore(ctx, run, "increment-views", func(ctx context.Context, kv *store.Tx) (int64, error) {
 				before, err := readCounter(ctx, kv, keys.PostViews(ev.Slug))
 				if err != nil {
 					return 0, err
@@ -88,7 +94,7 @@ func TrackPostView(d Deps) engine.Function {
 			if err != nil {
 				return nil, err
 			}
-			if _, err := engine.StepTx(ctx, run, "track-daily-views", func(ctx context.Context, kv *store.Tx) (bool, error) {
+			if _, err := engine.StepStore(ctx, run, "track-daily-views", func(ctx context.Context, kv *store.Tx) (bool, error) {
 				return true, trackDay(ctx, kv, keys, ev, date)
 			}); err != nil {
 				return nil, err
@@ -101,7 +107,7 @@ func TrackPostView(d Deps) engine.Function {
 				Total   int64   `json:"total"`
 				Reached []int64 `json:"reached"`
 			}
-			check, err := engine.StepTx(ctx, run, "check-milestones", func(ctx context.Context, kv *store.Tx) (claimed, error) {
+			check, err := engine.StepStore(ctx, run, "check-milestones", func(ctx context.Context, kv *store.Tx) (claimed, error) {
 				total, reached, err := claimMilestones(ctx, kv, keys, ev.Slug, run.ID, date, before)
 				return claimed{Total: total, Reached: reached}, err
 			})
@@ -358,7 +364,7 @@ func CalculateTrending(d Deps) engine.Function {
 			if err != nil {
 				return nil, err
 			}
-			if _, err := engine.StepTx(ctx, run, "store-trending", func(ctx context.Context, kv *store.Tx) (int, error) {
+			if _, err := engine.StepStore(ctx, run, "store-trending", func(ctx context.Context, kv *store.Tx) (int, error) {
 				body, _ := json.Marshal(top)
 				if err := kv.Set(ctx, keys.Trending(), string(body), trendingTTL); err != nil {
 					return 0, fmt.Errorf("store trending: %w", err)

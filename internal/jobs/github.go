@@ -235,7 +235,7 @@ func refreshGitHub(ctx context.Context, run *engine.Run, d Deps, checkCache bool
 	if err != nil {
 		return nil, err
 	}
-	return engine.StepTx(ctx, run, "update-cache", func(ctx context.Context, kv *store.Tx) (map[string]any, error) {
+	return engine.StepStore(ctx, run, "update-cache", func(ctx context.Context, kv *store.Tx) (map[string]any, error) {
 		v := Contributions{
 			Contributions: cal.Days, Source: "github-api", TotalContributions: cal.TotalContributions,
 			LastUpdated: d.Clock.Now().UTC().Format(time.RFC3339),

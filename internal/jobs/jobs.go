@@ -43,8 +43,9 @@ type Config struct {
 // manual one fails with a clear message.
 type Deps struct {
 	// KV reads the site's data. Functions write it only through the
-	// handle of engine.StepTx, which commits the writes with the step, so
-	// they happen exactly once.
+	// handle of engine.StepStore (or engine.StepTx when the step also
+	// sends an email), which commits the writes with the step's record,
+	// so they happen exactly once.
 	KV     KVReader
 	Clock  clockwork.Clock
 	Mailer Mailer

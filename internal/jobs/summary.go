@@ -95,7 +95,7 @@ func GenerateAnalyticsSummary(d Deps) engine.Function {
 			if err != nil {
 				return nil, err
 			}
-			if _, err := engine.StepTx(ctx, run, "store-summary", func(ctx context.Context, kv *store.Tx) (string, error) {
+			if _, err := engine.StepStore(ctx, run, "store-summary", func(ctx context.Context, kv *store.Tx) (string, error) {
 				body, _ := json.Marshal(summary)
 				key := keys.Summary(req.Period, req.StartDate)
 				if err := kv.Set(ctx, key, string(body), summaryTTL); err != nil {

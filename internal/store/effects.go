@@ -458,3 +458,46 @@ func (t *Tx) Scan(ctx context.Context, prefix, cursor string, count int) ([]stri
 func (t *Tx) TTL(ctx context.Context, key string) (time.Duration, error) {
 	return t.kv.TTL(ctx, key)
 }
+
+// MergeEffects joins the effects of a batch of steps (CommitSteps,
+// Outcome.Steps) into the effects one atomic unit checks and applies:
+// every read, then every write in order. That equals applying the steps
+// one after another only when no step read a key an earlier step of the
+// batch wrote (its read saw the store without that write), and when a
+// blind write meets no earlier write of its key but the same blind op (a
+// store checks a blind write's key before any write of the unit applies).
+// A batch breaking either rule is refused with ErrInvalid.
+func MergeEffects(steps []StepCommit) (Effects, error) {
+	if len(steps) == 1 {
+		return steps[0].Effects, nil
+	}
+	var merged Effects
+	// written: how earlier steps of the batch wrote each key; "" when by
+	// more than one kind of write or not blindly.
+	written := map[string]WriteOp{}
+	for _, sc := range steps {
+		fx := sc.Effects
+		for _, r := range fx.Reads {
+			if _, ok := written[r.Key]; ok {
+				return Effects{}, fmt.Errorf("%w: step %q reads %q, which an earlier step of its batch wrote", ErrInvalid, sc.Step.ID, r.Key)
+			}
+		}
+		for _, w := range fx.Writes {
+			if op, ok := written[w.Key]; ok && w.Blind && op != w.Op {
+				return Effects{}, fmt.Errorf("%w: step %q writes %q blindly after an earlier step of its batch wrote it otherwise", ErrInvalid, sc.Step.ID, w.Key)
+			}
+		}
+		for _, w := range fx.Writes {
+			op, seen := written[w.Key]
+			switch {
+			case !w.Blind, seen && op != w.Op:
+				written[w.Key] = ""
+			case !seen:
+				written[w.Key] = w.Op
+			}
+		}
+		merged.Reads = append(merged.Reads, fx.Reads...)
+		merged.Writes = append(merged.Writes, fx.Writes...)
+	}
+	return merged, nil
+}

@@ -271,6 +271,20 @@ type Outcome struct {
 	Error  string
 	// Emit is published atomically with the outcome (function.failed).
 	Emit []Publication
+	// Steps are recorded before the outcome, in the same atomic unit, as
+	// CommitSteps records them: the run's deferred store-only steps
+	// (engine.StepStore), whose effects commit with the finish. When a
+	// read of theirs no longer holds, Finish returns ErrConflict and
+	// applies nothing: the run stays leased and unfinished.
+	Steps []StepCommit
+}
+
+// StepCommit is one step for CommitSteps and Outcome.Steps: its record,
+// the events it emits, and its KV effects.
+type StepCommit struct {
+	Step    Step
+	Emit    []Publication
+	Effects Effects
 }
 
 // Suspension hands a leased run back until AvailableAt.
@@ -366,6 +380,14 @@ type Engine interface {
 	// one does not) and applies its writes in order. A refused commit
 	// (ErrLeaseLost, ErrConflict) applies nothing.
 	CommitStep(ctx context.Context, l *Lease, s Step, emit []Publication, fx Effects) error
+	// CommitSteps is CommitStep for several steps of one run, in one
+	// atomic unit: every read of every step must still hold, then each
+	// step's writes apply and its record is saved, in order. A step may
+	// not read a key an earlier step of the batch wrote, nor write it
+	// blindly unless every earlier write of it was the same blind op
+	// (MergeEffects; the engine commits the earlier steps first when a
+	// step would): ErrInvalid.
+	CommitSteps(ctx context.Context, l *Lease, steps []StepCommit) error
 	// Suspend ends the lease and makes the run claimable at AvailableAt.
 	Suspend(ctx context.Context, l *Lease, s Suspension) error
 	// Finish ends the run.

@@ -321,43 +321,70 @@ func (s *Store) SaveStep(ctx context.Context, l *store.Lease, st store.Step, emi
 // needs its site keys in the engine's slot: others are refused with
 // store.ErrInvalid (see cluster.go).
 func (s *Store) CommitStep(ctx context.Context, l *store.Lease, st store.Step, emit []store.Publication, fx store.Effects) error {
-	st, err := st.Normalized()
-	if err != nil {
-		return s.wrap("save step", err)
-	}
+	return s.CommitSteps(ctx, l, []store.StepCommit{{Step: st, Emit: emit, Effects: fx}})
+}
+
+// CommitSteps records steps with their KV effects in one script, as
+// CommitStep records one.
+func (s *Store) CommitSteps(ctx context.Context, l *store.Lease, steps []store.StepCommit) error {
+	err := s.saveSteps(ctx, l, steps, "")
+	return s.wrap("save step", err)
+}
+
+// saveSteps runs the savestep script: steps, then the finish when finish
+// (a finishArg without its run, token and time) is not "".
+func (s *Store) saveSteps(ctx context.Context, l *store.Lease, steps []store.StepCommit, finish string) error {
 	now := s.clock.Now()
+	fx, err := store.MergeEffects(steps)
+	if err != nil {
+		return err
+	}
+	args := make([]json.RawMessage, len(steps))
+	for i, sc := range steps {
+		if args[i], err = s.stepArg(l, sc, now); err != nil {
+			return err
+		}
+	}
+	keys, fxDoc, err := s.effectsArg(fx)
+	if err != nil {
+		return err
+	}
+	if err := s.inEngineSlot(keys[1:]); err != nil {
+		return err
+	}
+	return s.acked(ctx, scriptSaveStep, keys, now.UnixMilli(), l.RunID, l.Token,
+		jsonArray(args), fxDoc, finish).Err()
+}
+
+// stepArg is one step as the savestep script reads it.
+func (s *Store) stepArg(l *store.Lease, sc store.StepCommit, now time.Time) (json.RawMessage, error) {
+	st, err := sc.Step.Normalized()
+	if err != nil {
+		return nil, err
+	}
 	var waitEvent, waitDoc string
 	if st.Status == store.StatusWaiting && st.Wait != nil {
 		w := waitArg{Run: l.RunID, Step: st.ID, Event: st.Wait.Event, Path: st.Wait.MatchPath,
 			Value: string(st.Wait.MatchValue), Expires: ms(st.WakeAt)}
 		b, err := json.Marshal(w)
 		if err != nil {
-			return s.wrap("save step", err)
+			return nil, err
 		}
 		waitEvent, waitDoc = w.Event, string(b)
 	}
 	rec, err := json.Marshal(newStepRecord(st))
 	if err != nil {
-		return s.wrap("save step", fmt.Errorf("%w: %w", store.ErrInvalid, err))
+		return nil, fmt.Errorf("%w: %w", store.ErrInvalid, err)
 	}
 	// The record's start up to the end of its id, as the encoder wrote it:
 	// what save_record looks for in the run's log.
 	id, _ := json.Marshal(st.ID)
 	head := `{"id":` + string(id)
-	pubs, err := s.pubArgs(emit, now)
+	pubs, err := s.pubArgs(sc.Emit, now)
 	if err != nil {
-		return s.wrap("save step", err)
+		return nil, err
 	}
-	keys, fxDoc, err := s.effectsArg(fx)
-	if err != nil {
-		return s.wrap("save step", err)
-	}
-	if err := s.inEngineSlot(keys[1:]); err != nil {
-		return s.wrap("save step", err)
-	}
-	err = s.acked(ctx, scriptSaveStep, keys, now.UnixMilli(), l.RunID, l.Token,
-		st.ID, string(rec), string(st.Status), waitEvent, waitDoc, jsonArray(pubs), fxDoc, head).Err()
-	return s.wrap("save step", err)
+	return json.Marshal([]any{st.ID, string(rec), string(st.Status), waitEvent, waitDoc, head, pubs})
 }
 
 // Suspend ends the lease; the run is claimable at sus.AvailableAt.
@@ -397,6 +424,15 @@ func (s *Store) Finish(ctx context.Context, l *store.Lease, o store.Outcome) err
 	pubs, err := s.pubArgs(o.Emit, now)
 	if err != nil {
 		return s.wrap("finish", err)
+	}
+	if len(o.Steps) > 0 {
+		// The steps' effects need their own keys: this finish takes the
+		// step script, not the shared finish group.
+		f, err := json.Marshal(finishArg{Status: string(o.Status), Output: string(o.Output), Error: o.Error, Pubs: pubs})
+		if err != nil {
+			return s.wrap("finish", err)
+		}
+		return s.wrap("finish", s.saveSteps(ctx, l, o.Steps, string(f)))
 	}
 	arg, err := json.Marshal(finishArg{At: now.UnixMilli(), Run: l.RunID, Token: l.Token, Status: string(o.Status),
 		Output: string(o.Output), Error: o.Error, Pubs: pubs})

@@ -304,33 +304,15 @@ func (s *Store) SaveStep(ctx context.Context, l *store.Lease, st store.Step, emi
 // CommitStep records a step with its KV effects in one transaction: the
 // lease, then every read, then the writes, the step and emit.
 func (s *Store) CommitStep(ctx context.Context, l *store.Lease, st store.Step, emit []store.Publication, fx store.Effects) error {
-	st, err := st.Normalized()
+	return s.CommitSteps(ctx, l, []store.StepCommit{{Step: st, Emit: emit, Effects: fx}})
+}
+
+// CommitSteps records steps with their KV effects in one transaction, as
+// CommitStep records one.
+func (s *Store) CommitSteps(ctx context.Context, l *store.Lease, steps []store.StepCommit) error {
+	batch, err := prepareSteps(l, steps)
 	if err != nil {
 		return wrap("save step", err)
-	}
-	st.RunID = l.RunID
-	var wait *store.Wait
-	if st.Status == store.StatusWaiting {
-		wait = st.Wait
-	}
-	for _, p := range emit {
-		if err := p.Validate(); err != nil {
-			return wrap("save step", err)
-		}
-	}
-	attempts, err := encodeAttempts(st)
-	if err != nil {
-		return wrap("save step", err)
-	}
-	name := st.Name
-	if name == st.ID {
-		name = ""
-	}
-	var waitDoc []byte
-	if st.Wait != nil {
-		if waitDoc, err = json.Marshal(st.Wait); err != nil {
-			return wrap("save step", fmt.Errorf("%w: wait: %w", store.ErrInvalid, err))
-		}
 	}
 	return s.write(ctx, "save step", true, func(t *txn) error {
 		var fn string
@@ -341,9 +323,72 @@ func (s *Store) CommitStep(ctx context.Context, l *store.Lease, st store.Step, e
 		if err != nil {
 			return err
 		}
-		if err := t.applyEffects(fx); err != nil {
-			return err
+		return t.saveSteps(fn, batch)
+	})
+}
+
+// stepBatch is a batch of steps checked and encoded outside the
+// transaction that records it.
+type stepBatch struct {
+	fx    store.Effects
+	steps []preparedStep
+}
+
+// preparedStep is one step of a stepBatch, with its encoded columns.
+type preparedStep struct {
+	store.Step
+	emit     []store.Publication
+	name     string // "" when the id
+	attempts any    // encodeAttempts
+	wait     []byte // the wait's JSON, nil when none
+}
+
+// prepareSteps validates and encodes steps of the leased run.
+func prepareSteps(l *store.Lease, steps []store.StepCommit) (stepBatch, error) {
+	var b stepBatch
+	if len(steps) == 0 {
+		return b, nil
+	}
+	fx, err := store.MergeEffects(steps)
+	if err != nil {
+		return b, err
+	}
+	b.fx = fx
+	for _, sc := range steps {
+		st, err := sc.Step.Normalized()
+		if err != nil {
+			return b, err
 		}
+		st.RunID = l.RunID
+		for _, p := range sc.Emit {
+			if err := p.Validate(); err != nil {
+				return b, err
+			}
+		}
+		ps := preparedStep{Step: st, emit: sc.Emit, name: st.Name}
+		if ps.name == st.ID {
+			ps.name = ""
+		}
+		if ps.attempts, err = encodeAttempts(st); err != nil {
+			return b, err
+		}
+		if st.Wait != nil {
+			if ps.wait, err = json.Marshal(st.Wait); err != nil {
+				return b, fmt.Errorf("%w: wait: %w", store.ErrInvalid, err)
+			}
+		}
+		b.steps = append(b.steps, ps)
+	}
+	return b, nil
+}
+
+// saveSteps applies a batch's effects and records its steps, for a run of
+// function fn whose lease the caller checked.
+func (t *txn) saveSteps(fn string, b stepBatch) error {
+	if err := t.applyEffects(b.fx); err != nil {
+		return err
+	}
+	for _, st := range b.steps {
 		// seq numbers a run's steps in the order first recorded; an update
 		// keeps it. Steps are only ever deleted with their run.
 		if _, err := t.exec(`INSERT INTO steps (run_id, id, seq, name, kind, status, attempts, output, error,
@@ -353,16 +398,18 @@ ON CONFLICT (run_id, id) DO UPDATE SET name = excluded.name, kind = excluded.kin
 status = excluded.status, attempts = excluded.attempts, output = excluded.output,
 error = excluded.error, wake_at = excluded.wake_at, started_at = excluded.started_at,
 ended_at = excluded.ended_at, wait = excluded.wait`,
-			st.RunID, st.ID, nullStr(name), stepCode(string(st.Kind), string(store.StepRun)),
-			stepCode(string(st.Status), string(store.StatusCompleted)), attempts,
+			st.RunID, st.ID, nullStr(st.name), stepCode(string(st.Kind), string(store.StepRun)),
+			stepCode(string(st.Status), string(store.StatusCompleted)), st.attempts,
 			nullJSON(st.Output), nullStr(st.Error), ms(st.WakeAt), ms(st.StartedAt), ms(st.EndedAt),
-			nullJSON(waitDoc)); err != nil {
+			nullJSON(st.wait)); err != nil {
 			return fmt.Errorf("upsert step: %w", err)
 		}
-		if wait != nil {
+		var err error
+		if st.Status == store.StatusWaiting && st.Wait != nil {
+			w := st.Wait
 			_, err = t.exec(`INSERT OR REPLACE INTO waits (run_id, step_id, event_name, match_path,
-match_value, expires_at) VALUES (?, ?, ?, ?, ?, ?)`, st.RunID, st.ID, wait.Event,
-				nullStr(wait.MatchPath), nullJSON(wait.MatchValue), ms(st.WakeAt))
+match_value, expires_at) VALUES (?, ?, ?, ?, ?, ?)`, st.RunID, st.ID, w.Event,
+				nullStr(w.MatchPath), nullJSON(w.MatchValue), ms(st.WakeAt))
 		} else {
 			_, err = t.exec(`DELETE FROM waits WHERE run_id = ? AND step_id = ?`, st.RunID, st.ID)
 		}
@@ -371,13 +418,13 @@ match_value, expires_at) VALUES (?, ?, ?, ?, ?, ?)`, st.RunID, st.ID, wait.Event
 		}
 		t.announce(store.Change{Kind: store.ChangeStep, RunID: st.RunID, FunctionID: fn, StepID: st.ID,
 			Status: st.Status})
-		for _, p := range emit {
+		for _, p := range st.emit {
 			if _, err := t.publish(p); err != nil {
 				return err
 			}
 		}
-		return nil
-	})
+	}
+	return nil
 }
 
 // Suspend ends the lease and makes the run claimable at s.AvailableAt (at
@@ -422,7 +469,24 @@ func (s *Store) Finish(ctx context.Context, l *store.Lease, o store.Outcome) err
 	if err := o.Validate(); err != nil {
 		return wrap("finish", err)
 	}
+	batch, err := prepareSteps(l, o.Steps)
+	if err != nil {
+		return wrap("finish", err)
+	}
 	return s.write(ctx, "finish", true, func(t *txn) error {
+		if len(batch.steps) > 0 {
+			var fn string
+			err := t.queryRow(`SELECT function_id FROM runs WHERE `+leaseCheck, l.RunID, l.Token, t.now.UnixMilli()).Scan(&fn)
+			if errors.Is(err, sql.ErrNoRows) {
+				return store.ErrLeaseLost
+			}
+			if err != nil {
+				return err
+			}
+			if err := t.saveSteps(fn, batch); err != nil {
+				return err
+			}
+		}
 		var fn string
 		err := t.queryRow(`UPDATE runs SET status = ?, output = ?, error = ?, ended_at = ?,
 available_at = NULL, lease_owner = NULL, lease_token = NULL, woken_at = NULL

@@ -1,6 +1,7 @@
 package storetest
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"testing"
@@ -17,6 +18,9 @@ var effectCases = []testCase{
 	{"BlindWritesNeverConflict", testCommitBlind},
 	{"SetHas", testKVSetHas},
 	{"UncheckedReadNeverConflicts", testTxGetUnchecked},
+	{"CommitStepsIsOneUnit", testCommitSteps},
+	{"FinishCommitsItsSteps", testFinishWithSteps},
+	{"BatchRulesRefused", testBatchRules},
 }
 
 // commit commits the step id of l with the effects of tx.
@@ -310,4 +314,137 @@ func testTxGetUnchecked(t *testing.T, b *bundle) {
 	}
 	checkEqual(t, "total after 99, 5 outside and 1 committed", b.kvGet(t, "total"), "105")
 	checkEqual(t, "steps after the commit", len(b.steps(t, id)), 1)
+}
+
+// testCommitSteps: CommitSteps records several steps with their effects,
+// in order, as one unit: a conflict of the last step's read applies none
+// of them, and the same batch with a fresh read applies all.
+func testCommitSteps(t *testing.T, b *bundle) {
+	b.incr(t, "total", 10, 0)
+	id := b.enqueueOne(t, "fn-a")
+	l := b.claimOne(t, "w", id, time.Hour)
+
+	batch := func() []store.StepCommit {
+		one := store.NewTx(b.store)
+		if err := one.IncrByBlind(b.ctx, "total", 1, 0); err != nil {
+			t.Fatal(err)
+		}
+		if err := one.SetAddBlind(b.ctx, "day", time.Hour, "post"); err != nil {
+			t.Fatal(err)
+		}
+		two := store.NewTx(b.store)
+		if err := two.IncrByBlind(b.ctx, "total", 1, 0); err != nil {
+			t.Fatal(err)
+		}
+		if ok, err := two.SetNX(b.ctx, "claim", "mine", 0); err != nil || !ok {
+			t.Fatalf("SetNX(claim) = %v, %v", ok, err)
+		}
+		return []store.StepCommit{
+			{Step: b.doneStep(l, "one"), Effects: one.Effects()},
+			{Step: b.doneStep(l, "two"), Effects: two.Effects(),
+				Emit: []store.Publication{{Event: store.Event{Name: "batch/emitted"}}}},
+		}
+	}
+	steps := batch()
+	b.kvSet(t, "claim", "theirs", 0)
+	wantErr(t, "CommitSteps after the claim was taken", b.store.CommitSteps(b.ctx, l, steps), store.ErrConflict)
+	checkEqual(t, "total after a refused batch", b.kvGet(t, "total"), "10")
+	if n, err := b.store.SetCard(b.ctx, "day"); err != nil || n != 0 {
+		t.Errorf("SetCard(day) after a refused batch = %d, %v; want 0", n, err)
+	}
+	checkEqual(t, "steps after a refused batch", len(b.steps(t, id)), 0)
+	evs, err := b.store.ListEvents(b.ctx, store.EventFilter{Name: "batch/emitted"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkEqual(t, "events emitted by a refused batch", len(evs.Items), 0)
+
+	if err := b.store.Delete(b.ctx, "claim"); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.store.CommitSteps(b.ctx, l, batch()); err != nil {
+		t.Fatalf("CommitSteps: %v", err)
+	}
+	checkEqual(t, "total after the batch", b.kvGet(t, "total"), "12")
+	checkEqual(t, "claim after the batch", b.kvGet(t, "claim"), "mine")
+	got := b.steps(t, id)
+	if len(got) != 2 || got[0].ID != "one" || got[1].ID != "two" || got[1].Status != store.StatusCompleted {
+		t.Fatalf("steps after the batch = %+v, want one and two completed, in order", got)
+	}
+	if evs, err = b.store.ListEvents(b.ctx, store.EventFilter{Name: "batch/emitted"}); err != nil || len(evs.Items) != 1 {
+		t.Errorf("events emitted by the batch = %d, %v; want 1", len(evs.Items), err)
+	}
+	checkEqual(t, "run status after the batch", b.getRun(t, id).Status, store.StatusRunning)
+}
+
+// testFinishWithSteps: Outcome.Steps commit with the finish: a conflict
+// leaves the run leased and unfinished with nothing applied; then the
+// finish records the steps, their writes and the outcome at once.
+func testFinishWithSteps(t *testing.T, b *bundle) {
+	id := b.enqueueOne(t, "fn-a")
+	l := b.claimOne(t, "w", id, time.Hour)
+	outcome := func() store.Outcome {
+		tx := store.NewTx(b.store)
+		if _, err := tx.IncrBy(b.ctx, "counter", 1, 0); err != nil {
+			t.Fatal(err)
+		}
+		return store.Outcome{Status: store.StatusCompleted, Output: json.RawMessage(`{"ok":true}`),
+			Steps: []store.StepCommit{{Step: b.doneStep(l, "count"), Effects: tx.Effects()}}}
+	}
+	o := outcome()
+	b.incr(t, "counter", 5, 0)
+	wantErr(t, "Finish after a key its step read changed", b.store.Finish(b.ctx, l, o), store.ErrConflict)
+	checkEqual(t, "counter after a refused finish", b.kvGet(t, "counter"), "5")
+	checkEqual(t, "steps after a refused finish", len(b.steps(t, id)), 0)
+	checkEqual(t, "run after a refused finish", b.getRun(t, id).Status, store.StatusRunning)
+
+	if err := b.store.Finish(b.ctx, l, outcome()); err != nil {
+		t.Fatalf("Finish: %v", err)
+	}
+	checkEqual(t, "counter after the finish", b.kvGet(t, "counter"), "6")
+	r := b.getRun(t, id)
+	checkEqual(t, "run after the finish", r.Status, store.StatusCompleted)
+	checkEqual(t, "output after the finish", string(r.Output), `{"ok":true}`)
+	got := b.steps(t, id)
+	if len(got) != 1 || got[0].ID != "count" || got[0].Status != store.StatusCompleted {
+		t.Fatalf("steps after the finish = %+v, want count completed", got)
+	}
+	// A lost lease applies neither.
+	id2 := b.enqueueOne(t, "fn-a")
+	l2 := b.claimOne(t, "w", id2, time.Minute)
+	o2 := outcome()
+	b.clock.Advance(2 * time.Minute)
+	wantErr(t, "Finish with steps under a lapsed lease", b.store.Finish(b.ctx, l2, o2), store.ErrLeaseLost)
+	checkEqual(t, "counter after a refused finish", b.kvGet(t, "counter"), "6")
+	checkEqual(t, "steps of the refused run", len(b.steps(t, id2)), 0)
+}
+
+// testBatchRules: a batch whose later step read a key an earlier step
+// wrote, or wrote it blindly after another kind of write, is refused
+// whole (store.MergeEffects), and applies nothing.
+func testBatchRules(t *testing.T, b *bundle) {
+	id := b.enqueueOne(t, "fn-a")
+	l := b.claimOne(t, "w", id, time.Hour)
+	set := store.NewTx(b.store)
+	if err := set.Set(b.ctx, "k", "text", 0); err != nil {
+		t.Fatal(err)
+	}
+	read := store.NewTx(b.store)
+	if _, err := read.Get(b.ctx, "k"); err != nil && !errors.Is(err, store.ErrNotFound) {
+		t.Fatal(err)
+	}
+	blind := store.NewTx(b.store)
+	if err := blind.IncrByBlind(b.ctx, "k", 1, 0); err != nil {
+		t.Fatal(err)
+	}
+	for name, second := range map[string]store.Effects{"read after write": read.Effects(), "blind increment after set": blind.Effects()} {
+		err := b.store.CommitSteps(b.ctx, l, []store.StepCommit{
+			{Step: b.doneStep(l, "one"), Effects: set.Effects()},
+			{Step: b.doneStep(l, "two"), Effects: second},
+		})
+		wantErr(t, "CommitSteps, "+name, err, store.ErrInvalid)
+		_, err = b.store.Get(b.ctx, "k")
+		wantErr(t, "Get(k) after a refused batch, "+name, err, store.ErrNotFound)
+		checkEqual(t, "steps after a refused batch, "+name, len(b.steps(t, id)), 0)
+	}
 }

@@ -1,20 +1,22 @@
--- savestep: records a step under a lease, with its KV effects, and
--- publishes what it emits.
+-- savestep: records steps of a run under its lease, with their KV effects,
+-- publishes what they emit, and may finish the run with them.
 -- KEYS[1] engine prefix; KEYS[2i], KEYS[2i+1] the site key i of the
 -- effects and its deadline key (lua/kvfn.lua). ARGV[1] now; ARGV[2] run
--- id; ARGV[3] token; ARGV[4] step id; ARGV[5] step record (JSON, see
--- stepRecord); ARGV[6] step status; ARGV[7] name of the event a pending wait
--- waits for ('' for none); ARGV[8] the wait (JSON, see waitArg); ARGV[9]
--- JSON array of pubArg to emit; ARGV[11] the record's start up to its id
--- (see save_record); ARGV[10] the effects (JSON, see effectsArg):
+-- id; ARGV[3] token; ARGV[4] JSON array of the steps, in order, each
+-- [id, record (JSON, see stepRecord), status, name of the event a pending
+-- wait waits for ('' for none), the wait (JSON, see waitArg, or ''), the
+-- record's start up to its id (see save_record), pubArg array to emit];
+-- ARGV[5] the effects of every step merged (JSON, see effectsArg):
 -- {"n": 1 on the real clock (kv_native), "r": reads [[i, "string"|"member"|"card", "1"|"0" exists, value|member|card]],
---  "w": writes [[i, "set"|"incrby"|"sadd"|"del", value|delta, ttl ms, "1"|"0" blind, members...]]}.
+--  "w": writes [[i, "set"|"incrby"|"sadd"|"del", value|delta, ttl ms, "1"|"0" blind, members...]]};
+-- ARGV[6] '' or the run's finish after the steps (JSON: {status, output
+-- (JSON or ''), error, pubs (pubArg array)}).
 -- Returns 1, or the errors LEASE_LOST, CONFLICT (a read no longer holds),
 -- WRONGTYPE or "not an integer" (a blind write would fail); nothing is
 -- written then.
 local r = leased(ARGV[2], ARGV[3])
 if not r then return redis.error_reply('LEASE_LOST') end
-local fx = cjson.decode(ARGV[10])
+local fx = cjson.decode(ARGV[5])
 kv_native = fx.n == 1
 -- types caches each site key's type (key_type), kept up to date by the
 -- writes below: a key is read once however many reads and writes name it.
@@ -75,19 +77,27 @@ for _, w in ipairs(fx.w) do
     if not existed then kv_expire(K, D, NOW, ttl) end
   end
 end
-local id, step = r.id, ARGV[4]
-save_record(id, step, ARGV[5], ARGV[11])
-redis.call('HDEL', P .. 'matched:' .. id, step)
-local old = redis.call('HGET', P .. 'runwaits:' .. id, step)
-if old then
-  redis.call('HDEL', P .. 'waits:' .. old, id .. '\n' .. step)
-  redis.call('HDEL', P .. 'runwaits:' .. id, step)
+local id = r.id
+for _, st in ipairs(cjson.decode(ARGV[4])) do
+  local step = st[1]
+  save_record(id, step, st[2], st[6])
+  redis.call('HDEL', P .. 'matched:' .. id, step)
+  local old = redis.call('HGET', P .. 'runwaits:' .. id, step)
+  if old then
+    redis.call('HDEL', P .. 'waits:' .. old, id .. '\n' .. step)
+    redis.call('HDEL', P .. 'runwaits:' .. id, step)
+  end
+  if st[4] ~= '' then
+    redis.call('HSET', P .. 'waits:' .. st[4], id .. '\n' .. step, st[5])
+    redis.call('HSET', P .. 'runwaits:' .. id, step, st[4])
+  end
+  change('step', '', '', id, r.fn, st[3], step)
+  publish_all(st[7])
 end
-if ARGV[7] ~= '' then
-  redis.call('HSET', P .. 'waits:' .. ARGV[7], id .. '\n' .. step, ARGV[8])
-  redis.call('HSET', P .. 'runwaits:' .. id, step, ARGV[7])
+if ARGV[6] ~= '' then
+  local f = cjson.decode(ARGV[6])
+  end_run(r, f.status, f.output, f.error)
+  publish_all(f.pubs)
 end
-change('step', '', '', id, r.fn, ARGV[6], step)
-publish_all(cjson.decode(ARGV[9]))
 flush()
 return 1
