@@ -55,23 +55,38 @@ type waitArg struct {
 
 // stepRecord is a step as stored in steplog:<run> (keys.go), which
 // save_record (lua/common.lua) finds by its start: the id must stay the
-// first field. Records
-// written before that layout, in steps:<run>, have Attempts and always a
-// name; newer ones have Att, and a name only when it is not the id.
+// first field. A record leaves out what the usual step has: its name when
+// it is the id, its kind when "run", its status when "Completed", its
+// attempts when it had one without error from its start to its end
+// ("once"), and its start when it is its end.
+//
+// Earlier records are still read: those of the first layout (steps:<run>)
+// have Attempts and always a name; those written before the short field
+// names have kind, status, output, error, wake_at, started_at and
+// ended_at, always with their kind, status and start.
 type stepRecord struct {
-	ID        string          `json:"id"`
-	Name      *string         `json:"name,omitempty"` // nil: the id
-	Kind      string          `json:"kind"`
-	Status    string          `json:"status"`
-	Attempts  []store.Attempt `json:"attempts,omitempty"` // earlier records
-	Att       []attemptRecord `json:"att,omitempty"`
-	Once      bool            `json:"once,omitempty"` // one attempt, from StartedAt to EndedAt, without error: no Att
+	ID    string          `json:"id"`
+	Name  *string         `json:"name,omitempty"` // nil: the id
+	K     string          `json:"k,omitempty"`    // kind; "": run
+	St    string          `json:"st,omitempty"`   // status; "": Completed
+	Att   []attemptRecord `json:"att,omitempty"`
+	Once  bool            `json:"once,omitempty"` // one attempt, from the start to the end, without error: no Att
+	Out   json.RawMessage `json:"o,omitempty"`
+	Err   string          `json:"err,omitempty"`
+	Wake  int64           `json:"w,omitempty"`
+	Start int64           `json:"s,omitempty"` // 0: the end
+	End   int64           `json:"e,omitempty"`
+	Wait  *store.Wait     `json:"wait,omitempty"`
+
+	// Earlier records' fields, read only.
+	Kind      string          `json:"kind,omitempty"`
+	Status    string          `json:"status,omitempty"`
+	Attempts  []store.Attempt `json:"attempts,omitempty"`
 	Output    json.RawMessage `json:"output,omitempty"`
 	Error     string          `json:"error,omitempty"`
 	WakeAt    int64           `json:"wake_at,omitempty"`
 	StartedAt int64           `json:"started_at,omitempty"`
 	EndedAt   int64           `json:"ended_at,omitempty"`
-	Wait      *store.Wait     `json:"wait,omitempty"`
 }
 
 // attemptRecord is a store.Attempt with its times in unix ms: a third of
@@ -84,14 +99,22 @@ type attemptRecord struct {
 
 // newStepRecord encodes st for steplog:<run>.
 func newStepRecord(st store.Step) stepRecord {
-	rec := stepRecord{ID: st.ID, Kind: string(st.Kind), Status: string(st.Status),
-		Output: st.Output, Error: st.Error, WakeAt: ms(st.WakeAt),
-		StartedAt: ms(st.StartedAt), EndedAt: ms(st.EndedAt), Wait: st.Wait}
+	start, end := ms(st.StartedAt), ms(st.EndedAt)
+	rec := stepRecord{ID: st.ID, Out: st.Output, Err: st.Error, Wake: ms(st.WakeAt), End: end, Wait: st.Wait}
+	if st.Kind != store.StepRun {
+		rec.K = string(st.Kind)
+	}
+	if st.Status != store.StatusCompleted {
+		rec.St = string(st.Status)
+	}
+	if start != end {
+		rec.Start = start
+	}
 	if st.Name != st.ID {
 		rec.Name = &st.Name
 	}
-	if a := st.Attempts; len(a) == 1 && a[0].Error == "" && rec.StartedAt != 0 &&
-		ms(a[0].StartedAt) == rec.StartedAt && ms(a[0].EndedAt) == rec.EndedAt {
+	if a := st.Attempts; len(a) == 1 && a[0].Error == "" && start != 0 &&
+		ms(a[0].StartedAt) == start && ms(a[0].EndedAt) == end {
 		rec.Once = true
 		return rec
 	}
@@ -103,10 +126,25 @@ func newStepRecord(st store.Step) stepRecord {
 
 // step decodes the record of a step of run runID.
 func (rec stepRecord) step(runID string) store.Step {
+	if rec.Kind != "" || rec.Status != "" {
+		// A record with the long field names.
+		rec.K, rec.St, rec.Out, rec.Err, rec.Wake = rec.Kind, rec.Status, rec.Output, rec.Error, rec.WakeAt
+		rec.Start, rec.End = rec.StartedAt, rec.EndedAt
+	} else {
+		if rec.K == "" {
+			rec.K = string(store.StepRun)
+		}
+		if rec.St == "" {
+			rec.St = string(store.StatusCompleted)
+		}
+		if rec.Start == 0 {
+			rec.Start = rec.End
+		}
+	}
 	st := store.Step{
-		RunID: runID, ID: rec.ID, Name: rec.ID, Kind: store.StepKind(rec.Kind), Status: store.Status(rec.Status),
-		Attempts: rec.Attempts, Output: rec.Output, Error: rec.Error, WakeAt: fromMS(rec.WakeAt),
-		StartedAt: fromMS(rec.StartedAt), EndedAt: fromMS(rec.EndedAt), Wait: rec.Wait,
+		RunID: runID, ID: rec.ID, Name: rec.ID, Kind: store.StepKind(rec.K), Status: store.Status(rec.St),
+		Attempts: rec.Attempts, Output: rec.Out, Error: rec.Err, WakeAt: fromMS(rec.Wake),
+		StartedAt: fromMS(rec.Start), EndedAt: fromMS(rec.End), Wait: rec.Wait,
 	}
 	if rec.Name != nil {
 		st.Name = *rec.Name
@@ -252,7 +290,7 @@ func (s *Store) Claim(ctx context.Context, owner string, n int, ttl time.Duratio
 		if len(t) != 6 {
 			return nil, s.wrap("claim", fmt.Errorf("unexpected reply %v", r))
 		}
-		run, err := parseRun(flatMap(t[2]))
+		run, err := parseRun(str(t[0]), flatMap(t[2]))
 		if err != nil {
 			return nil, s.wrap("claim", err)
 		}
@@ -467,7 +505,7 @@ func (s *Store) CancelRun(ctx context.Context, id, reason string) (store.Run, er
 	if err != nil {
 		return store.Run{}, s.wrap("cancel run", err)
 	}
-	r, err := parseRun(flatMap(res))
+	r, err := parseRun(id, flatMap(res))
 	if err != nil {
 		return store.Run{}, s.wrap("cancel run", err)
 	}

@@ -93,6 +93,76 @@ func TestStepsRecordedInTheEarlierLayout(t *testing.T) {
 	}
 }
 
+// TestStepRecordsWithLongNames: step records that the previous version
+// wrote into steplog:<run> with long field names (kind, status, output,
+// started_at, ended_at, always present) are read as before, next to the
+// short records this version writes; every kind of step round-trips
+// through the short records, defaults and all.
+func TestStepRecordsWithLongNames(t *testing.T) {
+	t.Parallel()
+	srv := server(t)
+	clock := clockwork.NewFakeClockAt(time.Date(2026, 12, 6, 5, 0, 0, 0, time.UTC))
+	s, runID, ls := leasedRun(t, srv, clock)
+	ctx := t.Context()
+	prefix := runKeyPrefix(t, srv.Addr, runID)
+	rdb := goredis.NewClient(&goredis.Options{Addr: srv.Addr, DB: 5})
+	defer rdb.Close()
+	now := clock.Now()
+	start := now.Add(-time.Second)
+	long := fmt.Sprintf("\n"+`{"id":"old","kind":"run","status":"Completed","once":true,"output":{"n":1},"started_at":%d,"ended_at":%d}`+
+		"\n"+`{"id":"nap","kind":"sleep","status":"Sleeping","att":[{"s":%d,"e":%d}],"wake_at":%d,"started_at":%d}`,
+		start.UnixMilli(), now.UnixMilli(), start.UnixMilli(), start.UnixMilli(), now.Add(time.Hour).UnixMilli(), start.UnixMilli())
+	if err := rdb.Set(ctx, prefix+"steplog:"+runID, long, 0).Err(); err != nil {
+		t.Fatal(err)
+	}
+	ms := func(t time.Time) time.Time { return time.UnixMilli(t.UnixMilli()).UTC() }
+	written := []store.Step{
+		{RunID: runID, ID: "plain", Name: "plain", Kind: store.StepRun, Status: store.StatusCompleted, Output: json.RawMessage(`0`),
+			Attempts: []store.Attempt{{StartedAt: ms(now), EndedAt: ms(now)}}, StartedAt: ms(now), EndedAt: ms(now)},
+		{RunID: runID, ID: "retried", Name: "retried step", Kind: store.StepRun, Status: store.StatusFailed, Error: "boom",
+			Attempts:  []store.Attempt{{StartedAt: ms(start), EndedAt: ms(start), Error: "boom"}, {StartedAt: ms(now), EndedAt: ms(now), Error: "boom"}},
+			StartedAt: ms(start), EndedAt: ms(now)},
+		{RunID: runID, ID: "wait", Name: "wait", Kind: store.StepWait, Status: store.StatusWaiting, WakeAt: ms(now.Add(time.Hour)),
+			Attempts: []store.Attempt{}, StartedAt: ms(now), Wait: &store.Wait{Event: "test/go"}},
+	}
+	for _, st := range written {
+		if err := s.SaveStep(ctx, &ls[0], st, nil); err != nil {
+			t.Fatalf("SaveStep(%s): %v", st.ID, err)
+		}
+	}
+	got, err := s.Steps(ctx, runID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != 5 {
+		t.Fatalf("%d steps, want 5: %+v", len(got), got)
+	}
+	if st := got[0]; st.ID != "old" || st.Kind != store.StepRun || st.Status != store.StatusCompleted ||
+		string(st.Output) != `{"n":1}` || !st.StartedAt.Equal(ms(start)) || !st.EndedAt.Equal(ms(now)) || len(st.Attempts) != 1 {
+		t.Errorf("the long record of a completed step reads %+v", st)
+	}
+	if st := got[1]; st.ID != "nap" || st.Kind != store.StepSleep || st.Status != store.StatusSleeping ||
+		!st.WakeAt.Equal(ms(now.Add(time.Hour))) || !st.StartedAt.Equal(ms(start)) || !st.EndedAt.IsZero() {
+		t.Errorf("the long record of a sleep reads %+v", st)
+	}
+	for i, want := range written {
+		st := got[2+i]
+		if st.ID != want.ID || st.Name != want.Name || st.Kind != want.Kind || st.Status != want.Status ||
+			string(st.Output) != string(want.Output) || st.Error != want.Error || !st.WakeAt.Equal(want.WakeAt) ||
+			!st.StartedAt.Equal(want.StartedAt) || !st.EndedAt.Equal(want.EndedAt) ||
+			fmt.Sprint(st.Attempts) != fmt.Sprint(want.Attempts) || fmt.Sprint(st.Wait) != fmt.Sprint(want.Wait) {
+			t.Errorf("step %s reads\n%+v\nwant\n%+v", want.ID, st, want)
+		}
+	}
+	// The usual step's record is short: no kind, status, name or start.
+	log := rdb.Get(ctx, prefix+"steplog:"+runID).Val()
+	for _, line := range strings.Split(log, "\n") {
+		if strings.HasPrefix(line, `{"id":"plain"`) && line != fmt.Sprintf(`{"id":"plain","once":true,"o":0,"e":%d}`, now.UnixMilli()) {
+			t.Errorf("the usual step's record is %s", line)
+		}
+	}
+}
+
 // leasedRun opens a store on srv's database 5 and returns it with the id
 // of a run it stored and the lease a claim took on it.
 func leasedRun(t *testing.T, srv *redistest.Server, clock clockwork.Clock) (*redis.Store, string, []store.Lease) {

@@ -249,7 +249,7 @@ func (s *Store) GetRun(ctx context.Context, id string) (store.Run, error) {
 	if len(m) == 0 {
 		return store.Run{}, s.wrap("get run", store.ErrNotFound)
 	}
-	r, err := parseRun(m)
+	r, err := parseRun(id, m)
 	if err != nil {
 		return store.Run{}, s.wrap("get run", err)
 	}
@@ -263,7 +263,7 @@ func (s *Store) loadRun(p goredis.Pipeliner, id string) func() (store.Run, bool,
 		if err != nil || len(m) == 0 {
 			return store.Run{}, false, err
 		}
-		r, err := parseRun(m)
+		r, err := parseRun(id, m)
 		return r, err == nil, err
 	}
 }
@@ -351,10 +351,10 @@ func (s *Store) Steps(ctx context.Context, runID string) ([]store.Step, error) {
 }
 
 // parseRun reads a run hash (fields written by lua/common.lua).
-func parseRun(m map[string]string) (store.Run, error) {
+func parseRun(id string, m map[string]string) (store.Run, error) {
 	i := func(k string) int64 { n, _ := parseMS(m[k]); return n }
 	r := store.Run{
-		ID:               m["id"],
+		ID:               id,
 		FunctionID:       m["fn"],
 		EventID:          m["ev"],
 		Status:           store.Status(m["status"]),

@@ -86,13 +86,15 @@ local function flush()
   end
 end
 
--- load returns the run hash as a table, nil when there is no such run,
--- and as HGETALL returned it (a flat list of fields and values).
+-- load returns the run hash as a table (with its id, which the hash
+-- holds only when an earlier version wrote it), nil when there is no such
+-- run, and as HGETALL returned it (a flat list of fields and values).
 local function load(id)
   local a = redis.call('HGETALL', P .. 'run:' .. id)
   if #a == 0 then return nil end
   local r = {}
   for i = 1, #a, 2 do r[a[i]] = a[i + 1] end
+  r.id = id
   return r, a
 end
 
@@ -347,7 +349,7 @@ local function create_run(eid, s)
   local k = P .. 'run:' .. s.id
   -- Fields left empty are not written: evs while it is [ev], attempt
   -- while 0, and the options the spec does not use.
-  local fields = {'id', s.id, 'fn', s.fn, 'ev', eid, 'status', status, 'created', num(NOW)}
+  local fields = {'fn', s.fn, 'ev', eid, 'status', status, 'created', num(NOW)}
   for _, f in ipairs({{'idem', s.idem}, {'single', s.single}, {'deb', s.deb}, {'ckey', s.ckey}}) do
     if set(f[2]) then
       fields[#fields + 1], fields[#fields + 2] = f[1], f[2]
