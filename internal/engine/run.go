@@ -60,7 +60,11 @@ type Run struct {
 	pendingWrites map[string]store.WriteOp
 	// replays counts the executions that ended in errReplay; past
 	// maxReplays StepStore commits each step at once, as StepTx does.
-	replays int
+	// oneByOne is set when the store refused a batch of deferred steps as
+	// invalid (a blind write it cannot apply): the next execution commits
+	// each step at once, so the step at fault fails on its own.
+	replays  int
+	oneByOne bool
 }
 
 // maxReplays bounds how often one run executes again because its
@@ -146,7 +150,26 @@ func (r *Run) again() *Run {
 	n.Attempt = r.Attempt
 	n.steps = r.steps
 	n.replays = r.replays + 1
+	if r.oneByOne {
+		n.replays = max(n.replays, maxReplays)
+	}
 	return n
+}
+
+// replayAfter reports whether a refused commit of the deferred steps
+// (with the finish, when it carried them) means executing the run again:
+// a conflict, or a batch the store found invalid, which the next
+// execution commits step by step.
+func (r *Run) replayAfter(err error) bool {
+	switch {
+	case errors.Is(err, store.ErrConflict):
+		r.e.observe.StepConflict(r.FunctionID)
+		return true
+	case errors.Is(err, store.ErrInvalid):
+		r.oneByOne = true
+		return true
+	}
+	return false
 }
 
 // save records a step (and publishes emit with it), with the deferred
@@ -191,11 +214,11 @@ func (r *Run) commitPendingLocked(ctx context.Context, more ...store.StepCommit)
 }
 
 // failedCommitLocked stops the run after a commit that failed: a
-// conflict of its deferred steps makes the worker execute it again
-// (errReplay), any other failure interrupts it. mu is held.
+// conflict of its deferred steps, or a batch of them the store found
+// invalid, makes the worker execute it again (errReplay, replayAfter); any
+// other failure interrupts it. mu is held.
 func (r *Run) failedCommitLocked(err error) error {
-	if errors.Is(err, store.ErrConflict) && len(r.pending) > 0 {
-		r.e.observe.StepConflict(r.FunctionID)
+	if len(r.pending) > 0 && r.replayAfter(err) {
 		r.pending, r.pendingWrites = nil, nil
 		err = fmt.Errorf("%w: %w", errReplay, err)
 		if r.stop == nil {

@@ -289,3 +289,38 @@ func TestStepStoreConflictExecutesAgain(t *testing.T) {
 		}
 	})
 }
+
+// TestStepStoreInvalidWriteFailsItsStep: a deferred step whose blind
+// write the store cannot apply (an increment of a set) makes the store
+// refuse the whole batch; the run executes again committing step by
+// step, so the steps before it are recorded and applied once, and the
+// step at fault fails on its own, as a StepTx would.
+func TestStepStoreInvalidWriteFailsItsStep(t *testing.T) {
+	eachBackend(t, func(t *testing.T, be backendtest.Backend) {
+		b := setup(t, be, options{}, engine.Function{
+			ID: "bad-write", Triggers: []engine.Trigger{{Event: "test/bad"}}, Retries: retries(0),
+			Handler: func(ctx context.Context, r *engine.Run) (any, error) {
+				if _, err := engine.StepStore(ctx, r, "count", func(ctx context.Context, tx *store.Tx) (bool, error) {
+					return true, tx.IncrByBlind(ctx, "counted", 1, 0)
+				}); err != nil {
+					return nil, err
+				}
+				return engine.StepStore(ctx, r, "bad", func(ctx context.Context, tx *store.Tx) (bool, error) {
+					return true, tx.IncrByBlind(ctx, "a-set", 1, 0)
+				})
+			},
+		})
+		if _, err := b.st.SetAdd(b.ctx, "a-set", 0, "member"); err != nil {
+			t.Fatal(err)
+		}
+		id := oneRun(t, b.send(t, "test/bad", `{}`))
+		b.waitStatus(t, id, store.StatusFailed)
+		if v, err := b.st.Get(b.ctx, "counted"); err != nil || v != "1" {
+			t.Errorf("counted = %q, %v; want 1", v, err)
+		}
+		s := steps(t, b, id)
+		if s["count"].Status != store.StatusCompleted || s["bad"].Status != store.StatusFailed {
+			t.Errorf("steps = count %s, bad %s; want Completed and Failed", s["count"].Status, s["bad"].Status)
+		}
+	})
+}

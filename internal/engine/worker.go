@@ -442,13 +442,13 @@ func (p *WorkerPool) execute1(ctx context.Context, log *slog.Logger, r *Run) boo
 	case herr == nil:
 		data, err := json.Marshal(out)
 		if err != nil {
-			return p.finish(log, l, r.withPending(failed(r, fmt.Errorf("encoding output: %w", err))))
+			return p.finishRun(log, r, failed(r, fmt.Errorf("encoding output: %w", err)))
 		}
-		return p.finish(log, l, r.withPending(store.Outcome{Status: store.StatusCompleted, Output: data}))
+		return p.finishRun(log, r, store.Outcome{Status: store.StatusCompleted, Output: data})
 	default:
 		var se *StepError
 		if errors.As(herr, &se) || IsNonRetriable(herr) || r.Attempt >= fn.retries() {
-			return p.finish(log, l, r.withPending(failed(r, herr)))
+			return p.finishRun(log, r, failed(r, herr))
 		}
 		// The steps that completed before the failure are kept.
 		err := r.flush()
@@ -470,13 +470,19 @@ func (p *WorkerPool) execute1(ctx context.Context, log *slog.Logger, r *Run) boo
 	return true
 }
 
-// withPending adds the run's deferred steps to its outcome, to commit
-// with it.
-func (r *Run) withPending(o store.Outcome) store.Outcome {
+// finishRun ends the run with o and its deferred steps. It returns false,
+// having changed nothing, when their commit was refused in a way that
+// makes the run execute again (Run.replayAfter).
+func (p *WorkerPool) finishRun(log *slog.Logger, r *Run, o store.Outcome) bool {
 	r.mu.Lock()
-	defer r.mu.Unlock()
 	o.Steps = r.pending
-	return o
+	r.mu.Unlock()
+	err := p.finish(log, r.lease, o)
+	if len(o.Steps) > 0 && r.replayAfter(err) {
+		p.resumeRenewal(r.lease)
+		return false
+	}
+	return true
 }
 
 // failed is the outcome of a failed run, with its cyberdrew/function.failed
@@ -595,29 +601,26 @@ func (p *WorkerPool) suspend(log *slog.Logger, r *Run) {
 	}
 }
 
-// finish ends the run with o. It returns false, having changed nothing,
-// when o's deferred steps conflicted: the run must be executed again.
-func (p *WorkerPool) finish(log *slog.Logger, l *store.Lease, o store.Outcome) bool {
+// finish ends the run with o; it returns the store's error, which it
+// logged unless o's steps made it a conflict.
+func (p *WorkerPool) finish(log *slog.Logger, l *store.Lease, o store.Outcome) error {
 	p.endRenewal(l)
 	ctx, cancel := context.WithTimeout(context.Background(), storeCallTimeout)
 	defer cancel()
 	err := p.e.store.Finish(ctx, l, o)
-	if len(o.Steps) > 0 && errors.Is(err, store.ErrConflict) {
-		p.e.observe.StepConflict(l.Run.FunctionID)
-		p.resumeRenewal(l)
-		return false
-	}
 	if err != nil {
-		p.e.observe.StoreError("finish")
-		log.Warn("finishing run", "status", o.Status, "err", err)
-		return true
+		if len(o.Steps) == 0 || !errors.Is(err, store.ErrConflict) {
+			p.e.observe.StoreError("finish")
+			log.Warn("finishing run", "status", o.Status, "err", err)
+		}
+		return err
 	}
 	p.e.pulse.finish(o.Status, p.e.clock.Now())
 	p.e.observe.RunFinished(l.Run.FunctionID, string(o.Status))
 	if o.Status == store.StatusFailed {
 		log.Warn("run failed", "err", o.Error)
 	}
-	return true
+	return nil
 }
 
 func (p *WorkerPool) release(log *slog.Logger, l *store.Lease) {

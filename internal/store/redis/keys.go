@@ -22,7 +22,6 @@ import "strings"
 //	runs:ev:<event id>      sorted set (lex): the runs an event fed
 //	queue                   sorted set run id -> available at ms (unfinished runs;
 //	                        for a leased run the lease expiry)
-//	ended                   sorted set run id -> ended at ms (finished runs, for Prune)
 //	conc:<key>              sorted set run id -> lease expiry: the leases of a concurrency key
 //	single:<key>            string: the unfinished run holding a singleton key
 //	deb:<key>               string: the run a debounce key feeds while it is queued
@@ -41,7 +40,7 @@ import "strings"
 //	runwaits:<run>          hash step id -> event name: the run's pending waits
 //	changes                 pub/sub channel of committed changes (see notify.go)
 //	health                  string: the time (ms) of the last readiness write (Store.Ping)
-//	layout                  string: the layout of these keys, "2" (layout.go)
+//	layout                  string: the layout of these keys, "3" (layout.go)
 //
 // The site's keys are not engine keys: they keep their own names under
 // Options.SitePrefix. Each one with a ttl has a deadline key

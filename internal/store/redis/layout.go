@@ -8,11 +8,13 @@ import (
 )
 
 // layoutVersion is the layout of the engine keyspace (keys.go) this
-// version writes. Layout 2 lists runs and events by merging the
-// per-function and per-name indexes through the registries fns and
-// names; layout 1 kept global indexes as well (runs, events and
-// runs:st:<status>), three sorted-set entries more per run.
-const layoutVersion = "2"
+// version writes. Layout 3 prunes finished runs through their status
+// indexes; layout 2 kept them in a sorted set by end time as well
+// (ended), one sorted-set entry more per finished run. Layout 2 lists
+// runs and events by merging the per-function and per-name indexes
+// through the registries fns and names; layout 1 kept global indexes as
+// well (runs, events and runs:st:<status>), three entries more per run.
+const layoutVersion = "3"
 
 // ensureLayout brings a keyspace an earlier version wrote up to this
 // layout, once per store: the listings that merge the registries need
@@ -29,16 +31,19 @@ func (s *Store) ensureLayout(ctx context.Context) error {
 }
 
 // upgradeLayout registers every function and event name that has an
-// index and drops layout 1's global indexes, then marks the keyspace as
-// layout 2. It may run twice at once (two daemons starting): each step
-// can be repeated. A keyspace without the global indexes (new, or already
-// upgraded) is only marked.
+// index and drops layout 1's global indexes, drops layout 2's ended
+// index, then marks the keyspace as layout 3. It may run twice at once
+// (two daemons starting): each step can be repeated. A keyspace without
+// the global indexes (new, or layout 2) skips their part.
 func (s *Store) upgradeLayout(ctx context.Context) error {
 	v, err := s.rdb.Get(ctx, s.keys.layout()).Result()
 	if err == nil && v == layoutVersion {
 		return nil
 	}
 	if err != nil && err != goredis.Nil {
+		return err
+	}
+	if err := s.rdb.Unlink(ctx, s.keys.engine+"ended").Err(); err != nil {
 		return err
 	}
 	stale := []string{s.keys.engine + "runs", s.keys.engine + "events"}

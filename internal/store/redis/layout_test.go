@@ -2,6 +2,7 @@ package redis_test
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"strings"
 	"testing"
@@ -337,6 +338,7 @@ func TestUpgradeFromTheFirstLayout(t *testing.T) {
 		}
 	}
 	rdb.Del(ctx, p+"fns", p+"names", p+"layout")
+	rdb.ZAdd(ctx, p+"ended", goredis.Z{Score: 1, Member: "a-run-of-layout-2"})
 
 	s, err := redis.Open(ctx, srv.URL(6), opts)
 	if err != nil {
@@ -367,11 +369,11 @@ func TestUpgradeFromTheFirstLayout(t *testing.T) {
 	if err != nil || len(events.Items) != len(runs) {
 		t.Errorf("events: %d, %v; want %d", len(events.Items), err, len(runs))
 	}
-	if n := rdb.Exists(ctx, p+"runs", p+"events", p+"runs:st:Queued").Val(); n != 0 {
-		t.Errorf("%d global indexes of the first layout are left", n)
+	if n := rdb.Exists(ctx, p+"runs", p+"events", p+"runs:st:Queued", p+"ended").Val(); n != 0 {
+		t.Errorf("%d global indexes of the first two layouts are left", n)
 	}
-	if v := rdb.Get(ctx, p+"layout").Val(); v != "2" {
-		t.Errorf("layout = %q, want 2", v)
+	if v := rdb.Get(ctx, p+"layout").Val(); v != "3" {
+		t.Errorf("layout = %q, want 3", v)
 	}
 	// Every run ends; Prune then removes them, their events, and the
 	// registries' entries.
@@ -400,6 +402,88 @@ func TestUpgradeFromTheFirstLayout(t *testing.T) {
 	}
 	if n := rdb.SCard(ctx, p+"fns").Val() + rdb.SCard(ctx, p+"names").Val(); n != 0 {
 		t.Errorf("%d registry entries are left after everything was pruned", n)
+	}
+}
+
+// TestPruneWithoutTheEndedIndex: prune finds finished runs through their
+// status indexes (layout 3 has no index by end time). It removes every
+// run of each finished status that ended before the cutoff, leaves the
+// run created before the cutoff that ended after it, and leaves the
+// unfinished run; a keyspace of layout 2 loses its ended index when a
+// store opens it.
+func TestPruneWithoutTheEndedIndex(t *testing.T) {
+	t.Parallel()
+	srv := server(t)
+	ctx := t.Context()
+	clock := clockwork.NewFakeClockAt(time.Date(2026, 12, 6, 5, 0, 0, 0, time.UTC))
+	opts := redis.Options{Clock: clock, Prefix: "prune3:", SitePrefix: "prune3-site:"}
+	rdb := goredis.NewClient(&goredis.Options{Addr: srv.Addr, DB: 7})
+	defer rdb.Close()
+	p := "prune3:{engine}:"
+	rdb.Set(ctx, p+"layout", "2", 0)
+	rdb.ZAdd(ctx, p+"ended", goredis.Z{Score: 1, Member: "a-run-of-layout-2"})
+	s, err := redis.Open(ctx, srv.URL(7), opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if _, err := s.ListRuns(ctx, store.RunFilter{}); err != nil {
+		t.Fatal(err)
+	}
+	if rdb.Exists(ctx, p+"ended").Val() != 0 || rdb.Get(ctx, p+"layout").Val() != "3" {
+		t.Fatalf("layout 2's ended index is left (layout %q)", rdb.Get(ctx, p+"layout").Val())
+	}
+	publish := func(fn string) string {
+		id := ulid.Make().String()
+		if _, err := s.Publish(ctx, []store.Publication{{Event: store.Event{Name: "test/prune"},
+			Runs: []store.RunSpec{{ID: id, FunctionID: fn}}}}); err != nil {
+			t.Fatal(err)
+		}
+		return id
+	}
+	end := func(st store.Status) {
+		ls, err := s.Claim(ctx, "w", 1, time.Minute)
+		if err != nil || len(ls) != 1 {
+			t.Fatalf("Claim: %v %d", err, len(ls))
+		}
+		if err := s.Finish(ctx, &ls[0], store.Outcome{Status: st}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var gone []string
+	for _, st := range []store.Status{store.StatusCompleted, store.StatusFailed, store.StatusCompleted} {
+		gone = append(gone, publish("f"))
+		end(st)
+	}
+	cancelled := publish("g")
+	if _, err := s.CancelRun(ctx, cancelled, "test"); err != nil {
+		t.Fatal(err)
+	}
+	gone = append(gone, cancelled)
+	late := publish("f")    // created before the cutoff, ended after it
+	running := publish("g") // never ends
+	clock.Advance(time.Hour)
+	cutoff := clock.Now()
+	end(store.StatusCompleted) // late
+	clock.Advance(time.Minute)
+	for {
+		n, err := s.Prune(ctx, cutoff, 2)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n == 0 {
+			break
+		}
+	}
+	for _, id := range gone {
+		if _, err := s.GetRun(ctx, id); !errors.Is(err, store.ErrNotFound) {
+			t.Errorf("run %s ended before the cutoff: GetRun = %v, want not found", id, err)
+		}
+	}
+	for _, id := range []string{late, running} {
+		if _, err := s.GetRun(ctx, id); err != nil {
+			t.Errorf("run %s is gone: %v", id, err)
+		}
 	}
 }
 

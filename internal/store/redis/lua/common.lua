@@ -205,7 +205,7 @@ local function drop_waits(id)
 end
 
 -- drop_run deletes the finished run id (loaded as r) with its steps and
--- its index entries; the caller removes it from the ended index.
+-- its index entries.
 local function drop_run(id, r)
   local m = member(tonumber(r.created), id)
   redis.call('ZREM', P .. 'runs:fn:' .. r.fn, m)
@@ -248,7 +248,6 @@ local function end_run(r, st, output, err)
   if set(r.ckey) then redis.call('ZREM', P .. 'conc:' .. r.ckey, r.id) end
   r.owner, r.token, r.woken, r.avail = nil, nil, nil, nil
   redis.call('ZREM', P .. 'queue', r.id)
-  zadd(P .. 'ended', r.ended, r.id)
   release_key('single', r.single, r.id)
   release_key('deb', r.deb, r.id)
   drop_waits(r.id)
@@ -364,9 +363,7 @@ local function create_run(eid, s)
     fields[n + 1], fields[n + 2] = 'avail', num(avail)
   end
   redis.call('HSET', k, unpack(fields))
-  if status == 'Skipped' then
-    zadd(P .. 'ended', num(NOW), s.id)
-  else
+  if status ~= 'Skipped' then
     redis.call('ZADD', P .. 'queue', num(avail), s.id)
     if set(s.single) then redis.call('SET', P .. 'single:' .. s.single, s.id) end
     if debounce then redis.call('SET', P .. 'deb:' .. s.deb, s.id) end

@@ -4,20 +4,40 @@
 -- KEYS[1] engine prefix. ARGV[1] now; ARGV[2] cutoff (ms); ARGV[3] batch.
 -- Returns how many were deleted.
 local cutoff, batch = tonumber(ARGV[2]), tonumber(ARGV[3])
-local removed = 0
+local removed, scanned = 0, 0
 
-for _, id in ipairs(redis.call('ZRANGEBYSCORE', P .. 'ended', '-inf', '(' .. num(cutoff), 'LIMIT', 0, batch)) do
-  local r = load(id)
-  redis.call('ZREM', P .. 'ended', id)
-  if r then
-    drop_run(id, r)
-    removed = removed + 1
+-- Finished runs, function by function (the registry 'fns'), through the
+-- indexes of the finished statuses: a run that ended before cutoff was
+-- created before it, so each index is walked from its oldest entry up to
+-- cutoff, past the runs that ended later.
+for _, fn in ipairs(redis.call('SMEMBERS', P .. 'fns')) do
+  for _, st in ipairs({'Completed', 'Failed', 'Cancelled', 'Skipped'}) do
+    local idx = status_key(fn, st)
+    local offset = 0
+    while removed < batch and scanned < 4096 do
+      local ms = redis.call('ZRANGEBYLEX', idx, '-', '(' .. pad(cutoff), 'LIMIT', offset, batch - removed)
+      if #ms == 0 then break end
+      for _, m in ipairs(ms) do
+        scanned = scanned + 1
+        local id = string.sub(m, 15)
+        local r = load(id)
+        if not r then
+          redis.call('ZREM', idx, m)
+        elseif tonumber(r.ended or '') and tonumber(r.ended) < cutoff then
+          drop_run(id, r)
+          removed = removed + 1
+        else
+          offset = offset + 1
+        end
+      end
+    end
   end
 end
 
 -- Events, name by name (the registry 'names'); a name whose index is
 -- left empty leaves the registry.
-local gone, scanned = 0, 0
+local gone = 0
+scanned = 0
 for _, name in ipairs(redis.call('SMEMBERS', P .. 'names')) do
   if gone >= batch or scanned >= 4096 then break end
   local idx = P .. 'events:name:' .. name

@@ -15,10 +15,9 @@ while runs < batch do
   if #ms == 0 then break end
   for _, m in ipairs(ms) do
     local id = string.sub(m, 15)
-    local ended = redis.call('ZSCORE', P .. 'ended', id)
-    local r = ended and tonumber(ended) < cutoff and load(id)
+    local ended = redis.call('HGET', P .. 'run:' .. id, 'ended')
+    local r = ended and tonumber(ended) and tonumber(ended) < cutoff and load(id)
     if r then
-      redis.call('ZREM', P .. 'ended', id)
       drop_run(id, r)
       runs, removed = runs + 1, removed + 1
       for _, eid in ipairs(cjson.decode(run_evs(r))) do
