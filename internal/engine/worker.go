@@ -571,22 +571,17 @@ func (p *WorkerPool) renewAll(timeout time.Duration) {
 
 // endRenewal stops renewing a lease: its worker is about to give it up
 // (finish, suspend or release), after which a renewal would find it gone.
-func (p *WorkerPool) endRenewal(l *store.Lease) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if run, ok := p.inflight[l.Token]; ok {
-		run.ending = true
-		p.inflight[l.Token] = run
-	}
-}
+func (p *WorkerPool) endRenewal(l *store.Lease) { p.renewing(l, false) }
 
 // resumeRenewal renews the run's lease again after endRenewal, when the
 // run goes on after all.
-func (p *WorkerPool) resumeRenewal(l *store.Lease) {
+func (p *WorkerPool) resumeRenewal(l *store.Lease) { p.renewing(l, true) }
+
+func (p *WorkerPool) renewing(l *store.Lease, renew bool) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if run, ok := p.inflight[l.Token]; ok {
-		run.ending = false
+		run.ending = !renew
 		p.inflight[l.Token] = run
 	}
 }

@@ -23,14 +23,9 @@ import (
 // further and pruned as before an upgrade.
 func TestStepsRecordedInTheEarlierLayout(t *testing.T) {
 	t.Parallel()
-	srv := server(t)
-	clock := clockwork.NewFakeClockAt(time.Date(2026, 12, 6, 5, 0, 0, 0, time.UTC))
-	s, runID, ls := leasedRun(t, srv, clock)
+	s, runID, ls, clock, prefix, rdb := rawLeasedRun(t)
 	ctx := t.Context()
 	// What an earlier version wrote for two steps of this run.
-	prefix := runKeyPrefix(t, srv.Addr, runID)
-	rdb := goredis.NewClient(&goredis.Options{Addr: srv.Addr, DB: 5})
-	defer rdb.Close()
 	started := clock.Now().Add(-time.Second)
 	legacy := func(id, name string) string {
 		return fmt.Sprintf(`{"id":%q,"name":%q,"kind":"run","status":"Completed","attempts":[{"started_at":%q,"ended_at":%q}],"output":{"step":%q},"started_at":%d,"ended_at":%d}`,
@@ -101,13 +96,8 @@ func TestStepsRecordedInTheEarlierLayout(t *testing.T) {
 // through the short records, defaults and all.
 func TestStepRecordsWithLongNames(t *testing.T) {
 	t.Parallel()
-	srv := server(t)
-	clock := clockwork.NewFakeClockAt(time.Date(2026, 12, 6, 5, 0, 0, 0, time.UTC))
-	s, runID, ls := leasedRun(t, srv, clock)
+	s, runID, ls, clock, prefix, rdb := rawLeasedRun(t)
 	ctx := t.Context()
-	prefix := runKeyPrefix(t, srv.Addr, runID)
-	rdb := goredis.NewClient(&goredis.Options{Addr: srv.Addr, DB: 5})
-	defer rdb.Close()
 	now := clock.Now()
 	start := now.Add(-time.Second)
 	long := fmt.Sprintf("\n"+`{"id":"old","kind":"run","status":"Completed","once":true,"output":{"n":1},"started_at":%d,"ended_at":%d}`+
@@ -179,6 +169,19 @@ func leasedRun(t *testing.T, srv *redistest.Server, clock clockwork.Clock) (*red
 		t.Fatalf("Claim: %v, %d leases", err, len(ls))
 	}
 	return s, runID, ls
+}
+
+// rawLeasedRun is leasedRun on a fresh server, with the run's engine
+// prefix and a client of the database, to write keys as an earlier
+// version did.
+func rawLeasedRun(t *testing.T) (*redis.Store, string, []store.Lease, *clockwork.FakeClock, string, *goredis.Client) {
+	t.Helper()
+	srv := server(t)
+	clock := clockwork.NewFakeClockAt(time.Date(2026, 12, 6, 5, 0, 0, 0, time.UTC))
+	s, runID, ls := leasedRun(t, srv, clock)
+	rdb := goredis.NewClient(&goredis.Options{Addr: srv.Addr, DB: 5})
+	t.Cleanup(func() { rdb.Close() })
+	return s, runID, ls, clock, runKeyPrefix(t, srv.Addr, runID), rdb
 }
 
 // runKeyPrefix finds the engine prefix ("t7:{engine}:") of the run's key.

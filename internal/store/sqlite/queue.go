@@ -315,15 +315,7 @@ func (s *Store) CommitSteps(ctx context.Context, l *store.Lease, steps []store.S
 		return wrap("save step", err)
 	}
 	return s.write(ctx, "save step", true, func(t *txn) error {
-		var fn string
-		err := t.queryRow(`SELECT function_id FROM runs WHERE `+leaseCheck, l.RunID, l.Token, t.now.UnixMilli()).Scan(&fn)
-		if errors.Is(err, sql.ErrNoRows) {
-			return store.ErrLeaseLost
-		}
-		if err != nil {
-			return err
-		}
-		return t.saveSteps(fn, batch)
+		return t.saveLeasedSteps(l, batch)
 	})
 }
 
@@ -382,9 +374,17 @@ func prepareSteps(l *store.Lease, steps []store.StepCommit) (stepBatch, error) {
 	return b, nil
 }
 
-// saveSteps applies a batch's effects and records its steps, for a run of
-// function fn whose lease the caller checked.
-func (t *txn) saveSteps(fn string, b stepBatch) error {
+// saveLeasedSteps checks the run's lease (store.ErrLeaseLost), applies a
+// batch's effects and records its steps.
+func (t *txn) saveLeasedSteps(l *store.Lease, b stepBatch) error {
+	var fn string
+	err := t.queryRow(`SELECT function_id FROM runs WHERE `+leaseCheck, l.RunID, l.Token, t.now.UnixMilli()).Scan(&fn)
+	if errors.Is(err, sql.ErrNoRows) {
+		return store.ErrLeaseLost
+	}
+	if err != nil {
+		return err
+	}
 	if err := t.applyEffects(b.fx); err != nil {
 		return err
 	}
@@ -475,15 +475,7 @@ func (s *Store) Finish(ctx context.Context, l *store.Lease, o store.Outcome) err
 	}
 	return s.write(ctx, "finish", true, func(t *txn) error {
 		if len(batch.steps) > 0 {
-			var fn string
-			err := t.queryRow(`SELECT function_id FROM runs WHERE `+leaseCheck, l.RunID, l.Token, t.now.UnixMilli()).Scan(&fn)
-			if errors.Is(err, sql.ErrNoRows) {
-				return store.ErrLeaseLost
-			}
-			if err != nil {
-				return err
-			}
-			if err := t.saveSteps(fn, batch); err != nil {
+			if err := t.saveLeasedSteps(l, batch); err != nil {
 				return err
 			}
 		}
