@@ -377,12 +377,6 @@ func (s *Store) saveSteps(ctx context.Context, l *store.Lease, steps []store.Ste
 	if err != nil {
 		return err
 	}
-	args := make([]json.RawMessage, len(steps))
-	for i, sc := range steps {
-		if args[i], err = s.stepArg(l, sc, now); err != nil {
-			return err
-		}
-	}
 	keys, fxDoc, err := s.effectsArg(fx)
 	if err != nil {
 		return err
@@ -390,12 +384,18 @@ func (s *Store) saveSteps(ctx context.Context, l *store.Lease, steps []store.Ste
 	if err := s.inEngineSlot(keys[1:]); err != nil {
 		return err
 	}
-	return s.acked(ctx, scriptSaveStep, keys, now.UnixMilli(), l.RunID, l.Token,
-		jsonArray(args), fxDoc, finish).Err()
+	args := make([]any, 0, 6+7*len(steps))
+	args = append(args, now.UnixMilli(), l.RunID, l.Token, fxDoc, finish, len(steps))
+	for _, sc := range steps {
+		if args, err = s.appendStepArgs(args, l, sc, now); err != nil {
+			return err
+		}
+	}
+	return s.acked(ctx, scriptSaveStep, keys, args...).Err()
 }
 
-// stepArg is one step as the savestep script reads it.
-func (s *Store) stepArg(l *store.Lease, sc store.StepCommit, now time.Time) (json.RawMessage, error) {
+// appendStepArgs appends one step's arguments of the savestep script.
+func (s *Store) appendStepArgs(args []any, l *store.Lease, sc store.StepCommit, now time.Time) ([]any, error) {
 	st, err := sc.Step.Normalized()
 	if err != nil {
 		return nil, err
@@ -422,7 +422,7 @@ func (s *Store) stepArg(l *store.Lease, sc store.StepCommit, now time.Time) (jso
 	if err != nil {
 		return nil, err
 	}
-	return json.Marshal([]any{st.ID, string(rec), string(st.Status), waitEvent, waitDoc, head, pubs})
+	return append(args, st.ID, string(rec), string(st.Status), waitEvent, waitDoc, head, jsonArray(pubs)), nil
 }
 
 // Suspend ends the lease; the run is claimable at sus.AvailableAt.

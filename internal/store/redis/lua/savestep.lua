@@ -2,21 +2,23 @@
 -- publishes what they emit, and may finish the run with them.
 -- KEYS[1] engine prefix; KEYS[2i], KEYS[2i+1] the site key i of the
 -- effects and its deadline key (lua/kvfn.lua). ARGV[1] now; ARGV[2] run
--- id; ARGV[3] token; ARGV[4] JSON array of the steps, in order, each
--- [id, record (JSON, see stepRecord), status, name of the event a pending
--- wait waits for ('' for none), the wait (JSON, see waitArg, or ''), the
--- record's start up to its id (see save_record), pubArg array to emit];
--- ARGV[5] the effects of every step merged (JSON, see effectsArg):
+-- id; ARGV[3] token; ARGV[4] the effects of every step merged (JSON, see
+-- effectsArg):
 -- {"n": 1 on the real clock (kv_native), "r": reads [[i, "string"|"member"|"card", "1"|"0" exists, value|member|card]],
 --  "w": writes [[i, "set"|"incrby"|"sadd"|"del", value|delta, ttl ms, "1"|"0" blind, members...]]};
--- ARGV[6] '' or the run's finish after the steps (JSON: {status, output
--- (JSON or ''), error, pubs (pubArg array)}).
+-- ARGV[5] '' or the run's finish after the steps (JSON: {status, output
+-- (JSON or ''), error, pubs (pubArg array)}); ARGV[6] the number of steps;
+-- then 7 arguments per step, in order (stepArgs): its id, its record
+-- (JSON, see stepRecord), its status, the name of the event a pending wait
+-- waits for ('' for none), the wait (JSON, see waitArg, or ''), the
+-- record's start up to its id (see save_record), and the JSON array of
+-- pubArg it emits.
 -- Returns 1, or the errors LEASE_LOST, CONFLICT (a read no longer holds),
 -- WRONGTYPE or "not an integer" (a blind write would fail); nothing is
 -- written then.
 local r = leased(ARGV[2], ARGV[3])
 if not r then return redis.error_reply('LEASE_LOST') end
-local fx = cjson.decode(ARGV[5])
+local fx = cjson.decode(ARGV[4])
 kv_native = fx.n == 1
 -- types caches each site key's type (key_type), kept up to date by the
 -- writes below: a key is read once however many reads and writes name it.
@@ -78,24 +80,25 @@ for _, w in ipairs(fx.w) do
   end
 end
 local id = r.id
-for _, st in ipairs(cjson.decode(ARGV[4])) do
-  local step = st[1]
-  save_record(id, step, st[2], st[6])
+for i = 0, tonumber(ARGV[6]) - 1 do
+  local a = 7 + 7 * i
+  local step, wev = ARGV[a], ARGV[a + 3]
+  save_record(id, step, ARGV[a + 1], ARGV[a + 5])
   redis.call('HDEL', P .. 'matched:' .. id, step)
   local old = redis.call('HGET', P .. 'runwaits:' .. id, step)
   if old then
     redis.call('HDEL', P .. 'waits:' .. old, id .. '\n' .. step)
     redis.call('HDEL', P .. 'runwaits:' .. id, step)
   end
-  if st[4] ~= '' then
-    redis.call('HSET', P .. 'waits:' .. st[4], id .. '\n' .. step, st[5])
-    redis.call('HSET', P .. 'runwaits:' .. id, step, st[4])
+  if wev ~= '' then
+    redis.call('HSET', P .. 'waits:' .. wev, id .. '\n' .. step, ARGV[a + 4])
+    redis.call('HSET', P .. 'runwaits:' .. id, step, wev)
   end
-  change('step', '', '', id, r.fn, st[3], step)
-  publish_all(st[7])
+  change('step', '', '', id, r.fn, ARGV[a + 2], step)
+  publish_all(cjson.decode(ARGV[a + 6]))
 end
-if ARGV[6] ~= '' then
-  local f = cjson.decode(ARGV[6])
+if ARGV[5] ~= '' then
+  local f = cjson.decode(ARGV[5])
   end_run(r, f.status, f.output, f.error)
   publish_all(f.pubs)
 end
