@@ -54,10 +54,9 @@ type Run struct {
 
 	// pending are the completed StepStore steps not committed yet, in
 	// order: they commit with the run's next durable write (flushLocked).
-	// pendingWrites says how they wrote each key, as store.MergeEffects
-	// tracks it ("" when not only by one blind op). Guarded by mu.
+	// pendingWrites says how they wrote each key. Guarded by mu.
 	pending       []store.StepCommit
-	pendingWrites map[string]store.WriteOp
+	pendingWrites store.BatchWrites
 	// replays counts the executions that ended in errReplay; past
 	// maxReplays StepStore commits each step at once, as StepTx does.
 	// oneByOne is set when the store refused a batch of deferred steps as
@@ -76,8 +75,9 @@ func newRun(e *Engine, fn *registered, l *store.Lease, ev store.Event) *Run {
 	r := &Run{
 		ID: l.RunID, FunctionID: fn.ID, Event: ev, Attempt: l.Run.Attempt,
 		e: e, fn: fn, lease: l,
-		steps: make(map[string]store.Step, len(l.Steps)),
-		seen:  map[string]int{},
+		steps:         make(map[string]store.Step, len(l.Steps)),
+		seen:          map[string]int{},
+		pendingWrites: store.BatchWrites{},
 	}
 	for _, s := range l.Steps {
 		r.steps[s.ID] = s
@@ -209,7 +209,8 @@ func (r *Run) commitPendingLocked(ctx context.Context, more ...store.StepCommit)
 	for _, sc := range r.pending {
 		r.steps[sc.Step.ID] = sc.Step
 	}
-	r.pending, r.pendingWrites = nil, nil
+	r.pending = nil
+	clear(r.pendingWrites)
 	return nil
 }
 
@@ -219,7 +220,8 @@ func (r *Run) commitPendingLocked(ctx context.Context, more ...store.StepCommit)
 // other failure interrupts it. mu is held.
 func (r *Run) failedCommitLocked(err error) error {
 	if len(r.pending) > 0 && r.replayAfter(err) {
-		r.pending, r.pendingWrites = nil, nil
+		r.pending = nil
+		clear(r.pendingWrites)
 		err = fmt.Errorf("%w: %w", errReplay, err)
 		if r.stop == nil {
 			r.stop = err
@@ -254,37 +256,23 @@ func (r *Run) flushLocked() error {
 }
 
 // deferStep adds a completed StepStore step to the deferred ones, first
-// committing those its writes may not follow in one batch (a blind write
-// after another kind of write of its key: store.MergeEffects).
+// committing those its writes may not follow in one batch
+// (store.BatchWrites.BlindClash).
 func (r *Run) deferStep(s store.Step, fx store.Effects) error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if r.done {
 		return errClosed(s.ID)
 	}
-	for _, w := range fx.Writes {
-		if op, ok := r.pendingWrites[w.Key]; ok && w.Blind && op != w.Op {
-			if err := r.flushLocked(); err != nil {
-				return err
-			}
-			break
+	if _, clash := r.pendingWrites.BlindClash(fx); clash {
+		if err := r.flushLocked(); err != nil {
+			return err
 		}
 	}
 	if r.stop != nil {
 		return r.stop
 	}
-	if r.pendingWrites == nil {
-		r.pendingWrites = map[string]store.WriteOp{}
-	}
-	for _, w := range fx.Writes {
-		op, seen := r.pendingWrites[w.Key]
-		switch {
-		case !w.Blind, seen && op != w.Op:
-			r.pendingWrites[w.Key] = ""
-		case !seen:
-			r.pendingWrites[w.Key] = w.Op
-		}
-	}
+	r.pendingWrites.Add(fx)
 	r.pending = append(r.pending, store.StepCommit{Step: s, Effects: fx})
 	return nil
 }

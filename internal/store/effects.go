@@ -459,22 +459,51 @@ func (t *Tx) TTL(ctx context.Context, key string) (time.Duration, error) {
 	return t.kv.TTL(ctx, key)
 }
 
+// BatchWrites records how the steps of a batch wrote each key, for the
+// rules of MergeEffects: the op when only that blind op wrote it, ""
+// otherwise.
+type BatchWrites map[string]WriteOp
+
+// BlindClash returns the first key that fx writes blindly after the batch
+// wrote it otherwise ("" and false when none): a store checks a blind
+// write's key before any write of the batch applies, so that write may
+// only follow the same blind op.
+func (b BatchWrites) BlindClash(fx Effects) (string, bool) {
+	for _, w := range fx.Writes {
+		if op, ok := b[w.Key]; ok && w.Blind && op != w.Op {
+			return w.Key, true
+		}
+	}
+	return "", false
+}
+
+// Add records fx's writes.
+func (b BatchWrites) Add(fx Effects) {
+	for _, w := range fx.Writes {
+		op, seen := b[w.Key]
+		switch {
+		case !w.Blind, seen && op != w.Op:
+			b[w.Key] = ""
+		case !seen:
+			b[w.Key] = w.Op
+		}
+	}
+}
+
 // MergeEffects joins the effects of a batch of steps (CommitSteps,
 // Outcome.Steps) into the effects one atomic unit checks and applies:
 // every read, then every write in order. That equals applying the steps
 // one after another only when no step read a key an earlier step of the
 // batch wrote (its read saw the store without that write), and when a
-// blind write meets no earlier write of its key but the same blind op (a
-// store checks a blind write's key before any write of the unit applies).
-// A batch breaking either rule is refused with ErrInvalid.
+// blind write meets no earlier write of its key but the same blind op
+// (BatchWrites.BlindClash). A batch breaking either rule is refused with
+// ErrInvalid.
 func MergeEffects(steps []StepCommit) (Effects, error) {
 	if len(steps) == 1 {
 		return steps[0].Effects, nil
 	}
 	var merged Effects
-	// written: how earlier steps of the batch wrote each key; "" when by
-	// more than one kind of write or not blindly.
-	written := map[string]WriteOp{}
+	written := BatchWrites{}
 	for _, sc := range steps {
 		fx := sc.Effects
 		for _, r := range fx.Reads {
@@ -482,20 +511,10 @@ func MergeEffects(steps []StepCommit) (Effects, error) {
 				return Effects{}, fmt.Errorf("%w: step %q reads %q, which an earlier step of its batch wrote", ErrInvalid, sc.Step.ID, r.Key)
 			}
 		}
-		for _, w := range fx.Writes {
-			if op, ok := written[w.Key]; ok && w.Blind && op != w.Op {
-				return Effects{}, fmt.Errorf("%w: step %q writes %q blindly after an earlier step of its batch wrote it otherwise", ErrInvalid, sc.Step.ID, w.Key)
-			}
+		if key, clash := written.BlindClash(fx); clash {
+			return Effects{}, fmt.Errorf("%w: step %q writes %q blindly after an earlier step of its batch wrote it otherwise", ErrInvalid, sc.Step.ID, key)
 		}
-		for _, w := range fx.Writes {
-			op, seen := written[w.Key]
-			switch {
-			case !w.Blind, seen && op != w.Op:
-				written[w.Key] = ""
-			case !seen:
-				written[w.Key] = w.Op
-			}
-		}
+		written.Add(fx)
 		merged.Reads = append(merged.Reads, fx.Reads...)
 		merged.Writes = append(merged.Writes, fx.Writes...)
 	}

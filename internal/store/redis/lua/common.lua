@@ -228,6 +228,38 @@ local function release_key(kind, key, id)
   if redis.call('GET', k) == id then redis.call('DEL', k) end
 end
 
+-- prune_finished drops (drop_run), up to limit, the runs of function fn
+-- with the finished status st that ended before cutoff, scanning at most
+-- scan_limit entries of their status index. It walks the index from its
+-- oldest entry up to cutoff (a run that ended before cutoff was created
+-- before it), past the runs that ended later; an entry whose run is gone
+-- leaves the index. dropped(r), when given, sees each run it dropped.
+-- Returns how many runs it dropped and how many entries it scanned.
+local function prune_finished(fn, st, cutoff, limit, scan_limit, dropped)
+  local idx = status_key(fn, st)
+  local n, scanned, offset = 0, 0, 0
+  while n < limit and scanned < scan_limit do
+    local ms = redis.call('ZRANGEBYLEX', idx, '-', '(' .. pad(cutoff), 'LIMIT', offset, limit - n)
+    if #ms == 0 then break end
+    for _, m in ipairs(ms) do
+      scanned = scanned + 1
+      local id = string.sub(m, 15)
+      local ended = redis.call('HGET', P .. 'run:' .. id, 'ended')
+      if not ended then
+        redis.call('ZREM', idx, m)
+      elseif tonumber(ended) and tonumber(ended) < cutoff then
+        local r = load(id)
+        drop_run(id, r)
+        n = n + 1
+        if dropped then dropped(r) end
+      else
+        offset = offset + 1
+      end
+    end
+  end
+  return n, scanned
+end
+
 -- end_run finishes the run as st; r needs at least the fields load_end
 -- reads.
 local function end_run(r, st, output, err)

@@ -7,30 +7,12 @@ local cutoff, batch = tonumber(ARGV[2]), tonumber(ARGV[3])
 local removed, scanned = 0, 0
 
 -- Finished runs, function by function (the registry 'fns'), through the
--- indexes of the finished statuses: a run that ended before cutoff was
--- created before it, so each index is walked from its oldest entry up to
--- cutoff, past the runs that ended later.
+-- indexes of the finished statuses (prune_finished).
 for _, fn in ipairs(redis.call('SMEMBERS', P .. 'fns')) do
   for _, st in ipairs({'Completed', 'Failed', 'Cancelled', 'Skipped'}) do
-    local idx = status_key(fn, st)
-    local offset = 0
-    while removed < batch and scanned < 4096 do
-      local ms = redis.call('ZRANGEBYLEX', idx, '-', '(' .. pad(cutoff), 'LIMIT', offset, batch - removed)
-      if #ms == 0 then break end
-      for _, m in ipairs(ms) do
-        scanned = scanned + 1
-        local id = string.sub(m, 15)
-        local r = load(id)
-        if not r then
-          redis.call('ZREM', idx, m)
-        elseif tonumber(r.ended or '') and tonumber(r.ended) < cutoff then
-          drop_run(id, r)
-          removed = removed + 1
-        else
-          offset = offset + 1
-        end
-      end
-    end
+    if removed >= batch or scanned >= 4096 then break end
+    local n, sc = prune_finished(fn, st, cutoff, batch - removed, 4096 - scanned)
+    removed, scanned = removed + n, scanned + sc
   end
 end
 
