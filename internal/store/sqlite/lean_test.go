@@ -18,8 +18,10 @@ import (
 
 // TestListingsUseIndexes checks the plan of every /v1/runs and /v1/events
 // listing, filtered and not: each reads an index in the listing's order
-// (newest id first), so a page stops after its limit and never sorts, and
-// none reads the whole table.
+// (newest id first), so a page stops after its limit and never sorts. A
+// listing by a column an index holds searches that index; the others walk
+// the table's primary key, its ULID (0005_keyed_by_ulid.sql), from the
+// newest.
 func TestListingsUseIndexes(t *testing.T) {
 	t.Parallel()
 	s := openTest(t, filepath.Join(t.TempDir(), "plan.db"), clockwork.NewFakeClock())
@@ -43,7 +45,7 @@ func TestListingsUseIndexes(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		plan := checkPlan(t, s, "runs "+name, query, args)
+		plan := checkPlan(t, s, "runs "+name, query, args, name == "all" || name == "completed" || name == "since")
 		// A status other than Completed is found through the index of
 		// the runs that did not complete, not by walking every newer run.
 		if want := map[string]string{
@@ -65,11 +67,22 @@ func TestListingsUseIndexes(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		checkPlan(t, s, "events "+name, query, args)
+		checkPlan(t, s, "events "+name, query, args, name == "all" || name == "since")
+	}
+	// Prune finds what it deletes through the primary key, not by walking
+	// every run or event kept.
+	for what, query := range map[string]string{"prune runs": pruneRuns, "prune events": pruneEvents} {
+		plan := checkPlan(t, s, what, query, []any{idFloor(since), since.UnixMilli(), 100}, false)
+		if !strings.Contains(plan, "USING PRIMARY KEY (id<?)") {
+			t.Errorf("%s: the plan %q does not search the primary key", what, plan)
+		}
 	}
 }
 
-func checkPlan(t *testing.T, s *Store, what, query string, args []any) string {
+// checkPlan explains query and fails when its plan sorts, or walks the
+// whole table of runs or events (by its primary key) when walking is not
+// allowed: then it must search an index or the key.
+func checkPlan(t *testing.T, s *Store, what, query string, args []any, walk bool) string {
 	t.Helper()
 	rows, err := s.rdb.QueryContext(t.Context(), "EXPLAIN QUERY PLAN "+query, args...)
 	if err != nil {
@@ -91,7 +104,7 @@ func checkPlan(t *testing.T, s *Store, what, query string, args []any) string {
 	t.Logf("%s: %s", what, strings.Join(plan, "; "))
 	for _, step := range plan {
 		if strings.Contains(step, "TEMP B-TREE") ||
-			((strings.HasPrefix(step, "SCAN runs") || strings.HasPrefix(step, "SCAN events")) && !strings.Contains(step, "USING")) {
+			(!walk && (strings.HasPrefix(step, "SCAN runs") || strings.HasPrefix(step, "SCAN events"))) {
 			t.Errorf("%s: the plan %q has %q", what, strings.Join(plan, "; "), step)
 		}
 	}
@@ -124,7 +137,7 @@ func TestMigrateFromVersion2(t *testing.T) {
 		`INSERT INTO events (id, name, data, ts, received_at) VALUES
 		 ('E1', 'blog/post.viewed', '{"slug":"a"}', `+fmt.Sprint(ms)+`, `+fmt.Sprint(ms)+`),
 		 ('E2', 'blog/post.saved', '{"n":1}', `+fmt.Sprint(ms)+`, `+fmt.Sprint(ms)+`),
-		 ('E3', 'blog/post.saved', '{"n":2}', `+fmt.Sprint(ms)+`, `+fmt.Sprint(ms)+`)`,
+		 ('E3', 'blog/post.saved', '{"n":2}', `+fmt.Sprint(ms-7000)+`, `+fmt.Sprint(ms)+`)`,
 		`INSERT INTO runs (id, function_id, event_id, event_ids, status, created_at, started_at, ended_at, output) VALUES
 		 ('R1', 'track-post-view', 'E1', '["E1"]', 'Completed', `+fmt.Sprint(ms)+`, `+fmt.Sprint(ms)+`, `+fmt.Sprint(ms+5000)+`, '{"ok":true}')`,
 		`INSERT INTO runs (id, function_id, event_id, event_ids, status, created_at, available_at, debounce_key) VALUES
@@ -154,6 +167,17 @@ func TestMigrateFromVersion2(t *testing.T) {
 	s := openTest(t, path, clock)
 	ctx := t.Context()
 
+	// An event's own ts survives its new form, a lag behind the receipt
+	// (0005_keyed_by_ulid.sql).
+	for id, want := range map[string]int64{"E1": ms, "E3": ms - 7000} {
+		e, err := s.GetEvent(ctx, id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if e.TS != want || e.ReceivedAt.UnixMilli() != ms {
+			t.Errorf("event %s: ts %d received %d, want ts %d received %d", id, e.TS, e.ReceivedAt.UnixMilli(), want, ms)
+		}
+	}
 	for id, want := range map[string][]string{"R1": {"E1"}, "R2": {"E2", "E3"}, "R3": {"E1"}} {
 		r, err := s.GetRun(ctx, id)
 		if err != nil {
@@ -282,14 +306,30 @@ func TestUsualStepStoresOnlyItsOwnFields(t *testing.T) {
 
 	var lean bool
 	if err := s.rdb.QueryRowContext(ctx, `SELECT name IS NULL AND kind IS NULL AND status IS NULL AND attempts IS NULL
+  AND ended_at IS NULL AND duration = 2
 FROM steps WHERE run_id = ? AND id = 'increment-views'`, spec.ID).Scan(&lean); err != nil || !lean {
-		t.Errorf("the usual step stores its name, kind, status or attempts (%v)", err)
+		t.Errorf("the usual step stores its name, kind, status, attempts or end, or not its duration (%v)", err)
 	}
 	var eventIDs string
 	var links int
 	if err := s.rdb.QueryRowContext(ctx, `SELECT event_ids, (SELECT COUNT(*) FROM run_events) FROM runs WHERE id = ?`, spec.ID).
 		Scan(&eventIDs, &links); err != nil || eventIDs != "" || links != 0 {
 		t.Errorf("a run fed by one event stores event_ids %q and %d run_events rows (%v), want none", eventIDs, links, err)
+	}
+
+	// Events and runs are keyed by their id alone, with no rowid and no
+	// second copy of the id in a unique index; an event sent without a ts
+	// stores no time for it (0005_keyed_by_ulid.sql).
+	var autoIndexes, rowidTables int
+	if err := s.rdb.QueryRowContext(ctx, `SELECT
+  (SELECT COUNT(*) FROM sqlite_schema WHERE type = 'index' AND tbl_name IN ('events', 'runs') AND sql IS NULL),
+  (SELECT COUNT(*) FROM sqlite_schema WHERE type = 'table' AND name IN ('events', 'runs') AND sql NOT LIKE '%WITHOUT ROWID')`).
+		Scan(&autoIndexes, &rowidTables); err != nil || autoIndexes != 0 || rowidTables != 0 {
+		t.Errorf("events and runs: %d automatic indexes, %d rowid tables (%v), want none", autoIndexes, rowidTables, err)
+	}
+	var lag int64
+	if err := s.rdb.QueryRowContext(ctx, `SELECT ts_lag FROM events WHERE id = ?`, pub[0].EventID).Scan(&lag); err != nil || lag != 0 {
+		t.Errorf("an event whose ts is its receipt stores a lag of %d (%v), want 0", lag, err)
 	}
 
 	steps, err := s.Steps(ctx, spec.ID)

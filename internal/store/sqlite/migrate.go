@@ -2,6 +2,7 @@ package sqlite
 
 import (
 	"context"
+	"database/sql"
 	"embed"
 	"fmt"
 	"io/fs"
@@ -56,7 +57,21 @@ func (s *Store) migrate(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("sqlite: migrate: %w", err)
 	}
-	tx, err := s.wdb.BeginTx(ctx, nil) // BEGIN IMMEDIATE: one process migrates at a time
+	// A migration that changes a table's shape copies it into a new table
+	// and drops the old one, which must not cascade to the rows that refer
+	// to it: foreign keys are off while migrations run (SQLite's procedure;
+	// the pragma is a no-op inside a transaction, so it is set before) and
+	// checked before the commit.
+	conn, err := s.wdb.Conn(ctx)
+	if err != nil {
+		return fmt.Errorf("sqlite: migrate: %w", err)
+	}
+	defer conn.Close()
+	if _, err := conn.ExecContext(ctx, "PRAGMA foreign_keys = OFF"); err != nil {
+		return fmt.Errorf("sqlite: migrate: %w", err)
+	}
+	defer conn.ExecContext(context.WithoutCancel(ctx), "PRAGMA foreign_keys = ON")
+	tx, err := conn.BeginTx(ctx, nil) // BEGIN IMMEDIATE: one process migrates at a time
 	if err != nil {
 		return fmt.Errorf("sqlite: migrate: %w", err)
 	}
@@ -106,6 +121,11 @@ func (s *Store) migrate(ctx context.Context) error {
 		}
 		done = append(done, m.name)
 	}
+	if len(done) > 0 {
+		if err := checkForeignKeys(ctx, tx); err != nil {
+			return fmt.Errorf("sqlite: migrate: %w", err)
+		}
+	}
 	if err := tx.Commit(); err != nil {
 		return fmt.Errorf("sqlite: migrate: %w", err)
 	}
@@ -113,4 +133,24 @@ func (s *Store) migrate(ctx context.Context) error {
 		s.log.Info("applied migrations", "path", s.path, "migrations", done)
 	}
 	return nil
+}
+
+// checkForeignKeys fails when a row of tx's database refers to a row that
+// is not there.
+func checkForeignKeys(ctx context.Context, tx *sql.Tx) error {
+	rows, err := tx.QueryContext(ctx, "PRAGMA foreign_key_check")
+	if err != nil {
+		return err
+	}
+	defer rows.Close()
+	if rows.Next() {
+		var table, parent string
+		var rowid sql.NullInt64
+		var fk int
+		if err := rows.Scan(&table, &rowid, &parent, &fk); err != nil {
+			return err
+		}
+		return fmt.Errorf("a row of %s refers to a missing row of %s", table, parent)
+	}
+	return rows.Err()
 }

@@ -89,10 +89,13 @@ WHERE client_id = ? AND (expires_at IS NULL OR expires_at > ?)`, ev.ClientID, no
 		}
 	}
 	ev.ReceivedAt = t.now
-	if _, err := t.exec(`INSERT INTO events (id, client_id, name, data, user, ts, version, received_at)
+	// The event's ts is stored as its lag behind the receipt
+	// (0005_keyed_by_ulid.sql).
+	received := ev.ReceivedAt.UnixMilli()
+	if _, err := t.exec(`INSERT INTO events (id, client_id, name, data, user, ts_lag, version, received_at)
 VALUES (?, ?, ?, ?, ?, ?, ?, ?)`,
-		ev.ID, nullStr(ev.ClientID), ev.Name, nullJSON(ev.Data), nullJSON(ev.User), ev.TS,
-		nullStr(ev.Version), ev.ReceivedAt.UnixMilli()); err != nil {
+		ev.ID, nullStr(ev.ClientID), ev.Name, nullJSON(ev.Data), nullJSON(ev.User), received-ev.TS,
+		nullStr(ev.Version), received); err != nil {
 		return store.Published{}, fmt.Errorf("insert event: %w", err)
 	}
 	if ev.ClientID != "" {
@@ -350,9 +353,11 @@ WHERE event_name = ? AND (expires_at IS NULL OR expires_at > ?)`, ev.Name, now)
 // wakes its run.
 func (t *txn) completeWait(w pendingWait, ev []byte) error {
 	now := t.now.UnixMilli()
-	// status NULL is Completed (0003_lean_records.sql).
-	if _, err := t.exec(`UPDATE steps SET status = NULL, output = ?, ended_at = ?, wake_at = NULL
-WHERE run_id = ? AND id = ?`, string(ev), now, w.runID, w.stepID); err != nil {
+	// status NULL is Completed (0003_lean_records.sql); the wait's end is
+	// stored as its duration (0005_keyed_by_ulid.sql).
+	if _, err := t.exec(`UPDATE steps SET status = NULL, output = ?1,
+ended_at = CASE WHEN started_at IS NULL THEN ?2 END, duration = ?2 - started_at, wake_at = NULL
+WHERE run_id = ?3 AND id = ?4`, string(ev), now, w.runID, w.stepID); err != nil {
 		return err
 	}
 	if _, err := t.exec(`DELETE FROM waits WHERE run_id = ? AND step_id = ?`, w.runID, w.stepID); err != nil {

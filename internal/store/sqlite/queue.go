@@ -8,6 +8,8 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/oklog/ulid/v2"
+
 	"github.com/dcyfr/cyberdrew/internal/store"
 )
 
@@ -389,18 +391,19 @@ func (t *txn) saveLeasedSteps(l *store.Lease, b stepBatch) error {
 		return err
 	}
 	for _, st := range b.steps {
+		ended, duration := stepEnd(st.StartedAt, st.EndedAt)
 		// seq numbers a run's steps in the order first recorded; an update
 		// keeps it. Steps are only ever deleted with their run.
 		if _, err := t.exec(`INSERT INTO steps (run_id, id, seq, name, kind, status, attempts, output, error,
-wake_at, started_at, ended_at, wait) VALUES (?1, ?2, (SELECT COUNT(*) FROM steps WHERE run_id = ?1),
-?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)
+wake_at, started_at, ended_at, duration, wait) VALUES (?1, ?2, (SELECT COUNT(*) FROM steps WHERE run_id = ?1),
+?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)
 ON CONFLICT (run_id, id) DO UPDATE SET name = excluded.name, kind = excluded.kind,
 status = excluded.status, attempts = excluded.attempts, output = excluded.output,
 error = excluded.error, wake_at = excluded.wake_at, started_at = excluded.started_at,
-ended_at = excluded.ended_at, wait = excluded.wait`,
+ended_at = excluded.ended_at, duration = excluded.duration, wait = excluded.wait`,
 			st.RunID, st.ID, nullStr(st.name), stepCode(string(st.Kind), string(store.StepRun)),
 			stepCode(string(st.Status), string(store.StatusCompleted)), st.attempts,
-			nullJSON(st.Output), nullStr(st.Error), ms(st.WakeAt), ms(st.StartedAt), ms(st.EndedAt),
+			nullJSON(st.Output), nullStr(st.Error), ms(st.WakeAt), ms(st.StartedAt), ended, duration,
 			nullJSON(st.wait)); err != nil {
 			return fmt.Errorf("upsert step: %w", err)
 		}
@@ -587,6 +590,17 @@ func (s *Store) QueueDepth(ctx context.Context) (int, error) {
 	return n, nil
 }
 
+// The runs and events Prune deletes: both walk the primary key up to the
+// cutoff's ULID prefix (0005_keyed_by_ulid.sql). Their arguments are that
+// prefix, the cutoff in ms and the batch.
+const (
+	pruneRuns   = `DELETE FROM runs WHERE id IN (SELECT id FROM runs WHERE id < ? AND ended_at < ? LIMIT ?)`
+	pruneEvents = `DELETE FROM events WHERE id IN (SELECT e.id FROM events e WHERE e.id < ? AND e.received_at < ?
+  AND NOT EXISTS (SELECT 1 FROM runs r WHERE r.event_id = e.id AND r.ended_at IS NULL)
+  AND NOT EXISTS (SELECT 1 FROM run_events re JOIN runs r ON r.id = re.run_id
+                  WHERE re.event_id = e.id AND r.ended_at IS NULL) LIMIT ?)`
+)
+
 // Prune deletes, at most batch of each, the runs that finished before
 // cutoff (with their steps), the events that arrived before cutoff and have
 // no unfinished run, and the expired keys, idempotency keys, client ids and
@@ -599,18 +613,13 @@ func (s *Store) Prune(ctx context.Context, cutoff time.Time, batch int) (int, er
 	// Losing a prune to a crash costs nothing, so it is not durable.
 	err := s.write(ctx, "prune", false, func(t *txn) error {
 		removed = 0
-		now, before := t.now.UnixMilli(), cutoff.UnixMilli()
+		now, before, below := t.now.UnixMilli(), cutoff.UnixMilli(), idFloor(cutoff)
 		for _, q := range []struct {
 			sql  string
 			args []any
 		}{
-			{`DELETE FROM runs WHERE id IN (SELECT id FROM runs WHERE ended_at < ? LIMIT ?)`,
-				[]any{before, batch}},
-			{`DELETE FROM events WHERE id IN (SELECT e.id FROM events e WHERE e.received_at < ?
-  AND NOT EXISTS (SELECT 1 FROM runs r WHERE r.event_id = e.id AND r.ended_at IS NULL)
-  AND NOT EXISTS (SELECT 1 FROM run_events re JOIN runs r ON r.id = re.run_id
-                  WHERE re.event_id = e.id AND r.ended_at IS NULL) LIMIT ?)`,
-				[]any{before, batch}},
+			{pruneRuns, []any{below, before, batch}},
+			{pruneEvents, []any{below, before, batch}},
 			{`DELETE FROM kv WHERE key IN (SELECT key FROM kv WHERE expires_at <= ? LIMIT ?)`,
 				[]any{now, batch}},
 			{`DELETE FROM idempotency WHERE key IN (SELECT key FROM idempotency WHERE expires_at <= ? LIMIT ?)`,
@@ -652,8 +661,8 @@ func (s *Store) PruneFunction(ctx context.Context, functionID string, cutoff tim
 		// was fed by several.
 		rows, err := t.query(`SELECT r.id, r.event_id, re.event_id FROM runs r
 LEFT JOIN run_events re ON re.run_id = r.id AND re.event_id != r.event_id
-WHERE r.id IN (SELECT id FROM runs WHERE function_id = ? AND status = 'Completed' AND ended_at < ? LIMIT ?)`,
-			functionID, cutoff.UnixMilli(), batch)
+WHERE r.id IN (SELECT id FROM runs WHERE function_id = ? AND id < ? AND status = 'Completed' AND ended_at < ? LIMIT ?)`,
+			functionID, idFloor(cutoff), cutoff.UnixMilli(), batch)
 		if err != nil {
 			return err
 		}
@@ -702,6 +711,30 @@ AND NOT EXISTS (SELECT 1 FROM run_events WHERE event_id = ?1)`, id)
 		return 0, err
 	}
 	return removed, nil
+}
+
+// stepEnd is the ended_at and duration columns of a step that started and
+// ended at those times (0005_keyed_by_ulid.sql): the duration when it has
+// both, else its end.
+func stepEnd(started, ended time.Time) (endedAt, duration any) {
+	if started.IsZero() || ended.IsZero() {
+		return ms(ended), nil
+	}
+	return nil, ended.UnixMilli() - started.UnixMilli()
+}
+
+// idFloor is the least ULID of the millisecond of t: every id made before
+// t sorts below it.
+func idFloor(t time.Time) string {
+	var id ulid.ULID
+	switch {
+	case t.UnixMilli() <= 0:
+	case uint64(t.UnixMilli()) > ulid.MaxTime():
+		id = ulid.ULID{0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff}
+	default:
+		_ = id.SetTime(uint64(t.UnixMilli()))
+	}
+	return id.String()
 }
 
 // vacuumPages bounds the free pages one prune gives back to the file system.

@@ -19,12 +19,14 @@ concurrency_limit, finish_timeout_ms, finish_by, lease_owner`
 
 // stepColumns is the column list scanStep reads.
 // The usual step stores NULL for its name, kind and status
-// (0003_lean_records.sql).
+// (0003_lean_records.sql), and a step that started and ended its duration
+// instead of its end (0005_keyed_by_ulid.sql).
 const stepColumns = `run_id, id, COALESCE(name, id), COALESCE(kind, 'run'), COALESCE(status, 'Completed'),
-attempts, output, error, wake_at, started_at, ended_at, wait`
+attempts, output, error, wake_at, started_at, COALESCE(ended_at, started_at + duration), wait`
 
-// eventColumns is the column list scanEvent reads.
-const eventColumns = `id, client_id, name, data, user, ts, version, received_at`
+// eventColumns is the column list scanEvent reads. The event's ts is
+// stored as its lag behind received_at (0005_keyed_by_ulid.sql).
+const eventColumns = `id, client_id, name, data, user, received_at - ts_lag, version, received_at`
 
 // scanner is a *sql.Row or *sql.Rows.
 type scanner interface{ Scan(dest ...any) error }

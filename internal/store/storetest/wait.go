@@ -85,7 +85,11 @@ func testWaitMatch(t *testing.T, b *bundle) {
 		b.clock.Advance(time.Minute)
 		match := `{"id":"42","extra":"first"}`
 		b.publishOne(t, b.event(name, match))
-		checkWaitOutput(t, b.waitStep(t, id), name, match)
+		matched := b.waitStep(t, id)
+		checkWaitOutput(t, matched, name, match)
+		// The wait started when it was recorded and ended at the match.
+		checkTime(t, path+": wait StartedAt after the match", matched.StartedAt, step.StartedAt)
+		checkTime(t, path+": wait EndedAt after the match", matched.EndedAt, b.now())
 		// Only the first match counts.
 		b.publishOne(t, b.event(name, `{"id":"42","extra":"second"}`))
 		checkWaitOutput(t, b.waitStep(t, id), name, match)
