@@ -9,17 +9,18 @@ import "strings"
 // script may touch any engine key, and all of them live in one slot. The
 // scripts in lua/ build the same names from KEYS[1] (the engine prefix).
 //
-//	event:<id>              string: the event as JSON (earlier versions: hash {doc, name})
+//	event:<id>              string: the event as JSON, then "\n<run id>" for each run it fed
+//	                        (earlier versions: the JSON alone, or a hash {doc, name})
 //	events:name:<name>      sorted set (lex): "<received ms, 13 digits>:<id>", the events of a name
 //	names                   set: the event names that have an index (listings without a
 //	                        name merge their indexes)
 //	cid, cidexp             hash client id -> event id; sorted set client id -> expiry ms
 //	run:<id>                hash: the run (fields in run.go)
 //	runs:fn:<fn>            sorted set (lex): "<created ms>:<id>", the runs of a function
-//	runs:fnst:<fn>:<status> sorted set (lex): the same, per function and status
+//	runs:fnst:<fn>:<status> sorted set (lex): the same, per function and status, but Completed
 //	fns                     set: the functions that have an index (listings without a
 //	                        function merge their indexes)
-//	runs:ev:<event id>      sorted set (lex): the runs an event fed
+//	runs:ev:<event id>      sorted set (lex): the runs an event fed (layout 3 and before)
 //	queue                   sorted set run id -> available at ms (unfinished runs;
 //	                        for a leased run the lease expiry)
 //	conc:<key>              sorted set run id -> lease expiry: the leases of a concurrency key
@@ -40,7 +41,7 @@ import "strings"
 //	runwaits:<run>          hash step id -> event name: the run's pending waits
 //	changes                 pub/sub channel of committed changes (see notify.go)
 //	health                  string: the time (ms) of the last readiness write (Store.Ping)
-//	layout                  string: the layout of these keys, "3" (layout.go)
+//	layout                  string: the layout of these keys, "4" (layout.go)
 //
 // The site's keys are not engine keys: they keep their own names under
 // Options.SitePrefix. Each one with a ttl has a deadline key

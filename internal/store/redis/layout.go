@@ -8,13 +8,16 @@ import (
 )
 
 // layoutVersion is the layout of the engine keyspace (keys.go) this
-// version writes. Layout 3 prunes finished runs through their status
+// version writes. Layout 4 keeps an event's runs in its own string, not
+// in a sorted set runs:ev:<event> (still read for the events an earlier
+// layout stored), and has no status index for Completed runs, which
+// runs:fn:<fn> holds. Layout 3 prunes finished runs through their status
 // indexes; layout 2 kept them in a sorted set by end time as well
 // (ended), one sorted-set entry more per finished run. Layout 2 lists
 // runs and events by merging the per-function and per-name indexes
 // through the registries fns and names; layout 1 kept global indexes as
 // well (runs, events and runs:st:<status>), three entries more per run.
-const layoutVersion = "3"
+const layoutVersion = "4"
 
 // ensureLayout brings a keyspace an earlier version wrote up to this
 // layout, once per store: the listings that merge the registries need
@@ -31,10 +34,10 @@ func (s *Store) ensureLayout(ctx context.Context) error {
 }
 
 // upgradeLayout registers every function and event name that has an
-// index and drops layout 1's global indexes, drops layout 2's ended
-// index, then marks the keyspace as layout 3. It may run twice at once
-// (two daemons starting): each step can be repeated. A keyspace without
-// the global indexes (new, or layout 2) skips their part.
+// index and drops layout 1's global indexes, layout 2's ended index and
+// layout 3's indexes of Completed runs, then marks the keyspace as
+// layout 4. It may run twice at once (two daemons starting): each step
+// can be repeated. A new keyspace skips the scan.
 func (s *Store) upgradeLayout(ctx context.Context) error {
 	v, err := s.rdb.Get(ctx, s.keys.layout()).Result()
 	if err == nil && v == layoutVersion {
@@ -47,11 +50,17 @@ func (s *Store) upgradeLayout(ctx context.Context) error {
 		return err
 	}
 	stale := []string{s.keys.engine + "runs", s.keys.engine + "events"}
-	n, err := s.rdb.Exists(ctx, stale...).Result()
-	if err != nil {
-		return err
+	// A keyspace holds data of an earlier layout when one wrote its
+	// version, or (layout 1 did not) when it has indexes.
+	earlier := err == nil
+	if !earlier {
+		n, err := s.rdb.Exists(ctx, s.keys.engine+"fns", s.keys.engine+"names", stale[0], stale[1]).Result()
+		if err != nil {
+			return err
+		}
+		earlier = n > 0
 	}
-	if n > 0 {
+	if earlier {
 		var fns, names []any
 		err := s.eachMaster(ctx, func(ctx context.Context, c goredis.Cmdable) error {
 			iter := c.Scan(ctx, 0, globEscape(s.keys.engine)+"*", scanBatch).Iterator()
@@ -61,7 +70,8 @@ func (s *Store) upgradeLayout(ctx context.Context) error {
 					fns = append(fns, fn)
 				} else if ev, ok := strings.CutPrefix(name, "events:name:"); ok {
 					names = append(names, ev)
-				} else if strings.HasPrefix(name, "runs:st:") {
+				} else if strings.HasPrefix(name, "runs:st:") ||
+					strings.HasPrefix(name, "runs:fnst:") && strings.HasSuffix(name, ":Completed") {
 					stale = append(stale, iter.Val())
 				}
 			}

@@ -375,8 +375,8 @@ func TestUpgradeFromTheFirstLayout(t *testing.T) {
 	if n := rdb.Exists(ctx, p+"runs", p+"events", p+"runs:st:Queued", p+"ended").Val(); n != 0 {
 		t.Errorf("%d global indexes of the first two layouts are left", n)
 	}
-	if v := rdb.Get(ctx, p+"layout").Val(); v != "3" {
-		t.Errorf("layout = %q, want 3", v)
+	if v := rdb.Get(ctx, p+"layout").Val(); v != "4" {
+		t.Errorf("layout = %q, want 4", v)
 	}
 	// Every run ends; Prune then removes them, their events, and the
 	// registries' entries.
@@ -433,7 +433,7 @@ func TestPruneWithoutTheEndedIndex(t *testing.T) {
 	if _, err := s.ListRuns(ctx, store.RunFilter{}); err != nil {
 		t.Fatal(err)
 	}
-	if rdb.Exists(ctx, p+"ended").Val() != 0 || rdb.Get(ctx, p+"layout").Val() != "3" {
+	if rdb.Exists(ctx, p+"ended").Val() != 0 || rdb.Get(ctx, p+"layout").Val() != "4" {
 		t.Fatalf("layout 2's ended index is left (layout %q)", rdb.Get(ctx, p+"layout").Val())
 	}
 	publish := func(fn string) string {
@@ -496,4 +496,152 @@ func reversed(s []string) []string {
 		out[len(s)-1-i] = v
 	}
 	return out
+}
+
+// TestUpgradeFromLayout3: layout 4 keeps an event's runs in its own string
+// and has no status index of Completed runs. A keyspace layout 3 wrote
+// (events of JSON alone with their runs in runs:ev:<event>, and
+// runs:fnst:<fn>:Completed) is read by a store opened on it: an event's
+// runs, old and new, are listed, Completed runs are listed without their
+// index (which the upgrade drops), and prune removes the events with
+// their runs:ev sets. A view the new layout records writes neither key.
+func TestUpgradeFromLayout3(t *testing.T) {
+	t.Parallel()
+	srv := server(t)
+	ctx := t.Context()
+	clock := clockwork.NewFakeClockAt(time.Date(2026, 12, 6, 5, 0, 0, 0, time.UTC))
+	opts := redis.Options{Clock: clock, Prefix: "upgrade3:", SitePrefix: "upgrade3-site:"}
+	rdb := goredis.NewClient(&goredis.Options{Addr: srv.Addr, DB: 8})
+	defer rdb.Close()
+	p := "upgrade3:{engine}:"
+	s, err := redis.Open(ctx, srv.URL(8), opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	runOf := map[string]string{} // run id -> event id
+	var events []string
+	for i, fn := range []string{"a", "b", "a"} {
+		id := ulid.Make().String()
+		pub, err := s.Publish(ctx, []store.Publication{{Event: store.Event{Name: "test/up", Data: json.RawMessage(fmt.Sprintf(`{"i":%d}`, i))},
+			Runs: []store.RunSpec{{ID: id, FunctionID: fn}}}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		runOf[id] = pub[0].EventID
+		events = append(events, pub[0].EventID)
+		clock.Advance(time.Millisecond)
+	}
+	for range runOf {
+		ls, err := s.Claim(ctx, "w", 1, time.Minute)
+		if err != nil || len(ls) != 1 {
+			t.Fatalf("Claim: %v %d", err, len(ls))
+		}
+		if err := s.Finish(ctx, &ls[0], store.Outcome{Status: store.StatusCompleted}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// The new layout wrote no runs:ev set and no index of Completed runs.
+	for _, pattern := range []string{p + "runs:ev:*", p + "runs:fnst:*"} {
+		if keys := rdb.Keys(ctx, pattern).Val(); len(keys) != 0 {
+			t.Errorf("layout 4 wrote %v", keys)
+		}
+	}
+	// Rewrite the keyspace as layout 3 had it.
+	for run, ev := range runOf {
+		v := rdb.Get(ctx, p+"event:"+ev).Val()
+		doc, runs, ok := strings.Cut(v, "\n")
+		if !ok || runs != run {
+			t.Fatalf("event %s holds %q after its JSON, want its run %s", ev, runs, run)
+		}
+		rdb.Set(ctx, p+"event:"+ev, doc, 0)
+		r, err := s.GetRun(ctx, run)
+		if err != nil {
+			t.Fatal(err)
+		}
+		m := fmt.Sprintf("%013d:%s", r.CreatedAt.UnixMilli(), run)
+		rdb.ZAdd(ctx, p+"runs:ev:"+ev, goredis.Z{Member: m})
+		rdb.ZAdd(ctx, p+"runs:fnst:"+r.FunctionID+":Completed", goredis.Z{Member: m})
+	}
+	rdb.Set(ctx, p+"layout", "3", 0)
+
+	s2, err := redis.Open(ctx, srv.URL(8), opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s2.Close()
+	if n := rdb.Exists(ctx, p+"runs:fnst:a:Completed", p+"runs:fnst:b:Completed").Val(); n != 0 || rdb.Get(ctx, p+"layout").Val() != "4" {
+		t.Errorf("after the upgrade: %d indexes of Completed runs left, layout %q", n, rdb.Get(ctx, p+"layout").Val())
+	}
+	// An old event gets a second run now: both are its runs, newest first.
+	clock.Advance(time.Second)
+	rerun := ulid.Make().String()
+	if _, err := s2.CreateRuns(ctx, events[0], []store.RunSpec{{ID: rerun, FunctionID: "b"}}); err != nil {
+		t.Fatal(err)
+	}
+	var first string
+	for run, ev := range runOf {
+		if ev == events[0] {
+			first = run
+		}
+	}
+	ids := func(page store.Page[store.Run], err error) string {
+		t.Helper()
+		if err != nil {
+			t.Fatal(err)
+		}
+		var out []string
+		for _, r := range page.Items {
+			out = append(out, r.ID)
+		}
+		return strings.Join(out, ",")
+	}
+	if got, want := ids(s2.ListRuns(ctx, store.RunFilter{EventID: events[0]})), rerun+","+first; got != want {
+		t.Errorf("runs of the old event = %s, want %s", got, want)
+	}
+	page, err := s2.ListRuns(ctx, store.RunFilter{EventID: events[0], Limit: 1})
+	if got := ids(page, err); got != rerun || page.Cursor == "" {
+		t.Fatalf("first page of one = %s (cursor %q), want %s", got, page.Cursor, rerun)
+	}
+	if got := ids(s2.ListRuns(ctx, store.RunFilter{EventID: events[0], Limit: 1, Cursor: page.Cursor})); got != first {
+		t.Errorf("second page of one = %s, want %s", got, first)
+	}
+	completed := map[store.Status]int{}
+	for _, f := range []store.RunFilter{{Statuses: []store.Status{store.StatusCompleted}}, {FunctionID: "a", Statuses: []store.Status{store.StatusCompleted}}} {
+		page, err := s2.ListRuns(ctx, f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, r := range page.Items {
+			completed[r.Status]++
+		}
+	}
+	if completed[store.StatusCompleted] != 3+2 || len(completed) != 1 {
+		t.Errorf("Completed runs listed: %v, want 3 of every function and 2 of a, all Completed", completed)
+	}
+	queued, err := s2.ListRuns(ctx, store.RunFilter{FunctionID: "b", Statuses: []store.Status{store.StatusQueued}})
+	if got := ids(queued, err); got != rerun {
+		t.Errorf("queued runs of b = %s, want %s", got, rerun)
+	}
+	// Every run ends; prune removes every event with its runs:ev set.
+	ls, err := s2.Claim(ctx, "w", 1, time.Minute)
+	if err != nil || len(ls) != 1 {
+		t.Fatalf("Claim: %v %d", err, len(ls))
+	}
+	if err := s2.Finish(ctx, &ls[0], store.Outcome{Status: store.StatusCompleted}); err != nil {
+		t.Fatal(err)
+	}
+	clock.Advance(time.Hour)
+	for {
+		n, err := s2.Prune(ctx, clock.Now(), 2)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n == 0 {
+			break
+		}
+	}
+	if keys := rdb.Keys(ctx, p+"*").Val(); len(keys) != 1 || keys[0] != p+"layout" {
+		t.Errorf("keys left after everything was pruned: %v", keys)
+	}
 }

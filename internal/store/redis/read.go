@@ -197,6 +197,7 @@ func (s *Store) eventFrom(ctx context.Context, id string, get *goredis.StringCmd
 	if err != nil {
 		return store.Event{}, false, err
 	}
+	doc, _, _ = strings.Cut(doc, "\n") // the ids of its runs follow (keys.go)
 	var ev store.Event
 	if err := json.Unmarshal([]byte(doc), &ev); err != nil {
 		return store.Event{}, false, err
@@ -275,12 +276,15 @@ func (s *Store) ListRuns(ctx context.Context, f store.RunFilter) (store.Page[sto
 		indexes []string
 		err     error
 	)
+	// Completed runs have no status index (layout 4): runs:fn:<fn> holds
+	// them, among few others.
+	indexed := !slices.Contains(f.Statuses, store.StatusCompleted)
 	switch {
 	case f.EventID != "":
-		indexes = []string{s.keys.runsByEvent(f.EventID)}
-	case f.FunctionID != "" && len(f.Statuses) == 1:
+		return s.listEventRuns(ctx, f)
+	case f.FunctionID != "" && len(f.Statuses) == 1 && indexed:
 		indexes = []string{s.keys.runsByFunctionStatus(f.FunctionID, string(f.Statuses[0]))}
-	case len(f.Statuses) > 0 && f.FunctionID == "":
+	case len(f.Statuses) > 0 && f.FunctionID == "" && indexed:
 		// Every function's index of each status, merged.
 		for _, st := range f.Statuses {
 			more, err := s.indexes(ctx, "fns", "", func(fn string) string { return s.keys.runsByFunctionStatus(fn, string(st)) })
@@ -301,14 +305,80 @@ func (s *Store) ListRuns(ctx context.Context, f store.RunFilter) (store.Page[sto
 		}
 		return len(f.Statuses) == 0 || slices.Contains(f.Statuses, r.Status)
 	}
-	// The indexes match the filter but for the filters an event's index
-	// and a function's index with several statuses leave to keep.
-	exact := f.EventID == "" && (f.FunctionID == "" || len(f.Statuses) < 2) || f.FunctionID == "" && len(f.Statuses) == 0
+	// The indexes match the filter but for the statuses runs:fn leaves
+	// to keep.
+	exact := len(f.Statuses) == 0 || indexed && (f.FunctionID == "" || len(f.Statuses) == 1)
 	p, err := list(ctx, s.rdb, "run", indexes, exact, f.Cursor, f.Since, f.Until, store.PageLimit(f.Limit), s.loadRun, keep)
 	if err != nil {
 		return store.Page[store.Run]{}, s.wrap("list runs", err)
 	}
 	return p, nil
+}
+
+// listEventRuns lists the runs of f.EventID, newest first: the ids its
+// event string holds, and an earlier layout's runs:ev:<event> (keys.go).
+// An event feeds a few runs, so all of them are read and the page cut
+// from them.
+func (s *Store) listEventRuns(ctx context.Context, f store.RunFilter) (store.Page[store.Run], error) {
+	fail := func(err error) (store.Page[store.Run], error) { return store.Page[store.Run]{}, s.wrap("list runs", err) }
+	lo, hi, err := bounds("run", f.Cursor, f.Since, f.Until)
+	if err != nil {
+		return fail(err)
+	}
+	var (
+		value  *goredis.StringCmd
+		legacy *goredis.StringSliceCmd
+	)
+	if _, err := s.rdb.Pipelined(ctx, func(p goredis.Pipeliner) error {
+		value = p.Get(ctx, s.keys.event(f.EventID))
+		legacy = p.ZRange(ctx, s.keys.runsByEvent(f.EventID), 0, -1)
+		return nil
+	}); err != nil && err != goredis.Nil && !strings.HasPrefix(err.Error(), "WRONGTYPE") {
+		return fail(err)
+	}
+	var ids []string
+	if v, err := value.Result(); err == nil {
+		ids = strings.Split(v, "\n")[1:]
+	}
+	for _, m := range legacy.Val() {
+		ids = append(ids, memberID(m))
+	}
+	slices.Sort(ids)
+	ids = slices.Compact(ids)
+	pipe := s.rdb.Pipeline()
+	reads := make([]func() (store.Run, bool, error), len(ids))
+	for i, id := range ids {
+		reads[i] = s.loadRun(pipe, id)
+	}
+	pipe.Exec(ctx) // each read reports its own error
+	type item struct {
+		member string
+		run    store.Run
+	}
+	var items []item
+	for _, read := range reads {
+		r, ok, err := read()
+		if err != nil {
+			return fail(err)
+		}
+		m := fmt.Sprintf("%013d:%s", r.CreatedAt.UnixMilli(), r.ID)
+		if !ok || (lo != "-" && m < lo[1:]) || (hi != "+" && m >= hi[1:]) ||
+			len(f.Statuses) > 0 && !slices.Contains(f.Statuses, r.Status) || f.FunctionID != "" && r.FunctionID != f.FunctionID {
+			continue
+		}
+		items = append(items, item{m, r})
+	}
+	slices.SortFunc(items, func(a, b item) int { return strings.Compare(b.member, a.member) })
+	limit := store.PageLimit(f.Limit)
+	page := store.Page[store.Run]{Items: []store.Run{}}
+	for i, it := range items {
+		if i == limit {
+			page.Cursor = encodeCursor("run", items[i-1].member)
+			break
+		}
+		page.Items = append(page.Items, it.run)
+	}
+	return page, nil
 }
 
 // Steps lists a run's steps in the order they were first recorded.

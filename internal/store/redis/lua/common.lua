@@ -98,16 +98,62 @@ local function load(id)
   return r, a
 end
 
--- An event is a string, event:<id>, holding the event as JSON. Events
--- stored by earlier versions are hashes {doc, name}; event_doc and
--- event_name read both.
+-- An event is a string, event:<id>: the event as JSON (which holds no
+-- raw newline), then a newline before the id of each run it fed, in the
+-- order they were added (layout 4; keys.go). Events stored by earlier
+-- versions are hashes {doc, name}, or strings of the JSON alone, with
+-- their runs in the sorted set runs:ev:<id>; event_doc, event_name and
+-- event_runs read every form.
+
+-- event_value returns what event:<id> holds as a string (an earlier
+-- version's hash: its doc), false when there is no such event, and
+-- whether it is a hash.
+local function event_value(id)
+  local k = P .. 'event:' .. id
+  local v = redis.pcall('GET', k)
+  if type(v) == 'table' and v.err then return redis.call('HGET', k, 'doc'), true end
+  return v, false
+end
 
 -- event_doc returns the event's JSON, false when there is no such event.
 local function event_doc(id)
-  local k = P .. 'event:' .. id
-  local doc = redis.pcall('GET', k)
-  if type(doc) == 'table' and doc.err then return redis.call('HGET', k, 'doc') end
-  return doc
+  local v = event_value(id)
+  if not v then return v end
+  local i = string.find(v, '\n', 1, true)
+  if i then return string.sub(v, 1, i - 1) end
+  return v
+end
+
+-- event_runs returns the ids of the runs the event fed (some may be gone),
+-- from its string and from an earlier version's runs:ev:<id>.
+local function event_runs(id)
+  local out = {}
+  local v = event_value(id)
+  if v then
+    for rid in string.gmatch(v, '\n([^\n]+)') do out[#out + 1] = rid end
+  end
+  for _, m in ipairs(redis.call('ZRANGE', P .. 'runs:ev:' .. id, 0, -1)) do out[#out + 1] = string.sub(m, 15) end
+  return out
+end
+
+-- runs_suffix is what follows an event's JSON for the runs refs name
+-- (create_runs' result).
+local function runs_suffix(refs)
+  local ids = {}
+  for i, ref in ipairs(refs) do ids[i] = ref[1] end
+  if #ids == 0 then return '' end
+  return '\n' .. table.concat(ids, '\n')
+end
+
+-- add_event_runs records that the stored event id fed the runs refs name.
+-- SET, not APPEND: APPEND leaves the string room to grow (save_record).
+local function add_event_runs(id, refs)
+  local v, hash = event_value(id)
+  if not hash then
+    redis.call('SET', P .. 'event:' .. id, v .. runs_suffix(refs))
+    return
+  end
+  for _, ref in ipairs(refs) do zadd(P .. 'runs:ev:' .. id, 0, member(NOW, ref[1])) end
 end
 
 -- event_name returns the event's name, false when there is no such event.
@@ -141,13 +187,18 @@ local function status_key(fn, st)
   return k
 end
 
+-- indexed reports whether runs of status st have a status index. A
+-- Completed run has none (layout 4): runs:fn:<fn> holds it, and most runs
+-- there are Completed, so a listing of them walks that index.
+local function indexed(st) return st ~= 'Completed' end
+
 -- index_status moves the run between the status indexes; the caller
 -- writes the status field. It reports whether the status changed.
 local function index_status(r, st)
   if r.status == st then return false end
   local m = run_member(r.created, r.id)
-  zrem(status_key(r.fn, r.status), m)
-  zadd(status_key(r.fn, st), 0, m)
+  if indexed(r.status) then zrem(status_key(r.fn, r.status), m) end
+  if indexed(st) then zadd(status_key(r.fn, st), 0, m) end
   r.status = st
   return true
 end
@@ -210,6 +261,7 @@ local function drop_run(id, r)
   local m = member(tonumber(r.created), id)
   redis.call('ZREM', P .. 'runs:fn:' .. r.fn, m)
   if redis.call('EXISTS', P .. 'runs:fn:' .. r.fn) == 0 then redis.call('SREM', P .. 'fns', r.fn) end
+  -- An earlier layout indexed Completed runs by status, and runs by event.
   redis.call('ZREM', P .. 'runs:fnst:' .. r.fn .. ':' .. r.status, m)
   for _, eid in ipairs(cjson.decode(run_evs(r))) do redis.call('ZREM', P .. 'runs:ev:' .. eid, m) end
   redis.call('DEL', P .. 'run:' .. id, P .. 'steplog:' .. id, P .. 'steps:' .. id, P .. 'steporder:' .. id,
@@ -230,13 +282,16 @@ end
 
 -- prune_finished drops (drop_run), up to limit, the runs of function fn
 -- with the finished status st that ended before cutoff, scanning at most
--- scan_limit entries of their status index. It walks the index from its
--- oldest entry up to cutoff (a run that ended before cutoff was created
--- before it), past the runs that ended later; an entry whose run is gone
--- leaves the index. dropped(r), when given, sees each run it dropped.
--- Returns how many runs it dropped and how many entries it scanned.
+-- scan_limit entries of their status index (for Completed, which has
+-- none, of runs:fn:<fn>). It walks the index from its oldest entry up to
+-- cutoff (a run that ended before cutoff was created before it), past the
+-- runs that ended later or have another status; an entry of a status
+-- index whose run is gone or unfinished leaves it. dropped(r), when
+-- given, sees each run it dropped. Returns how many runs it dropped and
+-- how many entries it scanned.
 local function prune_finished(fn, st, cutoff, limit, scan_limit, dropped)
-  local idx = status_key(fn, st)
+  local idx, own = status_key(fn, st), indexed(st)
+  if not own then idx = P .. 'runs:fn:' .. fn end
   local n, scanned, offset = 0, 0, 0
   while n < limit and scanned < scan_limit do
     local ms = redis.call('ZRANGEBYLEX', idx, '-', '(' .. pad(cutoff), 'LIMIT', offset, limit - n)
@@ -244,9 +299,12 @@ local function prune_finished(fn, st, cutoff, limit, scan_limit, dropped)
     for _, m in ipairs(ms) do
       scanned = scanned + 1
       local id = string.sub(m, 15)
-      local ended = redis.call('HGET', P .. 'run:' .. id, 'ended')
-      if not ended then
+      local v = redis.call('HMGET', P .. 'run:' .. id, 'ended', 'status')
+      local ended = v[1]
+      if own and not ended then
         redis.call('ZREM', idx, m)
+      elseif not own and v[2] ~= st then
+        offset = offset + 1
       elseif tonumber(ended) and tonumber(ended) < cutoff then
         local r = load(id)
         drop_run(id, r)
@@ -364,7 +422,6 @@ local function create_run(eid, s)
       local evs = string.sub(run_evs(r), 1, -2) .. ',' .. cjson.encode(eid) .. ']'
       redis.call('HSET', P .. 'run:' .. did, 'ev', eid, 'evs', evs, 'avail', num(at))
       redis.call('ZADD', P .. 'queue', num(at), did)
-      zadd(P .. 'runs:ev:' .. eid, 0, member(tonumber(r.created), did))
       keep_idem(s, did)
       change('run', eid, '', did, r.fn, 'Queued', '', at)
       return {did, r.fn, 'Queued', 1, 'debounce'}
@@ -403,8 +460,7 @@ local function create_run(eid, s)
   local m = member(NOW, s.id)
   zadd(P .. 'runs:fn:' .. s.fn, 0, m)
   register('fns', s.fn)
-  zadd(P .. 'runs:fnst:' .. s.fn .. ':' .. status, 0, m)
-  zadd(P .. 'runs:ev:' .. eid, 0, m)
+  if indexed(status) then zadd(status_key(s.fn, status), 0, m) end
   if status == 'Queued' then
     keep_idem(s, s.id)
     change('run', eid, '', s.id, s.fn, status, '', avail)
@@ -504,12 +560,14 @@ local function publish_one(p)
     local first = live_entry('cid', 'cidexp', p.cid)
     if first then return {first, 1, {}} end
   end
-  if not redis.call('SET', P .. 'event:' .. p.id, p.doc, 'NX') then return {p.id, 1, {}} end
+  local k = P .. 'event:' .. p.id
+  if redis.call('EXISTS', k) == 1 then return {p.id, 1, {}} end
   zadd(P .. 'events:name:' .. p.name, 0, member(NOW, p.id))
   register('names', p.name)
   if set(p.cid) then keep_entry('cid', 'cidexp', p.cid, p.id, p.cid_ttl) end
   change('event', p.id, p.name)
   local refs = create_runs(p.id, p.runs)
+  redis.call('SET', k, p.doc .. runs_suffix(refs))
   match_waits(p.name, p.doc)
   return {p.id, 0, refs}
 end

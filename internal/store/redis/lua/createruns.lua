@@ -3,5 +3,6 @@
 -- Returns {{run id, function id, status, existing, skip reason}, ...}, or the error NOT_FOUND.
 if redis.call('EXISTS', P .. 'event:' .. ARGV[2]) == 0 then return redis.error_reply('NOT_FOUND') end
 local refs = create_runs(ARGV[2], cjson.decode(ARGV[3]))
+add_event_runs(ARGV[2], refs)
 flush()
 return refs

@@ -31,9 +31,10 @@ for _, name in ipairs(redis.call('SMEMBERS', P .. 'names')) do
       scanned = scanned + 1
       local id = string.sub(m, 15)
       local busy = false
-      for _, rm in ipairs(redis.call('ZRANGE', P .. 'runs:ev:' .. id, 0, -1)) do
-        local ended = redis.call('HGET', P .. 'run:' .. string.sub(rm, 15), 'ended')
-        if ended == false or ended == '' then
+      for _, rid in ipairs(event_runs(id)) do
+        -- A run that is gone (an id the event's string still names) is done.
+        local v = redis.call('HMGET', P .. 'run:' .. rid, 'created', 'ended')
+        if v[1] and not set(v[2]) then
           busy = true
           break
         end
@@ -41,7 +42,7 @@ for _, name in ipairs(redis.call('SMEMBERS', P .. 'names')) do
       if busy then
         offset = offset + 1
       else
-        redis.call('DEL', P .. 'event:' .. id)
+        redis.call('DEL', P .. 'event:' .. id, P .. 'runs:ev:' .. id)
         redis.call('ZREM', idx, m)
         gone = gone + 1
       end

@@ -8,12 +8,20 @@
 -- Returns how many runs and events were deleted.
 local fn, cutoff, batch = ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4])
 local events = 0
+-- orphan reports whether no run of event eid is left.
+local function orphan(eid)
+  for _, rid in ipairs(event_runs(eid)) do
+    if redis.call('EXISTS', P .. 'run:' .. rid) == 1 then return false end
+  end
+  return true
+end
+
 local runs = prune_finished(fn, 'Completed', cutoff, batch, math.huge, function(r)
   for _, eid in ipairs(cjson.decode(run_evs(r))) do
-    if redis.call('EXISTS', P .. 'runs:ev:' .. eid) == 0 then
+    if orphan(eid) then
       local name = event_name(eid)
       if name and redis.call('ZREM', P .. 'events:name:' .. name, run_member(r.created, eid)) == 1 then
-        redis.call('DEL', P .. 'event:' .. eid)
+        redis.call('DEL', P .. 'event:' .. eid, P .. 'runs:ev:' .. eid)
         events = events + 1
       end
     end
