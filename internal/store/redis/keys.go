@@ -17,7 +17,7 @@ import "strings"
 //	cid, cidexp             hash client id -> event id; sorted set client id -> expiry ms
 //	run:<id>                hash: the run (fields in run.go)
 //	runs:fn:<fn>            sorted set (lex): "<created ms>:<id>", the runs of a function
-//	runs:fnst:<fn>:<status> sorted set (lex): the same, per function and status, but Completed
+//	runs:fnst:<fn>:<status> sorted set (lex): the same, per function, for Failed, Cancelled, Skipped
 //	fns                     set: the functions that have an index (listings without a
 //	                        function merge their indexes)
 //	runs:ev:<event id>      sorted set (lex): the runs an event fed (layout 3 and before)

@@ -5,13 +5,15 @@ import (
 	"strings"
 
 	goredis "github.com/redis/go-redis/v9"
+
+	"github.com/dcyfr/cyberdrew/internal/store"
 )
 
 // layoutVersion is the layout of the engine keyspace (keys.go) this
 // version writes. Layout 4 keeps an event's runs in its own string, not
 // in a sorted set runs:ev:<event> (still read for the events an earlier
-// layout stored), and has no status index for Completed runs, which
-// runs:fn:<fn> holds. Layout 3 prunes finished runs through their status
+// layout stored), and keeps status indexes only for Failed, Cancelled
+// and Skipped runs (statusIndexed). Layout 3 prunes finished runs through their status
 // indexes; layout 2 kept them in a sorted set by end time as well
 // (ended), one sorted-set entry more per finished run. Layout 2 lists
 // runs and events by merging the per-function and per-name indexes
@@ -35,7 +37,7 @@ func (s *Store) ensureLayout(ctx context.Context) error {
 
 // upgradeLayout registers every function and event name that has an
 // index and drops layout 1's global indexes, layout 2's ended index and
-// layout 3's indexes of Completed runs, then marks the keyspace as
+// layout 3's indexes of Completed and unfinished runs, then marks the keyspace as
 // layout 4. It may run twice at once (two daemons starting): each step
 // can be repeated. A new keyspace skips the scan.
 func (s *Store) upgradeLayout(ctx context.Context) error {
@@ -70,8 +72,7 @@ func (s *Store) upgradeLayout(ctx context.Context) error {
 					fns = append(fns, fn)
 				} else if ev, ok := strings.CutPrefix(name, "events:name:"); ok {
 					names = append(names, ev)
-				} else if strings.HasPrefix(name, "runs:st:") ||
-					strings.HasPrefix(name, "runs:fnst:") && strings.HasSuffix(name, ":Completed") {
+				} else if strings.HasPrefix(name, "runs:st:") || unindexedStatus(name) {
 					stale = append(stale, iter.Val())
 				}
 			}
@@ -96,4 +97,15 @@ func (s *Store) upgradeLayout(ctx context.Context) error {
 		s.log.Info("redis: upgraded the engine keyspace's layout", "to", layoutVersion, "functions", len(fns), "event names", len(names))
 	}
 	return s.rdb.Set(ctx, s.keys.layout(), layoutVersion, 0).Err()
+}
+
+// unindexedStatus reports whether name (an engine key without the engine
+// prefix) is a status index layout 4 does not keep (statusIndexed).
+func unindexedStatus(name string) bool {
+	rest, ok := strings.CutPrefix(name, "runs:fnst:")
+	if !ok {
+		return false
+	}
+	i := strings.LastIndexByte(rest, ':')
+	return i >= 0 && !statusIndexed(store.Status(rest[i+1:]))
 }

@@ -499,12 +499,13 @@ func reversed(s []string) []string {
 }
 
 // TestUpgradeFromLayout3: layout 4 keeps an event's runs in its own string
-// and has no status index of Completed runs. A keyspace layout 3 wrote
-// (events of JSON alone with their runs in runs:ev:<event>, and
-// runs:fnst:<fn>:Completed) is read by a store opened on it: an event's
-// runs, old and new, are listed, Completed runs are listed without their
-// index (which the upgrade drops), and prune removes the events with
-// their runs:ev sets. A view the new layout records writes neither key.
+// and status indexes only for Failed, Cancelled and Skipped runs. A
+// keyspace layout 3 wrote (events of JSON alone with their runs in
+// runs:ev:<event>, and an index of every status) is read by a store
+// opened on it: an event's runs, old and new, are listed, Completed and
+// Queued runs are listed without their indexes (which the upgrade drops),
+// and prune removes the events with their runs:ev sets. A view the new
+// layout records writes neither key.
 func TestUpgradeFromLayout3(t *testing.T) {
 	t.Parallel()
 	srv := server(t)
@@ -563,6 +564,8 @@ func TestUpgradeFromLayout3(t *testing.T) {
 		rdb.ZAdd(ctx, p+"runs:ev:"+ev, goredis.Z{Member: m})
 		rdb.ZAdd(ctx, p+"runs:fnst:"+r.FunctionID+":Completed", goredis.Z{Member: m})
 	}
+	rdb.ZAdd(ctx, p+"runs:fnst:b:Queued", goredis.Z{Member: "0000000000001:a-queued-run"})
+	rdb.ZAdd(ctx, p+"runs:fnst:b:Failed", goredis.Z{Member: "0000000000001:a-failed-run"})
 	rdb.Set(ctx, p+"layout", "3", 0)
 
 	s2, err := redis.Open(ctx, srv.URL(8), opts)
@@ -570,9 +573,13 @@ func TestUpgradeFromLayout3(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer s2.Close()
-	if n := rdb.Exists(ctx, p+"runs:fnst:a:Completed", p+"runs:fnst:b:Completed").Val(); n != 0 || rdb.Get(ctx, p+"layout").Val() != "4" {
-		t.Errorf("after the upgrade: %d indexes of Completed runs left, layout %q", n, rdb.Get(ctx, p+"layout").Val())
+	if n := rdb.Exists(ctx, p+"runs:fnst:a:Completed", p+"runs:fnst:b:Completed", p+"runs:fnst:b:Queued").Val(); n != 0 || rdb.Get(ctx, p+"layout").Val() != "4" {
+		t.Errorf("after the upgrade: %d indexes of Completed and Queued runs left, layout %q", n, rdb.Get(ctx, p+"layout").Val())
 	}
+	if rdb.Exists(ctx, p+"runs:fnst:b:Failed").Val() != 1 {
+		t.Error("the upgrade dropped the index of Failed runs")
+	}
+	rdb.Del(ctx, p+"runs:fnst:b:Failed")
 	// An old event gets a second run now: both are its runs, newest first.
 	clock.Advance(time.Second)
 	rerun := ulid.Make().String()

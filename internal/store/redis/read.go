@@ -269,62 +269,77 @@ func (s *Store) loadRun(p goredis.Pipeliner, id string) func() (store.Run, bool,
 	}
 }
 
+// statusIndexed reports whether runs of status st have a status index,
+// runs:fnst:<fn>:<st> (layout 4): only the rare finished statuses do.
+// Completed runs are most of runs:fn:<fn>, and every unfinished run is in
+// the queue.
+func statusIndexed(st store.Status) bool {
+	return st == store.StatusFailed || st == store.StatusCancelled || st == store.StatusSkipped
+}
+
 // ListRuns lists runs newest first. It walks the narrowest index the
 // filter allows and checks the rest on each run.
 func (s *Store) ListRuns(ctx context.Context, f store.RunFilter) (store.Page[store.Run], error) {
-	var (
-		indexes []string
-		err     error
-	)
-	// Completed runs have no status index (layout 4): runs:fn:<fn> holds
-	// them, among few others.
-	indexed := !slices.Contains(f.Statuses, store.StatusCompleted)
+	fail := func(err error) (store.Page[store.Run], error) {
+		return store.Page[store.Run]{}, s.wrap("list runs", err)
+	}
+	indexed, unfinished := len(f.Statuses) > 0, len(f.Statuses) > 0
+	for _, st := range f.Statuses {
+		indexed = indexed && statusIndexed(st)
+		unfinished = unfinished && (st == store.StatusQueued || st == store.StatusRunning || st == store.StatusSleeping)
+	}
+	var indexes []string
 	switch {
 	case f.EventID != "":
 		return s.listEventRuns(ctx, f)
-	case f.FunctionID != "" && len(f.Statuses) == 1 && indexed:
-		indexes = []string{s.keys.runsByFunctionStatus(f.FunctionID, string(f.Statuses[0]))}
-	case len(f.Statuses) > 0 && f.FunctionID == "" && indexed:
-		// Every function's index of each status, merged.
-		for _, st := range f.Statuses {
-			more, err := s.indexes(ctx, "fns", "", func(fn string) string { return s.keys.runsByFunctionStatus(fn, string(st)) })
+	case unfinished:
+		n, err := s.rdb.ZCard(ctx, s.keys.queue()).Result()
+		if err != nil {
+			return fail(err)
+		}
+		if n <= maxListScan {
+			ids, err := s.rdb.ZRange(ctx, s.keys.queue(), 0, -1).Result()
 			if err != nil {
-				return store.Page[store.Run]{}, s.wrap("list runs", err)
+				return fail(err)
+			}
+			return s.listRunIDs(ctx, ids, f)
+		}
+		// A backlog this long is the newest runs: the function indexes
+		// below find them first.
+	case indexed:
+		// Each status's index of the function, or of every function, merged.
+		for _, st := range f.Statuses {
+			more, err := s.indexes(ctx, "fns", f.FunctionID, func(fn string) string { return s.keys.runsByFunctionStatus(fn, string(st)) })
+			if err != nil {
+				return fail(err)
 			}
 			indexes = append(indexes, more...)
 		}
-	default:
-		indexes, err = s.indexes(ctx, "fns", f.FunctionID, s.keys.runsByFunction)
-		if err != nil {
-			return store.Page[store.Run]{}, s.wrap("list runs", err)
+	}
+	exact := len(f.Statuses) == 0 || indexed
+	if indexes == nil {
+		var err error
+		if indexes, err = s.indexes(ctx, "fns", f.FunctionID, s.keys.runsByFunction); err != nil {
+			return fail(err)
 		}
 	}
-	keep := func(r store.Run) bool {
-		if f.FunctionID != "" && r.FunctionID != f.FunctionID {
-			return false
-		}
-		return len(f.Statuses) == 0 || slices.Contains(f.Statuses, r.Status)
-	}
-	// The indexes match the filter but for the statuses runs:fn leaves
-	// to keep.
-	exact := len(f.Statuses) == 0 || indexed && (f.FunctionID == "" || len(f.Statuses) == 1)
-	p, err := list(ctx, s.rdb, "run", indexes, exact, f.Cursor, f.Since, f.Until, store.PageLimit(f.Limit), s.loadRun, keep)
+	p, err := list(ctx, s.rdb, "run", indexes, exact, f.Cursor, f.Since, f.Until, store.PageLimit(f.Limit), s.loadRun,
+		func(r store.Run) bool { return matches(f, r) })
 	if err != nil {
-		return store.Page[store.Run]{}, s.wrap("list runs", err)
+		return fail(err)
 	}
 	return p, nil
 }
 
+// matches reports whether r has f's function and one of its statuses,
+// the filters ListRuns checks on each run.
+func matches(f store.RunFilter, r store.Run) bool {
+	return (f.FunctionID == "" || r.FunctionID == f.FunctionID) && (len(f.Statuses) == 0 || slices.Contains(f.Statuses, r.Status))
+}
+
 // listEventRuns lists the runs of f.EventID, newest first: the ids its
 // event string holds, and an earlier layout's runs:ev:<event> (keys.go).
-// An event feeds a few runs, so all of them are read and the page cut
-// from them.
 func (s *Store) listEventRuns(ctx context.Context, f store.RunFilter) (store.Page[store.Run], error) {
-	fail := func(err error) (store.Page[store.Run], error) { return store.Page[store.Run]{}, s.wrap("list runs", err) }
-	lo, hi, err := bounds("run", f.Cursor, f.Since, f.Until)
-	if err != nil {
-		return fail(err)
-	}
 	var (
 		value  *goredis.StringCmd
 		legacy *goredis.StringSliceCmd
@@ -334,7 +349,7 @@ func (s *Store) listEventRuns(ctx context.Context, f store.RunFilter) (store.Pag
 		legacy = p.ZRange(ctx, s.keys.runsByEvent(f.EventID), 0, -1)
 		return nil
 	}); err != nil && err != goredis.Nil && !strings.HasPrefix(err.Error(), "WRONGTYPE") {
-		return fail(err)
+		return store.Page[store.Run]{}, s.wrap("list runs", err)
 	}
 	var ids []string
 	if v, err := value.Result(); err == nil {
@@ -343,40 +358,66 @@ func (s *Store) listEventRuns(ctx context.Context, f store.RunFilter) (store.Pag
 	for _, m := range legacy.Val() {
 		ids = append(ids, memberID(m))
 	}
+	return s.listRunIDs(ctx, ids, f)
+}
+
+// listRunIDs lists, newest first, the runs among ids (which may repeat or
+// name runs that are gone) that f accepts: ids is short enough to read the
+// function, status and creation of each, and then the page's runs.
+func (s *Store) listRunIDs(ctx context.Context, ids []string, f store.RunFilter) (store.Page[store.Run], error) {
+	fail := func(err error) (store.Page[store.Run], error) {
+		return store.Page[store.Run]{}, s.wrap("list runs", err)
+	}
+	lo, hi, err := bounds("run", f.Cursor, f.Since, f.Until)
+	if err != nil {
+		return fail(err)
+	}
 	slices.Sort(ids)
 	ids = slices.Compact(ids)
 	pipe := s.rdb.Pipeline()
-	reads := make([]func() (store.Run, bool, error), len(ids))
+	heads := make([]*goredis.SliceCmd, len(ids))
 	for i, id := range ids {
-		reads[i] = s.loadRun(pipe, id)
+		heads[i] = pipe.HMGet(ctx, s.keys.run(id), "fn", "status", "created")
+	}
+	if _, err := pipe.Exec(ctx); err != nil && err != goredis.Nil {
+		return fail(err)
+	}
+	var members []string // "<created>:<id>", as the indexes' members
+	for i, id := range ids {
+		v := heads[i].Val()
+		fn, _ := v[0].(string)
+		st, _ := v[1].(string)
+		created, _ := v[2].(string)
+		ms, err := parseMS(created)
+		if err != nil || created == "" || !matches(f, store.Run{FunctionID: fn, Status: store.Status(st)}) {
+			continue
+		}
+		m := fmt.Sprintf("%013d:%s", ms, id)
+		if (lo == "-" || m >= lo[1:]) && (hi == "+" || m < hi[1:]) {
+			members = append(members, m)
+		}
+	}
+	slices.SortFunc(members, func(a, b string) int { return strings.Compare(b, a) })
+	limit := store.PageLimit(f.Limit)
+	page := store.Page[store.Run]{Items: []store.Run{}}
+	if len(members) > limit {
+		members = members[:limit]
+		page.Cursor = encodeCursor("run", members[limit-1])
+	}
+	pipe = s.rdb.Pipeline()
+	reads := make([]func() (store.Run, bool, error), len(members))
+	for i, m := range members {
+		reads[i] = s.loadRun(pipe, memberID(m))
 	}
 	pipe.Exec(ctx) // each read reports its own error
-	type item struct {
-		member string
-		run    store.Run
-	}
-	var items []item
 	for _, read := range reads {
 		r, ok, err := read()
 		if err != nil {
 			return fail(err)
 		}
-		m := fmt.Sprintf("%013d:%s", r.CreatedAt.UnixMilli(), r.ID)
-		if !ok || (lo != "-" && m < lo[1:]) || (hi != "+" && m >= hi[1:]) ||
-			len(f.Statuses) > 0 && !slices.Contains(f.Statuses, r.Status) || f.FunctionID != "" && r.FunctionID != f.FunctionID {
-			continue
+		if ok && matches(f, r) { // it may have moved on since
+			page.Items = append(page.Items, r)
 		}
-		items = append(items, item{m, r})
-	}
-	slices.SortFunc(items, func(a, b item) int { return strings.Compare(b.member, a.member) })
-	limit := store.PageLimit(f.Limit)
-	page := store.Page[store.Run]{Items: []store.Run{}}
-	for i, it := range items {
-		if i == limit {
-			page.Cursor = encodeCursor("run", items[i-1].member)
-			break
-		}
-		page.Items = append(page.Items, it.run)
 	}
 	return page, nil
 }

@@ -206,8 +206,14 @@ func testListRunsPaging(t *testing.T, b *bundle) {
 		want = append(want, specs[0].ID, specs[2].ID, specs[3].ID)
 	}
 	want = reversed(want)
-	for _, limit := range []int{1, 4, 7, 30, 100} {
+	// By function, and by function and status (every run is Queued): a
+	// store may walk another index for each.
+	for _, limit := range []int{1, 4, 7, 30, 100, -1, -4, -30} {
 		f := store.RunFilter{FunctionID: "fn-a", Limit: limit}
+		if limit < 0 {
+			limit = -limit
+			f = store.RunFilter{FunctionID: "fn-a", Statuses: []store.Status{store.StatusQueued}, Limit: limit}
+		}
 		var got []string
 		for range 100 {
 			p := b.listRuns(t, f)
@@ -220,7 +226,7 @@ func testListRunsPaging(t *testing.T, b *bundle) {
 			}
 			f.Cursor = p.Cursor
 		}
-		checkIDs(t, fmt.Sprintf("paged ListRuns with limit %d", limit), got, want)
+		checkIDs(t, fmt.Sprintf("paged ListRuns with limit %d, statuses %v", limit, f.Statuses), got, want)
 	}
 }
 
