@@ -652,3 +652,50 @@ func TestUpgradeFromLayout3(t *testing.T) {
 		t.Errorf("keys left after everything was pruned: %v", keys)
 	}
 }
+
+// TestLongOutputsKeepTheRunCompact: a run's output or error longer than
+// 64 bytes is stored in parts, so the run hash stays a listpack (one value
+// over Redis's hash-max-listpack-value would make it a hash table of some
+// 500 bytes more). Every length, cut inside a UTF-8 character or not,
+// reads back exactly; a value past 64 parts is stored whole.
+func TestLongOutputsKeepTheRunCompact(t *testing.T) {
+	t.Parallel()
+	srv := server(t)
+	clock := clockwork.NewFakeClockAt(time.Date(2026, 12, 6, 5, 0, 0, 0, time.UTC))
+	ctx := t.Context()
+	rdb := goredis.NewClient(&goredis.Options{Addr: srv.Addr, DB: 5})
+	defer rdb.Close()
+	for _, n := range []int{10, 62, 63, 64, 65, 73, 500, 4096, 4097} {
+		for _, st := range []store.Status{store.StatusCompleted, store.StatusFailed} {
+			s, runID, ls := leasedRun(t, srv, clock)
+			// A JSON string of n bytes whose 64-byte parts cut an "é" in two.
+			text := `"` + strings.Repeat("é", (n-2)/2) + strings.Repeat("a", (n-2)%2) + `"`
+			o := store.Outcome{Status: st, Output: json.RawMessage(text)}
+			if st == store.StatusFailed {
+				o = store.Outcome{Status: st, Error: text}
+			}
+			if err := s.Finish(ctx, &ls[0], o); err != nil {
+				t.Fatal(err)
+			}
+			r, err := s.GetRun(ctx, runID)
+			if err != nil {
+				t.Fatal(err)
+			}
+			got := string(r.Output)
+			if st == store.StatusFailed {
+				got = r.Error
+			}
+			if got != text {
+				t.Errorf("%s run, %d bytes: read back %d bytes", st, n, len(got))
+			}
+			enc := rdb.ObjectEncoding(ctx, runKeyPrefix(t, srv.Addr, runID)+"run:"+runID).Val()
+			if compact := enc == "listpack" || enc == "ziplist"; compact != (n <= 4096) {
+				t.Errorf("%s run, %d bytes: the run hash is a %s", st, n, enc)
+			}
+			page, err := s.ListRuns(ctx, store.RunFilter{FunctionID: "layout", Statuses: []store.Status{st}})
+			if err != nil || len(page.Items) != 1 || string(page.Items[0].Output)+page.Items[0].Error != text {
+				t.Errorf("%s run, %d bytes: listed %d runs, %v", st, n, len(page.Items), err)
+			}
+		}
+	}
+}

@@ -474,7 +474,7 @@ func parseRun(id string, m map[string]string) (store.Run, error) {
 		StartedAt:        fromMS(i("started")),
 		EndedAt:          fromMS(i("ended")),
 		AvailableAt:      fromMS(i("avail")),
-		Error:            m["error"],
+		Error:            joined(m, "error", "e"),
 		IdempotencyKey:   m["idem"],
 		SingletonKey:     m["single"],
 		DebounceKey:      m["deb"],
@@ -487,7 +487,7 @@ func parseRun(id string, m map[string]string) (store.Run, error) {
 	if r.ID == "" {
 		return store.Run{}, fmt.Errorf("%w: run without id", store.ErrNotFound)
 	}
-	if o := m["output"]; o != "" {
+	if o := joined(m, "output", "o"); o != "" {
 		r.Output = json.RawMessage(o)
 	}
 	if evs := m["evs"]; evs != "" {
@@ -498,6 +498,22 @@ func parseRun(id string, m map[string]string) (store.Run, error) {
 		r.EventIDs = []string{r.EventID} // evs is written once a second event feeds the run
 	}
 	return r, nil
+}
+
+// joined is the field name of a run hash, or when it is stored in parts
+// (put_long in lua/common.lua) the parts prefix+"1", prefix+"2", … joined.
+func joined(m map[string]string, name, prefix string) string {
+	if v, ok := m[name]; ok {
+		return v
+	}
+	var b strings.Builder
+	for i := 1; ; i++ {
+		part, ok := m[prefix+strconv.Itoa(i)]
+		if !ok {
+			return b.String()
+		}
+		b.WriteString(part)
+	}
 }
 
 // parseStep reads a step record and, when an event completed its wait

@@ -319,6 +319,29 @@ local function prune_finished(fn, st, cutoff, limit, scan_limit, dropped)
   return n, scanned
 end
 
+-- A run hash stays a listpack, a few bytes a field, while each value
+-- takes at most 64 bytes (Redis's hash-max-listpack-value); one longer
+-- value makes it a hash table of some 500 bytes more. So a run's output
+-- or error longer than that, up to 64 parts, is stored in parts of 64
+-- bytes: fields o1, o2, … or e1, e2, … (parseRun in read.go joins them).
+local part_size, max_parts = 64, 64
+
+-- put_long adds the field name (output or error) holding v to fields, as
+-- parts named prefix .. i when it is long.
+local function put_long(fields, name, prefix, v)
+  if not set(v) then return end
+  local n = #v
+  if n <= part_size or n > part_size * max_parts then
+    fields[#fields + 1], fields[#fields + 2] = name, v
+    return
+  end
+  local i = 0
+  for at = 1, n, part_size do
+    i = i + 1
+    fields[#fields + 1], fields[#fields + 2] = prefix .. i, string.sub(v, at, at + part_size - 1)
+  end
+end
+
 -- end_run finishes the run as st; r needs at least the fields load_end
 -- reads.
 local function end_run(r, st, output, err)
@@ -326,14 +349,8 @@ local function end_run(r, st, output, err)
   local k = P .. 'run:' .. r.id
   r.ended = num(NOW)
   local fields = {'status', st, 'ended', r.ended}
-  if set(output) then
-    fields[#fields + 1] = 'output'
-    fields[#fields + 1] = output
-  end
-  if set(err) then
-    fields[#fields + 1] = 'error'
-    fields[#fields + 1] = err
-  end
+  put_long(fields, 'output', 'o', output)
+  put_long(fields, 'error', 'e', err)
   redis.call('HSET', k, unpack(fields))
   redis.call('HDEL', k, 'avail', 'owner', 'token', 'woken')
   if set(r.ckey) then redis.call('ZREM', P .. 'conc:' .. r.ckey, r.id) end
@@ -448,7 +465,8 @@ local function create_run(eid, s)
   if s.ftimeout > 0 then fields[#fields + 1], fields[#fields + 2] = 'ftimeout', num(s.ftimeout) end
   local n = #fields
   if status == 'Skipped' then
-    fields[n + 1], fields[n + 2], fields[n + 3], fields[n + 4] = 'ended', num(NOW), 'error', reason
+    fields[n + 1], fields[n + 2] = 'ended', num(NOW)
+    put_long(fields, 'error', 'e', reason)
   else
     fields[n + 1], fields[n + 2] = 'avail', num(avail)
   end
