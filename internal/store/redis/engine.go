@@ -19,7 +19,7 @@ type pubArg struct {
 	ClientID string    `json:"cid"`
 	CIDTTL   int64     `json:"cid_ttl"` // ms, 0: forever
 	Name     string    `json:"name"`
-	Doc      string    `json:"doc"` // the event as JSON, as GetEvent returns it
+	Doc      string    `json:"doc"` // the event as stored (storedEvent)
 	Runs     []specArg `json:"runs"`
 }
 
@@ -189,7 +189,7 @@ func (s *Store) pubArgs(pubs []store.Publication, now time.Time) ([]json.RawMess
 			ev.ID = s.newULID(now)
 		}
 		ev.ReceivedAt = now
-		doc, err := json.Marshal(ev)
+		doc, err := encodeEvent(ev)
 		if err != nil {
 			return nil, fmt.Errorf("%w: event %q: %w", store.ErrInvalid, ev.Name, err)
 		}
@@ -302,7 +302,7 @@ func (s *Store) Claim(ctx context.Context, owner string, n int, ttl time.Duratio
 		}
 		var ev store.Event
 		if doc := str(t[5]); doc != "" {
-			if err := json.Unmarshal([]byte(doc), &ev); err != nil {
+			if ev, err = decodeEvent(run.EventID, doc); err != nil {
 				return nil, s.wrap("claim", err)
 			}
 		}

@@ -9,8 +9,9 @@ import "strings"
 // script may touch any engine key, and all of them live in one slot. The
 // scripts in lua/ build the same names from KEYS[1] (the engine prefix).
 //
-//	event:<id>              string: the event as JSON, then "\n<run id>" for each run it fed
-//	                        (earlier versions: the JSON alone, or a hash {doc, name})
+//	event:<id>              string: the event as JSON (storedEvent: without its id), then
+//	                        "\n<run id>" for each run it fed (earlier versions: store.Event's
+//	                        JSON alone, or in a hash {doc, name})
 //	events:name:<name>      sorted set (lex): "<received ms, 13 digits>:<id>", the events of a name
 //	names                   set: the event names that have an index (listings without a
 //	                        name merge their indexes)
@@ -36,7 +37,8 @@ import "strings"
 //	steps:<run>, steporder:<run>
 //	                        the earlier layout, kept for the runs recorded in it: hash step id
 //	                        -> record, and list of step ids in the order first recorded
-//	matched:<run>           hash step id -> {"ended_at", "output"}: a wait completed by an event
+//	matched:<run>           hash step id -> {"ended_at", "event", "output"}: a wait completed by
+//	                        an event (output: the event as stored; earlier versions: as read)
 //	waits:<event name>      hash "<run>\n<step>" -> waitArg JSON: pending WaitForEvent steps
 //	runwaits:<run>          hash step id -> event name: the run's pending waits
 //	changes                 pub/sub channel of committed changes (see notify.go)

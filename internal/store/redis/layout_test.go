@@ -260,13 +260,17 @@ func TestEventsStoredInTheEarlierLayout(t *testing.T) {
 	prefix := runKeyPrefix(t, srv.Addr, runID)
 	rdb := goredis.NewClient(&goredis.Options{Addr: srv.Addr, DB: 5})
 	defer rdb.Close()
-	// Rewrite the event as an earlier version stored it.
+	// Rewrite the event as an earlier version stored it: store.Event's
+	// JSON, received at a time in ns, in a hash.
 	key := prefix + "event:" + id
-	doc, err := rdb.Get(ctx, key).Result()
-	if err != nil {
+	if _, err := rdb.Get(ctx, key).Result(); err != nil {
 		t.Fatalf("the event is not a string: %v", err)
 	}
-	legacyDoc := strings.Replace(doc, `{"n":1}`, `{"n":"old"}`, 1)
+	received := clock.Now().Add(-1234567 * time.Nanosecond)
+	legacyDoc, err := json.Marshal(store.Event{ID: id, Name: "test/old", Data: json.RawMessage(`{"n":"old"}`), TS: 42, ReceivedAt: received})
+	if err != nil {
+		t.Fatal(err)
+	}
 	if err := rdb.Del(ctx, key).Err(); err != nil {
 		t.Fatal(err)
 	}
@@ -274,8 +278,8 @@ func TestEventsStoredInTheEarlierLayout(t *testing.T) {
 		t.Fatal(err)
 	}
 	ev, err := s.GetEvent(ctx, id)
-	if err != nil || string(ev.Data) != `{"n":"old"}` {
-		t.Fatalf("GetEvent = %s, %v", ev.Data, err)
+	if err != nil || string(ev.Data) != `{"n":"old"}` || ev.ID != id || ev.TS != 42 || !ev.ReceivedAt.Equal(received) {
+		t.Fatalf("GetEvent = %+v, %v", ev, err)
 	}
 	page, err := s.ListEvents(ctx, store.EventFilter{Name: "test/old"})
 	if err != nil || len(page.Items) != 1 || string(page.Items[0].Data) != `{"n":"old"}` {
@@ -551,11 +555,26 @@ func TestUpgradeFromLayout3(t *testing.T) {
 	// Rewrite the keyspace as layout 3 had it.
 	for run, ev := range runOf {
 		v := rdb.Get(ctx, p+"event:"+ev).Val()
-		doc, runs, ok := strings.Cut(v, "\n")
+		compact, runs, ok := strings.Cut(v, "\n")
+		if strings.Contains(compact, "internal_id") || strings.Contains(compact, "received_at") {
+			t.Errorf("layout 4 stored the event as %s, with what its key and ts hold", compact)
+		}
 		if !ok || runs != run {
 			t.Fatalf("event %s holds %q after its JSON, want its run %s", ev, runs, run)
 		}
+		stored, err := s.GetEvent(ctx, ev)
+		if err != nil {
+			t.Fatal(err)
+		}
+		stored.ReceivedAt = stored.ReceivedAt.Add(time.Microsecond) // layout 3 kept ns
+		doc, err := json.Marshal(stored)
+		if err != nil {
+			t.Fatal(err)
+		}
 		rdb.Set(ctx, p+"event:"+ev, doc, 0)
+		if again, err := s.GetEvent(ctx, ev); err != nil || !again.ReceivedAt.Equal(stored.ReceivedAt) || again.ID != ev || string(again.Data) != string(stored.Data) {
+			t.Errorf("event of layout 3 read as %+v, %v; want %+v", again, err, stored)
+		}
 		r, err := s.GetRun(ctx, run)
 		if err != nil {
 			t.Fatal(err)

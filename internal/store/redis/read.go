@@ -198,11 +198,8 @@ func (s *Store) eventFrom(ctx context.Context, id string, get *goredis.StringCmd
 		return store.Event{}, false, err
 	}
 	doc, _, _ = strings.Cut(doc, "\n") // the ids of its runs follow (keys.go)
-	var ev store.Event
-	if err := json.Unmarshal([]byte(doc), &ev); err != nil {
-		return store.Event{}, false, err
-	}
-	return ev, true, nil
+	ev, err := decodeEvent(id, doc)
+	return ev, err == nil, err
 }
 
 // ListEvents lists events newest first: from the name's index, or all
@@ -528,10 +525,21 @@ func parseStep(runID, doc string, matched map[string]string) (store.Step, error)
 	if match := matched[rec.ID]; match != "" {
 		var m struct {
 			EndedAt int64           `json:"ended_at"`
+			Event   string          `json:"event"` // the id of the event in output, stored (complete_wait)
 			Output  json.RawMessage `json:"output"`
 		}
 		if err := json.Unmarshal([]byte(match), &m); err != nil {
 			return store.Step{}, fmt.Errorf("step %s of run %s: %w", rec.ID, runID, err)
+		}
+		if m.Event != "" {
+			// The step's output is the event as every store gives it.
+			ev, err := decodeEvent(m.Event, string(m.Output))
+			if err == nil {
+				m.Output, err = json.Marshal(ev)
+			}
+			if err != nil {
+				return store.Step{}, fmt.Errorf("step %s of run %s: %w", rec.ID, runID, err)
+			}
 		}
 		st.Status, st.Output, st.EndedAt, st.WakeAt = store.StatusCompleted, m.Output, fromMS(m.EndedAt), time.Time{}
 	}

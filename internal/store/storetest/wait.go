@@ -84,9 +84,23 @@ func testWaitMatch(t *testing.T, b *bundle) {
 
 		b.clock.Advance(time.Minute)
 		match := `{"id":"42","extra":"first"}`
-		b.publishOne(t, b.event(name, match))
+		b.clock.Advance(1500 * time.Millisecond) // received after its ts
+		ev := b.event(name, match)
+		ev.TS -= 2000
+		pub := b.publishOne(t, ev)
 		matched := b.waitStep(t, id)
 		checkWaitOutput(t, matched, name, match)
+		// The output is the event as GetEvent reads it.
+		var out store.Event
+		if err := json.Unmarshal(matched.Output, &out); err != nil {
+			t.Fatal(err)
+		}
+		stored := b.getEvent(t, pub.EventID)
+		checkEqual(t, path+": wait output's internal id", out.ID, pub.EventID)
+		checkEqual(t, path+": wait output's ts", out.TS, stored.TS)
+		checkTime(t, path+": wait output's received_at", out.ReceivedAt, stored.ReceivedAt)
+		checkTime(t, path+": received_at", stored.ReceivedAt, b.now())
+		checkEqual(t, path+": ts", stored.TS, b.now().UnixMilli()-2000)
 		// The wait started when it was recorded and ended at the match.
 		checkTime(t, path+": wait StartedAt after the match", matched.StartedAt, step.StartedAt)
 		checkTime(t, path+": wait EndedAt after the match", matched.EndedAt, b.now())

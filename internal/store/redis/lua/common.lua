@@ -526,14 +526,16 @@ local function path_matches(doc, path, want)
   return deep_equal(cur, cjson.decode(want))
 end
 
--- complete_wait records the event doc as the output of the waiting step
--- and wakes its run (at its next Suspend when it is leased).
-local function complete_wait(field, w, doc)
+-- complete_wait records the event id (its stored doc) as the output of
+-- the waiting step and wakes its run (at its next Suspend when it is
+-- leased).
+local function complete_wait(field, w, id, doc)
   redis.call('HDEL', P .. 'waits:' .. w.event, field)
   redis.call('HDEL', P .. 'runwaits:' .. w.run, w.step)
   local r = load(w.run)
   if not r or set(r.ended) then return end
-  redis.call('HSET', P .. 'matched:' .. w.run, w.step, '{"ended_at":' .. num(NOW) .. ',"output":' .. doc .. '}')
+  redis.call('HSET', P .. 'matched:' .. w.run, w.step,
+    '{"ended_at":' .. num(NOW) .. ',"event":' .. cjson.encode(id) .. ',"output":' .. doc .. '}')
   change('step', '', '', w.run, r.fn, 'Completed', w.step)
   if set(r.token) and tonumber(r.avail) > NOW then
     redis.call('HSET', P .. 'run:' .. w.run, 'woken', num(NOW))
@@ -546,12 +548,13 @@ local function complete_wait(field, w, doc)
   change('run', '', '', w.run, r.fn, 'Running', '', NOW)
 end
 
--- match_waits completes the waits of event name that doc satisfies.
+-- match_waits completes the waits of event name that event id, stored as
+-- doc, satisfies.
 -- nowaits remembers the event names without pending waits within one
 -- script: publications never add waits, so the answer holds.
 local nowaits = {}
 
-local function match_waits(name, doc)
+local function match_waits(name, id, doc)
   if nowaits[name] then return end
   local ws = redis.call('HGETALL', P .. 'waits:' .. name)
   if #ws == 0 then
@@ -567,7 +570,7 @@ local function match_waits(name, doc)
         decoded = decoded or cjson.decode(doc)
         ok = path_matches(decoded, w.path, w.value)
       end
-      if ok then complete_wait(ws[i], w, doc) end
+      if ok then complete_wait(ws[i], w, id, doc) end
     end
   end
 end
@@ -587,7 +590,7 @@ local function publish_one(p)
   change('event', p.id, p.name)
   local refs = create_runs(p.id, p.runs)
   redis.call('SET', k, p.doc .. runs_suffix(refs))
-  match_waits(p.name, p.doc)
+  match_waits(p.name, p.id, p.doc)
   return {p.id, 0, refs}
 end
 

@@ -1,0 +1,49 @@
+package redis
+
+import (
+	"encoding/json"
+	"time"
+
+	"github.com/dcyfr/cyberdrew/internal/store"
+)
+
+// storedEvent is an event's JSON as event:<id> holds it (layout 4; keys.go):
+// without its id, which the key holds, and with the time it was received as
+// a lag behind its ts, in ms, left out when there is none (an event sent
+// without a ts). An event an earlier layout stored holds internal_id and
+// received_at instead (store.Event's JSON), and is read as well.
+type storedEvent struct {
+	ClientID string          `json:"id,omitempty"`
+	Name     string          `json:"name"`
+	Data     json.RawMessage `json:"data"`
+	User     json.RawMessage `json:"user,omitempty"`
+	TS       int64           `json:"ts"`
+	Version  string          `json:"v,omitempty"`
+	Lag      int64           `json:"r,omitempty"`
+
+	InternalID string     `json:"internal_id,omitempty"` // earlier layouts
+	ReceivedAt *time.Time `json:"received_at,omitempty"` // earlier layouts
+}
+
+// encodeEvent is ev's stored JSON.
+func encodeEvent(ev store.Event) ([]byte, error) {
+	return json.Marshal(storedEvent{ClientID: ev.ClientID, Name: ev.Name, Data: ev.Data, User: ev.User, TS: ev.TS,
+		Version: ev.Version, Lag: ev.ReceivedAt.UnixMilli() - ev.TS})
+}
+
+// decodeEvent reads the stored JSON doc of event id, of any layout.
+func decodeEvent(id, doc string) (store.Event, error) {
+	var se storedEvent
+	if err := json.Unmarshal([]byte(doc), &se); err != nil {
+		return store.Event{}, err
+	}
+	ev := store.Event{ID: id, ClientID: se.ClientID, Name: se.Name, Data: se.Data, User: se.User, TS: se.TS,
+		Version: se.Version, ReceivedAt: fromMS(se.TS + se.Lag)}
+	if se.InternalID != "" {
+		ev.ID = se.InternalID
+	}
+	if se.ReceivedAt != nil {
+		ev.ReceivedAt = *se.ReceivedAt
+	}
+	return ev, nil
+}
