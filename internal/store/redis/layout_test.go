@@ -384,25 +384,9 @@ func TestUpgradeFromTheFirstLayout(t *testing.T) {
 	}
 	// Every run ends; Prune then removes them, their events, and the
 	// registries' entries.
-	for range runs {
-		ls, err := s.Claim(ctx, "w", 1, time.Minute)
-		if err != nil || len(ls) != 1 {
-			t.Fatalf("Claim: %v %d", err, len(ls))
-		}
-		if err := s.Finish(ctx, &ls[0], store.Outcome{Status: store.StatusCompleted}); err != nil {
-			t.Fatal(err)
-		}
-	}
+	endNext(t, s, len(runs), store.StatusCompleted)
 	clock.Advance(time.Hour)
-	for {
-		n, err := s.Prune(ctx, clock.Now(), 2)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if n == 0 {
-			break
-		}
-	}
+	pruneAll(t, s, clock.Now())
 	events, err = s.ListEvents(ctx, store.EventFilter{})
 	if err != nil || len(events.Items) != 0 {
 		t.Errorf("events after Prune: %d, %v", len(events.Items), err)
@@ -448,15 +432,7 @@ func TestPruneWithoutTheEndedIndex(t *testing.T) {
 		}
 		return id
 	}
-	end := func(st store.Status) {
-		ls, err := s.Claim(ctx, "w", 1, time.Minute)
-		if err != nil || len(ls) != 1 {
-			t.Fatalf("Claim: %v %d", err, len(ls))
-		}
-		if err := s.Finish(ctx, &ls[0], store.Outcome{Status: st}); err != nil {
-			t.Fatal(err)
-		}
-	}
+	end := func(st store.Status) { endNext(t, s, 1, st) }
 	var gone []string
 	for _, st := range []store.Status{store.StatusCompleted, store.StatusFailed, store.StatusCompleted} {
 		gone = append(gone, publish("f"))
@@ -473,15 +449,7 @@ func TestPruneWithoutTheEndedIndex(t *testing.T) {
 	cutoff := clock.Now()
 	end(store.StatusCompleted) // late
 	clock.Advance(time.Minute)
-	for {
-		n, err := s.Prune(ctx, cutoff, 2)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if n == 0 {
-			break
-		}
-	}
+	pruneAll(t, s, cutoff)
 	for _, id := range gone {
 		if _, err := s.GetRun(ctx, id); !errors.Is(err, store.ErrNotFound) {
 			t.Errorf("run %s ended before the cutoff: GetRun = %v, want not found", id, err)
@@ -490,6 +458,34 @@ func TestPruneWithoutTheEndedIndex(t *testing.T) {
 	for _, id := range []string{late, running} {
 		if _, err := s.GetRun(ctx, id); err != nil {
 			t.Errorf("run %s is gone: %v", id, err)
+		}
+	}
+}
+
+// endNext claims the next n runs of s one at a time and ends each as st.
+func endNext(t *testing.T, s *redis.Store, n int, st store.Status) {
+	t.Helper()
+	for range n {
+		ls, err := s.Claim(t.Context(), "w", 1, time.Minute)
+		if err != nil || len(ls) != 1 {
+			t.Fatalf("Claim: %v %d", err, len(ls))
+		}
+		if err := s.Finish(t.Context(), &ls[0], store.Outcome{Status: st}); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// pruneAll prunes s with cutoff, two at a time, until nothing is left to.
+func pruneAll(t *testing.T, s *redis.Store, cutoff time.Time) {
+	t.Helper()
+	for {
+		n, err := s.Prune(t.Context(), cutoff, 2)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n == 0 {
+			return
 		}
 	}
 }
@@ -537,15 +533,7 @@ func TestUpgradeFromLayout3(t *testing.T) {
 		events = append(events, pub[0].EventID)
 		clock.Advance(time.Millisecond)
 	}
-	for range runOf {
-		ls, err := s.Claim(ctx, "w", 1, time.Minute)
-		if err != nil || len(ls) != 1 {
-			t.Fatalf("Claim: %v %d", err, len(ls))
-		}
-		if err := s.Finish(ctx, &ls[0], store.Outcome{Status: store.StatusCompleted}); err != nil {
-			t.Fatal(err)
-		}
-	}
+	endNext(t, s, len(runOf), store.StatusCompleted)
 	// The new layout wrote no runs:ev set and no index of Completed runs.
 	for _, pattern := range []string{p + "runs:ev:*", p + "runs:fnst:*"} {
 		if keys := rdb.Keys(ctx, pattern).Val(); len(keys) != 0 {
@@ -650,23 +638,9 @@ func TestUpgradeFromLayout3(t *testing.T) {
 		t.Errorf("queued runs of b = %s, want %s", got, rerun)
 	}
 	// Every run ends; prune removes every event with its runs:ev set.
-	ls, err := s2.Claim(ctx, "w", 1, time.Minute)
-	if err != nil || len(ls) != 1 {
-		t.Fatalf("Claim: %v %d", err, len(ls))
-	}
-	if err := s2.Finish(ctx, &ls[0], store.Outcome{Status: store.StatusCompleted}); err != nil {
-		t.Fatal(err)
-	}
+	endNext(t, s2, 1, store.StatusCompleted)
 	clock.Advance(time.Hour)
-	for {
-		n, err := s2.Prune(ctx, clock.Now(), 2)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if n == 0 {
-			break
-		}
-	}
+	pruneAll(t, s2, clock.Now())
 	if keys := rdb.Keys(ctx, p+"*").Val(); len(keys) != 1 || keys[0] != p+"layout" {
 		t.Errorf("keys left after everything was pruned: %v", keys)
 	}
