@@ -16,31 +16,32 @@ import (
 type pubArg struct {
 	At       int64     `json:"at"` // ms: the time the publication is stored at
 	ID       string    `json:"id"`
-	ClientID string    `json:"cid"`
-	CIDTTL   int64     `json:"cid_ttl"` // ms, 0: forever
+	ClientID string    `json:"cid,omitempty"`
+	CIDTTL   int64     `json:"cid_ttl,omitempty"` // ms, 0: forever
 	Name     string    `json:"name"`
 	Doc      string    `json:"doc"` // the event as stored (storedEvent)
 	Runs     []specArg `json:"runs"`
 }
 
 // specArg is a run spec as the scripts read it (create_run). Durations
-// and times are ms.
+// and times are ms. What a spec does not use is left out: most of its
+// JSON for the usual run, which the script decodes for every event.
 type specArg struct {
 	ID        string `json:"id"`
 	Function  string `json:"fn"`
-	Avail     int64  `json:"avail"`
-	Idem      string `json:"idem"`
-	IdemTTL   int64  `json:"idem_ttl"`
-	RLKey     string `json:"rl_key"`
-	RLLimit   int    `json:"rl_limit"`
-	RLPeriod  int64  `json:"rl_period"`
-	Single    string `json:"single"`
-	Deb       string `json:"deb"`
-	DebPeriod int64  `json:"deb_period"`
-	DebMax    int64  `json:"deb_max"`
-	CKey      string `json:"ckey"`
-	CLimit    int    `json:"climit"`
-	FTimeout  int64  `json:"ftimeout"`
+	Avail     int64  `json:"avail,omitempty"`
+	Idem      string `json:"idem,omitempty"`
+	IdemTTL   int64  `json:"idem_ttl,omitempty"`
+	RLKey     string `json:"rl_key,omitempty"`
+	RLLimit   int    `json:"rl_limit,omitempty"`
+	RLPeriod  int64  `json:"rl_period,omitempty"`
+	Single    string `json:"single,omitempty"`
+	Deb       string `json:"deb,omitempty"`
+	DebPeriod int64  `json:"deb_period,omitempty"`
+	DebMax    int64  `json:"deb_max,omitempty"`
+	CKey      string `json:"ckey,omitempty"`
+	CLimit    int    `json:"climit,omitempty"`
+	FTimeout  int64  `json:"ftimeout,omitempty"`
 }
 
 // waitArg is a pending WaitForEvent as the scripts read it (match_waits).

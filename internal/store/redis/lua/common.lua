@@ -408,7 +408,11 @@ end
 -- that order, then stores the run: Skipped, with the reason as its error,
 -- when one of the first three refuses it. It returns {id, function id,
 -- status, existing, skip reason} (store.SkipReason, '' when none).
+local spec_numbers = {'avail', 'idem_ttl', 'rl_limit', 'rl_period', 'deb_period', 'deb_max', 'climit', 'ftimeout'}
+
 local function create_run(eid, s)
+  -- specArg leaves out what is zero.
+  for _, f in ipairs(spec_numbers) do s[f] = s[f] or 0 end
   local status, skip, reason = 'Queued', '', ''
   if set(s.idem) then
     local rid = live_entry('idem', 'idemexp', s.idem)
@@ -586,7 +590,7 @@ local function publish_one(p)
   if redis.call('EXISTS', k) == 1 then return {p.id, 1, {}} end
   zadd(P .. 'events:name:' .. p.name, 0, member(NOW, p.id))
   register('names', p.name)
-  if set(p.cid) then keep_entry('cid', 'cidexp', p.cid, p.id, p.cid_ttl) end
+  if set(p.cid) then keep_entry('cid', 'cidexp', p.cid, p.id, p.cid_ttl or 0) end
   change('event', p.id, p.name)
   local refs = create_runs(p.id, p.runs)
   redis.call('SET', k, p.doc .. runs_suffix(refs))
