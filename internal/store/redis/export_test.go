@@ -10,3 +10,11 @@ func ScriptHashes() []string {
 	}
 	return hashes
 }
+
+// SetMaxQueueList sets maxQueueList until the test ends. Not for parallel
+// tests.
+func SetMaxQueueList(t interface{ Cleanup(func()) }, n int64) {
+	old := maxQueueList
+	maxQueueList = n
+	t.Cleanup(func() { maxQueueList = old })
+}

@@ -692,3 +692,60 @@ func TestLongOutputsKeepTheRunCompact(t *testing.T) {
 		}
 	}
 }
+
+// TestUnfinishedRunsPastALongQueue: a listing of unfinished statuses reads
+// the queue's runs while the queue is short, and walks the function
+// indexes past a longer one; both give the same pages. Not parallel: it
+// sets the store's limit.
+func TestUnfinishedRunsPastALongQueue(t *testing.T) {
+	srv := server(t)
+	ctx := t.Context()
+	clock := clockwork.NewFakeClockAt(time.Date(2026, 12, 6, 5, 0, 0, 0, time.UTC))
+	s := open(t, srv.URL(9), clock)
+	var all, ofA []string                                                    // queued, newest first
+	for i, fn := range []string{"done", "a", "b", "a", "a", "b", "a", "a"} { // "done" is claimed first
+		id := ulid.Make().String()
+		if _, err := s.Publish(ctx, []store.Publication{{Event: store.Event{Name: "test/long", Data: json.RawMessage(fmt.Sprint(i))},
+			Runs: []store.RunSpec{{ID: id, FunctionID: fn}}}}); err != nil {
+			t.Fatal(err)
+		}
+		if fn == "done" {
+			endNext(t, s, 1, store.StatusCompleted)
+		} else {
+			all = append([]string{id}, all...)
+			if fn == "a" {
+				ofA = append([]string{id}, ofA...)
+			}
+		}
+		clock.Advance(time.Millisecond)
+	}
+	queued := []store.Status{store.StatusQueued}
+	for _, limit := range []int64{20000, 3} {
+		redis.SetMaxQueueList(t, limit)
+		for _, tc := range []struct {
+			f    store.RunFilter
+			want []string
+		}{
+			{store.RunFilter{Statuses: queued, Limit: 2}, all},
+			{store.RunFilter{FunctionID: "a", Statuses: queued, Limit: 2}, ofA},
+			{store.RunFilter{FunctionID: "a", Statuses: []store.Status{store.StatusQueued, store.StatusRunning}, Limit: 3}, ofA},
+		} {
+			var got []string
+			for f := tc.f; ; {
+				page, err := s.ListRuns(ctx, f)
+				if err != nil {
+					t.Fatal(err)
+				}
+				for _, r := range page.Items {
+					got = append(got, r.ID)
+				}
+				if f.Cursor = page.Cursor; f.Cursor == "" {
+					break
+				}
+			}
+			if strings.Join(got, ",") != strings.Join(tc.want, ",") {
+				t.Errorf("queue limit %d, %+v: listed %v, want %v", limit, tc.f, got, tc.want)
+			}
+		}
+	}
+}

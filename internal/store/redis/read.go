@@ -15,6 +15,11 @@ import (
 	"github.com/dcyfr/cyberdrew/internal/store"
 )
 
+// maxQueueList is the longest queue whose runs a listing of unfinished
+// statuses reads (ListRuns); past it, the listing walks the function
+// indexes. A variable for the tests.
+var maxQueueList int64 = 20000
+
 // maxListScan bounds how many index entries one listing call reads when
 // filters drop most of them; the page then ends early, with a cursor.
 const maxListScan = 20000
@@ -294,7 +299,7 @@ func (s *Store) ListRuns(ctx context.Context, f store.RunFilter) (store.Page[sto
 		if err != nil {
 			return fail(err)
 		}
-		if n <= maxListScan {
+		if n <= maxQueueList {
 			ids, err := s.rdb.ZRange(ctx, s.keys.queue(), 0, -1).Result()
 			if err != nil {
 				return fail(err)
