@@ -19,6 +19,8 @@ import "strings"
 //	run:<id>                hash: the run (fields in run.go)
 //	runs:fn:<fn>            sorted set (lex): "<created ms>:<id>", the runs of a function
 //	runs:fnst:<fn>:<status> sorted set (lex): the same, per function, for Failed, Cancelled, Skipped
+//	prunefrom:<fn>          string: the runs:fn:<fn> entry prune's last walk for Completed runs
+//	                        stopped at; the next goes on after it (prune_finished)
 //	fns                     set: the functions that have an index (listings without a
 //	                        function merge their indexes)
 //	runs:ev:<event id>      sorted set (lex): the runs an event fed (layout 3 and before)

@@ -749,3 +749,61 @@ func TestUnfinishedRunsPastALongQueue(t *testing.T) {
 		}
 	}
 }
+
+// TestPruneGoesPastManyUnfinishedRuns: Completed runs have no status
+// index, so prune walks their function's index, where unfinished runs
+// (here 6 000 long sleepers, more than one prune call scans) come first.
+// Each call goes on where the last stopped, so the Completed runs behind
+// them are pruned within a few calls, and the sleepers stay.
+func TestPruneGoesPastManyUnfinishedRuns(t *testing.T) {
+	t.Parallel()
+	srv := server(t)
+	ctx := t.Context()
+	clock := clockwork.NewFakeClockAt(time.Date(2026, 12, 6, 5, 0, 0, 0, time.UTC))
+	s := open(t, srv.URL(10), clock)
+	var sleepers []string
+	for range 6 {
+		pubs := make([]store.Publication, 1000)
+		for i := range pubs {
+			id := ulid.Make().String()
+			sleepers = append(sleepers, id)
+			pubs[i] = store.Publication{Event: store.Event{Name: "test/sleep"},
+				Runs: []store.RunSpec{{ID: id, FunctionID: "drip", AvailableAt: clock.Now().Add(90 * 24 * time.Hour)}}}
+		}
+		if _, err := s.Publish(ctx, pubs); err != nil {
+			t.Fatal(err)
+		}
+	}
+	clock.Advance(time.Millisecond)
+	var done []string
+	for range 3 {
+		id := ulid.Make().String()
+		done = append(done, id)
+		if _, err := s.Publish(ctx, []store.Publication{{Event: store.Event{Name: "test/sleep"},
+			Runs: []store.RunSpec{{ID: id, FunctionID: "drip"}}}}); err != nil {
+			t.Fatal(err)
+		}
+		endNext(t, s, 1, store.StatusCompleted)
+	}
+	clock.Advance(31 * 24 * time.Hour)
+	cutoff := clock.Now().Add(-30 * 24 * time.Hour)
+	calls := 0
+	for ; calls < 5; calls++ {
+		if _, err := s.Prune(ctx, cutoff, 500); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := s.GetRun(ctx, done[2]); errors.Is(err, store.ErrNotFound) {
+			break
+		}
+	}
+	for _, id := range done {
+		if _, err := s.GetRun(ctx, id); !errors.Is(err, store.ErrNotFound) {
+			t.Errorf("Completed run %s is left after %d prune calls: %v", id, calls, err)
+		}
+	}
+	for _, id := range []string{sleepers[0], sleepers[len(sleepers)-1]} {
+		if _, err := s.GetRun(ctx, id); err != nil {
+			t.Errorf("unfinished run %s: %v", id, err)
+		}
+	}
+}

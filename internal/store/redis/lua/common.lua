@@ -261,7 +261,10 @@ end
 local function drop_run(id, r)
   local m = member(tonumber(r.created), id)
   redis.call('ZREM', P .. 'runs:fn:' .. r.fn, m)
-  if redis.call('EXISTS', P .. 'runs:fn:' .. r.fn) == 0 then redis.call('SREM', P .. 'fns', r.fn) end
+  if redis.call('EXISTS', P .. 'runs:fn:' .. r.fn) == 0 then
+    redis.call('SREM', P .. 'fns', r.fn)
+    redis.call('DEL', P .. 'prunefrom:' .. r.fn)
+  end
   -- An earlier layout indexed Completed runs by status, and runs by event.
   redis.call('ZREM', P .. 'runs:fnst:' .. r.fn .. ':' .. r.status, m)
   for _, eid in ipairs(cjson.decode(run_evs(r))) do redis.call('ZREM', P .. 'runs:ev:' .. eid, m) end
@@ -290,15 +293,33 @@ end
 -- index whose run is gone or unfinished leaves it. dropped(r), when
 -- given, sees each run it dropped. Returns how many runs it dropped and
 -- how many entries it scanned.
-local function prune_finished(fn, st, cutoff, limit, scan_limit, dropped)
+--
+-- With resume, a walk of runs:fn:<fn> starts after the entry the last one
+-- stopped at (prunefrom:<fn>) and starts from the oldest again once it
+-- reaches the cutoff: more than scan_limit runs it must pass (unfinished,
+-- such as long sleeps, or of another status) cannot keep it from the
+-- Completed runs behind them.
+local function prune_finished(fn, st, cutoff, limit, scan_limit, dropped, resume)
   local idx, own = status_key(fn, st), indexed(st)
-  if not own then idx = P .. 'runs:fn:' .. fn end
-  local n, scanned, offset = 0, 0, 0
+  local from_key, lo = nil, '-'
+  if not own then
+    idx = P .. 'runs:fn:' .. fn
+    if resume then
+      from_key = P .. 'prunefrom:' .. fn
+      local from = redis.call('GET', from_key)
+      if from then lo = '(' .. from end
+    end
+  end
+  local n, scanned, offset, last, ended_walk = 0, 0, 0, nil, false
   while n < limit and scanned < scan_limit do
-    local ms = redis.call('ZRANGEBYLEX', idx, '-', '(' .. pad(cutoff), 'LIMIT', offset, limit - n)
-    if #ms == 0 then break end
+    local ms = redis.call('ZRANGEBYLEX', idx, lo, '(' .. pad(cutoff), 'LIMIT', offset, limit - n)
+    if #ms == 0 then
+      ended_walk = true
+      break
+    end
     for _, m in ipairs(ms) do
       scanned = scanned + 1
+      last = m
       local id = string.sub(m, 15)
       local v = redis.call('HMGET', P .. 'run:' .. id, 'ended', 'status')
       local ended = v[1]
@@ -314,6 +335,13 @@ local function prune_finished(fn, st, cutoff, limit, scan_limit, dropped)
       else
         offset = offset + 1
       end
+    end
+  end
+  if from_key then
+    if ended_walk or not last or redis.call('EXISTS', idx) == 0 then
+      redis.call('DEL', from_key)
+    else
+      redis.call('SET', from_key, last)
     end
   end
   return n, scanned

@@ -7,11 +7,12 @@ local cutoff, batch = tonumber(ARGV[2]), tonumber(ARGV[3])
 local removed, scanned = 0, 0
 
 -- Finished runs, function by function (the registry 'fns'), through the
--- indexes of the finished statuses (prune_finished).
+-- indexes of the finished statuses, and runs:fn:<fn> for Completed ones,
+-- each walk going on where the last call stopped (prune_finished).
 for _, fn in ipairs(redis.call('SMEMBERS', P .. 'fns')) do
   for _, st in ipairs({'Completed', 'Failed', 'Cancelled', 'Skipped'}) do
     if removed >= batch or scanned >= 4096 then break end
-    local n, sc = prune_finished(fn, st, cutoff, batch - removed, 4096 - scanned)
+    local n, sc = prune_finished(fn, st, cutoff, batch - removed, 4096 - scanned, nil, true)
     removed, scanned = removed + n, scanned + sc
   end
 end
