@@ -40,6 +40,7 @@ type sizes struct {
 	history       int           // events (each with its run) stored before the history rows
 	historyIntake int           // events posted per intake cell of the history rows
 	historyBurn   int           // no-op runs per burn-down cell of the history rows
+	historyRounds int           // rounds of empty, history, history, empty phases behind each history ratio
 	historyDepth  int           // items before the deep page of a history listing
 	historySample int           // requests per history listing page
 }
@@ -49,13 +50,13 @@ func sizesFor(quick bool) sizes {
 		return sizes{
 			enqueue: 3000, burnDown: 5000, latency: 3 * time.Second, flows: 200, flowWindow: 2 * time.Second,
 			crash: 50, crashLease: 2 * time.Second, queued: 10000, settle: time.Second, siteViews: 500,
-			history: 10000, historyIntake: 1000, historyBurn: 2000, historyDepth: 100, historySample: 20,
+			history: 10000, historyIntake: 1000, historyBurn: 2000, historyRounds: 1, historyDepth: 100, historySample: 20,
 		}
 	}
 	return sizes{
 		enqueue: 50000, burnDown: 50000, latency: 20 * time.Second, flows: 2000, flowWindow: 10 * time.Second,
 		crash: 200, asynqRecovery: 5 * time.Minute, queued: 100000, settle: 5 * time.Second, siteViews: 10000,
-		history: 500000, historyIntake: 10000, historyBurn: 20000, historyDepth: 5000, historySample: 300,
+		history: 500000, historyIntake: 10000, historyBurn: 20000, historyRounds: 3, historyDepth: 5000, historySample: 300,
 	}
 }
 

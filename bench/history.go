@@ -254,7 +254,8 @@ var historyListings = []historyListing{
 
 // runHistory fills a store of each backend with the history, then
 // measures the listings on it as filled, and intake and burn-down on it
-// and on an empty store, alternately (empty, history, history, empty).
+// and on an empty store, alternately (empty, history, history, empty;
+// historyRounds times).
 func runHistory(ctx context.Context, e *env) ([]row, error) {
 	n := e.size.history
 	what := fmt.Sprintf("history: %d events and runs stored", n)
@@ -426,10 +427,15 @@ func (e *env) fillAndSize(ctx context.Context, s historyStore) (historyRun, erro
 
 // compareHistory measures intake and burn-down on the history old and on
 // empty stores, in the order empty, history, history, empty, so that a
-// machine getting busier or quieter weighs on both alike.
+// machine getting busier or quieter weighs on both alike, historyRounds
+// times: one round of phases of a few seconds moves a ratio by ±10 %.
 func (e *env) compareHistory(ctx context.Context, h *historyRun, old historyStore, empty func() (historyStore, error)) error {
 	var intake, burned [2]time.Duration // [0] empty, [1] history
-	for _, withHistory := range []bool{false, true, true, false} {
+	var order []bool
+	for range e.size.historyRounds {
+		order = append(order, false, true, true, false)
+	}
+	for _, withHistory := range order {
 		s, k := old, 1
 		if !withHistory {
 			var err error
@@ -451,8 +457,9 @@ func (e *env) compareHistory(ctx context.Context, h *historyRun, old historyStor
 		intake[k] += in
 		burned[k] += b
 	}
-	h.intakeEmpty, h.intakeOld = rate(2*e.size.historyIntake, intake[0]), rate(2*e.size.historyIntake, intake[1])
-	h.burnEmpty, h.burnOld = rate(2*e.size.historyBurn, burned[0]), rate(2*e.size.historyBurn, burned[1])
+	phases := 2 * e.size.historyRounds // of each kind
+	h.intakeEmpty, h.intakeOld = rate(phases*e.size.historyIntake, intake[0]), rate(phases*e.size.historyIntake, intake[1])
+	h.burnEmpty, h.burnOld = rate(phases*e.size.historyBurn, burned[0]), rate(phases*e.size.historyBurn, burned[1])
 	h.intakeRatio = figure("%.2f", h.intakeOld.value/h.intakeEmpty.value)
 	h.burnRatio = figure("%.2f", h.burnOld.value/h.burnEmpty.value)
 	return nil
