@@ -2,6 +2,7 @@ package redis
 
 import (
 	"encoding/json"
+	"strings"
 	"time"
 
 	"github.com/dcyfr/cyberdrew/internal/store"
@@ -46,4 +47,15 @@ func decodeEvent(id, doc string) (store.Event, error) {
 		ev.ReceivedAt = *se.ReceivedAt
 	}
 	return ev, nil
+}
+
+// splitEvent splits what event:<id> holds (keys.go) into the event's JSON,
+// which holds no raw newline, and the ids of the runs it fed, a line each
+// after it.
+func splitEvent(v string) (doc string, runs []string) {
+	doc, rest, ok := strings.Cut(v, "\n")
+	if !ok {
+		return doc, nil
+	}
+	return doc, strings.Split(rest, "\n")
 }

@@ -28,6 +28,9 @@ const maxListScan = 20000
 // "<unix ms, 13 digits>:<id>" (lua/common.lua: member), so lexicographic
 // order is time then id. A cursor is the last member returned.
 
+// member is the index member of the item id made at ms.
+func member(ms int64, id string) string { return fmt.Sprintf("%013d:%s", ms, id) }
+
 func memberID(m string) string {
 	if len(m) < 15 {
 		return ""
@@ -202,7 +205,7 @@ func (s *Store) eventFrom(ctx context.Context, id string, get *goredis.StringCmd
 	if err != nil {
 		return store.Event{}, false, err
 	}
-	doc, _, _ = strings.Cut(doc, "\n") // the ids of its runs follow (keys.go)
+	doc, _ = splitEvent(doc)
 	ev, err := decodeEvent(id, doc)
 	return ev, err == nil, err
 }
@@ -288,22 +291,18 @@ func (s *Store) ListRuns(ctx context.Context, f store.RunFilter) (store.Page[sto
 	indexed, unfinished := len(f.Statuses) > 0, len(f.Statuses) > 0
 	for _, st := range f.Statuses {
 		indexed = indexed && statusIndexed(st)
-		unfinished = unfinished && (st == store.StatusQueued || st == store.StatusRunning || st == store.StatusSleeping)
+		unfinished = unfinished && !st.Finished()
 	}
 	var indexes []string
 	switch {
 	case f.EventID != "":
 		return s.listEventRuns(ctx, f)
 	case unfinished:
-		n, err := s.rdb.ZCard(ctx, s.keys.queue()).Result()
+		ids, err := s.rdb.ZRange(ctx, s.keys.queue(), 0, maxQueueList).Result()
 		if err != nil {
 			return fail(err)
 		}
-		if n <= maxQueueList {
-			ids, err := s.rdb.ZRange(ctx, s.keys.queue(), 0, -1).Result()
-			if err != nil {
-				return fail(err)
-			}
+		if int64(len(ids)) <= maxQueueList {
 			return s.listRunIDs(ctx, ids, f)
 		}
 		// A backlog this long is the newest runs: the function indexes
@@ -355,7 +354,7 @@ func (s *Store) listEventRuns(ctx context.Context, f store.RunFilter) (store.Pag
 	}
 	var ids []string
 	if v, err := value.Result(); err == nil {
-		ids = strings.Split(v, "\n")[1:]
+		_, ids = splitEvent(v)
 	}
 	for _, m := range legacy.Val() {
 		ids = append(ids, memberID(m))
@@ -394,7 +393,7 @@ func (s *Store) listRunIDs(ctx context.Context, ids []string, f store.RunFilter)
 		if err != nil || created == "" || !matches(f, store.Run{FunctionID: fn, Status: store.Status(st)}) {
 			continue
 		}
-		m := fmt.Sprintf("%013d:%s", ms, id)
+		m := member(ms, id)
 		if (lo == "-" || m >= lo[1:]) && (hi == "+" || m < hi[1:]) {
 			members = append(members, m)
 		}

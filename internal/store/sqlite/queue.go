@@ -591,8 +591,10 @@ func (s *Store) QueueDepth(ctx context.Context) (int, error) {
 }
 
 // The runs and events Prune deletes: both walk the primary key up to the
-// cutoff's ULID prefix (0005_keyed_by_ulid.sql). Their arguments are that
-// prefix, the cutoff in ms and the batch.
+// cutoff's ULID prefix (0005_keyed_by_ulid.sql) and check the time as
+// well, so an id whose time is behind (an official client's seeded event
+// id, engine.SeededIDs) is not dropped early; one ahead is kept longer.
+// Their arguments are that prefix, the cutoff in ms and the batch.
 const (
 	pruneRuns   = `DELETE FROM runs WHERE id IN (SELECT id FROM runs WHERE id < ? AND ended_at < ? LIMIT ?)`
 	pruneEvents = `DELETE FROM events WHERE id IN (SELECT e.id FROM events e WHERE e.id < ? AND e.received_at < ?

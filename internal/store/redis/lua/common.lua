@@ -265,8 +265,8 @@ local function drop_run(id, r)
     redis.call('SREM', P .. 'fns', r.fn)
     redis.call('DEL', P .. 'prunefrom:' .. r.fn)
   end
-  -- An earlier layout indexed Completed runs by status, and runs by event.
-  redis.call('ZREM', P .. 'runs:fnst:' .. r.fn .. ':' .. r.status, m)
+  if indexed(r.status) then redis.call('ZREM', status_key(r.fn, r.status), m) end
+  -- An earlier layout indexed runs by event.
   for _, eid in ipairs(cjson.decode(run_evs(r))) do redis.call('ZREM', P .. 'runs:ev:' .. eid, m) end
   redis.call('DEL', P .. 'run:' .. id, P .. 'steplog:' .. id, P .. 'steps:' .. id, P .. 'steporder:' .. id,
     P .. 'matched:' .. id)
