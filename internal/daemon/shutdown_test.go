@@ -177,7 +177,7 @@ func TestSIGTERMDrainsShortStepsAndHandsBackLongOnes(t *testing.T) {
 	for _, id := range shortRuns {
 		var status string
 		// A step's status NULL is Completed (sqlite/migrations/0003_lean_records.sql).
-		if err := db.QueryRow(`SELECT COALESCE(status, 'Completed') FROM steps WHERE run_id = ? AND id = 'work'`, id).Scan(&status); err != nil || status != "Completed" {
+		if err := db.QueryRow(`SELECT COALESCE(status, 'Completed') FROM steps WHERE run = (SELECT n FROM runs WHERE id = ?) AND id = 'work'`, id).Scan(&status); err != nil || status != "Completed" {
 			t.Errorf("short run %s: step work is %q (%v), want Completed", id, status, err)
 		}
 		if counts["work "+id] != 1 {
@@ -197,7 +197,7 @@ func TestSIGTERMDrainsShortStepsAndHandsBackLongOnes(t *testing.T) {
 			t.Errorf("long run %s was not handed back: status %s, lease %v, available at %v (now %d)", id, status, token, available, now)
 		}
 		var steps int
-		db.QueryRow(`SELECT count(*) FROM steps WHERE run_id = ? AND (id = 'work' OR attempts IS NULL OR json_array_length(attempts) > 0)`, id).Scan(&steps)
+		db.QueryRow(`SELECT count(*) FROM steps WHERE run = (SELECT n FROM runs WHERE id = ?) AND (id = 'work' OR attempts IS NULL OR json_array_length(attempts) > 0)`, id).Scan(&steps)
 		if steps != 0 {
 			t.Errorf("long run %s: the interrupted step left a record", id)
 		}

@@ -1,6 +1,7 @@
 package sqlite
 
 import (
+	"context"
 	"database/sql"
 	"encoding/json"
 	"fmt"
@@ -69,12 +70,16 @@ func TestListingsUseIndexes(t *testing.T) {
 		}
 		checkPlan(t, s, "events "+name, query, args, name == "all" || name == "since")
 	}
-	// Prune finds what it deletes through the primary key, not by walking
-	// every run or event kept.
-	for what, query := range map[string]string{"prune runs": pruneRuns, "prune events": pruneEvents} {
-		plan := checkPlan(t, s, what, query, []any{idFloor(since), since.UnixMilli(), 100}, false)
-		if !strings.Contains(plan, "USING PRIMARY KEY (id<?)") {
-			t.Errorf("%s: the plan %q does not search the primary key", what, plan)
+	// Prune finds what it deletes through the key of ids (the primary key
+	// of events, the unique index of runs), not by walking every run or
+	// event kept.
+	for what, query := range map[string]struct{ query, key string }{
+		"prune runs":   {pruneRuns, "USING INDEX sqlite_autoindex_runs_1 (id<?)"},
+		"prune events": {pruneEvents, "USING PRIMARY KEY (id<?)"},
+	} {
+		plan := checkPlan(t, s, what, query.query, []any{idFloor(since), since.UnixMilli(), 100}, false)
+		if !strings.Contains(plan, query.key) {
+			t.Errorf("%s: the plan %q does not search %s", what, plan, query.key)
 		}
 	}
 }
@@ -307,7 +312,7 @@ func TestUsualStepStoresOnlyItsOwnFields(t *testing.T) {
 	var lean bool
 	if err := s.rdb.QueryRowContext(ctx, `SELECT name IS NULL AND kind IS NULL AND status IS NULL AND attempts IS NULL
   AND ended_at IS NULL AND duration = 2
-FROM steps WHERE run_id = ? AND id = 'increment-views'`, spec.ID).Scan(&lean); err != nil || !lean {
+FROM steps WHERE run = (SELECT n FROM runs WHERE id = ?) AND id = 'increment-views'`, spec.ID).Scan(&lean); err != nil || !lean {
 		t.Errorf("the usual step stores its name, kind, status, attempts or end, or not its duration (%v)", err)
 	}
 	var eventIDs string
@@ -317,15 +322,25 @@ FROM steps WHERE run_id = ? AND id = 'increment-views'`, spec.ID).Scan(&lean); e
 		t.Errorf("a run fed by one event stores event_ids %q and %d run_events rows (%v), want none", eventIDs, links, err)
 	}
 
-	// Events and runs are keyed by their id alone, with no rowid and no
-	// second copy of the id in a unique index; an event sent without a ts
-	// stores no time for it (0005_keyed_by_ulid.sql).
-	var autoIndexes, rowidTables int
+	// Events are keyed by their id alone, with no rowid and no second copy
+	// of the id in a unique index (0005_keyed_by_ulid.sql). Runs have a
+	// row number, and the step refers to its run by it, a small integer,
+	// not by the 26-byte id (0006_runs_numbered.sql).
+	var eventAutoIndexes, eventRowid int
 	if err := s.rdb.QueryRowContext(ctx, `SELECT
-  (SELECT COUNT(*) FROM sqlite_schema WHERE type = 'index' AND tbl_name IN ('events', 'runs') AND sql IS NULL),
-  (SELECT COUNT(*) FROM sqlite_schema WHERE type = 'table' AND name IN ('events', 'runs') AND sql NOT LIKE '%WITHOUT ROWID')`).
-		Scan(&autoIndexes, &rowidTables); err != nil || autoIndexes != 0 || rowidTables != 0 {
-		t.Errorf("events and runs: %d automatic indexes, %d rowid tables (%v), want none", autoIndexes, rowidTables, err)
+  (SELECT COUNT(*) FROM sqlite_schema WHERE type = 'index' AND tbl_name = 'events' AND sql IS NULL),
+  (SELECT COUNT(*) FROM sqlite_schema WHERE type = 'table' AND name = 'events' AND sql NOT LIKE '%WITHOUT ROWID')`).
+		Scan(&eventAutoIndexes, &eventRowid); err != nil || eventAutoIndexes != 0 || eventRowid != 0 {
+		t.Errorf("events: %d automatic indexes, %d rowid tables (%v), want none", eventAutoIndexes, eventRowid, err)
+	}
+	var runRef string
+	var runN int64
+	if err := s.rdb.QueryRowContext(ctx, `SELECT typeof(s.run), r.n FROM steps s JOIN runs r ON r.n = s.run
+WHERE r.id = ? AND s.id = 'increment-views'`, spec.ID).Scan(&runRef, &runN); err != nil || runRef != "integer" || runN <= 0 {
+		t.Errorf("the step refers to its run by a %q, run number %d (%v), want an integer", runRef, runN, err)
+	}
+	if cols, err := columns(ctx, s, "steps"); err != nil || slices.Contains(cols, "run_id") {
+		t.Errorf("steps has the columns %q (%v): the run's id is kept in runs alone", cols, err)
 	}
 	var lag int64
 	if err := s.rdb.QueryRowContext(ctx, `SELECT ts_lag FROM events WHERE id = ?`, pub[0].EventID).Scan(&lag); err != nil || lag != 0 {
@@ -354,4 +369,22 @@ FROM steps WHERE run_id = ? AND id = 'increment-views'`, spec.ID).Scan(&lean); e
 	if !slices.Equal(r.EventIDs, []string{pub[0].EventID}) {
 		t.Errorf("EventIDs = %v, want [%s]", r.EventIDs, pub[0].EventID)
 	}
+}
+
+// columns lists the columns of a table of s.
+func columns(ctx context.Context, s *Store, table string) ([]string, error) {
+	rows, err := s.rdb.QueryContext(ctx, `SELECT name FROM pragma_table_info(?)`, table)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []string
+	for rows.Next() {
+		var c string
+		if err := rows.Scan(&c); err != nil {
+			return nil, err
+		}
+		out = append(out, c)
+	}
+	return out, rows.Err()
 }

@@ -299,6 +299,7 @@ ON CONFLICT (key) DO UPDATE SET tat = excluded.tat`, key, tat)
 
 // pendingWait is a waits row a new event may complete.
 type pendingWait struct {
+	run           int64 // runs.n
 	runID, stepID string
 	path          string
 	value         []byte
@@ -308,8 +309,8 @@ type pendingWait struct {
 // runs claimable now (or, for a leased run, at its next Suspend).
 func (t *txn) matchWaits(ev store.Event) error {
 	now := t.now.UnixMilli()
-	rows, err := t.query(`SELECT run_id, step_id, match_path, match_value FROM waits
-WHERE event_name = ? AND (expires_at IS NULL OR expires_at > ?)`, ev.Name, now)
+	rows, err := t.query(`SELECT w.run, r.id, w.step_id, w.match_path, w.match_value FROM waits w
+JOIN runs r ON r.n = w.run WHERE w.event_name = ? AND (expires_at IS NULL OR expires_at > ?)`, ev.Name, now)
 	if err != nil {
 		return fmt.Errorf("waits: %w", err)
 	}
@@ -317,7 +318,7 @@ WHERE event_name = ? AND (expires_at IS NULL OR expires_at > ?)`, ev.Name, now)
 	for rows.Next() {
 		var w pendingWait
 		var path, value sql.NullString
-		if err := rows.Scan(&w.runID, &w.stepID, &path, &value); err != nil {
+		if err := rows.Scan(&w.run, &w.runID, &w.stepID, &path, &value); err != nil {
 			rows.Close()
 			return fmt.Errorf("waits: %w", err)
 		}
@@ -357,10 +358,10 @@ func (t *txn) completeWait(w pendingWait, ev []byte) error {
 	// stored as its duration (0005_keyed_by_ulid.sql).
 	if _, err := t.exec(`UPDATE steps SET status = NULL, output = ?1,
 ended_at = CASE WHEN started_at IS NULL THEN ?2 END, duration = ?2 - started_at, wake_at = NULL
-WHERE run_id = ?3 AND id = ?4`, string(ev), now, w.runID, w.stepID); err != nil {
+WHERE run = ?3 AND id = ?4`, string(ev), now, w.run, w.stepID); err != nil {
 		return err
 	}
-	if _, err := t.exec(`DELETE FROM waits WHERE run_id = ? AND step_id = ?`, w.runID, w.stepID); err != nil {
+	if _, err := t.exec(`DELETE FROM waits WHERE run = ? AND step_id = ?`, w.run, w.stepID); err != nil {
 		return err
 	}
 	var fn string

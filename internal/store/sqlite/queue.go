@@ -247,8 +247,8 @@ func (t *txn) resumedSteps(runIDs []string, leases map[string]*store.Lease) erro
 	if err != nil {
 		return err
 	}
-	rows, err := t.query(`SELECT `+stepColumns+` FROM steps
-WHERE run_id IN (SELECT value FROM json_each(?)) ORDER BY run_id, seq`, string(idList))
+	rows, err := t.query(`SELECT `+stepColumns+` FROM `+stepsOfRuns+`
+WHERE r.id IN (SELECT value FROM json_each(?)) ORDER BY r.id, s.seq`, string(idList))
 	if err != nil {
 		return fmt.Errorf("steps: %w", err)
 	}
@@ -380,7 +380,8 @@ func prepareSteps(l *store.Lease, steps []store.StepCommit) (stepBatch, error) {
 // batch's effects and records its steps.
 func (t *txn) saveLeasedSteps(l *store.Lease, b stepBatch) error {
 	var fn string
-	err := t.queryRow(`SELECT function_id FROM runs WHERE `+leaseCheck, l.RunID, l.Token, t.now.UnixMilli()).Scan(&fn)
+	var n int64 // runs.n, what the run's steps and waits refer to
+	err := t.queryRow(`SELECT n, function_id FROM runs WHERE `+leaseCheck, l.RunID, l.Token, t.now.UnixMilli()).Scan(&n, &fn)
 	if errors.Is(err, sql.ErrNoRows) {
 		return store.ErrLeaseLost
 	}
@@ -394,14 +395,14 @@ func (t *txn) saveLeasedSteps(l *store.Lease, b stepBatch) error {
 		ended, duration := stepEnd(st.StartedAt, st.EndedAt)
 		// seq numbers a run's steps in the order first recorded; an update
 		// keeps it. Steps are only ever deleted with their run.
-		if _, err := t.exec(`INSERT INTO steps (run_id, id, seq, name, kind, status, attempts, output, error,
-wake_at, started_at, ended_at, duration, wait) VALUES (?1, ?2, (SELECT COUNT(*) FROM steps WHERE run_id = ?1),
+		if _, err := t.exec(`INSERT INTO steps (run, id, seq, name, kind, status, attempts, output, error,
+wake_at, started_at, ended_at, duration, wait) VALUES (?1, ?2, (SELECT COUNT(*) FROM steps WHERE run = ?1),
 ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)
-ON CONFLICT (run_id, id) DO UPDATE SET name = excluded.name, kind = excluded.kind,
+ON CONFLICT (run, id) DO UPDATE SET name = excluded.name, kind = excluded.kind,
 status = excluded.status, attempts = excluded.attempts, output = excluded.output,
 error = excluded.error, wake_at = excluded.wake_at, started_at = excluded.started_at,
 ended_at = excluded.ended_at, duration = excluded.duration, wait = excluded.wait`,
-			st.RunID, st.ID, nullStr(st.name), stepCode(string(st.Kind), string(store.StepRun)),
+			n, st.ID, nullStr(st.name), stepCode(string(st.Kind), string(store.StepRun)),
 			stepCode(string(st.Status), string(store.StatusCompleted)), st.attempts,
 			nullJSON(st.Output), nullStr(st.Error), ms(st.WakeAt), ms(st.StartedAt), ended, duration,
 			nullJSON(st.wait)); err != nil {
@@ -410,11 +411,11 @@ ended_at = excluded.ended_at, duration = excluded.duration, wait = excluded.wait
 		var err error
 		if st.Status == store.StatusWaiting && st.Wait != nil {
 			w := st.Wait
-			_, err = t.exec(`INSERT OR REPLACE INTO waits (run_id, step_id, event_name, match_path,
-match_value, expires_at) VALUES (?, ?, ?, ?, ?, ?)`, st.RunID, st.ID, w.Event,
+			_, err = t.exec(`INSERT OR REPLACE INTO waits (run, step_id, event_name, match_path,
+match_value, expires_at) VALUES (?, ?, ?, ?, ?, ?)`, n, st.ID, w.Event,
 				nullStr(w.MatchPath), nullJSON(w.MatchValue), ms(st.WakeAt))
 		} else {
-			_, err = t.exec(`DELETE FROM waits WHERE run_id = ? AND step_id = ?`, st.RunID, st.ID)
+			_, err = t.exec(`DELETE FROM waits WHERE run = ? AND step_id = ?`, n, st.ID)
 		}
 		if err != nil {
 			return fmt.Errorf("wait: %w", err)
@@ -494,7 +495,7 @@ WHERE `+leaseCheck+` RETURNING function_id`,
 		if err != nil {
 			return err
 		}
-		if _, err := t.exec(`DELETE FROM waits WHERE run_id = ?`, l.RunID); err != nil {
+		if _, err := t.exec(`DELETE FROM waits WHERE run = (SELECT n FROM runs WHERE id = ?)`, l.RunID); err != nil {
 			return fmt.Errorf("waits: %w", err)
 		}
 		t.announce(store.Change{Kind: store.ChangeRun, RunID: l.RunID, FunctionID: fn, Status: o.Status})
@@ -534,8 +535,9 @@ woken_at = NULL WHERE `+leaseCheck+` RETURNING function_id, status`,
 func (s *Store) CancelRun(ctx context.Context, id, reason string) (store.Run, error) {
 	var run store.Run
 	err := s.write(ctx, "cancel run", true, func(t *txn) error {
+		var n int64
 		var ended sql.NullInt64
-		if err := t.queryRow(`SELECT ended_at FROM runs WHERE id = ?`, id).Scan(&ended); err != nil {
+		if err := t.queryRow(`SELECT n, ended_at FROM runs WHERE id = ?`, id).Scan(&n, &ended); err != nil {
 			return err
 		}
 		if ended.Valid {
@@ -548,7 +550,7 @@ WHERE id = ? RETURNING `+runColumns, nullStr(reason), t.now.UnixMilli(), id))
 		if err != nil {
 			return err
 		}
-		if _, err := t.exec(`DELETE FROM waits WHERE run_id = ?`, id); err != nil {
+		if _, err := t.exec(`DELETE FROM waits WHERE run = ?`, n); err != nil {
 			return fmt.Errorf("waits: %w", err)
 		}
 		t.announce(store.Change{Kind: store.ChangeRun, RunID: id, FunctionID: run.FunctionID,
@@ -596,7 +598,7 @@ func (s *Store) QueueDepth(ctx context.Context) (int, error) {
 // id, engine.SeededIDs) is not dropped early; one ahead is kept longer.
 // Their arguments are that prefix, the cutoff in ms and the batch.
 const (
-	pruneRuns   = `DELETE FROM runs WHERE id IN (SELECT id FROM runs WHERE id < ? AND ended_at < ? LIMIT ?)`
+	pruneRuns   = `DELETE FROM runs WHERE n IN (SELECT n FROM runs WHERE id < ? AND ended_at < ? LIMIT ?)`
 	pruneEvents = `DELETE FROM events WHERE id IN (SELECT e.id FROM events e WHERE e.id < ? AND e.received_at < ?
   AND NOT EXISTS (SELECT 1 FROM runs r WHERE r.event_id = e.id AND r.ended_at IS NULL)
   AND NOT EXISTS (SELECT 1 FROM run_events re JOIN runs r ON r.id = re.run_id

@@ -20,9 +20,14 @@ concurrency_limit, finish_timeout_ms, finish_by, lease_owner`
 // stepColumns is the column list scanStep reads.
 // The usual step stores NULL for its name, kind and status
 // (0003_lean_records.sql), and a step that started and ended its duration
-// instead of its end (0005_keyed_by_ulid.sql).
-const stepColumns = `run_id, id, COALESCE(name, id), COALESCE(kind, 'run'), COALESCE(status, 'Completed'),
-attempts, output, error, wake_at, started_at, COALESCE(ended_at, started_at + duration), wait`
+// instead of its end (0005_keyed_by_ulid.sql). A step refers to its run by
+// the run's row number (0006_runs_numbered.sql): the columns are those of
+// stepsOfRuns, steps s joined to their runs r.
+const stepColumns = `r.id, s.id, COALESCE(s.name, s.id), COALESCE(s.kind, 'run'), COALESCE(s.status, 'Completed'),
+s.attempts, s.output, s.error, s.wake_at, s.started_at, COALESCE(s.ended_at, s.started_at + s.duration), s.wait`
+
+// stepsOfRuns is the FROM clause stepColumns reads.
+const stepsOfRuns = `steps s JOIN runs r ON r.n = s.run`
 
 // eventColumns is the column list scanEvent reads. The event's ts is
 // stored as its lag behind received_at (0005_keyed_by_ulid.sql).
@@ -149,11 +154,11 @@ func (s *Store) Steps(ctx context.Context, runID string) ([]store.Step, error) {
 		return nil, wrap("steps", err)
 	}
 	defer tx.Rollback()
-	var id string
-	if err := tx.QueryRowContext(ctx, `SELECT id FROM runs WHERE id = ?`, runID).Scan(&id); err != nil {
+	var n int64
+	if err := tx.QueryRowContext(ctx, `SELECT n FROM runs WHERE id = ?`, runID).Scan(&n); err != nil {
 		return nil, wrap("steps", err)
 	}
-	rows, err := tx.QueryContext(ctx, `SELECT `+stepColumns+` FROM steps WHERE run_id = ? ORDER BY seq`, runID)
+	rows, err := tx.QueryContext(ctx, `SELECT `+stepColumns+` FROM `+stepsOfRuns+` WHERE s.run = ? ORDER BY s.seq`, n)
 	if err != nil {
 		return nil, wrap("steps", err)
 	}
