@@ -19,7 +19,8 @@ type pubArg struct {
 	ClientID string    `json:"cid,omitempty"`
 	CIDTTL   int64     `json:"cid_ttl,omitempty"` // ms, 0: forever
 	Name     string    `json:"name"`
-	Doc      string    `json:"doc"` // the event as stored (storedEvent)
+	Doc      string    `json:"doc"`          // the event as stored (storedEvent)
+	TS       int64     `json:"ts,omitempty"` // the event's ts when Doc leaves it out, for the waits it may match
 	Runs     []specArg `json:"runs"`
 }
 
@@ -57,26 +58,35 @@ type waitArg struct {
 // stepRecord is a step as stored in steplog:<run> (keys.go), which
 // save_record (lua/common.lua) finds by its start: the id must stay the
 // first field. A record leaves out what the usual step has: its name when
-// it is the id, its kind when "run", its status when "Completed", its
-// attempts when it had one without error from its start to its end
-// ("once"), and its start when it is its end.
+// it is the id, its kind when "run", its status when "Completed".
 //
-// Earlier records are still read: those of the first layout (steps:<run>)
-// have Attempts and always a name; those written before the short field
-// names have kind, status, output, error, wake_at, started_at and
-// ended_at, always with their kind, status and start.
+// A step that started and ended stores its duration ("d") and its start as
+// ms after the time of its run's id ("s", 0 left out; absolute when the id
+// is not a ULID), and then its attempts only when they are not the usual
+// one, without error, from its start to its end: "att" lists them, "na"
+// says there were none. A step without a start or an end stores the times
+// it has ("s", "e") as unix ms, and "once" for the usual attempt.
+//
+// Earlier records are still read: those written before durations store
+// "e" and "once" for every step, and leave out the start when it is the
+// end; those of the first layout (steps:<run>) have Attempts and always a
+// name; those written before the short field names have kind, status,
+// output, error, wake_at, started_at and ended_at, always with their kind,
+// status and start.
 type stepRecord struct {
 	ID    string          `json:"id"`
 	Name  *string         `json:"name,omitempty"` // nil: the id
 	K     string          `json:"k,omitempty"`    // kind; "": run
 	St    string          `json:"st,omitempty"`   // status; "": Completed
 	Att   []attemptRecord `json:"att,omitempty"`
-	Once  bool            `json:"once,omitempty"` // one attempt, from the start to the end, without error: no Att
+	NoAtt bool            `json:"na,omitempty"`   // with Dur: no attempts
+	Once  bool            `json:"once,omitempty"` // without Dur: one attempt, from the start to the end, without error
 	Out   json.RawMessage `json:"o,omitempty"`
 	Err   string          `json:"err,omitempty"`
 	Wake  int64           `json:"w,omitempty"`
-	Start int64           `json:"s,omitempty"` // 0: the end
-	End   int64           `json:"e,omitempty"`
+	Start int64           `json:"s,omitempty"` // with Dur: after runBase; without, 0: the end
+	Dur   *int64          `json:"d,omitempty"` // the end minus the start
+	End   int64           `json:"e,omitempty"` // without Dur
 	Wait  *store.Wait     `json:"wait,omitempty"`
 
 	// Earlier records' fields, read only.
@@ -98,28 +108,49 @@ type attemptRecord struct {
 	Error string `json:"err,omitempty"`
 }
 
-// newStepRecord encodes st for steplog:<run>.
-func newStepRecord(st store.Step) stepRecord {
+// runBase is the time step records of run runID count their start from
+// (with Dur): the time of its id, or 0 for an id that is not a ULID.
+func runBase(runID string) int64 {
+	t, _ := idTime(runID)
+	return t
+}
+
+// newStepRecord encodes st, a step of run runID, for steplog:<run>.
+func newStepRecord(runID string, st store.Step) stepRecord {
 	start, end := ms(st.StartedAt), ms(st.EndedAt)
-	rec := stepRecord{ID: st.ID, Out: st.Output, Err: st.Error, Wake: ms(st.WakeAt), End: end, Wait: st.Wait}
+	rec := stepRecord{ID: st.ID, Out: st.Output, Err: st.Error, Wake: ms(st.WakeAt), Wait: st.Wait}
 	if st.Kind != store.StepRun {
 		rec.K = string(st.Kind)
 	}
 	if st.Status != store.StatusCompleted {
 		rec.St = string(st.Status)
 	}
-	if start != end {
-		rec.Start = start
-	}
 	if st.Name != st.ID {
 		rec.Name = &st.Name
 	}
-	if a := st.Attempts; len(a) == 1 && a[0].Error == "" && start != 0 &&
-		ms(a[0].StartedAt) == start && ms(a[0].EndedAt) == end {
-		rec.Once = true
-		return rec
+	a := st.Attempts
+	once := len(a) == 1 && a[0].Error == "" && start != 0 && ms(a[0].StartedAt) == start && ms(a[0].EndedAt) == end
+	if start != 0 && end != 0 {
+		d := end - start
+		rec.Start, rec.Dur = start-runBase(runID), &d
+		switch {
+		case once:
+			return rec
+		case len(a) == 0:
+			rec.NoAtt = true
+			return rec
+		}
+	} else {
+		rec.End = end
+		if start != end {
+			rec.Start = start
+		}
+		if once {
+			rec.Once = true
+			return rec
+		}
 	}
-	for _, a := range st.Attempts {
+	for _, a := range a {
 		rec.Att = append(rec.Att, attemptRecord{Start: ms(a.StartedAt), End: ms(a.EndedAt), Error: a.Error})
 	}
 	return rec
@@ -127,20 +158,23 @@ func newStepRecord(st store.Step) stepRecord {
 
 // step decodes the record of a step of run runID.
 func (rec stepRecord) step(runID string) store.Step {
-	if rec.Kind != "" || rec.Status != "" {
+	switch {
+	case rec.Kind != "" || rec.Status != "":
 		// A record with the long field names.
 		rec.K, rec.St, rec.Out, rec.Err, rec.Wake = rec.Kind, rec.Status, rec.Output, rec.Error, rec.WakeAt
 		rec.Start, rec.End = rec.StartedAt, rec.EndedAt
-	} else {
-		if rec.K == "" {
-			rec.K = string(store.StepRun)
-		}
-		if rec.St == "" {
-			rec.St = string(store.StatusCompleted)
-		}
-		if rec.Start == 0 {
-			rec.Start = rec.End
-		}
+	case rec.Dur != nil:
+		rec.Start += runBase(runID)
+		rec.End = rec.Start + *rec.Dur
+		rec.Once = rec.Att == nil && !rec.NoAtt
+	case rec.Start == 0:
+		rec.Start = rec.End
+	}
+	if rec.K == "" {
+		rec.K = string(store.StepRun)
+	}
+	if rec.St == "" {
+		rec.St = string(store.StatusCompleted)
 	}
 	st := store.Step{
 		RunID: runID, ID: rec.ID, Name: rec.ID, Kind: store.StepKind(rec.K), Status: store.Status(rec.St),
@@ -190,12 +224,16 @@ func (s *Store) pubArgs(pubs []store.Publication, now time.Time) ([]json.RawMess
 			ev.ID = s.newULID(now)
 		}
 		ev.ReceivedAt = now
-		doc, err := encodeEvent(ev)
+		doc, noTS, err := encodeEvent(ev)
 		if err != nil {
 			return nil, fmt.Errorf("%w: event %q: %w", store.ErrInvalid, ev.Name, err)
 		}
-		args[i], err = json.Marshal(pubArg{At: now.UnixMilli(), ID: ev.ID, ClientID: ev.ClientID,
-			CIDTTL: p.ClientIDTTL.Milliseconds(), Name: ev.Name, Doc: string(doc), Runs: specArgs(p.Runs)})
+		arg := pubArg{At: now.UnixMilli(), ID: ev.ID, ClientID: ev.ClientID,
+			CIDTTL: p.ClientIDTTL.Milliseconds(), Name: ev.Name, Doc: string(doc), Runs: specArgs(p.Runs)}
+		if noTS {
+			arg.TS = ev.TS
+		}
+		args[i], err = json.Marshal(arg)
 		if err != nil {
 			return nil, err
 		}
@@ -411,7 +449,7 @@ func (s *Store) appendStepArgs(args []any, l *store.Lease, sc store.StepCommit, 
 		}
 		waitEvent, waitDoc = w.Event, string(b)
 	}
-	rec, err := json.Marshal(newStepRecord(st))
+	rec, err := json.Marshal(newStepRecord(l.RunID, st))
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", store.ErrInvalid, err)
 	}

@@ -5,20 +5,24 @@ import (
 	"strings"
 	"time"
 
+	"github.com/oklog/ulid/v2"
+
 	"github.com/dcyfr/cyberdrew/internal/store"
 )
 
 // storedEvent is an event's JSON as event:<id> holds it (layout 4; keys.go):
 // without its id, which the key holds, and with the time it was received as
 // a lag behind its ts, in ms, left out when there is none (an event sent
-// without a ts). An event an earlier layout stored holds internal_id and
-// received_at instead (store.Event's JSON), and is read as well.
+// without a ts). Its ts is left out too when it is the time of its id, a
+// ULID: an event sent without a ts and given its id on receipt. An event an
+// earlier layout stored holds internal_id and received_at instead
+// (store.Event's JSON), and always a ts; it is read as well.
 type storedEvent struct {
 	ClientID string          `json:"id,omitempty"`
 	Name     string          `json:"name"`
 	Data     json.RawMessage `json:"data"`
 	User     json.RawMessage `json:"user,omitempty"`
-	TS       int64           `json:"ts"`
+	TS       *int64          `json:"ts,omitempty"` // nil: idTime
 	Version  string          `json:"v,omitempty"`
 	Lag      int64           `json:"r,omitempty"`
 
@@ -26,10 +30,24 @@ type storedEvent struct {
 	ReceivedAt *time.Time `json:"received_at,omitempty"` // earlier layouts
 }
 
-// encodeEvent is ev's stored JSON.
-func encodeEvent(ev store.Event) ([]byte, error) {
-	return json.Marshal(storedEvent{ClientID: ev.ClientID, Name: ev.Name, Data: ev.Data, User: ev.User, TS: ev.TS,
-		Version: ev.Version, Lag: ev.ReceivedAt.UnixMilli() - ev.TS})
+// encodeEvent is ev's stored JSON, and whether it leaves out ev's ts.
+func encodeEvent(ev store.Event) (doc []byte, noTS bool, err error) {
+	se := storedEvent{ClientID: ev.ClientID, Name: ev.Name, Data: ev.Data, User: ev.User,
+		Version: ev.Version, Lag: ev.ReceivedAt.UnixMilli() - ev.TS}
+	if t, ok := idTime(ev.ID); !ok || t != ev.TS {
+		se.TS = &ev.TS
+	}
+	doc, err = json.Marshal(se)
+	return doc, se.TS == nil, err
+}
+
+// idTime is the time of an id that is a ULID, in unix ms.
+func idTime(id string) (int64, bool) {
+	u, err := ulid.ParseStrict(id)
+	if err != nil {
+		return 0, false
+	}
+	return int64(u.Time()), true
 }
 
 // decodeEvent reads the stored JSON doc of event id, of any layout.
@@ -38,8 +56,14 @@ func decodeEvent(id, doc string) (store.Event, error) {
 	if err := json.Unmarshal([]byte(doc), &se); err != nil {
 		return store.Event{}, err
 	}
-	ev := store.Event{ID: id, ClientID: se.ClientID, Name: se.Name, Data: se.Data, User: se.User, TS: se.TS,
-		Version: se.Version, ReceivedAt: fromMS(se.TS + se.Lag)}
+	var ts int64
+	if se.TS != nil {
+		ts = *se.TS
+	} else {
+		ts, _ = idTime(id)
+	}
+	ev := store.Event{ID: id, ClientID: se.ClientID, Name: se.Name, Data: se.Data, User: se.User, TS: ts,
+		Version: se.Version, ReceivedAt: fromMS(ts + se.Lag)}
 	if se.InternalID != "" {
 		ev.ID = se.InternalID
 	}

@@ -1,6 +1,7 @@
 package redis_test
 
 import (
+	"crypto/rand"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -89,11 +90,12 @@ func TestStepsRecordedInTheEarlierLayout(t *testing.T) {
 	}
 }
 
-// TestStepRecordsWithLongNames: step records that the previous version
-// wrote into steplog:<run> with long field names (kind, status, output,
-// started_at, ended_at, always present) are read as before, next to the
-// short records this version writes; every kind of step round-trips
-// through the short records, defaults and all.
+// TestStepRecordsWithLongNames: step records that earlier versions wrote
+// into steplog:<run>, with long field names (kind, status, output,
+// started_at, ended_at, always present) or short ones with an end and
+// "once" (before durations), are read as before, next to the records this
+// version writes; every kind of step round-trips through them, defaults
+// and all.
 func TestStepRecordsWithLongNames(t *testing.T) {
 	t.Parallel()
 	s, runID, ls, clock, prefix, rdb := rawLeasedRun(t)
@@ -101,8 +103,10 @@ func TestStepRecordsWithLongNames(t *testing.T) {
 	now := clock.Now()
 	start := now.Add(-time.Second)
 	long := fmt.Sprintf("\n"+`{"id":"old","kind":"run","status":"Completed","once":true,"output":{"n":1},"started_at":%d,"ended_at":%d}`+
-		"\n"+`{"id":"nap","kind":"sleep","status":"Sleeping","att":[{"s":%d,"e":%d}],"wake_at":%d,"started_at":%d}`,
-		start.UnixMilli(), now.UnixMilli(), start.UnixMilli(), start.UnixMilli(), now.Add(time.Hour).UnixMilli(), start.UnixMilli())
+		"\n"+`{"id":"nap","kind":"sleep","status":"Sleeping","att":[{"s":%d,"e":%d}],"wake_at":%d,"started_at":%d}`+
+		"\n"+`{"id":"short","once":true,"o":2,"s":%d,"e":%d}`+"\n"+`{"id":"instant","once":true,"o":3,"e":%d}`,
+		start.UnixMilli(), now.UnixMilli(), start.UnixMilli(), start.UnixMilli(), now.Add(time.Hour).UnixMilli(), start.UnixMilli(),
+		start.UnixMilli(), now.UnixMilli(), now.UnixMilli())
 	if err := rdb.Set(ctx, prefix+"steplog:"+runID, long, 0).Err(); err != nil {
 		t.Fatal(err)
 	}
@@ -115,6 +119,12 @@ func TestStepRecordsWithLongNames(t *testing.T) {
 			StartedAt: ms(start), EndedAt: ms(now)},
 		{RunID: runID, ID: "wait", Name: "wait", Kind: store.StepWait, Status: store.StatusWaiting, WakeAt: ms(now.Add(time.Hour)),
 			Attempts: []store.Attempt{}, StartedAt: ms(now), Wait: &store.Wait{Event: "test/go"}},
+		{RunID: runID, ID: "slow", Name: "slow", Kind: store.StepRun, Status: store.StatusCompleted, Output: json.RawMessage(`1`),
+			Attempts: []store.Attempt{{StartedAt: ms(start), EndedAt: ms(now)}}, StartedAt: ms(start), EndedAt: ms(now)},
+		{RunID: runID, ID: "slept", Name: "slept", Kind: store.StepSleep, Status: store.StatusCompleted,
+			Attempts: []store.Attempt{}, StartedAt: ms(start), EndedAt: ms(now)},
+		{RunID: runID, ID: "late", Name: "late", Kind: store.StepRun, Status: store.StatusCompleted, Output: json.RawMessage(`4`),
+			Attempts: []store.Attempt{{StartedAt: ms(now), EndedAt: ms(now)}}, StartedAt: ms(now)},
 	}
 	for _, st := range written {
 		if err := s.SaveStep(ctx, &ls[0], st, nil); err != nil {
@@ -125,8 +135,9 @@ func TestStepRecordsWithLongNames(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(got) != 5 {
-		t.Fatalf("%d steps, want 5: %+v", len(got), got)
+	const earlier = 4 // records written before
+	if len(got) != earlier+len(written) {
+		t.Fatalf("%d steps, want %d: %+v", len(got), earlier+len(written), got)
 	}
 	if st := got[0]; st.ID != "old" || st.Kind != store.StepRun || st.Status != store.StatusCompleted ||
 		string(st.Output) != `{"n":1}` || !st.StartedAt.Equal(ms(start)) || !st.EndedAt.Equal(ms(now)) || len(st.Attempts) != 1 {
@@ -136,8 +147,19 @@ func TestStepRecordsWithLongNames(t *testing.T) {
 		!st.WakeAt.Equal(ms(now.Add(time.Hour))) || !st.StartedAt.Equal(ms(start)) || !st.EndedAt.IsZero() {
 		t.Errorf("the long record of a sleep reads %+v", st)
 	}
+	for i, st := range got[2:earlier] {
+		want := []struct {
+			id, out    string
+			start, end time.Time
+		}{{"short", "2", ms(start), ms(now)}, {"instant", "3", ms(now), ms(now)}}[i]
+		if st.ID != want.id || st.Kind != store.StepRun || st.Status != store.StatusCompleted || string(st.Output) != want.out ||
+			!st.StartedAt.Equal(want.start) || !st.EndedAt.Equal(want.end) ||
+			fmt.Sprint(st.Attempts) != fmt.Sprint([]store.Attempt{{StartedAt: want.start, EndedAt: want.end}}) {
+			t.Errorf("the record of %s written before durations reads %+v", want.id, st)
+		}
+	}
 	for i, want := range written {
-		st := got[2+i]
+		st := got[earlier+i]
 		if st.ID != want.ID || st.Name != want.Name || st.Kind != want.Kind || st.Status != want.Status ||
 			string(st.Output) != string(want.Output) || st.Error != want.Error || !st.WakeAt.Equal(want.WakeAt) ||
 			!st.StartedAt.Equal(want.StartedAt) || !st.EndedAt.Equal(want.EndedAt) ||
@@ -145,11 +167,19 @@ func TestStepRecordsWithLongNames(t *testing.T) {
 			t.Errorf("step %s reads\n%+v\nwant\n%+v", want.ID, st, want)
 		}
 	}
-	// The usual step's record is short: no kind, status, name or start.
+	// The usual step's record is short: no kind, status, name, attempts
+	// or end; its start after the time of the run's id, and its duration.
 	log := rdb.Get(ctx, prefix+"steplog:"+runID).Val()
+	base := int64(ulid.MustParseStrict(runID).Time())
+	short := map[string]string{
+		`{"id":"plain"`: fmt.Sprintf(`{"id":"plain","o":0,"s":%d,"d":0}`, now.UnixMilli()-base),
+		`{"id":"slow"`:  fmt.Sprintf(`{"id":"slow","o":1,"s":%d,"d":1000}`, start.UnixMilli()-base),
+	}
 	for _, line := range strings.Split(log, "\n") {
-		if strings.HasPrefix(line, `{"id":"plain"`) && line != fmt.Sprintf(`{"id":"plain","once":true,"o":0,"e":%d}`, now.UnixMilli()) {
-			t.Errorf("the usual step's record is %s", line)
+		for head, want := range short {
+			if strings.HasPrefix(line, head) && line != want {
+				t.Errorf("the usual step's record is %s, want %s", line, want)
+			}
 		}
 	}
 }
@@ -804,6 +834,38 @@ func TestPruneGoesPastManyUnfinishedRuns(t *testing.T) {
 	for _, id := range []string{sleepers[0], sleepers[len(sleepers)-1]} {
 		if _, err := s.GetRun(ctx, id); err != nil {
 			t.Errorf("unfinished run %s: %v", id, err)
+		}
+	}
+}
+
+// TestEventStoredWithoutItsTS: an event whose ts is the time of its id, as
+// the engine gives an event sent without a ts, is stored without it (20
+// bytes of a page view's event); any other ts is stored. Both read back.
+func TestEventStoredWithoutItsTS(t *testing.T) {
+	t.Parallel()
+	s, _, _, clock, prefix, rdb := rawLeasedRun(t)
+	ctx := t.Context()
+	now := clock.Now()
+	stamped := store.Event{ID: ulid.MustNew(ulid.Timestamp(now), rand.Reader).String(), Name: "blog/post.viewed",
+		Data: json.RawMessage(`{"slug":"a"}`), TS: now.UnixMilli()}
+	sent := store.Event{ID: ulid.MustNew(ulid.Timestamp(now), rand.Reader).String(), Name: "blog/post.viewed",
+		Data: json.RawMessage(`{"slug":"b"}`), TS: now.UnixMilli() - 5000}
+	if _, err := s.Publish(ctx, []store.Publication{{Event: stamped}, {Event: sent}}); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		ev   store.Event
+		want string
+	}{
+		{stamped, `{"name":"blog/post.viewed","data":{"slug":"a"}}`},
+		{sent, fmt.Sprintf(`{"name":"blog/post.viewed","data":{"slug":"b"},"ts":%d,"r":5000}`, sent.TS)},
+	} {
+		if got := rdb.Get(ctx, prefix+"event:"+c.ev.ID).Val(); got != c.want {
+			t.Errorf("event %s is stored as %s, want %s", c.ev.ID, got, c.want)
+		}
+		got, err := s.GetEvent(ctx, c.ev.ID)
+		if err != nil || got.TS != c.ev.TS || !got.ReceivedAt.Equal(now) {
+			t.Errorf("event %s reads ts %d, received %v (%v), want %d, %v", c.ev.ID, got.TS, got.ReceivedAt, err, c.ev.TS, now)
 		}
 	}
 }

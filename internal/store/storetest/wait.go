@@ -2,6 +2,7 @@ package storetest
 
 import (
 	"encoding/json"
+	"fmt"
 	"testing"
 	"time"
 
@@ -15,6 +16,7 @@ var waitCases = []testCase{
 	{"CancelledRunIgnoresEvents", testWaitCancelled},
 	{"MatchWhileLeased", testWaitMatchWhileLeased},
 	{"EmptyValueMatchesNothing", testWaitEmptyValue},
+	{"MatchOnTS", testWaitMatchOnTS},
 }
 
 // waitFor claims a new run, records a Waiting step for wait with the given
@@ -200,4 +202,31 @@ func testWaitEmptyValue(t *testing.T, b *bundle) {
 		}
 		b.claimNone(t, "w")
 	}
+}
+
+// testWaitMatchOnTS: a wait on the event's ts matches an event whose ts is
+// the time of its id, as the engine gives an event sent without a ts (a
+// store may leave such a ts out of what it keeps), and not one whose ts
+// differs.
+func testWaitMatchOnTS(t *testing.T, b *bundle) {
+	const name = "app/stamped"
+	b.clock.Advance(time.Minute)
+	ts := b.now().UnixMilli()
+	id, _ := b.waitFor(t, store.Wait{Event: name, MatchPath: "event.ts", MatchValue: json.RawMessage(fmt.Sprint(ts))}, time.Hour)
+
+	early := b.event(name, `{"n":1}`)
+	early.TS--
+	b.publishOne(t, early)
+	checkEqual(t, "step Status after an event of another ts", b.waitStep(t, id).Status, store.StatusWaiting)
+
+	pub := b.publishOne(t, b.event(name, `{"n":2}`))
+	checkEqual(t, "stored ts", b.getEvent(t, pub.EventID).TS, ts)
+	matched := b.waitStep(t, id)
+	checkEqual(t, "step Status after the event of that ts", matched.Status, store.StatusCompleted)
+	checkWaitOutput(t, matched, name, `{"n":2}`)
+	var out store.Event
+	if err := json.Unmarshal(matched.Output, &out); err != nil {
+		t.Fatal(err)
+	}
+	checkEqual(t, "wait output's ts", out.TS, ts)
 }

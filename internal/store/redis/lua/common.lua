@@ -581,12 +581,13 @@ local function complete_wait(field, w, id, doc)
 end
 
 -- match_waits completes the waits of event name that event id, stored as
--- doc, satisfies.
+-- doc, satisfies; ts is the event's ts when doc leaves it out (storedEvent
+-- in event.go), so that a wait on it matches.
 -- nowaits remembers the event names without pending waits within one
 -- script: publications never add waits, so the answer holds.
 local nowaits = {}
 
-local function match_waits(name, id, doc)
+local function match_waits(name, id, doc, ts)
   if nowaits[name] then return end
   local ws = redis.call('HGETALL', P .. 'waits:' .. name)
   if #ws == 0 then
@@ -599,7 +600,10 @@ local function match_waits(name, id, doc)
     if w.expires == 0 or w.expires > NOW then
       local ok = true
       if set(w.path) then
-        decoded = decoded or cjson.decode(doc)
+        if not decoded then
+          decoded = cjson.decode(doc)
+          if decoded.ts == nil then decoded.ts = ts end
+        end
         ok = path_matches(decoded, w.path, w.value)
       end
       if ok then complete_wait(ws[i], w, id, doc) end
@@ -622,7 +626,7 @@ local function publish_one(p)
   change('event', p.id, p.name)
   local refs = create_runs(p.id, p.runs)
   redis.call('SET', k, p.doc .. runs_suffix(refs))
-  match_waits(p.name, p.id, p.doc)
+  match_waits(p.name, p.id, p.doc, p.ts)
   return {p.id, 0, refs}
 end
 
