@@ -16,7 +16,9 @@ import "strings"
 //	names                   set: the event names that have an index (listings without a
 //	                        name merge their indexes)
 //	cid, cidexp             hash client id -> event id; sorted set client id -> expiry ms
-//	run:<id>                hash: the run (fields in run.go)
+//	run:<id>                hash: the run (written by lua/common.lua, read by parseRun in
+//	                        read.go); its start and end as ms after "created" ("s", "d"), or
+//	                        as unix ms ("started", "ended") in a run written before
 //	runs:fn:<fn>            sorted set (lex): "<created ms>:<id>", the runs of a function
 //	runs:fnst:<fn>:<status> sorted set (lex): the same, per function, for Failed, Cancelled, Skipped
 //	prunefrom:<fn>          string: the runs:fn:<fn> entry prune's last walk for Completed runs

@@ -869,3 +869,57 @@ func TestEventStoredWithoutItsTS(t *testing.T) {
 		}
 	}
 }
+
+// TestRunTimesAfterCreation: a run stores its start and end as ms after
+// its creation ("s", "d"), where it stored two unix times ("started",
+// "ended"); a run written so before is read, listed as unfinished until it
+// ends, and pruned once it ended before the cutoff, as before.
+func TestRunTimesAfterCreation(t *testing.T) {
+	t.Parallel()
+	s, runID, ls, clock, prefix, rdb := rawLeasedRun(t)
+	ctx := t.Context()
+	created := clock.Now()
+	clock.Advance(3 * time.Millisecond)
+	if err := s.Finish(ctx, &ls[0], store.Outcome{Status: store.StatusCompleted}); err != nil {
+		t.Fatal(err)
+	}
+	h := rdb.HGetAll(ctx, prefix+"run:"+runID).Val()
+	if h["s"] != "0" || h["d"] != "3" || h["started"] != "" || h["ended"] != "" {
+		t.Errorf("the run's hash holds s=%q d=%q started=%q ended=%q, want s=0 d=3 and no unix times",
+			h["s"], h["d"], h["started"], h["ended"])
+	}
+	r, err := s.GetRun(ctx, runID)
+	if err != nil || !r.StartedAt.Equal(created) || !r.EndedAt.Equal(created.Add(3*time.Millisecond)) {
+		t.Errorf("GetRun: started %v, ended %v (%v), want %v and 3ms later", r.StartedAt, r.EndedAt, err, created)
+	}
+
+	// A hash as the version before wrote it: unix times, unfinished, then
+	// ended an hour before a prune's cutoff.
+	if err := rdb.HDel(ctx, prefix+"run:"+runID, "s", "d").Err(); err != nil {
+		t.Fatal(err)
+	}
+	started := created.Add(time.Millisecond)
+	if err := rdb.HSet(ctx, prefix+"run:"+runID, "started", started.UnixMilli()).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if r, err := s.GetRun(ctx, runID); err != nil || !r.StartedAt.Equal(started) || !r.EndedAt.IsZero() {
+		t.Errorf("an earlier unfinished run reads started %v, ended %v (%v), want %v and no end", r.StartedAt, r.EndedAt, err, started)
+	}
+	clock.Advance(2 * time.Hour)
+	if n, err := s.Prune(ctx, clock.Now().Add(-time.Hour), 100); err != nil || n != 0 {
+		t.Errorf("Prune of an earlier unfinished run: %d removed (%v), want 0", n, err)
+	}
+	ended := created.Add(5 * time.Millisecond)
+	if err := rdb.HSet(ctx, prefix+"run:"+runID, "ended", ended.UnixMilli()).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if r, err := s.GetRun(ctx, runID); err != nil || !r.StartedAt.Equal(started) || !r.EndedAt.Equal(ended) {
+		t.Errorf("an earlier finished run reads started %v, ended %v (%v), want %v and %v", r.StartedAt, r.EndedAt, err, started, ended)
+	}
+	if _, err := s.Prune(ctx, clock.Now().Add(-time.Hour), 100); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.GetRun(ctx, runID); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("GetRun of an earlier run that ended before the cutoff, after Prune: %v, want ErrNotFound", err)
+	}
+}

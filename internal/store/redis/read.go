@@ -462,6 +462,19 @@ func (s *Store) Steps(ctx context.Context, runID string) ([]store.Step, error) {
 	return steps, nil
 }
 
+// sinceCreated reads a time of a run hash m: ms after its creation in the
+// field lag, or, in a hash written before, unix ms in the field abs; 0 when
+// neither is set (since_created in lua/common.lua).
+func sinceCreated(m map[string]string, abs, lag string) int64 {
+	if v, ok := m[lag]; ok {
+		d, _ := parseMS(v)
+		c, _ := parseMS(m["created"])
+		return c + d
+	}
+	t, _ := parseMS(m[abs])
+	return t
+}
+
 // parseRun reads a run hash (fields written by lua/common.lua).
 func parseRun(id string, m map[string]string) (store.Run, error) {
 	i := func(k string) int64 { n, _ := parseMS(m[k]); return n }
@@ -472,8 +485,8 @@ func parseRun(id string, m map[string]string) (store.Run, error) {
 		Status:           store.Status(m["status"]),
 		Attempt:          int(i("attempt")),
 		CreatedAt:        fromMS(i("created")),
-		StartedAt:        fromMS(i("started")),
-		EndedAt:          fromMS(i("ended")),
+		StartedAt:        fromMS(sinceCreated(m, "started", "s")),
+		EndedAt:          fromMS(sinceCreated(m, "ended", "d")),
 		AvailableAt:      fromMS(i("avail")),
 		Error:            joined(m, "error", "e"),
 		IdempotencyKey:   m["idem"],

@@ -27,8 +27,8 @@ local function lease(r, a)
   local fields = {'status', 'Running', 'owner', owner, 'token', token, 'avail', r.avail}
   if not set(r.started) then
     r.started = now_s
-    fields[#fields + 1] = 'started'
-    fields[#fields + 1] = r.started
+    fields[#fields + 1] = 's' -- ms after its creation (since_created)
+    fields[#fields + 1] = num(tonumber(now_s) - tonumber(r.created))
   end
   if not set(r.finish_by) and tonumber(r.ftimeout or '0') > 0 then
     r.finish_by = num(tonumber(r.started) + tonumber(r.ftimeout))

@@ -86,6 +86,15 @@ local function flush()
   end
 end
 
+-- A run's start and end are stored as ms after its creation, s and d
+-- (a few bytes where a time took 13 digits; keys.go); runs written before
+-- hold started and ended, unix ms. since_created is the time d ms after
+-- created, as num writes it; nil when d is not set.
+local function since_created(created, d)
+  if not set(d) then return nil end
+  return num(tonumber(created) + tonumber(d))
+end
+
 -- load returns the run hash as a table (with its id, which the hash
 -- holds only when an earlier version wrote it), nil when there is no such
 -- run, and as HGETALL returned it (a flat list of fields and values).
@@ -95,6 +104,8 @@ local function load(id)
   local r = {}
   for i = 1, #a, 2 do r[a[i]] = a[i + 1] end
   r.id = id
+  r.started = r.started or since_created(r.created, r.s)
+  r.ended = r.ended or since_created(r.created, r.d)
   return r, a
 end
 
@@ -226,10 +237,10 @@ end
 -- does not, and those readers treat false as absent.
 local function load_end(id)
   local v = redis.call('HMGET', P .. 'run:' .. id, 'status', 'created', 'fn', 'ckey', 'single', 'deb', 'token',
-    'ended', 'avail')
+    'ended', 'avail', 'd')
   if not v[1] then return nil end
   return {id = id, status = v[1], created = v[2], fn = v[3], ckey = v[4], single = v[5], deb = v[6], token = v[7],
-    ended = v[8], avail = v[9]}
+    ended = v[8] or since_created(v[2], v[10]) or false, avail = v[9]}
 end
 
 -- leased returns the run when token is its current, unlapsed lease: all
@@ -321,8 +332,8 @@ local function prune_finished(fn, st, cutoff, limit, scan_limit, dropped, resume
       scanned = scanned + 1
       last = m
       local id = string.sub(m, 15)
-      local v = redis.call('HMGET', P .. 'run:' .. id, 'ended', 'status')
-      local ended = v[1]
+      local v = redis.call('HMGET', P .. 'run:' .. id, 'ended', 'status', 'created', 'd')
+      local ended = v[1] or since_created(v[3], v[4])
       if own and not ended then
         redis.call('ZREM', idx, m)
       elseif not own and v[2] ~= st then
@@ -376,7 +387,7 @@ local function end_run(r, st, output, err)
   index_status(r, st)
   local k = P .. 'run:' .. r.id
   r.ended = num(NOW)
-  local fields = {'status', st, 'ended', r.ended}
+  local fields = {'status', st, 'd', num(NOW - tonumber(r.created))}
   put_long(fields, 'output', 'o', output)
   put_long(fields, 'error', 'e', err)
   redis.call('HSET', k, unpack(fields))
@@ -497,7 +508,7 @@ local function create_run(eid, s)
   if s.ftimeout > 0 then fields[#fields + 1], fields[#fields + 2] = 'ftimeout', num(s.ftimeout) end
   local n = #fields
   if status == 'Skipped' then
-    fields[n + 1], fields[n + 2] = 'ended', num(NOW)
+    fields[n + 1], fields[n + 2] = 'd', '0' -- ended when created
     put_long(fields, 'error', 'e', reason)
   else
     fields[n + 1], fields[n + 2] = 'avail', num(avail)

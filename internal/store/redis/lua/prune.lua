@@ -34,8 +34,8 @@ for _, name in ipairs(redis.call('SMEMBERS', P .. 'names')) do
       local busy = false
       for _, rid in ipairs(event_runs(id)) do
         -- A run that is gone (an id the event's string still names) is done.
-        local v = redis.call('HMGET', P .. 'run:' .. rid, 'created', 'ended')
-        if v[1] and not set(v[2]) then
+        local v = redis.call('HMGET', P .. 'run:' .. rid, 'created', 'ended', 'd')
+        if v[1] and not set(v[2]) and not set(v[3]) then
           busy = true
           break
         end
