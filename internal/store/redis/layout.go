@@ -2,6 +2,9 @@ package redis
 
 import (
 	"context"
+	"errors"
+	"fmt"
+	"strconv"
 	"strings"
 
 	goredis "github.com/redis/go-redis/v9"
@@ -10,7 +13,12 @@ import (
 )
 
 // layoutVersion is the layout of the engine keyspace (keys.go) this
-// version writes. Layout 4 keeps an event's runs in its own string, not
+// version writes. Layout 5 stores a run's start and end as ms after its
+// creation (s, d), a step's duration and its start after its run's id's
+// time, and no ts an event's id already holds; layout 4's records are read
+// as they are, so the upgrade from 4 only marks the keyspace, and a
+// keyspace marked with a later layout is refused (errNewerLayout). Layout
+// 4 keeps an event's runs in its own string, not
 // in a sorted set runs:ev:<event> (still read for the events an earlier
 // layout stored), and keeps status indexes only for Failed, Cancelled
 // and Skipped runs (statusIndexed). Layout 3 prunes finished runs through their status
@@ -19,7 +27,12 @@ import (
 // runs and events by merging the per-function and per-name indexes
 // through the registries fns and names; layout 1 kept global indexes as
 // well (runs, events and runs:st:<status>), three entries more per run.
-const layoutVersion = "4"
+const layoutVersion = 5
+
+// errNewerLayout is a keyspace a later version wrote, whose records this
+// version may misread: a run whose start is stored under a name it does
+// not know would look as if it never started, and its steps run again.
+var errNewerLayout = errors.New("the engine keyspace has a later layout than this version knows")
 
 // ensureLayout brings a keyspace an earlier version wrote up to this
 // layout, once per store: the listings that merge the registries need
@@ -42,11 +55,20 @@ func (s *Store) ensureLayout(ctx context.Context) error {
 // can be repeated. A new keyspace skips the scan.
 func (s *Store) upgradeLayout(ctx context.Context) error {
 	v, err := s.rdb.Get(ctx, s.keys.layout()).Result()
-	if err == nil && v == layoutVersion {
-		return nil
-	}
 	if err != nil && err != goredis.Nil {
 		return err
+	}
+	if err == nil {
+		n, perr := strconv.Atoi(v)
+		switch {
+		case perr == nil && n > layoutVersion:
+			return fmt.Errorf("%w: layout %d, this version writes %d; run the later cyberdrew", errNewerLayout, n, layoutVersion)
+		case n == layoutVersion:
+			return nil
+		case n == 4:
+			// Layout 5 reads layout 4's records as they are.
+			return s.rdb.Set(ctx, s.keys.layout(), layoutVersion, 0).Err()
+		}
 	}
 	if err := s.rdb.Unlink(ctx, s.keys.engine+"ended").Err(); err != nil {
 		return err

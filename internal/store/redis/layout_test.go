@@ -409,8 +409,8 @@ func TestUpgradeFromTheFirstLayout(t *testing.T) {
 	if n := rdb.Exists(ctx, p+"runs", p+"events", p+"runs:st:Queued", p+"ended").Val(); n != 0 {
 		t.Errorf("%d global indexes of the first two layouts are left", n)
 	}
-	if v := rdb.Get(ctx, p+"layout").Val(); v != "4" {
-		t.Errorf("layout = %q, want 4", v)
+	if v := rdb.Get(ctx, p+"layout").Val(); v != "5" {
+		t.Errorf("layout = %q, want 5", v)
 	}
 	// Every run ends; Prune then removes them, their events, and the
 	// registries' entries.
@@ -451,7 +451,7 @@ func TestPruneWithoutTheEndedIndex(t *testing.T) {
 	if _, err := s.ListRuns(ctx, store.RunFilter{}); err != nil {
 		t.Fatal(err)
 	}
-	if rdb.Exists(ctx, p+"ended").Val() != 0 || rdb.Get(ctx, p+"layout").Val() != "4" {
+	if rdb.Exists(ctx, p+"ended").Val() != 0 || rdb.Get(ctx, p+"layout").Val() != "5" {
 		t.Fatalf("layout 2's ended index is left (layout %q)", rdb.Get(ctx, p+"layout").Val())
 	}
 	publish := func(fn string) string {
@@ -610,7 +610,7 @@ func TestUpgradeFromLayout3(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer s2.Close()
-	if n := rdb.Exists(ctx, p+"runs:fnst:a:Completed", p+"runs:fnst:b:Completed", p+"runs:fnst:b:Queued").Val(); n != 0 || rdb.Get(ctx, p+"layout").Val() != "4" {
+	if n := rdb.Exists(ctx, p+"runs:fnst:a:Completed", p+"runs:fnst:b:Completed", p+"runs:fnst:b:Queued").Val(); n != 0 || rdb.Get(ctx, p+"layout").Val() != "5" {
 		t.Errorf("after the upgrade: %d indexes of Completed and Queued runs left, layout %q", n, rdb.Get(ctx, p+"layout").Val())
 	}
 	if rdb.Exists(ctx, p+"runs:fnst:b:Failed").Val() != 1 {
@@ -921,5 +921,46 @@ func TestRunTimesAfterCreation(t *testing.T) {
 	}
 	if _, err := s.GetRun(ctx, runID); !errors.Is(err, store.ErrNotFound) {
 		t.Errorf("GetRun of an earlier run that ended before the cutoff, after Prune: %v, want ErrNotFound", err)
+	}
+}
+
+// TestLaterLayoutIsRefused: a keyspace marked with a layout later than
+// this version's is refused at Open, with an error that says so, and its
+// mark is left as it was; a layout 4 keyspace, whose records this version
+// reads as they are, is only marked 5.
+func TestLaterLayoutIsRefused(t *testing.T) {
+	t.Parallel()
+	srv := server(t)
+	ctx := t.Context()
+	rdb := goredis.NewClient(&goredis.Options{Addr: srv.Addr, DB: 5})
+	t.Cleanup(func() { rdb.Close() })
+	n := nextID.Add(1)
+	prefix := fmt.Sprintf("t%d:", n)
+	if err := rdb.Set(ctx, prefix+"{engine}:layout", "6", 0).Err(); err != nil {
+		t.Fatal(err)
+	}
+	s, err := redis.Open(ctx, srv.URL(5), redis.Options{Prefix: prefix, SitePrefix: prefix + "site:"})
+	if err == nil {
+		s.Close()
+		t.Fatal("Open of a keyspace of layout 6 succeeded")
+	}
+	if !strings.Contains(err.Error(), "later layout") || !strings.Contains(err.Error(), "layout 6") {
+		t.Errorf("Open of a keyspace of layout 6: %v, want it to name the later layout", err)
+	}
+	if v := rdb.Get(ctx, prefix+"{engine}:layout").Val(); v != "6" {
+		t.Errorf("the refused keyspace's layout became %q", v)
+	}
+
+	prefix = fmt.Sprintf("t%d:", nextID.Add(1))
+	if err := rdb.Set(ctx, prefix+"{engine}:layout", "4", 0).Err(); err != nil {
+		t.Fatal(err)
+	}
+	s, err = redis.Open(ctx, srv.URL(5), redis.Options{Prefix: prefix, SitePrefix: prefix + "site:"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	if v := rdb.Get(ctx, prefix+"{engine}:layout").Val(); v != "5" {
+		t.Errorf("a layout 4 keyspace is marked %q after Open, want 5", v)
 	}
 }

@@ -167,6 +167,12 @@ func Open(ctx context.Context, url string, opts Options) (*Store, error) {
 		s.log.Warn("redis is unreachable; retrying", "err", err)
 	}
 	if err := s.ensureLayout(ctx); err != nil {
+		if errors.Is(err, errNewerLayout) {
+			s.publishes.stop()
+			s.finishes.stop()
+			rdb.Close()
+			return nil, fmt.Errorf("redis: open: %w", err)
+		}
 		// Unreachable now: the listings and Prune try again.
 		s.log.Debug("redis: the keyspace's layout is not checked yet", "err", err)
 	}
