@@ -4,12 +4,17 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
+	"log/slog"
 	"net/http"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	goredis "github.com/redis/go-redis/v9"
+
+	"github.com/dcyfr/cyberdrew/internal/daemon"
 	"github.com/dcyfr/cyberdrew/internal/engine"
 
 	"github.com/dcyfr/cyberdrew/internal/store"
@@ -192,4 +197,32 @@ func TestRedisOutageUnderLoad(t *testing.T) {
 	})
 	t.Logf("answers %v; %d events acknowledged (%d while Redis was down), %d lost; slowest answer %v; /readyz 200 again %v after Redis restarted; %d runs, all Completed",
 		codes, len(acked), during, lost, slowest, ready, len(runs))
+}
+
+// TestRedisOfALaterLayoutIsRefused: a daemon does not start on a Redis
+// whose engine keys a later cyberdrew marked with its layout (it could
+// misread their records and run steps again); the error names both
+// layouts, and the keys are left as they were.
+func TestRedisOfALaterLayoutIsRefused(t *testing.T) {
+	t.Parallel()
+	srv := redistest.StartT(t, true)
+	rdb := goredis.NewClient(&goredis.Options{Addr: srv.Addr})
+	t.Cleanup(func() { rdb.Close() })
+	const layout = "cyberdrew:{engine}:layout"
+	if err := rdb.Set(t.Context(), layout, "9", 0).Err(); err != nil {
+		t.Fatal(err)
+	}
+	cfg := testConfig(t.TempDir())
+	cfg.Store = srv.URL(0)
+	d, err := daemon.New(t.Context(), cfg, slog.New(slog.NewTextHandler(io.Discard, nil)), daemon.Options{})
+	if err == nil {
+		d.Stop(t.Context())
+		t.Fatal("a daemon started on a Redis of layout 9")
+	}
+	if !strings.Contains(err.Error(), "layout 9") || !strings.Contains(err.Error(), "later") {
+		t.Errorf("the daemon's error %q does not name the later layout", err)
+	}
+	if v := rdb.Get(t.Context(), layout).Val(); v != "9" {
+		t.Errorf("the layout became %q", v)
+	}
 }
