@@ -367,7 +367,7 @@ WHERE run = ?3 AND id = ?4`, string(ev), now, w.run, w.stepID); err != nil {
 	var fn string
 	var leased bool
 	err := t.queryRow(`SELECT function_id, lease_token IS NOT NULL AND available_at > ? FROM runs
-WHERE id = ? AND ended_at IS NULL`, now, w.runID).Scan(&fn, &leased)
+WHERE n = ? AND ended_at IS NULL`, now, w.run).Scan(&fn, &leased)
 	switch {
 	case errors.Is(err, sql.ErrNoRows):
 		return nil // the run has finished; nothing to wake
@@ -379,11 +379,11 @@ WHERE id = ? AND ended_at IS NULL`, now, w.runID).Scan(&fn, &leased)
 	if leased {
 		// The worker holding the run is most likely about to suspend it
 		// until the wait's timeout; woken_at makes that Suspend wake it now.
-		_, err := t.exec(`UPDATE runs SET woken_at = ? WHERE id = ?`, now, w.runID)
+		_, err := t.exec(`UPDATE runs SET woken_at = ? WHERE n = ?`, now, w.run)
 		return err
 	}
 	if _, err := t.exec(`UPDATE runs SET status = 'Running', available_at = MIN(available_at, ?)
-WHERE id = ?`, now, w.runID); err != nil {
+WHERE n = ?`, now, w.run); err != nil {
 		return err
 	}
 	t.announce(store.Change{Kind: store.ChangeRun, RunID: w.runID, FunctionID: fn, Status: store.StatusRunning,

@@ -484,18 +484,19 @@ func (s *Store) Finish(ctx context.Context, l *store.Lease, o store.Outcome) err
 			}
 		}
 		var fn string
+		var n int64 // runs.n, what the run's waits refer to
 		err := t.queryRow(`UPDATE runs SET status = ?, output = ?, error = ?, ended_at = ?,
 available_at = NULL, lease_owner = NULL, lease_token = NULL, woken_at = NULL
-WHERE `+leaseCheck+` RETURNING function_id`,
+WHERE `+leaseCheck+` RETURNING n, function_id`,
 			string(o.Status), nullJSON(o.Output), nullStr(o.Error), t.now.UnixMilli(),
-			l.RunID, l.Token, t.now.UnixMilli()).Scan(&fn)
+			l.RunID, l.Token, t.now.UnixMilli()).Scan(&n, &fn)
 		if errors.Is(err, sql.ErrNoRows) {
 			return store.ErrLeaseLost
 		}
 		if err != nil {
 			return err
 		}
-		if _, err := t.exec(`DELETE FROM waits WHERE run = (SELECT n FROM runs WHERE id = ?)`, l.RunID); err != nil {
+		if _, err := t.exec(`DELETE FROM waits WHERE run = ?`, n); err != nil {
 			return fmt.Errorf("waits: %w", err)
 		}
 		t.announce(store.Change{Kind: store.ChangeRun, RunID: l.RunID, FunctionID: fn, Status: o.Status})
