@@ -150,8 +150,8 @@ func newStepRecord(runID string, st store.Step) stepRecord {
 			return rec
 		}
 	}
-	for _, a := range a {
-		rec.Att = append(rec.Att, attemptRecord{Start: ms(a.StartedAt), End: ms(a.EndedAt), Error: a.Error})
+	for _, at := range a {
+		rec.Att = append(rec.Att, attemptRecord{Start: ms(at.StartedAt), End: ms(at.EndedAt), Error: at.Error})
 	}
 	return rec
 }

@@ -10,7 +10,7 @@ import (
 	"github.com/dcyfr/cyberdrew/internal/store"
 )
 
-// storedEvent is an event's JSON as event:<id> holds it (layout 4; keys.go):
+// storedEvent is an event's JSON as event:<id> holds it (layout 5; keys.go):
 // without its id, which the key holds, and with the time it was received as
 // a lag behind its ts, in ms, left out when there is none (an event sent
 // without a ts). Its ts is left out too when it is the time of its id, a

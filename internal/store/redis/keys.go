@@ -47,7 +47,7 @@ import "strings"
 //	runwaits:<run>          hash step id -> event name: the run's pending waits
 //	changes                 pub/sub channel of committed changes (see notify.go)
 //	health                  string: the time (ms) of the last readiness write (Store.Ping)
-//	layout                  string: the layout of these keys, "4" (layout.go)
+//	layout                  string: the layout of these keys, "5" (layout.go)
 //
 // The site's keys are not engine keys: they keep their own names under
 // Options.SitePrefix. Each one with a ttl has a deadline key

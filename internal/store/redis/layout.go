@@ -13,20 +13,24 @@ import (
 )
 
 // layoutVersion is the layout of the engine keyspace (keys.go) this
-// version writes. Layout 5 stores a run's start and end as ms after its
-// creation (s, d), a step's duration and its start after its run's id's
-// time, and no ts an event's id already holds; layout 4's records are read
-// as they are, so the upgrade from 4 only marks the keyspace, and a
-// keyspace marked with a later layout is refused (errNewerLayout). Layout
-// 4 keeps an event's runs in its own string, not
-// in a sorted set runs:ev:<event> (still read for the events an earlier
-// layout stored), and keeps status indexes only for Failed, Cancelled
-// and Skipped runs (statusIndexed). Layout 3 prunes finished runs through their status
-// indexes; layout 2 kept them in a sorted set by end time as well
-// (ended), one sorted-set entry more per finished run. Layout 2 lists
-// runs and events by merging the per-function and per-name indexes
-// through the registries fns and names; layout 1 kept global indexes as
-// well (runs, events and runs:st:<status>), three entries more per run.
+// version writes; a keyspace marked with a later one is refused
+// (errNewerLayout).
+//
+//   - Layout 5 stores a run's start and end as ms after its creation (s, d),
+//     a step's duration and its start after its run's id's time, and no ts
+//     an event's id already holds. It reads layout 4's records as they are,
+//     so the upgrade from 4 only marks the keyspace.
+//   - Layout 4 keeps an event's runs in its own string, not in a sorted set
+//     runs:ev:<event> (still read for the events an earlier layout stored),
+//     and keeps status indexes only for Failed, Cancelled and Skipped runs
+//     (statusIndexed).
+//   - Layout 3 prunes finished runs through their status indexes; layout 2
+//     kept them in a sorted set by end time as well (ended), one sorted-set
+//     entry more per finished run.
+//   - Layout 2 lists runs and events by merging the per-function and
+//     per-name indexes through the registries fns and names; layout 1 kept
+//     global indexes as well (runs, events and runs:st:<status>), three
+//     entries more per run.
 const layoutVersion = 5
 
 // errNewerLayout is a keyspace a later version wrote, whose records this
@@ -48,11 +52,13 @@ func (s *Store) ensureLayout(ctx context.Context) error {
 	return nil
 }
 
-// upgradeLayout registers every function and event name that has an
-// index and drops layout 1's global indexes, layout 2's ended index and
-// layout 3's indexes of Completed and unfinished runs, then marks the keyspace as
-// layout 4. It may run twice at once (two daemons starting): each step
-// can be repeated. A new keyspace skips the scan.
+// upgradeLayout refuses a keyspace of a later layout and marks one of
+// layout 4 as this layout. A keyspace of layout 3 or before has every
+// function and event name that has an index registered, layout 1's global
+// indexes, layout 2's ended index and layout 3's indexes of Completed and
+// unfinished runs dropped, and is then marked. It may run twice at once
+// (two daemons starting): each step can be repeated. A new keyspace skips
+// the scan.
 func (s *Store) upgradeLayout(ctx context.Context) error {
 	v, err := s.rdb.Get(ctx, s.keys.layout()).Result()
 	if err != nil && err != goredis.Nil {

@@ -462,17 +462,21 @@ func (s *Store) Steps(ctx context.Context, runID string) ([]store.Step, error) {
 	return steps, nil
 }
 
-// sinceCreated reads a time of a run hash m: ms after its creation in the
-// field lag, or, in a hash written before, unix ms in the field abs; 0 when
-// neither is set (since_created in lua/common.lua).
+// sinceCreated reads a time of a run hash m: unix ms in the field abs (a
+// hash written before), else ms after its creation in the field lag; 0
+// when neither is set (since_created in lua/common.lua).
 func sinceCreated(m map[string]string, abs, lag string) int64 {
-	if v, ok := m[lag]; ok {
-		d, _ := parseMS(v)
-		c, _ := parseMS(m["created"])
-		return c + d
+	if v := m[abs]; v != "" {
+		t, _ := parseMS(v)
+		return t
 	}
-	t, _ := parseMS(m[abs])
-	return t
+	v, ok := m[lag]
+	if !ok {
+		return 0
+	}
+	d, _ := parseMS(v)
+	c, _ := parseMS(m["created"])
+	return c + d
 }
 
 // parseRun reads a run hash (fields written by lua/common.lua).

@@ -156,22 +156,23 @@ func Open(ctx context.Context, url string, opts Options) (*Store, error) {
 	}
 	s.publishes = newBatcher(s.publishGroup)
 	s.finishes = newBatcher(s.finishGroup)
+	// fail gives up the store being opened.
+	fail := func(err error) (*Store, error) {
+		s.publishes.stop()
+		s.finishes.stop()
+		rdb.Close()
+		return nil, err
+	}
 	if err := loadScripts(ctx, rdb); err != nil {
 		err = s.wrap("open", err)
 		if !errors.Is(err, store.ErrUnavailable) {
-			s.publishes.stop()
-			s.finishes.stop()
-			rdb.Close()
-			return nil, err
+			return fail(err)
 		}
 		s.log.Warn("redis is unreachable; retrying", "err", err)
 	}
 	if err := s.ensureLayout(ctx); err != nil {
 		if errors.Is(err, errNewerLayout) {
-			s.publishes.stop()
-			s.finishes.stop()
-			rdb.Close()
-			return nil, fmt.Errorf("redis: open: %w", err)
+			return fail(fmt.Errorf("redis: open: %w", err))
 		}
 		// Unreachable now: the listings and Prune try again.
 		s.log.Debug("redis: the keyspace's layout is not checked yet", "err", err)

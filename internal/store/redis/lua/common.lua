@@ -88,11 +88,13 @@ end
 
 -- A run's start and end are stored as ms after its creation, s and d
 -- (a few bytes where a time took 13 digits; keys.go); runs written before
--- hold started and ended, unix ms. since_created is the time d ms after
--- created, as num writes it; nil when d is not set.
-local function since_created(created, d)
-  if not set(d) then return nil end
-  return num(tonumber(created) + tonumber(d))
+-- hold started and ended, unix ms. since_created reads one of them, as
+-- num writes a time: abs when set (the earlier form), else created plus
+-- lag, else nil (sinceCreated in read.go).
+local function since_created(abs, created, lag)
+  if set(abs) then return abs end
+  if not set(lag) then return nil end
+  return num(tonumber(created) + tonumber(lag))
 end
 
 -- load returns the run hash as a table (with its id, which the hash
@@ -104,8 +106,8 @@ local function load(id)
   local r = {}
   for i = 1, #a, 2 do r[a[i]] = a[i + 1] end
   r.id = id
-  r.started = r.started or since_created(r.created, r.s)
-  r.ended = r.ended or since_created(r.created, r.d)
+  r.started = since_created(r.started, r.created, r.s)
+  r.ended = since_created(r.ended, r.created, r.d)
   return r, a
 end
 
@@ -240,7 +242,7 @@ local function load_end(id)
     'ended', 'avail', 'd')
   if not v[1] then return nil end
   return {id = id, status = v[1], created = v[2], fn = v[3], ckey = v[4], single = v[5], deb = v[6], token = v[7],
-    ended = v[8] or since_created(v[2], v[10]) or false, avail = v[9]}
+    ended = since_created(v[8], v[2], v[10]) or false, avail = v[9]}
 end
 
 -- leased returns the run when token is its current, unlapsed lease: all
@@ -333,7 +335,7 @@ local function prune_finished(fn, st, cutoff, limit, scan_limit, dropped, resume
       last = m
       local id = string.sub(m, 15)
       local v = redis.call('HMGET', P .. 'run:' .. id, 'ended', 'status', 'created', 'd')
-      local ended = v[1] or since_created(v[3], v[4])
+      local ended = since_created(v[1], v[3], v[4])
       if own and not ended then
         redis.call('ZREM', idx, m)
       elseif not own and v[2] ~= st then
