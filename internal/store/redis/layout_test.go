@@ -334,21 +334,49 @@ func TestEventsStoredInTheEarlierLayout(t *testing.T) {
 	}
 }
 
+// keyspace is a keyspace of its own in one database of the shared server,
+// written as an earlier version did (through rdb, under the engine prefix
+// p) and opened by stores with opts.
+type keyspace struct {
+	url   string
+	clock *clockwork.FakeClock
+	opts  redis.Options
+	rdb   *goredis.Client
+	p     string
+}
+
+// newKeyspace is the keyspace of prefix name in database db.
+func newKeyspace(t *testing.T, name string, db int) *keyspace {
+	t.Helper()
+	srv := server(t)
+	clock := clockwork.NewFakeClockAt(time.Date(2026, 12, 6, 5, 0, 0, 0, time.UTC))
+	rdb := goredis.NewClient(&goredis.Options{Addr: srv.Addr, DB: db})
+	t.Cleanup(func() { rdb.Close() })
+	return &keyspace{url: srv.URL(db), clock: clock, rdb: rdb, p: name + ":{engine}:",
+		opts: redis.Options{Clock: clock, Prefix: name + ":", SitePrefix: name + "-site:"}}
+}
+
+// open opens a store on k, closed when the test ends.
+func (k *keyspace) open(t *testing.T) *redis.Store {
+	t.Helper()
+	s, err := redis.Open(t.Context(), k.url, k.opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return s
+}
+
 // TestUpgradeFromTheFirstLayout: a keyspace the first layout wrote (global
 // run, event and status indexes; no registries of functions and event
 // names) is listed in full by a store opened on it, which drops the
 // global indexes, and is pruned.
 func TestUpgradeFromTheFirstLayout(t *testing.T) {
 	t.Parallel()
-	srv := server(t)
 	ctx := t.Context()
-	clock := clockwork.NewFakeClockAt(time.Date(2026, 12, 6, 5, 0, 0, 0, time.UTC))
-	opts := redis.Options{Clock: clock, Prefix: "upgrade1:", SitePrefix: "upgrade1-site:"}
-	old, err := redis.Open(ctx, srv.URL(6), opts)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer old.Close()
+	k := newKeyspace(t, "upgrade1", 6)
+	clock := k.clock
+	old := k.open(t)
 	var runs []string
 	for i, fn := range []string{"a", "b", "c", "a", "b"} {
 		id := ulid.Make().String()
@@ -360,9 +388,7 @@ func TestUpgradeFromTheFirstLayout(t *testing.T) {
 		clock.Advance(time.Millisecond)
 	}
 	// Rewrite the keyspace as the first layout had it.
-	rdb := goredis.NewClient(&goredis.Options{Addr: srv.Addr, DB: 6})
-	defer rdb.Close()
-	p := "upgrade1:{engine}:"
+	rdb, p := k.rdb, k.p
 	for _, fn := range rdb.SMembers(ctx, p+"fns").Val() {
 		for _, m := range rdb.ZRange(ctx, p+"runs:fn:"+fn, 0, -1).Val() {
 			rdb.ZAdd(ctx, p+"runs", goredis.Z{Member: m})
@@ -377,11 +403,7 @@ func TestUpgradeFromTheFirstLayout(t *testing.T) {
 	rdb.Del(ctx, p+"fns", p+"names", p+"layout")
 	rdb.ZAdd(ctx, p+"ended", goredis.Z{Score: 1, Member: "a-run-of-layout-2"})
 
-	s, err := redis.Open(ctx, srv.URL(6), opts)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
+	s := k.open(t)
 	var listed []string
 	for cursor := ""; ; {
 		page, err := s.ListRuns(ctx, store.RunFilter{Limit: 2, Cursor: cursor})
@@ -434,20 +456,12 @@ func TestUpgradeFromTheFirstLayout(t *testing.T) {
 // store opens it.
 func TestPruneWithoutTheEndedIndex(t *testing.T) {
 	t.Parallel()
-	srv := server(t)
 	ctx := t.Context()
-	clock := clockwork.NewFakeClockAt(time.Date(2026, 12, 6, 5, 0, 0, 0, time.UTC))
-	opts := redis.Options{Clock: clock, Prefix: "prune3:", SitePrefix: "prune3-site:"}
-	rdb := goredis.NewClient(&goredis.Options{Addr: srv.Addr, DB: 7})
-	defer rdb.Close()
-	p := "prune3:{engine}:"
+	k := newKeyspace(t, "prune3", 7)
+	clock, rdb, p := k.clock, k.rdb, k.p
 	rdb.Set(ctx, p+"layout", "2", 0)
 	rdb.ZAdd(ctx, p+"ended", goredis.Z{Score: 1, Member: "a-run-of-layout-2"})
-	s, err := redis.Open(ctx, srv.URL(7), opts)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
+	s := k.open(t)
 	if _, err := s.ListRuns(ctx, store.RunFilter{}); err != nil {
 		t.Fatal(err)
 	}
@@ -538,18 +552,10 @@ func reversed(s []string) []string {
 // layout records writes neither key.
 func TestUpgradeFromLayout3(t *testing.T) {
 	t.Parallel()
-	srv := server(t)
 	ctx := t.Context()
-	clock := clockwork.NewFakeClockAt(time.Date(2026, 12, 6, 5, 0, 0, 0, time.UTC))
-	opts := redis.Options{Clock: clock, Prefix: "upgrade3:", SitePrefix: "upgrade3-site:"}
-	rdb := goredis.NewClient(&goredis.Options{Addr: srv.Addr, DB: 8})
-	defer rdb.Close()
-	p := "upgrade3:{engine}:"
-	s, err := redis.Open(ctx, srv.URL(8), opts)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
+	k := newKeyspace(t, "upgrade3", 8)
+	clock, rdb, p := k.clock, k.rdb, k.p
+	s := k.open(t)
 	runOf := map[string]string{} // run id -> event id
 	var events []string
 	for i, fn := range []string{"a", "b", "a"} {
@@ -605,11 +611,7 @@ func TestUpgradeFromLayout3(t *testing.T) {
 	rdb.ZAdd(ctx, p+"runs:fnst:b:Failed", goredis.Z{Member: "0000000000001:a-failed-run"})
 	rdb.Set(ctx, p+"layout", "3", 0)
 
-	s2, err := redis.Open(ctx, srv.URL(8), opts)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s2.Close()
+	s2 := k.open(t)
 	if n := rdb.Exists(ctx, p+"runs:fnst:a:Completed", p+"runs:fnst:b:Completed", p+"runs:fnst:b:Queued").Val(); n != 0 || rdb.Get(ctx, p+"layout").Val() != "5" {
 		t.Errorf("after the upgrade: %d indexes of Completed and Queued runs left, layout %q", n, rdb.Get(ctx, p+"layout").Val())
 	}
