@@ -45,7 +45,8 @@ import "strings"
 //	                        an event (output: the event as stored; earlier versions: as read)
 //	waits:<event name>      hash "<run>\n<step>" -> waitArg JSON: pending WaitForEvent steps
 //	runwaits:<run>          hash step id -> event name: the run's pending waits
-//	changes                 pub/sub channel of committed changes (see notify.go)
+//	changes                 pub/sub channel of committed changes: a time, then one line of
+//	                        tab-separated fields per change (decodeChanges in notify.go)
 //	health                  string: the time (ms) of the last readiness write (Store.Ping)
 //	layout                  string: the layout of these keys, "5" (layout.go)
 //

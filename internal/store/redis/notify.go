@@ -6,6 +6,7 @@ import (
 	"errors"
 	"net"
 	"strconv"
+	"strings"
 	"time"
 
 	goredis "github.com/redis/go-redis/v9"
@@ -102,9 +103,95 @@ func (s *Store) receive(ctx context.Context, l *listener, subscribed bool) {
 	}
 }
 
-// decodeChanges reads a notification the scripts publish (see flush in
-// lua/common.lua).
+// decodeChanges reads a notification the scripts publish (see change and
+// flush in lua/common.lua): the time in ms, then one line per change with
+// its eight fields separated by tabs. A message from a daemon of an
+// earlier version is JSON, [now, [[eight fields], ...]], and is read too.
 func decodeChanges(payload string) ([]store.Change, error) {
+	if strings.HasPrefix(payload, "[") {
+		return decodeJSONChanges(payload)
+	}
+	head, rest, _ := strings.Cut(payload, "\n")
+	at, err := parseMS(head)
+	if err != nil || head == "" {
+		return nil, errors.New("malformed change message")
+	}
+	out := make([]store.Change, 0, strings.Count(rest, "\n")+1)
+	for line := range strings.SplitSeq(rest, "\n") {
+		if line == "" {
+			continue
+		}
+		var f [8]string
+		for i := range f {
+			var ok bool
+			f[i], line, ok = strings.Cut(line, "\t")
+			if !ok && i < len(f)-1 {
+				return nil, errors.New("malformed change message: a change has fewer than 8 fields")
+			}
+		}
+		for _, i := range []int{1, 2, 3, 4, 6} {
+			if strings.IndexByte(f[i], '\\') >= 0 {
+				f[i] = unescapeField(f[i])
+			}
+		}
+		c, err := changeOf(f, at)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, c)
+	}
+	return out, nil
+}
+
+// unescapeField undoes field in lua/common.lua: \t, \n and \\ stand for a
+// tab, a newline and a backslash.
+func unescapeField(v string) string {
+	var b strings.Builder
+	b.Grow(len(v))
+	for i := 0; i < len(v); i++ {
+		c := v[i]
+		if c == '\\' && i+1 < len(v) {
+			i++
+			switch v[i] {
+			case 't':
+				c = '\t'
+			case 'n':
+				c = '\n'
+			default:
+				c = v[i]
+			}
+		}
+		b.WriteByte(c)
+	}
+	return b.String()
+}
+
+// changeOf is the change with fields f (kind, event id, event name, run
+// id, function id, status, step id, available at in ms) committed at at.
+func changeOf(f [8]string, at int64) (store.Change, error) {
+	ch := store.Change{
+		Kind:       store.ChangeKind(f[0]),
+		EventID:    f[1],
+		EventName:  f[2],
+		RunID:      f[3],
+		FunctionID: f[4],
+		Status:     store.Status(f[5]),
+		StepID:     f[6],
+		At:         fromMS(at),
+	}
+	if f[7] != "" {
+		avail, err := parseMS(f[7])
+		if err != nil {
+			return ch, err
+		}
+		ch.AvailableAt = time.UnixMilli(avail).UTC()
+	}
+	return ch, nil
+}
+
+// decodeJSONChanges reads a notification in the JSON form of earlier
+// versions.
+func decodeJSONChanges(payload string) ([]store.Change, error) {
 	var msg struct {
 		At      string
 		Changes [][8]string
@@ -128,25 +215,12 @@ func decodeChanges(payload string) ([]store.Change, error) {
 		return nil, err
 	}
 	out := make([]store.Change, 0, len(msg.Changes))
-	for _, c := range msg.Changes {
-		ch := store.Change{
-			Kind:       store.ChangeKind(c[0]),
-			EventID:    c[1],
-			EventName:  c[2],
-			RunID:      c[3],
-			FunctionID: c[4],
-			Status:     store.Status(c[5]),
-			StepID:     c[6],
-			At:         fromMS(at),
+	for _, f := range msg.Changes {
+		c, err := changeOf(f, at)
+		if err != nil {
+			return nil, err
 		}
-		if c[7] != "" {
-			avail, err := parseMS(c[7])
-			if err != nil {
-				return nil, err
-			}
-			ch.AvailableAt = time.UnixMilli(avail).UTC()
-		}
-		out = append(out, ch)
+		out = append(out, c)
 	}
 	return out, nil
 }

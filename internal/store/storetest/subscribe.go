@@ -12,6 +12,7 @@ import (
 
 var subscribeCases = []testCase{
 	{"DeliversChanges", testSubscribeDelivers},
+	{"NamesWithSeparators", testSubscribeNamesWithSeparators},
 	{"AnnouncesWakeUps", testSubscribeWakeUps},
 	{"OnlyCommittedChanges", testSubscribeOnlyCommitted},
 	{"CancelClosesChannel", testSubscribeCancelCloses},
@@ -103,6 +104,28 @@ func testSubscribeDelivers(t *testing.T, b *bundle) {
 	b.enqueue(t, later)
 	c = w.await("delayed run created", func(c store.Change) bool { return c.Kind == store.ChangeRun && c.RunID == later.ID })
 	checkTime(t, "delayed ChangeRun.AvailableAt", c.AvailableAt, later.AvailableAt)
+}
+
+// testSubscribeNamesWithSeparators checks that names holding what a
+// notification may use to separate its fields or escape them (tabs,
+// newlines, backslashes, quotes) arrive whole.
+func testSubscribeNamesWithSeparators(t *testing.T, b *bundle) {
+	w := b.watch(t, b.ctx)
+	ev := b.event("app/a\tb\nc\\t \"d\"", `{}`)
+	s := b.spec("fn\\n\tx\n")
+	b.publishOne(t, ev, s)
+	c := w.await("event stored", func(c store.Change) bool { return c.Kind == store.ChangeEvent && c.EventID == ev.ID })
+	checkEqual(t, "ChangeEvent.EventName", c.EventName, ev.Name)
+	c = w.await("run created", func(c store.Change) bool { return c.Kind == store.ChangeRun && c.RunID == s.ID })
+	checkEqual(t, "ChangeRun.FunctionID", c.FunctionID, s.FunctionID)
+	checkEqual(t, "ChangeRun.EventID", c.EventID, ev.ID)
+
+	l := b.claimOne(t, "w", s.ID, time.Hour)
+	step := "step\t1\\n"
+	b.saveStep(t, l, b.doneStep(l, step))
+	c = w.await("step recorded", func(c store.Change) bool { return c.Kind == store.ChangeStep && c.RunID == s.ID })
+	checkEqual(t, "ChangeStep.StepID", c.StepID, step)
+	checkEqual(t, "ChangeStep.FunctionID", c.FunctionID, s.FunctionID)
 }
 
 // testSubscribeWakeUps checks that every transition making a run claimable
