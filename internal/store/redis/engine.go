@@ -318,7 +318,7 @@ func (s *Store) Claim(ctx context.Context, owner string, n int, ttl time.Duratio
 	}
 	now := s.clock.Now()
 	until := now.Add(ttl)
-	res, err := scriptClaim.Run(ctx, s.rdb, []string{s.keys.engine}, now.UnixMilli(), owner, n,
+	res, err := s.run(ctx, scriptClaim, []string{s.keys.engine}, now.UnixMilli(), owner, n,
 		until.UnixMilli(), newToken()).Slice()
 	if err != nil {
 		return nil, s.wrap("claim", err)
@@ -369,7 +369,7 @@ func (s *Store) RenewLeases(ctx context.Context, ls []*store.Lease, ttl time.Dur
 	if err != nil {
 		return nil, s.wrap("renew leases", err)
 	}
-	res, err := scriptRenew.Run(ctx, s.rdb, []string{s.keys.engine}, now.UnixMilli(), until.UnixMilli(), string(arg)).Slice()
+	res, err := s.run(ctx, scriptRenew, []string{s.keys.engine}, now.UnixMilli(), until.UnixMilli(), string(arg)).Slice()
 	if err != nil {
 		return nil, s.wrap("renew leases", err)
 	}
@@ -474,7 +474,7 @@ func (s *Store) Suspend(ctx context.Context, l *store.Lease, sus store.Suspensio
 	if at.IsZero() {
 		at = now
 	}
-	err := scriptSuspend.Run(ctx, s.rdb, []string{s.keys.engine}, now.UnixMilli(), l.RunID, l.Token,
+	err := s.run(ctx, scriptSuspend, []string{s.keys.engine}, now.UnixMilli(), l.RunID, l.Token,
 		string(sus.Status), at.UnixMilli(), sus.Attempt).Err()
 	return s.wrap("suspend", err)
 }
@@ -534,7 +534,7 @@ func (s *Store) finishGroup(ctx context.Context, args []json.RawMessage) ([]any,
 
 // Release hands a leased run back at once.
 func (s *Store) Release(ctx context.Context, l *store.Lease) error {
-	err := scriptRelease.Run(ctx, s.rdb, []string{s.keys.engine}, s.nowMS(), l.RunID, l.Token).Err()
+	err := s.run(ctx, scriptRelease, []string{s.keys.engine}, s.nowMS(), l.RunID, l.Token).Err()
 	return s.wrap("release", err)
 }
 
@@ -578,7 +578,7 @@ func (s *Store) PruneFunction(ctx context.Context, functionID string, cutoff tim
 	if batch <= 0 {
 		batch = 1000
 	}
-	n, err := scriptPruneFn.Run(ctx, s.rdb, []string{s.keys.engine}, s.nowMS(), functionID, cutoff.UnixMilli(), batch).Int()
+	n, err := s.run(ctx, scriptPruneFn, []string{s.keys.engine}, s.nowMS(), functionID, cutoff.UnixMilli(), batch).Int()
 	if err != nil {
 		return 0, s.wrap("prune function", err)
 	}
@@ -595,7 +595,7 @@ func (s *Store) Prune(ctx context.Context, cutoff time.Time, batch int) (int, er
 	if err := s.ensureLayout(ctx); err != nil {
 		return 0, s.wrap("prune", err)
 	}
-	n, err := scriptPrune.Run(ctx, s.rdb, []string{s.keys.engine}, s.nowMS(), cutoff.UnixMilli(), batch).Int()
+	n, err := s.run(ctx, scriptPrune, []string{s.keys.engine}, s.nowMS(), cutoff.UnixMilli(), batch).Int()
 	if err != nil {
 		return 0, s.wrap("prune", err)
 	}

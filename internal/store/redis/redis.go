@@ -62,6 +62,11 @@ type Options struct {
 	// with store.ErrNotReplicated (the write was done on the master).
 	MinReplicas    int
 	ReplicaTimeout time.Duration
+	// Scripts runs the engine's code as scripts (EVALSHA) even on a
+	// server that has functions (Redis 7 and later), where it otherwise
+	// runs as the functions of one library (FCALL, functions.go): for
+	// tests of the path servers without functions take.
+	Scripts bool
 }
 
 // Timeouts: an unreachable Redis makes calls fail within a few seconds
@@ -98,6 +103,10 @@ type Store struct {
 	// nativeTTL is set on the real clock: site keys expire by their
 	// native TTLs alone, without deadline keys (kvNow).
 	nativeTTL bool
+
+	// functions is set while the engine's code may run as the functions
+	// of its library (functions.go).
+	functions atomic.Bool
 
 	// layoutDone is set once the keyspace is known to be in this
 	// version's layout (layout.go).
@@ -169,6 +178,11 @@ func Open(ctx context.Context, url string, opts Options) (*Store, error) {
 			return fail(err)
 		}
 		s.log.Warn("redis is unreachable; retrying", "err", err)
+	}
+	if !opts.Scripts {
+		// On a server that cannot be reached yet the first call loads it.
+		s.functions.Store(true)
+		s.loadLibrary(ctx)
 	}
 	if err := s.ensureLayout(ctx); err != nil {
 		if errors.Is(err, errNewerLayout) {

@@ -58,12 +58,15 @@ func server(t testing.TB) *redistest.Server {
 // open opens a store on url with prefixes no other test uses.
 func open(t testing.TB, url string, clock clockwork.Clock) *redis.Store {
 	t.Helper()
+	return openWith(t, url, redis.Options{Clock: clock})
+}
+
+// openWith opens a store on url with opts and prefixes no other test uses.
+func openWith(t testing.TB, url string, opts redis.Options) *redis.Store {
+	t.Helper()
 	n := nextID.Add(1)
-	s, err := redis.Open(context.Background(), url, redis.Options{
-		Clock:      clock,
-		Prefix:     fmt.Sprintf("t%d:", n),
-		SitePrefix: fmt.Sprintf("t%d-site:", n),
-	})
+	opts.Prefix, opts.SitePrefix = fmt.Sprintf("t%d:", n), fmt.Sprintf("t%d-site:", n)
+	s, err := redis.Open(context.Background(), url, opts)
 	if err != nil {
 		t.Fatalf("Open: %v", err)
 	}
@@ -75,6 +78,15 @@ func TestConformance(t *testing.T) {
 	srv := server(t)
 	storetest.Run(t, func(t *testing.T, clock *clockwork.FakeClock) store.Store {
 		return open(t, srv.URL(0), clock)
+	})
+}
+
+// TestConformanceAsScripts runs the suite with the engine's code as
+// scripts (EVALSHA), as on a server without functions (before Redis 7).
+func TestConformanceAsScripts(t *testing.T) {
+	srv := server(t)
+	storetest.Run(t, func(t *testing.T, clock *clockwork.FakeClock) store.Store {
+		return openWith(t, srv.URL(5), redis.Options{Clock: clock, Scripts: true})
 	})
 }
 

@@ -20,9 +20,9 @@ import (
 // node that no longer serves it answers MOVED without running the script:
 // acked learns the slots again and runs it once more on the new master (a
 // failover just happened), and a second MOVED is ErrUnavailable.
-func (s *Store) acked(ctx context.Context, script *goredis.Script, keys []string, args ...any) *goredis.Cmd {
+func (s *Store) acked(ctx context.Context, script *script, keys []string, args ...any) *goredis.Cmd {
 	if s.minReplicas == 0 {
-		return script.Run(ctx, s.rdb, keys, args...)
+		return s.run(ctx, script, keys, args...)
 	}
 	cmd, wait := s.ackedOnce(ctx, script, keys, args)
 	if s.cluster != nil && goredis.HasErrorPrefix(cmd.Err(), "MOVED") && s.awaitSlotOwner(ctx, cmd.Err()) {
@@ -44,27 +44,38 @@ func (s *Store) acked(ctx context.Context, script *goredis.Script, keys []string
 // ackedOnce runs script and a WAIT on one connection to the engine's
 // server and returns both answers; after a failed script it has the
 // cluster client learn the slots again.
-func (s *Store) ackedOnce(ctx context.Context, script *goredis.Script, keys []string, args []any) (cmd, wait *goredis.Cmd) {
-	type eval func(ctx context.Context, c goredis.Scripter, keys []string, args ...any) *goredis.Cmd
+func (s *Store) ackedOnce(ctx context.Context, script *script, keys []string, args []any) (cmd, wait *goredis.Cmd) {
 	node, err := s.engineNode(ctx)
 	if err != nil {
 		cmd = goredis.NewCmd(ctx)
 		cmd.SetErr(err)
 		return cmd, nil
 	}
-	run := func(e eval) (*goredis.Cmd, *goredis.Cmd) {
+	run := func(call func(p goredis.Pipeliner) *goredis.Cmd) (*goredis.Cmd, *goredis.Cmd) {
 		var cmd, wait *goredis.Cmd
 		// The commands' own errors are read by the caller.
 		_, _ = node.Pipelined(ctx, func(p goredis.Pipeliner) error {
-			cmd = e(ctx, p, keys, args...)
+			cmd = call(p)
 			wait = p.Do(ctx, "WAIT", s.minReplicas, s.replicaTimeout.Milliseconds())
 			return nil
 		})
 		return cmd, wait
 	}
-	cmd, wait = run(script.EvalSha)
-	if goredis.HasErrorPrefix(cmd.Err(), "NOSCRIPT") {
-		cmd, wait = run(script.Eval) // a server that lost its script cache (a restart, a new master)
+	// As runOn: the function, loading the library when the server lacks
+	// it, else the script.
+	fcall := func(p goredis.Pipeliner) *goredis.Cmd { return p.FCall(ctx, script.function, keys, args...) }
+	if s.functions.Load() {
+		cmd, wait = run(fcall)
+		if libraryMissing(cmd.Err()) && s.loadLibrary(ctx) {
+			cmd, wait = run(fcall)
+		}
+	}
+	if cmd == nil || libraryMissing(cmd.Err()) {
+		cmd, wait = run(func(p goredis.Pipeliner) *goredis.Cmd { return script.EvalSha(ctx, p, keys, args...) })
+		if goredis.HasErrorPrefix(cmd.Err(), "NOSCRIPT") {
+			// a server that lost its script cache (a restart, a new master)
+			cmd, wait = run(func(p goredis.Pipeliner) *goredis.Cmd { return script.Eval(ctx, p, keys, args...) })
+		}
 	}
 	if cmd.Err() != nil {
 		s.movedOrGone(ctx, cmd.Err())

@@ -16,7 +16,7 @@ func (s *Store) CountWindow(ctx context.Context, key string, limit int, window t
 		return store.RateCount{}, s.wrap("count window", store.ErrInvalid)
 	}
 	now := s.clock.Now()
-	v, err := scriptWindow.Run(ctx, s.rdb, []string{s.keys.engine}, now.UnixMilli(), key, limit, window.Milliseconds()).Int64Slice()
+	v, err := s.run(ctx, scriptWindow, []string{s.keys.engine}, now.UnixMilli(), key, limit, window.Milliseconds()).Int64Slice()
 	if err != nil {
 		return store.RateCount{}, s.wrap("count window", err)
 	}

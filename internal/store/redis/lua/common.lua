@@ -5,9 +5,21 @@
 -- in keys.go, so they all share one Cluster slot; the scripts build those
 -- names from KEYS[1] because run and event ids are only known inside them.
 -- ARGV[1] is now, in unix milliseconds by the caller's clock (never TIME).
-local P = KEYS[1]
-local NOW = tonumber(ARGV[1])
-local changes = {}
+--
+-- The same code runs two ways (scripts.go): as a script (EVALSHA), this
+-- file then the script's own, and as a function of the engine's library
+-- (FCALL, Redis 7), where this file runs once when the library loads and
+-- each script's own file is the body of a function. Either way every call
+-- starts with begin, which sets everything a call may change: a variable
+-- that outlives a call must be declared here and set there.
+local P, NOW
+local changes, zq, zkeys, stkeys, registered, nowaits
+
+local function begin(keys, argv)
+  P, NOW = keys[1], tonumber(argv[1])
+  changes, zq, zkeys, stkeys, nowaits = {}, {}, {}, {}, {}
+  registered = {fns = {}, names = {}}
+end
 
 -- num formats a number exactly: integers (times in ms, counts) with %d,
 -- which is the same text as %.17g below 1e17 and far cheaper, the rest
@@ -55,8 +67,8 @@ end
 -- ZADD or ZREM per index and stretch of like writes (zflush), in the order
 -- they were queued. No script reads those indexes after writing them. The
 -- queue, conc:*, rate and expiry sets are read by the scripts and written
--- at once.
-local zq, zkeys = {}, {}
+-- at once. They are queued in zq (key -> writes) and zkeys (the keys in
+-- first-use order).
 
 local function zqueue(key, cmd, a, b)
   local q = zq[key]
@@ -197,8 +209,7 @@ local function run_evs(r)
 end
 
 -- status_key returns the key of the status index runs:fnst:<fn>:<st>,
--- built once per script and pair.
-local stkeys = {}
+-- built once per script and pair (stkeys).
 
 local function status_key(fn, st)
   local byst = stkeys[fn]
@@ -233,8 +244,7 @@ end
 
 -- register adds a function id (registry 'fns') or an event name
 -- ('names') to the registry the listings merge the per-function and
--- per-name indexes by (keys.go), once per script.
-local registered = {fns = {}, names = {}}
+-- per-name indexes by (keys.go), once per script (registered).
 
 local function register(registry, v)
   if registered[registry][v] then return end
@@ -612,7 +622,6 @@ end
 -- in event.go), so that a wait on it matches.
 -- nowaits remembers the event names without pending waits within one
 -- script: publications never add waits, so the answer holds.
-local nowaits = {}
 
 local function match_waits(name, id, doc, ts)
   if nowaits[name] then return end

@@ -1,0 +1,87 @@
+package redis
+
+import (
+	"context"
+	"errors"
+	"strings"
+
+	goredis "github.com/redis/go-redis/v9"
+)
+
+// The engine's function library (scripts.go). Open loads it; a server
+// that has lost it (restarted without persistence, FUNCTION FLUSH, a node
+// added to a cluster) gets it again at the first call that misses it, and
+// a server without functions (before Redis 7, or whose ACL forbids them)
+// runs the same code as scripts from then on. A library is replicated and
+// persisted with the data, so a promoted replica has it.
+
+// run calls an engine script on the store's client.
+func (s *Store) run(ctx context.Context, sc *script, keys []string, args ...any) *goredis.Cmd {
+	return s.runOn(ctx, s.rdb, sc, keys, args...)
+}
+
+// runOn calls an engine script on c: as the library's function while the
+// server may have functions, else as a script. A call that finds no
+// function did not run, so running it again cannot apply it twice.
+func (s *Store) runOn(ctx context.Context, c goredis.Cmdable, sc *script, keys []string, args ...any) *goredis.Cmd {
+	if s.functions.Load() {
+		cmd := c.FCall(ctx, sc.function, keys, args...)
+		if !libraryMissing(cmd.Err()) {
+			return cmd
+		}
+		if s.loadLibrary(ctx) {
+			if cmd = c.FCall(ctx, sc.function, keys, args...); !libraryMissing(cmd.Err()) {
+				return cmd
+			}
+		}
+	}
+	return sc.Run(ctx, c, keys, args...)
+}
+
+// loadLibrary loads the engine's library on the server, or on every
+// master of a cluster, and reports whether it did. A server that refuses
+// it (no functions before Redis 7, an ACL without them, a library it
+// cannot compile) has the store run its code as scripts from then on; one
+// that cannot take it now (unreachable, loading, a failover) is asked
+// again at the next call that misses it.
+func (s *Store) loadLibrary(ctx context.Context) bool {
+	err := s.eachMaster(ctx, func(ctx context.Context, c goredis.Cmdable) error {
+		return c.FunctionLoadReplace(ctx, librarySource).Err()
+	})
+	if err == nil {
+		return true
+	}
+	if !transient(err) && s.functions.CompareAndSwap(true, false) {
+		s.log.Info("redis: the server does not take the engine's function library; its code runs as scripts", "err", err)
+	}
+	return false
+}
+
+// transient reports whether err may go away by itself: the server could
+// not be reached or could not answer now, rather than refusing.
+func transient(err error) bool {
+	var reply goredis.Error
+	if !errors.As(err, &reply) {
+		return true // the network, a timeout, a closed client
+	}
+	for _, p := range []string{"LOADING", "BUSY", "READONLY", "MASTERDOWN", "CLUSTERDOWN", "TRYAGAIN", "MOVED", "ASK"} {
+		if strings.HasPrefix(err.Error(), p) {
+			return true
+		}
+	}
+	return false
+}
+
+// libraryMissing reports whether a call failed because the server has no
+// such function: its library is not loaded, or the server has no FCALL.
+func libraryMissing(err error) bool {
+	return err != nil && (strings.HasPrefix(err.Error(), "ERR Function not found") || functionsRefused(err))
+}
+
+// functionsRefused reports whether the server refused a function command
+// itself: unknown before Redis 7, or not allowed to this user.
+func functionsRefused(err error) bool {
+	msg := err.Error()
+	return strings.HasPrefix(msg, "ERR unknown command") || strings.HasPrefix(msg, "ERR unknown subcommand") ||
+		strings.HasPrefix(msg, "NOPERM")
+}
