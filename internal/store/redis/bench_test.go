@@ -1,14 +1,18 @@
 package redis_test
 
 import (
+	"encoding/json"
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/jonboulle/clockwork"
+	"github.com/oklog/ulid/v2"
 	goredis "github.com/redis/go-redis/v9"
 
 	"github.com/dcyfr/cyberdrew/internal/store"
+	"github.com/dcyfr/cyberdrew/internal/store/redis"
 	"github.com/dcyfr/cyberdrew/internal/store/storetest"
 )
 
@@ -48,6 +52,83 @@ func serverCPU(b *testing.B) float64 {
 				b.Fatalf("INFO cpu: %s: %v", line, err)
 			}
 			total += f
+		}
+	}
+	return total
+}
+
+// BenchmarkUnbatchedRun: one caller publishes an event, claims its run,
+// records three steps and finishes it, one call at a time, so no script
+// carries another caller's work: the server's script time per run
+// (script-µs/run, from INFO commandstats) with the engine's code as
+// functions (Redis 7) and as scripts. Run the two alternately
+// (-count) on a shared machine: the figure moves with its load.
+func BenchmarkUnbatchedRun(b *testing.B) {
+	for _, form := range []struct {
+		name    string
+		scripts bool
+	}{{"functions", false}, {"scripts", true}} {
+		b.Run(form.name, func(b *testing.B) {
+			srv := server(b)
+			s := openWith(b, srv.URL(4), redis.Options{Clock: clockwork.NewRealClock(), Scripts: form.scripts})
+			rdb := goredis.NewClient(&goredis.Options{Addr: srv.Addr})
+			defer rdb.Close()
+			ctx := b.Context()
+			if err := rdb.ConfigResetStat(ctx).Err(); err != nil {
+				b.Fatal(err)
+			}
+			data := json.RawMessage(`{"slug":"a-post","visitor":"v1"}`)
+			b.ResetTimer()
+			for range b.N {
+				id := ulid.Make().String()
+				if _, err := s.Publish(ctx, []store.Publication{{Event: store.Event{Name: "app/viewed", Data: data},
+					Runs: []store.RunSpec{{ID: id, FunctionID: "fn"}}}}); err != nil {
+					b.Fatal(err)
+				}
+				ls, err := s.Claim(ctx, "w", 1, time.Minute)
+				if err != nil || len(ls) != 1 {
+					b.Fatalf("Claim = %v, %v", ls, err)
+				}
+				now := time.Now()
+				for _, step := range []string{"a", "b", "c"} {
+					st := store.Step{ID: step, Name: step, Kind: "run", Status: store.StatusCompleted,
+						Output: json.RawMessage(`1`), StartedAt: now, EndedAt: now}
+					if err := s.SaveStep(ctx, &ls[0], st, nil); err != nil {
+						b.Fatal(err)
+					}
+				}
+				if err := s.Finish(ctx, &ls[0], store.Outcome{Status: store.StatusCompleted}); err != nil {
+					b.Fatal(err)
+				}
+			}
+			b.StopTimer()
+			b.ReportMetric(scriptTime(b, rdb)/float64(b.N), "script-µs/run")
+		})
+	}
+}
+
+// scriptTime is the server's time in engine calls (FCALL, EVALSHA, EVAL)
+// since its counters were reset, in µs.
+func scriptTime(b *testing.B, rdb *goredis.Client) float64 {
+	b.Helper()
+	info, err := rdb.Info(b.Context(), "commandstats").Result()
+	if err != nil {
+		b.Fatal(err)
+	}
+	total := 0.0
+	for _, line := range strings.Split(info, "\r\n") {
+		name, stats, _ := strings.Cut(line, ":")
+		if name != "cmdstat_fcall" && name != "cmdstat_evalsha" && name != "cmdstat_eval" {
+			continue
+		}
+		for _, f := range strings.Split(stats, ",") {
+			if v, ok := strings.CutPrefix(f, "usec="); ok {
+				n, err := strconv.ParseFloat(v, 64)
+				if err != nil {
+					b.Fatalf("%s: %v", line, err)
+				}
+				total += n
+			}
 		}
 	}
 	return total

@@ -33,7 +33,7 @@ func lua(name string) string {
 //     lua/kvfn.lua once, defined when it loads, and one function per
 //     script whose body is the script's own file;
 //   - as a script (EVALSHA, EVAL), which runs lua/common.lua afresh on
-//     every call: its fifty-odd helpers cost the server 6–8 µs per call
+//     every call: its fifty-odd helpers cost the server 10–15 µs per call
 //     before the script does anything, as much as the writes of a small
 //     script.
 //
