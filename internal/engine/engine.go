@@ -441,10 +441,15 @@ func (e *Engine) triggered(ev store.Event) []store.RunSpec {
 // so the limit still holds. docs/engine.md ("Flow control") has the table.
 func (e *Engine) spec(r *registered, ev store.Event, withKeys bool) store.RunSpec {
 	now := e.clock.Now()
-	doc := eventDoc(ev)
+	// The event's JSON is built for the first key only: most functions
+	// have none.
+	var doc []byte
 	key := func(path string) (string, bool) {
 		if path == "" {
 			return "", false
+		}
+		if doc == nil {
+			doc = eventDoc(ev)
 		}
 		v, ok, _ := keypath.Key(doc, path)
 		return v, ok
