@@ -48,6 +48,7 @@ func runBurnDown(ctx context.Context, e *env) ([]row, error) {
 	for i, p := range e.redisSettings() {
 		rate := row{scenario: fmt.Sprintf("burn-down: %d queued no-op jobs, %d workers, jobs/s ↑ (Redis: %s)", n, workers, p.name)}
 		cmds := row{scenario: fmt.Sprintf("Redis commands per executed run / task ↓ (Redis: %s)", p.name)}
+		cpu := row{scenario: fmt.Sprintf("Redis server CPU per executed run / task, µs ↓ (Redis: %s)", p.name)}
 		if i == 0 {
 			rate.sqlite, _ = e.burnCyber(ctx, backendSQLite, n)
 		}
@@ -59,50 +60,64 @@ func runBurnDown(ctx context.Context, e *env) ([]row, error) {
 		if err := e.redis.reset(ctx, p); err != nil {
 			return rows, err
 		}
-		rate.redis, cmds.redis = e.burnCyber(ctx, backendRedis, n)
+		var u useCells
+		rate.redis, u = e.burnCyber(ctx, backendRedis, n)
+		cmds.redis, cpu.redis = u.commands, u.cpu
 		if err := e.redis.reset(ctx, p); err != nil {
 			return rows, err
 		}
-		rate.asynq, cmds.asynq = e.burnAsynq(ctx, n)
-		rows = append(rows, rate, cmds)
+		rate.asynq, u = e.burnAsynq(ctx, n)
+		cmds.asynq, cpu.asynq = u.commands, u.cpu
+		rows = append(rows, rate, cmds, cpu)
 	}
 	return rows, nil
 }
 
-// commandsSince returns the cell of Redis commands per job since before,
-// less extra commands the harness issued itself.
-func (e *env) commandsSince(ctx context.Context, before int64, extra, jobs int) cell {
+// useCells are the cells of the server's use per job: commands, and CPU
+// in µs.
+type useCells struct{ commands, cpu cell }
+
+// failedUse is useCells that both fail with err.
+func failedUse(err error) useCells { return useCells{failure(err), failure(err)} }
+
+// useSince returns the server's use per job since before: its commands,
+// less extra commands the harness issued itself (and the INFO that reads
+// them), and its CPU time in µs.
+func (e *env) useSince(ctx context.Context, before serverUse, extra, jobs int) useCells {
 	if e.redis == nil {
-		return cell{}
+		return useCells{}
 	}
-	after, err := e.redis.commands(ctx)
+	after, err := e.redis.use(ctx)
 	if err != nil {
-		return failure(err)
+		return failedUse(err)
 	}
-	return figure("%.1f", float64(after-before-int64(extra)-1)/float64(jobs))
+	return useCells{
+		commands: figure("%.1f", float64(after.commands-before.commands-int64(extra)-1)/float64(jobs)),
+		cpu:      figure("%.1f", (after.cpu-before.cpu)*1e6/float64(jobs)),
+	}
 }
 
-// burnCyber returns the rate and, on Redis, the commands per run.
-func (e *env) burnCyber(ctx context.Context, backend string, n int) (cell, cell) {
+// burnCyber returns the rate and, on Redis, the server's use per run.
+func (e *env) burnCyber(ctx context.Context, backend string, n int) (cell, useCells) {
 	ctx, cancel := context.WithTimeout(ctx, cellTimeout)
 	defer cancel()
 	dir, err := e.scratch()
 	if err != nil {
-		return failure(err), cell{}
+		return failure(err), useCells{}
 	}
-	var before int64
+	var before serverUse
 	elapsed, err := burn(ctx, cyberOptions{backend: backend, dir: dir, redisURL: e.redisURL(), workers: workers}, n, func() (err error) {
 		if backend == backendRedis {
-			before, err = e.redis.commands(ctx)
+			before, err = e.redis.use(ctx)
 		}
 		return err
 	})
 	if err != nil {
-		return failure(err), cell{}
+		return failure(err), useCells{}
 	}
 	e.logf("burn-down %s: %d runs in %v", backend, n, elapsed.Round(time.Millisecond))
 	// The few NextWake calls of waitIdle are counted; they are noise.
-	return rate(n, elapsed), e.commandsSince(ctx, before, 0, n)
+	return rate(n, elapsed), e.useSince(ctx, before, 0, n)
 }
 
 // burn queues n no-op runs in the store o opens, then starts the workers
@@ -137,8 +152,8 @@ func burn(ctx context.Context, o cyberOptions, n int, ready func() error) (time.
 	return time.Since(start), nil
 }
 
-// burnAsynq returns the rate and the commands per task.
-func (e *env) burnAsynq(ctx context.Context, n int) (cell, cell) {
+// burnAsynq returns the rate and the server's use per task.
+func (e *env) burnAsynq(ctx context.Context, n int) (cell, useCells) {
 	ctx, cancel := context.WithTimeout(ctx, cellTimeout)
 	defer cancel()
 	client := asynq.NewClient(asynqConn(e.redis.addr))
@@ -148,27 +163,27 @@ func (e *env) burnAsynq(ctx context.Context, n int) (cell, cell) {
 		_, err := client.EnqueueContext(ctx, asynq.NewTask(taskNoop, payload(i, now)))
 		return err
 	}); err != nil {
-		return failure(fmt.Errorf("asynq: enqueue: %w", err)), cell{}
+		return failure(fmt.Errorf("asynq: enqueue: %w", err)), useCells{}
 	}
-	before, err := e.redis.commands(ctx)
+	before, err := e.redis.use(ctx)
 	if err != nil {
-		return failure(err), cell{}
+		return failure(err), useCells{}
 	}
 	cd := newCountdown(n)
 	srv := newAsynqServer(e.redis.addr, workers)
 	start := time.Now()
 	if err := srv.Start(asynq.HandlerFunc(func(context.Context, *asynq.Task) error { cd.hit(); return nil })); err != nil {
-		return failure(fmt.Errorf("asynq: start: %w", err)), cell{}
+		return failure(fmt.Errorf("asynq: start: %w", err)), useCells{}
 	}
 	defer srv.Shutdown()
 	if err := cd.wait(ctx); err != nil {
-		return failure(err), cell{}
+		return failure(err), useCells{}
 	}
 	polls, err := waitProcessed(ctx, e.redis, n)
 	if err != nil {
-		return failure(err), cell{}
+		return failure(err), useCells{}
 	}
 	elapsed := time.Since(start)
 	e.logf("burn-down asynq: %d tasks in %v", n, elapsed.Round(time.Millisecond))
-	return rate(n, elapsed), e.commandsSince(ctx, before, polls, n)
+	return rate(n, elapsed), e.useSince(ctx, before, polls, n)
 }

@@ -79,6 +79,7 @@ func runEnqueue(ctx context.Context, e *env) ([]row, error) {
 		in := row{scenario: fmt.Sprintf("enqueue in-process, %d producers, events/s ↑ (Redis: %s)", producers, p.name)}
 		web := row{scenario: fmt.Sprintf("enqueue through HTTP, %d producers, one event per request, events/s ↑ (Redis: %s)", producers, p.name)}
 		cmds := row{scenario: fmt.Sprintf("Redis commands per enqueued event / task ↓ (Redis: %s)", p.name)}
+		cpu := row{scenario: fmt.Sprintf("Redis server CPU per enqueued event / task, µs ↓ (Redis: %s)", p.name)}
 		plain := row{
 			scenario: fmt.Sprintf("intake alone: in-process, %d producers, events that start no run, events/s ↑ (Redis: %s)", producers, p.name),
 			asynq:    note("no equivalent"),
@@ -91,12 +92,12 @@ func runEnqueue(ctx context.Context, e *env) ([]row, error) {
 		if e.redis == nil {
 			in.redis, in.asynq, web.redis, web.asynq, cmds.redis, cmds.asynq, plain.redis = noRedis, noRedis, noRedis, noRedis, noRedis, noRedis, noRedis
 		} else {
-			var c cell
+			var u useCells
 			plain.redis, _ = e.withCommands(ctx, p, n, func() (cell, error) { return e.enqueueCyber(ctx, backendRedis, eventPlain, n) })
-			in.redis, c = e.withCommands(ctx, p, n, func() (cell, error) { return e.enqueueCyber(ctx, backendRedis, eventJob, n) })
-			cmds.redis = c
-			in.asynq, c = e.withCommands(ctx, p, n, func() (cell, error) { return e.enqueueAsynq(ctx, n) })
-			cmds.asynq = c
+			in.redis, u = e.withCommands(ctx, p, n, func() (cell, error) { return e.enqueueCyber(ctx, backendRedis, eventJob, n) })
+			cmds.redis, cpu.redis = u.commands, u.cpu
+			in.asynq, u = e.withCommands(ctx, p, n, func() (cell, error) { return e.enqueueAsynq(ctx, n) })
+			cmds.asynq, cpu.asynq = u.commands, u.cpu
 			web.redis, _ = e.withCommands(ctx, p, n, func() (cell, error) { return e.enqueueHTTP(ctx, backendRedis, n) })
 			web.asynq = in.asynq
 			if web.asynq.ok {
@@ -105,7 +106,7 @@ func runEnqueue(ctx context.Context, e *env) ([]row, error) {
 		}
 		rows = append(rows, in, web)
 		if e.redis != nil {
-			rows = append(rows, cmds)
+			rows = append(rows, cmds, cpu)
 		}
 		rows = append(rows, plain)
 	}
@@ -129,25 +130,20 @@ func cellOf(c cell, err error) cell {
 }
 
 // withCommands resets Redis to p, runs measure, and returns its cell with
-// the Redis commands it caused per job.
-func (e *env) withCommands(ctx context.Context, p persistence, jobs int, measure func() (cell, error)) (cell, cell) {
+// the server's use it caused per job.
+func (e *env) withCommands(ctx context.Context, p persistence, jobs int, measure func() (cell, error)) (cell, useCells) {
 	if err := e.redis.reset(ctx, p); err != nil {
-		return failure(err), failure(err)
+		return failure(err), failedUse(err)
 	}
-	before, err := e.redis.commands(ctx)
+	before, err := e.redis.use(ctx)
 	if err != nil {
-		return failure(err), failure(err)
+		return failure(err), failedUse(err)
 	}
 	c, err := measure()
 	if err != nil {
-		return failure(err), failure(err)
+		return failure(err), failedUse(err)
 	}
-	after, err := e.redis.commands(ctx)
-	if err != nil {
-		return c, failure(err)
-	}
-	// The two INFO calls themselves are commands too.
-	return c, figure("%.1f", float64(after-before-1)/float64(jobs))
+	return c, e.useSince(ctx, before, 0, jobs)
 }
 
 // enqueueCyber publishes n single events named name through the engine's

@@ -143,14 +143,35 @@ func (s *redisServer) apply(ctx context.Context, p persistence) error {
 	return nil
 }
 
-// commands is the number of commands the server has executed since its
-// stats were reset, including those called from Lua scripts.
-func (s *redisServer) commands(ctx context.Context) (int64, error) {
-	n, err := redistest.Commands(ctx, s.client)
+// serverUse is what the server has done since its stats were reset: the
+// commands it executed, those called from scripts and functions included,
+// and the CPU time it used (INFO cpu: user and system), in seconds. The
+// CPU per job is the figure that bounds how many daemons one server
+// carries, and on a shared machine it moves less than a rate.
+type serverUse struct {
+	commands int64
+	cpu      float64
+}
+
+// use reads the server's use so far, in one INFO call.
+func (s *redisServer) use(ctx context.Context) (serverUse, error) {
+	info, err := s.client.Info(ctx, "commandstats", "cpu").Result()
 	if err != nil {
-		return 0, fmt.Errorf("redis: %w", err)
+		return serverUse{}, fmt.Errorf("redis: info: %w", err)
 	}
-	return n, nil
+	n, err := redistest.CommandCalls(info)
+	if err != nil {
+		return serverUse{}, fmt.Errorf("redis: %w", err)
+	}
+	u := serverUse{commands: n}
+	for _, f := range []string{"used_cpu_user", "used_cpu_sys"} {
+		v, err := strconv.ParseFloat(infoField(info, f), 64)
+		if err != nil {
+			return serverUse{}, fmt.Errorf("redis: %s: %w", f, err)
+		}
+		u.cpu += v
+	}
+	return u, nil
 }
 
 // usedMemory is the server's used_memory, in bytes.

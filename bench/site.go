@@ -74,12 +74,13 @@ type siteRun struct {
 	processed cell // views processed per second, from the first send to the last done
 	share     cell // processed / intake
 	commands  cell // Redis commands per view
+	cpu       cell // Redis server CPU per view, µs
 	bytes     cell // growth of the store per view, after the runs ended
 }
 
 func failedSite(err error) siteRun {
 	c := failure(err)
-	return siteRun{intake: c, processed: c, share: c, commands: c, bytes: c}
+	return siteRun{intake: c, processed: c, share: c, commands: c, cpu: c, bytes: c}
 }
 
 // result fills the rates of n views sent in sent and done in total.
@@ -101,7 +102,7 @@ func runSiteWorkload(ctx context.Context, e *env) ([]row, error) {
 			sq = e.siteCyber(ctx, backendSQLite, n)
 		}
 		if e.redis == nil {
-			rd = siteRun{intake: noRedis, processed: noRedis, share: noRedis, commands: noRedis, bytes: noRedis}
+			rd = siteRun{intake: noRedis, processed: noRedis, share: noRedis, commands: noRedis, cpu: noRedis, bytes: noRedis}
 			aq = rd
 		} else {
 			if err := e.redis.reset(ctx, p); err != nil {
@@ -127,6 +128,7 @@ func runSiteWorkload(ctx context.Context, e *env) ([]row, error) {
 		)
 		if e.redis != nil {
 			rows = append(rows, row{scenario: fmt.Sprintf("%s: Redis commands per view ↓ (Redis: %s)", what, p.name), redis: rd.commands, asynq: aq.commands})
+			rows = append(rows, row{scenario: fmt.Sprintf("%s: Redis server CPU per view, µs ↓ (Redis: %s)", what, p.name), redis: rd.cpu, asynq: aq.cpu})
 		}
 		rows = append(rows, row{scenario: fmt.Sprintf("%s: bytes per stored view (SQLite file, Redis used_memory), after the runs, before pruning ↓ (Redis: %s)", what, p.name),
 			sqlite: sq.bytes, redis: rd.bytes, asynq: aq.bytes})
@@ -155,9 +157,9 @@ func (e *env) siteCyber(ctx context.Context, backend string, n int) siteRun {
 	if err != nil {
 		return failedSite(err)
 	}
-	var before int64
+	var before serverUse
 	if backend == backendRedis {
-		if before, err = e.redis.commands(ctx); err != nil {
+		if before, err = e.redis.use(ctx); err != nil {
 			return failedSite(err)
 		}
 	}
@@ -189,7 +191,8 @@ func (e *env) siteCyber(ctx context.Context, backend string, n int) siteRun {
 	total := time.Since(start)
 	out := siteResult(n, sent, total)
 	if backend == backendRedis {
-		out.commands = e.commandsSince(ctx, before, 0, n)
+		u := e.useSince(ctx, before, 0, n)
+		out.commands, out.cpu = u.commands, u.cpu
 	}
 	if err := checkViews(ctx, d.Store(), acked); err != nil {
 		return failedSite(err)
@@ -345,7 +348,7 @@ func (e *env) siteAsynq(ctx context.Context, n int) siteRun {
 	if err != nil {
 		return failedSite(err)
 	}
-	before, err := e.redis.commands(ctx)
+	before, err := e.redis.use(ctx)
 	if err != nil {
 		return failedSite(err)
 	}
@@ -377,7 +380,8 @@ func (e *env) siteAsynq(ctx context.Context, n int) siteRun {
 		return failedSite(*err)
 	}
 	out := siteResult(n, sent, total)
-	out.commands = e.commandsSince(ctx, before, polls, n)
+	u := e.useSince(ctx, before, polls, n)
+	out.commands, out.cpu = u.commands, u.cpu
 	if err := checkViews(ctx, redisKV{rdb}, acked); err != nil {
 		return failedSite(err)
 	}
