@@ -33,9 +33,17 @@ func (s *Store) kvKeys(key string) []string {
 	return []string{k, s.keys.kvDeadlineKey(k)}
 }
 
-// Get reads a string; ErrNotFound when absent.
+// Get reads a string; ErrNotFound when absent. On the real clock a key's
+// native TTL is its expiry, so a plain GET reads what the script would:
+// track-post-view reads a counter twice per view.
 func (s *Store) Get(ctx context.Context, key string) (string, error) {
-	v, err := scriptKVGet.Run(ctx, s.rdb, s.kvKeys(key), s.kvNow()).Text()
+	var v string
+	var err error
+	if s.nativeTTL {
+		v, err = s.rdb.Get(ctx, s.keys.siteKey(key)).Result()
+	} else {
+		v, err = scriptKVGet.Run(ctx, s.rdb, s.kvKeys(key), s.kvNow()).Text()
+	}
 	if err != nil {
 		return "", s.wrap("get", err)
 	}
@@ -114,7 +122,13 @@ func (s *Store) SetAdd(ctx context.Context, key string, ttl time.Duration, membe
 
 // SetCard counts a set's members (0 when absent).
 func (s *Store) SetCard(ctx context.Context, key string) (int64, error) {
-	n, err := scriptKVSCard.Run(ctx, s.rdb, s.kvKeys(key), s.kvNow()).Int64()
+	var n int64
+	var err error
+	if s.nativeTTL { // as in Get
+		n, err = s.rdb.SCard(ctx, s.keys.siteKey(key)).Result()
+	} else {
+		n, err = scriptKVSCard.Run(ctx, s.rdb, s.kvKeys(key), s.kvNow()).Int64()
+	}
 	if err != nil {
 		return 0, s.wrap("scard", err)
 	}
@@ -144,7 +158,13 @@ func (s *Store) SetHas(ctx context.Context, key string, members ...string) ([]bo
 
 // SetMembers lists a set's members (none when absent).
 func (s *Store) SetMembers(ctx context.Context, key string) ([]string, error) {
-	m, err := scriptKVSMembers.Run(ctx, s.rdb, s.kvKeys(key), s.kvNow()).StringSlice()
+	var m []string
+	var err error
+	if s.nativeTTL { // as in Get
+		m, err = s.rdb.SMembers(ctx, s.keys.siteKey(key)).Result()
+	} else {
+		m, err = scriptKVSMembers.Run(ctx, s.rdb, s.kvKeys(key), s.kvNow()).StringSlice()
+	}
 	if err != nil {
 		return nil, s.wrap("smembers", err)
 	}
