@@ -7,6 +7,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -170,6 +171,57 @@ func TestPostViewsFromManyVisitors(t *testing.T) {
 		}
 		d.everyEventHasAnID(t)
 	})
+}
+
+// TestPostViewsOnTheRealClock: 104 readers view one post at once, as a
+// deployed daemon sees them, on the real clock (where the Redis store reads
+// a counter right after committing the steps that wrote it in one round
+// trip, and the fake clock of the other tests takes another path). Every
+// view counts, and the 100th reaches the milestone once: one event, one
+// email.
+func TestPostViewsOnTheRealClock(t *testing.T) {
+	t.Parallel()
+	const (
+		slug, title = "real-clock", "Views on the real clock"
+		readers     = 104
+	)
+	for _, backend := range backends {
+		t.Run(backend, func(t *testing.T) {
+			t.Parallel()
+			d := deploy(t, backend, clockwork.NewRealClock())
+			var wg sync.WaitGroup
+			for n := range readers {
+				wg.Go(func() {
+					session := fmt.Sprintf("sess_real_%04d", n)
+					r := visitorN(n).post(t, d, "/api/views", "/blog/"+slug, viewBody(slug, title, session, 5000+n, ""))
+					if r.status != http.StatusOK || strings.TrimSpace(string(r.body)) != `{"recorded":true}` {
+						t.Errorf("reader %d: POST /api/views = %d %s", n, r.status, r.body)
+					}
+				})
+			}
+			wg.Wait()
+			d.awaitRuns(t, "track-post-view", readers)
+			var got postViews
+			r := visitorN(0).get(t, d, "/api/views/"+slug, "/blog/"+slug)
+			r.decode(t, &got)
+			if want := (postViews{slug, readers, readers}); r.status != http.StatusOK || got != want {
+				t.Errorf("GET /api/views/%s = %d %+v, want %+v", slug, r.status, got, want)
+			}
+			if ms := d.events(t, "blog/milestone.reached"); len(ms) != 1 || !strings.Contains(string(ms[0].Data), `"milestone":100`) {
+				t.Fatalf("blog/milestone.reached events: %+v, want one for 100", ms)
+			}
+			d.awaitRuns(t, "handle-milestone", 1)
+			var mail []email
+			for _, e := range d.resend.to(owner) {
+				if strings.Contains(e.Subject, "just passed") {
+					mail = append(mail, e)
+				}
+			}
+			if len(mail) != 1 || mail[0].Subject != title+" just passed 100 views" {
+				t.Errorf("milestone emails: %s", describe(mail))
+			}
+		})
+	}
 }
 
 // TestPostViewsOnARedisCluster runs the site's view counting on a Redis

@@ -206,12 +206,18 @@ func (r *Run) commitPendingLocked(ctx context.Context, more ...store.StepCommit)
 	if err := r.e.store.CommitSteps(ctx, r.lease, batch); err != nil {
 		return err
 	}
+	r.committedLocked()
+	return nil
+}
+
+// committedLocked makes the deferred steps recorded steps once their
+// commit succeeded. mu is held.
+func (r *Run) committedLocked() {
 	for _, sc := range r.pending {
 		r.steps[sc.Step.ID] = sc.Step
 	}
 	r.pending = nil
 	clear(r.pendingWrites)
-	return nil
 }
 
 // failedCommitLocked stops the run after a commit that failed: a
@@ -308,10 +314,37 @@ type pendingKV struct {
 }
 
 func (p pendingKV) Get(ctx context.Context, key string) (string, error) {
+	if v, err, done := p.r.flushAndGet(key); done {
+		return v, err
+	}
 	if err := p.r.flushBeforeRead(key, false); err != nil {
 		return "", err
 	}
 	return p.KV.Get(ctx, key)
+}
+
+// flushAndGet reads key after committing the deferred steps when they
+// wrote it and the store can send the two together (store.CommitReader):
+// one round trip instead of two. done is false when it did nothing and
+// the read is still to make.
+func (r *Run) flushAndGet(key string) (v string, err error, done bool) {
+	cr, ok := r.e.store.(store.CommitReader)
+	if !ok {
+		return "", nil, false
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if _, hit := r.pendingWrites[key]; !hit || r.stop != nil || len(r.pending) == 0 {
+		return "", nil, false
+	}
+	cctx, cancel := context.WithTimeout(context.Background(), storeCallTimeout)
+	defer cancel()
+	v, readErr, err := cr.CommitStepsGet(cctx, r.lease, r.pending, key)
+	if err != nil {
+		return "", r.failedCommitLocked(fmt.Errorf("engine: commit deferred steps: %w", err)), true
+	}
+	r.committedLocked()
+	return v, readErr, true
 }
 
 func (p pendingKV) SetCard(ctx context.Context, key string) (int64, error) {

@@ -419,6 +419,17 @@ type Engine interface {
 	PruneFunction(ctx context.Context, functionID string, cutoff time.Time, batch int) (int, error)
 }
 
+// CommitReader is what a store implements when reading a key right after
+// a commit costs it a round trip of its own (Redis): CommitStepsGet is
+// CommitSteps followed by Get(key), sent together: err is the commit's,
+// and only when it is nil do value and readErr (Get's answer) count. The
+// read sees the commit. The engine uses it when a step reads a key the
+// run's deferred steps wrote (track-post-view's total after its
+// increment).
+type CommitReader interface {
+	CommitStepsGet(ctx context.Context, l *Lease, steps []StepCommit, key string) (value string, readErr, err error)
+}
+
 // KV is the key-value data the site jobs keep: the names and semantics of
 // Redis strings, counters and sets, so both backends serve the website's keys.
 // A ttl of 0 means no expiry; an expired key reads as absent.

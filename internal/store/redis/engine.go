@@ -8,6 +8,8 @@ import (
 	"strings"
 	"time"
 
+	goredis "github.com/redis/go-redis/v9"
+
 	"github.com/dcyfr/cyberdrew/internal/store"
 )
 
@@ -411,26 +413,79 @@ func (s *Store) CommitSteps(ctx context.Context, l *store.Lease, steps []store.S
 // saveSteps runs the savestep script: steps, then the finish when finish
 // (a finishArg without its run, token and time) is not "".
 func (s *Store) saveSteps(ctx context.Context, l *store.Lease, steps []store.StepCommit, finish string) error {
+	keys, args, err := s.saveStepsArgs(l, steps, finish)
+	if err != nil {
+		return err
+	}
+	return s.acked(ctx, scriptSaveStep, keys, args...).Err()
+}
+
+// saveStepsArgs are the keys and arguments of the savestep script.
+func (s *Store) saveStepsArgs(l *store.Lease, steps []store.StepCommit, finish string) ([]string, []any, error) {
 	now := s.clock.Now()
 	fx, err := store.MergeEffects(steps)
 	if err != nil {
-		return err
+		return nil, nil, err
 	}
 	keys, fxDoc, err := s.effectsArg(fx)
 	if err != nil {
-		return err
+		return nil, nil, err
 	}
 	if err := s.inEngineSlot(keys[1:]); err != nil {
-		return err
+		return nil, nil, err
 	}
 	args := make([]any, 0, 6+7*len(steps))
 	args = append(args, now.UnixMilli(), l.RunID, l.Token, fxDoc, finish, len(steps))
 	for _, sc := range steps {
 		if args, err = s.appendStepArgs(args, l, sc, now); err != nil {
-			return err
+			return nil, nil, err
 		}
 	}
-	return s.acked(ctx, scriptSaveStep, keys, args...).Err()
+	return keys, args, nil
+}
+
+// CommitStepsGet commits steps as CommitSteps does and reads key after
+// them in the same round trip (store.CommitReader): the function and a
+// GET pipelined on one connection, which Redis runs in order. Where a
+// pipeline would not do (replicas to wait for, the engine's code running
+// as scripts, a key the script cannot read the same way), the commit and
+// the read are two calls.
+func (s *Store) CommitStepsGet(ctx context.Context, l *store.Lease, steps []store.StepCommit, key string) (string, error, error) {
+	if s.minReplicas > 0 || !s.nativeTTL || !s.functions.Load() {
+		if err := s.CommitSteps(ctx, l, steps); err != nil {
+			return "", nil, err
+		}
+		v, err := s.Get(ctx, key)
+		return v, err, nil
+	}
+	keys, args, err := s.saveStepsArgs(l, steps, "")
+	if err != nil {
+		return "", nil, s.wrap("save step", err)
+	}
+	var commit *goredis.Cmd
+	var get *goredis.StringCmd
+	// The commands' own errors are read below.
+	_, _ = s.rdb.Pipelined(ctx, func(p goredis.Pipeliner) error {
+		commit = p.FCall(ctx, scriptSaveStep.function, keys, args...)
+		get = p.Get(ctx, s.keys.siteKey(key))
+		return nil
+	})
+	if libraryMissing(commit.Err()) {
+		// The function did not run: commit and read as two calls.
+		if err := s.CommitSteps(ctx, l, steps); err != nil {
+			return "", nil, err
+		}
+		v, err := s.Get(ctx, key)
+		return v, err, nil
+	}
+	if err := commit.Err(); err != nil {
+		return "", nil, s.wrap("save step", err)
+	}
+	v, err := get.Result()
+	if err != nil {
+		return "", s.wrap("get", err), nil
+	}
+	return v, nil, nil
 }
 
 // appendStepArgs appends one step's arguments of the savestep script.
