@@ -462,14 +462,11 @@ func (s *Store) CommitStepsGet(ctx context.Context, l *store.Lease, steps []stor
 	if err != nil {
 		return "", nil, s.wrap("save step", err)
 	}
-	var commit *goredis.Cmd
-	var get *goredis.StringCmd
-	// The commands' own errors are read below.
-	_, _ = s.rdb.Pipelined(ctx, func(p goredis.Pipeliner) error {
-		commit = p.FCall(ctx, scriptSaveStep.function, keys, args...)
-		get = p.Get(ctx, s.keys.siteKey(key))
-		return nil
-	})
+	cmds, err := s.pipelined(ctx, call{function: scriptSaveStep.function, keys: keys, args: args}, call{key: s.keys.siteKey(key)})
+	if err != nil {
+		return "", nil, s.wrap("save step", err)
+	}
+	commit, get := cmds[0].(*goredis.Cmd), cmds[1].(*goredis.StringCmd)
 	if libraryMissing(commit.Err()) {
 		// The function did not run: commit and read as two calls.
 		if err := s.CommitSteps(ctx, l, steps); err != nil {

@@ -15,8 +15,22 @@ import (
 // runs the same code as scripts from then on. A library is replicated and
 // persisted with the data, so a promoted replica has it.
 
-// run calls an engine script on the store's client.
+// run calls an engine script on the store's client: as a function, in
+// the next pipeline (pipeline.go), while the server may have functions.
 func (s *Store) run(ctx context.Context, sc *script, keys []string, args ...any) *goredis.Cmd {
+	if s.functions.Load() {
+		cmds, err := s.pipelined(ctx, call{function: sc.function, keys: keys, args: args})
+		if err != nil {
+			cmd := goredis.NewCmd(ctx)
+			cmd.SetErr(err)
+			return cmd
+		}
+		if cmd := cmds[0].(*goredis.Cmd); !libraryMissing(cmd.Err()) {
+			return cmd
+		}
+		// The function did not run: runOn loads the library or falls
+		// back to the script.
+	}
 	return s.runOn(ctx, s.rdb, sc, keys, args...)
 }
 

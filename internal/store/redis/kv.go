@@ -40,7 +40,10 @@ func (s *Store) Get(ctx context.Context, key string) (string, error) {
 	var v string
 	var err error
 	if s.nativeTTL {
-		v, err = s.rdb.Get(ctx, s.keys.siteKey(key)).Result()
+		var cmds []goredis.Cmder
+		if cmds, err = s.pipelined(ctx, call{key: s.keys.siteKey(key)}); err == nil {
+			v, err = cmds[0].(*goredis.StringCmd).Result()
+		}
 	} else {
 		v, err = scriptKVGet.Run(ctx, s.rdb, s.kvKeys(key), s.kvNow()).Text()
 	}

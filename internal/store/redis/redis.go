@@ -93,6 +93,8 @@ type Store struct {
 	// publishes and finishes coalesce concurrent calls (batch.go).
 	publishes *batcher[json.RawMessage, any]
 	finishes  *batcher[json.RawMessage, any]
+	// calls pipelines the other calls of concurrent callers (pipeline.go).
+	calls *batcher[call, goredis.Cmder]
 
 	entropyMu sync.Mutex
 	entropy   io.Reader
@@ -163,12 +165,14 @@ func Open(ctx context.Context, url string, opts Options) (*Store, error) {
 		minReplicas:    opts.MinReplicas,
 		replicaTimeout: opts.ReplicaTimeout,
 	}
+	s.calls = newBatcher(s.pipelineGroup)
 	s.publishes = newBatcher(s.publishGroup)
 	s.finishes = newBatcher(s.finishGroup)
 	// fail gives up the store being opened.
 	fail := func(err error) (*Store, error) {
 		s.publishes.stop()
 		s.finishes.stop()
+		s.calls.stop()
 		rdb.Close()
 		return nil, err
 	}
@@ -225,6 +229,7 @@ func (s *Store) Ping(ctx context.Context) error {
 func (s *Store) Close() error {
 	s.publishes.stop()
 	s.finishes.stop()
+	s.calls.stop()
 	s.ps.stop()
 	s.subs.Close()
 	return s.rdb.Close()
