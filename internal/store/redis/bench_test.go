@@ -111,25 +111,5 @@ func BenchmarkUnbatchedRun(b *testing.B) {
 // since its counters were reset, in µs.
 func scriptTime(b *testing.B, rdb *goredis.Client) float64 {
 	b.Helper()
-	info, err := rdb.Info(b.Context(), "commandstats").Result()
-	if err != nil {
-		b.Fatal(err)
-	}
-	total := 0.0
-	for _, line := range strings.Split(info, "\r\n") {
-		name, stats, _ := strings.Cut(line, ":")
-		if name != "cmdstat_fcall" && name != "cmdstat_evalsha" && name != "cmdstat_eval" {
-			continue
-		}
-		for _, f := range strings.Split(stats, ",") {
-			if v, ok := strings.CutPrefix(f, "usec="); ok {
-				n, err := strconv.ParseFloat(v, 64)
-				if err != nil {
-					b.Fatalf("%s: %v", line, err)
-				}
-				total += n
-			}
-		}
-	}
-	return total
+	return commandStat(b, rdb, "fcall", "usec") + commandStat(b, rdb, "evalsha", "usec") + commandStat(b, rdb, "eval", "usec")
 }

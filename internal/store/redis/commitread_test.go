@@ -25,9 +25,9 @@ func leaseOne(t *testing.T, s *redis.Store) store.Lease {
 		Runs: []store.RunSpec{{ID: id, FunctionID: "fn"}}}}); err != nil {
 		t.Fatalf("Publish: %v", err)
 	}
-	ls, err := s.Claim(ctx, "w", 1, time.Minute)
-	if err != nil || len(ls) != 1 {
-		t.Fatalf("Claim = %v, %v", ls, err)
+	ls, err := s.Claim(ctx, "w", 10, time.Minute)
+	if err != nil || len(ls) != 1 || ls[0].RunID != id {
+		t.Fatalf("Claim = %v, %v; want the run %s", ls, err, id)
 	}
 	return ls[0]
 }

@@ -3,12 +3,12 @@ package redis_test
 import (
 	"context"
 	"encoding/json"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/jonboulle/clockwork"
-	"github.com/oklog/ulid/v2"
 	goredis "github.com/redis/go-redis/v9"
 
 	"github.com/dcyfr/cyberdrew/internal/store"
@@ -20,18 +20,30 @@ import (
 // since its counters were last reset.
 func calls(t *testing.T, c *goredis.Client, cmd string) int64 {
 	t.Helper()
+	return int64(commandStat(t, c, cmd, "calls"))
+}
+
+// commandStat is a figure of cmd in INFO commandstats ("calls", "usec"),
+// 0 when the server has not run cmd since its counters were reset.
+func commandStat(t testing.TB, c *goredis.Client, cmd, figure string) float64 {
+	t.Helper()
 	info, err := c.Info(t.Context(), "commandstats").Result()
 	if err != nil {
 		t.Fatal(err)
 	}
 	for _, line := range strings.Split(info, "\r\n") {
-		if rest, ok := strings.CutPrefix(line, "cmdstat_"+cmd+":calls="); ok {
-			n, _, _ := strings.Cut(rest, ",")
-			var v int64
-			for _, d := range n {
-				v = v*10 + int64(d-'0')
+		stats, ok := strings.CutPrefix(line, "cmdstat_"+cmd+":")
+		if !ok {
+			continue
+		}
+		for _, f := range strings.Split(stats, ",") {
+			if v, ok := strings.CutPrefix(f, figure+"="); ok {
+				n, err := strconv.ParseFloat(v, 64)
+				if err != nil {
+					t.Fatalf("%s: %v", line, err)
+				}
+				return n
 			}
-			return v
 		}
 	}
 	return 0
@@ -51,30 +63,22 @@ func libraries(t *testing.T, c *goredis.Client) []string {
 	return names
 }
 
-// runOnce publishes an event starting a run, claims it, records a step
-// and finishes it, failing the test on any error; it returns the run.
+// runOnce publishes an event starting a run, claims it (leaseOne),
+// records a step and finishes it, failing the test on any error; it returns the run.
 func runOnce(t *testing.T, s *redis.Store) store.Run {
 	t.Helper()
 	ctx := t.Context()
-	id := ulid.Make().String()
-	if _, err := s.Publish(ctx, []store.Publication{{Event: store.Event{Name: "app/fn-test", Data: json.RawMessage(`{}`)},
-		Runs: []store.RunSpec{{ID: id, FunctionID: "fn"}}}}); err != nil {
-		t.Fatalf("Publish: %v", err)
-	}
-	ls, err := s.Claim(ctx, "w", 10, time.Minute)
-	if err != nil || len(ls) != 1 || ls[0].RunID != id {
-		t.Fatalf("Claim = %v, %v; want the run %s", ls, err, id)
-	}
+	l := leaseOne(t, s)
 	now := time.Now()
 	step := store.Step{ID: "a", Name: "a", Kind: "run", Status: store.StatusCompleted, Output: json.RawMessage(`1`),
 		StartedAt: now, EndedAt: now}
-	if err := s.SaveStep(ctx, &ls[0], step, nil); err != nil {
+	if err := s.SaveStep(ctx, &l, step, nil); err != nil {
 		t.Fatalf("SaveStep: %v", err)
 	}
-	if err := s.Finish(ctx, &ls[0], store.Outcome{Status: store.StatusCompleted, Output: json.RawMessage(`2`)}); err != nil {
+	if err := s.Finish(ctx, &l, store.Outcome{Status: store.StatusCompleted, Output: json.RawMessage(`2`)}); err != nil {
 		t.Fatalf("Finish: %v", err)
 	}
-	r, err := s.GetRun(ctx, id)
+	r, err := s.GetRun(ctx, l.RunID)
 	if err != nil || r.Status != store.StatusCompleted {
 		t.Fatalf("GetRun = %+v, %v; want it Completed", r, err)
 	}
