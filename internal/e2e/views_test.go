@@ -182,7 +182,8 @@ func (d *deployment) checkOneMilestone(t *testing.T, title string) {
 }
 
 // TestPostViewsOnTheRealClock: 104 readers view one post at once, as a
-// deployed daemon sees them, on the real clock (where the Redis store reads
+// deployed daemon sees them, on the real clock, on SQLite, Redis and a
+// Redis Cluster (where the Redis store reads
 // a counter right after committing the steps that wrote it in one round
 // trip, and the fake clock of the other tests takes another path). Every
 // view counts, and the 100th reaches the milestone once: one event, one
@@ -193,7 +194,7 @@ func TestPostViewsOnTheRealClock(t *testing.T) {
 		slug, title = "real-clock", "Views on the real clock"
 		readers     = 104
 	)
-	for _, backend := range backends {
+	for _, backend := range append(slices.Clone(backends), "cluster") {
 		t.Run(backend, func(t *testing.T) {
 			t.Parallel()
 			d := deploy(t, backend, clockwork.NewRealClock())
