@@ -58,11 +58,22 @@ func (s *Store) runOn(ctx context.Context, c goredis.Cmdable, sc *script, keys [
 // cannot compile) has the store run its code as scripts from then on; one
 // that cannot take it now (unreachable, loading, a failover) is asked
 // again at the next call that misses it.
+//
+// Callers that all find the library missing at once (fifty workers after
+// a restart) load it once: a caller that waited while another loaded it
+// takes that load for its own.
 func (s *Store) loadLibrary(ctx context.Context) bool {
+	loads := s.library.loads.Load()
+	s.library.Lock()
+	defer s.library.Unlock()
+	if s.library.loads.Load() != loads {
+		return true
+	}
 	err := s.eachMaster(ctx, func(ctx context.Context, c goredis.Cmdable) error {
 		return c.FunctionLoadReplace(ctx, librarySource).Err()
 	})
 	if err == nil {
+		s.library.loads.Add(1)
 		return true
 	}
 	if !transient(err) && s.functions.CompareAndSwap(true, false) {

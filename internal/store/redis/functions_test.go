@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -116,6 +117,24 @@ func TestEngineRunsAsFunctions(t *testing.T) {
 	}
 	if e := calls(t, c, "evalsha") + calls(t, c, "eval"); e != 0 {
 		t.Errorf("%d script calls after the library was flushed, want none: the library is loaded again", e)
+	}
+
+	// Callers that find it missing together load it once between them.
+	if err := c.FunctionFlush(t.Context()).Err(); err != nil {
+		t.Fatal(err)
+	}
+	c.ConfigResetStat(t.Context())
+	var wg sync.WaitGroup
+	for range 32 {
+		wg.Go(func() {
+			if _, err := s.Claim(t.Context(), "w", 1, time.Minute); err != nil {
+				t.Errorf("Claim: %v", err)
+			}
+		})
+	}
+	wg.Wait()
+	if n := calls(t, c, "function|load"); n < 1 || n > 4 {
+		t.Errorf("32 callers that found the library missing loaded it %d times, want once or a few", n)
 	}
 }
 

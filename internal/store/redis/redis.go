@@ -107,8 +107,13 @@ type Store struct {
 	nativeTTL bool
 
 	// functions is set while the engine's code may run as the functions
-	// of its library (functions.go).
+	// of its library (functions.go); library counts this store's loads of
+	// it, one at a time.
 	functions atomic.Bool
+	library   struct {
+		sync.Mutex
+		loads atomic.Int64
+	}
 
 	// layoutDone is set once the keyspace is known to be in this
 	// version's layout (layout.go).
