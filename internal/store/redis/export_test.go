@@ -1,6 +1,10 @@
 package redis
 
-import goredis "github.com/redis/go-redis/v9"
+import (
+	"context"
+
+	goredis "github.com/redis/go-redis/v9"
+)
 
 // ScriptHashes are the SHA1 digests of every script the store loads.
 func ScriptHashes() []string {
@@ -18,3 +22,7 @@ func SetMaxQueueList(t interface{ Cleanup(func()) }, n int64) {
 	maxQueueList = n
 	t.Cleanup(func() { maxQueueList = old })
 }
+
+// LoadLibrary loads the engine's function library as a call that found it
+// missing does.
+func LoadLibrary(ctx context.Context, s *Store) bool { return s.loadLibrary(ctx) }
