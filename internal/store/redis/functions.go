@@ -16,9 +16,10 @@ import (
 // persisted with the data, so a promoted replica has it.
 
 // run calls an engine script on the store's client: as a function, in
-// the next pipeline (pipeline.go), while the server may have functions.
+// the next pipeline (pipeline.go) unless it is grouped, while the server
+// may have functions.
 func (s *Store) run(ctx context.Context, sc *script, keys []string, args ...any) *goredis.Cmd {
-	if s.functions.Load() {
+	if s.functions.Load() && !sc.grouped {
 		cmds, err := s.pipelined(ctx, call{function: sc.function, keys: keys, args: args})
 		if err != nil {
 			cmd := goredis.NewCmd(ctx)

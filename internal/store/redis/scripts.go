@@ -39,13 +39,13 @@ func lua(name string) string {
 //
 // Both start with begin (lua/common.lua), so they behave alike.
 var (
-	scriptPublish    = engineScript("publish")
+	scriptPublish    = groupScript("publish")
 	scriptCreateRuns = engineScript("createruns")
 	scriptClaim      = engineScript("claim")
 	scriptRenew      = engineScript("renew")
 	scriptSaveStep   = engineScript("savestep")
 	scriptSuspend    = engineScript("suspend")
-	scriptFinish     = engineScript("finish")
+	scriptFinish     = groupScript("finish")
 	scriptRelease    = engineScript("release")
 	scriptCancel     = engineScript("cancel")
 	scriptPrune      = engineScript("prune")
@@ -101,10 +101,20 @@ func engineLibrary() (name, src string) {
 }
 
 // script is an engine script: its source as a script, and the name of the
-// same code in the engine's library.
+// same code in the engine's library. A grouped script's one call already
+// carries the items of a group of callers (batch.go): it goes to Redis on
+// its own rather than in a pipeline (pipeline.go), which would only add a
+// hop.
 type script struct {
 	*goredis.Script
 	function string
+	grouped  bool
+}
+
+func groupScript(name string) *script {
+	sc := engineScript(name)
+	sc.grouped = true
+	return sc
 }
 
 func engineScript(name string) *script {
