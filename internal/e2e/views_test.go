@@ -209,6 +209,11 @@ func TestPostViewsOnTheRealClock(t *testing.T) {
 				})
 			}
 			wg.Wait()
+			// A reader's second beacon from the same tab is not a new view.
+			again := visitorN(3).post(t, d, "/api/views", "/blog/"+slug, viewBody(slug, title, "sess_real_0003", 9000, ""))
+			if !strings.Contains(string(again.body), `"recorded":false`) {
+				t.Errorf("the same session's second view = %d %s, want recorded:false", again.status, again.body)
+			}
 			d.awaitRuns(t, "track-post-view", readers)
 			var got postViews
 			r := visitorN(0).get(t, d, "/api/views/"+slug, "/blog/"+slug)

@@ -2,6 +2,7 @@ package redis
 
 import (
 	"context"
+	"errors"
 	"slices"
 	"strconv"
 	"strings"
@@ -59,7 +60,18 @@ func (s *Store) Set(ctx context.Context, key, value string, ttl time.Duration) e
 	if err != nil {
 		return s.wrap("set", err)
 	}
+	if s.nativeTTL { // as in Get: SET drops the key's ttl, PX gives it one
+		return s.wrap("set", s.command(ctx, withTTL([]any{"SET", s.keys.siteKey(key), value}, ttlMS)...).Err())
+	}
 	return s.wrap("set", scriptKVSet.Run(ctx, s.rdb, s.kvKeys(key), s.kvNow(), value, ttlMS).Err())
+}
+
+// withTTL adds a SET's PX option for ttl ms, none for 0.
+func withTTL(args []any, ttlMS int64) []any {
+	if ttlMS > 0 {
+		return append(args, "PX", ttlMS)
+	}
+	return args
 }
 
 // SetNX writes a string only when the key is absent.
@@ -67,6 +79,13 @@ func (s *Store) SetNX(ctx context.Context, key, value string, ttl time.Duration)
 	ttlMS, err := store.KeyTTL(ttl)
 	if err != nil {
 		return false, s.wrap("setnx", err)
+	}
+	if s.nativeTTL { // as in Get: SET NX is the script's test and write in one
+		err := s.command(ctx, withTTL([]any{"SET", s.keys.siteKey(key), value, "NX"}, ttlMS)...).Err()
+		if errors.Is(err, goredis.Nil) {
+			return false, nil
+		}
+		return err == nil, s.wrap("setnx", err)
 	}
 	n, err := scriptKVSetNX.Run(ctx, s.rdb, s.kvKeys(key), s.kvNow(), value, ttlMS).Int()
 	if err != nil {
@@ -176,7 +195,13 @@ func (s *Store) SetMembers(ctx context.Context, key string) ([]string, error) {
 
 // TTL returns the remaining time to live, 0 for none.
 func (s *Store) TTL(ctx context.Context, key string) (time.Duration, error) {
-	n, err := scriptKVTTL.Run(ctx, s.rdb, s.kvKeys(key), s.kvNow()).Int64()
+	var n int64
+	var err error
+	if s.nativeTTL { // as in Get: PTTL answers as the script does
+		n, err = s.command(ctx, "PTTL", s.keys.siteKey(key)).Int64()
+	} else {
+		n, err = scriptKVTTL.Run(ctx, s.rdb, s.kvKeys(key), s.kvNow()).Int64()
+	}
 	if err != nil {
 		return 0, s.wrap("ttl", err)
 	}

@@ -19,11 +19,14 @@ import (
 // flight join the next (batch.go).
 
 // call is one command of a pipeline: the library's function named
-// function with keys and args, or, when function is "", a GET of key.
+// function with keys and args; or, when function is "", the command cmd
+// (a *goredis.Cmd answers it), or without one a GET of key (a
+// *goredis.StringCmd).
 type call struct {
 	function string
 	keys     []string
 	args     []any
+	cmd      []any
 	key      string
 }
 
@@ -34,15 +37,29 @@ func (s *Store) pipelineGroup(ctx context.Context, calls []call) ([]goredis.Cmde
 	// Each command's error is its caller's.
 	_, _ = s.rdb.Pipelined(ctx, func(p goredis.Pipeliner) error {
 		for i, c := range calls {
-			if c.function == "" {
-				cmds[i] = p.Get(ctx, c.key)
-			} else {
+			switch {
+			case c.function != "":
 				cmds[i] = p.FCall(ctx, c.function, c.keys, c.args...)
+			case c.cmd != nil:
+				cmds[i] = p.Do(ctx, c.cmd...)
+			default:
+				cmds[i] = p.Get(ctx, c.key)
 			}
 		}
 		return nil
 	})
 	return cmds, nil
+}
+
+// command sends one command in the next pipeline and returns its answer.
+func (s *Store) command(ctx context.Context, args ...any) *goredis.Cmd {
+	cmds, err := s.pipelined(ctx, call{cmd: args})
+	if err != nil {
+		cmd := goredis.NewCmd(ctx)
+		cmd.SetErr(err)
+		return cmd
+	}
+	return cmds[0].(*goredis.Cmd)
 }
 
 // pipelined sends calls in the next pipeline and returns their commands.
