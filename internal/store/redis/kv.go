@@ -147,7 +147,7 @@ func (s *Store) SetCard(ctx context.Context, key string) (int64, error) {
 	var n int64
 	var err error
 	if s.nativeTTL { // as in Get
-		n, err = s.rdb.SCard(ctx, s.keys.siteKey(key)).Result()
+		n, err = s.command(ctx, "SCARD", s.keys.siteKey(key)).Int64()
 	} else {
 		n, err = scriptKVSCard.Run(ctx, s.rdb, s.kvKeys(key), s.kvNow()).Int64()
 	}
@@ -183,7 +183,7 @@ func (s *Store) SetMembers(ctx context.Context, key string) ([]string, error) {
 	var m []string
 	var err error
 	if s.nativeTTL { // as in Get
-		m, err = s.rdb.SMembers(ctx, s.keys.siteKey(key)).Result()
+		m, err = s.command(ctx, "SMEMBERS", s.keys.siteKey(key)).StringSlice()
 	} else {
 		m, err = scriptKVSMembers.Run(ctx, s.rdb, s.kvKeys(key), s.kvNow()).StringSlice()
 	}

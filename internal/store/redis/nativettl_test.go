@@ -2,6 +2,7 @@ package redis_test
 
 import (
 	"errors"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -37,6 +38,21 @@ func TestNativeTTLsOnTheRealClock(t *testing.T) {
 	}
 	if ok, err := s.SetNX(ctx, "s", "other", time.Hour); err != nil || ok {
 		t.Fatalf("SetNX on a live key = %v, %v", ok, err)
+	}
+	if m, err := s.SetMembers(ctx, "set"); err != nil || len(m) != 2 || !slices.Contains(m, "a") || !slices.Contains(m, "b") {
+		t.Errorf("SetMembers = %v, %v; want a and b", m, err)
+	}
+	if n, err := s.SetCard(ctx, "set"); err != nil || n != 2 {
+		t.Errorf("SetCard = %d, %v; want 2", n, err)
+	}
+	if v, err := s.Get(ctx, "s"); err != nil || v != "v" {
+		t.Errorf("Get = %q, %v; want v", v, err)
+	}
+	if _, err := s.Get(ctx, "set"); !errors.Is(err, store.ErrInvalid) {
+		t.Errorf("Get of a set: %v, want ErrInvalid", err)
+	}
+	if m, err := s.SetMembers(ctx, "absent"); err != nil || len(m) != 0 {
+		t.Errorf("SetMembers of an absent key = %v, %v; want none", m, err)
 	}
 	// A step's effects, committed with its record.
 	runID := ulid.Make().String()
