@@ -15,7 +15,11 @@ import (
 )
 
 // The site's key-value data: native strings and sets named SitePrefix+key,
-// with native TTLs. Each call is one script over the key and its deadline
+// with native TTLs. On the real clock a key's native TTL is its expiry, so
+// the reads, Set, SetNX and TTL are plain commands sent in the pipeline
+// (pipeline.go); what must test and write at once (IncrBy and SetAdd give
+// a ttl only to a key they create), and every call on an injected clock
+// (the conformance suite's), is one script over the key and its deadline
 // key (lua/kv.lua).
 
 // kvNow is ARGV[1] of the key-value scripts (lua/kv.lua): now in unix ms,
