@@ -135,7 +135,8 @@ func (e *env) notes() []string {
 		fmt.Sprintf("cyberdrew: %d workers, built in-process as the daemon wires it (store, engine, worker pool); SQLite is WAL with synchronous=FULL, so every intake row is acknowledged after fsync. HTTP rows go through the real daemon on loopback, one event per request.", workers),
 		fmt.Sprintf("asynq: Concurrency %d, one queue (default), Client.Enqueue with default options (MaxRetry 25, Timeout 30 min, no Retention), TaskCheckInterval 1 s (default: an idle processor sleeps 0.5–1.5 s before it looks again), lease 30 s, recoverer every minute.", workers),
 		"Redis rows: both systems run against the same redis-server with the same setting, named in the row; FLUSHALL and CONFIG RESETSTAT before each cell.",
-		"Redis commands: the INFO commandstats delta over the phase divided by its jobs; it counts each EVALSHA and, inside it, each command the script calls. The harness's own INFO calls and asynq completion GETs are subtracted; cyberdrew's few end-of-phase NextWake checks are not.",
+		"Redis commands: the INFO commandstats delta over the phase divided by its jobs; it counts each FCALL or EVALSHA and, inside it, each command the function or script calls. The harness's own INFO calls and asynq completion GETs are subtracted; cyberdrew's few end-of-phase NextWake checks are not.",
+		"Redis server CPU: the INFO cpu delta (used_cpu_user + used_cpu_sys) over the same phase divided by its jobs, in µs: all the server did for them, network and pub/sub included.",
 		fmt.Sprintf("crash rows: cyberdrew with %s; asynq's figure is capped at the wait named in the cell.", lease),
 		fmt.Sprintf("payloads are %d bytes of JSON; ratios are cyberdrew Redis / asynq (higher is better for rates, lower for latencies, commands and memory).", payloadSize),
 	}

@@ -191,7 +191,9 @@ func Open(ctx context.Context, url string, opts Options) (*Store, error) {
 	if !opts.Scripts {
 		// On a server that cannot be reached yet the first call loads it.
 		s.functions.Store(true)
-		s.loadLibrary(ctx)
+		if s.loadLibrary(ctx) {
+			s.log.Info("redis: the engine's code runs as a function library", "library", libraryName)
+		}
 	}
 	if err := s.ensureLayout(ctx); err != nil {
 		if errors.Is(err, errNewerLayout) {
