@@ -8,8 +8,6 @@ import (
 	"strings"
 	"time"
 
-	goredis "github.com/redis/go-redis/v9"
-
 	"github.com/dcyfr/cyberdrew/internal/store"
 )
 
@@ -451,34 +449,33 @@ func (s *Store) saveStepsArgs(l *store.Lease, steps []store.StepCommit, finish s
 // as scripts, a key the script cannot read the same way), the commit and
 // the read are two calls.
 func (s *Store) CommitStepsGet(ctx context.Context, l *store.Lease, steps []store.StepCommit, key string) (string, error, error) {
-	if s.minReplicas > 0 || !s.nativeTTL || !s.functions.Load() {
+	twoCalls := func() (string, error, error) {
 		if err := s.CommitSteps(ctx, l, steps); err != nil {
 			return "", nil, err
 		}
 		v, err := s.Get(ctx, key)
 		return v, err, nil
+	}
+	if s.minReplicas > 0 || !s.nativeTTL || !s.functions.Load() {
+		return twoCalls()
 	}
 	keys, args, err := s.saveStepsArgs(l, steps, "")
 	if err != nil {
 		return "", nil, s.wrap("save step", err)
 	}
-	cmds, err := s.pipelined(ctx, call{function: scriptSaveStep.function, keys: keys, args: args}, call{key: s.keys.siteKey(key)})
+	cmds, err := s.pipelined(ctx, call{function: scriptSaveStep.function, keys: keys, args: args},
+		call{cmd: []any{"GET", s.keys.siteKey(key)}})
 	if err != nil {
 		return "", nil, s.wrap("save step", err)
 	}
-	commit, get := cmds[0].(*goredis.Cmd), cmds[1].(*goredis.StringCmd)
+	commit, get := cmds[0], cmds[1]
 	if libraryMissing(commit.Err()) {
-		// The function did not run: commit and read as two calls.
-		if err := s.CommitSteps(ctx, l, steps); err != nil {
-			return "", nil, err
-		}
-		v, err := s.Get(ctx, key)
-		return v, err, nil
+		return twoCalls() // the function did not run
 	}
 	if err := commit.Err(); err != nil {
 		return "", nil, s.wrap("save step", err)
 	}
-	v, err := get.Result()
+	v, err := get.Text()
 	if err != nil {
 		return "", s.wrap("get", err), nil
 	}

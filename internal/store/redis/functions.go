@@ -22,11 +22,9 @@ func (s *Store) run(ctx context.Context, sc *script, keys []string, args ...any)
 	if s.functions.Load() && !sc.grouped {
 		cmds, err := s.pipelined(ctx, call{function: sc.function, keys: keys, args: args})
 		if err != nil {
-			cmd := goredis.NewCmd(ctx)
-			cmd.SetErr(err)
-			return cmd
+			return failedCmd(ctx, err)
 		}
-		if cmd := cmds[0].(*goredis.Cmd); !libraryMissing(cmd.Err()) {
+		if cmd := cmds[0]; !libraryMissing(cmd.Err()) {
 			return cmd
 		}
 		// The function did not run: runOn loads the library or falls

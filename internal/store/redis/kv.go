@@ -45,10 +45,7 @@ func (s *Store) Get(ctx context.Context, key string) (string, error) {
 	var v string
 	var err error
 	if s.nativeTTL {
-		var cmds []goredis.Cmder
-		if cmds, err = s.pipelined(ctx, call{key: s.keys.siteKey(key)}); err == nil {
-			v, err = cmds[0].(*goredis.StringCmd).Result()
-		}
+		v, err = s.command(ctx, "GET", s.keys.siteKey(key)).Text()
 	} else {
 		v, err = scriptKVGet.Run(ctx, s.rdb, s.kvKeys(key), s.kvNow()).Text()
 	}

@@ -19,31 +19,25 @@ import (
 // flight join the next (batch.go).
 
 // call is one command of a pipeline: the library's function named
-// function with keys and args; or, when function is "", the command cmd
-// (a *goredis.Cmd answers it), or without one a GET of key (a
-// *goredis.StringCmd).
+// function with keys and args, or, when function is "", the command cmd.
 type call struct {
 	function string
 	keys     []string
 	args     []any
 	cmd      []any
-	key      string
 }
 
 // pipelineGroup sends the calls of a group of callers as one pipeline
 // and returns each call's command, its answer or error.
-func (s *Store) pipelineGroup(ctx context.Context, calls []call) ([]goredis.Cmder, error) {
-	cmds := make([]goredis.Cmder, len(calls))
+func (s *Store) pipelineGroup(ctx context.Context, calls []call) ([]*goredis.Cmd, error) {
+	cmds := make([]*goredis.Cmd, len(calls))
 	// Each command's error is its caller's.
 	_, _ = s.rdb.Pipelined(ctx, func(p goredis.Pipeliner) error {
 		for i, c := range calls {
-			switch {
-			case c.function != "":
+			if c.function != "" {
 				cmds[i] = p.FCall(ctx, c.function, c.keys, c.args...)
-			case c.cmd != nil:
+			} else {
 				cmds[i] = p.Do(ctx, c.cmd...)
-			default:
-				cmds[i] = p.Get(ctx, c.key)
 			}
 		}
 		return nil
@@ -55,14 +49,19 @@ func (s *Store) pipelineGroup(ctx context.Context, calls []call) ([]goredis.Cmde
 func (s *Store) command(ctx context.Context, args ...any) *goredis.Cmd {
 	cmds, err := s.pipelined(ctx, call{cmd: args})
 	if err != nil {
-		cmd := goredis.NewCmd(ctx)
-		cmd.SetErr(err)
-		return cmd
+		return failedCmd(ctx, err)
 	}
-	return cmds[0].(*goredis.Cmd)
+	return cmds[0]
 }
 
 // pipelined sends calls in the next pipeline and returns their commands.
-func (s *Store) pipelined(ctx context.Context, calls ...call) ([]goredis.Cmder, error) {
+func (s *Store) pipelined(ctx context.Context, calls ...call) ([]*goredis.Cmd, error) {
 	return s.calls.do(ctx, calls)
+}
+
+// failedCmd is a command that failed with err before it was sent.
+func failedCmd(ctx context.Context, err error) *goredis.Cmd {
+	cmd := goredis.NewCmd(ctx)
+	cmd.SetErr(err)
+	return cmd
 }

@@ -94,7 +94,7 @@ type Store struct {
 	publishes *batcher[json.RawMessage, any]
 	finishes  *batcher[json.RawMessage, any]
 	// calls pipelines the other calls of concurrent callers (pipeline.go).
-	calls *batcher[call, goredis.Cmder]
+	calls *batcher[call, *goredis.Cmd]
 
 	entropyMu sync.Mutex
 	entropy   io.Reader
