@@ -19,33 +19,33 @@ import (
 // the next pipeline (pipeline.go) unless it is grouped, while the server
 // may have functions.
 func (s *Store) run(ctx context.Context, sc *script, keys []string, args ...any) *goredis.Cmd {
-	if s.functions.Load() && !sc.grouped {
+	if !s.functions.Load() {
+		return sc.Run(ctx, s.rdb, keys, args...)
+	}
+	var cmd *goredis.Cmd
+	if sc.grouped {
+		cmd = s.rdb.FCall(ctx, sc.function, keys, args...)
+	} else {
 		cmds, err := s.pipelined(ctx, call{function: sc.function, keys: keys, args: args})
 		if err != nil {
 			return failedCmd(ctx, err)
 		}
-		if cmd := cmds[0]; !libraryMissing(cmd.Err()) {
-			return cmd
-		}
-		// The function did not run: runOn loads the library or falls
-		// back to the script.
+		cmd = cmds[0]
 	}
-	return s.runOn(ctx, s.rdb, sc, keys, args...)
+	if !libraryMissing(cmd.Err()) {
+		return cmd
+	}
+	return s.afterMissing(ctx, s.rdb, sc, keys, args...)
 }
 
-// runOn calls an engine script on c: as the library's function while the
-// server may have functions, else as a script. A call that finds no
-// function did not run, so running it again cannot apply it twice.
-func (s *Store) runOn(ctx context.Context, c goredis.Cmdable, sc *script, keys []string, args ...any) *goredis.Cmd {
-	if s.functions.Load() {
-		cmd := c.FCall(ctx, sc.function, keys, args...)
-		if !libraryMissing(cmd.Err()) {
+// afterMissing calls an engine script on c after its function was found
+// missing, which means it did not run, so running it again cannot apply
+// it twice: the function once the library is loaded again, else the
+// script.
+func (s *Store) afterMissing(ctx context.Context, c goredis.Cmdable, sc *script, keys []string, args ...any) *goredis.Cmd {
+	if s.loadLibrary(ctx) {
+		if cmd := c.FCall(ctx, sc.function, keys, args...); !libraryMissing(cmd.Err()) {
 			return cmd
-		}
-		if s.loadLibrary(ctx) {
-			if cmd = c.FCall(ctx, sc.function, keys, args...); !libraryMissing(cmd.Err()) {
-				return cmd
-			}
 		}
 	}
 	return sc.Run(ctx, c, keys, args...)

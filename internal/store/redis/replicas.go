@@ -61,7 +61,7 @@ func (s *Store) ackedOnce(ctx context.Context, script *script, keys []string, ar
 		})
 		return cmd, wait
 	}
-	// As runOn: the function, loading the library when the server lacks
+	// As run: the function, loading the library when the server lacks
 	// it, else the script.
 	fcall := func(p goredis.Pipeliner) *goredis.Cmd { return p.FCall(ctx, script.function, keys, args...) }
 	if s.functions.Load() {
