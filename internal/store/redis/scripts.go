@@ -67,11 +67,22 @@ var (
 )
 
 // engineScriptNames are the engine scripts, each a function of the
-// library.
-var engineScriptNames = []string{
-	"publish", "createruns", "claim", "renew", "savestep", "suspend",
-	"finish", "release", "cancel", "prune", "prunefn", "window",
-}
+// library: every file of lua/ but the helpers (common, kvfn, kv) and the
+// key-value scripts (kv_*).
+var engineScriptNames = func() []string {
+	entries, err := luaFiles.ReadDir("lua")
+	if err != nil {
+		panic(err) // embedded: cannot happen
+	}
+	var names []string
+	for _, e := range entries {
+		name := strings.TrimSuffix(e.Name(), ".lua")
+		if name != "common" && name != "kvfn" && name != "kv" && !strings.HasPrefix(name, "kv_") {
+			names = append(names, name)
+		}
+	}
+	return names
+}()
 
 // helpers is what an engine script starts with: lua/common.lua, and for
 // savestep lua/kvfn.lua.
