@@ -253,9 +253,16 @@ func (r *Run) flushLocked() error {
 	if len(r.pending) == 0 {
 		return nil
 	}
+	return r.commitDeferredLocked(func(ctx context.Context) error { return r.commitPendingLocked(ctx) })
+}
+
+// commitDeferredLocked runs commit, which commits the deferred steps, on
+// a context of its own (the step's may end first), and stops the run
+// when it fails. mu is held.
+func (r *Run) commitDeferredLocked(commit func(ctx context.Context) error) error {
 	ctx, cancel := context.WithTimeout(context.Background(), storeCallTimeout)
 	defer cancel()
-	if err := r.commitPendingLocked(ctx); err != nil {
+	if err := commit(ctx); err != nil {
 		return r.failedCommitLocked(fmt.Errorf("engine: commit deferred steps: %w", err))
 	}
 	return nil
@@ -337,13 +344,18 @@ func (r *Run) flushAndGet(key string) (v string, err error, done bool) {
 	if _, hit := r.pendingWrites[key]; !hit || r.stop != nil || len(r.pending) == 0 {
 		return "", nil, false
 	}
-	cctx, cancel := context.WithTimeout(context.Background(), storeCallTimeout)
-	defer cancel()
-	v, readErr, err := cr.CommitStepsGet(cctx, r.lease, r.pending, key)
+	var readErr error
+	err = r.commitDeferredLocked(func(ctx context.Context) error {
+		var err error
+		if v, readErr, err = cr.CommitStepsGet(ctx, r.lease, r.pending, key); err != nil {
+			return err
+		}
+		r.committedLocked()
+		return nil
+	})
 	if err != nil {
-		return "", r.failedCommitLocked(fmt.Errorf("engine: commit deferred steps: %w", err)), true
+		return "", err, true
 	}
-	r.committedLocked()
 	return v, readErr, true
 }
 
