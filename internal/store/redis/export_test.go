@@ -2,6 +2,7 @@ package redis
 
 import (
 	"context"
+	"strconv"
 
 	goredis "github.com/redis/go-redis/v9"
 )
@@ -26,3 +27,6 @@ func SetMaxQueueList(t interface{ Cleanup(func()) }, n int64) {
 // LoadLibrary loads the engine's function library as a call that found it
 // missing does.
 func LoadLibrary(ctx context.Context, s *Store) bool { return s.loadLibrary(ctx) }
+
+// LayoutVersion is the layout this version writes, as layout holds it.
+var LayoutVersion = strconv.Itoa(layoutVersion)

@@ -18,7 +18,8 @@ import "strings"
 //	cid, cidexp             hash client id -> event id; sorted set client id -> expiry ms
 //	run:<id>                hash: the run (written by lua/common.lua, read by parseRun in
 //	                        read.go); its start and end as ms after "created" ("s", "d"), or
-//	                        as unix ms ("started", "ended") in a run written before
+//	                        as unix ms ("started", "ended") in a run written before; "w" once
+//	                        it has waited for an event (only then has it runwaits or matched)
 //	runs:fn:<fn>            sorted set (lex): "<created ms>:<id>", the runs of a function
 //	runs:fnst:<fn>:<status> sorted set (lex): the same, per function, for Failed, Cancelled, Skipped
 //	prunefrom:<fn>          string: the runs:fn:<fn> entry prune's last walk for Completed runs
@@ -48,7 +49,7 @@ import "strings"
 //	changes                 pub/sub channel of committed changes: a time, then one line of
 //	                        tab-separated fields per change (decodeChanges in notify.go)
 //	health                  string: the time (ms) of the last readiness write (Store.Ping)
-//	layout                  string: the layout of these keys, "5" (layout.go)
+//	layout                  string: the layout of these keys, "6" (layout.go)
 //
 // The site's keys are not engine keys: they keep their own names under
 // Options.SitePrefix. Each one with a ttl has a deadline key

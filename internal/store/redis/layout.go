@@ -16,6 +16,10 @@ import (
 // version writes; a keyspace marked with a later one is refused
 // (errNewerLayout).
 //
+//   - Layout 6 marks a run that has ever waited for an event (w in its
+//     hash), and looks for its waits only then: a step recorded and a run
+//     ended took three commands more without. The upgrade from 4 or 5
+//     marks the runs that hold waits (markWaitingRuns).
 //   - Layout 5 stores a run's start and end as ms after its creation (s, d),
 //     a step's duration and its start after its run's id's time, and no ts
 //     an event's id already holds. It reads layout 4's records as they are,
@@ -31,7 +35,7 @@ import (
 //     per-name indexes through the registries fns and names; layout 1 kept
 //     global indexes as well (runs, events and runs:st:<status>), three
 //     entries more per run.
-const layoutVersion = 5
+const layoutVersion = 6
 
 // errNewerLayout is a keyspace a later version wrote, whose records this
 // version may misread: a run whose start is stored under a name it does
@@ -71,8 +75,12 @@ func (s *Store) upgradeLayout(ctx context.Context) error {
 			return fmt.Errorf("%w: layout %d, this version writes %d; run the later cyberdrew", errNewerLayout, n, layoutVersion)
 		case n == layoutVersion:
 			return nil
-		case n == 4:
-			// Layout 5 reads layout 4's records as they are.
+		case n == 4 || n == 5:
+			// Layouts 5 and 6 read layout 4's records as they are; runs
+			// that hold waits are marked.
+			if err := s.markWaitingRuns(ctx); err != nil {
+				return err
+			}
 			return s.rdb.Set(ctx, s.keys.layout(), layoutVersion, 0).Err()
 		}
 	}
@@ -122,6 +130,9 @@ func (s *Store) upgradeLayout(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
+		if err := s.markWaitingRuns(ctx); err != nil {
+			return err
+		}
 		s.log.Info("redis: upgraded the engine keyspace's layout", "to", layoutVersion, "functions", len(fns), "event names", len(names))
 	}
 	return s.rdb.Set(ctx, s.keys.layout(), layoutVersion, 0).Err()
@@ -137,3 +148,46 @@ func unindexedStatus(name string) bool {
 	i := strings.LastIndexByte(rest, ':')
 	return i >= 0 && !statusIndexed(store.Status(rest[i+1:]))
 }
+
+// markWaitingRuns marks, for layout 6, the runs an earlier layout left
+// holding pending or completed waits (runwaits:<run>, matched:<run>): the
+// scripts look for a run's waits only when it is marked (mark_waiting in
+// lua/common.lua). A run that is gone is not created by its mark.
+func (s *Store) markWaitingRuns(ctx context.Context) error {
+	seen := map[string]bool{}
+	var runs []string
+	err := s.eachMaster(ctx, func(ctx context.Context, c goredis.Cmdable) error {
+		for _, kind := range []string{"runwaits:", "matched:"} {
+			iter := c.Scan(ctx, 0, globEscape(s.keys.engine+kind)+"*", scanBatch).Iterator()
+			for iter.Next(ctx) {
+				id := strings.TrimPrefix(iter.Val(), s.keys.engine+kind)
+				if !seen[id] {
+					seen[id] = true
+					runs = append(runs, s.keys.run(id))
+				}
+			}
+			if err := iter.Err(); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	for i := 0; i < len(runs); i += scanBatch {
+		if err := scriptMarkWaiting.Run(ctx, s.rdb, runs[i:min(i+scanBatch, len(runs))]).Err(); err != nil && err != goredis.Nil {
+			return fmt.Errorf("mark the runs that wait: %w", err)
+		}
+	}
+	if len(runs) > 0 {
+		s.log.Info("redis: marked the runs that wait for events", "runs", len(runs))
+	}
+	return nil
+}
+
+// scriptMarkWaiting sets w on each run hash of KEYS that exists. It runs
+// once per upgrade, so it is not among the scripts loaded at open.
+var scriptMarkWaiting = goredis.NewScript(`for _, k in ipairs(KEYS) do
+  if redis.call('EXISTS', k) == 1 then redis.call('HSET', k, 'w', '1') end
+end`)

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -36,6 +37,14 @@ func TestStepsRecordedInTheEarlierLayout(t *testing.T) {
 		t.Fatal(err)
 	}
 	if err := rdb.RPush(ctx, prefix+"steporder:"+runID, "a", "b").Err(); err != nil {
+		t.Fatal(err)
+	}
+	// That version started the run too: its start is a unix time, not ms
+	// after its creation (layout 5's s).
+	if err := rdb.HDel(ctx, prefix+"run:"+runID, "s").Err(); err != nil {
+		t.Fatal(err)
+	}
+	if err := rdb.HSet(ctx, prefix+"run:"+runID, "started", started.UnixMilli()).Err(); err != nil {
 		t.Fatal(err)
 	}
 	// Recorded further by this version: a third step, and the second again.
@@ -431,8 +440,8 @@ func TestUpgradeFromTheFirstLayout(t *testing.T) {
 	if n := rdb.Exists(ctx, p+"runs", p+"events", p+"runs:st:Queued", p+"ended").Val(); n != 0 {
 		t.Errorf("%d global indexes of the first two layouts are left", n)
 	}
-	if v := rdb.Get(ctx, p+"layout").Val(); v != "5" {
-		t.Errorf("layout = %q, want 5", v)
+	if v := rdb.Get(ctx, p+"layout").Val(); v != redis.LayoutVersion {
+		t.Errorf("layout = %q, want %s", v, redis.LayoutVersion)
 	}
 	// Every run ends; Prune then removes them, their events, and the
 	// registries' entries.
@@ -465,7 +474,7 @@ func TestPruneWithoutTheEndedIndex(t *testing.T) {
 	if _, err := s.ListRuns(ctx, store.RunFilter{}); err != nil {
 		t.Fatal(err)
 	}
-	if rdb.Exists(ctx, p+"ended").Val() != 0 || rdb.Get(ctx, p+"layout").Val() != "5" {
+	if rdb.Exists(ctx, p+"ended").Val() != 0 || rdb.Get(ctx, p+"layout").Val() != redis.LayoutVersion {
 		t.Fatalf("layout 2's ended index is left (layout %q)", rdb.Get(ctx, p+"layout").Val())
 	}
 	publish := func(fn string) string {
@@ -612,7 +621,7 @@ func TestUpgradeFromLayout3(t *testing.T) {
 	rdb.Set(ctx, p+"layout", "3", 0)
 
 	s2 := k.open(t)
-	if n := rdb.Exists(ctx, p+"runs:fnst:a:Completed", p+"runs:fnst:b:Completed", p+"runs:fnst:b:Queued").Val(); n != 0 || rdb.Get(ctx, p+"layout").Val() != "5" {
+	if n := rdb.Exists(ctx, p+"runs:fnst:a:Completed", p+"runs:fnst:b:Completed", p+"runs:fnst:b:Queued").Val(); n != 0 || rdb.Get(ctx, p+"layout").Val() != redis.LayoutVersion {
 		t.Errorf("after the upgrade: %d indexes of Completed and Queued runs left, layout %q", n, rdb.Get(ctx, p+"layout").Val())
 	}
 	if rdb.Exists(ctx, p+"runs:fnst:b:Failed").Val() != 1 {
@@ -929,7 +938,7 @@ func TestRunTimesAfterCreation(t *testing.T) {
 // TestLaterLayoutIsRefused: a keyspace marked with a layout later than
 // this version's is refused at Open, with an error that says so, and its
 // mark is left as it was; a layout 4 keyspace, whose records this version
-// reads as they are, is only marked 5.
+// reads as they are, is only marked with this version's layout.
 func TestLaterLayoutIsRefused(t *testing.T) {
 	t.Parallel()
 	srv := server(t)
@@ -938,18 +947,19 @@ func TestLaterLayoutIsRefused(t *testing.T) {
 	t.Cleanup(func() { rdb.Close() })
 	n := nextID.Add(1)
 	prefix := fmt.Sprintf("t%d:", n)
-	if err := rdb.Set(ctx, prefix+"{engine}:layout", "6", 0).Err(); err != nil {
+	later := strconv.Itoa(layoutNumber(t) + 1)
+	if err := rdb.Set(ctx, prefix+"{engine}:layout", later, 0).Err(); err != nil {
 		t.Fatal(err)
 	}
 	s, err := redis.Open(ctx, srv.URL(5), redis.Options{Prefix: prefix, SitePrefix: prefix + "site:"})
 	if err == nil {
 		s.Close()
-		t.Fatal("Open of a keyspace of layout 6 succeeded")
+		t.Fatalf("Open of a keyspace of layout %s succeeded", later)
 	}
-	if !strings.Contains(err.Error(), "later layout") || !strings.Contains(err.Error(), "layout 6") {
-		t.Errorf("Open of a keyspace of layout 6: %v, want it to name the later layout", err)
+	if !strings.Contains(err.Error(), "later layout") || !strings.Contains(err.Error(), "layout "+later) {
+		t.Errorf("Open of a keyspace of layout %s: %v, want it to name the later layout", later, err)
 	}
-	if v := rdb.Get(ctx, prefix+"{engine}:layout").Val(); v != "6" {
+	if v := rdb.Get(ctx, prefix+"{engine}:layout").Val(); v != later {
 		t.Errorf("the refused keyspace's layout became %q", v)
 	}
 
@@ -962,7 +972,17 @@ func TestLaterLayoutIsRefused(t *testing.T) {
 		t.Fatal(err)
 	}
 	s.Close()
-	if v := rdb.Get(ctx, prefix+"{engine}:layout").Val(); v != "5" {
-		t.Errorf("a layout 4 keyspace is marked %q after Open, want 5", v)
+	if v := rdb.Get(ctx, prefix+"{engine}:layout").Val(); v != redis.LayoutVersion {
+		t.Errorf("a layout 4 keyspace is marked %q after Open, want %s", v, redis.LayoutVersion)
 	}
+}
+
+// layoutNumber is the layout this version writes, as a number.
+func layoutNumber(t *testing.T) int {
+	t.Helper()
+	n, err := strconv.Atoi(redis.LayoutVersion)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return n
 }

@@ -108,3 +108,67 @@ func TestNativeTTLsOnTheRealClock(t *testing.T) {
 		t.Errorf("TTL of a key without one = %v, %v", left, err)
 	}
 }
+
+// TestBlindWritesOnTheRealClock: on the real clock a blind increment's
+// key is checked with one GET (its type and its value at once); a commit
+// whose blind increment Redis would refuse (a word, a set) is refused
+// whole, and one it accepts creates a key with its TTL and leaves an
+// existing key's TTL alone.
+func TestBlindWritesOnTheRealClock(t *testing.T) {
+	t.Parallel()
+	srv := server(t)
+	s := open(t, srv.URL(7), clockwork.NewRealClock())
+	ctx := t.Context()
+	if _, err := s.IncrBy(ctx, "hits", 10, 0); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Set(ctx, "word", "abc", 0); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.SetAdd(ctx, "seen", 0, "a"); err != nil {
+		t.Fatal(err)
+	}
+	runID := ulid.Make().String()
+	if _, err := s.Publish(ctx, []store.Publication{{Event: store.Event{Name: "test/blind"},
+		Runs: []store.RunSpec{{ID: runID, FunctionID: "blind"}}}}); err != nil {
+		t.Fatal(err)
+	}
+	ls, err := s.Claim(ctx, "w", 1, time.Minute)
+	if err != nil || len(ls) != 1 {
+		t.Fatalf("Claim: %v, %d leases", err, len(ls))
+	}
+	commit := func(step string, incr ...string) error {
+		tx := store.NewTx(s)
+		for _, k := range incr {
+			if err := tx.IncrByBlind(ctx, k, 1, time.Hour); err != nil {
+				t.Fatal(err)
+			}
+		}
+		now := time.Now()
+		return s.CommitSteps(ctx, &ls[0], []store.StepCommit{{Effects: tx.Effects(), Step: store.Step{RunID: runID, ID: step, Name: step,
+			Kind: store.StepRun, Status: store.StatusCompleted, StartedAt: now, EndedAt: now}}})
+	}
+	if err := commit("ok", "hits", "fresh"); err != nil {
+		t.Fatalf("a commit of two blind increments: %v", err)
+	}
+	for _, bad := range []string{"word", "seen"} {
+		if err := commit("bad-"+bad, "hits", bad); !errors.Is(err, store.ErrInvalid) {
+			t.Errorf("a commit with a blind increment of %s: %v, want ErrInvalid", bad, err)
+		}
+	}
+	for k, want := range map[string]string{"hits": "11", "fresh": "1", "word": "abc"} {
+		if got, err := s.Get(ctx, k); err != nil || got != want {
+			t.Errorf("%s = %q, %v; want %q", k, got, err, want)
+		}
+	}
+	if ttl, err := s.TTL(ctx, "hits"); err != nil || ttl != 0 {
+		t.Errorf("TTL of the existing counter = %v, %v; want none", ttl, err)
+	}
+	if ttl, err := s.TTL(ctx, "fresh"); err != nil || ttl <= 59*time.Minute {
+		t.Errorf("TTL of the created counter = %v, %v; want about an hour", ttl, err)
+	}
+	steps, err := s.Steps(ctx, runID)
+	if err != nil || len(steps) != 1 || steps[0].ID != "ok" {
+		t.Errorf("steps after the refused commits: %v, %v; want only ok", steps, err)
+	}
+}

@@ -19,7 +19,7 @@ local function lease(r, a)
   local id = r.id
   local k = P .. 'run:' .. id
   -- A run that never started has recorded no steps.
-  local steps = set(r.started) and run_steps(id) or {{}, {}}
+  local steps = set(r.started) and run_steps(r) or {{}, {}}
   local token = base .. ':' .. (#out + 1)
   local taken = set(r.token) and 1 or 0
   index_status(r, 'Running')

@@ -263,10 +263,10 @@ end
 -- does not, and those readers treat false as absent.
 local function load_end(id)
   local v = redis.call('HMGET', P .. 'run:' .. id, 'status', 'created', 'fn', 'ckey', 'single', 'deb', 'token',
-    'ended', 'avail', 'd')
+    'ended', 'avail', 'd', 'w')
   if not v[1] then return nil end
   return {id = id, status = v[1], created = v[2], fn = v[3], ckey = v[4], single = v[5], deb = v[6], token = v[7],
-    ended = since_created(v[8], v[2], v[10]) or false, avail = v[9]}
+    ended = since_created(v[8], v[2], v[10]) or false, avail = v[9], w = v[11]}
 end
 
 -- leased returns the run when token is its current, unlapsed lease: all
@@ -283,6 +283,17 @@ local function drop_lease(r)
   redis.call('HDEL', P .. 'run:' .. r.id, 'owner', 'token', 'woken')
   if set(r.ckey) then redis.call('ZREM', P .. 'conc:' .. r.ckey, r.id) end
   r.owner, r.token, r.woken = nil, nil, nil
+end
+
+-- A run that has ever waited for an event has w set (layout 6): only
+-- such a run can have pending waits (runwaits:<run>, its entries in
+-- waits:<name>) or completed ones (matched:<run>), so the scripts look
+-- for them only then, where they took two commands per step recorded and
+-- one per run ended. mark_waiting sets it before the first wait is kept.
+local function mark_waiting(r)
+  if set(r.w) then return end
+  redis.call('HSET', P .. 'run:' .. r.id, 'w', '1')
+  r.w = '1'
 end
 
 -- drop_waits forgets every pending WaitForEvent of the run.
@@ -423,7 +434,7 @@ local function end_run(r, st, output, err)
   redis.call('ZREM', P .. 'queue', r.id)
   release_key('single', r.single, r.id)
   release_key('deb', r.deb, r.id)
-  drop_waits(r.id)
+  if set(r.w) then drop_waits(r.id) end
   change('run', '', '', r.id, r.fn, st)
 end
 
@@ -677,11 +688,14 @@ end
 -- recorded. Runs recorded in the earlier layout keep steps:<run> (step id
 -- -> record) and steporder:<run> (their order) until pruned (keys.go).
 
--- run_steps returns the run's step records and its completed waits as
--- HGETALL gives matched:<run>: {log, {step id, match, ...}}, or for the
--- earlier layout {{record, ...}, {step id, match, ...}}.
-local function run_steps(id)
-  local ids = redis.call('LRANGE', P .. 'steporder:' .. id, 0, -1)
+-- run_steps returns the steps of the run r (loaded, started): its step
+-- records and its completed waits as HGETALL gives matched:<run>: {log,
+-- {step id, match, ...}}, or for the earlier layout {{record, ...}, {step
+-- id, match, ...}}. A run started by layout 5 or later (s) has no
+-- earlier layout: steplog is older than layout 5.
+local function run_steps(r)
+  local id = r.id
+  local ids = set(r.s) and {} or redis.call('LRANGE', P .. 'steporder:' .. id, 0, -1)
   local docs
   if #ids > 0 then
     docs = redis.call('HMGET', P .. 'steps:' .. id, unpack(ids))
@@ -689,30 +703,37 @@ local function run_steps(id)
     docs = redis.call('GET', P .. 'steplog:' .. id)
     if not docs then return {{}, {}} end
   end
-  return {docs, redis.call('HGETALL', P .. 'matched:' .. id)}
+  return {docs, set(r.w) and redis.call('HGETALL', P .. 'matched:' .. id) or {}}
 end
 
--- save_record stores the record rec of step, which starts with head
--- ('{"id":' and the id as JSON): in place of the step's earlier record,
--- else at the end of the run's log.
-local function save_record(id, step, rec, head)
-  local k = P .. 'steplog:' .. id
-  local log = redis.call('GET', k)
-  if not log and redis.call('EXISTS', P .. 'steporder:' .. id) == 1 then
+-- step_log returns the step log of the run r (loaded, started) for
+-- save_record: its text, '' when it has none yet, or false when the run
+-- keeps its steps in the earlier layout (run_steps).
+local function step_log(r)
+  local log = redis.call('GET', P .. 'steplog:' .. r.id)
+  if log then return log end
+  if not set(r.s) and redis.call('EXISTS', P .. 'steporder:' .. r.id) == 1 then return false end
+  return ''
+end
+
+-- save_record puts the record rec of step, which starts with head
+-- ('{"id":' and the id as JSON), into log (as step_log returned it): in
+-- place of the step's earlier record, else at the end. It returns the
+-- log, which the caller writes once for all the records of its call with
+-- SET, not APPEND: APPEND leaves the string room to grow, up to its size
+-- again, which a log of a few records never uses. A run of the earlier
+-- layout (log false) has the record written at once.
+local function save_record(id, log, step, rec, head)
+  if not log then
     if redis.call('HSET', P .. 'steps:' .. id, step, rec) == 1 then redis.call('RPUSH', P .. 'steporder:' .. id, step) end
-    return
+    return false
   end
-  local i = log and string.find(log, '\n' .. head .. ',', 1, true)
-  if not i then
-    -- SET, not APPEND: APPEND leaves the string room to grow, up to its
-    -- size again, which a log of a few records never uses.
-    redis.call('SET', k, (log or '') .. '\n' .. rec)
-    return
-  end
+  local i = string.find(log, '\n' .. head .. ',', 1, true)
+  if not i then return log .. '\n' .. rec end
   local j = string.find(log, '\n', i + 1, true)
   local rest = ''
   if j then rest = string.sub(log, j) end
-  redis.call('SET', k, string.sub(log, 1, i) .. rec .. rest)
+  return string.sub(log, 1, i) .. rec .. rest
 end
 
 local function flat(r)

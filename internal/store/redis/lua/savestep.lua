@@ -46,13 +46,23 @@ for _, rd in ipairs(fx.r) do
 end
 -- A blind write (store.Tx.IncrByBlind, SetAddBlind) read nothing: refuse
 -- one that Redis would refuse halfway, before anything is written.
+local wrongtype = 'WRONGTYPE Operation against a key holding the wrong kind of value'
 for _, w in ipairs(fx.w) do
   if w[5] == '1' then
-    local t = key_type(w[1])
-    if w[2] == 'sadd' and t ~= 'none' and t ~= 'set' or w[2] == 'incrby' and t ~= 'none' and t ~= 'string' then
-      return redis.error_reply('WRONGTYPE Operation against a key holding the wrong kind of value')
+    local i = w[1]
+    local value
+    if w[2] == 'incrby' and kv_native and not types[i] then
+      -- On the real clock one GET tells an increment's key's type and
+      -- value: an error for another type, nil for none.
+      value = redis.pcall('GET', KEYS[2 * i])
+      if type(value) == 'table' then return redis.error_reply(wrongtype) end
+      types[i] = value and 'string' or 'none'
     end
-    if w[2] == 'incrby' and t == 'string' and not string.match(redis.call('GET', KEYS[2 * w[1]]), '^%-?%d+$') then
+    local t = key_type(i)
+    if w[2] == 'sadd' and t ~= 'none' and t ~= 'set' or w[2] == 'incrby' and t ~= 'none' and t ~= 'string' then
+      return redis.error_reply(wrongtype)
+    end
+    if w[2] == 'incrby' and t == 'string' and not string.match(value or redis.call('GET', KEYS[2 * i]), '^%-?%d+$') then
       return redis.error_reply('ERR value is not an integer or out of range')
     end
   end
@@ -79,24 +89,31 @@ for _, w in ipairs(fx.w) do
     if not existed then kv_expire(K, D, NOW, ttl) end
   end
 end
-local id = r.id
-for i = 0, tonumber(ARGV[6]) - 1 do
+local id, n = r.id, tonumber(ARGV[6])
+-- The log is read once and written once for all the records.
+local log = n > 0 and step_log(r)
+for i = 0, n - 1 do
   local a = 7 + 7 * i
   local step, wev = ARGV[a], ARGV[a + 3]
-  save_record(id, step, ARGV[a + 1], ARGV[a + 5])
-  redis.call('HDEL', P .. 'matched:' .. id, step)
-  local old = redis.call('HGET', P .. 'runwaits:' .. id, step)
-  if old then
-    redis.call('HDEL', P .. 'waits:' .. old, id .. '\n' .. step)
-    redis.call('HDEL', P .. 'runwaits:' .. id, step)
+  log = save_record(id, log, step, ARGV[a + 1], ARGV[a + 5])
+  if set(r.w) then
+    -- The step's record replaces a completed or pending wait it had.
+    redis.call('HDEL', P .. 'matched:' .. id, step)
+    local old = redis.call('HGET', P .. 'runwaits:' .. id, step)
+    if old then
+      redis.call('HDEL', P .. 'waits:' .. old, id .. '\n' .. step)
+      redis.call('HDEL', P .. 'runwaits:' .. id, step)
+    end
   end
   if wev ~= '' then
+    mark_waiting(r)
     redis.call('HSET', P .. 'waits:' .. wev, id .. '\n' .. step, ARGV[a + 4])
     redis.call('HSET', P .. 'runwaits:' .. id, step, wev)
   end
   change('step', '', '', id, r.fn, ARGV[a + 2], step)
-  publish_all(cjson.decode(ARGV[a + 6]))
+  if ARGV[a + 6] ~= '[]' then publish_all(cjson.decode(ARGV[a + 6])) end
 end
+if log then redis.call('SET', P .. 'steplog:' .. id, log) end
 if ARGV[5] ~= '' then
   local f = cjson.decode(ARGV[5])
   end_run(r, f.status, f.output, f.error)
