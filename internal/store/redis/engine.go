@@ -19,8 +19,8 @@ type pubArg struct {
 	ClientID string    `json:"cid,omitempty"`
 	CIDTTL   int64     `json:"cid_ttl,omitempty"` // ms, 0: forever
 	Name     string    `json:"name"`
-	Doc      string    `json:"doc"`          // the event as stored (storedEvent)
-	TS       int64     `json:"ts,omitempty"` // the event's ts when Doc leaves it out, for the waits it may match
+	Doc      string    `json:"doc,omitempty"` // the event as stored (storedEvent); for the publish script an argument of its own
+	TS       int64     `json:"ts,omitempty"`  // the event's ts when Doc leaves it out, for the waits it may match
 	Runs     []specArg `json:"runs"`
 }
 
@@ -214,7 +214,30 @@ func specArgs(specs []store.RunSpec) []specArg {
 // pubArgs validates pubs and encodes each for a script, stamping each
 // event with now and giving an id to those without.
 func (s *Store) pubArgs(pubs []store.Publication, now time.Time) ([]json.RawMessage, error) {
-	args := make([]json.RawMessage, len(pubs))
+	items, err := s.pubItems(pubs, now, true)
+	if err != nil {
+		return nil, err
+	}
+	args := make([]json.RawMessage, len(items))
+	for i, it := range items {
+		args[i] = it.head
+	}
+	return args, nil
+}
+
+// pubItem is one publication for the publish script: its pubArg without
+// the event (head), and the event as stored (doc), passed as an argument
+// of its own so that neither side escapes and unescapes it as a JSON
+// string.
+type pubItem struct {
+	head json.RawMessage
+	doc  string
+}
+
+// pubItems validates pubs and encodes each as a pubArg, the event inside
+// it with withDoc, else beside it (pubItem).
+func (s *Store) pubItems(pubs []store.Publication, now time.Time, withDoc bool) ([]pubItem, error) {
+	items := make([]pubItem, len(pubs))
 	for i, p := range pubs {
 		if err := p.Validate(); err != nil {
 			return nil, err
@@ -229,16 +252,20 @@ func (s *Store) pubArgs(pubs []store.Publication, now time.Time) ([]json.RawMess
 			return nil, fmt.Errorf("%w: event %q: %w", store.ErrInvalid, ev.Name, err)
 		}
 		arg := pubArg{At: now.UnixMilli(), ID: ev.ID, ClientID: ev.ClientID,
-			CIDTTL: p.ClientIDTTL.Milliseconds(), Name: ev.Name, Doc: string(doc), Runs: specArgs(p.Runs)}
+			CIDTTL: p.ClientIDTTL.Milliseconds(), Name: ev.Name, Runs: specArgs(p.Runs)}
+		if withDoc {
+			arg.Doc = string(doc)
+		}
 		if noTS {
 			arg.TS = ev.TS
 		}
-		args[i], err = json.Marshal(arg)
+		items[i].head, err = json.Marshal(arg)
 		if err != nil {
 			return nil, err
 		}
+		items[i].doc = string(doc)
 	}
-	return args, nil
+	return items, nil
 }
 
 // jsonArray joins encoded values into one JSON array.
@@ -264,14 +291,14 @@ func jsonArray(items []json.RawMessage) string {
 // one script call (see batch.go); each call's publications stay together
 // and in order.
 func (s *Store) Publish(ctx context.Context, pubs []store.Publication) ([]store.Published, error) {
-	args, err := s.pubArgs(pubs, s.clock.Now())
+	items, err := s.pubItems(pubs, s.clock.Now(), false)
 	if err != nil {
 		return nil, s.wrap("publish", err)
 	}
-	if len(args) == 0 {
+	if len(items) == 0 {
 		return []store.Published{}, nil
 	}
-	res, err := s.publishes.do(ctx, args)
+	res, err := s.publishes.do(ctx, items)
 	if err != nil {
 		return nil, s.wrap("publish", err)
 	}
@@ -288,8 +315,15 @@ func (s *Store) Publish(ctx context.Context, pubs []store.Publication) ([]store.
 
 // publishGroup runs the publish script over the publications of a group
 // of callers.
-func (s *Store) publishGroup(ctx context.Context, args []json.RawMessage) ([]any, error) {
-	return s.acked(ctx, scriptPublish, []string{s.keys.engine}, s.nowMS(), jsonArray(args)).Slice()
+func (s *Store) publishGroup(ctx context.Context, items []pubItem) ([]any, error) {
+	heads := make([]json.RawMessage, len(items))
+	args := make([]any, 2, 2+len(items))
+	for i, it := range items {
+		heads[i] = it.head
+		args = append(args, it.doc)
+	}
+	args[0], args[1] = s.nowMS(), jsonArray(heads)
+	return s.acked(ctx, scriptPublish, []string{s.keys.engine}, args...).Slice()
 }
 
 // CreateRuns creates runs for an event already stored.
@@ -730,7 +764,10 @@ func parseSteps(runID string, docs []string, matched map[string]string) ([]store
 
 // effectsArg is the KEYS and the effects argument of the savestep script
 // (lua/savestep.lua): the engine prefix, then each site key with its
-// deadline key, and the reads and writes naming keys by their index.
+// deadline key, and the reads and writes naming keys by their index. The
+// argument is written by hand: it is built for every step commit, and
+// encoding/json's reflection over rows of any cost more than the rest of
+// the commit's arguments together.
 func (s *Store) effectsArg(fx store.Effects) ([]string, string, error) {
 	keys := []string{s.keys.engine}
 	if fx.Empty() {
@@ -741,17 +778,19 @@ func (s *Store) effectsArg(fx store.Effects) ([]string, string, error) {
 		index[k] = i + 1
 		keys = append(keys, s.kvKeys(k)...)
 	}
-	type doc struct {
-		Native int     `json:"n,omitempty"` // 1: native TTLs (kvNow)
-		R      [][]any `json:"r"`
-		W      [][]any `json:"w"`
+	flag := func(b bool) string {
+		if b {
+			return `"1"`
+		}
+		return `"0"`
 	}
-	d := doc{R: [][]any{}, W: [][]any{}}
+	b := make([]byte, 0, 64+64*(len(fx.Reads)+len(fx.Writes)))
+	b = append(b, '{')
 	if s.nativeTTL {
-		d.Native = 1
+		b = append(b, `"n":1,`...) // native TTLs (kvNow)
 	}
-	flag := map[bool]string{true: "1", false: "0"}
-	for _, r := range fx.Reads {
+	b = append(b, `"r":[`...)
+	for i, r := range fx.Reads {
 		arg := r.Value
 		switch r.Kind {
 		case store.ReadMember:
@@ -759,8 +798,21 @@ func (s *Store) effectsArg(fx store.Effects) ([]string, string, error) {
 		case store.ReadCard:
 			arg = strconv.FormatInt(r.Card, 10)
 		}
-		d.R = append(d.R, []any{index[r.Key], string(r.Kind), flag[r.Exists], arg})
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = append(b, '[')
+		b = strconv.AppendInt(b, int64(index[r.Key]), 10)
+		b = append(b, ',')
+		b = appendJSONString(b, string(r.Kind))
+		b = append(b, ',')
+		b = append(b, flag(r.Exists)...)
+		b = append(b, ',')
+		b = appendJSONString(b, arg)
+		b = append(b, ']')
 	}
+	b = append(b, `],"w":[`...)
+	first := true
 	for _, w := range fx.Writes {
 		ttlMS, err := store.KeyTTL(w.TTL)
 		if err != nil {
@@ -775,12 +827,41 @@ func (s *Store) effectsArg(fx store.Effects) ([]string, string, error) {
 				continue
 			}
 		}
-		row := []any{index[w.Key], string(w.Op), arg, strconv.FormatInt(ttlMS, 10), flag[w.Blind]}
-		for _, m := range w.Members {
-			row = append(row, m)
+		if !first {
+			b = append(b, ',')
 		}
-		d.W = append(d.W, row)
+		first = false
+		b = append(b, '[')
+		b = strconv.AppendInt(b, int64(index[w.Key]), 10)
+		b = append(b, ',')
+		b = appendJSONString(b, string(w.Op))
+		b = append(b, ',')
+		b = appendJSONString(b, arg)
+		b = append(b, ',', '"')
+		b = strconv.AppendInt(b, ttlMS, 10)
+		b = append(b, '"', ',')
+		b = append(b, flag(w.Blind)...)
+		for _, m := range w.Members {
+			b = append(b, ',')
+			b = appendJSONString(b, m)
+		}
+		b = append(b, ']')
 	}
-	b, err := json.Marshal(d)
-	return keys, string(b), err
+	b = append(b, "]}"...)
+	return keys, string(b), nil
+}
+
+// appendJSONString appends s as a JSON string, as encoding/json writes
+// it: a string of printable ASCII that needs no escape as it is, any
+// other through json.Marshal.
+func appendJSONString(b []byte, s string) []byte {
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c < 0x20 || c >= 0x7f || c == '"' || c == '\\' || c == '<' || c == '>' || c == '&' {
+			q, _ := json.Marshal(s) // a string always encodes
+			return append(b, q...)
+		}
+	}
+	b = append(b, '"')
+	b = append(b, s...)
+	return append(b, '"')
 }

@@ -91,7 +91,7 @@ type Store struct {
 	ps      *listener
 
 	// publishes and finishes coalesce concurrent calls (batch.go).
-	publishes *batcher[json.RawMessage, any]
+	publishes *batcher[pubItem, any]
 	finishes  *batcher[json.RawMessage, any]
 	// calls pipelines the other calls of concurrent callers (pipeline.go).
 	calls *batcher[call, *goredis.Cmd]

@@ -175,11 +175,11 @@ local function event_runs(id)
   return out
 end
 
--- runs_suffix is what follows an event's JSON for the runs refs name
--- (create_runs' result).
+-- runs_suffix is what follows an event's JSON for the runs refs name:
+-- create_runs' result ({id, ...}), or run specs ({id = ...}).
 local function runs_suffix(refs)
   local ids = {}
-  for i, ref in ipairs(refs) do ids[i] = ref[1] end
+  for i, ref in ipairs(refs) do ids[i] = ref[1] or ref.id end
   if #ids == 0 then return '' end
   return '\n' .. table.concat(ids, '\n')
 end
@@ -665,14 +665,18 @@ local function publish_one(p)
     local first = live_entry('cid', 'cidexp', p.cid)
     if first then return {first, 1, {}} end
   end
-  local k = P .. 'event:' .. p.id
-  if redis.call('EXISTS', k) == 1 then return {p.id, 1, {}} end
+  -- The event is stored with the ids of the runs it is about to create
+  -- (their specs'), by a SET NX that refuses a duplicate in the same
+  -- command; a run it joins instead (debounce) has the event stored again.
+  local k, expected = P .. 'event:' .. p.id, runs_suffix(p.runs)
+  if not redis.call('SET', k, p.doc .. expected, 'NX') then return {p.id, 1, {}} end
   zadd(P .. 'events:name:' .. p.name, 0, member(NOW, p.id))
   register('names', p.name)
   if set(p.cid) then keep_entry('cid', 'cidexp', p.cid, p.id, p.cid_ttl or 0) end
   change('event', p.id, p.name)
   local refs = create_runs(p.id, p.runs)
-  redis.call('SET', k, p.doc .. runs_suffix(refs))
+  local suffix = runs_suffix(refs)
+  if suffix ~= expected then redis.call('SET', k, p.doc .. suffix) end
   match_waits(p.name, p.id, p.doc, p.ts)
   return {p.id, 0, refs}
 end
