@@ -2,6 +2,7 @@ package redis_test
 
 import (
 	"encoding/json"
+	"errors"
 	"strconv"
 	"strings"
 	"testing"
@@ -112,4 +113,102 @@ func BenchmarkUnbatchedRun(b *testing.B) {
 func scriptTime(b *testing.B, rdb *goredis.Client) float64 {
 	b.Helper()
 	return commandStat(b, rdb, "fcall", "usec") + commandStat(b, rdb, "evalsha", "usec") + commandStat(b, rdb, "eval", "usec")
+}
+
+// BenchmarkPageViewRun: one page view's store calls as track-post-view
+// makes them, one call at a time: the event published, its run claimed,
+// the total read before the increment, the increment and the day's keys
+// committed with a read of the total, and the milestone check committed
+// with the finish. It reports per run the server's script time, its CPU
+// (INFO cpu) and its commands (each FCALL and each command it runs, from
+// INFO commandstats), the last of which does not move with the machine's
+// load.
+func BenchmarkPageViewRun(b *testing.B) {
+	srv := server(b)
+	s := openWith(b, srv.URL(4), redis.Options{Clock: clockwork.NewRealClock()})
+	rdb := goredis.NewClient(&goredis.Options{Addr: srv.Addr})
+	defer rdb.Close()
+	ctx := b.Context()
+	data := json.RawMessage(`{"slug":"a-post","title":"A post","referrer":"https://example.com/x","region":"EU","visitor":"v1"}`)
+	if err := rdb.ConfigResetStat(ctx).Err(); err != nil {
+		b.Fatal(err)
+	}
+	cpu := serverCPU(b)
+	step := func(id, output string) store.Step {
+		now := time.Now()
+		return store.Step{ID: id, Name: id, Kind: store.StepRun, Status: store.StatusCompleted,
+			Output: json.RawMessage(output), StartedAt: now, EndedAt: now}
+	}
+	b.ResetTimer()
+	for i := range b.N {
+		if _, err := s.Publish(ctx, []store.Publication{{Event: store.Event{Name: "blog/post.viewed", Data: data},
+			Runs: []store.RunSpec{{ID: ulid.Make().String(), FunctionID: "track-post-view"}}}}); err != nil {
+			b.Fatal(err)
+		}
+		ls, err := s.Claim(ctx, "w", 1, time.Minute)
+		if err != nil || len(ls) != 1 {
+			b.Fatalf("Claim = %v, %v", ls, err)
+		}
+		views := store.NewTx(s)
+		if _, err := views.GetUnchecked(ctx, "views:a-post"); err != nil && !errors.Is(err, store.ErrNotFound) {
+			b.Fatal(err)
+		}
+		if err := views.IncrByBlind(ctx, "views:a-post", 1, 0); err != nil {
+			b.Fatal(err)
+		}
+		day := store.NewTx(s)
+		must := func(err error) {
+			if err != nil {
+				b.Fatal(err)
+			}
+		}
+		must(day.Set(ctx, "title:a-post", "A post", 0))
+		must(day.SetAddBlind(ctx, "day:posts", time.Hour, "a-post"))
+		must(day.SetAddBlind(ctx, "day:visitors", time.Hour, "v"+strconv.Itoa(i%50)))
+		must(day.SetAddBlind(ctx, "day:referrers", time.Hour, "example.com"))
+		must(day.IncrByBlind(ctx, "day:referrer:example.com", 1, time.Hour))
+		must(day.SetAddBlind(ctx, "day:regions", time.Hour, "EU"))
+		must(day.IncrByBlind(ctx, "day:region:EU", 1, time.Hour))
+		must(day.IncrByBlind(ctx, "day:views:a-post", 1, time.Hour))
+		if _, _, err := s.CommitStepsGet(ctx, &ls[0], []store.StepCommit{
+			{Step: step("increment-views", "12"), Effects: views.Effects()},
+			{Step: step("track-daily-views", "true"), Effects: day.Effects()},
+		}, "views:a-post"); err != nil {
+			b.Fatal(err)
+		}
+		if err := s.Finish(ctx, &ls[0], store.Outcome{Status: store.StatusCompleted,
+			Output: json.RawMessage(`{"slug":"a-post","total":13,"milestones":[]}`),
+			Steps:  []store.StepCommit{{Step: step("check-milestones", `{"total":13,"reached":[]}`)}}}); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.StopTimer()
+	b.ReportMetric(scriptTime(b, rdb)/float64(b.N), "script-µs/run")
+	b.ReportMetric(commandCalls(b, rdb)/float64(b.N), "commands/run")
+	b.ReportMetric((serverCPU(b)-cpu)*1e6/float64(b.N), "redis-cpu-µs/run")
+}
+
+// commandCalls is how many commands the server ran since its counters
+// were reset: each FCALL or EVALSHA and each command it ran, and each
+// command sent alone, less the benchmark's own CONFIG and INFO.
+func commandCalls(b *testing.B, rdb *goredis.Client) float64 {
+	b.Helper()
+	info, err := rdb.Info(b.Context(), "commandstats").Result()
+	if err != nil {
+		b.Fatal(err)
+	}
+	total := 0.0
+	for _, line := range strings.Split(info, "\r\n") {
+		name, stats, ok := strings.Cut(strings.TrimPrefix(line, "cmdstat_"), ":")
+		if !ok || !strings.HasPrefix(line, "cmdstat_") || strings.HasPrefix(name, "config") || name == "info" {
+			continue
+		}
+		calls, _, _ := strings.Cut(strings.TrimPrefix(stats, "calls="), ",")
+		n, err := strconv.ParseFloat(calls, 64)
+		if err != nil {
+			b.Fatalf("%s: %v", line, err)
+		}
+		total += n
+	}
+	return total
 }
