@@ -328,21 +328,35 @@ func (p *WorkerPool) wakes(c store.Change, wake time.Time) bool {
 }
 
 // claim leases as many runs as there are free slots and starts them; it
-// reports whether it filled every free slot (so there may be more).
+// reports whether it filled every free slot (so there may be more). Once
+// ctx ends (Stop) it claims nothing more.
+//
+// The store call itself does not end with ctx: a claim that was sent may
+// be applied even when its caller stops waiting (the Redis store's
+// pipeline goes on without it), and the runs it leased would then be held
+// by this pool, with no worker on them, until their leases lapse. So the
+// claim is seen through, and the runs it got after Stop began are handed
+// back at once.
 func (p *WorkerPool) claim(ctx context.Context) (bool, error) {
 	p.mu.Lock()
 	free := p.opts.Workers - len(p.inflight)
 	p.mu.Unlock()
-	if free <= 0 {
+	if free <= 0 || ctx.Err() != nil {
 		return false, nil
 	}
 	n := min(free, 32)
-	leases, err := p.e.store.Claim(ctx, p.opts.Owner, n, p.opts.LeaseTTL)
+	claimCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), storeCallTimeout)
+	leases, err := p.e.store.Claim(claimCtx, p.opts.Owner, n, p.opts.LeaseTTL)
+	cancel()
 	if err != nil {
 		p.e.observe.StoreError("claim")
 		return false, fmt.Errorf("engine: claim: %w", err)
 	}
 	for i := range leases {
+		if ctx.Err() != nil {
+			p.release(p.log.With("run_id", leases[i].RunID), &leases[i])
+			continue
+		}
 		if leases[i].TakenOver {
 			p.e.observe.LeaseTakenOver()
 		}
