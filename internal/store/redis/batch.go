@@ -55,7 +55,12 @@ func newBatcher[T, R any](apply func(ctx context.Context, items []T) ([]R, error
 
 // do submits items and waits for their results. When ctx ends after
 // submission the caller stops waiting, but its items may still be applied.
+// A ctx already ended submits nothing: the select below may pick any of
+// its ready cases.
 func (b *batcher[T, R]) do(ctx context.Context, items []T) ([]R, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
 	c := &batchCall[T, R]{items: items, done: make(chan struct{})}
 	select {
 	case b.in <- c:

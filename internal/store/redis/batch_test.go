@@ -82,3 +82,33 @@ func TestBatcherFailure(t *testing.T) {
 		t.Errorf("do after stop: err = %v, want %v", err, store.ErrUnavailable)
 	}
 }
+
+// TestBatcherEndedContextSubmitsNothing: a caller whose context has
+// already ended gets its error and its items are never applied (a claim
+// sent so would lease runs to a worker pool that has stopped).
+func TestBatcherEndedContextSubmitsNothing(t *testing.T) {
+	var mu sync.Mutex
+	applied := 0
+	b := newBatcher(func(_ context.Context, items []int) ([]int, error) {
+		mu.Lock()
+		applied += len(items)
+		mu.Unlock()
+		return items, nil
+	})
+	defer b.stop()
+	ctx, cancel := context.WithCancel(t.Context())
+	cancel()
+	for i := range 1000 {
+		if _, err := b.do(ctx, []int{i}); !errors.Is(err, context.Canceled) {
+			t.Fatalf("do with an ended context: %v, want context.Canceled", err)
+		}
+	}
+	if _, err := b.do(t.Context(), []int{1}); err != nil { // the loop is still serving
+		t.Fatal(err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if applied != 1 {
+		t.Errorf("%d items applied, want only the last caller's 1", applied)
+	}
+}
