@@ -10,7 +10,8 @@ import (
 )
 
 // effectsArgByReflection is effectsArg's argument as encoding/json writes
-// it, the form the savestep script was written against.
+// it, the form the savestep script was written against: the same rows,
+// encoded by reflection.
 func effectsArgByReflection(s *Store, fx store.Effects) string {
 	index := map[string]int{}
 	for i, k := range fx.Keys() {
@@ -27,25 +28,13 @@ func effectsArgByReflection(s *Store, fx store.Effects) string {
 	}
 	flag := map[bool]string{true: "1", false: "0"}
 	for _, r := range fx.Reads {
-		arg := r.Value
-		switch r.Kind {
-		case store.ReadMember:
-			arg = r.Member
-		case store.ReadCard:
-			arg = strconv.FormatInt(r.Card, 10)
-		}
-		d.R = append(d.R, []any{index[r.Key], string(r.Kind), flag[r.Exists], arg})
+		d.R = append(d.R, []any{index[r.Key], string(r.Kind), flag[r.Exists], readArg(r)})
 	}
 	for _, w := range fx.Writes {
 		ttlMS, _ := store.KeyTTL(w.TTL)
-		arg := w.Value
-		switch w.Op {
-		case store.OpIncrBy:
-			arg = strconv.FormatInt(w.Delta, 10)
-		case store.OpSetAdd:
-			if len(w.Members) == 0 {
-				continue
-			}
+		arg, ok := writeArg(w)
+		if !ok {
+			continue
 		}
 		row := []any{index[w.Key], string(w.Op), arg, strconv.FormatInt(ttlMS, 10), flag[w.Blind]}
 		for _, m := range w.Members {

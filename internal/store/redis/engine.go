@@ -791,13 +791,7 @@ func (s *Store) effectsArg(fx store.Effects) ([]string, string, error) {
 	}
 	b = append(b, `"r":[`...)
 	for i, r := range fx.Reads {
-		arg := r.Value
-		switch r.Kind {
-		case store.ReadMember:
-			arg = r.Member
-		case store.ReadCard:
-			arg = strconv.FormatInt(r.Card, 10)
-		}
+		arg := readArg(r)
 		if i > 0 {
 			b = append(b, ',')
 		}
@@ -818,14 +812,9 @@ func (s *Store) effectsArg(fx store.Effects) ([]string, string, error) {
 		if err != nil {
 			return nil, "", err
 		}
-		arg := w.Value
-		switch w.Op {
-		case store.OpIncrBy:
-			arg = strconv.FormatInt(w.Delta, 10)
-		case store.OpSetAdd:
-			if len(w.Members) == 0 {
-				continue
-			}
+		arg, ok := writeArg(w)
+		if !ok {
+			continue
 		}
 		if !first {
 			b = append(b, ',')
@@ -849,6 +838,31 @@ func (s *Store) effectsArg(fx store.Effects) ([]string, string, error) {
 	}
 	b = append(b, "]}"...)
 	return keys, string(b), nil
+}
+
+// readArg is what the savestep script compares a read with: the string
+// read, the member asked about, or the set's size.
+func readArg(r store.Read) string {
+	switch r.Kind {
+	case store.ReadMember:
+		return r.Member
+	case store.ReadCard:
+		return strconv.FormatInt(r.Card, 10)
+	}
+	return r.Value
+}
+
+// writeArg is a write's value for the savestep script (the value set, the
+// increment), and false for a write that writes nothing (an add of no
+// members).
+func writeArg(w store.Write) (string, bool) {
+	switch w.Op {
+	case store.OpIncrBy:
+		return strconv.FormatInt(w.Delta, 10), true
+	case store.OpSetAdd:
+		return w.Value, len(w.Members) > 0
+	}
+	return w.Value, true
 }
 
 // appendJSONString appends s as a JSON string, as encoding/json writes
