@@ -31,6 +31,18 @@ type postViews struct {
 	Last7Days int64  `json:"last7Days"`
 }
 
+// checkViews expects GET /api/views/<slug>, as the post's page asks it,
+// to serve want.
+func (d *deployment) checkViews(t *testing.T, want postViews) {
+	t.Helper()
+	var got postViews
+	r := visitorN(0).get(t, d, "/api/views/"+want.Slug, "/blog/"+want.Slug)
+	r.decode(t, &got)
+	if r.status != http.StatusOK || got != want {
+		t.Errorf("GET /api/views/%s = %d %+v, want %+v", want.Slug, r.status, got, want)
+	}
+}
+
 // TestPostViewsFromManyVisitors has 104 different readers view one post
 // and three another, through POST /api/views as the site's tracker sends
 // it. Each view counts, in the totals the site serves and in the trending
@@ -69,12 +81,7 @@ func TestPostViewsFromManyVisitors(t *testing.T) {
 
 		d.awaitRuns(t, "track-post-view", readers+3)
 		for _, want := range []postViews{{popular, readers, readers}, {quiet, 3, 3}} {
-			var got postViews
-			r := visitorN(0).get(t, d, "/api/views/"+want.Slug, "/blog/"+want.Slug)
-			r.decode(t, &got)
-			if r.status != http.StatusOK || got != want {
-				t.Errorf("GET /api/views/%s = %d %+v, want %+v", want.Slug, r.status, got, want)
-			}
+			d.checkViews(t, want)
 		}
 
 		// The milestone: one event, one run, one email, whatever the
@@ -215,12 +222,7 @@ func TestPostViewsOnTheRealClock(t *testing.T) {
 				t.Errorf("the same session's second view = %d %s, want recorded:false", again.status, again.body)
 			}
 			d.awaitRuns(t, "track-post-view", readers)
-			var got postViews
-			r := visitorN(0).get(t, d, "/api/views/"+slug, "/blog/"+slug)
-			r.decode(t, &got)
-			if want := (postViews{slug, readers, readers}); r.status != http.StatusOK || got != want {
-				t.Errorf("GET /api/views/%s = %d %+v, want %+v", slug, r.status, got, want)
-			}
+			d.checkViews(t, postViews{slug, readers, readers})
 			d.checkOneMilestone(t, title)
 		})
 	}
@@ -243,12 +245,7 @@ func TestPostViewsOnARedisCluster(t *testing.T) {
 		}
 	}
 	d.awaitRuns(t, "track-post-view", readers)
-	var got postViews
-	r := visitorN(0).get(t, d, "/api/views/"+slug, "/blog/"+slug)
-	r.decode(t, &got)
-	if want := (postViews{slug, readers, readers}); r.status != http.StatusOK || got != want {
-		t.Errorf("GET /api/views/%s = %d %+v, want %+v", slug, r.status, got, want)
-	}
+	d.checkViews(t, postViews{slug, readers, readers})
 	if v := d.get(t, clusterSitePrefix+"views:post:"+slug); v != strconv.Itoa(readers) {
 		t.Errorf("the website's cluster client reads %q from the views key, want %d", v, readers)
 	}
