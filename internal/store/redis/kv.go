@@ -38,17 +38,20 @@ func (s *Store) kvKeys(key string) []string {
 	return []string{k, s.keys.kvDeadlineKey(k)}
 }
 
-// Get reads a string; ErrNotFound when absent. On the real clock a key's
-// native TTL is its expiry, so a plain GET reads what the script would:
-// track-post-view reads a counter twice per view.
-func (s *Store) Get(ctx context.Context, key string) (string, error) {
-	var v string
-	var err error
+// kvRead reads key: on the real clock, where a key's native TTL is its
+// expiry, with the plain command cmd sent in the pipeline (it reads what
+// the script would: track-post-view reads a counter twice per view),
+// else with script, which honours the injected clock's deadline.
+func (s *Store) kvRead(ctx context.Context, script *goredis.Script, cmd, key string) *goredis.Cmd {
 	if s.nativeTTL {
-		v, err = s.command(ctx, "GET", s.keys.siteKey(key)).Text()
-	} else {
-		v, err = scriptKVGet.Run(ctx, s.rdb, s.kvKeys(key), s.kvNow()).Text()
+		return s.command(ctx, cmd, s.keys.siteKey(key))
 	}
+	return script.Run(ctx, s.rdb, s.kvKeys(key), s.kvNow())
+}
+
+// Get reads a string; ErrNotFound when absent.
+func (s *Store) Get(ctx context.Context, key string) (string, error) {
+	v, err := s.kvRead(ctx, scriptKVGet, "GET", key).Text()
 	if err != nil {
 		return "", s.wrap("get", err)
 	}
@@ -61,7 +64,7 @@ func (s *Store) Set(ctx context.Context, key, value string, ttl time.Duration) e
 	if err != nil {
 		return s.wrap("set", err)
 	}
-	if s.nativeTTL { // as in Get: SET drops the key's ttl, PX gives it one
+	if s.nativeTTL { // as in kvRead: SET drops the key's ttl, PX gives it one
 		return s.wrap("set", s.command(ctx, withTTL([]any{"SET", s.keys.siteKey(key), value}, ttlMS)...).Err())
 	}
 	return s.wrap("set", scriptKVSet.Run(ctx, s.rdb, s.kvKeys(key), s.kvNow(), value, ttlMS).Err())
@@ -81,7 +84,7 @@ func (s *Store) SetNX(ctx context.Context, key, value string, ttl time.Duration)
 	if err != nil {
 		return false, s.wrap("setnx", err)
 	}
-	if s.nativeTTL { // as in Get: SET NX is the script's test and write in one
+	if s.nativeTTL { // as in kvRead: SET NX is the script's test and write in one
 		err := s.command(ctx, withTTL([]any{"SET", s.keys.siteKey(key), value, "NX"}, ttlMS)...).Err()
 		if errors.Is(err, goredis.Nil) {
 			return false, nil
@@ -145,13 +148,7 @@ func (s *Store) SetAdd(ctx context.Context, key string, ttl time.Duration, membe
 
 // SetCard counts a set's members (0 when absent).
 func (s *Store) SetCard(ctx context.Context, key string) (int64, error) {
-	var n int64
-	var err error
-	if s.nativeTTL { // as in Get
-		n, err = s.command(ctx, "SCARD", s.keys.siteKey(key)).Int64()
-	} else {
-		n, err = scriptKVSCard.Run(ctx, s.rdb, s.kvKeys(key), s.kvNow()).Int64()
-	}
+	n, err := s.kvRead(ctx, scriptKVSCard, "SCARD", key).Int64()
 	if err != nil {
 		return 0, s.wrap("scard", err)
 	}
@@ -181,13 +178,7 @@ func (s *Store) SetHas(ctx context.Context, key string, members ...string) ([]bo
 
 // SetMembers lists a set's members (none when absent).
 func (s *Store) SetMembers(ctx context.Context, key string) ([]string, error) {
-	var m []string
-	var err error
-	if s.nativeTTL { // as in Get
-		m, err = s.command(ctx, "SMEMBERS", s.keys.siteKey(key)).StringSlice()
-	} else {
-		m, err = scriptKVSMembers.Run(ctx, s.rdb, s.kvKeys(key), s.kvNow()).StringSlice()
-	}
+	m, err := s.kvRead(ctx, scriptKVSMembers, "SMEMBERS", key).StringSlice()
 	if err != nil {
 		return nil, s.wrap("smembers", err)
 	}
@@ -196,13 +187,7 @@ func (s *Store) SetMembers(ctx context.Context, key string) ([]string, error) {
 
 // TTL returns the remaining time to live, 0 for none.
 func (s *Store) TTL(ctx context.Context, key string) (time.Duration, error) {
-	var n int64
-	var err error
-	if s.nativeTTL { // as in Get: PTTL answers as the script does
-		n, err = s.command(ctx, "PTTL", s.keys.siteKey(key)).Int64()
-	} else {
-		n, err = scriptKVTTL.Run(ctx, s.rdb, s.kvKeys(key), s.kvNow()).Int64()
-	}
+	n, err := s.kvRead(ctx, scriptKVTTL, "PTTL", key).Int64() // PTTL answers as the script does
 	if err != nil {
 		return 0, s.wrap("ttl", err)
 	}
