@@ -296,12 +296,27 @@ local function mark_waiting(r)
   r.w = '1'
 end
 
--- drop_waits forgets every pending WaitForEvent of the run.
-local function drop_waits(id)
+-- drop_waits forgets every pending WaitForEvent of the run r (loaded).
+local function drop_waits(r)
+  if not set(r.w) then return end
+  local id = r.id
   local w = redis.call('HGETALL', P .. 'runwaits:' .. id)
   if #w == 0 then return end
   for i = 1, #w, 2 do redis.call('HDEL', P .. 'waits:' .. w[i + 1], id .. '\n' .. w[i]) end
   redis.call('DEL', P .. 'runwaits:' .. id)
+end
+
+-- forget_wait drops the completed or pending wait the step of the run r
+-- (loaded) had, whose record is being replaced.
+local function forget_wait(r, step)
+  if not set(r.w) then return end
+  local id = r.id
+  redis.call('HDEL', P .. 'matched:' .. id, step)
+  local old = redis.call('HGET', P .. 'runwaits:' .. id, step)
+  if old then
+    redis.call('HDEL', P .. 'waits:' .. old, id .. '\n' .. step)
+    redis.call('HDEL', P .. 'runwaits:' .. id, step)
+  end
 end
 
 -- drop_run deletes the finished run id (loaded as r) with its steps and
@@ -318,7 +333,7 @@ local function drop_run(id, r)
   for _, eid in ipairs(cjson.decode(run_evs(r))) do redis.call('ZREM', P .. 'runs:ev:' .. eid, m) end
   redis.call('DEL', P .. 'run:' .. id, P .. 'steplog:' .. id, P .. 'steps:' .. id, P .. 'steporder:' .. id,
     P .. 'matched:' .. id)
-  drop_waits(id)
+  drop_waits(r)
   if set(r.idem) and redis.call('HGET', P .. 'idem', r.idem) == id then
     redis.call('HDEL', P .. 'idem', r.idem)
     redis.call('ZREM', P .. 'idemexp', r.idem)
@@ -434,7 +449,7 @@ local function end_run(r, st, output, err)
   redis.call('ZREM', P .. 'queue', r.id)
   release_key('single', r.single, r.id)
   release_key('deb', r.deb, r.id)
-  if set(r.w) then drop_waits(r.id) end
+  drop_waits(r)
   change('run', '', '', r.id, r.fn, st)
 end
 

@@ -96,15 +96,7 @@ for i = 0, n - 1 do
   local a = 7 + 7 * i
   local step, wev = ARGV[a], ARGV[a + 3]
   log = save_record(id, log, step, ARGV[a + 1], ARGV[a + 5])
-  if set(r.w) then
-    -- The step's record replaces a completed or pending wait it had.
-    redis.call('HDEL', P .. 'matched:' .. id, step)
-    local old = redis.call('HGET', P .. 'runwaits:' .. id, step)
-    if old then
-      redis.call('HDEL', P .. 'waits:' .. old, id .. '\n' .. step)
-      redis.call('HDEL', P .. 'runwaits:' .. id, step)
-    end
-  end
+  forget_wait(r, step)
   if wev ~= '' then
     mark_waiting(r)
     redis.call('HSET', P .. 'waits:' .. wev, id .. '\n' .. step, ARGV[a + 4])
