@@ -20,6 +20,7 @@ import (
 	"github.com/dcyfr/cyberdrew/internal/daemon"
 	"github.com/dcyfr/cyberdrew/internal/engine"
 	"github.com/dcyfr/cyberdrew/internal/store"
+	"github.com/dcyfr/cyberdrew/internal/store/redis/redistest"
 )
 
 // The crash test runs the daemon in a child process (this test binary,
@@ -87,6 +88,7 @@ func ledgerFunction(dir, life string) engine.Function {
 func runChild(dir string) int {
 	cfg := testConfig(dir)
 	cfg.Addr = os.Getenv(childEnv + "_ADDR")
+	cfg.Store = os.Getenv(childEnv + "_STORE") // empty: SQLite in dir
 	ctx := context.Background()
 	fn := ledgerFunction(dir, os.Getenv(childEnv+"_LIFE"))
 	d, err := daemon.New(ctx, cfg, slog.New(slog.DiscardHandler), daemon.Options{Functions: []engine.Function{fn}})
@@ -101,12 +103,14 @@ func runChild(dir string) int {
 	select {}
 }
 
-// spawn starts life number life of a child daemon on dir and returns its
-// base URL, the lines it prints after its address, and its process.
-func spawn(t *testing.T, dir, life string) (string, <-chan string, *exec.Cmd) {
+// spawn starts life number life of a child daemon on dir, with its store
+// at storeURL ("" for SQLite in dir), and returns its base URL, the lines
+// it prints after its address, and its process.
+func spawn(t *testing.T, dir, storeURL, life string) (string, <-chan string, *exec.Cmd) {
 	t.Helper()
 	cmd := exec.Command(os.Args[0], "-test.run=^$")
-	cmd.Env = append(os.Environ(), childEnv+"="+dir, childEnv+"_ADDR=127.0.0.1:0", childEnv+"_LIFE="+life)
+	cmd.Env = append(os.Environ(), childEnv+"="+dir, childEnv+"_ADDR=127.0.0.1:0", childEnv+"_LIFE="+life,
+		childEnv+"_STORE="+storeURL)
 	base, lines := startChildLines(t, cmd)
 	return base, lines, cmd
 }
@@ -194,12 +198,27 @@ func sendGo(c client, from, to int) {
 // recorded result is never made again nor replaced, every acknowledged
 // event survives, and the runs in flight are taken over once their lease
 // lapses. The test waits on what it observes (statuses on the stream, the
-// steps' own "AFTER" lines), never on a timer.
+// steps' own "AFTER" lines), never on a timer. It runs on both stores: on
+// Redis the waits go through the scripts that look for a run's waits only
+// once it is marked as waiting (layout 6).
 func TestKillDashNineKeepsTheDeliveryContract(t *testing.T) {
 	t.Parallel()
+	t.Run("sqlite", func(t *testing.T) {
+		t.Parallel()
+		killDashNine(t, "")
+	})
+	t.Run("redis", func(t *testing.T) {
+		t.Parallel()
+		killDashNine(t, redistest.StartT(t, true).URL(0))
+	})
+}
+
+// killDashNine is TestKillDashNineKeepsTheDeliveryContract on the store at
+// storeURL ("" for SQLite).
+func killDashNine(t *testing.T, storeURL string) {
 	const runs, inFlight = 50, 4 // inFlight: testConfig's workers
 	dir := t.TempDir()
-	base, lines, cmd := spawn(t, dir, "1")
+	base, lines, cmd := spawn(t, dir, storeURL, "1")
 	c := client{t: t, base: base}
 	changes := c.stream("")
 
@@ -269,7 +288,7 @@ func TestKillDashNineKeepsTheDeliveryContract(t *testing.T) {
 	}
 	cmd.Wait()
 
-	base, _, _ = spawn(t, dir, "2")
+	base, _, _ = spawn(t, dir, storeURL, "2")
 	c = client{t: t, base: base}
 	changes = c.stream("")
 	restarted := time.Now()
