@@ -516,6 +516,103 @@ func StepStore[T any](ctx context.Context, r *Run, name string, fn func(ctx cont
 	return takeStep(ctx, r, name, fn, stepStore)
 }
 
+// StepIncr adds delta to the counter at key, as the step name of run r,
+// and returns the value the addition left: the key's integer after it,
+// counting this addition and every one before it, whoever made them. The
+// addition and the step's record are one atomic commit whose recorded
+// output is that value (store.Store.CommitStepsCount): a crash before the
+// commit leaves neither, a crash after leaves both, and an execution
+// after it gets the recorded value back without adding again. So the
+// count is exactly once and the value exact, however many runs add to
+// the key at once, without a read before the addition and without a
+// conflict: two runs that add 1 to a counter at 99 get 100 and 101, and
+// the one that got 100 is the one that reached it. ttl applies when the
+// addition creates the key (0: none). A key that holds no integer fails
+// the step, without retries.
+//
+// The step commits at once, with the run's deferred steps (StepStore)
+// before it, in one store write.
+func StepIncr(ctx context.Context, r *Run, name, key string, delta int64, ttl time.Duration) (int64, error) {
+	id, endStep, err := r.begin(name)
+	if err != nil {
+		return 0, err
+	}
+	defer endStep()
+	prev, seen := r.steps[id]
+	if seen {
+		switch prev.Status {
+		case store.StatusCompleted:
+			n, err := strconv.ParseInt(string(prev.Output), 10, 64)
+			if err != nil {
+				return 0, &StepError{Step: id, Err: err, Message: "decoding recorded count: " + err.Error()}
+			}
+			return n, nil
+		case store.StatusFailed:
+			return 0, &StepError{Step: id, Message: prev.Error}
+		}
+	}
+	if cause := context.Cause(ctx); cause != nil {
+		return 0, r.interrupt(cause) // cancelled, shut down or its lease lost: count nothing
+	}
+	start := r.now()
+	step := store.Step{RunID: r.ID, ID: id, Name: name, Kind: store.StepRun, Status: store.StatusCompleted,
+		StartedAt: start, EndedAt: start, Attempts: []store.Attempt{{StartedAt: start, EndedAt: start}}}
+	var runErr error
+	if _, err := store.KeyTTL(ttl); err != nil {
+		runErr = NonRetriable(fmt.Errorf("engine: count %q: %w", key, err))
+	} else {
+		fx := store.Effects{Writes: []store.Write{{Op: store.OpIncrBy, Key: key, Delta: delta, TTL: ttl, Blind: true}}}
+		var n int64
+		n, runErr = r.count(step, fx)
+		if runErr == nil {
+			r.e.observe.StepAttempt(r.FunctionID, "completed", 0)
+			return n, nil
+		}
+		if !IsNonRetriable(runErr) {
+			return 0, runErr
+		}
+	}
+	step.Status, step.Attempts = "", nil
+	return finishStep(r, step, id, start, start, int64(0), nil, runErr)
+}
+
+// count commits the counted step s, whose effects fx are its increment,
+// after the run's deferred steps, in one store write, and records it
+// with the value the store answers as its output. An increment the store
+// refused on its own (its key holds no integer) is a non-retriable error;
+// any other failure stops the run as a failed commit of deferred steps
+// does (failedCommitLocked).
+func (r *Run) count(s store.Step, fx store.Effects) (int64, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.done {
+		return 0, errClosed(s.ID)
+	}
+	if _, clash := r.pendingWrites.BlindClash(fx); clash {
+		if err := r.flushLocked(); err != nil {
+			return 0, err
+		}
+	}
+	if r.stop != nil {
+		return 0, r.stop
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), storeCallTimeout)
+	defer cancel()
+	batch := append(slices.Clip(r.pending), store.StepCommit{Step: s, Effects: fx})
+	n, err := r.e.store.CommitStepsCount(ctx, r.lease, batch)
+	switch {
+	case err == nil:
+		r.committedLocked()
+	case len(r.pending) == 0 && errors.Is(err, store.ErrInvalid):
+		return 0, NonRetriable(fmt.Errorf("engine: count step %q of %q: %w", s.ID, fx.Writes[0].Key, err))
+	default:
+		return 0, r.failedCommitLocked(fmt.Errorf("engine: count step %q: %w", s.ID, err))
+	}
+	s.Output = json.RawMessage(strconv.FormatInt(n, 10))
+	r.steps[s.ID] = s
+	return n, nil
+}
+
 // stepMode is how a step commits.
 type stepMode int
 

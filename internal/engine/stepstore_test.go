@@ -49,6 +49,11 @@ func (c *commitLog) CommitSteps(ctx context.Context, l *store.Lease, steps []sto
 	return c.Store.CommitSteps(ctx, l, steps)
 }
 
+func (c *commitLog) CommitStepsCount(ctx context.Context, l *store.Lease, steps []store.StepCommit) (int64, error) {
+	c.log("CommitStepsCount", steps)
+	return c.Store.CommitStepsCount(ctx, l, steps)
+}
+
 func (c *commitLog) Finish(ctx context.Context, l *store.Lease, o store.Outcome) error {
 	if c.failFinish.CompareAndSwap(true, false) {
 		c.log("Finish (lost)", o.Steps)

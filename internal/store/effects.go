@@ -520,3 +520,18 @@ func MergeEffects(steps []StepCommit) (Effects, error) {
 	}
 	return merged, nil
 }
+
+// CheckCounted checks the batch of CommitStepsCount: it holds a step, and
+// the effects of its last step are one blind increment, reading nothing
+// and emitting nothing (ErrInvalid otherwise).
+func CheckCounted(steps []StepCommit) error {
+	if len(steps) == 0 {
+		return fmt.Errorf("%w: a counted commit needs a step", ErrInvalid)
+	}
+	last := steps[len(steps)-1]
+	fx := last.Effects
+	if len(fx.Reads) != 0 || len(fx.Writes) != 1 || fx.Writes[0].Op != OpIncrBy || !fx.Writes[0].Blind || len(last.Emit) != 0 {
+		return fmt.Errorf("%w: counted step %q: its only effect must be one blind increment", ErrInvalid, last.Step.ID)
+	}
+	return nil
+}

@@ -388,6 +388,14 @@ type Engine interface {
 	// (MergeEffects; the engine commits the earlier steps first when a
 	// step would): ErrInvalid.
 	CommitSteps(ctx context.Context, l *Lease, steps []StepCommit) error
+	// CommitStepsCount is CommitSteps for a batch whose last step counts
+	// (engine.StepIncr): its only effect is one blind increment
+	// (CheckCounted), and its recorded output is the value that increment
+	// left, as a JSON number, which the atomic unit itself writes in place
+	// of its Step.Output. It returns that value. So the value is exact
+	// however many runs increment the key at once, and it is recorded with
+	// the increment or not at all.
+	CommitStepsCount(ctx context.Context, l *Lease, steps []StepCommit) (int64, error)
 	// Suspend ends the lease and makes the run claimable at AvailableAt.
 	Suspend(ctx context.Context, l *Lease, s Suspension) error
 	// Finish ends the run.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -442,18 +443,44 @@ func (s *Store) CommitSteps(ctx context.Context, l *store.Lease, steps []store.S
 	return s.wrap("save step", err)
 }
 
+// countMark is the output the last step of a counted commit is encoded
+// with (a JSON string no step output can be: the engine writes a counted
+// step's output itself); the savestep script puts the value its increment
+// left in its place (COUNT_MARK in lua/savestep.lua).
+const countMark = `"\u0000count"`
+
+// CommitStepsCount commits steps as CommitSteps does, the last of them
+// counted (store.CheckCounted): the savestep script keeps the value of
+// the increment it applies last and writes it into that step's record in
+// place of countMark, then answers with it.
+func (s *Store) CommitStepsCount(ctx context.Context, l *store.Lease, steps []store.StepCommit) (int64, error) {
+	if err := store.CheckCounted(steps); err != nil {
+		return 0, s.wrap("save step", err)
+	}
+	steps = slices.Clone(steps)
+	steps[len(steps)-1].Step.Output = json.RawMessage(countMark)
+	keys, args, err := s.saveStepsArgs(l, steps, "", true)
+	if err != nil {
+		return 0, s.wrap("save step", err)
+	}
+	n, err := s.acked(ctx, scriptSaveStep, keys, args...).Int64()
+	return n, s.wrap("save step", err)
+}
+
 // saveSteps runs the savestep script: steps, then the finish when finish
 // (a finishArg without its run, token and time) is not "".
 func (s *Store) saveSteps(ctx context.Context, l *store.Lease, steps []store.StepCommit, finish string) error {
-	keys, args, err := s.saveStepsArgs(l, steps, finish)
+	keys, args, err := s.saveStepsArgs(l, steps, finish, false)
 	if err != nil {
 		return err
 	}
 	return s.acked(ctx, scriptSaveStep, keys, args...).Err()
 }
 
-// saveStepsArgs are the keys and arguments of the savestep script.
-func (s *Store) saveStepsArgs(l *store.Lease, steps []store.StepCommit, finish string) ([]string, []any, error) {
+// saveStepsArgs are the keys and arguments of the savestep script;
+// counted marks the last step's output as the value of the last write
+// (CommitStepsCount).
+func (s *Store) saveStepsArgs(l *store.Lease, steps []store.StepCommit, finish string, counted bool) ([]string, []any, error) {
 	now := s.clock.Now()
 	fx, err := store.MergeEffects(steps)
 	if err != nil {
@@ -462,6 +489,9 @@ func (s *Store) saveStepsArgs(l *store.Lease, steps []store.StepCommit, finish s
 	keys, fxDoc, err := s.effectsArg(fx)
 	if err != nil {
 		return nil, nil, err
+	}
+	if counted {
+		fxDoc = `{"c":1,` + fxDoc[1:]
 	}
 	if err := s.inEngineSlot(keys[1:]); err != nil {
 		return nil, nil, err
@@ -493,7 +523,7 @@ func (s *Store) CommitStepsGet(ctx context.Context, l *store.Lease, steps []stor
 	if s.minReplicas > 0 || !s.nativeTTL || !s.functions.Load() {
 		return twoCalls()
 	}
-	keys, args, err := s.saveStepsArgs(l, steps, "")
+	keys, args, err := s.saveStepsArgs(l, steps, "", false)
 	if err != nil {
 		return "", nil, s.wrap("save step", err)
 	}

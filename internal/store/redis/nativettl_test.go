@@ -171,4 +171,25 @@ func TestBlindWritesOnTheRealClock(t *testing.T) {
 	if err != nil || len(steps) != 1 || steps[0].ID != "ok" {
 		t.Errorf("steps after the refused commits: %v, %v; want only ok", steps, err)
 	}
+
+	// A counted commit (engine.StepIncr) answers with the value and
+	// records it; one of a word is refused whole.
+	count := func(step, key string) (int64, error) {
+		tx := store.NewTx(s)
+		if err := tx.IncrByBlind(ctx, key, 1, time.Hour); err != nil {
+			t.Fatal(err)
+		}
+		now := time.Now()
+		return s.CommitStepsCount(ctx, &ls[0], []store.StepCommit{{Effects: tx.Effects(), Step: store.Step{RunID: runID, ID: step, Name: step,
+			Kind: store.StepRun, Status: store.StatusCompleted, StartedAt: now, EndedAt: now}}})
+	}
+	if n, err := count("count", "hits"); err != nil || n != 12 {
+		t.Errorf("a counted commit of hits at 11 = %d, %v; want 12", n, err)
+	}
+	if _, err := count("count-word", "word"); !errors.Is(err, store.ErrInvalid) {
+		t.Errorf("a counted commit of a word: %v, want ErrInvalid", err)
+	}
+	if steps, err := s.Steps(ctx, runID); err != nil || len(steps) != 2 || string(steps[1].Output) != "12" {
+		t.Errorf("steps after the counted commits: %+v, %v; want ok, then count with the output 12", steps, err)
+	}
 }

@@ -374,26 +374,30 @@ func (t *txn) dropExpired(key string) error {
 
 // applyEffects checks every read of fx against the transaction's view of
 // the keys (store.ErrConflict when one changed), then applies its writes.
-func (t *txn) applyEffects(fx store.Effects) error {
+// It returns the value the last write left when that is an increment
+// (store.Store.CommitStepsCount), else 0.
+func (t *txn) applyEffects(fx store.Effects) (int64, error) {
 	for _, r := range fx.Reads {
 		ok, err := t.holds(r)
 		if err != nil {
-			return err
+			return 0, err
 		}
 		if !ok {
-			return fmt.Errorf("%w: %q", store.ErrConflict, r.Key)
+			return 0, fmt.Errorf("%w: %q", store.ErrConflict, r.Key)
 		}
 	}
+	var counted int64
 	for _, w := range fx.Writes {
 		ttlMS, err := store.KeyTTL(w.TTL)
 		if err != nil {
-			return err
+			return 0, err
 		}
+		counted = 0
 		switch w.Op {
 		case store.OpSet:
 			err = t.kvSet(w.Key, w.Value, ttlMS)
 		case store.OpIncrBy:
-			_, err = t.kvIncrBy(w.Key, w.Delta, ttlMS)
+			counted, err = t.kvIncrBy(w.Key, w.Delta, ttlMS)
 		case store.OpSetAdd:
 			_, err = t.kvSetAdd(w.Key, ttlMS, w.Members)
 		case store.OpDelete:
@@ -402,10 +406,10 @@ func (t *txn) applyEffects(fx store.Effects) error {
 			err = fmt.Errorf("%w: unknown write %q", store.ErrInvalid, w.Op)
 		}
 		if err != nil {
-			return fmt.Errorf("%s %q: %w", w.Op, w.Key, err)
+			return 0, fmt.Errorf("%s %q: %w", w.Op, w.Key, err)
 		}
 	}
-	return nil
+	return counted, nil
 }
 
 // holds reports whether the read r still holds.

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strconv"
 	"time"
 
 	"github.com/oklog/ulid/v2"
@@ -317,8 +318,30 @@ func (s *Store) CommitSteps(ctx context.Context, l *store.Lease, steps []store.S
 		return wrap("save step", err)
 	}
 	return s.write(ctx, "save step", true, func(t *txn) error {
-		return t.saveLeasedSteps(l, batch)
+		_, err := t.saveLeasedSteps(l, batch)
+		return err
 	})
+}
+
+// CommitStepsCount records steps as CommitSteps does, the last of them
+// counted (store.CheckCounted): its output is the value its increment
+// left, read in the same transaction.
+func (s *Store) CommitStepsCount(ctx context.Context, l *store.Lease, steps []store.StepCommit) (int64, error) {
+	if err := store.CheckCounted(steps); err != nil {
+		return 0, wrap("save step", err)
+	}
+	batch, err := prepareSteps(l, steps)
+	if err != nil {
+		return 0, wrap("save step", err)
+	}
+	batch.counted = true
+	var n int64
+	err = s.write(ctx, "save step", true, func(t *txn) error {
+		var err error
+		n, err = t.saveLeasedSteps(l, batch)
+		return err
+	})
+	return n, err
 }
 
 // stepBatch is a batch of steps checked and encoded outside the
@@ -326,6 +349,9 @@ func (s *Store) CommitSteps(ctx context.Context, l *store.Lease, steps []store.S
 type stepBatch struct {
 	fx    store.Effects
 	steps []preparedStep
+	// counted: the last step's output is the value the last write (an
+	// increment) left (CommitStepsCount).
+	counted bool
 }
 
 // preparedStep is one step of a stepBatch, with its encoded columns.
@@ -377,21 +403,26 @@ func prepareSteps(l *store.Lease, steps []store.StepCommit) (stepBatch, error) {
 }
 
 // saveLeasedSteps checks the run's lease (store.ErrLeaseLost), applies a
-// batch's effects and records its steps.
-func (t *txn) saveLeasedSteps(l *store.Lease, b stepBatch) error {
+// batch's effects and records its steps. It returns the value the batch's
+// last write left when that is an increment (the counted value), else 0.
+func (t *txn) saveLeasedSteps(l *store.Lease, b stepBatch) (int64, error) {
 	var fn string
 	var n int64 // runs.n, what the run's steps and waits refer to
 	err := t.queryRow(`SELECT n, function_id FROM runs WHERE `+leaseCheck, l.RunID, l.Token, t.now.UnixMilli()).Scan(&n, &fn)
 	if errors.Is(err, sql.ErrNoRows) {
-		return store.ErrLeaseLost
+		return 0, store.ErrLeaseLost
 	}
 	if err != nil {
-		return err
+		return 0, err
 	}
-	if err := t.applyEffects(b.fx); err != nil {
-		return err
+	counted, err := t.applyEffects(b.fx)
+	if err != nil {
+		return 0, err
 	}
-	for _, st := range b.steps {
+	for i, st := range b.steps {
+		if b.counted && i == len(b.steps)-1 {
+			st.Output = json.RawMessage(strconv.FormatInt(counted, 10))
+		}
 		ended, duration := stepEnd(st.StartedAt, st.EndedAt)
 		// seq numbers a run's steps in the order first recorded; an update
 		// keeps it. Steps are only ever deleted with their run.
@@ -406,7 +437,7 @@ ended_at = excluded.ended_at, duration = excluded.duration, wait = excluded.wait
 			stepCode(string(st.Status), string(store.StatusCompleted)), st.attempts,
 			nullJSON(st.Output), nullStr(st.Error), ms(st.WakeAt), ms(st.StartedAt), ended, duration,
 			nullJSON(st.wait)); err != nil {
-			return fmt.Errorf("upsert step: %w", err)
+			return 0, fmt.Errorf("upsert step: %w", err)
 		}
 		var err error
 		if st.Status == store.StatusWaiting && st.Wait != nil {
@@ -418,17 +449,17 @@ match_value, expires_at) VALUES (?, ?, ?, ?, ?, ?)`, n, st.ID, w.Event,
 			_, err = t.exec(`DELETE FROM waits WHERE run = ? AND step_id = ?`, n, st.ID)
 		}
 		if err != nil {
-			return fmt.Errorf("wait: %w", err)
+			return 0, fmt.Errorf("wait: %w", err)
 		}
 		t.announce(store.Change{Kind: store.ChangeStep, RunID: st.RunID, FunctionID: fn, StepID: st.ID,
 			Status: st.Status})
 		for _, p := range st.emit {
 			if _, err := t.publish(p); err != nil {
-				return err
+				return 0, err
 			}
 		}
 	}
-	return nil
+	return counted, nil
 }
 
 // Suspend ends the lease and makes the run claimable at s.AvailableAt (at
@@ -479,7 +510,7 @@ func (s *Store) Finish(ctx context.Context, l *store.Lease, o store.Outcome) err
 	}
 	return s.write(ctx, "finish", true, func(t *txn) error {
 		if len(batch.steps) > 0 {
-			if err := t.saveLeasedSteps(l, batch); err != nil {
+			if _, err := t.saveLeasedSteps(l, batch); err != nil {
 				return err
 			}
 		}

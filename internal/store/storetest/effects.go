@@ -21,6 +21,7 @@ var effectCases = []testCase{
 	{"CommitStepsIsOneUnit", testCommitSteps},
 	{"FinishCommitsItsSteps", testFinishWithSteps},
 	{"BatchRulesRefused", testBatchRules},
+	{"CountedCommitRecordsTheValue", testCommitCounted},
 }
 
 // commit commits the step id of l with the effects of tx.
@@ -447,4 +448,85 @@ func testBatchRules(t *testing.T, b *bundle) {
 		wantErr(t, "Get(k) after a refused batch, "+name, err, store.ErrNotFound)
 		checkEqual(t, "steps after a refused batch, "+name, len(b.steps(t, id)), 0)
 	}
+}
+
+// countedStep is a counted step (store.CheckCounted) of l adding delta to
+// key, whose output the store writes.
+func (b *bundle) countedStep(t *testing.T, l *store.Lease, id, key string, delta int64, ttl time.Duration) store.StepCommit {
+	t.Helper()
+	tx := store.NewTx(b.store)
+	if err := tx.IncrByBlind(b.ctx, key, delta, ttl); err != nil {
+		t.Fatal(err)
+	}
+	return store.StepCommit{Step: b.doneStep(l, id), Effects: tx.Effects()}
+}
+
+// testCommitCounted: CommitStepsCount commits the steps before the
+// counted one with it, answers with the value its increment left, and
+// records that value as its output; two runs counting one key get
+// consecutive values; the ttl applies to a key the count creates; a
+// counted step whose key holds a set, or that reads, and a lost lease,
+// apply nothing.
+func testCommitCounted(t *testing.T, b *bundle) {
+	b.incr(t, "views", 99, 0)
+	one := b.enqueueOne(t, "fn-a")
+	l1 := b.claimOne(t, "w", one, time.Hour)
+	day := store.NewTx(b.store)
+	if err := day.SetAddBlind(b.ctx, "day", time.Hour, "post"); err != nil {
+		t.Fatal(err)
+	}
+	n, err := b.store.CommitStepsCount(b.ctx, l1, []store.StepCommit{
+		{Step: b.doneStep(l1, "day"), Effects: day.Effects()},
+		b.countedStep(t, l1, "count", "views", 1, time.Hour),
+	})
+	if err != nil || n != 100 {
+		t.Fatalf("CommitStepsCount(views at 99 + 1) = %d, %v; want 100", n, err)
+	}
+	two := b.enqueueOne(t, "fn-a")
+	l2 := b.claimOne(t, "w", two, time.Hour)
+	if n, err := b.store.CommitStepsCount(b.ctx, l2, []store.StepCommit{b.countedStep(t, l2, "count", "views", 1, 0)}); err != nil || n != 101 {
+		t.Fatalf("CommitStepsCount of a second run = %d, %v; want 101", n, err)
+	}
+	checkEqual(t, "views", b.kvGet(t, "views"), "101")
+	checkEqual(t, "ttl of a counter that existed", b.ttl(t, "views"), time.Duration(0))
+	checkIDs(t, "day", b.setMembers(t, "day"), []string{"post"})
+	got := b.steps(t, one)
+	if len(got) != 2 || got[0].ID != "day" || got[1].ID != "count" || got[1].Status != store.StatusCompleted {
+		t.Fatalf("steps of the first run = %+v, want day and count completed, in order", got)
+	}
+	checkEqual(t, "recorded output of the first count", string(got[1].Output), "100")
+	got = b.steps(t, two)
+	if len(got) != 1 {
+		t.Fatalf("steps of the second run = %+v, want count", got)
+	}
+	checkEqual(t, "recorded output of the second count", string(got[0].Output), "101")
+
+	if n, err := b.store.CommitStepsCount(b.ctx, l2, []store.StepCommit{b.countedStep(t, l2, "fresh", "fresh", -3, time.Hour)}); err != nil || n != -3 {
+		t.Fatalf("CommitStepsCount of an absent key by -3 = %d, %v; want -3", n, err)
+	}
+	checkEqual(t, "ttl of a counter the count created", b.ttl(t, "fresh"), time.Hour)
+
+	// Refused whole: a counted step of a set, one that reads, a lost lease.
+	ofSet := []store.StepCommit{
+		{Step: b.doneStep(l2, "before"), Effects: day.Effects()},
+		b.countedStep(t, l2, "bad", "day", 1, 0),
+	}
+	b.setAdd(t, "other", 0, "x")
+	_, err = b.store.CommitStepsCount(b.ctx, l2, []store.StepCommit{b.countedStep(t, l2, "bad", "other", 1, 0)})
+	wantErr(t, "CommitStepsCount of a set", err, store.ErrInvalid)
+	_, err = b.store.CommitStepsCount(b.ctx, l2, ofSet)
+	wantErr(t, "CommitStepsCount of a set after a step", err, store.ErrInvalid)
+	reads := b.countedStep(t, l2, "bad", "views", 1, 0)
+	reads.Effects.Reads = []store.Read{{Key: "views", Kind: store.ReadString, Exists: true, Value: "101"}}
+	_, err = b.store.CommitStepsCount(b.ctx, l2, []store.StepCommit{reads})
+	wantErr(t, "CommitStepsCount of a step that reads", err, store.ErrInvalid)
+	three := b.enqueueOne(t, "fn-a")
+	l3 := b.claimOne(t, "w", three, time.Minute)
+	b.clock.Advance(2 * time.Minute)
+	b.claimOne(t, "w2", three, time.Minute)
+	_, err = b.store.CommitStepsCount(b.ctx, l3, []store.StepCommit{b.countedStep(t, l3, "late", "views", 1, 0)})
+	wantErr(t, "CommitStepsCount under a lapsed lease", err, store.ErrLeaseLost)
+	checkEqual(t, "views after the refused counts", b.kvGet(t, "views"), "101")
+	checkEqual(t, "steps of the second run after the refused counts", len(b.steps(t, two)), 2)
+	checkEqual(t, "steps of the third run after the refused count", len(b.steps(t, three)), 0)
 }

@@ -4,7 +4,10 @@
 -- effects and its deadline key (lua/kvfn.lua). ARGV[1] now; ARGV[2] run
 -- id; ARGV[3] token; ARGV[4] the effects of every step merged (JSON, see
 -- effectsArg):
--- {"n": 1 on the real clock (kv_native), "r": reads [[i, "string"|"member"|"card", "1"|"0" exists, value|member|card]],
+-- {"c": 1 when the last step is counted (CommitStepsCount: its record
+--  holds COUNT_MARK as its output, which becomes the value the last write,
+--  an increment, left), "n": 1 on the real clock (kv_native),
+--  "r": reads [[i, "string"|"member"|"card", "1"|"0" exists, value|member|card]],
 --  "w": writes [[i, "set"|"incrby"|"sadd"|"del", value|delta, ttl ms, "1"|"0" blind, members...]]};
 -- ARGV[5] '' or the run's finish after the steps (JSON: {status, output
 -- (JSON or ''), error, pubs (pubArg array)}); ARGV[6] the number of steps;
@@ -13,9 +16,11 @@
 -- waits for ('' for none), the wait (JSON, see waitArg, or ''), the
 -- record's start up to its id (see save_record), and the JSON array of
 -- pubArg it emits.
--- Returns 1, or the errors LEASE_LOST, CONFLICT (a read no longer holds),
--- WRONGTYPE or "not an integer" (a blind write would fail); nothing is
--- written then.
+-- Returns 1 (counted: the value), or the errors LEASE_LOST, CONFLICT (a
+-- read no longer holds), WRONGTYPE or "not an integer" (a blind write
+-- would fail); nothing is written then.
+-- COUNT_MARK is countMark in engine.go, as the record's JSON holds it.
+local COUNT_MARK = '"\\u0000count"'
 local r = leased(ARGV[2], ARGV[3])
 if not r then return redis.error_reply('LEASE_LOST') end
 local fx = cjson.decode(ARGV[4])
@@ -67,6 +72,8 @@ for _, w in ipairs(fx.w) do
     end
   end
 end
+-- counted is the value the last increment left (fx.c: the last write).
+local counted
 for _, w in ipairs(fx.w) do
   local K, D = KEYS[2 * w[1]], KEYS[2 * w[1] + 1]
   local op, ttl = w[2], tonumber(w[4])
@@ -80,7 +87,7 @@ for _, w in ipairs(fx.w) do
   else
     local existed = key_type(w[1]) ~= 'none'
     if op == 'incrby' then
-      redis.call('INCRBY', K, w[3])
+      counted = redis.call('INCRBY', K, w[3])
       types[w[1]] = 'string'
     else
       redis.call('SADD', K, unpack(w, 6))
@@ -94,8 +101,12 @@ local id, n = r.id, tonumber(ARGV[6])
 local log = n > 0 and step_log(r)
 for i = 0, n - 1 do
   local a = 7 + 7 * i
-  local step, wev = ARGV[a], ARGV[a + 3]
-  log = save_record(id, log, step, ARGV[a + 1], ARGV[a + 5])
+  local step, wev, rec = ARGV[a], ARGV[a + 3], ARGV[a + 1]
+  if fx.c and i == n - 1 then
+    local j = string.find(rec, COUNT_MARK, 1, true)
+    rec = string.sub(rec, 1, j - 1) .. num(counted) .. string.sub(rec, j + #COUNT_MARK)
+  end
+  log = save_record(id, log, step, rec, ARGV[a + 5])
   forget_wait(r, step)
   if wev ~= '' then
     mark_waiting(r)
@@ -112,4 +123,5 @@ if ARGV[5] ~= '' then
   publish_all(f.pubs)
 end
 flush()
+if fx.c then return counted end
 return 1
