@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/dcyfr/cyberdrew/internal/jobs"
 	"github.com/dcyfr/cyberdrew/internal/store/redis/redistest"
 )
 
@@ -178,5 +179,40 @@ func runViewChaos(t *testing.T, dir string, n int, args ...string) {
 			t.Errorf("%s: last7Days = %d, total = %d: the days do not sum to the total", sl, got.Last7Days, got.Total)
 		}
 		t.Logf("%s: total %d, last7Days %d, stored %d", sl, got.Total, got.Last7Days, want[sl])
+	}
+
+	// Each milestone a post's total passed was announced once: by the run
+	// whose view made it, even when that run was cut off after counting
+	// and executed again on its next lease.
+	var page struct {
+		Data []struct {
+			Data struct {
+				Slug      string `json:"slug"`
+				Milestone int64  `json:"milestone"`
+			} `json:"data"`
+		} `json:"data"`
+	}
+	if code := c.do("GET", "/v1/events?name=blog/milestone.reached&limit=1000", "", &page); code != 200 {
+		t.Fatalf("list milestone events: %d", code)
+	}
+	announced := map[string]int{}
+	for _, e := range page.Data {
+		announced[fmt.Sprintf("%s:%d", e.Data.Slug, e.Data.Milestone)]++
+	}
+	wantAnnounced := 0
+	for i := range viewSlugs {
+		sl := slug(i)
+		for _, m := range jobs.Milestones {
+			if m > want[sl] {
+				continue
+			}
+			wantAnnounced++
+			if n := announced[fmt.Sprintf("%s:%d", sl, m)]; n != 1 {
+				t.Errorf("%s: milestone %d announced %d times, want once (total %d)", sl, m, n, want[sl])
+			}
+		}
+	}
+	if len(page.Data) != wantAnnounced {
+		t.Errorf("%d milestone events, want %d: %v", len(page.Data), wantAnnounced, announced)
 	}
 }

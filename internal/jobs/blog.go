@@ -70,27 +70,18 @@ func TrackPostView(d Deps) engine.Function {
 			}
 			date := viewedAt.UTC().Format(dateLayout)
 
-			// Both counters are incremented blindly: no read is checked
-			// at the commit, so views of one post never conflict over its
-			// counters and never take turns (docs/site.md). The total
-			// read unchecked before the increment bounds the milestones
-			// this view may claim from below.
+			// The post's total is counted by StepIncr: the increment and
+			// its result are recorded together, so the view counts once
+			// and this run knows the exact total its view made, with no
+			// read before or after, and views of one post never conflict
+			// over it. Only the view that made the total M can reach the
+			// milestone M.
 			//
-			// The three steps touch only the store (StepStore), so their
-			// records and writes commit with the run's next store write:
-			// increment-views and track-daily-views together when
-			// check-milestones reads the total they incremented, and
-			// check-milestones with the finish (or with emit-milestones).
-			before, err := engine.StepStore(ctx, run, "increment-views", func(ctx context.Context, kv *store.Tx) (int64, error) {
-				before, err := readCounter(ctx, kv, keys.PostViews(ev.Slug))
-				if err != nil {
-					return 0, err
-				}
-				if err := kv.IncrByBlind(ctx, keys.PostViews(ev.Slug), 1, 0); err != nil {
-					return 0, fmt.Errorf("increment views: %w", err)
-				}
-				return before, nil
-			})
+			// The day's counters are incremented blindly too (docs/site.md).
+			// track-daily-views and check-milestones touch only the store
+			// (StepStore): their records and writes commit with the
+			// run's finish (or with emit-milestones).
+			total, err := engine.StepIncr(ctx, run, "increment-views", keys.PostViews(ev.Slug), 1, 0)
 			if err != nil {
 				return nil, err
 			}
@@ -108,7 +99,7 @@ func TrackPostView(d Deps) engine.Function {
 				Reached []int64 `json:"reached"`
 			}
 			check, err := engine.StepStore(ctx, run, "check-milestones", func(ctx context.Context, kv *store.Tx) (claimed, error) {
-				total, reached, err := claimMilestones(ctx, kv, keys, ev.Slug, run.ID, date, before)
+				reached, err := claimMilestones(ctx, kv, keys, ev.Slug, run.ID, date, total-1, total)
 				return claimed{Total: total, Reached: reached}, err
 			})
 			if err != nil {
@@ -174,61 +165,33 @@ func trackDay(ctx context.Context, tx *store.Tx, keys Keys, ev PostViewed, date 
 	return nil
 }
 
-// claimMilestones reads the post's total as it is (unchecked: the view's
-// own blind increment committed in an earlier step, so the total counts
-// it) and claims each milestone M with before < M <= total whose claim is
-// absent: the key set-if-absent to the run id. before is the total
-// increment-views read, unchecked, before its increment: at most the true
-// previous total, so the run whose increment reached M always has M in
-// its window, and a view never reaches back to milestones passed long
-// before (a post whose count was imported has no claims). The claim's read
-// is checked, so two runs whose windows both hold an unclaimed M conflict
-// at the commit and only one claims it; the step commits the claims with
-// its record. It returns the total read and the milestones this run
-// claimed.
-func claimMilestones(ctx context.Context, tx *store.Tx, keys Keys, slug, runID, date string, before int64) (int64, []int64, error) {
+// claimMilestones claims each milestone M the view reached: previous <
+// M <= total (JOBS.md), where total is the value the view's own increment
+// left and previous the value before it, both exact (engine.StepIncr).
+// A claim is the key set-if-absent to the run id (absent only the first
+// time: a run executed again, or a total made again after the counter
+// was reset, finds it), with the day's milestones. The claim's read is
+// checked, so it commits with its record only while the key is still
+// absent. It returns the milestones this run claimed.
+func claimMilestones(ctx context.Context, tx *store.Tx, keys Keys, slug, runID, date string, previous, total int64) ([]int64, error) {
 	reached := []int64{}
-	total, err := readCounter(ctx, tx, keys.PostViews(slug))
-	if err != nil {
-		return 0, nil, err
-	}
 	for _, m := range Milestones {
-		if m <= before {
+		if m <= previous || m > total {
 			continue
-		}
-		if m > total {
-			break
 		}
 		ok, err := tx.SetNX(ctx, keys.MilestoneClaim(slug, m), runID, 0)
 		if err != nil {
-			return 0, nil, fmt.Errorf("claim milestone %d: %w", m, err)
+			return nil, fmt.Errorf("claim milestone %d: %w", m, err)
 		}
 		if !ok {
 			continue
 		}
 		if err := tx.SetAddBlind(ctx, keys.DayMilestones(date), dayDataTTL, slug+"|"+itoa(m)); err != nil {
-			return 0, nil, fmt.Errorf("record milestone %d: %w", m, err)
+			return nil, fmt.Errorf("record milestone %d: %w", m, err)
 		}
 		reached = append(reached, m)
 	}
-	return total, reached, nil
-}
-
-// readCounter reads a view counter as the store holds it, unchecked at
-// the commit (0 when absent).
-func readCounter(ctx context.Context, tx *store.Tx, key string) (int64, error) {
-	s, err := tx.GetUnchecked(ctx, key)
-	if errors.Is(err, store.ErrNotFound) {
-		return 0, nil
-	}
-	if err != nil {
-		return 0, fmt.Errorf("read views: %w", err)
-	}
-	n, err := strconv.ParseInt(s, 10, 64)
-	if err != nil {
-		return 0, fmt.Errorf("read views: not a counter: %w", err)
-	}
-	return n, nil
+	return reached, nil
 }
 
 // ReferrerHost is the host of a referrer URL ("" when none), lower case,
