@@ -130,3 +130,61 @@ func countOf(calls []string, call string) int {
 	}
 	return n
 }
+
+// TestStepIncrAfterAConflictingDeferredStep: the deferred step committed
+// with the count read a key that another writer changed before the
+// commit. Nothing of the batch applies (the count neither), the handler
+// executes again at once, and the count is applied once, with the value
+// the second commit left.
+func TestStepIncrAfterAConflictingDeferredStep(t *testing.T) {
+	eachBackend(t, func(t *testing.T, be backendtest.Backend) {
+		obs := &conflicts{}
+		var executions atomic.Int32
+		var b *bundle
+		b = setup(t, be, options{observer: obs},
+			engine.Function{
+				ID: "quote-and-count", Triggers: []engine.Trigger{{Event: "test/quote"}},
+				Handler: func(ctx context.Context, r *engine.Run) (any, error) {
+					price, err := engine.StepStore(ctx, r, "quote", func(ctx context.Context, tx *store.Tx) (string, error) {
+						v, err := tx.Get(ctx, "price")
+						if err != nil {
+							return "", err
+						}
+						return v, tx.Set(ctx, "quoted", v, 0)
+					})
+					if err != nil {
+						return nil, err
+					}
+					if executions.Add(1) == 1 {
+						// Another writer changes the price before the commit.
+						if _, err := b.st.IncrBy(ctx, "price", 10, 0); err != nil {
+							return nil, err
+						}
+					}
+					n, err := engine.StepIncr(ctx, r, "count", "quotes", 1, 0)
+					if err != nil {
+						return nil, err
+					}
+					return price + "#" + strconv.FormatInt(n, 10), nil
+				},
+			})
+		if err := b.st.Set(b.ctx, "price", "100", 0); err != nil {
+			t.Fatal(err)
+		}
+		id := oneRun(t, b.send(t, "test/quote", `{}`))
+		if out := string(b.waitStatus(t, id, store.StatusCompleted).Output); out != `"110#1"` {
+			t.Errorf("output = %s, want \"110#1\": the second execution's quote and a single count", out)
+		}
+		for key, want := range map[string]string{"quotes": "1", "quoted": "110"} {
+			if v, err := b.st.Get(b.ctx, key); err != nil || v != want {
+				t.Errorf("%s = %q, %v; want %s", key, v, err, want)
+			}
+		}
+		if n := executions.Load(); n != 2 {
+			t.Errorf("the handler executed %d times, want 2", n)
+		}
+		if n := obs.n.Load(); n != 1 {
+			t.Errorf("%d step conflicts counted, want 1", n)
+		}
+	})
+}
