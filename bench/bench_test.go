@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"maps"
 	"os"
 	"regexp"
@@ -290,5 +291,25 @@ func TestCheckPage(t *testing.T) {
 	}
 	if got := withQuery("/v1/events", "limit", "10"); got != "/v1/events?limit=10" {
 		t.Errorf("withQuery = %q", got)
+	}
+}
+
+// TestMedianCell: the middle figure of the rounds, the lower middle of an
+// even count, and a round without a figure wins over the figures.
+func TestMedianCell(t *testing.T) {
+	f := func(v float64) cell { return figure("%.0f", v) }
+	for _, tc := range []struct {
+		in   []cell
+		want string
+	}{
+		{[]cell{f(3950), f(2384), f(4620)}, "3950"},
+		{[]cell{f(5), f(1), f(9), f(7)}, "5"},
+		{[]cell{f(1)}, "1"},
+		{[]cell{f(1), failure(errors.New("boom")), f(3)}, "error: boom"},
+		{[]cell{noRedis, noRedis}, noRedis.text},
+	} {
+		if got := medianCell(tc.in); got.text != tc.want {
+			t.Errorf("medianCell(%v) = %q, want %q", tc.in, got.text, tc.want)
+		}
 	}
 }

@@ -41,6 +41,7 @@ type sizes struct {
 	historyIntake int           // events posted per intake cell of the history rows
 	historyBurn   int           // no-op runs per burn-down cell of the history rows
 	historyRounds int           // rounds of empty, history, history, empty phases behind each history ratio
+	siteRounds    int           // rounds of the site workload behind each of its cells (their median)
 	historyDepth  int           // items before the deep page of a history listing
 	historySample int           // requests per history listing page
 }
@@ -49,13 +50,13 @@ func sizesFor(quick bool) sizes {
 	if quick {
 		return sizes{
 			enqueue: 3000, burnDown: 5000, latency: 3 * time.Second, flows: 200, flowWindow: 2 * time.Second,
-			crash: 50, crashLease: 2 * time.Second, queued: 10000, settle: time.Second, siteViews: 500,
+			crash: 50, crashLease: 2 * time.Second, queued: 10000, settle: time.Second, siteViews: 500, siteRounds: 1,
 			history: 10000, historyIntake: 1000, historyBurn: 2000, historyRounds: 1, historyDepth: 100, historySample: 20,
 		}
 	}
 	return sizes{
 		enqueue: 50000, burnDown: 50000, latency: 20 * time.Second, flows: 2000, flowWindow: 10 * time.Second,
-		crash: 200, asynqRecovery: 5 * time.Minute, queued: 100000, settle: 5 * time.Second, siteViews: 10000,
+		crash: 200, asynqRecovery: 5 * time.Minute, queued: 100000, settle: 5 * time.Second, siteViews: 10000, siteRounds: 3,
 		history: 500000, historyIntake: 10000, historyBurn: 20000, historyRounds: 3, historyDepth: 5000, historySample: 300,
 	}
 }

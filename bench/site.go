@@ -97,24 +97,33 @@ func runSiteWorkload(ctx context.Context, e *env) ([]row, error) {
 	n := e.size.siteViews
 	var rows []row
 	for i, p := range e.redisSettings() {
-		var sq, rd, aq siteRun
-		if i == 0 {
-			sq = e.siteCyber(ctx, backendSQLite, n)
-		}
-		if e.redis == nil {
-			rd = siteRun{intake: noRedis, processed: noRedis, share: noRedis, commands: noRedis, cpu: noRedis, bytes: noRedis}
-			aq = rd
-		} else {
+		// The systems take turns, round after round, so that the machine
+		// getting busier or quieter weighs on each alike; each cell is
+		// the median of its rounds.
+		var sqs, rds, aqs []siteRun
+		for range e.size.siteRounds {
+			if i == 0 {
+				sqs = append(sqs, e.siteCyber(ctx, backendSQLite, n))
+			}
+			if e.redis == nil {
+				skipped := siteRun{intake: noRedis, processed: noRedis, share: noRedis, commands: noRedis, cpu: noRedis, bytes: noRedis}
+				rds, aqs = append(rds, skipped), append(aqs, skipped)
+				continue
+			}
 			if err := e.redis.reset(ctx, p); err != nil {
 				return rows, err
 			}
-			rd = e.siteCyber(ctx, backendRedis, n)
+			rds = append(rds, e.siteCyber(ctx, backendRedis, n))
 			if err := e.redis.reset(ctx, p); err != nil {
 				return rows, err
 			}
-			aq = e.siteAsynq(ctx, n)
+			aqs = append(aqs, e.siteAsynq(ctx, n))
 		}
+		sq, rd, aq := medianSite(sqs), medianSite(rds), medianSite(aqs)
 		what := fmt.Sprintf("site workload: %d views of %d posts, %d clients, track-post-view", n, len(sitePosts), producers)
+		if e.size.siteRounds > 1 {
+			what += fmt.Sprintf(", median of %d rounds", e.size.siteRounds)
+		}
 		if aq.intake.ok {
 			aq.intake.text += " (Client.Enqueue)"
 		}
@@ -134,6 +143,29 @@ func runSiteWorkload(ctx context.Context, e *env) ([]row, error) {
 			sqlite: sq.bytes, redis: rd.bytes, asynq: aq.bytes})
 	}
 	return rows, nil
+}
+
+// medianSite is the median of each figure of runs (a zero siteRun for
+// none).
+func medianSite(runs []siteRun) siteRun {
+	if len(runs) == 0 {
+		return siteRun{}
+	}
+	median := func(of func(siteRun) cell) cell {
+		cs := make([]cell, len(runs))
+		for i, r := range runs {
+			cs[i] = of(r)
+		}
+		return medianCell(cs)
+	}
+	return siteRun{
+		intake:    median(func(r siteRun) cell { return r.intake }),
+		processed: median(func(r siteRun) cell { return r.processed }),
+		share:     median(func(r siteRun) cell { return r.share }),
+		commands:  median(func(r siteRun) cell { return r.commands }),
+		cpu:       median(func(r siteRun) cell { return r.cpu }),
+		bytes:     median(func(r siteRun) cell { return r.bytes }),
+	}
 }
 
 // siteCyber runs the real daemon with the site's functions and posts n

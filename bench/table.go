@@ -1,9 +1,11 @@
 package main
 
 import (
+	"cmp"
 	"fmt"
 	"io"
 	"math"
+	"slices"
 	"strings"
 )
 
@@ -87,4 +89,17 @@ func orDash(c cell) string {
 		return "—"
 	}
 	return c.text
+}
+
+// medianCell is the median of cells measured in rounds: the middle
+// figure (the lower middle of an even count), or the first cell without
+// a figure (a failure, a skip) when there is one.
+func medianCell(cs []cell) cell {
+	for _, c := range cs {
+		if !c.ok {
+			return c
+		}
+	}
+	sorted := slices.SortedFunc(slices.Values(cs), func(a, b cell) int { return cmp.Compare(a.value, b.value) })
+	return sorted[(len(sorted)-1)/2]
 }
