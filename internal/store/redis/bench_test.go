@@ -30,6 +30,37 @@ func BenchmarkPublishParallel(b *testing.B) {
 	b.ReportMetric((serverCPU(b)-cpu)*1e6/float64(b.N), "redis-cpu-µs/op")
 }
 
+// BenchmarkPublishBatch: publications of 100 events, each starting one
+// run, one call at a time, as a busy intake groups them: the server's
+// script time per event (script-µs/event), which the publish script's
+// own work decides. Alternate two trees (-count 1, several times) on a
+// shared machine: the figure moves with its load.
+func BenchmarkPublishBatch(b *testing.B) {
+	srv := server(b)
+	s := openWith(b, srv.URL(4), redis.Options{Clock: clockwork.NewRealClock()})
+	rdb := goredis.NewClient(&goredis.Options{Addr: srv.Addr})
+	defer rdb.Close()
+	ctx := b.Context()
+	if err := rdb.ConfigResetStat(ctx).Err(); err != nil {
+		b.Fatal(err)
+	}
+	const batch = 100
+	data := json.RawMessage(`{"job":1,"pad":"` + strings.Repeat("x", 72) + `"}`)
+	b.ResetTimer()
+	for range b.N {
+		pubs := make([]store.Publication, batch)
+		for i := range pubs {
+			pubs[i] = store.Publication{Event: store.Event{Name: "bench/job.requested", Data: data},
+				Runs: []store.RunSpec{{ID: ulid.Make().String(), FunctionID: "noop"}}}
+		}
+		if _, err := s.Publish(ctx, pubs); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.StopTimer()
+	b.ReportMetric(scriptTime(b, rdb)/float64(b.N*batch), "script-µs/event")
+}
+
 // BenchmarkClaimFinish: no-op runs claimed and finished one at a time.
 func BenchmarkClaimFinish(b *testing.B) { storetest.BenchClaimFinish(b, benchStore) }
 

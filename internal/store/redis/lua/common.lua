@@ -14,10 +14,12 @@
 -- that outlives a call must be declared here and set there.
 local P, NOW
 local changes, zq, zkeys, stkeys, registered, nowaits
+local now_at, now_num, now_pad -- now_cached
 
 local function begin(keys, argv)
   P, NOW = keys[1], tonumber(argv[1])
   changes, zq, zkeys, stkeys, nowaits = {}, {}, {}, {}, {}
+  now_at = nil
   registered = {fns = {}, names = {}}
 end
 
@@ -30,6 +32,28 @@ local function num(x)
 end
 local function pad(ms) return string.format('%013d', ms) end
 local function member(ms, id) return pad(ms) .. ':' .. id end
+
+-- now_text is num(NOW) and now_member(id) member(NOW, id), each formatted
+-- once for every value NOW takes (a publish script stores its runs at
+-- the time of their publication); begin forgets them.
+local function now_cached()
+  if now_at ~= NOW then now_at, now_num, now_pad = NOW, num(NOW), pad(NOW) end
+end
+local function now_text()
+  now_cached()
+  return now_num
+end
+local function now_member(id)
+  now_cached()
+  return now_pad .. ':' .. id
+end
+
+-- put2 sets t[n + 1], t[n + 2] to a, b and returns n + 2: a field and its
+-- value appended to a list of HSET arguments.
+local function put2(t, n, a, b)
+  t[n + 1], t[n + 2] = a, b
+  return n + 2
+end
 
 -- run_member is member(tonumber(created), id) for created as num wrote
 -- it: a 13-character integer is already padded, so it is used as it is.
@@ -499,11 +523,13 @@ end
 -- that order, then stores the run: Skipped, with the reason as its error,
 -- when one of the first three refuses it. It returns {id, function id,
 -- status, existing, skip reason} (store.SkipReason, '' when none).
-local spec_numbers = {'avail', 'idem_ttl', 'rl_limit', 'rl_period', 'deb_period', 'deb_max', 'climit', 'ftimeout'}
-
 local function create_run(eid, s)
-  -- specArg leaves out what is zero.
-  for _, f in ipairs(spec_numbers) do s[f] = s[f] or 0 end
+  -- specArg leaves out what is zero, and the usual run (no flow control)
+  -- has none of its numbers: only the options it sets are filled in,
+  -- sparing the table a field (and a resize) per number it lacks.
+  if set(s.idem) then s.idem_ttl = s.idem_ttl or 0 end
+  if set(s.rl_key) then s.rl_limit, s.rl_period = s.rl_limit or 0, s.rl_period or 0 end
+  if set(s.deb) then s.deb_period, s.deb_max = s.deb_period or 0, s.deb_max or 0 end
   local status, skip, reason = 'Queued', '', ''
   if set(s.idem) then
     local rid = live_entry('idem', 'idemexp', s.idem)
@@ -542,7 +568,7 @@ local function create_run(eid, s)
   end
 
   local avail = NOW
-  if s.avail > avail then avail = s.avail end
+  if s.avail and s.avail > avail then avail = s.avail end
   if debounce then
     local at = deb_at(NOW, s)
     if at > avail then avail = at end
@@ -550,28 +576,26 @@ local function create_run(eid, s)
   local k = P .. 'run:' .. s.id
   -- Fields left empty are not written: evs while it is [ev], attempt
   -- while 0, and the options the spec does not use.
-  local fields = {'fn', s.fn, 'ev', eid, 'status', status, 'created', num(NOW)}
-  for _, f in ipairs({{'idem', s.idem}, {'single', s.single}, {'deb', s.deb}, {'ckey', s.ckey}}) do
-    if set(f[2]) then
-      fields[#fields + 1], fields[#fields + 2] = f[1], f[2]
-    end
-  end
-  if s.climit > 0 then fields[#fields + 1], fields[#fields + 2] = 'climit', num(s.climit) end
-  if s.ftimeout > 0 then fields[#fields + 1], fields[#fields + 2] = 'ftimeout', num(s.ftimeout) end
-  local n = #fields
+  local fields, n = {'fn', s.fn, 'ev', eid, 'status', status, 'created', now_text()}, 8
+  if set(s.idem) then n = put2(fields, n, 'idem', s.idem) end
+  if set(s.single) then n = put2(fields, n, 'single', s.single) end
+  if set(s.deb) then n = put2(fields, n, 'deb', s.deb) end
+  if set(s.ckey) then n = put2(fields, n, 'ckey', s.ckey) end
+  if s.climit and s.climit > 0 then n = put2(fields, n, 'climit', num(s.climit)) end
+  if s.ftimeout and s.ftimeout > 0 then n = put2(fields, n, 'ftimeout', num(s.ftimeout)) end
   if status == 'Skipped' then
     fields[n + 1], fields[n + 2] = 'd', '0' -- ended when created
     put_long(fields, 'error', 'e', reason)
   else
-    fields[n + 1], fields[n + 2] = 'avail', num(avail)
+    fields[n + 1], fields[n + 2] = 'avail', avail == NOW and now_text() or num(avail)
   end
   redis.call('HSET', k, unpack(fields))
   if status ~= 'Skipped' then
-    redis.call('ZADD', P .. 'queue', num(avail), s.id)
+    redis.call('ZADD', P .. 'queue', fields[#fields], s.id)
     if set(s.single) then redis.call('SET', P .. 'single:' .. s.single, s.id) end
     if debounce then redis.call('SET', P .. 'deb:' .. s.deb, s.id) end
   end
-  local m = member(NOW, s.id)
+  local m = now_member(s.id)
   zadd(P .. 'runs:fn:' .. s.fn, 0, m)
   register('fns', s.fn)
   if indexed(status) then zadd(status_key(s.fn, status), 0, m) end
