@@ -30,20 +30,29 @@ func BenchmarkPublishParallel(b *testing.B) {
 	b.ReportMetric((serverCPU(b)-cpu)*1e6/float64(b.N), "redis-cpu-µs/op")
 }
 
+// measured opens a store on the shared server's database 4 on the real
+// clock (as scripts when asked) and a client for the server's counters,
+// which it resets: the start of a benchmark that reads them.
+func measured(b *testing.B, scripts bool) (*redis.Store, *goredis.Client) {
+	b.Helper()
+	srv := server(b)
+	s := openWith(b, srv.URL(4), redis.Options{Clock: clockwork.NewRealClock(), Scripts: scripts})
+	rdb := goredis.NewClient(&goredis.Options{Addr: srv.Addr})
+	b.Cleanup(func() { rdb.Close() })
+	if err := rdb.ConfigResetStat(b.Context()).Err(); err != nil {
+		b.Fatal(err)
+	}
+	return s, rdb
+}
+
 // BenchmarkPublishBatch: publications of 100 events, each starting one
 // run, one call at a time, as a busy intake groups them: the server's
 // script time per event (script-µs/event), which the publish script's
 // own work decides. Alternate two trees (-count 1, several times) on a
 // shared machine: the figure moves with its load.
 func BenchmarkPublishBatch(b *testing.B) {
-	srv := server(b)
-	s := openWith(b, srv.URL(4), redis.Options{Clock: clockwork.NewRealClock()})
-	rdb := goredis.NewClient(&goredis.Options{Addr: srv.Addr})
-	defer rdb.Close()
+	s, rdb := measured(b, false)
 	ctx := b.Context()
-	if err := rdb.ConfigResetStat(ctx).Err(); err != nil {
-		b.Fatal(err)
-	}
 	const batch = 100
 	data := json.RawMessage(`{"job":1,"pad":"` + strings.Repeat("x", 72) + `"}`)
 	b.ResetTimer()
@@ -100,14 +109,8 @@ func BenchmarkUnbatchedRun(b *testing.B) {
 		scripts bool
 	}{{"functions", false}, {"scripts", true}} {
 		b.Run(form.name, func(b *testing.B) {
-			srv := server(b)
-			s := openWith(b, srv.URL(4), redis.Options{Clock: clockwork.NewRealClock(), Scripts: form.scripts})
-			rdb := goredis.NewClient(&goredis.Options{Addr: srv.Addr})
-			defer rdb.Close()
+			s, rdb := measured(b, form.scripts)
 			ctx := b.Context()
-			if err := rdb.ConfigResetStat(ctx).Err(); err != nil {
-				b.Fatal(err)
-			}
 			data := json.RawMessage(`{"slug":"a-post","visitor":"v1"}`)
 			b.ResetTimer()
 			for range b.N {
@@ -154,15 +157,9 @@ func scriptTime(b *testing.B, rdb *goredis.Client) float64 {
 // runs, from INFO commandstats), the last of which does not move with the
 // machine's load.
 func BenchmarkPageViewRun(b *testing.B) {
-	srv := server(b)
-	s := openWith(b, srv.URL(4), redis.Options{Clock: clockwork.NewRealClock()})
-	rdb := goredis.NewClient(&goredis.Options{Addr: srv.Addr})
-	defer rdb.Close()
+	s, rdb := measured(b, false)
 	ctx := b.Context()
 	data := json.RawMessage(`{"slug":"a-post","title":"A post","referrer":"https://example.com/x","region":"EU","visitor":"v1"}`)
-	if err := rdb.ConfigResetStat(ctx).Err(); err != nil {
-		b.Fatal(err)
-	}
 	cpu := serverCPU(b)
 	step := func(id, output string) store.Step {
 		now := time.Now()
