@@ -444,9 +444,9 @@ func (s *Store) CommitSteps(ctx context.Context, l *store.Lease, steps []store.S
 }
 
 // countMark is the output the last step of a counted commit is encoded
-// with (a JSON string no step output can be: the engine writes a counted
-// step's output itself); the savestep script puts the value its increment
-// left in its place (COUNT_MARK in lua/savestep.lua).
+// with (the engine writes a counted step's output itself); the savestep
+// script finds it as the record's output field and puts the value the
+// increment left in its place (COUNT_MARK in lua/savestep.lua).
 const countMark = `"\u0000count"`
 
 // CommitStepsCount commits steps as CommitSteps does, the last of them

@@ -19,8 +19,10 @@
 -- Returns 1 (counted: the value), or the errors LEASE_LOST, CONFLICT (a
 -- read no longer holds), WRONGTYPE or "not an integer" (a blind write
 -- would fail); nothing is written then.
--- COUNT_MARK is countMark in engine.go, as the record's JSON holds it.
-local COUNT_MARK = '"\\u0000count"'
+-- COUNT_MARK is the output field of a counted step's record (countMark in
+-- engine.go), as its JSON holds it: "o": cannot occur inside a string of
+-- the record, whose quotes are escaped, so the first match is the field.
+local COUNT_MARK = '"o":"\\u0000count"'
 local r = leased(ARGV[2], ARGV[3])
 if not r then return redis.error_reply('LEASE_LOST') end
 local fx = cjson.decode(ARGV[4])
@@ -104,7 +106,7 @@ for i = 0, n - 1 do
   local step, wev, rec = ARGV[a], ARGV[a + 3], ARGV[a + 1]
   if fx.c and i == n - 1 then
     local j = string.find(rec, COUNT_MARK, 1, true)
-    rec = string.sub(rec, 1, j - 1) .. num(counted) .. string.sub(rec, j + #COUNT_MARK)
+    rec = string.sub(rec, 1, j - 1) .. '"o":' .. num(counted) .. string.sub(rec, j + #COUNT_MARK)
   end
   log = save_record(id, log, step, rec, ARGV[a + 5])
   forget_wait(r, step)
