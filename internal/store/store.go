@@ -121,6 +121,28 @@ type RunSpec struct {
 	// FinishTimeout > 0: the run is due to be cancelled this long after it
 	// first starts (FinishBy is set on first claim).
 	FinishTimeout time.Duration
+	// LeaseTo, when its Owner is set, asks for the run to be leased at
+	// once, in the publication's atomic unit, as Claim would lease it:
+	// the worker pool that publishes an event can start its run without a
+	// claim. The store grants it when the run is created Queued (not
+	// skipped, nor folded into a pending run by debounce) and may start
+	// now (its AvailableAt is not after the publication), and the spec has
+	// no debounce or concurrency key (whose runs Claim orders). The run's
+	// RunRef then carries the lease; otherwise the run is queued as usual.
+	LeaseTo LeaseRequest
+}
+
+// LeaseRequest asks for a lease for Owner until TTL after now.
+type LeaseRequest struct {
+	Owner string
+	TTL   time.Duration
+}
+
+// Leasable reports whether a spec may be leased when it is published
+// (RunSpec.LeaseTo), as far as the spec alone tells: the store also
+// needs the run created Queued.
+func (s RunSpec) Leasable(now time.Time) bool {
+	return !s.AvailableAt.After(now) && s.DebounceKey == "" && s.ConcurrencyKey == ""
 }
 
 // Publication is an event to store together with the runs it triggers.
@@ -153,6 +175,9 @@ type RunRef struct {
 	// a Skipped run (idempotency, rate limit, singleton) or a fold into a
 	// pending run (debounce).
 	Skip SkipReason
+	// Lease is the run's lease when its spec asked for one
+	// (RunSpec.LeaseTo) and the store granted it; the run is Running.
+	Lease *Lease
 }
 
 // SkipReason names the flow-control rule that kept an event from starting

@@ -91,11 +91,17 @@ func (p Publication) StoredEvent() Event {
 	return ev
 }
 
-// ValidateRunSpecs checks that every spec names its run and function.
+// ValidateRunSpecs checks that every spec names its run and function,
+// and that a lease it asks for has a valid ttl.
 func ValidateRunSpecs(specs []RunSpec) error {
 	for _, r := range specs {
 		if r.ID == "" || r.FunctionID == "" {
 			return fmt.Errorf("%w: run spec needs an id and a function id", ErrInvalid)
+		}
+		if r.LeaseTo.Owner != "" {
+			if err := ValidateLeaseTTL(r.LeaseTo.TTL); err != nil {
+				return fmt.Errorf("run %s: %w", r.ID, err)
+			}
 		}
 	}
 	return nil

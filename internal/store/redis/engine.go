@@ -44,6 +44,11 @@ type specArg struct {
 	CKey      string `json:"ckey,omitempty"`
 	CLimit    int    `json:"climit,omitempty"`
 	FTimeout  int64  `json:"ftimeout,omitempty"`
+	// The lease the spec asks for (RunSpec.LeaseTo): its owner, its token
+	// and its expiry.
+	LeaseOwner string `json:"lo,omitempty"`
+	LeaseToken string `json:"lt,omitempty"`
+	LeaseUntil int64  `json:"lu,omitempty"`
 }
 
 // waitArg is a pending WaitForEvent as the scripts read it (match_waits).
@@ -197,7 +202,7 @@ func (rec stepRecord) step(runID string) store.Step {
 	return st
 }
 
-func specArgs(specs []store.RunSpec) []specArg {
+func specArgs(specs []store.RunSpec, now time.Time) []specArg {
 	out := make([]specArg, len(specs))
 	for i, r := range specs {
 		out[i] = specArg{
@@ -207,6 +212,9 @@ func specArgs(specs []store.RunSpec) []specArg {
 			Single: r.SingletonKey,
 			Deb:    r.DebounceKey, DebPeriod: r.DebouncePeriod.Milliseconds(), DebMax: r.DebounceMaxWait.Milliseconds(),
 			CKey: r.ConcurrencyKey, CLimit: r.ConcurrencyLimit, FTimeout: r.FinishTimeout.Milliseconds(),
+		}
+		if r.LeaseTo.Owner != "" && r.Leasable(now) {
+			out[i].LeaseOwner, out[i].LeaseToken, out[i].LeaseUntil = r.LeaseTo.Owner, newToken(), now.Add(r.LeaseTo.TTL).UnixMilli()
 		}
 	}
 	return out
@@ -253,7 +261,7 @@ func (s *Store) pubItems(pubs []store.Publication, now time.Time, withDoc bool) 
 			return nil, fmt.Errorf("%w: event %q: %w", store.ErrInvalid, ev.Name, err)
 		}
 		arg := pubArg{At: now.UnixMilli(), ID: ev.ID, ClientID: ev.ClientID,
-			CIDTTL: p.ClientIDTTL.Milliseconds(), Name: ev.Name, Runs: specArgs(p.Runs)}
+			CIDTTL: p.ClientIDTTL.Milliseconds(), Name: ev.Name, Runs: specArgs(p.Runs, now)}
 		if withDoc {
 			arg.Doc = string(doc)
 		}
@@ -309,7 +317,19 @@ func (s *Store) Publish(ctx context.Context, pubs []store.Publication) ([]store.
 		if len(t) != 3 {
 			return nil, s.wrap("publish", fmt.Errorf("unexpected reply %v", r))
 		}
-		out[i] = store.Published{EventID: str(t[0]), Duplicate: num(t[1]) == 1, Runs: refs(t[2])}
+		rs, err := refs(t[2])
+		if err != nil {
+			return nil, s.wrap("publish", err)
+		}
+		out[i] = store.Published{EventID: str(t[0]), Duplicate: num(t[1]) == 1, Runs: rs}
+		for _, ref := range rs {
+			if ref.Lease == nil {
+				continue
+			}
+			if ref.Lease.Event, err = decodeEvent(out[i].EventID, items[i].doc); err != nil {
+				return nil, s.wrap("publish", err)
+			}
+		}
 	}
 	return out, nil
 }
@@ -332,15 +352,17 @@ func (s *Store) CreateRuns(ctx context.Context, eventID string, specs []store.Ru
 	if err := store.ValidateRunSpecs(specs); err != nil {
 		return nil, s.wrap("create runs", err)
 	}
-	arg, err := json.Marshal(specArgs(specs))
+	now := s.clock.Now()
+	arg, err := json.Marshal(specArgs(specs, now))
 	if err != nil {
 		return nil, s.wrap("create runs", err)
 	}
-	res, err := s.acked(ctx, scriptCreateRuns, []string{s.keys.engine}, s.nowMS(), eventID, string(arg)).Result()
+	res, err := s.acked(ctx, scriptCreateRuns, []string{s.keys.engine}, now.UnixMilli(), eventID, string(arg)).Result()
 	if err != nil {
 		return nil, s.wrap("create runs", err)
 	}
-	return refs(res), nil
+	rs, err := refs(res)
+	return rs, s.wrap("create runs", err)
 }
 
 // Claim leases up to n claimable runs in one script.
@@ -727,18 +749,29 @@ func num(v any) int64 {
 	return n
 }
 
-func refs(v any) []store.RunRef {
+// refs reads create_run's replies: {id, function id, status, existing,
+// skip reason}, and for a run created leased its token and its hash as a
+// flat list.
+func refs(v any) ([]store.RunRef, error) {
 	list, _ := v.([]any)
 	out := make([]store.RunRef, 0, len(list))
 	for _, r := range list {
 		t, _ := r.([]any)
-		if len(t) != 5 {
+		if len(t) != 5 && len(t) != 7 {
 			continue
 		}
-		out = append(out, store.RunRef{ID: str(t[0]), FunctionID: str(t[1]), Status: store.Status(str(t[2])),
-			Existing: num(t[3]) == 1, Skip: store.SkipReason(str(t[4]))})
+		ref := store.RunRef{ID: str(t[0]), FunctionID: str(t[1]), Status: store.Status(str(t[2])),
+			Existing: num(t[3]) == 1, Skip: store.SkipReason(str(t[4]))}
+		if len(t) == 7 {
+			run, err := parseRun(ref.ID, flatMap(t[6]))
+			if err != nil {
+				return nil, err
+			}
+			ref.Lease = &store.Lease{RunID: run.ID, Token: str(t[5]), Owner: run.LeaseOwner, Until: run.AvailableAt, Run: run}
+		}
+		out = append(out, ref)
 	}
-	return out
+	return out, nil
 }
 
 // flatMap reads a hash returned by a script as a flat list.

@@ -111,6 +111,11 @@ ON CONFLICT (client_id) DO UPDATE SET event_id = excluded.event_id, expires_at =
 	if err != nil {
 		return store.Published{}, err
 	}
+	for _, ref := range refs {
+		if ref.Lease != nil {
+			ref.Lease.Event = ev
+		}
+	}
 	if err := t.matchWaits(ev); err != nil {
 		return store.Published{}, err
 	}
@@ -186,6 +191,9 @@ WHERE i.key = ? AND (i.expires_at IS NULL OR i.expires_at > ?)`, spec.Idempotenc
 			avail = at
 		}
 	}
+	if status == store.StatusQueued && spec.LeaseTo.Owner != "" && spec.Leasable(t.now) && !avail.After(t.now) {
+		return t.createLeased(eventID, spec)
+	}
 	var endedAt, availableAt any
 	if status == store.StatusSkipped {
 		endedAt = now
@@ -214,6 +222,35 @@ finish_timeout_ms) VALUES (?, ?, ?, '', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
 	}
 	t.announce(c)
 	return store.RunRef{ID: spec.ID, FunctionID: spec.FunctionID, Status: status, Skip: skip}, nil
+}
+
+// createLeased inserts the run of spec leased to spec.LeaseTo, as Claim
+// would lease it (RunSpec.LeaseTo): Running, started now, with its lease
+// token, its lease expiry as its available_at, and its finish deadline.
+// The caller adds the trigger event to the lease.
+func (t *txn) createLeased(eventID string, spec store.RunSpec) (store.RunRef, error) {
+	now := t.now.UnixMilli()
+	until := t.now.Add(spec.LeaseTo.TTL)
+	var finishBy any
+	if spec.FinishTimeout > 0 {
+		finishBy = now + spec.FinishTimeout.Milliseconds()
+	}
+	l := &store.Lease{RunID: spec.ID, Owner: spec.LeaseTo.Owner, Until: until}
+	var err error
+	l.Run, err = scanRun(prefixed{t.queryRow(`INSERT INTO runs (id, function_id, event_id, event_ids, status,
+created_at, started_at, available_at, idempotency_key, singleton_key, finish_timeout_ms, finish_by,
+lease_owner, lease_token) VALUES (?, ?, ?, '', 'Running', ?, ?, ?, ?, ?, ?, ?, ?, lower(hex(randomblob(16))))
+RETURNING lease_token, `+runColumns,
+		spec.ID, spec.FunctionID, eventID, now, now, until.UnixMilli(), nullStr(spec.IdempotencyKey),
+		nullStr(spec.SingletonKey), spec.FinishTimeout.Milliseconds(), finishBy, spec.LeaseTo.Owner), []any{&l.Token}})
+	if err != nil {
+		return store.RunRef{}, fmt.Errorf("insert leased: %w", err)
+	}
+	if err := t.keepIdempotencyKey(spec, spec.ID); err != nil {
+		return store.RunRef{}, err
+	}
+	t.announce(store.Change{Kind: store.ChangeRun, EventID: eventID, RunID: spec.ID, FunctionID: spec.FunctionID, Status: store.StatusRunning})
+	return store.RunRef{ID: spec.ID, FunctionID: spec.FunctionID, Status: store.StatusRunning, Lease: l}, nil
 }
 
 // debounce folds the event into a run with the same debounce key that is

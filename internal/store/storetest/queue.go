@@ -2,6 +2,7 @@ package storetest
 
 import (
 	"encoding/json"
+	"reflect"
 	"slices"
 	"testing"
 	"time"
@@ -11,6 +12,7 @@ import (
 
 var queueCases = []testCase{
 	{"ClaimSetsLease", testClaimSetsLease},
+	{"PublishLeasesWhatMayStartNow", testPublishLeases},
 	{"ClaimOnlyAvailable", testClaimOnlyAvailable},
 	{"ClaimOldestFirstAtMostN", testClaimOldestFirst},
 	{"LeaseBlocksOthersUntilItLapses", testLeaseLapse},
@@ -694,4 +696,79 @@ func testQueueInvalid(t *testing.T, b *bundle) {
 	checkEqual(t, "Status", r.Status, store.StatusRunning)
 	checkEqual(t, "LeaseOwner", r.LeaseOwner, "w")
 	b.finish(t, l, store.Outcome{Status: store.StatusCompleted})
+}
+
+// testPublishLeases: a spec asking for a lease (RunSpec.LeaseTo) is
+// created leased when it may start now: Running, owned, started, with
+// its event, the run as GetRun reads it, and no claim finds it; its lease
+// renews and finishes as a claimed one. A run due later, one with a
+// concurrency or debounce key, and one the rate limit skips are created
+// as they would be without the request, and leave no lease.
+func testPublishLeases(t *testing.T, b *bundle) {
+	to := store.LeaseRequest{Owner: "pool-a", TTL: time.Minute}
+	now := b.clock.Now()
+	leased := b.spec("fn-a")
+	leased.LeaseTo, leased.FinishTimeout, leased.IdempotencyKey, leased.IdempotencyTTL = to, time.Hour, "idem-1", time.Hour
+	later := b.spec("fn-a")
+	later.LeaseTo, later.AvailableAt = to, now.Add(time.Hour)
+	keyed := b.spec("fn-a")
+	keyed.LeaseTo, keyed.ConcurrencyKey, keyed.ConcurrencyLimit = to, "k", 5
+	debounced := b.spec("fn-a")
+	debounced.LeaseTo, debounced.DebounceKey, debounced.DebouncePeriod = to, "d", time.Minute
+	limited := func() store.RunSpec {
+		s := b.spec("fn-b")
+		s.LeaseTo, s.RateLimitKey, s.RateLimit, s.RateLimitPeriod = to, "rl", 1, time.Hour
+		return s
+	}
+	first, second := limited(), limited()
+	pub := b.publishOne(t, b.event("test/lease", `{"n":1}`), leased, later, keyed, debounced, first, second)
+	if len(pub.Runs) != 6 {
+		t.Fatalf("Publish returned %d run refs, want 6", len(pub.Runs))
+	}
+	ref := pub.Runs[0]
+	if ref.Lease == nil || ref.Status != store.StatusRunning {
+		t.Fatalf("the spec that may start now: %+v, want Running with a lease", ref)
+	}
+	l := ref.Lease
+	if l.RunID != leased.ID || l.Owner != "pool-a" || l.Token == "" || !l.Until.Equal(now.Add(time.Minute)) || l.TakenOver || len(l.Steps) != 0 {
+		t.Errorf("lease = %+v, want pool-a's until %v, with a token", l, now.Add(time.Minute))
+	}
+	if l.Event.ID != pub.EventID || string(l.Event.Data) != `{"n":1}` || l.Event.Name != "test/lease" {
+		t.Errorf("lease event = %+v, want the published event", l.Event)
+	}
+	got := b.getRun(t, leased.ID)
+	if !reflect.DeepEqual(got, l.Run) {
+		t.Errorf("the lease's run differs from GetRun's:\n lease %+v\n get   %+v", l.Run, got)
+	}
+	if got.Status != store.StatusRunning || got.LeaseOwner != "pool-a" || !got.StartedAt.Equal(got.CreatedAt) ||
+		!got.AvailableAt.Equal(l.Until) || !got.FinishBy.Equal(got.StartedAt.Add(time.Hour)) {
+		t.Errorf("leased run = %+v, want Running, owned by pool-a, started when created, due to finish an hour later", got)
+	}
+	for i, want := range []store.Status{store.StatusQueued, store.StatusQueued, store.StatusQueued, store.StatusRunning, store.StatusSkipped} {
+		r := pub.Runs[i+1]
+		if r.Status != want || (want == store.StatusRunning) != (r.Lease != nil) {
+			t.Errorf("ref %d = %+v (lease %v), want %s", i+1, r, r.Lease != nil, want)
+		}
+	}
+	// A claim finds the keyed run (the debounced and later ones are not
+	// due yet), never the leased one.
+	b.claimOne(t, "w", keyed.ID, time.Minute)
+	idem := b.spec("fn-a")
+	idem.IdempotencyKey, idem.IdempotencyTTL = "idem-1", time.Hour
+	if r := b.enqueue(t, idem)[0]; r.Status != store.StatusSkipped || r.Skip != store.SkipIdempotency {
+		t.Errorf("a second run with the leased run's idempotency key = %+v, want skipped", r)
+	}
+
+	b.clock.Advance(30 * time.Second)
+	errs, err := b.store.RenewLeases(b.ctx, []*store.Lease{l}, time.Minute)
+	if err != nil || errs[0] != nil {
+		t.Fatalf("RenewLeases of a lease from Publish = %v, %v", errs, err)
+	}
+	if err := b.store.SaveStep(b.ctx, l, b.doneStep(l, "s1"), nil); err != nil {
+		t.Fatalf("SaveStep under a lease from Publish: %v", err)
+	}
+	if err := b.store.Finish(b.ctx, l, store.Outcome{Status: store.StatusCompleted}); err != nil {
+		t.Fatalf("Finish under a lease from Publish: %v", err)
+	}
+	checkEqual(t, "status after the finish", b.getRun(t, leased.ID).Status, store.StatusCompleted)
 }

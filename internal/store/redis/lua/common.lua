@@ -576,7 +576,17 @@ local function create_run(eid, s)
   local k = P .. 'run:' .. s.id
   -- Fields left empty are not written: evs while it is [ev], attempt
   -- while 0, and the options the spec does not use.
+  -- A run asked for at once (specArg's lo, lt, lu: RunSpec.LeaseTo) is
+  -- created leased, as claim.lua leases one, when nothing holds it back.
+  local leased = status == 'Queued' and set(s.lo) and not set(s.deb) and not set(s.ckey) and avail <= NOW
+  if leased then status, avail = 'Running', s.lu end
   local fields, n = {'fn', s.fn, 'ev', eid, 'status', status, 'created', now_text()}, 8
+  if leased then
+    n = put2(fields, n, 'owner', s.lo)
+    n = put2(fields, n, 'token', s.lt)
+    n = put2(fields, n, 's', '0') -- started when created
+    if s.ftimeout and s.ftimeout > 0 then n = put2(fields, n, 'finish_by', num(NOW + s.ftimeout)) end
+  end
   if set(s.idem) then n = put2(fields, n, 'idem', s.idem) end
   if set(s.single) then n = put2(fields, n, 'single', s.single) end
   if set(s.deb) then n = put2(fields, n, 'deb', s.deb) end
@@ -603,8 +613,10 @@ local function create_run(eid, s)
     keep_idem(s, s.id)
     change('run', eid, '', s.id, s.fn, status, '', avail)
   else
+    if leased then keep_idem(s, s.id) end
     change('run', eid, '', s.id, s.fn, status)
   end
+  if leased then return {s.id, s.fn, status, 0, skip, s.lt, fields} end
   return {s.id, s.fn, status, 0, skip}
 end
 
