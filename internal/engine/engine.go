@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/jonboulle/clockwork"
@@ -84,6 +85,10 @@ type Engine struct {
 	ids idSource
 
 	hotKeys hotKeys
+
+	// local is the worker pool started on this engine, which the runs of
+	// the events it publishes may start on at once (WorkerPool.reserve).
+	local atomic.Pointer[WorkerPool]
 }
 
 // registered is a function with its parsed triggers.
@@ -366,12 +371,27 @@ func checkIncoming(i int, ev IncomingEvent) error {
 }
 
 // publish stores events without the reserved-name check (internal events).
+//
+// When the engine's worker pool has idle workers and nothing claimable
+// waits for them, the runs that may start at once are leased to it in
+// the same atomic write (store.RunSpec.LeaseTo) and start without a
+// claim: one durable write and one round trip fewer per run, and no wait
+// for the change feed. The pool reserves its idle workers first, so a
+// lease the store grants always has one.
 func (e *Engine) publish(ctx context.Context, evs []IncomingEvent) ([]Accepted, error) {
 	pubs := make([]store.Publication, len(evs))
 	for i, in := range evs {
 		pubs[i] = e.publication(in)
 	}
-	res, err := e.store.Publish(ctx, pubs)
+	var (
+		res []store.Published
+		err error
+	)
+	if pool, reserved := e.reserveLocal(pubs); reserved > 0 {
+		res, err = e.publishLeasing(ctx, pubs, pool, reserved)
+	} else {
+		res, err = e.store.Publish(ctx, pubs)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("engine: publish: %w", err)
 	}
@@ -381,6 +401,78 @@ func (e *Engine) publish(ctx context.Context, evs []IncomingEvent) ([]Accepted, 
 		out[i] = Accepted{EventID: r.EventID, Duplicate: r.Duplicate, Runs: r.Runs}
 	}
 	return out, nil
+}
+
+// publishLeasing stores pubs, some of whose runs ask for a lease to pool,
+// and hands the leases the store granted to pool's reserved workers,
+// giving back the other reservations. The store call is seen through
+// (bounded by storeCallTimeout) even when ctx ends first, as the caller
+// then stops waiting: the store may still grant the leases, and a lease
+// without a worker would hold its run until it lapsed.
+func (e *Engine) publishLeasing(ctx context.Context, pubs []store.Publication, pool *WorkerPool, reserved int) ([]store.Published, error) {
+	type result struct {
+		res []store.Published
+		err error
+	}
+	done := make(chan result, 1)
+	go func() {
+		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), storeCallTimeout)
+		defer cancel()
+		res, err := e.store.Publish(sctx, pubs)
+		granted := 0
+		for _, r := range res {
+			for i, ref := range r.Runs {
+				if ref.Lease != nil {
+					pool.take(ref.Lease)
+					r.Runs[i].Lease = nil
+					granted++
+				}
+			}
+		}
+		if reserved > granted {
+			pool.unreserve(reserved - granted)
+		}
+		done <- result{res, err}
+	}()
+	select {
+	case r := <-done:
+		return r.res, r.err
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+}
+
+// reserveLocal reserves idle workers of the engine's pool for the runs of
+// pubs that may start now, and asks the store to lease that many of them
+// to it; it returns the pool and how many it reserved.
+func (e *Engine) reserveLocal(pubs []store.Publication) (*WorkerPool, int) {
+	pool := e.local.Load()
+	if pool == nil {
+		return nil, 0
+	}
+	now := e.clock.Now()
+	want := 0
+	for _, p := range pubs {
+		for _, s := range p.Runs {
+			if s.Leasable(now) {
+				want++
+			}
+		}
+	}
+	if want == 0 {
+		return pool, 0
+	}
+	reserved := pool.reserve(want)
+	left := reserved
+	for i := range pubs {
+		for j := range pubs[i].Runs {
+			if s := &pubs[i].Runs[j]; left > 0 && s.Leasable(now) {
+				s.LeaseTo = store.LeaseRequest{Owner: pool.opts.Owner, TTL: pool.opts.LeaseTTL}
+				left--
+			}
+		}
+	}
+	return pool, reserved
 }
 
 // observeSkips tells the observer of every run ref that says its event

@@ -765,8 +765,9 @@ func TestDebounceIdempotencyAndSingleton(t *testing.T) {
 		}
 		close(bl.release)
 		b.waitStatus(t, s1, store.StatusCompleted)
-		if st := b.send(t, "test/single", `{}`).Runs[0].Status; st != store.StatusQueued {
-			t.Errorf("singleton run after the first finished is %s, want Queued", st)
+		// Queued, or Running when it started on the idle pool at once.
+		if st := b.send(t, "test/single", `{}`).Runs[0].Status; st != store.StatusQueued && st != store.StatusRunning {
+			t.Errorf("singleton run after the first finished is %s, want it created (Queued or Running)", st)
 		}
 	})
 }

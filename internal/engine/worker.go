@@ -55,7 +55,18 @@ type WorkerPool struct {
 	// lapsed, a run may be claimed again (by this pool too) before its
 	// first execution has noticed.
 	inflight map[string]inflight
-	wg       sync.WaitGroup
+	// reserved counts the idle workers promised to runs being published
+	// (reserve, take); claims leave them alone.
+	reserved int
+	// drained is set while the pool's last claim left nothing claimable
+	// behind and no change since said a run may have become claimable:
+	// only then may a publication's runs start here at once, so that new
+	// runs never overtake a backlog.
+	drained bool
+	// closed is set once the claim loop has ended and closed jobs.
+	closed bool
+	base   context.Context // the runs' contexts derive from it (values only)
+	wg     sync.WaitGroup
 
 	stopRenew context.CancelFunc
 	renewDone chan struct{}
@@ -121,12 +132,69 @@ func (p *WorkerPool) Start(ctx context.Context) error {
 		p.renewLoop(renewCtx, ticker, renewEvery)
 	}()
 	changes := p.e.store.Subscribe(ctx)
+	p.base = ctx
+	p.e.local.CompareAndSwap(nil, p)
 	go func() {
 		defer close(p.done)
-		defer close(p.jobs)
 		p.loop(ctx, changes)
+		p.e.local.CompareAndSwap(p, nil)
+		p.mu.Lock()
+		p.closed, p.drained = true, false
+		close(p.jobs)
+		p.mu.Unlock()
 	}()
 	return nil
+}
+
+// reserve promises up to n idle workers to runs being published, when the
+// pool has drained what was claimable (drained): it returns how many.
+// Each is either taken by take or given back by unreserve.
+func (p *WorkerPool) reserve(n int) int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.closed || !p.drained {
+		return 0
+	}
+	k := min(n, p.opts.Workers-len(p.inflight)-p.reserved)
+	if k <= 0 {
+		return 0
+	}
+	p.reserved += k
+	return k
+}
+
+// unreserve gives back n reserved workers that no lease came for.
+func (p *WorkerPool) unreserve(n int) {
+	p.mu.Lock()
+	p.reserved -= n
+	p.mu.Unlock()
+	p.signalSlot()
+}
+
+// take hands a run the store leased to this pool at its publication to
+// a reserved worker, or, once the pool has stopped, hands it back.
+func (p *WorkerPool) take(l *store.Lease) {
+	p.mu.Lock()
+	p.reserved--
+	if p.closed {
+		p.mu.Unlock()
+		p.release(p.log.With("run_id", l.RunID), l)
+		return
+	}
+	runCtx, cancel := context.WithCancelCause(context.WithoutCancel(p.base))
+	p.inflight[l.Token] = inflight{cancel: cancel, lease: store.Lease{RunID: l.RunID, Token: l.Token}}
+	// The send never waits: jobs holds as many as there are workers, and
+	// the runs in flight never outnumber them (reserve).
+	p.jobs <- job{ctx: runCtx, cancel: cancel, lease: l}
+	p.mu.Unlock()
+}
+
+// signalSlot wakes the claim loop: a worker may be free.
+func (p *WorkerPool) signalSlot() {
+	select {
+	case p.slotFree <- struct{}{}:
+	default:
+	}
 }
 
 // handBackGrace is how long runs interrupted at Stop's deadline get to
@@ -206,13 +274,27 @@ func (p *WorkerPool) Busy() int {
 	return len(p.inflight)
 }
 
+// occupied counts the workers running a run or reserved for one.
+func (p *WorkerPool) occupied() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return len(p.inflight) + p.reserved
+}
+
+// setDrained records whether the last claim left nothing claimable.
+func (p *WorkerPool) setDrained(drained bool) {
+	p.mu.Lock()
+	p.drained = drained && !p.closed
+	p.mu.Unlock()
+}
+
 // Size returns the pool's capacity.
 func (p *WorkerPool) Size() int { return p.opts.Workers }
 
 func (p *WorkerPool) loop(ctx context.Context, changes <-chan store.Change) {
 	failures := 0
 	for {
-		if p.Busy() == p.opts.Workers {
+		if p.occupied() >= p.opts.Workers {
 			// Nothing can be claimed before a run ends, which frees a
 			// slot: no store call until then, whatever changes.
 			if !p.sleep(ctx, changes, time.Time{}, true) {
@@ -225,6 +307,7 @@ func (p *WorkerPool) loop(ctx context.Context, changes <-chan store.Change) {
 		if ctx.Err() != nil {
 			return
 		}
+		p.setDrained(err == nil && !claimed)
 		var wake time.Time // zero: wait for a change only
 		switch {
 		case err != nil:
@@ -288,8 +371,12 @@ func (p *WorkerPool) sleep(ctx context.Context, changes <-chan store.Change, wak
 			if !ok {
 				return false
 			}
-			if p.wakes(c, wake) && !full {
-				return true
+			if p.wakes(c, wake) {
+				// A run may be claimable: new ones wait for the claim.
+				p.setDrained(false)
+				if !full {
+					return true
+				}
 			}
 		}
 	}
@@ -339,10 +426,13 @@ func (p *WorkerPool) wakes(c store.Change, wake time.Time) bool {
 // back at once.
 func (p *WorkerPool) claim(ctx context.Context) (bool, error) {
 	p.mu.Lock()
-	free := p.opts.Workers - len(p.inflight)
+	free := p.opts.Workers - len(p.inflight) - p.reserved
 	p.mu.Unlock()
-	if free <= 0 || ctx.Err() != nil {
+	if ctx.Err() != nil {
 		return false, nil
+	}
+	if free <= 0 {
+		return true, nil // every free worker is taken (by a reservation): look again once one frees
 	}
 	n := min(free, 32)
 	claimCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), storeCallTimeout)
@@ -382,10 +472,7 @@ func (p *WorkerPool) work() {
 		delete(p.inflight, j.lease.Token)
 		p.mu.Unlock()
 		j.cancel(nil)
-		select {
-		case p.slotFree <- struct{}{}:
-		default:
-		}
+		p.signalSlot()
 	}
 }
 
