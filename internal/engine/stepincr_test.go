@@ -145,13 +145,7 @@ func TestStepIncrAfterAConflictingDeferredStep(t *testing.T) {
 			engine.Function{
 				ID: "quote-and-count", Triggers: []engine.Trigger{{Event: "test/quote"}},
 				Handler: func(ctx context.Context, r *engine.Run) (any, error) {
-					price, err := engine.StepStore(ctx, r, "quote", func(ctx context.Context, tx *store.Tx) (string, error) {
-						v, err := tx.Get(ctx, "price")
-						if err != nil {
-							return "", err
-						}
-						return v, tx.Set(ctx, "quoted", v, 0)
-					})
+					price, err := quotePrice(ctx, r, "quote", "quoted")
 					if err != nil {
 						return nil, err
 					}

@@ -228,13 +228,7 @@ func TestStepStoreConflictExecutesAgain(t *testing.T) {
 			engine.Function{
 				ID: "once", Triggers: []engine.Trigger{{Event: "test/once"}},
 				Handler: func(ctx context.Context, r *engine.Run) (any, error) {
-					price, err := engine.StepStore(ctx, r, "read-price", func(ctx context.Context, tx *store.Tx) (string, error) {
-						v, err := tx.Get(ctx, "price")
-						if err != nil {
-							return "", err
-						}
-						return v, tx.Set(ctx, "quoted:"+r.ID, v, 0)
-					})
+					price, err := quotePrice(ctx, r, "read-price", "quoted:"+r.ID)
 					if err != nil {
 						return nil, err
 					}
@@ -327,5 +321,17 @@ func TestStepStoreInvalidWriteFailsItsStep(t *testing.T) {
 		if s["count"].Status != store.StatusCompleted || s["bad"].Status != store.StatusFailed {
 			t.Errorf("steps = count %s, bad %s; want Completed and Failed", s["count"].Status, s["bad"].Status)
 		}
+	})
+}
+
+// quotePrice is a StepStore step named name that reads the key price
+// (checked at the commit) and writes what it read to quoted.
+func quotePrice(ctx context.Context, r *engine.Run, name, quoted string) (string, error) {
+	return engine.StepStore(ctx, r, name, func(ctx context.Context, tx *store.Tx) (string, error) {
+		v, err := tx.Get(ctx, "price")
+		if err != nil {
+			return "", err
+		}
+		return v, tx.Set(ctx, quoted, v, 0)
 	})
 }
