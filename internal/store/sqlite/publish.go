@@ -191,24 +191,44 @@ WHERE i.key = ? AND (i.expires_at IS NULL OR i.expires_at > ?)`, spec.Idempotenc
 			avail = at
 		}
 	}
-	if status == store.StatusQueued && spec.LeaseTo.Owner != "" && spec.Leasable(t.now) && !avail.After(t.now) {
-		return t.createLeased(eventID, spec)
-	}
-	var endedAt, availableAt any
-	if status == store.StatusSkipped {
+	// A run whose spec asks for a lease and may start now is created
+	// leased, as Claim would lease it (RunSpec.LeaseTo): Running, started
+	// now, owned, its lease expiry as its available_at, its finish due.
+	leased := status == store.StatusQueued && spec.LeaseTo.Owner != "" && spec.Leasable(t.now)
+	var endedAt, startedAt, availableAt, finishBy, owner any
+	switch {
+	case status == store.StatusSkipped:
 		endedAt = now
-	} else {
+	case leased:
+		status, startedAt, owner = store.StatusRunning, now, spec.LeaseTo.Owner
+		avail = t.now.Add(spec.LeaseTo.TTL)
+		availableAt = avail.UnixMilli()
+		if spec.FinishTimeout > 0 {
+			finishBy = now + spec.FinishTimeout.Milliseconds()
+		}
+	default:
 		availableAt = avail.UnixMilli()
 	}
 	// A run fed by one event names it in event_id alone: event_ids is ''
 	// and it has no run_events row (0003_lean_records.sql).
-	if _, err := t.exec(`INSERT INTO runs (id, function_id, event_id, event_ids, status, created_at, ended_at,
+	insert := `INSERT INTO runs (id, function_id, event_id, event_ids, status, created_at, started_at, ended_at,
 available_at, error, idempotency_key, singleton_key, debounce_key, concurrency_key, concurrency_limit,
-finish_timeout_ms) VALUES (?, ?, ?, '', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
-		spec.ID, spec.FunctionID, eventID, string(status), now, endedAt,
+finish_timeout_ms, finish_by, lease_owner, lease_token) VALUES (?1, ?2, ?3, '', ?4, ?5, ?6, ?7, ?8, ?9, ?10,
+?11, ?12, ?13, ?14, ?15, ?16, ?17, CASE WHEN ?17 IS NULL THEN NULL ELSE lower(hex(randomblob(16))) END)`
+	args := []any{spec.ID, spec.FunctionID, eventID, string(status), now, startedAt, endedAt,
 		availableAt, nullStr(reason), nullStr(spec.IdempotencyKey), nullStr(spec.SingletonKey),
 		nullStr(spec.DebounceKey), nullStr(spec.ConcurrencyKey), spec.ConcurrencyLimit,
-		spec.FinishTimeout.Milliseconds()); err != nil {
+		spec.FinishTimeout.Milliseconds(), finishBy, owner}
+	ref := store.RunRef{ID: spec.ID, FunctionID: spec.FunctionID, Status: status, Skip: skip}
+	if leased {
+		// The caller adds the trigger event to the lease.
+		l := &store.Lease{RunID: spec.ID, Owner: spec.LeaseTo.Owner, Until: avail}
+		var err error
+		if l.Run, err = scanRun(prefixed{t.queryRow(insert+` RETURNING lease_token, `+runColumns, args...), []any{&l.Token}}); err != nil {
+			return store.RunRef{}, fmt.Errorf("insert: %w", err)
+		}
+		ref.Lease = l
+	} else if _, err := t.exec(insert, args...); err != nil {
 		return store.RunRef{}, fmt.Errorf("insert: %w", err)
 	}
 	if status != store.StatusSkipped {
@@ -221,36 +241,7 @@ finish_timeout_ms) VALUES (?, ?, ?, '', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
 		c.AvailableAt = avail
 	}
 	t.announce(c)
-	return store.RunRef{ID: spec.ID, FunctionID: spec.FunctionID, Status: status, Skip: skip}, nil
-}
-
-// createLeased inserts the run of spec leased to spec.LeaseTo, as Claim
-// would lease it (RunSpec.LeaseTo): Running, started now, with its lease
-// token, its lease expiry as its available_at, and its finish deadline.
-// The caller adds the trigger event to the lease.
-func (t *txn) createLeased(eventID string, spec store.RunSpec) (store.RunRef, error) {
-	now := t.now.UnixMilli()
-	until := t.now.Add(spec.LeaseTo.TTL)
-	var finishBy any
-	if spec.FinishTimeout > 0 {
-		finishBy = now + spec.FinishTimeout.Milliseconds()
-	}
-	l := &store.Lease{RunID: spec.ID, Owner: spec.LeaseTo.Owner, Until: until}
-	var err error
-	l.Run, err = scanRun(prefixed{t.queryRow(`INSERT INTO runs (id, function_id, event_id, event_ids, status,
-created_at, started_at, available_at, idempotency_key, singleton_key, finish_timeout_ms, finish_by,
-lease_owner, lease_token) VALUES (?, ?, ?, '', 'Running', ?, ?, ?, ?, ?, ?, ?, ?, lower(hex(randomblob(16))))
-RETURNING lease_token, `+runColumns,
-		spec.ID, spec.FunctionID, eventID, now, now, until.UnixMilli(), nullStr(spec.IdempotencyKey),
-		nullStr(spec.SingletonKey), spec.FinishTimeout.Milliseconds(), finishBy, spec.LeaseTo.Owner), []any{&l.Token}})
-	if err != nil {
-		return store.RunRef{}, fmt.Errorf("insert leased: %w", err)
-	}
-	if err := t.keepIdempotencyKey(spec, spec.ID); err != nil {
-		return store.RunRef{}, err
-	}
-	t.announce(store.Change{Kind: store.ChangeRun, EventID: eventID, RunID: spec.ID, FunctionID: spec.FunctionID, Status: store.StatusRunning})
-	return store.RunRef{ID: spec.ID, FunctionID: spec.FunctionID, Status: store.StatusRunning, Lease: l}, nil
+	return ref, nil
 }
 
 // debounce folds the event into a run with the same debounce key that is

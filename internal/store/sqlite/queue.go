@@ -313,14 +313,8 @@ func (s *Store) CommitStep(ctx context.Context, l *store.Lease, st store.Step, e
 // CommitSteps records steps with their KV effects in one transaction, as
 // CommitStep records one.
 func (s *Store) CommitSteps(ctx context.Context, l *store.Lease, steps []store.StepCommit) error {
-	batch, err := prepareSteps(l, steps)
-	if err != nil {
-		return wrap("save step", err)
-	}
-	return s.write(ctx, "save step", true, func(t *txn) error {
-		_, err := t.saveLeasedSteps(l, batch)
-		return err
-	})
+	_, err := s.commitSteps(ctx, l, steps, false)
+	return err
 }
 
 // CommitStepsCount records steps as CommitSteps does, the last of them
@@ -330,11 +324,17 @@ func (s *Store) CommitStepsCount(ctx context.Context, l *store.Lease, steps []st
 	if err := store.CheckCounted(steps); err != nil {
 		return 0, wrap("save step", err)
 	}
+	return s.commitSteps(ctx, l, steps, true)
+}
+
+// commitSteps records steps in one transaction (saveLeasedSteps), the
+// last of them counted when counted, and returns the counted value.
+func (s *Store) commitSteps(ctx context.Context, l *store.Lease, steps []store.StepCommit, counted bool) (int64, error) {
 	batch, err := prepareSteps(l, steps)
 	if err != nil {
 		return 0, wrap("save step", err)
 	}
-	batch.counted = true
+	batch.counted = counted
 	var n int64
 	err = s.write(ctx, "save step", true, func(t *txn) error {
 		var err error
