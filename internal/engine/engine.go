@@ -451,26 +451,20 @@ func (e *Engine) reserveLocal(pubs []store.Publication) (*WorkerPool, int) {
 		return nil, 0
 	}
 	now := e.clock.Now()
-	want := 0
-	for _, p := range pubs {
-		for _, s := range p.Runs {
-			if s.Leasable(now) {
-				want++
-			}
-		}
-	}
-	if want == 0 {
-		return pool, 0
-	}
-	reserved := pool.reserve(want)
-	left := reserved
+	var leasable []*store.RunSpec
 	for i := range pubs {
 		for j := range pubs[i].Runs {
-			if s := &pubs[i].Runs[j]; left > 0 && s.Leasable(now) {
-				s.LeaseTo = store.LeaseRequest{Owner: pool.opts.Owner, TTL: pool.opts.LeaseTTL}
-				left--
+			if s := &pubs[i].Runs[j]; s.Leasable(now) {
+				leasable = append(leasable, s)
 			}
 		}
+	}
+	if len(leasable) == 0 {
+		return pool, 0
+	}
+	reserved := pool.reserve(len(leasable))
+	for _, s := range leasable[:reserved] {
+		s.LeaseTo = store.LeaseRequest{Owner: pool.opts.Owner, TTL: pool.opts.LeaseTTL}
 	}
 	return pool, reserved
 }

@@ -538,32 +538,24 @@ func StepIncr(ctx context.Context, r *Run, name, key string, delta int64, ttl ti
 		return 0, err
 	}
 	defer endStep()
-	prev, seen := r.steps[id]
-	if seen {
-		switch prev.Status {
-		case store.StatusCompleted:
-			n, err := strconv.ParseInt(string(prev.Output), 10, 64)
-			if err != nil {
-				return 0, &StepError{Step: id, Err: err, Message: "decoding recorded count: " + err.Error()}
-			}
-			return n, nil
-		case store.StatusFailed:
-			return 0, &StepError{Step: id, Message: prev.Error}
-		}
+	if n, done, err := recorded[int64](r.steps[id]); done {
+		return n, err
 	}
 	if cause := context.Cause(ctx); cause != nil {
 		return 0, r.interrupt(cause) // cancelled, shut down or its lease lost: count nothing
 	}
 	start := r.now()
-	step := store.Step{RunID: r.ID, ID: id, Name: name, Kind: store.StepRun, Status: store.StatusCompleted,
-		StartedAt: start, EndedAt: start, Attempts: []store.Attempt{{StartedAt: start, EndedAt: start}}}
+	step := store.Step{RunID: r.ID, ID: id, Name: name, Kind: store.StepRun, StartedAt: start}
 	var runErr error
 	if _, err := store.KeyTTL(ttl); err != nil {
 		runErr = NonRetriable(fmt.Errorf("engine: count %q: %w", key, err))
 	} else {
+		done := step
+		done.Status, done.EndedAt = store.StatusCompleted, start
+		done.Attempts = []store.Attempt{{StartedAt: start, EndedAt: start}}
 		fx := store.Effects{Writes: []store.Write{{Op: store.OpIncrBy, Key: key, Delta: delta, TTL: ttl, Blind: true}}}
 		var n int64
-		n, runErr = r.count(step, fx)
+		n, runErr = r.count(done, fx)
 		if runErr == nil {
 			r.e.observe.StepAttempt(r.FunctionID, "completed", 0)
 			return n, nil
@@ -572,8 +564,26 @@ func StepIncr(ctx context.Context, r *Run, name, key string, delta int64, ttl ti
 			return 0, runErr
 		}
 	}
-	step.Status, step.Attempts = "", nil
 	return finishStep(r, step, id, start, start, int64(0), nil, runErr)
+}
+
+// recorded returns what a step recorded by an earlier execution gives
+// its caller (done true): its completed output decoded, or the error of
+// its failure. A step not recorded, or recorded still running, is not
+// done.
+func recorded[T any](prev store.Step) (out T, done bool, err error) {
+	switch prev.Status {
+	case store.StatusCompleted:
+		if len(prev.Output) > 0 && string(prev.Output) != "null" {
+			if err := json.Unmarshal(prev.Output, &out); err != nil {
+				return out, true, &StepError{Step: prev.ID, Err: err, Message: "decoding recorded output: " + err.Error()}
+			}
+		}
+		return out, true, nil
+	case store.StatusFailed:
+		return out, true, &StepError{Step: prev.ID, Message: prev.Error}
+	}
+	return out, false, nil
 }
 
 // count commits the counted step s, whose effects fx are its increment,
@@ -640,23 +650,15 @@ func takeStep[T any](ctx context.Context, r *Run, name string, fn func(ctx conte
 		return zero, err
 	}
 	defer endStep()
-	prev, seen := r.steps[id]
-	if seen {
-		switch prev.Status {
-		case store.StatusCompleted:
-			var out T
-			if len(prev.Output) > 0 && string(prev.Output) != "null" {
-				if err := json.Unmarshal(prev.Output, &out); err != nil {
-					return zero, &StepError{Step: id, Err: err, Message: "decoding recorded output: " + err.Error()}
-				}
-			}
-			return out, nil
-		case store.StatusFailed:
-			return zero, &StepError{Step: id, Message: prev.Error}
+	prev := r.steps[id]
+	if out, done, err := recorded[T](prev); done {
+		if err != nil {
+			return zero, err
 		}
-		if prev.Status == store.StatusRunning && r.now().Before(prev.WakeAt) {
-			return zero, r.suspend(prev, store.StatusRunning, prev.WakeAt)
-		}
+		return out, nil
+	}
+	if prev.Status == store.StatusRunning && r.now().Before(prev.WakeAt) {
+		return zero, r.suspend(prev, store.StatusRunning, prev.WakeAt)
 	}
 	if mode != stepStore {
 		// The body may act outside the store: what the run did before it
