@@ -322,13 +322,19 @@ func (s *Store) Publish(ctx context.Context, pubs []store.Publication) ([]store.
 			return nil, s.wrap("publish", err)
 		}
 		out[i] = store.Published{EventID: str(t[0]), Duplicate: num(t[1]) == 1, Runs: rs}
+		var ev *store.Event // the event as stored, decoded once for the runs leased with it
 		for _, ref := range rs {
 			if ref.Lease == nil {
 				continue
 			}
-			if ref.Lease.Event, err = decodeEvent(out[i].EventID, items[i].doc); err != nil {
-				return nil, s.wrap("publish", err)
+			if ev == nil {
+				e, err := decodeEvent(out[i].EventID, items[i].doc)
+				if err != nil {
+					return nil, s.wrap("publish", err)
+				}
+				ev = &e
 			}
+			ref.Lease.Event = *ev
 		}
 	}
 	return out, nil

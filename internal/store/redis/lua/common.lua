@@ -576,9 +576,11 @@ local function create_run(eid, s)
   local k = P .. 'run:' .. s.id
   -- Fields left empty are not written: evs while it is [ev], attempt
   -- while 0, and the options the spec does not use.
-  -- A run asked for at once (specArg's lo, lt, lu: RunSpec.LeaseTo) is
-  -- created leased, as claim.lua leases one, when nothing holds it back.
-  local leased = status == 'Queued' and set(s.lo) and not set(s.deb) and not set(s.ckey) and avail <= NOW
+  -- A run asked for at once (specArg's lo, lt, lu: RunSpec.LeaseTo, which
+  -- specArgs sets only on a spec that may start now, without debounce or
+  -- concurrency key) is created leased, as claim.lua leases one, unless
+  -- flow control skipped it.
+  local leased = status == 'Queued' and set(s.lo)
   if leased then status, avail = 'Running', s.lu end
   local fields, n = {'fn', s.fn, 'ev', eid, 'status', status, 'created', now_text()}, 8
   if leased then
