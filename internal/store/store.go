@@ -457,8 +457,9 @@ type Engine interface {
 // CommitSteps followed by Get(key), sent together: err is the commit's,
 // and only when it is nil do value and readErr (Get's answer) count. The
 // read sees the commit. The engine uses it when a step reads a key the
-// run's deferred steps wrote (track-post-view's total after its
-// increment).
+// run's deferred steps wrote (a total after a blind increment; a counter
+// whose value the step needs is better an engine.StepIncr, which reads
+// nothing).
 type CommitReader interface {
 	CommitStepsGet(ctx context.Context, l *Lease, steps []StepCommit, key string) (value string, readErr, err error)
 }

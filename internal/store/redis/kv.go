@@ -40,7 +40,7 @@ func (s *Store) kvKeys(key string) []string {
 
 // kvRead reads key: on the real clock, where a key's native TTL is its
 // expiry, with the plain command cmd sent in the pipeline (it reads what
-// the script would: track-post-view reads a counter twice per view),
+// the script would, without the script's cost),
 // else with script, which honours the injected clock's deadline.
 func (s *Store) kvRead(ctx context.Context, script *goredis.Script, cmd, key string) *goredis.Cmd {
 	if s.nativeTTL {
