@@ -137,6 +137,19 @@ func (c *countingWriter) Write(p []byte) (int, error) {
 	return n, err
 }
 
+// Unwrap is the writer c counts for.
+func (c *countingWriter) Unwrap() io.Writer { return c.w }
+
+// unwrap is the writer under w when w wraps one (countingWriter): the
+// terminal itself, for the dash, which needs its file to size the screen
+// and switch it to raw mode.
+func unwrap(w io.Writer) io.Writer {
+	if u, ok := w.(interface{ Unwrap() io.Writer }); ok {
+		return u.Unwrap()
+	}
+	return w
+}
+
 // NewRoot builds the command tree.
 func NewRoot(opts Options) *cobra.Command {
 	if opts.Getenv == nil {

@@ -47,7 +47,7 @@ on the screen: --log-file keeps its log.`,
 				return err
 			}
 			return runDash(cmd.Context(), c, dashOptions{
-				getenv: opts.Getenv, logFile: logFile, out: cmd.OutOrStdout(), in: cmd.InOrStdin(),
+				getenv: opts.Getenv, logFile: logFile, out: unwrap(cmd.OutOrStdout()), in: cmd.InOrStdin(),
 			})
 		},
 	}
