@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"time"
 	"unicode"
 	"unicode/utf8"
 
@@ -279,6 +280,9 @@ func decodeEvent(i int, raw json.RawMessage) (engine.IncomingEvent, error) {
 		ts, ok := millis(we.TS)
 		if !ok {
 			return ev, fault("ts", "must be a non-negative integer (milliseconds since the epoch)")
+		}
+		if ts > store.MaxMS {
+			return ev, fault("ts", fmt.Sprintf("must be no later than %d (%s)", store.MaxMS, store.MaxTime.Format(time.RFC3339Nano)))
 		}
 		ev.TS = ts
 	}

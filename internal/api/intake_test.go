@@ -156,6 +156,7 @@ func TestIntakeRejects(t *testing.T) {
 		{"fractional ts", `{"name":"a/b","ts":1.5}`, "event 0: ts: must be a non-negative integer"},
 		{"string ts", `{"name":"a/b","ts":"1740830400000"}`, "event 0: ts: must be a non-negative integer"},
 		{"huge ts", `{"name":"a/b","ts":1e300}`, "event 0: ts: must be a non-negative integer"},
+		{"ts after year 9999", `{"name":"a/b","ts":253402300800000}`, "event 0: ts: must be no later than 253402300799999 (9999-12-31T23:59:59.999Z)"},
 		{"number id", `{"name":"a/b","id":7}`, "event 0: id: must be a string"},
 		{"number v", `{"name":"a/b","v":1}`, "event 0: v: must be a string"},
 		{"one bad event rejects the batch", `[{"name":"a/b"},{"name":"a/c"},{"name":"a/d","data":"x"}]`, "event 2: data: must be an object"},

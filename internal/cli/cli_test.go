@@ -81,6 +81,7 @@ func TestExitCodes(t *testing.T) {
 		{name: "serve fails", args: []string{"serve"}, serveErr: errors.New("daemon: listen: address already in use"), want: cli.ExitError, wantErr: "cyberdrew: daemon: listen: address already in use", wantServe: true},
 		{name: "serve stops cleanly", args: []string{"serve"}, want: cli.ExitOK, wantServe: true},
 		{name: "version", args: []string{"version"}, want: cli.ExitOK, wantOut: "cyberdrew v1.2.3\ncommit: abc123\nbuilt:  2025-03-01T00:00:00Z\ngo:     go"},
+		{name: "send --ts after year 9999", args: []string{"send", "a/b", "--ts", "253402300800000"}, want: cli.ExitUsage, wantErr: "want a time from 1970 to 9999-12-31T23:59:59.999Z"},
 		{name: "version as JSON", args: []string{"version", "--json"}, want: cli.ExitOK, wantOut: `"version": "v1.2.3"`},
 		{name: "completion", args: []string{"completion", "bash"}, want: cli.ExitOK, wantOut: "bash completion"},
 		{name: "completion for zsh", args: []string{"completion", "zsh"}, want: cli.ExitOK, wantOut: "zsh completion"},

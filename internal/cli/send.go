@@ -15,6 +15,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/dcyfr/cyberdrew/internal/client"
+	"github.com/dcyfr/cyberdrew/internal/store"
 )
 
 // sendOptions are the send command's flags and streams.
@@ -111,14 +112,18 @@ func parseTS(v string) (int64, error) {
 	if v == "" {
 		return 0, nil
 	}
-	if ms, err := strconv.ParseInt(v, 10, 64); err == nil {
-		return ms, nil
-	}
-	t, err := time.Parse(time.RFC3339Nano, v)
+	ms, err := strconv.ParseInt(v, 10, 64)
 	if err != nil {
-		return 0, usageErrorf("--ts %q: want milliseconds since the epoch or an RFC 3339 time", v)
+		t, perr := time.Parse(time.RFC3339Nano, v)
+		if perr != nil {
+			return 0, usageErrorf("--ts %q: want milliseconds since the epoch or an RFC 3339 time", v)
+		}
+		ms = t.UnixMilli()
 	}
-	return t.UnixMilli(), nil
+	if ms < 0 || ms > store.MaxMS {
+		return 0, usageErrorf("--ts %q: want a time from 1970 to %s", v, store.MaxTime.Format(time.RFC3339Nano))
+	}
+	return ms, nil
 }
 
 // sendResult is send's JSON output.

@@ -18,6 +18,7 @@ import (
 	"github.com/dcyfr/cyberdrew/internal/daemon/daemontest"
 	"github.com/dcyfr/cyberdrew/internal/engine"
 	"github.com/dcyfr/cyberdrew/internal/store"
+	"github.com/dcyfr/cyberdrew/internal/store/redis/redistest"
 	"github.com/dcyfr/cyberdrew/internal/wire"
 )
 
@@ -496,5 +497,45 @@ func TestRetriedRequestWithTheSameSeedStoresNothingTwice(t *testing.T) {
 	c.do("GET", "/v1/events/"+first[0]+"/runs", "", &runs)
 	if len(runs.Data) != 1 {
 		t.Errorf("the retried event has %d runs, want 1", len(runs.Data))
+	}
+}
+
+// TestEventsAfterYear9999AreRefused: an event dated after 9999-12-31 (its
+// ts, or the time of a seeded id) would give its run an available-at time
+// that JSON cannot write, and every listing holding that run answered 500
+// until the run was cancelled. The event API refuses such a ts with a 400
+// naming it, the latest valid ts is taken, and the listings still answer:
+// on SQLite and on Redis.
+func TestEventsAfterYear9999AreRefused(t *testing.T) {
+	t.Parallel()
+	for _, backend := range []string{"sqlite", "redis"} {
+		t.Run(backend, func(t *testing.T) {
+			t.Parallel()
+			cfg := testConfig(t.TempDir())
+			if backend == "redis" {
+				cfg.Store = redistest.StartT(t, false).URL(0)
+			}
+			c := client{t: t, base: start(t, cfg, nil)}
+			var bad struct {
+				Error string `json:"error"`
+			}
+			code := c.do("POST", "/e/k", `{"name":"test/hello.world","data":{"email":"a@b.c"},"ts":253402300800000}`, &bad)
+			if code != 400 || !strings.Contains(bad.Error, "ts: must be no later than 253402300799999") {
+				t.Fatalf("a ts in year 10000 answered %d %q, want 400 naming ts", code, bad.Error)
+			}
+			var acc struct {
+				IDs []string `json:"ids"`
+			}
+			if code := c.do("POST", "/e/k", `{"name":"test/hello.world","data":{"email":"a@b.c"},"ts":253402300799999}`, &acc); code != 200 || len(acc.IDs) != 1 {
+				t.Fatalf("the latest valid ts answered %d %+v", code, acc)
+			}
+			var runs runsAnswer
+			if code := c.do("GET", "/v1/runs", "", &runs); code != 200 || len(runs.Data) != 1 {
+				t.Fatalf("GET /v1/runs answered %d with %d runs, want 200 with the run due in 9999", code, len(runs.Data))
+			}
+			if code := c.do("GET", "/v1/events/"+acc.IDs[0]+"/runs", "", &runs); code != 200 {
+				t.Fatalf("GET the event's runs answered %d", code)
+			}
+		})
 	}
 }

@@ -6,6 +6,8 @@ import (
 	"strings"
 
 	"github.com/oklog/ulid/v2"
+
+	"github.com/dcyfr/cyberdrew/internal/store"
 )
 
 // SeedHeader carries the event id seed the official Inngest clients send with
@@ -16,14 +18,15 @@ const SeedHeader = "X-Inngest-Event-Id-Seed"
 // SeededIDs derives the ids of a request's n events from its seed, the i-th
 // from the seed's time and its entropy plus i, so that a retried request
 // stores its events under the same ids and the store recognises them as
-// duplicates. It returns nil for a missing or malformed seed.
+// duplicates. It returns nil for a missing or malformed seed, and for one
+// dated after store.MaxTime (an event without ts takes its id's time).
 func SeededIDs(seed string, n int) []string {
 	msText, entText, ok := strings.Cut(seed, ",")
 	if !ok || n <= 0 {
 		return nil
 	}
 	ms, err := strconv.ParseInt(msText, 10, 64)
-	if err != nil || ms <= 0 || uint64(ms) > ulid.MaxTime() {
+	if err != nil || ms <= 0 || ms > store.MaxMS {
 		return nil
 	}
 	entropy, err := base64.StdEncoding.DecodeString(entText)

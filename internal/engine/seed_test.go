@@ -35,7 +35,8 @@ func TestSeededIDs(t *testing.T) {
 	if e := u.Entropy(); e[8] != 1 || e[9] != 0 {
 		t.Errorf("third entropy = %x, want ...0100", e)
 	}
-	for _, bad := range []string{"", "nonsense", "123", "abc," + entropy, "-5," + entropy, "1767225600000,!!", "1767225600000," + base64.StdEncoding.EncodeToString([]byte{1, 2, 3})} {
+	for _, bad := range []string{"", "nonsense", "123", "abc," + entropy, "-5," + entropy, "1767225600000,!!", "1767225600000," + base64.StdEncoding.EncodeToString([]byte{1, 2, 3}),
+		"253402300800000," + entropy} { // after 9999-12-31: its events would be dated so
 		if got := SeededIDs(bad, 2); got != nil {
 			t.Errorf("SeededIDs(%q) = %v, want nil", bad, got)
 		}

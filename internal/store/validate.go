@@ -63,13 +63,26 @@ func KeyTTL(ttl time.Duration) (int64, error) {
 	return max(ttl.Milliseconds(), 1), nil
 }
 
+// MaxTime is the latest time a record may hold: the last millisecond of
+// year 9999, the last that JSON (RFC 3339) can write. An event whose ts is
+// later would give its runs an available-at time no listing could answer
+// with.
+var MaxTime = time.Date(9999, 12, 31, 23, 59, 59, 999_000_000, time.UTC)
+
+// MaxMS is MaxTime in milliseconds since the epoch.
+var MaxMS = MaxTime.UnixMilli()
+
 // Validate checks what every backend refuses with ErrInvalid before storing
 // a publication: an event without a name, data or user that is not JSON, a
-// run spec without an id or function.
+// ts after MaxTime, a run spec without an id or function or available
+// after MaxTime.
 func (p Publication) Validate() error {
 	ev := p.Event
 	if ev.Name == "" {
 		return fmt.Errorf("%w: event name is empty", ErrInvalid)
+	}
+	if ev.TS > MaxMS {
+		return fmt.Errorf("%w: event %q: ts %d is after %s", ErrInvalid, ev.Name, ev.TS, MaxTime.Format(time.RFC3339Nano))
 	}
 	if len(ev.Data) > 0 && !json.Valid(ev.Data) {
 		return fmt.Errorf("%w: event %q: data is not JSON", ErrInvalid, ev.Name)
@@ -97,6 +110,9 @@ func ValidateRunSpecs(specs []RunSpec) error {
 	for _, r := range specs {
 		if r.ID == "" || r.FunctionID == "" {
 			return fmt.Errorf("%w: run spec needs an id and a function id", ErrInvalid)
+		}
+		if r.AvailableAt.After(MaxTime) {
+			return fmt.Errorf("%w: run %s: available at %s, after %s", ErrInvalid, r.ID, r.AvailableAt.Format(time.RFC3339), MaxTime.Format(time.RFC3339Nano))
 		}
 		if r.LeaseTo.Owner != "" {
 			if err := ValidateLeaseTTL(r.LeaseTo.TTL); err != nil {
