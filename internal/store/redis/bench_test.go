@@ -2,6 +2,7 @@ package redis_test
 
 import (
 	"encoding/json"
+	"fmt"
 	"strconv"
 	"strings"
 	"testing"
@@ -31,12 +32,14 @@ func BenchmarkPublishParallel(b *testing.B) {
 }
 
 // measured opens a store on the shared server's database 4 on the real
-// clock (as scripts when asked) and a client for the server's counters,
+// clock with opts (as scripts, publications through the script, when
+// asked) and a client for the server's counters,
 // which it resets: the start of a benchmark that reads them.
-func measured(b *testing.B, scripts bool) (*redis.Store, *goredis.Client) {
+func measured(b *testing.B, opts redis.Options) (*redis.Store, *goredis.Client) {
 	b.Helper()
 	srv := server(b)
-	s := openWith(b, srv.URL(4), redis.Options{Clock: clockwork.NewRealClock(), Scripts: scripts})
+	opts.Clock = clockwork.NewRealClock()
+	s := openWith(b, srv.URL(4), opts)
 	rdb := goredis.NewClient(&goredis.Options{Addr: srv.Addr})
 	b.Cleanup(func() { rdb.Close() })
 	if err := rdb.ConfigResetStat(b.Context()).Err(); err != nil {
@@ -45,29 +48,41 @@ func measured(b *testing.B, scripts bool) (*redis.Store, *goredis.Client) {
 	return s, rdb
 }
 
-// BenchmarkPublishBatch: publications of 100 events, each starting one
-// run, one call at a time, as a busy intake groups them: the server's
-// script time per event (script-µs/event), which the publish script's
-// own work decides. Alternate two trees (-count 1, several times) on a
-// shared machine: the figure moves with its load.
+// BenchmarkPublishBatch: groups of 1, 8 and 100 publications, each an
+// event starting one run, one call at a time, as a busy intake groups
+// them; stored as a transaction (publishtx.go) and by the publish script
+// (PublishScriptOnly). It reports the server's CPU per event
+// (redis-cpu-µs/event, INFO cpu), network included, the cost a busy Redis
+// shared by several daemons pays. Alternate runs (-count) on a shared
+// machine: the figure moves with its load.
 func BenchmarkPublishBatch(b *testing.B) {
-	s, rdb := measured(b, false)
-	ctx := b.Context()
-	const batch = 100
 	data := json.RawMessage(`{"job":1,"pad":"` + strings.Repeat("x", 72) + `"}`)
-	b.ResetTimer()
-	for range b.N {
-		pubs := make([]store.Publication, batch)
-		for i := range pubs {
-			pubs[i] = store.Publication{Event: store.Event{Name: "bench/job.requested", Data: data},
-				Runs: []store.RunSpec{{ID: ulid.Make().String(), FunctionID: "noop"}}}
-		}
-		if _, err := s.Publish(ctx, pubs); err != nil {
-			b.Fatal(err)
+	for _, batch := range []int{1, 8, 100} {
+		for _, path := range []struct {
+			name   string
+			script bool
+		}{{"transaction", false}, {"script", true}} {
+			b.Run(fmt.Sprintf("%d/%s", batch, path.name), func(b *testing.B) {
+				srv := server(b)
+				s := openWith(b, srv.URL(4), redis.Options{Clock: clockwork.NewRealClock(), PublishScriptOnly: path.script})
+				ctx := b.Context()
+				cpu := serverCPU(b)
+				b.ResetTimer()
+				for range b.N {
+					pubs := make([]store.Publication, batch)
+					for i := range pubs {
+						pubs[i] = store.Publication{Event: store.Event{Name: "bench/job.requested", Data: data},
+							Runs: []store.RunSpec{{ID: ulid.Make().String(), FunctionID: "noop"}}}
+					}
+					if _, err := s.Publish(ctx, pubs); err != nil {
+						b.Fatal(err)
+					}
+				}
+				b.StopTimer()
+				b.ReportMetric((serverCPU(b)-cpu)*1e6/float64(b.N*batch), "redis-cpu-µs/event")
+			})
 		}
 	}
-	b.StopTimer()
-	b.ReportMetric(scriptTime(b, rdb)/float64(b.N*batch), "script-µs/event")
 }
 
 // BenchmarkClaimFinish: no-op runs claimed and finished one at a time.
@@ -109,7 +124,9 @@ func BenchmarkUnbatchedRun(b *testing.B) {
 		scripts bool
 	}{{"functions", false}, {"scripts", true}} {
 		b.Run(form.name, func(b *testing.B) {
-			s, rdb := measured(b, form.scripts)
+			// Publications through the publish script too: a transaction
+			// (publishtx.go) runs no engine code in either form.
+			s, rdb := measured(b, redis.Options{Scripts: form.scripts, PublishScriptOnly: true})
 			ctx := b.Context()
 			data := json.RawMessage(`{"slug":"a-post","visitor":"v1"}`)
 			b.ResetTimer()
@@ -157,7 +174,7 @@ func scriptTime(b *testing.B, rdb *goredis.Client) float64 {
 // runs, from INFO commandstats), the last of which does not move with the
 // machine's load.
 func BenchmarkPageViewRun(b *testing.B) {
-	s, rdb := measured(b, false)
+	s, rdb := measured(b, redis.Options{})
 	ctx := b.Context()
 	data := json.RawMessage(`{"slug":"a-post","title":"A post","referrer":"https://example.com/x","region":"EU","visitor":"v1"}`)
 	cpu := serverCPU(b)

@@ -3,6 +3,7 @@ package redis
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"slices"
 	"strconv"
@@ -220,32 +221,18 @@ func specArgs(specs []store.RunSpec, now time.Time) []specArg {
 	return out
 }
 
-// pubArgs validates pubs and encodes each for a script, stamping each
-// event with now and giving an id to those without.
-func (s *Store) pubArgs(pubs []store.Publication, now time.Time) ([]json.RawMessage, error) {
-	items, err := s.pubItems(pubs, now, true)
-	if err != nil {
-		return nil, err
-	}
-	args := make([]json.RawMessage, len(items))
-	for i, it := range items {
-		args[i] = it.head
-	}
-	return args, nil
-}
-
-// pubItem is one publication for the publish script: its pubArg without
-// the event (head), and the event as stored (doc), passed as an argument
-// of its own so that neither side escapes and unescapes it as a JSON
-// string.
+// pubItem is one publication for the publish script or the transaction
+// (publishtx.go): its pubArg without the event (arg), and the event as
+// stored (doc), which the script gets as an argument of its own so that
+// neither side escapes and unescapes it as a JSON string.
 type pubItem struct {
-	head json.RawMessage
-	doc  string
+	arg pubArg
+	doc string
 }
 
-// pubItems validates pubs and encodes each as a pubArg, the event inside
-// it with withDoc, else beside it (pubItem).
-func (s *Store) pubItems(pubs []store.Publication, now time.Time, withDoc bool) ([]pubItem, error) {
+// pubItems validates pubs and encodes each event as stored, stamping it
+// with now and giving an id to those without.
+func (s *Store) pubItems(pubs []store.Publication, now time.Time) ([]pubItem, error) {
 	items := make([]pubItem, len(pubs))
 	for i, p := range pubs {
 		if err := p.Validate(); err != nil {
@@ -260,21 +247,32 @@ func (s *Store) pubItems(pubs []store.Publication, now time.Time, withDoc bool) 
 		if err != nil {
 			return nil, fmt.Errorf("%w: event %q: %w", store.ErrInvalid, ev.Name, err)
 		}
-		arg := pubArg{At: now.UnixMilli(), ID: ev.ID, ClientID: ev.ClientID,
-			CIDTTL: p.ClientIDTTL.Milliseconds(), Name: ev.Name, Runs: specArgs(p.Runs, now)}
-		if withDoc {
-			arg.Doc = string(doc)
-		}
+		items[i] = pubItem{doc: string(doc), arg: pubArg{At: now.UnixMilli(), ID: ev.ID, ClientID: ev.ClientID,
+			CIDTTL: p.ClientIDTTL.Milliseconds(), Name: ev.Name, Runs: specArgs(p.Runs, now)}}
 		if noTS {
-			arg.TS = ev.TS
+			items[i].arg.TS = ev.TS
 		}
-		items[i].head, err = json.Marshal(arg)
-		if err != nil {
-			return nil, err
-		}
-		items[i].doc = string(doc)
 	}
 	return items, nil
+}
+
+// pubArgs validates pubs and encodes each, its event inside it, for a
+// script that publishes them with its own writes (savestep's and
+// finish's emits).
+func (s *Store) pubArgs(pubs []store.Publication, now time.Time) ([]json.RawMessage, error) {
+	items, err := s.pubItems(pubs, now)
+	if err != nil {
+		return nil, err
+	}
+	args := make([]json.RawMessage, len(items))
+	for i := range items {
+		a := items[i].arg
+		a.Doc = items[i].doc
+		if args[i], err = json.Marshal(a); err != nil {
+			return nil, err
+		}
+	}
+	return args, nil
 }
 
 // jsonArray joins encoded values into one JSON array.
@@ -300,7 +298,7 @@ func jsonArray(items []json.RawMessage) string {
 // one script call (see batch.go); each call's publications stay together
 // and in order.
 func (s *Store) Publish(ctx context.Context, pubs []store.Publication) ([]store.Published, error) {
-	items, err := s.pubItems(pubs, s.clock.Now(), false)
+	items, err := s.pubItems(pubs, s.clock.Now())
 	if err != nil {
 		return nil, s.wrap("publish", err)
 	}
@@ -343,11 +341,25 @@ func (s *Store) Publish(ctx context.Context, pubs []store.Publication) ([]store.
 // publishGroup runs the publish script over the publications of a group
 // of callers.
 func (s *Store) publishGroup(ctx context.Context, items []pubItem) ([]any, error) {
+	if s.txPublishable(items) {
+		res, err := s.publishTx(ctx, items)
+		if !errors.Is(err, errTxDeclined) {
+			return res, err
+		}
+	}
+	return s.publishScript(ctx, items)
+}
+
+// publishScript runs the publish script over items.
+func (s *Store) publishScript(ctx context.Context, items []pubItem) ([]any, error) {
 	heads := make([]json.RawMessage, len(items))
 	args := make([]any, 2, 2+len(items))
-	for i, it := range items {
-		heads[i] = it.head
-		args = append(args, it.doc)
+	for i := range items {
+		var err error
+		if heads[i], err = json.Marshal(items[i].arg); err != nil {
+			return nil, err
+		}
+		args = append(args, items[i].doc)
 	}
 	args[0], args[1] = s.nowMS(), jsonArray(heads)
 	return s.acked(ctx, scriptPublish, []string{s.keys.engine}, args...).Slice()

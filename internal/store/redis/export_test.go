@@ -2,9 +2,12 @@ package redis
 
 import (
 	"context"
+	"errors"
 	"strconv"
 
 	goredis "github.com/redis/go-redis/v9"
+
+	"github.com/dcyfr/cyberdrew/internal/store"
 )
 
 // ScriptHashes are the SHA1 digests of every script the store loads.
@@ -30,3 +33,27 @@ func LoadLibrary(ctx context.Context, s *Store) bool { return s.loadLibrary(ctx)
 
 // LayoutVersion is the layout this version writes, as layout holds it.
 var LayoutVersion = strconv.Itoa(layoutVersion)
+
+// PublishBothWays encodes pubs once (their minted ids and lease tokens)
+// and stores them through tx as a transaction and through script by the
+// publish script: the two stores' replies.
+func PublishBothWays(ctx context.Context, tx, script *Store, pubs []store.Publication) (viaTx, viaScript []any, err error) {
+	items, err := tx.pubItems(pubs, tx.clock.Now())
+	if err != nil {
+		return nil, nil, err
+	}
+	if !tx.txPublishable(items) {
+		return nil, nil, errors.New("not publishable as a transaction")
+	}
+	if viaTx, err = tx.publishTx(ctx, items); err != nil {
+		return nil, nil, err
+	}
+	viaScript, err = script.publishScript(ctx, items)
+	return viaTx, viaScript, err
+}
+
+// SetPublishTxHook has fn run between publishTx's check and its EXEC.
+func SetPublishTxHook(s *Store, fn func()) { s.publishTxHook = fn }
+
+// EnginePrefix is the store's engine key prefix, hash tag included.
+func EnginePrefix(s *Store) string { return s.keys.engine }

@@ -49,6 +49,9 @@ import "strings"
 //	changes                 pub/sub channel of committed changes: a time, then one line of
 //	                        tab-separated fields per change (decodeChanges in notify.go)
 //	health                  string: the time (ms) of the last readiness write (Store.Ping)
+//	txgate                  never holds a value: a publication stored as a transaction
+//	                        watches it, and its check writes and deletes it to make EXEC
+//	                        refuse (publishtx.go)
 //	layout                  string: the layout of these keys, "6" (layout.go)
 //
 // The site's keys are not engine keys: they keep their own names under

@@ -1,6 +1,9 @@
 package redis
 
-import "testing"
+import (
+	"fmt"
+	"testing"
+)
 
 func TestKVDeadlineKeySharesTheSlot(t *testing.T) {
 	t.Parallel()
@@ -72,6 +75,16 @@ func TestInEngineSlot(t *testing.T) {
 	} {
 		if got := InEngineSlot(prefix); got != want {
 			t.Errorf("InEngineSlot(%q) = %v, want %v", prefix, got, want)
+		}
+	}
+}
+
+// TestMemberPadsLikeTheScripts: an index member is the time in ms padded
+// to 13 digits, as the scripts' member writes it, then the id.
+func TestMemberPadsLikeTheScripts(t *testing.T) {
+	for _, ms := range []int64{0, 7, 1796630400000, 9999999999999, 12345678901234, -5} {
+		if got, want := member(ms, "01ID"), fmt.Sprintf("%013d:01ID", ms); got != want {
+			t.Errorf("member(%d) = %q, want %q", ms, got, want)
 		}
 	}
 }

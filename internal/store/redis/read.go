@@ -29,7 +29,20 @@ const maxListScan = 20000
 // order is time then id. A cursor is the last member returned.
 
 // member is the index member of the item id made at ms.
-func member(ms int64, id string) string { return fmt.Sprintf("%013d:%s", ms, id) }
+func member(ms int64, id string) string {
+	if ms < 0 {
+		return fmt.Sprintf("%013d:%s", ms, id)
+	}
+	var digits [20]byte
+	d := strconv.AppendInt(digits[:0], ms, 10)
+	b := make([]byte, 0, max(13, len(d))+1+len(id))
+	for range 13 - len(d) {
+		b = append(b, '0')
+	}
+	b = append(b, d...)
+	b = append(b, ':')
+	return string(append(b, id...))
+}
 
 func memberID(m string) string {
 	if len(m) < 15 {

@@ -67,6 +67,10 @@ type Options struct {
 	// runs as the functions of one library (FCALL, functions.go): for
 	// tests of the path servers without functions take.
 	Scripts bool
+	// PublishScriptOnly sends every publication through the publish
+	// script, also those the store would otherwise store as a
+	// transaction (publishtx.go): for tests of the script's path.
+	PublishScriptOnly bool
 }
 
 // Timeouts: an unreachable Redis makes calls fail within a few seconds
@@ -114,6 +118,11 @@ type Store struct {
 		sync.Mutex
 		loads atomic.Int64
 	}
+
+	// publishScriptOnly is Options.PublishScriptOnly; publishTxHook,
+	// for tests, runs between publishTx's check and its EXEC.
+	publishScriptOnly bool
+	publishTxHook     func()
 
 	// layoutDone is set once the keyspace is known to be in this
 	// version's layout (layout.go).
@@ -169,6 +178,8 @@ func Open(ctx context.Context, url string, opts Options) (*Store, error) {
 		nativeTTL:      isRealClock(opts.Clock),
 		minReplicas:    opts.MinReplicas,
 		replicaTimeout: opts.ReplicaTimeout,
+
+		publishScriptOnly: opts.PublishScriptOnly,
 	}
 	s.calls = newBatcher(s.pipelineGroup)
 	s.publishes = newBatcher(s.publishGroup)
