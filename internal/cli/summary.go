@@ -35,7 +35,11 @@ summary, the run's output.
 
 Without --from and --to the period is the one before today, as the cron
 jobs choose it: yesterday, the previous week (Monday to Sunday) or the
-previous month.`,
+previous month. --from alone is the period that starts that day (a day,
+seven days, a month); --to ends it elsewhere. The summary of a whole
+period (a day, a week from a Monday, a month from the 1st) is stored where
+the site reads it, as the cron jobs' are; any other range is printed only,
+so an ad-hoc report never replaces a stored one.`,
 		Example: `  cyberdrew summary --period weekly
   cyberdrew summary --period daily --from 2025-03-01 --to 2025-03-07 -o json`,
 		Args: cobra.NoArgs,
@@ -75,13 +79,13 @@ func runSummary(ctx context.Context, o *summaryOptions) error {
 		}
 	}
 	if o.From != "" {
-		from = o.From
+		// --from alone: the whole period that starts that day.
+		t, _ := time.Parse(time.DateOnly, o.From)
+		start, end := jobs.PeriodFrom(o.Period, t)
+		from, to = start.Format(time.DateOnly), end.Format(time.DateOnly)
 	}
 	if o.To != "" {
 		to = o.To
-	}
-	if o.From != "" && o.To == "" {
-		to = from
 	}
 	data, _ := json.Marshal(jobs.SummaryRequest{Period: o.Period, StartDate: from, EndDate: to})
 	_, res, err := sendAndWait(ctx, c, client.Event{Name: jobs.EventSummaryGenerate, Data: data}, o.Timeout, o.ErrOut)

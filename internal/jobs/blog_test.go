@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"reflect"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -342,4 +343,65 @@ func TestWeeklySummaryCronGeneratesTheReport(t *testing.T) {
 			t.Errorf("stored %s, output %s", stored, gen[0].Output)
 		}
 	})
+}
+
+// TestAdHocSummaryLeavesTheStoredOneAlone: a summary of a range that is not
+// one whole period (the command line's --from/--to) is the run's output
+// only: it used to be stored under the period's key, replacing the
+// week's summary the site reads with a one-day "weekly" one.
+func TestAdHocSummaryLeavesTheStoredOneAlone(t *testing.T) {
+	t.Parallel()
+	backendtest.OnEach(t, func(t *testing.T, be backendtest.Backend) {
+		b := setup(t, be, nil)
+		b.waitStatus(t, b.send(t, jobs.EventPostViewed, `{"slug":"a","title":"Post A","viewedAt":"2025-03-04T08:00:00Z","visitor":"v1"}`, "track-post-view"), store.StatusCompleted)
+		week := b.waitStatus(t, b.send(t, jobs.EventSummaryGenerate, `{"period":"weekly","startDate":"2025-03-03","endDate":"2025-03-09"}`, "generate-analytics-summary"), store.StatusCompleted)
+		const key = "blog:analytics:weekly:2025-03-03"
+		if stored := b.get(t, key); stored != string(week.Output) {
+			t.Fatalf("the week's summary was not stored: %q", stored)
+		}
+		oneDay := b.waitStatus(t, b.send(t, jobs.EventSummaryGenerate, `{"period":"weekly","startDate":"2025-03-03","endDate":"2025-03-03"}`, "generate-analytics-summary"), store.StatusCompleted)
+		if !strings.Contains(string(oneDay.Output), `"endDate":"2025-03-03"`) {
+			t.Fatalf("the ad-hoc run's output = %s", oneDay.Output)
+		}
+		if stored := b.get(t, key); stored != string(week.Output) {
+			t.Errorf("an ad-hoc range replaced the week's summary:\nstored %s\nweek   %s", stored, week.Output)
+		}
+	})
+}
+
+// TestPeriodFrom: the period --from alone covers, and which ranges are
+// whole periods, the ones stored.
+func TestPeriodFrom(t *testing.T) {
+	t.Parallel()
+	day := func(s string) time.Time { d, _ := time.Parse(time.DateOnly, s); return d }
+	tests := []struct{ period, from, start, end string }{
+		{jobs.PeriodDaily, "2025-03-05", "2025-03-05", "2025-03-05"},
+		{jobs.PeriodWeekly, "2025-03-03", "2025-03-03", "2025-03-09"},
+		{jobs.PeriodWeekly, "2025-03-05", "2025-03-05", "2025-03-11"},
+		{jobs.PeriodMonthly, "2025-02-01", "2025-02-01", "2025-02-28"},
+		{jobs.PeriodMonthly, "2024-02-01", "2024-02-01", "2024-02-29"},
+		{jobs.PeriodMonthly, "2025-01-15", "2025-01-15", "2025-02-14"},
+	}
+	for _, tt := range tests {
+		s, e := jobs.PeriodFrom(tt.period, day(tt.from))
+		if s.Format(time.DateOnly) != tt.start || e.Format(time.DateOnly) != tt.end {
+			t.Errorf("PeriodFrom(%s, %s) = %s..%s, want %s..%s", tt.period, tt.from, s.Format(time.DateOnly), e.Format(time.DateOnly), tt.start, tt.end)
+		}
+	}
+	for _, tt := range []struct {
+		period, start, end string
+		whole              bool
+	}{
+		{jobs.PeriodDaily, "2025-03-05", "2025-03-05", true},
+		{jobs.PeriodDaily, "2025-03-01", "2025-03-07", false},
+		{jobs.PeriodWeekly, "2025-03-03", "2025-03-09", true},
+		{jobs.PeriodWeekly, "2025-03-05", "2025-03-11", false}, // seven days, not from a Monday
+		{jobs.PeriodWeekly, "2025-03-03", "2025-03-03", false},
+		{jobs.PeriodMonthly, "2025-02-01", "2025-02-28", true},
+		{jobs.PeriodMonthly, "2025-01-15", "2025-02-14", false},
+	} {
+		if got := jobs.WholePeriod(tt.period, day(tt.start), day(tt.end)); got != tt.whole {
+			t.Errorf("WholePeriod(%s, %s..%s) = %v, want %v", tt.period, tt.start, tt.end, got, tt.whole)
+		}
+	}
 }

@@ -96,6 +96,12 @@ func GenerateAnalyticsSummary(d Deps) engine.Function {
 				return nil, err
 			}
 			if _, err := engine.StepStore(ctx, run, "store-summary", func(ctx context.Context, kv *store.Tx) (string, error) {
+				if !WholePeriod(req.Period, start, end) {
+					// Another range (an ad-hoc report of the command line)
+					// is not stored: its key names the period starting that
+					// day, which the site reads.
+					return "", nil
+				}
 				body, _ := json.Marshal(summary)
 				key := keys.Summary(req.Period, req.StartDate)
 				if err := kv.Set(ctx, key, string(body), summaryTTL); err != nil {
@@ -236,6 +242,39 @@ func SummaryPeriod(period string, t time.Time) (start, end time.Time) {
 		y := today.AddDate(0, 0, -1)
 		return y, y
 	}
+}
+
+// PeriodFrom is the period of the kind period that starts on the day of
+// t: that day, the seven days from it, or the month from it (to the day
+// before the same date next month). From a Monday, or the 1st, it is the
+// calendar week or month SummaryPeriod gives, the ones stored.
+func PeriodFrom(period string, t time.Time) (start, end time.Time) {
+	t = t.UTC()
+	start = time.Date(t.Year(), t.Month(), t.Day(), 0, 0, 0, 0, time.UTC)
+	switch period {
+	case PeriodWeekly:
+		return start, start.AddDate(0, 0, 6)
+	case PeriodMonthly:
+		return start, start.AddDate(0, 1, -1)
+	default:
+		return start, start
+	}
+}
+
+// WholePeriod reports whether start..end is one calendar period of the
+// kind period, as the cron jobs request them: a day, a week from a Monday
+// to a Sunday, a month from its 1st to its last day.
+func WholePeriod(period string, start, end time.Time) bool {
+	s, e := PeriodFrom(period, start)
+	switch {
+	case !s.Equal(start) || !e.Equal(end):
+		return false
+	case period == PeriodWeekly:
+		return start.Weekday() == time.Monday
+	case period == PeriodMonthly:
+		return start.Day() == 1
+	}
+	return true
 }
 
 // DailyAnalyticsSummary requests yesterday's summary at midnight UTC.
