@@ -116,7 +116,7 @@ both set.`,
 	fs.StringVar(&c.SigningKey, "signing-key", c.SigningKey, "bearer key of the admin API and /metrics; unset, they answer only requests straight from this machine")
 	fs.StringVar(&c.SigningKeyFallback, "signing-key-fallback", c.SigningKeyFallback, "previous signing key, still accepted while keys rotate")
 	fs.DurationVar(&c.ShutdownTimeout, "shutdown-timeout", c.ShutdownTimeout, "time in-flight steps get to finish on shutdown")
-	fs.DurationVar(&c.IntakeTimeout, "intake-timeout", c.IntakeTimeout, "how long the event API waits for the store before it answers 503 (resend with the same id)")
+	fs.DurationVar(&c.IntakeTimeout, "intake-timeout", c.IntakeTimeout, "how long the event API (and the site's routes) wait for the store before they answer 503 (resend with the same id)")
 	fs.IntVar(&c.RedisMinReplicas, "redis-min-replicas", c.RedisMinReplicas, "Redis only: every acknowledged write (events, step results, run ends) waits for this many replicas (WAIT); fewer answer 503, resend with the same id; 0 waits for none")
 	fs.DurationVar(&c.RedisReplicaTimeout, "redis-replica-timeout", c.RedisReplicaTimeout, "how long a write waits for --redis-min-replicas replicas (shorter than --intake-timeout)")
 	fs.Var(&c.MaxEventSize, "max-event-size", "largest event accepted")

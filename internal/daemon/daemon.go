@@ -177,6 +177,7 @@ func New(ctx context.Context, cfg config.Serve, logger *slog.Logger, opts Option
 	}
 	siteCfg := site.Config{
 		Origins: cfg.CORSOrigins, TrustedProxies: proxies, GitHubUser: cfg.GitHubUser, Prefix: cfg.SitePrefix,
+		StoreTimeout: cfg.IntakeTimeout,
 	}
 	if cfg.AnalyticsPath != config.AnalyticsOff {
 		siteCfg.AnalyticsPage = cfg.AnalyticsPath

@@ -99,3 +99,52 @@ func TestFrozenRedisFailsReadinessAndIntakeInTime(t *testing.T) {
 		t.Errorf("the resend after the thaw = %d %s", code, body)
 	}
 }
+
+// TestFrozenRedisFailsTheSiteRoutesInTime: with Redis stuck (SIGSTOP, as a
+// hung server or a partition), the site's own routes answer 503 with
+// Retry-After within the store timeout, as the event API does, where they
+// held a visitor's request for 11 to 30 s (the contact form, the view
+// counts, the analytics page); and they answer again after the thaw.
+func TestFrozenRedisFailsTheSiteRoutesInTime(t *testing.T) {
+	t.Parallel()
+	srv := redistest.StartT(t, false)
+	cfg := testConfig(t.TempDir())
+	cfg.Store = srv.URL(0)
+	cfg.IntakeTimeout = time.Second
+	base := start(t, cfg, nil)
+	const contact = `{"name":"Ada","email":"ada@example.com","message":"Hello there, a frozen store."}`
+	routes := []struct{ method, path, body string }{
+		{"POST", "/api/contact", contact},
+		{"GET", "/api/views/a-post", ""},
+		{"GET", "/api/analytics", ""},
+		{"GET", "/analytics", ""},
+	}
+	for _, r := range routes {
+		if code, body, _ := probe(t, r.method, base+r.path, r.body); code != http.StatusOK {
+			t.Fatalf("%s %s before the freeze = %d %s", r.method, r.path, code, body)
+		}
+	}
+	if err := srv.Freeze(); err != nil {
+		t.Fatal(err)
+	}
+	thawed := false
+	defer func() {
+		if !thawed {
+			srv.Thaw()
+		}
+	}()
+	for _, r := range routes {
+		code, body, took := probe(t, r.method, base+r.path, r.body)
+		if code != http.StatusServiceUnavailable || took > cfg.IntakeTimeout+slack {
+			t.Errorf("%s %s with Redis frozen = %d %s after %v, want 503 within %v", r.method, r.path, code, body, took, cfg.IntakeTimeout)
+		}
+	}
+	if err := srv.Thaw(); err != nil {
+		t.Fatal(err)
+	}
+	thawed = true
+	awaitReady(t, base, "the thaw")
+	if code, body, _ := probe(t, "GET", base+"/api/views/a-post", ""); code != http.StatusOK {
+		t.Errorf("the views after the thaw = %d %s", code, body)
+	}
+}

@@ -2,6 +2,7 @@ package site
 
 import (
 	"bytes"
+	"context"
 	"crypto/sha256"
 	"embed"
 	"encoding/hex"
@@ -106,10 +107,12 @@ func num(f float64) string { return strconv.FormatFloat(f, 'f', 2, 64) }
 // with an ETag of its body, so a revalidation that finds it unchanged is a
 // 304 without a body.
 func (s *Server) page(w http.ResponseWriter, r *http.Request) {
-	body, err := s.renderPage(r)
+	ctx, cancel := context.WithTimeout(r.Context(), s.cfg.StoreTimeout)
+	defer cancel()
+	body, err := s.renderPage(r.WithContext(ctx))
 	if err != nil {
 		status := http.StatusInternalServerError
-		if errors.Is(err, store.ErrUnavailable) {
+		if errors.Is(err, store.ErrUnavailable) || errors.Is(err, context.DeadlineExceeded) && r.Context().Err() == nil {
 			status = http.StatusServiceUnavailable
 			w.Header().Set("Retry-After", "1")
 		} else if r.Context().Err() == nil {

@@ -52,7 +52,15 @@ type Config struct {
 	// AnalyticsPage is the path of the public analytics page; empty
 	// serves none.
 	AnalyticsPage string
+	// StoreTimeout bounds the store's part of each request (the intake's
+	// --intake-timeout): a store that does not answer in time gets a 503
+	// with Retry-After, not a request held for as long as it is stuck.
+	// Zero means DefaultStoreTimeout.
+	StoreTimeout time.Duration
 }
+
+// DefaultStoreTimeout is Config.StoreTimeout's default, the intake's.
+const DefaultStoreTimeout = 2 * time.Second
 
 // Server holds the routes' state.
 type Server struct {
@@ -87,6 +95,9 @@ func New(cfg Config, pub Publisher, kv store.KV, clock clockwork.Clock, logger *
 	}
 	if cfg.GitHubUser == "" {
 		cfg.GitHubUser = jobs.DefaultGitHubUser
+	}
+	if cfg.StoreTimeout <= 0 {
+		cfg.StoreTimeout = DefaultStoreTimeout
 	}
 	shared, _ := kv.(RateCounter)
 	return &Server{
@@ -141,21 +152,33 @@ func (s *Server) cors(h handlerFunc) http.Handler {
 				w.Header().Set("Access-Control-Allow-Origin", origin)
 			}
 		}
-		err := h(w, r)
+		client := r.Context()
+		err := s.bounded(w, r, h)
 		var a *answer
 		switch {
 		case err == nil, errors.Is(err, errLimited):
 		case errors.As(err, &a):
 			writeJSON(w, a.status, map[string]string{"error": a.msg})
-		case errors.Is(err, store.ErrUnavailable):
+		case client.Err() != nil:
+			// The client is gone: nobody reads an answer.
+		case errors.Is(err, store.ErrUnavailable), errors.Is(err, context.DeadlineExceeded):
+			if errors.Is(err, context.DeadlineExceeded) {
+				s.log.Warn("site request: the store did not answer in time", "route", r.Pattern, "timeout", s.cfg.StoreTimeout)
+			}
 			w.Header().Set("Retry-After", "1")
 			writeJSON(w, http.StatusServiceUnavailable, map[string]string{"error": "Service unavailable, retry later"})
-		case r.Context().Err() != nil:
 		default:
 			s.log.Error("site request failed", "route", r.Pattern, "err", err)
 			writeJSON(w, http.StatusInternalServerError, map[string]string{"error": "Internal server error"})
 		}
 	})
+}
+
+// bounded runs h with the request's context bounded by StoreTimeout.
+func (s *Server) bounded(w http.ResponseWriter, r *http.Request, h handlerFunc) error {
+	ctx, cancel := context.WithTimeout(r.Context(), s.cfg.StoreTimeout)
+	defer cancel()
+	return h(w, r.WithContext(ctx))
 }
 
 // preflight answers a CORS preflight: 204 with the allowed method for an
