@@ -8,6 +8,8 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -83,6 +85,8 @@ func TestExitCodes(t *testing.T) {
 		{name: "version", args: []string{"version"}, want: cli.ExitOK, wantOut: "cyberdrew v1.2.3\ncommit: abc123\nbuilt:  2025-03-01T00:00:00Z\ngo:     go"},
 		{name: "send --ts after year 9999", args: []string{"send", "a/b", "--ts", "253402300800000"}, want: cli.ExitUsage, wantErr: "want a time from 1970 to 9999-12-31T23:59:59.999Z"},
 		{name: "version as JSON", args: []string{"version", "--json"}, want: cli.ExitOK, wantOut: `"version": "v1.2.3"`},
+		{name: "version -o json, as every command", args: []string{"version", "-o", "json"}, want: cli.ExitOK, wantOut: `"version": "v1.2.3"`},
+		{name: "version -o bogus", args: []string{"version", "-o", "yaml"}, want: cli.ExitUsage, wantErr: `-o "yaml": want table or json`},
 		{name: "completion", args: []string{"completion", "bash"}, want: cli.ExitOK, wantOut: "bash completion"},
 		{name: "completion for zsh", args: []string{"completion", "zsh"}, want: cli.ExitOK, wantOut: "zsh completion"},
 		{name: "dash needs a terminal", args: []string{"dash"}, want: cli.ExitUsage, wantErr: "dash needs a terminal"},
@@ -431,5 +435,22 @@ func TestReadmeStaysInTheRepository(t *testing.T) {
 	}
 	if !strings.Contains(text, "go install ./cmd/cyberdrew") {
 		t.Errorf("the quick start does not put cyberdrew on the PATH")
+	}
+}
+
+// TestUnavailableSaysWhy: a 503 from the daemon is reported with the
+// daemon's own reason, which is not always its store (a limit of streams
+// open): it used to say "its store is unavailable" for every 503.
+func TestUnavailableSaysWhy(t *testing.T) {
+	t.Parallel()
+	daemon := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(http.StatusServiceUnavailable)
+		w.Write([]byte(`{"error":"too many streams open"}`))
+	}))
+	defer daemon.Close()
+	r := run(t, &recorder{}, home, "runs", "list", "--server", daemon.URL)
+	if r.code != cli.ExitUnavailable || !strings.Contains(r.stderr, "cannot serve this now (503): too many streams open") || strings.Contains(r.stderr, "store") {
+		t.Errorf("exit %d, stderr %q; want exit 4 with the daemon's reason and no word of its store", r.code, r.stderr)
 	}
 }

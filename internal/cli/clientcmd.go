@@ -122,7 +122,9 @@ func clientFailure(err error) (code ExitCode, msg string, ok bool) {
 				"It may have been stored. Resend it with the same --id: an id already stored is not stored or run twice "+
 				"(without --id, a resend may store it again).", ae.Message), true
 		case ae.Status == http.StatusServiceUnavailable:
-			return ExitUnavailable, fmt.Sprintf("the daemon is up but its store is unavailable: %s", ae.Message), true
+			// The daemon's message says why: its store, or a limit of its
+			// own (too many streams open).
+			return ExitUnavailable, fmt.Sprintf("the daemon is up but cannot serve this now (503): %s", ae.Message), true
 		case ae.Status >= 400 && ae.Status < 500:
 			return ExitRejected, fmt.Sprintf("the daemon refused the request (%d %s): %s", ae.Status, http.StatusText(ae.Status), ae.Message), true
 		default:

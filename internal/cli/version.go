@@ -59,12 +59,22 @@ func (b Build) resolve() Build {
 }
 
 func newVersionCmd(build Build) *cobra.Command {
-	var asJSON bool
+	var (
+		asJSON bool
+		output string
+	)
 	cmd := &cobra.Command{
 		Use:   "version",
 		Short: "Print the version, commit, build date and Go version",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			switch output {
+			case outputTable:
+			case outputJSON:
+				asJSON = true
+			default:
+				return usageErrorf("-o %q: want table or json", output)
+			}
 			b := build.resolve()
 			out := cmd.OutOrStdout()
 			if asJSON {
@@ -76,6 +86,7 @@ func newVersionCmd(build Build) *cobra.Command {
 			return err
 		},
 	}
-	cmd.Flags().BoolVar(&asJSON, "json", false, "print as JSON")
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print as JSON (as -o json)")
+	cmd.Flags().StringVarP(&output, "output", "o", outputTable, "output format: table or json")
 	return cmd
 }
