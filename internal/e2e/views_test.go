@@ -250,3 +250,38 @@ func TestPostViewsOnARedisCluster(t *testing.T) {
 		t.Errorf("the website's cluster client reads %q from the views key, want %d", v, readers)
 	}
 }
+
+// TestVisitorsCannotRenameAPost: POST /api/views is public, and its body
+// carries the post's title, so any visitor could rename any post on the
+// analytics page, in the summaries and in the milestone emails by sending
+// a view with another title. The title of a post's first view is
+// remembered; a later view's title is ignored.
+func TestVisitorsCannotRenameAPost(t *testing.T) {
+	t.Parallel()
+	const slug, title, spam = "my-first-post", "My first post", "Buy cheap pills at spam.example"
+	onBoth(t, func(t *testing.T, d *deployment) {
+		for n, claimed := range []string{title, spam, spam} {
+			session := fmt.Sprintf("sess_rename_%04d", n)
+			r := visitorN(n).post(t, d, "/api/views", "/blog/"+slug, viewBody(slug, claimed, session, 6000, ""))
+			if r.status != http.StatusOK || strings.TrimSpace(string(r.body)) != `{"recorded":true}` {
+				t.Fatalf("view %d: POST /api/views = %d %s", n, r.status, r.body)
+			}
+		}
+		d.awaitRuns(t, "track-post-view", 3)
+		d.checkViews(t, postViews{slug, 3, 3})
+		var inv struct {
+			Data struct {
+				RunIDs []string `json:"run_ids"`
+			} `json:"data"`
+		}
+		d.admin(t, http.MethodPost, "/v1/functions/calculate-trending/invoke", "", &inv)
+		d.awaitRuns(t, "calculate-trending", 1)
+		r := visitorN(9).get(t, d, "/api/analytics", "/blog")
+		if r.status != http.StatusOK || !strings.Contains(string(r.body), `"title":"`+title+`"`) || strings.Contains(string(r.body), "spam") {
+			t.Errorf("GET /api/analytics = %d %s, want the post under its first title", r.status, r.body)
+		}
+		if got := d.get(t, "blog:post:"+slug+":title"); got != title {
+			t.Errorf("the remembered title = %q, want %q", got, title)
+		}
+	})
+}

@@ -1,6 +1,7 @@
 package jobs
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -90,21 +91,29 @@ func TrackPostView(d Deps) engine.Function {
 			}); err != nil {
 				return nil, err
 			}
-			title := ev.Title
-			if title == "" {
-				title = ev.Slug
-			}
 			type claimed struct {
 				Total   int64   `json:"total"`
 				Reached []int64 `json:"reached"`
+				// Title is the post's remembered title, read when a
+				// milestone is reached by a view that carries none (the
+				// site's route passes a title on a post's first view only).
+				Title string `json:"title,omitempty"`
 			}
 			check, err := engine.StepStore(ctx, run, "check-milestones", func(ctx context.Context, kv *store.Tx) (claimed, error) {
 				reached, err := claimMilestones(ctx, kv, keys, ev.Slug, run.ID, date, total-1, total)
-				return claimed{Total: total, Reached: reached}, err
+				c := claimed{Total: total, Reached: reached}
+				if err == nil && len(reached) > 0 && ev.Title == "" {
+					c.Title, err = kv.GetUnchecked(ctx, keys.PostTitle(ev.Slug))
+					if errors.Is(err, store.ErrNotFound) {
+						err = nil
+					}
+				}
+				return c, err
 			})
 			if err != nil {
 				return nil, err
 			}
+			title := cmp.Or(ev.Title, check.Title, ev.Slug)
 			reached := check.Reached
 			if len(reached) > 0 {
 				evs := make([]engine.IncomingEvent, len(reached))

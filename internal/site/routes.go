@@ -2,6 +2,7 @@ package site
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"errors"
 	"io"
@@ -189,8 +190,11 @@ func (s *Server) views(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
+	if err := s.rememberTitle(r.Context(), slug, strings.TrimSpace(cut(str(body, "title"), 200))); err != nil {
+		return err
+	}
 	ev := jobs.PostViewed{
-		Slug: slug, Title: strings.TrimSpace(cut(str(body, "title"), 200)), ViewedAt: now.Format(time.RFC3339),
+		Slug: slug, ViewedAt: now.Format(time.RFC3339),
 		Referrer: cut(str(body, "referrer"), 500), Visitor: visitor,
 	}
 	if s.trusted(peer(r)) {
@@ -368,4 +372,19 @@ func (s *Server) count(r *http.Request, key string) (int64, error) {
 		return 0, err
 	}
 	return strconv.ParseInt(v, 10, 64)
+}
+
+// rememberTitle keeps the title a view gives its post when the post has
+// none yet (set-if-absent), and the view's event carries no title: this
+// route is public, and a visitor must not rename a post whose title shows
+// on the analytics page, in the summaries and in the milestone emails. The
+// owner retitles a post with a blog/post.viewed event carrying the new
+// title, sent to the event API, which takes its key (track-post-view
+// writes an event's title over the remembered one).
+func (s *Server) rememberTitle(ctx context.Context, slug, title string) error {
+	if title == "" {
+		return nil
+	}
+	_, err := s.kv.SetNX(ctx, s.keys.PostTitle(slug), title, 0)
+	return err
 }
