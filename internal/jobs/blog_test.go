@@ -405,3 +405,23 @@ func TestPeriodFrom(t *testing.T) {
 		}
 	}
 }
+
+// TestSummaryCronRefusesAMistypedTime: an invoke whose scheduled_at is not
+// a time fails, naming it, where it summarised yesterday without a word.
+func TestSummaryCronRefusesAMistypedTime(t *testing.T) {
+	t.Parallel()
+	backendtest.OnEach(t, func(t *testing.T, be backendtest.Backend) {
+		b := setup(t, be, nil)
+		acc, err := b.eng.Invoke(b.ctx, "daily-analytics-summary", json.RawMessage(`{"scheduled_at":"garbage"}`))
+		if err != nil {
+			t.Fatal(err)
+		}
+		r := b.waitStatus(t, acc.Runs[0].ID, store.StatusFailed)
+		if !strings.Contains(r.Error, `scheduled_at "garbage"`) {
+			t.Errorf("the run's error = %q, want it to name scheduled_at", r.Error)
+		}
+		if gen := b.runs(t, "generate-analytics-summary"); len(gen) != 0 {
+			t.Errorf("%d summaries requested from a mistyped time", len(gen))
+		}
+	})
+}

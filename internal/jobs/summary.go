@@ -305,10 +305,14 @@ func summaryCron(id, name, spec, period string) engine.Function {
 			var timer struct {
 				ScheduledAt string `json:"scheduled_at"`
 			}
-			if json.Unmarshal(run.Event.Data, &timer) == nil {
-				if t, err := time.Parse(time.RFC3339, timer.ScheduledAt); err == nil {
-					tick = t
+			if json.Unmarshal(run.Event.Data, &timer) == nil && timer.ScheduledAt != "" {
+				t, err := time.Parse(time.RFC3339, timer.ScheduledAt)
+				if err != nil {
+					// An invoke's mistyped time must not summarise another
+					// period without a word.
+					return nil, engine.NonRetriable(fmt.Errorf("%s: scheduled_at %q: want an RFC 3339 time", id, timer.ScheduledAt))
 				}
+				tick = t
 			}
 			start, end := SummaryPeriod(period, tick)
 			req := SummaryRequest{Period: period, StartDate: start.Format(dateLayout), EndDate: end.Format(dateLayout)}
