@@ -32,6 +32,23 @@ func testConfig(dir string) config.Serve {
 	return cfg
 }
 
+// eachStore runs test in parallel subtests, "sqlite" and "redis", each
+// with testConfig on its store: SQLite in a temporary directory, or a
+// redis-server of its own.
+func eachStore(t *testing.T, test func(t *testing.T, cfg config.Serve)) {
+	t.Helper()
+	for _, backend := range []string{"sqlite", "redis"} {
+		t.Run(backend, func(t *testing.T) {
+			t.Parallel()
+			cfg := testConfig(t.TempDir())
+			if backend == "redis" {
+				cfg.Store = redistest.StartT(t, false).URL(0)
+			}
+			test(t, cfg)
+		})
+	}
+}
+
 // start runs a daemon until the test ends and returns its base URL.
 func start(t *testing.T, cfg config.Serve, fns []engine.Function) string {
 	t.Helper()
@@ -508,34 +525,27 @@ func TestRetriedRequestWithTheSameSeedStoresNothingTwice(t *testing.T) {
 // on SQLite and on Redis.
 func TestEventsAfterYear9999AreRefused(t *testing.T) {
 	t.Parallel()
-	for _, backend := range []string{"sqlite", "redis"} {
-		t.Run(backend, func(t *testing.T) {
-			t.Parallel()
-			cfg := testConfig(t.TempDir())
-			if backend == "redis" {
-				cfg.Store = redistest.StartT(t, false).URL(0)
-			}
-			c := client{t: t, base: start(t, cfg, nil)}
-			var bad struct {
-				Error string `json:"error"`
-			}
-			code := c.do("POST", "/e/k", `{"name":"test/hello.world","data":{"email":"a@b.c"},"ts":253402300800000}`, &bad)
-			if code != 400 || !strings.Contains(bad.Error, "ts: must be no later than 253402300799999") {
-				t.Fatalf("a ts in year 10000 answered %d %q, want 400 naming ts", code, bad.Error)
-			}
-			var acc struct {
-				IDs []string `json:"ids"`
-			}
-			if code := c.do("POST", "/e/k", `{"name":"test/hello.world","data":{"email":"a@b.c"},"ts":253402300799999}`, &acc); code != 200 || len(acc.IDs) != 1 {
-				t.Fatalf("the latest valid ts answered %d %+v", code, acc)
-			}
-			var runs runsAnswer
-			if code := c.do("GET", "/v1/runs", "", &runs); code != 200 || len(runs.Data) != 1 {
-				t.Fatalf("GET /v1/runs answered %d with %d runs, want 200 with the run due in 9999", code, len(runs.Data))
-			}
-			if code := c.do("GET", "/v1/events/"+acc.IDs[0]+"/runs", "", &runs); code != 200 {
-				t.Fatalf("GET the event's runs answered %d", code)
-			}
-		})
-	}
+	eachStore(t, func(t *testing.T, cfg config.Serve) {
+		c := client{t: t, base: start(t, cfg, nil)}
+		var bad struct {
+			Error string `json:"error"`
+		}
+		code := c.do("POST", "/e/k", `{"name":"test/hello.world","data":{"email":"a@b.c"},"ts":253402300800000}`, &bad)
+		if code != 400 || !strings.Contains(bad.Error, "ts: must be no later than 253402300799999") {
+			t.Fatalf("a ts in year 10000 answered %d %q, want 400 naming ts", code, bad.Error)
+		}
+		var acc struct {
+			IDs []string `json:"ids"`
+		}
+		if code := c.do("POST", "/e/k", `{"name":"test/hello.world","data":{"email":"a@b.c"},"ts":253402300799999}`, &acc); code != 200 || len(acc.IDs) != 1 {
+			t.Fatalf("the latest valid ts answered %d %+v", code, acc)
+		}
+		var runs runsAnswer
+		if code := c.do("GET", "/v1/runs", "", &runs); code != 200 || len(runs.Data) != 1 {
+			t.Fatalf("GET /v1/runs answered %d with %d runs, want 200 with the run due in 9999", code, len(runs.Data))
+		}
+		if code := c.do("GET", "/v1/events/"+acc.IDs[0]+"/runs", "", &runs); code != 200 {
+			t.Fatalf("GET the event's runs answered %d", code)
+		}
+	})
 }

@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/dcyfr/cyberdrew/internal/config"
 	"github.com/dcyfr/cyberdrew/internal/store/redis/redistest"
 )
 
@@ -52,17 +53,25 @@ func probe(t *testing.T, method, url, body string) (int, string, time.Duration) 
 // machine: the assertions say "did not hang", not how fast.
 const slack = 3 * time.Second
 
+// redisDaemon runs a daemon on a redis-server of its own, with an intake
+// timeout of 1 s, and returns the server, the daemon's configuration and
+// its base URL.
+func redisDaemon(t *testing.T) (*redistest.Server, config.Serve, string) {
+	t.Helper()
+	srv := redistest.StartT(t, false)
+	cfg := testConfig(t.TempDir())
+	cfg.Store = srv.URL(0)
+	cfg.IntakeTimeout = time.Second
+	return srv, cfg, start(t, cfg, nil)
+}
+
 // TestFrozenRedisFailsReadinessAndIntakeInTime freezes the daemon's Redis
 // (SIGSTOP): /readyz answers 503 within its timeout and intake 503 within
 // its bound, saying a resend with the same id is safe; after SIGCONT both
 // recover by themselves.
 func TestFrozenRedisFailsReadinessAndIntakeInTime(t *testing.T) {
 	t.Parallel()
-	srv := redistest.StartT(t, false)
-	cfg := testConfig(t.TempDir())
-	cfg.Store = srv.URL(0)
-	cfg.IntakeTimeout = time.Second
-	base := start(t, cfg, nil)
+	srv, cfg, base := redisDaemon(t)
 	const event = `{"name":"test/hello.world","id":"frozen-1","data":{"email":"a@b.c"}}`
 	if code, body, _ := probe(t, "POST", base+"/e/anykey", event); code != http.StatusOK {
 		t.Fatalf("intake before the freeze = %d %s", code, body)
@@ -107,11 +116,7 @@ func TestFrozenRedisFailsReadinessAndIntakeInTime(t *testing.T) {
 // counts, the analytics page); and they answer again after the thaw.
 func TestFrozenRedisFailsTheSiteRoutesInTime(t *testing.T) {
 	t.Parallel()
-	srv := redistest.StartT(t, false)
-	cfg := testConfig(t.TempDir())
-	cfg.Store = srv.URL(0)
-	cfg.IntakeTimeout = time.Second
-	base := start(t, cfg, nil)
+	srv, cfg, base := redisDaemon(t)
 	const contact = `{"name":"Ada","email":"ada@example.com","message":"Hello there, a frozen store."}`
 	routes := []struct{ method, path, body string }{
 		{"POST", "/api/contact", contact},

@@ -13,10 +13,10 @@ import (
 
 	"github.com/jonboulle/clockwork"
 
+	"github.com/dcyfr/cyberdrew/internal/config"
 	"github.com/dcyfr/cyberdrew/internal/daemon"
 	"github.com/dcyfr/cyberdrew/internal/daemon/daemontest"
 	"github.com/dcyfr/cyberdrew/internal/engine"
-	"github.com/dcyfr/cyberdrew/internal/store/redis/redistest"
 )
 
 // TestRetentionKeepsTheFileBounded runs cycles of 400 runs, each with
@@ -121,70 +121,63 @@ func TestRetentionKeepsTheFileBounded(t *testing.T) {
 // runs keep the daemon's retention.
 func TestFunctionRetentionPrunesItsCompletedRuns(t *testing.T) {
 	t.Parallel()
-	for _, kind := range []string{"sqlite", "redis"} {
-		t.Run(kind, func(t *testing.T) {
-			t.Parallel()
-			cfg := testConfig(t.TempDir())
-			if kind == "redis" {
-				cfg.Store = redistest.StartT(t, false).URL(0)
-			}
-			clock := clockwork.NewFakeClockAt(time.Date(2025, 3, 1, 12, 0, 0, 0, time.UTC))
-			handler := func(ctx context.Context, r *engine.Run) (any, error) {
-				return engine.Step(ctx, r, "work", func(ctx context.Context) (string, error) {
-					if strings.Contains(string(r.Event.Data), "fail") {
-						return "", engine.NonRetriable(errors.New("told to fail"))
-					}
-					return "done", nil
-				})
-			}
-			fns := []engine.Function{
-				{ID: "brief", Triggers: []engine.Trigger{{Event: "test/brief"}}, Retention: time.Hour, Handler: handler},
-				{ID: "kept", Triggers: []engine.Trigger{{Event: "test/kept"}}, Handler: handler},
-			}
-			d := daemontest.Run(t, cfg, nil, daemon.Options{Clock: clock, Functions: fns})
-			c := client{t: t, base: "http://" + d.Addr()}
-			changes := c.stream("")
-			send := func(name, data string) (event, run string) {
-				t.Helper()
-				var acc struct {
-					IDs []string `json:"ids"`
+	eachStore(t, func(t *testing.T, cfg config.Serve) {
+		clock := clockwork.NewFakeClockAt(time.Date(2025, 3, 1, 12, 0, 0, 0, time.UTC))
+		handler := func(ctx context.Context, r *engine.Run) (any, error) {
+			return engine.Step(ctx, r, "work", func(ctx context.Context) (string, error) {
+				if strings.Contains(string(r.Event.Data), "fail") {
+					return "", engine.NonRetriable(errors.New("told to fail"))
 				}
-				if code := c.do("POST", "/e/k", fmt.Sprintf(`{"name":%q,"data":%s}`, name, data), &acc); code != 200 {
-					t.Fatalf("intake: %d", code)
-				}
-				var runs runsAnswer
-				c.do("GET", "/v1/events/"+acc.IDs[0]+"/runs", "", &runs)
-				if len(runs.Data) != 1 {
-					t.Fatalf("runs of %s = %+v", name, runs.Data)
-				}
-				return acc.IDs[0], runs.Data[0].RunID
+				return "done", nil
+			})
+		}
+		fns := []engine.Function{
+			{ID: "brief", Triggers: []engine.Trigger{{Event: "test/brief"}}, Retention: time.Hour, Handler: handler},
+			{ID: "kept", Triggers: []engine.Trigger{{Event: "test/kept"}}, Handler: handler},
+		}
+		d := daemontest.Run(t, cfg, nil, daemon.Options{Clock: clock, Functions: fns})
+		c := client{t: t, base: "http://" + d.Addr()}
+		changes := c.stream("")
+		send := func(name, data string) (event, run string) {
+			t.Helper()
+			var acc struct {
+				IDs []string `json:"ids"`
 			}
-			briefEvent, briefRun := send("test/brief", `{}`)
-			_, failedRun := send("test/brief", `{"fail":true}`)
-			keptEvent, keptRun := send("test/kept", `{}`)
-			// The three run at once and end in any order.
-			awaitRuns(t, changes, []string{briefRun, failedRun, keptRun}, 10*time.Second)
+			if code := c.do("POST", "/e/k", fmt.Sprintf(`{"name":%q,"data":%s}`, name, data), &acc); code != 200 {
+				t.Fatalf("intake: %d", code)
+			}
+			var runs runsAnswer
+			c.do("GET", "/v1/events/"+acc.IDs[0]+"/runs", "", &runs)
+			if len(runs.Data) != 1 {
+				t.Fatalf("runs of %s = %+v", name, runs.Data)
+			}
+			return acc.IDs[0], runs.Data[0].RunID
+		}
+		briefEvent, briefRun := send("test/brief", `{}`)
+		_, failedRun := send("test/brief", `{"fail":true}`)
+		keptEvent, keptRun := send("test/kept", `{}`)
+		// The three run at once and end in any order.
+		awaitRuns(t, changes, []string{briefRun, failedRun, keptRun}, 10*time.Second)
 
-			clock.Advance(time.Hour + 15*time.Minute)
-			deadline := time.Now().Add(30 * time.Second)
-			for c.do("GET", "/v1/runs/"+briefRun, "", nil) != 404 {
-				if time.Now().After(deadline) {
-					t.Fatalf("the completed run of brief was not pruned an hour after it ended")
-				}
-				time.Sleep(20 * time.Millisecond) // no change announces a prune
+		clock.Advance(time.Hour + 15*time.Minute)
+		deadline := time.Now().Add(30 * time.Second)
+		for c.do("GET", "/v1/runs/"+briefRun, "", nil) != 404 {
+			if time.Now().After(deadline) {
+				t.Fatalf("the completed run of brief was not pruned an hour after it ended")
 			}
-			if code := c.do("GET", "/v1/events/"+briefEvent, "", nil); code != 404 {
-				t.Errorf("GET the pruned run's event = %d, want 404", code)
+			time.Sleep(20 * time.Millisecond) // no change announces a prune
+		}
+		if code := c.do("GET", "/v1/events/"+briefEvent, "", nil); code != 404 {
+			t.Errorf("GET the pruned run's event = %d, want 404", code)
+		}
+		for what, path := range map[string]string{
+			"the failed run of brief": "/v1/runs/" + failedRun,
+			"the run of kept":         "/v1/runs/" + keptRun,
+			"the event of kept":       "/v1/events/" + keptEvent,
+		} {
+			if code := c.do("GET", path, "", nil); code != 200 {
+				t.Errorf("GET %s = %d, want 200: %s must keep the daemon's retention", path, code, what)
 			}
-			for what, path := range map[string]string{
-				"the failed run of brief": "/v1/runs/" + failedRun,
-				"the run of kept":         "/v1/runs/" + keptRun,
-				"the event of kept":       "/v1/events/" + keptEvent,
-			} {
-				if code := c.do("GET", path, "", nil); code != 200 {
-					t.Errorf("GET %s = %d, want 200: %s must keep the daemon's retention", path, code, what)
-				}
-			}
-		})
-	}
+		}
+	})
 }
