@@ -385,6 +385,15 @@ func (s *Server) rememberTitle(ctx context.Context, slug, title string) error {
 	if title == "" {
 		return nil
 	}
-	_, err := s.kv.SetNX(ctx, s.keys.PostTitle(slug), title, 0)
+	key := s.keys.PostTitle(slug)
+	// A read first: once a post has its title (every view but its first
+	// few), a view costs no write.
+	switch _, err := s.kv.Get(ctx, key); {
+	case err == nil:
+		return nil
+	case !errors.Is(err, store.ErrNotFound):
+		return err
+	}
+	_, err := s.kv.SetNX(ctx, key, title, 0)
 	return err
 }
