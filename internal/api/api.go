@@ -412,6 +412,18 @@ func badRequest(msg string) error {
 	return &httpError{status: http.StatusBadRequest, msg: msg}
 }
 
+// invalidDetail is what a store.ErrInvalid error says about the request,
+// without the layers that wrapped it ("sqlite: list runs: invalid request:
+// malformed cursor" says "malformed cursor").
+func invalidDetail(err error) string {
+	msg := err.Error()
+	marker := store.ErrInvalid.Error() + ": "
+	if i := strings.LastIndex(msg, marker); i >= 0 && i+len(marker) < len(msg) {
+		return msg[i+len(marker):]
+	}
+	return msg // the detail comes before the sentinel, or there is none
+}
+
 // classify maps err to its status and a message safe to show: the route's
 // own httpError, a validation failure, the store's and the engine's
 // sentinels, and 500 for anything else (logged, not shown). ok is false when
@@ -436,7 +448,7 @@ func (s *server) classify(w http.ResponseWriter, r *http.Request, err error) (st
 	case errors.Is(err, store.ErrFinished):
 		return http.StatusConflict, "run already finished", true
 	case errors.Is(err, store.ErrInvalid):
-		return http.StatusBadRequest, err.Error(), true
+		return http.StatusBadRequest, invalidDetail(err), true
 	case errors.Is(err, store.ErrUnavailable):
 		s.log.Warn("store unavailable", "route", r.Pattern, "err", err)
 		w.Header().Set("Retry-After", "1")

@@ -549,3 +549,21 @@ func TestEventsAfterYear9999AreRefused(t *testing.T) {
 		}
 	})
 }
+
+// TestMalformedCursorSaysSo: a listing with a cursor it never gave answers
+// 400 "malformed cursor", not the store's own layers ("sqlite: list runs:
+// invalid request: …").
+func TestMalformedCursorSaysSo(t *testing.T) {
+	t.Parallel()
+	eachStore(t, func(t *testing.T, cfg config.Serve) {
+		c := client{t: t, base: start(t, cfg, nil)}
+		for _, path := range []string{"/v1/runs?cursor=garbage", "/v1/events?cursor=garbage"} {
+			var bad struct {
+				Error string `json:"error"`
+			}
+			if code := c.do("GET", path, "", &bad); code != 400 || bad.Error != "malformed cursor" {
+				t.Errorf("GET %s = %d %q, want 400 %q", path, code, bad.Error, "malformed cursor")
+			}
+		}
+	})
+}
