@@ -2,12 +2,14 @@ package cli
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"net/http"
+	"strings"
 	"sync"
 	"text/tabwriter"
 	"time"
@@ -340,13 +342,14 @@ func waitOutcome(res waitResult, timeout time.Duration) error {
 	case res.TimedOut:
 		return &exitError{code: ExitTimeout, err: fmt.Errorf("timed out after %s: runs still unfinished", timeout)}
 	case res.failed():
-		n := 0
+		var why []string
 		for _, r := range res.Runs {
 			if r.Status == "Failed" || r.Status == "Cancelled" {
-				n++
+				why = append(why, r.FunctionID+": "+cmp.Or(r.Error, strings.ToLower(r.Status)))
 			}
 		}
-		return &exitError{code: ExitRunFailed, err: fmt.Errorf("%d of %d runs failed", n, len(res.Runs))}
+		// The runs' own errors, so that -o json's error says why too.
+		return &exitError{code: ExitRunFailed, err: fmt.Errorf("%d of %d runs failed (%s)", len(why), len(res.Runs), strings.Join(why, "; "))}
 	}
 	return nil
 }
