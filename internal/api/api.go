@@ -13,6 +13,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"github.com/jonboulle/clockwork"
 	"log/slog"
 	"net/http"
 	"strings"
@@ -58,6 +59,9 @@ type Config struct {
 	StreamStall time.Duration
 	// ReadyTimeout bounds the store probe of /readyz.
 	ReadyTimeout time.Duration
+	// Clock is the engine's clock, against which intake checks the time
+	// of a client's event id seed; nil means the real clock.
+	Clock clockwork.Clock
 	// IntakeTimeout bounds how long intake waits for the store: past it
 	// the request gets a 503 saying the events may have been stored and a
 	// resend with the same ids is safe.
@@ -177,6 +181,9 @@ func New(cfg Config, eng Engine, st Reader, logger *slog.Logger) http.Handler {
 	}
 	if cfg.IntakeTimeout <= 0 {
 		cfg.IntakeTimeout = DefaultIntakeTimeout
+	}
+	if cfg.Clock == nil {
+		cfg.Clock = clockwork.NewRealClock()
 	}
 	if cfg.MaxStreams <= 0 {
 		cfg.MaxStreams = DefaultMaxStreams

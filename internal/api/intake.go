@@ -16,6 +16,8 @@ import (
 	"unicode"
 	"unicode/utf8"
 
+	"github.com/oklog/ulid/v2"
+
 	"github.com/dcyfr/cyberdrew/internal/engine"
 	"github.com/dcyfr/cyberdrew/internal/store"
 	"github.com/dcyfr/cyberdrew/internal/wire"
@@ -40,7 +42,7 @@ func (s *server) intake(w http.ResponseWriter, r *http.Request) error {
 	}
 	// A client retrying a request sends the same seed: the same ids make
 	// the store answer the first attempt's ids and store nothing twice.
-	for i, id := range engine.SeededIDs(r.Header.Get(engine.SeedHeader), len(evs)) {
+	for i, id := range s.seededIDs(r, len(evs)) {
 		evs[i].InternalID = id
 	}
 	accepted, err := s.publish(r, evs)
@@ -57,6 +59,28 @@ func (s *server) intake(w http.ResponseWriter, r *http.Request) error {
 	s.cfg.Observer.EventsAccepted(len(ids))
 	writeJSON(w, http.StatusOK, wire.Sent{IDs: ids, Status: http.StatusOK})
 	return nil
+}
+
+// maxSeedAhead is how far ahead of the engine's clock a client's event id
+// seed may be dated: the dedupe window of event ids. An id dates its event
+// (listings sort by it, and an event a later seed dated would head them
+// and outlive its retention), so a seed further ahead is not used: its
+// events get ids of their own, and a retry of that request may store them
+// again.
+const maxSeedAhead = 24 * time.Hour
+
+// seededIDs are the ids the request's seed header gives its n events, or
+// none (engine.SeededIDs, and maxSeedAhead).
+func (s *server) seededIDs(r *http.Request, n int) []string {
+	ids := engine.SeededIDs(r.Header.Get(engine.SeedHeader), n)
+	if len(ids) == 0 {
+		return nil
+	}
+	if u, err := ulid.Parse(ids[0]); err != nil || ulid.Time(u.Time()).After(s.cfg.Clock.Now().Add(maxSeedAhead)) {
+		s.log.Debug("intake: event id seed dated too far ahead; ids minted instead", "seed", r.Header.Get(engine.SeedHeader))
+		return nil
+	}
+	return ids
 }
 
 // publish stores evs, waiting at most IntakeTimeout for the store. A store

@@ -9,6 +9,9 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/jonboulle/clockwork"
 
 	"github.com/dcyfr/cyberdrew/internal/api"
 	"github.com/dcyfr/cyberdrew/internal/engine"
@@ -310,6 +313,38 @@ func TestIntakeEngineErrors(t *testing.T) {
 			}
 			if strings.Contains(string(a.body), "secret") {
 				t.Errorf("answer %s shows the internal error", a.body)
+			}
+		})
+	}
+}
+
+// TestIntakeSeedDatedFarAheadIsNotUsed: a seed gives the request's events
+// ids of its time, and an id dates its event, so a seed more than a day
+// ahead of the engine's clock is not used (its events get ids of their
+// own), while one within the day is.
+func TestIntakeSeedDatedFarAheadIsNotUsed(t *testing.T) {
+	t.Parallel()
+	now := time.Date(2026, 12, 7, 9, 0, 0, 0, time.UTC)
+	for _, tt := range []struct {
+		name   string
+		ahead  time.Duration
+		seeded bool
+	}{
+		{"an hour ahead", time.Hour, true},
+		{"a day and a minute ahead", 24*time.Hour + time.Minute, false},
+		{"a year behind", -365 * 24 * time.Hour, true},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			b := setup(t, api.Config{Clock: clockwork.NewFakeClockAt(now)})
+			seed := fmt.Sprintf("%d,AAECAwQFBgcICQ==", now.Add(tt.ahead).UnixMilli())
+			a := do(t, http.MethodPost, b.url+"/e/anykey", strings.NewReader(`{"name":"a/b"}`), "X-Inngest-Event-Id-Seed", seed)
+			if a.status != http.StatusOK {
+				t.Fatalf("intake = %d %s", a.status, a.body)
+			}
+			pub := b.eng.publishedEvents()
+			if len(pub) != 1 || (pub[0].InternalID != "") != tt.seeded {
+				t.Errorf("published %+v, want an id from the seed: %v", pub, tt.seeded)
 			}
 		})
 	}

@@ -203,6 +203,7 @@ func New(ctx context.Context, cfg config.Serve, logger *slog.Logger, opts Option
 		MaxRequestSize: int64(cfg.MaxRequestSize),
 		MaxBatch:       cfg.MaxBatch,
 		IntakeTimeout:  cfg.IntakeTimeout,
+		Clock:          clock,
 		MaxStreams:     cfg.MaxStreams,
 		StreamStall:    cfg.StreamStall,
 		Closing:        d.closing,
