@@ -145,6 +145,13 @@ func (s RunSpec) Leasable(now time.Time) bool {
 	return !s.AvailableAt.After(now) && s.DebounceKey == "" && s.ConcurrencyKey == ""
 }
 
+// LeaseNow reports whether the spec asks for a lease (LeaseTo) and may
+// get one when it is published at now (Leasable): the rule both stores
+// apply, to a run they create Queued.
+func (s RunSpec) LeaseNow(now time.Time) bool {
+	return s.LeaseTo.Owner != "" && s.Leasable(now)
+}
+
 // Publication is an event to store together with the runs it triggers.
 // A non-empty Event.ClientID that was seen within ClientIDTTL makes the
 // publication a duplicate: nothing is stored and the first event's id is

@@ -214,7 +214,7 @@ func specArgs(specs []store.RunSpec, now time.Time) []specArg {
 			Deb:    r.DebounceKey, DebPeriod: r.DebouncePeriod.Milliseconds(), DebMax: r.DebounceMaxWait.Milliseconds(),
 			CKey: r.ConcurrencyKey, CLimit: r.ConcurrencyLimit, FTimeout: r.FinishTimeout.Milliseconds(),
 		}
-		if r.LeaseTo.Owner != "" && r.Leasable(now) {
+		if r.LeaseNow(now) {
 			out[i].LeaseOwner, out[i].LeaseToken, out[i].LeaseUntil = r.LeaseTo.Owner, newToken(), now.Add(r.LeaseTo.TTL).UnixMilli()
 		}
 	}

@@ -194,7 +194,7 @@ WHERE i.key = ? AND (i.expires_at IS NULL OR i.expires_at > ?)`, spec.Idempotenc
 	// A run whose spec asks for a lease and may start now is created
 	// leased, as Claim would lease it (RunSpec.LeaseTo): Running, started
 	// now, owned, its lease expiry as its available_at, its finish due.
-	leased := status == store.StatusQueued && spec.LeaseTo.Owner != "" && spec.Leasable(t.now)
+	leased := status == store.StatusQueued && spec.LeaseNow(t.now)
 	var endedAt, startedAt, availableAt, finishBy, owner any
 	switch {
 	case status == store.StatusSkipped:
