@@ -84,6 +84,9 @@ func (k keys) stepLog(run string) string    { return k.engine + "steplog:" + run
 func (k keys) matched(run string) string    { return k.engine + "matched:" + run }
 func (k keys) changes() string              { return k.engine + "changes" }
 func (k keys) health() string               { return k.engine + "health" }
+func (k keys) registry(name string) string  { return k.engine + name } // "fns" or "names"
+func (k keys) waits(name string) string     { return k.engine + "waits:" + name }
+func (k keys) txGate() string               { return k.engine + "txgate" }
 func (k keys) layout() string               { return k.engine + "layout" }
 
 // siteKey is the Redis name of the site's key.

@@ -92,7 +92,7 @@ func (s *Store) upgradeLayout(ctx context.Context) error {
 	// version, or (layout 1 did not) when it has indexes.
 	earlier := err == nil
 	if !earlier {
-		n, err := s.rdb.Exists(ctx, s.keys.engine+"fns", s.keys.engine+"names", stale[0], stale[1]).Result()
+		n, err := s.rdb.Exists(ctx, s.keys.registry("fns"), s.keys.registry("names"), stale[0], stale[1]).Result()
 		if err != nil {
 			return err
 		}
@@ -119,10 +119,10 @@ func (s *Store) upgradeLayout(ctx context.Context) error {
 		}
 		_, err = s.rdb.Pipelined(ctx, func(p goredis.Pipeliner) error {
 			for i := 0; i < len(fns); i += 1000 {
-				p.SAdd(ctx, s.keys.engine+"fns", fns[i:min(i+1000, len(fns))]...)
+				p.SAdd(ctx, s.keys.registry("fns"), fns[i:min(i+1000, len(fns))]...)
 			}
 			for i := 0; i < len(names); i += 1000 {
-				p.SAdd(ctx, s.keys.engine+"names", names[i:min(i+1000, len(names))]...)
+				p.SAdd(ctx, s.keys.registry("names"), names[i:min(i+1000, len(names))]...)
 			}
 			p.Unlink(ctx, stale...)
 			return nil

@@ -8,6 +8,8 @@ import (
 	"strings"
 
 	goredis "github.com/redis/go-redis/v9"
+
+	"github.com/dcyfr/cyberdrew/internal/store"
 )
 
 // Publications without flow control as one transaction.
@@ -96,14 +98,14 @@ func (s *Store) publishTx(ctx context.Context, items []pubItem) ([]any, error) {
 	conn := s.rdb.(*goredis.Client).Conn()
 	defer conn.Close()
 	watched := make([]string, 1, len(items)+2)
-	watched[0] = s.keys.engine + "txgate"
+	watched[0] = s.keys.txGate()
 	names := make(map[string]bool, 1)
 	for i := range items {
 		a := &items[i].arg
 		watched = append(watched, s.keys.event(a.ID))
 		if !names[a.Name] {
 			names[a.Name] = true
-			watched = append(watched, s.keys.engine+"waits:"+a.Name)
+			watched = append(watched, s.keys.waits(a.Name))
 		}
 	}
 	w := newTxWrites(s.keys, len(items))
@@ -225,13 +227,13 @@ func (w *txWrites) publication(it *pubItem) {
 // returns create_run's reply.
 func (w *txWrites) run(eventID string, r *specArg, at int64, now string) any {
 	avail := max(at, r.Avail)
-	status := "Queued"
+	status := store.StatusQueued
 	leased := r.LeaseOwner != ""
 	if leased {
-		status, avail = "Running", r.LeaseUntil
+		status, avail = store.StatusRunning, r.LeaseUntil
 	}
 	fields := make([]any, 0, 18)
-	fields = append(fields, "fn", r.Function, "ev", eventID, "status", status, "created", now)
+	fields = append(fields, "fn", r.Function, "ev", eventID, "status", string(status), "created", now)
 	if leased {
 		fields = append(fields, "owner", r.LeaseOwner, "token", r.LeaseToken, "s", "0")
 		if r.FTimeout > 0 {
@@ -251,11 +253,11 @@ func (w *txWrites) run(eventID string, r *specArg, at int64, now string) any {
 	w.indexed(w.k.runsByFunction(r.Function), member(at, r.ID))
 	w.fns = appendOnce(w.fns, r.Function)
 	if leased {
-		w.change("run", eventID, "", r.ID, r.Function, status, "")
-		return []any{r.ID, r.Function, status, int64(0), "", r.LeaseToken, fields}
+		w.change("run", eventID, "", r.ID, r.Function, string(status), "")
+		return []any{r.ID, r.Function, string(status), int64(0), "", r.LeaseToken, fields}
 	}
-	w.change("run", eventID, "", r.ID, r.Function, status, availText)
-	return []any{r.ID, r.Function, status, int64(0), ""}
+	w.change("run", eventID, "", r.ID, r.Function, string(status), availText)
+	return []any{r.ID, r.Function, string(status), int64(0), ""}
 }
 
 // finish adds the writes gathered last, as the script's flush makes
@@ -268,10 +270,10 @@ func (w *txWrites) finish() {
 		w.commands = append(w.commands, append([]any{"ZADD", key}, w.index[key]...))
 	}
 	if len(w.names) > 0 {
-		w.commands = append(w.commands, append([]any{"SADD", w.k.engine + "names"}, toAny(w.names)...))
+		w.commands = append(w.commands, append([]any{"SADD", w.k.registry("names")}, toAny(w.names)...))
 	}
 	if len(w.fns) > 0 {
-		w.commands = append(w.commands, append([]any{"SADD", w.k.engine + "fns"}, toAny(w.fns)...))
+		w.commands = append(w.commands, append([]any{"SADD", w.k.registry("fns")}, toAny(w.fns)...))
 	}
 	w.commands = append(w.commands, []any{"PUBLISH", w.k.changes(), strconv.FormatInt(w.at, 10) + w.changes.String()})
 }

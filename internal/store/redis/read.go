@@ -248,7 +248,7 @@ func (s *Store) indexes(ctx context.Context, registry, v string, index func(stri
 	if err := s.ensureLayout(ctx); err != nil {
 		return nil, err
 	}
-	all, err := s.rdb.SMembers(ctx, s.keys.engine+registry).Result()
+	all, err := s.rdb.SMembers(ctx, s.keys.registry(registry)).Result()
 	if err != nil {
 		return nil, err
 	}
