@@ -2,11 +2,9 @@ package site
 
 import (
 	"bytes"
-	"context"
 	"crypto/sha256"
 	"embed"
 	"encoding/hex"
-	"errors"
 	"fmt"
 	"html/template"
 	"net/http"
@@ -14,7 +12,6 @@ import (
 	"strings"
 
 	"github.com/dcyfr/cyberdrew/internal/jobs"
-	"github.com/dcyfr/cyberdrew/internal/store"
 )
 
 // The public analytics page (docs/site.md): server-rendered, no script,
@@ -107,15 +104,18 @@ func num(f float64) string { return strconv.FormatFloat(f, 'f', 2, 64) }
 // with an ETag of its body, so a revalidation that finds it unchanged is a
 // 304 without a body.
 func (s *Server) page(w http.ResponseWriter, r *http.Request) {
-	ctx, cancel := context.WithTimeout(r.Context(), s.cfg.StoreTimeout)
-	defer cancel()
-	body, err := s.renderPage(r.WithContext(ctx))
+	bounded, cancel := s.storeBound(r)
+	body, err := s.renderPage(bounded)
+	cancel()
 	if err != nil {
 		status := http.StatusInternalServerError
-		if errors.Is(err, store.ErrUnavailable) || errors.Is(err, context.DeadlineExceeded) && r.Context().Err() == nil {
+		switch {
+		case r.Context().Err() != nil:
+			// The client is gone: nobody reads an answer.
+		case s.unavailable(r, err):
 			status = http.StatusServiceUnavailable
 			w.Header().Set("Retry-After", "1")
-		} else if r.Context().Err() == nil {
+		default:
 			s.log.Error("analytics page failed", "err", err)
 		}
 		http.Error(w, http.StatusText(status), status)

@@ -25,6 +25,7 @@ import (
 
 	"github.com/jonboulle/clockwork"
 
+	"github.com/dcyfr/cyberdrew/internal/config"
 	"github.com/dcyfr/cyberdrew/internal/engine"
 	"github.com/dcyfr/cyberdrew/internal/jobs"
 	"github.com/dcyfr/cyberdrew/internal/store"
@@ -55,12 +56,9 @@ type Config struct {
 	// StoreTimeout bounds the store's part of each request (the intake's
 	// --intake-timeout): a store that does not answer in time gets a 503
 	// with Retry-After, not a request held for as long as it is stuck.
-	// Zero means DefaultStoreTimeout.
+	// Zero means the intake's default (config.DefaultIntakeTimeout).
 	StoreTimeout time.Duration
 }
-
-// DefaultStoreTimeout is Config.StoreTimeout's default, the intake's.
-const DefaultStoreTimeout = 2 * time.Second
 
 // Server holds the routes' state.
 type Server struct {
@@ -97,7 +95,7 @@ func New(cfg Config, pub Publisher, kv store.KV, clock clockwork.Clock, logger *
 		cfg.GitHubUser = jobs.DefaultGitHubUser
 	}
 	if cfg.StoreTimeout <= 0 {
-		cfg.StoreTimeout = DefaultStoreTimeout
+		cfg.StoreTimeout = config.DefaultIntakeTimeout
 	}
 	shared, _ := kv.(RateCounter)
 	return &Server{
@@ -152,19 +150,17 @@ func (s *Server) cors(h handlerFunc) http.Handler {
 				w.Header().Set("Access-Control-Allow-Origin", origin)
 			}
 		}
-		client := r.Context()
-		err := s.bounded(w, r, h)
+		bounded, cancel := s.storeBound(r)
+		err := h(w, bounded)
+		cancel()
 		var a *answer
 		switch {
 		case err == nil, errors.Is(err, errLimited):
 		case errors.As(err, &a):
 			writeJSON(w, a.status, map[string]string{"error": a.msg})
-		case client.Err() != nil:
+		case r.Context().Err() != nil:
 			// The client is gone: nobody reads an answer.
-		case errors.Is(err, store.ErrUnavailable), errors.Is(err, context.DeadlineExceeded):
-			if errors.Is(err, context.DeadlineExceeded) {
-				s.log.Warn("site request: the store did not answer in time", "route", r.Pattern, "timeout", s.cfg.StoreTimeout)
-			}
+		case s.unavailable(r, err):
 			w.Header().Set("Retry-After", "1")
 			writeJSON(w, http.StatusServiceUnavailable, map[string]string{"error": "Service unavailable, retry later"})
 		default:
@@ -174,11 +170,22 @@ func (s *Server) cors(h handlerFunc) http.Handler {
 	})
 }
 
-// bounded runs h with the request's context bounded by StoreTimeout.
-func (s *Server) bounded(w http.ResponseWriter, r *http.Request, h handlerFunc) error {
+// storeBound is r with its context bounded by StoreTimeout, for a route
+// or the page to call the store with.
+func (s *Server) storeBound(r *http.Request) (*http.Request, context.CancelFunc) {
 	ctx, cancel := context.WithTimeout(r.Context(), s.cfg.StoreTimeout)
-	defer cancel()
-	return h(w, r.WithContext(ctx))
+	return r.WithContext(ctx), cancel
+}
+
+// unavailable reports whether err, from serving r (its client still
+// there), means the store failed or did not answer within StoreTimeout:
+// a 503 with Retry-After.
+func (s *Server) unavailable(r *http.Request, err error) bool {
+	if errors.Is(err, context.DeadlineExceeded) {
+		s.log.Warn("site request: the store did not answer in time", "route", r.Pattern, "timeout", s.cfg.StoreTimeout)
+		return true
+	}
+	return errors.Is(err, store.ErrUnavailable)
 }
 
 // preflight answers a CORS preflight: 204 with the allowed method for an
