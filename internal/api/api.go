@@ -13,11 +13,12 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"github.com/jonboulle/clockwork"
 	"log/slog"
 	"net/http"
 	"strings"
 	"time"
+
+	"github.com/jonboulle/clockwork"
 
 	"github.com/dcyfr/cyberdrew/internal/engine"
 	"github.com/dcyfr/cyberdrew/internal/store"
