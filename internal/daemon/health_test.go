@@ -65,6 +65,28 @@ func redisDaemon(t *testing.T) (*redistest.Server, config.Serve, string) {
 	return srv, cfg, start(t, cfg, nil)
 }
 
+// freeze stops srv (SIGSTOP) and returns what lets it go on (SIGCONT);
+// the server goes on when the test ends if the test has not let it.
+func freeze(t *testing.T, srv *redistest.Server) (thaw func()) {
+	t.Helper()
+	if err := srv.Freeze(); err != nil {
+		t.Fatal(err)
+	}
+	thawed := false
+	t.Cleanup(func() {
+		if !thawed {
+			srv.Thaw()
+		}
+	})
+	return func() {
+		t.Helper()
+		if err := srv.Thaw(); err != nil {
+			t.Fatal(err)
+		}
+		thawed = true
+	}
+}
+
 // TestFrozenRedisFailsReadinessAndIntakeInTime freezes the daemon's Redis
 // (SIGSTOP): /readyz answers 503 within its timeout and intake 503 within
 // its bound, saying a resend with the same id is safe; after SIGCONT both
@@ -77,15 +99,7 @@ func TestFrozenRedisFailsReadinessAndIntakeInTime(t *testing.T) {
 		t.Fatalf("intake before the freeze = %d %s", code, body)
 	}
 
-	if err := srv.Freeze(); err != nil {
-		t.Fatal(err)
-	}
-	thawed := false
-	defer func() {
-		if !thawed {
-			srv.Thaw()
-		}
-	}()
+	thaw := freeze(t, srv)
 	code, body, took := probe(t, "GET", base+"/readyz", "")
 	if code != http.StatusServiceUnavailable || took > 2*time.Second+slack {
 		t.Errorf("/readyz with Redis frozen = %d %s after %v, want 503 within its 2 s timeout", code, body, took)
@@ -99,10 +113,7 @@ func TestFrozenRedisFailsReadinessAndIntakeInTime(t *testing.T) {
 		t.Errorf("intake's 503 = %s, want stored unknown and a retry with the same id", body)
 	}
 
-	if err := srv.Thaw(); err != nil {
-		t.Fatal(err)
-	}
-	thawed = true
+	thaw()
 	awaitReady(t, base, "the thaw")
 	if code, body, _ := probe(t, "POST", base+"/e/anykey", `{"name":"test/hello.world","id":"frozen-2","data":{"email":"a@b.c"}}`); code != http.StatusOK {
 		t.Errorf("the resend after the thaw = %d %s", code, body)
@@ -129,25 +140,14 @@ func TestFrozenRedisFailsTheSiteRoutesInTime(t *testing.T) {
 			t.Fatalf("%s %s before the freeze = %d %s", r.method, r.path, code, body)
 		}
 	}
-	if err := srv.Freeze(); err != nil {
-		t.Fatal(err)
-	}
-	thawed := false
-	defer func() {
-		if !thawed {
-			srv.Thaw()
-		}
-	}()
+	thaw := freeze(t, srv)
 	for _, r := range routes {
 		code, body, took := probe(t, r.method, base+r.path, r.body)
 		if code != http.StatusServiceUnavailable || took > cfg.IntakeTimeout+slack {
 			t.Errorf("%s %s with Redis frozen = %d %s after %v, want 503 within %v", r.method, r.path, code, body, took, cfg.IntakeTimeout)
 		}
 	}
-	if err := srv.Thaw(); err != nil {
-		t.Fatal(err)
-	}
-	thawed = true
+	thaw()
 	awaitReady(t, base, "the thaw")
 	if code, body, _ := probe(t, "GET", base+"/api/views/a-post", ""); code != http.StatusOK {
 		t.Errorf("the views after the thaw = %d %s", code, body)
