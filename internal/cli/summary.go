@@ -69,24 +69,20 @@ func runSummary(ctx context.Context, o *summaryOptions) error {
 		return err
 	}
 	start, end := jobs.SummaryPeriod(o.Period, o.Now().UTC())
-	from, to := start.Format(time.DateOnly), end.Format(time.DateOnly)
-	for _, d := range []struct{ flag, v string }{{"from", o.From}, {"to", o.To}} {
-		if d.v == "" {
-			continue
-		}
-		if _, err := time.Parse(time.DateOnly, d.v); err != nil {
-			return usageErrorf("--%s %q: want a date YYYY-MM-DD", d.flag, d.v)
-		}
-	}
 	if o.From != "" {
 		// --from alone: the whole period that starts that day.
-		t, _ := time.Parse(time.DateOnly, o.From)
-		start, end := jobs.PeriodFrom(o.Period, t)
-		from, to = start.Format(time.DateOnly), end.Format(time.DateOnly)
+		day, err := parseDay("from", o.From)
+		if err != nil {
+			return err
+		}
+		start, end = jobs.PeriodFrom(o.Period, day)
 	}
 	if o.To != "" {
-		to = o.To
+		if end, err = parseDay("to", o.To); err != nil {
+			return err
+		}
 	}
+	from, to := start.Format(time.DateOnly), end.Format(time.DateOnly)
 	data, _ := json.Marshal(jobs.SummaryRequest{Period: o.Period, StartDate: from, EndDate: to})
 	_, res, err := sendAndWait(ctx, c, client.Event{Name: jobs.EventSummaryGenerate, Data: data}, o.Timeout, o.ErrOut)
 	if err != nil {
@@ -109,6 +105,15 @@ func runSummary(ctx context.Context, o *summaryOptions) error {
 		return fmt.Errorf("summary: read the run's output: %w", err)
 	}
 	return printSummary(o.Out, s)
+}
+
+// parseDay reads the date YYYY-MM-DD of the flag --name.
+func parseDay(name, v string) (time.Time, error) {
+	day, err := time.Parse(time.DateOnly, v)
+	if err != nil {
+		return day, usageErrorf("--%s %q: want a date YYYY-MM-DD", name, v)
+	}
+	return day, nil
 }
 
 func compactIndent(raw json.RawMessage) string {
