@@ -265,9 +265,10 @@ func (s *server) routes() {
 // or 405 (with its Allow header) as a JSON body.
 func (s *server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	sw := &statusWriter{ResponseWriter: w}
-	if !canonicalPath(r) {
+	if !s.canonicalPath(r) {
 		// The mux would redirect /v1/runs/../events to /v1/events; a path
-		// with dot segments, empty segments or encoded slashes is refused.
+		// with dot segments, empty segments or encoded slashes (but in a
+		// trailing wildcard's value) is refused.
 		writeJSON(sw, http.StatusBadRequest, wire.Error{Error: "malformed path"})
 		s.cfg.Observer.Request("malformed", sw.code())
 		return
@@ -283,8 +284,12 @@ func (s *server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 }
 
 // canonicalPath reports whether the request's path is already clean: no
-// "." or ".." segment, no empty segment, and no encoded "/", "\\" or ".".
-func canonicalPath(r *http.Request) bool {
+// "." or ".." segment, no empty segment, no encoded "\\" or ".", and no
+// encoded "/" but inside the value of the route's trailing wildcard
+// (GET /api/views/{slug...}): a site whose page asks for
+// encodeURIComponent(slug) sends a slug "2024/hello" as 2024%2Fhello,
+// which names the same post as 2024/hello.
+func (s *server) canonicalPath(r *http.Request) bool {
 	p := r.URL.Path
 	if p == "" || p[0] != '/' || strings.Contains(p, "//") || strings.ContainsRune(p, 0) {
 		return false
@@ -295,7 +300,19 @@ func canonicalPath(r *http.Request) bool {
 		}
 	}
 	raw := strings.ToLower(r.URL.RawPath)
-	return !strings.Contains(raw, "%2f") && !strings.Contains(raw, "%5c") && !strings.Contains(raw, "%2e")
+	if strings.Contains(raw, "%5c") || strings.Contains(raw, "%2e") {
+		return false
+	}
+	slash := strings.Index(raw, "%2f")
+	if slash < 0 {
+		return true
+	}
+	_, route := s.mux.Handler(r)
+	if i := strings.IndexByte(route, ' '); i >= 0 {
+		route = route[i+1:] // after the method
+	}
+	wildcard := strings.LastIndexByte(route, '{')
+	return wildcard >= 0 && strings.HasSuffix(route, "...}") && slash >= wildcard
 }
 
 // statusWriter remembers the status code of the answer.

@@ -168,6 +168,7 @@ func TestHostileRequests(t *testing.T) {
 		{"double slash inside", "GET /v1//runs HTTP/1.1" + bearer, nil, 400, false},
 		{"dot segment", "GET /v1/./runs HTTP/1.1" + bearer, nil, 400, false},
 		{"unknown run", "GET /v1/runs/nope HTTP/1.1" + bearer, nil, 404, false},
+		{"run id with an encoded slash", "GET /v1/runs/a%2Fb HTTP/1.1" + bearer, nil, 400, false},
 		{"unknown route", "GET /v2/runs HTTP/1.1" + bearer, nil, 404, false},
 		{"bad limit", "GET /v1/runs?limit=-5 HTTP/1.1" + bearer, nil, 400, false},
 		{"bad status", "GET /v1/runs?status=Nope HTTP/1.1" + bearer, nil, 400, false},

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"net/url"
 	"slices"
 	"strconv"
 	"strings"
@@ -31,15 +32,18 @@ type postViews struct {
 	Last7Days int64  `json:"last7Days"`
 }
 
-// checkViews expects GET /api/views/<slug>, as the post's page asks it,
-// to serve want.
+// checkViews expects GET /api/views/<slug> to serve want, asked as a page
+// asks it: with the slug as it is, and escaped by encodeURIComponent (a
+// slug's "/" as %2F).
 func (d *deployment) checkViews(t *testing.T, want postViews) {
 	t.Helper()
-	var got postViews
-	r := visitorN(0).get(t, d, "/api/views/"+want.Slug, "/blog/"+want.Slug)
-	r.decode(t, &got)
-	if r.status != http.StatusOK || got != want {
-		t.Errorf("GET /api/views/%s = %d %+v, want %+v", want.Slug, r.status, got, want)
+	for _, path := range []string{"/api/views/" + want.Slug, "/api/views/" + url.PathEscape(want.Slug)} {
+		var got postViews
+		r := visitorN(0).get(t, d, path, "/blog/"+want.Slug)
+		r.decode(t, &got)
+		if r.status != http.StatusOK || got != want {
+			t.Errorf("GET %s = %d %+v, want %+v", path, r.status, got, want)
+		}
 	}
 }
 
