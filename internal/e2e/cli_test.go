@@ -67,3 +67,30 @@ func TestSendExampleTwice(t *testing.T) {
 		d.everyEventHasAnID(t)
 	})
 }
+
+// TestSendWaitSaysSentNotDelivered sends the contact form's example and
+// waits for its run, as its operator would: the run's output says each
+// email was sent (Resend accepted it), not that it was delivered, which
+// only Resend's webhooks can tell later.
+func TestSendWaitSaysSentNotDelivered(t *testing.T) {
+	t.Parallel()
+	onBoth(t, func(t *testing.T, d *deployment) {
+		var sent struct {
+			Runs []struct {
+				Status string                                `json:"status"`
+				Output map[string]map[string]json.RawMessage `json:"output"`
+			} `json:"runs"`
+		}
+		out := cyberdrew(t, d, "send", "contact/form.submitted", "--example", "--wait", "-o", "json")
+		if err := json.Unmarshal(out, &sent); err != nil || len(sent.Runs) != 1 {
+			t.Fatalf("send --wait -o json printed %q: %v", out, err)
+		}
+		run := sent.Runs[0]
+		for _, email := range []string{"notification", "confirmation"} {
+			got := run.Output[email]
+			if string(got["sent"]) != "true" || got["delivered"] != nil || len(got["id"]) < 3 {
+				t.Errorf("run %s: output.%s = %s, want sent:true with Resend's id and no delivered", run.Status, email, out)
+			}
+		}
+	})
+}

@@ -94,7 +94,7 @@ func ContactFormSubmitted(d Deps) engine.Function {
 					}
 				case err != nil:
 					return nil, err
-				case sent.Delivered:
+				case sent.Sent:
 					data, _ := json.Marshal(EmailOutcome{Email: sub.Email, Type: m.kind, MessageID: sent.ID})
 					if _, err := run.SendEvent(ctx, "emit-"+m.kind+"-sent", engine.IncomingEvent{Name: EventEmailSent, Data: data}); err != nil {
 						return nil, err

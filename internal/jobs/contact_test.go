@@ -246,7 +246,7 @@ func TestContactFormWithoutAPIKeyWritesTheOutbox(t *testing.T) {
 			t.Fatal(err)
 		}
 		note := out["notification"]
-		if note.Delivered || note.Outbox == "" || !strings.Contains(note.Note, "not delivered") {
+		if note.Sent || note.Outbox == "" || !strings.Contains(note.Note, "not delivered") {
 			t.Fatalf("notification result %+v", note)
 		}
 		body, err := os.ReadFile(note.Outbox)

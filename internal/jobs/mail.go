@@ -38,9 +38,11 @@ type Email struct {
 
 // SendResult is what a send step records.
 type SendResult struct {
-	// Delivered is true only when the provider accepted the message.
-	Delivered bool   `json:"delivered"`
-	ID        string `json:"id,omitempty"`
+	// Sent is true only when the provider accepted the message. Whether it
+	// was then delivered is what Resend's webhooks report later
+	// (contact/email.delivered, .bounced, …), not this.
+	Sent bool   `json:"sent"`
+	ID   string `json:"id,omitempty"`
 	// Outbox is the file the message was written to instead (no API key).
 	Outbox string `json:"outbox,omitempty"`
 	Note   string `json:"note,omitempty"`
@@ -117,7 +119,7 @@ func (m *ResendMailer) Send(ctx context.Context, e Email) (SendResult, error) {
 		From: e.From, To: e.To, ReplyTo: e.ReplyTo, Subject: e.Subject, Html: e.HTML, Text: e.Text,
 	}, &resend.SendEmailOptions{IdempotencyKey: e.IdempotencyKey})
 	if err == nil {
-		return SendResult{Delivered: true, ID: resp.Id}, nil
+		return SendResult{Sent: true, ID: resp.Id}, nil
 	}
 	return SendResult{}, classifyHTTP("resend", info, redact(err, m.key), m.clock.Now())
 }
