@@ -35,6 +35,7 @@ func TestMain(m *testing.M) {
 //	signing-key=…   the admin API's key
 //	event-key=…     the event API's key
 //	github=ok|fail  a fake GitHub GraphQL API that answers a calendar or 401
+//	retention=…     keep finished runs and their events this long (a duration)
 //	daemon=none     no daemon at all
 func TestScripts(t *testing.T) {
 	t.Parallel()
@@ -45,6 +46,7 @@ func TestScripts(t *testing.T) {
 		Cmds: map[string]func(ts *testscript.TestScript, neg bool, args []string){
 			"exitcode":   cmdExitCode,
 			"stdout2env": cmdStdoutToEnv,
+			"sleep":      cmdSleep,
 		},
 	})
 }
@@ -76,6 +78,13 @@ func setupDaemon(env *testscript.Env) error {
 	}
 	if k := conf["event-key"]; k != "" {
 		cfg.EventKeys = []string{k}
+	}
+	if v := conf["retention"]; v != "" {
+		keep, err := time.ParseDuration(v)
+		if err != nil {
+			return fmt.Errorf("daemon.conf: retention: %w", err)
+		}
+		cfg.Retention = keep
 	}
 	if mode := conf["github"]; mode != "" {
 		gh := httptest.NewServer(fakeGitHub(mode == "ok"))
@@ -117,6 +126,17 @@ func fakeGitHub(ok bool) http.Handler {
 
 // exitcode N PROGRAM ARGS... runs a program and checks its exit code; its
 // stdout and stderr are kept for the next assertions.
+// cmdSleep waits for a duration: "sleep 2s", for what the daemon does on
+// its own clock (retention's pruning).
+func cmdSleep(ts *testscript.TestScript, neg bool, args []string) {
+	if neg || len(args) != 1 {
+		ts.Fatalf("usage: sleep duration")
+	}
+	d, err := time.ParseDuration(args[0])
+	ts.Check(err)
+	time.Sleep(d)
+}
+
 func cmdExitCode(ts *testscript.TestScript, neg bool, args []string) {
 	if neg || len(args) < 2 {
 		ts.Fatalf("usage: exitcode N program [args...]")

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/http"
 	"os"
 	"strconv"
 	"strings"
@@ -132,6 +133,8 @@ type sendResult struct {
 	Name     string `json:"name"`
 	Runs     any    `json:"runs"`
 	TimedOut bool   `json:"timed_out,omitempty"`
+	// Pruned: the event is a duplicate of one retention has removed since.
+	Pruned bool `json:"pruned,omitempty"`
 }
 
 func runSend(ctx context.Context, o *sendOptions) error {
@@ -179,12 +182,26 @@ func sendAndReport(ctx context.Context, c *client.Client, f *clientFlags, ev cli
 		return fmt.Errorf("send: the daemon answered %d ids for one event", len(ids))
 	}
 	id := ids[0]
+	// An event sent again with the id of one that retention has pruned
+	// since (retention under the 24 h in which an id is remembered) is
+	// answered with that event's id, which names nothing any more.
+	pruned := func() error {
+		if f.json() {
+			return writeJSON(out, sendResult{ID: id, Name: ev.Name, Runs: []client.Run{}, Pruned: true})
+		}
+		fmt.Fprintf(out, "%s\n", id)
+		fmt.Fprintf(errOut, "sent %s: a duplicate of event %s, sent before with the same id and since pruned by retention; nothing was triggered\n", ev.Name, id)
+		return nil
+	}
 	if !wait {
 		runs, err := c.EventRuns(ctx, id)
 		var ae *client.APIError
 		if errors.As(err, &ae) && ae.Status == 401 {
 			fmt.Fprintln(errOut, "note: cannot list the triggered runs: set INNGEST_SIGNING_KEY (--token)")
 			err, runs = nil, nil
+		}
+		if client.IsStatus(err, http.StatusNotFound) {
+			return pruned()
 		}
 		if err != nil {
 			return err
@@ -206,6 +223,9 @@ func sendAndReport(ctx context.Context, c *client.Client, f *clientFlags, ev cli
 	}
 	// The event is stored: its id comes first, whatever the wait then
 	// meets (a refused signing key, a timeout).
+	if _, err := c.Event(ctx, id); client.IsStatus(err, http.StatusNotFound) {
+		return pruned()
+	}
 	if f.json() {
 		fmt.Fprintf(errOut, "sent %s: event %s\n", ev.Name, id)
 	} else {
