@@ -142,9 +142,6 @@ func runSend(ctx context.Context, o *sendOptions) error {
 	if err != nil {
 		return err
 	}
-	if strings.Contains(o.Name, "*") {
-		return usageErrorf("%q: an event has one name; a * is for a function's trigger (blog/* matches every blog/… event), not for send", o.Name)
-	}
 	ev := client.Event{Name: o.Name, ID: o.ID}
 	switch {
 	case o.Example && o.Data != "":
