@@ -177,7 +177,44 @@ watch and steer all of it.
 	root.AddCommand(serve, version,
 		newSendCmd(opts), newRefreshCmd(opts), newSummaryCmd(opts),
 		newRunsCmd(opts), newEventsCmd(opts), newFunctionsCmd(opts), newDashCmd(opts), newEmailCmd(opts))
+	for _, c := range root.Commands() {
+		refuseMissingSubcommand(c)
+	}
 	return root
+}
+
+// refuseMissingSubcommand makes a command group (runs, events, …) and its
+// own groups exit 2 when their subcommand is mistyped or missing, as the
+// root does for a command: cobra runs a group without a RunE as help,
+// exit 0, so `cyberdrew runs lst` in a script passed for a success.
+func refuseMissingSubcommand(cmd *cobra.Command) {
+	if !cmd.HasSubCommands() {
+		return
+	}
+	for _, c := range cmd.Commands() {
+		refuseMissingSubcommand(c)
+	}
+	if cmd.Runnable() {
+		return
+	}
+	cmd.Args = cobra.ArbitraryArgs
+	cmd.SuggestionsMinimumDistance = 2 // cobra's own, which only the root gets
+	cmd.RunE = func(cmd *cobra.Command, args []string) error {
+		var names []string
+		for _, c := range cmd.Commands() {
+			if c.IsAvailableCommand() {
+				names = append(names, c.Name())
+			}
+		}
+		if len(args) == 0 {
+			return usageErrorf("%s needs a command: %s (see %s --help)", cmd.CommandPath(), strings.Join(names, ", "), cmd.CommandPath())
+		}
+		hint := ""
+		if s := cmd.SuggestionsFor(args[0]); len(s) > 0 {
+			hint = "; did you mean " + strings.Join(s, " or ") + "?"
+		}
+		return usageErrorf("unknown command %q for %q%s (want %s)", args[0], cmd.CommandPath(), hint, strings.Join(names, ", "))
+	}
 }
 
 // Command groups of the root's help.
