@@ -162,6 +162,12 @@ func (o *serveOptions) load(fs *pflag.FlagSet, getenv func(string) string) (conf
 			if v == "" {
 				continue
 			}
+			if name == "REDIS_URL" && !config.IsRedisURL(v) {
+				// REDIS_URL names a Redis; a path there would quietly give
+				// this daemon a SQLite file of its own.
+				o.problems = append(o.problems, errors.New("REDIS_URL: want a redis://, rediss:// or redis+sentinel:// URL (a SQLite file goes in --store or CYBERDREW_STORE)"))
+				break
+			}
 			if err := f.Value.(*deferredValue).Value.Set(v); err != nil {
 				o.problems = append(o.problems, valueProblem(name, v, f.Value.Type(), s.secret, err))
 			}

@@ -487,6 +487,21 @@ func ParseStore(raw, dataDir string) (StoreSpec, error) {
 		scheme, _, _ := strings.Cut(raw, "://")
 		return StoreSpec{}, fmt.Errorf("unsupported scheme %q: use sqlite://, redis://, rediss:// or redis+sentinel://", scheme)
 	default:
+		if host, port, err := net.SplitHostPort(raw); err == nil && !strings.ContainsAny(raw, `/\`) {
+			if _, err := strconv.Atoi(port); err == nil {
+				return StoreSpec{}, fmt.Errorf("%q is an address, not a SQLite file: write redis://%s for a Redis", raw, net.JoinHostPort(host, port))
+			}
+		}
 		return StoreSpec{Kind: StoreSQLite, Path: raw}, nil
 	}
+}
+
+// IsRedisURL reports whether raw names a Redis store by its scheme.
+func IsRedisURL(raw string) bool {
+	for _, scheme := range []string{"redis://", "rediss://", "redis+sentinel://"} {
+		if strings.HasPrefix(raw, scheme) {
+			return true
+		}
+	}
+	return false
 }

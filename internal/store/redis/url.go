@@ -55,7 +55,7 @@ func clientOptions(raw string) (*goredis.UniversalOptions, error) {
 	if !strings.HasPrefix(raw, SentinelScheme+"://") {
 		o, err := goredis.ParseURL(raw)
 		if err != nil {
-			return nil, fmt.Errorf("malformed URL: %w", errors.Unwrap(err))
+			return nil, fmt.Errorf("malformed URL: %s", parseURLReason(raw, err))
 		}
 		return &goredis.UniversalOptions{
 			Addrs: []string{o.Addr}, DB: o.DB, Username: o.Username, Password: o.Password, TLSConfig: o.TLSConfig,
@@ -180,4 +180,20 @@ func splitAddrs(list, what string) ([]string, error) {
 		addrs = append(addrs, addr)
 	}
 	return addrs, nil
+}
+
+// parseURLReason is why go-redis refused raw, without raw itself: the
+// reason go-redis wrapped (a *url.Error's repeats the URL, so only its
+// cause is kept), or its own message ("invalid database number: \"abc\"",
+// "unexpected option: foo"), unless that holds the URL's user information.
+func parseURLReason(raw string, err error) string {
+	var ue *url.Error
+	if errors.As(err, &ue) {
+		return ue.Err.Error()
+	}
+	msg := strings.TrimPrefix(err.Error(), "redis: ")
+	if u, perr := url.Parse(raw); perr == nil && u.User != nil && strings.Contains(msg, u.User.String()) {
+		return "not a redis:// URL go-redis can read"
+	}
+	return msg
 }
