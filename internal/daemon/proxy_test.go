@@ -63,6 +63,7 @@ func TestNoKeysBehindALoopbackReverseProxy(t *testing.T) {
 	cfg := testConfig(t.TempDir())
 	// The README's deployment sets it for the site routes: it opens nothing.
 	cfg.TrustedProxies = []string{"127.0.0.1"}
+	cfg.CORSOrigins = []string{"https://cyberdrew.dev"} // the site's pages, as the README sets it
 	logs := &syncBuffer{}
 	base := "http://" + daemontest.Run(t, cfg, slog.New(slog.NewTextHandler(logs, nil)), daemon.Options{}).Addr()
 	for _, want := range []string{

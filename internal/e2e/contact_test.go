@@ -188,3 +188,62 @@ func TestContactMailIsBranded(t *testing.T) {
 		}
 	}
 }
+
+// TestOtherSitesCannotPostForTheirVisitors is a page of another site that
+// makes each of its visitors' browsers post to the site's routes, as
+// sendBeacon or a no-cors fetch of text/plain does without a preflight:
+// no contact form (whose confirmation would go to an address of the
+// page's choosing, from each visitor's own address, past the per-address
+// limit) and no page view is taken. The site's own pages still are, its
+// view beacon included, as is a call without a browser's headers.
+func TestOtherSitesCannotPostForTheirVisitors(t *testing.T) {
+	t.Parallel()
+	onBoth(t, func(t *testing.T, d *deployment) {
+		const slug = "durable-steps"
+		victim := form{"Victim Browser", "anyone@example.org", "This confirmation goes to an address of the attacker's choice."}
+		beacon := func(n int, origin, site string) http.Header {
+			h := visitorN(n).header("/blog/" + slug)
+			h.Set("Content-Type", "text/plain;charset=UTF-8")
+			h.Set("Sec-Fetch-Mode", "no-cors")
+			h.Set("Sec-Fetch-Site", site)
+			if origin == "" {
+				h.Del("Origin")
+			} else {
+				h.Set("Origin", origin)
+			}
+			return h
+		}
+		for n, origin := range []string{"https://evil.example", "null"} {
+			if r := d.do(t, http.MethodPost, "/api/contact", beacon(n, origin, "cross-site"), contactBody(victim)); r.status != http.StatusForbidden {
+				t.Errorf("contact form posted from %s = %d %s, want 403", origin, r.status, r.body)
+			}
+			if r := d.do(t, http.MethodPost, "/api/views", beacon(n, origin, "cross-site"), viewBody(slug, "", fmt.Sprintf("sess_evil_%04d", n), 6000, "")); r.status != http.StatusForbidden {
+				t.Errorf("view posted from %s = %d %s, want 403", origin, r.status, r.body)
+			}
+		}
+		// Without an Origin, a browser's Sec-Fetch-Site still tells.
+		if r := d.do(t, http.MethodPost, "/api/views", beacon(2, "", "cross-site"), viewBody(slug, "", "sess_evil_0002", 6000, "")); r.status != http.StatusForbidden {
+			t.Errorf("cross-site view without an Origin = %d %s, want 403", r.status, r.body)
+		}
+
+		// The site's own beacon (its pages are on another host than the
+		// daemon), and a call from a server, which sends neither header.
+		for n, h := range []http.Header{beacon(10, siteOrigin, "cross-site"), beacon(11, "", "")} {
+			if r := d.do(t, http.MethodPost, "/api/views", h, viewBody(slug, "", fmt.Sprintf("sess_site_%04d", n), 6000, "")); r.status != http.StatusOK {
+				t.Fatalf("view %d from the site = %d %s", n, r.status, r.body)
+			} else if exposed := r.header.Get("Access-Control-Expose-Headers"); h.Get("Origin") != "" && !strings.Contains(exposed, "Retry-After") {
+				// The page reads when to retry a 429 or 503.
+				t.Errorf("the site's page may read %q of the answer, want Retry-After among them", exposed)
+			}
+		}
+		d.awaitRuns(t, "track-post-view", 2)
+		d.checkViews(t, postViews{slug, 2, 2})
+		var events struct {
+			Data []json.RawMessage `json:"data"`
+		}
+		d.admin(t, http.MethodGet, "/v1/events?name=contact%2Fform.submitted", "", &events)
+		if len(events.Data) != 0 || len(d.resend.to(victim.Email)) != 0 {
+			t.Errorf("%d contact events stored, %d emails to %s; want none", len(events.Data), len(d.resend.to(victim.Email)), victim.Email)
+		}
+	})
+}

@@ -17,6 +17,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/netip"
+	"net/url"
 	"slices"
 	"strconv"
 	"strings"
@@ -141,14 +142,20 @@ func (a *answer) Error() string { return a.msg }
 
 func fail(status int, msg string) error { return &answer{status: status, msg: msg} }
 
-// cors adds the CORS headers for an allowed origin and renders failures.
+// cors adds the CORS headers for an allowed origin, refuses a write that a
+// page of another site makes a browser send, and renders failures.
 func (s *Server) cors(h handlerFunc) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if origin := r.Header.Get("Origin"); origin != "" {
 			w.Header().Add("Vary", "Origin")
 			if s.allowed(origin) {
 				w.Header().Set("Access-Control-Allow-Origin", origin)
+				w.Header().Set("Access-Control-Expose-Headers", exposedHeaders)
 			}
+		}
+		if r.Method == http.MethodPost && s.foreignPage(r) {
+			writeJSON(w, http.StatusForbidden, map[string]string{"error": "Origin not allowed"})
+			return
 		}
 		bounded, cancel := s.storeBound(r)
 		err := h(w, bounded)
@@ -205,6 +212,39 @@ func (s *Server) preflight(method string) http.Handler {
 		h.Set("Access-Control-Max-Age", "600")
 		w.WriteHeader(http.StatusNoContent)
 	})
+}
+
+// exposedHeaders are the answer's headers a page of an allowed origin may
+// read: when to retry after a 429 or 503, and the limit's state.
+const exposedHeaders = "Retry-After, X-RateLimit-Limit, X-RateLimit-Remaining, X-RateLimit-Reset"
+
+// foreignPage reports whether a browser sends r for a page of a site the
+// routes do not serve: an Origin neither allowed nor the request's own
+// host, or, without an Origin, Sec-Fetch-Site: cross-site. The CORS
+// allow-list alone only keeps such a page from reading the answer, and a
+// POST without a preflight (sendBeacon, a no-cors fetch of text/plain)
+// would still record a view or send a contact form's emails, from each
+// visitor's own address, past the per-address limits. A request without
+// either header (curl, a server's own call) is not a browser's.
+func (s *Server) foreignPage(r *http.Request) bool {
+	origin := r.Header.Get("Origin")
+	if origin == "" {
+		return r.Header.Get("Sec-Fetch-Site") == "cross-site"
+	}
+	if s.allowed(origin) {
+		return false
+	}
+	u, err := url.Parse(origin)
+	if err != nil || u.Host == "" {
+		return true // "null": a sandboxed frame, a file
+	}
+	host := r.Host
+	if p := peer(r); p.IsValid() && s.trusted(p) {
+		if fwd := r.Header.Get("X-Forwarded-Host"); fwd != "" {
+			host = fwd
+		}
+	}
+	return !strings.EqualFold(u.Host, host)
 }
 
 func (s *Server) allowed(origin string) bool {
