@@ -279,11 +279,21 @@ func newRunsCancelCmd(opts Options, f *clientFlags) *cobra.Command {
 			if err != nil {
 				return err
 			}
+			// Each id is cancelled on its own: one the daemon refuses
+			// (unknown, already finished) is named and the others still
+			// go; a daemon that cannot be reached stops them all.
 			runs := []client.Run{}
+			var refused []string
 			for _, id := range args {
 				r, err := c.Cancel(cmd.Context(), id)
+				var ae *client.APIError
+				if errors.As(err, &ae) && ae.Status >= 400 && ae.Status < 500 && ae.Status != http.StatusUnauthorized {
+					fmt.Fprintf(cmd.ErrOrStderr(), "cancel %s: %s\n", id, ae.Message)
+					refused = append(refused, id)
+					continue
+				}
 				if err != nil {
-					return fmt.Errorf("cancel %s: %w", id, err)
+					return err
 				}
 				runs = append(runs, r)
 				if !f.json() {
@@ -291,7 +301,12 @@ func newRunsCancelCmd(opts Options, f *clientFlags) *cobra.Command {
 				}
 			}
 			if f.json() {
-				return writeJSON(cmd.OutOrStdout(), client.Page[client.Run]{Data: runs})
+				if err := writeJSON(cmd.OutOrStdout(), client.Page[client.Run]{Data: runs}); err != nil {
+					return err
+				}
+			}
+			if len(refused) > 0 {
+				return &exitError{code: ExitRejected, err: fmt.Errorf("%d of %d runs not cancelled: %s", len(refused), len(args), strings.Join(refused, ", "))}
 			}
 			return nil
 		},
