@@ -116,7 +116,7 @@ func failure(err error, started bool) (code ExitCode, msg string, usage bool) {
 		return xerr.code, err.Error(), xerr.code == ExitUsage
 	case !started:
 		return ExitUsage, err.Error(), true
-	case errors.As(err, &cerr):
+	case errors.As(err, &cerr), errors.Is(err, store.ErrMisconfigured):
 		return ExitConfig, err.Error(), false
 	case errors.Is(err, store.ErrUnavailable):
 		return ExitUnavailable, err.Error(), false

@@ -241,7 +241,7 @@ func siteDeps(cfg config.Serve, st store.Store, clock clockwork.Clock, logger *s
 	log := logger.With("component", "daemon")
 	tpl, err := jobs.LoadTemplates(cfg.Templates)
 	if err != nil {
-		return deps, fmt.Errorf("daemon: --templates: %w", err)
+		return deps, fmt.Errorf("daemon: --templates: %w: %w", store.ErrMisconfigured, err)
 	}
 	if len(tpl.Overridden) > 0 {
 		log.Info("email templates overridden", "files", tpl.Overridden)

@@ -3,6 +3,7 @@ package daemon_test
 import (
 	"bytes"
 	"context"
+	"errors"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -11,6 +12,7 @@ import (
 	"time"
 
 	"github.com/dcyfr/cyberdrew/internal/daemon"
+	"github.com/dcyfr/cyberdrew/internal/store"
 )
 
 // TestOwnerMailInDevIsLogged starts daemons without a Resend key: without
@@ -47,8 +49,9 @@ func TestOwnerMailInDevIsLogged(t *testing.T) {
 }
 
 // TestBrokenTemplatesStopTheStart gives serve a template directory with a
-// file that does not parse: the daemon does not start, and the error names
-// the file.
+// file that does not parse: the daemon does not start, the error names the
+// file, and it is a configuration to fix (serve exits 3, which the systemd
+// unit does not restart), not a failure to retry.
 func TestBrokenTemplatesStopTheStart(t *testing.T) {
 	t.Parallel()
 	dir := t.TempDir()
@@ -61,5 +64,8 @@ func TestBrokenTemplatesStopTheStart(t *testing.T) {
 	_, err := daemon.New(context.Background(), cfg, slog.New(slog.DiscardHandler), daemon.Options{})
 	if err == nil || !strings.Contains(err.Error(), file) || !strings.Contains(err.Error(), "--templates") {
 		t.Fatalf("daemon.New with a broken template = %v, want an error naming --templates and %s", err, file)
+	}
+	if !errors.Is(err, store.ErrMisconfigured) {
+		t.Errorf("daemon.New with a broken template = %v, want store.ErrMisconfigured", err)
 	}
 }

@@ -33,6 +33,11 @@ var (
 	ErrUnavailable = errors.New("store unavailable")
 	// ErrInvalid: the request violates the contract (bad cursor, empty name).
 	ErrInvalid = errors.New("invalid request")
+	// ErrMisconfigured: the store (or a setting the daemon starts with)
+	// cannot work as configured, whatever is retried: a Redis database
+	// number the server does not have. serve exits 3 on it, which the
+	// systemd unit does not restart.
+	ErrMisconfigured = errors.New("misconfigured")
 	// ErrNotReplicated: the write was done but fewer replicas than asked
 	// confirmed it in time, so a failover may lose it. It is an
 	// ErrUnavailable: callers that do not tell it apart answer 503.

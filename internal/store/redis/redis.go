@@ -193,6 +193,9 @@ func Open(ctx context.Context, url string, opts Options) (*Store, error) {
 		return nil, err
 	}
 	if err := loadScripts(ctx, rdb); err != nil {
+		if strings.Contains(err.Error(), "DB index is out of range") {
+			return fail(fmt.Errorf("redis: open: %w: the URL's database number: %v", store.ErrMisconfigured, err))
+		}
 		err = s.wrap("open", err)
 		if !errors.Is(err, store.ErrUnavailable) {
 			return fail(err)

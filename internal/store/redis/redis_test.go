@@ -105,6 +105,11 @@ func TestKindAndURL(t *testing.T) {
 			t.Errorf("Open(%q) succeeded", bad)
 		}
 	}
+	// A database the server does not have is a setting to fix, not an
+	// outage to wait out.
+	if _, err := redis.Open(t.Context(), srv.URL(99), redis.Options{}); !errors.Is(err, store.ErrMisconfigured) {
+		t.Errorf("Open(database 99) = %v, want store.ErrMisconfigured", err)
+	}
 }
 
 // TestSiteKeysAreNative checks that the website reads what the jobs wrote
