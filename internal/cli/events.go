@@ -34,6 +34,7 @@ type eventsListOptions struct {
 	Cursor string
 	Quiet  bool
 	Out    io.Writer
+	ErrOut io.Writer
 	Now    func() time.Time
 }
 
@@ -46,7 +47,7 @@ func newEventsListCmd(opts Options, f *clientFlags) *cobra.Command {
 		Example: `  cyberdrew events list --name blog/post.viewed --since 1h`,
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			o.Out = cmd.OutOrStdout()
+			o.Out, o.ErrOut = cmd.OutOrStdout(), cmd.ErrOrStderr()
 			return runEventsList(cmd.Context(), o)
 		},
 	}
@@ -67,6 +68,9 @@ func runEventsList(ctx context.Context, o *eventsListOptions) error {
 		return err
 	}
 	f := client.EventFilter{Name: o.Name, Limit: o.Limit, Cursor: o.Cursor}
+	if err := checkLimit(o.Limit); err != nil {
+		return err
+	}
 	if f.Since, err = parseTimeFlag("since", o.Since, o.Now()); err != nil {
 		return err
 	}
@@ -86,6 +90,10 @@ func runEventsList(ctx context.Context, o *eventsListOptions) error {
 	if o.Quiet {
 		for _, e := range p.Data {
 			fmt.Fprintln(o.Out, e.InternalID)
+		}
+		if p.Cursor != "" {
+			// stdout keeps only ids; the next page's cursor goes aside.
+			fmt.Fprintf(o.ErrOut, "more: --cursor %s\n", p.Cursor)
 		}
 		return nil
 	}

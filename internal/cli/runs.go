@@ -40,6 +40,7 @@ type runsListOptions struct {
 	Cursor   string
 	Quiet    bool
 	Out      io.Writer
+	ErrOut   io.Writer
 	Now      func() time.Time
 }
 
@@ -53,7 +54,7 @@ func newRunsListCmd(opts Options, f *clientFlags) *cobra.Command {
   cyberdrew runs list --function track-post-view --limit 10 -o json`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			o.Out = cmd.OutOrStdout()
+			o.Out, o.ErrOut = cmd.OutOrStdout(), cmd.ErrOrStderr()
 			return runRunsList(cmd.Context(), o)
 		},
 	}
@@ -78,6 +79,9 @@ func runRunsList(ctx context.Context, o *runsListOptions) error {
 		return err
 	}
 	f := client.RunFilter{Function: o.Function, Statuses: o.Status, EventID: o.EventID, Limit: o.Limit, Cursor: o.Cursor}
+	if err := checkLimit(o.Limit); err != nil {
+		return err
+	}
 	if f.Since, err = parseTimeFlag("since", o.Since, o.Now()); err != nil {
 		return err
 	}
@@ -102,6 +106,10 @@ func runRunsList(ctx context.Context, o *runsListOptions) error {
 	if o.Quiet {
 		for _, r := range p.Data {
 			fmt.Fprintln(o.Out, r.RunID)
+		}
+		if p.Cursor != "" {
+			// stdout keeps only ids; the next page's cursor goes aside.
+			fmt.Fprintf(o.ErrOut, "more: --cursor %s\n", p.Cursor)
 		}
 		return nil
 	}
@@ -392,4 +400,16 @@ func waitForRun(ctx context.Context, c *client.Client, st *client.Stream, runID 
 		return d, false, timeoutOr(ctx, err)
 	}
 	return d, timedOut, nil
+}
+
+// maxListLimit is the most items a list asks for: the admin API's own.
+const maxListLimit = 1000
+
+// checkLimit refuses a --limit the admin API would not take (or would
+// read as its default), before any request.
+func checkLimit(n int) error {
+	if n < 1 || n > maxListLimit {
+		return usageErrorf("--limit %d: want 1 to %d", n, maxListLimit)
+	}
+	return nil
 }
