@@ -87,6 +87,7 @@ func TestExitCodes(t *testing.T) {
 		{name: "invalid configuration", args: []string{"serve", "--workers", "-1"}, want: cli.ExitConfig, wantErr: "--workers: must be at least 1"},
 		{name: "public address without keys", args: []string{"serve", "--addr", "0.0.0.0:8288"}, want: cli.ExitConfig, wantErr: "set INNGEST_EVENT_KEY (--event-key)"},
 		{name: "store down", args: []string{"serve"}, serveErr: fmt.Errorf("daemon: open store: %w", store.ErrUnavailable), want: cli.ExitUnavailable, wantErr: "store unavailable", wantServe: true},
+		{name: "a flag's bool from the environment", args: []string{"serve"}, env: map[string]string{"HOME": "/home/drew", "CYBERDREW_METRICS_PUBLIC": "maybe"}, want: cli.ExitConfig, wantErr: `CYBERDREW_METRICS_PUBLIC "maybe": want true or false`},
 		{name: "store misconfigured", args: []string{"serve"}, serveErr: fmt.Errorf("daemon: redis: open: %w: the URL's database number", store.ErrMisconfigured), want: cli.ExitConfig, wantErr: "database number", wantServe: true},
 		{name: "serve fails", args: []string{"serve"}, serveErr: errors.New("daemon: listen: address already in use"), want: cli.ExitError, wantErr: "cyberdrew: daemon: listen: address already in use", wantServe: true},
 		{name: "serve stops cleanly", args: []string{"serve"}, want: cli.ExitOK, wantServe: true},

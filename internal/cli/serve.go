@@ -217,6 +217,8 @@ func valueProblem(name, value, typ string, secret bool, err error) error {
 		reason = "want a whole number"
 	case "duration":
 		reason = "want a duration such as 30s, 15m or 720h"
+	case "bool":
+		reason = "want true or false"
 	}
 	return fmt.Errorf("%s %q: %s", name, value, reason)
 }
