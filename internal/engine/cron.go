@@ -158,7 +158,14 @@ func (s *Scheduler) catchUp(ctx context.Context, r *registered, c cronSchedule, 
 	}
 	raw, err := s.e.store.Get(ctx, lastFireKey(r.ID))
 	if errors.Is(err, store.ErrNotFound) {
-		return // first start: nothing was missed
+		// First start: nothing was missed yet, but from now on a tick is
+		// owed, the first one too. Without this mark a daemon down
+		// across the function's first tick would owe nothing on restart.
+		// Another daemon starting meanwhile may have marked or fired it.
+		if _, err := s.e.store.SetNX(ctx, lastFireKey(r.ID), strconv.FormatInt(tick.Unix(), 10), 0); err != nil {
+			s.log.Warn("recording the first cron start", "function_id", r.ID, "err", err)
+		}
+		return
 	}
 	if err != nil {
 		s.log.Warn("reading last cron fire", "function_id", r.ID, "err", err)

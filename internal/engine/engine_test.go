@@ -959,6 +959,38 @@ func TestCronFiresOncePerTickAndCatchesUp(t *testing.T) {
 	})
 }
 
+// TestCronCatchesUpItsFirstTick starts a cron function for the first time
+// and stops its daemon before its first tick: the restart after two ticks
+// fires the latest, once, as for any tick missed while down. Before, no
+// tick was owed until one had fired.
+func TestCronCatchesUpItsFirstTick(t *testing.T) {
+	eachBackend(t, func(t *testing.T, be backendtest.Backend) {
+		b := setup(t, be, options{noPool: true}, engine.Function{
+			ID: "every-minute", Triggers: []engine.Trigger{{Cron: "* * * * *"}},
+			Handler: func(ctx context.Context, r *engine.Run) (any, error) { return nil, nil },
+		})
+		s1 := engine.NewScheduler(b.eng)
+		if err := s1.Start(b.ctx); err != nil {
+			t.Fatal(err)
+		}
+		s1.Stop(b.ctx)
+		b.clock.Advance(start.Truncate(time.Minute).Add(2*time.Minute + 10*time.Second).Sub(start))
+		s2 := engine.NewScheduler(b.eng)
+		if err := s2.Start(b.ctx); err != nil {
+			t.Fatal(err)
+		}
+		defer s2.Stop(b.ctx)
+		page, err := b.st.ListRuns(b.ctx, store.RunFilter{FunctionID: "every-minute"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := fmt.Sprintf("cron:every-minute:%d", start.Truncate(time.Minute).Add(2*time.Minute).Unix())
+		if len(page.Items) != 1 || page.Items[0].IdempotencyKey != want {
+			t.Fatalf("after a restart past the first two ticks: %d runs %+v, want one for %s", len(page.Items), page.Items, want)
+		}
+	})
+}
+
 func TestRegisterRejectsBadOptions(t *testing.T) {
 	t.Parallel()
 	h := func(ctx context.Context, r *engine.Run) (any, error) { return nil, nil }
