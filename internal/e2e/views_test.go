@@ -289,3 +289,38 @@ func TestVisitorsCannotRenameAPost(t *testing.T) {
 		}
 	})
 }
+
+// TestViewRegionIsACountryCode sends views through the reverse proxy with
+// the country header Vercel or Cloudflare sets, and with what a visitor
+// writes there when the proxy passes the client's own header on: only a
+// country code is stored with the view.
+func TestViewRegionIsACountryCode(t *testing.T) {
+	t.Parallel()
+	onBoth(t, func(t *testing.T, d *deployment) {
+		for n, region := range []string{"DE", "<script>alert(1)</script>", "zz"} {
+			h := visitorN(n).header("/blog/regions")
+			h.Set("CF-IPCountry", region)
+			if r := d.do(t, http.MethodPost, "/api/views", h, viewBody("regions", "", fmt.Sprintf("sess_region_%04d", n), 6000, "")); r.status != http.StatusOK {
+				t.Fatalf("view from %q = %d %s", region, r.status, r.body)
+			}
+		}
+		d.awaitRuns(t, "track-post-view", 3)
+		var events struct {
+			Data []struct {
+				Data struct {
+					Region *string `json:"region"`
+				} `json:"data"`
+			} `json:"data"`
+		}
+		d.admin(t, http.MethodGet, "/v1/events?name=blog%2Fpost.viewed", "", &events)
+		var regions []string
+		for _, e := range events.Data {
+			if e.Data.Region != nil {
+				regions = append(regions, *e.Data.Region)
+			}
+		}
+		if len(events.Data) != 3 || !slices.Equal(regions, []string{"DE"}) {
+			t.Errorf("%d views stored with regions %q, want 3 with only DE", len(events.Data), regions)
+		}
+	})
+}

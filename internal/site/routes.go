@@ -198,7 +198,7 @@ func (s *Server) views(w http.ResponseWriter, r *http.Request) error {
 		Referrer: cut(str(body, "referrer"), 500), Visitor: visitor,
 	}
 	if s.trusted(peer(r)) {
-		ev.Region = cut(firstHeader(r, "X-Vercel-IP-Country", "CF-IPCountry"), 50)
+		ev.Region = countryCode(firstHeader(r, "X-Vercel-IP-Country", "CF-IPCountry"))
 	}
 	data, _ := json.Marshal(ev)
 	if err := s.publish(r, jobs.EventPostViewed, data); err != nil {
@@ -396,4 +396,15 @@ func (s *Server) rememberTitle(ctx context.Context, slug, title string) error {
 	}
 	_, err := s.kv.SetNX(ctx, key, title, 0)
 	return err
+}
+
+// countryCode is v when it is a country code as Vercel and Cloudflare set
+// it (two letters, or Cloudflare's XX and T1), else "": a proxy that
+// passes the client's own header on (nginx does) lets a visitor write
+// anything there.
+func countryCode(v string) string {
+	if len(v) != 2 || v[0] < 'A' || v[0] > 'Z' || !(v[1] >= 'A' && v[1] <= 'Z' || v[1] >= '0' && v[1] <= '9') {
+		return ""
+	}
+	return v
 }
