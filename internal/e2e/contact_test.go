@@ -247,3 +247,28 @@ func TestOtherSitesCannotPostForTheirVisitors(t *testing.T) {
 		}
 	})
 }
+
+// TestContactLimitCoversAnIPv6Subnet has one IPv6 subscriber send the
+// contact form from a new address of its /64 each time: the limit of three
+// a minute holds for the /64, as it does for one IPv4 address, while
+// another subscriber's /64 is not held by it.
+func TestContactLimitCoversAnIPv6Subnet(t *testing.T) {
+	t.Parallel()
+	d := deploy(t, "sqlite", clockwork.NewFakeClockAt(epoch))
+	send := func(ip string, n int) int {
+		v := visitor{ip: ip, userAgent: browsers[n%len(browsers)]}
+		return v.post(t, d, "/api/contact", "/contact", contactBody(forms[n%len(forms)])).status
+	}
+	for n := range 4 {
+		want := http.StatusOK
+		if n == 3 {
+			want = http.StatusTooManyRequests
+		}
+		if got := send(fmt.Sprintf("2001:db8:1:2::%x", n+1), n); got != want {
+			t.Errorf("form %d from 2001:db8:1:2::%x = %d, want %d", n, n+1, got, want)
+		}
+	}
+	if got := send("2001:db8:1:3::1", 4); got != http.StatusOK {
+		t.Errorf("a form from another /64 = %d, want 200", got)
+	}
+}

@@ -8,6 +8,7 @@ import (
 	"io"
 	"mime"
 	"net/http"
+	"net/netip"
 	"regexp"
 	"strconv"
 	"strings"
@@ -94,7 +95,7 @@ func cut(s string, n int) string {
 // honeypot, required fields, email, trim and cut, lengths, then the event.
 func (s *Server) contact(w http.ResponseWriter, r *http.Request) error {
 	ip := s.clientIP(r)
-	if err := s.contactLimit.allow(w, r, ip.String()); err != nil {
+	if err := s.contactLimit.allow(w, r, limitKey(ip)); err != nil {
 		return err
 	}
 	body, err := readJSON(w, r)
@@ -174,7 +175,7 @@ func (s *Server) views(w http.ResponseWriter, r *http.Request) error {
 		return nil
 	}
 	ip := s.clientIP(r)
-	if err := s.viewsLimit.allow(w, r, ip.String()); err != nil {
+	if err := s.viewsLimit.allow(w, r, limitKey(ip)); err != nil {
 		return err
 	}
 	first, err := s.kv.SetNX(r.Context(), s.cfg.Prefix+"views:session:"+session+":"+slug, "1", sessionWindow)
@@ -213,7 +214,7 @@ var githubLogin = regexp.MustCompile(`^[A-Za-z0-9](?:[A-Za-z0-9]|-[A-Za-z0-9]){0
 // contributions serves the cached contribution calendar; on a miss it
 // starts a refresh, when one can run, and answers 503, never invented data.
 func (s *Server) contributions(w http.ResponseWriter, r *http.Request) error {
-	if err := s.githubLimit.allow(w, r, s.clientIP(r).String()); err != nil {
+	if err := s.githubLimit.allow(w, r, limitKey(s.clientIP(r))); err != nil {
 		return err
 	}
 	user := r.URL.Query().Get("username")
@@ -407,4 +408,14 @@ func countryCode(v string) string {
 		return ""
 	}
 	return v
+}
+
+// limitKey is whose bucket a client's requests count in: its IPv4 address,
+// or its IPv6 address's /64, since one subscriber is given a whole /64 and
+// could take a fresh bucket with each of its addresses.
+func limitKey(ip netip.Addr) string {
+	if ip.Is6() && !ip.Is4In6() {
+		return netip.PrefixFrom(ip, 64).Masked().String()
+	}
+	return ip.String()
 }
