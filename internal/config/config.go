@@ -198,6 +198,14 @@ func (c Serve) Validate() error {
 			fail("--addr %s is not a loopback address: set INNGEST_SIGNING_KEY (--signing-key) to guard the admin API", c.Addr)
 		}
 	}
+	for _, k := range []struct{ flag, value string }{{"--signing-key", c.SigningKey}, {"--signing-key-fallback", c.SigningKeyFallback}} {
+		switch {
+		case k.value != "" && strings.TrimSpace(k.value) == "":
+			fail("%s: is blank, which guards nothing; unset it or set a key", k.flag)
+		case k.value != strings.TrimSpace(k.value):
+			fail("%s: has spaces or a line break around it, which no client sends", k.flag)
+		}
+	}
 	if c.SigningKeyFallback != "" && c.SigningKey == "" {
 		fail("--signing-key-fallback is set without --signing-key")
 	}

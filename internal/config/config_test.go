@@ -76,6 +76,8 @@ func TestValidate(t *testing.T) {
 		{"bad port", func(c *config.Serve) { c.Addr = "127.0.0.1:99999" }, []string{"port must be a number"}},
 		{"fallback without primary", func(c *config.Serve) { c.SigningKeyFallback = "old" }, []string{"--signing-key-fallback is set without --signing-key"}},
 		{"bad store", func(c *config.Serve) { c.Store = "postgres://u:hunter2@db/x" }, []string{`--store: unsupported scheme "postgres"`}},
+		{"blank signing key", func(c *config.Serve) { c.Addr, c.EventKeys, c.SigningKey = "0.0.0.0:8288", []string{"k"}, "   " }, []string{"--signing-key: is blank"}},
+		{"signing key with a line break", func(c *config.Serve) { c.SigningKey = "secret\n" }, []string{"--signing-key: has spaces or a line break"}},
 		{"no data dir", func(c *config.Serve) { c.DataDir = "" }, []string{"--data-dir: not set"}},
 		{"no data dir needed with a store path", func(c *config.Serve) { c.DataDir, c.Store = "", "/srv/c.db" }, nil},
 		{"zero workers", func(c *config.Serve) { c.Workers = 0 }, []string{"--workers: must be at least 1, got 0"}},
