@@ -158,11 +158,9 @@ func TestClusterSiteKeysAcrossMasters(t *testing.T) {
 
 // TestClusterLoadsScriptsOnEveryNode: opening a store loads every script
 // on all six nodes, replicas included, so a promoted replica runs EVALSHA
-// at once. It is not parallel, so it runs in file order, before
-// TestClusterFailoverKeepsTheStore fails the shared cluster over: run
-// after it (as a parallel test is), the node list the store read at open
-// once left a node out ("lacks 21 of 21 scripts", in one full run).
+// at once.
 func TestClusterLoadsScriptsOnEveryNode(t *testing.T) {
+	t.Parallel()
 	cl := cluster(t)
 	ctx := t.Context()
 	for _, n := range cl.Nodes {

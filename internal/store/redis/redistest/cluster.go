@@ -170,6 +170,19 @@ func (c *Cluster) awaitSettled(ctx context.Context) error {
 			if len(owners) != 16384 {
 				return false, fmt.Errorf("%s knows %d slots", s.Addr, len(owners))
 			}
+			// Every node lists every other in CLUSTER SLOTS: a client reads
+			// its nodes from whichever it asks, once, and would leave out a
+			// replica that node does not list yet.
+			listed := map[string]bool{}
+			for _, m := range owners {
+				listed[m] = true
+				for _, r := range replicas[m] {
+					listed[r] = true
+				}
+			}
+			if len(listed) != len(c.Nodes) {
+				return false, nil
+			}
 			if first == nil {
 				first, reps = owners, replicas
 				continue
