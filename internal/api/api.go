@@ -408,6 +408,9 @@ func (s *server) handleInngest(fn handlerFunc) http.Handler {
 }
 
 // rejection names the reason of an intake refusal from its status.
+// RejectionReasons are every reason rejection gives.
+var RejectionReasons = []string{"auth", "invalid", "too_large", "unavailable", "client_gone", "internal"}
+
 func rejection(status int) string {
 	switch status {
 	case http.StatusUnauthorized, http.StatusForbidden:

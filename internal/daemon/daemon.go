@@ -152,6 +152,17 @@ func New(ctx context.Context, cfg config.Serve, logger *slog.Logger, opts Option
 		fns = jobs.Functions(deps)
 	}
 	m := metrics.New(st.QueueDepth)
+	ids := make([]string, len(fns))
+	for i, fn := range fns {
+		ids[i] = fn.ID
+	}
+	m.Declare(metrics.Series{
+		Functions:        ids,
+		FinishStatuses:   []string{string(store.StatusCompleted), string(store.StatusFailed), string(store.StatusCancelled)},
+		RejectionReasons: api.RejectionReasons,
+		Emails:           []string{jobs.EmailNotification, jobs.EmailConfirmation},
+		DeliveryStatuses: jobs.DeliveryStatuses,
+	})
 	eng, err := engine.New(engine.Options{Store: st, Clock: clock, Logger: logger, Validate: jobs.Validate, Observer: m})
 	if err == nil {
 		err = eng.Register(fns...)

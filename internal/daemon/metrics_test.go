@@ -62,6 +62,18 @@ func TestMetricsAfterARun(t *testing.T) {
 	if code, _ := scrape(t, base, "wrong"); code != http.StatusUnauthorized {
 		t.Fatalf("scrape with a wrong key = %d, want 401", code)
 	}
+	// Before anything happened, the series an alert watches exist at 0.
+	_, first := scrape(t, base, cfg.SigningKey)
+	for _, series := range []string{
+		`cyberdrew_runs_finished_total{function="stepper",status="Failed"} 0`,
+		`cyberdrew_runs_started_total{function="stepper"} 0`,
+		`cyberdrew_events_rejected_total{reason="invalid"} 0`,
+		`cyberdrew_email_delivery_total{email="notification",status="bounced"} 0`,
+	} {
+		if !strings.Contains(first, series) {
+			t.Errorf("the first scrape lacks %s", series)
+		}
+	}
 	changes := c.stream("")
 	var acc struct {
 		IDs []string `json:"ids"`

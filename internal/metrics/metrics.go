@@ -114,6 +114,36 @@ func (m *Metrics) Handler() http.Handler {
 	return promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{Registry: m.reg})
 }
 
+// Series names what the daemon's labelled counters count, so they exist at
+// zero from the start: an alert on a rate of failures or rejections sees a
+// series before the first one, not "no data".
+type Series struct {
+	Functions        []string // runs started, finished (by end status), step conflicts
+	FinishStatuses   []string
+	RejectionReasons []string // events rejected
+	Emails           []string // email deliveries, by email and status
+	DeliveryStatuses []string
+}
+
+// Declare creates every series of s at zero.
+func (m *Metrics) Declare(s Series) {
+	for _, r := range s.RejectionReasons {
+		m.eventsRejected.WithLabelValues(r)
+	}
+	for _, fn := range s.Functions {
+		m.runsStarted.WithLabelValues(fn)
+		m.stepConflicts.WithLabelValues(fn)
+		for _, st := range s.FinishStatuses {
+			m.runsFinished.WithLabelValues(fn, st)
+		}
+	}
+	for _, e := range s.Emails {
+		for _, st := range s.DeliveryStatuses {
+			m.emailDelivery.WithLabelValues(e, st)
+		}
+	}
+}
+
 // EventsAccepted counts n accepted events.
 func (m *Metrics) EventsAccepted(n int) { m.eventsAccepted.Add(float64(n)) }
 
