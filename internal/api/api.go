@@ -407,10 +407,13 @@ func (s *server) handleInngest(fn handlerFunc) http.Handler {
 	})
 }
 
-// rejection names the reason of an intake refusal from its status.
-// RejectionReasons are every reason rejection gives.
-var RejectionReasons = []string{"auth", "invalid", "too_large", "unavailable", "client_gone", "internal"}
+// RejectionReasons are every reason rejection gives, one status of each.
+var RejectionReasons = []string{
+	rejection(http.StatusUnauthorized), rejection(http.StatusBadRequest), rejection(http.StatusRequestEntityTooLarge),
+	rejection(http.StatusServiceUnavailable), rejection(0), rejection(http.StatusInternalServerError),
+}
 
+// rejection names the reason of an intake refusal from its status.
 func rejection(status int) string {
 	switch status {
 	case http.StatusUnauthorized, http.StatusForbidden:

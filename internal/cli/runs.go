@@ -13,6 +13,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/dcyfr/cyberdrew/internal/client"
+	"github.com/dcyfr/cyberdrew/internal/store"
 )
 
 func newRunsCmd(opts Options) *cobra.Command {
@@ -402,14 +403,11 @@ func waitForRun(ctx context.Context, c *client.Client, st *client.Stream, runID 
 	return d, timedOut, nil
 }
 
-// maxListLimit is the most items a list asks for: the admin API's own.
-const maxListLimit = 1000
-
 // checkLimit refuses a --limit the admin API would not take (or would
 // read as its default), before any request.
 func checkLimit(n int) error {
-	if n < 1 || n > maxListLimit {
-		return usageErrorf("--limit %d: want 1 to %d", n, maxListLimit)
+	if n < 1 || n > store.MaxPageLimit {
+		return usageErrorf("--limit %d: want 1 to %d", n, store.MaxPageLimit)
 	}
 	return nil
 }
