@@ -182,11 +182,13 @@ func sendAndReport(ctx context.Context, c *client.Client, f *clientFlags, ev cli
 	// An event sent again with the id of one that retention has pruned
 	// since (retention under the 24 h in which an id is remembered) is
 	// answered with that event's id, which names nothing any more.
-	pruned := func() error {
+	pruned := func(idPrinted bool) error {
 		if f.json() {
 			return writeJSON(out, sendResult{ID: id, Name: ev.Name, Runs: []client.Run{}, Pruned: true})
 		}
-		fmt.Fprintf(out, "%s\n", id)
+		if !idPrinted {
+			fmt.Fprintf(out, "%s\n", id)
+		}
 		fmt.Fprintf(errOut, "sent %s: a duplicate of event %s, sent before with the same id and since pruned by retention; nothing was triggered\n", ev.Name, id)
 		return nil
 	}
@@ -198,7 +200,7 @@ func sendAndReport(ctx context.Context, c *client.Client, f *clientFlags, ev cli
 			err, runs = nil, nil
 		}
 		if client.IsStatus(err, http.StatusNotFound) {
-			return pruned()
+			return pruned(false)
 		}
 		if err != nil {
 			return err
@@ -220,9 +222,6 @@ func sendAndReport(ctx context.Context, c *client.Client, f *clientFlags, ev cli
 	}
 	// The event is stored: its id comes first, whatever the wait then
 	// meets (a refused signing key, a timeout).
-	if _, err := c.Event(ctx, id); client.IsStatus(err, http.StatusNotFound) {
-		return pruned()
-	}
 	if f.json() {
 		fmt.Fprintf(errOut, "sent %s: event %s\n", ev.Name, id)
 	} else {
@@ -238,6 +237,9 @@ func sendAndReport(ctx context.Context, c *client.Client, f *clientFlags, ev cli
 	spin := startSpinner(errOut, "waiting for "+ev.Name)
 	res, err := waitForRuns(ctx, c, st, id, ev.Name, timeout, spin)
 	spin.Stop()
+	if client.IsStatus(err, http.StatusNotFound) {
+		return pruned(true) // the event's runs: no event of that id any more
+	}
 	if err != nil {
 		return err
 	}
