@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
+	"fmt"
 	"net/http"
 	"net/url"
 	"strconv"
@@ -180,7 +182,7 @@ func (s *server) listEvents(w http.ResponseWriter, r *http.Request) error {
 
 // GET /v1/events/{id}
 func (s *server) getEvent(w http.ResponseWriter, r *http.Request) error {
-	e, err := s.st.GetEvent(r.Context(), r.PathValue("id"))
+	e, err := s.event(r.Context(), r.PathValue("id"))
 	if err != nil {
 		return err
 	}
@@ -206,16 +208,36 @@ func (s *server) getEvent(w http.ResponseWriter, r *http.Request) error {
 // GET /v1/events/{id}/runs: every run the event fed, Skipped ones (with
 // their reason as error) and those a debounce folded it into included.
 func (s *server) eventRuns(w http.ResponseWriter, r *http.Request) error {
-	id := r.PathValue("id")
-	if _, err := s.st.GetEvent(r.Context(), id); err != nil {
+	e, err := s.event(r.Context(), r.PathValue("id"))
+	if err != nil {
 		return err
 	}
-	runs, err := s.runsOf(r.Context(), id)
+	runs, err := s.runsOf(r.Context(), e.ID)
 	if err != nil {
 		return err
 	}
 	writeJSON(w, http.StatusOK, wire.Data[[]wire.Run]{Data: viewRuns(runs)})
 	return nil
+}
+
+// event finds the event an admin route names: by its id, else by the
+// client id it was sent with (the event API's "id") while that id still
+// deduplicates, as `cyberdrew send --id` users know it.
+func (s *server) event(ctx context.Context, id string) (store.Event, error) {
+	e, err := s.st.GetEvent(ctx, id)
+	if errors.Is(err, store.ErrNotFound) {
+		e, err = s.st.EventByClientID(ctx, id)
+	}
+	return e, notFound(err, "event %q not found (by id, nor by the client id it was sent with)", id)
+}
+
+// notFound turns store.ErrNotFound into a 404 whose message names what
+// was looked for (format, args); other errors pass unchanged.
+func notFound(err error, format string, args ...any) error {
+	if errors.Is(err, store.ErrNotFound) {
+		return &httpError{status: http.StatusNotFound, msg: fmt.Sprintf(format, args...)}
+	}
+	return err
 }
 
 // runsOf lists every run event id fed.
@@ -236,6 +258,7 @@ func (s *server) runsOf(ctx context.Context, id string) ([]store.Run, error) {
 }
 
 // GET /v1/runs?function=&status=&event_id=&since=&until=&limit=&cursor=
+// (event_id: an event's id or the client id it was sent with)
 func (s *server) listRuns(w http.ResponseWriter, r *http.Request) error {
 	q := r.URL.Query()
 	f := store.RunFilter{FunctionID: q.Get("function"), EventID: q.Get("event_id"), Cursor: q.Get("cursor")}
@@ -245,6 +268,12 @@ func (s *server) listRuns(w http.ResponseWriter, r *http.Request) error {
 	}
 	if f.Since, f.Until, f.Limit, err = queryWindow(q); err != nil {
 		return err
+	}
+	if f.EventID != "" {
+		// The event may be named by the client id it was sent with.
+		if e, err := s.event(r.Context(), f.EventID); err == nil {
+			f.EventID = e.ID
+		}
 	}
 	p, err := s.st.ListRuns(r.Context(), f)
 	if err != nil {
@@ -258,7 +287,7 @@ func (s *server) listRuns(w http.ResponseWriter, r *http.Request) error {
 func (s *server) getRun(w http.ResponseWriter, r *http.Request) error {
 	run, err := s.st.GetRun(r.Context(), r.PathValue("id"))
 	if err != nil {
-		return err
+		return notFound(err, "run %q not found", r.PathValue("id"))
 	}
 	steps, err := s.st.Steps(r.Context(), run.ID)
 	if err != nil {
@@ -286,7 +315,7 @@ func (s *server) getRun(w http.ResponseWriter, r *http.Request) error {
 func (s *server) cancelRun(w http.ResponseWriter, r *http.Request) error {
 	run, err := s.eng.Cancel(r.Context(), r.PathValue("id"))
 	if err != nil {
-		return err
+		return notFound(err, "run %q not found", r.PathValue("id"))
 	}
 	writeJSON(w, http.StatusOK, wire.Data[wire.Run]{Data: viewRun(run)})
 	return nil
@@ -296,7 +325,7 @@ func (s *server) cancelRun(w http.ResponseWriter, r *http.Request) error {
 func (s *server) rerun(w http.ResponseWriter, r *http.Request) error {
 	ref, err := s.eng.Rerun(r.Context(), r.PathValue("id"))
 	if err != nil {
-		return err
+		return notFound(err, "run %q not found", r.PathValue("id"))
 	}
 	writeJSON(w, http.StatusOK, wire.Data[wire.RunRef]{Data: wire.RunRef{RunID: ref.ID, FunctionID: ref.FunctionID, Status: string(ref.Status)}})
 	return nil

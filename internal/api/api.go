@@ -134,6 +134,7 @@ type Engine interface {
 // Reader is the read side of the store the admin API and probes use.
 type Reader interface {
 	GetEvent(ctx context.Context, id string) (store.Event, error)
+	EventByClientID(ctx context.Context, clientID string) (store.Event, error)
 	ListEvents(ctx context.Context, f store.EventFilter) (store.Page[store.Event], error)
 	GetRun(ctx context.Context, id string) (store.Run, error)
 	ListRuns(ctx context.Context, f store.RunFilter) (store.Page[store.Run], error)

@@ -170,6 +170,22 @@ func (s *fakeStore) GetEvent(_ context.Context, id string) (store.Event, error) 
 	return e, nil
 }
 
+// EventByClientID finds the newest event sent with the client id.
+func (s *fakeStore) EventByClientID(_ context.Context, clientID string) (store.Event, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var found store.Event
+	for _, e := range s.events {
+		if clientID != "" && e.ClientID == clientID && e.ID > found.ID {
+			found = e
+		}
+	}
+	if found.ID == "" {
+		return store.Event{}, fmt.Errorf("fake: client id %q: %w", clientID, store.ErrNotFound)
+	}
+	return found, nil
+}
+
 func (s *fakeStore) ListEvents(_ context.Context, f store.EventFilter) (store.Page[store.Event], error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()

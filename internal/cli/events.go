@@ -120,7 +120,7 @@ type eventDetail struct {
 func newEventsShowCmd(opts Options, f *clientFlags) *cobra.Command {
 	return &cobra.Command{
 		Use:               "show EVENT_ID",
-		Short:             "Show an event with the runs it triggered",
+		Short:             "Show an event with the runs it triggered (EVENT_ID: its id, or the --id it was sent with)",
 		Args:              cobra.ExactArgs(1),
 		ValidArgsFunction: completeEventIDs(opts),
 		RunE: func(cmd *cobra.Command, args []string) error {

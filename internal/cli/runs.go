@@ -62,7 +62,7 @@ func newRunsListCmd(opts Options, f *clientFlags) *cobra.Command {
 	fs := cmd.Flags()
 	fs.StringVarP(&o.Function, "function", "f", "", "only runs of this function id")
 	fs.StringSliceVarP(&o.Status, "status", "s", nil, "only runs with these statuses: queued, running, sleeping, completed, failed, cancelled, skipped")
-	fs.StringVar(&o.EventID, "event", "", "only runs triggered by this event id (as send and events list print it, not a name)")
+	fs.StringVar(&o.EventID, "event", "", "only runs triggered by this event id (as send and events list print it, or the --id it was sent with; not a name)")
 	fs.StringVar(&o.Since, "since", "", "only runs created since: RFC 3339 time or a duration ago (24h)")
 	fs.StringVar(&o.Until, "until", "", "only runs created before: RFC 3339 time or a duration ago")
 	fs.IntVarP(&o.Limit, "limit", "n", 20, "most runs to list (1 to 1000)")

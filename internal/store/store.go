@@ -391,6 +391,10 @@ type Engine interface {
 	CreateRuns(ctx context.Context, eventID string, specs []RunSpec) ([]RunRef, error)
 
 	GetEvent(ctx context.Context, id string) (Event, error)
+	// EventByClientID returns the event last stored with the client id
+	// (Event.ClientID, the event API's "id") while the id still
+	// deduplicates (Publication.ClientIDTTL), ErrNotFound otherwise.
+	EventByClientID(ctx context.Context, clientID string) (Event, error)
 	ListEvents(ctx context.Context, f EventFilter) (Page[Event], error)
 	GetRun(ctx context.Context, id string) (Run, error)
 	ListRuns(ctx context.Context, f RunFilter) (Page[Run], error)

@@ -200,6 +200,21 @@ func (s *Store) GetEvent(ctx context.Context, id string) (store.Event, error) {
 	return ev, nil
 }
 
+// EventByClientID returns the event the live client id maps to (cid,
+// cidexp: live_entry in lua/common.lua).
+func (s *Store) EventByClientID(ctx context.Context, clientID string) (store.Event, error) {
+	p := s.rdb.Pipeline()
+	id := p.HGet(ctx, s.keys.registry("cid"), clientID)
+	exp := p.ZScore(ctx, s.keys.registry("cidexp"), clientID)
+	if _, err := p.Exec(ctx); err != nil && err != goredis.Nil {
+		return store.Event{}, s.wrap("get event", err)
+	}
+	if id.Err() == goredis.Nil || (exp.Err() == nil && int64(exp.Val()) <= s.nowMS()) {
+		return store.Event{}, s.wrap("get event", store.ErrNotFound)
+	}
+	return s.GetEvent(ctx, id.Val())
+}
+
 func (s *Store) loadEvent(p goredis.Pipeliner, id string) func() (store.Event, bool, error) {
 	cmd := p.Get(context.Background(), s.keys.event(id))
 	return func() (store.Event, bool, error) { return s.eventFrom(context.Background(), id, cmd) }

@@ -134,6 +134,17 @@ func (s *Store) GetEvent(ctx context.Context, id string) (store.Event, error) {
 	return e, wrap("get event", err)
 }
 
+// EventByClientID returns the event the live client id maps to.
+func (s *Store) EventByClientID(ctx context.Context, clientID string) (store.Event, error) {
+	if err := s.open("get event"); err != nil {
+		return store.Event{}, err
+	}
+	e, err := scanEvent(s.readRow(ctx, `SELECT `+eventColumns+` FROM events WHERE id =
+  (SELECT event_id FROM event_client_ids WHERE client_id = ? AND (expires_at IS NULL OR expires_at > ?))`,
+		clientID, s.clock.Now().UnixMilli()))
+	return e, wrap("get event", err)
+}
+
 // GetRun returns the run with that id.
 func (s *Store) GetRun(ctx context.Context, id string) (store.Run, error) {
 	if err := s.open("get run"); err != nil {

@@ -145,6 +145,21 @@ func testClientIDDedup(t *testing.T, b *bundle) {
 	checkEqual(t, "first Duplicate", p1.Duplicate, false)
 	checkEqual(t, "first EventID", p1.EventID, first.ID)
 	checkIDs(t, "first Runs", refIDs(p1.Runs), []string{firstSpec.ID})
+	byClientID := func(what, clientID, want string) {
+		t.Helper()
+		ev, err := b.store.EventByClientID(b.ctx, clientID)
+		if want == "" {
+			wantErr(t, what, err, store.ErrNotFound)
+			return
+		}
+		if err != nil {
+			t.Fatalf("%s: %v", what, err)
+		}
+		checkEqual(t, what, ev.ID, want)
+		checkEqual(t, what+" ClientID", ev.ClientID, clientID)
+	}
+	byClientID("EventByClientID(first)", "order-1", first.ID)
+	byClientID("EventByClientID(unknown)", "order-9", "")
 
 	b.clock.Advance(time.Hour)
 	second, secondSpec, p2 := pub("order-1")
@@ -168,9 +183,13 @@ func testClientIDDedup(t *testing.T, b *bundle) {
 		checkEqual(t, "no client id EventID", p.EventID, ev.ID)
 	}
 
+	byClientID("EventByClientID(after duplicate)", "order-1", first.ID)
+
 	// Once ClientIDTTL has passed since the first, the id is new again.
 	b.clock.Advance(ttl - time.Hour + time.Second)
+	byClientID("EventByClientID(expired)", "order-1", "")
 	third, thirdSpec, p4 := pub("order-1")
+	byClientID("EventByClientID(after ttl)", "order-1", third.ID)
 	checkEqual(t, "after ttl Duplicate", p4.Duplicate, false)
 	checkEqual(t, "after ttl EventID", p4.EventID, third.ID)
 	checkIDs(t, "after ttl Runs", refIDs(p4.Runs), []string{thirdSpec.ID})
