@@ -313,3 +313,20 @@ func TestMedianCell(t *testing.T) {
 		}
 	}
 }
+
+// TestHTTPFloorIsAShareOfTheSameRequests measures the HTTP floor with a
+// few requests and checks the row that divides the intake by it.
+func TestHTTPFloorIsAShareOfTheSameRequests(t *testing.T) {
+	floor, err := httpFloor(context.Background(), 300)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !floor.ok || floor.value <= 0 {
+		t.Fatalf("floor %+v, want a rate", floor)
+	}
+	web := row{sqlite: figure("%.0f", floor.value/2), redis: noRedis}
+	r := ofFloor(web, floor, persistence{name: "none"})
+	if r.sqlite.text != "0.50" || r.redis.ok || !strings.Contains(r.scenario, floor.text+" requests/s") {
+		t.Errorf("row %+v, want SQLite 0.50 of %s requests/s and no Redis share", r, floor.text)
+	}
+}

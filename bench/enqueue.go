@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"strconv"
 	"sync"
@@ -75,6 +76,7 @@ func rate(n int, elapsed time.Duration) cell { return figure("%.0f", float64(n)/
 func runEnqueue(ctx context.Context, e *env) ([]row, error) {
 	n := e.size.enqueue
 	var rows []row
+	var floor cell // the HTTP floor, measured once
 	for i, p := range e.redisSettings() {
 		in := row{scenario: fmt.Sprintf("enqueue in-process, %d producers, events/s ↑ (Redis: %s)", producers, p.name)}
 		web := row{scenario: fmt.Sprintf("enqueue through HTTP, %d producers, one event per request, events/s ↑ (Redis: %s)", producers, p.name)}
@@ -88,6 +90,7 @@ func runEnqueue(ctx context.Context, e *env) ([]row, error) {
 			in.sqlite = cellOf(e.enqueueCyber(ctx, backendSQLite, eventJob, n))
 			web.sqlite = cellOf(e.enqueueHTTP(ctx, backendSQLite, n))
 			plain.sqlite = cellOf(e.enqueueCyber(ctx, backendSQLite, eventPlain, n))
+			floor = cellOf(httpFloor(ctx, n))
 		}
 		if e.redis == nil {
 			in.redis, in.asynq, web.redis, web.asynq, cmds.redis, cmds.asynq, plain.redis = noRedis, noRedis, noRedis, noRedis, noRedis, noRedis, noRedis
@@ -104,13 +107,69 @@ func runEnqueue(ctx context.Context, e *env) ([]row, error) {
 				web.asynq.text += " (Client.Enqueue)"
 			}
 		}
-		rows = append(rows, in, web)
+		rows = append(rows, in, web, ofFloor(web, floor, p))
 		if e.redis != nil {
 			rows = append(rows, cmds, cpu)
 		}
 		rows = append(rows, plain)
 	}
 	return rows, nil
+}
+
+// ofFloor is the row saying how close the HTTP intake (web) came to the
+// HTTP floor: its events/s as a share of the floor's requests/s.
+func ofFloor(web row, floor cell, p persistence) row {
+	r := row{asynq: note("—")}
+	if floor.ok {
+		r.scenario = fmt.Sprintf("enqueue through HTTP / the HTTP floor (the same %d clients against a handler that stores nothing: %s requests/s) ↑ (Redis: %s)", producers, floor.text, p.name)
+	} else {
+		r.scenario = fmt.Sprintf("enqueue through HTTP / the HTTP floor (%s) ↑ (Redis: %s)", floor.text, p.name)
+	}
+	share := func(c cell) cell {
+		if !c.ok || !floor.ok {
+			return note("—")
+		}
+		return figure("%.2f", c.value/floor.value)
+	}
+	r.sqlite, r.redis = share(web.sqlite), share(web.redis)
+	return r
+}
+
+// httpFloor measures what the enqueue-through-HTTP rows cannot beat on
+// this machine: the same producers and client posting the same requests,
+// one at a time each, to a loopback server whose handler reads the body
+// and answers the event API's acknowledgement without storing anything.
+// Its requests/s bound the daemon's intake from above, as the machine's
+// cores are shared by the clients, the server and Redis.
+func httpFloor(ctx context.Context, n int) (cell, error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return cell{}, err
+	}
+	ack := []byte(`{"ids":["01KBWZ000000000000000FLOOR"],"status":200}`)
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if _, err := io.Copy(io.Discard, r.Body); err != nil {
+			http.Error(w, err.Error(), http.StatusBadRequest)
+			return
+		}
+		w.Header().Set("Content-Type", "application/json")
+		w.Write(ack)
+	})}
+	go srv.Serve(ln)
+	defer srv.Close()
+	client := &http.Client{Transport: &http.Transport{MaxIdleConns: 2 * producers, MaxIdleConnsPerHost: 2 * producers}}
+	defer client.CloseIdleConnections()
+	url := "http://" + ln.Addr().String() + "/e/bench-key"
+	now := time.Now()
+	later := strconv.FormatInt(now.Add(time.Hour).UnixMilli(), 10)
+	elapsed, err := concurrently(n, func(i int) error {
+		body := `{"name":"` + eventJob + `","ts":` + later + `,"data":` + string(payload(i, now)) + `}`
+		return post(ctx, client, url, []byte(body))
+	})
+	if err != nil {
+		return cell{}, fmt.Errorf("http floor: %w", err)
+	}
+	return rate(n, elapsed), nil
 }
 
 // redisSettings are the Redis settings to measure, none without Redis (the
