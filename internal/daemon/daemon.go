@@ -153,8 +153,12 @@ func New(ctx context.Context, cfg config.Serve, logger *slog.Logger, opts Option
 	}
 	m := metrics.New(st.QueueDepth)
 	ids := make([]string, len(fns))
+	skips := map[string][]string{}
 	for i, fn := range fns {
 		ids[i] = fn.ID
+		if reasons := skipReasons(fn); len(reasons) > 0 {
+			skips[fn.ID] = reasons
+		}
 	}
 	m.Declare(metrics.Series{
 		Functions:        ids,
@@ -162,6 +166,7 @@ func New(ctx context.Context, cfg config.Serve, logger *slog.Logger, opts Option
 		RejectionReasons: api.RejectionReasons,
 		Emails:           []string{jobs.EmailNotification, jobs.EmailConfirmation},
 		DeliveryStatuses: jobs.DeliveryStatuses,
+		Skips:            skips,
 	})
 	eng, err := engine.New(engine.Options{Store: st, Clock: clock, Logger: logger, Validate: jobs.Validate, Observer: m})
 	if err == nil {
@@ -394,4 +399,23 @@ func (d *Daemon) Stop(ctx context.Context) error {
 	errs = append(errs, d.engine.Stop(ctx), d.closeStore(ctx))
 	d.log.Info("cyberdrew stopped")
 	return errors.Join(errs...)
+}
+
+// skipReasons are the reasons fn's flow control can skip an event for
+// (store.SkipReason), in the order the store applies them.
+func skipReasons(fn engine.Function) []string {
+	var out []string
+	if fn.Idempotency != "" {
+		out = append(out, string(store.SkipIdempotency))
+	}
+	if fn.RateLimit != nil {
+		out = append(out, string(store.SkipRateLimit))
+	}
+	if fn.Singleton != nil {
+		out = append(out, string(store.SkipSingleton))
+	}
+	if fn.Debounce != nil {
+		out = append(out, string(store.SkipDebounce))
+	}
+	return out
 }

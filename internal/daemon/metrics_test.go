@@ -53,7 +53,12 @@ func TestMetricsAfterARun(t *testing.T) {
 	t.Parallel()
 	cfg := testConfig(t.TempDir())
 	cfg.SigningKey = "sk-metrics"
-	base := start(t, cfg, []engine.Function{stepFunction()})
+	limited := engine.Function{
+		ID: "limited", Triggers: []engine.Trigger{{Event: "test/limited"}}, Idempotency: "event.data.id",
+		RateLimit: &engine.RateLimit{Limit: 1, Period: time.Minute},
+		Handler:   func(context.Context, *engine.Run) (any, error) { return nil, nil },
+	}
+	base := start(t, cfg, []engine.Function{stepFunction(), limited})
 	c := client{t: t, base: base, token: cfg.SigningKey}
 
 	if code, body := scrape(t, base, ""); code != http.StatusUnauthorized || !strings.Contains(body, `"error"`) {
@@ -69,9 +74,17 @@ func TestMetricsAfterARun(t *testing.T) {
 		`cyberdrew_runs_started_total{function="stepper"} 0`,
 		`cyberdrew_events_rejected_total{reason="invalid"} 0`,
 		`cyberdrew_email_delivery_total{email="notification",status="bounced"} 0`,
+		`cyberdrew_runs_skipped_total{function="limited",reason="idempotency"} 0`,
+		`cyberdrew_runs_skipped_total{function="limited",reason="rate_limit"} 0`,
 	} {
 		if !strings.Contains(first, series) {
 			t.Errorf("the first scrape lacks %s", series)
+		}
+	}
+	// Only the reasons a function's flow control can give.
+	for _, series := range []string{`cyberdrew_runs_skipped_total{function="stepper"`, `function="limited",reason="singleton"`} {
+		if strings.Contains(first, series) {
+			t.Errorf("the first scrape has %s", series)
 		}
 	}
 	changes := c.stream("")

@@ -123,6 +123,9 @@ type Series struct {
 	RejectionReasons []string // events rejected
 	Emails           []string // email deliveries, by email and status
 	DeliveryStatuses []string
+	// Skips are the reasons each function can skip an event for (its flow
+	// control): runs skipped, by function and reason.
+	Skips map[string][]string
 }
 
 // Declare creates every series of s at zero.
@@ -135,6 +138,11 @@ func (m *Metrics) Declare(s Series) {
 		m.stepConflicts.WithLabelValues(fn)
 		for _, st := range s.FinishStatuses {
 			m.runsFinished.WithLabelValues(fn, st)
+		}
+	}
+	for fn, reasons := range s.Skips {
+		for _, r := range reasons {
+			m.runsSkipped.WithLabelValues(fn, r)
 		}
 	}
 	for _, e := range s.Emails {
