@@ -20,6 +20,7 @@
 package redis
 
 import (
+	"bufio"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -28,6 +29,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"reflect"
 	"strings"
 	"sync"
@@ -200,6 +202,10 @@ func Open(ctx context.Context, url string, opts Options) (*Store, error) {
 		if !errors.Is(err, store.ErrUnavailable) {
 			return fail(err)
 		}
+		if addr, plain := plainServer(ctx, o); plain {
+			return fail(fmt.Errorf("redis: open: %w: the URL asks for TLS (rediss://), but %s answers without TLS, "+
+				"where a TLS hello gets no answer at all: use redis:// for a server without TLS", store.ErrMisconfigured, addr))
+		}
 		s.log.Warn("redis is unreachable; retrying", "err", err)
 	}
 	if !opts.Scripts {
@@ -218,6 +224,45 @@ func Open(ctx context.Context, url string, opts Options) (*Store, error) {
 	}
 	s.ps = s.listen(ctx)
 	return s, nil
+}
+
+// plainServer tells, once a TLS connection failed, whether the server
+// behind o speaks Redis without TLS: a rediss:// URL given for a plain
+// server. Such a server takes the TLS hello for the start of an inline
+// command and waits for its end, so the handshake only times out, like a
+// network outage, and the store would retry forever. A plain PING on a
+// connection of its own tells them apart: a server without TLS answers it
+// in RESP ("+PONG", or an error such as "-NOAUTH"), a TLS server answers
+// with an alert or closes. It returns the first such address. Sentinel
+// URLs are left out: their sentinels and master may differ.
+func plainServer(ctx context.Context, o *goredis.UniversalOptions) (string, bool) {
+	if o.TLSConfig == nil || o.MasterName != "" {
+		return "", false
+	}
+	for _, addr := range o.Addrs {
+		if answersPlainPing(ctx, addr) {
+			return addr, true
+		}
+	}
+	return "", false
+}
+
+func answersPlainPing(ctx context.Context, addr string) bool {
+	ctx, cancel := context.WithTimeout(ctx, time.Second)
+	defer cancel()
+	var d net.Dialer
+	conn, err := d.DialContext(ctx, "tcp", addr)
+	if err != nil {
+		return false
+	}
+	defer conn.Close()
+	deadline, _ := ctx.Deadline()
+	conn.SetDeadline(deadline)
+	if _, err := conn.Write([]byte("PING\r\n")); err != nil {
+		return false
+	}
+	line, err := bufio.NewReader(conn).ReadString('\n')
+	return err == nil && len(line) > 2 && (line[0] == '+' || line[0] == '-') && strings.HasSuffix(line, "\r\n")
 }
 
 // clientLog sends go-redis's own log lines (dial retries while Redis is

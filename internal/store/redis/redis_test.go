@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -107,6 +108,12 @@ func TestKindAndURL(t *testing.T) {
 	}
 	// A database the server does not have is a setting to fix, not an
 	// outage to wait out.
+	// So is a rediss:// URL for a server without TLS, whose handshake would
+	// only time out: the error names the fix.
+	tlsURL := "rediss://" + strings.TrimPrefix(srv.URL(3), "redis://")
+	if _, err := redis.Open(t.Context(), tlsURL, redis.Options{}); !errors.Is(err, store.ErrMisconfigured) || !strings.Contains(err.Error(), "use redis://") {
+		t.Errorf("Open(%s) = %v, want store.ErrMisconfigured naming redis://", tlsURL, err)
+	}
 	if _, err := redis.Open(t.Context(), srv.URL(99), redis.Options{}); !errors.Is(err, store.ErrMisconfigured) {
 		t.Errorf("Open(database 99) = %v, want store.ErrMisconfigured", err)
 	}
