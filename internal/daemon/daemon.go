@@ -35,6 +35,11 @@ import (
 func Serve(ctx context.Context, cfg config.Serve, logger *slog.Logger) error {
 	d, err := New(ctx, cfg, logger, Options{})
 	if err != nil {
+		if ctx.Err() != nil && errors.Is(err, context.Canceled) {
+			// Told to stop while its store was being opened.
+			logger.Info("cyberdrew stopped before serving", "component", "daemon")
+			return nil
+		}
 		return err
 	}
 	return d.Run(ctx)
@@ -49,6 +54,13 @@ const stopSlack = 5 * time.Second
 // shutdown timeout plus stopSlack. A part that died is returned as an
 // error, so that `serve` exits non-zero.
 func (d *Daemon) Run(ctx context.Context) error {
+	if ctx.Err() != nil {
+		// Told to stop while it was being built (a store slow to answer):
+		// it never serves, and has nothing to drain.
+		d.undo(nil)
+		d.log.Info("cyberdrew stopped before serving")
+		return nil
+	}
 	if err := d.Start(ctx); err != nil {
 		return err
 	}

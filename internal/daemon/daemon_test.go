@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/url"
 	"strconv"
@@ -566,4 +567,38 @@ func TestMalformedCursorSaysSo(t *testing.T) {
 			}
 		}
 	})
+}
+
+// TestStopWhileStarting: a SIGTERM that arrives while the daemon is still
+// opening a Redis that does not answer (a black hole: it accepts and never
+// replies) ends serve without serving first, where it used to start, log
+// "serving" and then wait out the store's timeouts to stop.
+func TestStopWhileStarting(t *testing.T) {
+	t.Parallel()
+	hole, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer hole.Close()
+	go func() {
+		for {
+			c, err := hole.Accept()
+			if err != nil {
+				return
+			}
+			defer c.Close()
+		}
+	}()
+	cfg := testConfig(t.TempDir())
+	cfg.Store = "redis://" + hole.Addr().String() + "/0"
+	ctx, cancel := context.WithCancel(t.Context())
+	time.AfterFunc(300*time.Millisecond, cancel) // the signal, mid-open
+	var logs syncBuffer
+	err = daemon.Serve(ctx, cfg, slog.New(slog.NewTextHandler(&logs, nil)))
+	if err != nil {
+		t.Fatalf("Serve = %v, want nil", err)
+	}
+	if out := logs.String(); strings.Contains(out, "cyberdrew serving") || !strings.Contains(out, "stopped before serving") {
+		t.Errorf("logs:\n%s\nwant no serving, and stopped before serving", out)
+	}
 }

@@ -77,6 +77,32 @@ func printable(s string, multiline bool) bool {
 	}) < 0
 }
 
+// mistyped returns the first of fields (name, then "string", "number" or
+// "bool") whose value in body is there, not null, and of another JSON
+// type, or "" when none is: a field of the wrong type is a malformed
+// request (400 naming it), not a value to read as empty.
+func mistyped(body map[string]any, fields ...[2]string) string {
+	for _, f := range fields {
+		v, ok := body[f[0]]
+		if !ok || v == nil {
+			continue
+		}
+		var right bool
+		switch f[1] {
+		case "string":
+			_, right = v.(string)
+		case "number":
+			_, right = v.(float64)
+		case "bool":
+			_, right = v.(bool)
+		}
+		if !right {
+			return f[0]
+		}
+	}
+	return ""
+}
+
 // str reads a string field; anything else reads as "".
 func str(body map[string]any, key string) string {
 	s, _ := body[key].(string)
@@ -102,6 +128,10 @@ func (s *Server) contact(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
+	if f := mistyped(body, [2]string{"name", "string"}, [2]string{"email", "string"}, [2]string{"message", "string"},
+		[2]string{"website", "string"}); f != "" {
+		return fail(http.StatusBadRequest, "Invalid "+f)
+	}
 	if strings.TrimSpace(str(body, "website")) != "" {
 		writeJSON(w, http.StatusOK, contactOK)
 		return nil
@@ -113,8 +143,13 @@ func (s *Server) contact(w http.ResponseWriter, r *http.Request) error {
 	if !jobs.ValidEmail(email) {
 		return fail(http.StatusBadRequest, "Invalid email address")
 	}
-	if !printable(name, false) || !printable(message, true) {
-		return fail(http.StatusBadRequest, "Fields must not hold control characters")
+	// A name reaches the emails' headers; a form's one-line input cannot
+	// hold a control character, so one is refused rather than stripped.
+	if !printable(name, false) {
+		return fail(http.StatusBadRequest, "Name must not hold control characters")
+	}
+	if !printable(message, true) {
+		return fail(http.StatusBadRequest, "Message must not hold control characters")
 	}
 	name, message = strings.TrimSpace(cut(name, maxField)), strings.TrimSpace(cut(message, maxField))
 	if utf8.RuneCountInString(name) < 2 {
@@ -153,6 +188,10 @@ func (s *Server) views(w http.ResponseWriter, r *http.Request) error {
 	body, err := readJSON(w, r)
 	if err != nil {
 		return err
+	}
+	if f := mistyped(body, [2]string{"slug", "string"}, [2]string{"sessionId", "string"}, [2]string{"isVisible", "bool"},
+		[2]string{"timeOnPage", "number"}, [2]string{"title", "string"}, [2]string{"referrer", "string"}); f != "" {
+		return fail(http.StatusBadRequest, "Invalid "+f)
 	}
 	slug := str(body, "slug")
 	if !jobs.ValidSlug(slug) {

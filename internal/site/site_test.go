@@ -150,6 +150,10 @@ func TestContactRejectsInOrder(t *testing.T) {
 			{"bad email beats a short name", `{"name":"A","email":"ada@@example","message":"hi"}`, reply{400, `{"error":"Invalid email address"}`, nil}},
 			{"short name beats a short message", `{"name":" A ","email":"ada@example.com","message":"hi"}`, reply{400, `{"error":"Name must be at least 2 characters"}`, nil}},
 			{"short message", `{"name":"Ada","email":"ada@example.com","message":"  too short "}`, reply{400, `{"error":"Message must be at least 10 characters"}`, nil}},
+			{"a name that is not a string", `{"name":123,"email":"ada@example.com","message":"Hello there friend"}`, reply{400, `{"error":"Invalid name"}`, nil}},
+			{"a message that is not a string", `{"name":"Ada","email":"ada@example.com","message":["Hello there friend"]}`, reply{400, `{"error":"Invalid message"}`, nil}},
+			{"a header in the name", `{"name":"Bob\r\nBcc: evil@example.com","email":"ada@example.com","message":"Hello there friend"}`, reply{400, `{"error":"Name must not hold control characters"}`, nil}},
+			{"a NUL in the message", `{"name":"Ada","email":"ada@example.com","message":"Hello there\u0000 friend"}`, reply{400, `{"error":"Message must not hold control characters"}`, nil}},
 			{"valid, long fields cut", `{"name":"Ada","email":" ada@example.com ","message":"` + long + `"}`, reply{200, success, nil}},
 		}
 		for i, tt := range tests {
@@ -229,6 +233,11 @@ func TestViewsRejectInOrder(t *testing.T) {
 			{"bot user agent", req{body: view(""), header: map[string]string{"User-Agent": "Mozilla/5.0 (compatible; Googlebot/2.1)"}}, reply{400, `{"error":"Invalid user agent"}`, nil}},
 			{"short user agent", req{body: view(""), header: map[string]string{"User-Agent": "Mozilla"}}, reply{400, `{"error":"Invalid user agent"}`, nil}},
 			{"too little time", req{body: view(`,"timeOnPage":4999`)}, notRecorded("too short")},
+			{"time on page as a string", req{body: view(`,"timeOnPage":"6000"`)}, reply{400, `{"error":"Invalid timeOnPage"}`, nil}},
+			{"visible as a string", req{body: view(`,"isVisible":"yes"`)}, reply{400, `{"error":"Invalid isVisible"}`, nil}},
+			{"referrer as an object", req{body: view(`,"referrer":{"evil":1}`)}, reply{400, `{"error":"Invalid referrer"}`, nil}},
+			{"title as a list", req{body: view(`,"title":["x"]`)}, reply{400, `{"error":"Invalid title"}`, nil}},
+			{"session as a number", req{body: view(`,"sessionId":1234567890`)}, reply{400, `{"error":"Invalid sessionId"}`, nil}},
 			{"recorded", req{body: view("")}, reply{200, `{"recorded":true}`, nil}},
 			{"same session and post", req{body: view("")}, notRecorded("already counted")},
 		}
