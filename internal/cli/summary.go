@@ -131,6 +131,12 @@ func printSummary(w io.Writer, s jobs.Summary) error {
 	if s.StartDate == s.EndDate {
 		title = fmt.Sprintf("Analytics summary, %s: %s", s.Period, s.StartDate)
 	}
+	start, errStart := time.Parse(time.DateOnly, s.StartDate)
+	end, errEnd := time.Parse(time.DateOnly, s.EndDate)
+	if errStart == nil && errEnd == nil && !jobs.WholePeriod(s.Period, start, end) {
+		// The job stores only whole periods (see the command's help).
+		title = fmt.Sprintf("Analytics summary, %s to %s (not a whole %s: printed, not stored)", s.StartDate, s.EndDate, periodNoun(s.Period))
+	}
 	fmt.Fprintln(w, title)
 	fmt.Fprintln(w)
 	t := newTable(w)
@@ -191,4 +197,16 @@ func plural(n int64, noun string) string {
 		return "1 " + noun
 	}
 	return fmt.Sprintf("%d %ss", n, noun)
+}
+
+// periodNoun names the calendar period of a summary kind.
+func periodNoun(period string) string {
+	switch period {
+	case jobs.PeriodWeekly:
+		return "Monday-to-Sunday week"
+	case jobs.PeriodMonthly:
+		return "calendar month"
+	default:
+		return "day"
+	}
 }
