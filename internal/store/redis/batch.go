@@ -38,8 +38,18 @@ type batcher[T, R any] struct {
 	apply func(ctx context.Context, items []T) ([]R, error)
 	in    chan *batchCall[T, R] // unbuffered: a send succeeds only when the loop takes it
 	slots chan struct{}
-	quit  chan struct{}
-	wg    sync.WaitGroup
+	// work hands a gathered group to one of the batchInFlight flushers:
+	// goroutines that live as long as the batcher, so the deep stack a
+	// script call needs grows once, not in a new goroutine per group.
+	work chan batchGroup[T, R]
+	quit chan struct{}
+	wg   sync.WaitGroup
+}
+
+// batchGroup is the callers of one script call and their item count.
+type batchGroup[T, R any] struct {
+	calls []*batchCall[T, R]
+	n     int
 }
 
 func newBatcher[T, R any](apply func(ctx context.Context, items []T) ([]R, error)) *batcher[T, R] {
@@ -47,9 +57,23 @@ func newBatcher[T, R any](apply func(ctx context.Context, items []T) ([]R, error
 		apply: apply,
 		in:    make(chan *batchCall[T, R]),
 		slots: make(chan struct{}, batchInFlight),
+		work:  make(chan batchGroup[T, R]),
 		quit:  make(chan struct{}),
 	}
-	b.wg.Go(b.loop)
+	var flushers sync.WaitGroup
+	for range batchInFlight {
+		flushers.Go(func() {
+			for g := range b.work {
+				b.flush(g.calls, g.n)
+				<-b.slots
+			}
+		})
+	}
+	b.wg.Go(func() {
+		b.loop()
+		close(b.work)
+		flushers.Wait()
+	})
 	return b
 }
 
@@ -107,10 +131,7 @@ func (b *batcher[T, R]) loop() {
 				break gather
 			}
 		}
-		b.wg.Go(func() {
-			defer func() { <-b.slots }()
-			b.flush(group, n)
-		})
+		b.work <- batchGroup[T, R]{calls: group, n: n}
 	}
 }
 
