@@ -463,3 +463,45 @@ func TestUnavailableSaysWhy(t *testing.T) {
 		t.Errorf("exit %d, stderr %q; want exit 4 with the daemon's reason and no word of its store", r.code, r.stderr)
 	}
 }
+
+// TestSilentServerIsUnreachable: a --server that takes the connection and
+// never answers (a wrong port, a frozen proxy) ends each command with exit
+// 4 naming the URL, where the commands used to wait forever.
+func TestSilentServerIsUnreachable(t *testing.T) {
+	t.Parallel()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		var held []net.Conn // taken, never answered
+		defer func() {
+			for _, c := range held {
+				c.Close()
+			}
+		}()
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			held = append(held, c)
+		}
+	}()
+	url := "http://" + ln.Addr().String()
+	env := map[string]string{"CYBERDREW_REQUEST_TIMEOUT": "300ms"}
+	for _, args := range [][]string{
+		{"runs", "list"},
+		{"send", "test/hello.world"},
+		{"events", "show", "01JNQ5S9M3ZKX4Y6V8W0A2B4C6"},
+	} {
+		r := run(t, &recorder{}, env, append(args, "--server", url)...)
+		if r.code != cli.ExitUnavailable || !strings.Contains(r.stderr, url) || !strings.Contains(r.stderr, "did not answer within 300ms") {
+			t.Errorf("%v: exit %d, stderr %q; want %d naming %s and the wait", args, r.code, r.stderr, cli.ExitUnavailable, url)
+		}
+	}
+	if r := run(t, &recorder{}, map[string]string{"CYBERDREW_REQUEST_TIMEOUT": "soon"}, "runs", "list", "--server", url); r.code != cli.ExitUsage {
+		t.Errorf("CYBERDREW_REQUEST_TIMEOUT=soon: exit %d, want %d", r.code, cli.ExitUsage)
+	}
+}

@@ -77,10 +77,19 @@ func (f *clientFlags) client() (*client.Client, error) {
 	if f.output != outputTable && f.output != outputJSON {
 		return nil, usageErrorf("-o %q: want table or json", f.output)
 	}
+	var headerTimeout time.Duration
+	if v := f.or("", "CYBERDREW_REQUEST_TIMEOUT"); v != "" {
+		d, err := time.ParseDuration(v)
+		if err != nil || d <= 0 {
+			return nil, usageErrorf("CYBERDREW_REQUEST_TIMEOUT %q: want a positive duration such as 30s", v)
+		}
+		headerTimeout = d
+	}
 	c, err := client.New(client.Options{
-		URL:      f.or(f.server, "CYBERDREW_URL"),
-		EventKey: f.or(f.eventKey, "INNGEST_EVENT_KEY"),
-		Token:    f.or(f.token, "INNGEST_SIGNING_KEY"),
+		URL:           f.or(f.server, "CYBERDREW_URL"),
+		EventKey:      f.or(f.eventKey, "INNGEST_EVENT_KEY"),
+		Token:         f.or(f.token, "INNGEST_SIGNING_KEY"),
+		HeaderTimeout: headerTimeout,
 	})
 	if err != nil {
 		return nil, &exitError{code: ExitUsage, err: err}

@@ -69,9 +69,14 @@ func runDash(ctx context.Context, c *client.Client, o dashOptions) error {
 	}
 	// Fail before taking the screen when the daemon cannot be reached or
 	// refuses the key.
-	pingCtx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	const pingWait = 5 * time.Second
+	pingCtx, cancel := context.WithTimeout(ctx, pingWait)
 	_, err := c.Stats(pingCtx)
 	cancel()
+	if errors.Is(err, context.DeadlineExceeded) && ctx.Err() == nil {
+		// A server that took the connection and never answered.
+		err = &client.UnreachableError{URL: c.URL(), Err: fmt.Errorf("it did not answer within %s", pingWait)}
+	}
 	if err != nil {
 		return err
 	}

@@ -6,6 +6,7 @@ package client
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -40,9 +41,21 @@ type Options struct {
 	// Token is the admin API's bearer signing key (INNGEST_SIGNING_KEY).
 	Token string
 	// HTTP is the transport; nil means a client without a global timeout
-	// (streams are long), each call bounded by its context.
+	// (streams are long), each call bounded by its context, whose answer
+	// must start (its status line and headers) within HeaderTimeout.
 	HTTP *http.Client
+	// HeaderTimeout bounds the wait for an answer to start when HTTP is
+	// nil; 0 means DefaultHeaderTimeout. A server that takes the
+	// connection and never answers (a wrong --server, a frozen proxy) is
+	// then an *UnreachableError, not a hang. Streams are not cut: the
+	// daemon answers them at once and then keeps them open.
+	HeaderTimeout time.Duration
 }
+
+// DefaultHeaderTimeout is how long a call waits for the daemon's answer to
+// start. The daemon answers within its intake timeout (2 s by default) or
+// at once; 30 s leaves room for a slow link.
+const DefaultHeaderTimeout = 30 * time.Second
 
 // New checks the URL and returns a client.
 func New(opts Options) (*Client, error) {
@@ -57,7 +70,9 @@ func New(opts Options) (*Client, error) {
 	u.Path = strings.TrimRight(u.Path, "/")
 	hc := opts.HTTP
 	if hc == nil {
-		hc = &http.Client{}
+		t := http.DefaultTransport.(*http.Transport).Clone()
+		t.ResponseHeaderTimeout = cmp.Or(opts.HeaderTimeout, DefaultHeaderTimeout)
+		hc = &http.Client{Transport: t}
 	}
 	return &Client{base: u, eventKey: opts.EventKey, token: opts.Token, http: hc}, nil
 }
@@ -169,6 +184,9 @@ func (c *Client) send(req *http.Request) (*http.Response, error) {
 		var ue *url.Error
 		if errors.As(err, &ue) {
 			err = ue.Err
+		}
+		if t, ok := c.http.Transport.(*http.Transport); ok && t.ResponseHeaderTimeout > 0 && strings.Contains(err.Error(), "timeout awaiting response headers") {
+			err = fmt.Errorf("it took the connection but did not answer within %s", t.ResponseHeaderTimeout)
 		}
 		return nil, &UnreachableError{URL: c.URL(), Err: err}
 	}
