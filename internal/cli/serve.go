@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -95,7 +96,7 @@ both set.`,
 			}
 			logger := NewLogger(cmd.ErrOrStderr(), cfg.LogFormat, cfg.LogLevel)
 			logger.Debug("configuration", "config", cfg)
-			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
+			ctx, stop := stopOnSignal(cmd.Context(), logger)
 			defer stop()
 			return opts.Serve(ctx, cfg, logger)
 		},
@@ -250,3 +251,25 @@ func (v listValue) Set(s string) error {
 
 func (v listValue) String() string { return strings.Join(*v.list, ",") }
 func (v listValue) Type() string   { return "keys" }
+
+// stopOnSignal is ctx, ended by the first SIGINT, SIGTERM or SIGHUP, which
+// it logs: each stops the daemon gracefully. SIGHUP is a closed terminal
+// (serve run in the foreground of an SSH session): there is no
+// configuration to reload. stop releases the signals.
+func stopOnSignal(ctx context.Context, logger *slog.Logger) (context.Context, context.CancelFunc) {
+	ctx, cancel := context.WithCancel(ctx)
+	sigs := make(chan os.Signal, 1)
+	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM, syscall.SIGHUP)
+	go func() {
+		select {
+		case sig := <-sigs:
+			logger.Info("stopping on a signal", "component", "daemon", "signal", sig.String())
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
+	return ctx, func() {
+		signal.Stop(sigs)
+		cancel()
+	}
+}

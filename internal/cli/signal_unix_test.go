@@ -6,6 +6,9 @@ import (
 	"bytes"
 	"context"
 	"log/slog"
+	"strconv"
+	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -14,10 +17,17 @@ import (
 	"github.com/dcyfr/cyberdrew/internal/config"
 )
 
-// TestServeStopsOnSIGTERM sends SIGTERM to the test process while serve
-// runs: serve's context ends and it exits 0. It is not parallel, so no
+// TestServeStopsOnSIGTERM sends SIGTERM, then SIGHUP (a closed terminal),
+// then SIGINT to the test process while serve runs: each time serve's
+// context ends, it exits 0 and logs the signal. It is not parallel, so no
 // other serve is running when the signal arrives.
 func TestServeStopsOnSIGTERM(t *testing.T) {
+	for _, sig := range []syscall.Signal{syscall.SIGTERM, syscall.SIGHUP, syscall.SIGINT} {
+		t.Run(sig.String(), func(t *testing.T) { serveStopsOn(t, sig) })
+	}
+}
+
+func serveStopsOn(t *testing.T, sig syscall.Signal) {
 	started := make(chan struct{})
 	serve := func(ctx context.Context, _ config.Serve, _ *slog.Logger) error {
 		close(started)
@@ -25,14 +35,14 @@ func TestServeStopsOnSIGTERM(t *testing.T) {
 		return nil
 	}
 	done := make(chan cli.ExitCode, 1)
+	var out syncBuffer
 	go func() {
-		var out bytes.Buffer
 		opts := cli.Options{Serve: serve, Getenv: func(k string) string { return home[k] }}
 		done <- cli.Run(context.Background(), []string{"serve"}, &out, &out, opts)
 	}()
 
 	<-started
-	if err := syscall.Kill(syscall.Getpid(), syscall.SIGTERM); err != nil {
+	if err := syscall.Kill(syscall.Getpid(), sig); err != nil {
 		t.Fatal(err)
 	}
 	select {
@@ -40,7 +50,29 @@ func TestServeStopsOnSIGTERM(t *testing.T) {
 		if code != cli.ExitOK {
 			t.Errorf("exit code = %d, want 0", code)
 		}
+		if want := `"signal":` + strconv.Quote(sig.String()); !strings.Contains(out.String(), want) {
+			t.Errorf("log %q lacks %s", out.String(), want)
+		}
 	case <-time.After(10 * time.Second):
-		t.Fatal("serve did not stop on SIGTERM")
+		t.Fatalf("serve did not stop on %v", sig)
 	}
+}
+
+// syncBuffer is a bytes.Buffer safe for the logger's writes from the
+// signal goroutine.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.String()
 }
