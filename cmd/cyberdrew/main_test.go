@@ -14,6 +14,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -37,6 +38,9 @@ func TestMain(m *testing.M) {
 //	github=ok|fail  a fake GitHub GraphQL API that answers a calendar or 401
 //	retention=…     keep finished runs and their events this long (a duration)
 //	daemon=none     no daemon at all
+//
+// Besides testscript's own commands a script has exitcode, stdout2env,
+// sleep and restart (below).
 func TestScripts(t *testing.T) {
 	t.Parallel()
 	testscript.Run(t, testscript.Params{
@@ -47,6 +51,7 @@ func TestScripts(t *testing.T) {
 			"exitcode":   cmdExitCode,
 			"stdout2env": cmdStdoutToEnv,
 			"sleep":      cmdSleep,
+			"restart":    cmdRestart,
 		},
 	})
 }
@@ -91,22 +96,70 @@ func setupDaemon(env *testscript.Env) error {
 		env.Defer(gh.Close)
 		cfg.GitHubToken, cfg.GitHubAPIURL = "test-token", gh.URL
 	}
-	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
+	sd := &scriptDaemon{cfg: cfg}
+	if err := sd.start(); err != nil {
+		return err
+	}
+	scriptDaemons.Store(env.WorkDir, sd)
+	env.Defer(func() {
+		scriptDaemons.Delete(env.WorkDir)
+		sd.stop()
+	})
+	env.Setenv("CYBERDREW_URL", "http://"+sd.d.Addr())
+	return nil
+}
+
+// scriptDaemon is a script's daemon, which `restart` stops and starts again
+// on the same address and data.
+type scriptDaemon struct {
+	cfg config.Serve
+	d   *daemon.Daemon
+}
+
+// scriptDaemons maps a script's work directory to its *scriptDaemon.
+var scriptDaemons sync.Map
+
+func (sd *scriptDaemon) start() error {
 	ctx := context.Background()
-	d, err := daemon.New(ctx, cfg, logger, daemon.Options{})
+	d, err := daemon.New(ctx, sd.cfg, slog.New(slog.NewTextHandler(io.Discard, nil)), daemon.Options{})
 	if err != nil {
 		return err
 	}
 	if err := d.Start(ctx); err != nil {
 		return err
 	}
-	env.Defer(func() {
-		stop, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		_ = d.Stop(stop)
-	})
-	env.Setenv("CYBERDREW_URL", "http://"+d.Addr())
+	sd.d = d
+	sd.cfg.Addr = d.Addr() // a restart listens where clients already point
 	return nil
+}
+
+func (sd *scriptDaemon) stop() {
+	if sd.d == nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	_ = sd.d.Stop(ctx)
+	sd.d = nil
+}
+
+// cmdRestart stops the script's daemon gracefully (as SIGTERM does), waits
+// the given duration with nothing listening, and starts it again on the
+// same address and data: "restart 1s", a deploy.
+func cmdRestart(ts *testscript.TestScript, neg bool, args []string) {
+	if neg || len(args) != 1 {
+		ts.Fatalf("usage: restart down-duration")
+	}
+	down, err := time.ParseDuration(args[0])
+	ts.Check(err)
+	v, ok := scriptDaemons.Load(ts.Getenv("WORK"))
+	if !ok {
+		ts.Fatalf("restart: the script has no daemon")
+	}
+	sd := v.(*scriptDaemon)
+	sd.stop()
+	time.Sleep(down)
+	ts.Check(sd.start())
 }
 
 // fakeGitHub answers GitHub's GraphQL contribution query: 42 contributions

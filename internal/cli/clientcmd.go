@@ -231,7 +231,7 @@ func (r waitResult) failed() bool {
 // opened (filtered on the event) before the event was sent or before its
 // runs are listed here, so no change is missed.
 func waitForRuns(ctx context.Context, c *client.Client, st *client.Stream, eventID, eventName string, timeout time.Duration, progress *spinner) (waitResult, error) {
-	defer st.Close()
+	defer func() { st.Close() }() // the last one: a restart of the daemon replaces it
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 
@@ -290,7 +290,17 @@ func waitForRuns(ctx context.Context, c *client.Client, st *client.Stream, event
 			timedOut = true
 		case ch, ok := <-st.Changes():
 			if !ok {
-				return waitResult{}, fmt.Errorf("stream: %w", st.Err())
+				// The daemon went away (a restart, a deploy): follow it
+				// back within the timeout, then read the runs again for
+				// what changed meanwhile.
+				progress.set(fmt.Sprintf("waiting for %s: the daemon went away (%v); reconnecting", eventName, st.Err()))
+				if st, err = reopen(ctx, st); err != nil {
+					return waitResult{}, timeoutOr(ctx, err)
+				}
+				if err := list(); err != nil {
+					return waitResult{}, timeoutOr(ctx, err)
+				}
+				continue
 			}
 			switch {
 			case ch.Kind == "resync":
@@ -316,6 +326,24 @@ func waitForRuns(ctx context.Context, c *client.Client, st *client.Stream, event
 		res.Runs = append(res.Runs, d)
 	}
 	return res, nil
+}
+
+// reopen opens the ended stream st again, retrying while the daemon cannot
+// be reached or answers 503 (it is starting, or its store is), every half
+// second until ctx ends.
+func reopen(ctx context.Context, st *client.Stream) (*client.Stream, error) {
+	for {
+		next, err := st.Reopen(ctx)
+		var ue *client.UnreachableError
+		if err == nil || !(errors.As(err, &ue) || client.IsStatus(err, http.StatusServiceUnavailable)) {
+			return next, err
+		}
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(500 * time.Millisecond):
+		}
+	}
 }
 
 func timeoutOr(ctx context.Context, err error) error {

@@ -36,6 +36,16 @@ type Stream struct {
 	changes chan Change
 	err     error
 	cancel  context.CancelFunc
+
+	c      *Client
+	filter StreamFilter
+}
+
+// Reopen opens the stream again with the same filter, after it ended (the
+// daemon restarted). Changes committed between the two are not delivered:
+// the caller reads the state again, as after a resync.
+func (s *Stream) Reopen(ctx context.Context) (*Stream, error) {
+	return s.c.Stream(ctx, s.filter)
 }
 
 // Changes delivers the changes in order; it is closed when the stream ends.
@@ -70,7 +80,7 @@ func (c *Client) Stream(ctx context.Context, f StreamFilter) (*Stream, error) {
 		cancel()
 		return nil, err
 	}
-	s := &Stream{changes: make(chan Change, 64), cancel: cancel}
+	s := &Stream{changes: make(chan Change, 64), cancel: cancel, c: c, filter: f}
 	sc := bufio.NewScanner(resp.Body)
 	sc.Buffer(make([]byte, 64<<10), 1<<20)
 	// The daemon writes ": connected" once subscribed.
