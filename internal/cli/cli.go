@@ -75,6 +75,13 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer, opts Opti
 	root.SetArgs(args)
 	root.SetOut(out)
 	root.SetErr(stderr)
+	// cobra adds its completion command when it executes, writing to the
+	// output set by then; add it now, so that it is a group like the
+	// others (`completion tcsh` exits 2).
+	root.InitDefaultCompletionCmd()
+	if c, _, err := root.Find([]string{"completion"}); err == nil && c != root {
+		refuseMissingSubcommand(c)
+	}
 	// Errors raised before a command's own code starts (unknown command or
 	// flag, wrong arguments) are usage errors.
 	started := false

@@ -26,10 +26,6 @@ func newEmailCmd(opts Options) *cobra.Command {
 		Use:     "email",
 		Short:   "Work on the site's emails",
 		GroupID: groupDaemon,
-		Args:    cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			return cmd.Help()
-		},
 	}
 	cmd.AddCommand(newEmailPreviewCmd(opts))
 	return cmd

@@ -61,7 +61,7 @@ func newRunsListCmd(opts Options, f *clientFlags) *cobra.Command {
 	}
 	fs := cmd.Flags()
 	fs.StringVarP(&o.Function, "function", "f", "", "only runs of this function id")
-	fs.StringSliceVarP(&o.Status, "status", "s", nil, "only runs with these statuses: queued, running, sleeping, completed, failed, cancelled, skipped")
+	fs.StringSliceVarP(&o.Status, "status", "s", nil, "only runs with these statuses: "+strings.Join(runStatuses, ", "))
 	fs.StringVar(&o.EventID, "event", "", "only runs triggered by this event id (as send and events list print it, or the --id it was sent with; not a name)")
 	fs.StringVar(&o.Since, "since", "", "only runs created since: RFC 3339 time or a duration ago (24h)")
 	fs.StringVar(&o.Until, "until", "", "only runs created before: RFC 3339 time or a duration ago")
@@ -69,10 +69,13 @@ func newRunsListCmd(opts Options, f *clientFlags) *cobra.Command {
 	fs.StringVar(&o.Cursor, "cursor", "", "cursor of the next page, printed after a full page")
 	fs.BoolVarP(&o.Quiet, "quiet", "q", false, "print only the run ids, one a line")
 	_ = cmd.RegisterFlagCompletionFunc("function", completeFunctionIDs(opts))
-	_ = cmd.RegisterFlagCompletionFunc("status", fixedCompletion("queued", "running", "sleeping", "completed", "failed", "cancelled", "skipped"))
+	_ = cmd.RegisterFlagCompletionFunc("status", fixedCompletion(runStatuses...))
 	_ = cmd.RegisterFlagCompletionFunc("event", completeEventIDs(opts))
 	return cmd
 }
+
+// runStatuses are the statuses --status takes, in any case.
+var runStatuses = []string{"queued", "running", "sleeping", "completed", "failed", "cancelled", "skipped"}
 
 func runRunsList(ctx context.Context, o *runsListOptions) error {
 	c, err := o.client()
@@ -82,6 +85,11 @@ func runRunsList(ctx context.Context, o *runsListOptions) error {
 	f := client.RunFilter{Function: o.Function, Statuses: o.Status, EventID: o.EventID, Limit: o.Limit, Cursor: o.Cursor}
 	if err := checkLimit(o.Limit); err != nil {
 		return err
+	}
+	for _, st := range o.Status {
+		if !slices.Contains(runStatuses, strings.ToLower(st)) {
+			return usageErrorf("--status %q: want %s", st, strings.Join(runStatuses, ", "))
+		}
 	}
 	if f.Since, err = parseTimeFlag("since", o.Since, o.Now()); err != nil {
 		return err

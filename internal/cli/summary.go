@@ -81,6 +81,9 @@ func runSummary(ctx context.Context, o *summaryOptions) error {
 		if end, err = parseDay("to", o.To); err != nil {
 			return err
 		}
+		if end.Before(start) {
+			return usageErrorf("--to %s is before --from %s", o.To, start.Format(time.DateOnly))
+		}
 	}
 	from, to := start.Format(time.DateOnly), end.Format(time.DateOnly)
 	data, _ := json.Marshal(jobs.SummaryRequest{Period: o.Period, StartDate: from, EndDate: to})
