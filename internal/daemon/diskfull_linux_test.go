@@ -5,6 +5,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -66,5 +67,46 @@ func fill(t *testing.T, path string) {
 			}
 			t.Fatalf("filling the disk: %v", err)
 		}
+	}
+}
+
+// TestNearlyFullDiskFailsReadiness leaves less room on the data dir's disk
+// than an event needs, though more than the readiness write does: /readyz
+// must answer 503 naming the disk while intake refuses events, where it
+// answered 200 "ok" because its own small write still fitted.
+func TestNearlyFullDiskFailsReadiness(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	if err := syscall.Mount("tmpfs", dir, "tmpfs", 0, "size=8m"); err != nil {
+		t.Skipf("SKIPPING DISK-FULL TEST: cannot mount a tmpfs (needs root): %v", err)
+	}
+	t.Cleanup(func() {
+		if err := syscall.Unmount(dir, 0); err != nil {
+			t.Errorf("unmount %s: %v", dir, err)
+		}
+	})
+	base := start(t, testConfig(dir), nil)
+	filler := filepath.Join(dir, "filler")
+	fill(t, filler)
+	info, err := os.Stat(filler)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Truncate(filler, info.Size()-128<<10); err != nil { // 128 KiB free
+		t.Fatal(err)
+	}
+	big := `{"name":"test/hello.world","id":"big-1","data":{"email":"a@b.c","pad":"` + strings.Repeat("x", 200<<10) + `"}}`
+	if code, body, _ := probe(t, "POST", base+"/e/anykey", big); code != http.StatusServiceUnavailable {
+		t.Errorf("a 200 KiB event on a disk with 128 KiB free = %d %.200s, want 503", code, body)
+	}
+	if code, body, _ := probe(t, "GET", base+"/readyz", ""); code != http.StatusServiceUnavailable || !strings.Contains(body, "nearly full") {
+		t.Errorf("/readyz with 128 KiB free = %d %s, want 503 saying the disk is nearly full", code, body)
+	}
+	if err := os.Remove(filler); err != nil {
+		t.Fatal(err)
+	}
+	awaitReady(t, base, "the space returning")
+	if code, body, _ := probe(t, "POST", base+"/e/anykey", big); code != http.StatusOK {
+		t.Errorf("the resend once space returned = %d %.200s", code, body)
 	}
 }

@@ -176,6 +176,12 @@ func (s *Store) Kind() string { return "sqlite" }
 // rewrites the health row through the writer (durably, as intake writes)
 // and runs a trivial query on the read pool, within ctx's deadline.
 func (s *Store) Ping(ctx context.Context) error {
+	// The health row's write fits in a page the file already has, so it
+	// succeeds on a disk too full for any event: the space is checked too.
+	if free, ok := freeBytes(s.path); ok && free < minFreeBytes {
+		return fmt.Errorf("%w: sqlite: ping: the disk holding %s is nearly full (%d KiB free, under %d KiB): events are refused",
+			store.ErrUnavailable, s.path, free>>10, minFreeBytes>>10)
+	}
 	err := s.write(ctx, "ping", true, func(t *txn) error {
 		_, err := t.exec(`INSERT INTO health (id, checked_at) VALUES (1, ?)
 ON CONFLICT (id) DO UPDATE SET checked_at = excluded.checked_at`, t.now.UnixMilli())
@@ -190,6 +196,11 @@ ON CONFLICT (id) DO UPDATE SET checked_at = excluded.checked_at`, t.now.UnixMill
 	}
 	return err
 }
+
+// minFreeBytes is the free space under which the store is not ready: four
+// events of the largest size the event API takes by default (256 KiB),
+// with their runs and the write-ahead log's pages.
+const minFreeBytes = 1 << 20
 
 // Close stops the writer once it has committed everything already
 // submitted, ends every subscription and closes the database.
