@@ -301,12 +301,14 @@ func newRunsCancelCmd(opts Options, f *clientFlags) *cobra.Command {
 			// go; a daemon that cannot be reached stops them all.
 			runs := []client.Run{}
 			var refused []string
+			refusals := []cancelRefusal{}
 			for _, id := range args {
 				r, err := c.Cancel(cmd.Context(), id)
 				var ae *client.APIError
 				if errors.As(err, &ae) && ae.Status >= 400 && ae.Status < 500 && ae.Status != http.StatusUnauthorized {
 					fmt.Fprintf(cmd.ErrOrStderr(), "cancel %s: %s\n", id, ae.Message)
 					refused = append(refused, id)
+					refusals = append(refusals, cancelRefusal{RunID: id, Status: ae.Status, Error: ae.Message})
 					continue
 				}
 				if err != nil {
@@ -318,7 +320,14 @@ func newRunsCancelCmd(opts Options, f *clientFlags) *cobra.Command {
 				}
 			}
 			if f.json() {
-				if err := writeJSON(cmd.OutOrStdout(), client.Page[client.Run]{Data: runs}); err != nil {
+				// The runs cancelled, and each one refused with why: a
+				// script reads both from stdout.
+				out := struct {
+					Data    []client.Run    `json:"data"`
+					Cursor  string          `json:"cursor"` // a list's shape: empty
+					Refused []cancelRefusal `json:"refused"`
+				}{Data: runs, Refused: refusals}
+				if err := writeJSON(cmd.OutOrStdout(), out); err != nil {
 					return err
 				}
 			}
@@ -328,6 +337,14 @@ func newRunsCancelCmd(opts Options, f *clientFlags) *cobra.Command {
 			return nil
 		},
 	}
+}
+
+// cancelRefusal is a run id `runs cancel -o json` could not cancel: the
+// daemon's status and message (not found, already finished).
+type cancelRefusal struct {
+	RunID  string `json:"run_id"`
+	Status int    `json:"status"`
+	Error  string `json:"error"`
 }
 
 func newRunsRerunCmd(opts Options, f *clientFlags) *cobra.Command {
