@@ -118,8 +118,11 @@ func clientFailure(err error) (code ExitCode, msg string, ok bool) {
 	var (
 		ue *client.UnreachableError
 		ae *client.APIError
+		nd *client.NotDaemonError
 	)
 	switch {
+	case errors.As(err, &nd):
+		return ExitUnavailable, fmt.Sprintf("%v\nPoint --server (CYBERDREW_URL) at the daemon's base URL, such as http://127.0.0.1:8288.", err), true
 	case errors.As(err, &ue):
 		return ExitUnavailable, fmt.Sprintf("%v\nIs the daemon running? Start it with `cyberdrew serve`, or point --server (CYBERDREW_URL) at it.", err), true
 	case errors.As(err, &ae):
@@ -136,6 +139,11 @@ func clientFailure(err error) (code ExitCode, msg string, ok bool) {
 			// The daemon's message says why: its store, or a limit of its
 			// own (too many streams open).
 			return ExitUnavailable, fmt.Sprintf("the daemon is up but cannot serve this now (503): %s", ae.Message), true
+		case ae.Status == http.StatusNotFound && ae.Message == "no such route":
+			// The daemon, asked for a path it does not serve: a --server
+			// with a path of its own.
+			return ExitUsage, fmt.Sprintf("the daemon has no %s %s: point --server (CYBERDREW_URL) at its base URL, without a path (now %s)",
+				ae.Method, ae.Path, ae.Server), true
 		case ae.Status >= 400 && ae.Status < 500:
 			return ExitRejected, fmt.Sprintf("the daemon refused the request (%d %s): %s", ae.Status, http.StatusText(ae.Status), ae.Message), true
 		default:

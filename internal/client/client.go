@@ -12,6 +12,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"mime"
 	"net/http"
 	"net/url"
 	"strings"
@@ -111,6 +112,7 @@ type APIError struct {
 	Method  string
 	Path    string
 	Area    Area
+	Server  string // the client's base URL
 }
 
 func (e *APIError) Error() string {
@@ -193,10 +195,39 @@ func (c *Client) send(req *http.Request) (*http.Response, error) {
 	return resp, nil
 }
 
-// check turns a non-2xx answer into an *APIError with the server's message.
+// NotDaemonError is an answer that did not come from a cyberdrew daemon: a
+// --server that points at another web server, or through a proxy that
+// answered itself. The daemon answers every error in JSON.
+type NotDaemonError struct {
+	URL         string
+	Status      int
+	ContentType string
+}
+
+func (e *NotDaemonError) Error() string {
+	ct := e.ContentType
+	if ct == "" {
+		ct = "no content type"
+	}
+	return fmt.Sprintf("the server at %s is not a cyberdrew daemon: it answered %d %s with %s, where the daemon answers in JSON",
+		e.URL, e.Status, http.StatusText(e.Status), ct)
+}
+
+// check turns a non-2xx answer into an *APIError with the server's message,
+// or a *NotDaemonError when it is not the daemon's JSON.
 func (c *Client) check(req *http.Request, area Area, resp *http.Response) error {
 	if resp.StatusCode >= 200 && resp.StatusCode < 300 {
 		return nil
+	}
+	ct := resp.Header.Get("Content-Type")
+	if mt, _, _ := mime.ParseMediaType(ct); mt != "application/json" {
+		switch resp.StatusCode {
+		case http.StatusBadGateway, http.StatusServiceUnavailable, http.StatusGatewayTimeout:
+			// A reverse proxy in front of a daemon that is down.
+			return &UnreachableError{URL: c.URL(), Err: fmt.Errorf("a proxy in front of it answered %d %s",
+				resp.StatusCode, http.StatusText(resp.StatusCode))}
+		}
+		return &NotDaemonError{URL: c.URL(), Status: resp.StatusCode, ContentType: ct}
 	}
 	b, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
 	var eb wire.Error
@@ -207,7 +238,7 @@ func (c *Client) check(req *http.Request, area Area, resp *http.Response) error 
 	if msg == "" {
 		msg = http.StatusText(resp.StatusCode)
 	}
-	return &APIError{Status: resp.StatusCode, Message: msg, Method: req.Method, Path: req.URL.Path, Area: area}
+	return &APIError{Status: resp.StatusCode, Message: msg, Method: req.Method, Path: req.URL.Path, Area: area, Server: c.URL()}
 }
 
 // Ready asks /readyz; nil when the daemon and its store are ready.

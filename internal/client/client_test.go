@@ -4,9 +4,11 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
+	"net/http/httptest"
 	"reflect"
 	"strings"
 	"testing"
@@ -235,4 +237,33 @@ func generic(t *testing.T, b []byte) any {
 		t.Fatal(fmt.Errorf("%s: %w", b, err))
 	}
 	return v
+}
+
+// TestAnswersThatAreNotTheDaemons: a --server pointing at another web
+// server, or at a reverse proxy whose daemon is down, is told apart from
+// the daemon refusing a request (which always answers JSON).
+func TestAnswersThatAreNotTheDaemons(t *testing.T) {
+	t.Parallel()
+	status := http.StatusNotFound
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/html; charset=utf-8")
+		w.WriteHeader(status)
+		fmt.Fprint(w, "<html><body>nginx</body></html>")
+	}))
+	defer srv.Close()
+	c, err := client.New(client.Options{URL: srv.URL})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = c.Stats(t.Context())
+	var nd *client.NotDaemonError
+	if !errors.As(err, &nd) || nd.Status != http.StatusNotFound || !strings.Contains(err.Error(), "text/html") {
+		t.Errorf("an HTML 404: %v, want a NotDaemonError naming it", err)
+	}
+	status = http.StatusBadGateway
+	_, err = c.Stats(t.Context())
+	var ue *client.UnreachableError
+	if !errors.As(err, &ue) || !strings.Contains(err.Error(), "502 Bad Gateway") {
+		t.Errorf("an HTML 502: %v, want an UnreachableError naming the proxy's answer", err)
+	}
 }
