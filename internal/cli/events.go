@@ -153,6 +153,9 @@ func newEventsShowCmd(opts Options, f *clientFlags) *cobra.Command {
 			if len(e.User) > 0 && string(e.User) != "{}" {
 				fmt.Fprintf(t, "user:\t%s\n", compactJSON(e.User))
 			}
+			if e.V != "" {
+				fmt.Fprintf(t, "v:\t%s\n", e.V)
+			}
 			if err := t.Flush(); err != nil {
 				return err
 			}

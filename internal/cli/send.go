@@ -213,7 +213,7 @@ func sendAndReport(ctx context.Context, c *client.Client, f *clientFlags, ev cli
 		}
 		fmt.Fprintf(out, "%s\n", id)
 		if len(runs) == 0 {
-			fmt.Fprintf(errOut, "sent %s: no run started yet\n", ev.Name)
+			fmt.Fprintf(errOut, "sent %s: %s\n", ev.Name, noRunsYet(ctx, c, ev.Name))
 		}
 		for _, r := range runs {
 			fmt.Fprintf(errOut, "triggered %s (run %s, %s)\n", r.FunctionID, r.RunID, r.Status)
@@ -258,4 +258,25 @@ func sendAndReport(ctx context.Context, c *client.Client, f *clientFlags, ev cli
 		printRunResults(out, res.Runs)
 	}
 	return waitOutcome(res, timeout)
+}
+
+// noRunsYet says why an event sent has no run yet: no enabled function's
+// trigger matches its name, or they have not started (a delayed ts,
+// debounce, a daemon behind).
+func noRunsYet(ctx context.Context, c *client.Client, name string) string {
+	fns, err := c.Functions(ctx)
+	if err != nil {
+		return "no run started yet"
+	}
+	for _, fn := range fns {
+		if fn.Disabled != "" {
+			continue
+		}
+		for _, t := range fn.Triggers {
+			if t.Matches(name) {
+				return "no run started yet"
+			}
+		}
+	}
+	return "no enabled function is triggered by it (see cyberdrew functions list)"
 }
