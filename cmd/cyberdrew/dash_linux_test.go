@@ -197,6 +197,25 @@ func init() {
 	os.Exit(cli.Main(cli.Options{}))
 }
 
+// TestDashRefusesADumbTerminal: a dumb terminal cannot move the cursor, so
+// the dash says so and exits 2 without writing to it.
+func TestDashRefusesADumbTerminal(t *testing.T) {
+	addr := startDaemon(t)
+	master, terminal := openPTY(t)
+	sc := &screen{}
+	go sc.read(master)
+	env := map[string]string{"TERM": "dumb"}
+	done, stderr := startDash(t, terminal, addr, func(k string) string { return env[k] })
+	waitExit(t, done, stderr, cli.ExitUsage)
+	if !strings.Contains(stderr.String(), "TERM=dumb") {
+		t.Errorf("stderr does not name TERM=dumb: %s", stderr.String())
+	}
+	time.Sleep(100 * time.Millisecond) // let the reader see any late bytes
+	if sc.has("\x1b[") {
+		t.Errorf("the dash wrote escape sequences to a dumb terminal: %q", sc.text())
+	}
+}
+
 // startDaemon starts a daemon on loopback for the test and returns its
 // address.
 func startDaemon(t *testing.T) string {

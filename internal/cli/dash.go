@@ -69,6 +69,10 @@ func runDash(ctx context.Context, c *client.Client, o dashOptions) error {
 	if !isTerminal(o.out) || !isTerminal(o.in) {
 		return usageErrorf("dash needs a terminal; use `cyberdrew runs`, `events` or `functions` in scripts")
 	}
+	if o.getenv("TERM") == "dumb" {
+		return usageErrorf("dash needs a terminal that can move its cursor, and TERM=dumb cannot; " +
+			"set TERM to your terminal's type (xterm-256color) or use `cyberdrew runs`, `events` or `functions`")
+	}
 	// Fail before taking the screen when the daemon cannot be reached or
 	// refuses the key.
 	pingCtx, cancel := context.WithTimeout(ctx, 5*time.Second)
