@@ -153,7 +153,11 @@ func (m *Model) Update(msg tea.Msg) (tea.Model, tea.Cmd) {
 		}
 		return m, nil
 	case tea.KeyMsg:
-		return m, m.key(msg)
+		var cmds []tea.Cmd
+		for _, k := range oneKeyEach(msg) {
+			cmds = append(cmds, m.key(k))
+		}
+		return m, tea.Batch(cmds...)
 	case tickMsg:
 		return m, tea.Batch(m.refresh(), tick(m.opts.Refresh))
 	case statsMsg:
@@ -242,6 +246,22 @@ func (m *Model) detailCmd() tea.Cmd {
 		return nil
 	}
 	return m.fetchDetail()
+}
+
+// oneKeyEach splits the keys of one read: bubbletea delivers printable keys
+// typed fast (jj, ?q, 0/hello) as one KeyRunes message with several runes,
+// and each is a key of its own, which may change how the next is read (/
+// opens the filter, whose text follows). A paste stays whole: it is text,
+// for the filter, never commands.
+func oneKeyEach(msg tea.KeyMsg) []tea.KeyMsg {
+	if msg.Type != tea.KeyRunes || msg.Paste || msg.Alt || len(msg.Runes) < 2 {
+		return []tea.KeyMsg{msg}
+	}
+	keys := make([]tea.KeyMsg, len(msg.Runes))
+	for i, r := range msg.Runes {
+		keys[i] = tea.KeyMsg{Type: tea.KeyRunes, Runes: []rune{r}}
+	}
+	return keys
 }
 
 func (m *Model) key(msg tea.KeyMsg) tea.Cmd {
