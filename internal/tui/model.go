@@ -201,7 +201,7 @@ func (m *Model) Update(msg tea.Msg) (tea.Model, tea.Cmd) {
 			m.downSince = now
 		}
 		if msg.err != nil {
-			m.downErr = msg.err.Error()
+			m.downErr = explain(msg.err)
 			m.log.Warn("stream down", "err", msg.err)
 		}
 		return m, reconnectAfter(reconnectDelay)
@@ -210,7 +210,7 @@ func (m *Model) Update(msg tea.Msg) (tea.Model, tea.Cmd) {
 	case actionMsg:
 		m.flash, m.flashErr = msg.what, msg.err != nil
 		if msg.err != nil {
-			m.flash = strings.SplitN(msg.what, " ", 2)[0] + " failed: " + msg.err.Error()
+			m.flash = strings.SplitN(msg.what, " ", 2)[0] + " failed: " + explain(msg.err)
 			m.log.Warn("action failed", "action", msg.what, "err", msg.err)
 		}
 	default:
@@ -480,9 +480,10 @@ func (m *Model) View() string {
 }
 
 func (m *Model) banner(now time.Time) string {
+	// Why first: a narrow screen cuts the end.
 	text := " disconnected since " + m.downSince.Local().Format("15:04:05") + " (" + span(now.Sub(m.downSince)) + ")"
 	if m.downErr != "" {
-		text += ": " + m.downErr
+		text = " " + m.downErr + " ·" + text
 	}
 	text += " · reconnecting, polling every " + span(m.opts.Refresh)
 	return m.st.banner.Render(cell(text, m.width))
@@ -513,6 +514,11 @@ func (m *Model) tabs(now time.Time) string {
 		right = m.st.dim.Render("updated " + m.header.stats.At.Local().Format("15:04:05"))
 	}
 	gap := m.width - lipgloss.Width(left) - lipgloss.Width(right)
+	if gap < 1 && m.detail == nil && m.flash != "" {
+		// The message wins over the other tabs' names.
+		left = m.st.tabOn.Render("[" + paneNames[m.pane] + "]")
+		gap = m.width - lipgloss.Width(left) - lipgloss.Width(right)
+	}
 	if gap < 1 {
 		return fit(left+" "+right, m.width)
 	}
