@@ -38,8 +38,10 @@ so, polls once a second and reconnects by itself. With several daemons on one
 Redis, the stats (runs/s, lag, workers) are those of the daemon it talks to;
 the queue depth is the shared queue's.
 
-Colours follow the terminal; NO_COLOR turns them off. The dash writes no log
-on the screen: --log-file keeps its log.`,
+Colours follow TERM and COLORTERM, the background COLORFGBG; NO_COLOR turns
+them off. The dash asks the terminal nothing and needs one that moves its
+cursor (not TERM=dumb). It writes no log on the screen: --log-file keeps its
+log.`,
 		Example: `  cyberdrew dash
   cyberdrew dash --server http://10.0.0.5:8288 --log-file /tmp/dash.log`,
 		Args: cobra.NoArgs,
