@@ -3,14 +3,17 @@ package main
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -46,12 +49,13 @@ func openPTY(t *testing.T) (master, terminal *os.File) {
 	return m, s
 }
 
-// screen reads what the program draws on the terminal's other end, and
-// answers the two queries a terminal emulator answers (background colour,
-// cursor position).
+// screen reads what the program draws on the terminal's other end; with
+// answer set it answers the two queries a terminal emulator answers
+// (background colour, cursor position).
 type screen struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
+	answer bool // answer the queries, as a terminal emulator does
+	mu     sync.Mutex
+	buf    bytes.Buffer
 }
 
 func (s *screen) read(master *os.File) {
@@ -60,10 +64,10 @@ func (s *screen) read(master *os.File) {
 		n, err := master.Read(b)
 		if n > 0 {
 			chunk := string(b[:n])
-			if strings.Contains(chunk, "\x1b]11;?") {
+			if s.answer && strings.Contains(chunk, "\x1b]11;?") {
 				master.WriteString("\x1b]11;rgb:0000/0000/0000\x1b\\")
 			}
-			if strings.Contains(chunk, "\x1b[6n") {
+			if s.answer && strings.Contains(chunk, "\x1b[6n") {
 				master.WriteString("\x1b[1;1R")
 			}
 			s.mu.Lock()
@@ -76,19 +80,148 @@ func (s *screen) read(master *os.File) {
 	}
 }
 
-func (s *screen) has(text string) bool {
+func (s *screen) has(text string) bool { return strings.Contains(s.text(), text) }
+
+func (s *screen) text() string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return strings.Contains(s.buf.String(), text)
+	return s.buf.String()
 }
 
 // TestDashOnATerminal runs `cyberdrew dash` as a user does: stdin and
 // stdout on a terminal (a pseudo-terminal here), against a real daemon. It
 // draws its screen, shows the run of an event sent meanwhile, and quits on
-// q with exit 0. It failed with
+// ?q typed fast (one read: it ignored both keys) with exit 0. It failed with
 // "dash needs a terminal" (exit 2) while the command line handed the dash
 // its own counting wrapper of stdout instead of the terminal.
 func TestDashOnATerminal(t *testing.T) {
+	addr := startDaemon(t)
+	master, terminal := openPTY(t)
+	sc := &screen{answer: true}
+	go sc.read(master)
+	done, stderr := startDash(t, terminal, addr, func(string) string { return "" })
+
+	waitFor(t, sc, done, stderr, "no runs yet")
+	// An event sent meanwhile shows up as its run.
+	resp, err := http.Post("http://"+addr+"/e/dev", "application/json",
+		strings.NewReader(`{"name":"test/hello.world","data":{"email":"a@b.c"}}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("send: status %d", resp.StatusCode)
+	}
+	waitFor(t, sc, done, stderr, "hello-world")
+	// Keys typed fast reach the dash in one read: ? opens the help, q
+	// quits it.
+	if _, err := master.WriteString("?q"); err != nil {
+		t.Fatal(err)
+	}
+	waitExit(t, done, stderr, cli.ExitOK)
+}
+
+// TestDashStartsWhereNothingAnswersQueries runs the dash on a terminal that
+// answers no query, as a serial console or a relayed pty does. The dash
+// used to ask the terminal for its background colour (OSC 11, then a
+// cursor position report) and wait 5 s for an answer before drawing
+// anything, reading the keys typed meanwhile as a possible answer: a q
+// typed at once was lost. It must ask nothing, draw, and quit on that q.
+//
+// The dash runs in a child process (this test binary, see init), whose
+// controlling terminal is the pseudo-terminal: termenv asks only the
+// terminal of the foreground process. The child starts with stdout on
+// /dev/null and moves it to the terminal before the dash runs, past
+// Bubble Tea v1's package init, which asks the terminal on stdout the same
+// question in every program linking it, before main; that query is
+// Bubble Tea's, not the dash's.
+func TestDashStartsWhereNothingAnswersQueries(t *testing.T) {
+	addr := startDaemon(t)
+	for _, noColor := range []string{"", "1"} {
+		t.Run("NO_COLOR="+noColor, func(t *testing.T) {
+			master, terminal := openPTY(t)
+			sc := &screen{}
+			go sc.read(master)
+			// q typed at once, before the dash has drawn.
+			if _, err := master.WriteString("q"); err != nil {
+				t.Fatal(err)
+			}
+			stderr := &syncBuffer{}
+			cmd := exec.Command(os.Args[0], "dash", "--server", "http://"+addr)
+			cmd.Env = []string{dashChildEnv + "=1", "HOME=" + t.TempDir(), "TERM=xterm-256color", "NO_COLOR=" + noColor}
+			cmd.Stdin, cmd.Stderr = terminal, stderr
+			cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true, Setctty: true, Ctty: 0}
+			if err := cmd.Start(); err != nil {
+				t.Fatal(err)
+			}
+			done := make(chan cli.ExitCode, 1)
+			go func() {
+				err := cmd.Wait()
+				var ee *exec.ExitError
+				switch {
+				case errors.As(err, &ee):
+					done <- cli.ExitCode(ee.ExitCode())
+				case err != nil:
+					done <- -1
+				default:
+					done <- cli.ExitOK
+				}
+			}()
+			t.Cleanup(func() { cmd.Process.Kill() })
+			waitExit(t, done, stderr, cli.ExitOK)
+			for _, query := range []string{"\x1b]11;?", "\x1b[6n"} {
+				if sc.has(query) {
+					t.Errorf("the dash sent the query %q to a terminal that answers none", query)
+				}
+			}
+			if !sc.has("Functions") {
+				t.Errorf("the dash drew no frame before quitting: %q", sc.text())
+			}
+		})
+	}
+}
+
+// dashChildEnv marks a run of this test binary as the dash of
+// TestDashStartsWhereNothingAnswersQueries.
+const dashChildEnv = "CYBERDREW_TEST_DASH_CHILD"
+
+// init runs `cyberdrew dash` in the child of
+// TestDashStartsWhereNothingAnswersQueries: stdin is the terminal, stdout
+// moves there from /dev/null once every package is initialized.
+func init() {
+	if os.Getenv(dashChildEnv) == "" {
+		return
+	}
+	if err := unix.Dup2(0, 1); err != nil {
+		fmt.Fprintln(os.Stderr, "dup2:", err)
+		os.Exit(99)
+	}
+	os.Exit(cli.Main(cli.Options{}))
+}
+
+// TestDashRefusesADumbTerminal: a dumb terminal cannot move the cursor, so
+// the dash says so and exits 2 without writing to it.
+func TestDashRefusesADumbTerminal(t *testing.T) {
+	addr := startDaemon(t)
+	master, terminal := openPTY(t)
+	sc := &screen{}
+	go sc.read(master)
+	env := map[string]string{"TERM": "dumb"}
+	done, stderr := startDash(t, terminal, addr, func(k string) string { return env[k] })
+	waitExit(t, done, stderr, cli.ExitUsage)
+	if !strings.Contains(stderr.String(), "TERM=dumb") {
+		t.Errorf("stderr does not name TERM=dumb: %s", stderr.String())
+	}
+	time.Sleep(100 * time.Millisecond) // let the reader see any late bytes
+	if sc.has("\x1b[") {
+		t.Errorf("the dash wrote escape sequences to a dumb terminal: %q", sc.text())
+	}
+}
+
+// startDaemon starts a daemon on loopback for the test and returns its
+// address.
+func startDaemon(t *testing.T) string {
+	t.Helper()
 	cfg := config.DefaultServe(func(string) string { return "" })
 	cfg.Addr = "127.0.0.1:0"
 	cfg.DataDir = filepath.Join(t.TempDir(), "data")
@@ -102,62 +235,74 @@ func TestDashOnATerminal(t *testing.T) {
 	if err := d.Start(ctx); err != nil {
 		t.Fatal(err)
 	}
-	defer func() {
+	t.Cleanup(func() {
 		stop, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
 		d.Stop(stop)
-	}()
+	})
+	return d.Addr()
+}
 
-	master, terminal := openPTY(t)
-	var sc screen
-	go sc.read(master)
+// syncBuffer is a bytes.Buffer safe for one writer and one reader.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+// startDash runs `cyberdrew dash` with stdin and stdout on terminal, as a
+// user does, and returns its exit code's channel and its stderr.
+func startDash(t *testing.T, terminal *os.File, addr string, getenv func(string) string) (<-chan cli.ExitCode, *syncBuffer) {
+	t.Helper()
 	stdin := os.Stdin
 	os.Stdin = terminal // the dash reads its keys from the process's stdin
-	defer func() { os.Stdin = stdin }()
-	var stderr bytes.Buffer
+	stderr := &syncBuffer{}
 	done := make(chan cli.ExitCode, 1)
 	go func() {
-		done <- cli.Run(ctx, []string{"dash", "--server", "http://" + d.Addr()}, terminal, &stderr,
-			cli.Options{Getenv: func(string) string { return "" }})
+		done <- cli.Run(context.Background(), []string{"dash", "--server", "http://" + addr}, terminal, stderr,
+			cli.Options{Getenv: getenv})
 	}()
+	t.Cleanup(func() { os.Stdin = stdin })
+	return done, stderr
+}
 
-	waitFor := func(text string) {
-		t.Helper()
-		deadline := time.Now().Add(15 * time.Second)
-		for !sc.has(text) {
-			select {
-			case code := <-done:
-				t.Fatalf("dash ended with exit %d before drawing %q: %s", code, text, stderr.String())
-			default:
-			}
-			if time.Now().After(deadline) {
-				sc.mu.Lock()
-				t.Fatalf("the dash drew no %q in 15 s; stderr: %s\nscreen: %q", text, stderr.String(), sc.buf.String())
-			}
-			time.Sleep(20 * time.Millisecond)
+// waitFor waits until the dash has drawn text.
+func waitFor(t *testing.T, sc *screen, done <-chan cli.ExitCode, stderr *syncBuffer, text string) {
+	t.Helper()
+	deadline := time.Now().Add(15 * time.Second)
+	for !sc.has(text) {
+		select {
+		case code := <-done:
+			t.Fatalf("dash ended with exit %d before drawing %q: %s", code, text, stderr.String())
+		default:
 		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the dash drew no %q in 15 s; stderr: %s\nscreen: %q", text, stderr.String(), sc.text())
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
-	waitFor("no runs yet")
-	// An event sent meanwhile shows up as its run.
-	resp, err := http.Post("http://"+d.Addr()+"/e/dev", "application/json",
-		strings.NewReader(`{"name":"test/hello.world","data":{"email":"a@b.c"}}`))
-	if err != nil {
-		t.Fatal(err)
-	}
-	resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		t.Fatalf("send: status %d", resp.StatusCode)
-	}
-	waitFor("hello-world")
-	if _, err := master.WriteString("q"); err != nil {
-		t.Fatal(err)
-	}
+}
+
+// waitExit waits for the dash to end with want.
+func waitExit(t *testing.T, done <-chan cli.ExitCode, stderr *syncBuffer, want cli.ExitCode) {
+	t.Helper()
 	select {
 	case code := <-done:
-		if code != cli.ExitOK {
-			t.Fatalf("dash quit with exit %d: %s", code, stderr.String())
+		if code != want {
+			t.Fatalf("dash ended with exit %d, want %d: %s", code, want, stderr.String())
 		}
-	case <-time.After(10 * time.Second):
-		t.Fatal("dash did not quit on q")
+	case <-time.After(15 * time.Second):
+		t.Fatalf("dash did not end in 15 s (want exit %d); stderr: %s", want, stderr.String())
 	}
 }

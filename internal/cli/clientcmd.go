@@ -128,9 +128,11 @@ func clientFailure(err error) (code ExitCode, msg string, ok bool) {
 	case errors.As(err, &ae):
 		switch {
 		case ae.Status == http.StatusUnauthorized && ae.Area == client.AreaEvents:
-			return ExitUnauthorized, "the event API refused the event key (401).\nSet INNGEST_EVENT_KEY (or --event-key) to one of the daemon's event keys.", true
+			_, setting, _ := ae.RefusedKey()
+			return ExitUnauthorized, "the event API refused the event key (401).\nSet " + setting + " to one of the daemon's event keys.", true
 		case ae.Status == http.StatusUnauthorized:
-			return ExitUnauthorized, "the admin API refused the signing key (401).\nSet INNGEST_SIGNING_KEY (or --token) to the daemon's signing key.", true
+			_, setting, _ := ae.RefusedKey()
+			return ExitUnauthorized, "the admin API refused the signing key (401).\nSet " + setting + " to the daemon's signing key.", true
 		case ae.Status == http.StatusServiceUnavailable && ae.Area == client.AreaEvents:
 			return ExitUnavailable, fmt.Sprintf("the daemon could not store the event: %s\n"+
 				"It may have been stored. Resend it with the same --id: an id already stored is not stored or run twice "+

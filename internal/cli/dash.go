@@ -7,6 +7,8 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/charmbracelet/lipgloss"
@@ -36,8 +38,10 @@ so, polls once a second and reconnects by itself. With several daemons on one
 Redis, the stats (runs/s, lag, workers) are those of the daemon it talks to;
 the queue depth is the shared queue's.
 
-Colours follow the terminal; NO_COLOR turns them off. The dash writes no log
-on the screen: --log-file keeps its log.`,
+Colours follow TERM and COLORTERM, the background COLORFGBG; NO_COLOR turns
+them off. The dash asks the terminal nothing and needs one that moves its
+cursor (not TERM=dumb). It writes no log on the screen: --log-file keeps its
+log.`,
 		Example: `  cyberdrew dash
   cyberdrew dash --server http://10.0.0.5:8288 --log-file /tmp/dash.log`,
 		Args: cobra.NoArgs,
@@ -67,6 +71,10 @@ func runDash(ctx context.Context, c *client.Client, o dashOptions) error {
 	if !isTerminal(o.out) || !isTerminal(o.in) {
 		return usageErrorf("dash needs a terminal; use `cyberdrew runs`, `events` or `functions` in scripts")
 	}
+	if o.getenv("TERM") == "dumb" {
+		return usageErrorf("dash needs a terminal that can move its cursor, and TERM=dumb cannot; " +
+			"set TERM to your terminal's type (xterm-256color) or use `cyberdrew runs`, `events` or `functions`")
+	}
 	// Fail before taking the screen when the daemon cannot be reached or
 	// refuses the key.
 	const pingWait = 5 * time.Second
@@ -95,16 +103,48 @@ func runDash(ctx context.Context, c *client.Client, o dashOptions) error {
 	slog.SetDefault(logger)
 	defer slog.SetDefault(prev)
 
-	r := lipgloss.NewRenderer(o.out)
-	if o.getenv("NO_COLOR") != "" {
-		r.SetColorProfile(termenv.Ascii)
-	}
+	r := dashRenderer(o.out, o.getenv)
 	err = tui.Run(ctx, tui.FromClient(c), o.in, o.out, tui.Options{Examples: dashExamples(), Renderer: r, Logger: logger})
 	if errors.Is(err, context.Canceled) {
 		return nil
 	}
 	return err
 }
+
+// dashRenderer draws the dash on out with the colours the environment
+// allows (NO_COLOR, TERM, COLORTERM), without asking the terminal anything.
+// Left to itself, lipgloss asks the terminal for its background colour
+// (OSC 11, then a cursor position report) while drawing the first frame,
+// and a terminal that never answers holds the dash for 5 s and loses the
+// keys typed meanwhile.
+func dashRenderer(out io.Writer, getenv func(string) string) *lipgloss.Renderer {
+	r := lipgloss.NewRenderer(out, termenv.WithEnvironment(environ(getenv)))
+	r.SetColorProfile(r.Output().EnvColorProfile())
+	r.SetHasDarkBackground(darkBackground(getenv))
+	return r
+}
+
+// darkBackground says whether the terminal's background is dark: as
+// COLORFGBG says ("15;0" is white on black) when it is set, else as the
+// terminal answered lipgloss's default renderer, which Bubble Tea asks once
+// when the program starts, before any screen is drawn, and which has kept
+// the answer since (dark when nothing answered).
+func darkBackground(getenv func(string) string) bool {
+	fgbg := getenv("COLORFGBG")
+	if i := strings.LastIndexByte(fgbg, ';'); i >= 0 {
+		if n, err := strconv.Atoi(fgbg[i+1:]); err == nil && n >= 0 && n < 256 {
+			_, _, l := termenv.ConvertToRGB(termenv.ANSI256Color(n)).Hsl()
+			return l < 0.5
+		}
+	}
+	return lipgloss.HasDarkBackground()
+}
+
+// environ is the environment of getenv, for termenv.
+type environ func(string) string
+
+func (e environ) Getenv(key string) string { return e(key) }
+func (e environ) Environ() []string        { return nil }
 
 // dashExamples are the site's known events with their sample payloads.
 func dashExamples() []tui.Example {

@@ -119,6 +119,20 @@ func (e *APIError) Error() string {
 	return fmt.Sprintf("%s %s: %d %s: %s", e.Method, e.Path, e.Status, http.StatusText(e.Status), e.Message)
 }
 
+// RefusedKey names the key the daemon refused with a 401 and what sets it
+// on the command line: the event key for the event API, the signing key
+// elsewhere. ok is false for any other error.
+func (e *APIError) RefusedKey() (key, setting string, ok bool) {
+	switch {
+	case e.Status != http.StatusUnauthorized:
+		return "", "", false
+	case e.Area == AreaEvents:
+		return "event key", "INNGEST_EVENT_KEY (or --event-key)", true
+	default:
+		return "signing key", "INNGEST_SIGNING_KEY (or --token)", true
+	}
+}
+
 // IsStatus reports whether err is an APIError with that status.
 func IsStatus(err error, status int) bool {
 	var ae *APIError

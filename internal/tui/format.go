@@ -1,6 +1,7 @@
 package tui
 
 import (
+	"errors"
 	"fmt"
 	"strings"
 	"time"
@@ -9,6 +10,8 @@ import (
 	tea "github.com/charmbracelet/bubbletea"
 	"github.com/charmbracelet/lipgloss"
 	"github.com/charmbracelet/x/ansi"
+
+	"github.com/dcyfr/cyberdrew/internal/client"
 )
 
 // cell fits s, which may hold colour escapes, to exactly w columns.
@@ -139,4 +142,16 @@ func move(k keyMap, msg tea.KeyMsg, cursor, n, page int) (int, bool) {
 		return cursor, false
 	}
 	return min(max(cursor, 0), max(n-1, 0)), true
+}
+
+// explain is err for the screen, in few words: a key the daemon refused
+// names what sets it, as the command line does.
+func explain(err error) string {
+	var ae *client.APIError
+	if errors.As(err, &ae) {
+		if key, setting, ok := ae.RefusedKey(); ok {
+			return key + " refused: set " + setting
+		}
+	}
+	return err.Error()
 }

@@ -14,12 +14,12 @@ type headerModel struct {
 	url   string
 	stats client.Stats
 	have  bool   // stats read at least once
-	err   string // the last stats read failed
+	err   string // why the last stats read failed
 }
 
 func (h *headerModel) update(msg statsMsg) {
 	if msg.err != nil {
-		h.err = msg.err.Error()
+		h.err = explain(msg.err)
 		return
 	}
 	h.stats, h.have, h.err = msg.stats, true, ""
@@ -38,19 +38,21 @@ func (h headerModel) view(st styles, width int) string {
 	case !h.have:
 		top = append(top, st.errText.Render("stats: "+h.err))
 	default:
-		health := st.status["Completed"].Render("ok")
+		// After a failed read the figures are the last read's, and the
+		// store's health is unknown: the failure takes its place.
+		store := s.Store.Kind + " " + st.status["Completed"].Render("ok")
 		switch {
 		case h.err != "":
-			health = st.errText.Render("unreachable")
+			store = st.errText.Render("stats: " + h.err)
 		case !s.Store.Healthy:
-			health = st.errText.Render("DOWN: " + s.Store.Error)
+			store = s.Store.Kind + " " + st.errText.Render("DOWN: "+s.Store.Error)
 		}
 		queue := "?"
 		if s.QueueDepth != nil {
 			queue = fmt.Sprint(*s.QueueDepth)
 		}
 		top = append(top,
-			s.Store.Kind+" "+health,
+			store,
 			fmt.Sprintf("workers %d/%d", s.Workers.Busy, s.Workers.Size),
 			"queue "+queue,
 			fmt.Sprintf("lag p50 %s p99 %s", lagText(s.StartLag.P50Ms, s.StartLag.Samples), lagText(s.StartLag.P99Ms, s.StartLag.Samples)))

@@ -2,6 +2,7 @@ package tui
 
 import (
 	"errors"
+	"net/http"
 	"slices"
 	"strings"
 	"testing"
@@ -118,7 +119,7 @@ func TestDisconnectBannerPollAndReconnect(t *testing.T) {
 	}
 	now = t0.Add(17 * time.Second)
 	view := m.View()
-	if !strings.Contains(view, "disconnected since 12:00:05 (12s): client: stream closed by the daemon") || !strings.Contains(view, "reconnecting") {
+	if !strings.Contains(view, "client: stream closed by the daemon · disconnected since 12:00:05 (12s)") || !strings.Contains(view, "reconnecting") {
 		t.Errorf("banner:\n%s", view)
 	}
 	// A second failure keeps the first time.
@@ -218,8 +219,9 @@ func TestReadFailuresAndResize(t *testing.T) {
 	m.Update(functionsMsg{err: errors.New("boom")})
 	m.Update(runsMsg{err: errors.New("store unavailable")})
 	view := m.View()
-	// Earlier data stays, marked; the runs pane shows the error.
-	if !strings.Contains(view, "sqlite unreachable · workers 1/4") || !strings.Contains(view, "store unavailable") || !strings.Contains(view, "0000RUN5") {
+	// Earlier data stays, the failure in place of the store's health; the
+	// runs pane shows the error.
+	if !strings.Contains(view, "stats: 401 refused · workers 1/4") || !strings.Contains(view, "store unavailable") || !strings.Contains(view, "0000RUN5") {
 		t.Errorf("after failed reads:\n%s", view)
 	}
 	// With no data yet, the header says so.
@@ -321,5 +323,39 @@ func TestDetailMessages(t *testing.T) {
 	m.Update(detailMsg{runID: "01JN000000000000000000RUN1", err: errors.New("503 store unavailable")})
 	if m.detail.run == nil || !strings.Contains(m.View(), "Run 01JN000000000000000000RUN1 · hello-world") {
 		t.Errorf("failed read:\n%s", m.View())
+	}
+}
+
+// TestRefusedKeys: a daemon that refuses the dash's keys (401) is up and
+// its store fine. The header blamed the store ("sqlite unreachable") and
+// the banner showed the bare 401; each must name what to set, as the
+// command line does, where an 80-column screen shows it.
+func TestRefusedKeys(t *testing.T) {
+	t.Parallel()
+	refused := func(area client.Area, method, path, msg string) error {
+		return &client.APIError{Status: http.StatusUnauthorized, Message: msg, Method: method, Path: path, Area: area}
+	}
+	signing := refused(client.AreaAdmin, "GET", "/v1/stream", "missing or invalid bearer signing key")
+
+	m := newTestModel(t, newFixture(), 80, 24)
+	m.Update(statsMsg{err: refused(client.AreaAdmin, "GET", "/v1/stats", "missing or invalid bearer signing key")})
+	m.Update(streamEndedMsg{err: signing})
+	lines := strings.Split(m.View(), "\n")
+	if strings.Contains(lines[0], "unreachable") || !strings.Contains(lines[0], "INNGEST_SIGNING_KEY") {
+		t.Errorf("header %q: want the signing key named, the store not blamed", lines[0])
+	}
+	if !strings.Contains(lines[2], "INNGEST_SIGNING_KEY (or --token)") || !strings.Contains(lines[2], "disconnected since") {
+		t.Errorf("banner %q: want INNGEST_SIGNING_KEY (or --token) and since when", lines[2])
+	}
+
+	// The send action refused by the event API names the event key.
+	src := newFixture()
+	m = newTestModel(t, src, 80, 24)
+	run(t, m, press(t, m, "E"))
+	run(t, m, press(t, m, "enter"))
+	src.err = refused(client.AreaEvents, "POST", "/e/xxx", "event key not found")
+	run(t, m, press(t, m, "y"))
+	if view := m.View(); !m.flashErr || !strings.Contains(view, "INNGEST_EVENT_KEY (or --event-key)") {
+		t.Errorf("flash %q, view:\n%s", m.flash, view)
 	}
 }

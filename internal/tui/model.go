@@ -153,7 +153,11 @@ func (m *Model) Update(msg tea.Msg) (tea.Model, tea.Cmd) {
 		}
 		return m, nil
 	case tea.KeyMsg:
-		return m, m.key(msg)
+		var cmds []tea.Cmd
+		for _, k := range oneKeyEach(msg) {
+			cmds = append(cmds, m.key(k))
+		}
+		return m, tea.Batch(cmds...)
 	case tickMsg:
 		return m, tea.Batch(m.refresh(), tick(m.opts.Refresh))
 	case statsMsg:
@@ -197,7 +201,7 @@ func (m *Model) Update(msg tea.Msg) (tea.Model, tea.Cmd) {
 			m.downSince = now
 		}
 		if msg.err != nil {
-			m.downErr = msg.err.Error()
+			m.downErr = explain(msg.err)
 			m.log.Warn("stream down", "err", msg.err)
 		}
 		return m, reconnectAfter(reconnectDelay)
@@ -206,7 +210,7 @@ func (m *Model) Update(msg tea.Msg) (tea.Model, tea.Cmd) {
 	case actionMsg:
 		m.flash, m.flashErr = msg.what, msg.err != nil
 		if msg.err != nil {
-			m.flash = strings.SplitN(msg.what, " ", 2)[0] + " failed: " + msg.err.Error()
+			m.flash = strings.SplitN(msg.what, " ", 2)[0] + " failed: " + explain(msg.err)
 			m.log.Warn("action failed", "action", msg.what, "err", msg.err)
 		}
 	default:
@@ -242,6 +246,22 @@ func (m *Model) detailCmd() tea.Cmd {
 		return nil
 	}
 	return m.fetchDetail()
+}
+
+// oneKeyEach splits the keys of one read: bubbletea delivers printable keys
+// typed fast (jj, ?q, 0/hello) as one KeyRunes message with several runes,
+// and each is a key of its own, which may change how the next is read (/
+// opens the filter, whose text follows). A paste stays whole: it is text,
+// for the filter, never commands.
+func oneKeyEach(msg tea.KeyMsg) []tea.KeyMsg {
+	if msg.Type != tea.KeyRunes || msg.Paste || msg.Alt || len(msg.Runes) < 2 {
+		return []tea.KeyMsg{msg}
+	}
+	keys := make([]tea.KeyMsg, len(msg.Runes))
+	for i, r := range msg.Runes {
+		keys[i] = tea.KeyMsg{Type: tea.KeyRunes, Runes: []rune{r}}
+	}
+	return keys
 }
 
 func (m *Model) key(msg tea.KeyMsg) tea.Cmd {
@@ -460,9 +480,10 @@ func (m *Model) View() string {
 }
 
 func (m *Model) banner(now time.Time) string {
+	// Why first: a narrow screen cuts the end.
 	text := " disconnected since " + m.downSince.Local().Format("15:04:05") + " (" + span(now.Sub(m.downSince)) + ")"
 	if m.downErr != "" {
-		text += ": " + m.downErr
+		text = " " + m.downErr + " ·" + text
 	}
 	text += " · reconnecting, polling every " + span(m.opts.Refresh)
 	return m.st.banner.Render(cell(text, m.width))
@@ -493,6 +514,11 @@ func (m *Model) tabs(now time.Time) string {
 		right = m.st.dim.Render("updated " + m.header.stats.At.Local().Format("15:04:05"))
 	}
 	gap := m.width - lipgloss.Width(left) - lipgloss.Width(right)
+	if gap < 1 && m.detail == nil && m.flash != "" {
+		// The message wins over the other tabs' names.
+		left = m.st.tabOn.Render("[" + paneNames[m.pane] + "]")
+		gap = m.width - lipgloss.Width(left) - lipgloss.Width(right)
+	}
 	if gap < 1 {
 		return fit(left+" "+right, m.width)
 	}

@@ -371,3 +371,64 @@ func TestEventsPaneShowsSkipReason(t *testing.T) {
 		t.Errorf("events pane lacks the skip reason:\n%s", view)
 	}
 }
+
+// TestKeysReadAtOnce: keys typed fast reach the dash in one read, which
+// bubbletea delivers as one KeyRunes message with several runes; the dash
+// ignored them all. Each must act as if typed alone.
+func TestKeysReadAtOnce(t *testing.T) {
+	t.Parallel()
+	read := func(s string) tea.KeyMsg { return tea.KeyMsg{Type: tea.KeyRunes, Runes: []rune(s)} }
+
+	m := newTestModel(t, newFixture(), 80, 24)
+	m.Update(read("jj"))
+	if m.runs.cursor != 2 {
+		t.Errorf("jj in one read: cursor %d, want 2", m.runs.cursor)
+	}
+
+	m = newTestModel(t, newFixture(), 80, 24)
+	if _, cmd := m.Update(read("?q")); !quits(cmd) {
+		t.Error("?q in one read does not quit")
+	}
+
+	// A status key, the filter key and the filter's text in one read.
+	m = newTestModel(t, newFixture(), 80, 24)
+	press(t, m, "5")
+	m.Update(read("0/run4"))
+	press(t, m, "enter")
+	if got := ids(m.runs.visible()); !slices.Equal(got, []string{"0000RUN4"}) {
+		t.Errorf("5, 0/run4 in one read, enter: runs %v (filter %q, status %q), want [0000RUN4]", got, m.runs.input.Value(), m.runs.status)
+	}
+
+	// In the filter, text read at once is text, commands included.
+	m = newTestModel(t, newFixture(), 80, 24)
+	press(t, m, "/")
+	if _, cmd := m.Update(read("qR")); quits(cmd) || m.dialog != nil || m.runs.input.Value() != "qR" {
+		t.Errorf("qR in one read while filtering: filter %q, quit %v, dialog %v", m.runs.input.Value(), quits(cmd), m.dialog != nil)
+	}
+
+	// A paste is text: in the filter whole, elsewhere never a command.
+	paste := tea.KeyMsg{Type: tea.KeyRunes, Runes: []rune("Ry"), Paste: true}
+	m = newTestModel(t, newFixture(), 80, 24)
+	if _, cmd := m.Update(paste); cmd != nil || m.dialog != nil || m.runs.cursor != 0 {
+		t.Error("a paste outside the filter acted as keys")
+	}
+	press(t, m, "/")
+	m.Update(paste)
+	if m.runs.input.Value() != "Ry" {
+		t.Errorf("pasted filter %q, want Ry", m.runs.input.Value())
+	}
+}
+
+// quits reports whether cmd, or a command of its batch, quits.
+func quits(cmd tea.Cmd) bool {
+	if cmd == nil {
+		return false
+	}
+	switch msg := cmd().(type) {
+	case tea.QuitMsg:
+		return true
+	case tea.BatchMsg:
+		return slices.ContainsFunc(msg, quits)
+	}
+	return false
+}
