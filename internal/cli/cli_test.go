@@ -362,19 +362,20 @@ func TestNewLogger(t *testing.T) {
 	tests := []struct {
 		format string
 		want   string
+		took   string // a duration as written
 	}{
-		{config.LogAuto, `{"time":`}, // a buffer is not a terminal
-		{config.LogJSON, `{"time":`},
-		{config.LogText, `time=`},
+		{config.LogAuto, `{"time":`, `"took":"1m30s"`}, // a buffer is not a terminal
+		{config.LogJSON, `{"time":`, `"took":"1m30s"`},
+		{config.LogText, `time=`, `took=1m30s`},
 	}
 	for _, tt := range tests {
 		var buf bytes.Buffer
 		logger := cli.NewLogger(&buf, tt.format, slog.LevelInfo)
 		logger.Debug("hidden")
-		logger.Info("shown")
+		logger.Info("shown", "took", 90*time.Second)
 		out := buf.String()
-		if !strings.HasPrefix(out, tt.want) || strings.Contains(out, "hidden") || !strings.Contains(out, "shown") {
-			t.Errorf("format %s: log = %q", tt.format, out)
+		if !strings.HasPrefix(out, tt.want) || strings.Contains(out, "hidden") || !strings.Contains(out, "shown") || !strings.Contains(out, tt.took) {
+			t.Errorf("format %s: log = %q, want %s", tt.format, out, tt.took)
 		}
 	}
 }
