@@ -260,7 +260,7 @@ func TestServeReportsEveryProblem(t *testing.T) {
 		`  --max-event-size "big": want a size such as 262144, 256KiB or 10MiB`,
 		`  CYBERDREW_RETENTION "a month": want a duration such as 30s, 15m or 720h`,
 		"  --addr 192.168.1.10:8288 is not a loopback address: set INNGEST_EVENT_KEY (--event-key) to guard the event API",
-		"  --store: malformed Redis URL: want redis://[user:password@]host:port[/db], or host:port,host:port… for a cluster",
+		"  REDIS_URL (--store): malformed Redis URL: want redis://[user:password@]host:port[/db], or host:port,host:port… for a cluster",
 		"  --workers: must be at least 1, got -2",
 		`  --log-format: must be auto, text or json, got "yaml"`,
 	}
@@ -509,5 +509,29 @@ func TestSilentServerIsUnreachable(t *testing.T) {
 	}
 	if r := run(t, &recorder{}, map[string]string{"CYBERDREW_REQUEST_TIMEOUT": "soon"}, "runs", "list", "--server", url); r.code != cli.ExitUsage {
 		t.Errorf("CYBERDREW_REQUEST_TIMEOUT=soon: exit %d, want %d", r.code, cli.ExitUsage)
+	}
+}
+
+// TestServeNamesWhereAValueCameFrom: a setting from the environment that
+// Validate refuses is named by its variable, and one that does not parse
+// is reported once, not again as the zero it left behind.
+func TestServeNamesWhereAValueCameFrom(t *testing.T) {
+	t.Parallel()
+	env := map[string]string{"HOME": "/home/drew", "CYBERDREW_WORKERS": "abc", "CYBERDREW_LEASE": "1ms"}
+	r := run(t, &recorder{}, env, "serve")
+	if r.code != cli.ExitConfig {
+		t.Fatalf("exit %d, want %d; stderr %q", r.code, cli.ExitConfig, r.stderr)
+	}
+	for _, want := range []string{`CYBERDREW_WORKERS "abc": want a whole number`, "CYBERDREW_LEASE (--lease): must be at least 1s, got 1ms"} {
+		if !strings.Contains(r.stderr, want) {
+			t.Errorf("stderr %q lacks %q", r.stderr, want)
+		}
+	}
+	if strings.Contains(r.stderr, "--workers: must be at least 1") {
+		t.Errorf("stderr %q reports the unparsed workers twice", r.stderr)
+	}
+	r = run(t, &recorder{}, home, "serve", "--workers", "x")
+	if strings.Contains(r.stderr, "--workers: must be at least 1") || !strings.Contains(r.stderr, `--workers "x": want a whole number`) {
+		t.Errorf("--workers x: stderr %q, want the parse problem only", r.stderr)
 	}
 }

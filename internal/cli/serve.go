@@ -70,6 +70,10 @@ var serveSettings = []setting{
 type serveOptions struct {
 	cfg      config.Serve
 	problems []error
+	// unparsed are the flags ("--workers") whose value, given or from
+	// the environment, did not parse: their own problem says so, and
+	// Validate's about the value left behind would only mislead.
+	unparsed map[string]bool
 }
 
 func newServeCmd(opts Options) *cobra.Command {
@@ -145,7 +149,7 @@ both set.`,
 	for _, s := range serveSettings {
 		f := fs.Lookup(s.flag)
 		f.Usage += " (env " + strings.Join(s.env, ", then ") + ")"
-		f.Value = &deferredValue{Value: f.Value, name: "--" + s.flag, secret: s.secret, problems: &o.problems}
+		f.Value = &deferredValue{Value: f.Value, name: "--" + s.flag, secret: s.secret, problems: &o.problems, unparsed: o.unparsedFlags()}
 	}
 	return cmd
 }
@@ -153,6 +157,7 @@ both set.`,
 // load completes the configuration: environment variables fill the flags
 // not given, then Validate runs. Every problem is reported at once.
 func (o *serveOptions) load(fs *pflag.FlagSet, getenv func(string) string) (config.Serve, error) {
+	fromEnv := map[string]string{} // "--lease" -> "CYBERDREW_LEASE"
 	for _, s := range serveSettings {
 		f := fs.Lookup(s.flag)
 		if f.Changed {
@@ -171,16 +176,29 @@ func (o *serveOptions) load(fs *pflag.FlagSet, getenv func(string) string) (conf
 			}
 			if err := f.Value.(*deferredValue).Value.Set(v); err != nil {
 				o.problems = append(o.problems, valueProblem(name, v, f.Value.Type(), s.secret, err))
+				o.unparsedFlags()["--"+s.flag] = true
 			}
+			fromEnv["--"+s.flag] = name
 			break
 		}
 	}
 	problems := o.problems
 	if err := o.cfg.Validate(); err != nil {
+		found := []error{err}
 		if joined, ok := err.(interface{ Unwrap() []error }); ok {
-			problems = append(problems, joined.Unwrap()...)
-		} else {
-			problems = append(problems, err)
+			found = joined.Unwrap()
+		}
+		for _, p := range found {
+			// Validate names flags ("--lease: …"); a value from the
+			// environment is named by its variable too.
+			flag, rest, _ := strings.Cut(p.Error(), ":")
+			switch {
+			case o.unparsedFlags()[flag]:
+				continue
+			case fromEnv[flag] != "":
+				p = fmt.Errorf("%s (%s):%s", fromEnv[flag], flag, rest)
+			}
+			problems = append(problems, p)
 		}
 	}
 	if len(problems) > 0 {
@@ -197,13 +215,23 @@ type deferredValue struct {
 	name     string
 	secret   bool
 	problems *[]error
+	unparsed map[string]bool
 }
 
 func (d *deferredValue) Set(s string) error {
 	if err := d.Value.Set(s); err != nil {
 		*d.problems = append(*d.problems, valueProblem(d.name, s, d.Value.Type(), d.secret, err))
+		d.unparsed[d.name] = true
 	}
 	return nil
+}
+
+// unparsedFlags is o.unparsed, made on first use.
+func (o *serveOptions) unparsedFlags() map[string]bool {
+	if o.unparsed == nil {
+		o.unparsed = map[string]bool{}
+	}
+	return o.unparsed
 }
 
 // valueProblem says why a flag's or a variable's value does not parse,
