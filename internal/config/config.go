@@ -470,7 +470,12 @@ func ParseStore(raw, dataDir string) (StoreSpec, error) {
 		if p == "" {
 			return StoreSpec{}, errors.New("sqlite:// needs a file path, as in sqlite:///var/lib/cyberdrew/cyberdrew.db")
 		}
-		return StoreSpec{Kind: StoreSQLite, Path: p}, nil
+		// A URL's path: %20 is a space (a plain path takes it as is).
+		path, err := url.PathUnescape(p)
+		if err != nil {
+			return StoreSpec{}, fmt.Errorf("sqlite:// path %q: %v (write %% as %%25, or give the plain path)", p, err)
+		}
+		return StoreSpec{Kind: StoreSQLite, Path: path}, nil
 	case strings.HasPrefix(raw, "redis://"), strings.HasPrefix(raw, "rediss://"):
 		// A Redis Cluster URL lists several hosts, which url.Parse may
 		// refuse; the store's own parser reads every form.
