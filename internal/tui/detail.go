@@ -182,15 +182,22 @@ func stepLine(st styles, run client.Run, s client.Step, resumed time.Time, w int
 		dur = span(s.EndedAt.Sub(*s.StartedAt))
 	}
 	how := "executed"
+	if s.Kind == "sleep" {
+		how = "slept"
+	}
 	if s.Status == "Completed" && s.EndedAt != nil && s.EndedAt.Before(resumed) {
 		how = "memoized"
 	}
 	if s.Status != "Completed" {
 		how = strings.ToLower(s.Status)
 	}
-	attempts := fmt.Sprintf("%d attempt", len(s.Attempts))
-	if len(s.Attempts) != 1 {
-		attempts += "s"
+	// A sleep, a wait or a store-only step runs no attempt of its own.
+	attempts := "-"
+	if n := len(s.Attempts); n > 0 {
+		attempts = fmt.Sprintf("%d attempt", n)
+		if n != 1 {
+			attempts += "s"
+		}
 	}
 	line := fmt.Sprintf("  %s %s %s %s %s %s %s", st.paint(s.Status, icon), cell(s.ID, 24), cell(s.Kind, 6), cell(offset, 8), cell(dur, 7), cell(attempts, 10), how)
 	return fit(line, w)
