@@ -392,7 +392,8 @@ func waitOutcome(res waitResult, timeout time.Duration) error {
 		var why []string
 		for _, r := range res.Runs {
 			if r.Status == "Failed" || r.Status == "Cancelled" {
-				why = append(why, r.FunctionID+": "+cmp.Or(r.Error, strings.ToLower(r.Status)))
+				// A function's own error may name it already.
+				why = append(why, r.FunctionID+": "+strings.TrimPrefix(cmp.Or(r.Error, strings.ToLower(r.Status)), r.FunctionID+": "))
 			}
 		}
 		// The runs' own errors, so that -o json's error says why too.
