@@ -152,23 +152,26 @@ func (s *Scheduler) Stop(ctx context.Context) error {
 }
 
 func (s *Scheduler) catchUp(ctx context.Context, r *registered, c cronSchedule, now time.Time) {
-	tick, ok := c.prev(now)
-	if !ok {
-		return
-	}
 	raw, err := s.e.store.Get(ctx, lastFireKey(r.ID))
 	if errors.Is(err, store.ErrNotFound) {
 		// First start: nothing was missed yet, but from now on a tick is
 		// owed, the first one too. Without this mark a daemon down
 		// across the function's first tick would owe nothing on restart.
-		// Another daemon starting meanwhile may have marked or fired it.
-		if _, err := s.e.store.SetNX(ctx, lastFireKey(r.ID), strconv.FormatInt(tick.Unix(), 10), 0); err != nil {
+		// It is written whatever the schedule, also when its last tick
+		// is further back than a catch-up reaches (a weekly or monthly
+		// schedule first started days after its tick). Another daemon
+		// starting meanwhile may have marked or fired it.
+		if _, err := s.e.store.SetNX(ctx, lastFireKey(r.ID), strconv.FormatInt(now.Unix(), 10), 0); err != nil {
 			s.log.Warn("recording the first cron start", "function_id", r.ID, "err", err)
 		}
 		return
 	}
 	if err != nil {
 		s.log.Warn("reading last cron fire", "function_id", r.ID, "err", err)
+		return
+	}
+	tick, ok := c.prev(now)
+	if !ok {
 		return
 	}
 	last, err := strconv.ParseInt(raw, 10, 64)

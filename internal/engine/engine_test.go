@@ -991,6 +991,40 @@ func TestCronCatchesUpItsFirstTick(t *testing.T) {
 	})
 }
 
+// TestCronCatchesUpAFirstMonthlyTick: a monthly schedule first started days
+// after its last tick (March 4th, the tick March 1st) is still owed its next
+// one, April 1st, by a daemon that was down across it. The first start did
+// not mark the store when its last tick was further back than a catch-up
+// reaches, so the restart took itself for the first start and owed nothing.
+func TestCronCatchesUpAFirstMonthlyTick(t *testing.T) {
+	eachBackend(t, func(t *testing.T, be backendtest.Backend) {
+		b := setup(t, be, options{noPool: true}, engine.Function{
+			ID: "monthly", Triggers: []engine.Trigger{{Cron: "0 0 1 * *"}},
+			Handler: func(ctx context.Context, r *engine.Run) (any, error) { return nil, nil },
+		})
+		s1 := engine.NewScheduler(b.eng)
+		if err := s1.Start(b.ctx); err != nil {
+			t.Fatal(err)
+		}
+		s1.Stop(b.ctx)
+		tick := time.Date(2026, 4, 1, 0, 0, 0, 0, time.UTC)
+		b.clock.Advance(tick.Add(10 * time.Second).Sub(b.clock.Now()))
+		s2 := engine.NewScheduler(b.eng)
+		if err := s2.Start(b.ctx); err != nil {
+			t.Fatal(err)
+		}
+		defer s2.Stop(b.ctx)
+		page, err := b.st.ListRuns(b.ctx, store.RunFilter{FunctionID: "monthly"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := fmt.Sprintf("cron:monthly:%d", tick.Unix())
+		if len(page.Items) != 1 || page.Items[0].IdempotencyKey != want {
+			t.Fatalf("after a restart past April 1st: %d runs %+v, want one for %s", len(page.Items), page.Items, want)
+		}
+	})
+}
+
 func TestRegisterRejectsBadOptions(t *testing.T) {
 	t.Parallel()
 	h := func(ctx context.Context, r *engine.Run) (any, error) { return nil, nil }
