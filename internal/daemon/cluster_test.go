@@ -3,6 +3,7 @@ package daemon_test
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net/http"
@@ -12,7 +13,10 @@ import (
 	"testing"
 	"time"
 
+	goredis "github.com/redis/go-redis/v9"
+
 	"github.com/dcyfr/cyberdrew/internal/daemon"
+	"github.com/dcyfr/cyberdrew/internal/store"
 	"github.com/dcyfr/cyberdrew/internal/store/redis/redistest"
 )
 
@@ -183,6 +187,16 @@ func TestClusterNeedsTheSitePrefixInTheEngineSlot(t *testing.T) {
 		if !strings.Contains(err.Error(), "--site-prefix") || !strings.Contains(err.Error(), "{engine}") {
 			t.Errorf("site prefix %q: the error does not say what to set: %v", prefix, err)
 		}
+		// A setting to fix (serve exits 3), refused before anything is
+		// written to the cluster: no function library was loaded.
+		if !errors.Is(err, store.ErrMisconfigured) {
+			t.Errorf("site prefix %q: %v, want store.ErrMisconfigured", prefix, err)
+		}
+		cc := goredis.NewClusterClient(&goredis.ClusterOptions{Addrs: []string{cl.Nodes[0].Addr}})
+		if libs, err := cc.FunctionList(context.Background(), goredis.FunctionListQuery{}).Result(); err != nil || len(libs) != 0 {
+			t.Errorf("site prefix %q: function libraries on the cluster: %v, %v; want none", prefix, libs, err)
+		}
+		cc.Close()
 	}
 	cfg.SitePrefix = "site:{engine}:"
 	d, err := daemon.New(context.Background(), cfg, slog.New(slog.DiscardHandler), daemon.Options{})

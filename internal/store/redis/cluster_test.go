@@ -243,3 +243,26 @@ func TestClusterFailoverKeepsTheStore(t *testing.T) {
 		}
 	}
 }
+
+// TestOneClusterNodeWithoutTheOption: a redis:// URL naming one node of a
+// cluster, without ?cluster=true, is a setting to fix (the store would be
+// answered MOVED forever), and the error says which.
+func TestOneClusterNodeWithoutTheOption(t *testing.T) {
+	t.Parallel()
+	cl := cluster(t)
+	ctx := t.Context()
+	owner, _, err := cl.MasterOf(ctx, "cyberdrew:{engine}:layout")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range cl.Nodes {
+		if n.Addr == owner {
+			continue
+		}
+		_, err := redis.Open(ctx, "redis://"+n.Addr+"/0", redis.Options{})
+		if !errors.Is(err, store.ErrMisconfigured) || !strings.Contains(err.Error(), "add ?cluster=true") {
+			t.Errorf("Open(one node %s) = %v, want store.ErrMisconfigured asking for ?cluster=true", n.Addr, err)
+		}
+		return
+	}
+}

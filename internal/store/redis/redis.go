@@ -195,8 +195,8 @@ func Open(ctx context.Context, url string, opts Options) (*Store, error) {
 		return nil, err
 	}
 	if err := loadScripts(ctx, rdb); err != nil {
-		if strings.Contains(err.Error(), "DB index is out of range") {
-			return fail(fmt.Errorf("redis: open: %w: the URL's database number: %v", store.ErrMisconfigured, err))
+		if why := settingProblem(o, err); why != "" {
+			return fail(fmt.Errorf("redis: open: %w: %s", store.ErrMisconfigured, why))
 		}
 		err = s.wrap("open", err)
 		if !errors.Is(err, store.ErrUnavailable) {
@@ -207,6 +207,12 @@ func Open(ctx context.Context, url string, opts Options) (*Store, error) {
 				"where a TLS hello gets no answer at all: use redis:// for a server without TLS", store.ErrMisconfigured, addr))
 		}
 		s.log.Warn("redis is unreachable; retrying", "err", err)
+	} else if cluster == nil && o.MasterName == "" {
+		// One node of a cluster, named without ?cluster=true: every keyed
+		// command would be answered MOVED (or work until the slot moves).
+		if info, err := rdb.Info(ctx, "cluster").Result(); err == nil && strings.Contains(info, "cluster_enabled:1") {
+			return fail(fmt.Errorf("redis: open: %w: %s", store.ErrMisconfigured, settingProblem(o, errors.New("MOVED"))))
+		}
 	}
 	if !opts.Scripts {
 		// On a server that cannot be reached yet the first call loads it.
@@ -224,6 +230,31 @@ func Open(ctx context.Context, url string, opts Options) (*Store, error) {
 	}
 	s.ps = s.listen(ctx)
 	return s, nil
+}
+
+// settingProblem says which setting of the URL err, the first call's
+// error, shows to be wrong, or "" when err is not about one: what no wait
+// can fix, so that serve stops (exit 3) instead of retrying forever.
+func settingProblem(o *goredis.UniversalOptions, err error) string {
+	msg := err.Error()
+	switch {
+	case strings.Contains(msg, "DB index is out of range"):
+		return "the URL's database number: " + msg
+	case strings.HasPrefix(msg, "WRONGPASS"), strings.Contains(msg, "invalid username-password pair"):
+		return "the server refused the URL's user or password: " + msg
+	case strings.HasPrefix(msg, "NOAUTH"):
+		return "the server requires a password, and the URL gives none (redis://:password@host:port): " + msg
+	case strings.Contains(msg, "called without any password configured"):
+		return "the URL gives a password, and the server has none: " + msg
+	case strings.Contains(msg, "cluster support disabled"):
+		return fmt.Sprintf("the URL names a Redis Cluster (several hosts, or ?cluster=true), but %s is not a cluster node: "+
+			"give one server as redis://host:port[/db]", strings.Join(o.Addrs, ","))
+	case strings.HasPrefix(msg, "MOVED") && len(o.Addrs) == 1 && o.MasterName == "":
+		return fmt.Sprintf("%s is a node of a Redis Cluster, which the URL does not say: add ?cluster=true, or list several nodes", o.Addrs[0])
+	case o.MasterName != "" && errors.Is(err, goredis.Nil):
+		return fmt.Sprintf("no sentinel of the URL monitors a master named %q (see SENTINEL MASTERS)", o.MasterName)
+	}
+	return ""
 }
 
 // plainServer tells, once a TLS connection failed, whether the server
@@ -282,13 +313,38 @@ func (s *Store) Kind() string { return "redis" }
 
 // Ping reports whether Redis answers and takes a write: a PING and a SET
 // of the health key, in one round trip, within ctx's deadline.
+//
+// With MinReplicas the write must also reach that many replicas (WAIT), as
+// every acknowledging write must: a daemon whose writes are all refused for
+// want of replicas is not ready.
 func (s *Store) Ping(ctx context.Context) error {
-	_, err := s.rdb.Pipelined(ctx, func(p goredis.Pipeliner) error {
-		p.Ping(ctx)
+	if s.minReplicas == 0 {
+		_, err := s.rdb.Pipelined(ctx, func(p goredis.Pipeliner) error {
+			p.Ping(ctx)
+			p.Set(ctx, s.keys.health(), s.nowMS(), healthTTL)
+			return nil
+		})
+		return s.wrap("ping", err)
+	}
+	node, err := s.engineNode(ctx)
+	if err != nil {
+		return s.wrap("ping", err)
+	}
+	var wait *goredis.Cmd
+	_, err = node.Pipelined(ctx, func(p goredis.Pipeliner) error {
 		p.Set(ctx, s.keys.health(), s.nowMS(), healthTTL)
+		wait = p.Do(ctx, "WAIT", s.minReplicas, s.replicaTimeout.Milliseconds())
 		return nil
 	})
-	return s.wrap("ping", err)
+	if err != nil {
+		s.movedOrGone(ctx, err)
+		return s.wrap("ping", err)
+	}
+	if n, _ := wait.Int64(); n < int64(s.minReplicas) {
+		return fmt.Errorf("%w: redis: ping: %d of %d replicas confirmed within %s, so every write is refused",
+			store.ErrUnavailable, n, s.minReplicas, s.replicaTimeout)
+	}
+	return nil
 }
 
 // Close ends every subscription and closes the connections.

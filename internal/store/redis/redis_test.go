@@ -114,6 +114,16 @@ func TestKindAndURL(t *testing.T) {
 	if _, err := redis.Open(t.Context(), tlsURL, redis.Options{}); !errors.Is(err, store.ErrMisconfigured) || !strings.Contains(err.Error(), "use redis://") {
 		t.Errorf("Open(%s) = %v, want store.ErrMisconfigured naming redis://", tlsURL, err)
 	}
+	hostPort := strings.TrimSuffix(strings.TrimPrefix(srv.URL(3), "redis://"), "/3")
+	for url, want := range map[string]string{
+		"redis://" + hostPort + "/0?cluster=true":     "is not a cluster node",
+		"redis://" + hostPort + "," + hostPort + "/0": "is not a cluster node",
+	} {
+		_, err := redis.Open(t.Context(), url, redis.Options{})
+		if !errors.Is(err, store.ErrMisconfigured) || !strings.Contains(err.Error(), want) || strings.Contains(err.Error(), "hunter2") {
+			t.Errorf("Open(%s) = %v, want store.ErrMisconfigured saying %q, without the password", url, err, want)
+		}
+	}
 	if _, err := redis.Open(t.Context(), srv.URL(99), redis.Options{}); !errors.Is(err, store.ErrMisconfigured) {
 		t.Errorf("Open(database 99) = %v, want store.ErrMisconfigured", err)
 	}
@@ -273,4 +283,33 @@ func TestAcrossStores(t *testing.T) {
 			t.Fatalf("the other store's subscriber did not hear of the event")
 		}
 	}
+}
+
+// TestPasswordSettings: a password the server refuses, or none where it
+// needs one, is a setting to fix (exit 3 from serve), named, and the error
+// never repeats the password.
+func TestPasswordSettings(t *testing.T) {
+	t.Parallel()
+	srv := redistest.StartT(t, false)
+	ctx := t.Context()
+	admin := goredis.NewClient(&goredis.Options{Addr: srv.Addr})
+	defer admin.Close()
+	if err := admin.ConfigSet(ctx, "requirepass", "s3cret-pw").Err(); err != nil {
+		t.Fatal(err)
+	}
+	for url, want := range map[string]string{
+		"redis://" + srv.Addr + "/0":              "requires a password, and the URL gives none",
+		"redis://:hunter2@" + srv.Addr + "/0":     "refused the URL's user or password",
+		"redis://drew:hunter2@" + srv.Addr + "/0": "refused the URL's user or password",
+	} {
+		_, err := redis.Open(ctx, url, redis.Options{})
+		if !errors.Is(err, store.ErrMisconfigured) || !strings.Contains(err.Error(), want) || strings.Contains(err.Error(), "hunter2") {
+			t.Errorf("Open(%s) = %v, want store.ErrMisconfigured saying %q, without the password", url, err, want)
+		}
+	}
+	s, err := redis.Open(ctx, "redis://:s3cret-pw@"+srv.Addr+"/0", redis.Options{})
+	if err != nil {
+		t.Fatalf("Open with the password: %v", err)
+	}
+	s.Close()
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -32,6 +33,11 @@ func TestConformanceSentinel(t *testing.T) {
 		t.Cleanup(func() { s.Close() })
 		return s
 	})
+	// A master name no sentinel monitors is a setting to fix, named.
+	wrong := strings.Replace(topo.URL(0), "/"+redistest.MasterName+"/", "/nosuch/", 1)
+	if _, err := redis.Open(t.Context(), wrong, redis.Options{}); !errors.Is(err, store.ErrMisconfigured) || !strings.Contains(err.Error(), `master named "nosuch"`) {
+		t.Errorf("Open(%s) = %v, want store.ErrMisconfigured naming the master", wrong, err)
+	}
 }
 
 // TestTooFewReplicas: with MinReplicas 1 on a Redis without replicas, a
@@ -52,6 +58,11 @@ func TestTooFewReplicas(t *testing.T) {
 	}
 	if _, err := s.GetEvent(ctx, "01JZZZZZZZZZZZZZZZZZZZZZZZ"); err != nil {
 		t.Errorf("the unconfirmed event is not on the master: %v", err)
+	}
+	// Nor is the store ready (/readyz): every write it acknowledges needs
+	// the replica it lacks.
+	if err := s.Ping(ctx); !errors.Is(err, store.ErrUnavailable) || !strings.Contains(err.Error(), "0 of 1 replicas") {
+		t.Errorf("Ping without a replica = %v, want ErrUnavailable saying 0 of 1 replicas", err)
 	}
 	for _, bad := range []redis.Options{{MinReplicas: -1}, {MinReplicas: 1}, {MinReplicas: 1, ReplicaTimeout: time.Minute}} {
 		if s, err := redis.Open(ctx, srv.URL(4), bad); err == nil || !errors.Is(err, store.ErrInvalid) {

@@ -96,6 +96,11 @@ func clientOptions(raw string) (*goredis.UniversalOptions, error) {
 	return o, nil
 }
 
+// IsClusterURL reports whether raw names a Redis Cluster (see
+// isClusterURL): the daemon checks the settings a cluster needs before it
+// opens the store.
+func IsClusterURL(raw string) bool { return isClusterURL(raw) }
+
 // isClusterURL reports whether raw is a redis:// or rediss:// URL naming
 // several hosts or carrying the cluster option. It only looks: a malformed
 // URL is reported by whichever parser it goes to.
