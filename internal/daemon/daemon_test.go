@@ -575,30 +575,78 @@ func TestMalformedCursorSaysSo(t *testing.T) {
 // "serving" and then wait out the store's timeouts to stop.
 func TestStopWhileStarting(t *testing.T) {
 	t.Parallel()
-	hole, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer hole.Close()
-	go func() {
-		for {
-			c, err := hole.Accept()
-			if err != nil {
-				return
-			}
-			defer c.Close()
-		}
-	}()
 	cfg := testConfig(t.TempDir())
-	cfg.Store = "redis://" + hole.Addr().String() + "/0"
+	cfg.Store = "redis://" + blackHole(t) + "/0"
 	ctx, cancel := context.WithCancel(t.Context())
 	time.AfterFunc(300*time.Millisecond, cancel) // the signal, mid-open
 	var logs syncBuffer
-	err = daemon.Serve(ctx, cfg, slog.New(slog.NewTextHandler(&logs, nil)))
+	err := daemon.Serve(ctx, cfg, slog.New(slog.NewTextHandler(&logs, nil)))
 	if err != nil {
 		t.Fatalf("Serve = %v, want nil", err)
 	}
 	if out := logs.String(); strings.Contains(out, "cyberdrew serving") || !strings.Contains(out, "stopped before serving") {
 		t.Errorf("logs:\n%s\nwant no serving, and stopped before serving", out)
+	}
+}
+
+// blackHole is the address of a server that takes connections and never
+// answers (a frozen Redis, dead sentinels behind a firewall).
+func blackHole(t *testing.T) string {
+	t.Helper()
+	hole, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { hole.Close() })
+	go func() {
+		var held []net.Conn
+		defer func() {
+			for _, c := range held {
+				c.Close()
+			}
+		}()
+		for {
+			c, err := hole.Accept()
+			if err != nil {
+				return
+			}
+			held = append(held, c)
+		}
+	}()
+	return hole.Addr().String()
+}
+
+// TestServesWhileItsStoreIsSilent: a daemon whose Redis takes connections
+// and never answers still starts serving (its readiness says the store is
+// down) instead of holding its start for the client's retries: each first
+// call is bounded, and the cron catch-up, which needs the store, goes on
+// in the background.
+func TestServesWhileItsStoreIsSilent(t *testing.T) {
+	t.Parallel()
+	cfg := testConfig(t.TempDir())
+	cfg.Store = "redis://" + blackHole(t) + "/0"
+	var logs syncBuffer
+	d, err := daemon.New(t.Context(), cfg, slog.New(slog.NewTextHandler(&logs, nil)), daemon.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := d.Start(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		d.Stop(ctx)
+	}()
+	if out := logs.String(); !strings.Contains(out, "catching up missed cron ticks in the background") || !strings.Contains(out, "cyberdrew serving") {
+		t.Errorf("logs:\n%s\nwant the cron catch-up left to the background, and serving", out)
+	}
+	res, err := http.Get("http://" + d.Addr() + "/readyz")
+	if err != nil {
+		t.Fatal(err)
+	}
+	res.Body.Close()
+	if res.StatusCode != http.StatusServiceUnavailable {
+		t.Errorf("/readyz = %d, want 503 while the store does not answer", res.StatusCode)
 	}
 }

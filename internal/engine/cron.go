@@ -86,7 +86,21 @@ type Scheduler struct {
 	e   *Engine
 	log *slog.Logger
 	s   gocron.Scheduler
+
+	// stopCatchUp ends the catch-ups left to the background when the
+	// store did not answer at start; caughtUp is done once they end.
+	stopCatchUp context.CancelFunc
+	caughtUp    chan struct{}
 }
+
+// catchUpCallTimeout bounds each store call of a catch-up at start, so
+// that a store that does not answer (Redis down, its sentinels dead) holds
+// the daemon's start for seconds, not for the client's own retries; what
+// it could not do is retried in the background (catchUpLater).
+const catchUpCallTimeout = 2 * time.Second
+
+// catchUpRetry is how often the background catch-up tries again.
+const catchUpRetry = 2 * time.Second
 
 // NewScheduler returns a scheduler for e's cron functions.
 func NewScheduler(e *Engine) *Scheduler {
@@ -115,9 +129,20 @@ func (s *Scheduler) Start(ctx context.Context) error {
 	}
 	s.e.mu.RUnlock()
 	now := s.e.clock.Now()
+	var later []func(ctx context.Context, now time.Time) error // catch-ups the store did not answer
 	for _, r := range fns {
 		for i, c := range r.crons {
-			s.catchUp(ctx, r, c, now)
+			do := func(ctx context.Context, now time.Time) error { return s.catchUp(ctx, r, c, now) }
+			if len(later) > 0 {
+				later = append(later, do)
+			} else {
+				cctx, cancel := context.WithTimeout(ctx, catchUpCallTimeout)
+				if err := do(cctx, now); err != nil {
+					s.log.Warn("the store did not answer: catching up missed cron ticks in the background", "function_id", r.ID, "err", err)
+					later = append(later, do)
+				}
+				cancel()
+			}
 			name := r.ID
 			if i > 0 {
 				name = fmt.Sprintf("%s#%d", r.ID, i)
@@ -133,13 +158,52 @@ func (s *Scheduler) Start(ctx context.Context) error {
 		}
 	}
 	sch.Start()
+	s.catchUpLater(later)
 	return nil
+}
+
+// catchUpLater runs the catch-ups a store that did not answer at start
+// left, in the background, again every catchUpRetry until each is done or
+// Stop: the daemon serves meanwhile (its readiness says the store is
+// down). A tick gocron fires meanwhile is not fired twice: a tick's run is
+// published under its own client id.
+func (s *Scheduler) catchUpLater(todo []func(ctx context.Context, now time.Time) error) {
+	ctx, cancel := context.WithCancel(context.Background())
+	s.stopCatchUp, s.caughtUp = cancel, make(chan struct{})
+	if len(todo) == 0 {
+		close(s.caughtUp)
+		return
+	}
+	go func() {
+		defer close(s.caughtUp)
+		for len(todo) > 0 {
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(catchUpRetry): // the store's own time, not the engine's clock
+			}
+			for len(todo) > 0 {
+				cctx, cancelCall := context.WithTimeout(ctx, catchUpCallTimeout)
+				err := todo[0](cctx, s.e.clock.Now())
+				cancelCall()
+				if err != nil {
+					s.log.Debug("cron catch-up: the store did not answer", "err", err)
+					break
+				}
+				todo = todo[1:]
+			}
+		}
+	}()
 }
 
 // Stop stops firing; a fire in progress completes.
 func (s *Scheduler) Stop(ctx context.Context) error {
 	if s.s == nil {
 		return nil
+	}
+	if s.stopCatchUp != nil {
+		s.stopCatchUp()
+		<-s.caughtUp
 	}
 	done := make(chan error, 1)
 	go func() { done <- s.s.Shutdown() }()
@@ -151,7 +215,10 @@ func (s *Scheduler) Stop(ctx context.Context) error {
 	}
 }
 
-func (s *Scheduler) catchUp(ctx context.Context, r *registered, c cronSchedule, now time.Time) {
+// catchUp fires the tick of c that passed while no daemon ran, or marks a
+// first start; it returns the store's error when the store did not answer
+// (the catch-up is to be done again), nil otherwise.
+func (s *Scheduler) catchUp(ctx context.Context, r *registered, c cronSchedule, now time.Time) error {
 	raw, err := s.e.store.Get(ctx, lastFireKey(r.ID))
 	if errors.Is(err, store.ErrNotFound) {
 		// First start: nothing was missed yet, but from now on a tick is
@@ -161,25 +228,22 @@ func (s *Scheduler) catchUp(ctx context.Context, r *registered, c cronSchedule, 
 		// is further back than a catch-up reaches (a weekly or monthly
 		// schedule first started days after its tick). Another daemon
 		// starting meanwhile may have marked or fired it.
-		if _, err := s.e.store.SetNX(ctx, lastFireKey(r.ID), strconv.FormatInt(now.Unix(), 10), 0); err != nil {
-			s.log.Warn("recording the first cron start", "function_id", r.ID, "err", err)
-		}
-		return
+		_, err := s.e.store.SetNX(ctx, lastFireKey(r.ID), strconv.FormatInt(now.Unix(), 10), 0)
+		return err
 	}
 	if err != nil {
-		s.log.Warn("reading last cron fire", "function_id", r.ID, "err", err)
-		return
+		return err
 	}
 	tick, ok := c.prev(now)
 	if !ok {
-		return
+		return nil
 	}
 	last, err := strconv.ParseInt(raw, 10, 64)
 	if err != nil || tick.Unix() <= last {
-		return
+		return nil
 	}
 	s.log.Info("firing a tick missed while down", "function_id", r.ID, "tick", tick)
-	s.fireTick(ctx, r, c, tick)
+	return s.fireTick(ctx, r, c, tick)
 }
 
 // fire creates the run for the tick gocron woke us for.
@@ -193,7 +257,9 @@ func (s *Scheduler) fire(r *registered, c cronSchedule, now time.Time) {
 	s.fireTick(ctx, r, c, tick)
 }
 
-func (s *Scheduler) fireTick(ctx context.Context, r *registered, c cronSchedule, tick time.Time) {
+// fireTick publishes the tick's run and records the tick as the last one
+// fired; it returns the publication's error.
+func (s *Scheduler) fireTick(ctx context.Context, r *registered, c cronSchedule, tick time.Time) error {
 	key := fmt.Sprintf("cron:%s:%d", r.ID, tick.Unix())
 	data, _ := json.Marshal(map[string]string{"cron": c.spec, "scheduled_at": tick.UTC().Format(time.RFC3339)})
 	pub := s.e.publication(IncomingEvent{ID: key, Name: EventScheduledTimer, Data: data})
@@ -203,12 +269,13 @@ func (s *Scheduler) fireTick(ctx context.Context, r *registered, c cronSchedule,
 	res, err := s.e.store.Publish(ctx, []store.Publication{pub})
 	if err != nil {
 		s.log.Error("cron fire failed", "function_id", r.ID, "tick", tick, "err", err)
-		return
+		return err
 	}
 	s.e.observeSkips(res[0].Runs)
 	if err := s.e.store.Set(ctx, lastFireKey(r.ID), strconv.FormatInt(tick.Unix(), 10), 0); err != nil {
 		s.log.Warn("recording cron fire", "function_id", r.ID, "err", err)
 	}
+	return nil
 }
 
 // gocronLogger adapts slog to gocron's logger.

@@ -19,6 +19,10 @@ import (
 // storeCallTimeout bounds one store call made on behalf of a run.
 const storeCallTimeout = 30 * time.Second
 
+// claimAbandonGrace is how long a stopping pool waits for a claim in
+// flight before it gives the claim up (see claim).
+const claimAbandonGrace = 2 * time.Second
+
 // Causes with which a run's context is cancelled.
 var (
 	errShutdown      = errors.New("worker shutting down")
@@ -435,8 +439,15 @@ func (p *WorkerPool) claim(ctx context.Context) (bool, error) {
 		return true, nil // every free worker is taken (by a reservation): look again once one frees
 	}
 	n := min(free, 32)
+	// A claim in flight is seen through when the pool stops (the store
+	// may be granting leases), but only for claimAbandonGrace: a store
+	// that does not answer must not hold the daemon's stop for the whole
+	// call timeout. A lease granted after that lapses, and its run is
+	// taken over then.
 	claimCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), storeCallTimeout)
+	stopping := context.AfterFunc(ctx, func() { time.AfterFunc(claimAbandonGrace, cancel) })
 	leases, err := p.e.store.Claim(claimCtx, p.opts.Owner, n, p.opts.LeaseTTL)
+	stopping()
 	cancel()
 	if err != nil {
 		p.e.observe.StoreError("claim")

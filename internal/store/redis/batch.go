@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"sync"
+	"time"
 
 	"github.com/dcyfr/cyberdrew/internal/store"
 )
@@ -101,12 +102,25 @@ func (b *batcher[T, R]) do(ctx context.Context, items []T) ([]R, error) {
 	}
 }
 
-// stop ends the loop once the groups in flight are answered; later calls
-// fail with ErrUnavailable.
+// stop ends the loop once the groups in flight are answered, or after
+// batchStopWait when Redis does not answer them (the store then closes the
+// client, which fails them); later calls fail with ErrUnavailable.
 func (b *batcher[T, R]) stop() {
 	close(b.quit)
-	b.wg.Wait()
+	done := make(chan struct{})
+	go func() {
+		b.wg.Wait()
+		close(done)
+	}()
+	select {
+	case <-done:
+	case <-time.After(batchStopWait):
+	}
 }
+
+// batchStopWait bounds how long a closing store waits for the groups in
+// flight.
+const batchStopWait = 2 * time.Second
 
 func (b *batcher[T, R]) loop() {
 	for {

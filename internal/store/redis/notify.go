@@ -31,11 +31,21 @@ type listener struct {
 	done   chan struct{}
 }
 
-// listen subscribes to the changes channel (waiting, when Redis answers,
-// for the subscription to be confirmed so no later change is missed) and
-// reads it until stop.
-func (s *Store) listen(ctx context.Context) *listener {
+// listen subscribes to the changes channel (waiting, when Redis answered
+// Open's first calls (reachable), for the subscription to be confirmed so
+// no later change is missed) and reads it until stop.
+func (s *Store) listen(ctx context.Context, reachable bool) *listener {
 	lctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	if !reachable {
+		// Nothing to wait for: the receive loop subscribes, which waits
+		// for Redis, and subscribers start with a lag marker.
+		l := &listener{ps: s.rdb.Subscribe(lctx), cancel: cancel, done: make(chan struct{})}
+		go func() {
+			_ = l.ps.Subscribe(lctx, s.keys.changes()) // a failure is the receive loop's first error
+			s.receive(lctx, l, false)
+		}()
+		return l
+	}
 	l := &listener{ps: s.rdb.Subscribe(lctx, s.keys.changes()), cancel: cancel, done: make(chan struct{})}
 	confirmed := false
 	if msg, err := l.ps.ReceiveTimeout(lctx, dialTimeout+ioTimeout); err == nil {
@@ -48,8 +58,17 @@ func (s *Store) listen(ctx context.Context) *listener {
 func (l *listener) stop() {
 	l.cancel()
 	l.ps.Close()
-	<-l.done
+	// A subscription still being made to a Redis that does not answer
+	// ends only with its own timeout: the store's close does not wait
+	// for it.
+	select {
+	case <-l.done:
+	case <-time.After(listenerStopWait):
+	}
 }
+
+// listenerStopWait bounds how long a closing store waits for its listener.
+const listenerStopWait = time.Second
 
 // receive fans out every message. After a connection error go-redis
 // reconnects and subscribes again on the next receive; changes published

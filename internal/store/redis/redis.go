@@ -194,7 +194,14 @@ func Open(ctx context.Context, url string, opts Options) (*Store, error) {
 		rdb.Close()
 		return nil, err
 	}
-	if err := loadScripts(ctx, rdb); err != nil {
+	// The first calls tell a wrong setting from an outage, within
+	// openProbeTimeout: a server that does not answer (its sentinels dead,
+	// a black hole) must not hold the daemon's start for the client's own
+	// retries; what they could not do the store does on first use.
+	probe, cancelProbe := context.WithTimeout(ctx, openProbeTimeout)
+	defer cancelProbe()
+	reachable := true
+	if err := loadScripts(probe, rdb); err != nil {
 		if why := settingProblem(o, err); why != "" {
 			return fail(fmt.Errorf("redis: open: %w: %s", store.ErrMisconfigured, why))
 		}
@@ -207,30 +214,36 @@ func Open(ctx context.Context, url string, opts Options) (*Store, error) {
 				"where a TLS hello gets no answer at all: use redis:// for a server without TLS", store.ErrMisconfigured, addr))
 		}
 		s.log.Warn("redis is unreachable; retrying", "err", err)
+		reachable = false
 	} else if cluster == nil && o.MasterName == "" {
 		// One node of a cluster, named without ?cluster=true: every keyed
 		// command would be answered MOVED (or work until the slot moves).
-		if info, err := rdb.Info(ctx, "cluster").Result(); err == nil && strings.Contains(info, "cluster_enabled:1") {
+		if info, err := rdb.Info(probe, "cluster").Result(); err == nil && strings.Contains(info, "cluster_enabled:1") {
 			return fail(fmt.Errorf("redis: open: %w: %s", store.ErrMisconfigured, settingProblem(o, errors.New("MOVED"))))
 		}
 	}
 	if !opts.Scripts {
 		// On a server that cannot be reached yet the first call loads it.
 		s.functions.Store(true)
-		if s.loadLibrary(ctx) {
+		if reachable && s.loadLibrary(probe) {
 			s.log.Info("redis: the engine's code runs as a function library", "library", libraryName)
 		}
 	}
-	if err := s.ensureLayout(ctx); err != nil {
+	if !reachable {
+		// The listings and Prune check the layout once Redis answers.
+	} else if err := s.ensureLayout(probe); err != nil {
 		if errors.Is(err, errNewerLayout) {
 			return fail(fmt.Errorf("redis: open: %w", err))
 		}
 		// Unreachable now: the listings and Prune try again.
 		s.log.Debug("redis: the keyspace's layout is not checked yet", "err", err)
 	}
-	s.ps = s.listen(ctx)
+	s.ps = s.listen(ctx, reachable)
 	return s, nil
 }
+
+// openProbeTimeout bounds Open's first calls (see Open).
+const openProbeTimeout = 5 * time.Second
 
 // settingProblem says which setting of the URL err, the first call's
 // error, shows to be wrong, or "" when err is not about one: what no wait
