@@ -22,6 +22,7 @@ import (
 	"github.com/dcyfr/cyberdrew/internal/cli"
 	"github.com/dcyfr/cyberdrew/internal/config"
 	"github.com/dcyfr/cyberdrew/internal/daemon"
+	"github.com/dcyfr/cyberdrew/internal/testkit"
 )
 
 // openPTY opens a pseudo-terminal of 120×40 and returns its two ends.
@@ -146,7 +147,7 @@ func TestDashStartsWhereNothingAnswersQueries(t *testing.T) {
 			if _, err := master.WriteString("q"); err != nil {
 				t.Fatal(err)
 			}
-			stderr := &syncBuffer{}
+			stderr := &testkit.SyncBuffer{}
 			cmd := exec.Command(os.Args[0], "dash", "--server", "http://"+addr)
 			cmd.Env = []string{dashChildEnv + "=1", "HOME=" + t.TempDir(), "TERM=xterm-256color", "NO_COLOR=" + noColor}
 			cmd.Stdin, cmd.Stderr = terminal, stderr
@@ -243,31 +244,13 @@ func startDaemon(t *testing.T) string {
 	return d.Addr()
 }
 
-// syncBuffer is a bytes.Buffer safe for one writer and one reader.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
 // startDash runs `cyberdrew dash` with stdin and stdout on terminal, as a
 // user does, and returns its exit code's channel and its stderr.
-func startDash(t *testing.T, terminal *os.File, addr string, getenv func(string) string) (<-chan cli.ExitCode, *syncBuffer) {
+func startDash(t *testing.T, terminal *os.File, addr string, getenv func(string) string) (<-chan cli.ExitCode, *testkit.SyncBuffer) {
 	t.Helper()
 	stdin := os.Stdin
 	os.Stdin = terminal // the dash reads its keys from the process's stdin
-	stderr := &syncBuffer{}
+	stderr := &testkit.SyncBuffer{}
 	done := make(chan cli.ExitCode, 1)
 	go func() {
 		done <- cli.Run(context.Background(), []string{"dash", "--server", "http://" + addr}, terminal, stderr,
@@ -278,7 +261,7 @@ func startDash(t *testing.T, terminal *os.File, addr string, getenv func(string)
 }
 
 // waitFor waits until the dash has drawn text.
-func waitFor(t *testing.T, sc *screen, done <-chan cli.ExitCode, stderr *syncBuffer, text string) {
+func waitFor(t *testing.T, sc *screen, done <-chan cli.ExitCode, stderr *testkit.SyncBuffer, text string) {
 	t.Helper()
 	deadline := time.Now().Add(15 * time.Second)
 	for !sc.has(text) {
@@ -295,7 +278,7 @@ func waitFor(t *testing.T, sc *screen, done <-chan cli.ExitCode, stderr *syncBuf
 }
 
 // waitExit waits for the dash to end with want.
-func waitExit(t *testing.T, done <-chan cli.ExitCode, stderr *syncBuffer, want cli.ExitCode) {
+func waitExit(t *testing.T, done <-chan cli.ExitCode, stderr *testkit.SyncBuffer, want cli.ExitCode) {
 	t.Helper()
 	select {
 	case code := <-done:

@@ -3,18 +3,17 @@
 package cli_test
 
 import (
-	"bytes"
 	"context"
 	"log/slog"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/dcyfr/cyberdrew/internal/cli"
 	"github.com/dcyfr/cyberdrew/internal/config"
+	"github.com/dcyfr/cyberdrew/internal/testkit"
 )
 
 // TestServeStopsOnSIGTERM sends SIGTERM, then SIGHUP (a closed terminal),
@@ -35,7 +34,7 @@ func serveStopsOn(t *testing.T, sig syscall.Signal) {
 		return nil
 	}
 	done := make(chan cli.ExitCode, 1)
-	var out syncBuffer
+	var out testkit.SyncBuffer
 	go func() {
 		opts := cli.Options{Serve: serve, Getenv: func(k string) string { return home[k] }}
 		done <- cli.Run(context.Background(), []string{"serve"}, &out, &out, opts)
@@ -56,23 +55,4 @@ func serveStopsOn(t *testing.T, sig syscall.Signal) {
 	case <-time.After(10 * time.Second):
 		t.Fatalf("serve did not stop on %v", sig)
 	}
-}
-
-// syncBuffer is a bytes.Buffer safe for the logger's writes from the
-// signal goroutine.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.String()
 }

@@ -1,7 +1,6 @@
 package daemon_test
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"io"
@@ -9,7 +8,6 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -17,28 +15,11 @@ import (
 	"github.com/dcyfr/cyberdrew/internal/config"
 	"github.com/dcyfr/cyberdrew/internal/daemon"
 	"github.com/dcyfr/cyberdrew/internal/store"
+	"github.com/dcyfr/cyberdrew/internal/testkit"
 )
 
 // canary is planted in every secret; no log line nor answer may hold it.
 const canary = "CANARY9f8e7d6c"
-
-// syncBuffer is a bytes.Buffer safe for the logger's concurrent writes.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
 
 // echoAPI is a third-party API that refuses every call and, like a careless
 // one, repeats the credential it was given in its error.
@@ -205,9 +186,9 @@ func TestRedisPasswordNeverShows(t *testing.T) {
 
 // serveCLI runs `cyberdrew serve` through the CLI, in process, with env as
 // its environment and debug logs in JSON captured; stop ends it and waits.
-func serveCLI(t *testing.T, env map[string]string) (base string, logs *syncBuffer, stop func()) {
+func serveCLI(t *testing.T, env map[string]string) (base string, logs *testkit.SyncBuffer, stop func()) {
 	t.Helper()
-	logs = &syncBuffer{}
+	logs = &testkit.SyncBuffer{}
 	addr := make(chan string, 1)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan cli.ExitCode, 1)

@@ -20,6 +20,7 @@ import (
 	"github.com/dcyfr/cyberdrew/internal/engine"
 	"github.com/dcyfr/cyberdrew/internal/store"
 	"github.com/dcyfr/cyberdrew/internal/store/redis/redistest"
+	"github.com/dcyfr/cyberdrew/internal/testkit"
 	"github.com/dcyfr/cyberdrew/internal/wire"
 )
 
@@ -579,7 +580,7 @@ func TestStopWhileStarting(t *testing.T) {
 	cfg.Store = "redis://" + blackHole(t) + "/0"
 	ctx, cancel := context.WithCancel(t.Context())
 	time.AfterFunc(300*time.Millisecond, cancel) // the signal, mid-open
-	var logs syncBuffer
+	var logs testkit.SyncBuffer
 	err := daemon.Serve(ctx, cfg, slog.New(slog.NewTextHandler(&logs, nil)))
 	if err != nil {
 		t.Fatalf("Serve = %v, want nil", err)
@@ -625,7 +626,7 @@ func TestServesWhileItsStoreIsSilent(t *testing.T) {
 	t.Parallel()
 	cfg := testConfig(t.TempDir())
 	cfg.Store = "redis://" + blackHole(t) + "/0"
-	var logs syncBuffer
+	var logs testkit.SyncBuffer
 	d, err := daemon.New(t.Context(), cfg, slog.New(slog.NewTextHandler(&logs, nil)), daemon.Options{})
 	if err != nil {
 		t.Fatal(err)

@@ -17,15 +17,7 @@ import (
 // root (CI runs as root); elsewhere the test skips, loudly.
 func TestFullDiskFailsReadinessAndRecovers(t *testing.T) {
 	t.Parallel()
-	dir := t.TempDir()
-	if err := syscall.Mount("tmpfs", dir, "tmpfs", 0, "size=8m"); err != nil {
-		t.Skipf("SKIPPING DISK-FULL TEST: cannot mount a tmpfs (needs root): %v", err)
-	}
-	t.Cleanup(func() {
-		if err := syscall.Unmount(dir, 0); err != nil {
-			t.Errorf("unmount %s: %v", dir, err)
-		}
-	})
+	dir := smallDisk(t)
 	base := start(t, testConfig(dir), nil) // stopped before the unmount
 	if code, body, _ := probe(t, "GET", base+"/readyz", ""); code != http.StatusOK {
 		t.Fatalf("/readyz before the disk filled = %d %s", code, body)
@@ -49,6 +41,23 @@ func TestFullDiskFailsReadinessAndRecovers(t *testing.T) {
 	if code, body, _ := probe(t, "POST", base+"/e/anykey", `{"name":"test/hello.world","id":"full-1","data":{"email":"a@b.c"}}`); code != http.StatusOK {
 		t.Errorf("the resend once space returned = %d %s", code, body)
 	}
+}
+
+// smallDisk mounts an 8 MiB tmpfs for the test, unmounted after it (and
+// after the daemons its cleanups stop). Mounting needs root (CI runs as
+// root); elsewhere the test skips, loudly.
+func smallDisk(t *testing.T) string {
+	t.Helper()
+	dir := t.TempDir()
+	if err := syscall.Mount("tmpfs", dir, "tmpfs", 0, "size=8m"); err != nil {
+		t.Skipf("SKIPPING DISK-FULL TEST: cannot mount a tmpfs (needs root): %v", err)
+	}
+	t.Cleanup(func() {
+		if err := syscall.Unmount(dir, 0); err != nil {
+			t.Errorf("unmount %s: %v", dir, err)
+		}
+	})
+	return dir
 }
 
 // fill writes path until the file system is full.
@@ -76,15 +85,7 @@ func fill(t *testing.T, path string) {
 // answered 200 "ok" because its own small write still fitted.
 func TestNearlyFullDiskFailsReadiness(t *testing.T) {
 	t.Parallel()
-	dir := t.TempDir()
-	if err := syscall.Mount("tmpfs", dir, "tmpfs", 0, "size=8m"); err != nil {
-		t.Skipf("SKIPPING DISK-FULL TEST: cannot mount a tmpfs (needs root): %v", err)
-	}
-	t.Cleanup(func() {
-		if err := syscall.Unmount(dir, 0); err != nil {
-			t.Errorf("unmount %s: %v", dir, err)
-		}
-	})
+	dir := smallDisk(t)
 	base := start(t, testConfig(dir), nil)
 	filler := filepath.Join(dir, "filler")
 	fill(t, filler)

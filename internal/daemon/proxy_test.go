@@ -15,6 +15,7 @@ import (
 	cdclient "github.com/dcyfr/cyberdrew/internal/client"
 	"github.com/dcyfr/cyberdrew/internal/daemon"
 	"github.com/dcyfr/cyberdrew/internal/daemon/daemontest"
+	"github.com/dcyfr/cyberdrew/internal/testkit"
 )
 
 // rawCall sends one request with headers (name, value pairs; "Host" sets
@@ -64,7 +65,7 @@ func TestNoKeysBehindALoopbackReverseProxy(t *testing.T) {
 	// The README's deployment sets it for the site routes: it opens nothing.
 	cfg.TrustedProxies = []string{"127.0.0.1"}
 	cfg.CORSOrigins = []string{"https://cyberdrew.dev"} // the site's pages, as the README sets it
-	logs := &syncBuffer{}
+	logs := &testkit.SyncBuffer{}
 	base := "http://" + daemontest.Run(t, cfg, slog.New(slog.NewTextHandler(logs, nil)), daemon.Options{}).Addr()
 	for _, want := range []string{
 		"dev mode: INNGEST_EVENT_KEY is not set", "dev mode: INNGEST_SIGNING_KEY is not set",

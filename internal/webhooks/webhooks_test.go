@@ -1,7 +1,6 @@
 package webhooks_test
 
 import (
-	"bytes"
 	"context"
 	"crypto/hmac"
 	"crypto/sha256"
@@ -26,6 +25,7 @@ import (
 	"github.com/dcyfr/cyberdrew/internal/jobs"
 	"github.com/dcyfr/cyberdrew/internal/store"
 	"github.com/dcyfr/cyberdrew/internal/store/backendtest"
+	"github.com/dcyfr/cyberdrew/internal/testkit"
 	"github.com/dcyfr/cyberdrew/internal/webhooks"
 )
 
@@ -54,30 +54,12 @@ func (c *counted) all() []string {
 	return slices.Clone(c.seen)
 }
 
-// syncBuffer is a log sink the test reads after the requests.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
 type bundle struct {
 	ctx context.Context
 	st  store.Store
 	url string
 	obs *counted
-	log *syncBuffer
+	log *testkit.SyncBuffer
 }
 
 // setup serves the webhook routes, mounted on the api handler as the
@@ -93,7 +75,7 @@ func setup(t *testing.T, be backendtest.Backend, cfg webhooks.Config) *bundle {
 	if err != nil {
 		t.Fatal(err)
 	}
-	b := &bundle{ctx: ctx, st: st, obs: &counted{}, log: &syncBuffer{}}
+	b := &bundle{ctx: ctx, st: st, obs: &counted{}, log: &testkit.SyncBuffer{}}
 	logger := slog.New(slog.NewJSONHandler(b.log, nil))
 	hooks := webhooks.New(cfg, eng, st, b.obs, clock, logger)
 	srv := httptest.NewServer(api.New(api.Config{Routes: hooks.Routes()}, eng, st, slog.New(slog.DiscardHandler)))
