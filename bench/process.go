@@ -8,43 +8,26 @@ import (
 	"os/exec"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"time"
+
+	"github.com/dcyfr/cyberdrew/internal/testkit"
 )
 
 // child is this program re-run as a worker process, whose stdout lines the
 // harness reads.
 type child struct {
 	cmd    *exec.Cmd
-	lines  chan string // closed when stdout ends
-	stderr *lockedBuffer
+	lines  chan string         // closed when stdout ends
+	stderr *testkit.SyncBuffer // its stderr, for error messages
 	waited chan struct{}
-}
-
-// lockedBuffer collects a child's stderr for error messages.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
 }
 
 // startChild runs the program as role with o.
 func (e *env) startChild(role string, o childOptions) (*child, error) {
 	cmd := exec.Command(e.exe, o.args()...)
 	cmd.Env = append(os.Environ(), childEnv+"="+role)
-	c := &child{cmd: cmd, lines: make(chan string, 4096), stderr: &lockedBuffer{}, waited: make(chan struct{})}
+	c := &child{cmd: cmd, lines: make(chan string, 4096), stderr: &testkit.SyncBuffer{}, waited: make(chan struct{})}
 	cmd.Stderr = c.stderr
 	out, err := cmd.StdoutPipe()
 	if err != nil {

@@ -22,6 +22,7 @@ import (
 	"github.com/dcyfr/cyberdrew/internal/cli"
 	"github.com/dcyfr/cyberdrew/internal/config"
 	"github.com/dcyfr/cyberdrew/internal/store"
+	"github.com/dcyfr/cyberdrew/internal/testkit"
 )
 
 // recorder is a ServeFunc that keeps the configuration it was given and
@@ -475,27 +476,7 @@ func TestUnavailableSaysWhy(t *testing.T) {
 // 4 naming the URL, where the commands used to wait forever.
 func TestSilentServerIsUnreachable(t *testing.T) {
 	t.Parallel()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	go func() {
-		var held []net.Conn // taken, never answered
-		defer func() {
-			for _, c := range held {
-				c.Close()
-			}
-		}()
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			held = append(held, c)
-		}
-	}()
-	url := "http://" + ln.Addr().String()
+	url := "http://" + testkit.BlackHole(t)
 	env := map[string]string{"CYBERDREW_REQUEST_TIMEOUT": "300ms"}
 	for _, args := range [][]string{
 		{"runs", "list"},

@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"io"
 	"log/slog"
-	"net"
 	"net/http"
 	"net/url"
 	"strconv"
@@ -577,7 +576,7 @@ func TestMalformedCursorSaysSo(t *testing.T) {
 func TestStopWhileStarting(t *testing.T) {
 	t.Parallel()
 	cfg := testConfig(t.TempDir())
-	cfg.Store = "redis://" + blackHole(t) + "/0"
+	cfg.Store = "redis://" + testkit.BlackHole(t) + "/0"
 	ctx, cancel := context.WithCancel(t.Context())
 	time.AfterFunc(300*time.Millisecond, cancel) // the signal, mid-open
 	var logs testkit.SyncBuffer
@@ -590,33 +589,6 @@ func TestStopWhileStarting(t *testing.T) {
 	}
 }
 
-// blackHole is the address of a server that takes connections and never
-// answers (a frozen Redis, dead sentinels behind a firewall).
-func blackHole(t *testing.T) string {
-	t.Helper()
-	hole, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { hole.Close() })
-	go func() {
-		var held []net.Conn
-		defer func() {
-			for _, c := range held {
-				c.Close()
-			}
-		}()
-		for {
-			c, err := hole.Accept()
-			if err != nil {
-				return
-			}
-			held = append(held, c)
-		}
-	}()
-	return hole.Addr().String()
-}
-
 // TestServesWhileItsStoreIsSilent: a daemon whose Redis takes connections
 // and never answers still starts serving (its readiness says the store is
 // down) instead of holding its start for the client's retries: each first
@@ -625,7 +597,7 @@ func blackHole(t *testing.T) string {
 func TestServesWhileItsStoreIsSilent(t *testing.T) {
 	t.Parallel()
 	cfg := testConfig(t.TempDir())
-	cfg.Store = "redis://" + blackHole(t) + "/0"
+	cfg.Store = "redis://" + testkit.BlackHole(t) + "/0"
 	var logs testkit.SyncBuffer
 	d, err := daemon.New(t.Context(), cfg, slog.New(slog.NewTextHandler(&logs, nil)), daemon.Options{})
 	if err != nil {

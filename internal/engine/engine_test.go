@@ -969,24 +969,11 @@ func TestCronCatchesUpItsFirstTick(t *testing.T) {
 			ID: "every-minute", Triggers: []engine.Trigger{{Cron: "* * * * *"}},
 			Handler: func(ctx context.Context, r *engine.Run) (any, error) { return nil, nil },
 		})
-		s1 := engine.NewScheduler(b.eng)
-		if err := s1.Start(b.ctx); err != nil {
-			t.Fatal(err)
-		}
-		s1.Stop(b.ctx)
-		b.clock.Advance(start.Truncate(time.Minute).Add(2*time.Minute + 10*time.Second).Sub(start))
-		s2 := engine.NewScheduler(b.eng)
-		if err := s2.Start(b.ctx); err != nil {
-			t.Fatal(err)
-		}
-		defer s2.Stop(b.ctx)
-		page, err := b.st.ListRuns(b.ctx, store.RunFilter{FunctionID: "every-minute"})
-		if err != nil {
-			t.Fatal(err)
-		}
-		want := fmt.Sprintf("cron:every-minute:%d", start.Truncate(time.Minute).Add(2*time.Minute).Unix())
-		if len(page.Items) != 1 || page.Items[0].IdempotencyKey != want {
-			t.Fatalf("after a restart past the first two ticks: %d runs %+v, want one for %s", len(page.Items), page.Items, want)
+		tick := start.Truncate(time.Minute).Add(2 * time.Minute)
+		runs := b.runsAfterARestart(t, "every-minute", tick.Add(10*time.Second))
+		want := fmt.Sprintf("cron:every-minute:%d", tick.Unix())
+		if len(runs) != 1 || runs[0].IdempotencyKey != want {
+			t.Fatalf("after a restart past the first two ticks: %d runs %+v, want one for %s", len(runs), runs, want)
 		}
 	})
 }
@@ -1002,27 +989,36 @@ func TestCronCatchesUpAFirstMonthlyTick(t *testing.T) {
 			ID: "monthly", Triggers: []engine.Trigger{{Cron: "0 0 1 * *"}},
 			Handler: func(ctx context.Context, r *engine.Run) (any, error) { return nil, nil },
 		})
-		s1 := engine.NewScheduler(b.eng)
-		if err := s1.Start(b.ctx); err != nil {
-			t.Fatal(err)
-		}
-		s1.Stop(b.ctx)
 		tick := time.Date(2026, 4, 1, 0, 0, 0, 0, time.UTC)
-		b.clock.Advance(tick.Add(10 * time.Second).Sub(b.clock.Now()))
-		s2 := engine.NewScheduler(b.eng)
-		if err := s2.Start(b.ctx); err != nil {
-			t.Fatal(err)
-		}
-		defer s2.Stop(b.ctx)
-		page, err := b.st.ListRuns(b.ctx, store.RunFilter{FunctionID: "monthly"})
-		if err != nil {
-			t.Fatal(err)
-		}
+		runs := b.runsAfterARestart(t, "monthly", tick.Add(10*time.Second))
 		want := fmt.Sprintf("cron:monthly:%d", tick.Unix())
-		if len(page.Items) != 1 || page.Items[0].IdempotencyKey != want {
-			t.Fatalf("after a restart past April 1st: %d runs %+v, want one for %s", len(page.Items), page.Items, want)
+		if len(runs) != 1 || runs[0].IdempotencyKey != want {
+			t.Fatalf("after a restart past April 1st: %d runs %+v, want one for %s", len(runs), runs, want)
 		}
 	})
+}
+
+// runsAfterARestart starts a scheduler on b's engine and stops it (a
+// daemon's first start), moves the clock to until with no scheduler
+// running (the daemon down), starts one again and lists the runs of fn.
+func (b *bundle) runsAfterARestart(t *testing.T, fn string, until time.Time) []store.Run {
+	t.Helper()
+	first := engine.NewScheduler(b.eng)
+	if err := first.Start(b.ctx); err != nil {
+		t.Fatal(err)
+	}
+	first.Stop(b.ctx)
+	b.clock.Advance(until.Sub(b.clock.Now()))
+	again := engine.NewScheduler(b.eng)
+	if err := again.Start(b.ctx); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { again.Stop(context.Background()) })
+	page, err := b.st.ListRuns(b.ctx, store.RunFilter{FunctionID: fn})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return page.Items
 }
 
 func TestRegisterRejectsBadOptions(t *testing.T) {
