@@ -304,9 +304,11 @@ func waitForRuns(ctx context.Context, c *client.Client, st *client.Stream, event
 				// back within the timeout, then read the runs again for
 				// what changed meanwhile.
 				progress.set(fmt.Sprintf("waiting for %s: the daemon went away (%v); reconnecting", eventName, st.Err()))
-				if st, err = reopen(ctx, st); err != nil {
+				next, err := reopen(ctx, st)
+				if err != nil {
 					return waitResult{}, timeoutOr(ctx, err)
 				}
+				st = next
 				if err := list(); err != nil {
 					return waitResult{}, timeoutOr(ctx, err)
 				}

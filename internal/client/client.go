@@ -223,8 +223,8 @@ func (e *NotDaemonError) Error() string {
 	if ct == "" {
 		ct = "no content type"
 	}
-	return fmt.Sprintf("the server at %s is not a cyberdrew daemon: it answered %d %s with %s, where the daemon answers in JSON",
-		e.URL, e.Status, http.StatusText(e.Status), ct)
+	return fmt.Sprintf("the server at %s answered %d %s with %s, where the daemon answers in JSON: it is not a cyberdrew daemon, "+
+		"or a proxy in front of it answered itself", e.URL, e.Status, http.StatusText(e.Status), ct)
 }
 
 // check turns a non-2xx answer into an *APIError with the server's message,
