@@ -87,10 +87,12 @@ type Scheduler struct {
 	log *slog.Logger
 	s   gocron.Scheduler
 
-	// stopCatchUp ends the catch-ups left to the background when the
-	// store did not answer at start; caughtUp is done once they end.
+	// stopCatchUp ends the background catch-ups (those the store did not
+	// answer at start, and those of ticks whose fire failed: retries);
+	// caughtUp is done once they end.
 	stopCatchUp context.CancelFunc
 	caughtUp    chan struct{}
+	retries     chan func(ctx context.Context, now time.Time) error
 }
 
 // catchUpCallTimeout bounds each store call of a catch-up at start, so
@@ -157,29 +159,39 @@ func (s *Scheduler) Start(ctx context.Context) error {
 			}
 		}
 	}
+	s.catchUpLater(later) // before the first fire, which may hand it a retry
 	sch.Start()
-	s.catchUpLater(later)
 	return nil
 }
 
-// catchUpLater runs the catch-ups a store that did not answer at start
-// left, in the background, again every catchUpRetry until each is done or
-// Stop: the daemon serves meanwhile (its readiness says the store is
-// down). A tick gocron fires meanwhile is not fired twice: a tick's run is
-// published under its own client id.
+// catchUpLater runs in the background, until Stop, the catch-ups a store
+// that did not answer at start left (todo), and those of ticks whose fire
+// failed later (retries: a store down at that moment), again every
+// catchUpRetry until each is done: the daemon serves meanwhile (its
+// readiness says the store is down). A tick gocron fires meanwhile is not
+// fired twice: a tick's run is published under its own client id. A
+// failed tick is caught up as at a restart: while it is the latest.
 func (s *Scheduler) catchUpLater(todo []func(ctx context.Context, now time.Time) error) {
 	ctx, cancel := context.WithCancel(context.Background())
 	s.stopCatchUp, s.caughtUp = cancel, make(chan struct{})
-	if len(todo) == 0 {
-		close(s.caughtUp)
-		return
-	}
+	s.retries = make(chan func(ctx context.Context, now time.Time) error, 64)
 	go func() {
 		defer close(s.caughtUp)
-		for len(todo) > 0 {
+		for {
+			if len(todo) == 0 {
+				select {
+				case <-ctx.Done():
+					return
+				case f := <-s.retries:
+					todo = append(todo, f)
+				}
+			}
 			select {
 			case <-ctx.Done():
 				return
+			case f := <-s.retries:
+				todo = append(todo, f)
+				continue
 			case <-time.After(catchUpRetry): // the store's own time, not the engine's clock
 			}
 			for len(todo) > 0 {
@@ -254,7 +266,14 @@ func (s *Scheduler) fire(r *registered, c cronSchedule, now time.Time) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), storeCallTimeout)
 	defer cancel()
-	s.fireTick(ctx, r, c, tick)
+	if err := s.fireTick(ctx, r, c, tick); err != nil {
+		// Caught up in the background once the store answers.
+		select {
+		case s.retries <- func(ctx context.Context, now time.Time) error { return s.catchUp(ctx, r, c, now) }:
+		default:
+			s.log.Warn("cron: too many failed fires waiting; this one waits for a restart", "function_id", r.ID, "tick", tick)
+		}
+	}
 }
 
 // fireTick publishes the tick's run and records the tick as the last one

@@ -2,6 +2,7 @@ package engine_test
 
 import (
 	"context"
+	"fmt"
 	"strconv"
 	"strings"
 	"sync"
@@ -119,4 +120,49 @@ func (s *tickStore) Publish(ctx context.Context, pubs []store.Publication) (res 
 		return err
 	})
 	return res, err
+}
+
+// TestCronRetriesAFailedFire: a tick whose fire fails (the store down at
+// that moment) is fired once the store answers again, by the daemon that
+// kept running; before, it waited for the next restart's catch-up.
+func TestCronRetriesAFailedFire(t *testing.T) {
+	eachBackend(t, func(t *testing.T, be backendtest.Backend) {
+		var down atomic.Bool
+		b := setup(t, be, options{noPool: true, wrap: func(st store.Store) store.Store { return &downStore{Store: st, down: &down} }},
+			engine.Function{
+				ID: "every-minute", Triggers: []engine.Trigger{{Cron: "* * * * *"}},
+				Handler: func(ctx context.Context, r *engine.Run) (any, error) { return nil, nil },
+			})
+		s := engine.NewScheduler(b.eng)
+		if err := s.Start(b.ctx); err != nil {
+			t.Fatal(err)
+		}
+		defer s.Stop(b.ctx)
+		tick := start.Truncate(time.Minute).Add(time.Minute)
+		down.Store(true)
+		b.clock.BlockUntilContext(b.ctx, 1)
+		b.clock.Advance(tick.Add(5 * time.Second).Sub(start))
+		// The fire fails while the store is down; it comes back.
+		time.Sleep(300 * time.Millisecond)
+		down.Store(false)
+		want := "cron:every-minute:" + strconv.FormatInt(tick.Unix(), 10)
+		b.waitFor(t, "the failed tick's run", func() bool {
+			page, err := b.st.ListRuns(b.ctx, store.RunFilter{FunctionID: "every-minute"})
+			return err == nil && len(page.Items) == 1 && page.Items[0].IdempotencyKey == want
+		})
+	})
+}
+
+// downStore fails every publication while down is set, as a store whose
+// server is unreachable does.
+type downStore struct {
+	store.Store
+	down *atomic.Bool
+}
+
+func (d *downStore) Publish(ctx context.Context, pubs []store.Publication) ([]store.Published, error) {
+	if d.down.Load() {
+		return nil, fmt.Errorf("test: %w", store.ErrUnavailable)
+	}
+	return d.Store.Publish(ctx, pubs)
 }
