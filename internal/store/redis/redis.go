@@ -362,10 +362,13 @@ func (s *Store) Ping(ctx context.Context) error {
 
 // Close ends every subscription and closes the connections.
 func (s *Store) Close() error {
-	s.publishes.stop()
-	s.finishes.stop()
-	s.calls.stop()
-	s.ps.stop()
+	// At once: each waits for its groups in flight, at most batchStopWait
+	// when Redis does not answer them.
+	var wg sync.WaitGroup
+	for _, stop := range []func(){s.publishes.stop, s.finishes.stop, s.calls.stop, s.ps.stop} {
+		wg.Go(stop)
+	}
+	wg.Wait()
 	s.subs.Close()
 	return s.rdb.Close()
 }
