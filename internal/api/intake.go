@@ -52,12 +52,15 @@ func (s *server) intake(w http.ResponseWriter, r *http.Request) error {
 	if len(accepted) != len(evs) {
 		return fmt.Errorf("api: engine accepted %d of %d events", len(accepted), len(evs))
 	}
-	ids := make([]string, len(accepted))
+	sent := wire.Sent{IDs: make([]string, len(accepted)), Status: http.StatusOK}
 	for i, a := range accepted {
-		ids[i] = a.EventID
+		sent.IDs[i] = a.EventID
+		if a.Duplicate {
+			sent.Duplicates = append(sent.Duplicates, i)
+		}
 	}
-	s.cfg.Observer.EventsAccepted(len(ids))
-	writeJSON(w, http.StatusOK, wire.Sent{IDs: ids, Status: http.StatusOK})
+	s.cfg.Observer.EventsAccepted(len(sent.IDs))
+	writeJSON(w, http.StatusOK, sent)
 	return nil
 }
 

@@ -133,8 +133,10 @@ type sendResult struct {
 	Name     string `json:"name"`
 	Runs     any    `json:"runs"`
 	TimedOut bool   `json:"timed_out,omitempty"`
-	// Pruned: the event is a duplicate of one retention has removed since.
-	Pruned bool `json:"pruned,omitempty"`
+	// Duplicate: the event was sent before with the same id (within 24 h);
+	// Runs are that event's. Pruned: and retention has removed it since.
+	Duplicate bool `json:"duplicate,omitempty"`
+	Pruned    bool `json:"pruned,omitempty"`
 }
 
 func runSend(ctx context.Context, o *sendOptions) error {
@@ -171,20 +173,23 @@ func runSend(ctx context.Context, o *sendOptions) error {
 // sendAndReport sends ev and prints what it triggered; with wait it follows
 // the runs and reports their ends.
 func sendAndReport(ctx context.Context, c *client.Client, f *clientFlags, ev client.Event, wait bool, timeout time.Duration, out, errOut io.Writer) error {
-	ids, err := c.Send(ctx, ev)
+	sent, err := c.SendAll(ctx, ev)
 	if err != nil {
 		return err
 	}
-	if len(ids) != 1 {
-		return fmt.Errorf("send: the daemon answered %d ids for one event", len(ids))
+	if len(sent.IDs) != 1 {
+		return fmt.Errorf("send: the daemon answered %d ids for one event", len(sent.IDs))
 	}
-	id := ids[0]
+	id := sent.IDs[0]
+	// A duplicate: an event sent before with the same --id, whose runs
+	// are the ones listed below, not new ones.
+	duplicate := len(sent.Duplicates) > 0
 	// An event sent again with the id of one that retention has pruned
 	// since (retention under the 24 h in which an id is remembered) is
 	// answered with that event's id, which names nothing any more.
 	pruned := func(idPrinted bool) error {
 		if f.json() {
-			return writeJSON(out, sendResult{ID: id, Name: ev.Name, Runs: []client.Run{}, Pruned: true})
+			return writeJSON(out, sendResult{ID: id, Name: ev.Name, Runs: []client.Run{}, Duplicate: true, Pruned: true})
 		}
 		if !idPrinted {
 			fmt.Fprintf(out, "%s\n", id)
@@ -209,10 +214,12 @@ func sendAndReport(ctx context.Context, c *client.Client, f *clientFlags, ev cli
 			if runs == nil {
 				runs = []client.Run{}
 			}
-			return writeJSON(out, sendResult{ID: id, Name: ev.Name, Runs: runs})
+			return writeJSON(out, sendResult{ID: id, Name: ev.Name, Runs: runs, Duplicate: duplicate})
 		}
 		fmt.Fprintf(out, "%s\n", id)
-		if len(runs) == 0 {
+		if duplicate {
+			fmt.Fprintf(errOut, "sent %s: a duplicate of event %s, sent before with the same id within 24 h; nothing new was triggered (its runs:)\n", ev.Name, id)
+		} else if len(runs) == 0 {
 			fmt.Fprintf(errOut, "sent %s: %s\n", ev.Name, noRunsYet(ctx, c, ev.Name))
 		}
 		for _, r := range runs {
@@ -226,6 +233,9 @@ func sendAndReport(ctx context.Context, c *client.Client, f *clientFlags, ev cli
 		fmt.Fprintf(errOut, "sent %s: event %s\n", ev.Name, id)
 	} else {
 		fmt.Fprintf(out, "%s\n", id)
+	}
+	if duplicate {
+		fmt.Fprintf(errOut, "sent %s: a duplicate of event %s, sent before with the same id within 24 h; nothing new was triggered: waiting for its runs\n", ev.Name, id)
 	}
 	// The stream filtered on the event follows its runs, those that exist
 	// (the daemon seeds the filter with them) and those still to come;
@@ -248,7 +258,7 @@ func sendAndReport(ctx context.Context, c *client.Client, f *clientFlags, ev cli
 		if runs == nil {
 			runs = []client.RunDetail{}
 		}
-		if err := writeJSON(out, sendResult{ID: id, Name: ev.Name, Runs: runs, TimedOut: res.TimedOut}); err != nil {
+		if err := writeJSON(out, sendResult{ID: id, Name: ev.Name, Runs: runs, TimedOut: res.TimedOut, Duplicate: duplicate}); err != nil {
 			return err
 		}
 	} else {

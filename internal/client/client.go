@@ -271,6 +271,14 @@ type Event struct {
 
 // Send posts events to the event API and returns their ids in order.
 func (c *Client) Send(ctx context.Context, events ...Event) ([]string, error) {
+	out, err := c.SendAll(ctx, events...)
+	return out.IDs, err
+}
+
+// SendAll sends events as Send does and returns the whole answer: their
+// ids, and which of them were duplicates of events sent before with the
+// same id (Sent.Duplicates).
+func (c *Client) SendAll(ctx context.Context, events ...Event) (wire.Sent, error) {
 	key := c.eventKey
 	if key == "" {
 		key = "dev"
@@ -281,9 +289,9 @@ func (c *Client) Send(ctx context.Context, events ...Event) ([]string, error) {
 		if errors.As(err, &ae) {
 			ae.Path = "/e/…" // never show the key
 		}
-		return nil, err
+		return wire.Sent{}, err
 	}
-	return out.IDs, nil
+	return out, nil
 }
 
 // The admin API's answers, in the shapes of package wire.

@@ -43,6 +43,11 @@ type Error struct {
 type Sent struct {
 	IDs    []string `json:"ids"`
 	Status int      `json:"status"`
+	// Duplicates are the indexes in IDs of the events answered as
+	// duplicates of an event stored before with the same id (which
+	// triggered nothing): cyberdrew's addition, which Inngest's clients
+	// ignore.
+	Duplicates []int `json:"duplicates,omitempty"`
 }
 
 // Event is a stored event. ID is the id the sender gave, or the internal id
