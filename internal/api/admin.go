@@ -269,15 +269,19 @@ func (s *server) listRuns(w http.ResponseWriter, r *http.Request) error {
 	if f.Since, f.Until, f.Limit, err = queryWindow(q); err != nil {
 		return err
 	}
-	if f.EventID != "" {
-		// The event may be named by the client id it was sent with.
-		if e, err := s.event(r.Context(), f.EventID); err == nil {
-			f.EventID = e.ID
-		}
-	}
 	p, err := s.st.ListRuns(r.Context(), f)
 	if err != nil {
 		return err
+	}
+	if f.EventID != "" && f.Cursor == "" && len(p.Items) == 0 {
+		// No runs for that id: it may be the client id the event was
+		// sent with. Looked up only then, not on every listing.
+		if e, err := s.st.EventByClientID(r.Context(), f.EventID); err == nil {
+			f.EventID = e.ID
+			if p, err = s.st.ListRuns(r.Context(), f); err != nil {
+				return err
+			}
+		}
 	}
 	writeJSON(w, http.StatusOK, wire.Page[wire.Run]{Data: viewRuns(p.Items), Cursor: p.Cursor})
 	return nil

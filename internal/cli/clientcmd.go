@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"slices"
 	"strings"
 	"sync"
 	"text/tabwriter"
@@ -249,18 +250,7 @@ func waitForRuns(ctx context.Context, c *client.Client, st *client.Stream, event
 	if err != nil {
 		return waitResult{}, err
 	}
-	expected := 0
-	for _, fn := range fns {
-		if fn.Disabled != "" {
-			continue
-		}
-		for _, t := range fn.Triggers {
-			if t.Matches(eventName) {
-				expected++
-				break
-			}
-		}
-	}
+	expected := triggeredBy(fns, eventName)
 	status := map[string]string{}
 	order := []string{}
 	see := func(id, s string) {
@@ -338,6 +328,18 @@ func waitForRuns(ctx context.Context, c *client.Client, st *client.Stream, event
 		res.Runs = append(res.Runs, d)
 	}
 	return res, nil
+}
+
+// triggeredBy counts the enabled functions fns whose trigger matches an
+// event named name: the runs an event of that name starts.
+func triggeredBy(fns []client.Function, name string) int {
+	n := 0
+	for _, fn := range fns {
+		if fn.Disabled == "" && slices.ContainsFunc(fn.Triggers, func(t client.Trigger) bool { return t.Matches(name) }) {
+			n++
+		}
+	}
+	return n
 }
 
 // reopen opens the ended stream st again, retrying while the daemon cannot

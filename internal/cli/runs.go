@@ -300,14 +300,12 @@ func newRunsCancelCmd(opts Options, f *clientFlags) *cobra.Command {
 			// (unknown, already finished) is named and the others still
 			// go; a daemon that cannot be reached stops them all.
 			runs := []client.Run{}
-			var refused []string
 			refusals := []cancelRefusal{}
 			for _, id := range args {
 				r, err := c.Cancel(cmd.Context(), id)
 				var ae *client.APIError
 				if errors.As(err, &ae) && ae.Status >= 400 && ae.Status < 500 && ae.Status != http.StatusUnauthorized {
 					fmt.Fprintf(cmd.ErrOrStderr(), "cancel %s: %s\n", id, ae.Message)
-					refused = append(refused, id)
 					refusals = append(refusals, cancelRefusal{RunID: id, Status: ae.Status, Error: ae.Message})
 					continue
 				}
@@ -331,8 +329,12 @@ func newRunsCancelCmd(opts Options, f *clientFlags) *cobra.Command {
 					return err
 				}
 			}
-			if len(refused) > 0 {
-				return &exitError{code: ExitRejected, err: fmt.Errorf("%d of %d runs not cancelled: %s", len(refused), len(args), strings.Join(refused, ", "))}
+			if len(refusals) > 0 {
+				ids := make([]string, len(refusals))
+				for i, r := range refusals {
+					ids[i] = r.RunID
+				}
+				return &exitError{code: ExitRejected, err: fmt.Errorf("%d of %d runs not cancelled: %s", len(ids), len(args), strings.Join(ids, ", "))}
 			}
 			return nil
 		},

@@ -218,7 +218,7 @@ func sendAndReport(ctx context.Context, c *client.Client, f *clientFlags, ev cli
 		}
 		fmt.Fprintf(out, "%s\n", id)
 		if duplicate {
-			fmt.Fprintf(errOut, "sent %s: a duplicate of event %s, sent before with the same id within 24 h; nothing new was triggered (its runs:)\n", ev.Name, id)
+			fmt.Fprintf(errOut, "sent %s: %s (its runs:)\n", ev.Name, duplicateNote(id))
 		} else if len(runs) == 0 {
 			fmt.Fprintf(errOut, "sent %s: %s\n", ev.Name, noRunsYet(ctx, c, ev.Name))
 		}
@@ -235,7 +235,7 @@ func sendAndReport(ctx context.Context, c *client.Client, f *clientFlags, ev cli
 		fmt.Fprintf(out, "%s\n", id)
 	}
 	if duplicate {
-		fmt.Fprintf(errOut, "sent %s: a duplicate of event %s, sent before with the same id within 24 h; nothing new was triggered: waiting for its runs\n", ev.Name, id)
+		fmt.Fprintf(errOut, "sent %s: %s: waiting for its runs\n", ev.Name, duplicateNote(id))
 	}
 	// The stream filtered on the event follows its runs, those that exist
 	// (the daemon seeds the filter with them) and those still to come;
@@ -270,23 +270,18 @@ func sendAndReport(ctx context.Context, c *client.Client, f *clientFlags, ev cli
 	return waitOutcome(res, timeout)
 }
 
+// duplicateNote says that the event sent was answered as a duplicate of
+// event id.
+func duplicateNote(id string) string {
+	return "a duplicate of event " + id + ", sent before with the same id within 24 h; nothing new was triggered"
+}
+
 // noRunsYet says why an event sent has no run yet: no enabled function's
 // trigger matches its name, or they have not started (a delayed ts,
 // debounce, a daemon behind).
 func noRunsYet(ctx context.Context, c *client.Client, name string) string {
-	fns, err := c.Functions(ctx)
-	if err != nil {
-		return "no run started yet"
+	if fns, err := c.Functions(ctx); err == nil && triggeredBy(fns, name) == 0 {
+		return "no enabled function is triggered by it (see cyberdrew functions list)"
 	}
-	for _, fn := range fns {
-		if fn.Disabled != "" {
-			continue
-		}
-		for _, t := range fn.Triggers {
-			if t.Matches(name) {
-				return "no run started yet"
-			}
-		}
-	}
-	return "no enabled function is triggered by it (see cyberdrew functions list)"
+	return "no run started yet"
 }

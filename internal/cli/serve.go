@@ -77,7 +77,7 @@ type serveOptions struct {
 }
 
 func newServeCmd(opts Options) *cobra.Command {
-	o := &serveOptions{cfg: config.DefaultServe(opts.Getenv)}
+	o := &serveOptions{cfg: config.DefaultServe(opts.Getenv), unparsed: map[string]bool{}}
 	cmd := &cobra.Command{
 		Use:   "serve",
 		Short: "Run the daemon: event intake, workers, scheduler and admin API",
@@ -149,7 +149,7 @@ both set.`,
 	for _, s := range serveSettings {
 		f := fs.Lookup(s.flag)
 		f.Usage += " (env " + strings.Join(s.env, ", then ") + ")"
-		f.Value = &deferredValue{Value: f.Value, name: "--" + s.flag, secret: s.secret, problems: &o.problems, unparsed: o.unparsedFlags()}
+		f.Value = &deferredValue{Value: f.Value, name: "--" + s.flag, secret: s.secret, problems: &o.problems, unparsed: o.unparsed}
 	}
 	return cmd
 }
@@ -176,7 +176,7 @@ func (o *serveOptions) load(fs *pflag.FlagSet, getenv func(string) string) (conf
 			}
 			if err := f.Value.(*deferredValue).Value.Set(v); err != nil {
 				o.problems = append(o.problems, valueProblem(name, v, f.Value.Type(), s.secret, err))
-				o.unparsedFlags()["--"+s.flag] = true
+				o.unparsed["--"+s.flag] = true
 			}
 			fromEnv["--"+s.flag] = name
 			break
@@ -193,7 +193,7 @@ func (o *serveOptions) load(fs *pflag.FlagSet, getenv func(string) string) (conf
 			// environment is named by its variable too.
 			flag, rest, _ := strings.Cut(p.Error(), ":")
 			switch {
-			case o.unparsedFlags()[flag]:
+			case o.unparsed[flag]:
 				continue
 			case fromEnv[flag] != "":
 				p = fmt.Errorf("%s (%s):%s", fromEnv[flag], flag, rest)
@@ -224,14 +224,6 @@ func (d *deferredValue) Set(s string) error {
 		d.unparsed[d.name] = true
 	}
 	return nil
-}
-
-// unparsedFlags is o.unparsed, made on first use.
-func (o *serveOptions) unparsedFlags() map[string]bool {
-	if o.unparsed == nil {
-		o.unparsed = map[string]bool{}
-	}
-	return o.unparsed
 }
 
 // valueProblem says why a flag's or a variable's value does not parse,

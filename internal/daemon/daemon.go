@@ -139,20 +139,16 @@ func New(ctx context.Context, cfg config.Serve, logger *slog.Logger, opts Option
 		}
 	case config.StoreRedis:
 		if redisstore.IsClusterURL(spec.URL) && opts.Functions == nil && !redisstore.InEngineSlot(cfg.SitePrefix) {
-			// Refused before anything is written to the cluster (below).
+			// The site's functions commit their key-value writes with their
+			// steps, in one script, so in the engine's slot: without the tag
+			// every such step would fail, so the daemon does not start, and
+			// says so before anything is written to the cluster.
 			return nil, fmt.Errorf("daemon: %w: on a Redis Cluster the site's keys must share the engine's hash slot: set --site-prefix (CYBERDREW_SITE_PREFIX) to a prefix holding {engine}, such as 'site:{engine}:' (now %q)", store.ErrMisconfigured, cfg.SitePrefix)
 		}
 		rs, err := redisstore.Open(ctx, spec.URL, redisstore.Options{Clock: clock, Logger: logger,
 			MinReplicas: cfg.RedisMinReplicas, ReplicaTimeout: cfg.RedisReplicaTimeout})
 		if err != nil {
 			return nil, fmt.Errorf("daemon: %w", err)
-		}
-		if rs.Cluster() && opts.Functions == nil && !redisstore.InEngineSlot(cfg.SitePrefix) {
-			// The site's functions commit their key-value writes with their
-			// steps, in one script, so in the engine's slot: without the tag
-			// every such step would fail, so the daemon does not start.
-			rs.Close()
-			return nil, fmt.Errorf("daemon: on a Redis Cluster the site's keys must share the engine's hash slot: set --site-prefix (CYBERDREW_SITE_PREFIX) to a prefix holding {engine}, such as 'site:{engine}:' (now %q)", cfg.SitePrefix)
 		}
 		st = rs
 	default:

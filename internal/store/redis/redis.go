@@ -353,9 +353,8 @@ func (s *Store) Ping(ctx context.Context) error {
 		s.movedOrGone(ctx, err)
 		return s.wrap("ping", err)
 	}
-	if n, _ := wait.Int64(); n < int64(s.minReplicas) {
-		return fmt.Errorf("%w: redis: ping: %d of %d replicas confirmed within %s, so every write is refused",
-			store.ErrUnavailable, n, s.minReplicas, s.replicaTimeout)
+	if err := s.replicated(wait); err != nil {
+		return fmt.Errorf("redis: ping: %w, so every write is refused", err)
 	}
 	return nil
 }

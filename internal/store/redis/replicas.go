@@ -33,12 +33,23 @@ func (s *Store) acked(ctx context.Context, script *script, keys []string, args .
 	if cmd.Err() != nil {
 		return cmd
 	}
-	if n, err := wait.Int64(); err != nil {
-		cmd.SetErr(fmt.Errorf("%w: WAIT: %w", store.ErrNotReplicated, err))
-	} else if n < int64(s.minReplicas) {
-		cmd.SetErr(fmt.Errorf("%w: %d of %d replicas within %s", store.ErrNotReplicated, n, s.minReplicas, s.replicaTimeout))
+	if err := s.replicated(wait); err != nil {
+		cmd.SetErr(err)
 	}
 	return cmd
+}
+
+// replicated reads the answer of a WAIT: nil when MinReplicas replicas
+// confirmed, else an ErrNotReplicated saying how many did.
+func (s *Store) replicated(wait *goredis.Cmd) error {
+	n, err := wait.Int64()
+	switch {
+	case err != nil:
+		return fmt.Errorf("%w: WAIT: %w", store.ErrNotReplicated, err)
+	case n < int64(s.minReplicas):
+		return fmt.Errorf("%w: %d of %d replicas within %s", store.ErrNotReplicated, n, s.minReplicas, s.replicaTimeout)
+	}
+	return nil
 }
 
 // ackedOnce runs script and a WAIT on one connection to the engine's

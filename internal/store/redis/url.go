@@ -49,7 +49,7 @@ func CheckURL(raw string) error {
 // go-redis parses it, or a cluster), or SentinelScheme. Its errors never
 // repeat the URL, which may hold a password.
 func clientOptions(raw string) (*goredis.UniversalOptions, error) {
-	if isClusterURL(raw) {
+	if IsClusterURL(raw) {
 		return clusterOptions(raw)
 	}
 	if !strings.HasPrefix(raw, SentinelScheme+"://") {
@@ -96,15 +96,12 @@ func clientOptions(raw string) (*goredis.UniversalOptions, error) {
 	return o, nil
 }
 
-// IsClusterURL reports whether raw names a Redis Cluster (see
-// isClusterURL): the daemon checks the settings a cluster needs before it
-// opens the store.
-func IsClusterURL(raw string) bool { return isClusterURL(raw) }
-
-// isClusterURL reports whether raw is a redis:// or rediss:// URL naming
-// several hosts or carrying the cluster option. It only looks: a malformed
-// URL is reported by whichever parser it goes to.
-func isClusterURL(raw string) bool {
+// IsClusterURL reports whether raw is a redis:// or rediss:// URL naming
+// several hosts or carrying the cluster option: the store opens it with
+// the cluster client, and the daemon checks the settings a cluster needs
+// before. It only looks: a malformed URL is reported by whichever parser
+// it goes to.
+func IsClusterURL(raw string) bool {
 	_, hosts, query, ok := clusterParts(raw)
 	if !ok {
 		return false
