@@ -2,6 +2,7 @@ package redis
 
 import (
 	"encoding/json"
+	"strconv"
 	"strings"
 	"time"
 
@@ -37,8 +38,81 @@ func encodeEvent(ev store.Event) (doc []byte, noTS bool, err error) {
 	if t, ok := idTime(ev.ID); !ok || t != ev.TS {
 		se.TS = &ev.TS
 	}
-	doc, err = json.Marshal(se)
+	doc, err = appendStoredEvent(make([]byte, 0, 64+len(ev.Data)+len(ev.User)), &se)
 	return doc, se.TS == nil, err
+}
+
+// appendStoredEvent appends se's JSON, byte for byte what json.Marshal
+// writes for it, without its reflection: an event is encoded on every
+// publication, and json.Marshal was most of the Go time the store spends
+// on one (docs/BENCHMARKS.md, "The event's JSON by hand"). A string or a
+// raw value that json.Marshal would change (escape or compact) goes
+// through json.Marshal itself. Only the fields of layout 5 and later are
+// written.
+func appendStoredEvent(b []byte, se *storedEvent) ([]byte, error) {
+	var err error
+	b = append(b, '{')
+	if se.ClientID != "" {
+		b = append(b, `"id":`...)
+		b = appendJSONString(b, se.ClientID)
+		b = append(b, ',')
+	}
+	b = append(b, `"name":`...)
+	b = appendJSONString(b, se.Name)
+	b = append(b, `,"data":`...)
+	if b, err = appendRaw(b, se.Data); err != nil {
+		return nil, err
+	}
+	if len(se.User) > 0 {
+		b = append(b, `,"user":`...)
+		if b, err = appendRaw(b, se.User); err != nil {
+			return nil, err
+		}
+	}
+	if se.TS != nil {
+		b = append(b, `,"ts":`...)
+		b = strconv.AppendInt(b, *se.TS, 10)
+	}
+	if se.Version != "" {
+		b = append(b, `,"v":`...)
+		b = appendJSONString(b, se.Version)
+	}
+	if se.Lag != 0 {
+		b = append(b, `,"r":`...)
+		b = strconv.AppendInt(b, se.Lag, 10)
+	}
+	return append(b, '}'), nil
+}
+
+// appendRaw appends the JSON value v as json.Marshal writes a
+// json.RawMessage: compacted, with <, > and & escaped. v with none of the
+// bytes that changes is appended as it is.
+func appendRaw(b []byte, v json.RawMessage) ([]byte, error) {
+	if len(v) == 0 {
+		return append(b, "null"...), nil
+	}
+	if plainJSON(string(v)) {
+		return append(b, v...), nil
+	}
+	q, err := json.Marshal(v)
+	if err != nil {
+		return nil, err
+	}
+	return append(b, q...), nil
+}
+
+// plainJSON reports whether the JSON value s holds only bytes that
+// json.Marshal copies as they are in a json.RawMessage: printable ASCII
+// but for the space (which compacting drops outside strings) and <, > and
+// & (which it escapes).
+func plainJSON(s string) bool {
+	for i := 0; i < len(s); i++ {
+		switch c := s[i]; {
+		case c <= ' ', c >= 0x7f, c == '<', c == '>', c == '&':
+			return false
+		}
+	}
+	return true
 }
 
 // idTime is the time of an id that is a ULID, in unix ms.
