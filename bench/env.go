@@ -138,7 +138,7 @@ func (e *env) notes() []string {
 		"Redis rows: both systems run against the same redis-server with the same setting, named in the row; FLUSHALL and CONFIG RESETSTAT before each cell.",
 		"Redis commands: the INFO commandstats delta over the phase divided by its jobs; it counts each FCALL or EVALSHA and, inside it, each command the function or script calls. The harness's own INFO calls and asynq completion GETs are subtracted; cyberdrew's few end-of-phase NextWake checks are not.",
 		"Redis server CPU: the INFO cpu delta (used_cpu_user + used_cpu_sys) over the same phase divided by its jobs, in µs: all the server did for them, network and pub/sub included.",
-		fmt.Sprintf("crash rows: cyberdrew with %s; asynq's figure is capped at the wait named in the cell.", lease),
+		fmt.Sprintf("crash rows: cyberdrew with %s; on SQLite, which one daemon serves at a time, the second worker starts after the kill (a restart) and its start-up counts; asynq's figure is capped at the wait named in the cell.", lease),
 		fmt.Sprintf("payloads are %d bytes of JSON; ratios are cyberdrew Redis / asynq (higher is better for rates, lower for latencies, commands and memory).", payloadSize),
 	}
 }

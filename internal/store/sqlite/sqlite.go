@@ -64,6 +64,7 @@ type Store struct {
 	reads readStmts
 
 	closed atomic.Bool
+	lock   *os.File // lockDatabase's; nil where there is none
 
 	entropyMu sync.Mutex
 	entropy   io.Reader
@@ -92,6 +93,16 @@ func Open(ctx context.Context, path string, opts Options) (*Store, error) {
 		return nil, fmt.Errorf("sqlite: open: %w", err)
 	}
 	f.Close()
+	lock, err := lockDatabase(abs)
+	if err != nil {
+		return nil, err
+	}
+	opened := false
+	defer func() {
+		if !opened && lock != nil {
+			lock.Close()
+		}
+	}()
 	// Commit with fdatasync(2), as SQLite's own Linux builds do: it flushes
 	// the WAL's data and size, all a commit needs to survive a crash,
 	// without the timestamp update fsync(2) waits for as well. Where it is
@@ -103,6 +114,7 @@ func Open(ctx context.Context, path string, opts Options) (*Store, error) {
 		log:     opts.Logger.With("component", "store", "store", "sqlite"),
 		subs:    store.NewChangeFanout(),
 		entropy: ulid.Monotonic(rand.Reader, 0),
+		lock:    lock,
 	}
 
 	s.wdb, err = sql.Open("sqlite", dsn(abs, url.Values{
@@ -153,6 +165,7 @@ func Open(ctx context.Context, path string, opts Options) (*Store, error) {
 	}
 	s.w = newWriter(s, conn)
 	go s.w.run()
+	opened = true
 	return s, nil
 }
 
@@ -211,7 +224,11 @@ func (s *Store) Close() error {
 	s.w.stop()
 	s.subs.Close()
 	s.reads.close()
-	return errors.Join(s.wdb.Close(), s.rdb.Close())
+	err := errors.Join(s.wdb.Close(), s.rdb.Close())
+	if s.lock != nil {
+		s.lock.Close() // releases the lock, after the database is closed
+	}
+	return err
 }
 
 // readStmts holds the fixed queries of the read pool, each prepared once:

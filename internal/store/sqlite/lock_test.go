@@ -1,0 +1,57 @@
+//go:build unix
+
+package sqlite
+
+import (
+	"errors"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+
+	"github.com/jonboulle/clockwork"
+
+	"github.com/dcyfr/cyberdrew/internal/store"
+)
+
+// TestOneStorePerFile checks that a database file a store has open cannot
+// be opened by a second (which would not hear of the first's changes), that
+// the refusal names the file and the holder's pid, and that the file is
+// free again once the first store is closed, with its data.
+func TestOneStorePerFile(t *testing.T) {
+	t.Parallel()
+	path := filepath.Join(t.TempDir(), "cyberdrew.db")
+	clock := clockwork.NewFakeClockAt(t0)
+	first, err := Open(t.Context(), path, Options{Clock: clock})
+	if err != nil {
+		t.Fatalf("Open: %v", err)
+	}
+	if err := first.Set(t.Context(), "views:home", "7", 0); err != nil {
+		t.Fatalf("Set: %v", err)
+	}
+	second, err := Open(t.Context(), path, Options{Clock: clock})
+	if err == nil {
+		second.Close()
+		t.Fatal("a second Open of a file in use succeeded")
+	}
+	if !errors.Is(err, store.ErrUnavailable) {
+		t.Errorf("second Open: err = %v, want ErrUnavailable", err)
+	}
+	for _, want := range []string{path + " is in use", "(pid " + strconv.Itoa(os.Getpid()) + ")", "one daemon per SQLite file"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("second Open: %q lacks %q", err, want)
+		}
+	}
+	// The refused Open left the first store as it was.
+	if v, err := first.Get(t.Context(), "views:home"); err != nil || v != "7" {
+		t.Errorf("first store after the refusal: Get = %q, %v", v, err)
+	}
+	if err := first.Close(); err != nil {
+		t.Fatalf("Close: %v", err)
+	}
+	again := openTest(t, path, clock)
+	if v, err := again.Get(t.Context(), "views:home"); err != nil || v != "7" {
+		t.Errorf("reopened: Get = %q, %v; want 7", v, err)
+	}
+}
