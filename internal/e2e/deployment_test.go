@@ -98,6 +98,13 @@ func deploy(t *testing.T, backend string, clock clockwork.Clock) *deployment {
 // daemons sharing one Redis), otherwise on a fresh one.
 func deployOn(t *testing.T, backend string, clock clockwork.Clock, srv *redistest.Server) *deployment {
 	t.Helper()
+	return deployAt(t, backend, clock, srv, t.TempDir())
+}
+
+// deployAt is deployOn with the data dir dir, which may hold a store
+// already (an upgrade).
+func deployAt(t *testing.T, backend string, clock clockwork.Clock, srv *redistest.Server, dir string) *deployment {
+	t.Helper()
 	fake, _ := clock.(*clockwork.FakeClock)
 	d := &deployment{
 		backend: backend,
@@ -108,7 +115,7 @@ func deployOn(t *testing.T, backend string, clock clockwork.Clock, srv *redistes
 	}
 	cfg := config.DefaultServe(func(string) string { return "" })
 	cfg.Addr = "127.0.0.1:0"
-	cfg.DataDir = t.TempDir()
+	cfg.DataDir = dir
 	cfg.Workers = 8
 	cfg.Lease = time.Hour // the fake clock only moves when a test says so
 	cfg.ShutdownTimeout = 2 * time.Second

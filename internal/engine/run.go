@@ -538,8 +538,11 @@ func StepIncr(ctx context.Context, r *Run, name, key string, delta int64, ttl ti
 		return 0, err
 	}
 	defer endStep()
-	if n, done, err := recorded[int64](r.steps[id]); done {
-		return n, err
+	if n, done, err := recorded[countOutput](r.steps[id]); done {
+		if err == nil && n.unknown {
+			return r.countNow(ctx, id, key)
+		}
+		return n.value, err
 	}
 	if cause := context.Cause(ctx); cause != nil {
 		return 0, r.interrupt(cause) // cancelled, shut down or its lease lost: count nothing
@@ -565,6 +568,57 @@ func StepIncr(ctx context.Context, r *Run, name, key string, delta int64, ttl ti
 		}
 	}
 	return finishStep(r, step, id, start, start, int64(0), nil, runErr)
+}
+
+// countOutput is a counted step's recorded output as StepIncr reads it:
+// its value, a JSON integer. A step of the same name that an earlier
+// release recorded before it counted with StepIncr is read as well, so
+// that a run cut short across an upgrade finishes without counting again
+// (docs/engine.md, "Upgrades"): an object holding the value as "total"
+// (an engine.Step that counted and returned {"previous", "total"}), or
+// true (a blind increment, recorded without its value: unknown).
+type countOutput struct {
+	value   int64
+	unknown bool
+}
+
+func (c *countOutput) UnmarshalJSON(b []byte) error {
+	switch {
+	case string(b) == "true":
+		c.unknown = true
+		return nil
+	case len(b) > 0 && b[0] == '{':
+		var legacy struct {
+			Total *int64 `json:"total"`
+		}
+		if err := json.Unmarshal(b, &legacy); err != nil {
+			return err
+		}
+		if legacy.Total == nil {
+			return fmt.Errorf("a counted step's output %s has no total", b)
+		}
+		c.value = *legacy.Total
+		return nil
+	}
+	return json.Unmarshal(b, &c.value)
+}
+
+// countNow is the value of a counted step recorded without it (an earlier
+// release's blind increment): the counter's value now, read unchecked,
+// which counts this run's addition and any made since.
+func (r *Run) countNow(ctx context.Context, id, key string) (int64, error) {
+	v, err := r.e.store.Get(ctx, key)
+	if errors.Is(err, store.ErrNotFound) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, &StepError{Step: id, Err: err, Message: "reading the count an earlier release recorded without its value: " + err.Error()}
+	}
+	n, err := strconv.ParseInt(v, 10, 64)
+	if err != nil {
+		return 0, &StepError{Step: id, Err: err, Message: fmt.Sprintf("the counter %q holds %q, not an integer", key, v)}
+	}
+	return n, nil
 }
 
 // recorded returns what a step recorded by an earlier execution gives

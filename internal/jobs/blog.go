@@ -86,18 +86,10 @@ func TrackPostView(d Deps) engine.Function {
 			if err != nil {
 				return nil, err
 			}
-			if _, err := engine.StepStore(ctx, run, "track-daily-views", func(ctx context.Context, kv *store.Tx) (bool, error) {
+			if _, err := engine.StepStore(ctx, run, "track-daily-views", func(ctx context.Context, kv *store.Tx) (tracked, error) {
 				return true, trackDay(ctx, kv, keys, ev, date)
 			}); err != nil {
 				return nil, err
-			}
-			type claimed struct {
-				Total   int64   `json:"total"`
-				Reached []int64 `json:"reached"`
-				// Title is the post's remembered title, read when a
-				// milestone is reached by a view that carries none (the
-				// site's route passes a title on a post's first view only).
-				Title string `json:"title,omitempty"`
 			}
 			check, err := engine.StepStore(ctx, run, "check-milestones", func(ctx context.Context, kv *store.Tx) (claimed, error) {
 				reached, err := claimMilestones(ctx, kv, keys, ev.Slug, run.ID, date, total-1, total)
@@ -112,6 +104,9 @@ func TrackPostView(d Deps) engine.Function {
 			})
 			if err != nil {
 				return nil, err
+			}
+			if check.Total == 0 {
+				check.Total = total // recorded by an earlier release, without it
 			}
 			title := cmp.Or(ev.Title, check.Title, ev.Slug)
 			reached := check.Reached
@@ -131,6 +126,43 @@ func TrackPostView(d Deps) engine.Function {
 			return map[string]any{"slug": ev.Slug, "total": check.Total, "date": date, "milestones": reached}, nil
 		},
 	}
+}
+
+// tracked is track-daily-views' recorded output: true. It reads the
+// output an earlier release recorded for the step too (the day's views, a
+// number), so that a view whose run was cut short across an upgrade
+// finishes instead of failing (docs/engine.md, "Upgrades").
+type tracked bool
+
+func (t *tracked) UnmarshalJSON(b []byte) error {
+	var v any
+	if err := json.Unmarshal(b, &v); err != nil {
+		return err
+	}
+	*t = true
+	return nil
+}
+
+// claimed is check-milestones' recorded output.
+type claimed struct {
+	Total   int64   `json:"total"`
+	Reached []int64 `json:"reached"`
+	// Title is the post's remembered title, read when a milestone is
+	// reached by a view that carries none (the site's route passes a title
+	// on a post's first view only).
+	Title string `json:"title,omitempty"`
+}
+
+// UnmarshalJSON reads claimed, or what an earlier release recorded for the
+// step: the milestones it claimed, a list (its total is the run's own
+// then; docs/engine.md, "Upgrades").
+func (c *claimed) UnmarshalJSON(b []byte) error {
+	if len(b) > 0 && b[0] == '[' {
+		*c = claimed{}
+		return json.Unmarshal(b, &c.Reached)
+	}
+	type plain claimed
+	return json.Unmarshal(b, (*plain)(c))
 }
 
 // trackDay counts the view in its day and remembers the title, the

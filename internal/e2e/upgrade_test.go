@@ -1,0 +1,125 @@
+package e2e
+
+import (
+	"context"
+	"encoding/json"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/jonboulle/clockwork"
+	"github.com/oklog/ulid/v2"
+
+	"github.com/dcyfr/cyberdrew/internal/jobs"
+	"github.com/dcyfr/cyberdrew/internal/store"
+	"github.com/dcyfr/cyberdrew/internal/store/redis"
+	"github.com/dcyfr/cyberdrew/internal/store/redis/redistest"
+	"github.com/dcyfr/cyberdrew/internal/store/sqlite"
+)
+
+// TestViewsCutShortByAnEarlierReleaseFinish upgrades a store in which an
+// earlier release was killed in the middle of a page view's run: its
+// first steps recorded with the outputs that release gave them, the
+// post's count already added to, its lease still held. This release's
+// daemon takes the run over when the lease lapses and finishes it: the
+// view is not counted again, it counts in its day, and the milestone it
+// made is announced once. (Each record below is what a release of the
+// project wrote: increment-views as an engine.Step returning
+// {"previous","total"} up to 2026-12-06, as a blind increment recording
+// true for a day after; track-daily-views the day's views, check-milestones
+// the list it claimed. Before, the run failed on decoding them, and the
+// view was missing from its day for good.)
+func TestViewsCutShortByAnEarlierReleaseFinish(t *testing.T) {
+	const slug, title = "upgraded-post", "Upgraded post"
+	keys := jobs.Keys{}
+	date := epoch.UTC().Format("2006-01-02")
+	for _, c := range []struct {
+		name  string
+		steps map[string]string // step -> recorded output, in order below
+		day   bool              // the earlier release counted the day too
+	}{
+		{name: "increment-views as an object", steps: map[string]string{"increment-views": `{"previous":99,"total":100}`}},
+		{name: "increment-views as a blind increment", steps: map[string]string{"increment-views": `true`}},
+		{name: "every step before emit-milestones", day: true, steps: map[string]string{
+			"increment-views": `{"previous":99,"total":100}`, "track-daily-views": `1`, "check-milestones": `[100]`}},
+	} {
+		for _, backend := range backends {
+			t.Run(c.name+"/"+backend, func(t *testing.T) {
+				t.Parallel()
+				clock := clockwork.NewFakeClockAt(epoch)
+				dir := t.TempDir()
+				var srv *redistest.Server
+				var old store.Store
+				var err error
+				switch backend {
+				case "redis":
+					srv = redistest.StartT(t, false)
+					old, err = redis.Open(t.Context(), srv.URL(0), redis.Options{Clock: clock})
+				default:
+					old, err = sqlite.Open(t.Context(), filepath.Join(dir, "cyberdrew.db"), sqlite.Options{Clock: clock})
+				}
+				if err != nil {
+					t.Fatalf("opening the store the earlier release used: %v", err)
+				}
+				killedMidRun(t, old, clock, slug, title, keys, date, c.steps, c.day)
+
+				d := deployAt(t, backend, clock, srv, dir)
+				clock.Advance(time.Minute) // the killed daemon's lease lapses
+				d.waitFor(t, "the cut-short view's run to end", func() bool {
+					return len(d.runs(t, "track-post-view", "Completed", "Failed")) == 1
+				})
+				if rs := d.runs(t, "track-post-view", "Completed"); len(rs) != 1 {
+					t.Fatalf("the cut-short run did not complete: %+v", d.runs(t, "track-post-view"))
+				}
+				d.checkViews(t, postViews{Slug: slug, Total: 100, Last7Days: 1})
+				d.checkOneMilestone(t, title)
+			})
+		}
+	}
+}
+
+// killedMidRun leaves in st what an earlier release left when it was
+// killed during a page view's run: the view's event and run, the run
+// leased for 10 s, steps recorded with the outputs that release gave them
+// (steps, in the run's order), the post's count at 100 (its increment
+// made) and, when day is set, the day's count at 1.
+func killedMidRun(t *testing.T, st store.Store, clock clockwork.Clock, slug, title string, keys jobs.Keys, date string, steps map[string]string, day bool) {
+	t.Helper()
+	ctx := context.Background()
+	data, _ := json.Marshal(map[string]string{"slug": slug, "title": title})
+	runID := ulid.Make().String()
+	if _, err := st.Publish(ctx, []store.Publication{{
+		Event: store.Event{Name: jobs.EventPostViewed, Data: data, TS: clock.Now().UnixMilli()},
+		Runs:  []store.RunSpec{{ID: runID, FunctionID: "track-post-view"}},
+	}}); err != nil {
+		t.Fatalf("Publish: %v", err)
+	}
+	leases, err := st.Claim(ctx, "earlier-release:1", 1, 10*time.Second)
+	if err != nil || len(leases) != 1 {
+		t.Fatalf("Claim = %v, %v", leases, err)
+	}
+	if err := st.Set(ctx, keys.PostViews(slug), "100", 0); err != nil {
+		t.Fatalf("Set: %v", err)
+	}
+	if day {
+		if err := st.Set(ctx, keys.PostDayViews(slug, date), "1", 0); err != nil {
+			t.Fatalf("Set: %v", err)
+		}
+	}
+	now := clock.Now()
+	for _, id := range []string{"increment-views", "track-daily-views", "check-milestones"} {
+		out, ok := steps[id]
+		if !ok {
+			break
+		}
+		s := store.Step{RunID: runID, ID: id, Name: id, Kind: store.StepRun, Status: store.StatusCompleted,
+			Output: json.RawMessage(out), StartedAt: now, EndedAt: now, Attempts: []store.Attempt{{StartedAt: now, EndedAt: now}}}
+		if err := st.SaveStep(ctx, &leases[0], s, nil); err != nil {
+			t.Fatalf("SaveStep %s: %v", id, err)
+		}
+	}
+	// Killed: the lease is neither released nor renewed.
+	if err := st.Close(); err != nil {
+		t.Fatalf("Close: %v", err)
+	}
+}
