@@ -3,6 +3,7 @@ package daemon_test
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -221,6 +222,11 @@ func TestRedisOfALaterLayoutIsRefused(t *testing.T) {
 	}
 	if !strings.Contains(err.Error(), "layout 9") || !strings.Contains(err.Error(), "later") {
 		t.Errorf("the daemon's error %q does not name the later layout", err)
+	}
+	// serve exits 3 on it, which the systemd unit does not restart in a
+	// loop (it did exit 1).
+	if !errors.Is(err, store.ErrMisconfigured) {
+		t.Errorf("the daemon's error %q is not ErrMisconfigured", err)
 	}
 	if v := rdb.Get(t.Context(), layout).Val(); v != "9" {
 		t.Errorf("the layout became %q", v)

@@ -233,7 +233,9 @@ func Open(ctx context.Context, url string, opts Options) (*Store, error) {
 		// The listings and Prune check the layout once Redis answers.
 	} else if err := s.ensureLayout(probe); err != nil {
 		if errors.Is(err, errNewerLayout) {
-			return fail(fmt.Errorf("redis: open: %w", err))
+			// Misconfigured: no wait makes this version read the keys (a
+			// supervisor must not restart it in a loop).
+			return fail(fmt.Errorf("redis: open: %w: %w", store.ErrMisconfigured, err))
 		}
 		// Unreachable now: the listings and Prune try again.
 		s.log.Debug("redis: the keyspace's layout is not checked yet", "err", err)

@@ -10,6 +10,8 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+
+	"github.com/dcyfr/cyberdrew/internal/store"
 )
 
 //go:embed migrations/*.sql
@@ -102,8 +104,10 @@ func (s *Store) migrate(ctx context.Context) error {
 
 	for v := range applied {
 		if v > all[len(all)-1].version {
-			return fmt.Errorf("sqlite: migrate: the database has schema version %d, newer than this binary knows (%d)",
-				v, all[len(all)-1].version)
+			// Misconfigured: no wait makes this binary read the file (a
+			// supervisor must not restart it in a loop); a later one will.
+			return fmt.Errorf("sqlite: migrate: %w: the database has schema version %d, newer than this binary knows (%d); run the later cyberdrew",
+				store.ErrMisconfigured, v, all[len(all)-1].version)
 		}
 	}
 
