@@ -328,6 +328,9 @@ func (s *server) cancelRun(w http.ResponseWriter, r *http.Request) error {
 // POST /v1/runs/{id}/rerun
 func (s *server) rerun(w http.ResponseWriter, r *http.Request) error {
 	ref, err := s.eng.Rerun(r.Context(), r.PathValue("id"))
+	if errors.Is(err, engine.ErrEventGone) {
+		return &httpError{status: http.StatusConflict, msg: fmt.Sprintf("run %q cannot be rerun: %s (deleted by retention)", r.PathValue("id"), engine.ErrEventGone)}
+	}
 	if err != nil {
 		return notFound(err, "run %q not found", r.PathValue("id"))
 	}

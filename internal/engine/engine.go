@@ -617,6 +617,10 @@ func (e *Engine) Rerun(ctx context.Context, runID string) (store.RunRef, error) 
 		return store.RunRef{}, fmt.Errorf("engine: rerun %s: %w: %s", runID, ErrUnknownFunction, old.FunctionID)
 	}
 	ev, err := e.store.GetEvent(ctx, old.EventID)
+	if errors.Is(err, store.ErrNotFound) {
+		// Not the run's own ErrNotFound: the run is there.
+		return store.RunRef{}, fmt.Errorf("engine: rerun %s: %w (event %s, deleted by retention)", runID, ErrEventGone, old.EventID)
+	}
 	if err != nil {
 		return store.RunRef{}, fmt.Errorf("engine: rerun %s: trigger event: %w", runID, err)
 	}

@@ -28,6 +28,11 @@ var (
 	// ErrConcurrentStep: a step tool was called while another step of the
 	// same run was in flight (see Run).
 	ErrConcurrentStep = errors.New("a run takes one step at a time")
+	// ErrEventGone: a rerun of a run whose trigger event is no longer
+	// stored (retention deletes an event that arrived before its cutoff
+	// once no unfinished run holds it, so a run that ended later can
+	// outlive it).
+	ErrEventGone = errors.New("its trigger event is no longer stored")
 )
 
 // DisabledError refuses to run a disabled function, with the reason it is
