@@ -2,8 +2,11 @@
 
 package sqlite
 
-import "os"
+import (
+	"log/slog"
+	"os"
+)
 
 // lockDatabase takes no lock where flock(2) is missing (Windows): one
 // daemon per database file is then the operator's to keep (lock_unix.go).
-func lockDatabase(string) (*os.File, error) { return nil, nil }
+func lockDatabase(string, *slog.Logger) (*os.File, error) { return nil, nil }

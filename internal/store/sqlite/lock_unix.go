@@ -5,6 +5,7 @@ package sqlite
 import (
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"strconv"
 	"strings"
@@ -24,11 +25,15 @@ import (
 // the lock when its holder exits, even by SIGKILL, so a crash leaves
 // nothing to clean up. The lock is a file of its own: SQLite's POSIX locks
 // on the database would be dropped by closing any other descriptor of it.
-func lockDatabase(path string) (*os.File, error) {
+// Where the lock cannot be taken for another reason (a file system without
+// flock, a directory the lock file cannot be created in), the store opens
+// without it, as it did before there was one, and says so in the log.
+func lockDatabase(path string, log *slog.Logger) (*os.File, error) {
 	name := path + ".lock"
 	f, err := os.OpenFile(name, os.O_RDWR|os.O_CREATE, 0o600)
 	if err != nil {
-		return nil, fmt.Errorf("sqlite: open: lock: %w", err)
+		log.Warn("sqlite: opening without the one-daemon-per-file lock", "lock", name, "err", err)
+		return nil, nil
 	}
 	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
 		holder := ""
@@ -43,7 +48,8 @@ func lockDatabase(path string) (*os.File, error) {
 				"one daemon per SQLite file (stop the other, or give this one its own --data-dir; several daemons share one Redis)",
 				store.ErrUnavailable, path, holder)
 		}
-		return nil, fmt.Errorf("sqlite: open: lock %s: %w", name, err)
+		log.Warn("sqlite: opening without the one-daemon-per-file lock", "lock", name, "err", err)
+		return nil, nil
 	}
 	// The pid is for the message above; the lock does not depend on it.
 	if err := f.Truncate(0); err == nil {

@@ -93,7 +93,7 @@ func Open(ctx context.Context, path string, opts Options) (*Store, error) {
 		return nil, fmt.Errorf("sqlite: open: %w", err)
 	}
 	f.Close()
-	lock, err := lockDatabase(abs)
+	lock, err := lockDatabase(abs, opts.Logger.With("component", "store", "store", "sqlite"))
 	if err != nil {
 		return nil, err
 	}
