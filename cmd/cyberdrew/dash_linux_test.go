@@ -127,15 +127,13 @@ func TestDashOnATerminal(t *testing.T) {
 // used to ask the terminal for its background colour (OSC 11, then a
 // cursor position report) and wait 5 s for an answer before drawing
 // anything, reading the keys typed meanwhile as a possible answer: a q
-// typed at once was lost. It must ask nothing, draw, and quit on that q.
+// typed at once was lost. It must ask neither, draw, and quit on that q.
 //
-// The dash runs in a child process (this test binary, see init), whose
-// controlling terminal is the pseudo-terminal: termenv asks only the
-// terminal of the foreground process. The child starts with stdout on
-// /dev/null and moves it to the terminal before the dash runs, past
-// Bubble Tea v1's package init, which asks the terminal on stdout the same
-// question in every program linking it, before main; that query is
-// Bubble Tea's, not the dash's.
+// The dash runs in a child process (this test binary, see init) whose
+// controlling terminal is the pseudo-terminal, with stdin and stdout on it
+// from the start: the queries were sent by the terminal's foreground
+// process only, and Bubble Tea v1 sent them from a package init, before
+// main, in every program linking it.
 func TestDashStartsWhereNothingAnswersQueries(t *testing.T) {
 	addr := startDaemon(t)
 	for _, noColor := range []string{"", "1"} {
@@ -147,57 +145,89 @@ func TestDashStartsWhereNothingAnswersQueries(t *testing.T) {
 			if _, err := master.WriteString("q"); err != nil {
 				t.Fatal(err)
 			}
-			stderr := &testkit.SyncBuffer{}
-			cmd := exec.Command(os.Args[0], "dash", "--server", "http://"+addr)
-			cmd.Env = []string{dashChildEnv + "=1", "HOME=" + t.TempDir(), "TERM=xterm-256color", "NO_COLOR=" + noColor}
-			cmd.Stdin, cmd.Stderr = terminal, stderr
-			cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true, Setctty: true, Ctty: 0}
-			if err := cmd.Start(); err != nil {
-				t.Fatal(err)
-			}
-			done := make(chan cli.ExitCode, 1)
-			go func() {
-				err := cmd.Wait()
-				var ee *exec.ExitError
-				switch {
-				case errors.As(err, &ee):
-					done <- cli.ExitCode(ee.ExitCode())
-				case err != nil:
-					done <- -1
-				default:
-					done <- cli.ExitOK
-				}
-			}()
-			t.Cleanup(func() { cmd.Process.Kill() })
+			done, stderr := startChild(t, terminal, []string{"TERM=xterm-256color", "NO_COLOR=" + noColor},
+				"dash", "--server", "http://"+addr)
 			waitExit(t, done, stderr, cli.ExitOK)
+			// What the dash wrote may still be on its way to the reader: a
+			// frame, then the main screen restored last.
+			waitText(t, sc, "Functions")
+			waitText(t, sc, "\x1b[?1049l")
 			for _, query := range []string{"\x1b]11;?", "\x1b[6n"} {
 				if sc.has(query) {
 					t.Errorf("the dash sent the query %q to a terminal that answers none", query)
 				}
 			}
-			if !sc.has("Functions") {
-				t.Errorf("the dash drew no frame before quitting: %q", sc.text())
-			}
 		})
 	}
 }
 
-// dashChildEnv marks a run of this test binary as the dash of
-// TestDashStartsWhereNothingAnswersQueries.
-const dashChildEnv = "CYBERDREW_TEST_DASH_CHILD"
+// TestVersionOnATerminalThatAnswersNothing runs `cyberdrew version` with
+// stdin and stdout on a terminal that answers no query. Every command,
+// version too, asked that terminal for its background colour (OSC 11 and a
+// cursor position report, from Bubble Tea v1's package init) and waited
+// 5 s for an answer before doing anything. It must ask nothing and end at
+// once.
+func TestVersionOnATerminalThatAnswersNothing(t *testing.T) {
+	master, terminal := openPTY(t)
+	sc := &screen{}
+	go sc.read(master)
+	start := time.Now()
+	done, stderr := startChild(t, terminal, []string{"TERM=xterm-256color"}, "version")
+	waitExit(t, done, stderr, cli.ExitOK)
+	// Far from the 5 s wait, and loose enough for a loaded machine.
+	if took := time.Since(start); took > 3*time.Second {
+		t.Errorf("cyberdrew version took %s on a terminal that answers nothing", took.Round(time.Millisecond))
+	}
+	waitText(t, sc, "cyberdrew ")
+	for _, query := range []string{"\x1b]11;?", "\x1b[6n"} {
+		if sc.has(query) {
+			t.Errorf("cyberdrew version sent the query %q to the terminal: %q", query, sc.text())
+		}
+	}
+}
 
-// init runs `cyberdrew dash` in the child of
-// TestDashStartsWhereNothingAnswersQueries: stdin is the terminal, stdout
-// moves there from /dev/null once every package is initialized.
+// cliChildEnv marks a run of this test binary as `cyberdrew` (see init).
+const cliChildEnv = "CYBERDREW_TEST_CLI_CHILD"
+
+// init runs `cyberdrew` with this test binary's arguments in a child of
+// startChild.
 func init() {
-	if os.Getenv(dashChildEnv) == "" {
+	if os.Getenv(cliChildEnv) == "" {
 		return
 	}
-	if err := unix.Dup2(0, 1); err != nil {
-		fmt.Fprintln(os.Stderr, "dup2:", err)
-		os.Exit(99)
-	}
 	os.Exit(cli.Main(cli.Options{}))
+}
+
+// startChild runs `cyberdrew args...` in a child process (this test binary,
+// see init) in a session of its own whose controlling terminal is
+// terminal, with stdin and stdout on it, stderr in a buffer, and env (with
+// a temporary HOME) as its whole environment. It returns its exit code's
+// channel and its stderr.
+func startChild(t *testing.T, terminal *os.File, env []string, args ...string) (<-chan cli.ExitCode, *testkit.SyncBuffer) {
+	t.Helper()
+	stderr := &testkit.SyncBuffer{}
+	cmd := exec.Command(os.Args[0], args...)
+	cmd.Env = append([]string{cliChildEnv + "=1", "HOME=" + t.TempDir()}, env...)
+	cmd.Stdin, cmd.Stdout, cmd.Stderr = terminal, terminal, stderr
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true, Setctty: true, Ctty: 0}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan cli.ExitCode, 1)
+	go func() {
+		err := cmd.Wait()
+		var ee *exec.ExitError
+		switch {
+		case errors.As(err, &ee):
+			done <- cli.ExitCode(ee.ExitCode())
+		case err != nil:
+			done <- -1
+		default:
+			done <- cli.ExitOK
+		}
+	}()
+	t.Cleanup(func() { cmd.Process.Kill() })
+	return done, stderr
 }
 
 // TestDashRefusesADumbTerminal: a dumb terminal cannot move the cursor, so
@@ -274,6 +304,18 @@ func waitFor(t *testing.T, sc *screen, done <-chan cli.ExitCode, stderr *testkit
 			t.Fatalf("the dash drew no %q in 15 s; stderr: %s\nscreen: %q", text, stderr.String(), sc.text())
 		}
 		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// waitText waits until the terminal has shown text.
+func waitText(t *testing.T, sc *screen, text string) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for !sc.has(text) {
+		if time.Now().After(deadline) {
+			t.Fatalf("the terminal shows no %q in 5 s: %q", text, sc.text())
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
 }
 

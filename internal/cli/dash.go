@@ -11,8 +11,9 @@ import (
 	"strings"
 	"time"
 
-	"github.com/charmbracelet/lipgloss"
-	"github.com/muesli/termenv"
+	"github.com/charmbracelet/colorprofile"
+	"github.com/charmbracelet/x/ansi"
+	"github.com/lucasb-eyer/go-colorful"
 	"github.com/spf13/cobra"
 
 	"github.com/dcyfr/cyberdrew/internal/client"
@@ -38,10 +39,10 @@ so, polls once a second and reconnects by itself. With several daemons on one
 Redis, the stats (runs/s, lag, workers) are those of the daemon it talks to;
 the queue depth is the shared queue's.
 
-Colours follow TERM and COLORTERM, the background COLORFGBG; NO_COLOR turns
-them off. The dash asks the terminal nothing and needs one that moves its
-cursor (not TERM=dumb). It writes no log on the screen: --log-file keeps its
-log.`,
+Colours follow TERM and COLORTERM, the background COLORFGBG (dark without
+it); NO_COLOR turns them off. The dash waits for no answer from the terminal
+and needs one that moves its cursor (not TERM=dumb). It writes no log on the
+screen: --log-file keeps its log.`,
 		Example: `  cyberdrew dash
   cyberdrew dash --server http://10.0.0.5:8288 --log-file /tmp/dash.log`,
 		Args: cobra.NoArgs,
@@ -103,48 +104,50 @@ func runDash(ctx context.Context, c *client.Client, o dashOptions) error {
 	slog.SetDefault(logger)
 	defer slog.SetDefault(prev)
 
-	r := dashRenderer(o.out, o.getenv)
-	err = tui.Run(ctx, tui.FromClient(c), o.in, o.out, tui.Options{Examples: dashExamples(), Renderer: r, Logger: logger})
+	err = tui.Run(ctx, tui.FromClient(c), o.in, o.out, tui.Options{
+		Examples: dashExamples(), Profile: dashProfile(o.getenv), Light: !darkBackground(o.getenv), Logger: logger,
+	})
 	if errors.Is(err, context.Canceled) {
 		return nil
 	}
 	return err
 }
 
-// dashRenderer draws the dash on out with the colours the environment
-// allows (NO_COLOR, TERM, COLORTERM), without asking the terminal anything.
-// Left to itself, lipgloss asks the terminal for its background colour
-// (OSC 11, then a cursor position report) while drawing the first frame,
-// and a terminal that never answers holds the dash for 5 s and loses the
-// keys typed meanwhile.
-func dashRenderer(out io.Writer, getenv func(string) string) *lipgloss.Renderer {
-	r := lipgloss.NewRenderer(out, termenv.WithEnvironment(environ(getenv)))
-	r.SetColorProfile(r.Output().EnvColorProfile())
-	r.SetHasDarkBackground(darkBackground(getenv))
-	return r
+// dashProfile is the colour profile the environment allows the dash on its
+// terminal: none with NO_COLOR set to anything (or CLICOLOR=0 unless
+// CLICOLOR_FORCE), else as TERM and COLORTERM say. It is told to Bubble
+// Tea, which would otherwise read the process's environment.
+func dashProfile(getenv func(string) string) colorprofile.Profile {
+	force := getenv("CLICOLOR_FORCE")
+	forced := force != "" && force != "0"
+	if getenv("NO_COLOR") != "" || (getenv("CLICOLOR") == "0" && !forced) {
+		return colorprofile.ASCII
+	}
+	var env []string
+	for _, k := range []string{"TERM", "COLORTERM", "CLICOLOR_FORCE", "WT_SESSION", "GOOGLE_CLOUD_SHELL"} {
+		if v := getenv(k); v != "" {
+			env = append(env, k+"="+v)
+		}
+	}
+	// Without TERM the profile is colourless: the dash draws no colour or
+	// attribute, as with NO_COLOR.
+	return max(colorprofile.Env(env), colorprofile.ASCII)
 }
 
 // darkBackground says whether the terminal's background is dark: as
-// COLORFGBG says ("15;0" is white on black) when it is set, else as the
-// terminal answered lipgloss's default renderer, which Bubble Tea asks once
-// when the program starts, before any screen is drawn, and which has kept
-// the answer since (dark when nothing answered).
+// COLORFGBG says ("15;0" is white on black) when it is set, else dark. The
+// dash does not ask the terminal: one that never answers would hold it.
 func darkBackground(getenv func(string) string) bool {
 	fgbg := getenv("COLORFGBG")
 	if i := strings.LastIndexByte(fgbg, ';'); i >= 0 {
 		if n, err := strconv.Atoi(fgbg[i+1:]); err == nil && n >= 0 && n < 256 {
-			_, _, l := termenv.ConvertToRGB(termenv.ANSI256Color(n)).Hsl()
+			c, _ := colorful.MakeColor(ansi.IndexedColor(n))
+			_, _, l := c.Hsl()
 			return l < 0.5
 		}
 	}
-	return lipgloss.HasDarkBackground()
+	return true
 }
-
-// environ is the environment of getenv, for termenv.
-type environ func(string) string
-
-func (e environ) Getenv(key string) string { return e(key) }
-func (e environ) Environ() []string        { return nil }
 
 // dashExamples are the site's known events with their sample payloads.
 func dashExamples() []tui.Example {

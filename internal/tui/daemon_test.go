@@ -1,9 +1,11 @@
 package tui
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"log/slog"
 	"maps"
 	"net/http/httptest"
@@ -13,8 +15,9 @@ import (
 	"testing"
 	"time"
 
-	tea "github.com/charmbracelet/bubbletea"
-	"github.com/charmbracelet/x/exp/teatest"
+	tea "charm.land/bubbletea/v2"
+	"github.com/charmbracelet/colorprofile"
+	"github.com/charmbracelet/x/exp/teatest/v2"
 
 	"github.com/dcyfr/cyberdrew/internal/api"
 	"github.com/dcyfr/cyberdrew/internal/client"
@@ -47,13 +50,16 @@ func TestDashFollowsARealDaemon(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	m := New(t.Context(), FromClient(c), Options{Renderer: asciiRenderer()})
+	m := New(t.Context(), FromClient(c), Options{Profile: colorprofile.ASCII})
 	t.Cleanup(m.stop)
-	tm := teatest.NewTestModel(t, m, teatest.WithInitialTermSize(120, 40))
-	out := tm.Output()
+	rec := &frames{Model: m}
+	tm := teatest.NewTestModel(t, rec, teatest.WithInitialTermSize(120, 40))
+	// Bubble Tea v2 draws a frame as changes to the one before (cursor
+	// moves between changed cells), so the text on screen is read from the
+	// frames the dash drew, not from the bytes written.
 	wait := func(what string, re *regexp.Regexp) {
 		t.Helper()
-		teatest.WaitFor(t, out, func(b []byte) bool { return re.Match(b) },
+		teatest.WaitFor(t, rec, func(b []byte) bool { return re.Match(b) },
 			teatest.WithDuration(15*time.Second), teatest.WithCheckInterval(10*time.Millisecond))
 	}
 	// The header shows the daemon's stats and the functions pane its function.
@@ -72,10 +78,44 @@ func TestDashFollowsARealDaemon(t *testing.T) {
 
 	tm.Send(keyMsg("q"))
 	tm.WaitFinished(t, teatest.WithFinalTimeout(5*time.Second))
-	final := tm.FinalModel(t).(*Model)
+	final := tm.FinalModel(t).(*frames).Model
 	if r := final.runs.runs[0]; r.RunID != runs[0].RunID || r.Status != "Completed" {
 		t.Errorf("final run %+v", r)
 	}
+}
+
+// frames is the dash recording each frame it draws; reading it gives the
+// frames drawn since the last read, each whole, then io.EOF.
+type frames struct {
+	*Model
+	mu     sync.Mutex
+	last   string
+	unread bytes.Buffer
+}
+
+func (f *frames) Update(msg tea.Msg) (tea.Model, tea.Cmd) {
+	_, cmd := f.Model.Update(msg)
+	return f, cmd
+}
+
+func (f *frames) View() tea.View {
+	v := f.Model.View()
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if v.Content != f.last {
+		f.last = v.Content
+		f.unread.WriteString(v.Content + "\n")
+	}
+	return v
+}
+
+func (f *frames) Read(p []byte) (int, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.unread.Len() == 0 {
+		return 0, io.EOF
+	}
+	return f.unread.Read(p)
 }
 
 // countingReader counts the store calls of the HTTP surface.
@@ -192,7 +232,7 @@ func refreshCalls(t *testing.T, n int, withRuns bool) map[string]int {
 	if err != nil {
 		t.Fatal(err)
 	}
-	m := New(ctx, FromClient(c), Options{Renderer: asciiRenderer()})
+	m := New(ctx, FromClient(c), Options{Profile: colorprofile.ASCII})
 	t.Cleanup(m.stop)
 	// Connected, as between the stream's changes.
 	m.feed, m.downSince, m.runsStale = newFakeFeed(), time.Time{}, withRuns

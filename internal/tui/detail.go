@@ -8,8 +8,8 @@ import (
 	"strings"
 	"time"
 
-	"github.com/charmbracelet/bubbles/viewport"
-	tea "github.com/charmbracelet/bubbletea"
+	"charm.land/bubbles/v2/viewport"
+	tea "charm.land/bubbletea/v2"
 
 	"github.com/dcyfr/cyberdrew/internal/client"
 )
@@ -47,7 +47,7 @@ type detailModel struct {
 }
 
 func newDetailModel(id string, width, height int) *detailModel {
-	return &detailModel{runID: id, vp: viewport.New(width, height)}
+	return &detailModel{runID: id, vp: viewport.New(viewport.WithWidth(width), viewport.WithHeight(height))}
 }
 
 func (d *detailModel) update(msg detailMsg, st styles, now time.Time) {
@@ -68,19 +68,20 @@ func (d *detailModel) update(msg detailMsg, st styles, now time.Time) {
 }
 
 func (d *detailModel) resize(width, height int, st styles, now time.Time) {
-	d.vp.Width, d.vp.Height = width, height
+	d.vp.SetWidth(width)
+	d.vp.SetHeight(height)
 	d.render(st, now)
 }
 
 // render rebuilds the viewport's content, keeping the scroll position.
 func (d *detailModel) render(st styles, now time.Time) {
-	off := d.vp.YOffset
+	off := d.vp.YOffset()
 	d.vp.SetContent(d.content(st, now))
 	d.vp.SetYOffset(off)
 }
 
 func (d *detailModel) content(st styles, now time.Time) string {
-	w := max(d.vp.Width, 20)
+	w := max(d.vp.Width(), 20)
 	if d.run == nil {
 		if d.err != "" {
 			return st.errText.Render("run " + d.runID + ": " + d.err)

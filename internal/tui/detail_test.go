@@ -5,6 +5,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/charmbracelet/colorprofile"
+
 	"github.com/dcyfr/cyberdrew/internal/client"
 )
 
@@ -12,7 +14,7 @@ import (
 // Resend's webhooks reported; a run with none shows no Delivery section.
 func TestDetailShowsDeliveries(t *testing.T) {
 	t.Parallel()
-	st := newStyles(asciiRenderer())
+	st := newStyles(colorprofile.ASCII, true)
 	run := client.RunDetail{
 		Run: client.Run{RunID: "01JN000000000000000000RUN7", FunctionID: "contact-form-submitted", Status: "Completed"},
 		Deliveries: []client.Delivery{

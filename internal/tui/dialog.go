@@ -6,9 +6,9 @@ import (
 	"fmt"
 	"strings"
 
-	"github.com/charmbracelet/bubbles/key"
-	tea "github.com/charmbracelet/bubbletea"
-	"github.com/charmbracelet/lipgloss"
+	"charm.land/bubbles/v2/key"
+	tea "charm.land/bubbletea/v2"
+	"charm.land/lipgloss/v2"
 
 	"github.com/dcyfr/cyberdrew/internal/client"
 )
@@ -40,7 +40,7 @@ func pickDialog(examples []Example, send func(Example) (string, tea.Cmd)) *dialo
 
 // key handles a key; done says the dialog closes, cmd is the action when
 // it was confirmed.
-func (d *dialogModel) key(k keyMap, msg tea.KeyMsg) (cmd tea.Cmd, done bool) {
+func (d *dialogModel) key(k keyMap, msg tea.KeyPressMsg) (cmd tea.Cmd, done bool) {
 	if d.run == nil {
 		switch {
 		case key.Matches(msg, k.Up):
@@ -82,7 +82,8 @@ func (d *dialogModel) view(st styles, width, height int) string {
 		b.WriteString(fit(strings.Join(lines, "\n"), inner) + "\n\n")
 		b.WriteString(st.key.Render("y") + " confirm · " + st.key.Render("n") + " cancel")
 	}
-	box := st.box.Width(inner).Render(b.String())
+	// The box's width counts its border (two columns) since Lip Gloss v2.
+	box := st.box.Width(inner + 2).Render(b.String())
 	return lipgloss.Place(width, height, lipgloss.Center, lipgloss.Center, box)
 }
 

@@ -10,9 +10,8 @@ import (
 	"testing"
 	"time"
 
-	tea "github.com/charmbracelet/bubbletea"
-	"github.com/charmbracelet/lipgloss"
-	"github.com/muesli/termenv"
+	tea "charm.land/bubbletea/v2"
+	"github.com/charmbracelet/colorprofile"
 
 	"github.com/dcyfr/cyberdrew/internal/client"
 )
@@ -194,19 +193,12 @@ func newFixture() *fakeSource {
 	}
 }
 
-// asciiRenderer draws without any escape: the goldens' colour profile.
-func asciiRenderer() *lipgloss.Renderer {
-	r := lipgloss.NewRenderer(os.Stdout)
-	r.SetColorProfile(termenv.Ascii)
-	return r
-}
-
 // newTestModel is the dash over src at a fixed time, sized w×h, with every
 // initial read applied.
 func newTestModel(t *testing.T, src *fakeSource, w, h int) *Model {
 	t.Helper()
 	m := New(t.Context(), src, Options{
-		Renderer: asciiRenderer(),
+		Profile:  colorprofile.ASCII,
 		Now:      func() time.Time { return t0 },
 		Examples: []Example{{Name: "test/hello.world", Data: json.RawMessage(`{"email":"drew@example.com"}`)}, {Name: "blog/post.viewed", Data: json.RawMessage(`{"slug":"hello-world"}`)}},
 	})

@@ -6,9 +6,9 @@ import (
 	"strings"
 	"time"
 
-	"github.com/charmbracelet/bubbles/key"
-	tea "github.com/charmbracelet/bubbletea"
-	"github.com/charmbracelet/lipgloss"
+	"charm.land/bubbles/v2/key"
+	tea "charm.land/bubbletea/v2"
+	"charm.land/lipgloss/v2"
 	"github.com/charmbracelet/x/ansi"
 
 	"github.com/dcyfr/cyberdrew/internal/client"
@@ -124,7 +124,7 @@ func window(cursor, offset, n, h int) int {
 }
 
 // move applies a navigation key to cursor over n rows, page rows at a time.
-func move(k keyMap, msg tea.KeyMsg, cursor, n, page int) (int, bool) {
+func move(k keyMap, msg tea.KeyPressMsg, cursor, n, page int) (int, bool) {
 	switch {
 	case key.Matches(msg, k.Up):
 		cursor--

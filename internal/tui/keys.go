@@ -3,7 +3,7 @@ package tui
 import (
 	"strings"
 
-	"github.com/charmbracelet/bubbles/key"
+	"charm.land/bubbles/v2/key"
 )
 
 // keyMap is every key of the dash. Keys that change the daemon's state are
@@ -30,7 +30,7 @@ func newKeyMap() keyMap {
 		Up:        b("↑/k", "up", "up", "k"),
 		Down:      b("↓/j", "down", "down", "j"),
 		PageUp:    b("pgup", "page up", "pgup", "ctrl+u"),
-		PageDown:  b("pgdn", "page down", "pgdown", "ctrl+d", " "),
+		PageDown:  b("pgdn", "page down", "pgdown", "ctrl+d", "space"),
 		Top:       b("g", "top", "home", "g"),
 		Bottom:    b("G", "bottom", "end", "G"),
 		Open:      b("enter", "open", "enter"),

@@ -8,7 +8,8 @@ import (
 	"testing"
 	"time"
 
-	tea "github.com/charmbracelet/bubbletea"
+	tea "charm.land/bubbletea/v2"
+	"github.com/charmbracelet/colorprofile"
 
 	"github.com/dcyfr/cyberdrew/internal/client"
 )
@@ -48,7 +49,7 @@ func TestStreamChangesPatchTheRuns(t *testing.T) {
 	if ev, _ := m.events.selected(); ev.InternalID != "01JN0000000000000000000EV9" {
 		t.Errorf("newest event %+v", ev)
 	}
-	view := m.View()
+	view := m.View().Content
 	if !strings.Contains(view, "0000RUN9 track-post-v") || !strings.Contains(view, "count-view") {
 		t.Errorf("view lacks the new run:\n%s", view)
 	}
@@ -97,15 +98,15 @@ func TestDisconnectBannerPollAndReconnect(t *testing.T) {
 	t.Parallel()
 	src := newFixture()
 	now := t0
-	m := New(t.Context(), src, Options{Renderer: asciiRenderer(), Now: func() time.Time { return now }})
+	m := New(t.Context(), src, Options{Profile: colorprofile.ASCII, Now: func() time.Time { return now }})
 	t.Cleanup(m.stop)
 	m.Update(tea.WindowSizeMsg{Width: 100, Height: 30})
 	// Before the first connection, the dash is down and polls.
-	if !strings.Contains(m.View(), "disconnected since 12:00:00") {
+	if !strings.Contains(m.View().Content, "disconnected since 12:00:00") {
 		t.Error("no banner before the first connection")
 	}
 	m.Update(connectedMsg{feed: src.feed})
-	if strings.Contains(m.View(), "disconnected") {
+	if strings.Contains(m.View().Content, "disconnected") {
 		t.Error("banner while connected")
 	}
 
@@ -118,13 +119,13 @@ func TestDisconnectBannerPollAndReconnect(t *testing.T) {
 		t.Fatal("no reconnect scheduled")
 	}
 	now = t0.Add(17 * time.Second)
-	view := m.View()
+	view := m.View().Content
 	if !strings.Contains(view, "client: stream closed by the daemon · disconnected since 12:00:05 (12s)") || !strings.Contains(view, "reconnecting") {
 		t.Errorf("banner:\n%s", view)
 	}
 	// A second failure keeps the first time.
 	m.Update(streamEndedMsg{err: errors.New("connection refused")})
-	if !strings.Contains(m.View(), "disconnected since 12:00:05") {
+	if !strings.Contains(m.View().Content, "disconnected since 12:00:05") {
 		t.Error("a failed reconnect moved the banner's time")
 	}
 
@@ -143,7 +144,7 @@ func TestDisconnectBannerPollAndReconnect(t *testing.T) {
 		t.Fatalf("reconnect gave %#v", msg)
 	}
 	m.Update(msg)
-	if strings.Contains(m.View(), "disconnected") || !m.fetchingRuns {
+	if strings.Contains(m.View().Content, "disconnected") || !m.fetchingRuns {
 		t.Error("reconnection did not clear the banner or did not re-read the runs")
 	}
 
@@ -218,18 +219,18 @@ func TestReadFailuresAndResize(t *testing.T) {
 	m.Update(statsMsg{err: errors.New("401 refused")})
 	m.Update(functionsMsg{err: errors.New("boom")})
 	m.Update(runsMsg{err: errors.New("store unavailable")})
-	view := m.View()
+	view := m.View().Content
 	// Earlier data stays, the failure in place of the store's health; the
 	// runs pane shows the error.
 	if !strings.Contains(view, "stats: 401 refused · workers 1/4") || !strings.Contains(view, "store unavailable") || !strings.Contains(view, "0000RUN5") {
 		t.Errorf("after failed reads:\n%s", view)
 	}
 	// With no data yet, the header says so.
-	m2 := New(t.Context(), src, Options{Renderer: asciiRenderer()})
+	m2 := New(t.Context(), src, Options{Profile: colorprofile.ASCII})
 	m2.Update(statsMsg{err: errors.New("401 refused")})
 	m2.Update(functionsMsg{err: errors.New("boom")})
 	press(t, m2, "h")
-	if v := m2.View(); !strings.Contains(v, "stats: 401 refused") || !strings.Contains(v, "functions: boom") {
+	if v := m2.View().Content; !strings.Contains(v, "stats: 401 refused") || !strings.Contains(v, "functions: boom") {
 		t.Errorf("first reads failed:\n%s", v)
 	}
 
@@ -238,15 +239,15 @@ func TestReadFailuresAndResize(t *testing.T) {
 	run(t, m, press(t, m, "enter"))
 	for _, size := range [][2]int{{120, 40}, {80, 24}, {60, 15}, {200, 60}} {
 		m.Update(tea.WindowSizeMsg{Width: size[0], Height: size[1]})
-		checkFits(t, m.View(), size[0], size[1])
-		if m.detail.vp.Width != size[0] {
-			t.Errorf("detail width %d at %v", m.detail.vp.Width, size)
+		checkFits(t, m.View().Content, size[0], size[1])
+		if m.detail.vp.Width() != size[0] {
+			t.Errorf("detail width %d at %v", m.detail.vp.Width(), size)
 		}
 	}
 	press(t, m, "esc")
 	for _, size := range [][2]int{{100, 30}, {80, 24}} {
 		m.Update(tea.WindowSizeMsg{Width: size[0], Height: size[1]})
-		checkFits(t, m.View(), size[0], size[1])
+		checkFits(t, m.View().Content, size[0], size[1])
 	}
 }
 
@@ -295,8 +296,8 @@ func TestDetailMessages(t *testing.T) {
 	m := newTestModel(t, src, 80, 24)
 	press(t, m, "G")
 	press(t, m, "enter")
-	if !strings.Contains(m.View(), "loading run 01JN000000000000000000RUN1") {
-		t.Errorf("before its read, the detail says nothing of loading:\n%s", m.View())
+	if !strings.Contains(m.View().Content, "loading run 01JN000000000000000000RUN1") {
+		t.Errorf("before its read, the detail says nothing of loading:\n%s", m.View().Content)
 	}
 	// An answer for another run (opened earlier) is ignored.
 	m.Update(detailMsg{runID: "01JN000000000000000000RUN4", run: client.RunDetail{Run: client.Run{RunID: "01JN000000000000000000RUN4", FunctionID: "other"}}})
@@ -321,8 +322,8 @@ func TestDetailMessages(t *testing.T) {
 	}
 	// A failed read keeps what was shown.
 	m.Update(detailMsg{runID: "01JN000000000000000000RUN1", err: errors.New("503 store unavailable")})
-	if m.detail.run == nil || !strings.Contains(m.View(), "Run 01JN000000000000000000RUN1 · hello-world") {
-		t.Errorf("failed read:\n%s", m.View())
+	if m.detail.run == nil || !strings.Contains(m.View().Content, "Run 01JN000000000000000000RUN1 · hello-world") {
+		t.Errorf("failed read:\n%s", m.View().Content)
 	}
 }
 
@@ -340,7 +341,7 @@ func TestRefusedKeys(t *testing.T) {
 	m := newTestModel(t, newFixture(), 80, 24)
 	m.Update(statsMsg{err: refused(client.AreaAdmin, "GET", "/v1/stats", "missing or invalid bearer signing key")})
 	m.Update(streamEndedMsg{err: signing})
-	lines := strings.Split(m.View(), "\n")
+	lines := strings.Split(m.View().Content, "\n")
 	if strings.Contains(lines[0], "unreachable") || !strings.Contains(lines[0], "INNGEST_SIGNING_KEY") {
 		t.Errorf("header %q: want the signing key named, the store not blamed", lines[0])
 	}
@@ -355,7 +356,7 @@ func TestRefusedKeys(t *testing.T) {
 	run(t, m, press(t, m, "enter"))
 	src.err = refused(client.AreaEvents, "POST", "/e/xxx", "event key not found")
 	run(t, m, press(t, m, "y"))
-	if view := m.View(); !m.flashErr || !strings.Contains(view, "INNGEST_EVENT_KEY (or --event-key)") {
+	if view := m.View().Content; !m.flashErr || !strings.Contains(view, "INNGEST_EVENT_KEY (or --event-key)") {
 		t.Errorf("flash %q, view:\n%s", m.flash, view)
 	}
 }

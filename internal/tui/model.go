@@ -5,11 +5,13 @@ import (
 	"log/slog"
 	"strings"
 	"time"
+	"unicode"
 
-	"github.com/charmbracelet/bubbles/help"
-	"github.com/charmbracelet/bubbles/key"
-	tea "github.com/charmbracelet/bubbletea"
-	"github.com/charmbracelet/lipgloss"
+	"charm.land/bubbles/v2/help"
+	"charm.land/bubbles/v2/key"
+	tea "charm.land/bubbletea/v2"
+	"charm.land/lipgloss/v2"
+	"github.com/charmbracelet/colorprofile"
 )
 
 // pane is one of the dash's tabs.
@@ -63,9 +65,6 @@ type Model struct {
 // New builds the dash over src; nothing is read until the program starts
 // it (Init).
 func New(ctx context.Context, src Source, opts Options) *Model {
-	if opts.Renderer == nil {
-		opts.Renderer = lipgloss.DefaultRenderer()
-	}
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
@@ -76,15 +75,9 @@ func New(ctx context.Context, src Source, opts Options) *Model {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
 	ctx, cancel := context.WithCancel(ctx)
-	st := newStyles(opts.Renderer)
-	h := help.New()
-	h.Styles = help.Styles{
-		Ellipsis: st.dim, ShortKey: st.key, ShortDesc: st.dim, ShortSeparator: st.dim,
-		FullKey: st.key, FullDesc: opts.Renderer.NewStyle(), FullSeparator: st.dim,
-	}
-	return &Model{
+	m := &Model{
 		ctx: ctx, cancel: cancel, src: src, opts: opts, log: opts.Logger.With("component", "dash"),
-		st: st, keys: newKeyMap(), help: h,
+		keys: newKeyMap(), help: help.New(),
 		width: 80, height: 24,
 		header: headerModel{url: src.URL()},
 		runs:   newRunsModel(),
@@ -92,6 +85,21 @@ func New(ctx context.Context, src Source, opts Options) *Model {
 		// Down until the first connection, so that the runs are polled.
 		downSince: opts.Now(),
 		runsStale: true,
+	}
+	m.setStyles(opts.Profile)
+	return m
+}
+
+// setStyles draws the dash for a colour profile from now on.
+func (m *Model) setStyles(profile colorprofile.Profile) {
+	m.st = newStyles(profile, !m.opts.Light)
+	m.help.Styles = help.Styles{
+		Ellipsis: m.st.dim, ShortKey: m.st.key, ShortDesc: m.st.dim, ShortSeparator: m.st.dim,
+		FullKey: m.st.key, FullDesc: lipgloss.NewStyle(), FullSeparator: m.st.dim,
+	}
+	m.runs.setStyles(!m.opts.Light, m.st.plain)
+	if m.detail != nil {
+		m.detail.render(m.st, m.opts.Now())
 	}
 }
 
@@ -147,17 +155,29 @@ func (m *Model) Update(msg tea.Msg) (tea.Model, tea.Cmd) {
 	switch msg := msg.(type) {
 	case tea.WindowSizeMsg:
 		m.width, m.height = msg.Width, msg.Height
-		m.help.Width = msg.Width
+		m.help.SetWidth(msg.Width)
 		if m.detail != nil {
 			m.detail.resize(m.width, m.bodyHeight(), m.st, now)
 		}
 		return m, nil
-	case tea.KeyMsg:
+	case tea.ColorProfileMsg:
+		// The profile Bubble Tea detected, when the options named none.
+		if m.opts.Profile == colorprofile.Unknown {
+			m.setStyles(msg.Profile)
+		}
+		return m, nil
+	case tea.KeyPressMsg:
 		var cmds []tea.Cmd
 		for _, k := range oneKeyEach(msg) {
 			cmds = append(cmds, m.key(k))
 		}
 		return m, tea.Batch(cmds...)
+	case tea.PasteMsg:
+		// A paste is text: for the filter, never commands.
+		if m.runs.filtering && m.dialog == nil && m.pane == paneRuns && m.detail == nil {
+			return m, m.runs.paste(msg)
+		}
+		return m, nil
 	case tickMsg:
 		return m, tea.Batch(m.refresh(), tick(m.opts.Refresh))
 	case statsMsg:
@@ -248,25 +268,37 @@ func (m *Model) detailCmd() tea.Cmd {
 	return m.fetchDetail()
 }
 
-// oneKeyEach splits the keys of one read: bubbletea delivers printable keys
-// typed fast (jj, ?q, 0/hello) as one KeyRunes message with several runes,
-// and each is a key of its own, which may change how the next is read (/
-// opens the filter, whose text follows). A paste stays whole: it is text,
-// for the filter, never commands.
-func oneKeyEach(msg tea.KeyMsg) []tea.KeyMsg {
-	if msg.Type != tea.KeyRunes || msg.Paste || msg.Alt || len(msg.Runes) < 2 {
-		return []tea.KeyMsg{msg}
+// oneKeyEach splits a key press of several characters (Bubble Tea v1
+// delivered printable keys typed fast, jj, ?q, 0/hello, as one such
+// message; v2 delivers one message a character, but for a cluster of
+// characters): each is a key of its own, which may change how the next is
+// read (/ opens the filter, whose text follows). A paste is a message of
+// its own (tea.PasteMsg), never split into keys.
+func oneKeyEach(msg tea.KeyPressMsg) []tea.KeyPressMsg {
+	runes := []rune(msg.Text)
+	if len(runes) < 2 || msg.Mod&^tea.ModShift != 0 {
+		return []tea.KeyPressMsg{msg}
 	}
-	keys := make([]tea.KeyMsg, len(msg.Runes))
-	for i, r := range msg.Runes {
-		keys[i] = tea.KeyMsg{Type: tea.KeyRunes, Runes: []rune{r}}
+	keys := make([]tea.KeyPressMsg, len(runes))
+	for i, r := range runes {
+		keys[i] = keyPress(r)
 	}
 	return keys
 }
 
-func (m *Model) key(msg tea.KeyMsg) tea.Cmd {
+// keyPress is the message of one typed character, as Bubble Tea makes it:
+// an upper-case letter is its lower case with shift.
+func keyPress(r rune) tea.KeyPressMsg {
+	k := tea.KeyPressMsg{Code: r, Text: string(r)}
+	if unicode.IsUpper(r) {
+		k.Code, k.ShiftedCode, k.Mod = unicode.ToLower(r), r, tea.ModShift
+	}
+	return k
+}
+
+func (m *Model) key(msg tea.KeyPressMsg) tea.Cmd {
 	k := m.keys
-	if msg.Type == tea.KeyCtrlC {
+	if msg.String() == "ctrl+c" {
 		return tea.Quit
 	}
 	if m.dialog != nil {
@@ -319,7 +351,7 @@ func (m *Model) key(msg tea.KeyMsg) tea.Cmd {
 	}
 }
 
-func (m *Model) functionsKey(msg tea.KeyMsg, page int) tea.Cmd {
+func (m *Model) functionsKey(msg tea.KeyPressMsg, page int) tea.Cmd {
 	k := m.keys
 	if c, ok := move(k, msg, m.functions.cursor, len(m.functions.fns), page); ok {
 		m.functions.cursor = c
@@ -343,7 +375,7 @@ func (m *Model) functionsKey(msg tea.KeyMsg, page int) tea.Cmd {
 	return nil
 }
 
-func (m *Model) eventsKey(msg tea.KeyMsg, page int) tea.Cmd {
+func (m *Model) eventsKey(msg tea.KeyPressMsg, page int) tea.Cmd {
 	if c, ok := move(m.keys, msg, m.events.cursor, len(m.events.events), page); ok {
 		m.events.cursor = c
 		return nil
@@ -355,7 +387,7 @@ func (m *Model) eventsKey(msg tea.KeyMsg, page int) tea.Cmd {
 	return nil
 }
 
-func (m *Model) runsKey(msg tea.KeyMsg, page int) tea.Cmd {
+func (m *Model) runsKey(msg tea.KeyPressMsg, page int) tea.Cmd {
 	k := m.keys
 	if cmd, ok := m.runs.key(k, msg, page); ok {
 		return cmd
@@ -377,7 +409,7 @@ func (m *Model) runsKey(msg tea.KeyMsg, page int) tea.Cmd {
 	return nil
 }
 
-func (m *Model) detailKey(msg tea.KeyMsg) tea.Cmd {
+func (m *Model) detailKey(msg tea.KeyPressMsg) tea.Cmd {
 	k := m.keys
 	d := m.detail
 	switch {
@@ -446,8 +478,15 @@ func (m *Model) bodyHeight() int {
 	return max(h, 3)
 }
 
-// View draws the screen.
-func (m *Model) View() string {
+// View draws the screen, on the alternate screen.
+func (m *Model) View() tea.View {
+	v := tea.NewView(m.screen())
+	v.AltScreen = true
+	return v
+}
+
+// screen is the text of the screen.
+func (m *Model) screen() string {
 	now := m.opts.Now()
 	w := m.width
 	parts := []string{m.header.view(m.st, w)}
@@ -464,7 +503,7 @@ func (m *Model) View() string {
 		body = m.st.title.Render("Keys") + "\n\n" + m.keys.helpView(m.st, w) + "\n\n" +
 			m.st.dim.Render(wrap("Upper-case keys change the daemon and ask first. The stats are this daemon's own. Any key closes this help.", w))
 	case m.detail != nil:
-		if m.detail.vp.Width != w || m.detail.vp.Height != bh {
+		if m.detail.vp.Width() != w || m.detail.vp.Height() != bh {
 			m.detail.resize(w, bh, m.st, now)
 		}
 		body = m.detail.view()

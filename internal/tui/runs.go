@@ -6,10 +6,10 @@ import (
 	"strings"
 	"time"
 
-	"github.com/charmbracelet/bubbles/cursor"
-	"github.com/charmbracelet/bubbles/key"
-	"github.com/charmbracelet/bubbles/textinput"
-	tea "github.com/charmbracelet/bubbletea"
+	"charm.land/bubbles/v2/key"
+	"charm.land/bubbles/v2/textinput"
+	tea "charm.land/bubbletea/v2"
+	"charm.land/lipgloss/v2"
 
 	"github.com/dcyfr/cyberdrew/internal/client"
 )
@@ -37,8 +37,23 @@ func newRunsModel() runsModel {
 	in.Prompt = "/"
 	in.Placeholder = "function, event or run id"
 	in.CharLimit = 80
-	in.Cursor.SetMode(cursor.CursorStatic)
-	return runsModel{steps: map[string]string{}, eventNames: map[string]string{}, input: in, follow: true}
+	r := runsModel{steps: map[string]string{}, eventNames: map[string]string{}, input: in, follow: true}
+	r.setStyles(true, false)
+	return r
+}
+
+// setStyles draws the filter as Bubbles v1 did, for the background: a plain
+// prompt and text, a grey placeholder (plain without colours) and a steady
+// block cursor (in reverse video, the one attribute drawn without colours).
+func (r *runsModel) setStyles(dark, plain bool) {
+	s := textinput.DefaultStyles(dark)
+	s.Focused.Prompt, s.Blurred.Prompt = lipgloss.NewStyle(), lipgloss.NewStyle()
+	s.Focused.Text, s.Blurred.Text = lipgloss.NewStyle(), lipgloss.NewStyle()
+	if plain {
+		s.Focused.Placeholder, s.Blurred.Placeholder = lipgloss.NewStyle(), lipgloss.NewStyle()
+	}
+	s.Cursor.Color, s.Cursor.Blink = nil, false
+	r.input.SetStyles(s)
 }
 
 // update takes a fresh listing. Runs the stream created after the listing
@@ -178,14 +193,14 @@ func (r *runsModel) setFilter(q string) {
 }
 
 // key handles the pane's own keys; it reports whether it used the key.
-func (r *runsModel) key(k keyMap, msg tea.KeyMsg, page int) (tea.Cmd, bool) {
+func (r *runsModel) key(k keyMap, msg tea.KeyPressMsg, page int) (tea.Cmd, bool) {
 	if r.filtering {
-		switch msg.Type {
-		case tea.KeyEnter:
+		switch msg.String() {
+		case "enter":
 			r.filtering = false
 			r.input.Blur()
 			return nil, true
-		case tea.KeyEsc:
+		case "esc":
 			r.filtering = false
 			r.input.Blur()
 			r.setFilter("")
@@ -210,7 +225,7 @@ func (r *runsModel) key(k keyMap, msg tea.KeyMsg, page int) (tea.Cmd, bool) {
 		r.filtering = true
 		return r.input.Focus(), true
 	case key.Matches(msg, k.Status):
-		r.status = statusKeys[msg.Runes[0]-'0']
+		r.status = statusKeys[msg.Text[0]-'0']
 		r.selID, r.cursor, r.follow = "", 0, true
 		return nil, true
 	case key.Matches(msg, k.Sort):
@@ -222,6 +237,14 @@ func (r *runsModel) key(k keyMap, msg tea.KeyMsg, page int) (tea.Cmd, bool) {
 		return nil, true
 	}
 	return nil, false
+}
+
+// paste types pasted text in the filter.
+func (r *runsModel) paste(msg tea.PasteMsg) tea.Cmd {
+	var cmd tea.Cmd
+	r.input, cmd = r.input.Update(msg)
+	r.selID, r.cursor, r.follow = "", 0, true
+	return cmd
 }
 
 // view draws the table in height lines, its last one the filter line.
@@ -266,6 +289,10 @@ func (r *runsModel) view(st styles, width, height int, now time.Time) string {
 	for len(lines) < height-1 {
 		lines = append(lines, "")
 	}
+	// The filter fits the line: the prompt, its text scrolled to show the
+	// cursor, and the cursor. (Bubbles v2 shows only the first character
+	// of the placeholder of an input without a width.)
+	r.input.SetWidth(max(width-2, 1))
 	return strings.Join(lines, "\n") + "\n" + fit(r.statusLine(st, len(vis)), width)
 }
 

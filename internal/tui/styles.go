@@ -1,41 +1,77 @@
 package tui
 
-import "github.com/charmbracelet/lipgloss"
+import (
+	"charm.land/lipgloss/v2"
+	"github.com/charmbracelet/colorprofile"
+)
 
-// styles are the dash's looks, drawn by one renderer so that tests pin the
-// colour profile and NO_COLOR drops every escape.
+// styles are the dash's looks for one colour profile and background. Below
+// the ANSI profile (NO_COLOR, a terminal without colours) every style is
+// plain, so the dash writes no colour or text attribute (but the runs
+// filter's cursor, in reverse video); above it the colours are full and
+// Bubble Tea converts them to the profile as it draws.
 type styles struct {
 	title, dim, bold, selected, key, tabOn, tabOff, banner, flash, errText, box, heading lipgloss.Style
 	status                                                                               map[string]lipgloss.Style
+	// plain: no colour or attribute, only the box's border.
+	plain bool
 }
 
-func newStyles(r *lipgloss.Renderer) styles {
-	c := func(light, dark string) lipgloss.AdaptiveColor {
-		return lipgloss.AdaptiveColor{Light: light, Dark: dark}
+func newStyles(profile colorprofile.Profile, dark bool) styles {
+	plain := profile != colorprofile.Unknown && profile < colorprofile.ANSI
+	ld := lipgloss.LightDark(dark)
+	type attr func(lipgloss.Style) lipgloss.Style
+	bold := func(s lipgloss.Style) lipgloss.Style { return s.Bold(true) }
+	under := func(s lipgloss.Style) lipgloss.Style { return s.Underline(true) }
+	// fg is a text style of a colour (on a light, on a dark background;
+	// none when light is empty) and attributes.
+	fg := func(light, dark string, attrs ...attr) lipgloss.Style {
+		s := lipgloss.NewStyle()
+		if plain {
+			return s
+		}
+		if light != "" {
+			s = s.Foreground(ld(lipgloss.Color(light), lipgloss.Color(dark)))
+		}
+		for _, a := range attrs {
+			s = a(s)
+		}
+		return s
+	}
+	bg := func(s lipgloss.Style, light, dark string) lipgloss.Style {
+		if plain {
+			return s
+		}
+		return s.Background(ld(lipgloss.Color(light), lipgloss.Color(dark)))
+	}
+	box := lipgloss.NewStyle().Border(lipgloss.RoundedBorder()).Padding(0, 1)
+	if !plain {
+		box = box.BorderForeground(ld(lipgloss.Color("#5A3FC0"), lipgloss.Color("#B9A5FF")))
 	}
 	s := styles{
-		title:    r.NewStyle().Bold(true).Foreground(c("#5A3FC0", "#B9A5FF")),
-		dim:      r.NewStyle().Foreground(c("#8A8A8A", "#6C6C6C")),
-		bold:     r.NewStyle().Bold(true),
-		selected: r.NewStyle().Bold(true).Background(c("#E4DEFF", "#3A2F6B")),
-		key:      r.NewStyle().Bold(true).Foreground(c("#5A3FC0", "#B9A5FF")),
-		tabOn:    r.NewStyle().Bold(true).Underline(true).Foreground(c("#5A3FC0", "#B9A5FF")),
-		tabOff:   r.NewStyle().Foreground(c("#8A8A8A", "#8A8A8A")),
-		banner:   r.NewStyle().Bold(true).Foreground(c("#FFFFFF", "#FFFFFF")).Background(c("#C0392B", "#A93226")),
-		flash:    r.NewStyle().Foreground(c("#1E7B34", "#7BD88F")),
-		errText:  r.NewStyle().Foreground(c("#C0392B", "#FF6B6B")),
-		box:      r.NewStyle().Border(lipgloss.RoundedBorder()).BorderForeground(c("#5A3FC0", "#B9A5FF")).Padding(0, 1),
-		heading:  r.NewStyle().Bold(true).Foreground(c("#333333", "#DDDDDD")),
+		title:    fg("#5A3FC0", "#B9A5FF", bold),
+		dim:      fg("#8A8A8A", "#6C6C6C"),
+		bold:     fg("", "", bold),
+		selected: bg(fg("", "", bold), "#E4DEFF", "#3A2F6B"),
+		key:      fg("#5A3FC0", "#B9A5FF", bold),
+		tabOn:    fg("#5A3FC0", "#B9A5FF", bold, under),
+		tabOff:   fg("#8A8A8A", "#8A8A8A"),
+		banner:   bg(fg("#FFFFFF", "#FFFFFF", bold), "#C0392B", "#A93226"),
+		flash:    fg("#1E7B34", "#7BD88F"),
+		errText:  fg("#C0392B", "#FF6B6B"),
+		box:      box,
+		heading:  fg("#333333", "#DDDDDD", bold),
+		plain:    plain,
 	}
 	s.status = map[string]lipgloss.Style{
-		"Queued":    r.NewStyle().Foreground(c("#6C6C6C", "#A0A0A0")),
-		"Running":   r.NewStyle().Foreground(c("#1F6FEB", "#58A6FF")),
-		"Sleeping":  r.NewStyle().Foreground(c("#9A6700", "#E3B341")),
-		"Waiting":   r.NewStyle().Foreground(c("#9A6700", "#E3B341")),
-		"Completed": r.NewStyle().Foreground(c("#1E7B34", "#7BD88F")),
-		"Failed":    r.NewStyle().Bold(true).Foreground(c("#C0392B", "#FF6B6B")),
-		"Cancelled": r.NewStyle().Foreground(c("#8250DF", "#D2A8FF")),
-		"Skipped":   r.NewStyle().Foreground(c("#8A8A8A", "#6C6C6C")),
+		"Queued":    fg("#6C6C6C", "#A0A0A0"),
+		"Running":   fg("#1F6FEB", "#58A6FF"),
+		"Sleeping":  fg("#9A6700", "#E3B341"),
+		"Waiting":   fg("#9A6700", "#E3B341"),
+		"Completed": fg("#1E7B34", "#7BD88F"),
+		"Failed":    fg("#C0392B", "#FF6B6B", bold),
+		"Cancelled": fg("#8250DF", "#D2A8FF"),
+		"Skipped":   fg("#8A8A8A", "#6C6C6C"),
 	}
 	return s
 }

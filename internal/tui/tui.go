@@ -21,8 +21,8 @@ import (
 	"log/slog"
 	"time"
 
-	tea "github.com/charmbracelet/bubbletea"
-	"github.com/charmbracelet/lipgloss"
+	tea "charm.land/bubbletea/v2"
+	"github.com/charmbracelet/colorprofile"
 
 	"github.com/dcyfr/cyberdrew/internal/client"
 )
@@ -72,9 +72,13 @@ type Example struct {
 type Options struct {
 	// Examples are the test events offered by the send key.
 	Examples []Example
-	// Renderer draws the styles; nil uses lipgloss's default renderer
-	// (the terminal's colours, none when NO_COLOR is set).
-	Renderer *lipgloss.Renderer
+	// Profile is the colour profile the dash draws with: below ANSI (as
+	// NO_COLOR asks) it draws no colour or text attribute at all. Unknown
+	// takes the one Bubble Tea detects from the terminal and environment.
+	Profile colorprofile.Profile
+	// Light says the terminal's background is light; the dash's colours
+	// are for a dark one otherwise. The dash does not ask the terminal.
+	Light bool
 	// Now is the clock of ages and elapsed times; nil: time.Now.
 	Now func() time.Time
 	// Refresh is the interval of the stats and functions reads, and of
@@ -89,8 +93,11 @@ type Options struct {
 // ctx ends. It restores the terminal on the way out.
 func Run(ctx context.Context, src Source, in io.Reader, out io.Writer, opts Options) error {
 	m := New(ctx, src, opts)
-	p := tea.NewProgram(m, tea.WithAltScreen(), tea.WithContext(ctx), tea.WithFPS(maxFPS),
-		tea.WithInput(in), tea.WithOutput(out))
+	popts := []tea.ProgramOption{tea.WithContext(ctx), tea.WithFPS(maxFPS), tea.WithInput(in), tea.WithOutput(out)}
+	if opts.Profile != colorprofile.Unknown {
+		popts = append(popts, tea.WithColorProfile(opts.Profile))
+	}
+	p := tea.NewProgram(m, popts...)
 	_, err := p.Run()
 	m.stop()
 	if err != nil && ctx.Err() != nil {

@@ -2,14 +2,13 @@ package tui
 
 import (
 	"errors"
-	"io"
 	"slices"
 	"strings"
 	"testing"
 	"time"
 
-	tea "github.com/charmbracelet/bubbletea"
-	"github.com/charmbracelet/lipgloss"
+	tea "charm.land/bubbletea/v2"
+	"github.com/charmbracelet/colorprofile"
 
 	"github.com/dcyfr/cyberdrew/internal/client"
 )
@@ -213,7 +212,7 @@ func TestQuitAndHelpKeys(t *testing.T) {
 
 	m = newTestModel(t, newFixture(), 80, 24)
 	press(t, m, "?")
-	if !m.showHelp || !strings.Contains(m.View(), "send a test event") {
+	if !m.showHelp || !strings.Contains(m.View().Content, "send a test event") {
 		t.Fatal("? does not show the keys")
 	}
 	press(t, m, "j")
@@ -238,7 +237,7 @@ func TestDetailKeys(t *testing.T) {
 	if got := src.called(); !slices.Contains(got, "run 01JN000000000000000000RUN1") || !slices.Contains(got, "event 01JN0000000000000000000EV0") {
 		t.Errorf("detail reads: %v", got)
 	}
-	view := m.View()
+	view := m.View().Content
 	for _, want := range []string{"fetch", "2 attempts", "memoized", "attempt 1: timeout", `"email": "a@b.c"`, `"message": "Hello a@b.c!"`} {
 		if !strings.Contains(view, want) {
 			t.Errorf("detail view lacks %q", want)
@@ -246,18 +245,18 @@ func TestDetailKeys(t *testing.T) {
 	}
 	// Scrolling.
 	for _, k := range []string{"j", "down", "pgdown", "G"} {
-		before := m.detail.vp.YOffset
+		before := m.detail.vp.YOffset()
 		press(t, m, k)
-		if m.detail.vp.YOffset <= before && !m.detail.vp.AtBottom() {
-			t.Errorf("%s did not scroll down (offset %d)", k, m.detail.vp.YOffset)
+		if m.detail.vp.YOffset() <= before && !m.detail.vp.AtBottom() {
+			t.Errorf("%s did not scroll down (offset %d)", k, m.detail.vp.YOffset())
 		}
 	}
 	for _, k := range []string{"k", "up", "pgup", "g"} {
 		press(t, m, "G")
-		before := m.detail.vp.YOffset
+		before := m.detail.vp.YOffset()
 		press(t, m, k)
-		if m.detail.vp.YOffset >= before && before > 0 {
-			t.Errorf("%s did not scroll up (offset %d)", k, m.detail.vp.YOffset)
+		if m.detail.vp.YOffset() >= before && before > 0 {
+			t.Errorf("%s did not scroll up (offset %d)", k, m.detail.vp.YOffset())
 		}
 	}
 	// tab does not leave the detail; esc and backspace do.
@@ -278,8 +277,8 @@ func TestDetailKeys(t *testing.T) {
 	// A run that cannot be read says why.
 	m = newTestModel(t, src, 80, 24)
 	run(t, m, press(t, m, "enter"))
-	if !strings.Contains(m.View(), "not found") {
-		t.Errorf("unreadable run: %s", m.View())
+	if !strings.Contains(m.View().Content, "not found") {
+		t.Errorf("unreadable run: %s", m.View().Content)
 	}
 }
 
@@ -350,7 +349,7 @@ func TestActionKeys(t *testing.T) {
 		t.Errorf("flash %q (error %v)", m.flash, m.flashErr)
 	}
 	// No examples: nothing to send.
-	m = New(t.Context(), newFixture(), Options{Renderer: asciiRenderer()})
+	m = New(t.Context(), newFixture(), Options{Profile: colorprofile.ASCII})
 	press(t, m, "E")
 	if m.dialog != nil || !m.flashErr {
 		t.Error("E without examples opened a dialog")
@@ -366,18 +365,20 @@ func TestEventsPaneShowsSkipReason(t *testing.T) {
 	runs.runs = []client.Run{{RunID: "01R", FunctionID: "order", EventID: "01E", Status: "Skipped", CreatedAt: &at,
 		Error: `idempotency key "fn:order:o-1" already used by run 01Q`}}
 	events := eventsModel{events: []client.StoredEvent{{InternalID: "01E", Name: "app/order.placed", ReceivedAt: &at}}}
-	view := events.view(newStyles(lipgloss.NewRenderer(io.Discard)), &runs, 200, 10, at)
+	view := events.view(newStyles(colorprofile.ASCII, true), &runs, 200, 10, at)
 	if !strings.Contains(view, `order Skipped (idempotency key "fn:order:o-1" already used by run 01Q)`) {
 		t.Errorf("events pane lacks the skip reason:\n%s", view)
 	}
 }
 
 // TestKeysReadAtOnce: keys typed fast reach the dash in one read, which
-// bubbletea delivers as one KeyRunes message with several runes; the dash
-// ignored them all. Each must act as if typed alone.
+// Bubble Tea v1 delivered as one key message with several characters; the
+// dash ignored them all. Each must act as if typed alone. (v2 delivers one
+// message a character, but for a cluster of characters, which the dash
+// splits in the same way.)
 func TestKeysReadAtOnce(t *testing.T) {
 	t.Parallel()
-	read := func(s string) tea.KeyMsg { return tea.KeyMsg{Type: tea.KeyRunes, Runes: []rune(s)} }
+	read := func(s string) tea.KeyPressMsg { return tea.KeyPressMsg{Code: tea.KeyExtended, Text: s} }
 
 	m := newTestModel(t, newFixture(), 80, 24)
 	m.Update(read("jj"))
@@ -407,7 +408,7 @@ func TestKeysReadAtOnce(t *testing.T) {
 	}
 
 	// A paste is text: in the filter whole, elsewhere never a command.
-	paste := tea.KeyMsg{Type: tea.KeyRunes, Runes: []rune("Ry"), Paste: true}
+	paste := tea.PasteMsg{Content: "Ry"}
 	m = newTestModel(t, newFixture(), 80, 24)
 	if _, cmd := m.Update(paste); cmd != nil || m.dialog != nil || m.runs.cursor != 0 {
 		t.Error("a paste outside the filter acted as keys")
@@ -431,4 +432,27 @@ func quits(cmd tea.Cmd) bool {
 		return slices.ContainsFunc(msg, quits)
 	}
 	return false
+}
+
+// TestFilterLine: while the filter is typed, the runs pane's last line is
+// the filter, its placeholder whole while it is empty, and never wider than
+// the screen, however long the filter.
+func TestFilterLine(t *testing.T) {
+	t.Parallel()
+	m := newTestModel(t, newFixture(), 80, 24)
+	press(t, m, "/")
+	view := m.View().Content
+	checkFits(t, view, 80, 24)
+	// The cursor, on the f, is the one escape without colours.
+	if !strings.Contains(view, "/\x1b[7mf\x1b[munction, event or run id") {
+		t.Errorf("the empty filter lacks its placeholder:\n%s", view)
+	}
+	for range 79 {
+		press(t, m, "x")
+	}
+	view = m.View().Content
+	checkFits(t, view, 80, 24)
+	if m.runs.input.Value() != strings.Repeat("x", 79) || !strings.Contains(view, strings.Repeat("x", 70)+"\x1b[7m \x1b[m") {
+		t.Errorf("a long filter %q shows as:\n%s", m.runs.input.Value(), view)
+	}
 }

@@ -5,8 +5,8 @@ import (
 	"strings"
 	"testing"
 
-	tea "github.com/charmbracelet/bubbletea"
-	"github.com/charmbracelet/lipgloss"
+	tea "charm.land/bubbletea/v2"
+	"charm.land/lipgloss/v2"
 	"github.com/charmbracelet/x/exp/golden"
 )
 
@@ -46,7 +46,7 @@ func TestViewGolden(t *testing.T) {
 				if s.name == "detail" {
 					m.Update(fetchDetail(t.Context(), src, m.detail.runID)())
 				}
-				view := m.View()
+				view := m.View().Content
 				checkFits(t, view, size[0], size[1])
 				golden.RequireEqual(t, []byte(view))
 			})
@@ -68,7 +68,7 @@ func checkFits(t *testing.T, view string, w, h int) {
 	}
 }
 
-// press sends one key, by its name in tea.KeyMsg.String's words, and runs
+// press sends one key, by its name in tea.KeyPressMsg.String's words, and runs
 // the command it returns when that command answers at once (a read of the
 // fake source or an action).
 func press(t *testing.T, m *Model, k string) tea.Cmd {
@@ -77,15 +77,24 @@ func press(t *testing.T, m *Model, k string) tea.Cmd {
 	return cmd
 }
 
-func keyMsg(k string) tea.KeyMsg {
-	special := map[string]tea.KeyType{
-		"enter": tea.KeyEnter, "esc": tea.KeyEsc, "tab": tea.KeyTab, "shift+tab": tea.KeyShiftTab,
-		"up": tea.KeyUp, "down": tea.KeyDown, "pgup": tea.KeyPgUp, "pgdown": tea.KeyPgDown,
-		"home": tea.KeyHome, "end": tea.KeyEnd, "ctrl+c": tea.KeyCtrlC, "backspace": tea.KeyBackspace,
-		"left": tea.KeyLeft, "right": tea.KeyRight, "ctrl+u": tea.KeyCtrlU, "ctrl+d": tea.KeyCtrlD,
+func keyMsg(k string) tea.KeyPressMsg {
+	special := map[string]tea.KeyPressMsg{
+		"enter": {Code: tea.KeyEnter}, "esc": {Code: tea.KeyEscape}, "tab": {Code: tea.KeyTab},
+		"shift+tab": {Code: tea.KeyTab, Mod: tea.ModShift},
+		"up":        {Code: tea.KeyUp}, "down": {Code: tea.KeyDown}, "pgup": {Code: tea.KeyPgUp}, "pgdown": {Code: tea.KeyPgDown},
+		"home": {Code: tea.KeyHome}, "end": {Code: tea.KeyEnd}, "ctrl+c": {Code: 'c', Mod: tea.ModCtrl},
+		"backspace": {Code: tea.KeyBackspace}, "left": {Code: tea.KeyLeft}, "right": {Code: tea.KeyRight},
+		"ctrl+u": {Code: 'u', Mod: tea.ModCtrl}, "ctrl+d": {Code: 'd', Mod: tea.ModCtrl}, "space": {Code: tea.KeySpace, Text: " "},
 	}
-	if kt, ok := special[k]; ok {
-		return tea.KeyMsg{Type: kt}
+	if kp, ok := special[k]; ok {
+		if kp.String() != k {
+			panic("keyMsg: " + k + " reads as " + kp.String())
+		}
+		return kp
 	}
-	return tea.KeyMsg{Type: tea.KeyRunes, Runes: []rune(k)}
+	runes := []rune(k)
+	if len(runes) != 1 {
+		panic("keyMsg: one key at a time: " + k)
+	}
+	return keyPress(runes[0])
 }
