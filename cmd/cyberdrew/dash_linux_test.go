@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -55,8 +56,11 @@ func openPTY(t *testing.T) (master, terminal *os.File) {
 // (background colour, cursor position).
 type screen struct {
 	answer bool // answer the queries, as a terminal emulator does
-	mu     sync.Mutex
-	buf    bytes.Buffer
+	// background is the answer to the background query (OSC 11); black
+	// when empty.
+	background string
+	mu         sync.Mutex
+	buf        bytes.Buffer
 }
 
 func (s *screen) read(master *os.File) {
@@ -66,7 +70,7 @@ func (s *screen) read(master *os.File) {
 		if n > 0 {
 			chunk := string(b[:n])
 			if s.answer && strings.Contains(chunk, "\x1b]11;?") {
-				master.WriteString("\x1b]11;rgb:0000/0000/0000\x1b\\")
+				master.WriteString("\x1b]11;" + cmp.Or(s.background, "rgb:0000/0000/0000") + "\x1b\\")
 			}
 			if s.answer && strings.Contains(chunk, "\x1b[6n") {
 				master.WriteString("\x1b[1;1R")
@@ -127,7 +131,9 @@ func TestDashOnATerminal(t *testing.T) {
 // used to ask the terminal for its background colour (OSC 11, then a
 // cursor position report) and wait 5 s for an answer before drawing
 // anything, reading the keys typed meanwhile as a possible answer: a q
-// typed at once was lost. It must ask neither, draw, and quit on that q.
+// typed at once was lost. It must draw and quit on that q without waiting
+// for an answer, send no cursor position query, and ask for the background
+// only when it draws colours and COLORFGBG does not give it.
 //
 // The dash runs in a child process (this test binary, see init) whose
 // controlling terminal is the pseudo-terminal, with stdin and stdout on it
@@ -136,8 +142,8 @@ func TestDashOnATerminal(t *testing.T) {
 // main, in every program linking it.
 func TestDashStartsWhereNothingAnswersQueries(t *testing.T) {
 	addr := startDaemon(t)
-	for _, noColor := range []string{"", "1"} {
-		t.Run("NO_COLOR="+noColor, func(t *testing.T) {
+	for _, env := range [][]string{{"NO_COLOR="}, {"NO_COLOR=1"}, {"COLORFGBG=15;0"}} {
+		t.Run(strings.Join(env, " "), func(t *testing.T) {
 			master, terminal := openPTY(t)
 			sc := &screen{}
 			go sc.read(master)
@@ -145,20 +151,43 @@ func TestDashStartsWhereNothingAnswersQueries(t *testing.T) {
 			if _, err := master.WriteString("q"); err != nil {
 				t.Fatal(err)
 			}
-			done, stderr := startChild(t, terminal, []string{"TERM=xterm-256color", "NO_COLOR=" + noColor},
+			done, stderr := startChild(t, terminal, append([]string{"TERM=xterm-256color"}, env...),
 				"dash", "--server", "http://"+addr)
 			waitExit(t, done, stderr, cli.ExitOK)
 			// What the dash wrote may still be on its way to the reader: a
 			// frame, then the main screen restored last.
 			waitText(t, sc, "Functions")
 			waitText(t, sc, "\x1b[?1049l")
-			for _, query := range []string{"\x1b]11;?", "\x1b[6n"} {
-				if sc.has(query) {
-					t.Errorf("the dash sent the query %q to a terminal that answers none", query)
-				}
+			if sc.has("\x1b[6n") {
+				t.Errorf("the dash sent a cursor position query to a terminal that answers none")
+			}
+			// Without COLORFGBG it may ask (it may also have quit on the q
+			// first); with it, or without colours, it has nothing to ask.
+			if env[0] != "NO_COLOR=" && sc.has("\x1b]11;?") {
+				t.Errorf("with %s the dash asked the terminal for its background", env[0])
 			}
 		})
 	}
+}
+
+// TestDashTakesTheTerminalsBackground runs the dash on a terminal with a
+// white background that says so when asked (OSC 11), as most do, without
+// COLORFGBG: the dash draws its title in the colour for a light background
+// (#5A3FC0), where it kept the one for a dark background (#B9A5FF, hard to
+// read on white) since it stopped asking.
+func TestDashTakesTheTerminalsBackground(t *testing.T) {
+	addr := startDaemon(t)
+	master, terminal := openPTY(t)
+	sc := &screen{answer: true, background: "rgb:ffff/ffff/ffff"}
+	go sc.read(master)
+	done, stderr := startChild(t, terminal, []string{"TERM=xterm-256color", "COLORTERM=truecolor"},
+		"dash", "--server", "http://"+addr)
+	const light = "38;2;90;63;192" // #5A3FC0 in truecolor
+	waitText(t, sc, light)
+	if _, err := master.WriteString("q"); err != nil {
+		t.Fatal(err)
+	}
+	waitExit(t, done, stderr, cli.ExitOK)
 }
 
 // TestVersionOnATerminalThatAnswersNothing runs `cyberdrew version` with

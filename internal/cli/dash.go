@@ -39,9 +39,10 @@ so, polls once a second and reconnects by itself. With several daemons on one
 Redis, the stats (runs/s, lag, workers) are those of the daemon it talks to;
 the queue depth is the shared queue's.
 
-Colours follow TERM and COLORTERM, the background COLORFGBG (dark without
-it); NO_COLOR turns them off. The dash waits for no answer from the terminal
-and needs one that moves its cursor (not TERM=dumb). It writes no log on the
+Colours follow TERM and COLORTERM, the background COLORFGBG; without it the
+dash asks the terminal (dark until it answers). NO_COLOR turns colours off.
+The dash waits for no answer from the terminal and needs one that moves its
+cursor (not TERM=dumb). It writes no log on the
 screen: --log-file keeps its log.`,
 		Example: `  cyberdrew dash
   cyberdrew dash --server http://10.0.0.5:8288 --log-file /tmp/dash.log`,
@@ -104,8 +105,12 @@ func runDash(ctx context.Context, c *client.Client, o dashOptions) error {
 	slog.SetDefault(logger)
 	defer slog.SetDefault(prev)
 
+	dark, known := darkBackground(o.getenv)
+	profile := dashProfile(o.getenv)
 	err = tui.Run(ctx, tui.FromClient(c), o.in, o.out, tui.Options{
-		Examples: dashExamples(), Profile: dashProfile(o.getenv), Light: !darkBackground(o.getenv), Logger: logger,
+		Examples: dashExamples(), Profile: profile, Light: !dark, Logger: logger,
+		// Without colours the background does not matter.
+		AskBackground: !known && profile >= colorprofile.ANSI,
 	})
 	if errors.Is(err, context.Canceled) {
 		return nil
@@ -134,19 +139,20 @@ func dashProfile(getenv func(string) string) colorprofile.Profile {
 	return max(colorprofile.Env(env), colorprofile.ASCII)
 }
 
-// darkBackground says whether the terminal's background is dark: as
-// COLORFGBG says ("15;0" is white on black) when it is set, else dark. The
-// dash does not ask the terminal: one that never answers would hold it.
-func darkBackground(getenv func(string) string) bool {
+// darkBackground says whether the terminal's background is dark, as
+// COLORFGBG says ("15;0" is white on black); known is false without it,
+// and the dash then asks the terminal, waiting for no answer (dark until
+// one comes).
+func darkBackground(getenv func(string) string) (dark, known bool) {
 	fgbg := getenv("COLORFGBG")
 	if i := strings.LastIndexByte(fgbg, ';'); i >= 0 {
 		if n, err := strconv.Atoi(fgbg[i+1:]); err == nil && n >= 0 && n < 256 {
 			c, _ := colorful.MakeColor(ansi.IndexedColor(n))
 			_, _, l := c.Hsl()
-			return l < 0.5
+			return l < 0.5, true
 		}
 	}
-	return true
+	return true, false
 }
 
 // dashExamples are the site's known events with their sample payloads.

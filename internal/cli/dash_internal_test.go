@@ -30,9 +30,13 @@ func TestDashColours(t *testing.T) {
 			t.Errorf("%v: profile %v, want %v", c.env, got, c.want)
 		}
 	}
-	for fgbg, dark := range map[string]bool{"": true, "15;0": true, "0;15": false, "7;default;0": true, "0;7": false, "junk": true} {
-		if got := darkBackground(func(k string) string { return map[string]string{"COLORFGBG": fgbg}[k] }); got != dark {
-			t.Errorf("COLORFGBG=%q: dark %v, want %v", fgbg, got, dark)
+	// Unknown (asked of the terminal, dark until it answers) without a
+	// COLORFGBG that names a colour.
+	for fgbg, want := range map[string][2]bool{"": {true, false}, "15;0": {true, true}, "0;15": {false, true},
+		"7;default;0": {true, true}, "0;7": {false, true}, "junk": {true, false}} {
+		dark, known := darkBackground(func(k string) string { return map[string]string{"COLORFGBG": fgbg}[k] })
+		if dark != want[0] || known != want[1] {
+			t.Errorf("COLORFGBG=%q: dark %v known %v, want %v %v", fgbg, dark, known, want[0], want[1])
 		}
 	}
 }

@@ -35,8 +35,10 @@ type Model struct {
 	opts   Options
 	log    *slog.Logger
 	st     styles
-	keys   keyMap
-	help   help.Model
+	// profile is the colour profile st draws with.
+	profile colorprofile.Profile
+	keys    keyMap
+	help    help.Model
 
 	width, height int
 
@@ -92,6 +94,7 @@ func New(ctx context.Context, src Source, opts Options) *Model {
 
 // setStyles draws the dash for a colour profile from now on.
 func (m *Model) setStyles(profile colorprofile.Profile) {
+	m.profile = profile
 	m.st = newStyles(profile, !m.opts.Light)
 	m.help.Styles = help.Styles{
 		Ellipsis: m.st.dim, ShortKey: m.st.key, ShortDesc: m.st.dim, ShortSeparator: m.st.dim,
@@ -114,7 +117,11 @@ func (m *Model) stop() {
 
 // Init opens the stream and reads everything once.
 func (m *Model) Init() tea.Cmd {
-	return tea.Batch(connect(m.ctx, m.src), m.refresh(), tick(m.opts.Refresh))
+	cmds := []tea.Cmd{connect(m.ctx, m.src), m.refresh(), tick(m.opts.Refresh)}
+	if m.opts.AskBackground {
+		cmds = append(cmds, tea.RequestBackgroundColor)
+	}
+	return tea.Batch(cmds...)
 }
 
 // refresh reads what is due and not already being read: the stats and the
@@ -164,6 +171,13 @@ func (m *Model) Update(msg tea.Msg) (tea.Model, tea.Cmd) {
 		// The profile Bubble Tea detected, when the options named none.
 		if m.opts.Profile == colorprofile.Unknown {
 			m.setStyles(msg.Profile)
+		}
+		return m, nil
+	case tea.BackgroundColorMsg:
+		// The terminal's answer to Init's question, whenever it comes.
+		if m.opts.AskBackground && m.opts.Light == msg.IsDark() {
+			m.opts.Light = !msg.IsDark()
+			m.setStyles(m.profile)
 		}
 		return m, nil
 	case tea.KeyPressMsg:

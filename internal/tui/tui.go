@@ -77,8 +77,13 @@ type Options struct {
 	// takes the one Bubble Tea detects from the terminal and environment.
 	Profile colorprofile.Profile
 	// Light says the terminal's background is light; the dash's colours
-	// are for a dark one otherwise. The dash does not ask the terminal.
+	// are for a dark one otherwise.
 	Light bool
+	// AskBackground: the background is not known (Light is a guess), so
+	// the dash asks the terminal for it (OSC 11) when it starts, waits for
+	// nothing, and takes the answer's colours if one comes. A terminal that
+	// never answers keeps Light's.
+	AskBackground bool
 	// Now is the clock of ages and elapsed times; nil: time.Now.
 	Now func() time.Time
 	// Refresh is the interval of the stats and functions reads, and of
