@@ -38,9 +38,11 @@ const (
 const exitCodesHelp = `Exit codes:
   0  success
   1  the command failed
-  2  usage: unknown command or flag, wrong arguments
-  3  invalid configuration (flags or environment): nothing was started
-  4  unavailable: the store or the daemon cannot be reached
+  2  usage: unknown command or flag, wrong arguments (a client command's bad
+     flag or environment value too)
+  3  invalid configuration of serve (flags or environment): nothing was started
+  4  unavailable: the store or the daemon cannot be reached (serve: another
+     daemon holds the SQLite file)
   5  unauthorized: the daemon refused the event key or the signing key
   6  rejected: the daemon refused the request (invalid event, unknown id, finished run)
   7  a run failed or was cancelled (--wait, refresh, summary)

@@ -86,6 +86,8 @@ func TestExitCodes(t *testing.T) {
 		{name: "version takes no arguments", args: []string{"version", "extra"}, want: cli.ExitUsage, wantErr: "extra"},
 		{name: "bad flag value", args: []string{"serve", "--workers", "many"}, want: cli.ExitConfig, wantErr: `--workers "many": want a whole number`},
 		{name: "invalid configuration", args: []string{"serve", "--workers", "-1"}, want: cli.ExitConfig, wantErr: "--workers: must be at least 1"},
+		{name: "templates with the other problems, before the store", args: []string{"serve", "--workers", "0", "--templates", "/nonexistent/templates"}, want: cli.ExitConfig,
+			wantErr: "--workers: must be at least 1, got 0\n  --templates: email templates: open /nonexistent/templates"},
 		{name: "public address without keys", args: []string{"serve", "--addr", "0.0.0.0:8288"}, want: cli.ExitConfig, wantErr: "set INNGEST_EVENT_KEY (--event-key)"},
 		{name: "store down", args: []string{"serve"}, serveErr: fmt.Errorf("daemon: open store: %w", store.ErrUnavailable), want: cli.ExitUnavailable, wantErr: "store unavailable", wantServe: true},
 		{name: "a flag's bool from the environment", args: []string{"serve"}, env: map[string]string{"HOME": "/home/drew", "CYBERDREW_METRICS_PUBLIC": "maybe"}, want: cli.ExitConfig, wantErr: `CYBERDREW_METRICS_PUBLIC "maybe": want true or false`},

@@ -122,7 +122,11 @@ func newFunctionsInvokeCmd(opts Options, f *clientFlags) *cobra.Command {
 				res.TimedOut = res.TimedOut || timedOut
 			}
 			if f.json() {
-				if err := writeJSON(out, res); err != nil {
+				// What -o json prints without --wait, and the runs.
+				if err := writeJSON(out, struct {
+					client.Invocation
+					waitResult
+				}{inv, res}); err != nil {
 					return err
 				}
 			} else {

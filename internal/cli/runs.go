@@ -388,7 +388,11 @@ func newRunsRerunCmd(opts Options, f *clientFlags) *cobra.Command {
 			}
 			res := waitResult{Runs: []client.RunDetail{d}, TimedOut: timedOut}
 			if f.json() {
-				if err := writeJSON(cmd.OutOrStdout(), d); err != nil {
+				// What -o json prints without --wait, and the run.
+				if err := writeJSON(cmd.OutOrStdout(), struct {
+					client.RunRef
+					waitResult
+				}{ref, res}); err != nil {
 					return err
 				}
 			} else {

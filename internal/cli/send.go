@@ -199,10 +199,11 @@ func sendAndReport(ctx context.Context, c *client.Client, f *clientFlags, ev cli
 	}
 	if !wait {
 		runs, err := c.EventRuns(ctx, id)
+		listed := true
 		var ae *client.APIError
 		if errors.As(err, &ae) && ae.Status == 401 {
 			fmt.Fprintln(errOut, "note: cannot list the triggered runs: set INNGEST_SIGNING_KEY (--token)")
-			err, runs = nil, nil
+			err, runs, listed = nil, nil, false
 		}
 		if client.IsStatus(err, http.StatusNotFound) {
 			return pruned(false)
@@ -217,9 +218,16 @@ func sendAndReport(ctx context.Context, c *client.Client, f *clientFlags, ev cli
 			return writeJSON(out, sendResult{ID: id, Name: ev.Name, Runs: runs, Duplicate: duplicate})
 		}
 		fmt.Fprintf(out, "%s\n", id)
-		if duplicate {
+		// Without listed, its runs are unknown, not missing: the note above
+		// says why.
+		switch {
+		case duplicate && !listed:
+			fmt.Fprintf(errOut, "sent %s: %s\n", ev.Name, duplicateNote(id))
+		case duplicate && len(runs) == 0:
+			fmt.Fprintf(errOut, "sent %s: %s; the first triggered no run\n", ev.Name, duplicateNote(id))
+		case duplicate:
 			fmt.Fprintf(errOut, "sent %s: %s (its runs:)\n", ev.Name, duplicateNote(id))
-		} else if len(runs) == 0 {
+		case listed && len(runs) == 0:
 			fmt.Fprintf(errOut, "sent %s: %s\n", ev.Name, noRunsYet(ctx, c, ev.Name))
 		}
 		for _, r := range runs {

@@ -14,6 +14,7 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/dcyfr/cyberdrew/internal/config"
+	"github.com/dcyfr/cyberdrew/internal/jobs"
 )
 
 // setting ties a flag to the environment variables that set it when the
@@ -199,6 +200,17 @@ func (o *serveOptions) load(fs *pflag.FlagSet, getenv func(string) string) (conf
 				p = fmt.Errorf("%s (%s):%s", fromEnv[flag], flag, rest)
 			}
 			problems = append(problems, p)
+		}
+	}
+	// The email templates are checked with the rest, before the daemon
+	// opens its store (it loads them again to use them).
+	if dir := o.cfg.Templates; dir != "" && !o.unparsed["--templates"] {
+		if _, err := jobs.LoadTemplates(dir); err != nil {
+			name := "--templates"
+			if env := fromEnv[name]; env != "" {
+				name = env + " (--templates)"
+			}
+			problems = append(problems, fmt.Errorf("%s: %w", name, err))
 		}
 	}
 	if len(problems) > 0 {
