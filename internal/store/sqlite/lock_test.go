@@ -55,3 +55,26 @@ func TestOneStorePerFile(t *testing.T) {
 		t.Errorf("reopened: Get = %q, %v; want 7", v, err)
 	}
 }
+
+// TestAPathThatCannotHoldTheDatabaseIsMisconfigured: a data dir under a
+// file, or a database path that is a directory, is a setting to fix (serve
+// exits 3, which systemd does not restart in a loop), not a failure to
+// retry (exit 1).
+func TestAPathThatCannotHoldTheDatabaseIsMisconfigured(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	file := filepath.Join(dir, "a-file")
+	if err := os.WriteFile(file, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, path := range []string{filepath.Join(file, "data", "cyberdrew.db"), dir} {
+		s, err := Open(t.Context(), path, Options{})
+		if err == nil {
+			s.Close()
+			t.Fatalf("Open(%s) succeeded", path)
+		}
+		if !errors.Is(err, store.ErrMisconfigured) {
+			t.Errorf("Open(%s): %v, want ErrMisconfigured", path, err)
+		}
+	}
+}

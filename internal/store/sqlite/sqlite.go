@@ -24,6 +24,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"log/slog"
 	"net/url"
 	"os"
@@ -31,6 +32,7 @@ import (
 	"runtime"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/jonboulle/clockwork"
@@ -84,13 +86,13 @@ func Open(ctx context.Context, path string, opts Options) (*Store, error) {
 		return nil, fmt.Errorf("sqlite: open: %w", err)
 	}
 	if err := os.MkdirAll(filepath.Dir(abs), 0o700); err != nil {
-		return nil, fmt.Errorf("sqlite: open: %w", err)
+		return nil, fmt.Errorf("sqlite: open: %w", pathProblem(err))
 	}
 	// Create the file owner-only (an empty file is an empty database);
 	// SQLite gives its -wal and -shm files the same mode.
 	f, err := os.OpenFile(abs, os.O_RDWR|os.O_CREATE, 0o600)
 	if err != nil {
-		return nil, fmt.Errorf("sqlite: open: %w", err)
+		return nil, fmt.Errorf("sqlite: open: %w", pathProblem(err))
 	}
 	f.Close()
 	lock, err := lockDatabase(abs, opts.Logger.With("component", "store", "store", "sqlite"))
@@ -167,6 +169,17 @@ func Open(ctx context.Context, path string, opts Options) (*Store, error) {
 	go s.w.run()
 	opened = true
 	return s, nil
+}
+
+// pathProblem marks as misconfigured a database path that no wait makes
+// usable: a file where a directory must be, a directory where the file
+// must be, a place this user may not write. serve then exits 3, which the
+// systemd unit does not restart in a loop.
+func pathProblem(err error) error {
+	if errors.Is(err, syscall.ENOTDIR) || errors.Is(err, syscall.EISDIR) || errors.Is(err, fs.ErrPermission) {
+		return fmt.Errorf("%w: %w", store.ErrMisconfigured, err)
+	}
+	return err
 }
 
 // dsn builds the driver name of the database file at abs with the settings
