@@ -35,8 +35,9 @@ const (
 	pruneBatch    = 500
 )
 
-// NewRetention returns the pruner; keep 0 keeps everything but the runs
-// of functions with a retention of their own.
+// NewRetention returns the pruner; keep 0 keeps every run and event but
+// the runs of functions with a retention of their own (what expires, such
+// as client ids and the site's keys with a TTL, still goes).
 func NewRetention(st store.Store, clock clockwork.Clock, keep time.Duration, fns []engine.Function, logger *slog.Logger) *Retention {
 	r := &Retention{st: st, clock: clock, keep: keep, functions: map[string]time.Duration{}, log: logger.With("component", "retention")}
 	for _, fn := range fns {
@@ -48,26 +49,21 @@ func NewRetention(st store.Store, clock clockwork.Clock, keep time.Duration, fns
 }
 
 // every is how often the pruner runs: a quarter of the shortest period,
-// at most maxPruneEvery; 0 when nothing is pruned.
+// at most maxPruneEvery, which is also how often it runs when it keeps
+// every run and event (expired keys still go).
 func (r *Retention) every() time.Duration {
-	every := time.Duration(0)
+	every := maxPruneEvery
 	for _, keep := range append(slices.Collect(maps.Values(r.functions)), r.keep) {
-		if keep > 0 && (every == 0 || keep/4 < every) {
-			every = keep / 4
+		if keep > 0 {
+			every = min(every, keep/4)
 		}
 	}
-	if every == 0 {
-		return 0
-	}
-	return min(every, maxPruneEvery)
+	return every
 }
 
 // Start begins pruning in the background.
 func (r *Retention) Start(ctx context.Context) error {
 	every := r.every()
-	if every <= 0 {
-		return nil
-	}
 	ctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	r.cancel, r.done = cancel, make(chan struct{})
 	t := r.clock.NewTicker(every)
@@ -102,10 +98,15 @@ func (r *Retention) Stop(ctx context.Context) error {
 
 func (r *Retention) prune(ctx context.Context) {
 	now := r.clock.Now()
+	// Keeping every run and event, Prune still deletes what has expired:
+	// client ids and idempotency keys past their day, rate-limit states,
+	// and on SQLite the site's keys past their TTL, which nothing else
+	// deletes there. Nothing is older than the cutoff of 1970.
+	cutoff := time.UnixMilli(0)
 	if r.keep > 0 {
-		cutoff := now.Add(-r.keep)
-		r.batches(ctx, "", cutoff, func(ctx context.Context) (int, error) { return r.st.Prune(ctx, cutoff, pruneBatch) })
+		cutoff = now.Add(-r.keep)
 	}
+	r.batches(ctx, "", cutoff, func(ctx context.Context) (int, error) { return r.st.Prune(ctx, cutoff, pruneBatch) })
 	for _, id := range slices.Sorted(maps.Keys(r.functions)) {
 		cutoff := now.Add(-r.functions[id])
 		r.batches(ctx, id, cutoff, func(ctx context.Context) (int, error) {
@@ -131,6 +132,8 @@ func (r *Retention) batches(ctx context.Context, fn string, cutoff time.Time, pr
 	}
 	switch {
 	case total == 0:
+	case fn == "" && r.keep <= 0:
+		r.log.Info("pruned expired keys", "rows", total)
 	case fn == "":
 		r.log.Info("pruned old runs and events", "rows", total, "before", cutoff)
 	default:

@@ -6,12 +6,15 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/http"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/jonboulle/clockwork"
+	goredis "github.com/redis/go-redis/v9"
 
 	"github.com/dcyfr/cyberdrew/internal/config"
 	"github.com/dcyfr/cyberdrew/internal/daemon"
@@ -180,4 +183,97 @@ func TestFunctionRetentionPrunesItsCompletedRuns(t *testing.T) {
 			}
 		}
 	})
+}
+
+// TestRetentionZeroStillDropsWhatExpired: with --retention 0 (keep every
+// run and event), what expires still goes: the client ids events were sent
+// with (remembered a day), and on SQLite the site's keys whose TTL passed
+// (a view's session key, 30 minutes), which only a prune deletes there.
+// The pruner did not run the store's Prune at all with retention 0, so on a
+// busy site those rows piled up for good (an outside soak: some 220 expired
+// session rows a minute at 4 views/s).
+func TestRetentionZeroStillDropsWhatExpired(t *testing.T) {
+	eachStore(t, func(t *testing.T, cfg config.Serve) {
+		cfg.Retention = 0
+		clock := clockwork.NewFakeClockAt(time.Date(2025, 3, 1, 12, 0, 0, 0, time.UTC))
+		ctx := context.Background()
+		d, err := daemon.New(ctx, cfg, slog.New(slog.DiscardHandler), daemon.Options{Clock: clock})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := d.Start(ctx); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { d.Stop(context.Background()) })
+		c := client{t: t, base: "http://" + d.Addr()}
+		for i := range 3 {
+			if code := c.do(http.MethodPost, "/e/dev", fmt.Sprintf(`{"name":"nobody/listens","id":"sent-with-id-%d","data":{}}`, i), nil); code != http.StatusOK {
+				t.Fatalf("POST /e: %d", code)
+			}
+		}
+		req, _ := http.NewRequest(http.MethodPost, c.base+"/api/views",
+			strings.NewReader(`{"slug":"kept-forever","sessionId":"sess-1-abcdefgh","timeOnPage":6000,"isVisible":true}`))
+		req.Header.Set("Content-Type", "application/json")
+		req.Header.Set("User-Agent", "Mozilla/5.0 (X11; Linux x86_64; rv:120.0) Gecko/20100101 Firefox/120.0")
+		res, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		res.Body.Close()
+		if res.StatusCode != http.StatusOK {
+			t.Fatalf("POST /api/views: %d", res.StatusCode)
+		}
+		left := expired(t, cfg)
+		want := 4 // the 3 client ids and the session key
+		if cfg.Store != "" {
+			want = 3 // the session key has a native TTL
+		}
+		if n := left(clock.Now().Add(25 * time.Hour)); n < want {
+			t.Fatalf("%d rows expire within a day, want %d: the test would prove nothing", n, want)
+		}
+		clock.Advance(25 * time.Hour) // past the day a client id is kept
+		deadline := time.Now().Add(10 * time.Second)
+		for left(clock.Now()) != 0 {
+			if time.Now().After(deadline) {
+				t.Fatalf("%d expired rows are still stored a day later with retention 0", left(clock.Now()))
+			}
+			clock.Advance(11 * time.Minute) // the next prune
+			time.Sleep(20 * time.Millisecond)
+		}
+	})
+}
+
+// expired counts what cfg's store holds that has expired at a time: client
+// ids, and on SQLite the site's keys with a TTL (on Redis those are native
+// TTLs).
+func expired(t *testing.T, cfg config.Serve) func(at time.Time) int {
+	t.Helper()
+	if cfg.Store != "" {
+		u, err := goredis.ParseURL(cfg.Store)
+		if err != nil {
+			t.Fatal(err)
+		}
+		rdb := goredis.NewClient(u)
+		t.Cleanup(func() { rdb.Close() })
+		return func(at time.Time) int {
+			n, err := rdb.ZCount(context.Background(), "cyberdrew:{engine}:cidexp", "-inf", strconv.FormatInt(at.UnixMilli(), 10)).Result()
+			if err != nil {
+				t.Fatal(err)
+			}
+			return int(n)
+		}
+	}
+	db, err := sql.Open("sqlite", "file:"+filepath.Join(cfg.DataDir, "cyberdrew.db")+"?mode=ro")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	return func(at time.Time) int {
+		var n int
+		ms := at.UnixMilli()
+		if err := db.QueryRow(`SELECT (SELECT count(*) FROM event_client_ids WHERE expires_at <= ?) + (SELECT count(*) FROM kv WHERE expires_at <= ?)`, ms, ms).Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
 }
