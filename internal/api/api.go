@@ -281,8 +281,18 @@ func (s *server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s.mux.ServeHTTP(sw, r)
-	s.cfg.Observer.Request(pattern, sw.code())
+	code := sw.code()
+	if sw.status == 0 && r.Context().Err() != nil {
+		// The client went away before any answer: neither the 200 an
+		// unwritten answer defaults to, nor an error of the daemon's.
+		code = statusClientClosed
+	}
+	s.cfg.Observer.Request(pattern, code)
 }
+
+// statusClientClosed is the code counted for a request whose client went
+// away before it was answered (nginx's 499).
+const statusClientClosed = 499
 
 // canonicalPath reports whether the request's path is already clean: no
 // "." or ".." segment, no empty segment, no encoded "\\" or ".", and no

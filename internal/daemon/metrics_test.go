@@ -2,6 +2,7 @@ package daemon_test
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"net/http"
 	"strings"
@@ -154,5 +155,41 @@ func TestMetricsPublic(t *testing.T) {
 	}
 	if code := (client{t: t, base: base}).do("GET", "/v1/runs", "", nil); code != http.StatusUnauthorized {
 		t.Fatalf("admin API without the key = %d, want 401", code)
+	}
+}
+
+// TestMetricsCountAClientThatLeftAs499: visitors who close the tab while
+// the analytics page waits for a slow store (Redis frozen here) are counted
+// as code 499, as nginx counts them, not as the daemon's 500 (an alert on
+// 5xx fired for them), nor as answered.
+func TestMetricsCountAClientThatLeftAs499(t *testing.T) {
+	t.Parallel()
+	srv, _, base := redisDaemon(t)
+	thaw := freeze(t, srv)
+	const visitors = 3
+	for range visitors {
+		ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, base+"/analytics", nil)
+		if res, err := http.DefaultClient.Do(req); err == nil {
+			res.Body.Close()
+			t.Errorf("GET /analytics was answered %d by a frozen store within 100 ms", res.StatusCode)
+		}
+		cancel()
+	}
+	thaw()
+	want := fmt.Sprintf(`cyberdrew_http_requests_total{code="499",route="GET /analytics"} %d`, visitors)
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		_, body := scrape(t, base, "")
+		if strings.Contains(body, want) {
+			if strings.Contains(body, `code="500",route="GET /analytics"`) {
+				t.Errorf("a client that left was counted as a 500:\n%s", grepLines(body, "GET /analytics"))
+			}
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no %s in /metrics:\n%s", want, grepLines(body, "GET /analytics"))
+		}
+		time.Sleep(50 * time.Millisecond)
 	}
 }

@@ -111,7 +111,9 @@ func (s *Server) page(w http.ResponseWriter, r *http.Request) {
 		status := http.StatusInternalServerError
 		switch {
 		case r.Context().Err() != nil:
-			// The client is gone: nobody reads an answer.
+			// The client is gone: nobody reads an answer, and writing none
+			// counts the request as 499, not as the daemon's 500.
+			return
 		case s.unavailable(r, err):
 			status = http.StatusServiceUnavailable
 			w.Header().Set("Retry-After", "1")
