@@ -1306,3 +1306,93 @@ func (o *leaseLosses) LeaseLost()                              { o.lost.Add(1) }
 func (*leaseLosses) LeaseTakenOver()                           {}
 func (*leaseLosses) StepConflict(string)                       {}
 func (*leaseLosses) StoreError(string)                         {}
+
+// TestCancelAsTheHandlerReturnsIsNoStoreError cancels a run while its
+// handler is returning, before the cancel's change reaches the worker (the
+// store wrapper holds back Cancelled changes): the worker's finish finds
+// its lease gone, which is what a cancel does. It counted a store error
+// (cyberdrew_store_errors_total{op="finish"}) and logged a warning for
+// every such cancel.
+func TestCancelAsTheHandlerReturnsIsNoStoreError(t *testing.T) {
+	eachBackend(t, func(t *testing.T, be backendtest.Backend) {
+		release := make(chan struct{})
+		started := make(chan string, 1)
+		errs := &storeErrors{}
+		finishes := &atomic.Int32{}
+		b := setup(t, be, options{observer: errs, wrap: func(st store.Store) store.Store { return noCancelChanges{st, finishes} }},
+			engine.Function{ID: "quick", Triggers: []engine.Trigger{{Event: "test/quick"}},
+				Handler: func(ctx context.Context, r *engine.Run) (any, error) {
+					started <- r.ID
+					<-release
+					return "done", nil
+				}},
+		)
+		id := oneRun(t, b.send(t, "test/quick", `{}`))
+		receive(t, started, "the run to start")
+		if _, err := b.eng.Cancel(b.ctx, id); err != nil {
+			t.Fatalf("cancel: %v", err)
+		}
+		close(release)
+		deadline := time.Now().Add(10 * time.Second)
+		for finishes.Load() == 0 {
+			if time.Now().After(deadline) {
+				t.Fatal("the worker never tried to finish the run")
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+		if r := b.run(t, id); r.Status != store.StatusCancelled {
+			t.Errorf("status = %s, want Cancelled", r.Status)
+		}
+		// The worker counts an error right after Finish returns it; the
+		// pool's stop waits for the worker.
+		b.pool.Stop(b.ctx)
+		if n := errs.finishes.Load(); n != 0 {
+			t.Errorf("%d store errors counted for finishing a cancelled run", n)
+		}
+	})
+}
+
+// noCancelChanges is a store whose change stream never says a run was
+// cancelled (a change that has not reached the worker yet), and that
+// counts the calls to Finish.
+type noCancelChanges struct {
+	store.Store
+	finishes *atomic.Int32
+}
+
+func (s noCancelChanges) Subscribe(ctx context.Context) <-chan store.Change {
+	in := s.Store.Subscribe(ctx)
+	out := make(chan store.Change, 64)
+	go func() {
+		defer close(out)
+		for c := range in {
+			if c.Kind == store.ChangeRun && c.Status == store.StatusCancelled {
+				continue
+			}
+			out <- c
+		}
+	}()
+	return out
+}
+
+func (s noCancelChanges) Finish(ctx context.Context, l *store.Lease, o store.Outcome) error {
+	err := s.Store.Finish(ctx, l, o)
+	s.finishes.Add(1)
+	return err
+}
+
+// storeErrors is an Observer that counts the store errors of finishes.
+type storeErrors struct{ finishes atomic.Int32 }
+
+func (*storeErrors) RunStarted(string, time.Duration)          {}
+func (*storeErrors) RunSkipped(string, string)                 {}
+func (*storeErrors) RunFinished(string, string)                {}
+func (*storeErrors) StepAttempt(string, string, time.Duration) {}
+func (*storeErrors) LeaseLost()                                {}
+func (*storeErrors) LeaseTakenOver()                           {}
+func (*storeErrors) StepConflict(string)                       {}
+func (o *storeErrors) StoreError(op string) {
+	if op == "finish" {
+		o.finishes.Add(1)
+	}
+}

@@ -708,15 +708,29 @@ func (p *WorkerPool) suspend(log *slog.Logger, r *Run) {
 	}
 }
 
+// cancelled reports whether run id is stored as Cancelled (a lease lost to
+// a cancel).
+func (p *WorkerPool) cancelled(ctx context.Context, id string) bool {
+	run, err := p.e.store.GetRun(ctx, id)
+	return err == nil && run.Status == store.StatusCancelled
+}
+
 // finish ends the run with o; it returns the store's error, which it
-// logged unless o's steps made it a conflict.
+// logged unless o's steps made it a conflict or a cancel took its lease.
 func (p *WorkerPool) finish(log *slog.Logger, l *store.Lease, o store.Outcome) error {
 	p.endRenewal(l)
 	ctx, cancel := context.WithTimeout(context.Background(), storeCallTimeout)
 	defer cancel()
 	err := p.e.store.Finish(ctx, l, o)
 	if err != nil {
-		if len(o.Steps) == 0 || !errors.Is(err, store.ErrConflict) {
+		switch {
+		case len(o.Steps) > 0 && errors.Is(err, store.ErrConflict):
+		case errors.Is(err, store.ErrLeaseLost) && p.cancelled(ctx, l.Run.ID):
+			// Cancelled while its handler was returning, before the
+			// change reached this worker: what a cancel does, not a
+			// store's failure.
+			log.Info("run cancelled as it finished", "status", o.Status)
+		default:
 			p.e.observe.StoreError("finish")
 			log.Warn("finishing run", "status", o.Status, "err", err)
 		}
