@@ -5,7 +5,6 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
-	"log/slog"
 	"net/http"
 	"path/filepath"
 	"strconv"
@@ -46,15 +45,7 @@ func TestRetentionKeepsTheFileBounded(t *testing.T) {
 			})
 		},
 	}
-	ctx := context.Background()
-	d, err := daemon.New(ctx, cfg, slog.New(slog.DiscardHandler), daemon.Options{Clock: clock, Functions: []engine.Function{bulky}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := d.Start(ctx); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { d.Stop(context.Background()) })
+	d := daemontest.Run(t, cfg, nil, daemon.Options{Clock: clock, Functions: []engine.Function{bulky}})
 	c := client{t: t, base: "http://" + d.Addr()}
 	db, err := sql.Open("sqlite", "file:"+filepath.Join(dir, "cyberdrew.db")+"?mode=ro")
 	if err != nil {
@@ -196,15 +187,7 @@ func TestRetentionZeroStillDropsWhatExpired(t *testing.T) {
 	eachStore(t, func(t *testing.T, cfg config.Serve) {
 		cfg.Retention = 0
 		clock := clockwork.NewFakeClockAt(time.Date(2025, 3, 1, 12, 0, 0, 0, time.UTC))
-		ctx := context.Background()
-		d, err := daemon.New(ctx, cfg, slog.New(slog.DiscardHandler), daemon.Options{Clock: clock})
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := d.Start(ctx); err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { d.Stop(context.Background()) })
+		d := daemontest.Run(t, cfg, nil, daemon.Options{Clock: clock})
 		c := client{t: t, base: "http://" + d.Addr()}
 		for i := range 3 {
 			if code := c.do(http.MethodPost, "/e/dev", fmt.Sprintf(`{"name":"nobody/listens","id":"sent-with-id-%d","data":{}}`, i), nil); code != http.StatusOK {
