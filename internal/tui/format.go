@@ -147,11 +147,27 @@ func move(k keyMap, msg tea.KeyPressMsg, cursor, n, page int) (int, bool) {
 // explain is err for the screen, in few words: a key the daemon refused
 // names what sets it, as the command line does.
 func explain(err error) string {
-	var ae *client.APIError
+	var (
+		ae *client.APIError
+		ue *client.UnreachableError
+	)
 	if errors.As(err, &ae) {
 		if key, setting, ok := ae.RefusedKey(); ok {
 			return key + " refused: set " + setting
 		}
+	}
+	if errors.As(err, &ue) {
+		// The dial's own words ("dial tcp 127.0.0.1:8288: connect:
+		// connection refused") pushed since when off the banner at 120
+		// columns: the innermost cause says it.
+		cause := ue.Err
+		for next := errors.Unwrap(cause); next != nil; next = errors.Unwrap(cause) {
+			cause = next
+		}
+		if cause == nil {
+			return "cannot reach the daemon at " + ue.URL
+		}
+		return "cannot reach the daemon at " + ue.URL + ": " + cause.Error()
 	}
 	return err.Error()
 }

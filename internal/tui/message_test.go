@@ -2,9 +2,12 @@ package tui
 
 import (
 	"errors"
+	"net"
 	"net/http"
+	"os"
 	"slices"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -127,6 +130,15 @@ func TestDisconnectBannerPollAndReconnect(t *testing.T) {
 	m.Update(streamEndedMsg{err: errors.New("connection refused")})
 	if !strings.Contains(m.View().Content, "disconnected since 12:00:05") {
 		t.Error("a failed reconnect moved the banner's time")
+	}
+	// An unreachable daemon is said in the dial's innermost words, so that
+	// since when shows at 120 columns (the whole dial error pushed it off).
+	m.Update(tea.WindowSizeMsg{Width: 120, Height: 30})
+	dial := &net.OpError{Op: "dial", Net: "tcp", Err: &os.SyscallError{Syscall: "connect", Err: syscall.ECONNREFUSED}}
+	m.Update(streamEndedMsg{err: &client.UnreachableError{URL: "http://127.0.0.1:56369", Err: dial}})
+	if view := m.View().Content; !strings.Contains(view,
+		"cannot reach the daemon at http://127.0.0.1:56369: connection refused · disconnected since 12:00:05 (12s) · reconnect") {
+		t.Errorf("banner of an unreachable daemon at 120 columns:\n%s", view)
 	}
 
 	// While down, each tick polls the runs (and the open run).

@@ -1,6 +1,9 @@
 package tui
 
 import (
+	"image/color"
+	"strconv"
+
 	"charm.land/lipgloss/v2"
 	"github.com/charmbracelet/colorprofile"
 )
@@ -19,7 +22,10 @@ type styles struct {
 
 func newStyles(profile colorprofile.Profile, dark bool) styles {
 	plain := profile != colorprofile.Unknown && profile < colorprofile.ANSI
-	ld := lipgloss.LightDark(dark)
+	pick := lipgloss.LightDark(dark)
+	ld := func(light, dark string) color.Color {
+		return pick(paletteColor(profile, light), paletteColor(profile, dark))
+	}
 	type attr func(lipgloss.Style) lipgloss.Style
 	bold := func(s lipgloss.Style) lipgloss.Style { return s.Bold(true) }
 	under := func(s lipgloss.Style) lipgloss.Style { return s.Underline(true) }
@@ -31,7 +37,7 @@ func newStyles(profile colorprofile.Profile, dark bool) styles {
 			return s
 		}
 		if light != "" {
-			s = s.Foreground(ld(lipgloss.Color(light), lipgloss.Color(dark)))
+			s = s.Foreground(ld(light, dark))
 		}
 		for _, a := range attrs {
 			s = a(s)
@@ -42,11 +48,11 @@ func newStyles(profile colorprofile.Profile, dark bool) styles {
 		if plain {
 			return s
 		}
-		return s.Background(ld(lipgloss.Color(light), lipgloss.Color(dark)))
+		return s.Background(ld(light, dark))
 	}
 	box := lipgloss.NewStyle().Border(lipgloss.RoundedBorder()).Padding(0, 1)
 	if !plain {
-		box = box.BorderForeground(ld(lipgloss.Color("#5A3FC0"), lipgloss.Color("#B9A5FF")))
+		box = box.BorderForeground(ld("#5A3FC0", "#B9A5FF"))
 	}
 	s := styles{
 		title:    fg("#5A3FC0", "#B9A5FF", bold),
@@ -85,4 +91,25 @@ func (s styles) paint(status, text string) string {
 		return st.Render(text)
 	}
 	return text
+}
+
+// paletteColor is the colour hex (#rrggbb) for profile. On a terminal of 16
+// colours a grey is one of its own greys by lightness (black, bright black,
+// bright white), as Bubble Tea v1 drew them: converted by distance, the
+// dash's mid greys (#8A8A8A) came out as white (SGR 37), which is unreadable
+// on a light background.
+func paletteColor(profile colorprofile.Profile, hex string) color.Color {
+	if profile == colorprofile.ANSI && len(hex) == 7 && hex[1:3] == hex[3:5] && hex[3:5] == hex[5:7] {
+		if l, err := strconv.ParseUint(hex[1:3], 16, 8); err == nil {
+			switch {
+			case l < 0x40:
+				return lipgloss.Black
+			case l < 0xC0:
+				return lipgloss.BrightBlack
+			default:
+				return lipgloss.BrightWhite
+			}
+		}
+	}
+	return lipgloss.Color(hex)
 }
