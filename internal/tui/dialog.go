@@ -9,6 +9,7 @@ import (
 	"charm.land/bubbles/v2/key"
 	tea "charm.land/bubbletea/v2"
 	"charm.land/lipgloss/v2"
+	"github.com/charmbracelet/x/ansi"
 
 	"github.com/dcyfr/cyberdrew/internal/client"
 )
@@ -75,11 +76,13 @@ func (d *dialogModel) view(st styles, width, height int) string {
 		}
 		b.WriteString("\n" + st.dim.Render("enter: choose · esc: cancel"))
 	} else {
-		lines := strings.Split(d.body, "\n")
+		// The body is wrapped to the box's text width (inside its padding),
+		// not cut: a long function name cut the sentence short.
+		lines := strings.Split(ansi.Wordwrap(d.body, inner-2, ""), "\n")
 		if max(height-8, 1) < len(lines) {
 			lines = append(lines[:max(height-9, 0)], "…")
 		}
-		b.WriteString(fit(strings.Join(lines, "\n"), inner) + "\n\n")
+		b.WriteString(fit(strings.Join(lines, "\n"), inner-2) + "\n\n")
 		b.WriteString(st.key.Render("y") + " confirm · " + st.key.Render("n") + " cancel")
 	}
 	// The box's width counts its border (two columns) since Lip Gloss v2.

@@ -9,6 +9,7 @@ import (
 
 	tea "charm.land/bubbletea/v2"
 	"github.com/charmbracelet/colorprofile"
+	"github.com/charmbracelet/x/ansi"
 
 	"github.com/dcyfr/cyberdrew/internal/client"
 )
@@ -454,5 +455,27 @@ func TestFilterLine(t *testing.T) {
 	checkFits(t, view, 80, 24)
 	if m.runs.input.Value() != strings.Repeat("x", 79) || !strings.Contains(view, strings.Repeat("x", 70)+"\x1b[7m \x1b[m") {
 		t.Errorf("a long filter %q shows as:\n%s", m.runs.input.Value(), view)
+	}
+}
+
+// TestDialogWrapsItsText opens the rerun dialog of a run whose function
+// has a long id: the sentence is wrapped inside the box, whole, where it
+// was cut at "with the same trigger ev…".
+func TestDialogWrapsItsText(t *testing.T) {
+	t.Parallel()
+	src := newFixture()
+	src.runs[0].FunctionID = "contact-form-submitted-with-a-much-longer-name"
+	m := newTestModel(t, src, 80, 24)
+	press(t, m, "R")
+	view := ansi.Strip(m.View().Content)
+	var text []string
+	for line := range strings.SplitSeq(view, "\n") {
+		if i := strings.Index(line, "│"); i >= 0 {
+			text = append(text, strings.TrimSpace(strings.Trim(strings.TrimSpace(line[i:]), "│")))
+		}
+	}
+	joined := strings.Join(text, " ")
+	if !strings.Contains(joined, "Starts a new run of contact-form-submitted-with-a-much-longer-name with the same trigger event.") || strings.Contains(joined, "…") {
+		t.Errorf("the dialog does not hold the whole sentence:\n%s", view)
 	}
 }
