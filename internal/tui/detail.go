@@ -10,6 +10,8 @@ import (
 
 	"charm.land/bubbles/v2/viewport"
 	tea "charm.land/bubbletea/v2"
+	"charm.land/lipgloss/v2"
+	"github.com/charmbracelet/x/ansi"
 
 	"github.com/dcyfr/cyberdrew/internal/client"
 )
@@ -102,7 +104,7 @@ func (d *detailModel) content(st styles, now time.Time) string {
 	}
 	b.WriteString("\n")
 	if r.Error != "" {
-		b.WriteString(st.errText.Render("error    "+r.Error) + "\n")
+		b.WriteString(wrapped(st.errText, "error    ", r.Error, w) + "\n")
 	}
 
 	b.WriteString("\n" + st.heading.Render("Steps") + "\n")
@@ -114,11 +116,11 @@ func (d *detailModel) content(st styles, now time.Time) string {
 		b.WriteString(stepLine(st, r.Run, s, resumed, w) + "\n")
 		for i, a := range s.Attempts {
 			if a.Error != "" {
-				b.WriteString(fit(st.errText.Render(fmt.Sprintf("      attempt %d: %s", i+1, a.Error)), w) + "\n")
+				b.WriteString(wrapped(st.errText, fmt.Sprintf("      attempt %d: ", i+1), a.Error, w) + "\n")
 			}
 		}
 		if s.Error != "" && (len(s.Attempts) == 0 || s.Attempts[len(s.Attempts)-1].Error != s.Error) {
-			b.WriteString(fit(st.errText.Render("      error: "+s.Error), w) + "\n")
+			b.WriteString(wrapped(st.errText, "      error: ", s.Error, w) + "\n")
 		}
 	}
 
@@ -217,5 +219,22 @@ func pretty(raw json.RawMessage) string {
 }
 
 func indent(s string) string { return "  " + strings.ReplaceAll(s, "\n", "\n  ") }
+
+// wrapped is label and text in style, the text wrapped to w columns under
+// itself (its lines after the first indented as far as the label): an
+// error is the one thing a failed run is opened for, and the viewport cut
+// it at the screen's edge.
+func wrapped(style lipgloss.Style, label, text string, w int) string {
+	pad := lipgloss.Width(label)
+	lines := strings.Split(ansi.Wrap(text, max(w-pad, 10), ""), "\n")
+	for i, l := range lines {
+		if i == 0 {
+			lines[i] = style.Render(label + l)
+		} else {
+			lines[i] = style.Render(strings.Repeat(" ", pad) + l)
+		}
+	}
+	return strings.Join(lines, "\n")
+}
 
 func (d *detailModel) view() string { return d.vp.View() }
