@@ -221,8 +221,8 @@ func (s *spinner) Stop() {
 	<-s.done
 }
 
-// waitResult is what waiting for runs found (--wait); -o json prints it beside what the command
-// prints without --wait.
+// waitResult is what waiting for runs found (--wait); -o json prints it
+// beside what the command prints without --wait.
 type waitResult struct {
 	Runs     []client.RunDetail `json:"runs"`
 	TimedOut bool               `json:"timed_out,omitempty"`

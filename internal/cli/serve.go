@@ -184,34 +184,31 @@ func (o *serveOptions) load(fs *pflag.FlagSet, getenv func(string) string) (conf
 		}
 	}
 	problems := o.problems
+	var found []error
 	if err := o.cfg.Validate(); err != nil {
-		found := []error{err}
+		found = []error{err}
 		if joined, ok := err.(interface{ Unwrap() []error }); ok {
 			found = joined.Unwrap()
-		}
-		for _, p := range found {
-			// Validate names flags ("--lease: …"); a value from the
-			// environment is named by its variable too.
-			flag, rest, _ := strings.Cut(p.Error(), ":")
-			switch {
-			case o.unparsed[flag]:
-				continue
-			case fromEnv[flag] != "":
-				p = fmt.Errorf("%s (%s):%s", fromEnv[flag], flag, rest)
-			}
-			problems = append(problems, p)
 		}
 	}
 	// The email templates are checked with the rest, before the daemon
 	// opens its store (it loads them again to use them).
-	if dir := o.cfg.Templates; dir != "" && !o.unparsed["--templates"] {
+	if dir := o.cfg.Templates; dir != "" {
 		if _, err := jobs.LoadTemplates(dir); err != nil {
-			name := "--templates"
-			if env := fromEnv[name]; env != "" {
-				name = env + " (--templates)"
-			}
-			problems = append(problems, fmt.Errorf("%s: %w", name, err))
+			found = append(found, fmt.Errorf("--templates: %w", err))
 		}
+	}
+	for _, p := range found {
+		// Each problem names its flag ("--lease: …"); a value from the
+		// environment is named by its variable too.
+		flag, rest, _ := strings.Cut(p.Error(), ":")
+		switch {
+		case o.unparsed[flag]:
+			continue
+		case fromEnv[flag] != "":
+			p = fmt.Errorf("%s (%s):%s", fromEnv[flag], flag, rest)
+		}
+		problems = append(problems, p)
 	}
 	if len(problems) > 0 {
 		return config.Serve{}, &configError{problems: problems}

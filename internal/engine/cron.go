@@ -178,13 +178,9 @@ func (s *Scheduler) catchUpLater(todo []func(ctx context.Context, now time.Time)
 	go func() {
 		defer close(s.caughtUp)
 		for {
-			if len(todo) == 0 {
-				select {
-				case <-ctx.Done():
-					return
-				case f := <-s.retries:
-					todo = append(todo, f)
-				}
+			var again <-chan time.Time // nil, never ready, while nothing waits
+			if len(todo) > 0 {
+				again = time.After(catchUpRetry) // the store's own time, not the engine's clock
 			}
 			select {
 			case <-ctx.Done():
@@ -192,7 +188,7 @@ func (s *Scheduler) catchUpLater(todo []func(ctx context.Context, now time.Time)
 			case f := <-s.retries:
 				todo = append(todo, f)
 				continue
-			case <-time.After(catchUpRetry): // the store's own time, not the engine's clock
+			case <-again:
 			}
 			for len(todo) > 0 {
 				cctx, cancelCall := context.WithTimeout(ctx, catchUpCallTimeout)

@@ -112,9 +112,14 @@ func (b *batcher[T, R]) stop() {
 		b.wg.Wait()
 		close(done)
 	}()
+	waitAtMost(done, batchStopWait)
+}
+
+// waitAtMost waits until done is closed, or d has passed.
+func waitAtMost(done <-chan struct{}, d time.Duration) {
 	select {
 	case <-done:
-	case <-time.After(batchStopWait):
+	case <-time.After(d):
 	}
 }
 

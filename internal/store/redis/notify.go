@@ -61,10 +61,7 @@ func (l *listener) stop() {
 	// A subscription still being made to a Redis that does not answer
 	// ends only with its own timeout: the store's close does not wait
 	// for it.
-	select {
-	case <-l.done:
-	case <-time.After(listenerStopWait):
-	}
+	waitAtMost(l.done, listenerStopWait)
 }
 
 // listenerStopWait bounds how long a closing store waits for its listener.
