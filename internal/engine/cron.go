@@ -281,6 +281,7 @@ func (s *Scheduler) fireTick(ctx context.Context, r *registered, c cronSchedule,
 	spec := s.e.spec(r, pub.Event, false)
 	spec.IdempotencyKey, spec.IdempotencyTTL = key, idempotencyTTL
 	pub.Runs = []store.RunSpec{spec}
+	s.e.place(&pub, -1, false)
 	res, err := s.e.store.Publish(ctx, []store.Publication{pub})
 	if err != nil {
 		s.log.Error("cron fire failed", "function_id", r.ID, "tick", tick, "err", err)

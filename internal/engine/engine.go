@@ -83,6 +83,9 @@ type Engine struct {
 	pulse     pulse
 
 	ids idSource
+	// partitions is the store's (store.Partitions): on a partitioned
+	// store the engine mints ids in the partition they belong to (place).
+	partitions int
 
 	hotKeys hotKeys
 
@@ -117,16 +120,17 @@ func New(opts Options) (*Engine, error) {
 		opts.Observer = nopObserver{}
 	}
 	return &Engine{
-		store:     opts.Store,
-		clock:     opts.Clock,
-		log:       opts.Logger.With("component", "engine"),
-		baseLog:   opts.Logger,
-		jitter:    opts.Jitter,
-		validate:  opts.Validate,
-		observe:   opts.Observer,
-		functions: map[string]*registered{},
-		stats:     newStatsBook(),
-		ids:       idSource{entropy: ulid.Monotonic(rand.Reader, 0)},
+		store:      opts.Store,
+		clock:      opts.Clock,
+		log:        opts.Logger.With("component", "engine"),
+		baseLog:    opts.Logger,
+		jitter:     opts.Jitter,
+		validate:   opts.Validate,
+		observe:    opts.Observer,
+		functions:  map[string]*registered{},
+		stats:      newStatsBook(),
+		ids:        idSource{entropy: ulid.Monotonic(rand.Reader, 0)},
+		partitions: opts.Store.Partitions(),
 	}, nil
 }
 
@@ -329,6 +333,56 @@ func (e *Engine) newID(t time.Time) string {
 	return ulid.MustNew(ulid.Timestamp(t), e.ids.entropy).String()
 }
 
+// place gives pub's ids the partition they belong to on a partitioned
+// store (store.Publication.Partition): every run in its event's partition, and all in
+// partition 0 when flow control decides on one of its runs or it has a
+// client id (store.Publication.Pinned). home is the partition an unpinned
+// publication goes to (a step's emits go to their run's), -1 for the one
+// its event id is in. An event id the engine minted is minted again until
+// it is in its partition (and a debounce key made of it follows it); one
+// given (IncomingEvent.InternalID, derived from a client's seed, which a
+// retried request derives again) gets the partition's digit as its last
+// character, which SeededIDs leaves the same for every event of a request.
+// On a store that is not partitioned it does nothing.
+func (e *Engine) place(pub *store.Publication, home int, given bool) {
+	n := e.partitions
+	if n <= 1 {
+		return
+	}
+	part := home
+	if pub.Pinned() {
+		part = 0
+	}
+	if part < 0 {
+		part = store.PartitionOf(pub.Event.ID, n)
+	}
+	if store.PartitionOf(pub.Event.ID, n) != part {
+		old := pub.Event
+		if given {
+			pub.Event.ID = store.WithPartition(old.ID, part)
+		} else {
+			pub.Event.ID = e.newIDIn(old.ReceivedAt, part)
+		}
+		for i := range pub.Runs {
+			if s := &pub.Runs[i]; s.DebounceKey == ownKey(s.FunctionID, old) {
+				s.DebounceKey = ownKey(s.FunctionID, pub.Event)
+			}
+		}
+	}
+	for i := range pub.Runs {
+		if s := &pub.Runs[i]; store.PartitionOf(s.ID, n) != part {
+			s.ID = e.newIDIn(e.clock.Now(), part)
+		}
+	}
+}
+
+// newIDIn returns a ULID for time t, as newID, in partition part of the
+// engine's store.
+func (e *Engine) newIDIn(t time.Time, part int) string {
+	id, _ := store.MintIn(part, e.partitions, func() string { return e.newID(t) })
+	return id
+}
+
 // eventDoc is the JSON an event's key paths are evaluated against.
 func eventDoc(ev store.Event) []byte {
 	doc, _ := json.Marshal(struct {
@@ -499,7 +553,9 @@ func (e *Engine) publication(in IncomingEvent) store.Publication {
 		ID: id, ClientID: in.ID, Name: in.Name, Data: data, User: in.User,
 		TS: ts, Version: in.V, ReceivedAt: now,
 	}
-	return store.Publication{Event: ev, ClientIDTTL: eventIDTTL, Runs: e.triggered(ev)}
+	pub := store.Publication{Event: ev, ClientIDTTL: eventIDTTL, Runs: e.triggered(ev)}
+	e.place(&pub, -1, in.InternalID != "")
+	return pub
 }
 
 // triggered returns a run spec for every enabled function whose event
@@ -598,6 +654,7 @@ func (e *Engine) Invoke(ctx context.Context, functionID string, data json.RawMes
 	}
 	pub := e.publication(IncomingEvent{Name: EventFunctionInvoked, Data: data})
 	pub.Runs = []store.RunSpec{e.spec(r, pub.Event, false)}
+	e.place(&pub, -1, false)
 	res, err := e.store.Publish(ctx, []store.Publication{pub})
 	if err != nil {
 		return Accepted{}, fmt.Errorf("engine: invoke %q: %w", functionID, err)
@@ -626,6 +683,17 @@ func (e *Engine) Rerun(ctx context.Context, runID string) (store.RunRef, error) 
 	}
 	spec := e.spec(r, ev, false)
 	spec.AvailableAt = time.Time{}
+	if n := e.partitions; n > 1 {
+		// The run goes with its event, unless flow control decides on it
+		// (store.Publication.Pinned); the store copes with the two apart.
+		part := store.PartitionOf(ev.ID, n)
+		if spec.FlowControlled() {
+			part = 0
+		}
+		if store.PartitionOf(spec.ID, n) != part {
+			spec.ID = e.newIDIn(e.clock.Now(), part)
+		}
+	}
 	refs, err := e.store.CreateRuns(ctx, ev.ID, []store.RunSpec{spec})
 	if err != nil {
 		return store.RunRef{}, fmt.Errorf("engine: rerun %s: %w", runID, err)

@@ -1048,6 +1048,8 @@ func TestRegisterRejectsBadOptions(t *testing.T) {
 // nopStore satisfies store.Store for tests that never reach the store.
 type nopStore struct{ store.Store }
 
+func (nopStore) Partitions() int { return 1 }
+
 func TestSleepUntilAndFutureTimestampsDelayRuns(t *testing.T) {
 	eachBackend(t, func(t *testing.T, be backendtest.Backend) {
 		wakeAt := start.Add(3 * time.Hour)

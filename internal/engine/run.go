@@ -917,6 +917,7 @@ func (r *Run) SendEvent(ctx context.Context, name string, evs ...IncomingEvent) 
 			return nil, &StepError{Step: id, Err: err, Message: err.Error()}
 		}
 		pubs[i] = r.e.publication(ev)
+		r.e.place(&pubs[i], store.PartitionOf(r.ID, r.e.partitions), ev.InternalID != "")
 		ids[i] = pubs[i].Event.ID
 	}
 	out, _ := json.Marshal(ids)

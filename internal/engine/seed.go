@@ -16,7 +16,8 @@ import (
 const SeedHeader = "X-Inngest-Event-Id-Seed"
 
 // SeededIDs derives the ids of a request's n events from its seed, the i-th
-// from the seed's time and its entropy plus i, so that a retried request
+// from the seed's time and its entropy plus 32 i (so all share their last
+// character, which a partitioned store may replace: Engine.place), so that a retried request
 // stores its events under the same ids and the store recognises them as
 // duplicates. It returns nil for a missing or malformed seed, and for one
 // dated after store.MaxTime (an event without ts takes its id's time).
@@ -40,7 +41,7 @@ func SeededIDs(seed string, n int) []string {
 			return nil
 		}
 		e := [10]byte(entropy)
-		addUint(&e, uint64(i))
+		addUint(&e, uint64(i)*32)
 		if err := id.SetEntropy(e[:]); err != nil {
 			return nil
 		}

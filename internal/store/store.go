@@ -514,6 +514,10 @@ type Store interface {
 	KV
 	// Kind names the backend ("sqlite", "redis") for health and the dash.
 	Kind() string
+	// Partitions is how many partitions the store spreads its records
+	// over by id (partition.go); 1 is not spread. A caller that mints ids
+	// places them in theirs.
+	Partitions() int
 	// Ping reports whether the backend is reachable (readiness).
 	Ping(ctx context.Context) error
 	Close() error

@@ -80,21 +80,33 @@ var Backends = []Backend{
 		return st, nil
 	}},
 	{Name: "redis", Open: func(t *testing.T, ctx context.Context, clock clockwork.Clock) (store.Store, *Native) {
-		t.Helper()
-		if redisServer == nil {
-			redistest.Skip(t, redisErr)
-		}
-		n := redisTests.Add(1)
-		site := fmt.Sprintf("%s-t%d-site:", pkgName, n)
-		st, err := redis.Open(ctx, redisServer.URL(0), redis.Options{Clock: clock, Prefix: fmt.Sprintf("%s-t%d:", pkgName, n), SitePrefix: site})
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { st.Close() })
-		rdb := goredis.NewClient(&goredis.Options{Addr: redisServer.Addr, DB: 0})
-		t.Cleanup(func() { rdb.Close() })
-		return st, &Native{Client: rdb, Prefix: site}
+		return openRedis(t, ctx, clock, 1)
 	}},
+	// The engine's records spread over three partitions (redis.Options.
+	// Partitions): every id the engine mints placed in its partition.
+	{Name: "redis-partitioned", Open: func(t *testing.T, ctx context.Context, clock clockwork.Clock) (store.Store, *Native) {
+		return openRedis(t, ctx, clock, 3)
+	}},
+}
+
+// openRedis opens a Redis store of partitions partitions on the shared
+// redis-server, with key prefixes of its own.
+func openRedis(t *testing.T, ctx context.Context, clock clockwork.Clock, partitions int) (store.Store, *Native) {
+	t.Helper()
+	if redisServer == nil {
+		redistest.Skip(t, redisErr)
+	}
+	n := redisTests.Add(1)
+	site := fmt.Sprintf("%s-t%d-site:", pkgName, n)
+	st, err := redis.Open(ctx, redisServer.URL(0), redis.Options{Clock: clock, Prefix: fmt.Sprintf("%s-t%d:", pkgName, n),
+		SitePrefix: site, Partitions: partitions})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	rdb := goredis.NewClient(&goredis.Options{Addr: redisServer.Addr, DB: 0})
+	t.Cleanup(func() { rdb.Close() })
+	return st, &Native{Client: rdb, Prefix: site}
 }
 
 // OnEach runs test as a parallel subtest per backend.

@@ -75,7 +75,7 @@ func (s *Store) Cluster() bool { return s.cluster != nil }
 // engine's Redis Cluster slot: prefix holds a complete hash tag of that
 // slot, such as "site:{engine}:".
 func InEngineSlot(prefix string) bool {
-	return hashed(prefix) != prefix && slot(prefix) == slot(newKeys("", "").engine)
+	return hashed(prefix) != prefix && slot(prefix) == slot(newKeys("", "", 1).engine)
 }
 
 // loadOnShards runs load on every node of a cluster (masters and

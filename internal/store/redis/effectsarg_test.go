@@ -66,9 +66,9 @@ func TestEffectsArgAsJSON(t *testing.T) {
 			store.Write{Op: store.OpDelete, Key: "d" + v})
 	}
 	for _, native := range []bool{false, true} {
-		s := &Store{keys: newKeys("p:", "site:"), nativeTTL: native}
+		s := &Store{keys: newKeys("p:", "site:", 1), nativeTTL: native}
 		for _, fx := range []store.Effects{fx, {Writes: fx.Writes[:3]}, {Reads: fx.Reads[:1]}} {
-			_, got, err := s.effectsArg(fx)
+			_, got, err := s.effectsArg(s.keys.engine, fx)
 			if err != nil {
 				t.Fatal(err)
 			}

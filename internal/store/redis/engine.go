@@ -1,6 +1,7 @@
 package redis
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -9,6 +10,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	goredis "github.com/redis/go-redis/v9"
 
 	"github.com/dcyfr/cyberdrew/internal/store"
 )
@@ -24,6 +27,9 @@ type pubArg struct {
 	Doc      string    `json:"doc,omitempty"` // the event as stored (storedEvent); for the publish script an argument of its own
 	TS       int64     `json:"ts,omitempty"`  // the event's ts when Doc leaves it out, for the waits it may match
 	Runs     []specArg `json:"runs"`
+	// Part is the prefix of the partition an emit is stored in when it
+	// is not its run's (publish_all in lua/common.lua).
+	Part string `json:"p,omitempty"`
 }
 
 // specArg is a run spec as the scripts read it (create_run). Durations
@@ -226,8 +232,9 @@ func specArgs(specs []store.RunSpec, now time.Time) []specArg {
 // stored (doc), which the script gets as an argument of its own so that
 // neither side escapes and unescapes it as a JSON string.
 type pubItem struct {
-	arg pubArg
-	doc string
+	arg  pubArg
+	doc  string
+	part int // the partition it is stored in (store.Publication.Partition)
 }
 
 // pubItems validates pubs and encodes each event as stored, stamping it
@@ -239,16 +246,27 @@ func (s *Store) pubItems(pubs []store.Publication, now time.Time) ([]pubItem, er
 			return nil, err
 		}
 		ev := p.StoredEvent()
+		n := s.Partitions()
 		if ev.ID == "" {
-			ev.ID = s.newULID(now)
+			// In the partition its runs are in.
+			part := 0
+			if len(p.Runs) > 0 {
+				part = store.PartitionOf(p.Runs[0].ID, n)
+			}
+			ev.ID, _ = store.MintIn(part, n, func() string { return s.newULID(now) })
+		}
+		p.Event.ID = ev.ID
+		part, ok := p.Partition(n)
+		if !ok {
+			return nil, fmt.Errorf("%w: event %q: its runs are not all in its partition of %d (store.Publication.Partition)", store.ErrInvalid, ev.Name, n)
 		}
 		ev.ReceivedAt = now
 		doc, noTS, err := encodeEvent(ev)
 		if err != nil {
 			return nil, fmt.Errorf("%w: event %q: %w", store.ErrInvalid, ev.Name, err)
 		}
-		items[i] = pubItem{doc: string(doc), arg: pubArg{At: now.UnixMilli(), ID: ev.ID, ClientID: ev.ClientID,
-			CIDTTL: p.ClientIDTTL.Milliseconds(), Name: ev.Name, Runs: specArgs(p.Runs, now)}}
+		items[i] = pubItem{doc: string(doc), part: part, arg: pubArg{At: now.UnixMilli(), ID: ev.ID,
+			ClientID: ev.ClientID, CIDTTL: p.ClientIDTTL.Milliseconds(), Name: ev.Name, Runs: specArgs(p.Runs, now)}}
 		if noTS {
 			items[i].arg.TS = ev.TS
 		}
@@ -258,16 +276,21 @@ func (s *Store) pubItems(pubs []store.Publication, now time.Time) ([]pubItem, er
 
 // pubArgs validates pubs and encodes each, its event inside it, for a
 // script that publishes them with its own writes (savestep's and
-// finish's emits).
-func (s *Store) pubArgs(pubs []store.Publication, now time.Time) ([]json.RawMessage, error) {
+// finish's emits) in the partition of run runID: an emit stored in
+// another names its own.
+func (s *Store) pubArgs(pubs []store.Publication, now time.Time, runID string) ([]json.RawMessage, error) {
 	items, err := s.pubItems(pubs, now)
 	if err != nil {
 		return nil, err
 	}
 	args := make([]json.RawMessage, len(items))
+	home := store.PartitionOf(runID, s.Partitions())
 	for i := range items {
 		a := items[i].arg
 		a.Doc = items[i].doc
+		if items[i].part != home {
+			a.Part = s.keys.parts[items[i].part]
+		}
 		if args[i], err = json.Marshal(a); err != nil {
 			return nil, err
 		}
@@ -339,19 +362,59 @@ func (s *Store) Publish(ctx context.Context, pubs []store.Publication) ([]store.
 }
 
 // publishGroup runs the publish script over the publications of a group
-// of callers.
+// of callers, once per partition they are in.
 func (s *Store) publishGroup(ctx context.Context, items []pubItem) ([]any, error) {
-	if s.txPublishable(items) {
-		res, err := s.publishTx(ctx, items)
-		if !errors.Is(err, errTxDeclined) {
-			return res, err
-		}
-	}
-	return s.publishScript(ctx, items)
+	return byPartition(ctx, s.Partitions(), items, func(it *pubItem) int { return it.part },
+		func(ctx context.Context, p int, items []pubItem) ([]any, error) {
+			k := s.keys.in(p)
+			if s.txPublishable(items) {
+				res, err := s.publishTx(ctx, k, items)
+				if !errors.Is(err, errTxDeclined) {
+					return res, err
+				}
+			}
+			return s.publishScript(ctx, k, items)
+		})
 }
 
-// publishScript runs the publish script over items.
-func (s *Store) publishScript(ctx context.Context, items []pubItem) ([]any, error) {
+// byPartition applies apply to the items of each partition in turn (part
+// tells an item's), keeping their order, and returns the results in the
+// order of items; an error fails them all. With one partition it is
+// apply(ctx, 0, items).
+func byPartition[T, R any](ctx context.Context, n int, items []T, part func(*T) int,
+	apply func(ctx context.Context, p int, items []T) ([]R, error)) ([]R, error) {
+	if n <= 1 {
+		return apply(ctx, 0, items)
+	}
+	out := make([]R, len(items))
+	for p := range n {
+		var group []T
+		var at []int
+		for i := range items {
+			if part(&items[i]) == p {
+				group = append(group, items[i])
+				at = append(at, i)
+			}
+		}
+		if len(group) == 0 {
+			continue
+		}
+		res, err := apply(ctx, p, group)
+		if err != nil {
+			return nil, err
+		}
+		if len(res) != len(group) {
+			return nil, fmt.Errorf("unexpected reply: %d results for %d items", len(res), len(group))
+		}
+		for j, i := range at {
+			out[i] = res[j]
+		}
+	}
+	return out, nil
+}
+
+// publishScript runs the publish script over items, in k's partition.
+func (s *Store) publishScript(ctx context.Context, k keys, items []pubItem) ([]any, error) {
 	heads := make([]json.RawMessage, len(items))
 	args := make([]any, 2, 2+len(items))
 	for i := range items {
@@ -362,7 +425,7 @@ func (s *Store) publishScript(ctx context.Context, items []pubItem) ([]any, erro
 		args = append(args, items[i].doc)
 	}
 	args[0], args[1] = s.nowMS(), jsonArray(heads)
-	return s.acked(ctx, scriptPublish, []string{s.keys.engine}, args...).Slice()
+	return s.acked(ctx, scriptPublish, []string{k.engine}, args...).Slice()
 }
 
 // CreateRuns creates runs for an event already stored.
@@ -370,12 +433,20 @@ func (s *Store) CreateRuns(ctx context.Context, eventID string, specs []store.Ru
 	if err := store.ValidateRunSpecs(specs); err != nil {
 		return nil, s.wrap("create runs", err)
 	}
+	// The runs share a partition, which may not be their event's (the
+	// engine puts a run flow control decides on in partition 0).
+	prefix := s.keys.at(specs[0].ID)
+	for _, sp := range specs {
+		if s.keys.at(sp.ID) != prefix {
+			return nil, s.wrap("create runs", fmt.Errorf("%w: runs %s and %s are in two partitions", store.ErrInvalid, specs[0].ID, sp.ID))
+		}
+	}
 	now := s.clock.Now()
 	arg, err := json.Marshal(specArgs(specs, now))
 	if err != nil {
 		return nil, s.wrap("create runs", err)
 	}
-	res, err := s.acked(ctx, scriptCreateRuns, []string{s.keys.engine}, now.UnixMilli(), eventID, string(arg)).Result()
+	res, err := s.acked(ctx, scriptCreateRuns, []string{prefix}, now.UnixMilli(), eventID, string(arg)).Result()
 	if err != nil {
 		return nil, s.wrap("create runs", err)
 	}
@@ -383,7 +454,12 @@ func (s *Store) CreateRuns(ctx context.Context, eventID string, specs []store.Ru
 	return rs, s.wrap("create runs", err)
 }
 
-// Claim leases up to n claimable runs in one script.
+// Claim leases up to n claimable runs in one script. On a partitioned
+// keyspace it first reads the n earliest claimable entries of every
+// partition's queue (one round trip), and then leases in each partition
+// as many as it holds of the n earliest of them all, in their order: runs
+// start in the order they became claimable, whichever partition holds
+// them, and a partition with nothing claimable costs no script.
 func (s *Store) Claim(ctx context.Context, owner string, n int, ttl time.Duration) ([]store.Lease, error) {
 	if err := store.ValidateLeaseTTL(ttl); err != nil {
 		return nil, s.wrap("claim", err)
@@ -391,9 +467,67 @@ func (s *Store) Claim(ctx context.Context, owner string, n int, ttl time.Duratio
 	if n <= 0 {
 		return nil, nil
 	}
+	if s.Partitions() == 1 {
+		return s.claimIn(ctx, s.keys.engine, owner, n, ttl)
+	}
+	heads := make([]*goredis.ZSliceCmd, s.Partitions())
+	by := &goredis.ZRangeBy{Min: "-inf", Max: strconv.FormatInt(s.nowMS(), 10), Count: int64(n)}
+	if _, err := s.rdb.Pipelined(ctx, func(p goredis.Pipeliner) error {
+		for i := range heads {
+			heads[i] = p.ZRangeByScoreWithScores(ctx, s.keys.in(i).queue(), by)
+		}
+		return nil
+	}); err != nil {
+		return nil, s.wrap("claim", err)
+	}
+	type head struct {
+		at   float64
+		id   string
+		part int
+	}
+	var all []head
+	for p, h := range heads {
+		for _, z := range h.Val() {
+			id, _ := z.Member.(string)
+			all = append(all, head{z.Score, id, p})
+		}
+	}
+	slices.SortFunc(all, func(a, b head) int {
+		if a.at != b.at {
+			return cmp.Compare(a.at, b.at)
+		}
+		return strings.Compare(a.id, b.id)
+	})
+	counts := make([]int, s.Partitions())
+	var order []int // partitions by their earliest entry among the first n
+	for _, h := range all[:min(n, len(all))] {
+		if counts[h.part] == 0 {
+			order = append(order, h.part)
+		}
+		counts[h.part]++
+	}
+	var leases []store.Lease
+	for _, p := range order {
+		got, err := s.claimIn(ctx, s.keys.parts[p], owner, counts[p], ttl)
+		if err != nil {
+			if len(leases) > 0 {
+				// Those granted are the caller's: the next claim tries
+				// this partition again.
+				s.log.Warn("redis: claim: a partition failed", "err", err)
+				break
+			}
+			return nil, err
+		}
+		leases = append(leases, got...)
+	}
+	return leases, nil
+}
+
+// claimIn leases up to n claimable runs of the partition prefix names.
+func (s *Store) claimIn(ctx context.Context, prefix, owner string, n int, ttl time.Duration) ([]store.Lease, error) {
 	now := s.clock.Now()
 	until := now.Add(ttl)
-	res, err := s.run(ctx, scriptClaim, []string{s.keys.engine}, now.UnixMilli(), owner, n,
+	res, err := s.run(ctx, scriptClaim, []string{prefix}, now.UnixMilli(), owner, n,
 		until.UnixMilli(), newToken()).Slice()
 	if err != nil {
 		return nil, s.wrap("claim", err)
@@ -436,15 +570,19 @@ func (s *Store) RenewLeases(ctx context.Context, ls []*store.Lease, ttl time.Dur
 	}
 	now := s.clock.Now()
 	until := fromMS(now.Add(ttl).UnixMilli())
-	pairs := make([][2]string, len(ls))
-	for i, l := range ls {
-		pairs[i] = [2]string{l.RunID, l.Token}
-	}
-	arg, err := json.Marshal(pairs)
-	if err != nil {
-		return nil, s.wrap("renew leases", err)
-	}
-	res, err := s.run(ctx, scriptRenew, []string{s.keys.engine}, now.UnixMilli(), until.UnixMilli(), string(arg)).Slice()
+	n := s.Partitions()
+	res, err := byPartition(ctx, n, ls, func(l **store.Lease) int { return store.PartitionOf((*l).RunID, n) },
+		func(ctx context.Context, p int, ls []*store.Lease) ([]any, error) {
+			pairs := make([][2]string, len(ls))
+			for i, l := range ls {
+				pairs[i] = [2]string{l.RunID, l.Token}
+			}
+			arg, err := json.Marshal(pairs)
+			if err != nil {
+				return nil, err
+			}
+			return s.run(ctx, scriptRenew, []string{s.keys.parts[p]}, now.UnixMilli(), until.UnixMilli(), string(arg)).Slice()
+		})
 	if err != nil {
 		return nil, s.wrap("renew leases", err)
 	}
@@ -526,7 +664,7 @@ func (s *Store) saveStepsArgs(l *store.Lease, steps []store.StepCommit, finish s
 	if err != nil {
 		return nil, nil, err
 	}
-	keys, fxDoc, err := s.effectsArg(fx)
+	keys, fxDoc, err := s.effectsArg(s.keys.at(l.RunID), fx)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -610,7 +748,7 @@ func (s *Store) appendStepArgs(args []any, l *store.Lease, sc store.StepCommit, 
 	// what save_record looks for in the run's log.
 	id, _ := json.Marshal(st.ID)
 	head := `{"id":` + string(id)
-	pubs, err := s.pubArgs(sc.Emit, now)
+	pubs, err := s.pubArgs(sc.Emit, now, l.RunID)
 	if err != nil {
 		return nil, err
 	}
@@ -627,7 +765,7 @@ func (s *Store) Suspend(ctx context.Context, l *store.Lease, sus store.Suspensio
 	if at.IsZero() {
 		at = now
 	}
-	err := s.run(ctx, scriptSuspend, []string{s.keys.engine}, now.UnixMilli(), l.RunID, l.Token,
+	err := s.run(ctx, scriptSuspend, []string{s.keys.at(l.RunID)}, now.UnixMilli(), l.RunID, l.Token,
 		string(sus.Status), at.UnixMilli(), sus.Attempt).Err()
 	return s.wrap("suspend", err)
 }
@@ -651,7 +789,7 @@ func (s *Store) Finish(ctx context.Context, l *store.Lease, o store.Outcome) err
 		return s.wrap("finish", err)
 	}
 	now := s.clock.Now()
-	pubs, err := s.pubArgs(o.Emit, now)
+	pubs, err := s.pubArgs(o.Emit, now, l.RunID)
 	if err != nil {
 		return s.wrap("finish", err)
 	}
@@ -669,7 +807,7 @@ func (s *Store) Finish(ctx context.Context, l *store.Lease, o store.Outcome) err
 	if err != nil {
 		return s.wrap("finish", err)
 	}
-	res, err := s.finishes.do(ctx, []json.RawMessage{arg})
+	res, err := s.finishes.do(ctx, []finishItem{{part: store.PartitionOf(l.RunID, s.Partitions()), arg: arg}})
 	if err != nil {
 		return s.wrap("finish", err)
 	}
@@ -679,21 +817,34 @@ func (s *Store) Finish(ctx context.Context, l *store.Lease, o store.Outcome) err
 	return nil
 }
 
+// finishItem is a finishArg, encoded, and the partition of its run.
+type finishItem struct {
+	part int
+	arg  json.RawMessage
+}
+
 // finishGroup runs the finish script over the finishes of a group of
-// callers.
-func (s *Store) finishGroup(ctx context.Context, args []json.RawMessage) ([]any, error) {
-	return s.acked(ctx, scriptFinish, []string{s.keys.engine}, s.nowMS(), jsonArray(args)).Slice()
+// callers, once per partition their runs are in.
+func (s *Store) finishGroup(ctx context.Context, items []finishItem) ([]any, error) {
+	return byPartition(ctx, s.Partitions(), items, func(f *finishItem) int { return f.part },
+		func(ctx context.Context, p int, items []finishItem) ([]any, error) {
+			args := make([]json.RawMessage, len(items))
+			for i := range items {
+				args[i] = items[i].arg
+			}
+			return s.acked(ctx, scriptFinish, []string{s.keys.parts[p]}, s.nowMS(), jsonArray(args)).Slice()
+		})
 }
 
 // Release hands a leased run back at once.
 func (s *Store) Release(ctx context.Context, l *store.Lease) error {
-	err := s.run(ctx, scriptRelease, []string{s.keys.engine}, s.nowMS(), l.RunID, l.Token).Err()
+	err := s.run(ctx, scriptRelease, []string{s.keys.at(l.RunID)}, s.nowMS(), l.RunID, l.Token).Err()
 	return s.wrap("release", err)
 }
 
 // CancelRun cancels an unfinished run.
 func (s *Store) CancelRun(ctx context.Context, id, reason string) (store.Run, error) {
-	res, err := s.acked(ctx, scriptCancel, []string{s.keys.engine}, s.nowMS(), id, reason).Result()
+	res, err := s.acked(ctx, scriptCancel, []string{s.keys.at(id)}, s.nowMS(), id, reason).Result()
 	if err != nil {
 		return store.Run{}, s.wrap("cancel run", err)
 	}
@@ -704,25 +855,50 @@ func (s *Store) CancelRun(ctx context.Context, id, reason string) (store.Run, er
 	return r, nil
 }
 
-// NextWake is the earliest time an unfinished run becomes claimable.
+// NextWake is the earliest time an unfinished run becomes claimable: the
+// head of every partition's queue, read in one round trip.
 func (s *Store) NextWake(ctx context.Context) (time.Time, bool, error) {
-	zs, err := s.rdb.ZRangeWithScores(ctx, s.keys.queue(), 0, 0).Result()
+	heads := make([]*goredis.ZSliceCmd, s.Partitions())
+	_, err := s.rdb.Pipelined(ctx, func(p goredis.Pipeliner) error {
+		for i := range heads {
+			heads[i] = p.ZRangeWithScores(ctx, s.keys.in(i).queue(), 0, 0)
+		}
+		return nil
+	})
 	if err != nil {
 		return time.Time{}, false, s.wrap("next wake", err)
 	}
-	if len(zs) == 0 {
+	var at float64
+	found := false
+	for _, h := range heads {
+		if zs := h.Val(); len(zs) > 0 && (!found || zs[0].Score < at) {
+			at, found = zs[0].Score, true
+		}
+	}
+	if !found {
 		return time.Time{}, false, nil
 	}
-	return time.UnixMilli(int64(zs[0].Score)).UTC(), true, nil
+	return time.UnixMilli(int64(at)).UTC(), true, nil
 }
 
-// QueueDepth counts the runs claimable now.
+// QueueDepth counts the runs claimable now, in every partition.
 func (s *Store) QueueDepth(ctx context.Context) (int, error) {
-	n, err := s.rdb.ZCount(ctx, s.keys.queue(), "-inf", strconv.FormatInt(s.nowMS(), 10)).Result()
+	counts := make([]*goredis.IntCmd, s.Partitions())
+	now := strconv.FormatInt(s.nowMS(), 10)
+	_, err := s.rdb.Pipelined(ctx, func(p goredis.Pipeliner) error {
+		for i := range counts {
+			counts[i] = p.ZCount(ctx, s.keys.in(i).queue(), "-inf", now)
+		}
+		return nil
+	})
 	if err != nil {
 		return 0, s.wrap("queue depth", err)
 	}
-	return int(n), nil
+	n := 0
+	for _, c := range counts {
+		n += int(c.Val())
+	}
+	return n, nil
 }
 
 // PruneFunction deletes old completed runs of one function and the events
@@ -731,11 +907,10 @@ func (s *Store) PruneFunction(ctx context.Context, functionID string, cutoff tim
 	if batch <= 0 {
 		batch = 1000
 	}
-	n, err := s.run(ctx, scriptPruneFn, []string{s.keys.engine}, s.nowMS(), functionID, cutoff.UnixMilli(), batch).Int()
-	if err != nil {
-		return 0, s.wrap("prune function", err)
-	}
-	return n, nil
+	return s.eachPartition(batch, func(p, batch int) (int, error) {
+		n, err := s.run(ctx, scriptPruneFn, []string{s.keys.parts[p]}, s.nowMS(), functionID, cutoff.UnixMilli(), batch).Int()
+		return n, s.wrap("prune function", err)
+	})
 }
 
 // Prune deletes old finished runs and events and expired flow-control
@@ -748,11 +923,26 @@ func (s *Store) Prune(ctx context.Context, cutoff time.Time, batch int) (int, er
 	if err := s.ensureLayout(ctx); err != nil {
 		return 0, s.wrap("prune", err)
 	}
-	n, err := s.run(ctx, scriptPrune, []string{s.keys.engine}, s.nowMS(), cutoff.UnixMilli(), batch).Int()
-	if err != nil {
-		return 0, s.wrap("prune", err)
+	return s.eachPartition(batch, func(p, batch int) (int, error) {
+		n, err := s.run(ctx, scriptPrune, []string{s.keys.parts[p]}, s.nowMS(), cutoff.UnixMilli(), batch).Int()
+		return n, s.wrap("prune", err)
+	})
+}
+
+// eachPartition runs prune in each partition with what is left of batch,
+// until it is spent, and returns how many were deleted in all.
+func (s *Store) eachPartition(batch int, prune func(p, batch int) (int, error)) (int, error) {
+	total := 0
+	for p := range s.Partitions() {
+		n, err := prune(p, batch-total)
+		if total += n; err != nil {
+			return total, err
+		}
+		if total >= batch {
+			break
+		}
 	}
-	return n, nil
+	return total, nil
 }
 
 // Reply helpers.
@@ -849,8 +1039,8 @@ func parseSteps(runID string, docs []string, matched map[string]string) ([]store
 // argument is written by hand: it is built for every step commit, and
 // encoding/json's reflection over rows of any cost more than the rest of
 // the commit's arguments together.
-func (s *Store) effectsArg(fx store.Effects) ([]string, string, error) {
-	keys := []string{s.keys.engine}
+func (s *Store) effectsArg(prefix string, fx store.Effects) ([]string, string, error) {
+	keys := []string{prefix}
 	if fx.Empty() {
 		return keys, `{"r":[],"w":[]}`, nil
 	}

@@ -45,10 +45,10 @@ func PublishBothWays(ctx context.Context, tx, script *Store, pubs []store.Public
 	if !tx.txPublishable(items) {
 		return nil, nil, errors.New("not publishable as a transaction")
 	}
-	if viaTx, err = tx.publishTx(ctx, items); err != nil {
+	if viaTx, err = tx.publishTx(ctx, tx.keys, items); err != nil {
 		return nil, nil, err
 	}
-	viaScript, err = script.publishScript(ctx, items)
+	viaScript, err = script.publishScript(ctx, script.keys, items)
 	return viaTx, viaScript, err
 }
 

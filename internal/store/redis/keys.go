@@ -1,6 +1,11 @@
 package redis
 
-import "strings"
+import (
+	"strconv"
+	"strings"
+
+	"github.com/dcyfr/cyberdrew/internal/store"
+)
 
 // The engine keyspace. Every engine key is the engine prefix
 // (Options.Prefix, default "cyberdrew:", then the hash tag "{engine}:")
@@ -8,6 +13,15 @@ import "strings"
 // keyspace is the simplest correct choice for Redis Cluster: every Lua
 // script may touch any engine key, and all of them live in one slot. The
 // scripts in lua/ build the same names from KEYS[1] (the engine prefix).
+//
+// A keyspace of n > 1 partitions (Options.Partitions) has the same names
+// in each partition, under the hash tag {engine:<i>/<n>} of partition i:
+// the keys of a run or an event in the partition of its id
+// (store.PartitionOf), the queue, the indexes, the registries, the waits
+// and the changes channel once per partition, and the flow-control keys
+// (cid, idem, rate, conc:*, single:*, deb:*, window:*) in partition 0.
+// The keys of the whole keyspace (layout, partitions, health) keep the tag
+// {engine}.
 //
 //	event:<id>              string: the event as JSON (storedEvent: without its id), then
 //	                        "\n<run id>" for each run it fed (earlier versions: store.Event's
@@ -53,41 +67,82 @@ import "strings"
 //	                        watches it, and its check writes and deletes it to make EXEC
 //	                        refuse (publishtx.go)
 //	layout                  string: the layout of these keys, "6" (layout.go)
+//	partitions              string: n, for a keyspace of n > 1 partitions (layout.go)
 //
 // The site's keys are not engine keys: they keep their own names under
 // Options.SitePrefix. Each one with a ttl has a deadline key
 // (kvDeadlineKey) in its own Cluster slot.
 type keys struct {
-	engine string // prefix + "{engine}:"
-	base   string // the configured prefix, without the hash tag
-	site   string // the site prefix
+	engine string   // the partition's prefix: prefix + "{engine}:", or a partition's tag
+	parts  []string // every partition's prefix (partitionTag); one when not partitioned
+	global string   // prefix + "{engine}:": the keys of the whole keyspace (layout, health)
+	base   string   // the configured prefix, without the hash tag
+	site   string   // the site prefix
 }
 
-func newKeys(prefix, site string) keys {
-	return keys{engine: prefix + "{engine}:", base: prefix, site: site}
+// newKeys returns the keys of n partitions (store.Partitioned), in
+// partition 0.
+func newKeys(prefix, site string, n int) keys {
+	k := keys{global: prefix + "{engine}:", base: prefix, site: site}
+	if n <= 1 {
+		k.parts = []string{k.global}
+	} else {
+		k.parts = make([]string, n)
+		for i := range n {
+			k.parts[i] = prefix + partitionTag(i, n) + ":"
+		}
+	}
+	k.engine = k.parts[0]
+	return k
 }
 
-func (k keys) event(id string) string       { return k.engine + "event:" + id }
+// partitionTag is the hash tag of partition i of n > 1. It names n, so a
+// script finds every partition's prefix from its own (parts in
+// lua/common.lua), and a keyspace of another n shares no key with it.
+func partitionTag(i, n int) string {
+	return "{engine:" + strconv.Itoa(i) + "/" + strconv.Itoa(n) + "}"
+}
+
+// in returns k in partition p.
+func (k keys) in(p int) keys {
+	k.engine = k.parts[p]
+	return k
+}
+
+// at is the prefix of the partition id belongs to (store.PartitionOf).
+func (k keys) at(id string) string {
+	if len(k.parts) == 1 {
+		return k.parts[0]
+	}
+	return k.parts[store.PartitionOf(id, len(k.parts))]
+}
+
+// The keys of a run or an event are in the partition of its id; the
+// others in k's partition.
+func (k keys) event(id string) string       { return k.at(id) + "event:" + id }
 func (k keys) eventsByName(n string) string { return k.engine + "events:name:" + n }
-func (k keys) run(id string) string         { return k.engine + "run:" + id }
+func (k keys) run(id string) string         { return k.at(id) + "run:" + id }
 func (k keys) runsByFunction(fn string) string {
 	return k.engine + "runs:fn:" + fn
 }
 func (k keys) runsByFunctionStatus(fn, st string) string {
 	return k.engine + "runs:fnst:" + fn + ":" + st
 }
-func (k keys) runsByEvent(id string) string { return k.engine + "runs:ev:" + id }
+func (k keys) runsByEvent(id string) string { return k.at(id) + "runs:ev:" + id }
 func (k keys) queue() string                { return k.engine + "queue" }
-func (k keys) steps(run string) string      { return k.engine + "steps:" + run }
-func (k keys) stepOrder(run string) string  { return k.engine + "steporder:" + run }
-func (k keys) stepLog(run string) string    { return k.engine + "steplog:" + run }
-func (k keys) matched(run string) string    { return k.engine + "matched:" + run }
+func (k keys) steps(run string) string      { return k.at(run) + "steps:" + run }
+func (k keys) stepOrder(run string) string  { return k.at(run) + "steporder:" + run }
+func (k keys) stepLog(run string) string    { return k.at(run) + "steplog:" + run }
+func (k keys) matched(run string) string    { return k.at(run) + "matched:" + run }
 func (k keys) changes() string              { return k.engine + "changes" }
-func (k keys) health() string               { return k.engine + "health" }
+func (k keys) health() string               { return k.global + "health" }
 func (k keys) registry(name string) string  { return k.engine + name } // "fns" or "names"
 func (k keys) waits(name string) string     { return k.engine + "waits:" + name }
 func (k keys) txGate() string               { return k.engine + "txgate" }
-func (k keys) layout() string               { return k.engine + "layout" }
+func (k keys) layout() string               { return k.global + "layout" }
+
+// partitions is the key holding a partitioned keyspace's n (layout.go).
+func (k keys) partitions() string { return k.global + "partitions" }
 
 // siteKey is the Redis name of the site's key.
 func (k keys) siteKey(key string) string { return k.site + key }

@@ -7,7 +7,7 @@ import (
 
 func TestKVDeadlineKeySharesTheSlot(t *testing.T) {
 	t.Parallel()
-	k := newKeys("cyberdrew:", "")
+	k := newKeys("cyberdrew:", "", 1)
 	tests := []struct{ site, want string }{
 		{"views:post:hello", "cyberdrew:kvttl:{views:post:hello}:views:post:hello"},
 		{"user:{42}:seen", "cyberdrew:kvttl:{42}:user:{42}:seen"},

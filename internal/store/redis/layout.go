@@ -42,6 +42,43 @@ const layoutVersion = 6
 // not know would look as if it never started, and its steps run again.
 var errNewerLayout = errors.New("the engine keyspace has a later layout than this version knows")
 
+// errOtherPartitions is a keyspace spread over another number of
+// partitions than the store's: the partition of an id depends on it.
+var errOtherPartitions = errors.New("the engine keyspace has another number of partitions")
+
+// checkPartitions compares the keyspace's partitions (stored, nil for
+// none: 1) with the store's, and records them in a new keyspace spread
+// over several, which it marks with this layout (done: there is nothing
+// to upgrade). A keyspace spread over several partitions was created by
+// this layout or a later one. A keyspace keeps the partitions it was first opened with.
+func (s *Store) checkPartitions(ctx context.Context, hasLayout bool, stored any) (done bool, err error) {
+	n := strconv.Itoa(s.Partitions())
+	have, ok := stored.(string)
+	if !ok && !hasLayout && s.Partitions() > 1 {
+		// A new keyspace: the first daemon records its partitions.
+		set, err := s.rdb.SetNX(ctx, s.keys.partitions(), n, 0).Result()
+		if err != nil {
+			return false, err
+		}
+		if set {
+			return true, s.rdb.Set(ctx, s.keys.layout(), layoutVersion, 0).Err()
+		}
+		if have, err = s.rdb.Get(ctx, s.keys.partitions()).Result(); err != nil {
+			return false, err
+		}
+		ok = true
+	}
+	if !ok {
+		have = "1"
+	}
+	if have != n {
+		return false, fmt.Errorf("%w: %s, where this store is opened with %s; open it with %s "+
+			"(the partitions of a keyspace cannot change: the partition of an id depends on them)",
+			errOtherPartitions, have, n, have)
+	}
+	return false, nil
+}
+
 // ensureLayout brings a keyspace an earlier version wrote up to this
 // layout, once per store: the listings that merge the registries need
 // them (upgradeLayout).
@@ -64,11 +101,15 @@ func (s *Store) ensureLayout(ctx context.Context) error {
 // (two daemons starting): each step can be repeated. A new keyspace skips
 // the scan.
 func (s *Store) upgradeLayout(ctx context.Context) error {
-	v, err := s.rdb.Get(ctx, s.keys.layout()).Result()
-	if err != nil && err != goredis.Nil {
+	got, err := s.rdb.MGet(ctx, s.keys.layout(), s.keys.partitions()).Result()
+	if err != nil {
 		return err
 	}
-	if err == nil {
+	v, hasLayout := got[0].(string)
+	if done, err := s.checkPartitions(ctx, hasLayout, got[1]); done || err != nil {
+		return err
+	}
+	if hasLayout {
 		n, perr := strconv.Atoi(v)
 		switch {
 		case perr == nil && n > layoutVersion:

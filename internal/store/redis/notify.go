@@ -41,18 +41,28 @@ func (s *Store) listen(ctx context.Context, reachable bool) *listener {
 		// for Redis, and subscribers start with a lag marker.
 		l := &listener{ps: s.rdb.Subscribe(lctx), cancel: cancel, done: make(chan struct{})}
 		go func() {
-			_ = l.ps.Subscribe(lctx, s.keys.changes()) // a failure is the receive loop's first error
+			_ = l.ps.Subscribe(lctx, s.channels()...) // a failure is the receive loop's first error
 			s.receive(lctx, l, false)
 		}()
 		return l
 	}
-	l := &listener{ps: s.rdb.Subscribe(lctx, s.keys.changes()), cancel: cancel, done: make(chan struct{})}
+	l := &listener{ps: s.rdb.Subscribe(lctx, s.channels()...), cancel: cancel, done: make(chan struct{})}
 	confirmed := false
 	if msg, err := l.ps.ReceiveTimeout(lctx, dialTimeout+ioTimeout); err == nil {
 		_, confirmed = msg.(*goredis.Subscription)
 	}
 	go s.receive(lctx, l, confirmed)
 	return l
+}
+
+// channels are the changes channels of every partition (a script
+// publishes on its own partition's).
+func (s *Store) channels() []string {
+	out := make([]string, s.Partitions())
+	for p := range out {
+		out[p] = s.keys.in(p).changes()
+	}
+	return out
 }
 
 func (l *listener) stop() {
@@ -101,6 +111,11 @@ func (s *Store) receive(ctx context.Context, l *listener, subscribed bool) {
 		backoff = 50 * time.Millisecond
 		switch m := msg.(type) {
 		case *goredis.Subscription:
+			if m.Count > 1 {
+				// The confirmation of a partition's channel after the
+				// first's, in one SUBSCRIBE.
+				continue
+			}
 			if subscribed || lost {
 				s.subs.LagAll()
 			}

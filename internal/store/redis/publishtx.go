@@ -94,21 +94,24 @@ return 0`
 // (nothing was written then). WATCH, the gate, MULTI, the writes and EXEC
 // go in one round trip, on a connection of its own (WATCH is per
 // connection; EXEC ends it, whether it runs or refuses).
-func (s *Store) publishTx(ctx context.Context, items []pubItem) ([]any, error) {
+func (s *Store) publishTx(ctx context.Context, k keys, items []pubItem) ([]any, error) {
 	conn := s.rdb.(*goredis.Client).Conn()
 	defer conn.Close()
 	watched := make([]string, 1, len(items)+2)
-	watched[0] = s.keys.txGate()
+	watched[0] = k.txGate()
 	names := make(map[string]bool, 1)
 	for i := range items {
 		a := &items[i].arg
-		watched = append(watched, s.keys.event(a.ID))
+		watched = append(watched, k.event(a.ID))
 		if !names[a.Name] {
 			names[a.Name] = true
-			watched = append(watched, s.keys.waits(a.Name))
+			// A wait is in its run's partition: any of them.
+			for p := range k.parts {
+				watched = append(watched, k.in(p).waits(a.Name))
+			}
 		}
 	}
-	w := newTxWrites(s.keys, len(items))
+	w := newTxWrites(k, len(items))
 	for i := range items {
 		w.publication(&items[i])
 	}

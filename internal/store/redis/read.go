@@ -241,7 +241,7 @@ func (s *Store) eventFrom(ctx context.Context, id string, get *goredis.StringCmd
 // ListEvents lists events newest first: from the name's index, or all
 // names' indexes merged.
 func (s *Store) ListEvents(ctx context.Context, f store.EventFilter) (store.Page[store.Event], error) {
-	indexes, err := s.indexes(ctx, "names", f.Name, s.keys.eventsByName)
+	indexes, err := s.indexes(ctx, "names", f.Name, keys.eventsByName)
 	if err != nil {
 		return store.Page[store.Event]{}, s.wrap("list events", err)
 	}
@@ -253,23 +253,34 @@ func (s *Store) ListEvents(ctx context.Context, f store.EventFilter) (store.Page
 	return p, nil
 }
 
-// indexes returns index(v), or with v empty index(w) for every w in the
-// registry ("fns", "names"; keys.go), after bringing an earlier layout up
-// to date.
-func (s *Store) indexes(ctx context.Context, registry, v string, index func(string) string) ([]string, error) {
+// indexes returns index(k, v) for the keys k of every partition, or with
+// v empty index(k, w) for every w in k's registry ("fns", "names";
+// keys.go), after bringing an earlier layout up to date.
+func (s *Store) indexes(ctx context.Context, registry, v string, index func(k keys, v string) string) ([]string, error) {
 	if v != "" {
-		return []string{index(v)}, nil
+		out := make([]string, s.Partitions())
+		for p := range out {
+			out[p] = index(s.keys.in(p), v)
+		}
+		return out, nil
 	}
 	if err := s.ensureLayout(ctx); err != nil {
 		return nil, err
 	}
-	all, err := s.rdb.SMembers(ctx, s.keys.registry(registry)).Result()
-	if err != nil {
+	members := make([]*goredis.StringSliceCmd, s.Partitions())
+	if _, err := s.rdb.Pipelined(ctx, func(p goredis.Pipeliner) error {
+		for i := range members {
+			members[i] = p.SMembers(ctx, s.keys.in(i).registry(registry))
+		}
+		return nil
+	}); err != nil {
 		return nil, err
 	}
-	out := make([]string, len(all))
-	for i, w := range all {
-		out[i] = index(w)
+	var out []string
+	for p, m := range members {
+		for _, w := range m.Val() {
+			out = append(out, index(s.keys.in(p), w))
+		}
 	}
 	return out, nil
 }
@@ -326,7 +337,7 @@ func (s *Store) ListRuns(ctx context.Context, f store.RunFilter) (store.Page[sto
 	case f.EventID != "":
 		return s.listEventRuns(ctx, f)
 	case unfinished:
-		ids, err := s.rdb.ZRange(ctx, s.keys.queue(), 0, maxQueueList).Result()
+		ids, err := s.queued(ctx)
 		if err != nil {
 			return fail(err)
 		}
@@ -338,7 +349,7 @@ func (s *Store) ListRuns(ctx context.Context, f store.RunFilter) (store.Page[sto
 	case indexed:
 		// Each status's index of the function, or of every function, merged.
 		for _, st := range f.Statuses {
-			more, err := s.indexes(ctx, "fns", f.FunctionID, func(fn string) string { return s.keys.runsByFunctionStatus(fn, string(st)) })
+			more, err := s.indexes(ctx, "fns", f.FunctionID, func(k keys, fn string) string { return k.runsByFunctionStatus(fn, string(st)) })
 			if err != nil {
 				return fail(err)
 			}
@@ -348,7 +359,7 @@ func (s *Store) ListRuns(ctx context.Context, f store.RunFilter) (store.Page[sto
 	exact := len(f.Statuses) == 0 || indexed
 	if indexes == nil {
 		var err error
-		if indexes, err = s.indexes(ctx, "fns", f.FunctionID, s.keys.runsByFunction); err != nil {
+		if indexes, err = s.indexes(ctx, "fns", f.FunctionID, keys.runsByFunction); err != nil {
 			return fail(err)
 		}
 	}
@@ -358,6 +369,25 @@ func (s *Store) ListRuns(ctx context.Context, f store.RunFilter) (store.Page[sto
 		return fail(err)
 	}
 	return p, nil
+}
+
+// queued returns the ids in every partition's queue, up to
+// maxQueueList+1 from each: more than maxQueueList in all when there are.
+func (s *Store) queued(ctx context.Context) ([]string, error) {
+	heads := make([]*goredis.StringSliceCmd, s.Partitions())
+	if _, err := s.rdb.Pipelined(ctx, func(p goredis.Pipeliner) error {
+		for i := range heads {
+			heads[i] = p.ZRange(ctx, s.keys.in(i).queue(), 0, maxQueueList)
+		}
+		return nil
+	}); err != nil {
+		return nil, err
+	}
+	var ids []string
+	for _, h := range heads {
+		ids = append(ids, h.Val()...)
+	}
+	return ids, nil
 }
 
 // matches reports whether r has f's function and one of its statuses,

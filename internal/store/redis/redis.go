@@ -24,7 +24,6 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -69,6 +68,14 @@ type Options struct {
 	// runs as the functions of one library (FCALL, functions.go): for
 	// tests of the path servers without functions take.
 	Scripts bool
+	// Partitions > 1 spreads the engine's records over that many
+	// partitions by id (store.Partitioned; docs/engine.md, "Spreading the
+	// engine over slots"), at most store.MaxPartitions. A keyspace keeps
+	// the partitions it was first opened with; another number is refused
+	// (store.ErrMisconfigured). Not yet on a Redis Cluster, whose scripts
+	// must stay in one slot: some of the engine's scripts still reach
+	// into a second partition (lua/common.lua, parts).
+	Partitions int
 	// PublishScriptOnly sends every publication through the publish
 	// script, also those the store would otherwise store as a
 	// transaction (publishtx.go): for tests of the script's path.
@@ -98,7 +105,7 @@ type Store struct {
 
 	// publishes and finishes coalesce concurrent calls (batch.go).
 	publishes *batcher[pubItem, any]
-	finishes  *batcher[json.RawMessage, any]
+	finishes  *batcher[finishItem, any]
 	// calls pipelines the other calls of concurrent callers (pipeline.go).
 	calls *batcher[call, *goredis.Cmd]
 
@@ -150,6 +157,9 @@ func Open(ctx context.Context, url string, opts Options) (*Store, error) {
 	if opts.MinReplicas < 0 || (opts.MinReplicas > 0 && (opts.ReplicaTimeout < time.Millisecond || opts.ReplicaTimeout >= ioTimeout)) {
 		return nil, fmt.Errorf("redis: open: %w: %d replicas within %s", store.ErrInvalid, opts.MinReplicas, opts.ReplicaTimeout)
 	}
+	if opts.Partitions < 0 || opts.Partitions > store.MaxPartitions {
+		return nil, fmt.Errorf("redis: open: %w: %d partitions (1 to %d)", store.ErrMisconfigured, opts.Partitions, store.MaxPartitions)
+	}
 	if strings.ContainsAny(opts.Prefix, "{}") {
 		return nil, fmt.Errorf("redis: open: prefix %q must not contain braces", opts.Prefix)
 	}
@@ -171,7 +181,7 @@ func Open(ctx context.Context, url string, opts Options) (*Store, error) {
 	s := &Store{
 		rdb:     rdb,
 		cluster: cluster,
-		keys:    newKeys(opts.Prefix, opts.SitePrefix),
+		keys:    newKeys(opts.Prefix, opts.SitePrefix, opts.Partitions),
 		clock:   opts.Clock,
 		log:     opts.Logger.With("component", "store", "store", "redis"),
 		subs:    store.NewChangeFanout(),
@@ -182,6 +192,10 @@ func Open(ctx context.Context, url string, opts Options) (*Store, error) {
 		replicaTimeout: opts.ReplicaTimeout,
 
 		publishScriptOnly: opts.PublishScriptOnly,
+	}
+	if cluster != nil && s.Partitions() > 1 {
+		rdb.Close()
+		return nil, fmt.Errorf("redis: open: %w: partitions are not supported on a Redis Cluster yet", store.ErrMisconfigured)
 	}
 	s.calls = newBatcher(s.pipelineGroup)
 	s.publishes = newBatcher(s.publishGroup)
@@ -232,7 +246,7 @@ func Open(ctx context.Context, url string, opts Options) (*Store, error) {
 	if !reachable {
 		// The listings and Prune check the layout once Redis answers.
 	} else if err := s.ensureLayout(probe); err != nil {
-		if errors.Is(err, errNewerLayout) {
+		if errors.Is(err, errNewerLayout) || errors.Is(err, errOtherPartitions) {
 			// Misconfigured: no wait makes this version read the keys (a
 			// supervisor must not restart it in a loop).
 			return fail(fmt.Errorf("redis: open: %w: %w", store.ErrMisconfigured, err))
@@ -325,6 +339,10 @@ var clientLogOnce sync.Once
 
 // Kind names the backend.
 func (s *Store) Kind() string { return "redis" }
+
+// Partitions is how many partitions the engine's records are spread over
+// (store.Store).
+func (s *Store) Partitions() int { return len(s.keys.parts) }
 
 // Ping reports whether Redis answers and takes a write: a PING and a SET
 // of the health key, in one round trip, within ctx's deadline.

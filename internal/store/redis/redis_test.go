@@ -91,6 +91,16 @@ func TestConformanceAsScripts(t *testing.T) {
 	})
 }
 
+// TestConformancePartitioned runs the suite on a keyspace spread over
+// three partitions (Options.Partitions): each case's ids in one of them,
+// in turn, and the Partitions cases across them.
+func TestConformancePartitioned(t *testing.T) {
+	srv := server(t)
+	storetest.Run(t, func(t *testing.T, clock *clockwork.FakeClock) store.Store {
+		return openWith(t, srv.URL(6), redis.Options{Clock: clock, Partitions: 3})
+	})
+}
+
 func TestKindAndURL(t *testing.T) {
 	t.Parallel()
 	srv := server(t)

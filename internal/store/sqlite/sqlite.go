@@ -198,6 +198,9 @@ func dsn(abs string, extra url.Values) string {
 // Kind names the backend.
 func (s *Store) Kind() string { return "sqlite" }
 
+// Partitions is 1: the SQLite store is not spread (store.Store).
+func (s *Store) Partitions() int { return 1 }
+
 // Ping reports whether the database takes a write and answers a read: it
 // rewrites the health row through the writer (durably, as intake writes)
 // and runs a trivial query on the read pool, within ctx's deadline.

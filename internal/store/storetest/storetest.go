@@ -26,7 +26,9 @@ import (
 	"errors"
 	"reflect"
 	"slices"
+	"strconv"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -72,6 +74,7 @@ func Run(t *testing.T, open func(t *testing.T, clock *clockwork.FakeClock) store
 		{"Effects", effectCases},
 		{"Concurrency", concurrencyCases},
 		{"BackendsAgree", agreeCases},
+		{"Partitions", partitionCases},
 	}
 	for _, g := range groups {
 		t.Run(g.name, func(t *testing.T) {
@@ -93,25 +96,52 @@ type bundle struct {
 
 	mu      sync.Mutex
 	entropy *ulid.MonotonicEntropy
+	// On a partitioned store (store.Partitioned) every id the bundle
+	// mints is in partition part of parts, so that each publication's
+	// event and runs share one; the cases' bundles take the partitions in
+	// turn, and the Partitions cases move between them.
+	part, parts int
 }
+
+// nextPart is the partition the next case's bundle starts in.
+var nextPart atomic.Int64
 
 func setup(t *testing.T, open opener) *bundle {
 	t.Helper()
 	clock := clockwork.NewFakeClockAt(start)
+	st := open(t, clock)
+	n := st.Partitions()
 	return &bundle{
-		store:   open(t, clock),
+		store:   st,
 		clock:   clock,
 		ctx:     t.Context(),
 		entropy: ulid.Monotonic(rand.Reader, 0),
+		part:    int(nextPart.Add(1) % int64(n)),
+		parts:   n,
 	}
 }
 
-// id returns a new ULID at the fake clock's time. Ids made by one bundle
-// increase strictly, in the order they were made.
+// id returns a new ULID at the fake clock's time, in the bundle's
+// partition. Ids made by one bundle increase strictly, in the order they
+// were made.
 func (b *bundle) id() string {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	return ulid.MustNew(ulid.Timestamp(b.clock.Now()), b.entropy).String()
+	id, ok := store.MintIn(b.part, b.parts, func() string {
+		return ulid.MustNew(ulid.Timestamp(b.clock.Now()), b.entropy).String()
+	})
+	if !ok {
+		panic("storetest: no id in partition " + strconv.Itoa(b.part))
+	}
+	return id
+}
+
+// inPartition has the bundle mint its ids in partition p (mod the
+// store's partitions) from now on.
+func (b *bundle) inPartition(p int) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.part = p % b.parts
 }
 
 func (b *bundle) now() time.Time { return b.clock.Now() }

@@ -41,7 +41,7 @@ local function lease(r, a)
     r.woken = nil
   end
   redis.call('ZADD', P .. 'queue', r.avail, id)
-  if set(r.ckey) then redis.call('ZADD', P .. 'conc:' .. r.ckey, r.avail, id) end
+  if set(r.ckey) then redis.call('ZADD', FC() .. 'conc:' .. r.ckey, r.avail, id) end
   release_key('deb', r.deb, id)
   change('run', '', '', id, r.fn, 'Running')
   local doc = event_doc(r.ev) or ''
@@ -60,8 +60,8 @@ while #out < n and scanned < 4096 do
     if set(r.ckey) and tonumber(r.climit or '0') > 0 then
       local cnt = counts[r.ckey]
       if not cnt then
-        redis.call('ZREMRANGEBYSCORE', P .. 'conc:' .. r.ckey, '-inf', now_s)
-        cnt = redis.call('ZCARD', P .. 'conc:' .. r.ckey)
+        redis.call('ZREMRANGEBYSCORE', FC() .. 'conc:' .. r.ckey, '-inf', now_s)
+        cnt = redis.call('ZCARD', FC() .. 'conc:' .. r.ckey)
       end
       if cnt >= tonumber(r.climit) then
         skipped = skipped + 1

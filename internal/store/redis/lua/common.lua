@@ -12,15 +12,76 @@
 -- each script's own file is the body of a function. Either way every call
 -- starts with begin, which sets everything a call may change: a variable
 -- that outlives a call must be declared here and set there.
-local P, NOW
+local P, NOW, PARTS
 local changes, zq, zkeys, stkeys, registered, nowaits
 local now_at, now_num, now_pad -- now_cached
 
 local function begin(keys, argv)
-  P, NOW = keys[1], tonumber(argv[1])
-  changes, zq, zkeys, stkeys, nowaits = {}, {}, {}, {}, {}
+  P, NOW, PARTS = keys[1], tonumber(argv[1]), nil
+  changes, zq, zkeys, stkeys, nowaits, registered = {}, {}, {}, {}, {}, {}
   now_at = nil
-  registered = {fns = {}, names = {}}
+end
+
+-- Partitions (store.Partitioned; keys.go). A partitioned keyspace's
+-- prefixes end in the hash tag {engine:<i>/<n>}, any other prefix is the
+-- whole keyspace's. parts returns every partition's prefix (found once
+-- per call, from P), pfx the prefix of the partition an id belongs to (the
+-- value of its last character in Crockford's base32, mod n:
+-- store.PartitionOf). A script runs in the partition its caller names
+-- (P); on one server it may reach into another: an event a rerun's run
+-- does not share a partition with (pfx), an emit pinned to partition 0
+-- and the waits of every partition (in_partition).
+local crockford -- digit -> value, built on first use (a constant)
+
+local function parts()
+  if PARTS then return PARTS end
+  local i = string.find(P, '{engine:', 1, true)
+  if not i then
+    PARTS = {P}
+    return PARTS
+  end
+  local base, n = string.sub(P, 1, i - 1), string.match(P, '/(%d+)}:$', i)
+  PARTS = {}
+  for i = 0, tonumber(n) - 1 do PARTS[i + 1] = base .. '{engine:' .. i .. '/' .. n .. '}:' end
+  return PARTS
+end
+
+local function pfx(id)
+  local ps = parts()
+  if #ps == 1 then return P end
+  if not crockford then
+    crockford = {}
+    for i = 1, 32 do crockford[string.sub('0123456789ABCDEFGHJKMNPQRSTVWXYZ', i, i)] = i - 1 end
+  end
+  return ps[(crockford[string.sub(id, -1)] or 0) % #ps + 1]
+end
+
+-- FC is the prefix of the flow-control keys (idempotency, client ids,
+-- rate limits, singleton, debounce and concurrency keys): partition 0's,
+-- wherever the run they decide on is (on a Redis Cluster the engine puts
+-- every such run in partition 0: store.Publication.Pinned).
+local function FC() return parts()[1] end
+
+-- in_partition returns f(...) (one value) run with P the prefix prefix
+-- (nil: P). The caches of one script (registered, nowaits, stkeys) are
+-- kept per P.
+local function in_partition(prefix, f, ...)
+  if not prefix or prefix == P then return f(...) end
+  local home = P
+  P = prefix
+  local out = f(...)
+  P = home
+  return out
+end
+
+-- cache returns the table c keeps for P, made on first use.
+local function cache(c)
+  local t = c[P]
+  if not t then
+    t = {}
+    c[P] = t
+  end
+  return t
 end
 
 -- num formats a number exactly: integers (times in ms, counts) with %d,
@@ -151,7 +212,7 @@ end
 -- holds only when an earlier version wrote it), nil when there is no such
 -- run, and as HGETALL returned it (a flat list of fields and values).
 local function load(id)
-  local a = redis.call('HGETALL', P .. 'run:' .. id)
+  local a = redis.call('HGETALL', pfx(id) .. 'run:' .. id)
   if #a == 0 then return nil end
   local r = {}
   for i = 1, #a, 2 do r[a[i]] = a[i + 1] end
@@ -172,7 +233,7 @@ end
 -- version's hash: its doc), false when there is no such event, and
 -- whether it is a hash.
 local function event_value(id)
-  local k = P .. 'event:' .. id
+  local k = pfx(id) .. 'event:' .. id
   local v = redis.pcall('GET', k)
   if type(v) == 'table' and v.err then return redis.call('HGET', k, 'doc'), true end
   return v, false
@@ -195,7 +256,7 @@ local function event_runs(id)
   if v then
     for rid in string.gmatch(v, '\n([^\n]+)') do out[#out + 1] = rid end
   end
-  for _, m in ipairs(redis.call('ZRANGE', P .. 'runs:ev:' .. id, 0, -1)) do out[#out + 1] = string.sub(m, 15) end
+  for _, m in ipairs(redis.call('ZRANGE', pfx(id) .. 'runs:ev:' .. id, 0, -1)) do out[#out + 1] = string.sub(m, 15) end
   return out
 end
 
@@ -213,10 +274,10 @@ end
 local function add_event_runs(id, refs)
   local v, hash = event_value(id)
   if not hash then
-    redis.call('SET', P .. 'event:' .. id, v .. runs_suffix(refs))
+    redis.call('SET', pfx(id) .. 'event:' .. id, v .. runs_suffix(refs))
     return
   end
-  for _, ref in ipairs(refs) do zadd(P .. 'runs:ev:' .. id, 0, member(NOW, ref[1])) end
+  for _, ref in ipairs(refs) do zadd(pfx(id) .. 'runs:ev:' .. id, 0, member(NOW, ref[1])) end
 end
 
 -- event_name returns the event's name, false when there is no such event.
@@ -236,10 +297,11 @@ end
 -- built once per script and pair (stkeys).
 
 local function status_key(fn, st)
-  local byst = stkeys[fn]
+  local here = cache(stkeys)
+  local byst = here[fn]
   if not byst then
     byst = {}
-    stkeys[fn] = byst
+    here[fn] = byst
   end
   local k = byst[st]
   if not k then
@@ -271,8 +333,14 @@ end
 -- per-name indexes by (keys.go), once per script (registered).
 
 local function register(registry, v)
-  if registered[registry][v] then return end
-  registered[registry][v] = true
+  local here = cache(registered)
+  local done = here[registry]
+  if not done then
+    done = {}
+    here[registry] = done
+  end
+  if done[v] then return end
+  done[v] = true
   redis.call('SADD', P .. registry, v)
 end
 
@@ -305,7 +373,7 @@ end
 -- drop_lease removes the lease and frees the concurrency slot.
 local function drop_lease(r)
   redis.call('HDEL', P .. 'run:' .. r.id, 'owner', 'token', 'woken')
-  if set(r.ckey) then redis.call('ZREM', P .. 'conc:' .. r.ckey, r.id) end
+  if set(r.ckey) then redis.call('ZREM', FC() .. 'conc:' .. r.ckey, r.id) end
   r.owner, r.token, r.woken = nil, nil, nil
 end
 
@@ -358,16 +426,16 @@ local function drop_run(id, r)
   redis.call('DEL', P .. 'run:' .. id, P .. 'steplog:' .. id, P .. 'steps:' .. id, P .. 'steporder:' .. id,
     P .. 'matched:' .. id)
   drop_waits(r)
-  if set(r.idem) and redis.call('HGET', P .. 'idem', r.idem) == id then
-    redis.call('HDEL', P .. 'idem', r.idem)
-    redis.call('ZREM', P .. 'idemexp', r.idem)
+  if set(r.idem) and redis.call('HGET', FC() .. 'idem', r.idem) == id then
+    redis.call('HDEL', FC() .. 'idem', r.idem)
+    redis.call('ZREM', FC() .. 'idemexp', r.idem)
   end
 end
 
 -- release_key frees a singleton or debounce key if id holds it.
 local function release_key(kind, key, id)
   if not set(key) then return end
-  local k = P .. kind .. ':' .. key
+  local k = FC() .. kind .. ':' .. key
   if redis.call('GET', k) == id then redis.call('DEL', k) end
 end
 
@@ -468,7 +536,7 @@ local function end_run(r, st, output, err)
   put_long(fields, 'error', 'e', err)
   redis.call('HSET', k, unpack(fields))
   redis.call('HDEL', k, 'avail', 'owner', 'token', 'woken')
-  if set(r.ckey) then redis.call('ZREM', P .. 'conc:' .. r.ckey, r.id) end
+  if set(r.ckey) then redis.call('ZREM', FC() .. 'conc:' .. r.ckey, r.id) end
   r.owner, r.token, r.woken, r.avail = nil, nil, nil, nil
   redis.call('ZREM', P .. 'queue', r.id)
   release_key('single', r.single, r.id)
@@ -480,19 +548,19 @@ end
 -- live_entry reads an expiring entry (idempotency key, client id): the
 -- value in hash, unless exp (a sorted set of deadlines) says it expired.
 local function live_entry(hash, exp, key)
-  local v = redis.call('HGET', P .. hash, key)
+  local v = redis.call('HGET', FC() .. hash, key)
   if not v then return nil end
-  local e = redis.call('ZSCORE', P .. exp, key)
+  local e = redis.call('ZSCORE', FC() .. exp, key)
   if e and tonumber(e) <= NOW then return nil end
   return v
 end
 
 local function keep_entry(hash, exp, key, value, ttl)
-  redis.call('HSET', P .. hash, key, value)
+  redis.call('HSET', FC() .. hash, key, value)
   if ttl > 0 then
-    redis.call('ZADD', P .. exp, num(NOW + ttl), key)
+    redis.call('ZADD', FC() .. exp, num(NOW + ttl), key)
   else
-    redis.call('ZREM', P .. exp, key)
+    redis.call('ZREM', FC() .. exp, key)
   end
 end
 
@@ -512,10 +580,10 @@ end
 -- per run; a run is allowed while it stays within one period of now.
 local function allow(key, limit, period)
   local interval = period / limit
-  local tat = tonumber(redis.call('ZSCORE', P .. 'rate', key) or '0')
+  local tat = tonumber(redis.call('ZSCORE', FC() .. 'rate', key) or '0')
   tat = math.max(tat, NOW) + interval
   if tat - NOW > period then return false end
-  redis.call('ZADD', P .. 'rate', num(tat), key)
+  redis.call('ZADD', FC() .. 'rate', num(tat), key)
   return true
 end
 
@@ -533,7 +601,7 @@ local function create_run(eid, s)
   local status, skip, reason = 'Queued', '', ''
   if set(s.idem) then
     local rid = live_entry('idem', 'idemexp', s.idem)
-    if rid and redis.call('EXISTS', P .. 'run:' .. rid) == 1 then
+    if rid and redis.call('EXISTS', pfx(rid) .. 'run:' .. rid) == 1 then
       status, skip = 'Skipped', 'idempotency'
       reason = 'idempotency key "' .. s.idem .. '" already used by run ' .. rid
     end
@@ -544,7 +612,7 @@ local function create_run(eid, s)
     end
   end
   if status == 'Queued' and set(s.single) then
-    local other = redis.call('GET', P .. 'single:' .. s.single)
+    local other = redis.call('GET', FC() .. 'single:' .. s.single)
     if other then
       local o = load(other)
       if o and not set(o.ended) then
@@ -554,13 +622,13 @@ local function create_run(eid, s)
   end
   local debounce = status == 'Queued' and set(s.deb) and s.deb_period > 0
   if debounce then
-    local did = redis.call('GET', P .. 'deb:' .. s.deb)
+    local did = redis.call('GET', FC() .. 'deb:' .. s.deb)
     local r = did and load(did)
     if r and r.status == 'Queued' and not set(r.started) then
       local at = deb_at(tonumber(r.created), s)
       local evs = string.sub(run_evs(r), 1, -2) .. ',' .. cjson.encode(eid) .. ']'
-      redis.call('HSET', P .. 'run:' .. did, 'ev', eid, 'evs', evs, 'avail', num(at))
-      redis.call('ZADD', P .. 'queue', num(at), did)
+      redis.call('HSET', pfx(did) .. 'run:' .. did, 'ev', eid, 'evs', evs, 'avail', num(at))
+      redis.call('ZADD', pfx(did) .. 'queue', num(at), did)
       keep_idem(s, did)
       change('run', eid, '', did, r.fn, 'Queued', '', at)
       return {did, r.fn, 'Queued', 1, 'debounce'}
@@ -604,8 +672,8 @@ local function create_run(eid, s)
   redis.call('HSET', k, unpack(fields))
   if status ~= 'Skipped' then
     redis.call('ZADD', P .. 'queue', fields[#fields], s.id)
-    if set(s.single) then redis.call('SET', P .. 'single:' .. s.single, s.id) end
-    if debounce then redis.call('SET', P .. 'deb:' .. s.deb, s.id) end
+    if set(s.single) then redis.call('SET', FC() .. 'single:' .. s.single, s.id) end
+    if debounce then redis.call('SET', FC() .. 'deb:' .. s.deb, s.id) end
   end
   local m = now_member(s.id)
   zadd(P .. 'runs:fn:' .. s.fn, 0, m)
@@ -687,11 +755,12 @@ end
 -- nowaits remembers the event names without pending waits within one
 -- script: publications never add waits, so the answer holds.
 
-local function match_waits(name, id, doc, ts)
-  if nowaits[name] then return end
+local function match_waits_here(name, id, doc, ts)
+  local none = cache(nowaits)
+  if none[name] then return end
   local ws = redis.call('HGETALL', P .. 'waits:' .. name)
   if #ws == 0 then
-    nowaits[name] = true
+    none[name] = true
     return
   end
   local decoded
@@ -709,6 +778,14 @@ local function match_waits(name, id, doc, ts)
       if ok then complete_wait(ws[i], w, id, doc) end
     end
   end
+end
+
+-- match_waits does so in every partition, where each wait is with its
+-- run.
+local function match_waits(name, id, doc, ts)
+  local ps = parts()
+  if #ps == 1 then return match_waits_here(name, id, doc, ts) end
+  for _, prefix in ipairs(ps) do in_partition(prefix, match_waits_here, name, id, doc, ts) end
 end
 
 -- publish_one stores one publication (see pubArg in engine.go) and returns
@@ -734,9 +811,14 @@ local function publish_one(p)
   return {p.id, 0, refs}
 end
 
+-- publish_all stores publications, each in its partition: P, or the
+-- prefix p.p names (a step's emit pinned to another partition than its
+-- run's: store.Publication.Pinned).
 local function publish_all(pubs)
   local out = {}
-  for i, p in ipairs(pubs) do out[i] = publish_one(p) end
+  for i, p in ipairs(pubs) do
+    if p.p then out[i] = in_partition(p.p, publish_one, p) else out[i] = publish_one(p) end
+  end
   return out
 end
 

@@ -34,7 +34,7 @@ for _, name in ipairs(redis.call('SMEMBERS', P .. 'names')) do
       local busy = false
       for _, rid in ipairs(event_runs(id)) do
         -- A run that is gone (an id the event's string still names) is done.
-        local v = redis.call('HMGET', P .. 'run:' .. rid, 'created', 'ended', 'd')
+        local v = redis.call('HMGET', pfx(rid) .. 'run:' .. rid, 'created', 'ended', 'd')
         if v[1] and not since_created(v[2], v[1], v[3]) then
           busy = true
           break
@@ -54,16 +54,16 @@ end
 removed = removed + gone
 
 for _, e in ipairs({{'idem', 'idemexp'}, {'cid', 'cidexp'}}) do
-  local keys = redis.call('ZRANGEBYSCORE', P .. e[2], '-inf', num(NOW), 'LIMIT', 0, batch)
+  local keys = redis.call('ZRANGEBYSCORE', FC() .. e[2], '-inf', num(NOW), 'LIMIT', 0, batch)
   if #keys > 0 then
-    redis.call('HDEL', P .. e[1], unpack(keys))
-    redis.call('ZREM', P .. e[2], unpack(keys))
+    redis.call('HDEL', FC() .. e[1], unpack(keys))
+    redis.call('ZREM', FC() .. e[2], unpack(keys))
     removed = removed + #keys
   end
 end
-local rates = redis.call('ZRANGEBYSCORE', P .. 'rate', '-inf', num(NOW), 'LIMIT', 0, batch)
+local rates = redis.call('ZRANGEBYSCORE', FC() .. 'rate', '-inf', num(NOW), 'LIMIT', 0, batch)
 if #rates > 0 then
-  redis.call('ZREM', P .. 'rate', unpack(rates))
+  redis.call('ZREM', FC() .. 'rate', unpack(rates))
   removed = removed + #rates
 end
 return removed

@@ -11,7 +11,7 @@ local events = 0
 -- orphan reports whether no run of event eid is left.
 local function orphan(eid)
   for _, rid in ipairs(event_runs(eid)) do
-    if redis.call('EXISTS', P .. 'run:' .. rid) == 1 then return false end
+    if redis.call('EXISTS', pfx(rid) .. 'run:' .. rid) == 1 then return false end
   end
   return true
 end
@@ -20,8 +20,8 @@ local runs = prune_finished(fn, 'Completed', cutoff, batch, math.huge, function(
   for _, eid in ipairs(cjson.decode(run_evs(r))) do
     if orphan(eid) then
       local name = event_name(eid)
-      if name and redis.call('ZREM', P .. 'events:name:' .. name, run_member(r.created, eid)) == 1 then
-        redis.call('DEL', P .. 'event:' .. eid, P .. 'runs:ev:' .. eid)
+      if name and redis.call('ZREM', pfx(eid) .. 'events:name:' .. name, run_member(r.created, eid)) == 1 then
+        redis.call('DEL', pfx(eid) .. 'event:' .. eid, pfx(eid) .. 'runs:ev:' .. eid)
         events = events + 1
       end
     end

@@ -9,7 +9,7 @@ for i, l in ipairs(cjson.decode(ARGV[3])) do
   if r then
     redis.call('HSET', P .. 'run:' .. r.id, 'avail', untl)
     redis.call('ZADD', P .. 'queue', untl, r.id)
-    if set(r.ckey) then redis.call('ZADD', P .. 'conc:' .. r.ckey, untl, r.id) end
+    if set(r.ckey) then redis.call('ZADD', FC() .. 'conc:' .. r.ckey, untl, r.id) end
     out[i] = 1
   else
     out[i] = 0
