@@ -31,19 +31,20 @@ func (s *Store) eachMaster(ctx context.Context, fn func(ctx context.Context, c g
 	return s.cluster.ForEachMaster(ctx, func(ctx context.Context, c *goredis.Client) error { return fn(ctx, c) })
 }
 
-// engineNode is a client of the one server that holds the engine's keys:
-// the store's own client, or on a cluster the master serving the engine's
-// slot as the client last learnt it. A command it sends to a node that no
-// longer serves the slot is answered MOVED (see movedOrGone).
-func (s *Store) engineNode(ctx context.Context) (goredis.Cmdable, error) {
+// nodeOf is a client of the one server that holds key (an engine
+// prefix: its partition's keys): the store's own client, or on a cluster
+// the master serving key's slot as the client last learnt it. A command it
+// sends to a node that no longer serves the slot is answered MOVED (see
+// movedOrGone).
+func (s *Store) nodeOf(ctx context.Context, key string) (goredis.Cmdable, error) {
 	if s.cluster == nil {
 		return s.rdb, nil
 	}
-	return s.cluster.MasterForKey(ctx, s.keys.engine)
+	return s.cluster.MasterForKey(ctx, key)
 }
 
 // movedOrGone asks the cluster client to learn the slots again after a
-// command sent through engineNode failed: the slot may have moved (a
+// command sent through nodeOf failed: the slot may have moved (a
 // failover) or its master may be gone.
 func (s *Store) movedOrGone(ctx context.Context, err error) {
 	if s.cluster != nil && err != nil {

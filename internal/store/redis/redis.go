@@ -359,7 +359,7 @@ func (s *Store) Ping(ctx context.Context) error {
 		})
 		return s.wrap("ping", err)
 	}
-	node, err := s.engineNode(ctx)
+	node, err := s.nodeOf(ctx, s.keys.health())
 	if err != nil {
 		return s.wrap("ping", err)
 	}

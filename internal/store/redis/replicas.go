@@ -16,8 +16,9 @@ import (
 // that have that connection's writes), and fewer confirmations than asked
 // turn the script's answer into store.ErrNotReplicated: the write is done
 // on the master, but a failover now may lose it. On a cluster that
-// connection is to the master serving the engine's slot (engineNode). A
-// node that no longer serves it answers MOVED without running the script:
+// connection is to the master serving the slot of the script's keys
+// (nodeOf keys[0], the engine prefix of its partition). A node that no
+// longer serves it answers MOVED without running the script:
 // acked learns the slots again and runs it once more on the new master (a
 // failover just happened), and a second MOVED is ErrUnavailable.
 func (s *Store) acked(ctx context.Context, script *script, keys []string, args ...any) *goredis.Cmd {
@@ -25,7 +26,7 @@ func (s *Store) acked(ctx context.Context, script *script, keys []string, args .
 		return s.run(ctx, script, keys, args...)
 	}
 	cmd, wait := s.ackedOnce(ctx, script, keys, args)
-	if s.cluster != nil && goredis.HasErrorPrefix(cmd.Err(), "MOVED") && s.awaitSlotOwner(ctx, cmd.Err()) {
+	if s.cluster != nil && goredis.HasErrorPrefix(cmd.Err(), "MOVED") && s.awaitSlotOwner(ctx, cmd.Err(), keys[0]) {
 		// The script did not run: running it on the slot's new master
 		// cannot apply it twice.
 		cmd, wait = s.ackedOnce(ctx, script, keys, args)
@@ -52,11 +53,11 @@ func (s *Store) replicated(wait *goredis.Cmd) error {
 	return nil
 }
 
-// ackedOnce runs script and a WAIT on one connection to the engine's
-// server and returns both answers; after a failed script it has the
+// ackedOnce runs script and a WAIT on one connection to the server of
+// its keys and returns both answers; after a failed script it has the
 // cluster client learn the slots again.
 func (s *Store) ackedOnce(ctx context.Context, script *script, keys []string, args []any) (cmd, wait *goredis.Cmd) {
-	node, err := s.engineNode(ctx)
+	node, err := s.nodeOf(ctx, keys[0])
 	if err != nil {
 		cmd = goredis.NewCmd(ctx)
 		cmd.SetErr(err)
@@ -95,14 +96,14 @@ func (s *Store) ackedOnce(ctx context.Context, script *script, keys []string, ar
 }
 
 // slotMoveWait bounds how long acked waits for the cluster client to learn
-// that the engine's slot moved before it answers ErrUnavailable.
+// that a slot moved before it answers ErrUnavailable.
 const slotMoveWait = time.Second
 
 // awaitSlotOwner waits until the cluster client names the server a MOVED
-// reply named (MOVED <slot> <host:port>) as the engine's master, and
+// reply named (MOVED <slot> <host:port>) as the master of key, and
 // reports whether it did within slotMoveWait: go-redis learns the slots
 // again in the background (movedOrGone asked it to).
-func (s *Store) awaitSlotOwner(ctx context.Context, moved error) bool {
+func (s *Store) awaitSlotOwner(ctx context.Context, moved error, key string) bool {
 	fields := strings.Fields(moved.Error())
 	if len(fields) != 3 {
 		return false
@@ -110,7 +111,7 @@ func (s *Store) awaitSlotOwner(ctx context.Context, moved error) bool {
 	target := fields[2]
 	deadline := time.Now().Add(slotMoveWait)
 	for {
-		if node, err := s.cluster.MasterForKey(ctx, s.keys.engine); err == nil && node.Options().Addr == target {
+		if node, err := s.cluster.MasterForKey(ctx, key); err == nil && node.Options().Addr == target {
 			return true
 		}
 		if time.Now().After(deadline) || ctx.Err() != nil {
