@@ -30,7 +30,8 @@ func TestMain(m *testing.M) {
 
 // TestScripts runs testdata/script/*.txtar against the real binary. Each
 // script gets its own daemon, started in-process on a free port with its
-// store in $WORK/data; CYBERDREW_URL points at it. A script tunes its daemon
+// store in $WORK/data; CYBERDREW_URL points at it (DAEMON_ADDR is its
+// host:port). A script tunes its daemon
 // with a daemon.conf file of key=value lines:
 //
 //	signing-key=…   the admin API's key
@@ -106,6 +107,7 @@ func setupDaemon(env *testscript.Env) error {
 		sd.stop()
 	})
 	env.Setenv("CYBERDREW_URL", "http://"+sd.d.Addr())
+	env.Setenv("DAEMON_ADDR", sd.d.Addr())
 	return nil
 }
 

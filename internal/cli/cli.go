@@ -42,7 +42,7 @@ const exitCodesHelp = `Exit codes:
      flag or environment value too)
   3  invalid configuration of serve (flags or environment): nothing was started
   4  unavailable: the store or the daemon cannot be reached (serve: another
-     daemon holds the SQLite file)
+     daemon holds the SQLite file, or another process the listen address)
   5  unauthorized: the daemon refused the event key or the signing key
   6  rejected: the daemon refused the request (invalid event, unknown id, finished run)
   7  a run failed or was cancelled (--wait, refresh, summary)

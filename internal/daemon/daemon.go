@@ -14,6 +14,7 @@ import (
 	"net"
 	"net/http"
 	"path/filepath"
+	"syscall"
 	"time"
 
 	"github.com/jonboulle/clockwork"
@@ -311,7 +312,7 @@ func (d *Daemon) Start(ctx context.Context) (err error) {
 	ln := d.given
 	if ln == nil {
 		if ln, err = net.Listen("tcp", d.cfg.Addr); err != nil {
-			return fmt.Errorf("daemon: listen: %w", err)
+			return listenError(d.cfg.Addr, err)
 		}
 	}
 	d.listener = ln
@@ -431,3 +432,30 @@ func skipReasons(fn engine.Function) []string {
 	}
 	return out
 }
+
+// listenError explains a listen address that cannot be bound. Held by
+// another process, it is unavailable (exit 4: the holder may be an old
+// daemon still stopping, which a restart outlives); not an address of
+// this machine, or a port this user may not bind, it is misconfigured
+// (exit 3, not restarted).
+func listenError(addr string, err error) error {
+	why, kind := "", error(nil)
+	switch {
+	case errors.Is(err, syscall.EADDRINUSE):
+		why, kind = "the address is in use by another process (another cyberdrew serve, or one still stopping): stop it, or", store.ErrUnavailable
+	case errors.Is(err, syscall.EADDRNOTAVAIL):
+		why, kind = "not an address of this machine:", store.ErrMisconfigured
+	case errors.Is(err, syscall.EACCES):
+		why, kind = "this user may not bind that port (below 1024 takes root or CAP_NET_BIND_SERVICE):", store.ErrMisconfigured
+	default:
+		return fmt.Errorf("daemon: listen on %s: %w", addr, err)
+	}
+	return fmt.Errorf("daemon: listen on %s: %s set --addr (CYBERDREW_ADDR): %w", addr, why, classed{err, kind})
+}
+
+// classed is err, which errors.Is also finds to be kind (a store
+// sentinel the command line maps to its exit code), without kind's words.
+type classed struct{ err, kind error }
+
+func (c classed) Error() string   { return c.err.Error() }
+func (c classed) Unwrap() []error { return []error{c.err, c.kind} }
