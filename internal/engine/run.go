@@ -894,6 +894,17 @@ func (r *Run) sleep(name string, until func(now time.Time) time.Time) error {
 	return r.save(step, nil)
 }
 
+// Completed reports whether the run recorded step id as completed. A
+// handler whose step was renamed asks it of the step's earlier id, so that
+// a run an earlier release cut short does not do again what that release
+// did under it.
+func (r *Run) Completed(id string) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	s, ok := r.steps[id]
+	return ok && s.Status == store.StatusCompleted
+}
+
 // SendEvent publishes events as a step: they are stored, with the runs they
 // trigger, atomically with the step's record, so a retried or replayed run
 // never sends them twice. It returns the events' ids.

@@ -94,7 +94,9 @@ func ContactFormSubmitted(d Deps) engine.Function {
 					}
 				case err != nil:
 					return nil, err
-				case sent.Sent:
+				case sent.Sent && !run.Completed("emit-"+m.kind+"-delivered"):
+					// (A release before 2026-12-05 announced it as
+					// contact/email.delivered, in a step of that name.)
 					data, _ := json.Marshal(EmailOutcome{Email: sub.Email, Type: m.kind, MessageID: sent.ID})
 					if _, err := run.SendEvent(ctx, "emit-"+m.kind+"-sent", engine.IncomingEvent{Name: EventEmailSent, Data: data}); err != nil {
 						return nil, err

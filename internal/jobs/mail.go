@@ -48,6 +48,30 @@ type SendResult struct {
 	Note   string `json:"note,omitempty"`
 }
 
+// UnmarshalJSON reads a send step's record, also as releases before
+// 2026-12-07 wrote it: "delivered" where "sent" is now (a run such a
+// release left unfinished is resumed by this one with its sent emails
+// recorded so).
+func (r *SendResult) UnmarshalJSON(b []byte) error {
+	type plain SendResult
+	var v struct {
+		plain
+		Sent      *bool `json:"sent"` // shadows plain's, to tell it absent
+		Delivered *bool `json:"delivered"`
+	}
+	if err := json.Unmarshal(b, &v); err != nil {
+		return err
+	}
+	*r = SendResult(v.plain)
+	switch {
+	case v.Sent != nil:
+		r.Sent = *v.Sent
+	case v.Delivered != nil:
+		r.Sent = *v.Delivered
+	}
+	return nil
+}
+
 // Mailer sends emails. Its errors are already classified for the engine:
 // engine.NonRetriable for a rejected message, engine.RetryAt for a rate
 // limit, plain errors for what a retry may cure.
