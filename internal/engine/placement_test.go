@@ -4,7 +4,10 @@ import (
 	"context"
 	"encoding/base64"
 	"encoding/json"
+	"fmt"
+	"sync"
 	"testing"
+	"time"
 
 	"github.com/dcyfr/cyberdrew/internal/engine"
 	"github.com/dcyfr/cyberdrew/internal/store"
@@ -62,6 +65,85 @@ func TestSeededRequestRetriedStoresOnce(t *testing.T) {
 		runs, err := b.st.ListRuns(b.ctx, store.RunFilter{})
 		if err != nil || len(runs.Items) != 4 {
 			t.Errorf("ListRuns = %d runs, %v; want 4", len(runs.Items), err)
+		}
+	})
+}
+
+// lostFirstEmit is a store whose first step commit of each run that emits
+// is sent with a stale lease, as a daemon whose lease lapsed sends it: the
+// store refuses it (store.ErrLeaseLost), after storing ahead whatever it
+// stores ahead of a commit.
+type lostFirstEmit struct {
+	store.Store
+	mu   sync.Mutex
+	lost map[string]bool
+}
+
+func (s *lostFirstEmit) stale(l *store.Lease, emits bool) *store.Lease {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if !emits || s.lost[l.RunID] {
+		return l
+	}
+	s.lost[l.RunID] = true
+	c := *l
+	c.Token = "stale"
+	return &c
+}
+
+func (s *lostFirstEmit) SaveStep(ctx context.Context, l *store.Lease, st store.Step, emit []store.Publication) error {
+	return s.Store.SaveStep(ctx, s.stale(l, len(emit) > 0), st, emit)
+}
+
+func (s *lostFirstEmit) CommitSteps(ctx context.Context, l *store.Lease, steps []store.StepCommit) error {
+	emits := false
+	for _, sc := range steps {
+		emits = emits || len(sc.Emit) > 0
+	}
+	return s.Store.CommitSteps(ctx, s.stale(l, emits), steps)
+}
+
+// TestSendEventAfterALostCommitSendsOnce: a step that sends an event to a
+// function with flow control, whose first commit is refused (the lease
+// lapsed), sends it once when the run is taken over and the step executes
+// again, on every backend. On a partitioned store the event is stored in
+// partition 0 ahead of the commit in its run's; the step executed again
+// derives the same id, so the second is a duplicate.
+func TestSendEventAfterALostCommitSendsOnce(t *testing.T) {
+	eachBackend(t, func(t *testing.T, be backendtest.Backend) {
+		const runs = 12 // some runs outside partition 0 on a partitioned store, almost surely
+		b := setup(t, be, options{leaseTTL: time.Minute, wrap: func(st store.Store) store.Store {
+			return &lostFirstEmit{Store: st, lost: map[string]bool{}}
+		}},
+			engine.Function{ID: "emitter", Triggers: []engine.Trigger{{Event: "test/emit"}},
+				Handler: func(ctx context.Context, r *engine.Run) (any, error) {
+					_, err := r.SendEvent(ctx, "tell", engine.IncomingEvent{Name: "test/told", Data: r.Event.Data})
+					return nil, err
+				}},
+			engine.Function{ID: "told", Triggers: []engine.Trigger{{Event: "test/told"}},
+				Concurrency: &engine.Concurrency{Limit: 100},
+				Handler:     func(ctx context.Context, r *engine.Run) (any, error) { return nil, nil }},
+		)
+		for i := range runs {
+			b.send(t, "test/emit", fmt.Sprintf(`{"n":%d}`, i))
+		}
+		b.clock.Advance(2 * time.Minute) // the refused commits' leases lapse
+		b.waitFor(t, "every emitter to complete", func() bool {
+			p, err := b.st.ListRuns(b.ctx, store.RunFilter{FunctionID: "emitter", Statuses: []store.Status{store.StatusCompleted}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(p.Items) < runs {
+				b.clock.Advance(time.Minute)
+			}
+			return len(p.Items) == runs
+		})
+		evs, err := b.st.ListEvents(b.ctx, store.EventFilter{Name: "test/told", Limit: 100})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(evs.Items) != runs {
+			t.Errorf("%d test/told events stored, want %d: one per emitter", len(evs.Items), runs)
 		}
 	})
 }

@@ -927,6 +927,9 @@ func (r *Run) SendEvent(ctx context.Context, name string, evs ...IncomingEvent) 
 		if err := checkIncoming(i, ev); err != nil {
 			return nil, &StepError{Step: id, Err: err, Message: err.Error()}
 		}
+		if r.e.partitions > 1 && ev.InternalID == "" {
+			ev.InternalID = derivedID(r.ID, id, i)
+		}
 		pubs[i] = r.e.publication(ev)
 		r.e.place(&pubs[i], store.PartitionOf(r.ID, r.e.partitions), ev.InternalID != "")
 		ids[i] = pubs[i].Event.ID

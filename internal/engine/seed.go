@@ -1,6 +1,7 @@
 package engine
 
 import (
+	"crypto/sha256"
 	"encoding/base64"
 	"strconv"
 	"strings"
@@ -57,4 +58,19 @@ func addUint(e *[10]byte, v uint64) {
 		e[i] = byte(sum)
 		v = v>>8 + sum>>8
 	}
+}
+
+// derivedID is the id of the i-th event run runID emits in step (its
+// failure event: step ""), on a partitioned store (Engine.place): a ULID
+// of the run's time whose random part is a hash of the three, so that an
+// emit the store publishes ahead of its step's commit (in another
+// partition) is the same event when the step executes again.
+func derivedID(runID, step string, i int) string {
+	var id ulid.ULID
+	if r, err := ulid.Parse(runID); err == nil {
+		_ = id.SetTime(r.Time())
+	}
+	sum := sha256.Sum256([]byte(runID + "\x00" + step + "\x00" + strconv.Itoa(i)))
+	_ = id.SetEntropy(sum[:10])
+	return id.String()
 }

@@ -606,7 +606,11 @@ func failed(r *Run, err error) store.Outcome {
 		"error":       err.Error(),
 		"event":       r.Event,
 	})
-	pub := r.e.publication(IncomingEvent{ID: "failed:" + r.ID, Name: EventFunctionFailed, Data: data})
+	in := IncomingEvent{ID: "failed:" + r.ID, Name: EventFunctionFailed, Data: data}
+	if r.e.partitions > 1 {
+		in.InternalID = derivedID(r.ID, "", 0)
+	}
+	pub := r.e.publication(in)
 	return store.Outcome{Status: store.StatusFailed, Error: err.Error(), Emit: []store.Publication{pub}}
 }
 

@@ -27,9 +27,6 @@ type pubArg struct {
 	Doc      string    `json:"doc,omitempty"` // the event as stored (storedEvent); for the publish script an argument of its own
 	TS       int64     `json:"ts,omitempty"`  // the event's ts when Doc leaves it out, for the waits it may match
 	Runs     []specArg `json:"runs"`
-	// Part is the prefix of the partition an emit is stored in when it
-	// is not its run's (publish_all in lua/common.lua).
-	Part string `json:"p,omitempty"`
 }
 
 // specArg is a run spec as the scripts read it (create_run). Durations
@@ -274,28 +271,120 @@ func (s *Store) pubItems(pubs []store.Publication, now time.Time) ([]pubItem, er
 	return items, nil
 }
 
-// pubArgs validates pubs and encodes each, its event inside it, for a
-// script that publishes them with its own writes (savestep's and
-// finish's emits) in the partition of run runID: an emit stored in
-// another names its own.
-func (s *Store) pubArgs(pubs []store.Publication, now time.Time, runID string) ([]json.RawMessage, error) {
+// emitArgs validates the publications a run in runID's partition emits
+// with a step or its end, and encodes those stored in that partition, each
+// event inside it, for the script that publishes them with its own writes
+// (savestep's and finish's emits). On a keyspace of several partitions it
+// first publishes the others (a publication with flow control or a client
+// id, which the engine puts in partition 0) and has the waits of the other
+// partitions matched by the rest (matchElsewhere): a commit touches its
+// own partition alone. Both are idempotent, as the engine derives an
+// emit's id from its run and step there, so a step executed again after a
+// failed commit repeats them without effect.
+func (s *Store) emitArgs(ctx context.Context, pubs []store.Publication, now time.Time, runID string) ([]json.RawMessage, error) {
 	items, err := s.pubItems(pubs, now)
 	if err != nil {
 		return nil, err
 	}
+	if s.Partitions() > 1 && len(items) > 0 {
+		home := store.PartitionOf(runID, s.Partitions())
+		var local []pubItem
+		for i := range items {
+			if items[i].part == home {
+				local = append(local, items[i])
+				continue
+			}
+			if _, err := s.Publish(ctx, pubs[i:i+1]); err != nil {
+				return nil, err
+			}
+		}
+		if err := s.matchElsewhere(ctx, home, local, nil); err != nil {
+			return nil, err
+		}
+		items = local
+	}
 	args := make([]json.RawMessage, len(items))
-	home := store.PartitionOf(runID, s.Partitions())
 	for i := range items {
 		a := items[i].arg
 		a.Doc = items[i].doc
-		if items[i].part != home {
-			a.Part = s.keys.parts[items[i].part]
-		}
 		if args[i], err = json.Marshal(a); err != nil {
 			return nil, err
 		}
 	}
 	return args, nil
+}
+
+// matchArg is an event for the match script (lua/match.lua).
+type matchArg struct {
+	ID   string `json:"id"`
+	Name string `json:"name"`
+	TS   int64  `json:"ts,omitempty"`
+}
+
+// matchElsewhere has the waits of every partition but home that items
+// satisfy completed (the match script), home's being its publication's:
+// one round trip finds the partitions with waits for their names, and
+// each of those gets one call. ids, when set, are the ids the events
+// were stored under (a duplicate's first). On a keyspace of one
+// partition it does nothing.
+func (s *Store) matchElsewhere(ctx context.Context, home int, items []pubItem, ids []string) error {
+	n := s.Partitions()
+	if n == 1 || len(items) == 0 {
+		return nil
+	}
+	var names []string
+	for i := range items {
+		names = appendOnce(names, items[i].arg.Name)
+	}
+	found := make([][]*goredis.IntCmd, n)
+	if _, err := s.rdb.Pipelined(ctx, func(p goredis.Pipeliner) error {
+		for q := range n {
+			if q == home {
+				continue
+			}
+			found[q] = make([]*goredis.IntCmd, len(names))
+			for j, name := range names {
+				found[q][j] = p.Exists(ctx, s.keys.in(q).waits(name))
+			}
+		}
+		return nil
+	}); err != nil {
+		return err
+	}
+	for q := range n {
+		waiting := map[string]bool{}
+		for j, c := range found[q] {
+			if c.Val() > 0 {
+				waiting[names[j]] = true
+			}
+		}
+		if len(waiting) == 0 {
+			continue
+		}
+		var evs []matchArg
+		args := []any{s.nowMS(), ""}
+		for i := range items {
+			a := &items[i].arg
+			if !waiting[a.Name] {
+				continue
+			}
+			id := a.ID
+			if ids != nil {
+				id = ids[i]
+			}
+			evs = append(evs, matchArg{ID: id, Name: a.Name, TS: a.TS})
+			args = append(args, items[i].doc)
+		}
+		b, err := json.Marshal(evs)
+		if err != nil {
+			return err
+		}
+		args[1] = string(b)
+		if err := s.acked(ctx, scriptMatch, []string{s.keys.parts[q]}, args...).Err(); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // jsonArray joins encoded values into one JSON array.
@@ -367,13 +456,26 @@ func (s *Store) publishGroup(ctx context.Context, items []pubItem) ([]any, error
 	return byPartition(ctx, s.Partitions(), items, func(it *pubItem) int { return it.part },
 		func(ctx context.Context, p int, items []pubItem) ([]any, error) {
 			k := s.keys.in(p)
+			var res []any
+			err := errTxDeclined
 			if s.txPublishable(items) {
-				res, err := s.publishTx(ctx, k, items)
-				if !errors.Is(err, errTxDeclined) {
-					return res, err
+				res, err = s.publishTx(ctx, k, items)
+			}
+			if errors.Is(err, errTxDeclined) {
+				res, err = s.publishScript(ctx, k, items)
+			}
+			if err != nil || s.Partitions() == 1 {
+				return res, err
+			}
+			// Duplicates too: a resend after a failure between the two
+			// must still complete the other partitions' waits.
+			ids := make([]string, len(res))
+			for i, r := range res {
+				if t, ok := r.([]any); ok && len(t) > 0 {
+					ids[i] = str(t[0])
 				}
 			}
-			return s.publishScript(ctx, k, items)
+			return res, s.matchElsewhere(ctx, p, items, ids)
 		})
 }
 
@@ -637,7 +739,7 @@ func (s *Store) CommitStepsCount(ctx context.Context, l *store.Lease, steps []st
 	}
 	steps = slices.Clone(steps)
 	steps[len(steps)-1].Step.Output = json.RawMessage(countMark)
-	keys, args, err := s.saveStepsArgs(l, steps, "", true)
+	keys, args, err := s.saveStepsArgs(ctx, l, steps, "", true)
 	if err != nil {
 		return 0, s.wrap("save step", err)
 	}
@@ -648,7 +750,7 @@ func (s *Store) CommitStepsCount(ctx context.Context, l *store.Lease, steps []st
 // saveSteps runs the savestep script: steps, then the finish when finish
 // (a finishArg without its run, token and time) is not "".
 func (s *Store) saveSteps(ctx context.Context, l *store.Lease, steps []store.StepCommit, finish string) error {
-	keys, args, err := s.saveStepsArgs(l, steps, finish, false)
+	keys, args, err := s.saveStepsArgs(ctx, l, steps, finish, false)
 	if err != nil {
 		return err
 	}
@@ -658,7 +760,7 @@ func (s *Store) saveSteps(ctx context.Context, l *store.Lease, steps []store.Ste
 // saveStepsArgs are the keys and arguments of the savestep script;
 // counted marks the last step's output as the value of the last write
 // (CommitStepsCount).
-func (s *Store) saveStepsArgs(l *store.Lease, steps []store.StepCommit, finish string, counted bool) ([]string, []any, error) {
+func (s *Store) saveStepsArgs(ctx context.Context, l *store.Lease, steps []store.StepCommit, finish string, counted bool) ([]string, []any, error) {
 	now := s.clock.Now()
 	fx, err := store.MergeEffects(steps)
 	if err != nil {
@@ -677,7 +779,7 @@ func (s *Store) saveStepsArgs(l *store.Lease, steps []store.StepCommit, finish s
 	args := make([]any, 0, 6+7*len(steps))
 	args = append(args, now.UnixMilli(), l.RunID, l.Token, fxDoc, finish, len(steps))
 	for _, sc := range steps {
-		if args, err = s.appendStepArgs(args, l, sc, now); err != nil {
+		if args, err = s.appendStepArgs(ctx, args, l, sc, now); err != nil {
 			return nil, nil, err
 		}
 	}
@@ -701,7 +803,7 @@ func (s *Store) CommitStepsGet(ctx context.Context, l *store.Lease, steps []stor
 	if s.minReplicas > 0 || !s.nativeTTL || !s.functions.Load() {
 		return twoCalls()
 	}
-	keys, args, err := s.saveStepsArgs(l, steps, "", false)
+	keys, args, err := s.saveStepsArgs(ctx, l, steps, "", false)
 	if err != nil {
 		return "", nil, s.wrap("save step", err)
 	}
@@ -725,7 +827,7 @@ func (s *Store) CommitStepsGet(ctx context.Context, l *store.Lease, steps []stor
 }
 
 // appendStepArgs appends one step's arguments of the savestep script.
-func (s *Store) appendStepArgs(args []any, l *store.Lease, sc store.StepCommit, now time.Time) ([]any, error) {
+func (s *Store) appendStepArgs(ctx context.Context, args []any, l *store.Lease, sc store.StepCommit, now time.Time) ([]any, error) {
 	st, err := sc.Step.Normalized()
 	if err != nil {
 		return nil, err
@@ -748,7 +850,7 @@ func (s *Store) appendStepArgs(args []any, l *store.Lease, sc store.StepCommit, 
 	// what save_record looks for in the run's log.
 	id, _ := json.Marshal(st.ID)
 	head := `{"id":` + string(id)
-	pubs, err := s.pubArgs(sc.Emit, now, l.RunID)
+	pubs, err := s.emitArgs(ctx, sc.Emit, now, l.RunID)
 	if err != nil {
 		return nil, err
 	}
@@ -789,7 +891,7 @@ func (s *Store) Finish(ctx context.Context, l *store.Lease, o store.Outcome) err
 		return s.wrap("finish", err)
 	}
 	now := s.clock.Now()
-	pubs, err := s.pubArgs(o.Emit, now, l.RunID)
+	pubs, err := s.emitArgs(ctx, o.Emit, now, l.RunID)
 	if err != nil {
 		return s.wrap("finish", err)
 	}

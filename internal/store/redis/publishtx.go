@@ -105,10 +105,9 @@ func (s *Store) publishTx(ctx context.Context, k keys, items []pubItem) ([]any, 
 		watched = append(watched, k.event(a.ID))
 		if !names[a.Name] {
 			names[a.Name] = true
-			// A wait is in its run's partition: any of them.
-			for p := range k.parts {
-				watched = append(watched, k.in(p).waits(a.Name))
-			}
+			// This partition's: the others' are matched after
+			// (matchElsewhere).
+			watched = append(watched, k.waits(a.Name))
 		}
 	}
 	w := newTxWrites(k, len(items))

@@ -51,6 +51,7 @@ var (
 	scriptPrune      = engineScript("prune")
 	scriptPruneFn    = engineScript("prunefn")
 	scriptWindow     = engineScript("window")
+	scriptMatch      = engineScript("match")
 
 	scriptKVGet       = kvScript("kv_get")
 	scriptKVSet       = kvScript("kv_set")

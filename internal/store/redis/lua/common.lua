@@ -18,8 +18,9 @@ local now_at, now_num, now_pad -- now_cached
 
 local function begin(keys, argv)
   P, NOW, PARTS = keys[1], tonumber(argv[1]), nil
-  changes, zq, zkeys, stkeys, nowaits, registered = {}, {}, {}, {}, {}, {}
+  changes, zq, zkeys, stkeys, nowaits = {}, {}, {}, {}, {}
   now_at = nil
+  registered = {fns = {}, names = {}}
 end
 
 -- Partitions (store.Partitioned; keys.go). A partitioned keyspace's
@@ -28,9 +29,10 @@ end
 -- per call, from P), pfx the prefix of the partition an id belongs to (the
 -- value of its last character in Crockford's base32, mod n:
 -- store.PartitionOf). A script runs in the partition its caller names
--- (P); on one server it may reach into another: an event a rerun's run
--- does not share a partition with (pfx), an emit pinned to partition 0
--- and the waits of every partition (in_partition).
+-- (P); on one server it may reach into another for an event a rerun's run
+-- does not share a partition with (pfx). The waits of other partitions
+-- an event matches, and the emits a run stores in another partition, are
+-- the caller's (matchElsewhere, emitArgs in engine.go).
 local crockford -- digit -> value, built on first use (a constant)
 
 local function parts()
@@ -61,28 +63,6 @@ end
 -- wherever the run they decide on is (on a Redis Cluster the engine puts
 -- every such run in partition 0: store.Publication.Pinned).
 local function FC() return parts()[1] end
-
--- in_partition returns f(...) (one value) run with P the prefix prefix
--- (nil: P). The caches of one script (registered, nowaits, stkeys) are
--- kept per P.
-local function in_partition(prefix, f, ...)
-  if not prefix or prefix == P then return f(...) end
-  local home = P
-  P = prefix
-  local out = f(...)
-  P = home
-  return out
-end
-
--- cache returns the table c keeps for P, made on first use.
-local function cache(c)
-  local t = c[P]
-  if not t then
-    t = {}
-    c[P] = t
-  end
-  return t
-end
 
 -- num formats a number exactly: integers (times in ms, counts) with %d,
 -- which is the same text as %.17g below 1e17 and far cheaper, the rest
@@ -297,11 +277,10 @@ end
 -- built once per script and pair (stkeys).
 
 local function status_key(fn, st)
-  local here = cache(stkeys)
-  local byst = here[fn]
+  local byst = stkeys[fn]
   if not byst then
     byst = {}
-    here[fn] = byst
+    stkeys[fn] = byst
   end
   local k = byst[st]
   if not k then
@@ -333,14 +312,8 @@ end
 -- per-name indexes by (keys.go), once per script (registered).
 
 local function register(registry, v)
-  local here = cache(registered)
-  local done = here[registry]
-  if not done then
-    done = {}
-    here[registry] = done
-  end
-  if done[v] then return end
-  done[v] = true
+  if registered[registry][v] then return end
+  registered[registry][v] = true
   redis.call('SADD', P .. registry, v)
 end
 
@@ -755,12 +728,11 @@ end
 -- nowaits remembers the event names without pending waits within one
 -- script: publications never add waits, so the answer holds.
 
-local function match_waits_here(name, id, doc, ts)
-  local none = cache(nowaits)
-  if none[name] then return end
+local function match_waits(name, id, doc, ts)
+  if nowaits[name] then return end
   local ws = redis.call('HGETALL', P .. 'waits:' .. name)
   if #ws == 0 then
-    none[name] = true
+    nowaits[name] = true
     return
   end
   local decoded
@@ -778,14 +750,6 @@ local function match_waits_here(name, id, doc, ts)
       if ok then complete_wait(ws[i], w, id, doc) end
     end
   end
-end
-
--- match_waits does so in every partition, where each wait is with its
--- run.
-local function match_waits(name, id, doc, ts)
-  local ps = parts()
-  if #ps == 1 then return match_waits_here(name, id, doc, ts) end
-  for _, prefix in ipairs(ps) do in_partition(prefix, match_waits_here, name, id, doc, ts) end
 end
 
 -- publish_one stores one publication (see pubArg in engine.go) and returns
@@ -811,14 +775,9 @@ local function publish_one(p)
   return {p.id, 0, refs}
 end
 
--- publish_all stores publications, each in its partition: P, or the
--- prefix p.p names (a step's emit pinned to another partition than its
--- run's: store.Publication.Pinned).
 local function publish_all(pubs)
   local out = {}
-  for i, p in ipairs(pubs) do
-    if p.p then out[i] = in_partition(p.p, publish_one, p) else out[i] = publish_one(p) end
-  end
+  for i, p in ipairs(pubs) do out[i] = publish_one(p) end
   return out
 end
 

@@ -53,17 +53,19 @@ for _, name in ipairs(redis.call('SMEMBERS', P .. 'names')) do
 end
 removed = removed + gone
 
+-- The flow-control keys are partition 0's (FC): pruned by its call.
+if P ~= FC() then return removed end
 for _, e in ipairs({{'idem', 'idemexp'}, {'cid', 'cidexp'}}) do
-  local keys = redis.call('ZRANGEBYSCORE', FC() .. e[2], '-inf', num(NOW), 'LIMIT', 0, batch)
+  local keys = redis.call('ZRANGEBYSCORE', P .. e[2], '-inf', num(NOW), 'LIMIT', 0, batch)
   if #keys > 0 then
-    redis.call('HDEL', FC() .. e[1], unpack(keys))
-    redis.call('ZREM', FC() .. e[2], unpack(keys))
+    redis.call('HDEL', P .. e[1], unpack(keys))
+    redis.call('ZREM', P .. e[2], unpack(keys))
     removed = removed + #keys
   end
 end
-local rates = redis.call('ZRANGEBYSCORE', FC() .. 'rate', '-inf', num(NOW), 'LIMIT', 0, batch)
+local rates = redis.call('ZRANGEBYSCORE', P .. 'rate', '-inf', num(NOW), 'LIMIT', 0, batch)
 if #rates > 0 then
-  redis.call('ZREM', FC() .. 'rate', unpack(rates))
+  redis.call('ZREM', P .. 'rate', unpack(rates))
   removed = removed + #rates
 end
 return removed
