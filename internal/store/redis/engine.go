@@ -235,8 +235,10 @@ type pubItem struct {
 }
 
 // pubItems validates pubs and encodes each event as stored, stamping it
-// with now and giving an id to those without.
-func (s *Store) pubItems(pubs []store.Publication, now time.Time) ([]pubItem, error) {
+// with now and giving an id to those without: in the partition of their
+// runs, else in home's (a step's emits: their run's), or partition 0's
+// for one with a client id.
+func (s *Store) pubItems(pubs []store.Publication, now time.Time, home int) ([]pubItem, error) {
 	items := make([]pubItem, len(pubs))
 	for i, p := range pubs {
 		if err := p.Validate(); err != nil {
@@ -245,10 +247,12 @@ func (s *Store) pubItems(pubs []store.Publication, now time.Time) ([]pubItem, er
 		ev := p.StoredEvent()
 		n := s.Partitions()
 		if ev.ID == "" {
-			// In the partition its runs are in.
-			part := 0
-			if len(p.Runs) > 0 {
+			part := home
+			switch {
+			case len(p.Runs) > 0:
 				part = store.PartitionOf(p.Runs[0].ID, n)
+			case p.Pinned():
+				part = 0
 			}
 			ev.ID, _ = store.MintIn(part, n, func() string { return s.newULID(now) })
 		}
@@ -282,19 +286,21 @@ func (s *Store) pubItems(pubs []store.Publication, now time.Time) ([]pubItem, er
 // emit's id from its run and step there, so a step executed again after a
 // failed commit repeats them without effect.
 func (s *Store) emitArgs(ctx context.Context, pubs []store.Publication, now time.Time, runID string) ([]json.RawMessage, error) {
-	items, err := s.pubItems(pubs, now)
+	home := store.PartitionOf(runID, s.Partitions())
+	items, err := s.pubItems(pubs, now, home)
 	if err != nil {
 		return nil, err
 	}
 	if s.Partitions() > 1 && len(items) > 0 {
-		home := store.PartitionOf(runID, s.Partitions())
 		var local []pubItem
 		for i := range items {
 			if items[i].part == home {
 				local = append(local, items[i])
 				continue
 			}
-			if _, err := s.Publish(ctx, pubs[i:i+1]); err != nil {
+			p := pubs[i]
+			p.Event.ID = items[i].arg.ID // as pubItems gave it one
+			if _, err := s.Publish(ctx, []store.Publication{p}); err != nil {
 				return nil, err
 			}
 		}
@@ -410,7 +416,7 @@ func jsonArray(items []json.RawMessage) string {
 // one script call (see batch.go); each call's publications stay together
 // and in order.
 func (s *Store) Publish(ctx context.Context, pubs []store.Publication) ([]store.Published, error) {
-	items, err := s.pubItems(pubs, s.clock.Now())
+	items, err := s.pubItems(pubs, s.clock.Now(), 0)
 	if err != nil {
 		return nil, s.wrap("publish", err)
 	}
@@ -561,7 +567,9 @@ func (s *Store) CreateRuns(ctx context.Context, eventID string, specs []store.Ru
 // partition's queue (one round trip), and then leases in each partition
 // as many as it holds of the n earliest of them all, in their order: runs
 // start in the order they became claimable, whichever partition holds
-// them, and a partition with nothing claimable costs no script.
+// them, and a partition with nothing claimable costs no script. Entries a
+// partition's claim skips (a concurrency limit reached) leave room that
+// the partitions with claimable entries fill, in the same order.
 func (s *Store) Claim(ctx context.Context, owner string, n int, ttl time.Duration) ([]store.Lease, error) {
 	if err := store.ValidateLeaseTTL(ttl); err != nil {
 		return nil, s.wrap("claim", err)
@@ -609,18 +617,37 @@ func (s *Store) Claim(ctx context.Context, owner string, n int, ttl time.Duratio
 		counts[h.part]++
 	}
 	var leases []store.Lease
-	for _, p := range order {
-		got, err := s.claimIn(ctx, s.keys.parts[p], owner, counts[p], ttl)
-		if err != nil {
-			if len(leases) > 0 {
-				// Those granted are the caller's: the next claim tries
-				// this partition again.
-				s.log.Warn("redis: claim: a partition failed", "err", err)
+	claim := func(p, want int) error {
+		got, err := s.claimIn(ctx, s.keys.parts[p], owner, want, ttl)
+		leases = append(leases, got...)
+		return err
+	}
+	err := func() error {
+		for _, p := range order {
+			if err := claim(p, counts[p]); err != nil {
+				return err
+			}
+		}
+		for _, h := range all {
+			if len(leases) >= n {
 				break
 			}
-			return nil, err
+			if counts[h.part] >= 0 {
+				counts[h.part] = -1 // each partition once
+				if err := claim(h.part, n-len(leases)); err != nil {
+					return err
+				}
+			}
 		}
-		leases = append(leases, got...)
+		return nil
+	}()
+	if err != nil && len(leases) == 0 {
+		return nil, err
+	}
+	if err != nil {
+		// Those granted are the caller's: the next claim tries the
+		// partition that failed again.
+		s.log.Warn("redis: claim: a partition failed", "err", err)
 	}
 	return leases, nil
 }

@@ -38,7 +38,7 @@ var LayoutVersion = strconv.Itoa(layoutVersion)
 // and stores them through tx as a transaction and through script by the
 // publish script: the two stores' replies.
 func PublishBothWays(ctx context.Context, tx, script *Store, pubs []store.Publication) (viaTx, viaScript []any, err error) {
-	items, err := tx.pubItems(pubs, tx.clock.Now())
+	items, err := tx.pubItems(pubs, tx.clock.Now(), 0)
 	if err != nil {
 		return nil, nil, err
 	}

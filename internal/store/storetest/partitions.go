@@ -19,6 +19,7 @@ var partitionCases = []testCase{
 	{"EmitIntoAnotherPartition", testPartitionsEmit},
 	{"RunApartFromItsEvent", testPartitionsRerun},
 	{"FlowControlSpansPartitions", testPartitionsFlowControl},
+	{"ClaimPassesABlockedPartition", testPartitionsBlockedClaim},
 	{"PruneAndSubscribeSpanPartitions", testPartitionsPruneSubscribe},
 }
 
@@ -261,4 +262,27 @@ func testPartitionsPruneSubscribe(t *testing.T, b *bundle) {
 			t.Errorf("run %s is still there", runs[i])
 		}
 	}
+}
+
+func testPartitionsBlockedClaim(t *testing.T, b *bundle) {
+	// The earliest claimable entries are runs a concurrency limit holds
+	// back, in partition 0 (where the engine puts such runs); a plain run
+	// in another partition, queued after them, is claimed all the same.
+	b.inPartition(0)
+	limited := func() store.RunSpec {
+		s := b.spec("fn-c")
+		s.ConcurrencyKey, s.ConcurrencyLimit = "fn-c", 1
+		return s
+	}
+	first := limited()
+	b.enqueue(t, first)
+	b.claimOne(t, "w", first.ID, time.Hour)
+	for range 3 {
+		b.enqueue(t, limited())
+	}
+	b.clock.Advance(time.Millisecond)
+	b.inPartition(1)
+	plain := b.spec("fn-p")
+	b.enqueue(t, plain)
+	checkIDs(t, "claimed", leaseIDs(b.claim(t, "w", 1, time.Hour)), []string{plain.ID})
 }
