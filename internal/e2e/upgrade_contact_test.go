@@ -1,9 +1,7 @@
 package e2e
 
 import (
-	"context"
 	"encoding/json"
-	"path/filepath"
 	"testing"
 	"time"
 
@@ -12,9 +10,6 @@ import (
 
 	"github.com/dcyfr/cyberdrew/internal/jobs"
 	"github.com/dcyfr/cyberdrew/internal/store"
-	"github.com/dcyfr/cyberdrew/internal/store/redis"
-	"github.com/dcyfr/cyberdrew/internal/store/redis/redistest"
-	"github.com/dcyfr/cyberdrew/internal/store/sqlite"
 )
 
 // TestContactCutShortByAnEarlierReleaseFinishes upgrades a store in which
@@ -38,20 +33,7 @@ func TestContactCutShortByAnEarlierReleaseFinishes(t *testing.T) {
 			t.Run(name, func(t *testing.T) {
 				t.Parallel()
 				clock := clockwork.NewFakeClockAt(epoch)
-				dir := t.TempDir()
-				var srv *redistest.Server
-				var old store.Store
-				var err error
-				switch backend {
-				case "redis":
-					srv = redistest.StartT(t, false)
-					old, err = redis.Open(t.Context(), srv.URL(0), redis.Options{Clock: clock})
-				default:
-					old, err = sqlite.Open(t.Context(), filepath.Join(dir, "cyberdrew.db"), sqlite.Options{Clock: clock})
-				}
-				if err != nil {
-					t.Fatalf("opening the store the earlier release used: %v", err)
-				}
+				old, srv, dir := earlierStore(t, backend, clock)
 				contactKilledMidRun(t, old, clock, announced)
 
 				d := deployAt(t, backend, clock, srv, dir)
@@ -100,36 +82,13 @@ const visitorAddr = "early@example.com"
 // emitted in a step of that release's name.
 func contactKilledMidRun(t *testing.T, st store.Store, clock clockwork.Clock, announced bool) {
 	t.Helper()
-	ctx := context.Background()
 	data, _ := json.Marshal(map[string]string{"name": "Early Visitor", "email": visitorAddr, "message": "Sent before the upgrade."})
-	runID := ulid.Make().String()
-	if _, err := st.Publish(ctx, []store.Publication{{
-		Event: store.Event{Name: jobs.EventContactSubmitted, Data: data, TS: clock.Now().UnixMilli()},
-		Runs:  []store.RunSpec{{ID: runID, FunctionID: "contact-form-submitted"}},
-	}}); err != nil {
-		t.Fatalf("Publish: %v", err)
-	}
-	leases, err := st.Claim(ctx, "earlier-release:1", 1, 10*time.Second)
-	if err != nil || len(leases) != 1 {
-		t.Fatalf("Claim = %v, %v", leases, err)
-	}
-	now := clock.Now()
-	save := func(id string, kind store.StepKind, out string, emit []store.Publication) {
-		s := store.Step{RunID: runID, ID: id, Name: id, Kind: kind, Status: store.StatusCompleted,
-			Output: json.RawMessage(out), StartedAt: now, EndedAt: now, Attempts: []store.Attempt{{StartedAt: now, EndedAt: now}}}
-		if err := st.SaveStep(ctx, &leases[0], s, emit); err != nil {
-			t.Fatalf("SaveStep %s: %v", id, err)
-		}
-	}
-	save("send-notification-email", store.StepRun, `{"delivered":true,"id":"re_early_notification"}`, nil)
+	steps := []recordedStep{{id: "send-notification-email", kind: store.StepRun, output: `{"delivered":true,"id":"re_early_notification"}`}}
 	if announced {
 		evID := ulid.Make().String()
 		outcome, _ := json.Marshal(jobs.EmailOutcome{Email: visitorAddr, Type: jobs.EmailNotification, MessageID: "re_early_notification"})
-		save("emit-notification-delivered", store.StepSendEvent, `["`+evID+`"]`, []store.Publication{{
-			Event: store.Event{ID: evID, Name: jobs.EventEmailDelivered, Data: outcome, TS: now.UnixMilli()}}})
+		steps = append(steps, recordedStep{id: "emit-notification-delivered", kind: store.StepSendEvent, output: `["` + evID + `"]`,
+			emit: []store.Publication{{Event: store.Event{ID: evID, Name: jobs.EventEmailDelivered, Data: outcome, TS: clock.Now().UnixMilli()}}}})
 	}
-	// Killed: the lease is neither released nor renewed.
-	if err := st.Close(); err != nil {
-		t.Fatalf("Close: %v", err)
-	}
+	killedIn(t, st, clock, store.Event{Name: jobs.EventContactSubmitted, Data: data, TS: clock.Now().UnixMilli()}, "contact-form-submitted", steps, nil)
 }

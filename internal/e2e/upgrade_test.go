@@ -47,20 +47,7 @@ func TestViewsCutShortByAnEarlierReleaseFinish(t *testing.T) {
 			t.Run(c.name+"/"+backend, func(t *testing.T) {
 				t.Parallel()
 				clock := clockwork.NewFakeClockAt(epoch)
-				dir := t.TempDir()
-				var srv *redistest.Server
-				var old store.Store
-				var err error
-				switch backend {
-				case "redis":
-					srv = redistest.StartT(t, false)
-					old, err = redis.Open(t.Context(), srv.URL(0), redis.Options{Clock: clock})
-				default:
-					old, err = sqlite.Open(t.Context(), filepath.Join(dir, "cyberdrew.db"), sqlite.Options{Clock: clock})
-				}
-				if err != nil {
-					t.Fatalf("opening the store the earlier release used: %v", err)
-				}
+				old, srv, dir := earlierStore(t, backend, clock)
 				killedMidRun(t, old, clock, slug, title, keys, date, c.steps, c.day)
 
 				d := deployAt(t, backend, clock, srv, dir)
@@ -78,6 +65,26 @@ func TestViewsCutShortByAnEarlierReleaseFinish(t *testing.T) {
 	}
 }
 
+// earlierStore opens, on backend, the store an earlier release used: a
+// Redis server (returned, for the daemon that follows) or a SQLite file in
+// dir (returned).
+func earlierStore(t *testing.T, backend string, clock clockwork.Clock) (st store.Store, srv *redistest.Server, dir string) {
+	t.Helper()
+	dir = t.TempDir()
+	var err error
+	switch backend {
+	case "redis":
+		srv = redistest.StartT(t, false)
+		st, err = redis.Open(t.Context(), srv.URL(0), redis.Options{Clock: clock})
+	default:
+		st, err = sqlite.Open(t.Context(), filepath.Join(dir, "cyberdrew.db"), sqlite.Options{Clock: clock})
+	}
+	if err != nil {
+		t.Fatalf("opening the store the earlier release used: %v", err)
+	}
+	return st, srv, dir
+}
+
 // killedMidRun leaves in st what an earlier release left when it was
 // killed during a page view's run: the view's event and run, the run
 // leased for 10 s, steps recorded with the outputs that release gave them
@@ -87,38 +94,62 @@ func killedMidRun(t *testing.T, st store.Store, clock clockwork.Clock, slug, tit
 	t.Helper()
 	ctx := context.Background()
 	data, _ := json.Marshal(map[string]string{"slug": slug, "title": title})
+	var recorded []recordedStep
+	for _, id := range []string{"increment-views", "track-daily-views", "check-milestones"} {
+		out, ok := steps[id]
+		if !ok {
+			break
+		}
+		recorded = append(recorded, recordedStep{id: id, kind: store.StepRun, output: out})
+	}
+	killedIn(t, st, clock, store.Event{Name: jobs.EventPostViewed, Data: data, TS: clock.Now().UnixMilli()}, "track-post-view", recorded,
+		func() {
+			if err := st.Set(ctx, keys.PostViews(slug), "100", 0); err != nil {
+				t.Fatalf("Set: %v", err)
+			}
+			if day {
+				if err := st.Set(ctx, keys.PostDayViews(slug, date), "1", 0); err != nil {
+					t.Fatalf("Set: %v", err)
+				}
+			}
+		})
+}
+
+// recordedStep is a step an earlier release recorded, with what it
+// emitted.
+type recordedStep struct {
+	id     string
+	kind   store.StepKind
+	output string
+	emit   []store.Publication
+}
+
+// killedIn leaves in st what an earlier release's daemon left when it was
+// killed during a run of fn: ev and the run, the run leased for 10 s, its
+// effects made (effects) and its steps recorded, then
+// the store closed with the lease neither released nor renewed.
+func killedIn(t *testing.T, st store.Store, clock clockwork.Clock, ev store.Event, fn string, steps []recordedStep, effects func()) {
+	t.Helper()
+	ctx := context.Background()
 	runID := ulid.Make().String()
-	if _, err := st.Publish(ctx, []store.Publication{{
-		Event: store.Event{Name: jobs.EventPostViewed, Data: data, TS: clock.Now().UnixMilli()},
-		Runs:  []store.RunSpec{{ID: runID, FunctionID: "track-post-view"}},
-	}}); err != nil {
+	if _, err := st.Publish(ctx, []store.Publication{{Event: ev, Runs: []store.RunSpec{{ID: runID, FunctionID: fn}}}}); err != nil {
 		t.Fatalf("Publish: %v", err)
 	}
 	leases, err := st.Claim(ctx, "earlier-release:1", 1, 10*time.Second)
 	if err != nil || len(leases) != 1 {
 		t.Fatalf("Claim = %v, %v", leases, err)
 	}
-	if err := st.Set(ctx, keys.PostViews(slug), "100", 0); err != nil {
-		t.Fatalf("Set: %v", err)
-	}
-	if day {
-		if err := st.Set(ctx, keys.PostDayViews(slug, date), "1", 0); err != nil {
-			t.Fatalf("Set: %v", err)
-		}
+	if effects != nil {
+		effects()
 	}
 	now := clock.Now()
-	for _, id := range []string{"increment-views", "track-daily-views", "check-milestones"} {
-		out, ok := steps[id]
-		if !ok {
-			break
-		}
-		s := store.Step{RunID: runID, ID: id, Name: id, Kind: store.StepRun, Status: store.StatusCompleted,
-			Output: json.RawMessage(out), StartedAt: now, EndedAt: now, Attempts: []store.Attempt{{StartedAt: now, EndedAt: now}}}
-		if err := st.SaveStep(ctx, &leases[0], s, nil); err != nil {
-			t.Fatalf("SaveStep %s: %v", id, err)
+	for _, r := range steps {
+		s := store.Step{RunID: runID, ID: r.id, Name: r.id, Kind: r.kind, Status: store.StatusCompleted,
+			Output: json.RawMessage(r.output), StartedAt: now, EndedAt: now, Attempts: []store.Attempt{{StartedAt: now, EndedAt: now}}}
+		if err := st.SaveStep(ctx, &leases[0], s, r.emit); err != nil {
+			t.Fatalf("SaveStep %s: %v", r.id, err)
 		}
 	}
-	// Killed: the lease is neither released nor renewed.
 	if err := st.Close(); err != nil {
 		t.Fatalf("Close: %v", err)
 	}
