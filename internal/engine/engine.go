@@ -334,9 +334,9 @@ func (e *Engine) newID(t time.Time) string {
 }
 
 // place gives pub's ids the partition they belong to on a partitioned
-// store (store.Publication.Partition): every run in its event's partition, and all in
-// partition 0 when flow control decides on one of its runs or it has a
-// client id (store.Publication.Pinned). home is the partition an unpinned
+// store (store.Publication.Partition): every run in its event's
+// partition, and all in partition 0 when flow control decides on one of
+// its runs or it has a client id (store.Publication.Pinned). home is the partition an unpinned
 // publication goes to (a step's emits go to their run's), -1 for the one
 // its event id is in. An event id the engine minted is minted again until
 // it is in its partition (and a debounce key made of it follows it); one

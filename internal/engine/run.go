@@ -907,7 +907,10 @@ func (r *Run) Completed(id string) bool {
 
 // SendEvent publishes events as a step: they are stored, with the runs they
 // trigger, atomically with the step's record, so a retried or replayed run
-// never sends them twice. It returns the events' ids.
+// never sends them twice. (On a partitioned store an event that belongs
+// in another partition than the run's is stored ahead of the record,
+// under an id derived from run, step and index, so that the step executed
+// again stores it once.) It returns the events' ids.
 func (r *Run) SendEvent(ctx context.Context, name string, evs ...IncomingEvent) ([]string, error) {
 	id, endStep, err := r.begin(name)
 	if err != nil {

@@ -17,10 +17,10 @@ import (
 const SeedHeader = "X-Inngest-Event-Id-Seed"
 
 // SeededIDs derives the ids of a request's n events from its seed, the i-th
-// from the seed's time and its entropy plus 32 i (so all share their last
-// character, which a partitioned store may replace: Engine.place), so that a retried request
-// stores its events under the same ids and the store recognises them as
-// duplicates. It returns nil for a missing or malformed seed, and for one
+// from the seed's time and its entropy plus 32 i (so that all share their
+// last character, which Engine.place may replace on a partitioned store),
+// so that a retried request stores its events under the same ids and the
+// store recognises them as duplicates. It returns nil for a missing or malformed seed, and for one
 // dated after store.MaxTime (an event without ts takes its id's time).
 func SeededIDs(seed string, n int) []string {
 	msText, entText, ok := strings.Cut(seed, ",")

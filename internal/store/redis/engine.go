@@ -580,14 +580,11 @@ func (s *Store) Claim(ctx context.Context, owner string, n int, ttl time.Duratio
 	if s.Partitions() == 1 {
 		return s.claimIn(ctx, s.keys.engine, owner, n, ttl)
 	}
-	heads := make([]*goredis.ZSliceCmd, s.Partitions())
 	by := &goredis.ZRangeBy{Min: "-inf", Max: strconv.FormatInt(s.nowMS(), 10), Count: int64(n)}
-	if _, err := s.rdb.Pipelined(ctx, func(p goredis.Pipeliner) error {
-		for i := range heads {
-			heads[i] = p.ZRangeByScoreWithScores(ctx, s.keys.in(i).queue(), by)
-		}
-		return nil
-	}); err != nil {
+	heads, err := fromEachPartition(ctx, s, func(p goredis.Pipeliner, k keys) *goredis.ZSliceCmd {
+		return p.ZRangeByScoreWithScores(ctx, k.queue(), by)
+	})
+	if err != nil {
 		return nil, s.wrap("claim", err)
 	}
 	type head struct {
@@ -622,7 +619,7 @@ func (s *Store) Claim(ctx context.Context, owner string, n int, ttl time.Duratio
 		leases = append(leases, got...)
 		return err
 	}
-	err := func() error {
+	err = func() error {
 		for _, p := range order {
 			if err := claim(p, counts[p]); err != nil {
 				return err
@@ -987,12 +984,8 @@ func (s *Store) CancelRun(ctx context.Context, id, reason string) (store.Run, er
 // NextWake is the earliest time an unfinished run becomes claimable: the
 // head of every partition's queue, read in one round trip.
 func (s *Store) NextWake(ctx context.Context) (time.Time, bool, error) {
-	heads := make([]*goredis.ZSliceCmd, s.Partitions())
-	_, err := s.rdb.Pipelined(ctx, func(p goredis.Pipeliner) error {
-		for i := range heads {
-			heads[i] = p.ZRangeWithScores(ctx, s.keys.in(i).queue(), 0, 0)
-		}
-		return nil
+	heads, err := fromEachPartition(ctx, s, func(p goredis.Pipeliner, k keys) *goredis.ZSliceCmd {
+		return p.ZRangeWithScores(ctx, k.queue(), 0, 0)
 	})
 	if err != nil {
 		return time.Time{}, false, s.wrap("next wake", err)
@@ -1012,13 +1005,9 @@ func (s *Store) NextWake(ctx context.Context) (time.Time, bool, error) {
 
 // QueueDepth counts the runs claimable now, in every partition.
 func (s *Store) QueueDepth(ctx context.Context) (int, error) {
-	counts := make([]*goredis.IntCmd, s.Partitions())
 	now := strconv.FormatInt(s.nowMS(), 10)
-	_, err := s.rdb.Pipelined(ctx, func(p goredis.Pipeliner) error {
-		for i := range counts {
-			counts[i] = p.ZCount(ctx, s.keys.in(i).queue(), "-inf", now)
-		}
-		return nil
+	counts, err := fromEachPartition(ctx, s, func(p goredis.Pipeliner, k keys) *goredis.IntCmd {
+		return p.ZCount(ctx, k.queue(), "-inf", now)
 	})
 	if err != nil {
 		return 0, s.wrap("queue depth", err)
@@ -1056,6 +1045,19 @@ func (s *Store) Prune(ctx context.Context, cutoff time.Time, batch int) (int, er
 		n, err := s.run(ctx, scriptPrune, []string{s.keys.parts[p]}, s.nowMS(), cutoff.UnixMilli(), batch).Int()
 		return n, s.wrap("prune", err)
 	})
+}
+
+// fromEachPartition sends cmd's command for every partition (k: its
+// keys) in one pipeline and returns them, in the partitions' order.
+func fromEachPartition[C goredis.Cmder](ctx context.Context, s *Store, cmd func(p goredis.Pipeliner, k keys) C) ([]C, error) {
+	out := make([]C, s.Partitions())
+	_, err := s.rdb.Pipelined(ctx, func(p goredis.Pipeliner) error {
+		for i := range out {
+			out[i] = cmd(p, s.keys.in(i))
+		}
+		return nil
+	})
+	return out, err
 }
 
 // eachPartition runs prune in each partition with what is left of batch,

@@ -50,7 +50,8 @@ var errOtherPartitions = errors.New("the engine keyspace has another number of p
 // none: 1) with the store's, and records them in a new keyspace spread
 // over several, which it marks with this layout (done: there is nothing
 // to upgrade). A keyspace spread over several partitions was created by
-// this layout or a later one. A keyspace keeps the partitions it was first opened with.
+// this layout or a later one. A keyspace keeps the partitions it was
+// first opened with.
 func (s *Store) checkPartitions(ctx context.Context, hasLayout bool, stored any) (done bool, err error) {
 	n := strconv.Itoa(s.Partitions())
 	have, ok := stored.(string)

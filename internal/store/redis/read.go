@@ -267,13 +267,10 @@ func (s *Store) indexes(ctx context.Context, registry, v string, index func(k ke
 	if err := s.ensureLayout(ctx); err != nil {
 		return nil, err
 	}
-	members := make([]*goredis.StringSliceCmd, s.Partitions())
-	if _, err := s.rdb.Pipelined(ctx, func(p goredis.Pipeliner) error {
-		for i := range members {
-			members[i] = p.SMembers(ctx, s.keys.in(i).registry(registry))
-		}
-		return nil
-	}); err != nil {
+	members, err := fromEachPartition(ctx, s, func(p goredis.Pipeliner, k keys) *goredis.StringSliceCmd {
+		return p.SMembers(ctx, k.registry(registry))
+	})
+	if err != nil {
 		return nil, err
 	}
 	var out []string
@@ -374,13 +371,10 @@ func (s *Store) ListRuns(ctx context.Context, f store.RunFilter) (store.Page[sto
 // queued returns the ids in every partition's queue, up to
 // maxQueueList+1 from each: more than maxQueueList in all when there are.
 func (s *Store) queued(ctx context.Context) ([]string, error) {
-	heads := make([]*goredis.StringSliceCmd, s.Partitions())
-	if _, err := s.rdb.Pipelined(ctx, func(p goredis.Pipeliner) error {
-		for i := range heads {
-			heads[i] = p.ZRange(ctx, s.keys.in(i).queue(), 0, maxQueueList)
-		}
-		return nil
-	}); err != nil {
+	heads, err := fromEachPartition(ctx, s, func(p goredis.Pipeliner, k keys) *goredis.StringSliceCmd {
+		return p.ZRange(ctx, k.queue(), 0, maxQueueList)
+	})
+	if err != nil {
 		return nil, err
 	}
 	var ids []string
