@@ -80,7 +80,7 @@ type keys struct {
 	site   string   // the site prefix
 }
 
-// newKeys returns the keys of n partitions (store.Partitioned), in
+// newKeys returns the keys of n partitions (store.Store.Partitions), in
 // partition 0.
 func newKeys(prefix, site string, n int) keys {
 	k := keys{global: prefix + "{engine}:", base: prefix, site: site}

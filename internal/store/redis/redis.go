@@ -69,12 +69,12 @@ type Options struct {
 	// tests of the path servers without functions take.
 	Scripts bool
 	// Partitions > 1 spreads the engine's records over that many
-	// partitions by id (store.Partitioned; docs/engine.md, "Spreading the
-	// engine over slots"), at most store.MaxPartitions. A keyspace keeps
-	// the partitions it was first opened with; another number is refused
-	// (store.ErrMisconfigured). Not yet on a Redis Cluster, whose scripts
-	// must stay in one slot: some of the engine's scripts still reach
-	// into a second partition (lua/common.lua, parts).
+	// partitions by id (store.Store.Partitions; docs/engine.md,
+	// "Spreading the engine over slots"), at most store.MaxPartitions. A
+	// keyspace keeps the partitions it was first opened with; another
+	// number is refused (store.ErrMisconfigured). Not yet on a Redis
+	// Cluster, whose scripts must stay in one slot: a step's effects on
+	// site keys still commit with its record in one script, across slots.
 	Partitions int
 	// PublishScriptOnly sends every publication through the publish
 	// script, also those the store would otherwise store as a

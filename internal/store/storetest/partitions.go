@@ -10,8 +10,9 @@ import (
 )
 
 // The Partitions cases spread one case's records over the partitions of
-// a partitioned store (store.Partitioned), where every other case keeps
-// its own in one: what the store must see whole, it must see across them.
+// a partitioned store (store.Store.Partitions), where every other case
+// keeps its own in one: what the store must see whole, it must see across
+// them.
 // On a store of one partition they check the same behaviours in it.
 var partitionCases = []testCase{
 	{"ListingsAndQueueSpanPartitions", testPartitionsListings},

@@ -96,7 +96,7 @@ type bundle struct {
 
 	mu      sync.Mutex
 	entropy *ulid.MonotonicEntropy
-	// On a partitioned store (store.Partitioned) every id the bundle
+	// On a partitioned store (store.Store.Partitions) every id the bundle
 	// mints is in partition part of parts, so that each publication's
 	// event and runs share one; the cases' bundles take the partitions in
 	// turn, and the Partitions cases move between them.

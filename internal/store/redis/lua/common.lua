@@ -23,7 +23,7 @@ local function begin(keys, argv)
   registered = {fns = {}, names = {}}
 end
 
--- Partitions (store.Partitioned; keys.go). A partitioned keyspace's
+-- Partitions (store.Store.Partitions; keys.go). A partitioned keyspace's
 -- prefixes end in the hash tag {engine:<i>/<n>}, any other prefix is the
 -- whole keyspace's. parts returns every partition's prefix (found once
 -- per call, from P), pfx the prefix of the partition an id belongs to (the
