@@ -129,6 +129,9 @@ type Engine interface {
 	Functions() []engine.FunctionInfo
 	// Pulse is this process's live counters (GET /v1/stats).
 	Pulse() engine.Pulse
+	// SeededIDs are the ids of a request's n events from an official
+	// client's seed header (engine.Engine.SeededIDs), nil for none.
+	SeededIDs(seed string, n int) []string
 }
 
 // Reader is the read side of the store the admin API and probes use.

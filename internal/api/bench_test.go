@@ -34,6 +34,7 @@ func (nopEngine) Rerun(context.Context, string) (store.RunRef, error) { return s
 func (nopEngine) Cancel(context.Context, string) (store.Run, error)   { return store.Run{}, nil }
 func (nopEngine) Functions() []engine.FunctionInfo                    { return nil }
 func (nopEngine) Pulse() engine.Pulse                                 { return engine.Pulse{} }
+func (nopEngine) SeededIDs(seed string, n int) []string               { return engine.SeededIDs(seed, n) }
 
 // BenchmarkIntake posts one 100-byte event per request, from parallel
 // clients over keep-alive loopback connections.

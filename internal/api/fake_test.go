@@ -128,6 +128,8 @@ func (e *fakeEngine) Functions() []engine.FunctionInfo {
 	return e.functions
 }
 
+func (e *fakeEngine) SeededIDs(seed string, n int) []string { return engine.SeededIDs(seed, n) }
+
 func (e *fakeEngine) Pulse() engine.Pulse {
 	e.mu.Lock()
 	defer e.mu.Unlock()

@@ -73,9 +73,9 @@ func (s *server) intake(w http.ResponseWriter, r *http.Request) error {
 const maxSeedAhead = 24 * time.Hour
 
 // seededIDs are the ids the request's seed header gives its n events, or
-// none (engine.SeededIDs, and maxSeedAhead).
+// none (Engine.SeededIDs, and maxSeedAhead).
 func (s *server) seededIDs(r *http.Request, n int) []string {
-	ids := engine.SeededIDs(r.Header.Get(engine.SeedHeader), n)
+	ids := s.eng.SeededIDs(r.Header.Get(engine.SeedHeader), n)
 	if len(ids) == 0 {
 		return nil
 	}

@@ -342,7 +342,8 @@ func (e *Engine) newID(t time.Time) string {
 // it is in its partition (and a debounce key made of it follows it); one
 // given (IncomingEvent.InternalID, derived from a client's seed, which a
 // retried request derives again) gets the partition's digit as its last
-// character, which SeededIDs leaves the same for every event of a request.
+// character, which Engine.SeededIDs leaves the same for every event of a
+// request.
 // On a store that is not partitioned it does nothing.
 func (e *Engine) place(pub *store.Publication, home int, given bool) {
 	n := e.partitions

@@ -29,7 +29,7 @@ func TestSeededRequestRetriedStoresOnce(t *testing.T) {
 		)
 		seed := "1767225600000," + base64.StdEncoding.EncodeToString([]byte("0123456789"))
 		request := func() []engine.Accepted {
-			ids := engine.SeededIDs(seed, 4)
+			ids := b.eng.SeededIDs(seed, 4)
 			evs := []engine.IncomingEvent{
 				{Name: "test/seeded", Data: json.RawMessage(`{"n":1}`)},
 				{Name: "test/keyed", Data: json.RawMessage(`{"k":"a"}`)},

@@ -17,12 +17,25 @@ import (
 const SeedHeader = "X-Inngest-Event-Id-Seed"
 
 // SeededIDs derives the ids of a request's n events from its seed, the i-th
-// from the seed's time and its entropy plus 32 i (so that all share their
-// last character, which Engine.place may replace on a partitioned store),
-// so that a retried request stores its events under the same ids and the
-// store recognises them as duplicates. It returns nil for a missing or malformed seed, and for one
+// from the seed's time and its entropy plus i, so that a retried request
+// stores its events under the same ids and the store recognises them as
+// duplicates. It returns nil for a missing or malformed seed, and for one
 // dated after store.MaxTime (an event without ts takes its id's time).
-func SeededIDs(seed string, n int) []string {
+func SeededIDs(seed string, n int) []string { return seededIDs(seed, n, 1) }
+
+// SeededIDs is the package's SeededIDs for the engine's store. On a
+// partitioned store the i-th id takes the entropy plus 32 i, so that every
+// id of a request has the seed's last character, which place replaces
+// with its partition's digit without two ids meeting.
+func (e *Engine) SeededIDs(seed string, n int) []string {
+	if e.partitions > 1 {
+		return seededIDs(seed, n, 32)
+	}
+	return SeededIDs(seed, n)
+}
+
+// seededIDs is SeededIDs with the i-th id's entropy plus stride i.
+func seededIDs(seed string, n int, stride uint64) []string {
 	msText, entText, ok := strings.Cut(seed, ",")
 	if !ok || n <= 0 {
 		return nil
@@ -42,7 +55,7 @@ func SeededIDs(seed string, n int) []string {
 			return nil
 		}
 		e := [10]byte(entropy)
-		addUint(&e, uint64(i)*32)
+		addUint(&e, uint64(i)*stride)
 		if err := id.SetEntropy(e[:]); err != nil {
 			return nil
 		}
