@@ -371,9 +371,15 @@ func (e *Engine) place(pub *store.Publication, home int, given bool) {
 		}
 	}
 	for i := range pub.Runs {
-		if s := &pub.Runs[i]; store.PartitionOf(s.ID, n) != part {
-			s.ID = e.newIDIn(e.clock.Now(), part)
-		}
+		e.placeRun(&pub.Runs[i], part)
+	}
+}
+
+// placeRun mints s's id again, until it is in partition part, when it is
+// not there already.
+func (e *Engine) placeRun(s *store.RunSpec, part int) {
+	if store.PartitionOf(s.ID, e.partitions) != part {
+		s.ID = e.newIDIn(e.clock.Now(), part)
 	}
 }
 
@@ -691,9 +697,7 @@ func (e *Engine) Rerun(ctx context.Context, runID string) (store.RunRef, error) 
 		if spec.FlowControlled() {
 			part = 0
 		}
-		if store.PartitionOf(spec.ID, n) != part {
-			spec.ID = e.newIDIn(e.clock.Now(), part)
-		}
+		e.placeRun(&spec, part)
 	}
 	refs, err := e.store.CreateRuns(ctx, ev.ID, []store.RunSpec{spec})
 	if err != nil {

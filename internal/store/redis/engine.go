@@ -293,6 +293,7 @@ func (s *Store) emitArgs(ctx context.Context, pubs []store.Publication, now time
 	}
 	if s.Partitions() > 1 && len(items) > 0 {
 		var local []pubItem
+		var elsewhere []store.Publication
 		for i := range items {
 			if items[i].part == home {
 				local = append(local, items[i])
@@ -300,11 +301,14 @@ func (s *Store) emitArgs(ctx context.Context, pubs []store.Publication, now time
 			}
 			p := pubs[i]
 			p.Event.ID = items[i].arg.ID // as pubItems gave it one
-			if _, err := s.Publish(ctx, []store.Publication{p}); err != nil {
+			elsewhere = append(elsewhere, p)
+		}
+		if len(elsewhere) > 0 {
+			if _, err := s.Publish(ctx, elsewhere); err != nil {
 				return nil, err
 			}
 		}
-		if err := s.matchElsewhere(ctx, home, local, nil); err != nil {
+		if err := s.matchElsewhere(ctx, local, nil); err != nil {
 			return nil, err
 		}
 		items = local
@@ -327,13 +331,13 @@ type matchArg struct {
 	TS   int64  `json:"ts,omitempty"`
 }
 
-// matchElsewhere has the waits of every partition but home that items
-// satisfy completed (the match script), home's being its publication's:
-// one round trip finds the partitions with waits for their names, and
-// each of those gets one call. ids, when set, are the ids the events
+// matchElsewhere has the waits that items satisfy completed in every
+// partition but each item's own (its publication's: the match script):
+// one round trip finds the partitions holding waits for any of their
+// names, and each of those gets one call with the items of the others. ids, when set, are the ids the events
 // were stored under (a duplicate's first). On a keyspace of one
 // partition it does nothing.
-func (s *Store) matchElsewhere(ctx context.Context, home int, items []pubItem, ids []string) error {
+func (s *Store) matchElsewhere(ctx context.Context, items []pubItem, ids []string) error {
 	n := s.Partitions()
 	if n == 1 || len(items) == 0 {
 		return nil
@@ -342,36 +346,25 @@ func (s *Store) matchElsewhere(ctx context.Context, home int, items []pubItem, i
 	for i := range items {
 		names = appendOnce(names, items[i].arg.Name)
 	}
-	found := make([][]*goredis.IntCmd, n)
-	if _, err := s.rdb.Pipelined(ctx, func(p goredis.Pipeliner) error {
-		for q := range n {
-			if q == home {
-				continue
-			}
-			found[q] = make([]*goredis.IntCmd, len(names))
-			for j, name := range names {
-				found[q][j] = p.Exists(ctx, s.keys.in(q).waits(name))
-			}
+	found, err := fromEachPartition(ctx, s, func(p goredis.Pipeliner, k keys) *goredis.IntCmd {
+		ws := make([]string, len(names))
+		for j, name := range names {
+			ws[j] = k.waits(name)
 		}
-		return nil
-	}); err != nil {
+		return p.Exists(ctx, ws...)
+	})
+	if err != nil {
 		return err
 	}
-	for q := range n {
-		waiting := map[string]bool{}
-		for j, c := range found[q] {
-			if c.Val() > 0 {
-				waiting[names[j]] = true
-			}
-		}
-		if len(waiting) == 0 {
+	for q, c := range found {
+		if c.Val() == 0 {
 			continue
 		}
 		var evs []matchArg
 		args := []any{s.nowMS(), ""}
 		for i := range items {
 			a := &items[i].arg
-			if !waiting[a.Name] {
+			if items[i].part == q {
 				continue
 			}
 			id := a.ID
@@ -380,6 +373,9 @@ func (s *Store) matchElsewhere(ctx context.Context, home int, items []pubItem, i
 			}
 			evs = append(evs, matchArg{ID: id, Name: a.Name, TS: a.TS})
 			args = append(args, items[i].doc)
+		}
+		if len(evs) == 0 {
+			continue
 		}
 		b, err := json.Marshal(evs)
 		if err != nil {
@@ -457,32 +453,31 @@ func (s *Store) Publish(ctx context.Context, pubs []store.Publication) ([]store.
 }
 
 // publishGroup runs the publish script over the publications of a group
-// of callers, once per partition they are in.
+// of callers, once per partition they are in, and then has them complete
+// the other partitions' waits: for duplicates too, as a resend after a
+// failure between the two must still complete them.
 func (s *Store) publishGroup(ctx context.Context, items []pubItem) ([]any, error) {
-	return byPartition(ctx, s.Partitions(), items, func(it *pubItem) int { return it.part },
+	res, err := byPartition(ctx, s.Partitions(), items, func(it *pubItem) int { return it.part },
 		func(ctx context.Context, p int, items []pubItem) ([]any, error) {
 			k := s.keys.in(p)
-			var res []any
-			err := errTxDeclined
 			if s.txPublishable(items) {
-				res, err = s.publishTx(ctx, k, items)
-			}
-			if errors.Is(err, errTxDeclined) {
-				res, err = s.publishScript(ctx, k, items)
-			}
-			if err != nil || s.Partitions() == 1 {
-				return res, err
-			}
-			// Duplicates too: a resend after a failure between the two
-			// must still complete the other partitions' waits.
-			ids := make([]string, len(res))
-			for i, r := range res {
-				if t, ok := r.([]any); ok && len(t) > 0 {
-					ids[i] = str(t[0])
+				res, err := s.publishTx(ctx, k, items)
+				if !errors.Is(err, errTxDeclined) {
+					return res, err
 				}
 			}
-			return res, s.matchElsewhere(ctx, p, items, ids)
+			return s.publishScript(ctx, k, items)
 		})
+	if err != nil || s.Partitions() == 1 {
+		return res, err
+	}
+	ids := make([]string, len(res))
+	for i, r := range res {
+		if t, ok := r.([]any); ok && len(t) > 0 {
+			ids[i] = str(t[0])
+		}
+	}
+	return res, s.matchElsewhere(ctx, items, ids)
 }
 
 // byPartition applies apply to the items of each partition in turn (part
@@ -625,12 +620,13 @@ func (s *Store) Claim(ctx context.Context, owner string, n int, ttl time.Duratio
 				return err
 			}
 		}
+		tried := make([]bool, s.Partitions())
 		for _, h := range all {
 			if len(leases) >= n {
 				break
 			}
-			if counts[h.part] >= 0 {
-				counts[h.part] = -1 // each partition once
+			if !tried[h.part] {
+				tried[h.part] = true
 				if err := claim(h.part, n-len(leases)); err != nil {
 					return err
 				}
