@@ -261,6 +261,10 @@ func (s *Store) pubItems(pubs []store.Publication, now time.Time, home int) ([]p
 		if !ok {
 			return nil, fmt.Errorf("%w: event %q: its runs are not all in its partition of %d (store.Publication.Partition)", store.ErrInvalid, ev.Name, n)
 		}
+		if part != 0 && p.Pinned() {
+			return nil, fmt.Errorf("%w: event %q: a publication with a client id or flow control belongs in partition 0, where its keys are, not %d of %d (store.Publication.Pinned)",
+				store.ErrInvalid, ev.Name, part, n)
+		}
 		ev.ReceivedAt = now
 		doc, noTS, err := encodeEvent(ev)
 		if err != nil {
@@ -543,6 +547,16 @@ func (s *Store) CreateRuns(ctx context.Context, eventID string, specs []store.Ru
 		if s.keys.at(sp.ID) != prefix {
 			return nil, s.wrap("create runs", fmt.Errorf("%w: runs %s and %s are in two partitions", store.ErrInvalid, specs[0].ID, sp.ID))
 		}
+		if sp.FlowControlled() && store.PartitionOf(sp.ID, s.Partitions()) != 0 {
+			return nil, s.wrap("create runs", fmt.Errorf("%w: run %s has flow control and belongs in partition 0, where its keys are (store.Publication.Pinned)",
+				store.ErrInvalid, sp.ID))
+		}
+	}
+	// On a cluster a script cannot reach another partition's slot for the
+	// event its runs append themselves to.
+	if s.cluster != nil && s.keys.at(eventID) != prefix {
+		return nil, s.wrap("create runs", fmt.Errorf("%w: run %s is not in event %s's partition: on a partitioned Redis Cluster "+
+			"a run flow control decides on cannot be created for an event of another partition than 0", store.ErrInvalid, specs[0].ID, eventID))
 	}
 	now := s.clock.Now()
 	arg, err := json.Marshal(specArgs(specs, now))

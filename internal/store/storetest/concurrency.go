@@ -12,10 +12,10 @@ import (
 
 var concurrencyCases = []testCase{
 	{"ClaimsExactlyOnce", testConcurrentClaims},
-	{"ClientIDExactlyOnce", testConcurrentClientID},
-	{"IdempotencyExactlyOnce", testConcurrentIdempotency},
+	{"ClientIDExactlyOnce", pinned(testConcurrentClientID)},
+	{"IdempotencyExactlyOnce", pinned(testConcurrentIdempotency)},
 	{"SetNXExactlyOnce", testConcurrentSetNX},
-	{"PublishesWithOneDuplicate", testConcurrentPublishes},
+	{"PublishesWithOneDuplicate", pinned(testConcurrentPublishes)},
 	{"FinishesWithOneLostLease", testConcurrentFinishes},
 }
 

@@ -10,12 +10,12 @@ import (
 )
 
 var flowCases = []testCase{
-	{"Idempotency", testIdempotency},
-	{"SkippedRunHoldsNoKey", testSkippedRunHoldsNoKey},
-	{"RateLimit", testRateLimit},
-	{"Singleton", testSingleton},
-	{"Debounce", testDebounce},
-	{"DebounceWithoutMaxWait", testDebounceWithoutMaxWait},
+	{"Idempotency", pinned(testIdempotency)},
+	{"SkippedRunHoldsNoKey", pinned(testSkippedRunHoldsNoKey)},
+	{"RateLimit", pinned(testRateLimit)},
+	{"Singleton", pinned(testSingleton)},
+	{"Debounce", pinned(testDebounce)},
+	{"DebounceWithoutMaxWait", pinned(testDebounceWithoutMaxWait)},
 }
 
 func testIdempotency(t *testing.T, b *bundle) {

@@ -2,6 +2,7 @@ package storetest
 
 import (
 	"context"
+	"errors"
 	"slices"
 	"testing"
 	"time"
@@ -19,7 +20,7 @@ var partitionCases = []testCase{
 	{"WaitMatchedFromAnotherPartition", testPartitionsWait},
 	{"EmitIntoAnotherPartition", testPartitionsEmit},
 	{"RunApartFromItsEvent", testPartitionsRerun},
-	{"FlowControlSpansPartitions", testPartitionsFlowControl},
+	{"PinnedOnlyInPartitionZero", testPartitionsPinned},
 	{"ClaimPassesABlockedPartition", testPartitionsBlockedClaim},
 	{"PruneAndSubscribeSpanPartitions", testPartitionsPruneSubscribe},
 }
@@ -106,9 +107,9 @@ func testPartitionsWait(t *testing.T, b *bundle) {
 	checkWaitOutput(t, b.waitStep(t, waiter), "app/approved", `{"id":"x"}`)
 	b.claimOne(t, "w", waiter, time.Hour)
 
-	b.inPartition(0)
+	b.inPartition(2)
 	second, _ := b.waitFor(t, store.Wait{Event: "app/approved"}, time.Hour)
-	b.inPartition(1)
+	b.inPartition(0) // an event with a client id is partition 0's
 	ev := b.event("app/approved", `{"n":2}`)
 	ev.ClientID = "client-approved"
 	b.publishOne(t, ev)
@@ -157,6 +158,13 @@ func testPartitionsRerun(t *testing.T, b *bundle) {
 	again := b.spec("fn-a")
 	again.ConcurrencyKey, again.ConcurrencyLimit = "fn-a", 1
 	refs, err := b.store.CreateRuns(b.ctx, ev.ID, []store.RunSpec{again})
+	if b.slotted() {
+		// Decision: where each partition is a slot of its own, such a run
+		// is refused, creating nothing (docs/engine.md).
+		wantErr(t, "CreateRuns apart from its event on a cluster", err, store.ErrInvalid)
+		checkIDs(t, "the event's runs", runIDs(b.allRuns(t, store.RunFilter{EventID: ev.ID})), []string{first.ID})
+		return
+	}
 	if err != nil {
 		t.Fatalf("CreateRuns: %v", err)
 	}
@@ -190,52 +198,71 @@ func cmpString(a, b string) int {
 	return 0
 }
 
-func testPartitionsFlowControl(t *testing.T, b *bundle) {
-	// One concurrency key, one idempotency key, one singleton key and one
-	// client id, their runs and events in two partitions: one limit, one
-	// run, one unfinished run, one event.
+// testPartitionsPinned: a publication with a client id or a run that
+// flow control decides on belongs in partition 0, where every
+// flow-control key is (store.Publication.Pinned): one in another
+// partition is refused whole, storing nothing, so that no script reaches
+// across slots for those keys; in partition 0 the same publications are
+// stored, and a step's emit with a client id goes there from a run of
+// another partition.
+func testPartitionsPinned(t *testing.T, b *bundle) {
+	keyed := func(fn string, set func(*store.RunSpec)) store.RunSpec {
+		s := b.spec(fn)
+		set(&s)
+		return s
+	}
 	b.inPartition(1)
-	a := b.spec("fn-c")
-	a.ConcurrencyKey, a.ConcurrencyLimit = "fn-c", 1
-	b.enqueue(t, a)
-	b.inPartition(2)
-	c := b.spec("fn-c")
-	c.ConcurrencyKey, c.ConcurrencyLimit = "fn-c", 1
-	b.enqueue(t, c)
-	l := b.claim(t, "w", 10, time.Hour)
-	checkEqual(t, "leased under one key", len(l), 1)
-	b.finish(t, &l[0], store.Outcome{Status: store.StatusCompleted})
-	checkEqual(t, "leased after the first finished", len(b.claim(t, "w", 10, time.Hour)), 1)
+	cases := []struct {
+		what string
+		pub  store.Publication
+	}{
+		{"a client id", func() store.Publication {
+			ev := b.event("app/once", `{}`)
+			ev.ClientID = "once"
+			return store.Publication{Event: ev, ClientIDTTL: time.Hour}
+		}()},
+		{"a concurrency key", store.Publication{Event: b.event("app/c", `{}`), Runs: []store.RunSpec{
+			keyed("fn-c", func(s *store.RunSpec) { s.ConcurrencyKey, s.ConcurrencyLimit = "fn-c", 1 })}}},
+		{"an idempotency key", store.Publication{Event: b.event("app/i", `{}`), Runs: []store.RunSpec{
+			keyed("fn-i", func(s *store.RunSpec) { s.IdempotencyKey, s.IdempotencyTTL = "k", time.Hour })}}},
+		{"a singleton key", store.Publication{Event: b.event("app/s", `{}`), Runs: []store.RunSpec{
+			keyed("fn-s", func(s *store.RunSpec) { s.SingletonKey = "fn-s" })}}},
+	}
+	refused := cases
+	if b.parts == 1 {
+		refused = nil // every publication is in partition 0
+	}
+	for _, c := range refused {
+		_, err := b.store.Publish(b.ctx, []store.Publication{c.pub})
+		wantErr(t, "Publish in partition 1 with "+c.what, err, store.ErrInvalid)
+		if _, err := b.store.GetEvent(b.ctx, c.pub.Event.ID); !errors.Is(err, store.ErrNotFound) {
+			t.Errorf("GetEvent after a refused publication with %s = %v, want ErrNotFound", c.what, err)
+		}
+	}
+	if _, err := b.store.EventByClientID(b.ctx, "once"); b.parts > 1 && !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("EventByClientID after a refused publication = %v, want ErrNotFound", err)
+	}
 
-	b.inPartition(1)
-	first := b.spec("fn-i")
-	first.IdempotencyKey, first.IdempotencyTTL = "k", time.Hour
-	b.enqueue(t, first)
-	b.inPartition(2)
-	second := b.spec("fn-i")
-	second.IdempotencyKey, second.IdempotencyTTL = "k", time.Hour
-	ref := b.enqueue(t, second)[0]
-	checkEqual(t, "second with the key", ref.Skip, store.SkipIdempotency)
-
-	b.inPartition(1)
-	single := b.spec("fn-s")
-	single.SingletonKey = "fn-s"
-	b.enqueue(t, single)
-	b.inPartition(2)
-	other := b.spec("fn-s")
-	other.SingletonKey = "fn-s"
-	checkEqual(t, "second with the singleton key", b.enqueue(t, other)[0].Skip, store.SkipSingleton)
-
-	b.inPartition(1)
+	// A run of partition 1 emits an event with a client id into partition 0.
+	sender := b.enqueueOne(t, "fn-sender")
+	l := b.claimOne(t, "w", sender, time.Hour)
+	b.inPartition(0)
 	ev := b.event("app/once", `{}`)
 	ev.ClientID = "once"
-	b.publishOne(t, ev)
-	b.inPartition(2)
-	dup := b.event("app/once", `{}`)
-	dup.ClientID = "once"
-	p := b.publishOne(t, dup)
-	checkEqual(t, "Duplicate", p.Duplicate, true)
-	checkEqual(t, "the first event's id", p.EventID, ev.ID)
+	b.saveStep(t, l, b.doneStep(l, "send"), store.Publication{Event: ev, ClientIDTTL: time.Hour})
+	got, err := b.store.EventByClientID(b.ctx, "once")
+	if err != nil || got.ID != ev.ID {
+		t.Errorf("EventByClientID(once) = %s, %v; want %s", got.ID, err, ev.ID)
+	}
+	for _, c := range cases[1:] {
+		c.pub.Event.ID = b.id()
+		for i := range c.pub.Runs {
+			c.pub.Runs[i].ID = b.id()
+		}
+		if _, err := b.store.Publish(b.ctx, []store.Publication{c.pub}); err != nil {
+			t.Errorf("Publish in partition 0 with %s: %v", c.what, err)
+		}
+	}
 }
 
 func testPartitionsPruneSubscribe(t *testing.T, b *bundle) {

@@ -9,7 +9,7 @@ import (
 )
 
 var runCases = []testCase{
-	{"CreatedQueued", testRunCreatedQueued},
+	{"CreatedQueued", pinned(testRunCreatedQueued)},
 	{"GetRunUnknown", testGetRunUnknown},
 	{"CreateRuns", testCreateRuns},
 	{"ListRunsNewestFirstAndFilters", testListRunsFilters},

@@ -173,7 +173,9 @@ func testSaveStepEmits(t *testing.T, b *bundle) {
 	checkEqual(t, "triggered run EventID", r.EventID, sent.ID)
 	b.claimOne(t, "w", follow.ID, time.Hour)
 
-	// Emitted events dedup on their client id like published ones.
+	// Emitted events dedup on their client id like published ones (in
+	// partition 0 on a partitioned store, as the engine places them).
+	b.inPartition(0)
 	d1 := b.event("app/once", `{}`)
 	d1.ClientID = "once"
 	d2 := b.event("app/once", `{}`)

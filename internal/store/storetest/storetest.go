@@ -144,6 +144,27 @@ func (b *bundle) inPartition(p int) {
 	b.part = p % b.parts
 }
 
+// slotted reports whether the store keeps its partitions in hash slots of
+// their own on a Redis Cluster (a store with Cluster() true and several
+// partitions), where no script reaches across partitions: a run created
+// apart from its event is refused, and a step's effects on the site's keys
+// commit ahead of its record (docs/engine.md, "Spreading the engine over
+// slots").
+func (b *bundle) slotted() bool {
+	c, ok := b.store.(interface{ Cluster() bool })
+	return ok && c.Cluster() && b.parts > 1
+}
+
+// pinned runs a case whose publications have client ids or flow control
+// with its ids in partition 0, where a partitioned store keeps them
+// (store.Publication.Pinned).
+func pinned(fn func(t *testing.T, b *bundle)) func(t *testing.T, b *bundle) {
+	return func(t *testing.T, b *bundle) {
+		b.inPartition(0)
+		fn(t, b)
+	}
+}
+
 func (b *bundle) now() time.Time { return b.clock.Now() }
 
 // event returns an event named name with data (JSON), its ts the clock's now.
