@@ -42,6 +42,7 @@ var serveSettings = []setting{
 	{flag: "shutdown-timeout", env: []string{"CYBERDREW_SHUTDOWN_TIMEOUT"}},
 	{flag: "intake-timeout", env: []string{"CYBERDREW_INTAKE_TIMEOUT"}},
 	{flag: "redis-min-replicas", env: []string{"CYBERDREW_REDIS_MIN_REPLICAS"}},
+	{flag: "redis-partitions", env: []string{"CYBERDREW_REDIS_PARTITIONS"}},
 	{flag: "redis-replica-timeout", env: []string{"CYBERDREW_REDIS_REPLICA_TIMEOUT"}},
 	{flag: "max-event-size", env: []string{"CYBERDREW_MAX_EVENT_SIZE"}},
 	{flag: "max-request-size", env: []string{"CYBERDREW_MAX_REQUEST_SIZE"}},
@@ -124,6 +125,7 @@ both set.`,
 	fs.DurationVar(&c.ShutdownTimeout, "shutdown-timeout", c.ShutdownTimeout, "time in-flight steps get to finish on shutdown")
 	fs.DurationVar(&c.IntakeTimeout, "intake-timeout", c.IntakeTimeout, "how long the event API (and the site's routes) wait for the store before they answer 503 (resend with the same id)")
 	fs.IntVar(&c.RedisMinReplicas, "redis-min-replicas", c.RedisMinReplicas, "Redis only: every acknowledged write (events, step results, run ends) waits for this many replicas (WAIT); fewer answer 503, resend with the same id; 0 waits for none")
+	fs.IntVar(&c.RedisPartitions, "redis-partitions", c.RedisPartitions, "Redis only, set when the keyspace is created: spread the engine's records over this many partitions, each a Redis Cluster hash slot of its own, so a cluster's masters share them (12 spreads evenly over three masters); a keyspace keeps its number")
 	fs.DurationVar(&c.RedisReplicaTimeout, "redis-replica-timeout", c.RedisReplicaTimeout, "how long a write waits for --redis-min-replicas replicas (shorter than --intake-timeout)")
 	fs.Var(&c.MaxEventSize, "max-event-size", "largest event accepted")
 	fs.Var(&c.MaxRequestSize, "max-request-size", "largest event API request accepted")

@@ -19,6 +19,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/dcyfr/cyberdrew/internal/store"
 	redisstore "github.com/dcyfr/cyberdrew/internal/store/redis"
 )
 
@@ -95,7 +96,12 @@ type Serve struct {
 	// RedisMinReplicas > 0 makes every acknowledging Redis write wait
 	// (WAIT) for that many replicas, at most RedisReplicaTimeout; fewer
 	// confirmations answer 503 (the write may have been stored).
-	RedisMinReplicas    int
+	RedisMinReplicas int
+	// RedisPartitions > 1 spreads the engine's records over that many
+	// partitions, each a Redis Cluster hash slot of its own
+	// (redis.Options.Partitions); a keyspace keeps the number it was
+	// created with.
+	RedisPartitions     int
 	RedisReplicaTimeout time.Duration
 	MaxEventSize        ByteSize
 	MaxRequestSize      ByteSize
@@ -149,6 +155,7 @@ func DefaultServe(getenv func(string) string) Serve {
 		ShutdownTimeout:     DefaultShutdownTimeout,
 		IntakeTimeout:       DefaultIntakeTimeout,
 		RedisReplicaTimeout: DefaultRedisReplicaTimeout,
+		RedisPartitions:     1,
 		MaxEventSize:        DefaultMaxEventSize,
 		MaxRequestSize:      DefaultMaxRequestSize,
 		MaxBatch:            DefaultMaxBatch,
@@ -233,6 +240,10 @@ func (c Serve) Validate() error {
 		fail("--intake-timeout: must be positive, got %s", c.IntakeTimeout)
 	}
 	switch {
+	case c.RedisPartitions < 1 || c.RedisPartitions > store.MaxPartitions:
+		fail("--redis-partitions: must be 1 to %d, got %d", store.MaxPartitions, c.RedisPartitions)
+	case c.RedisPartitions > 1 && err == nil && spec.Kind != StoreRedis:
+		fail("--redis-partitions: needs a Redis store (--store redis://…)")
 	case c.RedisMinReplicas < 0:
 		fail("--redis-min-replicas: must not be negative, got %d", c.RedisMinReplicas)
 	case c.RedisMinReplicas > 0 && err == nil && spec.Kind != StoreRedis:
@@ -406,6 +417,7 @@ func (c Serve) LogValue() slog.Value {
 		slog.Duration("shutdown_timeout", c.ShutdownTimeout),
 		slog.Duration("intake_timeout", c.IntakeTimeout),
 		slog.Int("redis_min_replicas", c.RedisMinReplicas),
+		slog.Int("redis_partitions", c.RedisPartitions),
 		slog.Duration("redis_replica_timeout", c.RedisReplicaTimeout),
 		slog.String("max_event_size", c.MaxEventSize.String()),
 		slog.String("max_request_size", c.MaxRequestSize.String()),

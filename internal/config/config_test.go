@@ -95,6 +95,10 @@ func TestValidate(t *testing.T) {
 		{"min replicas on Redis", func(c *config.Serve) { c.Store, c.RedisMinReplicas = "redis+sentinel://10.0.0.7:26379/m", 1 }, nil},
 		{"min replicas on SQLite", func(c *config.Serve) { c.RedisMinReplicas = 1 }, []string{"--redis-min-replicas: needs a Redis store"}},
 		{"negative min replicas", func(c *config.Serve) { c.RedisMinReplicas = -1 }, []string{"--redis-min-replicas: must not be negative"}},
+		{"partitions on Redis", func(c *config.Serve) { c.Store, c.RedisPartitions = "redis://10.0.0.7:6379,10.0.0.8:6379", 12 }, nil},
+		{"partitions on SQLite", func(c *config.Serve) { c.RedisPartitions = 3 }, []string{"--redis-partitions: needs a Redis store"}},
+		{"no partitions", func(c *config.Serve) { c.Store, c.RedisPartitions = "redis://localhost:6379", 0 }, []string{"--redis-partitions: must be 1 to 32, got 0"}},
+		{"too many partitions", func(c *config.Serve) { c.Store, c.RedisPartitions = "redis://localhost:6379", 33 }, []string{"--redis-partitions: must be 1 to 32, got 33"}},
 		{"replica timeout past intake's", func(c *config.Serve) {
 			c.Store, c.RedisMinReplicas, c.RedisReplicaTimeout = "redis://localhost:6379", 1, 2*time.Second
 		}, []string{"--redis-replica-timeout: must be at least 1ms and shorter than --intake-timeout (2s), got 2s"}},

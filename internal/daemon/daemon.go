@@ -147,7 +147,7 @@ func New(ctx context.Context, cfg config.Serve, logger *slog.Logger, opts Option
 			return nil, fmt.Errorf("daemon: %w: on a Redis Cluster the site's keys must share the engine's hash slot: set --site-prefix (CYBERDREW_SITE_PREFIX) to a prefix holding {engine}, such as 'site:{engine}:' (now %q)", store.ErrMisconfigured, cfg.SitePrefix)
 		}
 		rs, err := redisstore.Open(ctx, spec.URL, redisstore.Options{Clock: clock, Logger: logger,
-			MinReplicas: cfg.RedisMinReplicas, ReplicaTimeout: cfg.RedisReplicaTimeout})
+			MinReplicas: cfg.RedisMinReplicas, ReplicaTimeout: cfg.RedisReplicaTimeout, Partitions: cfg.RedisPartitions})
 		if err != nil {
 			return nil, fmt.Errorf("daemon: %w", err)
 		}

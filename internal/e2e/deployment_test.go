@@ -133,10 +133,15 @@ func deployAt(t *testing.T, backend string, clock clockwork.Clock, srv *redistes
 	cfg.CORSOrigins = []string{siteOrigin}
 	cfg.TrustedProxies = []string{proxy}
 	switch backend {
-	case "cluster":
+	case "cluster", "cluster-partitioned":
 		// Three masters and their replicas; the site's keys carry the
-		// engine's hash tag, as the daemon requires on a cluster.
+		// engine's hash tag, as the daemon requires on a cluster. A
+		// partitioned deployment spreads the engine's records over 12
+		// partitions, 4 a master on the test cluster.
 		cl := redistest.StartClusterT(t)
+		if backend == "cluster-partitioned" {
+			cfg.RedisPartitions = 12
+		}
 		cfg.Store = cl.URL()
 		cfg.SitePrefix = clusterSitePrefix
 		addrs := make([]string, len(cl.Nodes))

@@ -205,7 +205,7 @@ func TestPostViewsOnTheRealClock(t *testing.T) {
 		slug, title = "real-clock", "Views on the real clock"
 		readers     = 104
 	)
-	for _, backend := range append(slices.Clone(backends), "cluster") {
+	for _, backend := range append(slices.Clone(backends), "cluster", "cluster-partitioned") {
 		t.Run(backend, func(t *testing.T) {
 			t.Parallel()
 			d := deploy(t, backend, clockwork.NewRealClock())

@@ -548,7 +548,7 @@ func (p *WorkerPool) execute1(ctx context.Context, log *slog.Logger, r *Run) boo
 	case r.stop != nil && errors.Is(r.stop, errShutdown):
 		p.release(log, l)
 	case r.stop != nil:
-		log.Info("run interrupted", "reason", r.stop)
+		p.interrupted(log, l, r.stop)
 	case r.yield != nil:
 		p.suspend(log, r)
 	case herr == nil:
@@ -567,7 +567,7 @@ func (p *WorkerPool) execute1(ctx context.Context, log *slog.Logger, r *Run) boo
 		if errors.Is(err, errReplay) {
 			return false
 		} else if err != nil {
-			log.Info("run interrupted", "reason", err)
+			p.interrupted(log, l, err)
 			return true
 		}
 		r.Attempt++
@@ -582,6 +582,21 @@ func (p *WorkerPool) execute1(ctx context.Context, log *slog.Logger, r *Run) boo
 	return true
 }
 
+// interrupted ends an execution a store call stopped (err). The lease is
+// kept until it lapses (the store may be unreachable), except when an
+// earlier execution whose lease lapsed had applied a step's effects
+// (store.ErrSuperseded): the store recorded the step as that one made it,
+// and the run is handed back to execute again from its recorded steps at
+// once.
+func (p *WorkerPool) interrupted(log *slog.Logger, l *store.Lease, err error) {
+	if errors.Is(err, store.ErrSuperseded) {
+		log.Info("run's step committed by an earlier execution; handing the run back", "reason", err)
+		p.release(log, l)
+		return
+	}
+	log.Info("run interrupted", "reason", err)
+}
+
 // finishRun ends the run with o and its deferred steps. It returns false,
 // having changed nothing, when their commit was refused in a way that
 // makes the run execute again (Run.replayAfter).
@@ -590,9 +605,12 @@ func (p *WorkerPool) finishRun(log *slog.Logger, r *Run, o store.Outcome) bool {
 	o.Steps = r.pending
 	r.mu.Unlock()
 	err := p.finish(log, r.lease, o)
-	if len(o.Steps) > 0 && r.replayAfter(err) {
+	switch {
+	case len(o.Steps) > 0 && r.replayAfter(err):
 		p.resumeRenewal(r.lease)
 		return false
+	case errors.Is(err, store.ErrSuperseded):
+		p.release(log, r.lease) // as interrupted does
 	}
 	return true
 }
@@ -729,6 +747,8 @@ func (p *WorkerPool) finish(log *slog.Logger, l *store.Lease, o store.Outcome) e
 	if err != nil {
 		switch {
 		case len(o.Steps) > 0 && errors.Is(err, store.ErrConflict):
+		case errors.Is(err, store.ErrSuperseded):
+			log.Info("run's steps committed by an earlier execution; handing the run back", "status", o.Status)
 		case errors.Is(err, store.ErrLeaseLost) && p.cancelled(ctx, l.Run.ID):
 			// Cancelled while its handler was returning, before the
 			// change reached this worker: what a cancel does, not a

@@ -14,6 +14,14 @@ import (
 // (CommitStep). Nothing was applied; the step body may run again.
 var ErrConflict = errors.New("conflict: a key read by the step changed")
 
+// ErrSuperseded: the step's effects were applied by an earlier commit of
+// the same steps, whose worker's lease lapsed before it recorded them (a
+// store whose effects commit ahead of their record: a partitioned Redis
+// store on a Cluster). Nothing more was applied; the steps are recorded as
+// that commit made them, and the run must be executed again from its
+// recorded steps (the worker hands it back).
+var ErrSuperseded = errors.New("superseded: an earlier commit of the step applied its effects")
+
 // Effects are the KV reads and writes of a transactional step. CommitStep
 // applies them with the step's record, atomically: every Read must still
 // hold, then the Writes apply in order.

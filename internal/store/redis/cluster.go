@@ -55,15 +55,20 @@ func (s *Store) movedOrGone(ctx context.Context, err error) {
 // inEngineSlot refuses, on a cluster, Redis keys outside the engine's
 // slot: one script cannot touch them with the engine's keys.
 func (s *Store) inEngineSlot(names []string) error {
+	return s.inSlotOf(s.keys.engine, names)
+}
+
+// inSlotOf refuses, on a cluster, Redis keys outside key's slot.
+func (s *Store) inSlotOf(key string, names []string) error {
 	if s.cluster == nil {
 		return nil
 	}
-	want := slot(s.keys.engine)
+	want := slot(key)
 	for _, n := range names {
 		if slot(n) != want {
-			return fmt.Errorf("%w: key %q is outside the engine's Redis Cluster slot, so a step cannot change it "+
-				"with its own record; give the site keys a prefix holding the engine's hash tag (--site-prefix 'site:{engine}:')",
-				store.ErrInvalid, n)
+			return fmt.Errorf("%w: key %q is outside the Redis Cluster slot of %q, so a step cannot change them together "+
+				"with its own record; give the site keys a prefix holding a hash tag (--site-prefix 'site:{engine}:')",
+				store.ErrInvalid, n, key)
 		}
 	}
 	return nil

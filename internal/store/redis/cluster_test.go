@@ -64,6 +64,29 @@ func TestConformanceCluster(t *testing.T) {
 	})
 }
 
+// TestConformanceClusterPartitioned runs the suite on a cluster with the
+// engine's records in three partitions, each its own slot, and the site
+// keys under a hash tag of their own: no script reaches across slots, and a
+// step's effects commit ahead of its record (ahead.go).
+func TestConformanceClusterPartitioned(t *testing.T) {
+	cl := cluster(t)
+	storetest.Run(t, func(t *testing.T, clock *clockwork.FakeClock) store.Store {
+		n := nextID.Add(1)
+		s, err := redis.Open(context.Background(), cl.URL(), redis.Options{
+			Clock: clock, Prefix: fmt.Sprintf("t%d:", n), SitePrefix: fmt.Sprintf("t%d-site:{site%d}:", n, n),
+			MinReplicas: 1, ReplicaTimeout: time.Second, Partitions: 3,
+		})
+		if err != nil {
+			t.Fatalf("Open: %v", err)
+		}
+		t.Cleanup(func() { s.Close() })
+		if !s.EffectsAhead() {
+			t.Fatal("a partitioned store on a cluster commits effects with their record")
+		}
+		return s
+	})
+}
+
 // TestClusterSiteKeysAcrossMasters keeps the site keys under a prefix
 // without a hash tag, so they spread over the three masters: the key-value
 // calls and the prefix scan reach every one, and a step whose effects name

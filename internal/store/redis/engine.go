@@ -773,6 +773,10 @@ func (s *Store) CommitStepsCount(ctx context.Context, l *store.Lease, steps []st
 	}
 	steps = slices.Clone(steps)
 	steps[len(steps)-1].Step.Output = json.RawMessage(countMark)
+	if s.ahead(steps) {
+		n, err := s.commitAhead(ctx, l, steps, "", true)
+		return n, s.wrap("save step", err)
+	}
 	keys, args, err := s.saveStepsArgs(ctx, l, steps, "", true)
 	if err != nil {
 		return 0, s.wrap("save step", err)
@@ -784,6 +788,10 @@ func (s *Store) CommitStepsCount(ctx context.Context, l *store.Lease, steps []st
 // saveSteps runs the savestep script: steps, then the finish when finish
 // (a finishArg without its run, token and time) is not "".
 func (s *Store) saveSteps(ctx context.Context, l *store.Lease, steps []store.StepCommit, finish string) error {
+	if s.ahead(steps) {
+		_, err := s.commitAhead(ctx, l, steps, finish, false)
+		return err
+	}
 	keys, args, err := s.saveStepsArgs(ctx, l, steps, finish, false)
 	if err != nil {
 		return err
@@ -834,7 +842,7 @@ func (s *Store) CommitStepsGet(ctx context.Context, l *store.Lease, steps []stor
 		v, err := s.Get(ctx, key)
 		return v, err, nil
 	}
-	if s.minReplicas > 0 || !s.nativeTTL || !s.functions.Load() {
+	if s.minReplicas > 0 || !s.nativeTTL || !s.functions.Load() || s.ahead(steps) {
 		return twoCalls()
 	}
 	keys, args, err := s.saveStepsArgs(ctx, l, steps, "", false)

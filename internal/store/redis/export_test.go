@@ -57,3 +57,7 @@ func SetPublishTxHook(s *Store, fn func()) { s.publishTxHook = fn }
 
 // EnginePrefix is the store's engine key prefix, hash tag included.
 func EnginePrefix(s *Store) string { return s.keys.engine }
+
+// CommitEffectsAhead has s commit a step's effects ahead of its record,
+// as a partitioned store on a Cluster does, on any server.
+func CommitEffectsAhead(s *Store) { s.effectsAhead = true }

@@ -112,7 +112,10 @@ type Store struct {
 	entropyMu sync.Mutex
 	entropy   io.Reader
 
-	minReplicas    int
+	minReplicas int
+	// effectsAhead: a step's KV effects commit ahead of its record
+	// (ahead.go).
+	effectsAhead   bool
 	replicaTimeout time.Duration
 
 	// nativeTTL is set on the real clock: site keys expire by their
@@ -193,10 +196,9 @@ func Open(ctx context.Context, url string, opts Options) (*Store, error) {
 
 		publishScriptOnly: opts.PublishScriptOnly,
 	}
-	if cluster != nil && s.Partitions() > 1 {
-		rdb.Close()
-		return nil, fmt.Errorf("redis: open: %w: partitions are not supported on a Redis Cluster yet", store.ErrMisconfigured)
-	}
+	// A partitioned store on a cluster keeps the site keys in other slots
+	// than the runs' (ahead.go).
+	s.effectsAhead = cluster != nil && s.Partitions() > 1
 	s.calls = newBatcher(s.pipelineGroup)
 	s.publishes = newBatcher(s.publishGroup)
 	s.finishes = newBatcher(s.finishGroup)
@@ -435,7 +437,7 @@ func (s *Store) wrap(op string, err error) error {
 	if errors.Is(err, goredis.Nil) {
 		return fmt.Errorf("redis: %s: %w", op, store.ErrNotFound)
 	}
-	for _, sentinel := range []error{store.ErrNotFound, store.ErrInvalid, store.ErrLeaseLost, store.ErrFinished, store.ErrUnavailable, store.ErrConflict} {
+	for _, sentinel := range []error{store.ErrNotFound, store.ErrInvalid, store.ErrLeaseLost, store.ErrFinished, store.ErrUnavailable, store.ErrConflict, store.ErrSuperseded} {
 		if errors.Is(err, sentinel) {
 			return fmt.Errorf("redis: %s: %w", op, err)
 		}

@@ -101,6 +101,18 @@ func TestConformancePartitioned(t *testing.T) {
 	})
 }
 
+// TestConformanceEffectsAhead runs the suite on a partitioned store that
+// commits a step's effects ahead of its record, as a partitioned store on
+// a Cluster must (ahead.go), on one server.
+func TestConformanceEffectsAhead(t *testing.T) {
+	srv := server(t)
+	storetest.Run(t, func(t *testing.T, clock *clockwork.FakeClock) store.Store {
+		s := openWith(t, srv.URL(7), redis.Options{Clock: clock, Partitions: 3})
+		redis.CommitEffectsAhead(s)
+		return s
+	})
+}
+
 func TestKindAndURL(t *testing.T) {
 	t.Parallel()
 	srv := server(t)

@@ -22,8 +22,8 @@ func lua(name string) string {
 }
 
 // Engine scripts: lua/common.lua followed by the script's own file, which
-// documents its KEYS, ARGV and return values; savestep, which applies a
-// step's KV effects, has lua/kvfn.lua between the two. KV scripts start
+// documents its KEYS, ARGV and return values; savestep and effects, which
+// apply a step's KV effects, have lua/kvfn.lua between the two. KV scripts start
 // with lua/kvfn.lua and lua/kv.lua instead.
 //
 // Each engine script runs one of two ways (Store.run):
@@ -52,6 +52,7 @@ var (
 	scriptPruneFn    = engineScript("prunefn")
 	scriptWindow     = engineScript("window")
 	scriptMatch      = engineScript("match")
+	scriptEffects    = engineScript("effects")
 
 	scriptKVGet       = kvScript("kv_get")
 	scriptKVSet       = kvScript("kv_set")
@@ -88,7 +89,7 @@ var engineScriptNames = func() []string {
 // helpers is what an engine script starts with: lua/common.lua, and for
 // savestep lua/kvfn.lua.
 func helpers(name string) string {
-	if name == "savestep" {
+	if name == "savestep" || name == "effects" {
 		return lua("common") + "\n" + lua("kvfn") + "\n"
 	}
 	return lua("common") + "\n"

@@ -14,7 +14,7 @@ var effectCases = []testCase{
 	{"CommitAppliesWritesWithTheStep", testCommitApplies},
 	{"TxReadsItsOwnWrites", testTxReadsOwnWrites},
 	{"ConflictAppliesNothing", testCommitConflict},
-	{"LostLeaseAppliesNothing", testCommitLeaseLost},
+	{"LostLeaseAppliesOnce", testCommitLeaseLost},
 	{"BlindWritesNeverConflict", testCommitBlind},
 	{"SetHas", testKVSetHas},
 	{"UncheckedReadNeverConflicts", testTxGetUnchecked},
@@ -200,21 +200,51 @@ func testCommitConflict(t *testing.T, b *bundle) {
 	checkEqual(t, "c after one outside increment and one commit", b.kvGet(t, "c"), "2")
 }
 
-// testCommitLeaseLost: a commit under a lease another worker took applies
-// nothing.
+// testCommitLeaseLost: a step's effects apply once across its commits,
+// whoever makes them. A commit refused for a lost lease applies nothing
+// where effects commit with their record (one atomic unit), and the new
+// owner's commit applies them and records its step. Where they commit
+// ahead of their record (EffectsAhead) the refused commit may have applied
+// them: the new owner's commit then applies nothing more, records the
+// step as the first commit made it and answers ErrSuperseded. Either way a
+// commit by the first worker after the new owner's applies nothing.
 func testCommitLeaseLost(t *testing.T, b *bundle) {
 	id := b.enqueueOne(t, "fn-a")
 	l := b.claimOne(t, "w1", id, time.Minute)
-	tx := store.NewTx(b.store)
-	if _, err := tx.IncrBy(b.ctx, "views", 1, 0); err != nil {
-		t.Fatal(err)
+	step := func(l *store.Lease, output string) store.Step {
+		s := b.doneStep(l, "count")
+		s.Output = json.RawMessage(output)
+		return s
 	}
+	incr := func() store.Effects {
+		tx := store.NewTx(b.store)
+		if _, err := tx.IncrBy(b.ctx, "views", 1, 0); err != nil {
+			t.Fatal(err)
+		}
+		return tx.Effects()
+	}
+	first := incr()
 	b.clock.Advance(2 * time.Minute)
-	b.claimOne(t, "w2", id, time.Minute)
-	wantErr(t, "CommitStep with a lost lease", b.commit(l, "count", tx), store.ErrLeaseLost)
-	_, err := b.store.Get(b.ctx, "views")
-	wantErr(t, "Get(views) after a refused commit", err, store.ErrNotFound)
+	l2 := b.claimOne(t, "w2", id, time.Minute)
+	wantErr(t, "CommitStep with a lost lease", b.store.CommitStep(b.ctx, l, step(l, `"first"`), nil, first), store.ErrLeaseLost)
 	checkEqual(t, "steps after a refused commit", len(b.steps(t, id)), 0)
+	err := b.store.CommitStep(b.ctx, l2, step(l2, `"second"`), nil, incr())
+	recorded := `"second"`
+	if b.effectsAhead() {
+		// Decision: ahead of its record, the refused commit's effects
+		// stand, and so does the record it would have made.
+		wantErr(t, "the new owner's CommitStep after a refused one applied its effects", err, store.ErrSuperseded)
+		recorded = `"first"`
+	} else if err != nil {
+		t.Fatalf("the new owner's CommitStep: %v", err)
+	}
+	checkEqual(t, "views after both commits", b.kvGet(t, "views"), "1")
+	got := b.steps(t, id)
+	if len(got) != 1 || got[0].ID != "count" || string(got[0].Output) != recorded {
+		t.Fatalf("steps after both commits = %+v, want count with output %s", got, recorded)
+	}
+	wantErr(t, "the first worker's CommitStep once more", b.store.CommitStep(b.ctx, l, step(l, `"third"`), nil, incr()), store.ErrLeaseLost)
+	checkEqual(t, "views after a third commit", b.kvGet(t, "views"), "1")
 }
 
 // testKVSetHas: membership of each member; none for an absent key; a
@@ -410,14 +440,27 @@ func testFinishWithSteps(t *testing.T, b *bundle) {
 	if len(got) != 1 || got[0].ID != "count" || got[0].Status != store.StatusCompleted {
 		t.Fatalf("steps after the finish = %+v, want count completed", got)
 	}
-	// A lost lease applies neither.
+	// A lost lease applies neither; ahead of their record (EffectsAhead)
+	// the steps' effects may stand, and the run's next finish with the
+	// same steps records them as that one made them, applies nothing
+	// more and leaves the run unfinished (ErrSuperseded), to execute again.
 	id2 := b.enqueueOne(t, "fn-a")
 	l2 := b.claimOne(t, "w", id2, time.Minute)
 	o2 := outcome()
 	b.clock.Advance(2 * time.Minute)
 	wantErr(t, "Finish with steps under a lapsed lease", b.store.Finish(b.ctx, l2, o2), store.ErrLeaseLost)
-	checkEqual(t, "counter after a refused finish", b.kvGet(t, "counter"), "6")
 	checkEqual(t, "steps of the refused run", len(b.steps(t, id2)), 0)
+	if !b.effectsAhead() {
+		checkEqual(t, "counter after a refused finish", b.kvGet(t, "counter"), "6")
+		return
+	}
+	checkEqual(t, "counter after a finish refused after its effects", b.kvGet(t, "counter"), "7")
+	l3 := b.claimOne(t, "w", id2, time.Minute)
+	wantErr(t, "Finish with the same steps again", b.store.Finish(b.ctx, l3, outcome()), store.ErrSuperseded)
+	checkEqual(t, "counter after the finish that found them applied", b.kvGet(t, "counter"), "7")
+	checkEqual(t, "steps recorded by it", len(b.steps(t, id2)), 1)
+	checkEqual(t, "run after it", b.getRun(t, id2).Status, store.StatusRunning)
+	b.finish(t, l3, store.Outcome{Status: store.StatusCompleted})
 }
 
 // testBatchRules: a batch whose later step read a key an earlier step
@@ -527,10 +570,23 @@ func testCommitCounted(t *testing.T, b *bundle) {
 	three := b.enqueueOne(t, "fn-a")
 	l3 := b.claimOne(t, "w", three, time.Minute)
 	b.clock.Advance(2 * time.Minute)
-	b.claimOne(t, "w2", three, time.Minute)
+	l4 := b.claimOne(t, "w2", three, time.Minute)
 	_, err = b.store.CommitStepsCount(b.ctx, l3, []store.StepCommit{b.countedStep(t, l3, "late", "views", 1, 0)})
 	wantErr(t, "CommitStepsCount under a lapsed lease", err, store.ErrLeaseLost)
-	checkEqual(t, "views after the refused counts", b.kvGet(t, "views"), "101")
 	checkEqual(t, "steps of the second run after the refused counts", len(b.steps(t, two)), 2)
 	checkEqual(t, "steps of the third run after the refused count", len(b.steps(t, three)), 0)
+	if !b.effectsAhead() {
+		checkEqual(t, "views after the refused counts", b.kvGet(t, "views"), "101")
+		return
+	}
+	// Ahead of its record (EffectsAhead) the refused count stands; the new
+	// owner's count of the same step records the value it left.
+	checkEqual(t, "views after a count refused after its increment", b.kvGet(t, "views"), "102")
+	_, err = b.store.CommitStepsCount(b.ctx, l4, []store.StepCommit{b.countedStep(t, l4, "late", "views", 1, 0)})
+	wantErr(t, "the new owner's CommitStepsCount of the step", err, store.ErrSuperseded)
+	checkEqual(t, "views after it", b.kvGet(t, "views"), "102")
+	got = b.steps(t, three)
+	if len(got) != 1 || got[0].ID != "late" || string(got[0].Output) != "102" {
+		t.Fatalf("steps of the third run = %+v, want late with output 102", got)
+	}
 }

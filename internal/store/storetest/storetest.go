@@ -155,6 +155,15 @@ func (b *bundle) slotted() bool {
 	return ok && c.Cluster() && b.parts > 1
 }
 
+// effectsAhead reports whether the store commits a step's KV effects
+// ahead of its record (EffectsAhead() true: a partitioned Redis store on a
+// Cluster): a commit refused for a lost lease may have applied them, and
+// the step's next commit adopts them (store.ErrSuperseded).
+func (b *bundle) effectsAhead() bool {
+	a, ok := b.store.(interface{ EffectsAhead() bool })
+	return ok && a.EffectsAhead()
+}
+
 // pinned runs a case whose publications have client ids or flow control
 // with its ids in partition 0, where a partitioned store keeps them
 // (store.Publication.Pinned).

@@ -47,3 +47,85 @@ local function kv_expire(K, D, now, ttl)
     redis.call('DEL', D)
   end
 end
+
+-- kv_apply checks a step's reads and applies its writes: fx is the
+-- effects argument effectsArg encodes (see lua/savestep.lua), K the keys,
+-- site key i being K[2i] and its deadline key K[2i+1]. It returns the
+-- value the last increment left (nil without one), or nil and an error
+-- reply's text when a read no longer holds (CONFLICT) or a blind write
+-- would fail; nothing is written then. K is a parameter: in the engine's
+-- library each function has KEYS of its own.
+local function kv_apply(K, fx, now)
+  kv_native = fx.n == 1
+  -- types caches each site key's type (key_type), kept up to date by the
+  -- writes below: a key is read once however many reads and writes name it.
+  local types = {}
+  local function key_type(i)
+    local t = types[i]
+    if not t then
+      t = kv_type(K[2 * i], K[2 * i + 1], now)
+      types[i] = t
+    end
+    return t
+  end
+  for _, rd in ipairs(fx.r) do
+    local k = K[2 * rd[1]]
+    local t = key_type(rd[1])
+    local ok
+    if rd[2] == 'string' then
+      if rd[3] == '1' then ok = t == 'string' and redis.call('GET', k) == rd[4] else ok = t == 'none' end
+    elseif rd[2] == 'member' then
+      if t == 'set' then ok = (redis.call('SISMEMBER', k, rd[4]) == 1) == (rd[3] == '1') else ok = t == 'none' and rd[3] ~= '1' end
+    else
+      if t == 'set' then ok = redis.call('SCARD', k) == tonumber(rd[4]) else ok = t == 'none' and tonumber(rd[4]) == 0 end
+    end
+    if not ok then return nil, 'CONFLICT' end
+  end
+  -- A blind write (store.Tx.IncrByBlind, SetAddBlind) read nothing: refuse
+  -- one that Redis would refuse halfway, before anything is written.
+  local wrongtype = 'WRONGTYPE Operation against a key holding the wrong kind of value'
+  for _, w in ipairs(fx.w) do
+    if w[5] == '1' then
+      local i = w[1]
+      local value
+      if w[2] == 'incrby' and kv_native and not types[i] then
+        -- On the real clock one GET tells an increment's key's type and
+        -- value: an error for another type, nil for none.
+        value = redis.pcall('GET', K[2 * i])
+        if type(value) == 'table' then return nil, wrongtype end
+        types[i] = value and 'string' or 'none'
+      end
+      local t = key_type(i)
+      if w[2] == 'sadd' and t ~= 'none' and t ~= 'set' or w[2] == 'incrby' and t ~= 'none' and t ~= 'string' then
+        return nil, wrongtype
+      end
+      if w[2] == 'incrby' and t == 'string' and not string.match(value or redis.call('GET', K[2 * i]), '^%-?%d+$') then
+        return nil, 'ERR value is not an integer or out of range'
+      end
+    end
+  end
+  local counted
+  for _, w in ipairs(fx.w) do
+    local k, d = K[2 * w[1]], K[2 * w[1] + 1]
+    local op, ttl = w[2], tonumber(w[4])
+    if op == 'set' then
+      redis.call('SET', k, w[3])
+      kv_expire(k, d, now, ttl)
+      types[w[1]] = 'string'
+    elseif op == 'del' then
+      redis.call('DEL', k, d)
+      types[w[1]] = 'none'
+    else
+      local existed = key_type(w[1]) ~= 'none'
+      if op == 'incrby' then
+        counted = redis.call('INCRBY', k, w[3])
+        types[w[1]] = 'string'
+      else
+        redis.call('SADD', k, unpack(w, 6))
+        types[w[1]] = 'set'
+      end
+      if not existed then kv_expire(k, d, now, ttl) end
+    end
+  end
+  return counted
+end

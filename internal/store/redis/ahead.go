@@ -1,0 +1,151 @@
+package redis
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/dcyfr/cyberdrew/internal/store"
+)
+
+// Effects ahead of their record. A step's KV effects commit with its
+// record in one script (lua/savestep.lua) wherever one script may touch
+// both: on one server, and on a Cluster whose engine has one partition, its
+// slot holding the site keys too (inEngineSlot). A partitioned store on a
+// Cluster keeps a run's records in its partition's slot, which the site
+// keys cannot share with every partition; there a commit with effects is
+// two scripts and a receipt (docs/engine.md, "Spreading the engine over
+// slots"):
+//
+//  1. lua/effects.lua, in the site keys' slot, checks the reads, applies
+//     the writes and keeps a receipt (keyed by run and first step) holding
+//     the value the last increment left and the arguments of the steps'
+//     record, unless the receipt is there already: then it applies nothing
+//     and answers with it;
+//  2. lua/savestep.lua records the steps in the run's partition under the
+//     lease, from the receipt's arguments when it was there (those of the
+//     execution that applied the effects: a later one may have read its
+//     writes and decided otherwise);
+//  3. the receipt becomes a tombstone, kept for receiptTTL, so that a
+//     worker whose lease lapsed while its commit was under way (a zombie)
+//     and that commits after the run's new owner applies nothing.
+//
+// A commit that found a receipt answers store.ErrSuperseded: the run's
+// steps are those recorded, and the worker hands the run back to execute it
+// again from them. A commit refused for a lost lease may have applied its
+// effects: the run's next owner adopts them, so they apply once across the
+// step's commits.
+
+// receiptTTL is how long the receipt of effects applied ahead of their
+// record is kept: a worker that commits a step more than this long after
+// losing its lease (a process stopped for a day mid-commit) could apply
+// its effects again.
+const receiptTTL = 24 * time.Hour
+
+// noEffects is the effects argument of a savestep call without effects.
+const noEffects = `{"r":[],"w":[]}`
+
+// EffectsAhead reports whether a step's KV effects commit ahead of its
+// record, in a script of their own (a partitioned store on a Redis
+// Cluster): a commit refused for a lost lease may then have applied them,
+// and the step's next commit adopts them (store.ErrSuperseded).
+func (s *Store) EffectsAhead() bool { return s.effectsAhead }
+
+// ahead reports whether steps commit their effects ahead of their record.
+func (s *Store) ahead(steps []store.StepCommit) bool {
+	if !s.effectsAhead {
+		return false
+	}
+	for i := range steps {
+		if !steps[i].Effects.Empty() {
+			return true
+		}
+	}
+	return false
+}
+
+// receipt is the key of the receipt of the effects of the steps from
+// stepID of run runID, in siteKey's slot.
+func (k keys) receipt(siteKey, runID, stepID string) string {
+	return k.base + "receipt:{" + hashed(siteKey) + "}:" + runID + ":" + stepID
+}
+
+// commitAhead commits steps (and the run's finish, when finish is not "")
+// with their effects applied ahead of their record; counted is
+// CommitStepsCount's, whose value it returns.
+func (s *Store) commitAhead(ctx context.Context, l *store.Lease, steps []store.StepCommit, finish string, counted bool) (int64, error) {
+	fx, err := store.MergeEffects(steps)
+	if err != nil {
+		return 0, err
+	}
+	receipt := s.keys.receipt(s.keys.siteKey(fx.Keys()[0]), l.RunID, steps[0].Step.ID)
+	keys, fxDoc, err := s.effectsArg(receipt, fx)
+	if err != nil {
+		return 0, err
+	}
+	if err := s.inSlotOf(keys[0], keys[1:]); err != nil {
+		return 0, err
+	}
+	now := s.clock.Now()
+	recArgs := make([]any, 0, 7*len(steps))
+	for _, sc := range steps {
+		if recArgs, err = s.appendStepArgs(ctx, recArgs, l, sc, now); err != nil {
+			return 0, err
+		}
+	}
+	recs := make([]string, len(recArgs))
+	for i, a := range recArgs {
+		recs[i] = a.(string)
+	}
+	kept, err := json.Marshal(recs)
+	if err != nil {
+		return 0, err
+	}
+	res, err := s.acked(ctx, scriptEffects, keys, now.UnixMilli(), fxDoc, string(kept), receiptTTL.Milliseconds()).Slice()
+	if err != nil {
+		return 0, err
+	}
+	if len(res) != 2 {
+		return 0, fmt.Errorf("unexpected reply %v", res)
+	}
+	applied, value := num(res[0]) == 1, str(res[1])
+	if !applied {
+		// The run executes again from the steps recorded: those of the
+		// receipt, or none more once it is a tombstone (the call still
+		// tells a lost lease from a run to hand back).
+		finish, recs = "", nil
+		if value != "" {
+			var doc string
+			value, doc, _ = strings.Cut(value, "\n")
+			if err := json.Unmarshal([]byte(doc), &recs); err != nil || len(recs)%7 != 0 {
+				return 0, fmt.Errorf("receipt %s: %q", receipt, doc)
+			}
+		}
+	}
+	args := make([]any, 0, 6+len(recs))
+	args = append(args, now.UnixMilli(), l.RunID, l.Token, noEffects, finish, len(recs)/7)
+	for i, a := range recs {
+		if counted && i == len(recs)-6 { // the last step's record
+			a = strings.Replace(a, `"o":`+countMark, `"o":`+value, 1)
+		}
+		args = append(args, a)
+	}
+	if err := s.acked(ctx, scriptSaveStep, []string{s.keys.at(l.RunID)}, args...).Err(); err != nil {
+		return 0, err
+	}
+	if len(recs) > 0 {
+		// A tombstone the receipt's next reader takes for "recorded"; left
+		// whole if this fails, it is only read to record the same steps.
+		s.rdb.Do(ctx, "SET", receipt, "", "KEEPTTL")
+	}
+	if !applied {
+		return 0, store.ErrSuperseded
+	}
+	if !counted {
+		return 0, nil
+	}
+	return strconv.ParseInt(value, 10, 64)
+}

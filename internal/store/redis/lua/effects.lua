@@ -1,0 +1,21 @@
+-- effects: applies a step's KV effects ahead of its record, where the two
+-- are in different Cluster slots (a partitioned store on a Cluster:
+-- commitAhead in effects.go), and keeps a receipt, so that they apply once
+-- across the commits of the step, whoever makes them.
+-- KEYS[1] the receipt, in the site keys' slot; KEYS[2i], KEYS[2i+1] the
+-- site key i of the effects and its deadline key, as savestep's.
+-- ARGV[1] now; ARGV[2] the effects (savestep's ARGV[4]); ARGV[3] the
+-- arguments of the steps' commit (savestep's from ARGV[7], a JSON array),
+-- kept in the receipt; ARGV[4] the receipt's TTL in ms.
+-- Returns {1, the value the last increment left or ''} when it applied the
+-- effects, or {0, the receipt} when the receipt was there: '' once the
+-- steps were recorded, else that value, a newline and the arguments the
+-- receipt holds. Errors as savestep's (CONFLICT, WRONGTYPE, "not an
+-- integer"); nothing is written then.
+local got = redis.call('GET', KEYS[1])
+if got then return {0, got} end
+local counted, err = kv_apply(KEYS, cjson.decode(ARGV[2]), NOW)
+if err then return redis.error_reply(err) end
+local c = counted and num(counted) or ''
+redis.call('SET', KEYS[1], c .. '\n' .. ARGV[3], 'PX', ARGV[4])
+return {1, c}
