@@ -210,3 +210,61 @@ func TestClusterNeedsTheSitePrefixInTheEngineSlot(t *testing.T) {
 		t.Errorf("stop: %v", err)
 	}
 }
+
+// TestPartitionedClusterNeedsTheSitePrefixInOneSlot: with
+// --redis-partitions the engine's records leave the slot of {engine}, and
+// a step's keys commit ahead of its record, in one slot of their own: a
+// site prefix without a hash tag is refused, naming the setting, and one
+// holding any tag starts.
+func TestPartitionedClusterNeedsTheSitePrefixInOneSlot(t *testing.T) {
+	t.Parallel()
+	cl := redistest.StartClusterT(t)
+	cfg := testConfig(t.TempDir())
+	cfg.Store, cfg.RedisPartitions, cfg.SitePrefix = cl.URL(), 12, "site:"
+	_, err := daemon.New(context.Background(), cfg, slog.New(slog.DiscardHandler), daemon.Options{})
+	if !errors.Is(err, store.ErrMisconfigured) || !strings.Contains(err.Error(), "--site-prefix") || !strings.Contains(err.Error(), "hash tag") {
+		t.Fatalf("site prefix %q: %v, want store.ErrMisconfigured naming --site-prefix and a hash tag", cfg.SitePrefix, err)
+	}
+	cfg.SitePrefix = "site:{blog}:"
+	d, err := daemon.New(context.Background(), cfg, slog.New(slog.DiscardHandler), daemon.Options{})
+	if err != nil {
+		t.Fatalf("site prefix %q: %v", cfg.SitePrefix, err)
+	}
+	if err := d.Start(context.Background()); err != nil {
+		t.Fatalf("site prefix %q: start: %v", cfg.SitePrefix, err)
+	}
+	if err := d.Stop(context.Background()); err != nil {
+		t.Errorf("stop: %v", err)
+	}
+}
+
+// TestRedisPartitionsAreTheKeyspaces: a keyspace keeps the partitions it
+// was created with. A daemon started with another --redis-partitions is
+// refused as misconfigured (serve exits 3), naming the number to use, and
+// one started with it runs.
+func TestRedisPartitionsAreTheKeyspaces(t *testing.T) {
+	t.Parallel()
+	srv := redistest.StartT(t, false)
+	start := func(partitions int) error {
+		cfg := testConfig(t.TempDir())
+		cfg.Store, cfg.RedisPartitions = srv.URL(0), partitions
+		d, err := daemon.New(context.Background(), cfg, slog.New(slog.DiscardHandler), daemon.Options{})
+		if err != nil {
+			return err
+		}
+		if err := d.Start(context.Background()); err != nil {
+			return err
+		}
+		return d.Stop(context.Background())
+	}
+	if err := start(12); err != nil {
+		t.Fatalf("the first daemon, with 12 partitions: %v", err)
+	}
+	err := start(1)
+	if !errors.Is(err, store.ErrMisconfigured) || !strings.Contains(err.Error(), "open it with 12") {
+		t.Errorf("a daemon with 1 partition on a keyspace of 12: %v, want store.ErrMisconfigured naming 12", err)
+	}
+	if err := start(12); err != nil {
+		t.Errorf("a second daemon with 12 partitions: %v", err)
+	}
+}

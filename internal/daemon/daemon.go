@@ -139,12 +139,20 @@ func New(ctx context.Context, cfg config.Serve, logger *slog.Logger, opts Option
 			return nil, fmt.Errorf("daemon: %w", err)
 		}
 	case config.StoreRedis:
-		if redisstore.IsClusterURL(spec.URL) && opts.Functions == nil && !redisstore.InEngineSlot(cfg.SitePrefix) {
+		if redisstore.IsClusterURL(spec.URL) && opts.Functions == nil {
 			// The site's functions commit their key-value writes with their
-			// steps, in one script, so in the engine's slot: without the tag
-			// every such step would fail, so the daemon does not start, and
-			// says so before anything is written to the cluster.
-			return nil, fmt.Errorf("daemon: %w: on a Redis Cluster the site's keys must share the engine's hash slot: set --site-prefix (CYBERDREW_SITE_PREFIX) to a prefix holding {engine}, such as 'site:{engine}:' (now %q)", store.ErrMisconfigured, cfg.SitePrefix)
+			// steps, in one script, so in the engine's slot (or, with
+			// partitions, ahead of the record in one slot of their own):
+			// without the tag every such step would fail, so the daemon does
+			// not start, and says so before anything is written to the
+			// cluster.
+			slot, ok := "the engine's hash slot (a prefix holding {engine})", redisstore.InEngineSlot(cfg.SitePrefix)
+			if cfg.RedisPartitions > 1 {
+				slot, ok = "one hash slot (a prefix holding a hash tag)", redisstore.InOneSlot(cfg.SitePrefix)
+			}
+			if !ok {
+				return nil, fmt.Errorf("daemon: %w: on a Redis Cluster the site's keys must share %s: set --site-prefix (CYBERDREW_SITE_PREFIX), for example to 'site:{engine}:' (now %q)", store.ErrMisconfigured, slot, cfg.SitePrefix)
+			}
 		}
 		rs, err := redisstore.Open(ctx, spec.URL, redisstore.Options{Clock: clock, Logger: logger,
 			MinReplicas: cfg.RedisMinReplicas, ReplicaTimeout: cfg.RedisReplicaTimeout, Partitions: cfg.RedisPartitions})

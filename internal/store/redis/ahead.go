@@ -40,10 +40,12 @@ import (
 // step's commits.
 
 // receiptTTL is how long the receipt of effects applied ahead of their
-// record is kept: a worker that commits a step more than this long after
-// losing its lease (a process stopped for a day mid-commit) could apply
-// its effects again.
-const receiptTTL = 24 * time.Hour
+// record is kept. Only a worker whose commit reaches Redis more than this
+// long after its lease lapsed could apply them again: the engine commits a
+// step within its store call timeout (seconds) of the step's body ending,
+// and a call whose deadline passed (a process stopped meanwhile) is not
+// sent.
+const receiptTTL = time.Hour
 
 // noEffects is the effects argument of a savestep call without effects.
 const noEffects = `{"r":[],"w":[]}`

@@ -81,8 +81,14 @@ func (s *Store) Cluster() bool { return s.cluster != nil }
 // engine's Redis Cluster slot: prefix holds a complete hash tag of that
 // slot, such as "site:{engine}:".
 func InEngineSlot(prefix string) bool {
-	return hashed(prefix) != prefix && slot(prefix) == slot(newKeys("", "", 1).engine)
+	return InOneSlot(prefix) && slot(prefix) == slot(newKeys("", "", 1).engine)
 }
+
+// InOneSlot reports whether every key named prefix+anything shares one
+// Redis Cluster slot: prefix holds a complete hash tag, such as
+// "site:{engine}:". A partitioned store on a cluster needs no more of the
+// site's keys (ahead.go).
+func InOneSlot(prefix string) bool { return hashed(prefix) != prefix }
 
 // loadOnShards runs load on every node of a cluster (masters and
 // replicas, so a promoted replica has the scripts too), concurrently, or

@@ -289,20 +289,3 @@ func TestOneClusterNodeWithoutTheOption(t *testing.T) {
 		return
 	}
 }
-
-// TestClusterRefusesPartitions: partitions are refused on a cluster (as
-// misconfigured, not retried), where some of the engine's scripts would
-// still reach from one partition's slot into another's (docs/engine.md,
-// "Spreading the engine over slots").
-func TestClusterRefusesPartitions(t *testing.T) {
-	t.Parallel()
-	cl := cluster(t)
-	s, err := redis.Open(t.Context(), cl.URL(), redis.Options{Prefix: fmt.Sprintf("t%d:", nextID.Add(1)), Partitions: 3})
-	if err == nil {
-		s.Close()
-		t.Fatal("Open with 3 partitions on a cluster succeeded")
-	}
-	if !errors.Is(err, store.ErrMisconfigured) || !strings.Contains(err.Error(), "partitions") {
-		t.Errorf("Open with 3 partitions on a cluster: %v, want store.ErrMisconfigured naming partitions", err)
-	}
-}

@@ -19,7 +19,8 @@ import (
 // the keys of a run or an event in the partition of its id
 // (store.PartitionOf), the queue, the indexes, the registries, the waits
 // and the changes channel once per partition, and the flow-control keys
-// (cid, idem, rate, conc:*, single:*, deb:*, window:*) in partition 0.
+// (cid, idem, rate, conc:*, single:*, deb:*) in partition 0; a rate
+// limit window (window:*) in the partition of its key's hash.
 // The keys of the whole keyspace (layout, partitions, health) keep the tag
 // {engine}.
 //

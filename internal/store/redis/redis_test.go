@@ -107,7 +107,7 @@ func TestConformancePartitioned(t *testing.T) {
 func TestConformanceEffectsAhead(t *testing.T) {
 	srv := server(t)
 	storetest.Run(t, func(t *testing.T, clock *clockwork.FakeClock) store.Store {
-		s := openWith(t, srv.URL(7), redis.Options{Clock: clock, Partitions: 3})
+		s := openWith(t, srv.URL(11), redis.Options{Clock: clock, Partitions: 3})
 		redis.CommitEffectsAhead(s)
 		return s
 	})

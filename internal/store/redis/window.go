@@ -2,6 +2,7 @@ package redis
 
 import (
 	"context"
+	"hash/fnv"
 	"time"
 
 	"github.com/dcyfr/cyberdrew/internal/store"
@@ -16,7 +17,7 @@ func (s *Store) CountWindow(ctx context.Context, key string, limit int, window t
 		return store.RateCount{}, s.wrap("count window", store.ErrInvalid)
 	}
 	now := s.clock.Now()
-	v, err := s.run(ctx, scriptWindow, []string{s.keys.engine}, now.UnixMilli(), key, limit, window.Milliseconds()).Int64Slice()
+	v, err := s.run(ctx, scriptWindow, []string{s.keys.parts[windowPartition(key, s.Partitions())]}, now.UnixMilli(), key, limit, window.Milliseconds()).Int64Slice()
 	if err != nil {
 		return store.RateCount{}, s.wrap("count window", err)
 	}
@@ -25,4 +26,17 @@ func (s *Store) CountWindow(ctx context.Context, key string, limit int, window t
 		c.RetryAfter = c.Reset.Sub(now)
 	}
 	return c, nil
+}
+
+// windowPartition is the partition of the window of key among n: its
+// hash, so that a site's many visitors' windows (one a visitor and route)
+// spread over a cluster's masters with the runs. A window is one key,
+// counted by a script of its own.
+func windowPartition(key string, n int) int {
+	if n <= 1 {
+		return 0
+	}
+	h := fnv.New32a()
+	h.Write([]byte(key))
+	return int(h.Sum32() % uint32(n))
 }
