@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/dcyfr/cyberdrew/internal/store"
@@ -29,9 +30,14 @@ import (
 //     lease, from the receipt's arguments when it was there (those of the
 //     execution that applied the effects: a later one may have read its
 //     writes and decided otherwise);
-//  3. the receipt becomes a tombstone, kept for receiptTTL, so that a
-//     worker whose lease lapsed while its commit was under way (a zombie)
-//     and that commits after the run's new owner applies nothing.
+//  3. the receipt becomes a tombstone (an empty string), kept for
+//     receiptTTL: a worker whose lease lapsed while its commit was under
+//     way (a zombie) and that commits after the run's new owner finds it
+//     and applies nothing. The next effects call in the receipt's slot
+//     makes the tombstone, so that a commit costs two round trips, not
+//     three. Until then the receipt holds its arguments, which a zombie
+//     would only record again under a lease it no longer holds (refused):
+//     the tombstone saves memory, not correctness.
 //
 // A commit that found a receipt answers store.ErrSuperseded: the run's
 // steps are those recorded, and the worker hands the run back to execute it
@@ -106,7 +112,9 @@ func (s *Store) commitAhead(ctx context.Context, l *store.Lease, steps []store.S
 	if err != nil {
 		return 0, err
 	}
-	res, err := s.acked(ctx, scriptEffects, keys, now.UnixMilli(), fxDoc, string(kept), receiptTTL.Milliseconds()).Slice()
+	done := s.recorded.take(slot(receipt))
+	keys = append(keys, done...)
+	res, err := s.acked(ctx, scriptEffects, keys, now.UnixMilli(), fxDoc, string(kept), receiptTTL.Milliseconds(), len(done)).Slice()
 	if err != nil {
 		return 0, err
 	}
@@ -139,9 +147,7 @@ func (s *Store) commitAhead(ctx context.Context, l *store.Lease, steps []store.S
 		return 0, err
 	}
 	if len(recs) > 0 {
-		// A tombstone the receipt's next reader takes for "recorded"; left
-		// whole if this fails, it is only read to record the same steps.
-		s.rdb.Do(ctx, "SET", receipt, "", "KEEPTTL")
+		s.recorded.add(receipt)
 	}
 	if !applied {
 		return 0, store.ErrSuperseded
@@ -150,4 +156,45 @@ func (s *Store) commitAhead(ctx context.Context, l *store.Lease, steps []store.S
 		return 0, nil
 	}
 	return strconv.ParseInt(value, 10, 64)
+}
+
+// maxRecorded bounds the receipts waiting to become tombstones, and
+// recordedPerCall those one effects call takes: a receipt past the bound
+// keeps its arguments until its TTL.
+const (
+	maxRecorded     = 1024
+	recordedPerCall = 64
+)
+
+// recordedReceipts are the receipts of commits whose steps are recorded
+// since, each to become a tombstone with the next effects call in its
+// slot (lua/effects.lua).
+type recordedReceipts struct {
+	mu   sync.Mutex
+	keys []string
+}
+
+func (r *recordedReceipts) add(key string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if len(r.keys) < maxRecorded {
+		r.keys = append(r.keys, key)
+	}
+}
+
+// take removes and returns up to recordedPerCall receipts in slot sl.
+func (r *recordedReceipts) take(sl int) []string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var out []string
+	kept := r.keys[:0]
+	for _, k := range r.keys {
+		if len(out) < recordedPerCall && slot(k) == sl {
+			out = append(out, k)
+		} else {
+			kept = append(kept, k)
+		}
+	}
+	r.keys = kept
+	return out
 }

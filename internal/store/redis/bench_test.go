@@ -175,60 +175,93 @@ func scriptTime(b *testing.B, rdb *goredis.Client) float64 {
 // machine's load.
 func BenchmarkPageViewRun(b *testing.B) {
 	s, rdb := measured(b, redis.Options{})
-	ctx := b.Context()
-	data := json.RawMessage(`{"slug":"a-post","title":"A post","referrer":"https://example.com/x","region":"EU","visitor":"v1"}`)
 	cpu := serverCPU(b)
-	step := func(id, output string) store.Step {
-		now := time.Now()
-		return store.Step{ID: id, Name: id, Kind: store.StepRun, Status: store.StatusCompleted,
-			Output: json.RawMessage(output), StartedAt: now, EndedAt: now}
-	}
 	b.ResetTimer()
 	for i := range b.N {
-		if _, err := s.Publish(ctx, []store.Publication{{Event: store.Event{Name: "blog/post.viewed", Data: data},
-			Runs: []store.RunSpec{{ID: ulid.Make().String(), FunctionID: "track-post-view"}}}}); err != nil {
-			b.Fatal(err)
-		}
-		ls, err := s.Claim(ctx, "w", 1, time.Minute)
-		if err != nil || len(ls) != 1 {
-			b.Fatalf("Claim = %v, %v", ls, err)
-		}
-		views := store.NewTx(s)
-		if err := views.IncrByBlind(ctx, "views:a-post", 1, 0); err != nil {
-			b.Fatal(err)
-		}
-		if _, err := s.CommitStepsCount(ctx, &ls[0], []store.StepCommit{
-			{Step: step("increment-views", "0"), Effects: views.Effects()},
-		}); err != nil {
-			b.Fatal(err)
-		}
-		day := store.NewTx(s)
-		must := func(err error) {
-			if err != nil {
-				b.Fatal(err)
-			}
-		}
-		must(day.Set(ctx, "title:a-post", "A post", 0))
-		must(day.SetAddBlind(ctx, "day:posts", time.Hour, "a-post"))
-		must(day.SetAddBlind(ctx, "day:visitors", time.Hour, "v"+strconv.Itoa(i%50)))
-		must(day.SetAddBlind(ctx, "day:referrers", time.Hour, "example.com"))
-		must(day.IncrByBlind(ctx, "day:referrer:example.com", 1, time.Hour))
-		must(day.SetAddBlind(ctx, "day:regions", time.Hour, "EU"))
-		must(day.IncrByBlind(ctx, "day:region:EU", 1, time.Hour))
-		must(day.IncrByBlind(ctx, "day:views:a-post", 1, time.Hour))
-		if err := s.Finish(ctx, &ls[0], store.Outcome{Status: store.StatusCompleted,
-			Output: json.RawMessage(`{"slug":"a-post","total":13,"milestones":[]}`),
-			Steps: []store.StepCommit{
-				{Step: step("track-daily-views", "true"), Effects: day.Effects()},
-				{Step: step("check-milestones", `{"total":13,"reached":[]}`)},
-			}}); err != nil {
-			b.Fatal(err)
-		}
+		pageViewRun(b, s, i)
 	}
 	b.StopTimer()
 	b.ReportMetric(scriptTime(b, rdb)/float64(b.N), "script-µs/run")
 	b.ReportMetric(commandCalls(b, rdb)/float64(b.N), "commands/run")
 	b.ReportMetric((serverCPU(b)-cpu)*1e6/float64(b.N), "redis-cpu-µs/run")
+}
+
+// BenchmarkPageViewRunCluster is BenchmarkPageViewRun's run, one at a
+// time, on the test cluster: the engine in one slot, and spread over 12
+// partitions, where the run's two commits with effects are three calls
+// each (ahead.go). Alternate runs (-count): the figure moves with the
+// machine's load.
+func BenchmarkPageViewRunCluster(b *testing.B) {
+	cl := cluster(b)
+	for _, parts := range []int{1, 12} {
+		b.Run(fmt.Sprintf("partitions-%d", parts), func(b *testing.B) {
+			n := nextID.Add(1)
+			s, err := redis.Open(b.Context(), cl.URL(), redis.Options{Prefix: fmt.Sprintf("t%d:", n),
+				SitePrefix: fmt.Sprintf("t%d-site:{engine}:", n), Partitions: parts})
+			if err != nil {
+				b.Fatal(err)
+			}
+			b.Cleanup(func() { s.Close() })
+			b.ResetTimer()
+			for i := range b.N {
+				pageViewRun(b, s, i)
+			}
+		})
+	}
+}
+
+// pageViewRun is one page view's run as track-post-view makes it: its
+// event published with the run, claimed, the view counted, the day's
+// keys written, and the run finished with its last two steps.
+func pageViewRun(b *testing.B, s *redis.Store, i int) {
+	ctx := b.Context()
+	data := json.RawMessage(`{"slug":"a-post","title":"A post","referrer":"https://example.com/x","region":"EU","visitor":"v1"}`)
+	step := func(id, output string) store.Step {
+		now := time.Now()
+		return store.Step{ID: id, Name: id, Kind: store.StepRun, Status: store.StatusCompleted,
+			Output: json.RawMessage(output), StartedAt: now, EndedAt: now}
+	}
+	ev := store.Event{ID: ulid.Make().String(), Name: "blog/post.viewed", Data: data}
+	run, _ := store.MintIn(store.PartitionOf(ev.ID, s.Partitions()), s.Partitions(), func() string { return ulid.Make().String() })
+	if _, err := s.Publish(ctx, []store.Publication{{Event: ev,
+		Runs: []store.RunSpec{{ID: run, FunctionID: "track-post-view"}}}}); err != nil {
+		b.Fatal(err)
+	}
+	ls, err := s.Claim(ctx, "w", 1, time.Minute)
+	if err != nil || len(ls) != 1 {
+		b.Fatalf("Claim = %v, %v", ls, err)
+	}
+	views := store.NewTx(s)
+	if err := views.IncrByBlind(ctx, "views:a-post", 1, 0); err != nil {
+		b.Fatal(err)
+	}
+	if _, err := s.CommitStepsCount(ctx, &ls[0], []store.StepCommit{
+		{Step: step("increment-views", "0"), Effects: views.Effects()},
+	}); err != nil {
+		b.Fatal(err)
+	}
+	day := store.NewTx(s)
+	must := func(err error) {
+		if err != nil {
+			b.Fatal(err)
+		}
+	}
+	must(day.Set(ctx, "title:a-post", "A post", 0))
+	must(day.SetAddBlind(ctx, "day:posts", time.Hour, "a-post"))
+	must(day.SetAddBlind(ctx, "day:visitors", time.Hour, "v"+strconv.Itoa(i%50)))
+	must(day.SetAddBlind(ctx, "day:referrers", time.Hour, "example.com"))
+	must(day.IncrByBlind(ctx, "day:referrer:example.com", 1, time.Hour))
+	must(day.SetAddBlind(ctx, "day:regions", time.Hour, "EU"))
+	must(day.IncrByBlind(ctx, "day:region:EU", 1, time.Hour))
+	must(day.IncrByBlind(ctx, "day:views:a-post", 1, time.Hour))
+	if err := s.Finish(ctx, &ls[0], store.Outcome{Status: store.StatusCompleted,
+		Output: json.RawMessage(`{"slug":"a-post","total":13,"milestones":[]}`),
+		Steps: []store.StepCommit{
+			{Step: step("track-daily-views", "true"), Effects: day.Effects()},
+			{Step: step("check-milestones", `{"total":13,"reached":[]}`)},
+		}}); err != nil {
+		b.Fatal(err)
+	}
 }
 
 // commandCalls is how many commands the server ran since its counters

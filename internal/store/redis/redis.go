@@ -112,11 +112,12 @@ type Store struct {
 	entropyMu sync.Mutex
 	entropy   io.Reader
 
-	minReplicas int
-	// effectsAhead: a step's KV effects commit ahead of its record
-	// (ahead.go).
-	effectsAhead   bool
+	minReplicas    int
 	replicaTimeout time.Duration
+	// effectsAhead: a step's KV effects commit ahead of its record
+	// (ahead.go), recorded the receipts to make tombstones of.
+	effectsAhead bool
+	recorded     recordedReceipts
 
 	// nativeTTL is set on the real clock: site keys expire by their
 	// native TTLs alone, without deadline keys (kvNow).

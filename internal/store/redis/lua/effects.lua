@@ -6,12 +6,17 @@
 -- site key i of the effects and its deadline key, as savestep's.
 -- ARGV[1] now; ARGV[2] the effects (savestep's ARGV[4]); ARGV[3] the
 -- arguments of the steps' commit (savestep's from ARGV[7], a JSON array),
--- kept in the receipt; ARGV[4] the receipt's TTL in ms.
+-- kept in the receipt; ARGV[4] the receipt's TTL in ms; ARGV[5] how many
+-- of the last KEYS are receipts of earlier commits whose steps are
+-- recorded since, in the same slot: each becomes a tombstone ('', its TTL
+-- kept), whatever this call answers.
 -- Returns {1, the value the last increment left or ''} when it applied the
 -- effects, or {0, the receipt} when the receipt was there: '' once the
 -- steps were recorded, else that value, a newline and the arguments the
 -- receipt holds. Errors as savestep's (CONFLICT, WRONGTYPE, "not an
 -- integer"); nothing is written then.
+local done = tonumber(ARGV[5])
+for i = #KEYS - done + 1, #KEYS do redis.call('SET', KEYS[i], '', 'XX', 'KEEPTTL') end
 local got = redis.call('GET', KEYS[1])
 if got then return {0, got} end
 local counted, err = kv_apply(KEYS, cjson.decode(ARGV[2]), NOW)
