@@ -27,27 +27,37 @@ func TestChaosSentinelFailoverUnderLoad(t *testing.T) {
 	for _, minReplicas := range []int{1, 0} {
 		t.Run(fmt.Sprintf("min-replicas-%d", minReplicas), func(t *testing.T) {
 			topo := redistest.StartSentinelT(t)
-			failoverUnderLoad(t, topo.URL(0), topo.Failover, minReplicas)
+			failoverUnderLoad(t, topo.URL(0), topo.Failover, minReplicas, 1)
 		})
 	}
 }
 
 // TestChaosClusterFailoverUnderLoad is TestChaosSentinelFailoverUnderLoad
 // on a Redis Cluster (three masters, three replicas): the failover is a
-// CLUSTER FAILOVER on the replica of the master serving the engine's slot.
+// CLUSTER FAILOVER on the replica of the master serving the engine's slot;
+// with --redis-partitions 12, of the master serving partition 0's, where
+// the load's events are (they have ids: store.Publication.Pinned).
 func TestChaosClusterFailoverUnderLoad(t *testing.T) {
-	for _, minReplicas := range []int{1, 0} {
-		t.Run(fmt.Sprintf("min-replicas-%d", minReplicas), func(t *testing.T) {
+	for _, c := range []struct{ minReplicas, partitions int }{{1, 1}, {0, 1}, {1, 12}} {
+		name := fmt.Sprintf("min-replicas-%d", c.minReplicas)
+		if c.partitions > 1 {
+			name += fmt.Sprintf("-partitions-%d", c.partitions)
+		}
+		t.Run(name, func(t *testing.T) {
 			cl := redistest.StartClusterT(t)
-			failover := func(ctx context.Context) (string, error) { return cl.Failover(ctx, "cyberdrew:{engine}:") }
-			failoverUnderLoad(t, cl.URL(), failover, minReplicas)
+			slot := "cyberdrew:{engine}:"
+			if c.partitions > 1 {
+				slot = fmt.Sprintf("cyberdrew:{engine:0/%d}:", c.partitions)
+			}
+			failover := func(ctx context.Context) (string, error) { return cl.Failover(ctx, slot) }
+			failoverUnderLoad(t, cl.URL(), failover, c.minReplicas, c.partitions)
 		})
 	}
 }
 
 // failoverUnderLoad loads a daemon on url, calls failover (which returns
 // the new master's address once it serves) and keeps loading.
-func failoverUnderLoad(t *testing.T, url string, failover func(context.Context) (string, error), minReplicas int) {
+func failoverUnderLoad(t *testing.T, url string, failover func(context.Context) (string, error), minReplicas, partitions int) {
 	const (
 		senders = 4
 		phase   = 3 * time.Second // the load before and after the failover
@@ -56,6 +66,7 @@ func failoverUnderLoad(t *testing.T, url string, failover func(context.Context) 
 	cfg.Store = url
 	cfg.Lease = 2 * time.Second
 	cfg.RedisMinReplicas = minReplicas
+	cfg.RedisPartitions = partitions
 	cfg.RedisReplicaTimeout = 500 * time.Millisecond
 	var (
 		execMu sync.Mutex
@@ -215,8 +226,8 @@ func failoverUnderLoad(t *testing.T, url string, failover func(context.Context) 
 		}
 	}
 	execMu.Unlock()
-	t.Logf("min-replicas %d: answers %v; acknowledged %d events, lost %d; events/s before %.0f, during %.0f (%v from the failover to the first acknowledgement after the switch to %s, which took %v), after %.0f; %d runs of acknowledged events all Completed, %d runs ran their step more than once",
-		minReplicas, codes, len(acked), lost,
+	t.Logf("min-replicas %d, partitions %d: answers %v; acknowledged %d events, lost %d; events/s before %.0f, during %.0f (%v from the failover to the first acknowledgement after the switch to %s, which took %v), after %.0f; %d runs of acknowledged events all Completed, %d runs ran their step more than once",
+		minReplicas, partitions, codes, len(acked), lost,
 		rate(before, failedAt.Sub(began)), rate(during, duringEnd.Sub(failedAt)), duringEnd.Sub(failedAt).Round(time.Millisecond), newMaster, switched.Sub(failedAt).Round(time.Millisecond),
 		rate(after, ended.Sub(duringEnd)), len(runIDs), twice)
 }
