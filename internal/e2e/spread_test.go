@@ -48,6 +48,7 @@ func TestPartitionsSpreadOverTheClustersMasters(t *testing.T) {
 			type count struct{ records, receipts, site, other, whole int }
 			var mu sync.Mutex
 			var masters []count
+			slots := map[string]int{} // the records' keys per hash tag
 			err := d.native.(*goredis.ClusterClient).ForEachMaster(context.Background(), func(ctx context.Context, c *goredis.Client) error {
 				var n count
 				iter := c.Scan(ctx, 0, "*", 1000).Iterator()
@@ -55,6 +56,10 @@ func TestPartitionsSpreadOverTheClustersMasters(t *testing.T) {
 					switch k := iter.Val(); {
 					case strings.HasPrefix(k, "cyberdrew:{engine"):
 						n.records++
+						tag, _, _ := strings.Cut(strings.TrimPrefix(k, "cyberdrew:"), "}")
+						mu.Lock()
+						slots[tag+"}"]++
+						mu.Unlock()
 					case strings.HasPrefix(k, "cyberdrew:receipt:"):
 						n.receipts++
 						if v, err := c.Get(ctx, k).Result(); err == nil && v != "" {
@@ -79,7 +84,8 @@ func TestPartitionsSpreadOverTheClustersMasters(t *testing.T) {
 				total += n.records
 				whole += n.whole
 			}
-			t.Logf("%s: keys per master after %d views {records receipts site other receipts-not-yet-tombstones}: %v", backend, readers, masters)
+			t.Logf("%s: keys per master after %d views {records receipts site other receipts-not-yet-tombstones}: %v; the records' keys per slot: %v",
+				backend, readers, masters, slots)
 			// A receipt becomes a tombstone with the next commit in its
 			// slot: only the last commits' may still hold their steps.
 			if whole > 2*8 {
