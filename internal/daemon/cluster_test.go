@@ -15,6 +15,7 @@ import (
 
 	goredis "github.com/redis/go-redis/v9"
 
+	"github.com/dcyfr/cyberdrew/internal/config"
 	"github.com/dcyfr/cyberdrew/internal/daemon"
 	"github.com/dcyfr/cyberdrew/internal/store"
 	"github.com/dcyfr/cyberdrew/internal/store/redis/redistest"
@@ -199,16 +200,21 @@ func TestClusterNeedsTheSitePrefixInTheEngineSlot(t *testing.T) {
 		cc.Close()
 	}
 	cfg.SitePrefix = "site:{engine}:"
+	if err := startAndStop(cfg); err != nil {
+		t.Errorf("site prefix %q: %v", cfg.SitePrefix, err)
+	}
+}
+
+// startAndStop starts a daemon of cfg and stops it.
+func startAndStop(cfg config.Serve) error {
 	d, err := daemon.New(context.Background(), cfg, slog.New(slog.DiscardHandler), daemon.Options{})
 	if err != nil {
-		t.Fatalf("site prefix %q: %v", cfg.SitePrefix, err)
+		return err
 	}
 	if err := d.Start(context.Background()); err != nil {
-		t.Fatalf("site prefix %q: start: %v", cfg.SitePrefix, err)
+		return err
 	}
-	if err := d.Stop(context.Background()); err != nil {
-		t.Errorf("stop: %v", err)
-	}
+	return d.Stop(context.Background())
 }
 
 // TestPartitionedClusterNeedsTheSitePrefixInOneSlot: with
@@ -226,15 +232,8 @@ func TestPartitionedClusterNeedsTheSitePrefixInOneSlot(t *testing.T) {
 		t.Fatalf("site prefix %q: %v, want store.ErrMisconfigured naming --site-prefix and a hash tag", cfg.SitePrefix, err)
 	}
 	cfg.SitePrefix = "site:{blog}:"
-	d, err := daemon.New(context.Background(), cfg, slog.New(slog.DiscardHandler), daemon.Options{})
-	if err != nil {
-		t.Fatalf("site prefix %q: %v", cfg.SitePrefix, err)
-	}
-	if err := d.Start(context.Background()); err != nil {
-		t.Fatalf("site prefix %q: start: %v", cfg.SitePrefix, err)
-	}
-	if err := d.Stop(context.Background()); err != nil {
-		t.Errorf("stop: %v", err)
+	if err := startAndStop(cfg); err != nil {
+		t.Errorf("site prefix %q: %v", cfg.SitePrefix, err)
 	}
 }
 
@@ -248,14 +247,7 @@ func TestRedisPartitionsAreTheKeyspaces(t *testing.T) {
 	start := func(partitions int) error {
 		cfg := testConfig(t.TempDir())
 		cfg.Store, cfg.RedisPartitions = srv.URL(0), partitions
-		d, err := daemon.New(context.Background(), cfg, slog.New(slog.DiscardHandler), daemon.Options{})
-		if err != nil {
-			return err
-		}
-		if err := d.Start(context.Background()); err != nil {
-			return err
-		}
-		return d.Stop(context.Background())
+		return startAndStop(cfg)
 	}
 	if err := start(12); err != nil {
 		t.Fatalf("the first daemon, with 12 partitions: %v", err)
