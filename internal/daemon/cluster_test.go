@@ -22,12 +22,22 @@ import (
 )
 
 // TestTwoDaemonsShareARedisCluster runs two `cyberdrew serve` processes on
-// a Redis Cluster URL (three masters, three replicas) and sends 1 000
-// events to both at once: every acknowledged event has exactly one run,
-// every run completes, its step ran exactly once, and both daemons ran
-// some.
+// a Redis Cluster URL (three masters, three replicas), the engine in one
+// slot and spread over 12 partitions (--redis-partitions 12), and sends
+// 1 000 events to both at once: every acknowledged event has exactly one
+// run, every run completes, its step ran exactly once, and both daemons
+// ran some.
 func TestTwoDaemonsShareARedisCluster(t *testing.T) {
 	t.Parallel()
+	for _, partitions := range []int{1, 12} {
+		t.Run(fmt.Sprintf("partitions-%d", partitions), func(t *testing.T) {
+			t.Parallel()
+			twoDaemonsOnACluster(t, partitions)
+		})
+	}
+}
+
+func twoDaemonsOnACluster(t *testing.T, partitions int) {
 	const (
 		events  = 1000
 		batch   = 20
@@ -37,7 +47,8 @@ func TestTwoDaemonsShareARedisCluster(t *testing.T) {
 	dir := t.TempDir()
 	var daemons []serveChild
 	for range 2 {
-		daemons = append(daemons, spawnServe(t, dir, "scale", "--store", cl.URL(), "--workers", strconv.Itoa(workers)))
+		daemons = append(daemons, spawnServe(t, dir, "scale", "--store", cl.URL(), "--workers", strconv.Itoa(workers),
+			"--redis-partitions", strconv.Itoa(partitions)))
 	}
 	began := time.Now()
 
@@ -139,8 +150,8 @@ func TestTwoDaemonsShareARedisCluster(t *testing.T) {
 	if len(perPID) != len(daemons) {
 		t.Errorf("step executions per daemon %v: want both daemons to run some", perPID)
 	}
-	t.Logf("%d events acknowledged in %v, %d runs completed after %v, step executions per daemon %v",
-		len(acked), sentIn.Round(time.Millisecond), len(runs), completedIn.Round(time.Millisecond), perPID)
+	t.Logf("%d partitions: %d events acknowledged in %v, %d runs completed after %v, step executions per daemon %v",
+		partitions, len(acked), sentIn.Round(time.Millisecond), len(runs), completedIn.Round(time.Millisecond), perPID)
 }
 
 // runOfEvent is a run's status and trigger event in a listing.

@@ -115,7 +115,7 @@ type Store struct {
 	minReplicas    int
 	replicaTimeout time.Duration
 	// effectsAhead: a step's KV effects commit ahead of its record
-	// (ahead.go), recorded the receipts to make tombstones of.
+	// (ahead.go); recorded holds the receipts to make tombstones of.
 	effectsAhead bool
 	recorded     recordedReceipts
 
