@@ -49,7 +49,7 @@ func submission(f form, submittedAt, ip string) string {
 // forms were dropped (one run, one pair of emails).
 func TestContactFormFromThreeVisitors(t *testing.T) {
 	t.Parallel()
-	onBoth(t, func(t *testing.T, d *deployment) {
+	onBothAndAPartitionedCluster(t, func(t *testing.T, d *deployment) {
 		sent := forms[:3]
 		for i, f := range sent {
 			v := visitorN(i)

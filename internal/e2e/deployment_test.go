@@ -8,6 +8,7 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -76,6 +77,21 @@ var backends = []string{"sqlite", "redis"}
 // own fresh deployment. Without redis-server the redis subtest skips
 // loudly, or fails when CYBERDREW_TEST_REDIS=required.
 func onBoth(t *testing.T, test func(t *testing.T, d *deployment)) {
+	t.Helper()
+	onEach(t, backends, test)
+}
+
+// onBothAndAPartitionedCluster is onBoth, and a deployment on a Redis
+// Cluster with --redis-partitions 12 (the site's main flows, whose steps
+// commit their keys ahead of their records there).
+func onBothAndAPartitionedCluster(t *testing.T, test func(t *testing.T, d *deployment)) {
+	t.Helper()
+	onEach(t, append(slices.Clone(backends), "cluster-partitioned"), test)
+}
+
+// onEach runs test on a fresh deployment on each backend, as parallel
+// subtests named after them.
+func onEach(t *testing.T, backends []string, test func(t *testing.T, d *deployment)) {
 	t.Helper()
 	for _, backend := range backends {
 		t.Run(backend, func(t *testing.T) {
@@ -393,10 +409,14 @@ func (d *deployment) intake(t *testing.T, header http.Header, body string) []str
 }
 
 // get reads a site key as the website does: with a plain Redis client on
-// Redis, through the store's key-value API on SQLite; "" when absent.
+// Redis (under the site prefix of a cluster deployment), through the
+// store's key-value API on SQLite; "" when absent.
 func (d *deployment) get(t *testing.T, key string) string {
 	t.Helper()
 	ctx := context.Background()
+	if strings.HasPrefix(d.backend, "cluster") && !strings.HasPrefix(key, clusterSitePrefix) {
+		key = clusterSitePrefix + key
+	}
 	if d.native != nil {
 		v, err := d.native.Get(ctx, key).Result()
 		if errors.Is(err, goredis.Nil) {

@@ -61,7 +61,7 @@ func TestPostViewsFromManyVisitors(t *testing.T) {
 		readers               = 104
 	)
 	referrers := []string{"https://news.ycombinator.com/", "", "https://www.google.com/", "https://cyberdrew.dev/blog"}
-	onBoth(t, func(t *testing.T, d *deployment) {
+	onBothAndAPartitionedCluster(t, func(t *testing.T, d *deployment) {
 		view := func(n int, slug, title string) {
 			t.Helper()
 			v := visitorN(n)

@@ -73,7 +73,7 @@ type delivery struct {
 // a 4xx and stores nothing.
 func TestResendDeliveryWebhooks(t *testing.T) {
 	t.Parallel()
-	onBoth(t, func(t *testing.T, d *deployment) {
+	onBothAndAPartitionedCluster(t, func(t *testing.T, d *deployment) {
 		f := forms[0]
 		if r := visitorN(0).post(t, d, "/api/contact", "/contact", contactBody(f)); r.status != http.StatusOK {
 			t.Fatalf("POST /api/contact: %d %s", r.status, r.body)
@@ -236,7 +236,7 @@ func pushBody(n int) string {
 // becomes one more refresh.
 func TestGitHubPushWebhook(t *testing.T) {
 	t.Parallel()
-	onBoth(t, func(t *testing.T, d *deployment) {
+	onBothAndAPartitionedCluster(t, func(t *testing.T, d *deployment) {
 		post := func(h http.Header, body string) reply {
 			return d.do(t, http.MethodPost, "/webhooks/github", h, body)
 		}
