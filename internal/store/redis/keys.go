@@ -72,7 +72,14 @@ import (
 //
 // The site's keys are not engine keys: they keep their own names under
 // Options.SitePrefix. Each one with a ttl has a deadline key
-// (kvDeadlineKey) in its own Cluster slot.
+// (kvDeadlineKey) in its own Cluster slot. A partitioned store on a
+// Cluster keeps, in the slot of a step's site keys, the receipt of the
+// effects it applied ahead of the step's record (ahead.go):
+//
+//	<prefix>receipt:{<the site keys' tag>}:<run>:<first step>
+//	                        string: the value the last increment left, a newline and the
+//	                        steps' record arguments (JSON); "" once recorded; expires after
+//	                        an hour (receiptTTL)
 type keys struct {
 	engine string   // the partition's prefix: prefix + "{engine}:", or a partition's tag
 	parts  []string // every partition's prefix (partitionTag); one when not partitioned
