@@ -1,10 +1,12 @@
 package redis_test
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"slices"
 	"strings"
 	"sync"
@@ -288,4 +290,52 @@ func TestOneClusterNodeWithoutTheOption(t *testing.T) {
 		}
 		return
 	}
+}
+
+// TestClusterSaysANewKeyspaceIsInOneSlot: a keyspace keeps the
+// partitions it is created with, so a new one created in one slot on a
+// cluster logs a warning naming --redis-partitions; one created with
+// partitions, or opened again, does not.
+func TestClusterSaysANewKeyspaceIsInOneSlot(t *testing.T) {
+	t.Parallel()
+	cl := cluster(t)
+	open := func(prefix string, partitions int) string {
+		var log syncBuffer
+		s, err := redis.Open(t.Context(), cl.URL(), redis.Options{Prefix: prefix, SitePrefix: prefix + "{site}:",
+			Partitions: partitions, Logger: slog.New(slog.NewTextHandler(&log, nil))})
+		if err != nil {
+			t.Fatal(err)
+		}
+		s.Close()
+		return log.String()
+	}
+	n := nextID.Add(1)
+	one := fmt.Sprintf("t%d:", n)
+	if got := open(one, 1); !strings.Contains(got, "--redis-partitions") {
+		t.Errorf("a new keyspace in one slot logged %q, want a warning naming --redis-partitions", got)
+	}
+	if got := open(one, 1); strings.Contains(got, "--redis-partitions") {
+		t.Errorf("the keyspace opened again logged %q", got)
+	}
+	if got := open(fmt.Sprintf("t%d-p:", n), 12); strings.Contains(got, "--redis-partitions") {
+		t.Errorf("a new keyspace of 12 partitions logged %q", got)
+	}
+}
+
+// syncBuffer is a bytes.Buffer safe for a logger's concurrent writes.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
 }

@@ -69,6 +69,11 @@ func (s *Store) checkPartitions(ctx context.Context, hasLayout bool, stored any)
 		}
 		ok = true
 	}
+	if !ok && !hasLayout && s.cluster != nil {
+		// A keyspace created in one slot keeps it: say so while it is new.
+		s.log.Warn("a new engine keyspace on a Redis Cluster in one hash slot: every record will live on one master; " +
+			"to spread them over the masters, create the keyspace with --redis-partitions (12 for three masters; docs/engine.md)")
+	}
 	if !ok {
 		have = "1"
 	}
