@@ -3,13 +3,14 @@ package store
 // A partitioned store (Store.Partitions > 1: the Redis store with
 // Options.Partitions) keeps its records in several partitions, each a
 // Redis Cluster hash slot of its own, and finds a record's partition from
-// its id alone: PartitionOf. The caller that mints ids places them (the engine's place, the conformance
-// suite's bundle): a publication's event and runs share one partition
-// (Publication.Partition), so that a publication is one atomic write in
-// one slot. The engine also puts a publication that flow control decides
-// on (Pinned) in partition 0, where every flow-control key lives, which
-// a Redis Cluster will need so that those keys never leave one slot.
-// docs/engine.md, "Spreading the engine over slots", has the layout.
+// its id alone: PartitionOf. The caller that mints ids places them (the
+// engine's place, the conformance suite's bundle): a publication's event
+// and runs share one partition (Publication.Partition), so that a
+// publication is one atomic write in one slot. A publication that flow
+// control decides on, or with a client id (Pinned), goes in partition 0,
+// where every flow-control key lives, so that those keys never leave one
+// slot: the store refuses one elsewhere (ErrInvalid). docs/engine.md,
+// "Spreading the engine over slots", has the layout.
 
 // MaxPartitions bounds Partitions: PartitionOf reads one character of
 // Crockford's base32.

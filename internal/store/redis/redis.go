@@ -72,9 +72,9 @@ type Options struct {
 	// partitions by id (store.Store.Partitions; docs/engine.md,
 	// "Spreading the engine over slots"), at most store.MaxPartitions. A
 	// keyspace keeps the partitions it was first opened with; another
-	// number is refused (store.ErrMisconfigured). Not yet on a Redis
-	// Cluster, whose scripts must stay in one slot: a step's effects on
-	// site keys still commit with its record in one script, across slots.
+	// number is refused (store.ErrMisconfigured). On a Redis Cluster,
+	// whose scripts must stay in one slot, a step's effects on site keys
+	// then commit ahead of its record (ahead.go).
 	Partitions int
 	// PublishScriptOnly sends every publication through the publish
 	// script, also those the store would otherwise store as a
