@@ -419,7 +419,12 @@ type Engine interface {
 	// CommitStep is SaveStep for a transactional step: in the same atomic
 	// unit it checks that every read of fx still holds (ErrConflict when
 	// one does not) and applies its writes in order. A refused commit
-	// (ErrLeaseLost, ErrConflict) applies nothing.
+	// (ErrLeaseLost, ErrConflict) applies nothing; except on a store that
+	// applies effects ahead of their record (a partitioned Redis store on
+	// a Cluster), where a commit refused for a lost lease may have applied
+	// them: the step's next commit then applies nothing more, records the
+	// step as that commit made it and answers ErrSuperseded. Either way
+	// the writes apply once across the step's commits.
 	CommitStep(ctx context.Context, l *Lease, s Step, emit []Publication, fx Effects) error
 	// CommitSteps is CommitStep for several steps of one run, in one
 	// atomic unit: every read of every step must still hold, then each
