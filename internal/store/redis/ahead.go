@@ -46,15 +46,30 @@ import (
 // step's commits.
 
 // receiptTTL is how long the receipt of effects applied ahead of their
-// record is kept. Only a worker whose commit reaches Redis more than this
-// long after its lease lapsed could apply them again: the engine commits a
-// step within its store call timeout (seconds) of the step's body ending,
-// and a call whose deadline passed (a process stopped meanwhile) is not
-// sent.
-const receiptTTL = time.Hour
+// record is kept while the steps are not recorded: the run's next owner
+// finds it however late it comes (every daemon down for a while), unless
+// the run waits longer than this, when it would apply them again; a run
+// cancelled meanwhile leaves it to expire. tombstoneTTL is how long it is
+// kept once they are: only a worker whose commit reaches Redis more than
+// this long after its lease lapsed could apply them again, and the engine
+// commits a step within its store call timeout (seconds) of the step's
+// body ending; a call whose deadline passed (a process stopped meanwhile)
+// is not sent.
+const (
+	receiptTTL   = 30 * 24 * time.Hour
+	tombstoneTTL = time.Hour
+)
 
 // noEffects is the effects argument of a savestep call without effects.
 const noEffects = `{"r":[],"w":[]}`
+
+// flagArg is a script's flag argument: "1" or "0".
+func flagArg(b bool) string {
+	if b {
+		return "1"
+	}
+	return "0"
+}
 
 // EffectsAhead reports whether a step's KV effects commit ahead of its
 // record, in a script of their own (a partitioned store on a Redis
@@ -81,10 +96,13 @@ func (k keys) receipt(siteKey, runID, stepID string) string {
 	return k.base + "receipt:{" + hashed(siteKey) + "}:" + runID + ":" + stepID
 }
 
-// commitAhead commits steps (and the run's finish, when finish is not "")
-// with their effects applied ahead of their record; counted is
+// commitAhead commits steps with their effects applied ahead of their
+// record, and the run's finish when finish is set: it returns the finish
+// argument of the savestep script, called once the effects applied, so
+// that what it publishes in other partitions (emitArgs) is not published
+// for a finish that finds a receipt and is dropped. counted is
 // CommitStepsCount's, whose value it returns.
-func (s *Store) commitAhead(ctx context.Context, l *store.Lease, steps []store.StepCommit, finish string, counted bool) (int64, error) {
+func (s *Store) commitAhead(ctx context.Context, l *store.Lease, steps []store.StepCommit, finish func() (string, error), counted bool) (int64, error) {
 	fx, err := store.MergeEffects(steps)
 	if err != nil {
 		return 0, err
@@ -114,19 +132,28 @@ func (s *Store) commitAhead(ctx context.Context, l *store.Lease, steps []store.S
 	}
 	done := s.recorded.take(slot(receipt))
 	keys = append(keys, done...)
-	res, err := s.acked(ctx, scriptEffects, keys, now.UnixMilli(), fxDoc, string(kept), receiptTTL.Milliseconds(), len(done)).Slice()
+	res, err := s.acked(ctx, scriptEffects, keys, now.UnixMilli(), fxDoc, string(kept), receiptTTL.Milliseconds(), len(done),
+		flagArg(counted), tombstoneTTL.Milliseconds()).Slice()
 	if err != nil {
 		return 0, err
 	}
 	if len(res) != 2 {
 		return 0, fmt.Errorf("unexpected reply %v", res)
 	}
+	// value is the counted value of the commit that applied the effects,
+	// "" when it was not counted.
 	applied, value := num(res[0]) == 1, str(res[1])
+	fin := ""
+	if applied && finish != nil {
+		if fin, err = finish(); err != nil {
+			return 0, err
+		}
+	}
 	if !applied {
 		// The run executes again from the steps recorded: those of the
 		// receipt, or none more once it is a tombstone (the call still
 		// tells a lost lease from a run to hand back).
-		finish, recs = "", nil
+		recs = nil
 		if value != "" {
 			var doc string
 			value, doc, _ = strings.Cut(value, "\n")
@@ -136,9 +163,9 @@ func (s *Store) commitAhead(ctx context.Context, l *store.Lease, steps []store.S
 		}
 	}
 	args := make([]any, 0, 6+len(recs))
-	args = append(args, now.UnixMilli(), l.RunID, l.Token, noEffects, finish, len(recs)/7)
+	args = append(args, now.UnixMilli(), l.RunID, l.Token, noEffects, fin, len(recs)/7)
 	for i, a := range recs {
-		if counted && i == len(recs)-6 { // the last step's record
+		if value != "" && i == len(recs)-6 { // the counted step's record
 			a = strings.Replace(a, `"o":`+countMark, `"o":`+value, 1)
 		}
 		args = append(args, a)

@@ -753,8 +753,11 @@ func (s *Store) CommitStep(ctx context.Context, l *store.Lease, st store.Step, e
 // CommitSteps records steps with their KV effects in one script, as
 // CommitStep records one.
 func (s *Store) CommitSteps(ctx context.Context, l *store.Lease, steps []store.StepCommit) error {
-	err := s.saveSteps(ctx, l, steps, "")
-	return s.wrap("save step", err)
+	if s.ahead(steps) {
+		_, err := s.commitAhead(ctx, l, steps, nil, false)
+		return s.wrap("save step", err)
+	}
+	return s.wrap("save step", s.saveSteps(ctx, l, steps, ""))
 }
 
 // countMark is the output the last step of a counted commit is encoded
@@ -774,7 +777,7 @@ func (s *Store) CommitStepsCount(ctx context.Context, l *store.Lease, steps []st
 	steps = slices.Clone(steps)
 	steps[len(steps)-1].Step.Output = json.RawMessage(countMark)
 	if s.ahead(steps) {
-		n, err := s.commitAhead(ctx, l, steps, "", true)
+		n, err := s.commitAhead(ctx, l, steps, nil, true)
 		return n, s.wrap("save step", err)
 	}
 	keys, args, err := s.saveStepsArgs(ctx, l, steps, "", true)
@@ -788,10 +791,6 @@ func (s *Store) CommitStepsCount(ctx context.Context, l *store.Lease, steps []st
 // saveSteps runs the savestep script: steps, then the finish when finish
 // (a finishArg without its run, token and time) is not "".
 func (s *Store) saveSteps(ctx context.Context, l *store.Lease, steps []store.StepCommit, finish string) error {
-	if s.ahead(steps) {
-		_, err := s.commitAhead(ctx, l, steps, finish, false)
-		return err
-	}
 	keys, args, err := s.saveStepsArgs(ctx, l, steps, finish, false)
 	if err != nil {
 		return err
@@ -933,18 +932,33 @@ func (s *Store) Finish(ctx context.Context, l *store.Lease, o store.Outcome) err
 		return s.wrap("finish", err)
 	}
 	now := s.clock.Now()
-	pubs, err := s.emitArgs(ctx, o.Emit, now, l.RunID)
-	if err != nil {
-		return s.wrap("finish", err)
-	}
 	if len(o.Steps) > 0 {
 		// The steps' effects need their own keys: this finish takes the
-		// step script, not the shared finish group.
-		f, err := json.Marshal(finishArg{Status: string(o.Status), Output: string(o.Output), Error: o.Error, Pubs: pubs})
+		// step script, not the shared finish group. Its emits for other
+		// partitions are published (emitArgs) once its steps' effects
+		// applied: ahead of their record, a finish that finds them
+		// applied already is dropped, and so must be its failure event.
+		finish := func() (string, error) {
+			pubs, err := s.emitArgs(ctx, o.Emit, now, l.RunID)
+			if err != nil {
+				return "", err
+			}
+			f, err := json.Marshal(finishArg{Status: string(o.Status), Output: string(o.Output), Error: o.Error, Pubs: pubs})
+			return string(f), err
+		}
+		if s.ahead(o.Steps) {
+			_, err := s.commitAhead(ctx, l, o.Steps, finish, false)
+			return s.wrap("finish", err)
+		}
+		f, err := finish()
 		if err != nil {
 			return s.wrap("finish", err)
 		}
-		return s.wrap("finish", s.saveSteps(ctx, l, o.Steps, string(f)))
+		return s.wrap("finish", s.saveSteps(ctx, l, o.Steps, f))
+	}
+	pubs, err := s.emitArgs(ctx, o.Emit, now, l.RunID)
+	if err != nil {
+		return s.wrap("finish", err)
 	}
 	arg, err := json.Marshal(finishArg{At: now.UnixMilli(), Run: l.RunID, Token: l.Token, Status: string(o.Status),
 		Output: string(o.Output), Error: o.Error, Pubs: pubs})

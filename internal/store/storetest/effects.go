@@ -22,6 +22,7 @@ var effectCases = []testCase{
 	{"FinishCommitsItsSteps", testFinishWithSteps},
 	{"BatchRulesRefused", testBatchRules},
 	{"CountedCommitRecordsTheValue", testCommitCounted},
+	{"OverflowAppliesNothing", testCommitOverflow},
 }
 
 // commit commits the step id of l with the effects of tx.
@@ -589,4 +590,59 @@ func testCommitCounted(t *testing.T, b *bundle) {
 	if len(got) != 1 || got[0].ID != "late" || string(got[0].Output) != "102" {
 		t.Fatalf("steps of the third run = %+v, want late with output 102", got)
 	}
+}
+
+// testCommitOverflow: a blind increment that would take its key past an
+// int64 is refused with the whole commit (ErrInvalid), applying nothing:
+// not the increments of the steps before it, nor one of two increments of
+// a key whose sum overflows; increments that end within range commit.
+func testCommitOverflow(t *testing.T, b *bundle) {
+	id := b.enqueueOne(t, "fn-a")
+	l := b.claimOne(t, "w", id, time.Hour)
+	b.kvSet(t, "big", "9223372036854775806", 0)
+	b.kvSet(t, "small", "-9223372036854775807", 0)
+	blind := func(key string, deltas ...int64) store.Effects {
+		tx := store.NewTx(b.store)
+		for _, d := range deltas {
+			if err := tx.IncrByBlind(b.ctx, key, d, 0); err != nil {
+				t.Fatal(err)
+			}
+		}
+		return tx.Effects()
+	}
+	for _, c := range []struct {
+		what  string
+		steps []store.StepCommit
+	}{
+		{"a later step's increment past the maximum", []store.StepCommit{
+			{Step: b.doneStep(l, "one"), Effects: blind("views", 1)},
+			{Step: b.doneStep(l, "two"), Effects: blind("big", 2)},
+		}},
+		{"two increments of one key past the maximum", []store.StepCommit{
+			{Step: b.doneStep(l, "one"), Effects: blind("views", 1)},
+			{Step: b.doneStep(l, "two"), Effects: blind("big", 1, 1)},
+		}},
+		{"an increment past the minimum", []store.StepCommit{
+			{Step: b.doneStep(l, "one"), Effects: blind("views", 1)},
+			{Step: b.doneStep(l, "two"), Effects: blind("small", -2)},
+		}},
+	} {
+		wantErr(t, "CommitSteps with "+c.what, b.store.CommitSteps(b.ctx, l, c.steps), store.ErrInvalid)
+		if v, err := b.store.Get(b.ctx, "views"); !errors.Is(err, store.ErrNotFound) {
+			t.Errorf("views after a refused commit with %s = %q, %v; want absent", c.what, v, err)
+		}
+	}
+	checkEqual(t, "big after the refused commits", b.kvGet(t, "big"), "9223372036854775806")
+	checkEqual(t, "small after the refused commits", b.kvGet(t, "small"), "-9223372036854775807")
+	checkEqual(t, "steps after the refused commits", len(b.steps(t, id)), 0)
+	if err := b.store.CommitSteps(b.ctx, l, []store.StepCommit{
+		{Step: b.doneStep(l, "one"), Effects: blind("views", 1)},
+		{Step: b.doneStep(l, "two"), Effects: blind("big", 1)},
+		{Step: b.doneStep(l, "three"), Effects: blind("small", -1)},
+	}); err != nil {
+		t.Fatalf("CommitSteps within range: %v", err)
+	}
+	checkEqual(t, "big at the maximum", b.kvGet(t, "big"), "9223372036854775807")
+	checkEqual(t, "small at the minimum", b.kvGet(t, "small"), "-9223372036854775808")
+	checkEqual(t, "views", b.kvGet(t, "views"), "1")
 }

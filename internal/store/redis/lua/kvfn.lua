@@ -48,6 +48,32 @@ local function kv_expire(K, D, now, ttl)
   end
 end
 
+-- Integers as Redis keeps them (int64, written canonically), added
+-- exactly: a double holds integers up to 2^53 only, so an int64 is held
+-- as hi * 1e9 + lo, hi and lo of one sign. kv_int parses one (nil for a
+-- value INCRBY refuses), kv_int_add adds two and reports whether the sum
+-- fits an int64.
+local function kv_int(v)
+  if #v > 20 or not (v == '0' or string.match(v, '^%-?[1-9]%d*$')) then return nil end
+  local neg = string.sub(v, 1, 1) == '-'
+  local d = neg and string.sub(v, 2) or v
+  local hi = #d > 9 and tonumber(string.sub(d, 1, #d - 9)) or 0
+  local lo = tonumber(string.sub(d, math.max(1, #d - 8)))
+  if neg then hi, lo = -hi, -lo end
+  if hi > 9223372036 or hi == 9223372036 and lo > 854775807 or hi < -9223372036 or hi == -9223372036 and lo < -854775808 then
+    return nil
+  end
+  return {hi, lo}
+end
+
+local function kv_int_add(a, b)
+  local hi, lo = a[1] + b[1], a[2] + b[2]
+  if lo >= 1e9 then hi, lo = hi + 1, lo - 1e9 elseif lo <= -1e9 then hi, lo = hi - 1, lo + 1e9 end
+  if hi > 0 and lo < 0 then hi, lo = hi - 1, lo + 1e9 elseif hi < 0 and lo > 0 then hi, lo = hi + 1, lo - 1e9 end
+  local ok = not (hi > 9223372036 or hi == 9223372036 and lo > 854775807 or hi < -9223372036 or hi == -9223372036 and lo < -854775808)
+  return {hi, lo}, ok
+end
+
 -- kv_apply checks a step's reads and applies its writes: fx is the
 -- effects argument effectsArg encodes (see lua/savestep.lua), K the keys,
 -- site key i being K[2i] and its deadline key K[2i+1]. It returns the
@@ -82,8 +108,12 @@ local function kv_apply(K, fx, now)
     if not ok then return nil, 'CONFLICT' end
   end
   -- A blind write (store.Tx.IncrByBlind, SetAddBlind) read nothing: refuse
-  -- one that Redis would refuse halfway, before anything is written.
+  -- one that Redis would refuse halfway, before anything is written: a
+  -- key of another type, a value that is not an integer, an increment that
+  -- would overflow (sums: each blindly incremented key's value so far; an
+  -- increment the transaction read for was checked by it).
   local wrongtype = 'WRONGTYPE Operation against a key holding the wrong kind of value'
+  local sums = {}
   for _, w in ipairs(fx.w) do
     if w[5] == '1' then
       local i = w[1]
@@ -99,8 +129,14 @@ local function kv_apply(K, fx, now)
       if w[2] == 'sadd' and t ~= 'none' and t ~= 'set' or w[2] == 'incrby' and t ~= 'none' and t ~= 'string' then
         return nil, wrongtype
       end
-      if w[2] == 'incrby' and t == 'string' and not string.match(value or redis.call('GET', K[2 * i]), '^%-?%d+$') then
-        return nil, 'ERR value is not an integer or out of range'
+      if w[2] == 'incrby' then
+        if not sums[i] then
+          sums[i] = kv_int(t == 'string' and (value or redis.call('GET', K[2 * i])) or '0')
+          if not sums[i] then return nil, 'ERR value is not an integer or out of range' end
+        end
+        local ok
+        sums[i], ok = kv_int_add(sums[i], kv_int(w[3]))
+        if not ok then return nil, 'ERR increment or decrement would overflow' end
       end
     end
   end
