@@ -48,17 +48,19 @@ local function kv_expire(K, D, now, ttl)
   end
 end
 
--- Integers as Redis keeps them (int64, written canonically), added
--- exactly: a double holds integers up to 2^53 only, so an int64 is held
--- as hi * 1e9 + lo, hi and lo of one sign. kv_int parses one (nil for a
--- value INCRBY refuses), kv_int_add adds two and reports whether the sum
--- fits an int64.
+-- Integers as Redis keeps them: int64, written canonically (no sign on
+-- 0, no leading zeros). kv_int parses one, nil for a value INCRBY refuses;
+-- kv_int_add adds two and reports whether the sum fits an int64. A double
+-- holds integers exactly up to 2^53 only: one of up to 15 digits is a
+-- number, a longer one a pair {hi, lo} of one sign (hi * 1e9 + lo), held
+-- exactly.
 local function kv_int(v)
-  if #v > 20 or not (v == '0' or string.match(v, '^%-?[1-9]%d*$')) then return nil end
+  if not (v == '0' or string.match(v, '^%-?[1-9]%d*$')) then return nil end
+  if #v <= 15 then return tonumber(v) end
+  if #v > 20 then return nil end
   local neg = string.sub(v, 1, 1) == '-'
   local d = neg and string.sub(v, 2) or v
-  local hi = #d > 9 and tonumber(string.sub(d, 1, #d - 9)) or 0
-  local lo = tonumber(string.sub(d, math.max(1, #d - 8)))
+  local hi, lo = tonumber(string.sub(d, 1, #d - 9)), tonumber(string.sub(d, #d - 8))
   if neg then hi, lo = -hi, -lo end
   if hi > 9223372036 or hi == 9223372036 and lo > 854775807 or hi < -9223372036 or hi == -9223372036 and lo < -854775808 then
     return nil
@@ -67,7 +69,17 @@ local function kv_int(v)
 end
 
 local function kv_int_add(a, b)
-  local hi, lo = a[1] + b[1], a[2] + b[2]
+  if type(a) == 'number' and type(b) == 'number' and a < 1e15 and a > -1e15 and b < 1e15 and b > -1e15 then
+    return a + b, true -- under 2^51: exact, and far within an int64
+  end
+  local function pair(x)
+    if type(x) == 'table' then return x[1], x[2] end
+    local lo = math.fmod(x, 1e9)
+    return (x - lo) / 1e9, lo
+  end
+  local ah, al = pair(a)
+  local bh, bl = pair(b)
+  local hi, lo = ah + bh, al + bl
   if lo >= 1e9 then hi, lo = hi + 1, lo - 1e9 elseif lo <= -1e9 then hi, lo = hi - 1, lo + 1e9 end
   if hi > 0 and lo < 0 then hi, lo = hi - 1, lo + 1e9 elseif hi < 0 and lo > 0 then hi, lo = hi + 1, lo - 1e9 end
   local ok = not (hi > 9223372036 or hi == 9223372036 and lo > 854775807 or hi < -9223372036 or hi == -9223372036 and lo < -854775808)
@@ -134,8 +146,10 @@ local function kv_apply(K, fx, now)
           sums[i] = kv_int(t == 'string' and (value or redis.call('GET', K[2 * i])) or '0')
           if not sums[i] then return nil, 'ERR value is not an integer or out of range' end
         end
+        -- The delta is an int64 the store wrote (canonical): up to 15
+        -- characters it is a number as it is.
         local ok
-        sums[i], ok = kv_int_add(sums[i], kv_int(w[3]))
+        sums[i], ok = kv_int_add(sums[i], #w[3] <= 15 and tonumber(w[3]) or kv_int(w[3]))
         if not ok then return nil, 'ERR increment or decrement would overflow' end
       end
     end
