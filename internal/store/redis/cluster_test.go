@@ -1,7 +1,6 @@
 package redis_test
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -20,6 +19,7 @@ import (
 	"github.com/dcyfr/cyberdrew/internal/store/redis"
 	"github.com/dcyfr/cyberdrew/internal/store/redis/redistest"
 	"github.com/dcyfr/cyberdrew/internal/store/storetest"
+	"github.com/dcyfr/cyberdrew/internal/testkit"
 )
 
 // The cluster the cluster tests share (three masters, three replicas),
@@ -300,7 +300,7 @@ func TestClusterSaysANewKeyspaceIsInOneSlot(t *testing.T) {
 	t.Parallel()
 	cl := cluster(t)
 	open := func(prefix string, partitions int) string {
-		var log syncBuffer
+		var log testkit.SyncBuffer
 		s, err := redis.Open(t.Context(), cl.URL(), redis.Options{Prefix: prefix, SitePrefix: prefix + "{site}:",
 			Partitions: partitions, Logger: slog.New(slog.NewTextHandler(&log, nil))})
 		if err != nil {
@@ -320,22 +320,4 @@ func TestClusterSaysANewKeyspaceIsInOneSlot(t *testing.T) {
 	if got := open(fmt.Sprintf("t%d-p:", n), 12); strings.Contains(got, "--redis-partitions") {
 		t.Errorf("a new keyspace of 12 partitions logged %q", got)
 	}
-}
-
-// syncBuffer is a bytes.Buffer safe for a logger's concurrent writes.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
 }
