@@ -97,11 +97,11 @@ func (k keys) receipt(siteKey, runID, stepID string) string {
 }
 
 // commitAhead commits steps with their effects applied ahead of their
-// record, and the run's finish when finish is set: it returns the finish
-// argument of the savestep script, called once the effects applied, so
-// that what it publishes in other partitions (emitArgs) is not published
-// for a finish that finds a receipt and is dropped. counted is
-// CommitStepsCount's, whose value it returns.
+// record, and the run's finish when finish is set. finish returns the
+// savestep script's finish argument; it is called only once the effects
+// applied, so that what it publishes in other partitions (emitArgs) is
+// not published for a finish that finds a receipt and is dropped. counted
+// is CommitStepsCount's, whose value it returns.
 func (s *Store) commitAhead(ctx context.Context, l *store.Lease, steps []store.StepCommit, finish func() (string, error), counted bool) (int64, error) {
 	fx, err := store.MergeEffects(steps)
 	if err != nil {
