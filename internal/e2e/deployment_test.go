@@ -67,6 +67,9 @@ type deployment struct {
 	changed chan struct{}
 }
 
+// clusterSlots bounds the clusters the tests run at once.
+var clusterSlots = make(chan struct{}, 2)
+
 // clusterSitePrefix is the site prefix of a deployment on a Redis Cluster.
 const clusterSitePrefix = "site:{engine}:"
 
@@ -150,6 +153,11 @@ func deployAt(t *testing.T, backend string, clock clockwork.Clock, srv *redistes
 	cfg.TrustedProxies = []string{proxy}
 	switch backend {
 	case "cluster", "cluster-partitioned":
+		// Six redis-server processes a cluster: a few at a time, so that
+		// the tests' clusters do not starve each other (and the daemons
+		// under test) of CPU on a small CI machine.
+		clusterSlots <- struct{}{}
+		t.Cleanup(func() { <-clusterSlots })
 		// Three masters and their replicas; the site's keys carry the
 		// engine's hash tag, as the daemon requires on a cluster. A
 		// partitioned deployment spreads the engine's records over 12
