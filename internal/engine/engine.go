@@ -692,7 +692,8 @@ func (e *Engine) Rerun(ctx context.Context, runID string) (store.RunRef, error) 
 	spec.AvailableAt = time.Time{}
 	if n := e.partitions; n > 1 {
 		// The run goes with its event, unless flow control decides on it
-		// (store.Publication.Pinned); the store copes with the two apart.
+		// (store.Publication.Pinned): one server copes with the two apart,
+		// a partitioned Redis Cluster refuses them (store.ErrInvalid).
 		part := store.PartitionOf(ev.ID, n)
 		if spec.FlowControlled() {
 			part = 0

@@ -195,17 +195,22 @@ const (
 
 // recordedReceipts are the receipts of commits whose steps are recorded
 // since, each to become a tombstone with the next effects call in its
-// slot (lua/effects.lua).
+// slot (lua/effects.lua), kept with their slot.
 type recordedReceipts struct {
-	mu   sync.Mutex
-	keys []string
+	mu      sync.Mutex
+	pending []recordedReceipt
+}
+
+type recordedReceipt struct {
+	slot int
+	key  string
 }
 
 func (r *recordedReceipts) add(key string) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if len(r.keys) < maxRecorded {
-		r.keys = append(r.keys, key)
+	if len(r.pending) < maxRecorded {
+		r.pending = append(r.pending, recordedReceipt{slot(key), key})
 	}
 }
 
@@ -214,14 +219,14 @@ func (r *recordedReceipts) take(sl int) []string {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	var out []string
-	kept := r.keys[:0]
-	for _, k := range r.keys {
-		if len(out) < recordedPerCall && slot(k) == sl {
-			out = append(out, k)
+	kept := r.pending[:0]
+	for _, rc := range r.pending {
+		if len(out) < recordedPerCall && rc.slot == sl {
+			out = append(out, rc.key)
 		} else {
-			kept = append(kept, k)
+			kept = append(kept, rc)
 		}
 	}
-	r.keys = kept
+	r.pending = kept
 	return out
 }

@@ -174,16 +174,9 @@ func TestReceiptKeptUntilRecorded(t *testing.T) {
 	ctx := context.Background()
 	id := aheadRun(t, s, 2)
 	l1 := leaseOf(t, s, "w1", id)
-	incr := func() store.Effects {
-		tx := store.NewTx(s)
-		if err := tx.IncrByBlind(ctx, "views", 1, 0); err != nil {
-			t.Fatal(err)
-		}
-		return tx.Effects()
-	}
 	clock.Advance(2 * time.Minute)
 	l2 := leaseOf(t, s, "w2", id)
-	if err := s.CommitStep(ctx, l1, doneStep(clock, "count", `1`), nil, incr()); !errors.Is(err, store.ErrLeaseLost) {
+	if err := s.CommitSteps(ctx, l1, []store.StepCommit{incrementStep(t, s, "count", "views")}); !errors.Is(err, store.ErrLeaseLost) {
 		t.Fatalf("the first worker's commit = %v, want lease lost", err)
 	}
 	keys, err := c.Keys(ctx, "*receipt:*"+id+"*").Result()
@@ -193,12 +186,12 @@ func TestReceiptKeptUntilRecorded(t *testing.T) {
 	if ttl := c.PTTL(ctx, keys[0]).Val(); ttl < 29*24*time.Hour {
 		t.Errorf("a receipt not yet recorded expires in %v, want 30 days", ttl)
 	}
-	if err := s.CommitStep(ctx, l2, doneStep(clock, "count", `2`), nil, incr()); !errors.Is(err, store.ErrSuperseded) {
+	if err := s.CommitSteps(ctx, l2, []store.StepCommit{incrementStep(t, s, "count", "views")}); !errors.Is(err, store.ErrSuperseded) {
 		t.Fatalf("the new owner's commit = %v, want superseded", err)
 	}
 	// The next commit with effects in the slot makes it a tombstone.
 	other := aheadRun(t, s, 0)
-	if err := s.CommitStep(ctx, leaseOf(t, s, "w3", other), doneStep(clock, "count", `3`), nil, incr()); err != nil {
+	if err := s.CommitSteps(ctx, leaseOf(t, s, "w3", other), []store.StepCommit{incrementStep(t, s, "count", "views")}); err != nil {
 		t.Fatal(err)
 	}
 	if v, err := c.Get(ctx, keys[0]).Result(); err != nil || v != "" {
@@ -228,17 +221,7 @@ func TestIncrementOfANonIntegerAppliesNothing(t *testing.T) {
 			if err := s.Set(ctx, "bad", bad, 0); err != nil {
 				t.Fatal(err)
 			}
-			one, two := store.NewTx(s), store.NewTx(s)
-			if err := one.IncrByBlind(ctx, "views", 1, 0); err != nil {
-				t.Fatal(err)
-			}
-			if err := two.IncrByBlind(ctx, "bad", 1, 0); err != nil {
-				t.Fatal(err)
-			}
-			err := s.CommitSteps(ctx, l, []store.StepCommit{
-				{Step: doneStep(clock, "one", `1`), Effects: one.Effects()},
-				{Step: doneStep(clock, "two", `1`), Effects: two.Effects()},
-			})
+			err := s.CommitSteps(ctx, l, []store.StepCommit{incrementStep(t, s, "one", "views"), incrementStep(t, s, "two", "bad")})
 			if !errors.Is(err, store.ErrInvalid) {
 				t.Errorf("ahead %v, %q: CommitSteps = %v, want invalid", ahead, bad, err)
 			}
