@@ -562,6 +562,12 @@ func (e *Engine) publication(in IncomingEvent) store.Publication {
 	}
 	pub := store.Publication{Event: ev, ClientIDTTL: eventIDTTL, Runs: e.triggered(ev)}
 	e.place(&pub, -1, in.InternalID != "")
+	if len(pub.Runs) > 0 {
+		// The event's first run shares its id (in its partition, after
+		// place): the Redis store keeps such a run in its event while it is
+		// queued (store.RunSpec.ID).
+		pub.Runs[0].ID = pub.Event.ID
+	}
 	return pub
 }
 

@@ -95,7 +95,11 @@ func (e Event) PublicID() string {
 // this order and atomically with the event itself: idempotency, rate limit,
 // singleton, debounce.
 type RunSpec struct {
-	ID         string // ULID chosen by the caller
+	// ID is a ULID chosen by the caller. It may be the event's own id (the
+	// engine gives an event's first run its event's id): the Redis store
+	// keeps such a run, queued without flow control, in its event until it
+	// is claimed (internal/store/redis, layout 7).
+	ID         string
 	FunctionID string
 	// AvailableAt is when the run may start (the event's ts when in the future).
 	AvailableAt time.Time

@@ -1,12 +1,14 @@
 package redis
 
 import (
+	"context"
 	"encoding/json"
 	"strconv"
 	"strings"
 	"time"
 
 	"github.com/oklog/ulid/v2"
+	goredis "github.com/redis/go-redis/v9"
 
 	"github.com/dcyfr/cyberdrew/internal/store"
 )
@@ -149,11 +151,79 @@ func decodeEvent(id, doc string) (store.Event, error) {
 
 // splitEvent splits what event:<id> holds (keys.go) into the event's JSON,
 // which holds no raw newline, and the ids of the runs it fed, a line each
-// after it.
+// after it (a run the event keeps has more on its line, after a tab).
 func splitEvent(v string) (doc string, runs []string) {
 	doc, rest, ok := strings.Cut(v, "\n")
 	if !ok {
 		return doc, nil
 	}
-	return doc, strings.Split(rest, "\n")
+	runs = strings.Split(rest, "\n")
+	for i, line := range runs {
+		runs[i], _, _ = strings.Cut(line, "\t")
+	}
+	return doc, runs
+}
+
+// keptRun reads the run id its event keeps (in_event in lua/common.lua)
+// from the event's value v and the run's queue score: the fields its hash
+// will hold once a script loads it, or nil when the event keeps no such
+// run (the run is out of the queue, or was never kept).
+func keptRun(id, v string, avail float64, queued bool) map[string]string {
+	if !queued {
+		return nil
+	}
+	_, rest, ok := strings.Cut(v, "\n"+id+"\t")
+	if !ok {
+		return nil
+	}
+	line, _, _ := strings.Cut(rest, "\n")
+	created, rest, ok := strings.Cut(line, "\t")
+	if !ok {
+		return nil
+	}
+	fn, ftimeout, _ := strings.Cut(rest, "\t")
+	m := map[string]string{"fn": fn, "ev": id, "status": string(store.StatusQueued), "created": created,
+		"avail": strconv.FormatInt(int64(avail), 10)}
+	if ftimeout != "" {
+		m["ftimeout"] = ftimeout
+	}
+	return m
+}
+
+// runRead is a run's hash read with what keeps it in its event (keptRun):
+// read in one MULTI, they agree, whether a script loads the run meanwhile
+// or not.
+type runRead struct {
+	hash  *goredis.MapStringStringCmd
+	event *goredis.StringCmd
+	avail *goredis.FloatCmd
+}
+
+func (s *Store) readRun(ctx context.Context, p goredis.Pipeliner, id string) runRead {
+	return runRead{p.HGetAll(ctx, s.keys.run(id)), p.Get(ctx, s.keys.event(id)), p.ZScore(ctx, s.keys.queueOf(id), id)}
+}
+
+// fields is the run's hash, or the fields its event keeps for it; empty
+// when there is no such run.
+func (r runRead) fields(id string) (map[string]string, error) {
+	m, err := r.hash.Result()
+	if err != nil || len(m) > 0 {
+		return m, err
+	}
+	// An error here (an earlier layout's event hash) keeps no run.
+	v, _ := r.event.Result()
+	return keptRun(id, v, r.avail.Val(), r.avail.Err() == nil), nil
+}
+
+// runFields reads the run id (runRead) in one round trip.
+func (s *Store) runFields(ctx context.Context, id string) (map[string]string, error) {
+	var r runRead
+	_, err := s.rdb.TxPipelined(ctx, func(p goredis.Pipeliner) error {
+		r = s.readRun(ctx, p, id)
+		return nil
+	})
+	if err != nil && err != goredis.Nil && !strings.HasPrefix(err.Error(), "WRONGTYPE") {
+		return nil, err
+	}
+	return r.fields(id)
 }

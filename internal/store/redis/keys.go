@@ -26,7 +26,11 @@ import (
 //
 //	event:<id>              string: the event as JSON (storedEvent: without its id), then
 //	                        "\n<run id>" for each run it fed (earlier versions: store.Event's
-//	                        JSON alone, or in a hash {doc, name})
+//	                        JSON alone, or in a hash {doc, name}); for a queued run it keeps
+//	                        (one sharing its id, without flow control: layout 7), the line is
+//	                        "<run id>\t<created ms>\t<fn>[\t<ftimeout ms>]", and run:<id> is
+//	                        written when a script first loads the run (in_event in
+//	                        lua/common.lua), such as its claim
 //	events:name:<name>      sorted set (lex): "<received ms, 13 digits>:<id>", the events of a name
 //	names                   set: the event names that have an index (listings without a
 //	                        name merge their indexes)
@@ -67,7 +71,7 @@ import (
 //	txgate                  never holds a value: a publication stored as a transaction
 //	                        watches it, and its check writes and deletes it to make EXEC
 //	                        refuse (publishtx.go)
-//	layout                  string: the layout of these keys, "6" (layout.go)
+//	layout                  string: the layout of these keys, "7" (layout.go)
 //	partitions              string: n, for a keyspace of n > 1 partitions (layout.go)
 //
 // The site's keys are not engine keys: they keep their own names under
@@ -138,6 +142,7 @@ func (k keys) runsByFunctionStatus(fn, st string) string {
 }
 func (k keys) runsByEvent(id string) string { return k.at(id) + "runs:ev:" + id }
 func (k keys) queue() string                { return k.engine + "queue" }
+func (k keys) queueOf(id string) string     { return k.at(id) + "queue" }
 func (k keys) steps(run string) string      { return k.at(run) + "steps:" + run }
 func (k keys) stepOrder(run string) string  { return k.at(run) + "steporder:" + run }
 func (k keys) stepLog(run string) string    { return k.at(run) + "steplog:" + run }

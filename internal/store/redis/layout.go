@@ -16,6 +16,11 @@ import (
 // version writes; a keyspace marked with a later one is refused
 // (errNewerLayout).
 //
+//   - Layout 7 keeps a queued run that shares its event's id, without flow
+//     control, in its event until a script loads it (in_event in
+//     lua/common.lua): run:<id> is written then. An earlier version would
+//     find no such run at its claim, so it refuses the keyspace; layout 6's
+//     records are read as they are (the upgrade only marks the keyspace).
 //   - Layout 6 marks a run that has ever waited for an event (w in its
 //     hash), and looks for its waits only then: a step recorded and a run
 //     ended took three commands more without. The upgrade from 4 or 5
@@ -35,7 +40,7 @@ import (
 //     per-name indexes through the registries fns and names; layout 1 kept
 //     global indexes as well (runs, events and runs:st:<status>), three
 //     entries more per run.
-const layoutVersion = 6
+const layoutVersion = 7
 
 // errNewerLayout is a keyspace a later version wrote, whose records this
 // version may misread: a run whose start is stored under a name it does
@@ -122,9 +127,11 @@ func (s *Store) upgradeLayout(ctx context.Context) error {
 			return fmt.Errorf("%w: layout %d, this version writes %d; run the later cyberdrew", errNewerLayout, n, layoutVersion)
 		case n == layoutVersion:
 			return nil
+		case n == 6:
+			return s.rdb.Set(ctx, s.keys.layout(), layoutVersion, 0).Err()
 		case n == 4 || n == 5:
-			// Layouts 5 and 6 read layout 4's records as they are; runs
-			// that hold waits are marked.
+			// Layouts 5 and later read layout 4's records as they are;
+			// runs that hold waits are marked.
 			if err := s.markWaitingRuns(ctx); err != nil {
 				return err
 			}

@@ -59,6 +59,14 @@ func plainPub(a *pubArg) bool {
 	return true
 }
 
+// keptInEvent reports whether the run r of a plain publication of event
+// eventID is kept in its event until a script loads it (plain_spec and
+// in_event in lua/common.lua): it shares the event's id, asks for no
+// lease, and its function id fits on the event's line for it.
+func keptInEvent(eventID string, r *specArg) bool {
+	return r.ID == eventID && r.LeaseOwner == "" && !strings.ContainsAny(r.Function, "\t\n")
+}
+
 // txPublishable reports whether the store may publish items as a
 // transaction (see above).
 func (s *Store) txPublishable(items []pubItem) bool {
@@ -210,8 +218,19 @@ func (w *txWrites) publication(it *pubItem) {
 	doc.Grow(len(it.doc) + 27*len(a.Runs))
 	doc.WriteString(it.doc)
 	for i := range a.Runs {
+		r := &a.Runs[i]
 		doc.WriteByte('\n')
-		doc.WriteString(a.Runs[i].ID)
+		doc.WriteString(r.ID)
+		if keptInEvent(a.ID, r) {
+			doc.WriteByte('\t')
+			doc.WriteString(now)
+			doc.WriteByte('\t')
+			doc.WriteString(r.Function)
+			if r.FTimeout > 0 {
+				doc.WriteByte('\t')
+				doc.WriteString(strconv.FormatInt(r.FTimeout, 10))
+			}
+		}
 	}
 	w.commands = append(w.commands, []any{"SET", w.k.event(a.ID), doc.String()})
 	w.indexed(w.k.eventsByName(a.Name), member(a.At, a.ID))
@@ -250,7 +269,9 @@ func (w *txWrites) run(eventID string, r *specArg, at int64, now string) any {
 	}
 	availText := strconv.FormatInt(avail, 10)
 	fields = append(fields, "avail", availText)
-	w.commands = append(w.commands, append([]any{"HSET", w.k.run(r.ID)}, fields...))
+	if !keptInEvent(eventID, r) {
+		w.commands = append(w.commands, append([]any{"HSET", w.k.run(r.ID)}, fields...))
+	}
 	w.queue = append(w.queue, availText, r.ID)
 	w.indexed(w.k.runsByFunction(r.Function), member(at, r.ID))
 	w.fns = appendOnce(w.fns, r.Function)

@@ -91,6 +91,7 @@ func TestPublishTxWritesWhatTheScriptWrites(t *testing.T) {
 	}
 	now := clock.Now()
 	run := func() string { return ulid.Make().String() }
+	shared := []string{run(), run(), run()}
 	pubs := []store.Publication{
 		{Event: store.Event{Name: "test/tx.plain", Data: json.RawMessage(`{"a":1}`)},
 			Runs: []store.RunSpec{{ID: run(), FunctionID: "plain"}}},
@@ -101,6 +102,14 @@ func TestPublishTxWritesWhatTheScriptWrites(t *testing.T) {
 		{Event: store.Event{ID: "client-chosen-1", Name: "test/tx.two", TS: now.Add(-time.Minute).UnixMilli(),
 			User: json.RawMessage(`{"id":"u1"}`), Version: "2026-12-07"},
 			Runs: []store.RunSpec{{ID: run(), FunctionID: "tab\tfn"}, {ID: run(), FunctionID: `back\slash`}}},
+		// Runs sharing their event's id, kept in it while queued
+		// (keptInEvent), but for the function id a line cannot hold.
+		{Event: store.Event{ID: shared[0], Name: "test/tx.kept"},
+			Runs: []store.RunSpec{{ID: shared[0], FunctionID: "kept", FinishTimeout: 5 * time.Second}, {ID: run(), FunctionID: "second"}}},
+		{Event: store.Event{ID: shared[1], Name: "test/tx.kept", TS: now.Add(time.Hour).UnixMilli()},
+			Runs: []store.RunSpec{{ID: shared[1], FunctionID: "kept", AvailableAt: now.Add(time.Hour)}}},
+		{Event: store.Event{ID: shared[2], Name: "test/tx.kept"},
+			Runs: []store.RunSpec{{ID: shared[2], FunctionID: "tab\tkept"}}},
 		{Event: store.Event{Name: "test/new\nline"},
 			Runs: []store.RunSpec{{ID: run(), FunctionID: "leased", FinishTimeout: 10 * time.Second,
 				LeaseTo: store.LeaseRequest{Owner: "w1", TTL: time.Minute}}}},
@@ -136,6 +145,12 @@ func TestPublishTxWritesWhatTheScriptWrites(t *testing.T) {
 	}
 	if len(want) < 15 {
 		t.Fatalf("the script left only %d keys: %v", len(want), want)
+	}
+	for i, id := range shared {
+		_, hash := want["run:"+id]
+		if kept := i < 2; hash == kept {
+			t.Errorf("run %d sharing its event's id: hash written %v, want %v", i, hash, !kept)
+		}
 	}
 }
 

@@ -284,7 +284,7 @@ func (s *Store) indexes(ctx context.Context, registry, v string, index func(k ke
 
 // GetRun reads one run.
 func (s *Store) GetRun(ctx context.Context, id string) (store.Run, error) {
-	m, err := s.rdb.HGetAll(ctx, s.keys.run(id)).Result()
+	m, err := s.runFields(ctx, id)
 	if err != nil {
 		return store.Run{}, s.wrap("get run", err)
 	}
@@ -302,6 +302,10 @@ func (s *Store) loadRun(p goredis.Pipeliner, id string) func() (store.Run, bool,
 	cmd := p.HGetAll(context.Background(), s.keys.run(id))
 	return func() (store.Run, bool, error) {
 		m, err := cmd.Result()
+		if err == nil && len(m) == 0 {
+			// Kept in its event: one round trip more, for a queued run.
+			m, err = s.runFields(context.Background(), id)
+		}
 		if err != nil || len(m) == 0 {
 			return store.Run{}, false, err
 		}
@@ -441,6 +445,13 @@ func (s *Store) listRunIDs(ctx context.Context, ids []string, f store.RunFilter)
 		fn, _ := v[0].(string)
 		st, _ := v[1].(string)
 		created, _ := v[2].(string)
+		if fn == "" && st == "" && created == "" {
+			m, err := s.runFields(ctx, id)
+			if err != nil {
+				return fail(err)
+			}
+			fn, st, created = m["fn"], m["status"], m["created"]
+		}
 		ms, err := parseMS(created)
 		if err != nil || created == "" || !matches(f, store.Run{FunctionID: fn, Status: store.Status(st)}) {
 			continue
@@ -478,24 +489,26 @@ func (s *Store) listRunIDs(ctx context.Context, ids []string, f store.RunFilter)
 // Steps lists a run's steps in the order they were first recorded.
 func (s *Store) Steps(ctx context.Context, runID string) ([]store.Step, error) {
 	var (
-		exists  *goredis.IntCmd
+		run     runRead
 		log     *goredis.StringCmd
 		order   *goredis.StringSliceCmd
 		docs    *goredis.MapStringStringCmd
 		matched *goredis.MapStringStringCmd
 	)
 	_, err := s.rdb.TxPipelined(ctx, func(p goredis.Pipeliner) error {
-		exists = p.Exists(ctx, s.keys.run(runID))
+		run = s.readRun(ctx, p, runID)
 		log = p.Get(ctx, s.keys.stepLog(runID))
 		order = p.LRange(ctx, s.keys.stepOrder(runID), 0, -1)
 		docs = p.HGetAll(ctx, s.keys.steps(runID))
 		matched = p.HGetAll(ctx, s.keys.matched(runID))
 		return nil
 	})
-	if err != nil && err != goredis.Nil {
+	if err != nil && err != goredis.Nil && !strings.HasPrefix(err.Error(), "WRONGTYPE") {
 		return nil, s.wrap("steps", err)
 	}
-	if exists.Val() == 0 {
+	// A run its event keeps has recorded no step, and reads as one with
+	// none.
+	if m, _ := run.fields(runID); len(m) == 0 {
 		return nil, s.wrap("steps", store.ErrNotFound)
 	}
 	// A run recorded in the earlier layout has its records in steps:<run>

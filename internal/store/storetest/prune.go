@@ -34,6 +34,7 @@ func testPruneRetention(t *testing.T, b *bundle) {
 
 	oldQueued, oldQueuedRun := b.event("app/old", `{}`), b.spec("fn-a")
 	oldQueuedRun.AvailableAt = start.Add(3 * time.Hour)
+	oldQueued.ID = oldQueuedRun.ID // the usual run: it shares its event's id (store.RunSpec.ID)
 	b.publishOne(t, oldQueued, oldQueuedRun)
 	oldBare := b.event("app/old", `{}`)
 	b.publishOne(t, oldBare)
@@ -163,6 +164,12 @@ func testPruneKeys(t *testing.T, b *bundle) {
 func testPruneFunction(t *testing.T, b *bundle) {
 	shared, sharedA, sharedB := b.event("app/shared", `{}`), b.spec("fn-a"), b.spec("fn-b")
 	b.publishOne(t, shared, sharedA, sharedB)
+	// An event whose first run (sharing its id, store.RunSpec.ID) is
+	// still queued when its second, of fn-a, is pruned: the event stays.
+	kept, keptB, keptA := b.event("app/kept", `{}`), b.spec("fn-b"), b.spec("fn-a")
+	kept.ID = keptB.ID
+	keptB.AvailableAt = start.Add(3 * time.Hour)
+	b.publishOne(t, kept, keptB, keptA)
 	for _, l := range b.claim(t, "w", 10, time.Hour) {
 		b.finish(t, &l, store.Outcome{Status: store.StatusCompleted})
 	}
@@ -185,10 +192,10 @@ func testPruneFunction(t *testing.T, b *bundle) {
 	if err != nil {
 		t.Fatalf("PruneFunction: %v", err)
 	}
-	if n != 3 {
-		t.Errorf("PruneFunction removed %d, want 3 (two runs and one event)", n)
+	if n != 4 {
+		t.Errorf("PruneFunction removed %d, want 4 (three runs and one event)", n)
 	}
-	for _, id := range []string{sharedA.ID, ownRun.ID} {
+	for _, id := range []string{sharedA.ID, ownRun.ID, keptA.ID} {
 		_, err := b.store.GetRun(b.ctx, id)
 		wantErr(t, "GetRun(pruned "+id+")", err, store.ErrNotFound)
 	}
@@ -200,6 +207,12 @@ func testPruneFunction(t *testing.T, b *bundle) {
 	b.getEvent(t, shared.ID)
 	b.getEvent(t, failed.ID)
 	b.getEvent(t, late.ID)
+	b.getEvent(t, kept.ID)
+	checkEqual(t, "queued run of an event pruned of its other run", b.getRun(t, keptB.ID).Status, store.StatusQueued)
+	b.clock.Advance(time.Hour)
+	if l := b.claimOne(t, "w", keptB.ID, time.Hour); string(l.Event.Data) != `{}` {
+		t.Errorf("claimed %s with its event's data %s, want {}", keptB.ID, l.Event.Data)
+	}
 	_, err = b.store.Steps(b.ctx, ownRun.ID)
 	wantErr(t, "Steps(pruned run)", err, store.ErrNotFound)
 	if n, err := b.store.PruneFunction(b.ctx, "fn-a", start.Add(time.Hour), 100); err != nil || n != 0 {

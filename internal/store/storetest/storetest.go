@@ -211,9 +211,16 @@ func (b *bundle) publishOne(t *testing.T, ev store.Event, specs ...store.RunSpec
 }
 
 // enqueue publishes one event triggering specs and returns the run refs.
+// The event takes its first run's id, as the engine gives an event's first
+// run the event's id (store.RunSpec.ID): the usual run of a store, which
+// the Redis store keeps in its event while it is queued.
 func (b *bundle) enqueue(t *testing.T, specs ...store.RunSpec) []store.RunRef {
 	t.Helper()
-	p := b.publishOne(t, b.event("test/enqueue", `{}`), specs...)
+	ev := b.event("test/enqueue", `{}`)
+	if len(specs) > 0 {
+		ev.ID = specs[0].ID
+	}
+	p := b.publishOne(t, ev, specs...)
 	if len(p.Runs) != len(specs) {
 		t.Fatalf("Publish returned %d run refs for %d specs", len(p.Runs), len(specs))
 	}

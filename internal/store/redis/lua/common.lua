@@ -188,20 +188,6 @@ local function since_created(abs, created, lag)
   return num(tonumber(created) + tonumber(lag))
 end
 
--- load returns the run hash as a table (with its id, which the hash
--- holds only when an earlier version wrote it), nil when there is no such
--- run, and as HGETALL returned it (a flat list of fields and values).
-local function load(id)
-  local a = redis.call('HGETALL', pfx(id) .. 'run:' .. id)
-  if #a == 0 then return nil end
-  local r = {}
-  for i = 1, #a, 2 do r[a[i]] = a[i + 1] end
-  r.id = id
-  r.started = since_created(r.started, r.created, r.s)
-  r.ended = since_created(r.ended, r.created, r.d)
-  return r, a
-end
-
 -- An event is a string, event:<id>: the event as JSON (which holds no
 -- raw newline), then a newline before the id of each run it fed, in the
 -- order they were added (layout 4; keys.go). Events stored by earlier
@@ -219,6 +205,83 @@ local function event_value(id)
   return v, false
 end
 
+-- A run that shares its event's id, created queued without flow control
+-- or lease (plain_spec), is kept in its event until a script loads it
+-- (layout 7; keys.go): its event's line for it is "<id>\t<created>\t<fn>"
+-- (then "\t<ftimeout>" when set) in place of the id alone, its queue entry
+-- holds when it is available, and run:<id> is not written. It is the
+-- usual run of an event (the engine gives an event's first run the
+-- event's id): a queued run costs its event a line, where its hash took
+-- about 220 bytes and a write (docs/BENCHMARKS.md).
+
+-- plain_spec reports whether the spec s of event eid is kept in its event
+-- (keptInEvent in publishtx.go): its function id must fit on its line.
+local function plain_spec(eid, s)
+  return s.id == eid and not set(s.idem) and not set(s.rl_key) and not set(s.single) and not set(s.deb)
+    and not set(s.ckey) and not set(s.lo) and not string.find(s.fn, '[\t\n]')
+end
+
+-- event_line is the event's line for the run s it keeps (plain_spec).
+local function event_line(s, created)
+  local line = s.id .. '\t' .. created .. '\t' .. s.fn
+  if s.ftimeout and s.ftimeout > 0 then line = line .. '\t' .. num(s.ftimeout) end
+  return line
+end
+
+-- kept_fields returns the fields of the run id its event keeps, as the
+-- run's hash would hold them, or nil when it keeps none: no line for it,
+-- or the run is out of the queue (pruned with its hash; its event keeps
+-- the line).
+local function kept_fields(id)
+  local avail = redis.call('ZSCORE', pfx(id) .. 'queue', id)
+  if not avail then return nil end
+  local v = event_value(id)
+  if not v then return nil end
+  local _, e = string.find(v, '\n' .. id .. '\t', 1, true)
+  if not e then return nil end
+  local line = string.match(v, '^[^\n]*', e + 1)
+  local created, fn, ft = string.match(line, '^(%d+)\t([^\t]+)\t?(%d*)$')
+  if not created then return nil end
+  local a = {'fn', fn, 'ev', id, 'status', 'Queued', 'created', created, 'avail', avail}
+  if ft ~= '' then
+    a[#a + 1] = 'ftimeout'
+    a[#a + 1] = ft
+  end
+  return a
+end
+
+-- run_live reports whether the run id is stored: its hash, or kept in its
+-- event.
+local function run_live(id)
+  return redis.call('EXISTS', pfx(id) .. 'run:' .. id) == 1 or kept_fields(id) ~= nil
+end
+
+-- in_event writes the hash of a run its event keeps (kept_fields) and
+-- returns it as load does, or nil: from then on it is an ordinary run.
+local function in_event(id)
+  local a = kept_fields(id)
+  if not a then return nil end
+  redis.call('HSET', pfx(id) .. 'run:' .. id, unpack(a))
+  local r = {}
+  for i = 1, #a, 2 do r[a[i]] = a[i + 1] end
+  r.id = id
+  return r, a
+end
+
+-- load returns the run hash as a table (with its id, which the hash
+-- holds only when an earlier version wrote it), nil when there is no such
+-- run, and as HGETALL returned it (a flat list of fields and values).
+local function load(id)
+  local a = redis.call('HGETALL', pfx(id) .. 'run:' .. id)
+  if #a == 0 then return in_event(id) end
+  local r = {}
+  for i = 1, #a, 2 do r[a[i]] = a[i + 1] end
+  r.id = id
+  r.started = since_created(r.started, r.created, r.s)
+  r.ended = since_created(r.ended, r.created, r.d)
+  return r, a
+end
+
 -- event_doc returns the event's JSON, false when there is no such event.
 local function event_doc(id)
   local v = event_value(id)
@@ -234,17 +297,24 @@ local function event_runs(id)
   local out = {}
   local v = event_value(id)
   if v then
-    for rid in string.gmatch(v, '\n([^\n]+)') do out[#out + 1] = rid end
+    for rid in string.gmatch(v, '\n([^\n\t]+)[^\n]*') do out[#out + 1] = rid end
   end
   for _, m in ipairs(redis.call('ZRANGE', pfx(id) .. 'runs:ev:' .. id, 0, -1)) do out[#out + 1] = string.sub(m, 15) end
   return out
 end
 
 -- runs_suffix is what follows an event's JSON for the runs refs name:
--- create_runs' result ({id, ...}), or run specs ({id = ...}).
-local function runs_suffix(refs)
+-- create_runs' result ({id, ...}, with line set for a run its event
+-- keeps), or run specs ({id = ...}) of event eid.
+local function runs_suffix(refs, eid)
   local ids = {}
-  for i, ref in ipairs(refs) do ids[i] = ref[1] or ref.id end
+  for i, ref in ipairs(refs) do
+    if ref.id and plain_spec(eid, ref) then
+      ids[i] = event_line(ref, now_text())
+    else
+      ids[i] = ref.line or ref[1] or ref.id
+    end
+  end
   if #ids == 0 then return '' end
   return '\n' .. table.concat(ids, '\n')
 end
@@ -614,6 +684,16 @@ local function create_run(eid, s)
     local at = deb_at(NOW, s)
     if at > avail then avail = at end
   end
+  if status == 'Queued' and not debounce and plain_spec(eid, s) then
+    -- Kept in its event (in_event): its line is the event's.
+    redis.call('ZADD', P .. 'queue', avail == NOW and now_text() or num(avail), s.id)
+    local m = now_member(s.id)
+    zadd(P .. 'runs:fn:' .. s.fn, 0, m)
+    register('fns', s.fn)
+    keep_idem(s, s.id)
+    change('run', eid, '', s.id, s.fn, status, '', avail)
+    return {s.id, s.fn, status, 0, skip, line = event_line(s, now_text())}
+  end
   local k = P .. 'run:' .. s.id
   -- Fields left empty are not written: evs while it is [ev], attempt
   -- while 0, and the options the spec does not use.
@@ -762,14 +842,14 @@ local function publish_one(p)
   -- The event is stored with the ids of the runs it is about to create
   -- (their specs'), by a SET NX that refuses a duplicate in the same
   -- command; a run it joins instead (debounce) has the event stored again.
-  local k, expected = P .. 'event:' .. p.id, runs_suffix(p.runs)
+  local k, expected = P .. 'event:' .. p.id, runs_suffix(p.runs, p.id)
   if not redis.call('SET', k, p.doc .. expected, 'NX') then return {p.id, 1, {}} end
   zadd(P .. 'events:name:' .. p.name, 0, member(NOW, p.id))
   register('names', p.name)
   if set(p.cid) then keep_entry('cid', 'cidexp', p.cid, p.id, p.cid_ttl or 0) end
   change('event', p.id, p.name)
   local refs = create_runs(p.id, p.runs)
-  local suffix = runs_suffix(refs)
+  local suffix = runs_suffix(refs, p.id)
   if suffix ~= expected then redis.call('SET', k, p.doc .. suffix) end
   match_waits(p.name, p.id, p.doc, p.ts)
   return {p.id, 0, refs}

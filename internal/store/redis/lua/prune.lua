@@ -35,7 +35,7 @@ for _, name in ipairs(redis.call('SMEMBERS', P .. 'names')) do
       for _, rid in ipairs(event_runs(id)) do
         -- A run that is gone (an id the event's string still names) is done.
         local v = redis.call('HMGET', pfx(rid) .. 'run:' .. rid, 'created', 'ended', 'd')
-        if v[1] and not since_created(v[2], v[1], v[3]) then
+        if (v[1] and not since_created(v[2], v[1], v[3])) or (not v[1] and kept_fields(rid)) then
           busy = true
           break
         end

@@ -11,7 +11,7 @@ local events = 0
 -- orphan reports whether no run of event eid is left.
 local function orphan(eid)
   for _, rid in ipairs(event_runs(eid)) do
-    if redis.call('EXISTS', pfx(rid) .. 'run:' .. rid) == 1 then return false end
+    if run_live(rid) then return false end
   end
   return true
 end
