@@ -15,12 +15,14 @@
 local P, NOW, PARTS
 local changes, zq, zkeys, stkeys, registered, nowaits
 local now_at, now_num, now_pad -- now_cached
+local kept_docs -- event id -> the event's JSON, read by kept_fields (event_doc)
 
 local function begin(keys, argv)
   P, NOW, PARTS = keys[1], tonumber(argv[1]), nil
   changes, zq, zkeys, stkeys, nowaits = {}, {}, {}, {}, {}
   now_at = nil
   registered = {fns = {}, names = {}}
+  kept_docs = {}
 end
 
 -- Partitions (store.Store.Partitions; keys.go). A partitioned keyspace's
@@ -239,6 +241,9 @@ local function kept_fields(id)
   if not v then return nil end
   local _, e = string.find(v, '\n' .. id .. '\t', 1, true)
   if not e then return nil end
+  -- An event's JSON never changes: the claim that loads the run reads it
+  -- from here (event_doc).
+  kept_docs[id] = string.sub(v, 1, (string.find(v, '\n', 1, true)) - 1)
   local line = string.match(v, '^[^\n]*', e + 1)
   local created, fn, ft = string.match(line, '^(%d+)\t([^\t]+)\t?(%d*)$')
   if not created then return nil end
@@ -284,6 +289,8 @@ end
 
 -- event_doc returns the event's JSON, false when there is no such event.
 local function event_doc(id)
+  local kept = kept_docs[id]
+  if kept then return kept end
   local v = event_value(id)
   if not v then return v end
   local i = string.find(v, '\n', 1, true)
