@@ -2,6 +2,7 @@ package engine_test
 
 import (
 	"context"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -154,6 +155,80 @@ func TestPublishedRunsDoNotOvertakeTheBacklog(t *testing.T) {
 			}
 		}
 	})
+}
+
+// TestPublishedRunsDoNotOvertakeAnUnannouncedBacklog is the test above
+// when the change feed has not yet announced the backlog (it never does
+// here: queued runs' changes are dropped) and the pool's claims are slow
+// (each waits 100 ms), as on a loaded machine: the engine that published
+// the backlog tells its pool at once, so the run published last still
+// starts last. Before, the pool took it at its publication, ahead of the
+// backlog, whenever the first run ended before the feed's announcements
+// arrived.
+func TestPublishedRunsDoNotOvertakeAnUnannouncedBacklog(t *testing.T) {
+	eachBackend(t, func(t *testing.T, be backendtest.Backend) {
+		var (
+			mu    sync.Mutex
+			order []string
+		)
+		release, started := make(chan struct{}), make(chan string, 10)
+		b := setup(t, be, options{noPool: true, wrap: func(st store.Store) store.Store { return unannounced{st} }},
+			engine.Function{
+				ID: "ordered", Triggers: []engine.Trigger{{Event: "test/ordered"}},
+				Handler: func(ctx context.Context, r *engine.Run) (any, error) {
+					mu.Lock()
+					order = append(order, r.ID)
+					first := len(order) == 1
+					mu.Unlock()
+					started <- r.ID
+					if first {
+						<-release
+					}
+					return nil, nil
+				},
+			})
+		pool := enginetest.StartPool(t, b.ctx, b.eng, engine.PoolOptions{Workers: 1, LeaseTTL: time.Hour})
+		waitDrained(t, pool)
+		first := oneRun(t, b.send(t, "test/ordered", `{}`))
+		receive(t, started, "the first run to start")
+		backlog := []string{oneRun(t, b.send(t, "test/ordered", `{}`)), oneRun(t, b.send(t, "test/ordered", `{}`))}
+		close(release)
+		b.waitStatus(t, first, store.StatusCompleted)
+		late := oneRun(t, b.send(t, "test/ordered", `{}`))
+		for _, id := range append(backlog, late) {
+			b.waitStatus(t, id, store.StatusCompleted)
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		want := append(append([]string{first}, backlog...), late)
+		if !slices.Equal(order, want) {
+			t.Fatalf("runs started in the order %v, want %v: the backlog first", order, want)
+		}
+	})
+}
+
+// unannounced is a store whose change feed never announces a queued run,
+// and whose claims each take 100 ms more.
+type unannounced struct{ store.Store }
+
+func (s unannounced) Subscribe(ctx context.Context) <-chan store.Change {
+	in := s.Store.Subscribe(ctx)
+	out := make(chan store.Change, 64)
+	go func() {
+		defer close(out)
+		for c := range in {
+			if c.Kind == store.ChangeRun && c.Status == store.StatusQueued {
+				continue
+			}
+			out <- c
+		}
+	}()
+	return out
+}
+
+func (s unannounced) Claim(ctx context.Context, owner string, n int, ttl time.Duration) ([]store.Lease, error) {
+	time.Sleep(100 * time.Millisecond)
+	return s.Store.Claim(ctx, owner, n, ttl)
 }
 
 // waitDrained waits until the pool's last claim found nothing more to

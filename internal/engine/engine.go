@@ -456,6 +456,7 @@ func (e *Engine) publish(ctx context.Context, evs []IncomingEvent) ([]Accepted, 
 	if err != nil {
 		return nil, fmt.Errorf("engine: publish: %w", err)
 	}
+	e.queuedHere(pubs, res)
 	out := make([]Accepted, len(res))
 	for i, r := range res {
 		e.observeSkips(r.Runs)
@@ -500,6 +501,28 @@ func (e *Engine) publishLeasing(ctx context.Context, pubs []store.Publication, p
 		return r.res, r.err
 	case <-ctx.Done():
 		return nil, ctx.Err()
+	}
+}
+
+// queuedHere tells the engine's pool when pubs (stored as res) left a run
+// queued that may start now (WorkerPool.queuedLocally), so that a later
+// publication is not leased to it ahead of that run.
+func (e *Engine) queuedHere(pubs []store.Publication, res []store.Published) {
+	pool := e.local.Load()
+	if pool == nil {
+		return
+	}
+	now := e.clock.Now()
+	for i, r := range res {
+		for j, ref := range r.Runs {
+			if ref.Status != store.StatusQueued || ref.Lease != nil || ref.Existing || i >= len(pubs) || j >= len(pubs[i].Runs) {
+				continue
+			}
+			if pubs[i].Runs[j].Leasable(now) {
+				pool.queuedLocally()
+				return
+			}
+		}
 	}
 }
 

@@ -127,17 +127,34 @@ func TestSendEventAfterALostCommitSendsOnce(t *testing.T) {
 		for i := range runs {
 			b.send(t, "test/emit", fmt.Sprintf(`{"n":%d}`, i))
 		}
-		b.clock.Advance(2 * time.Minute) // the refused commits' leases lapse
-		b.waitFor(t, "every emitter to complete", func() bool {
+		// The refused commits' leases lapse as the clock moves on, a minute
+		// at a time once the runs are quiet (no change for 50 ms): when
+		// every run waits for a lease to lapse, no change comes, and a wait
+		// that moved the clock only on a change stopped it there (under
+		// -race, as a rule); moving it while a run executes would take its
+		// lease (of a minute) from under it.
+		deadline := time.Now().Add(20 * time.Second)
+		for {
 			p, err := b.st.ListRuns(b.ctx, store.RunFilter{FunctionID: "emitter", Statuses: []store.Status{store.StatusCompleted}})
 			if err != nil {
 				t.Fatal(err)
 			}
-			if len(p.Items) < runs {
+			if len(p.Items) == runs {
+				break
+			}
+			if time.Now().After(deadline) {
+				all, _ := b.st.ListRuns(b.ctx, store.RunFilter{})
+				for _, r := range all.Items {
+					t.Logf("at %v: run %+v", b.clock.Now(), r)
+				}
+				t.Fatalf("%d of %d emitters completed", len(p.Items), runs)
+			}
+			select {
+			case <-b.changes:
+			case <-time.After(50 * time.Millisecond):
 				b.clock.Advance(time.Minute)
 			}
-			return len(p.Items) == runs
-		})
+		}
 		evs, err := b.st.ListEvents(b.ctx, store.EventFilter{Name: "test/told", Limit: 100})
 		if err != nil {
 			t.Fatal(err)

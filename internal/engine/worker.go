@@ -67,6 +67,10 @@ type WorkerPool struct {
 	// only then may a publication's runs start here at once, so that new
 	// runs never overtake a backlog.
 	drained bool
+	// queued counts the runs this engine published queued, claimable now,
+	// for this pool to claim (queuedLocally): a claim that began before
+	// one of them was stored does not leave the pool drained.
+	queued uint64
 	// closed is set once the claim loop has ended and closed jobs.
 	closed bool
 	base   context.Context // the runs' contexts derive from it (values only)
@@ -292,6 +296,36 @@ func (p *WorkerPool) setDrained(drained bool) {
 	p.mu.Unlock()
 }
 
+// queuedCount is how many runs this engine has published queued
+// (queuedLocally) so far.
+func (p *WorkerPool) queuedCount() uint64 {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.queued
+}
+
+// claimedAll records a claim that began when queuedCount was before: it
+// left nothing claimable when it found fewer runs than it asked for and
+// no run was published queued meanwhile.
+func (p *WorkerPool) claimedAll(all bool, before uint64) {
+	p.mu.Lock()
+	p.drained = all && p.queued == before && !p.closed
+	p.mu.Unlock()
+}
+
+// queuedLocally tells the pool that its engine has just stored runs that
+// are claimable now and that no worker took at their publication: the
+// pool is not drained, and claims again. The change feed says the same
+// later (and is all a pool hears of another daemon's runs); a publication
+// made meanwhile must not be leased here ahead of them.
+func (p *WorkerPool) queuedLocally() {
+	p.mu.Lock()
+	p.queued++
+	p.drained = false
+	p.mu.Unlock()
+	p.signalSlot()
+}
+
 // Size returns the pool's capacity.
 func (p *WorkerPool) Size() int { return p.opts.Workers }
 
@@ -307,11 +341,12 @@ func (p *WorkerPool) loop(ctx context.Context, changes <-chan store.Change) {
 			continue
 		}
 		claimedAt := p.e.clock.Now()
+		before := p.queuedCount()
 		claimed, err := p.claim(ctx)
 		if ctx.Err() != nil {
 			return
 		}
-		p.setDrained(err == nil && !claimed)
+		p.claimedAll(err == nil && !claimed, before)
 		var wake time.Time // zero: wait for a change only
 		switch {
 		case err != nil:
