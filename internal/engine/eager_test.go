@@ -113,48 +113,7 @@ func TestIdleWorkersStartPublishedRunsAtOnce(t *testing.T) {
 // TestPublishedRunsDoNotOvertakeTheBacklog: runs queued while the pool was
 // busy start before a run published after them, once a worker frees.
 func TestPublishedRunsDoNotOvertakeTheBacklog(t *testing.T) {
-	eachBackend(t, func(t *testing.T, be backendtest.Backend) {
-		var (
-			mu    sync.Mutex
-			order []string
-		)
-		release, started := make(chan struct{}), make(chan string, 10)
-		b := setup(t, be, options{noPool: true},
-			engine.Function{
-				ID: "ordered", Triggers: []engine.Trigger{{Event: "test/ordered"}},
-				Handler: func(ctx context.Context, r *engine.Run) (any, error) {
-					mu.Lock()
-					order = append(order, r.ID)
-					first := len(order) == 1
-					mu.Unlock()
-					started <- r.ID
-					if first {
-						<-release
-					}
-					return nil, nil
-				},
-			})
-		pool := enginetest.StartPool(t, b.ctx, b.eng, engine.PoolOptions{Workers: 1, LeaseTTL: time.Hour})
-		waitDrained(t, pool)
-		first := oneRun(t, b.send(t, "test/ordered", `{}`))
-		receive(t, started, "the first run to start")
-		backlog := []string{oneRun(t, b.send(t, "test/ordered", `{}`)), oneRun(t, b.send(t, "test/ordered", `{}`))}
-		close(release)
-		b.waitStatus(t, first, store.StatusCompleted)
-		late := oneRun(t, b.send(t, "test/ordered", `{}`))
-		b.waitStatus(t, late, store.StatusCompleted)
-		for _, id := range backlog {
-			b.waitStatus(t, id, store.StatusCompleted)
-		}
-		mu.Lock()
-		defer mu.Unlock()
-		want := append(append([]string{first}, backlog...), late)
-		for i := range want {
-			if i >= len(order) || order[i] != want[i] {
-				t.Fatalf("runs started in the order %v, want %v: the backlog first", order, want)
-			}
-		}
-	})
+	eachBackend(t, func(t *testing.T, be backendtest.Backend) { checkBacklogFirst(t, be, nil) })
 }
 
 // TestPublishedRunsDoNotOvertakeAnUnannouncedBacklog is the test above
@@ -167,44 +126,51 @@ func TestPublishedRunsDoNotOvertakeTheBacklog(t *testing.T) {
 // arrived.
 func TestPublishedRunsDoNotOvertakeAnUnannouncedBacklog(t *testing.T) {
 	eachBackend(t, func(t *testing.T, be backendtest.Backend) {
-		var (
-			mu    sync.Mutex
-			order []string
-		)
-		release, started := make(chan struct{}), make(chan string, 10)
-		b := setup(t, be, options{noPool: true, wrap: func(st store.Store) store.Store { return unannounced{st} }},
-			engine.Function{
-				ID: "ordered", Triggers: []engine.Trigger{{Event: "test/ordered"}},
-				Handler: func(ctx context.Context, r *engine.Run) (any, error) {
-					mu.Lock()
-					order = append(order, r.ID)
-					first := len(order) == 1
-					mu.Unlock()
-					started <- r.ID
-					if first {
-						<-release
-					}
-					return nil, nil
-				},
-			})
-		pool := enginetest.StartPool(t, b.ctx, b.eng, engine.PoolOptions{Workers: 1, LeaseTTL: time.Hour})
-		waitDrained(t, pool)
-		first := oneRun(t, b.send(t, "test/ordered", `{}`))
-		receive(t, started, "the first run to start")
-		backlog := []string{oneRun(t, b.send(t, "test/ordered", `{}`)), oneRun(t, b.send(t, "test/ordered", `{}`))}
-		close(release)
-		b.waitStatus(t, first, store.StatusCompleted)
-		late := oneRun(t, b.send(t, "test/ordered", `{}`))
-		for _, id := range append(backlog, late) {
-			b.waitStatus(t, id, store.StatusCompleted)
-		}
-		mu.Lock()
-		defer mu.Unlock()
-		want := append(append([]string{first}, backlog...), late)
-		if !slices.Equal(order, want) {
-			t.Fatalf("runs started in the order %v, want %v: the backlog first", order, want)
-		}
+		checkBacklogFirst(t, be, func(st store.Store) store.Store { return unannounced{st} })
 	})
+}
+
+// checkBacklogFirst has a pool of one worker run a first run, two more
+// published while it runs (the backlog), and one published once it ended:
+// they must start in that order. wrap (when set) wraps the engine's store.
+func checkBacklogFirst(t *testing.T, be backendtest.Backend, wrap func(store.Store) store.Store) {
+	var (
+		mu    sync.Mutex
+		order []string
+	)
+	release, started := make(chan struct{}), make(chan string, 10)
+	b := setup(t, be, options{noPool: true, wrap: wrap},
+		engine.Function{
+			ID: "ordered", Triggers: []engine.Trigger{{Event: "test/ordered"}},
+			Handler: func(ctx context.Context, r *engine.Run) (any, error) {
+				mu.Lock()
+				order = append(order, r.ID)
+				first := len(order) == 1
+				mu.Unlock()
+				started <- r.ID
+				if first {
+					<-release
+				}
+				return nil, nil
+			},
+		})
+	pool := enginetest.StartPool(t, b.ctx, b.eng, engine.PoolOptions{Workers: 1, LeaseTTL: time.Hour})
+	waitDrained(t, pool)
+	first := oneRun(t, b.send(t, "test/ordered", `{}`))
+	receive(t, started, "the first run to start")
+	backlog := []string{oneRun(t, b.send(t, "test/ordered", `{}`)), oneRun(t, b.send(t, "test/ordered", `{}`))}
+	close(release)
+	b.waitStatus(t, first, store.StatusCompleted)
+	late := oneRun(t, b.send(t, "test/ordered", `{}`))
+	for _, id := range append(backlog, late) {
+		b.waitStatus(t, id, store.StatusCompleted)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	want := append(append([]string{first}, backlog...), late)
+	if !slices.Equal(order, want) {
+		t.Fatalf("runs started in the order %v, want %v: the backlog first", order, want)
+	}
 }
 
 // unannounced is a store whose change feed never announces a queued run,
