@@ -312,9 +312,16 @@ func watchRuns(ctx context.Context, st store.Store, fn string) *runWatch {
 }
 
 // wait returns once n runs have ended, an error if one did not complete.
+// A second without a change reads the runs again: a subscriber that fell
+// behind is told so (the lag marker) only with the next change, and after
+// the last run's there is none (store.Fanout).
 func (w *runWatch) wait(ctx context.Context, n int) error {
 	for len(w.ended) < n {
 		select {
+		case <-time.After(time.Second):
+			if err := w.reread(ctx); err != nil {
+				return err
+			}
 		case c, ok := <-w.changes:
 			switch {
 			case !ok:

@@ -231,9 +231,9 @@ local function event_line(s, created)
 end
 
 -- kept_fields returns the fields of the run id its event keeps, as the
--- run's hash would hold them, or nil when it keeps none: no line for it,
--- or the run is out of the queue (pruned with its hash; its event keeps
--- the line).
+-- run's hash would hold them, and the event's value with the run's line
+-- cut back to its id; or nil when it keeps none: no line for it, or the
+-- run is out of the queue.
 local function kept_fields(id)
   local avail = redis.call('ZSCORE', pfx(id) .. 'queue', id)
   if not avail then return nil end
@@ -252,7 +252,7 @@ local function kept_fields(id)
     a[#a + 1] = 'ftimeout'
     a[#a + 1] = ft
   end
-  return a
+  return a, string.sub(v, 1, e - 1) .. string.sub(v, e + 1 + #line)
 end
 
 -- run_live reports whether the run id is stored: its hash, or kept in its
@@ -261,12 +261,16 @@ local function run_live(id)
   return redis.call('EXISTS', pfx(id) .. 'run:' .. id) == 1 or kept_fields(id) ~= nil
 end
 
--- in_event writes the hash of a run its event keeps (kept_fields) and
--- returns it as load does, or nil: from then on it is an ordinary run.
+-- in_event writes the hash of a run its event keeps (kept_fields), cuts
+-- the event's line for it back to its id, and returns the run as load
+-- does, or nil: from then on it is an ordinary run, and its event what it
+-- would have been (its line's fields would cost every stored event some
+-- 20 bytes more for as long as it is kept).
 local function in_event(id)
-  local a = kept_fields(id)
+  local a, plain = kept_fields(id)
   if not a then return nil end
   redis.call('HSET', pfx(id) .. 'run:' .. id, unpack(a))
+  redis.call('SET', pfx(id) .. 'event:' .. id, plain)
   local r = {}
   for i = 1, #a, 2 do r[a[i]] = a[i + 1] end
   r.id = id

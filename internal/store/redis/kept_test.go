@@ -1,0 +1,55 @@
+package redis_test
+
+import (
+	"encoding/json"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/jonboulle/clockwork"
+	"github.com/oklog/ulid/v2"
+	goredis "github.com/redis/go-redis/v9"
+
+	"github.com/dcyfr/cyberdrew/internal/store"
+	"github.com/dcyfr/cyberdrew/internal/store/redis"
+)
+
+// TestKeptRunLeavesItsEventAsBefore: a run kept in its event (sharing its
+// id, queued without flow control) writes no hash at its publication; its
+// claim writes the hash and cuts the event's line for it back to the id,
+// on both publication paths (the transaction and the script), so a stored
+// event costs what it did before (layout 6) once its run has started.
+func TestKeptRunLeavesItsEventAsBefore(t *testing.T) {
+	t.Parallel()
+	srv := server(t)
+	c := goredis.NewClient(&goredis.Options{Addr: srv.Addr})
+	defer c.Close()
+	ctx := t.Context()
+	for _, scripts := range []bool{false, true} {
+		s := openWith(t, srv.URL(0), redis.Options{Clock: clockwork.NewRealClock(), PublishScriptOnly: scripts})
+		id := ulid.Make().String()
+		if _, err := s.Publish(ctx, []store.Publication{{Event: store.Event{ID: id, Name: "app/viewed", Data: json.RawMessage(`{"a":1}`)},
+			Runs: []store.RunSpec{{ID: id, FunctionID: "fn", FinishTimeout: time.Minute}}}}); err != nil {
+			t.Fatal(err)
+		}
+		prefix := redis.EnginePrefix(s)
+		if n, _ := c.Exists(ctx, prefix+"run:"+id).Result(); n != 0 {
+			t.Errorf("scripts %v: the queued run's hash was written at its publication", scripts)
+		}
+		kept, _ := c.Get(ctx, prefix+"event:"+id).Result()
+		if !strings.Contains(kept, "\n"+id+"\t") {
+			t.Errorf("scripts %v: the event holds no line for its run: %q", scripts, kept)
+		}
+		ls, err := s.Claim(ctx, "w", 10, time.Minute)
+		if err != nil || len(ls) != 1 || ls[0].RunID != id || string(ls[0].Event.Data) != `{"a":1}` || ls[0].Run.FinishTimeout != time.Minute {
+			t.Fatalf("scripts %v: Claim = %+v, %v; want the run %s with its event and finish timeout", scripts, ls, err, id)
+		}
+		after, _ := c.Get(ctx, prefix+"event:"+id).Result()
+		if doc, _, _ := strings.Cut(kept, "\n"); after != doc+"\n"+id {
+			t.Errorf("scripts %v: the event after the claim is %q, want its JSON and the run's id", scripts, after)
+		}
+		if r, err := s.GetRun(ctx, id); err != nil || r.Status != store.StatusRunning {
+			t.Errorf("scripts %v: GetRun = %+v, %v; want Running", scripts, r, err)
+		}
+	}
+}
