@@ -214,16 +214,3 @@ func (r runRead) fields(id string) (map[string]string, error) {
 	v, _ := r.event.Result()
 	return keptRun(id, v, r.avail.Val(), r.avail.Err() == nil), nil
 }
-
-// runFields reads the run id (runRead) in one round trip.
-func (s *Store) runFields(ctx context.Context, id string) (map[string]string, error) {
-	var r runRead
-	_, err := s.rdb.TxPipelined(ctx, func(p goredis.Pipeliner) error {
-		r = s.readRun(ctx, p, id)
-		return nil
-	})
-	if err != nil && err != goredis.Nil && !strings.HasPrefix(err.Error(), "WRONGTYPE") {
-		return nil, err
-	}
-	return r.fields(id)
-}

@@ -12,6 +12,7 @@ import (
 
 	"github.com/dcyfr/cyberdrew/internal/store"
 	"github.com/dcyfr/cyberdrew/internal/store/redis"
+	"github.com/dcyfr/cyberdrew/internal/store/redis/redistest"
 )
 
 // TestKeptRunLeavesItsEventAsBefore: a run kept in its event (sharing its
@@ -50,6 +51,44 @@ func TestKeptRunLeavesItsEventAsBefore(t *testing.T) {
 		}
 		if r, err := s.GetRun(ctx, id); err != nil || r.Status != store.StatusRunning {
 			t.Errorf("scripts %v: GetRun = %+v, %v; want Running", scripts, r, err)
+		}
+	}
+}
+
+// TestListingKeptRunsReadsThemTogether: a listing of runs kept in their
+// events (100 queued runs, by function and by status) lists every one and
+// reads them again in one MULTI per read of the page (the listing by status
+// reads the runs' heads, then the page), not one round trip per run.
+func TestListingKeptRunsReadsThemTogether(t *testing.T) {
+	t.Parallel()
+	srv := redistest.StartT(t, false)
+	c := goredis.NewClient(&goredis.Options{Addr: srv.Addr})
+	defer c.Close()
+	ctx := t.Context()
+	s := openWith(t, srv.URL(0), redis.Options{Clock: clockwork.NewRealClock()})
+	const n = 100
+	pubs := make([]store.Publication, n)
+	for i := range pubs {
+		id := ulid.Make().String()
+		pubs[i] = store.Publication{Event: store.Event{ID: id, Name: "app/later", Data: json.RawMessage(`{}`)},
+			Runs: []store.RunSpec{{ID: id, FunctionID: "later", AvailableAt: time.Now().Add(time.Hour)}}}
+	}
+	if _, err := s.Publish(ctx, pubs); err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range []store.RunFilter{{FunctionID: "later", Limit: n}, {Statuses: []store.Status{store.StatusQueued}, Limit: n}} {
+		c.ConfigResetStat(ctx)
+		p, err := s.ListRuns(ctx, f)
+		if err != nil || len(p.Items) != n {
+			t.Fatalf("ListRuns(%+v) = %d runs, %v; want %d", f, len(p.Items), err, n)
+		}
+		for _, r := range p.Items {
+			if r.Status != store.StatusQueued || r.FunctionID != "later" || r.CreatedAt.IsZero() {
+				t.Fatalf("ListRuns(%+v) listed %+v", f, r)
+			}
+		}
+		if multi := commandStat(t, c, "multi", "calls"); multi > 2 {
+			t.Errorf("ListRuns(%+v) sent %v MULTI, want at most 2 for the %d kept runs", f, multi, n)
 		}
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"slices"
 	"strconv"
 	"strings"
@@ -284,10 +285,11 @@ func (s *Store) indexes(ctx context.Context, registry, v string, index func(k ke
 
 // GetRun reads one run.
 func (s *Store) GetRun(ctx context.Context, id string) (store.Run, error) {
-	m, err := s.runFields(ctx, id)
+	ms, err := s.runsFields(ctx, []string{id})
 	if err != nil {
 		return store.Run{}, s.wrap("get run", err)
 	}
+	m := ms[id]
 	if len(m) == 0 {
 		return store.Run{}, s.wrap("get run", store.ErrNotFound)
 	}
@@ -298,20 +300,86 @@ func (s *Store) GetRun(ctx context.Context, id string) (store.Run, error) {
 	return r, nil
 }
 
-func (s *Store) loadRun(p goredis.Pipeliner, id string) func() (store.Run, bool, error) {
-	cmd := p.HGetAll(context.Background(), s.keys.run(id))
-	return func() (store.Run, bool, error) {
-		m, err := cmd.Result()
-		if err == nil && len(m) == 0 {
-			// Kept in its event: one round trip more, for a queued run.
-			m, err = s.runFields(context.Background(), id)
-		}
-		if err != nil || len(m) == 0 {
-			return store.Run{}, false, err
-		}
-		r, err := parseRun(id, m)
-		return r, err == nil, err
+// runLoader returns a load function for list and listRunIDs: it reads
+// each run's hash in the caller's pipeline, with its queue score (a few
+// bytes). A run whose hash is missing but which is queued may be kept in
+// its event (in_event in lua/common.lua): the first read that finds one
+// reads every such run of the pipeline again at once (runsFields), so a
+// page of queued runs costs one round trip more, not one per run.
+func (s *Store) runLoader() func(p goredis.Pipeliner, id string) func() (store.Run, bool, error) {
+	type pending struct {
+		id    string
+		hash  *goredis.MapStringStringCmd
+		avail *goredis.FloatCmd
 	}
+	var (
+		all     []pending
+		done    int // all[:done] have been read again when they needed it
+		kept    = map[string]map[string]string{}
+		keptErr error
+	)
+	missing := func(r pending) bool {
+		return r.hash.Err() == nil && len(r.hash.Val()) == 0 && r.avail.Err() == nil
+	}
+	return func(p goredis.Pipeliner, id string) func() (store.Run, bool, error) {
+		ctx := context.Background()
+		r := pending{id, p.HGetAll(ctx, s.keys.run(id)), p.ZScore(ctx, s.keys.queueOf(id), id)}
+		all = append(all, r)
+		at := len(all)
+		return func() (store.Run, bool, error) {
+			m, err := r.hash.Result()
+			if missing(r) {
+				if at > done {
+					var ids []string
+					for _, q := range all[done:] {
+						if missing(q) {
+							ids = append(ids, q.id)
+						}
+					}
+					done = len(all)
+					var more map[string]map[string]string
+					if more, keptErr = s.runsFields(ctx, ids); keptErr == nil {
+						maps.Copy(kept, more)
+					}
+				}
+				m, err = kept[id], keptErr
+			}
+			if err != nil || len(m) == 0 {
+				return store.Run{}, false, err
+			}
+			run, err := parseRun(id, m)
+			return run, err == nil, err
+		}
+	}
+}
+
+// runsFields reads the runs ids (runRead) in one round trip: the fields
+// of each that exists, by id.
+func (s *Store) runsFields(ctx context.Context, ids []string) (map[string]map[string]string, error) {
+	out := make(map[string]map[string]string, len(ids))
+	if len(ids) == 0 {
+		return out, nil
+	}
+	reads := make([]runRead, len(ids))
+	_, err := s.rdb.TxPipelined(ctx, func(p goredis.Pipeliner) error {
+		for i, id := range ids {
+			reads[i] = s.readRun(ctx, p, id)
+		}
+		return nil
+	})
+	if err != nil && err != goredis.Nil && !strings.HasPrefix(err.Error(), "WRONGTYPE") {
+		return nil, err
+	}
+	for i, id := range ids {
+		m, err := reads[i].fields(id)
+		if err != nil {
+			return nil, err
+		}
+		if len(m) > 0 {
+			out[id] = m
+		}
+	}
+	return out, nil
 }
 
 // statusIndexed reports whether runs of status st have a status index,
@@ -364,7 +432,7 @@ func (s *Store) ListRuns(ctx context.Context, f store.RunFilter) (store.Page[sto
 			return fail(err)
 		}
 	}
-	p, err := list(ctx, s.rdb, "run", indexes, exact, f.Cursor, f.Since, f.Until, store.PageLimit(f.Limit), s.loadRun,
+	p, err := list(ctx, s.rdb, "run", indexes, exact, f.Cursor, f.Since, f.Until, store.PageLimit(f.Limit), s.runLoader(),
 		func(r store.Run) bool { return matches(f, r) })
 	if err != nil {
 		return fail(err)
@@ -439,17 +507,23 @@ func (s *Store) listRunIDs(ctx context.Context, ids []string, f store.RunFilter)
 	if _, err := pipe.Exec(ctx); err != nil && err != goredis.Nil {
 		return fail(err)
 	}
+	var absent []string // no hash: gone, or kept in its event
+	for i, id := range ids {
+		if v := heads[i].Val(); v[0] == nil && v[1] == nil && v[2] == nil {
+			absent = append(absent, id)
+		}
+	}
+	kept, err := s.runsFields(ctx, absent)
+	if err != nil {
+		return fail(err)
+	}
 	var members []string // "<created>:<id>", as the indexes' members
 	for i, id := range ids {
 		v := heads[i].Val()
 		fn, _ := v[0].(string)
 		st, _ := v[1].(string)
 		created, _ := v[2].(string)
-		if fn == "" && st == "" && created == "" {
-			m, err := s.runFields(ctx, id)
-			if err != nil {
-				return fail(err)
-			}
+		if m, ok := kept[id]; ok {
 			fn, st, created = m["fn"], m["status"], m["created"]
 		}
 		ms, err := parseMS(created)
@@ -470,8 +544,9 @@ func (s *Store) listRunIDs(ctx context.Context, ids []string, f store.RunFilter)
 	}
 	pipe = s.rdb.Pipeline()
 	reads := make([]func() (store.Run, bool, error), len(members))
+	load := s.runLoader()
 	for i, m := range members {
-		reads[i] = s.loadRun(pipe, memberID(m))
+		reads[i] = load(pipe, memberID(m))
 	}
 	pipe.Exec(ctx) // each read reports its own error
 	for _, read := range reads {
