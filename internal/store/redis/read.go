@@ -353,25 +353,32 @@ func (s *Store) runLoader() func(p goredis.Pipeliner, id string) func() (store.R
 	}
 }
 
-// runsFields reads the runs ids (runRead) in one round trip: the fields
-// of each that exists, by id.
+// runsFields reads the runs ids (runRead): the fields of each that
+// exists, by id. The runs of one partition are read in one MULTI, one
+// round trip (a MULTI stays in one Cluster slot).
 func (s *Store) runsFields(ctx context.Context, ids []string) (map[string]map[string]string, error) {
 	out := make(map[string]map[string]string, len(ids))
 	if len(ids) == 0 {
 		return out, nil
 	}
-	reads := make([]runRead, len(ids))
-	_, err := s.rdb.TxPipelined(ctx, func(p goredis.Pipeliner) error {
-		for i, id := range ids {
-			reads[i] = s.readRun(ctx, p, id)
-		}
-		return nil
-	})
-	if err != nil && err != goredis.Nil && !strings.HasPrefix(err.Error(), "WRONGTYPE") {
-		return nil, err
+	byPart := map[string][]string{}
+	for _, id := range ids {
+		byPart[s.keys.at(id)] = append(byPart[s.keys.at(id)], id)
 	}
-	for i, id := range ids {
-		m, err := reads[i].fields(id)
+	reads := make(map[string]runRead, len(ids))
+	for _, part := range byPart {
+		_, err := s.rdb.TxPipelined(ctx, func(p goredis.Pipeliner) error {
+			for _, id := range part {
+				reads[id] = s.readRun(ctx, p, id)
+			}
+			return nil
+		})
+		if err != nil && err != goredis.Nil && !strings.HasPrefix(err.Error(), "WRONGTYPE") {
+			return nil, err
+		}
+	}
+	for _, id := range ids {
+		m, err := reads[id].fields(id)
 		if err != nil {
 			return nil, err
 		}
