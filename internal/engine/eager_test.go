@@ -178,18 +178,7 @@ func checkBacklogFirst(t *testing.T, be backendtest.Backend, wrap func(store.Sto
 type unannounced struct{ store.Store }
 
 func (s unannounced) Subscribe(ctx context.Context) <-chan store.Change {
-	in := s.Store.Subscribe(ctx)
-	out := make(chan store.Change, 64)
-	go func() {
-		defer close(out)
-		for c := range in {
-			if c.Kind == store.ChangeRun && c.Status == store.StatusQueued {
-				continue
-			}
-			out <- c
-		}
-	}()
-	return out
+	return withoutRunChanges(s.Store.Subscribe(ctx), store.StatusQueued)
 }
 
 func (s unannounced) Claim(ctx context.Context, owner string, n int, ttl time.Duration) ([]store.Lease, error) {

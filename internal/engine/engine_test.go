@@ -1365,12 +1365,17 @@ type noCancelChanges struct {
 }
 
 func (s noCancelChanges) Subscribe(ctx context.Context) <-chan store.Change {
-	in := s.Store.Subscribe(ctx)
+	return withoutRunChanges(s.Store.Subscribe(ctx), store.StatusCancelled)
+}
+
+// withoutRunChanges passes on the changes of in but those saying a run
+// took status st.
+func withoutRunChanges(in <-chan store.Change, st store.Status) <-chan store.Change {
 	out := make(chan store.Change, 64)
 	go func() {
 		defer close(out)
 		for c := range in {
-			if c.Kind == store.ChangeRun && c.Status == store.StatusCancelled {
+			if c.Kind == store.ChangeRun && c.Status == st {
 				continue
 			}
 			out <- c
