@@ -35,6 +35,16 @@ local function lease(r, a)
     fields[#fields + 1] = 'finish_by'
     fields[#fields + 1] = r.finish_by
   end
+  if r.kept then
+    -- Kept in its event (load): its hash is written whole, with the lease.
+    for i = 1, #a, 2 do
+      if a[i] ~= 'status' and a[i] ~= 'avail' then
+        fields[#fields + 1] = a[i]
+        fields[#fields + 1] = a[i + 1]
+      end
+    end
+    redis.call('SET', P .. 'event:' .. id, r.kept)
+  end
   redis.call('HSET', k, unpack(fields))
   if set(r.woken) then
     redis.call('HDEL', k, 'woken')
@@ -55,7 +65,7 @@ while #out < n and scanned < 4096 do
   local cands = redis.call('ZRANGEBYSCORE', P .. 'queue', '-inf', now_s, 'LIMIT', skipped, limit)
   for _, id in ipairs(cands) do
     scanned = scanned + 1
-    local r, a = load(id)
+    local r, a = load(id, true)
     local ok = true
     if set(r.ckey) and tonumber(r.climit or '0') > 0 then
       local cnt = counts[r.ckey]

@@ -233,9 +233,11 @@ end
 -- kept_fields returns the fields of the run id its event keeps, as the
 -- run's hash would hold them, and the event's value with the run's line
 -- cut back to its id; or nil when it keeps none: no line for it, or the
--- run is out of the queue.
-local function kept_fields(id)
-  local avail = redis.call('ZSCORE', pfx(id) .. 'queue', id)
+-- run is out of the queue. A caller that read the run from the queue
+-- (queued) spares the check; the run's avail is then now, for the caller
+-- sets its own.
+local function kept_fields(id, queued)
+  local avail = queued and now_text() or redis.call('ZSCORE', pfx(id) .. 'queue', id)
   if not avail then return nil end
   local v = event_value(id)
   if not v then return nil end
@@ -280,8 +282,21 @@ end
 -- load returns the run hash as a table (with its id, which the hash
 -- holds only when an earlier version wrote it), nil when there is no such
 -- run, and as HGETALL returned it (a flat list of fields and values).
-local function load(id)
+--
+-- The claim, which read id from the queue, loads it with claiming set: a
+-- run kept in its event is then returned unwritten, with r.kept (the
+-- event's value with its line cut back) set, and the claim writes its
+-- hash and the event with its lease (claim.lua): one HSET, no ZSCORE.
+local function load(id, claiming)
   local a = redis.call('HGETALL', pfx(id) .. 'run:' .. id)
+  if #a == 0 and claiming then
+    local plain
+    a, plain = kept_fields(id, true)
+    if not a then return nil end
+    local r = {id = id, kept = plain}
+    for i = 1, #a, 2 do r[a[i]] = a[i + 1] end
+    return r, a
+  end
   if #a == 0 then return in_event(id) end
   local r = {}
   for i = 1, #a, 2 do r[a[i]] = a[i + 1] end
