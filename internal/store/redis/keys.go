@@ -29,8 +29,9 @@ import (
 //	                        JSON alone, or in a hash {doc, name}); for a queued run it keeps
 //	                        (one sharing its id, without flow control: layout 7), the line is
 //	                        "<run id>\t<created ms>\t<fn>[\t<ftimeout ms>]", and run:<id> is
-//	                        written when a script first loads the run (in_event in
-//	                        lua/common.lua), such as its claim
+//	                        written, and the line cut back to the id, by its claim (with
+//	                        its lease) or the first other script that loads the run
+//	                        (in_event in lua/common.lua)
 //	events:name:<name>      sorted set (lex): "<received ms, 13 digits>:<id>", the events of a name
 //	names                   set: the event names that have an index (listings without a
 //	                        name merge their indexes)
