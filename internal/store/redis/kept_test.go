@@ -92,3 +92,32 @@ func TestListingKeptRunsReadsThemTogether(t *testing.T) {
 		}
 	}
 }
+
+// TestClaimPassesAQueuedRunWithNothingToLease: a queue entry whose run is
+// neither a hash nor kept in an event (its event deleted by hand) is
+// dropped by the claim, which leases the runs behind it.
+func TestClaimPassesAQueuedRunWithNothingToLease(t *testing.T) {
+	t.Parallel()
+	srv := server(t)
+	c := goredis.NewClient(&goredis.Options{Addr: srv.Addr})
+	defer c.Close()
+	ctx := t.Context()
+	s := openWith(t, srv.URL(0), redis.Options{Clock: clockwork.NewRealClock()})
+	var ids []string
+	for range 3 {
+		id := ulid.Make().String()
+		ids = append(ids, id)
+		if _, err := s.Publish(ctx, []store.Publication{{Event: store.Event{ID: id, Name: "app/viewed", Data: json.RawMessage(`{}`)},
+			Runs: []store.RunSpec{{ID: id, FunctionID: "fn"}}}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	c.Del(ctx, redis.EnginePrefix(s)+"event:"+ids[0])
+	ls, err := s.Claim(ctx, "w", 10, time.Minute)
+	if err != nil || len(ls) != 2 || ls[0].RunID != ids[1] || ls[1].RunID != ids[2] {
+		t.Fatalf("Claim = %d leases, %v; want the two runs behind the one with nothing to lease", len(ls), err)
+	}
+	if n, _ := c.ZCard(ctx, redis.EnginePrefix(s)+"queue").Result(); n != 2 {
+		t.Errorf("the queue holds %d entries, want the two leased runs'", n)
+	}
+}

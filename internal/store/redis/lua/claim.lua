@@ -67,7 +67,12 @@ while #out < n and scanned < 4096 do
     scanned = scanned + 1
     local r, a = load(id, true)
     local ok = true
-    if set(r.ckey) and tonumber(r.climit or '0') > 0 then
+    if not r then
+      -- No run to lease: neither a hash nor a line in its event (an
+      -- event deleted by hand). Its entry would stop every claim here.
+      redis.call('ZREM', P .. 'queue', id)
+      ok = false
+    elseif set(r.ckey) and tonumber(r.climit or '0') > 0 then
       local cnt = counts[r.ckey]
       if not cnt then
         redis.call('ZREMRANGEBYSCORE', FC() .. 'conc:' .. r.ckey, '-inf', now_s)
