@@ -71,6 +71,11 @@ type WorkerPool struct {
 	// for this pool to claim (queuedLocally): a claim that began before
 	// one of them was stored does not leave the pool drained.
 	queued uint64
+	// ending holds the runs this pool is ending (finish) whose end the
+	// change feed has not announced yet: the slot their worker frees makes
+	// the pool claim again already, so their announcement does not
+	// (wakes). Bounded by maxEnding: past it, announcements wake as before.
+	ending map[string]bool
 	// closed is set once the claim loop has ended and closed jobs.
 	closed bool
 	base   context.Context // the runs' contexts derive from it (values only)
@@ -106,6 +111,7 @@ func NewWorkerPool(e *Engine, opts PoolOptions) *WorkerPool {
 		e: e, opts: opts, log: e.baseLog.With("component", "workers"),
 		slotFree: make(chan struct{}, 1),
 		inflight: map[string]inflight{},
+		ending:   map[string]bool{},
 	}
 }
 
@@ -296,6 +302,35 @@ func (p *WorkerPool) setDrained(drained bool) {
 	p.mu.Unlock()
 }
 
+// maxEnding bounds WorkerPool.ending: announcements that never came (a
+// lagged feed) must not grow it.
+const maxEnding = 1024
+
+// expectEnd records (or, after a failed finish, forgets) that this pool is
+// ending run id: its announcement is not a reason to claim (wakes).
+func (p *WorkerPool) expectEnd(id string, ending bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	switch {
+	case !ending:
+		delete(p.ending, id)
+	case len(p.ending) < maxEnding:
+		p.ending[id] = true
+	}
+}
+
+// endedHere reports whether the run whose end c announces was ended by
+// this pool, and stops expecting it.
+func (p *WorkerPool) endedHere(c store.Change) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if !p.ending[c.RunID] {
+		return false
+	}
+	delete(p.ending, c.RunID)
+	return true
+}
+
 // queuedCount is how many runs this engine has published queued
 // (queuedLocally) so far.
 func (p *WorkerPool) queuedCount() uint64 {
@@ -440,7 +475,9 @@ func (p *WorkerPool) wakes(c store.Change, wake time.Time) bool {
 			return false
 		}
 		if c.Status.Finished() {
-			return true // may free a concurrency slot
+			// May free a concurrency slot; the end of a run of this
+			// pool's freed a worker, which claimed again already.
+			return !p.endedHere(c)
 		}
 		if c.AvailableAt.IsZero() {
 			return false
@@ -778,8 +815,10 @@ func (p *WorkerPool) finish(log *slog.Logger, l *store.Lease, o store.Outcome) e
 	p.endRenewal(l)
 	ctx, cancel := context.WithTimeout(context.Background(), storeCallTimeout)
 	defer cancel()
+	p.expectEnd(l.RunID, true)
 	err := p.e.store.Finish(ctx, l, o)
 	if err != nil {
+		p.expectEnd(l.RunID, false)
 		switch {
 		case len(o.Steps) > 0 && errors.Is(err, store.ErrConflict):
 		case errors.Is(err, store.ErrSuperseded):
