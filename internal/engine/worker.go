@@ -295,10 +295,11 @@ func (p *WorkerPool) occupied() int {
 	return len(p.inflight) + p.reserved
 }
 
-// setDrained records whether the last claim left nothing claimable.
-func (p *WorkerPool) setDrained(drained bool) {
+// undrain records that a run may have become claimable since the last
+// claim (claimedAll records what a claim left).
+func (p *WorkerPool) undrain() {
 	p.mu.Lock()
-	p.drained = drained && !p.closed
+	p.drained = false
 	p.mu.Unlock()
 }
 
@@ -447,7 +448,7 @@ func (p *WorkerPool) sleep(ctx context.Context, changes <-chan store.Change, wak
 			}
 			if p.wakes(c, wake) {
 				// A run may be claimable: new ones wait for the claim.
-				p.setDrained(false)
+				p.undrain()
 				if !full {
 					return true
 				}
