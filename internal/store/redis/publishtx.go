@@ -171,7 +171,8 @@ func (s *Store) publishTx(ctx context.Context, k keys, items []pubItem) ([]any, 
 // script's zflush does.
 type txWrites struct {
 	k        keys
-	commands [][]any          // SET of each event, HSET of each run, in order
+	events   []any            // "MSET", then each event's key and value
+	commands [][]any          // the MSET, then the HSET of each run not kept in its event
 	queue    []any            // ZADD arguments of the queue: score, member, ...
 	index    map[string][]any // events:name:*, runs:fn:*: ZADD arguments
 	order    []string         // index keys in first-use order
@@ -183,8 +184,11 @@ type txWrites struct {
 }
 
 func newTxWrites(k keys, n int) *txWrites {
-	return &txWrites{k: k, commands: make([][]any, 0, 2*n), queue: make([]any, 0, 2*n),
+	w := &txWrites{k: k, events: make([]any, 1, 1+2*n), commands: make([][]any, 1, n+8), queue: make([]any, 0, 2*n),
 		index: make(map[string][]any, 2), replies: make([]any, 0, n)}
+	w.events[0] = "MSET"
+	w.commands[0] = w.events
+	return w
 }
 
 func (w *txWrites) indexed(key, m string) {
@@ -232,7 +236,8 @@ func (w *txWrites) publication(it *pubItem) {
 			}
 		}
 	}
-	w.commands = append(w.commands, []any{"SET", w.k.event(a.ID), doc.String()})
+	w.events = append(w.events, w.k.event(a.ID), doc.String())
+	w.commands[0] = w.events
 	w.indexed(w.k.eventsByName(a.Name), member(a.At, a.ID))
 	w.names = appendOnce(w.names, a.Name)
 	w.change("event", a.ID, a.Name, "", "", "", "")
@@ -253,24 +258,27 @@ func (w *txWrites) run(eventID string, r *specArg, at int64, now string) any {
 	if leased {
 		status, avail = store.StatusRunning, r.LeaseUntil
 	}
-	fields := make([]any, 0, 18)
-	fields = append(fields, "fn", r.Function, "ev", eventID, "status", string(status), "created", now)
-	if leased {
-		fields = append(fields, "owner", r.LeaseOwner, "token", r.LeaseToken, "s", "0")
-		if r.FTimeout > 0 {
-			fields = append(fields, "finish_by", strconv.FormatInt(at+r.FTimeout, 10))
-		}
-	}
-	if r.CLimit > 0 {
-		fields = append(fields, "climit", strconv.Itoa(r.CLimit))
-	}
-	if r.FTimeout > 0 {
-		fields = append(fields, "ftimeout", strconv.FormatInt(r.FTimeout, 10))
-	}
 	availText := strconv.FormatInt(avail, 10)
-	fields = append(fields, "avail", availText)
+	var fields []any // the run's hash, when it has one
 	if !keptInEvent(eventID, r) {
-		w.commands = append(w.commands, append([]any{"HSET", w.k.run(r.ID)}, fields...))
+		hset := make([]any, 2, 20)
+		hset[0], hset[1] = "HSET", w.k.run(r.ID)
+		fields = append(hset, "fn", r.Function, "ev", eventID, "status", string(status), "created", now)
+		if leased {
+			fields = append(fields, "owner", r.LeaseOwner, "token", r.LeaseToken, "s", "0")
+			if r.FTimeout > 0 {
+				fields = append(fields, "finish_by", strconv.FormatInt(at+r.FTimeout, 10))
+			}
+		}
+		if r.CLimit > 0 {
+			fields = append(fields, "climit", strconv.Itoa(r.CLimit))
+		}
+		if r.FTimeout > 0 {
+			fields = append(fields, "ftimeout", strconv.FormatInt(r.FTimeout, 10))
+		}
+		fields = append(fields, "avail", availText)
+		w.commands = append(w.commands, fields)
+		fields = fields[2:]
 	}
 	w.queue = append(w.queue, availText, r.ID)
 	w.indexed(w.k.runsByFunction(r.Function), member(at, r.ID))
