@@ -151,28 +151,83 @@ func decodeEvent(id, doc string) (store.Event, error) {
 
 // splitEvent splits what event:<id> holds (keys.go) into the event's JSON,
 // which holds no raw newline, and the ids of the runs it fed, a line each
-// after it (a run the event keeps has more on its line, after a tab).
-func splitEvent(v string) (doc string, runs []string) {
+// after it: a run the event keeps has more on its line, after a tab, and
+// leaves out its id, the event's (keptLine), unless layout 7 wrote it.
+func splitEvent(id, v string) (doc string, runs []string) {
 	doc, rest, ok := strings.Cut(v, "\n")
 	if !ok {
 		return doc, nil
 	}
 	runs = strings.Split(rest, "\n")
 	for i, line := range runs {
-		runs[i], _, _ = strings.Cut(line, "\t")
+		if runs[i], _, _ = strings.Cut(line, "\t"); runs[i] == "" {
+			runs[i] = id
+		}
 	}
 	return doc, runs
 }
 
-// keptRun reads the run id its event keeps (in_event in lua/common.lua)
-// from the event's value v and the run's queue score: the fields its hash
-// will hold once a script loads it, or nil when the event keeps no such
-// run (the run is out of the queue, or was never kept).
+// ulidTime is the time (unix ms) in the ULID id, as id_time in
+// lua/common.lua: for 26 digits of Crockford's base32 in upper case, the
+// first at most 7.
+func ulidTime(id string) (int64, bool) {
+	if len(id) != 26 || id[0] > '7' {
+		return 0, false
+	}
+	var t int64
+	for i := range len(id) {
+		d := strings.IndexByte(crockford, id[i])
+		if d < 0 {
+			return 0, false
+		}
+		if i < 10 {
+			t = t*32 + int64(d)
+		}
+	}
+	return t, true
+}
+
+// crockford is Crockford's base32 alphabet, digit by value.
+const crockford = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
+
+// appendKeptLine appends the line of the run id (its event's) the event
+// keeps (event_line in lua/common.lua): "\t<created>\t<fn>", then
+// "\t<ftimeout ms>" when set; <created> is signed ms after the id's time
+// when it is a ULID, else the time itself.
+func appendKeptLine(b []byte, id string, created int64, fn string, ftimeout int64) []byte {
+	b = append(b, '\t')
+	if t, ok := ulidTime(id); ok {
+		if created >= t {
+			b = append(b, '+')
+		}
+		b = strconv.AppendInt(b, created-t, 10)
+	} else {
+		b = strconv.AppendInt(b, created, 10)
+	}
+	b = append(b, '\t')
+	b = append(b, fn...)
+	if ftimeout > 0 {
+		b = append(b, '\t')
+		b = strconv.AppendInt(b, ftimeout, 10)
+	}
+	return b
+}
+
+// keptRun reads the run id its event keeps (kept_fields in
+// lua/common.lua) from the event's value v and the run's queue score: the
+// fields its hash will hold once a script loads it, or nil when the event
+// keeps no such run (the run is out of the queue, or was never kept). A
+// caller looks for the run's hash first.
 func keptRun(id, v string, avail float64, queued bool) map[string]string {
 	if !queued {
 		return nil
 	}
-	_, rest, ok := strings.Cut(v, "\n"+id+"\t")
+	_, rest, ok := strings.Cut(v, "\n\t")
+	after, relative := ulidTime(id)
+	if !ok {
+		_, rest, ok = strings.Cut(v, "\n"+id+"\t") // layout 7's line
+		relative = false
+	}
 	if !ok {
 		return nil
 	}
@@ -180,6 +235,13 @@ func keptRun(id, v string, avail float64, queued bool) map[string]string {
 	created, rest, ok := strings.Cut(line, "\t")
 	if !ok {
 		return nil
+	}
+	if relative {
+		d, err := strconv.ParseInt(created, 10, 64)
+		if err != nil {
+			return nil
+		}
+		created = strconv.FormatInt(after+d, 10)
 	}
 	fn, ftimeout, _ := strings.Cut(rest, "\t")
 	m := map[string]string{"fn": fn, "ev": id, "status": string(store.StatusQueued), "created": created,

@@ -2,6 +2,7 @@ package redis_test
 
 import (
 	"encoding/json"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -15,12 +16,14 @@ import (
 	"github.com/dcyfr/cyberdrew/internal/store/redis/redistest"
 )
 
-// TestKeptRunLeavesItsEventAsBefore: a run kept in its event (sharing its
-// id, queued without flow control) writes no hash at its publication; its
-// claim writes the hash and cuts the event's line for it back to the id,
-// on both publication paths (the transaction and the script), so a stored
-// event costs what it did before (layout 6) once its run has started.
-func TestKeptRunLeavesItsEventAsBefore(t *testing.T) {
+// TestKeptRunCostsItsEventLessThanItsID: a run kept in its event (sharing
+// its id, queued without flow control) writes no hash at its publication,
+// on both publication paths (the transaction and the script), and its
+// event's line for it is shorter than the id alone that layout 6 wrote
+// there; its claim writes the hash and leaves the event as it is. The
+// run's creation and id read back from the line, whether the id is a ULID
+// (its creation written after the id's time) or not.
+func TestKeptRunCostsItsEventLessThanItsID(t *testing.T) {
 	t.Parallel()
 	srv := server(t)
 	c := goredis.NewClient(&goredis.Options{Addr: srv.Addr})
@@ -28,30 +31,80 @@ func TestKeptRunLeavesItsEventAsBefore(t *testing.T) {
 	ctx := t.Context()
 	for _, scripts := range []bool{false, true} {
 		s := openWith(t, srv.URL(0), redis.Options{Clock: clockwork.NewRealClock(), PublishScriptOnly: scripts})
-		id := ulid.Make().String()
-		if _, err := s.Publish(ctx, []store.Publication{{Event: store.Event{ID: id, Name: "app/viewed", Data: json.RawMessage(`{"a":1}`)},
-			Runs: []store.RunSpec{{ID: id, FunctionID: "fn", FinishTimeout: time.Minute}}}}); err != nil {
-			t.Fatal(err)
+		for _, id := range []string{ulid.Make().String(), "not-a-ulid-" + strconv.FormatBool(scripts)} {
+			if _, err := s.Publish(ctx, []store.Publication{{Event: store.Event{ID: id, Name: "app/viewed", Data: json.RawMessage(`{"a":1}`)},
+				Runs: []store.RunSpec{{ID: id, FunctionID: "fn", FinishTimeout: time.Minute}}}}); err != nil {
+				t.Fatal(err)
+			}
+			prefix := redis.EnginePrefix(s)
+			if n, _ := c.Exists(ctx, prefix+"run:"+id).Result(); n != 0 {
+				t.Errorf("scripts %v, %s: the queued run's hash was written at its publication", scripts, id)
+			}
+			kept, _ := c.Get(ctx, prefix+"event:"+id).Result()
+			doc, line, _ := strings.Cut(kept, "\n")
+			if !strings.HasPrefix(line, "\t") || len(line) >= len(id) && len(id) == 26 {
+				t.Errorf("scripts %v, %s: the event's line for its run is %q, want one shorter than its id", scripts, id, line)
+			}
+			ev, err := s.GetEvent(ctx, id)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if r, err := s.GetRun(ctx, id); err != nil || r.Status != store.StatusQueued || !r.CreatedAt.Equal(ev.ReceivedAt) {
+				t.Errorf("scripts %v, %s: GetRun = %+v, %v; want Queued, created when its event was received (%v)", scripts, id, r, err, ev.ReceivedAt)
+			}
+			ls, err := s.Claim(ctx, "w", 10, time.Minute)
+			if err != nil || len(ls) != 1 || ls[0].RunID != id || string(ls[0].Event.Data) != `{"a":1}` || ls[0].Run.FinishTimeout != time.Minute {
+				t.Fatalf("scripts %v, %s: Claim = %+v, %v; want the run with its event and finish timeout", scripts, id, ls, err)
+			}
+			if after, _ := c.Get(ctx, prefix+"event:"+id).Result(); after != kept {
+				t.Errorf("scripts %v, %s: the claim rewrote the event: %q, was %q", scripts, id, after, kept)
+			}
+			if n, _ := c.Exists(ctx, prefix+"run:"+id).Result(); n != 1 {
+				t.Errorf("scripts %v, %s: the claim wrote no hash", scripts, id)
+			}
+			r, err := s.GetRun(ctx, id)
+			if err != nil || r.Status != store.StatusRunning || !r.CreatedAt.Equal(ev.ReceivedAt) {
+				t.Errorf("scripts %v, %s: GetRun after the claim = %+v, %v; want Running, created as before", scripts, id, r, err)
+			}
+			if p, err := s.ListRuns(ctx, store.RunFilter{EventID: id}); err != nil || len(p.Items) != 1 || p.Items[0].ID != id {
+				t.Errorf("scripts %v, %s: the event's runs = %+v, %v; want its run", scripts, id, p.Items, err)
+			}
+			// Claimed, the next publication's run is the only one claimable.
+			if err := s.Finish(ctx, &ls[0], store.Outcome{Status: store.StatusCompleted}); err != nil {
+				t.Fatal(err)
+			}
+			if got, _ := c.Get(ctx, prefix+"event:"+id).Result(); got != kept || !strings.HasPrefix(got, doc+"\n") {
+				t.Errorf("scripts %v, %s: the event after its run ended is %q, was %q", scripts, id, got, kept)
+			}
 		}
-		prefix := redis.EnginePrefix(s)
-		if n, _ := c.Exists(ctx, prefix+"run:"+id).Result(); n != 0 {
-			t.Errorf("scripts %v: the queued run's hash was written at its publication", scripts)
-		}
-		kept, _ := c.Get(ctx, prefix+"event:"+id).Result()
-		if !strings.Contains(kept, "\n"+id+"\t") {
-			t.Errorf("scripts %v: the event holds no line for its run: %q", scripts, kept)
-		}
-		ls, err := s.Claim(ctx, "w", 10, time.Minute)
-		if err != nil || len(ls) != 1 || ls[0].RunID != id || string(ls[0].Event.Data) != `{"a":1}` || ls[0].Run.FinishTimeout != time.Minute {
-			t.Fatalf("scripts %v: Claim = %+v, %v; want the run %s with its event and finish timeout", scripts, ls, err, id)
-		}
-		after, _ := c.Get(ctx, prefix+"event:"+id).Result()
-		if doc, _, _ := strings.Cut(kept, "\n"); after != doc+"\n"+id {
-			t.Errorf("scripts %v: the event after the claim is %q, want its JSON and the run's id", scripts, after)
-		}
-		if r, err := s.GetRun(ctx, id); err != nil || r.Status != store.StatusRunning {
-			t.Errorf("scripts %v: GetRun = %+v, %v; want Running", scripts, r, err)
-		}
+	}
+}
+
+// TestLayout7KeptRunsAreRead: a queued run layout 7 kept in its event, on a
+// line that names it ("<id>\t<created>\t<fn>"), is read and claimed as
+// before, with the creation its line holds.
+func TestLayout7KeptRunsAreRead(t *testing.T) {
+	t.Parallel()
+	srv := server(t)
+	c := goredis.NewClient(&goredis.Options{Addr: srv.Addr})
+	defer c.Close()
+	ctx := t.Context()
+	s := openWith(t, srv.URL(0), redis.Options{Clock: clockwork.NewRealClock()})
+	prefix := redis.EnginePrefix(s)
+	id := ulid.Make().String()
+	created := time.Now().Add(-time.Minute).Truncate(time.Millisecond)
+	ms := strconv.FormatInt(created.UnixMilli(), 10)
+	c.Set(ctx, prefix+"event:"+id, `{"name":"app/viewed","data":{"a":1}}`+"\n"+id+"\t"+ms+"\tfn", 0)
+	c.ZAdd(ctx, prefix+"queue", goredis.Z{Score: float64(created.UnixMilli()), Member: id})
+	if r, err := s.GetRun(ctx, id); err != nil || r.Status != store.StatusQueued || !r.CreatedAt.Equal(created) || r.FunctionID != "fn" {
+		t.Errorf("GetRun = %+v, %v; want fn's run, Queued, created at %v", r, err, created)
+	}
+	ls, err := s.Claim(ctx, "w", 10, time.Minute)
+	if err != nil || len(ls) != 1 || ls[0].RunID != id || string(ls[0].Event.Data) != `{"a":1}` {
+		t.Fatalf("Claim = %+v, %v; want the run with its event", ls, err)
+	}
+	if r, err := s.GetRun(ctx, id); err != nil || r.Status != store.StatusRunning || !r.CreatedAt.Equal(created) {
+		t.Errorf("GetRun after the claim = %+v, %v; want Running, created at %v", r, err, created)
 	}
 }
 

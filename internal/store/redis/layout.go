@@ -16,6 +16,12 @@ import (
 // version writes; a keyspace marked with a later one is refused
 // (errNewerLayout).
 //
+//   - Layout 8 writes a kept run's line without its id, and its creation
+//     after the id's time (kept_fields in lua/common.lua), and leaves the
+//     line once the run has its hash: layout 7 cut it back to the id at
+//     the claim, and reads a line without an id as a run whose id is
+//     empty. Layout 7's lines are read as they are (the upgrade only marks
+//     the keyspace).
 //   - Layout 7 keeps a queued run that shares its event's id, without flow
 //     control, in its event until a script loads it (in_event in
 //     lua/common.lua): run:<id> is written then. An earlier version would
@@ -40,7 +46,7 @@ import (
 //     per-name indexes through the registries fns and names; layout 1 kept
 //     global indexes as well (runs, events and runs:st:<status>), three
 //     entries more per run.
-const layoutVersion = 7
+const layoutVersion = 8
 
 // errNewerLayout is a keyspace a later version wrote, whose records this
 // version may misread: a run whose start is stored under a name it does
@@ -127,7 +133,7 @@ func (s *Store) upgradeLayout(ctx context.Context) error {
 			return fmt.Errorf("%w: layout %d, this version writes %d; run the later cyberdrew", errNewerLayout, n, layoutVersion)
 		case n == layoutVersion:
 			return nil
-		case n == 6:
+		case n == 6 || n == 7:
 			return s.rdb.Set(ctx, s.keys.layout(), layoutVersion, 0).Err()
 		case n == 4 || n == 5:
 			// Layouts 5 and later read layout 4's records as they are;

@@ -218,25 +218,18 @@ func (w *txWrites) publication(it *pubItem) {
 	a := &it.arg
 	w.at = a.At
 	now := strconv.FormatInt(a.At, 10)
-	var doc strings.Builder
-	doc.Grow(len(it.doc) + 27*len(a.Runs))
-	doc.WriteString(it.doc)
+	doc := make([]byte, 0, len(it.doc)+27*len(a.Runs)+16)
+	doc = append(doc, it.doc...)
 	for i := range a.Runs {
 		r := &a.Runs[i]
-		doc.WriteByte('\n')
-		doc.WriteString(r.ID)
+		doc = append(doc, '\n')
 		if keptInEvent(a.ID, r) {
-			doc.WriteByte('\t')
-			doc.WriteString(now)
-			doc.WriteByte('\t')
-			doc.WriteString(r.Function)
-			if r.FTimeout > 0 {
-				doc.WriteByte('\t')
-				doc.WriteString(strconv.FormatInt(r.FTimeout, 10))
-			}
+			doc = appendKeptLine(doc, r.ID, a.At, r.Function, r.FTimeout)
+		} else {
+			doc = append(doc, r.ID...)
 		}
 	}
-	w.events = append(w.events, w.k.event(a.ID), doc.String())
+	w.events = append(w.events, w.k.event(a.ID), doc)
 	w.commands[0] = w.events
 	w.indexed(w.k.eventsByName(a.Name), member(a.At, a.ID))
 	w.names = appendOnce(w.names, a.Name)

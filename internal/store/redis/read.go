@@ -234,7 +234,7 @@ func (s *Store) eventFrom(ctx context.Context, id string, get *goredis.StringCmd
 	if err != nil {
 		return store.Event{}, false, err
 	}
-	doc, _ = splitEvent(doc)
+	doc, _ = splitEvent(id, doc)
 	ev, err := decodeEvent(id, doc)
 	return ev, err == nil, err
 }
@@ -485,7 +485,7 @@ func (s *Store) listEventRuns(ctx context.Context, f store.RunFilter) (store.Pag
 	}
 	var ids []string
 	if v, err := value.Result(); err == nil {
-		_, ids = splitEvent(v)
+		_, ids = splitEvent(f.EventID, v)
 	}
 	for _, m := range legacy.Val() {
 		ids = append(ids, memberID(m))

@@ -43,7 +43,6 @@ local function lease(r, a)
         fields[#fields + 1] = a[i + 1]
       end
     end
-    redis.call('SET', P .. 'event:' .. id, r.kept)
   end
   redis.call('HSET', k, unpack(fields))
   if set(r.woken) then

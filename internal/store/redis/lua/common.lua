@@ -50,14 +50,28 @@ local function parts()
   return PARTS
 end
 
-local function pfx(id)
-  local ps = parts()
-  if #ps == 1 then return P end
+local function digits()
   if not crockford then
     crockford = {}
     for i = 1, 32 do crockford[string.sub('0123456789ABCDEFGHJKMNPQRSTVWXYZ', i, i)] = i - 1 end
   end
-  return ps[(crockford[string.sub(id, -1)] or 0) % #ps + 1]
+  return crockford
+end
+
+local function pfx(id)
+  local ps = parts()
+  if #ps == 1 then return P end
+  return ps[(digits()[string.sub(id, -1)] or 0) % #ps + 1]
+end
+
+-- id_time is the time (unix ms) in the ULID id, as ulidTime in event.go:
+-- for 26 digits of Crockford's base32 in upper case, the first at most 7;
+-- nil for any other id.
+local function id_time(id)
+  if #id ~= 26 or string.find(id, '[^0-9A-HJKMNP-TV-Z]') or string.byte(id, 1) > 55 then return nil end
+  local d, t = digits(), 0
+  for i = 1, 10 do t = t * 32 + d[string.sub(id, i, i)] end
+  return t
 end
 
 -- FC is the prefix of the flow-control keys (idempotency, client ids,
@@ -209,12 +223,17 @@ end
 
 -- A run that shares its event's id, created queued without flow control
 -- or lease (plain_spec), is kept in its event until a script loads it
--- (layout 7; keys.go): its event's line for it is "<id>\t<created>\t<fn>"
--- (then "\t<ftimeout>" when set) in place of the id alone, its queue entry
--- holds when it is available, and run:<id> is not written. It is the
--- usual run of an event (the engine gives an event's first run the
--- event's id): a queued run costs its event a line, where its hash took
--- about 220 bytes and a write (docs/BENCHMARKS.md).
+-- (layout 7; keys.go): its event's line for it is "\t<created>\t<fn>"
+-- (then "\t<ftimeout>" when set) in place of its id, its queue entry holds
+-- when it is available, and run:<id> is not written. <created> is "+<ms>"
+-- or "-<ms>" after the time of the run's id when the id is a ULID
+-- (id_time), else the time itself; a keyspace of layout 7 wrote
+-- "<id>\t<created time>\t<fn>". The line stays once the run has its hash,
+-- which a reader looks for first: a stale line costs its event fewer bytes
+-- than the id it stands for. It is the usual run of an event (the engine
+-- gives an event's first run the event's id): a queued run costs its event
+-- a line, where its hash took about 220 bytes and a write
+-- (docs/BENCHMARKS.md).
 
 -- plain_spec reports whether the spec s of event eid is kept in its event
 -- (keptInEvent in publishtx.go): its function id must fit on its line.
@@ -223,38 +242,44 @@ local function plain_spec(eid, s)
     and not set(s.ckey) and not set(s.lo) and not string.find(s.fn, '[\t\n]')
 end
 
--- event_line is the event's line for the run s it keeps (plain_spec).
+-- event_line is the event's line for the run s it keeps (plain_spec),
+-- created at created (ms).
 local function event_line(s, created)
-  local line = s.id .. '\t' .. created .. '\t' .. s.fn
+  local c, t = num(created), id_time(s.id)
+  if t then c = created >= t and '+' .. num(created - t) or num(created - t) end
+  local line = '\t' .. c .. '\t' .. s.fn
   if s.ftimeout and s.ftimeout > 0 then line = line .. '\t' .. num(s.ftimeout) end
   return line
 end
 
 -- kept_fields returns the fields of the run id its event keeps, as the
--- run's hash would hold them, and the event's value with the run's line
--- cut back to its id; or nil when it keeps none: no line for it, or the
--- run is out of the queue. A caller that read the run from the queue
--- (queued) spares the check; the run's avail is then now, for the caller
--- sets its own.
+-- run's hash would hold them, or nil when it keeps none: no line for it,
+-- or the run is out of the queue. A caller looks for the run's hash
+-- first: once written, it is the run. A caller that read the run from the
+-- queue (queued) spares the check; the run's avail is then now, for the
+-- caller sets its own.
 local function kept_fields(id, queued)
   local avail = queued and now_text() or redis.call('ZSCORE', pfx(id) .. 'queue', id)
   if not avail then return nil end
   local v = event_value(id)
   if not v then return nil end
-  local _, e = string.find(v, '\n' .. id .. '\t', 1, true)
+  local _, e = string.find(v, '\n\t', 1, true)
+  local after = e and id_time(id) -- the line's <created> is after it
+  if not e then _, e = string.find(v, '\n' .. id .. '\t', 1, true) end -- layout 7's line
   if not e then return nil end
   -- An event's JSON never changes: the claim that loads the run reads it
   -- from here (event_doc).
   kept_docs[id] = string.sub(v, 1, (string.find(v, '\n', 1, true)) - 1)
   local line = string.match(v, '^[^\n]*', e + 1)
-  local created, fn, ft = string.match(line, '^(%d+)\t([^\t]+)\t?(%d*)$')
+  local created, fn, ft = string.match(line, '^([+-]?%d+)\t([^\t]+)\t?(%d*)$')
   if not created then return nil end
+  if after then created = num(after + tonumber(created)) end
   local a = {'fn', fn, 'ev', id, 'status', 'Queued', 'created', created, 'avail', avail}
   if ft ~= '' then
     a[#a + 1] = 'ftimeout'
     a[#a + 1] = ft
   end
-  return a, string.sub(v, 1, e - 1) .. string.sub(v, e + 1 + #line)
+  return a
 end
 
 -- run_live reports whether the run id is stored: its hash, or kept in its
@@ -263,16 +288,13 @@ local function run_live(id)
   return redis.call('EXISTS', pfx(id) .. 'run:' .. id) == 1 or kept_fields(id) ~= nil
 end
 
--- in_event writes the hash of a run its event keeps (kept_fields), cuts
--- the event's line for it back to its id, and returns the run as load
--- does, or nil: from then on it is an ordinary run, and its event what it
--- would have been (its line's fields would cost every stored event some
--- 20 bytes more for as long as it is kept).
+-- in_event writes the hash of a run its event keeps (kept_fields) and
+-- returns the run as load does, or nil: from then on it is an ordinary
+-- run.
 local function in_event(id)
-  local a, plain = kept_fields(id)
+  local a = kept_fields(id)
   if not a then return nil end
   redis.call('HSET', pfx(id) .. 'run:' .. id, unpack(a))
-  redis.call('SET', pfx(id) .. 'event:' .. id, plain)
   local r = {}
   for i = 1, #a, 2 do r[a[i]] = a[i + 1] end
   r.id = id
@@ -284,16 +306,15 @@ end
 -- run, and as HGETALL returned it (a flat list of fields and values).
 --
 -- The claim, which read id from the queue, loads it with claiming set: a
--- run kept in its event is then returned unwritten, with r.kept (the
--- event's value with its line cut back) set, and the claim writes its
--- hash and the event with its lease (claim.lua): one HSET, no ZSCORE.
+-- run kept in its event is then returned unwritten, with r.kept set, and
+-- the claim writes its hash with its lease (claim.lua): one HSET, no
+-- ZSCORE.
 local function load(id, claiming)
   local a = redis.call('HGETALL', pfx(id) .. 'run:' .. id)
   if #a == 0 and claiming then
-    local plain
-    a, plain = kept_fields(id, true)
+    a = kept_fields(id, true)
     if not a then return nil end
-    local r = {id = id, kept = plain}
+    local r = {id = id, kept = true}
     for i = 1, #a, 2 do r[a[i]] = a[i + 1] end
     return r, a
   end
@@ -323,7 +344,10 @@ local function event_runs(id)
   local out = {}
   local v = event_value(id)
   if v then
-    for rid in string.gmatch(v, '\n([^\n\t]+)[^\n]*') do out[#out + 1] = rid end
+    for line in string.gmatch(v, '\n([^\n]*)') do
+      local rid = string.match(line, '^[^\t]*')
+      out[#out + 1] = rid == '' and id or rid -- a kept run's line leaves its id out
+    end
   end
   for _, m in ipairs(redis.call('ZRANGE', pfx(id) .. 'runs:ev:' .. id, 0, -1)) do out[#out + 1] = string.sub(m, 15) end
   return out
@@ -336,7 +360,7 @@ local function runs_suffix(refs, eid)
   local ids = {}
   for i, ref in ipairs(refs) do
     if ref.id and plain_spec(eid, ref) then
-      ids[i] = event_line(ref, now_text())
+      ids[i] = event_line(ref, NOW)
     else
       ids[i] = ref.line or ref[1] or ref.id
     end
@@ -718,7 +742,7 @@ local function create_run(eid, s)
     register('fns', s.fn)
     keep_idem(s, s.id)
     change('run', eid, '', s.id, s.fn, status, '', avail)
-    return {s.id, s.fn, status, 0, skip, line = event_line(s, now_text())}
+    return {s.id, s.fn, status, 0, skip, line = event_line(s, NOW)}
   end
   local k = P .. 'run:' .. s.id
   -- Fields left empty are not written: evs while it is [ev], attempt
