@@ -28,10 +28,12 @@ import (
 //	                        "\n<run id>" for each run it fed (earlier versions: store.Event's
 //	                        JSON alone, or in a hash {doc, name}); for a queued run it keeps
 //	                        (one sharing its id, without flow control: layout 7), the line is
-//	                        "<run id>\t<created ms>\t<fn>[\t<ftimeout ms>]", and run:<id> is
-//	                        written, and the line cut back to the id, by its claim (with
-//	                        its lease) or the first other script that loads the run
-//	                        (in_event in lua/common.lua)
+//	                        "\t<created>\t<fn>[\t<ftimeout ms>]", <created> signed ms after
+//	                        its id's time when the id is a ULID, else ms (layout 7 wrote
+//	                        "<run id>\t<created ms>\t<fn>..."), and run:<id> is written by
+//	                        its claim (with its lease) or the first other script that
+//	                        loads the run (in_event in lua/common.lua); the line stays,
+//	                        and the hash, once written, is the run
 //	events:name:<name>      sorted set (lex): "<received ms, 13 digits>:<id>", the events of a name
 //	names                   set: the event names that have an index (listings without a
 //	                        name merge their indexes)
@@ -72,7 +74,7 @@ import (
 //	txgate                  never holds a value: a publication stored as a transaction
 //	                        watches it, and its check writes and deletes it to make EXEC
 //	                        refuse (publishtx.go)
-//	layout                  string: the layout of these keys, "7" (layout.go)
+//	layout                  string: the layout of these keys, "8" (layout.go)
 //	partitions              string: n, for a keyspace of n > 1 partitions (layout.go)
 //
 // The site's keys are not engine keys: they keep their own names under
