@@ -152,7 +152,7 @@ func decodeEvent(id, doc string) (store.Event, error) {
 // splitEvent splits what event:<id> holds (keys.go) into the event's JSON,
 // which holds no raw newline, and the ids of the runs it fed, a line each
 // after it: a run the event keeps has more on its line, after a tab, and
-// leaves out its id, the event's (keptLine), unless layout 7 wrote it.
+// leaves out its id, the event's (appendKeptLine), unless layout 7 wrote it.
 func splitEvent(id, v string) (doc string, runs []string) {
 	doc, rest, ok := strings.Cut(v, "\n")
 	if !ok {
@@ -169,7 +169,8 @@ func splitEvent(id, v string) (doc string, runs []string) {
 
 // ulidTime is the time (unix ms) in the ULID id, as id_time in
 // lua/common.lua: for 26 digits of Crockford's base32 in upper case, the
-// first at most 7.
+// first at most 7. (idTime takes lower case too, which the scripts would
+// have to match.)
 func ulidTime(id string) (int64, bool) {
 	if len(id) != 26 || id[0] > '7' {
 		return 0, false

@@ -25,9 +25,7 @@ import (
 // (its creation written after the id's time) or not.
 func TestKeptRunCostsItsEventLessThanItsID(t *testing.T) {
 	t.Parallel()
-	srv := server(t)
-	c := goredis.NewClient(&goredis.Options{Addr: srv.Addr})
-	defer c.Close()
+	srv, c := serverAndClient(t)
 	ctx := t.Context()
 	for _, scripts := range []bool{false, true} {
 		s := openWith(t, srv.URL(0), redis.Options{Clock: clockwork.NewRealClock(), PublishScriptOnly: scripts})
@@ -85,9 +83,7 @@ func TestKeptRunCostsItsEventLessThanItsID(t *testing.T) {
 // before, with the creation its line holds.
 func TestLayout7KeptRunsAreRead(t *testing.T) {
 	t.Parallel()
-	srv := server(t)
-	c := goredis.NewClient(&goredis.Options{Addr: srv.Addr})
-	defer c.Close()
+	srv, c := serverAndClient(t)
 	ctx := t.Context()
 	s := openWith(t, srv.URL(0), redis.Options{Clock: clockwork.NewRealClock()})
 	prefix := redis.EnginePrefix(s)
@@ -151,9 +147,7 @@ func TestListingKeptRunsReadsThemTogether(t *testing.T) {
 // dropped by the claim, which leases the runs behind it.
 func TestClaimPassesAQueuedRunWithNothingToLease(t *testing.T) {
 	t.Parallel()
-	srv := server(t)
-	c := goredis.NewClient(&goredis.Options{Addr: srv.Addr})
-	defer c.Close()
+	srv, c := serverAndClient(t)
 	ctx := t.Context()
 	s := openWith(t, srv.URL(0), redis.Options{Clock: clockwork.NewRealClock()})
 	var ids []string
@@ -173,4 +167,13 @@ func TestClaimPassesAQueuedRunWithNothingToLease(t *testing.T) {
 	if n, _ := c.ZCard(ctx, redis.EnginePrefix(s)+"queue").Result(); n != 2 {
 		t.Errorf("the queue holds %d entries, want the two leased runs'", n)
 	}
+}
+
+// serverAndClient is the shared server and a client of its own, closed
+// with the test.
+func serverAndClient(t *testing.T) (*redistest.Server, *goredis.Client) {
+	srv := server(t)
+	c := goredis.NewClient(&goredis.Options{Addr: srv.Addr})
+	t.Cleanup(func() { c.Close() })
+	return srv, c
 }

@@ -187,7 +187,6 @@ func newTxWrites(k keys, n int) *txWrites {
 	w := &txWrites{k: k, events: make([]any, 1, 1+2*n), commands: make([][]any, 1, n+8), queue: make([]any, 0, 2*n),
 		index: make(map[string][]any, 2), replies: make([]any, 0, n)}
 	w.events[0] = "MSET"
-	w.commands[0] = w.events
 	return w
 }
 
@@ -230,7 +229,6 @@ func (w *txWrites) publication(it *pubItem) {
 		}
 	}
 	w.events = append(w.events, w.k.event(a.ID), doc)
-	w.commands[0] = w.events
 	w.indexed(w.k.eventsByName(a.Name), member(a.At, a.ID))
 	w.names = appendOnce(w.names, a.Name)
 	w.change("event", a.ID, a.Name, "", "", "", "")
@@ -285,8 +283,10 @@ func (w *txWrites) run(eventID string, r *specArg, at int64, now string) any {
 }
 
 // finish adds the writes gathered last, as the script's flush makes
-// them: one ZADD per index, the registries, the notification.
+// them: the events' MSET first, then one ZADD per index, the registries,
+// the notification.
 func (w *txWrites) finish() {
+	w.commands[0] = w.events
 	if len(w.queue) > 0 {
 		w.commands = append(w.commands, append([]any{"ZADD", w.k.queue()}, w.queue...))
 	}
