@@ -5,6 +5,7 @@ package sqlite
 import (
 	"errors"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -54,6 +55,42 @@ func TestOneStorePerFile(t *testing.T) {
 	if v, err := again.Get(t.Context(), "views:home"); err != nil || v != "7" {
 		t.Errorf("reopened: Get = %q, %v; want 7", v, err)
 	}
+}
+
+// TestAFileJustClosedOpensAgain: a process forked while a store held the
+// file (here a child given the lock's descriptor; any exec.Command forks
+// with every descriptor until it execs) holds the lock on for a moment
+// after the store closes it. A store opened in that moment waits for it
+// rather than refusing the file as in use.
+func TestAFileJustClosedOpensAgain(t *testing.T) {
+	t.Parallel()
+	sleep, err := exec.LookPath("sleep")
+	if err != nil {
+		t.Skip("no sleep binary:", err)
+	}
+	path := filepath.Join(t.TempDir(), "cyberdrew.db")
+	clock := clockwork.NewFakeClockAt(t0)
+	first, err := Open(t.Context(), path, Options{Clock: clock})
+	if err != nil {
+		t.Fatalf("Open: %v", err)
+	}
+	if first.lock == nil {
+		t.Skip("this file system takes no flock")
+	}
+	child := exec.Command(sleep, "0.1")
+	child.ExtraFiles = []*os.File{first.lock}
+	if err := child.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer child.Wait()
+	if err := first.Close(); err != nil {
+		t.Fatalf("Close: %v", err)
+	}
+	again, err := Open(t.Context(), path, Options{Clock: clock})
+	if err != nil {
+		t.Fatalf("Open right after Close, while a child held the lock a moment longer: %v", err)
+	}
+	again.Close()
 }
 
 // TestAPathThatCannotHoldTheDatabaseIsMisconfigured: a data dir under a

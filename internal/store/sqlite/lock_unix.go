@@ -9,6 +9,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -35,7 +36,7 @@ func lockDatabase(path string, log *slog.Logger) (*os.File, error) {
 		log.Warn("sqlite: opening without the one-daemon-per-file lock", "lock", name, "err", err)
 		return nil, nil
 	}
-	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
+	if err := flockSoon(f); err != nil {
 		holder := ""
 		if b, rerr := os.ReadFile(name); rerr == nil {
 			if pid, perr := strconv.Atoi(strings.TrimSpace(string(b))); perr == nil {
@@ -57,3 +58,24 @@ func lockDatabase(path string, log *slog.Logger) (*os.File, error) {
 	}
 	return f, nil
 }
+
+// flockSoon takes f's exclusive flock, trying again for up to lockWait
+// while another holds it. A lock just released can still be held for a
+// moment: a process that forks (any exec.Command of the daemon's process,
+// or of a test's) gives the child every descriptor until it execs, and a
+// flock belongs to the descriptions, not to the descriptor the store
+// closed. A store opened right after another closed (a restart in the
+// same process) would be refused for that moment.
+func flockSoon(f *os.File) error {
+	deadline := time.Now().Add(lockWait)
+	for {
+		err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB)
+		if !errors.Is(err, unix.EWOULDBLOCK) || time.Now().After(deadline) {
+			return err
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// lockWait is how long flockSoon waits for a lock another holds.
+const lockWait = 250 * time.Millisecond
