@@ -2,13 +2,17 @@ package e2e
 
 import (
 	"context"
+	"crypto/rand"
 	"encoding/json"
 	"path/filepath"
+	"strconv"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/jonboulle/clockwork"
 	"github.com/oklog/ulid/v2"
+	goredis "github.com/redis/go-redis/v9"
 
 	"github.com/dcyfr/cyberdrew/internal/jobs"
 	"github.com/dcyfr/cyberdrew/internal/store"
@@ -152,5 +156,67 @@ func killedIn(t *testing.T, st store.Store, clock clockwork.Clock, ev store.Even
 	}
 	if err := st.Close(); err != nil {
 		t.Fatalf("Close: %v", err)
+	}
+}
+
+// TestViewsLayout7LeftQueuedAreCounted upgrades a Redis keyspace that a
+// layout-7 release left with page views queued for later: each view's run
+// kept in its event on a line naming it ("<id>\t<created>\t<fn>", which
+// layout 8 writes without the id). This release's daemon lists them as
+// queued, and once they are due counts each view once.
+func TestViewsLayout7LeftQueuedAreCounted(t *testing.T) {
+	t.Parallel()
+	const slug, title, views = "kept-post", "A post read later", 3
+	clock := clockwork.NewFakeClockAt(epoch)
+	old, srv, dir := earlierStore(t, "redis", clock)
+	due := clock.Now().Add(time.Hour)
+	for k := range views {
+		data, _ := json.Marshal(map[string]any{"slug": slug, "title": title, "viewedAt": due.UTC().Format(time.RFC3339),
+			"visitor": "later" + strconv.Itoa(k)})
+		id := ulid.MustNew(ulid.Timestamp(clock.Now()), rand.Reader).String()
+		if _, err := old.Publish(t.Context(), []store.Publication{{Event: store.Event{ID: id, Name: jobs.EventPostViewed, Data: data, TS: due.UnixMilli()},
+			Runs: []store.RunSpec{{ID: id, FunctionID: "track-post-view", AvailableAt: due}}}}); err != nil {
+			t.Fatalf("Publish: %v", err)
+		}
+	}
+	if err := old.Close(); err != nil {
+		t.Fatal(err)
+	}
+	// What layout 7 wrote: the kept run's line names its id and its
+	// creation in ms.
+	rdb := goredis.NewClient(&goredis.Options{Addr: srv.Addr})
+	defer rdb.Close()
+	ctx := t.Context()
+	rewritten := 0
+	for _, key := range rdb.Keys(ctx, "cyberdrew:{engine}:event:*").Val() {
+		id := strings.TrimPrefix(key, "cyberdrew:{engine}:event:")
+		v := rdb.Get(ctx, key).Val()
+		doc, line, _ := strings.Cut(v, "\n")
+		delta, fn, ok := strings.Cut(strings.TrimPrefix(line, "\t"), "\t")
+		d, err := strconv.ParseInt(delta, 10, 64)
+		if !strings.HasPrefix(line, "\t") || !ok || err != nil {
+			t.Fatalf("event %s: %q is not a kept run's line", id, line)
+		}
+		u := ulid.MustParse(id)
+		rdb.Set(ctx, key, doc+"\n"+id+"\t"+strconv.FormatInt(int64(u.Time())+d, 10)+"\t"+fn, 0)
+		rewritten++
+	}
+	if rewritten != views {
+		t.Fatalf("rewrote %d events, want %d", rewritten, views)
+	}
+	rdb.Set(ctx, "cyberdrew:{engine}:layout", "7", 0)
+
+	d := deployAt(t, "redis", clock, srv, dir)
+	if q := d.runs(t, "track-post-view", "Queued"); len(q) != views {
+		t.Fatalf("after the upgrade, %d views listed as queued, want %d: %v", len(q), views, q)
+	}
+	d.checkViews(t, postViews{Slug: slug})
+	clock.Advance(time.Hour)
+	d.waitFor(t, "the views layout 7 left queued", func() bool {
+		return len(d.runs(t, "track-post-view", "Completed")) == views
+	})
+	d.checkViews(t, postViews{Slug: slug, Total: views, Last7Days: views})
+	if v := rdb.Get(ctx, "cyberdrew:{engine}:layout").Val(); v != "8" {
+		t.Errorf("the keyspace's layout after the upgrade is %q, want 8", v)
 	}
 }
