@@ -549,11 +549,21 @@ func (s *Store) listRunIDs(ctx context.Context, ids []string, f store.RunFilter)
 		members = members[:limit]
 		page.Cursor = encodeCursor("run", members[limit-1])
 	}
+	// The page's kept runs were read whole above; the others are read
+	// again, whole.
 	pipe = s.rdb.Pipeline()
 	reads := make([]func() (store.Run, bool, error), len(members))
 	load := s.runLoader()
 	for i, m := range members {
-		reads[i] = load(pipe, memberID(m))
+		id := memberID(m)
+		if fields, ok := kept[id]; ok {
+			reads[i] = func() (store.Run, bool, error) {
+				r, err := parseRun(id, fields)
+				return r, err == nil, err
+			}
+			continue
+		}
+		reads[i] = load(pipe, id)
 	}
 	pipe.Exec(ctx) // each read reports its own error
 	for _, read := range reads {
