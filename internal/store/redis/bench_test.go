@@ -71,8 +71,10 @@ func BenchmarkPublishBatch(b *testing.B) {
 				for range b.N {
 					pubs := make([]store.Publication, batch)
 					for i := range pubs {
-						pubs[i] = store.Publication{Event: store.Event{Name: "bench/job.requested", Data: data},
-							Runs: []store.RunSpec{{ID: ulid.Make().String(), FunctionID: "noop"}}}
+						// As the engine publishes: the event's run has its id.
+						id := ulid.Make().String()
+						pubs[i] = store.Publication{Event: store.Event{ID: id, Name: "bench/job.requested", Data: data},
+							Runs: []store.RunSpec{{ID: id, FunctionID: "noop"}}}
 					}
 					if _, err := s.Publish(ctx, pubs); err != nil {
 						b.Fatal(err)

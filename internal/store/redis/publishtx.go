@@ -173,28 +173,36 @@ type txWrites struct {
 	k        keys
 	events   []any            // "MSET", then each event's key and value
 	commands [][]any          // the MSET, then the HSET of each run not kept in its event
-	queue    []any            // ZADD arguments of the queue: score, member, ...
-	index    map[string][]any // events:name:*, runs:fn:*: ZADD arguments
+	queue    []any            // the queue's ZADD: "ZADD", its key, score, member, ...
+	index    map[string][]any // events:name:*, runs:fn:*: each one's ZADD, as queue
 	order    []string         // index keys in first-use order
 	names    []string         // registry members, each once
 	fns      []string
 	changes  strings.Builder
 	at       int64 // the last publication's time: the notification's
 	replies  []any
+	n        int // publications in the group
 }
 
 func newTxWrites(k keys, n int) *txWrites {
-	w := &txWrites{k: k, events: make([]any, 1, 1+2*n), commands: make([][]any, 1, n+8), queue: make([]any, 0, 2*n),
-		index: make(map[string][]any, 2), replies: make([]any, 0, n)}
+	w := &txWrites{k: k, events: make([]any, 1, 1+2*n), commands: make([][]any, 1, n+8), queue: make([]any, 2, 2+2*n),
+		index: make(map[string][]any, 2), replies: make([]any, 0, n), n: n}
 	w.events[0] = "MSET"
+	w.queue[0], w.queue[1] = "ZADD", k.queue()
+	w.changes.Grow(128 * 2 * n) // an event's line and its run's
 	return w
 }
 
+// indexed adds m to the index key, whose ZADD arguments start with its
+// command and key.
 func (w *txWrites) indexed(key, m string) {
-	if _, ok := w.index[key]; !ok {
+	args, ok := w.index[key]
+	if !ok {
 		w.order = append(w.order, key)
+		args = make([]any, 2, 2+2*w.n)
+		args[0], args[1] = "ZADD", key
 	}
-	w.index[key] = append(w.index[key], 0, m)
+	w.index[key] = append(args, 0, m)
 }
 
 // change adds a line to the notification, as change in lua/common.lua.
@@ -287,11 +295,11 @@ func (w *txWrites) run(eventID string, r *specArg, at int64, now string) any {
 // the notification.
 func (w *txWrites) finish() {
 	w.commands[0] = w.events
-	if len(w.queue) > 0 {
-		w.commands = append(w.commands, append([]any{"ZADD", w.k.queue()}, w.queue...))
+	if len(w.queue) > 2 {
+		w.commands = append(w.commands, w.queue)
 	}
 	for _, key := range w.order {
-		w.commands = append(w.commands, append([]any{"ZADD", key}, w.index[key]...))
+		w.commands = append(w.commands, w.index[key])
 	}
 	if len(w.names) > 0 {
 		w.commands = append(w.commands, append([]any{"SADD", w.k.registry("names")}, toAny(w.names)...))
