@@ -423,23 +423,13 @@ func (s *Store) Publish(ctx context.Context, pubs []store.Publication) ([]store.
 	if len(items) == 0 {
 		return []store.Published{}, nil
 	}
-	res, err := s.publishes.do(ctx, items)
+	out, err := s.publishes.do(ctx, items)
 	if err != nil {
 		return nil, s.wrap("publish", err)
 	}
-	out := make([]store.Published, len(res))
-	for i, r := range res {
-		t, _ := r.([]any)
-		if len(t) != 3 {
-			return nil, s.wrap("publish", fmt.Errorf("unexpected reply %v", r))
-		}
-		rs, err := refs(t[2])
-		if err != nil {
-			return nil, s.wrap("publish", err)
-		}
-		out[i] = store.Published{EventID: str(t[0]), Duplicate: num(t[1]) == 1, Runs: rs}
+	for i := range out {
 		var ev *store.Event // the event as stored, decoded once for the runs leased with it
-		for _, ref := range rs {
+		for _, ref := range out[i].Runs {
 			if ref.Lease == nil {
 				continue
 			}
@@ -460,9 +450,9 @@ func (s *Store) Publish(ctx context.Context, pubs []store.Publication) ([]store.
 // of callers, once per partition they are in, and then has them complete
 // the other partitions' waits: for duplicates too, as a resend after a
 // failure between the two must still complete them.
-func (s *Store) publishGroup(ctx context.Context, items []pubItem) ([]any, error) {
+func (s *Store) publishGroup(ctx context.Context, items []pubItem) ([]store.Published, error) {
 	res, err := byPartition(ctx, s.Partitions(), items, func(it *pubItem) int { return it.part },
-		func(ctx context.Context, p int, items []pubItem) ([]any, error) {
+		func(ctx context.Context, p int, items []pubItem) ([]store.Published, error) {
 			k := s.keys.in(p)
 			if s.txPublishable(items) {
 				res, err := s.publishTx(ctx, k, items)
@@ -470,18 +460,37 @@ func (s *Store) publishGroup(ctx context.Context, items []pubItem) ([]any, error
 					return res, err
 				}
 			}
-			return s.publishScript(ctx, k, items)
+			replies, err := s.publishScript(ctx, k, items)
+			if err != nil {
+				return nil, err
+			}
+			return publishedOf(replies)
 		})
 	if err != nil || s.Partitions() == 1 {
 		return res, err
 	}
 	ids := make([]string, len(res))
 	for i, r := range res {
-		if t, ok := r.([]any); ok && len(t) > 0 {
-			ids[i] = str(t[0])
-		}
+		ids[i] = r.EventID
 	}
 	return res, s.matchElsewhere(ctx, items, ids)
+}
+
+// publishedOf reads the publish script's replies, one per publication.
+func publishedOf(replies []any) ([]store.Published, error) {
+	out := make([]store.Published, len(replies))
+	for i, r := range replies {
+		t, _ := r.([]any)
+		if len(t) != 3 {
+			return nil, fmt.Errorf("unexpected reply %v", r)
+		}
+		rs, err := refs(t[2])
+		if err != nil {
+			return nil, err
+		}
+		out[i] = store.Published{EventID: str(t[0]), Duplicate: num(t[1]) == 1, Runs: rs}
+	}
+	return out, nil
 }
 
 // byPartition applies apply to the items of each partition in turn (part
@@ -1134,15 +1143,25 @@ func refs(v any) ([]store.RunRef, error) {
 		ref := store.RunRef{ID: str(t[0]), FunctionID: str(t[1]), Status: store.Status(str(t[2])),
 			Existing: num(t[3]) == 1, Skip: store.SkipReason(str(t[4]))}
 		if len(t) == 7 {
-			run, err := parseRun(ref.ID, flatMap(t[6]))
-			if err != nil {
-				return nil, err
+			fields, _ := t[6].([]any)
+			if ref.Lease = leaseOf(ref.ID, str(t[5]), fields); ref.Lease == nil {
+				return nil, fmt.Errorf("run %s: unreadable lease %v", ref.ID, t[6])
 			}
-			ref.Lease = &store.Lease{RunID: run.ID, Token: str(t[5]), Owner: run.LeaseOwner, Until: run.AvailableAt, Run: run}
 		}
 		out = append(out, ref)
 	}
 	return out, nil
+}
+
+// leaseOf is the lease of the run id, leased with token, whose hash
+// fields (a flat list, as a script returns it) were written with it; nil
+// when they do not read as a run.
+func leaseOf(id, token string, fields []any) *store.Lease {
+	run, err := parseRun(id, flatMap(fields))
+	if err != nil {
+		return nil
+	}
+	return &store.Lease{RunID: run.ID, Token: token, Owner: run.LeaseOwner, Until: run.AvailableAt, Run: run}
 }
 
 // flatMap reads a hash returned by a script as a flat list.

@@ -37,7 +37,7 @@ var LayoutVersion = strconv.Itoa(layoutVersion)
 // PublishBothWays encodes pubs once (their minted ids and lease tokens)
 // and stores them through tx as a transaction and through script by the
 // publish script: the two stores' replies.
-func PublishBothWays(ctx context.Context, tx, script *Store, pubs []store.Publication) (viaTx, viaScript []any, err error) {
+func PublishBothWays(ctx context.Context, tx, script *Store, pubs []store.Publication) (viaTx, viaScript []store.Published, err error) {
 	items, err := tx.pubItems(pubs, tx.clock.Now(), 0)
 	if err != nil {
 		return nil, nil, err
@@ -48,7 +48,11 @@ func PublishBothWays(ctx context.Context, tx, script *Store, pubs []store.Public
 	if viaTx, err = tx.publishTx(ctx, tx.keys, items); err != nil {
 		return nil, nil, err
 	}
-	viaScript, err = script.publishScript(ctx, script.keys, items)
+	replies, err := script.publishScript(ctx, script.keys, items)
+	if err != nil {
+		return nil, nil, err
+	}
+	viaScript, err = publishedOf(replies)
 	return viaTx, viaScript, err
 }
 

@@ -102,7 +102,7 @@ return 0`
 // (nothing was written then). WATCH, the gate, MULTI, the writes and EXEC
 // go in one round trip, on a connection of its own (WATCH is per
 // connection; EXEC ends it, whether it runs or refuses).
-func (s *Store) publishTx(ctx context.Context, k keys, items []pubItem) ([]any, error) {
+func (s *Store) publishTx(ctx context.Context, k keys, items []pubItem) ([]store.Published, error) {
 	conn := s.rdb.(*goredis.Client).Conn()
 	defer conn.Close()
 	watched := make([]string, 1, len(items)+2)
@@ -179,14 +179,14 @@ type txWrites struct {
 	names    []string         // registry members, each once
 	fns      []string
 	changes  strings.Builder
-	at       int64 // the last publication's time: the notification's
-	replies  []any
-	n        int // publications in the group
+	at       int64             // the last publication's time: the notification's
+	replies  []store.Published // what the script's reply reads as (publishedOf)
+	n        int               // publications in the group
 }
 
 func newTxWrites(k keys, n int) *txWrites {
 	w := &txWrites{k: k, events: make([]any, 1, 1+2*n), commands: make([][]any, 1, n+8), queue: make([]any, 2, 2+2*n),
-		index: make(map[string][]any, 2), replies: make([]any, 0, n), n: n}
+		index: make(map[string][]any, 2), replies: make([]store.Published, 0, n), n: n}
 	w.events[0] = "MSET"
 	w.queue[0], w.queue[1] = "ZADD", k.queue()
 	w.changes.Grow(128 * 2 * n) // an event's line and its run's
@@ -240,17 +240,17 @@ func (w *txWrites) publication(it *pubItem) {
 	w.indexed(w.k.eventsByName(a.Name), member(a.At, a.ID))
 	w.names = appendOnce(w.names, a.Name)
 	w.change("event", a.ID, a.Name, "", "", "", "")
-	refs := make([]any, len(a.Runs))
+	refs := make([]store.RunRef, len(a.Runs))
 	for i := range a.Runs {
 		refs[i] = w.run(a.ID, &a.Runs[i], a.At, now)
 	}
-	w.replies = append(w.replies, []any{a.ID, int64(0), refs})
+	w.replies = append(w.replies, store.Published{EventID: a.ID, Runs: refs})
 }
 
 // run adds one run, as create_run stores a run no flow control decides
 // on: queued, or leased when its spec asks (specArg's lo, lt, lu). It
-// returns create_run's reply.
-func (w *txWrites) run(eventID string, r *specArg, at int64, now string) any {
+// returns what create_run's reply reads as (refs).
+func (w *txWrites) run(eventID string, r *specArg, at int64, now string) store.RunRef {
 	avail := max(at, r.Avail)
 	status := store.StatusQueued
 	leased := r.LeaseOwner != ""
@@ -282,12 +282,14 @@ func (w *txWrites) run(eventID string, r *specArg, at int64, now string) any {
 	w.queue = append(w.queue, availText, r.ID)
 	w.indexed(w.k.runsByFunction(r.Function), member(at, r.ID))
 	w.fns = appendOnce(w.fns, r.Function)
+	ref := store.RunRef{ID: r.ID, FunctionID: r.Function, Status: status}
 	if leased {
 		w.change("run", eventID, "", r.ID, r.Function, string(status), "")
-		return []any{r.ID, r.Function, string(status), int64(0), "", r.LeaseToken, fields}
+		ref.Lease = leaseOf(r.ID, r.LeaseToken, fields)
+		return ref
 	}
 	w.change("run", eventID, "", r.ID, r.Function, string(status), availText)
-	return []any{r.ID, r.Function, string(status), int64(0), ""}
+	return ref
 }
 
 // finish adds the writes gathered last, as the script's flush makes

@@ -121,6 +121,17 @@ func TestPublishTxWritesWhatTheScriptWrites(t *testing.T) {
 	if !reflect.DeepEqual(txReply, scriptReply) {
 		t.Errorf("replies differ:\ntransaction %v\nscript      %v", txReply, scriptReply)
 	}
+	leases := 0
+	for _, p := range txReply {
+		for _, r := range p.Runs {
+			if r.Lease != nil && r.Lease.Token != "" && r.Lease.Owner == "w1" && r.Lease.Run.FinishTimeout == 10*time.Second {
+				leases++
+			}
+		}
+	}
+	if leases != 1 {
+		t.Errorf("the transaction's reply reads %d leases, want the leased run's: %+v", leases, txReply)
+	}
 	notes := map[string]string{}
 	for range 2 {
 		m, err := sub.ReceiveMessage(ctx)

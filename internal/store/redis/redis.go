@@ -104,7 +104,7 @@ type Store struct {
 	ps      *listener
 
 	// publishes and finishes coalesce concurrent calls (batch.go).
-	publishes *batcher[pubItem, any]
+	publishes *batcher[pubItem, store.Published]
 	finishes  *batcher[finishItem, any]
 	// calls pipelines the other calls of concurrent callers (pipeline.go).
 	calls *batcher[call, *goredis.Cmd]
