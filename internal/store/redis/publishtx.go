@@ -97,8 +97,9 @@ const txGate = `if redis.call('EXISTS', unpack(KEYS, 2)) > 0 then
 end
 return 0`
 
-// publishTx stores items (each plainPub) in one MULTI/EXEC and answers as
-// the publish script does, or errTxDeclined when the script must decide
+// publishTx stores items (each plainPub) in one MULTI/EXEC and answers
+// what the publish script's reply reads as (publishedOf), or
+// errTxDeclined when the script must decide
 // (nothing was written then). WATCH, the gate, MULTI, the writes and EXEC
 // go in one round trip, on a connection of its own (WATCH is per
 // connection; EXEC ends it, whether it runs or refuses).
