@@ -6,6 +6,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode"
 
 	"github.com/oklog/ulid/v2"
 	goredis "github.com/redis/go-redis/v9"
@@ -168,28 +169,14 @@ func splitEvent(id, v string) (doc string, runs []string) {
 }
 
 // ulidTime is the time (unix ms) in the ULID id, as id_time in
-// lua/common.lua: for 26 digits of Crockford's base32 in upper case, the
-// first at most 7. (idTime takes lower case too, which the scripts would
-// have to match.)
+// lua/common.lua takes it: idTime's ULIDs, in upper case only (the
+// scripts do not decode lower case).
 func ulidTime(id string) (int64, bool) {
-	if len(id) != 26 || id[0] > '7' {
+	if strings.ContainsFunc(id, unicode.IsLower) {
 		return 0, false
 	}
-	var t int64
-	for i := range len(id) {
-		d := strings.IndexByte(crockford, id[i])
-		if d < 0 {
-			return 0, false
-		}
-		if i < 10 {
-			t = t*32 + int64(d)
-		}
-	}
-	return t, true
+	return idTime(id)
 }
-
-// crockford is Crockford's base32 alphabet, digit by value.
-const crockford = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 
 // appendKeptLine appends the line of the run id (its event's) the event
 // keeps (event_line in lua/common.lua): "\t<created>\t<fn>", then
